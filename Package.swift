@@ -1,0 +1,101 @@
+// swift-tools-version: 6.1
+//
+// bpfnet: Docker's default-bridge container policy enforced with eBPF.
+// Layout and responsibilities: see DESIGN.md section 3 (mirrored in README.md).
+
+import PackageDescription
+
+let package = Package(
+    name: "bpfnet",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "bpfnet", targets: ["bpfnet"]),
+        .executable(name: "bpfnet-probe", targets: ["bpfnet-probe"]),
+        .library(name: "BPF", targets: ["BPF"]),
+        .library(name: "BPFNetCore", targets: ["BPFNetCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // libbpf from the system (Debian: libbpf-dev), nothing else.
+        .systemLibrary(
+            name: "CLibBPF",
+            pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev", "libelf-dev", "zlib1g-dev"])]
+        ),
+        // bpf/include/bpfnet_shared.h exposed to Swift; the module map points at it.
+        .target(name: "BPFNetShared"),
+
+        // Compiles bpf/*.bpf.c with clang -target bpf and embeds the objects.
+        .executableTarget(name: "BPFEmbed"),
+        .plugin(
+            name: "BPFCompiler",
+            capability: .buildTool(),
+            dependencies: ["BPFEmbed"]
+        ),
+        .target(name: "BPFObjects", plugins: ["BPFCompiler"]),
+
+        // Generic libbpf layer; knows nothing about Docker.
+        .target(
+            name: "BPF",
+            dependencies: [
+                "CLibBPF",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Pure Swift policy model, reference verdicts, compiler, reconciler.
+        .target(
+            name: "BPFNetCore",
+            dependencies: [
+                "BPFNetShared",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Backends behind one protocol: eBPF (and the fallbacks later), in-memory.
+        .target(
+            name: "BPFNetDataplane",
+            dependencies: [
+                "BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "NetLab",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Network namespaces, veths, bridges and probes: the demo host, the
+        // end-to-end tests and the benchmarks build their topologies with it.
+        .target(
+            name: "NetLab",
+            dependencies: [
+                "BPFNetCore",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "bpfnet",
+            dependencies: [
+                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Tiny TCP/UDP/ICMP prober run inside namespaces (fixed source ports).
+        .executableTarget(name: "bpfnet-probe"),
+
+        .testTarget(
+            name: "BPFNetCoreTests",
+            dependencies: ["BPFNetCore", "BPFNetShared"],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "BPFTestRunTests",
+            dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane"]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab"]
+        ),
+    ]
+)

@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The policy model: what the operator (or Docker) says should hold. Pure
+// values; no syscalls, no libbpf. Field meanings follow DESIGN.md section 1.
+
+/// An IPv4 address, stored in host byte order (`value` 0x0A000001 is 10.0.0.1).
+public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+    public var value: UInt32
+
+    public init(_ value: UInt32) { self.value = value }
+
+    public init(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) {
+        value = UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d)
+    }
+
+    /// Parses dotted-quad notation ("10.0.0.1"); nil when it is not exactly that.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var result: UInt32 = 0
+        for part in parts {
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII),
+                  let octet = UInt8(part) else { return nil }
+            result = result << 8 | UInt32(octet)
+        }
+        value = result
+    }
+
+    /// The address in network byte order, as the kernel and `__be32` fields hold it.
+    public var networkOrder: UInt32 { value.bigEndian }
+
+    public init(networkOrder: UInt32) { value = UInt32(bigEndian: networkOrder) }
+
+    public static let any = IPv4Address(0)
+
+    public var isMulticast: Bool { value >> 28 == 0xE }
+    public var isLimitedBroadcast: Bool { value == 0xFFFF_FFFF }
+
+    public var description: String {
+        "\(value >> 24).\(value >> 16 & 0xFF).\(value >> 8 & 0xFF).\(value & 0xFF)"
+    }
+
+    public static func < (lhs: IPv4Address, rhs: IPv4Address) -> Bool { lhs.value < rhs.value }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let address = IPv4Address(text) else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "'\(text)' is not an IPv4 address (expected a.b.c.d)"))
+        }
+        self = address
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// An IPv4 prefix such as 203.0.113.0/24. The address is stored masked.
+public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
+    public let address: IPv4Address
+    public let prefixLength: UInt8
+
+    public init?(address: IPv4Address, prefixLength: UInt8) {
+        guard prefixLength <= 32 else { return nil }
+        self.address = IPv4Address(address.value & Self.mask(prefixLength))
+        self.prefixLength = prefixLength
+    }
+
+    /// Parses "a.b.c.d/len" or a bare address (taken as /32). Host bits are masked off.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 1 || parts.count == 2, let address = IPv4Address(parts[0]) else { return nil }
+        var length: UInt8 = 32
+        if parts.count == 2 {
+            guard !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCII),
+                  let parsed = UInt8(parts[1]), parsed <= 32 else { return nil }
+            length = parsed
+        }
+        self.init(address: address, prefixLength: length)
+    }
+
+    public var netmask: UInt32 { Self.mask(prefixLength) }
+
+    public func contains(_ candidate: IPv4Address) -> Bool {
+        candidate.value & netmask == address.value
+    }
+
+    static func mask(_ length: UInt8) -> UInt32 {
+        length == 0 ? 0 : UInt32.max << (32 - UInt32(length))
+    }
+
+    public var description: String { "\(address)/\(prefixLength)" }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let cidr = IPv4CIDR(text) else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "'\(text)' is not an IPv4 CIDR (expected a.b.c.d/len, len 0-32)"))
+        }
+        self = cidr
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// An Ethernet MAC address.
+public struct MACAddress: Hashable, Sendable, CustomStringConvertible, Codable {
+    public var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+
+    public init(_ b0: UInt8, _ b1: UInt8, _ b2: UInt8, _ b3: UInt8, _ b4: UInt8, _ b5: UInt8) {
+        bytes = (b0, b1, b2, b3, b4, b5)
+    }
+
+    /// Parses "02:42:ac:11:00:02" (colons or dashes, any case).
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(omittingEmptySubsequences: false) { $0 == ":" || $0 == "-" }
+        guard parts.count == 6 else { return nil }
+        var octets: [UInt8] = []
+        for part in parts {
+            guard part.count == 2, let octet = UInt8(part, radix: 16) else { return nil }
+            octets.append(octet)
+        }
+        bytes = (octets[0], octets[1], octets[2], octets[3], octets[4], octets[5])
+    }
+
+    public var array: [UInt8] { [bytes.0, bytes.1, bytes.2, bytes.3, bytes.4, bytes.5] }
+
+    /// Docker 20.10's MAC for a container address: 02:42 followed by the IPv4 address.
+    public init(dockerStyleFor address: IPv4Address) {
+        let v = address.value
+        self.init(0x02, 0x42, UInt8(v >> 24), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF))
+    }
+
+    public var description: String {
+        array.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
+    }
+
+    public static func == (lhs: MACAddress, rhs: MACAddress) -> Bool { lhs.array == rhs.array }
+    public func hash(into hasher: inout Hasher) { hasher.combine(array) }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let mac = MACAddress(text) else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "'\(text)' is not a MAC address (expected xx:xx:xx:xx:xx:xx)"))
+        }
+        self = mac
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// The transport protocols Docker's port and link rules can name.
+public enum TransportProtocol: String, Hashable, Sendable, Codable, CaseIterable, Comparable {
+    case tcp, udp, sctp
+
+    /// IANA protocol number, as in the IPv4 header.
+    public var number: UInt8 {
+        switch self {
+        case .tcp: 6
+        case .udp: 17
+        case .sctp: 132
+        }
+    }
+
+    public init?(number: UInt8) {
+        switch number {
+        case 6: self = .tcp
+        case 17: self = .udp
+        case 132: self = .sctp
+        default: return nil
+        }
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.number < rhs.number }
+}
+
+/// A port with its protocol, written "80/tcp" (the protocol defaults to tcp, as in Docker).
+public struct PortSpec: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    public var port: UInt16
+    public var proto: TransportProtocol
+
+    public init(_ port: UInt16, _ proto: TransportProtocol = .tcp) {
+        self.port = port
+        self.proto = proto
+    }
+
+    /// Parses "80", "80/tcp", "53/udp", "132/sctp". Port 0 is rejected.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 1 || parts.count == 2,
+              let port = UInt16(parts[0]), port != 0 else { return nil }
+        var proto = TransportProtocol.tcp
+        if parts.count == 2 {
+            guard let parsed = TransportProtocol(rawValue: parts[1].lowercased()) else { return nil }
+            proto = parsed
+        }
+        self.init(port, proto)
+    }
+
+    public var description: String { "\(port)/\(proto.rawValue)" }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.proto, lhs.port) < (rhs.proto, rhs.port)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = (try? container.decode(String.self)) ?? (try? container.decode(Int.self)).map(String.init) ?? ""
+        guard let spec = PortSpec(text) else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "'\(text)' is not a port (expected PORT or PORT/tcp|udp|sctp, 1-65535)"))
+        }
+        self = spec
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// `-p [hostIP:]hostPort:containerPort[/proto]`.
+public struct PublishedPort: Hashable, Sendable, Codable {
+    /// nil binds every host address (Docker's 0.0.0.0).
+    public var hostIP: IPv4Address?
+    public var hostPort: UInt16
+    public var containerPort: UInt16
+    public var proto: TransportProtocol
+
+    public init(hostIP: IPv4Address? = nil, hostPort: UInt16, containerPort: UInt16, proto: TransportProtocol = .tcp) {
+        self.hostIP = hostIP
+        self.hostPort = hostPort
+        self.containerPort = containerPort
+        self.proto = proto
+    }
+}
+
+/// A container on the bridge.
+public struct Container: Hashable, Sendable, Codable {
+    public var name: String
+    public var ip: IPv4Address
+    public var mac: MACAddress
+    /// The host-side veth enslaved to the bridge (the container's bridge port).
+    public var port: String
+    /// exp(c): `Config.ExposedPorts`, which already includes every published port.
+    public var exposed: [PortSpec]
+    /// pub(c).
+    public var published: [PublishedPort]
+
+    public init(name: String, ip: IPv4Address, mac: MACAddress, port: String,
+                exposed: [PortSpec] = [], published: [PublishedPort] = []) {
+        self.name = name
+        self.ip = ip
+        self.mac = mac
+        self.port = port
+        self.exposed = exposed
+        self.published = published
+    }
+}
+
+/// `docker run --link child:alias` on the parent.
+public struct Link: Hashable, Sendable, Codable {
+    public var parent: String
+    public var child: String
+    public var alias: String?
+
+    public init(parent: String, child: String, alias: String? = nil) {
+        self.parent = parent
+        self.child = child
+        self.alias = alias
+    }
+}
+
+public enum ForwardPolicy: String, Hashable, Sendable, Codable, CaseIterable {
+    case drop, accept
+}
+
+/// Where the port program runs on each bridge port.
+public enum PortHook: String, Hashable, Sendable, Codable, CaseIterable {
+    case tc, xdp
+}
+
+/// An interface towards the outside and the sources it admits (empty: everyone).
+public struct ExternalInterface: Hashable, Sendable, Codable {
+    public var name: String
+    public var allowSources: [IPv4CIDR]
+
+    public init(name: String, allowSources: [IPv4CIDR] = []) {
+        self.name = name
+        self.allowSources = allowSources
+    }
+}
+
+/// Everything the dataplane must enforce. Defaults follow Docker's defaults
+/// (icc on, ip_forward on) and Docker 28+'s closed direct routing.
+public struct Policy: Hashable, Sendable, Codable {
+    public var bridge: String = "docker0"
+    public var icc: Bool = true
+    public var ipForward: Bool = true
+    public var forwardPolicy: ForwardPolicy = .drop
+    public var portHook: PortHook = .tc
+    public var extInterfaces: [ExternalInterface] = []
+    public var containers: [Container] = []
+    public var links: [Link] = []
+
+    public init(bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
+                forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
+                extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
+                links: [Link] = []) {
+        self.bridge = bridge
+        self.icc = icc
+        self.ipForward = ipForward
+        self.forwardPolicy = forwardPolicy
+        self.portHook = portHook
+        self.extInterfaces = extInterfaces
+        self.containers = containers
+        self.links = links
+    }
+}

@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * bpfnet_shared.h — the one header that both the eBPF programs (clang -target
+ * bpf) and the Swift control plane (through the BPFNetShared C module) compile.
+ *
+ * It owns everything that crosses the kernel/user line: map names, map
+ * key/value layouts, flag bits, reason codes and program kinds. Swift never
+ * re-declares these structs; it imports them from here. Every struct uses
+ * fixed-width types, explicit padding and a _Static_assert on its size, and the
+ * Swift test suite asserts the same sizes (Tests/BPFNetCoreTests/SharedLayoutTests).
+ *
+ * Byte order is visible in the type: __be16/__be32 fields hold network byte
+ * order exactly as they appear in the packet; __u16/__u32 fields are host order.
+ *
+ * License: dual GPL-2.0-only / BSD-2-Clause so that it can be included in GPL
+ * eBPF objects and in the Apache-2.0 Swift code alike.
+ */
+#ifndef BPFNET_SHARED_H
+#define BPFNET_SHARED_H
+
+#include <linux/types.h>
+
+/* ------------------------------------------------------------------------ */
+/* Map names. The BPF side uses the identifiers, the Swift side the strings   */
+/* returned by bpfnet_map_name(), so each name is written exactly once.       */
+/* Kernel object names are limited to 15 characters.                         */
+/* ------------------------------------------------------------------------ */
+
+#define BPFNET_MAP_CONFIG     bn_config     /* ARRAY[1]: struct bpfnet_config            */
+#define BPFNET_MAP_CONTAINERS bn_containers /* HASH: __be32 addr -> bpfnet_container     */
+#define BPFNET_MAP_MACS       bn_macs       /* HASH: bpfnet_mac_key -> __be32 addr       */
+#define BPFNET_MAP_LINKS      bn_links      /* HASH: bpfnet_link_key -> bpfnet_link_value*/
+#define BPFNET_MAP_PUBLISHED  bn_published  /* HASH: bpfnet_published_key -> _value      */
+#define BPFNET_MAP_EXT_IFS    bn_ext_ifs    /* HASH: __u32 ifindex -> bpfnet_ext_if      */
+#define BPFNET_MAP_ALLOW_SRC  bn_allow_src  /* LPM_TRIE: bpfnet_allow_key -> __u32       */
+#define BPFNET_MAP_COUNTERS   bn_counters   /* PERCPU_ARRAY: index -> bpfnet_counter     */
+#define BPFNET_MAP_NAMES      bn_names      /* HASH: __be32 addr -> bpfnet_container_name*/
+#define BPFNET_MAP_ATTACH     bn_attach     /* HASH: bpfnet_attach_key -> _value         */
+
+#define BPFNET_XSTR(x) BPFNET_STR(x)
+#define BPFNET_STR(x)  #x
+
+/* Default capacities (the control plane may raise them before load). */
+#define BPFNET_MAX_CONTAINERS  16384
+#define BPFNET_MAX_LINK_RULES  262144
+#define BPFNET_MAX_PUBLISHED   16384
+#define BPFNET_MAX_EXT_IFS     64
+#define BPFNET_MAX_ALLOW_SRC   65536
+#define BPFNET_MAX_ATTACH      16448   /* containers + ext interfaces */
+
+/* ------------------------------------------------------------------------ */
+/* Program kinds: one counter block per kind.                                */
+/* ------------------------------------------------------------------------ */
+
+enum bpfnet_program {
+	BPFNET_PROG_PORT_TC  = 0, /* port program, tc clsact ingress of a bridge port */
+	BPFNET_PROG_PORT_XDP = 1, /* port program, XDP on a bridge port               */
+	BPFNET_PROG_EXT_XDP  = 2, /* ext program, XDP on an external interface        */
+	BPFNET_PROG_MAX      = 3,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Reasons. Every verdict carries exactly one; it indexes the counters.       */
+/* Values are stable: they are read back by `bpfnet status` from pinned maps  */
+/* written by another (possibly older) process. Passes < 32 <= drops.          */
+/* Row numbers refer to the policy table in DESIGN.md section 1.              */
+/* ------------------------------------------------------------------------ */
+
+enum bpfnet_reason {
+	BPFNET_REASON_NONE         = 0,
+	BPFNET_PASS_NON_IP         = 1,  /* row 1: neither IPv4 nor IPv6 (ARP, LLDP, ...)       */
+	BPFNET_PASS_HOST           = 2,  /* row 2: container -> the bridge's own address        */
+	BPFNET_PASS_ICC            = 3,  /* row 3: container -> container, icc=true              */
+	BPFNET_PASS_LINK           = 4,  /* row 4: parent -> child on an exposed (proto, dport)  */
+	BPFNET_PASS_LINK_REVERSE   = 5,  /* row 5: child -> parent from an exposed (proto, sport)*/
+	BPFNET_PASS_LINK_FRAGMENT  = 6,  /* non-first fragment between a linked pair            */
+	BPFNET_PASS_OUTSIDE        = 7,  /* row 7 (and row 2 for other host addresses)          */
+	BPFNET_PASS_IPV6           = 8,  /* IPv6 not addressed to a container's MAC             */
+	BPFNET_PASS_PUBLISHED      = 9,  /* row 8: published port, source allowed              */
+	BPFNET_PASS_FORWARD        = 10, /* row 9: direct to a container, forward accept        */
+	BPFNET_PASS_REPLY          = 11, /* row 10: reply to a connection opened from inside    */
+	BPFNET_PASS_LOCAL          = 12, /* row 11: towards the host, not a published port      */
+	BPFNET_PASS_FRAGMENT       = 13, /* ext: non-first fragment, judged by its first one    */
+	BPFNET_DROP_ICC            = 32, /* row 6: container -> container not allowed           */
+	BPFNET_DROP_SOURCE         = 33, /* row 8/9: source not in the interface's allow-list   */
+	BPFNET_DROP_FORWARD        = 34, /* row 9: direct to a container, forward policy drop   */
+	BPFNET_DROP_MALFORMED      = 35, /* truncated or inconsistent L2/L3/L4 header           */
+	BPFNET_REASON_MAX          = 48,
+};
+
+/* Every reason at or above this value is a drop. */
+#define BPFNET_REASON_DROP_FIRST 32
+
+#define BPFNET_COUNTER_INDEX(prog, reason) ((__u32)(prog) * BPFNET_REASON_MAX + (__u32)(reason))
+#define BPFNET_COUNTER_SLOTS (BPFNET_PROG_MAX * BPFNET_REASON_MAX)
+
+/* ------------------------------------------------------------------------ */
+/* bn_config: the single global policy record (ARRAY, key 0).                */
+/* ------------------------------------------------------------------------ */
+
+enum bpfnet_config_flags {
+	BPFNET_CFG_ICC            = 1u << 0, /* inter-container communication on (Docker --icc)  */
+	BPFNET_CFG_FORWARD_ACCEPT = 1u << 1, /* forward policy accept (default drop)            */
+	BPFNET_CFG_IP_FORWARD     = 1u << 2, /* net.ipv4.ip_forward managed on (informational)  */
+	BPFNET_CFG_FAST_PATH      = 1u << 3, /* reserved: deliver allowed traffic around bridge */
+	BPFNET_CFG_STRICT_LINKS   = 1u << 4, /* reserved: stateful reverse link rule            */
+	BPFNET_CFG_LOADED         = 1u << 31,/* set once the control plane has written a policy */
+};
+
+struct bpfnet_config {
+	__u32  flags;           /* enum bpfnet_config_flags                              */
+	__be32 bridge_addr;     /* the bridge's own IPv4 address (row 2)                 */
+	__be32 bridge_subnet;   /* bridge network address, already masked               */
+	__be32 bridge_netmask;  /* netmask; 0 means "no subnet known" (never matches)     */
+	__u32  bridge_ifindex;  /* ifindex of the bridge, for status and the fast path    */
+	__u32  generation;      /* bumped by the control plane on every policy change     */
+};
+_Static_assert(sizeof(struct bpfnet_config) == 24, "bpfnet_config layout");
+
+/* ------------------------------------------------------------------------ */
+/* bn_containers: container IPv4 -> where it lives. Key: __be32 address.       */
+/* ------------------------------------------------------------------------ */
+
+struct bpfnet_container {
+	__u32 port_ifindex;     /* host-side veth enslaved to the bridge                  */
+	__u8  mac[6];           /* container's eth0 MAC                                    */
+	__u16 flags;            /* reserved, 0                                             */
+};
+_Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout");
+
+/* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
+struct bpfnet_mac_key {
+	__u8  mac[6];
+	__u16 pad;              /* always 0 */
+};
+_Static_assert(sizeof(struct bpfnet_mac_key) == 8, "bpfnet_mac_key layout");
+
+/* bn_names: container IPv4 -> name; read by `bpfnet status` only. */
+#define BPFNET_NAME_LEN 64
+struct bpfnet_container_name {
+	char name[BPFNET_NAME_LEN]; /* NUL-terminated unless exactly 64 bytes */
+};
+_Static_assert(sizeof(struct bpfnet_container_name) == 64, "bpfnet_container_name layout");
+
+/* ------------------------------------------------------------------------ */
+/* bn_links: Docker's legacy link rules, one hash entry per rule so that the   */
+/* per-packet cost does not depend on how many links exist.                   */
+/*                                                                            */
+/*   FORWARD  (parent, child, proto, port)  parent -> child, dport == port    */
+/*   REVERSE  (child, parent, proto, port)  child -> parent, sport == port    */
+/*            (Docker's stateless reverse rule)                               */
+/*   PAIR     (a, b, proto, 0)              a -> b non-first fragments; exists */
+/*            when any FORWARD or REVERSE rule a -> b for proto exists         */
+/* ------------------------------------------------------------------------ */
+
+enum bpfnet_link_dir {
+	BPFNET_LINK_FORWARD = 1,
+	BPFNET_LINK_REVERSE = 2,
+	BPFNET_LINK_PAIR    = 3,
+};
+
+struct bpfnet_link_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 port;            /* dport for FORWARD, sport for REVERSE, 0 for PAIR       */
+	__u8   proto;           /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP               */
+	__u8   dir;             /* enum bpfnet_link_dir                                   */
+};
+_Static_assert(sizeof(struct bpfnet_link_key) == 12, "bpfnet_link_key layout");
+
+struct bpfnet_link_value {
+	__u32 flags;            /* reserved, 0 */
+};
+_Static_assert(sizeof(struct bpfnet_link_value) == 4, "bpfnet_link_value layout");
+
+/* ------------------------------------------------------------------------ */
+/* bn_published: published ports, matched by the ext program before DNAT.    */
+/* host_addr 0 is a wildcard binding (Docker's 0.0.0.0).                      */
+/* ------------------------------------------------------------------------ */
+
+struct bpfnet_published_key {
+	__be32 host_addr;       /* 0 = any address                                        */
+	__be16 host_port;
+	__u8   proto;
+	__u8   pad;             /* always 0 */
+};
+_Static_assert(sizeof(struct bpfnet_published_key) == 8, "bpfnet_published_key layout");
+
+struct bpfnet_published_value {
+	__be32 container_addr;
+	__be16 container_port;
+	__u16  pad;             /* always 0 */
+};
+_Static_assert(sizeof(struct bpfnet_published_value) == 8, "bpfnet_published_value layout");
+
+/* ------------------------------------------------------------------------ */
+/* bn_ext_ifs / bn_allow_src: external interfaces and their source lists.     */
+/* ------------------------------------------------------------------------ */
+
+enum bpfnet_ext_if_flags {
+	BPFNET_EXT_ALLOWLIST = 1u << 0, /* the allow-list is non-empty: enforce it */
+};
+
+struct bpfnet_ext_if {
+	__u32 flags;            /* enum bpfnet_ext_if_flags */
+};
+_Static_assert(sizeof(struct bpfnet_ext_if) == 4, "bpfnet_ext_if layout");
+
+/*
+ * LPM key: the first 32 data bits are the ifindex (always fully matched), the
+ * next up to 32 bits the source prefix. prefixlen = 32 + CIDR prefix length.
+ */
+struct bpfnet_allow_key {
+	__u32  prefixlen;
+	__u32  ifindex;
+	__be32 addr;
+};
+_Static_assert(sizeof(struct bpfnet_allow_key) == 12, "bpfnet_allow_key layout");
+#define BPFNET_ALLOW_PREFIX_BASE 32
+
+/* ------------------------------------------------------------------------ */
+/* bn_counters: per-CPU packets/bytes per (program, reason).                   */
+/* ------------------------------------------------------------------------ */
+
+struct bpfnet_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct bpfnet_counter) == 16, "bpfnet_counter layout");
+
+/* ------------------------------------------------------------------------ */
+/* bn_attach: where the control plane attached programs, so that `unload`     */
+/* (possibly after a crash of `load`) detaches exactly what bpfnet attached.  */
+/* Written by user space only.                                                */
+/* ------------------------------------------------------------------------ */
+
+struct bpfnet_attach_key {
+	__u32 ifindex;
+	__u32 program;          /* enum bpfnet_program */
+};
+_Static_assert(sizeof(struct bpfnet_attach_key) == 8, "bpfnet_attach_key layout");
+
+struct bpfnet_attach_value {
+	__u32 prog_id;          /* kernel program id that was attached */
+	__u32 flags;            /* XDP attach flags, or tc handle/priority marker */
+};
+_Static_assert(sizeof(struct bpfnet_attach_value) == 8, "bpfnet_attach_value layout");
+
+/* tc filter identity used for every port attachment (clsact ingress). */
+#define BPFNET_TC_HANDLE   0xb9f
+#define BPFNET_TC_PRIORITY 0xb9f
+
+/* ------------------------------------------------------------------------ */
+/* Helpers for the Swift side only.                                          */
+/* ------------------------------------------------------------------------ */
+#ifndef __bpf__
+enum bpfnet_map_id {
+	BPFNET_MAP_ID_CONFIG,
+	BPFNET_MAP_ID_CONTAINERS,
+	BPFNET_MAP_ID_MACS,
+	BPFNET_MAP_ID_LINKS,
+	BPFNET_MAP_ID_PUBLISHED,
+	BPFNET_MAP_ID_EXT_IFS,
+	BPFNET_MAP_ID_ALLOW_SRC,
+	BPFNET_MAP_ID_COUNTERS,
+	BPFNET_MAP_ID_NAMES,
+	BPFNET_MAP_ID_ATTACH,
+	BPFNET_MAP_ID_COUNT,
+};
+
+static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
+{
+	switch (id) {
+	case BPFNET_MAP_ID_CONFIG:     return BPFNET_XSTR(BPFNET_MAP_CONFIG);
+	case BPFNET_MAP_ID_CONTAINERS: return BPFNET_XSTR(BPFNET_MAP_CONTAINERS);
+	case BPFNET_MAP_ID_MACS:       return BPFNET_XSTR(BPFNET_MAP_MACS);
+	case BPFNET_MAP_ID_LINKS:      return BPFNET_XSTR(BPFNET_MAP_LINKS);
+	case BPFNET_MAP_ID_PUBLISHED:  return BPFNET_XSTR(BPFNET_MAP_PUBLISHED);
+	case BPFNET_MAP_ID_EXT_IFS:    return BPFNET_XSTR(BPFNET_MAP_EXT_IFS);
+	case BPFNET_MAP_ID_ALLOW_SRC:  return BPFNET_XSTR(BPFNET_MAP_ALLOW_SRC);
+	case BPFNET_MAP_ID_COUNTERS:   return BPFNET_XSTR(BPFNET_MAP_COUNTERS);
+	case BPFNET_MAP_ID_NAMES:      return BPFNET_XSTR(BPFNET_MAP_NAMES);
+	case BPFNET_MAP_ID_ATTACH:     return BPFNET_XSTR(BPFNET_MAP_ATTACH);
+	case BPFNET_MAP_ID_COUNT:      break;
+	}
+	return "";
+}
+#endif /* !__bpf__ */
+
+#endif /* BPFNET_SHARED_H */
