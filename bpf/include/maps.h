@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * maps.h — every map of the dataplane. Both objects (port, ext) include this
+ * file; the maps are pinned by name under the control plane's pin directory,
+ * so whichever object loads second reuses the first one's maps and both
+ * programs see one state. Layouts live in bpfnet_shared.h.
+ *
+ * BPF only.
+ */
+#ifndef BPFNET_MAPS_H
+#define BPFNET_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "bpfnet_shared.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpfnet_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_CONFIG SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_CONTAINERS);
+	__type(key, __be32);
+	__type(value, struct bpfnet_container);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_CONTAINERS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_CONTAINERS);
+	__type(key, struct bpfnet_mac_key);
+	__type(value, __be32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_MACS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_CONTAINERS);
+	__type(key, __be32);
+	__type(value, struct bpfnet_container_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_NAMES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_LINK_RULES);
+	__type(key, struct bpfnet_link_key);
+	__type(value, struct bpfnet_link_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_LINKS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_PUBLISHED);
+	__type(key, struct bpfnet_published_key);
+	__type(value, struct bpfnet_published_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_PUBLISHED SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_EXT_IFS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_ext_if);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_EXT_IFS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BPFNET_MAX_ALLOW_SRC);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct bpfnet_allow_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_ALLOW_SRC SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BPFNET_COUNTER_SLOTS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_COUNTERS SEC(".maps");
+
+/* Written by user space only; kept with the maps so a crashed `load` can be undone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_ATTACH);
+	__type(key, struct bpfnet_attach_key);
+	__type(value, struct bpfnet_attach_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_ATTACH SEC(".maps");
+
+static __always_inline struct bpfnet_config *config_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&BPFNET_MAP_CONFIG, &zero);
+}
+
+#endif /* BPFNET_MAPS_H */

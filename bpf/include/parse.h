@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * parse.h — header parsing with a bounds check right before every access
+ * (xdp-tools' cursor style). The rules, including what counts as malformed,
+ * are spelled out in docs/verdicts.md and mirrored by the Swift reference
+ * model; change both together.
+ *
+ * BPF only.
+ */
+#ifndef BPFNET_PARSE_H
+#define BPFNET_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include "ctx.h"
+
+#ifndef ETH_P_8021AD
+#define ETH_P_8021AD 0x88A8
+#endif
+
+#define BPFNET_MAX_VLAN_TAGS 2
+#define IP_FRAGMENT_OFFSET_MASK 0x1FFF
+
+struct vlan_tag {
+	__be16 tci;
+	__be16 inner_proto;
+};
+
+enum parse_kind {
+	PARSE_MALFORMED = 0, /* a header the frame claims is truncated or inconsistent */
+	PARSE_OTHER,         /* neither IPv4 nor IPv6                                   */
+	PARSE_IPV4,
+	PARSE_IPV6,
+};
+
+struct parsed {
+	const __u8 *dst_mac;    /* Ethernet destination, always 6 readable bytes */
+	__be32 saddr;           /* IPv4 only from here on                        */
+	__be32 daddr;
+	__be16 sport;           /* valid when has_ports                          */
+	__be16 dport;
+	__u8   proto;
+	__u8   has_ports;       /* TCP/UDP/SCTP and not a non-first fragment     */
+	__u8   nonfirst_fragment;
+};
+
+struct cursor {
+	void  *pos;
+	__u32  offset; /* bytes from the start of the frame to pos, as a plain scalar */
+};
+
+/* Minimum L4 header carrying the ports, or 0 when the protocol has none. */
+static __always_inline __u32 l4_min_len(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:  return 20;
+	case IPPROTO_UDP:  return 8;
+	case IPPROTO_SCTP: return 12;
+	default:           return 0;
+	}
+}
+
+static __always_inline int parse_eth(const struct pkt *pkt, struct cursor *c,
+				     struct parsed *p, __be16 *proto)
+{
+	struct ethhdr *eth = c->pos;
+	struct vlan_tag *tag;
+	int i;
+
+	if ((void *)(eth + 1) > pkt->data_end)
+		return -1;
+	p->dst_mac = eth->h_dest;
+	*proto = eth->h_proto;
+	c->pos = eth + 1;
+	c->offset = sizeof(*eth);
+
+	/* Policy applies to the inner packet: a tag must not be a way around it. */
+#pragma unroll
+	for (i = 0; i < BPFNET_MAX_VLAN_TAGS; i++) {
+		if (*proto != bpf_htons(ETH_P_8021Q) && *proto != bpf_htons(ETH_P_8021AD))
+			break;
+		tag = c->pos;
+		if ((void *)(tag + 1) > pkt->data_end)
+			return -1;
+		*proto = tag->inner_proto;
+		c->pos = tag + 1;
+		c->offset += sizeof(*tag);
+	}
+	return 0;
+}
+
+static __always_inline enum parse_kind parse_ipv4(const struct pkt *pkt, struct cursor *c,
+						  struct parsed *p)
+{
+	struct iphdr *ip = c->pos;
+	__u32 hdr_len, tot_len, min_l4;
+	__be16 *ports;
+	void *l4;
+
+	if ((void *)(ip + 1) > pkt->data_end)
+		return PARSE_MALFORMED;
+	if (ip->version != 4 || ip->ihl < 5)
+		return PARSE_MALFORMED;
+	hdr_len = ip->ihl * 4;
+	if ((void *)ip + hdr_len > pkt->data_end)
+		return PARSE_MALFORMED;
+	tot_len = bpf_ntohs(ip->tot_len);
+	/* Shorter frames than tot_len claims are truncated; longer ones are padding. */
+	if (tot_len < hdr_len || c->offset + tot_len > pkt->len)
+		return PARSE_MALFORMED;
+
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->nonfirst_fragment = (bpf_ntohs(ip->frag_off) & IP_FRAGMENT_OFFSET_MASK) != 0;
+	if (p->nonfirst_fragment)
+		return PARSE_IPV4; /* no L4 header in this fragment */
+
+	min_l4 = l4_min_len(ip->protocol);
+	if (!min_l4)
+		return PARSE_IPV4;
+	l4 = (void *)ip + hdr_len;
+	if (hdr_len + min_l4 > tot_len || l4 + min_l4 > pkt->data_end)
+		return PARSE_MALFORMED;
+	ports = l4;
+	if ((void *)(ports + 2) > pkt->data_end) /* implied by the check above; for the verifier */
+		return PARSE_MALFORMED;
+	p->sport = ports[0];
+	p->dport = ports[1];
+	p->has_ports = 1;
+	return PARSE_IPV4;
+}
+
+/* Parses a frame from its Ethernet header; see docs/verdicts.md "Parsing". */
+static __always_inline enum parse_kind parse_frame(const struct pkt *pkt, struct parsed *p)
+{
+	struct cursor c = { .pos = pkt->data, .offset = 0 };
+	__be16 proto;
+
+	if (parse_eth(pkt, &c, p, &proto) < 0)
+		return PARSE_MALFORMED;
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(pkt, &c, p);
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (c.pos + sizeof(struct ipv6hdr) > pkt->data_end)
+			return PARSE_MALFORMED;
+		return PARSE_IPV6;
+	}
+	return PARSE_OTHER;
+}
+
+#endif /* BPFNET_PARSE_H */

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * policy.h — the verdict functions of DESIGN.md section 1, written exactly as
+ * docs/verdicts.md states them (the Swift reference model mirrors this file
+ * branch for branch; the differential test holds them together).
+ *
+ * Each function returns a reason; the entry point counts it and derives the
+ * action (counters.h).
+ *
+ * BPF only.
+ */
+#ifndef BPFNET_POLICY_H
+#define BPFNET_POLICY_H
+
+#include "bpfnet_shared.h"
+#include "ctx.h"
+#include "maps.h"
+#include "parse.h"
+
+static __always_inline int is_multicast_or_broadcast(__be32 addr)
+{
+	__u32 host = bpf_ntohl(addr);
+
+	return (host >> 28) == 0xE || host == 0xFFFFFFFF;
+}
+
+static __always_inline int in_bridge_subnet(const struct bpfnet_config *cfg, __be32 addr)
+{
+	/* A zero netmask means the subnet is unknown, not "everything". */
+	return cfg->bridge_netmask && (addr & cfg->bridge_netmask) == cfg->bridge_subnet;
+}
+
+static __always_inline int is_container(__be32 addr)
+{
+	return bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &addr) != NULL;
+}
+
+static __always_inline int link_rule_exists(__be32 saddr, __be32 daddr, __be16 port,
+					    __u8 proto, __u8 dir)
+{
+	struct bpfnet_link_key key = {
+		.saddr = saddr,
+		.daddr = daddr,
+		.port = port,
+		.proto = proto,
+		.dir = dir,
+	};
+
+	return bpf_map_lookup_elem(&BPFNET_MAP_LINKS, &key) != NULL;
+}
+
+/* An all-zero policy, used only if the config slot could not be read. */
+static const struct bpfnet_config empty_config;
+
+static __always_inline const struct bpfnet_config *config_or_empty(void)
+{
+	const struct bpfnet_config *cfg = config_get();
+
+	return cfg ? cfg : &empty_config;
+}
+
+/* Rows 1-7: every packet a container sends, seen on its bridge port. */
+static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt)
+{
+	const struct bpfnet_config *cfg;
+	struct parsed p = {};
+	enum parse_kind kind;
+
+	kind = parse_frame(pkt, &p);
+	if (kind == PARSE_MALFORMED)
+		return BPFNET_DROP_MALFORMED;
+	if (kind == PARSE_OTHER)
+		return BPFNET_PASS_NON_IP;
+
+	cfg = config_or_empty();
+	if (kind == PARSE_IPV6) {
+		/* Containers on the default bridge have no known IPv6 addresses;
+		 * their MACs identify them. Neighbour discovery (multicast) passes. */
+		struct bpfnet_mac_key mac = {};
+
+		if (p.dst_mac[0] & 1)
+			return BPFNET_PASS_IPV6;
+		__builtin_memcpy(mac.mac, p.dst_mac, sizeof(mac.mac));
+		if (!bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac))
+			return BPFNET_PASS_IPV6;
+		return (cfg->flags & BPFNET_CFG_ICC) ? BPFNET_PASS_ICC : BPFNET_DROP_ICC;
+	}
+
+	if (p.daddr == cfg->bridge_addr)
+		return BPFNET_PASS_HOST;
+	if (!in_bridge_subnet(cfg, p.daddr) && !is_multicast_or_broadcast(p.daddr) &&
+	    !is_container(p.daddr))
+		return BPFNET_PASS_OUTSIDE;
+	if (cfg->flags & BPFNET_CFG_ICC)
+		return BPFNET_PASS_ICC;
+
+	if (p.nonfirst_fragment) {
+		/* No ports here: admit fragments only between a linked pair. */
+		if (link_rule_exists(p.saddr, p.daddr, 0, p.proto, BPFNET_LINK_PAIR))
+			return BPFNET_PASS_LINK_FRAGMENT;
+		return BPFNET_DROP_ICC;
+	}
+	if (p.has_ports) {
+		if (link_rule_exists(p.saddr, p.daddr, p.dport, p.proto, BPFNET_LINK_FORWARD))
+			return BPFNET_PASS_LINK;
+		/* Docker's reverse rule is stateless: any packet from an exposed
+		 * source port of the child to its parent passes (row 5). */
+		if (link_rule_exists(p.saddr, p.daddr, p.sport, p.proto, BPFNET_LINK_REVERSE))
+			return BPFNET_PASS_LINK_REVERSE;
+	}
+	return BPFNET_DROP_ICC;
+}
+
+static __always_inline int source_allowed(__u32 ifindex, __be32 saddr)
+{
+	struct bpfnet_allow_key key = {
+		.prefixlen = BPFNET_ALLOW_PREFIX_BASE + 32,
+		.ifindex = ifindex,
+		.addr = saddr,
+	};
+	struct bpfnet_ext_if *ext;
+
+	ext = bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &ifindex);
+	if (!ext || !(ext->flags & BPFNET_EXT_ALLOWLIST))
+		return 1; /* no list on this interface: everyone */
+	return bpf_map_lookup_elem(&BPFNET_MAP_ALLOW_SRC, &key) != NULL;
+}
+
+static __always_inline int is_published(__be32 daddr, __be16 dport, __u8 proto)
+{
+	struct bpfnet_published_key key = {
+		.host_addr = daddr,
+		.host_port = dport,
+		.proto = proto,
+	};
+
+	if (bpf_map_lookup_elem(&BPFNET_MAP_PUBLISHED, &key))
+		return 1;
+	key.host_addr = 0; /* wildcard binding, Docker's 0.0.0.0 */
+	return bpf_map_lookup_elem(&BPFNET_MAP_PUBLISHED, &key) != NULL;
+}
+
+/*
+ * Rows 8-11 before the conntrack check: the provisional verdict for a packet
+ * arriving on an external interface. `p` is an IPv4 packet that is not a
+ * non-first fragment.
+ */
+static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_config *cfg,
+							  const struct parsed *p, __u32 ifindex)
+{
+	int to_container = p->daddr != cfg->bridge_addr &&
+			   (in_bridge_subnet(cfg, p->daddr) || is_container(p->daddr));
+
+	if (to_container) {
+		/* Routed straight at a container address, no DNAT (row 9). */
+		if (!(cfg->flags & BPFNET_CFG_FORWARD_ACCEPT))
+			return BPFNET_DROP_FORWARD;
+		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_FORWARD : BPFNET_DROP_SOURCE;
+	}
+	/* Matched before DNAT on host address and host port (row 8). A wildcard
+	 * binding is enforced for every non-container destination: fail-closed,
+	 * no tracking of the host's own addresses needed. */
+	if (p->has_ports && is_published(p->daddr, p->dport, p->proto))
+		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_PUBLISHED : BPFNET_DROP_SOURCE;
+	return BPFNET_PASS_LOCAL;
+}
+
+#endif /* BPFNET_POLICY_H */
