@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// bpfnet's own nftables table for NAT: DNAT for published ports and
+// masquerade for the bridge subnet. NAT stays in netfilter in this version
+// (DESIGN.md section 2); the eBPF programs decide who may talk to whom.
+// bpfnet owns exactly this table and touches no other.
+
+/// Renders the `ip bpfnet` nftables table as one `nft -f` transaction.
+public struct NATRuleset: Sendable, Equatable {
+    /// The table name; also what `bpfnet unload` deletes.
+    public static let tableName = "bpfnet"
+
+    public var bridge: String
+    public var bridgeSubnet: IPv4CIDR
+    public var published: [(container: IPv4Address, port: PublishedPort)]
+
+    public init(bridge: String, bridgeSubnet: IPv4CIDR, policy: Policy) {
+        self.bridge = bridge
+        self.bridgeSubnet = bridgeSubnet
+        self.published = policy.containers.flatMap { container in
+            container.published.map { (container.ip, $0) }
+        }
+    }
+
+    public static func == (lhs: NATRuleset, rhs: NATRuleset) -> Bool {
+        lhs.render() == rhs.render()
+    }
+
+    /// The whole table. The leading `table` + `delete table` pair makes the
+    /// transaction replace an existing table atomically and also work when
+    /// there is none: nft applies the file all or nothing.
+    public func render() -> String {
+        let anyAddress = published.filter { $0.port.hostIP == nil }
+            .map { "\($0.port.proto.rawValue) . \($0.port.hostPort) : \($0.container) . \($0.port.containerPort)" }
+            .sorted()
+        let specificAddress = published.compactMap { entry -> String? in
+            guard let hostIP = entry.port.hostIP else { return nil }
+            return "\(hostIP) . \(entry.port.proto.rawValue) . \(entry.port.hostPort) : \(entry.container) . \(entry.port.containerPort)"
+        }.sorted()
+        let bridge = Self.quoted(bridge)
+
+        // Docker's DNAT rules: only towards local addresses (addrtype LOCAL),
+        // not for packets coming from the bridge (with Docker's userland proxy
+        // running, containers reach published ports through it), and for
+        // host-originated traffic except to 127.0.0.0/8.
+        func dnatRules(match: String) -> String {
+            """
+                    \(match) fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @published_addr
+                    \(match) fib daddr type local dnat ip to meta l4proto . th dport map @published_any
+            """
+        }
+        return """
+            table ip \(Self.tableName)
+            delete table ip \(Self.tableName)
+            table ip \(Self.tableName) {
+                comment "owned by bpfnet: NAT for the bridge \(self.bridge); do not edit, run bpfnet unload"
+                map published_any {
+                    type inet_proto . inet_service : ipv4_addr . inet_service
+            \(Self.elements(anyAddress))
+                }
+                map published_addr {
+                    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+            \(Self.elements(specificAddress))
+                }
+                chain prerouting {
+                    type nat hook prerouting priority dstnat; policy accept;
+            \(dnatRules(match: "iifname != \(bridge)"))
+                }
+                chain output {
+                    type nat hook output priority -100; policy accept;
+            \(dnatRules(match: "ip daddr != 127.0.0.0/8"))
+                }
+                chain postrouting {
+                    type nat hook postrouting priority srcnat; policy accept;
+                    ip saddr \(bridgeSubnet) oifname != \(bridge) masquerade
+                }
+            }
+
+            """
+    }
+
+    /// `nft -f` input that removes the table (and succeeds when it is absent).
+    public static func renderDelete() -> String {
+        """
+        table ip \(tableName)
+        delete table ip \(tableName)
+
+        """
+    }
+
+    private static func elements(_ items: [String]) -> String {
+        items.isEmpty ? "" : "        elements = { \(items.joined(separator: ", ")) }"
+    }
+
+    /// Interface names go into nft's syntax quoted; names are kernel interface
+    /// names (no quotes or backslashes possible), quoting keeps odd ones literal.
+    private static func quoted(_ name: String) -> String { "\"\(name)\"" }
+}

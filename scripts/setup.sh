@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what bpfnet needs to build, test and run on Debian 12 (as root),
+# then builds it. Safe to run again. Used by scripts/demo.sh, scripts/test.sh
+# and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (apt-get, network namespaces and eBPF need it): sudo $0" >&2
+    exit 2
+fi
+
+# Build: libbpf and its link dependencies, kernel UAPI headers for the eBPF
+# objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
+# fallback backends), ethtool (GRO for the packet generator), bpftool
+# (inspection), docker.io + busybox-static (the real-Docker suite).
+packages=(
+    libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
+    iproute2 nftables iptables ethtool bpftool kmod procps
+    docker.io busybox-static
+)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps the docker.io package from starting a daemon in the
+    # root namespace; tests start their own dockerd inside a namespace.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    if [ -x /opt/swift/usr/bin/swift ]; then
+        export PATH="/opt/swift/usr/bin:$PATH"
+    else
+        echo "setup: no Swift toolchain found (expected swift on PATH or /opt/swift/usr/bin)" >&2
+        exit 1
+    fi
+fi
+
+echo "setup: building bpfnet"
+swift build
