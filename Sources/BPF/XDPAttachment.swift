@@ -196,6 +196,9 @@ public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
     @discardableResult
     public static func detach(ifindex: UInt32, mode: XDPMode? = nil, expectedProgramID: UInt32? = nil) throws -> Bool {
         guard let current = try query(ifindex: ifindex) else { return false }
+        // Detaching a mode that has no program is a no-op for the kernel;
+        // report it as "nothing detached" rather than success.
+        if let mode, mode != current.mode { return false }
         let detachMode = mode ?? current.mode
         var opts = bpf_xdp_attach_opts()
         opts.sz = optionsSize(\bpf_xdp_attach_opts.old_prog_fd)

@@ -154,6 +154,7 @@ final class XDPAttachmentTests: XCTestCase {
             XCTAssertThrowsError(try XDPAttachment.attach(counting, ifindex: veth0, mode: .native)) { error in
                 XCTAssertTrue(String(describing: error).contains("attaching xdp (native) to veth0"), "\(error)")
             }
+            XCTAssertFalse(try XDPAttachment.detach(ifindex: veth0, mode: .native), "the program is generic")
             XCTAssertTrue(try XDPAttachment.detach(ifindex: veth0, expectedProgramID: counting.id))
             XCTAssertNil(try XDPAttachment.query(ifindex: veth0))
         }

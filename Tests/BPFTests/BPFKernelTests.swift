@@ -6,6 +6,8 @@
 import BPF
 import BPFObjects
 import CLibBPF
+import Foundation
+import Synchronization
 import SystemPackage
 import XCTest
 
@@ -77,6 +79,33 @@ final class BPFObjectLoadTests: XCTestCase {
             XCTAssertEqual(error.operation, "bpf_object__load(selftest)")
         }
         XCTAssertFalse(object.isLoaded)
+    }
+
+    func testConcurrentLoadsKeepTheirOwnLogs() throws {
+        // libbpf has one print callback per process; each failing load must
+        // still get its own messages, and a good load none of them.
+        let failures = Mutex<[BPFError]>([])
+        let successes = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { index in
+            do {
+                let autoload = index % 2 == 0 ? ["st_rejected_tc": true] : [:]
+                _ = try selftestObject(options: BPFObject.Options(autoload: autoload))
+                successes.withLock { $0 += 1 }
+            } catch let error as BPFError {
+                failures.withLock { $0.append(error) }
+            } catch {
+                XCTFail("\(error)")
+            }
+        }
+        XCTAssertEqual(successes.withLock { $0 }, 4)
+        let errors = failures.withLock { $0 }
+        XCTAssertEqual(errors.count, 4)
+        for error in errors {
+            XCTAssertTrue((error.verifierLog ?? "").contains("invalid access to packet"), error.debugDescription)
+            // One load's messages, not several interleaved.
+            XCTAssertEqual(error.libbpfLog.filter { $0.contains("failed to load object") }.count, 1,
+                           error.debugDescription)
+        }
     }
 
     func testRawInstructionsRejectionCarriesTheLog() throws {

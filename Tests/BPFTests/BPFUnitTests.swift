@@ -166,6 +166,29 @@ final class BPFObjectOpenTests: XCTestCase {
         }
     }
 
+    func testOpenFromAFileTakesTheNameFromIt() throws {
+        let path = FilePath("/tmp/bpftest-\(getpid())-selftest.bpf.o")
+        let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate], permissions: .ownerReadWrite)
+        defer { unlink(path.string) }
+        try fd.closeAfter { _ = try fd.writeAll(BPFObjects.selftest.bytes) }
+        let object = try BPFObject(path: path)
+        XCTAssertEqual(object.name, "bpftest-\(getpid())-selftest")
+        XCTAssertTrue(object.programNames.contains("bpfnet_empty_xdp"))
+        XCTAssertThrowsError(try BPFObject(path: "/tmp/bpftest-no-such-object.o"))
+    }
+
+    func testLoadWithoutPrivilegesSaysWhatToDo() throws {
+        if geteuid() == 0 {
+            throw XCTSkip("requires a user without CAP_BPF (this runs as root)")
+        }
+        let object = try selftestObject(load: false)
+        XCTAssertThrowsError(try object.load()) { error in
+            guard let error = error as? BPFError else { return XCTFail("\(error)") }
+            XCTAssertTrue(error.isPermission, error.debugDescription)
+            XCTAssertTrue(error.description.contains("run as root or grant CAP_BPF"), error.description)
+        }
+    }
+
     func testGarbageIsNotAnObject() {
         XCTAssertThrowsError(try BPFObject(bytes: Array("not an ELF file".utf8), name: "garbage")) { error in
             let text = String(describing: error)
