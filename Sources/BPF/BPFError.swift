@@ -43,6 +43,8 @@ public struct BPFError: Error, CustomStringConvertible, CustomDebugStringConvert
     /// What to do about it, when we can tell.
     public var hint: String?
 
+    /// An error for `operation`; `libbpfMessage` is filled in from `errno`,
+    /// and `hint` defaults to advice for `errno` (privileges, verifier) when nil.
     public init(
         operation: String,
         action: String? = nil,

@@ -52,6 +52,7 @@ func checkMapLayout<Key, Value>(
 /// prefix length as a host-order `UInt32`, as the kernel's `struct
 /// bpf_lpm_trie_key` does.
 public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
+    /// The untyped map (fd, kernel parameters).
     public let handle: BPFMapHandle
 
     /// A typed view of `handle`; throws if the sizes differ or the map is per-CPU.
@@ -71,6 +72,7 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendabl
         try self.init(BPFMapHandle(pinnedAt: path))
     }
 
+    /// The map's name.
     public var name: String { handle.name }
 
     /// Batch calls hand the kernel arrays of keys and values back to back;
@@ -183,6 +185,7 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendabl
 /// (`libbpf_num_possible_cpus()`, not just the online ones), each slot the
 /// value size rounded up to 8 bytes.
 public final class BPFPerCPUMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
+    /// The untyped map (fd, kernel parameters).
     public let handle: BPFMapHandle
     /// Values per key (`libbpf_num_possible_cpus`).
     public let possibleCPUs: Int
@@ -208,6 +211,7 @@ public final class BPFPerCPUMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: S
         try self.init(BPFMapHandle(pinnedAt: path))
     }
 
+    /// The map's name.
     public var name: String { handle.name }
 
     /// One value per possible CPU (index = CPU number), or nil if the key is absent.

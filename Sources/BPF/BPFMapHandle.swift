@@ -35,9 +35,13 @@ public final class BPFMapHandle: @unchecked Sendable {
     /// The name in the object for maps of a `BPFObject`; the kernel's name
     /// (at most 15 characters) for maps opened by pin or id.
     public let name: String
+    /// The map type (`bpf_map_info.type`).
     public let type: BPFMapType
+    /// Key and value sizes in bytes as the kernel has them (for per-CPU
+    /// maps the size of one CPU's value).
     public let keySize: Int
     public let valueSize: Int
+    /// Capacity (for arrays: the number of indexes).
     public let maxEntries: UInt32
     /// `map_flags` (BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, ...).
     public let flags: UInt32

@@ -48,6 +48,8 @@ public final class BPFObject: @unchecked Sendable {
         /// longer log.
         public var verifierLogSize: Int
 
+        /// Options with libbpf's defaults: pins under /sys/fs/bpf, declared
+        /// sizes, every non-"?" program, a 16 MiB verifier log buffer.
         public init(
             pinRoot: FilePath? = nil,
             maxEntries: [String: UInt32] = [:],
@@ -65,11 +67,15 @@ public final class BPFObject: @unchecked Sendable {
 
     /// A map as declared in the object (valid before and after load).
     public struct MapDefinition: Sendable, Hashable {
+        /// The map's name in the ELF (the kernel keeps at most 15 characters).
         public var name: String
         public var type: BPFMapType
+        /// Key and value sizes in bytes (`bpf_map__key_size`, `bpf_map__value_size`).
         public var keySize: Int
         public var valueSize: Int
+        /// Capacity, with `Options.maxEntries` overrides applied.
         public var maxEntries: UInt32
+        /// `map_flags` (BPF_F_NO_PREALLOC, ...).
         public var flags: UInt32
         /// libbpf's own maps for global variables (.bss, .data, .rodata).
         public var isInternal: Bool
@@ -79,6 +85,7 @@ public final class BPFObject: @unchecked Sendable {
 
     /// The object's name (used in error messages and by libbpf).
     public let name: String
+    /// The options the object was opened with.
     public let options: Options
 
     private let lock = Mutex(())

@@ -362,7 +362,9 @@ public struct BPFTestRunResult: Sendable, Hashable {
 
 /// What the kernel says about a loaded program (`struct bpf_prog_info`).
 public struct BPFProgramInfo: Sendable, Hashable {
+    /// The kernel's program id.
     public var id: UInt32
+    /// The program type.
     public var type: BPFProgramType
     /// The kernel's name (at most 15 characters).
     public var name: String
@@ -370,6 +372,7 @@ public struct BPFProgramInfo: Sendable, Hashable {
     public var tag: String
     /// Size of the JITed image and of the translated instructions, in bytes.
     public var jitedSize: Int
+    /// Size of the instructions after the verifier's rewrites, in bytes.
     public var translatedSize: Int
     /// Ids of the maps the program uses.
     public var mapIDs: [UInt32]
@@ -378,6 +381,7 @@ public struct BPFProgramInfo: Sendable, Hashable {
     /// Run count and total run time; only counted while
     /// `kernel.bpf_stats_enabled` is 1.
     public var runCount: UInt64
+    /// Total run time in nanoseconds (see `runCount`).
     public var runTimeNanoseconds: UInt64
 
     /// `bpf_obj_get_info_by_fd` on a program fd (called twice to get the map ids).

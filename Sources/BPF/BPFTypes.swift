@@ -40,16 +40,27 @@ public struct BPFMapType: RawRepresentable, Hashable, Sendable, CustomStringConv
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     init(_ type: bpf_map_type) { self.rawValue = type.rawValue }
 
+    /// `BPF_MAP_TYPE_HASH`.
     public static let hash = Self(BPF_MAP_TYPE_HASH)
+    /// `BPF_MAP_TYPE_ARRAY`: keys 0..<max_entries, preallocated, no deletes.
     public static let array = Self(BPF_MAP_TYPE_ARRAY)
+    /// `BPF_MAP_TYPE_PROG_ARRAY`: tail-call targets.
     public static let progArray = Self(BPF_MAP_TYPE_PROG_ARRAY)
+    /// `BPF_MAP_TYPE_PERCPU_HASH`.
     public static let perCPUHash = Self(BPF_MAP_TYPE_PERCPU_HASH)
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
     public static let perCPUArray = Self(BPF_MAP_TYPE_PERCPU_ARRAY)
+    /// `BPF_MAP_TYPE_LRU_HASH`: evicts least recently used entries when full.
     public static let lruHash = Self(BPF_MAP_TYPE_LRU_HASH)
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
     public static let lruPerCPUHash = Self(BPF_MAP_TYPE_LRU_PERCPU_HASH)
+    /// `BPF_MAP_TYPE_LPM_TRIE`: longest-prefix match; keys start with a u32 prefix length.
     public static let lpmTrie = Self(BPF_MAP_TYPE_LPM_TRIE)
+    /// `BPF_MAP_TYPE_DEVMAP`: redirect targets by index.
     public static let devmap = Self(BPF_MAP_TYPE_DEVMAP)
+    /// `BPF_MAP_TYPE_DEVMAP_HASH`: redirect targets by key.
     public static let devmapHash = Self(BPF_MAP_TYPE_DEVMAP_HASH)
+    /// `BPF_MAP_TYPE_RINGBUF`.
     public static let ringbuf = Self(BPF_MAP_TYPE_RINGBUF)
 
     /// Per-CPU maps hold one value per possible CPU; read them with `BPFPerCPUMap`.

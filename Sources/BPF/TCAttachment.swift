@@ -32,7 +32,9 @@ public enum TCDirection: Sendable, Hashable, CustomStringConvertible {
 /// belong to the namespace of the thread that opens them). To attach inside
 /// another namespace, call them in `NetworkNamespace.run { ... }`.
 public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
+    /// The interface, in the namespace the attachment was made in.
     public var ifindex: UInt32
+    /// The clsact hook.
     public var direction: TCDirection
     /// The filter handle (`bpf_tc_opts.handle`).
     public var handle: UInt32
@@ -41,6 +43,7 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
     /// The id of the attached program.
     public var programID: UInt32
 
+    /// Describes an attachment (as `attach` and `query` return them).
     public init(ifindex: UInt32, direction: TCDirection, handle: UInt32, priority: UInt32, programID: UInt32) {
         self.ifindex = ifindex
         self.direction = direction

@@ -64,10 +64,14 @@ public enum XDPReplacePolicy: Sendable, Hashable {
 /// All calls act on the calling thread's network namespace; to attach
 /// inside another namespace call them in `NetworkNamespace.run { ... }`.
 public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
+    /// The interface, in the namespace the attachment was made in.
     public var ifindex: UInt32
+    /// Where the program runs.
     public var mode: XDPMode
+    /// The id of the attached program.
     public var programID: UInt32
 
+    /// Describes an attachment (as `attach` and `query` return them).
     public init(ifindex: UInt32, mode: XDPMode, programID: UInt32) {
         self.ifindex = ifindex
         self.mode = mode
