@@ -254,7 +254,7 @@ final class BPFMapTests: XCTestCase {
     }
 }
 
-final class BPFTestRunTests: XCTestCase {
+final class BPFProgramTestRunTests: XCTestCase {
     var object: BPFObject!
 
     override func setUpWithError() throws {
