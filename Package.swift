@@ -89,6 +89,15 @@ let package = Package(
             dependencies: ["BPFNetCore", "BPFNetShared"],
             resources: [.copy("Fixtures")]
         ),
+        // The generic libbpf layer against the real kernel (root) and its
+        // pure parts (no root); uses the selftest object (bpf/selftest.bpf.c).
+        .testTarget(
+            name: "BPFTests",
+            dependencies: [
+                "BPF", "BPFObjects", "CLibBPF",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .testTarget(
             name: "BPFTestRunTests",
             dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane"]
