@@ -11,10 +11,11 @@ public struct NATRuleset: Sendable, Equatable {
     public static let tableName = "bpfnet"
 
     public var bridge: String
-    public var bridgeSubnet: IPv4CIDR
+    /// nil when the bridge has no IPv4 address: nothing to masquerade.
+    public var bridgeSubnet: IPv4CIDR?
     public var published: [(container: IPv4Address, port: PublishedPort)]
 
-    public init(bridge: String, bridgeSubnet: IPv4CIDR, policy: Policy) {
+    public init(bridge: String, bridgeSubnet: IPv4CIDR?, policy: Policy) {
         self.bridge = bridge
         self.bridgeSubnet = bridgeSubnet
         self.published = policy.containers.flatMap { container in
@@ -38,6 +39,7 @@ public struct NATRuleset: Sendable, Equatable {
             return "\(hostIP) . \(entry.port.proto.rawValue) . \(entry.port.hostPort) : \(entry.container) . \(entry.port.containerPort)"
         }.sorted()
         let bridge = Self.quoted(bridge)
+        let masquerade = bridgeSubnet.map { "            ip saddr \($0) oifname != \(bridge) masquerade" } ?? ""
 
         // Docker's DNAT rules: only towards local addresses (addrtype LOCAL),
         // not for packets coming from the bridge (with Docker's userland proxy
@@ -72,7 +74,7 @@ public struct NATRuleset: Sendable, Equatable {
                 }
                 chain postrouting {
                     type nat hook postrouting priority srcnat; policy accept;
-                    ip saddr \(bridgeSubnet) oifname != \(bridge) masquerade
+            \(masquerade)
                 }
             }
 

@@ -4,22 +4,64 @@
 // policy compiler needs: interface indexes and the bridge's IPv4 address.
 // Everything here reads the calling thread's network namespace.
 
+import BPF
 import BPFNetCore
 import Foundation
+import NetLab
 
 /// What the dataplane learns from the system before it compiles a policy.
 public enum HostSystem {
     /// The ifindex of `name`, or nil when there is no such interface.
     public static func interfaceIndex(_ name: String) -> UInt32? {
-        let index = if_nametoindex(name)
-        return index == 0 ? nil : index
+        try? NetworkInterface.index(named: name)
     }
 
     /// The name of interface `index`, or nil when it does not exist (any more).
     public static func interfaceName(_ index: UInt32) -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        guard if_indextoname(index, &buffer) != nil else { return nil }
-        return String(cString: buffer)
+        try? NetworkInterface.name(index: index)
+    }
+
+    /// Resolves what the compiler needs: the bridge (which must exist) with
+    /// its IPv4 address, and the ifindex of every interface the policy names.
+    /// Missing interfaces are reported by the compiler, all at once.
+    public static func facts(for policy: Policy) throws(DataplaneError) -> HostFacts {
+        guard let bridgeIndex = interfaceIndex(policy.bridge) else {
+            throw .badInput("bridge \(policy.bridge): no such interface in this network namespace "
+                + "— start dockerd (or create the bridge) first, or name another with --bridge")
+        }
+        let bridgeAddress = ipv4Address(of: policy.bridge).flatMap {
+            IPv4InterfaceAddress(address: $0.address, prefixLength: $0.prefix.prefixLength)
+        }
+        var interfaces: [String: UInt32] = [:]
+        for name in policy.containers.map(\.port) + policy.extInterfaces.map(\.name) {
+            interfaces[name] = interfaceIndex(name)
+        }
+        return HostFacts(bridgeIfindex: bridgeIndex, bridgeAddress: bridgeAddress, interfaces: interfaces)
+    }
+
+    /// Every container port must be a port of the bridge: attaching the port
+    /// program to, say, the uplink by a typo would police the wrong traffic.
+    public static func checkBridgePorts(_ policy: Policy) throws(DataplaneError) {
+        let masters = bridgeMasters()
+        let strays = policy.containers.filter { masters[$0.port] != policy.bridge }.map { container in
+            "\(container.name): port \(container.port) is " + (masters[container.port].map { "a port of \($0)" } ?? "not a bridge port")
+        }
+        guard strays.isEmpty else {
+            throw .badInput("containers must sit on bridge \(policy.bridge): " + strays.joined(separator: "; "))
+        }
+    }
+
+    /// Interface name → the name of its master (bridge), from `ip -j link`.
+    /// (/sys/class/net would show the namespace sysfs was mounted in, not ours.)
+    static func bridgeMasters() -> [String: String] {
+        guard let result = try? ProcessRunner.runChecked(Command(["ip", "-j", "link", "show"], timeout: .seconds(10))),
+              let links = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
+        else { return [:] }
+        var masters: [String: String] = [:]
+        for link in links {
+            if let name = link["ifname"] as? String, let master = link["master"] as? String { masters[name] = master }
+        }
+        return masters
     }
 
     /// The IPv4 addresses (with prefix) configured on each interface, from getifaddrs(3).

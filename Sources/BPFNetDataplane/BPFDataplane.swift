@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The eBPF backend: loads bpf/port.bpf.c and bpf/ext.bpf.c through libbpf,
+// keeps the pinned maps in step with the policy (only the difference is
+// written, additions before deletions), attaches the port program to every
+// container's bridge port and the ext program to every external interface,
+// and owns bpfnet's NAT table. Everything it puts into the kernel outlives the
+// process: the maps are pinned, the attachments are netlink-owned, and the
+// attachment list itself lives in a pinned map so `unload` can undo a crashed
+// `load`.
+
+import BPF
+import BPFNetCore
+import BPFNetShared
+import BPFObjects
+import Foundation
+import Logging
+import NetLab
+import SystemPackage
+
+public final class BPFDataplane: Dataplane {
+    /// Where the maps are pinned unless `--pin-path` says otherwise.
+    public static let defaultPinPath: FilePath = "/sys/fs/bpf/bpfnet"
+
+    public let backend = Backend.bpf
+    public let pinPath: FilePath
+    private let logger: Logger
+    /// Loaded once per process and reused, so an agent that applies a policy
+    /// per Docker event does not reload programs each time.
+    private var loaded: LoadedDataplane?
+
+    public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.bpf")) {
+        self.pinPath = pinPath
+        self.logger = logger
+    }
+
+    // MARK: apply
+
+    public func apply(_ policy: Policy) throws {
+        // Everything that can be wrong with the input is found before the
+        // kernel is touched, so a bad policy never leaves half a dataplane.
+        let facts = try HostSystem.facts(for: policy)
+        let desired: MapState
+        do {
+            desired = try PolicyCompiler.compile(policy, facts: facts)
+        } catch {
+            throw DataplaneError.badInput(error.description)
+        }
+        try HostSystem.checkBridgePorts(policy)
+        try MapCapacity.check(desired)
+
+        let dataplane = try loadedDataplane()
+        let current = try MapState(reading: dataplane.maps)
+        let changes = current.changes(to: desired)
+        do {
+            var writer = dataplane.maps
+            try writer.apply(changes)
+        } catch {
+            restore(dataplane.maps, to: current)
+            throw error
+        }
+        logger.info("maps reconciled", metadata: ["changes": "\(changes.count)"])
+
+        do {
+            try dataplane.attachments.reconcile(desired: Self.desiredAttachments(policy, facts: facts))
+        } catch {
+            restore(dataplane.maps, to: current)
+            throw error
+        }
+
+        if policy.ipForward {
+            // Docker's --ip-forward: on at load unless told otherwise; never turned off by us.
+            try HostSystem.setSysctl("net/ipv4/ip_forward", "1")
+        }
+        let subnet = facts.bridgeAddress.flatMap { IPv4CIDR(address: $0.address, prefixLength: $0.prefixLength) }
+        try NATTable.apply(NATRuleset(bridge: policy.bridge, bridgeSubnet: subnet, policy: policy.normalized()))
+    }
+
+    /// Best effort: put the maps back as they were after a failed apply.
+    private func restore(_ maps: PolicyMaps, to previous: MapState) {
+        do {
+            var writer = maps
+            try writer.apply(try MapState(reading: maps).changes(to: previous))
+        } catch {
+            logger.error("could not restore the previous map contents: \(error)")
+        }
+    }
+
+    static func desiredAttachments(_ policy: Policy, facts: HostFacts) -> [AttachmentKey: AttachmentTarget] {
+        var result: [AttachmentKey: AttachmentTarget] = [:]
+        let portProgram: bpfnet_program = policy.portHook == .xdp ? BPFNET_PROG_PORT_XDP : BPFNET_PROG_PORT_TC
+        for container in policy.containers {
+            guard let ifindex = facts.interfaceIndex(container.port) else { continue }
+            result[AttachmentKey(ifindex: ifindex, program: portProgram)] = AttachmentTarget(interface: container.port)
+        }
+        for ext in policy.extInterfaces {
+            guard let ifindex = facts.interfaceIndex(ext.name) else { continue }
+            result[AttachmentKey(ifindex: ifindex, program: BPFNET_PROG_EXT_XDP)] = AttachmentTarget(interface: ext.name)
+        }
+        return result
+    }
+
+    private func loadedDataplane() throws -> LoadedDataplane {
+        if let loaded { return loaded }
+        let dataplane = try LoadedDataplane.load(pinPath: pinPath, logger: logger)
+        loaded = dataplane
+        return dataplane
+    }
+
+    // MARK: status
+
+    public func status() throws -> DataplaneStatus {
+        guard isLoaded else {
+            throw DataplaneError.runtime("bpf: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
+        }
+        let maps = try PolicyMaps(pinnedAt: pinPath)
+        let state = try MapState(reading: maps)
+        let counters = try CounterReader(pinnedAt: pinPath).read()
+        var status = DataplaneStatus(state: state, backend: backend.rawValue, counters: counters) {
+            HostSystem.interfaceName($0)
+        }
+        status.attachments = try AttachmentRecords(pinnedAt: pinPath).describe()
+        return status
+    }
+
+    /// Whether a dataplane is pinned at `pinPath`.
+    public var isLoaded: Bool {
+        FileManager.default.fileExists(atPath: pinPath.appending(MapKind.config.mapName).string)
+    }
+
+    // MARK: unload
+
+    public func unload() throws {
+        var problems: [String] = []
+        if isLoaded {
+            do {
+                try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
+            } catch {
+                problems.append("detaching: \(error)")
+            }
+        }
+        do {
+            try NATTable.remove()
+        } catch {
+            problems.append("removing the nftables table \(NATRuleset.tableName): \(error)")
+        }
+        if problems.isEmpty {
+            // Pins go last: they are how a later `unload` finds what to detach.
+            do {
+                try Pins.remove(at: pinPath)
+            } catch {
+                problems.append("removing pins under \(pinPath): \(error)")
+            }
+        }
+        loaded = nil
+        guard problems.isEmpty else {
+            throw DataplaneError.runtime("bpf: unload incomplete: " + problems.joined(separator: "; "))
+        }
+    }
+}
+
+/// The objects loaded into the kernel with their maps pinned under one directory.
+public final class LoadedDataplane {
+    public let port: BPFObject
+    public let ext: BPFObject
+    public let maps: PolicyMaps
+    public let counters: BPFPerCPUMap<UInt32, bpfnet_counter>
+    let attachments: AttachmentManager
+
+    public var portTC: BPFProgram { get throws { try port.program(named: "bpfnet_port_tc") } }
+    public var portXDP: BPFProgram { get throws { try port.program(named: "bpfnet_port_xdp") } }
+    public var extXDP: BPFProgram { get throws { try ext.program(named: "bpfnet_ext_xdp") } }
+
+    private init(port: BPFObject, ext: BPFObject, pinPath: FilePath, logger: Logger) throws {
+        self.port = port
+        self.ext = ext
+        maps = try PolicyMaps(pinnedAt: pinPath)
+        counters = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.counterMapName))
+        attachments = try AttachmentManager(
+            records: AttachmentRecords(pinnedAt: pinPath),
+            programs: [
+                BPFNET_PROG_PORT_TC: port.program(named: "bpfnet_port_tc"),
+                BPFNET_PROG_PORT_XDP: port.program(named: "bpfnet_port_xdp"),
+                BPFNET_PROG_EXT_XDP: ext.program(named: "bpfnet_ext_xdp"),
+            ],
+            logger: logger)
+    }
+
+    /// Loads both objects with their maps pinned (or reused) under `pinPath`,
+    /// mounting a bpffs there first if the directory is not on one.
+    public static func load(pinPath: FilePath, logger: Logger = Logger(label: "bpfnet.bpf")) throws -> LoadedDataplane {
+        try Pins.prepare(pinPath)
+        let options = BPFObject.Options(pinRoot: pinPath)
+        let port = try BPFObject(bytes: BPFObjects.port.bytes, name: "port", options: options)
+        try port.load()
+        let ext = try BPFObject(bytes: BPFObjects.ext.bytes, name: "ext", options: options)
+        try ext.load()
+        return try LoadedDataplane(port: port, ext: ext, pinPath: pinPath, logger: logger)
+    }
+}

@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Applies and removes bpfnet's own nftables table, each in one atomic
+// `nft -f` transaction (nothing else on the host is touched).
+
+import BPFNetCore
+import NetLab
+
+enum NATTable {
+    static func apply(_ ruleset: NATRuleset) throws {
+        try run(ruleset.render(), doing: "installing the NAT table")
+    }
+
+    static func remove() throws {
+        try run(NATRuleset.renderDelete(), doing: "removing the NAT table")
+    }
+
+    private static func run(_ script: String, doing action: String) throws {
+        do {
+            _ = try ProcessRunner.runChecked(Command(["nft", "-f", "-"], input: script, timeout: .seconds(30)))
+        } catch {
+            throw DataplaneError.runtime("nftables: \(action) (table ip \(NATRuleset.tableName)): \(error)")
+        }
+    }
+}

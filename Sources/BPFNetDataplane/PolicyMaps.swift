@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The pinned policy maps as the reconciler sees them: a MapWriter (one
+// bpf_map_update_elem / _delete_elem per change) and a MapReader (raw C
+// key/value bytes, decoded by BPFNetCore).
+
+import BPF
+import BPFNetCore
+import BPFNetShared
+import SystemPackage
+
+/// The policy maps pinned under one directory.
+public struct PolicyMaps: MapWriter, MapReader {
+    private let maps: [MapKind: BPFRawMap]
+
+    /// Opens every policy map pinned under `pinPath`.
+    public init(pinnedAt pinPath: FilePath) throws {
+        var maps: [MapKind: BPFRawMap] = [:]
+        for kind in MapKind.allCases {
+            let map = try BPFRawMap(pinnedAt: pinPath.appending(kind.mapName))
+            guard map.handle.keySize == kind.keySize, map.handle.valueSize == kind.valueSize else {
+                throw DataplaneError.runtime(
+                    "bpf: the map pinned at \(pinPath.appending(kind.mapName)) has a \(map.handle.keySize)-byte key and "
+                        + "\(map.handle.valueSize)-byte value, this bpfnet expects \(kind.keySize) and \(kind.valueSize) "
+                        + "— it was written by another version; run `bpfnet unload` and load again")
+            }
+            maps[kind] = map
+        }
+        self.maps = maps
+    }
+
+    /// The map's capacity (max_entries).
+    public func capacity(of kind: MapKind) -> UInt32 { maps[kind]!.handle.maxEntries }
+
+    public mutating func upsert(_ entry: MapEntry) throws {
+        do {
+            try maps[entry.kind]!.update(entry.keyBytes, entry.valueBytes)
+        } catch let error as BPFError where error.isNoSpace {
+            throw DataplaneError.runtime(
+                "bpf: map \(entry.kind.mapName) is full (\(capacity(of: entry.kind)) entries) while adding \(entry) "
+                    + "— the policy is larger than the dataplane was built for")
+        }
+    }
+
+    public mutating func delete(_ key: MapKey) throws {
+        try maps[key.kind]!.delete(key.bytes)
+    }
+
+    public func entries(of kind: MapKind) throws -> [(key: [UInt8], value: [UInt8])] {
+        let map = maps[kind]!
+        if kind == .config {
+            // An ARRAY always has its slot; read just key 0.
+            let key = MapKey.config.bytes
+            return try map.lookup(key).map { [(key, $0)] } ?? []
+        }
+        return try map.entries()
+    }
+}
+
+/// Refuses a policy that would not fit into the maps, before anything is written.
+enum MapCapacity {
+    static func check(_ state: MapState) throws {
+        let needs: [(MapKind, Int, Int)] = [
+            (.containers, state.containers.count, Int(BPFNET_MAX_CONTAINERS)),
+            (.macs, state.macs.count, Int(BPFNET_MAX_CONTAINERS)),
+            (.names, state.names.count, Int(BPFNET_MAX_CONTAINERS)),
+            (.links, state.links.count, Int(BPFNET_MAX_LINK_RULES)),
+            (.published, state.published.count, Int(BPFNET_MAX_PUBLISHED)),
+            (.extInterfaces, state.extInterfaces.count, Int(BPFNET_MAX_EXT_IFS)),
+            (.allowSources, state.allowSources.count, Int(BPFNET_MAX_ALLOW_SRC)),
+        ]
+        let overflows = needs.filter { $0.1 > $0.2 }.map { kind, needed, capacity in
+            "\(kind.mapName) needs \(needed) entries but holds \(capacity)"
+        }
+        guard overflows.isEmpty else {
+            throw DataplaneError.badInput(
+                "the policy does not fit into the dataplane's maps: " + overflows.joined(separator: "; ")
+                    + " — reduce the policy (links × exposed ports, allowed sources) or raise the BPFNET_MAX_* sizes")
+        }
+    }
+}
+
+/// Sums the per-CPU counters into one slot per (program, reason).
+struct CounterReader {
+    let map: BPFPerCPUMap<UInt32, bpfnet_counter>
+
+    init(pinnedAt pinPath: FilePath) throws {
+        map = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_COUNTERS)))
+    }
+
+    func read() throws -> [bpfnet_counter] {
+        var slots = [bpfnet_counter](repeating: bpfnet_counter(), count: Int(BPFNET_COUNTER_SLOTS))
+        for (index, perCPU) in try map.entries() where Int(index) < slots.count {
+            for value in perCPU {
+                slots[Int(index)].packets &+= value.packets
+                slots[Int(index)].bytes &+= value.bytes
+            }
+        }
+        return slots
+    }
+}
