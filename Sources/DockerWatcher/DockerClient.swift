@@ -284,6 +284,10 @@ public actor DockerClient {
         if let httpError = error as? HTTPClientError, httpError == .connectTimeout {
             return .daemonUnreachable(host: host.description, reason: "connect timed out")
         }
+        // async-http-client's own deadline (the same as ours) may fire first.
+        if let httpError = error as? HTTPClientError, httpError == .deadlineExceeded {
+            return .timedOut(host: host.description, request: request, seconds: seconds(configuration.requestTimeout))
+        }
         if let ioError = error as? IOError, [ECONNREFUSED, ENOENT, EHOSTUNREACH, ENETUNREACH].contains(ioError.errnoCode) {
             return .daemonUnreachable(host: host.description, reason: errnoText(ioError.errnoCode))
         }
