@@ -123,11 +123,11 @@ public actor DockerClient {
     public func negotiateAPIVersion() async throws -> DockerAPIVersion {
         let ping = try await ping()
         let version = DockerAPIVersion.negotiated(daemon: ping.apiVersion)
-        if ping.apiVersion == nil {
-            logger.warning("docker daemon at \(host) sent no Api-Version header; using API \(version)")
-        } else {
-            logger.debug("docker daemon at \(host): API \(ping.apiVersion!), using \(version)",
+        if let announced = ping.apiVersion {
+            logger.debug("docker daemon at \(host): API \(announced), using \(version)",
                          metadata: ["server": "\(ping.server ?? "?")"])
+        } else {
+            logger.warning("docker daemon at \(host) sent no Api-Version header; using API \(version)")
         }
         apiVersion = version
         return version
@@ -146,7 +146,7 @@ public actor DockerClient {
     /// `GET /containers/json` with `filters` (by default: running, on the default bridge).
     public func listContainers(filters: [String: [String]] = DockerClient.runningOnDefaultBridge) async throws -> [DockerContainerSummary] {
         var query: [(String, String)] = []
-        if !filters.isEmpty { query.append(("filters", DockerEventFilters(filters).json)) }
+        if !filters.isEmpty { query.append(("filters", filtersJSON(filters))) }
         return try DockerContainerSummary.list(fromJSON: try await send(path: "/containers/json", query: query).body)
     }
 

@@ -197,10 +197,13 @@ public struct DockerEventFilters: Hashable, Sendable {
     ])
 
     /// Compact JSON with sorted keys, as the query parameter carries it.
-    public var json: String {
-        let data = try? JSONSerialization.data(withJSONObject: filters, options: [.sortedKeys])
-        return data.flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
-    }
+    public var json: String { filtersJSON(filters) }
+}
+
+/// The Engine API's `filters` parameter: a JSON `map[string][]string`.
+func filtersJSON(_ filters: [String: [String]]) -> String {
+    let data = try? JSONSerialization.data(withJSONObject: filters, options: [.sortedKeys])
+    return data.flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
 }
 
 // MARK: - Framing

@@ -80,7 +80,9 @@ public enum DockerPolicyTranslator {
                 }
                 return true
             }
-            for _ in 0..<max(1, maxConcurrentLookups) where !addNext() { break }
+            for _ in 0..<max(1, maxConcurrentLookups) {
+                if !addNext() { break }
+            }
             while let (id, result) = await group.next() {
                 ports[id] = result
                 _ = addNext()
