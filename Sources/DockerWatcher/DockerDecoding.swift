@@ -1,0 +1,508 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// JSON → DockerContainer, DockerBridgeNetwork, ... Raw mirrors of the Engine API's JSON hold
+// every field as optional (absent and null mean the same), so any daemon version decodes; the
+// conversions then validate what the policy depends on. A value that is present but wrong
+// (an IP that is not an IPv4 address, a string where a number belongs) fails with
+// `DockerError.decoding` naming its JSON path; parts that only narrow the policy when skipped
+// (an odd port key, a link entry of another shape) become warnings on the result.
+
+import BPFNetCore
+import Foundation
+
+// MARK: - Entry points
+
+extension DockerContainer {
+    /// Decodes `GET /containers/{id}/json`.
+    public init(inspectJSON data: Data) throws {
+        let raw = try decodeJSON(RawInspect.self, from: data, what: "container inspect")
+        try self.init(raw: raw)
+    }
+}
+
+extension DockerContainerSummary {
+    /// Decodes `GET /containers/json`.
+    public static func list(fromJSON data: Data) throws -> [DockerContainerSummary] {
+        let raw = try decodeJSON([RawSummary].self, from: data, what: "container list")
+        return try raw.enumerated().map { index, entry in try DockerContainerSummary(raw: entry, index: index) }
+    }
+}
+
+extension DockerBridgeNetwork {
+    /// Decodes `GET /networks/bridge` (or any bridge-driver network).
+    public init(json data: Data) throws {
+        let raw = try decodeJSON(RawNetwork.self, from: data, what: "network inspect")
+        try self.init(raw: raw)
+    }
+}
+
+extension DockerVersionInfo {
+    /// Decodes `GET /version`.
+    public init(json data: Data) throws {
+        let raw = try decodeJSON(RawVersion.self, from: data, what: "version")
+        guard let version = raw.version else {
+            throw DockerError.decoding(what: "version", field: "Version", reason: "missing")
+        }
+        self.init(version: version,
+                  apiVersion: raw.apiVersion.flatMap { DockerAPIVersion($0) },
+                  minAPIVersion: raw.minAPIVersion.flatMap { DockerAPIVersion($0) },
+                  os: raw.os, arch: raw.arch, kernelVersion: raw.kernelVersion)
+    }
+}
+
+extension DockerDaemonInfo {
+    /// Decodes `GET /info`.
+    public init(json data: Data) throws {
+        let raw = try decodeJSON(RawInfo.self, from: data, what: "info")
+        self.init(serverVersion: raw.serverVersion, ipv4Forwarding: raw.ipv4Forwarding,
+                  bridgeNfIptables: raw.bridgeNfIptables, bridgeNfIp6tables: raw.bridgeNfIp6tables,
+                  dockerRootDir: raw.dockerRootDir)
+    }
+}
+
+/// The daemon's `{"message": "..."}` error body; nil when the body is not that.
+func dockerErrorMessage(from data: Data) -> String? {
+    struct RawMessage: Decodable { var message: String? }
+    return (try? JSONDecoder().decode(RawMessage.self, from: data))?.message
+}
+
+// MARK: - Decoding errors with JSON paths
+
+func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data, what: String) throws -> T {
+    do {
+        return try JSONDecoder().decode(T.self, from: data)
+    } catch let error as DecodingError {
+        throw DockerError(decoding: error, what: what)
+    } catch {
+        throw DockerError.decoding(what: what, field: "", reason: "\(error)")
+    }
+}
+
+extension DockerError {
+    init(decoding error: DecodingError, what: String) {
+        switch error {
+        case let .typeMismatch(type, context):
+            self = .decoding(what: what, field: jsonPath(context.codingPath), reason: "expected \(jsonTypeName(type))")
+        case let .valueNotFound(type, context):
+            self = .decoding(what: what, field: jsonPath(context.codingPath), reason: "null where \(jsonTypeName(type)) is required")
+        case let .keyNotFound(key, context):
+            self = .decoding(what: what, field: jsonPath(context.codingPath + [key]), reason: "missing")
+        case let .dataCorrupted(context):
+            var reason = context.debugDescription
+            if let underlying = context.underlyingError {
+                reason += " (\(underlying.localizedDescription))"
+            }
+            self = .decoding(what: what, field: jsonPath(context.codingPath), reason: reason)
+        @unknown default:
+            self = .decoding(what: what, field: "", reason: "\(error)")
+        }
+    }
+}
+
+/// "NetworkSettings.Networks.bridge.IPAddress", "[2].Names[0]".
+func jsonPath(_ path: [any CodingKey]) -> String {
+    var text = ""
+    for key in path {
+        if let index = key.intValue, key.stringValue.hasPrefix("Index ") || key.stringValue == String(index) {
+            text += "[\(index)]"
+        } else {
+            text += text.isEmpty ? key.stringValue : ".\(key.stringValue)"
+        }
+    }
+    return text
+}
+
+private func jsonTypeName(_ type: Any.Type) -> String {
+    switch type {
+    case is String.Type: return "a string"
+    case is Bool.Type: return "a boolean"
+    case is Int.Type, is Int64.Type, is Int32.Type, is UInt64.Type: return "a number"
+    default:
+        let name = String(describing: type)
+        if name.hasPrefix("Dictionary") { return "an object" }
+        if name.hasPrefix("Array") { return "an array" }
+        return name
+    }
+}
+
+// MARK: - Raw mirrors of the Engine API's JSON
+
+/// Decodes any JSON value and keeps nothing (the `{}` values of `ExposedPorts`).
+struct IgnoredJSON: Decodable {
+    init(from decoder: any Decoder) throws {}
+}
+
+struct RawPortBinding: Decodable {
+    var hostIP: String?
+    var hostPort: String?
+    enum CodingKeys: String, CodingKey { case hostIP = "HostIp", hostPort = "HostPort" }
+}
+
+typealias RawPortMap = [String: [RawPortBinding]?]
+
+struct RawEndpointSettings: Decodable {
+    var ipAddress: String?
+    var ipPrefixLen: Int?
+    var gateway: String?
+    var macAddress: String?
+    var endpointID: String?
+    var networkID: String?
+    enum CodingKeys: String, CodingKey {
+        case ipAddress = "IPAddress", ipPrefixLen = "IPPrefixLen", gateway = "Gateway"
+        case macAddress = "MacAddress", endpointID = "EndpointID", networkID = "NetworkID"
+    }
+}
+
+struct RawInspect: Decodable {
+    struct State: Decodable {
+        var status: String?
+        var running: Bool?
+        var pid: Int?
+        enum CodingKeys: String, CodingKey { case status = "Status", running = "Running", pid = "Pid" }
+    }
+    struct Config: Decodable {
+        var exposedPorts: [String: IgnoredJSON]?
+        enum CodingKeys: String, CodingKey { case exposedPorts = "ExposedPorts" }
+    }
+    struct HostConfig: Decodable {
+        var networkMode: String?
+        var links: [String]?
+        var portBindings: RawPortMap?
+        enum CodingKeys: String, CodingKey {
+            case networkMode = "NetworkMode", links = "Links", portBindings = "PortBindings"
+        }
+    }
+    struct NetworkSettings: Decodable {
+        var ports: RawPortMap?
+        var networks: [String: RawEndpointSettings?]?
+        enum CodingKeys: String, CodingKey { case ports = "Ports", networks = "Networks" }
+    }
+    var id: String?
+    var name: String?
+    var state: State?
+    var config: Config?
+    var hostConfig: HostConfig?
+    var networkSettings: NetworkSettings?
+    enum CodingKeys: String, CodingKey {
+        case id = "Id", name = "Name", state = "State", config = "Config"
+        case hostConfig = "HostConfig", networkSettings = "NetworkSettings"
+    }
+}
+
+struct RawSummary: Decodable {
+    struct HostConfig: Decodable {
+        var networkMode: String?
+        enum CodingKeys: String, CodingKey { case networkMode = "NetworkMode" }
+    }
+    struct NetworkSettings: Decodable {
+        var networks: [String: RawEndpointSettings?]?
+        enum CodingKeys: String, CodingKey { case networks = "Networks" }
+    }
+    var id: String?
+    var names: [String]?
+    var state: String?
+    var hostConfig: HostConfig?
+    var networkSettings: NetworkSettings?
+    enum CodingKeys: String, CodingKey {
+        case id = "Id", names = "Names", state = "State", hostConfig = "HostConfig", networkSettings = "NetworkSettings"
+    }
+}
+
+struct RawNetwork: Decodable {
+    struct IPAM: Decodable {
+        struct Config: Decodable {
+            var subnet: String?
+            var gateway: String?
+            enum CodingKeys: String, CodingKey { case subnet = "Subnet", gateway = "Gateway" }
+        }
+        var config: [Config]?
+        enum CodingKeys: String, CodingKey { case config = "Config" }
+    }
+    struct Endpoint: Decodable {
+        var name: String?
+        var macAddress: String?
+        var ipv4Address: String?
+        enum CodingKeys: String, CodingKey { case name = "Name", macAddress = "MacAddress", ipv4Address = "IPv4Address" }
+    }
+    var id: String?
+    var name: String?
+    var driver: String?
+    var ipam: IPAM?
+    var options: [String: String]?
+    var containers: [String: Endpoint]?
+    enum CodingKeys: String, CodingKey {
+        case id = "Id", name = "Name", driver = "Driver", ipam = "IPAM", options = "Options", containers = "Containers"
+    }
+}
+
+struct RawInfo: Decodable {
+    var serverVersion: String?
+    var ipv4Forwarding: Bool?
+    var bridgeNfIptables: Bool?
+    var bridgeNfIp6tables: Bool?
+    var dockerRootDir: String?
+    enum CodingKeys: String, CodingKey {
+        case serverVersion = "ServerVersion", ipv4Forwarding = "IPv4Forwarding"
+        case bridgeNfIptables = "BridgeNfIptables", bridgeNfIp6tables = "BridgeNfIp6tables"
+        case dockerRootDir = "DockerRootDir"
+    }
+}
+
+struct RawVersion: Decodable {
+    var version: String?
+    var apiVersion: String?
+    var minAPIVersion: String?
+    var os: String?
+    var arch: String?
+    var kernelVersion: String?
+    enum CodingKeys: String, CodingKey {
+        case version = "Version", apiVersion = "ApiVersion", minAPIVersion = "MinAPIVersion"
+        case os = "Os", arch = "Arch", kernelVersion = "KernelVersion"
+    }
+}
+
+// MARK: - Conversions
+
+extension DockerContainer {
+    init(raw: RawInspect) throws {
+        let what = "container inspect"
+        guard let id = raw.id, !id.isEmpty else {
+            throw DockerError.decoding(what: what, field: "Id", reason: "missing")
+        }
+        guard let rawName = raw.name, !rawName.isEmpty else {
+            throw DockerError.decoding(what: what, field: "Name", reason: "missing (container \(id))")
+        }
+        var warnings: [String] = []
+        let name = rawName.hasPrefix("/") ? String(rawName.dropFirst()) : rawName
+
+        let running: Bool
+        if let state = raw.state {
+            running = state.running ?? (state.status == "running")
+        } else {
+            running = false
+            warnings.append("no State: taken as not running")
+        }
+        var pid: Int32?
+        if running, let rawPid = raw.state?.pid {
+            guard let value = Int32(exactly: rawPid), value > 0 else {
+                throw DockerError.decoding(what: what, field: "State.Pid", reason: "\(rawPid) is not a process id")
+            }
+            pid = value
+        }
+
+        let networkMode: String
+        if let mode = raw.hostConfig?.networkMode, !mode.isEmpty {
+            networkMode = mode
+        } else {
+            networkMode = "default"
+            warnings.append("no HostConfig.NetworkMode: taken as \"default\"")
+        }
+
+        var bridge: DockerBridgeEndpoint?
+        if let endpoint = raw.networkSettings?.networks?[dockerDefaultBridgeNetwork] ?? nil {
+            bridge = try DockerBridgeEndpoint(raw: endpoint, field: "NetworkSettings.Networks.bridge",
+                                              what: what, warnings: &warnings)
+        }
+
+        var links: [DockerLinkDeclaration] = []
+        for (index, entry) in (raw.hostConfig?.links ?? []).enumerated() {
+            guard let link = DockerLinkDeclaration(parsing: entry) else {
+                warnings.append("HostConfig.Links[\(index)]: '\(entry)' is not /child:/parent/alias; skipped")
+                continue
+            }
+            if link.parent != name {
+                warnings.append("HostConfig.Links[\(index)]: '\(entry)' names parent '\(link.parent)', held by '\(name)'")
+            }
+            links.append(link)
+        }
+
+        var exposed = Set<PortSpec>()
+        for key in (raw.config?.exposedPorts ?? [:]).keys {
+            guard let ports = parsePortKey(key) else {
+                warnings.append("Config.ExposedPorts: '\(key)' is not PORT[-PORT]/PROTO; skipped")
+                continue
+            }
+            exposed.formUnion(ports)
+        }
+
+        var published = parsePublishedPorts(raw.networkSettings?.ports, field: "NetworkSettings.Ports", warnings: &warnings)
+        if published.isEmpty {
+            published = parsePublishedPorts(raw.hostConfig?.portBindings, field: "HostConfig.PortBindings", warnings: &warnings)
+        }
+
+        self.init(id: id, name: name, running: running, pid: pid, networkMode: networkMode, bridge: bridge,
+                  links: links, exposedPorts: exposed.sorted(), publishedPorts: published, warnings: warnings)
+    }
+}
+
+extension DockerBridgeEndpoint {
+    /// nil when the endpoint has no IPv4 address (a stopped container keeps an empty one).
+    init?(raw: RawEndpointSettings, field: String, what: String, warnings: inout [String]) throws {
+        guard let ipText = raw.ipAddress, !ipText.isEmpty else { return nil }
+        guard let ip = IPv4Address(ipText) else {
+            throw DockerError.decoding(what: what, field: "\(field).IPAddress", reason: "'\(ipText)' is not an IPv4 address")
+        }
+        var mac: MACAddress?
+        if let macText = raw.macAddress, !macText.isEmpty {
+            guard let parsed = MACAddress(macText) else {
+                throw DockerError.decoding(what: what, field: "\(field).MacAddress", reason: "'\(macText)' is not a MAC address")
+            }
+            mac = parsed
+        }
+        var gateway: IPv4Address?
+        if let gatewayText = raw.gateway, !gatewayText.isEmpty {
+            gateway = IPv4Address(gatewayText)
+            if gateway == nil { warnings.append("\(field).Gateway: '\(gatewayText)' is not an IPv4 address; ignored") }
+        }
+        self.init(ip: ip, prefixLength: raw.ipPrefixLen, mac: mac, gateway: gateway,
+                  endpointID: raw.endpointID.flatMap { $0.isEmpty ? nil : $0 },
+                  networkID: raw.networkID.flatMap { $0.isEmpty ? nil : $0 })
+    }
+}
+
+/// "80/tcp" → [80/tcp]; "8000-8002/udp" → three ports (older daemons keep ranges as keys).
+func parsePortKey(_ key: String) -> [PortSpec]? {
+    if let single = PortSpec(key) { return [single] }
+    let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count <= 2 else { return nil }
+    let bounds = parts[0].split(separator: "-", omittingEmptySubsequences: false)
+    guard bounds.count == 2, let low = UInt16(bounds[0]), let high = UInt16(bounds[1]),
+          low != 0, low <= high else { return nil }
+    var proto = TransportProtocol.tcp
+    if parts.count == 2 {
+        guard let parsed = TransportProtocol(rawValue: parts[1].lowercased()) else { return nil }
+        proto = parsed
+    }
+    return (low...high).map { PortSpec($0, proto) }
+}
+
+/// Host bindings of one port map, IPv4 only: the bridge is IPv4, so "::" bindings do not
+/// concern it. "" and "0.0.0.0" mean every host address.
+func parsePublishedPorts(_ map: RawPortMap?, field: String, warnings: inout [String]) -> [PublishedPort] {
+    guard let map else { return [] }
+    var result = Set<PublishedPort>()
+    for (key, bindings) in map {
+        guard let bindings, !bindings.isEmpty else { continue }
+        guard let containerPorts = parsePortKey(key), containerPorts.count == 1, let containerPort = containerPorts.first else {
+            warnings.append("\(field): '\(key)' is not PORT/PROTO; its bindings are skipped")
+            continue
+        }
+        for binding in bindings {
+            let hostIPText = binding.hostIP ?? ""
+            if hostIPText.contains(":") { continue }  // IPv6 binding
+            var hostIP: IPv4Address?
+            if !hostIPText.isEmpty, hostIPText != "0.0.0.0" {
+                guard let parsed = IPv4Address(hostIPText) else {
+                    warnings.append("\(field).\(key): HostIp '\(hostIPText)' is not an address; binding skipped")
+                    continue
+                }
+                hostIP = parsed
+            }
+            let hostPortText = binding.hostPort ?? ""
+            // An empty HostPort asks for an ephemeral port: only NetworkSettings.Ports knows which.
+            if hostPortText.isEmpty || hostPortText == "0" { continue }
+            guard let hostPort = UInt16(hostPortText) else {
+                warnings.append("\(field).\(key): HostPort '\(hostPortText)' is not a port; binding skipped")
+                continue
+            }
+            result.insert(PublishedPort(hostIP: hostIP, hostPort: hostPort,
+                                        containerPort: containerPort.port, proto: containerPort.proto))
+        }
+    }
+    return result.sorted {
+        ($0.proto, $0.hostPort, $0.containerPort, $0.hostIP?.value ?? 0)
+            < ($1.proto, $1.hostPort, $1.containerPort, $1.hostIP?.value ?? 0)
+    }
+}
+
+extension DockerContainerSummary {
+    init(raw: RawSummary, index: Int) throws {
+        let what = "container list"
+        guard let id = raw.id, !id.isEmpty else {
+            throw DockerError.decoding(what: what, field: "[\(index)].Id", reason: "missing")
+        }
+        let names = (raw.names ?? []).map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 }
+        // Link aliases read "parent/alias"; the container's own name has no slash.
+        guard let name = names.first(where: { !$0.contains("/") }) ?? names.first else {
+            throw DockerError.decoding(what: what, field: "[\(index)].Names", reason: "no name (container \(id))")
+        }
+        var bridgeIP: IPv4Address?
+        if let endpoint = raw.networkSettings?.networks?[dockerDefaultBridgeNetwork] ?? nil,
+           let ipText = endpoint.ipAddress, !ipText.isEmpty {
+            guard let ip = IPv4Address(ipText) else {
+                throw DockerError.decoding(what: what, field: "[\(index)].NetworkSettings.Networks.bridge.IPAddress",
+                                           reason: "'\(ipText)' is not an IPv4 address")
+            }
+            bridgeIP = ip
+        }
+        self.init(id: id, name: name, names: names, state: raw.state ?? "unknown",
+                  networkMode: raw.hostConfig?.networkMode, bridgeIP: bridgeIP)
+    }
+}
+
+extension DockerBridgeNetwork {
+    static let bridgeNameOption = "com.docker.network.bridge.name"
+    static let iccOption = "com.docker.network.bridge.enable_icc"
+    static let masqueradeOption = "com.docker.network.bridge.enable_ip_masquerade"
+
+    init(raw: RawNetwork) throws {
+        let what = "network inspect"
+        guard let id = raw.id, !id.isEmpty else {
+            throw DockerError.decoding(what: what, field: "Id", reason: "missing")
+        }
+        var warnings: [String] = []
+        let options = raw.options ?? [:]
+        func flag(_ key: String, default value: Bool) -> Bool {
+            guard let text = options[key] else { return value }
+            switch text.lowercased() {
+            case "true", "1": return true
+            case "false", "0": return false
+            default:
+                warnings.append("Options[\(key)]: '\(text)' is not true or false; taken as \(value)")
+                return value
+            }
+        }
+        let icc = flag(Self.iccOption, default: true)
+        let masquerade = flag(Self.masqueradeOption, default: true)
+        let bridgeName = options[Self.bridgeNameOption].flatMap { $0.isEmpty ? nil : $0 } ?? "docker0"
+
+        var subnet: IPv4CIDR?
+        var gateway: IPv4Address?
+        for (index, config) in (raw.ipam?.config ?? []).enumerated() {
+            // An IPv6 subnet (dual-stack networks) does not concern the IPv4 policy.
+            guard let text = config.subnet, !text.contains(":") else { continue }
+            guard let parsed = IPv4CIDR(text) else {
+                throw DockerError.decoding(what: what, field: "IPAM.Config[\(index)].Subnet", reason: "'\(text)' is not an IPv4 CIDR")
+            }
+            subnet = parsed
+            if let gatewayText = config.gateway, !gatewayText.isEmpty {
+                guard let parsedGateway = IPv4Address(gatewayText) else {
+                    throw DockerError.decoding(what: what, field: "IPAM.Config[\(index)].Gateway",
+                                               reason: "'\(gatewayText)' is not an IPv4 address")
+                }
+                gateway = parsedGateway
+            }
+            break
+        }
+
+        var endpoints: [String: DockerNetworkEndpoint] = [:]
+        for (containerID, entry) in raw.containers ?? [:] {
+            var endpoint = DockerNetworkEndpoint(name: entry.name ?? "")
+            if let text = entry.ipv4Address, !text.isEmpty {
+                let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+                endpoint.ip = IPv4Address(parts[0])
+                endpoint.prefixLength = parts.count == 2 ? Int(parts[1]) : nil
+                if endpoint.ip == nil { warnings.append("Containers.\(containerID).IPv4Address: '\(text)' is not an address") }
+            }
+            if let text = entry.macAddress, !text.isEmpty {
+                endpoint.mac = MACAddress(text)
+                if endpoint.mac == nil { warnings.append("Containers.\(containerID).MacAddress: '\(text)' is not a MAC address") }
+            }
+            endpoints[containerID] = endpoint
+        }
+
+        self.init(id: id, name: raw.name ?? dockerDefaultBridgeNetwork, driver: raw.driver, bridgeName: bridgeName,
+                  iccEnabled: icc, ipMasquerade: masquerade, subnet: subnet, gateway: gateway,
+                  endpoints: endpoints, warnings: warnings)
+    }
+}
