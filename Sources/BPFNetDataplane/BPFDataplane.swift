@@ -116,10 +116,8 @@ public final class BPFDataplane: Dataplane {
         let maps = try PolicyMaps(pinnedAt: pinPath)
         let state = try MapState(reading: maps)
         let counters = try CounterReader(pinnedAt: pinPath).read()
-        var status = DataplaneStatus(state: state, backend: backend.rawValue, counters: counters) {
-            HostSystem.interfaceName($0)
-        }
-        status.attachments = try AttachmentRecords(pinnedAt: pinPath).describe()
+        var status = DataplaneStatus(backend: backend.rawValue, state: state) { HostSystem.interfaceName($0) }
+        status.setCounters(slots: counters)
         return status
     }
 

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The bpfnet command line (DESIGN.md section 4): one type per subcommand.
+// Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input.
+
+import ArgumentParser
+import BPFNetCore
+import BPFNetDataplane
+import Foundation
+
+@main
+struct BPFNet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bpfnet",
+        abstract: "Docker's bridge policy (icc, --link, source allow-lists, forward policy) enforced with eBPF.",
+        discussion: """
+            bpfnet load --config FILE loads the dataplane from a policy file; bpfnet run follows a Docker \
+            daemon; bpfnet status shows what is enforced; bpfnet demo builds a demo host in network \
+            namespaces and shows it all.
+            """,
+        subcommands: [Load.self, Status.self, Unload.self]
+    )
+
+    /// ArgumentParser's own failures exit 64; bpfnet promises 2 for every
+    /// usage or input error, and 1 for failures at run time.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withFailure: error)
+        }
+    }
+
+    static func exit(withFailure error: Error) -> Never {
+        let code = exitCode(for: error)
+        if code == .success || error is CleanExit || (error as? ExitCode) != nil {
+            Self.exit(withError: error)
+        }
+        let message = CLIError.message(for: error) ?? fullMessage(for: error)
+        FileHandle.standardError.write(Data("bpfnet: error: \(message)\n".utf8))
+        Foundation.exit(CLIError.isBadInput(error) || code == .validationFailure ? 2 : 1)
+    }
+}
+
+/// Maps the project's errors onto the two failure exit codes.
+enum CLIError {
+    static func isBadInput(_ error: Error) -> Bool {
+        switch error {
+        case is PolicyFileError, is PolicyValidationError, is ValidationError: true
+        case let error as DataplaneError: error.isBadInput
+        default: false
+        }
+    }
+
+    /// Our errors already read as sentences; ArgumentParser's get its wording.
+    static func message(for error: Error) -> String? {
+        switch error {
+        case let error as PolicyFileError: error.description
+        case let error as PolicyValidationError: error.description
+        case let error as DataplaneError: error.description
+        case let error as CustomStringConvertible where !(error is ValidationError) && !(error is CommandError):
+            error.description
+        default: nil
+        }
+    }
+}
+
+/// Commands that change the kernel need root; say so before anything starts.
+func requireRoot(_ command: String) throws {
+    guard geteuid() == 0 else {
+        throw DataplaneError.runtime(
+            "\(command) must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): sudo bpfnet \(command) ...")
+    }
+}

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Options shared by several subcommands (DESIGN.md section 4, "Common options").
+
+import ArgumentParser
+import BPFNetCore
+import BPFNetDataplane
+import SystemPackage
+
+extension IPv4CIDR: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+}
+
+extension ForwardPolicy: ExpressibleByArgument {}
+extension PortHook: ExpressibleByArgument {}
+
+/// `--backend`: where the policy goes.
+enum BackendChoice: String, CaseIterable, ExpressibleByArgument {
+    /// eBPF, else the fallback, saying why.
+    case auto
+    case bpf
+    case nftables
+    case iptables
+}
+
+/// The policy options that override the policy file.
+struct PolicyOptions: ParsableArguments {
+    @Option(help: "The bridge the containers hang off (default from the file, else docker0).")
+    var bridge: String?
+
+    @Option(name: .customLong("ext-if"), help: "An external interface (repeatable); replaces the file's list.")
+    var extInterfaces: [String] = []
+
+    @Option(help: ArgumentHelp("Inter-container communication: true (Docker's default) or false.", valueName: "true|false"))
+    var icc: Bool?
+
+    @Option(name: .customLong("allow-source"),
+            help: ArgumentHelp("A source CIDR admitted on every external interface (repeatable).", valueName: "CIDR"))
+    var allowSources: [IPv4CIDR] = []
+
+    @Option(name: .customLong("forward-policy"),
+            help: ArgumentHelp("Traffic routed straight at container addresses: drop (default) or accept.",
+                               valueName: "drop|accept"))
+    var forwardPolicy: ForwardPolicy?
+
+    @Option(name: .customLong("ip-forward"),
+            help: ArgumentHelp("Turn net.ipv4.ip_forward on at load (default true).", valueName: "true|false"))
+    var ipForward: Bool?
+
+    @Option(name: .customLong("port-hook"),
+            help: ArgumentHelp("Where the port program runs on bridge ports: tc (default) or xdp.", valueName: "tc|xdp"))
+    var portHook: PortHook?
+
+    var overrides: PolicyOverrides {
+        PolicyOverrides(bridge: bridge, icc: icc, ipForward: ipForward, forwardPolicy: forwardPolicy,
+                        portHook: portHook, extInterfaces: extInterfaces.isEmpty ? nil : extInterfaces,
+                        allowSources: allowSources.isEmpty ? nil : allowSources)
+    }
+}
+
+/// Which backend, and where its state lives.
+struct DataplaneOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("auto (eBPF, else a netfilter fallback), bpf, nftables or iptables.",
+                               valueName: "auto|bpf|nftables|iptables"))
+    var backend: BackendChoice = .auto
+
+    @Option(name: .customLong("pin-path"), help: ArgumentHelp("Where the eBPF maps are pinned.", valueName: "DIR"))
+    var pinPath: String = BPFDataplane.defaultPinPath.string
+
+    func validate() throws {
+        guard pinPath.hasPrefix("/") else {
+            throw ValidationError("--pin-path '\(pinPath)' must be an absolute directory path (e.g. /sys/fs/bpf/bpfnet)")
+        }
+    }
+
+    /// The dataplane to load into, with the reason when `auto` did not pick eBPF.
+    func makeDataplane() throws -> Dataplane {
+        switch backend {
+        case .auto, .bpf:
+            return BPFDataplane(pinPath: FilePath(pinPath))
+        case .nftables, .iptables:
+            throw DataplaneError.badInput(
+                "--backend \(backend.rawValue): this build enforces the policy with eBPF only; use --backend bpf or auto")
+        }
+    }
+}

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+
+import ArgumentParser
+import BPFNetCore
+import BPFNetDataplane
+import Foundation
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the backend, policy, containers, links and per-reason counters in force.")
+
+    @Flag(help: "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, containers, links, counters, ...).")
+    var json = false
+
+    @OptionGroup var dataplaneOptions: DataplaneOptions
+
+    func run() throws {
+        let status = try dataplaneOptions.makeDataplane().status()
+        if json {
+            print(try StatusPrinter.json(status))
+        } else {
+            print(StatusPrinter.text(status), terminator: "")
+        }
+    }
+}
+
+enum StatusPrinter {
+    static func json(_ status: DataplaneStatus) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(status), as: UTF8.self)
+    }
+
+    static func text(_ status: DataplaneStatus) -> String {
+        var out = ""
+        func line(_ text: String = "") { out += text + "\n" }
+        line("backend        \(status.backend)")
+        line("bridge         \(status.bridge)" + (status.bridgeAddress.map { " (\($0))" } ?? ""))
+        line("icc            \(status.icc)")
+        line("forward policy \(status.forwardPolicy)")
+        line("ip_forward     \(status.ipForward ? "managed on" : "left alone")")
+        line()
+        line("external interfaces (\(status.extInterfaces.count))")
+        for ext in status.extInterfaces {
+            line("  \(pad(ext.name, 16)) allow \(ext.allowSources.isEmpty ? "every source" : ext.allowSources.joined(separator: ", "))")
+        }
+        line()
+        line("containers (\(status.containers.count))")
+        for container in status.containers {
+            line("  \(pad(container.name, 16)) \(pad(container.ip, 16)) \(container.mac)  \(container.port)")
+        }
+        line()
+        line("links (\(status.links.count))")
+        for link in status.links {
+            line("  \(pad("\(link.parent) -> \(link.child)", 32)) \(link.ports.joined(separator: " "))")
+        }
+        line()
+        line("published ports (\(status.published.count))")
+        for port in status.published {
+            line("  \(pad("\(port.hostIP ?? "*"):\(port.hostPort)/\(port.proto)", 24)) -> \(port.container):\(port.containerPort)")
+        }
+        line()
+        line("counters (packets)")
+        for (program, reasons) in status.programCounters.sorted(by: { $0.key < $1.key }) {
+            let cells = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.packets)" }
+            line("  \(pad(program, 9)) \(cells.isEmpty ? "-" : cells.joined(separator: ", "))")
+        }
+        if status.programCounters.isEmpty { line("  (no packets yet)") }
+        return out
+    }
+
+    private static func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    }
+}
