@@ -32,8 +32,10 @@ func clientSocket(_ type: __socket_type, _ args: Arguments) throws -> (Int32, St
     let source = try args.address("source")
     if sport != nil || source != nil {
         // SO_REUSEADDR lets the same fixed source port be reused right after
-        // an earlier probe (Docker's reverse link rule is tested that way).
+        // an earlier probe; SO_REUSEPORT lets it be a port our own server
+        // listens on (Docker's reverse link rule is tested that way).
         try setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        try setIntOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
         try bindSocket(fd, Endpoint(address: source ?? 0, port: sport ?? 0))
     }
     var note = ""

@@ -5,6 +5,11 @@
 // the peer address:port the server saw, then the connection is closed; a UDP
 // datagram is answered from the address it was sent to (IP_PKTINFO), padded
 // to the size the request asks for.
+//
+// Every socket has SO_REUSEPORT, and so has a client probe with --sport: a
+// container can then serve on its exposed port and, at the same time, send
+// FROM that port (Docker's reverse link rule) without a bind conflict. The
+// connected client socket wins the lookup for its own 4-tuple.
 
 #if canImport(Glibc)
 import Glibc
@@ -39,6 +44,7 @@ enum Server {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw LocalError("socket(tcp)") }
             try setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+            try setIntOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
             try bindSocket(fd, Endpoint(address: bindAddress, port: port))
             guard listen(fd, 1024) == 0 else { throw LocalError("listen tcp \(port)") }
             sockets.append(Socket(fd: fd, proto: "tcp", port: port))
@@ -47,6 +53,7 @@ enum Server {
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw LocalError("socket(udp)") }
             try setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+            try setIntOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
             try setIntOption(fd, Int32(IPPROTO_IP), IP_PKTINFO, 1)
             // Large replies are fragmented locally instead of failing with EMSGSIZE.
             try setIntOption(fd, Int32(IPPROTO_IP), IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
