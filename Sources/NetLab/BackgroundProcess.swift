@@ -106,6 +106,15 @@ public final class BackgroundProcess: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Sends SIGTERM without waiting, so several processes can wind down
+    /// together before `stop` collects each of them.
+    func requestStop() {
+        state.withLock { state in
+            if state.status == nil { state.status = Spawner.reap(pid) }
+            if state.status == nil { kill(pid, SIGTERM) }
+        }
+    }
+
     /// Stops the process we started: SIGTERM, wait up to `grace`, then
     /// SIGKILL. Idempotent. The pid is safe to signal until we reap it (a
     /// zombie keeps its pid), and we never signal it after.

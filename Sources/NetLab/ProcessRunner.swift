@@ -442,9 +442,8 @@ private struct Multiplexer {
         while index < running.count {
             let job = running[index]
             if !job.killed && now >= job.deadline {
-                // The whole group we created: a tool may have forked helpers
-                // that still hold our pipes open.
-                kill(-job.pid, SIGKILL)
+                // Only the pid we started (not yet reaped, so still ours).
+                kill(job.pid, SIGKILL)
                 job.killed = true
             }
             if job.status == nil && (job.killed || (job.stdout == nil && job.stderr == nil)) {
@@ -452,7 +451,8 @@ private struct Multiplexer {
             }
             guard let status = job.status else { index += 1; continue }
             if job.killed {
-                // It is dead; take whatever is buffered and stop waiting for EOF.
+                // It is dead; take whatever is buffered and stop waiting for
+                // EOF (a helper it forked may still hold the other end).
                 if let fd = job.stdout { _ = drain(fd, into: &job.outBytes).map { close($0) }; job.stdout = nil }
                 if let fd = job.stderr { _ = drain(fd, into: &job.errBytes).map { close($0) }; job.stderr = nil }
             }

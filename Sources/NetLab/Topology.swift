@@ -218,6 +218,7 @@ public final class Topology: Sendable {
             return state.processes
         }
         guard let processes else { return [] }
+        for process in processes { process.requestStop() }
         for process in processes { process.stop() }
         let names = namespaces.map(\.name)
         let left = NamespaceJanitor.delete(names)

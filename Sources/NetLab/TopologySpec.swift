@@ -61,7 +61,7 @@ public struct BridgeSpec: Sendable, Hashable {
 /// A container: its own namespace with `eth0`, a veth to the bridge.
 public struct ContainerSpec: Sendable, Hashable {
     /// Role name: part of the namespace name and the probe server's name
-    /// (lowercase letters, digits; at most 20 characters).
+    /// (lowercase letters, digits, '-'; at most 20 characters).
     public var name: String
     /// On the bridge subnet; the prefix length is the bridge's.
     public var address: IPv4Address
@@ -161,9 +161,9 @@ public struct TopologySpec: Sendable, Hashable {
         func fail(_ message: String) -> NetLabError { .invalidSpec(message) }
         var seen: Set<String> = []
         for role in roles {
-            guard !role.isEmpty, role.count <= 20,
-                  role.allSatisfy({ ($0.isASCII && $0.isLowercase) || $0.isNumber }) else {
-                throw fail("name '\(role)': use 1-20 lowercase letters and digits")
+            guard !role.isEmpty, role.count <= 20, role.first != "-",
+                  role.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }) else {
+                throw fail("name '\(role)': use 1-20 lowercase letters, digits and '-' (not first)")
             }
             guard seen.insert(role).inserted else {
                 throw fail("name '\(role)' is used twice (\"host\" is reserved for the host namespace)")

@@ -78,7 +78,10 @@ final class SignalHelper: XCTestCase {
         let server = try topology.startServer(in: "web", tcp: [80])
         print("netlab-helper prefix=\(topology.prefix) server=\(server.pid)")
         fflush(nil)
-        sleep(60)
+        // sleep() returns early whenever a signal handler runs on this
+        // thread (dispatch's own catches SIGINT here): keep sleeping.
+        let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+        while ContinuousClock.now < deadline { sleep(1) }
         XCTFail("no signal arrived")
     }
 }

@@ -26,6 +26,7 @@ final class TopologySpecTests: XCTestCase {
         rejects({ $0.containers[1].name = "web" }, "used twice")
         rejects({ $0.containers[1].name = "host" }, "used twice")
         rejects({ $0.containers[0].name = "Web!" }, "lowercase")
+        rejects({ $0.containers[0].name = "-web" }, "lowercase")
         rejects({ $0.containers[0].hostInterface = "averyveryverylongname" }, "1-15 characters")
         rejects({ $0.containers[1].hostInterface = "vethweb" }, "used twice")
         rejects({ $0.containers[0].address = IPv4Address(10, 99, 0, 2) }, "outside the bridge subnet")
