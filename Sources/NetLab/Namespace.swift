@@ -101,6 +101,7 @@ public enum NetLabError: Error, CustomStringConvertible, Sendable {
     case serverDidNotStart(String)
     case notRoot(String)
     case unknownRole(String, known: [String])
+    case sysctlFailed(String)
 
     public var description: String {
         switch self {
@@ -117,6 +118,8 @@ public enum NetLabError: Error, CustomStringConvertible, Sendable {
             "netlab: probe server did not start: \(message)"
         case .notRoot(let what):
             "netlab: \(what) needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) — run as root"
+        case .sysctlFailed(let message):
+            "netlab: \(message)"
         case .unknownRole(let role, let known):
             "netlab: no namespace '\(role)' in this topology (known: \(known.joined(separator: ", ")))"
         }

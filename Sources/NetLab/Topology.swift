@@ -88,22 +88,19 @@ public final class Topology: Sendable {
         try batch(in: nil, spec.roles.map { "netns add \(prefix)-\($0)" })
 
         // 2. Sysctls, inside each namespace only, before interfaces exist.
-        var sysctls: [Command] = []
         let ipv6 = spec.disableIPv6 ? "1" : "0"
-        let ipv6Settings = ["net.ipv6.conf.all.disable_ipv6=\(ipv6)", "net.ipv6.conf.default.disable_ipv6=\(ipv6)"]
-        var hostSettings = ipv6Settings + ["net.ipv4.ip_forward=\(spec.ipForward ? 1 : 0)"]
+        let ipv6Settings = [("net.ipv6.conf.all.disable_ipv6", ipv6), ("net.ipv6.conf.default.disable_ipv6", ipv6)]
+        var hostSettings = ipv6Settings + [("net.ipv4.ip_forward", spec.ipForward ? "1" : "0")]
+        // br_netfilter is global (module or built in); its switches are per namespace.
         if access("/proc/sys/net/bridge/bridge-nf-call-iptables", F_OK) == 0 {
-            let value = spec.bridgeNetfilter ? 1 : 0
-            hostSettings += ["net.bridge.bridge-nf-call-iptables=\(value)", "net.bridge.bridge-nf-call-ip6tables=\(value)"]
+            let value = spec.bridgeNetfilter ? "1" : "0"
+            hostSettings += [("net.bridge.bridge-nf-call-iptables", value), ("net.bridge.bridge-nf-call-ip6tables", value)]
         } else if spec.bridgeNetfilter {
             throw .invalidSpec("bridgeNetfilter needs br_netfilter, which is not loaded (modprobe br_netfilter)")
         }
-        hostSettings += spec.hostSysctls.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        sysctls.append(host.command(["sysctl", "-q", "-w"] + hostSettings, timeout: .seconds(15)))
-        for role in spec.roles.dropFirst() {
-            sysctls.append(ns(role).command(["sysctl", "-q", "-w"] + ipv6Settings, timeout: .seconds(15)))
-        }
-        do { try ProcessRunner.runAllChecked(sysctls) } catch { throw .command(error) }
+        hostSettings += spec.hostSysctls.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        try Sysctl.write([(host, hostSettings.map { (key: $0.0, value: $0.1) })]
+            + spec.roles.dropFirst().map { (ns($0), ipv6Settings.map { (key: $0.0, value: $0.1) }) })
 
         // 3. The host: bridge, every veth pair (far ends created in place).
         let bridge = spec.bridge

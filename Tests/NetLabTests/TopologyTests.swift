@@ -231,4 +231,51 @@ final class TopologyTests: XCTestCase {
         // Generous: the machine is shared, but hundreds of processes would blow this.
         XCTAssertLessThan(builds[2], 2000)
     }
+
+    func testOptionalSettings() throws {
+        try requireRoot()
+        let runner = try probeRunner()
+        var spec = TopologySpec.dockerLike(containers: ["web", "my-db"])
+        spec.staticNeighbours = true
+        spec.bridgeNetfilter = true
+        spec.ipForward = false
+        spec.containers[0].hostSideGRO = true
+        spec.containers[1].containerSideGRO = true
+        spec.bridge.mac = MACAddress("02:00:00:00:00:01")
+        let lab = try Topology.build(spec)
+        addTeardownBlock { lab.teardown() }
+        func output(_ role: String, _ arguments: [String]) throws -> String {
+            try lab.run(in: role, arguments).stdout
+        }
+        let web = try XCTUnwrap(lab.container("web"))
+        let db = try XCTUnwrap(lab.container("my-db"))
+
+        // Sysctls, read back inside each namespace.
+        XCTAssertEqual(try output("host", ["sysctl", "-n", "net.ipv4.ip_forward"]), "0\n")
+        XCTAssertEqual(try Sysctl.read("net.ipv4.ip_forward", in: lab.host), "0")
+        XCTAssertEqual(try Sysctl.read("net.ipv4.ip_forward", in: lab.namespace("web")), "0")
+        XCTAssertEqual(try Sysctl.read("net.ipv6.conf.all.disable_ipv6", in: lab.namespace("ext")), "1")
+        XCTAssertEqual(try output("host", ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]), "1\n")
+        XCTAssertEqual(try output("web", ["sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6"]), "1\n")
+
+        // Static neighbours both ways and static FDB entries on the bridge.
+        let webNeighbours = try output("web", ["ip", "neigh", "show", "dev", "eth0"])
+        XCTAssert(webNeighbours.contains("\(db.address) lladdr \(db.resolvedMAC) PERMANENT"), webNeighbours)
+        XCTAssert(webNeighbours.contains("\(spec.bridge.address.address) lladdr 02:00:00:00:00:01 PERMANENT"), webNeighbours)
+        let hostNeighbours = try output("host", ["ip", "neigh", "show", "dev", "docker0"])
+        XCTAssert(hostNeighbours.contains("\(web.address) lladdr \(web.resolvedMAC) PERMANENT"), hostNeighbours)
+        let fdb = try output("host", ["bridge", "fdb", "show", "dev", "vethmy-db"])
+        XCTAssert(fdb.contains("\(db.resolvedMAC) master docker0 static"), fdb)
+
+        // GRO where asked for.
+        XCTAssert(try output("host", ["ethtool", "-k", "vethweb"]).contains("generic-receive-offload: on"))
+        XCTAssert(try output("my-db", ["ethtool", "-k", "eth0"]).contains("generic-receive-offload: on"))
+
+        // Traffic: bridged works (br_netfilter with an empty ruleset passes it);
+        // routing is off, so the external cannot reach a container.
+        try lab.startServer(in: "my-db", tcp: [80], probe: runner)
+        let results = runner.run([try lab.probe(from: "web", to: "my-db", .tcp(80)),
+                                  try lab.probe(from: "ext", to: "my-db", .tcp(80), timeout: .milliseconds(300))])
+        XCTAssertEqual(results.map(\.reachability), [.allowed, .blocked], "\(ReachabilityMatrix(results))")
+    }
 }
