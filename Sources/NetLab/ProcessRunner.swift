@@ -275,10 +275,11 @@ enum Spawner {
 }
 
 extension Duration {
-    /// Whole milliseconds, clamped to what poll(2) accepts.
+    /// Whole milliseconds, clamped to what poll(2) accepts; a deadline in the
+    /// past is 0 (never -1, which would wait forever).
     var pollMilliseconds: Int32 {
+        if self <= .zero { return 0 }
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
         return Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
 }

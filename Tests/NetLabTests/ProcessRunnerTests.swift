@@ -84,4 +84,11 @@ final class ProcessRunnerTests: XCTestCase {
         }
         process.stop()
     }
+
+    func testPollTimeoutsNeverWaitForever() {
+        XCTAssertEqual(Duration.milliseconds(-500).pollMilliseconds, 0)
+        XCTAssertEqual(Duration.seconds(-2).pollMilliseconds, 0)
+        XCTAssertEqual(Duration.milliseconds(1500).pollMilliseconds, 1500)
+        XCTAssertEqual(Duration.seconds(1 << 40).pollMilliseconds, Int32.max)
+    }
 }
