@@ -2,12 +2,13 @@
 //
 // Builds a TopologySpec with iproute2 and tears it down again.
 //
-// Speed: a handful of processes regardless of size. One `ip -batch` creates
-// every namespace; one `nsenter … sysctl` per namespace (concurrently) sets
-// its sysctls before any interface exists; one `ip -n host -batch` creates
-// the bridge and every veth pair directly in the right namespaces (the root
-// namespace never sees them); then one `ip -n NS -batch` per container and
-// external (concurrently) configures the far ends.
+// Speed: one process per namespace plus two, whatever the size. One
+// `ip -batch` creates every namespace; a thread per namespace sets its
+// sysctls from inside it before any interface exists (Sysctl.swift); one
+// `ip -n host -batch` creates the bridge and every veth pair directly in the
+// right namespaces (the root namespace never sees them); then one
+// `ip -n NS -batch` per container and external, run concurrently,
+// configures the far ends.
 
 #if canImport(Glibc)
 import Glibc
@@ -89,9 +90,12 @@ public final class Topology: Sendable {
 
         // 2. Sysctls, inside each namespace only, before interfaces exist.
         let ipv6 = spec.disableIPv6 ? "1" : "0"
-        let ipv6Settings = [("net.ipv6.conf.all.disable_ipv6", ipv6), ("net.ipv6.conf.default.disable_ipv6", ipv6)]
+        let ipv6Settings: [(key: String, value: String)] = [
+            ("net.ipv6.conf.all.disable_ipv6", ipv6), ("net.ipv6.conf.default.disable_ipv6", ipv6),
+        ]
         var hostSettings = ipv6Settings + [("net.ipv4.ip_forward", spec.ipForward ? "1" : "0")]
-        // br_netfilter is global (module or built in); its switches are per namespace.
+        // br_netfilter is global (module or built in); its switches are per
+        // namespace and default to 1 in a new one, so they are always written.
         if access("/proc/sys/net/bridge/bridge-nf-call-iptables", F_OK) == 0 {
             let value = spec.bridgeNetfilter ? "1" : "0"
             hostSettings += [("net.bridge.bridge-nf-call-iptables", value), ("net.bridge.bridge-nf-call-ip6tables", value)]
@@ -99,8 +103,7 @@ public final class Topology: Sendable {
             throw .invalidSpec("bridgeNetfilter needs br_netfilter, which is not loaded (modprobe br_netfilter)")
         }
         hostSettings += spec.hostSysctls.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        try Sysctl.write([(host, hostSettings.map { (key: $0.0, value: $0.1) })]
-            + spec.roles.dropFirst().map { (ns($0), ipv6Settings.map { (key: $0.0, value: $0.1) }) })
+        try Sysctl.write([(host, hostSettings)] + spec.roles.dropFirst().map { (ns($0), ipv6Settings) })
 
         // 3. The host: bridge, every veth pair (far ends created in place).
         let bridge = spec.bridge
