@@ -75,7 +75,8 @@ enum NamespaceThread {
     }
 }
 
-public enum Sysctl {
+/// Sysctls of one network namespace, read and written from inside it.
+public enum NamespaceSysctl {
     /// "net.ipv4.ip_forward" → "/proc/sys/net/ipv4/ip_forward". A key that
     /// already uses '/' is taken as is (for names with dots, like VLANs).
     static func path(_ key: String) -> String {
@@ -84,7 +85,12 @@ public enum Sysctl {
 
     /// Writes `settings` (key, value) inside each namespace, all namespaces
     /// at once. Throws naming the first setting that failed.
+    /// Refuses the caller's own namespace: NetLab never changes the
+    /// namespace it runs in (normally the root one).
     public static func write(_ settings: [(NetNamespace, [(key: String, value: String)])]) throws(NetLabError) {
+        for (namespace, _) in settings where isCallersOwn(namespace) {
+            throw .sysctlFailed("refusing to write sysctls in \(namespace.path): it is this process's own network namespace")
+        }
         let failures = NamespaceThread.run(settings.map { namespace, pairs in
             (namespace.path, {
                 for (key, value) in pairs {
@@ -116,5 +122,13 @@ public enum Sysctl {
         })])[0]
         if let failure { throw .sysctlFailed(failure) }
         return value
+    }
+
+    /// Whether `namespace` is the one this process runs in (same nsfs inode).
+    static func isCallersOwn(_ namespace: NetNamespace) -> Bool {
+        var target = stat()
+        var own = stat()
+        guard stat(namespace.path, &target) == 0, stat("/proc/self/ns/net", &own) == 0 else { return false }
+        return target.st_ino == own.st_ino && target.st_dev == own.st_dev
     }
 }

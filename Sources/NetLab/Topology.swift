@@ -103,7 +103,7 @@ public final class Topology: Sendable {
             throw .invalidSpec("bridgeNetfilter needs br_netfilter, which is not loaded (modprobe br_netfilter)")
         }
         hostSettings += spec.hostSysctls.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        try Sysctl.write([(host, hostSettings)] + spec.roles.dropFirst().map { (ns($0), ipv6Settings) })
+        try NamespaceSysctl.write([(host, hostSettings)] + spec.roles.dropFirst().map { (ns($0), ipv6Settings) })
 
         // 3. The host: bridge, every veth pair (far ends created in place).
         let bridge = spec.bridge

@@ -252,9 +252,15 @@ final class TopologyTests: XCTestCase {
 
         // Sysctls, read back inside each namespace.
         XCTAssertEqual(try output("host", ["sysctl", "-n", "net.ipv4.ip_forward"]), "0\n")
-        XCTAssertEqual(try Sysctl.read("net.ipv4.ip_forward", in: lab.host), "0")
-        XCTAssertEqual(try Sysctl.read("net.ipv4.ip_forward", in: lab.namespace("web")), "0")
-        XCTAssertEqual(try Sysctl.read("net.ipv6.conf.all.disable_ipv6", in: lab.namespace("ext")), "1")
+        XCTAssertEqual(try NamespaceSysctl.read("net.ipv4.ip_forward", in: lab.host), "0")
+        XCTAssertEqual(try NamespaceSysctl.read("net.ipv4.ip_forward", in: lab.namespace("web")), "0")
+        XCTAssertEqual(try NamespaceSysctl.read("net.ipv6.conf.all.disable_ipv6", in: lab.namespace("ext")), "1")
+        // Its own (root) namespace is refused. A key that does not exist, so
+        // that even a broken guard could not change anything here.
+        XCTAssertThrowsError(try NamespaceSysctl.write([(NetNamespace(path: "/proc/self/ns/net"),
+                                                         [("net.ipv4.netlab_no_such_setting", "0")])])) { error in
+            XCTAssert("\(error)".contains("refusing"), "\(error)")
+        }
         XCTAssertEqual(try output("host", ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]), "1\n")
         XCTAssertEqual(try output("web", ["sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6"]), "1\n")
 
