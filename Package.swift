@@ -115,6 +115,11 @@ let package = Package(
             name: "BPFTestRunTests",
             dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane"]
         ),
+        // Namespaces, probes and the cleanup safety net (root; skipped otherwise).
+        .testTarget(
+            name: "NetLabTests",
+            dependencies: ["NetLab", "BPFNetCore"]
+        ),
         .testTarget(
             name: "DockerWatcherTests",
             dependencies: ["DockerWatcher", "BPFNetCore"],
