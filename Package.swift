@@ -86,10 +86,17 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // The demo host: a Docker-like host in namespaces, its policy and the
+        // verdict the policy table predicts for each probe. Drives `bpfnet
+        // demo` and the end-to-end suites.
+        .target(
+            name: "DemoHost",
+            dependencies: ["BPFNetCore", "NetLab"]
+        ),
         .executableTarget(
             name: "bpfnet",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab",
+                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -127,7 +134,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab"]
+            dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost"]
         ),
     ]
 )
