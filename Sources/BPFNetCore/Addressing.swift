@@ -22,7 +22,7 @@ public struct IPv4InterfaceAddress: Hashable, Sendable, CustomStringConvertible,
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let address = IPv4Address(parts[0]),
-              !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCII),
+              !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCIIDigit),
               let length = UInt8(parts[1]), length <= 32 else { return nil }
         self.init(address: address, prefixLength: length)
     }

@@ -402,7 +402,7 @@ struct PolicyFileReader {
 
     mutating func port(_ node: Node, path: String) -> UInt16? {
         guard let text = text(node, path: path, expected: "a port number 1-65535") else { return nil }
-        guard text.allSatisfy(\.isASCII), let port = UInt16(text), port != 0 else {
+        guard !text.isEmpty, text.allSatisfy(\.isASCIIDigit), let port = UInt16(text), port != 0 else {
             fail(path, node, "'\(text)' is not a port; expected a number 1-65535")
             return nil
         }
@@ -505,8 +505,10 @@ struct PolicyFileReader {
             guard let ip = IPv4Address(parts[0]) else { return nil }
             hostIP = ip
         }
-        guard let hostPort = UInt16(parts[parts.count - 2]), hostPort != 0,
-              let containerPort = UInt16(parts[parts.count - 1]), containerPort != 0 else { return nil }
+        let hostText = parts[parts.count - 2], containerText = parts[parts.count - 1]
+        guard hostText.allSatisfy(\.isASCIIDigit), containerText.allSatisfy(\.isASCIIDigit),
+              let hostPort = UInt16(hostText), hostPort != 0,
+              let containerPort = UInt16(containerText), containerPort != 0 else { return nil }
         return PublishedPort(hostIP: hostIP, hostPort: hostPort, containerPort: containerPort, proto: proto)
     }
 
