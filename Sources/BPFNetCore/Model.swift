@@ -19,7 +19,7 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
         guard parts.count == 4 else { return nil }
         var result: UInt32 = 0
         for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII),
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCIIDigit),
                   let octet = UInt8(part) else { return nil }
             result = result << 8 | UInt32(octet)
         }
@@ -75,7 +75,7 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
         guard parts.count == 1 || parts.count == 2, let address = IPv4Address(parts[0]) else { return nil }
         var length: UInt8 = 32
         if parts.count == 2 {
-            guard !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCII),
+            guard !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCIIDigit),
                   let parsed = UInt8(parts[1]), parsed <= 32 else { return nil }
             length = parsed
         }
@@ -124,7 +124,8 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, Codable {
         guard parts.count == 6 else { return nil }
         var octets: [UInt8] = []
         for part in parts {
-            guard part.count == 2, let octet = UInt8(part, radix: 16) else { return nil }
+            guard part.count == 2, part.allSatisfy(\.isHexDigit), part.allSatisfy(\.isASCII),
+                  let octet = UInt8(part, radix: 16) else { return nil }
             octets.append(octet)
         }
         bytes = (octets[0], octets[1], octets[2], octets[3], octets[4], octets[5])
@@ -199,7 +200,7 @@ public struct PortSpec: Hashable, Sendable, Comparable, CustomStringConvertible,
     /// Parses "80", "80/tcp", "53/udp", "132/sctp". Port 0 is rejected.
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 1 || parts.count == 2,
+        guard parts.count == 1 || parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy(\.isASCIIDigit),
               let port = UInt16(parts[0]), port != 0 else { return nil }
         var proto = TransportProtocol.tcp
         if parts.count == 2 {
@@ -329,4 +330,9 @@ public struct Policy: Hashable, Sendable, Codable {
         self.containers = containers
         self.links = links
     }
+}
+
+extension Character {
+    /// 0-9 only (not other scripts' digits, not signs).
+    var isASCIIDigit: Bool { isASCII && isNumber }
 }

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The reference model of the kernel programs: docs/verdicts.md written in
+// Swift, branch for branch. The differential test runs the same frames through
+// this and through the real programs (BPF_PROG_TEST_RUN) and demands identical
+// (action, reason) pairs, so any change here must be made in verdicts.md and in
+// bpf/ as well.
+
+/// The 5-tuple of an IPv4 packet, host order, as the packet carries it.
+public struct FlowTuple: Hashable, Sendable, CustomStringConvertible {
+    public var source: IPv4Address
+    public var destination: IPv4Address
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var proto: UInt8
+
+    public init(source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16, proto: UInt8) {
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.proto = proto
+    }
+
+    public var description: String { "\(proto) \(source):\(sourcePort) → \(destination):\(destinationPort)" }
+}
+
+/// Why a frame is malformed (verdicts.md "Parsing"); all of them are **drop MALFORMED**.
+public enum Malformation: String, Hashable, Sendable {
+    /// Fewer than 14 bytes.
+    case ethernetTruncated = "ethernet header truncated"
+    /// A VLAN tag (0x8100/0x88A8) without its 4 bytes.
+    case vlanTruncated = "VLAN tag truncated"
+    /// Fewer than 40 bytes of IPv6 header.
+    case ipv6Truncated = "IPv6 header truncated"
+    /// Fewer than 20 bytes of IPv4 header.
+    case ipv4Truncated = "IPv4 header truncated"
+    case ipv4Version = "IPv4 version is not 4"
+    case ipv4HeaderLengthTooSmall = "IPv4 IHL < 5"
+    /// IHL×4 bytes are not there.
+    case ipv4OptionsTruncated = "IPv4 options truncated"
+    /// tot_len < IHL×4.
+    case ipv4TotalLengthTooSmall = "IPv4 tot_len shorter than its header"
+    /// tot_len beyond the frame.
+    case ipv4TotalLengthTooLarge = "IPv4 tot_len beyond the frame"
+    /// TCP 20 / UDP 8 / SCTP 12 bytes not within the frame and tot_len.
+    case l4Truncated = "L4 header truncated"
+}
+
+/// An IPv4 packet that passed the parse checks.
+public struct IPv4Summary: Hashable, Sendable {
+    public var source: IPv4Address
+    public var destination: IPv4Address
+    public var proto: UInt8
+    /// `(frag_off & 0x1FFF) != 0`: no ports, judged separately.
+    public var isNonFirstFragment: Bool
+    /// Source and destination port for TCP/UDP/SCTP that are not non-first fragments.
+    public var sourcePort: UInt16?
+    public var destinationPort: UInt16?
+    /// Offset of the IPv4 header in the frame (14, 18 or 22).
+    public var offset: Int
+
+    /// TCP, UDP or SCTP with ports.
+    public var hasPorts: Bool { sourcePort != nil }
+
+    public var tuple: FlowTuple {
+        FlowTuple(source: source, destination: destination, sourcePort: sourcePort ?? 0,
+                  destinationPort: destinationPort ?? 0, proto: proto)
+    }
+}
+
+/// What a frame is, as both programs parse it.
+public enum ParsedFrame: Hashable, Sendable {
+    case malformed(Malformation)
+    /// Neither IPv4 nor IPv6 (after at most two VLAN tags); the inner ethertype.
+    case nonIP(etherType: UInt16)
+    /// IPv6 with a full 40-byte header; judged by the destination MAC only.
+    case ipv6(destinationMAC: MACAddress)
+    case ipv4(IPv4Summary)
+}
+
+public enum EtherType {
+    public static let ipv4: UInt16 = 0x0800
+    public static let arp: UInt16 = 0x0806
+    public static let ipv6: UInt16 = 0x86DD
+    public static let vlan: UInt16 = 0x8100
+    public static let qinq: UInt16 = 0x88A8
+    public static let lldp: UInt16 = 0x88CC
+}
+
+public enum IPProtocol {
+    public static let icmp: UInt8 = 1
+    public static let tcp: UInt8 = 6
+    public static let udp: UInt8 = 17
+    public static let icmpv6: UInt8 = 58
+    public static let sctp: UInt8 = 132
+
+    /// Minimum L4 header the programs read ports from; nil for protocols without ports.
+    public static func minimumHeader(_ proto: UInt8) -> Int? {
+        switch proto {
+        case tcp: 20
+        case udp: 8
+        case sctp: 12
+        default: nil
+        }
+    }
+}
+
+/// The frame parser shared by both programs (verdicts.md "Parsing").
+public enum FrameParser {
+    public static let maximumVLANTags = 2
+
+    public static func parse(_ frame: [UInt8]) -> ParsedFrame {
+        frame.withUnsafeBufferPointer { parse($0) }
+    }
+
+    public static func parse(_ frame: UnsafeBufferPointer<UInt8>) -> ParsedFrame {
+        let end = frame.count
+        func be16(_ at: Int) -> UInt16 { UInt16(frame[at]) << 8 | UInt16(frame[at + 1]) }
+        func be32(_ at: Int) -> UInt32 {
+            UInt32(frame[at]) << 24 | UInt32(frame[at + 1]) << 16 | UInt32(frame[at + 2]) << 8 | UInt32(frame[at + 3])
+        }
+
+        // 1. Ethernet.
+        guard end >= 14 else { return .malformed(.ethernetTruncated) }
+        var etherType = be16(12)
+        var offset = 14
+
+        // 2. Up to two VLAN tags; a third is left unparsed (non-IP).
+        for _ in 0..<maximumVLANTags where etherType == EtherType.vlan || etherType == EtherType.qinq {
+            guard end - offset >= 4 else { return .malformed(.vlanTruncated) }
+            etherType = be16(offset + 2)
+            offset += 4
+        }
+
+        switch etherType {
+        case EtherType.ipv6:
+            // 3. IPv6: the fixed header must be there; extension headers are not parsed.
+            guard end - offset >= 40 else { return .malformed(.ipv6Truncated) }
+            return .ipv6(destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]))
+
+        case EtherType.ipv4:
+            // 4. IPv4 checks, in this order.
+            let remaining = end - offset
+            guard remaining >= 20 else { return .malformed(.ipv4Truncated) }
+            let versionIHL = frame[offset]
+            guard versionIHL >> 4 == 4 else { return .malformed(.ipv4Version) }
+            let headerLength = Int(versionIHL & 0x0F) * 4
+            guard headerLength >= 20 else { return .malformed(.ipv4HeaderLengthTooSmall) }
+            guard headerLength <= remaining else { return .malformed(.ipv4OptionsTruncated) }
+            let totalLength = Int(be16(offset + 2))
+            guard totalLength >= headerLength else { return .malformed(.ipv4TotalLengthTooSmall) }
+            guard totalLength <= remaining else { return .malformed(.ipv4TotalLengthTooLarge) }
+
+            // 6. Fragments: non-first when the offset field is non-zero.
+            let nonFirst = be16(offset + 6) & 0x1FFF != 0
+            let proto = frame[offset + 9]
+            var summary = IPv4Summary(source: IPv4Address(be32(offset + 12)), destination: IPv4Address(be32(offset + 16)),
+                                      proto: proto, isNonFirstFragment: nonFirst, offset: offset)
+
+            // 7. Ports for TCP/UDP/SCTP unless non-first; the minimum L4 header
+            // must lie within both the frame and tot_len (tot_len ≤ frame here).
+            if !nonFirst, let minimum = IPProtocol.minimumHeader(proto) {
+                let l4 = offset + headerLength
+                guard l4 + minimum <= offset + totalLength else { return .malformed(.l4Truncated) }
+                summary.sourcePort = be16(l4)
+                summary.destinationPort = be16(l4 + 2)
+            }
+            return .ipv4(summary)
+
+        default:
+            // 5. Anything else, including a third VLAN tag.
+            return .nonIP(etherType: etherType)
+        }
+    }
+}
+
+/// The kernel programs' decisions over a `MapState`, for tests, the
+/// differential fuzzer and `bpfnet` explanations.
+public struct ReferenceDataplane: Sendable {
+    public var state: MapState
+
+    public init(state: MapState) { self.state = state }
+
+    // MARK: Port program (rows 1-7)
+
+    public func portVerdict(frame: [UInt8]) -> Verdict {
+        portVerdict(parsed: FrameParser.parse(frame))
+    }
+
+    public func portVerdict(parsed: ParsedFrame) -> Verdict {
+        let config = state.config
+        let icc = config.flags.contains(.icc)
+        switch parsed {
+        case .malformed:
+            return .drop(.malformed)
+        case .nonIP:
+            return .pass(.nonIP)
+        case .ipv6(let destinationMAC):
+            if destinationMAC.isMulticast { return .pass(.ipv6) }
+            if state.macs[destinationMAC] != nil { return icc ? .pass(.iccAllowed) : .drop(.icc) }
+            return .pass(.ipv6)
+        case .ipv4(let packet):
+            let s = packet.source, d = packet.destination
+            // 1. The bridge's own address.
+            if d == config.bridgeAddress { return .pass(.host) }
+            // 2. Inside the bridge?
+            if !isInsideBridge(d) { return .pass(.outside) }
+            // 3. icc on.
+            if icc { return .pass(.iccAllowed) }
+            // 4. Non-first fragments: a linked pair or nothing.
+            if packet.isNonFirstFragment {
+                let pair = LinkRule(source: s, destination: d, port: 0, proto: packet.proto, direction: .pair)
+                return state.links.contains(pair) ? .pass(.linkFragment) : .drop(.icc)
+            }
+            // 5. Link rules.
+            if let sport = packet.sourcePort, let dport = packet.destinationPort {
+                if state.links.contains(LinkRule(source: s, destination: d, port: dport, proto: packet.proto, direction: .forward)) {
+                    return .pass(.link)
+                }
+                if state.links.contains(LinkRule(source: s, destination: d, port: sport, proto: packet.proto, direction: .reverse)) {
+                    return .pass(.linkReverse)
+                }
+            }
+            // 6. Everything else between containers.
+            return .drop(.icc)
+        }
+    }
+
+    /// Port program step 2: a known container, the bridge subnet, multicast or
+    /// the limited broadcast.
+    public func isInsideBridge(_ d: IPv4Address) -> Bool {
+        state.containers[d] != nil || inSubnet(d) || d.isMulticast || d.isLimitedBroadcast
+    }
+
+    func inSubnet(_ d: IPv4Address) -> Bool {
+        let mask = state.config.bridgeNetmask.value
+        return mask != 0 && d.value & mask == state.config.bridgeSubnet.value
+    }
+
+    // MARK: Ext program (rows 8-11)
+
+    /// - Parameter isConntrackReply: whether the kernel's conntrack holds an
+    ///   entry for this tuple in the reply direction; asked only on the drop
+    ///   path for TCP/UDP. Test runs have an empty table (the default).
+    public func extVerdict(frame: [UInt8], ingressIfindex: UInt32,
+                           isConntrackReply: (FlowTuple) -> Bool = { _ in false }) -> Verdict {
+        extVerdict(parsed: FrameParser.parse(frame), ingressIfindex: ingressIfindex, isConntrackReply: isConntrackReply)
+    }
+
+    public func extVerdict(parsed: ParsedFrame, ingressIfindex: UInt32,
+                           isConntrackReply: (FlowTuple) -> Bool = { _ in false }) -> Verdict {
+        let config = state.config
+        switch parsed {
+        case .malformed:
+            return .drop(.malformed)
+        case .nonIP:
+            return .pass(.nonIP)
+        case .ipv6:
+            return .pass(.ipv6)
+        case .ipv4(let packet):
+            if packet.isNonFirstFragment { return .pass(.fragment) }
+            let s = packet.source, d = packet.destination
+            let verdict: Verdict
+            if d != config.bridgeAddress && (state.containers[d] != nil || inSubnet(d)) {
+                // 1. Routed straight to a container (row 9).
+                if !config.flags.contains(.forwardAccept) {
+                    verdict = .drop(.forward)
+                } else {
+                    verdict = isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.forwardAccept) : .drop(.source)
+                }
+            } else if let dport = packet.destinationPort,
+                      state.published[PublishedKey(hostAddress: d, hostPort: dport, proto: packet.proto)] != nil
+                        || state.published[PublishedKey(hostAddress: .any, hostPort: dport, proto: packet.proto)] != nil {
+                // 2. A published port (row 8), before DNAT.
+                verdict = isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.published) : .drop(.source)
+            } else {
+                // 3. The host's business (row 11).
+                verdict = .pass(.local)
+            }
+            // Row 10: replies to connections opened from this side are never dropped.
+            if verdict.action == .drop, packet.proto == IPProtocol.tcp || packet.proto == IPProtocol.udp,
+               isConntrackReply(packet.tuple) {
+                return .pass(.reply)
+            }
+            return verdict
+        }
+    }
+
+    /// `allowed(s)`: no allow-list on this interface, or a prefix admits `source`.
+    public func isAllowed(source: IPv4Address, ingressIfindex: UInt32) -> Bool {
+        guard let ext = state.extInterfaces[ingressIfindex], ext.flags.contains(.allowList) else { return true }
+        // The LPM lookup: any stored prefix of any length that contains the source.
+        for length in 0...UInt8(32) {
+            let prefix = IPv4CIDR(address: source, prefixLength: length)!
+            if state.allowSources.contains(AllowSource(ifindex: ingressIfindex, prefix: prefix)) { return true }
+        }
+        return false
+    }
+}

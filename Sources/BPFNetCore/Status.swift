@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// `bpfnet status [--json]`: what the dataplane enforces, rebuilt from the maps
+// (not from the policy file), so it shows what the kernel really does.
+
+import BPFNetShared
+
+/// The document `bpfnet status --json` prints. Keys are a stable interface
+/// (DESIGN.md section 4); new keys may be added, none removed or renamed.
+public struct DataplaneStatus: Codable, Hashable, Sendable {
+    public struct ExtInterface: Codable, Hashable, Sendable {
+        public var name: String
+        public var ifindex: UInt32
+        /// Sorted; empty = every source.
+        public var allowSources: [String]
+
+        public init(name: String, ifindex: UInt32, allowSources: [String]) {
+            self.name = name
+            self.ifindex = ifindex
+            self.allowSources = allowSources
+        }
+    }
+
+    public struct Container: Codable, Hashable, Sendable {
+        public var name: String
+        public var ip: String
+        public var mac: String
+        /// The host-side veth.
+        public var port: String
+        public var portIfindex: UInt32
+
+        public init(name: String, ip: String, mac: String, port: String, portIfindex: UInt32) {
+            self.name = name
+            self.ip = ip
+            self.mac = mac
+            self.port = port
+            self.portIfindex = portIfindex
+        }
+    }
+
+    public struct Link: Codable, Hashable, Sendable {
+        public var parent: String
+        public var child: String
+        public var parentIP: String
+        public var childIP: String
+        /// "80/tcp", sorted by protocol then port.
+        public var ports: [String]
+
+        public init(parent: String, child: String, parentIP: String, childIP: String, ports: [String]) {
+            self.parent = parent
+            self.child = child
+            self.parentIP = parentIP
+            self.childIP = childIP
+            self.ports = ports
+        }
+    }
+
+    public struct Published: Codable, Hashable, Sendable {
+        /// nil = every address.
+        public var hostIP: String?
+        public var hostPort: UInt16
+        public var proto: String
+        public var container: String
+        public var containerIP: String
+        public var containerPort: UInt16
+
+        public init(hostIP: String?, hostPort: UInt16, proto: String, container: String, containerIP: String,
+                    containerPort: UInt16) {
+            self.hostIP = hostIP
+            self.hostPort = hostPort
+            self.proto = proto
+            self.container = container
+            self.containerIP = containerIP
+            self.containerPort = containerPort
+        }
+    }
+
+    public struct CounterValue: Codable, Hashable, Sendable {
+        public var packets: UInt64
+        public var bytes: UInt64
+
+        public init(packets: UInt64 = 0, bytes: UInt64 = 0) {
+            self.packets = packets
+            self.bytes = bytes
+        }
+    }
+
+    /// "bpf", "nftables", "iptables", "memory".
+    public var backend: String
+    /// The bridge's name ("docker0").
+    public var bridge: String
+    /// "172.17.0.1/16", or nil when the bridge had no IPv4 address.
+    public var bridgeAddress: String?
+    public var icc: Bool
+    /// "drop" or "accept".
+    public var forwardPolicy: String
+    public var ipForward: Bool
+    /// Whether a control plane has written a policy (`BPFNET_CFG_LOADED`).
+    public var loaded: Bool
+    public var generation: UInt32
+    public var extInterfaces: [ExtInterface]
+    public var containers: [Container]
+    public var links: [Link]
+    public var published: [Published]
+    /// Reason name → packets, summed over programs and CPUs; every known reason
+    /// is present (0 when nothing was counted).
+    public var counters: [String: UInt64]
+    /// Program name ("port-tc", "port-xdp", "ext-xdp") → reason name → packets
+    /// and bytes; only non-zero counters.
+    public var programCounters: [String: [String: CounterValue]]
+
+    public init(backend: String, bridge: String, bridgeAddress: String? = nil, icc: Bool, forwardPolicy: String,
+                ipForward: Bool, loaded: Bool = true, generation: UInt32 = 0, extInterfaces: [ExtInterface] = [],
+                containers: [Container] = [], links: [Link] = [], published: [Published] = [],
+                counters: [String: UInt64] = DataplaneStatus.zeroCounters,
+                programCounters: [String: [String: CounterValue]] = [:]) {
+        self.backend = backend
+        self.bridge = bridge
+        self.bridgeAddress = bridgeAddress
+        self.icc = icc
+        self.forwardPolicy = forwardPolicy
+        self.ipForward = ipForward
+        self.loaded = loaded
+        self.generation = generation
+        self.extInterfaces = extInterfaces
+        self.containers = containers
+        self.links = links
+        self.published = published
+        self.counters = counters
+        self.programCounters = programCounters
+    }
+
+    public static var zeroCounters: [String: UInt64] {
+        Dictionary(uniqueKeysWithValues: Reason.allKnown.map { ($0.name, UInt64(0)) })
+    }
+
+    /// The policy part of the status, rebuilt from the maps.
+    /// - Parameters:
+    ///   - interfaceName: ifindex → name (nil when the interface is gone;
+    ///     shown as "if<N>").
+    ///   - bridge: the bridge's name when known; otherwise looked up by ifindex.
+    public init(backend: String, state: MapState, bridge: String? = nil,
+                interfaceName: (UInt32) -> String?) {
+        func ifname(_ index: UInt32) -> String { interfaceName(index) ?? "if\(index)" }
+        func name(_ address: IPv4Address) -> String { state.names[address] ?? address.description }
+
+        let config = state.config
+        let extInterfaces = state.extInterfaces.keys.sorted().map { ifindex in
+            ExtInterface(name: ifname(ifindex), ifindex: ifindex,
+                         allowSources: state.allowSources.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description))
+        }
+        let containers = state.containers.sorted { $0.key < $1.key }.map { address, record in
+            Container(name: name(address), ip: address.description, mac: record.mac.description,
+                      port: ifname(record.portIfindex), portIfindex: record.portIfindex)
+        }
+
+        // A link is the set of forward rules from one parent to one child.
+        var ports: [Pair: [(UInt8, UInt16)]] = [:]
+        for rule in state.links where rule.direction == .forward {
+            ports[Pair(parent: rule.source, child: rule.destination), default: []].append((rule.proto, rule.port))
+        }
+        let links = ports.keys.sorted().map { pair in
+            Link(parent: name(pair.parent), child: name(pair.child), parentIP: pair.parent.description,
+                 childIP: pair.child.description,
+                 ports: ports[pair]!.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { proto, port in
+                     "\(port)/\(TransportProtocol(number: proto)?.rawValue ?? String(proto))"
+                 })
+        }
+        let published = state.published.sorted { $0.key < $1.key }.map { key, target in
+            Published(hostIP: key.hostAddress == .any ? nil : key.hostAddress.description, hostPort: key.hostPort,
+                      proto: TransportProtocol(number: key.proto)?.rawValue ?? String(key.proto),
+                      container: name(target.containerAddress), containerIP: target.containerAddress.description,
+                      containerPort: target.containerPort)
+        }
+
+        self.init(backend: backend, bridge: bridge ?? ifname(config.bridgeIfindex),
+                  bridgeAddress: config.bridgeInterfaceAddress?.description,
+                  icc: config.flags.contains(.icc),
+                  forwardPolicy: config.flags.contains(.forwardAccept) ? ForwardPolicy.accept.rawValue : ForwardPolicy.drop.rawValue,
+                  ipForward: config.flags.contains(.ipForward), loaded: config.flags.contains(.loaded),
+                  generation: config.generation, extInterfaces: extInterfaces, containers: containers,
+                  links: links, published: published)
+    }
+
+    struct Pair: Hashable, Comparable {
+        var parent: IPv4Address
+        var child: IPv4Address
+        static func < (lhs: Pair, rhs: Pair) -> Bool { (lhs.parent, lhs.child) < (rhs.parent, rhs.child) }
+    }
+
+    /// Fills `counters` and `programCounters` from `bn_counters` slots already
+    /// summed over CPUs (index `BPFNET_COUNTER_INDEX(program, reason)`).
+    public mutating func setCounters(slots: [bpfnet_counter]) {
+        var totals = Self.zeroCounters
+        var perProgram: [String: [String: CounterValue]] = [:]
+        for program in ProgramKind.all {
+            for raw in 0..<UInt32(Reason.slotsPerProgram) {
+                let reason = Reason(rawValue: raw)
+                let index = program.counterIndex(reason)
+                guard index < slots.count else { continue }
+                let slot = slots[index]
+                guard slot.packets != 0 || slot.bytes != 0 else { continue }
+                totals[reason.name, default: 0] += slot.packets
+                perProgram[program.name, default: [:]][reason.name] = CounterValue(packets: slot.packets, bytes: slot.bytes)
+            }
+        }
+        counters = totals
+        programCounters = perProgram
+    }
+
+    /// Sums per-CPU values of `bn_counters` (one array of slots per CPU).
+    public static func sumPerCPU(_ perCPU: [[bpfnet_counter]]) -> [bpfnet_counter] {
+        var result = [bpfnet_counter](repeating: bpfnet_counter(), count: perCPU.map(\.count).max() ?? 0)
+        for cpu in perCPU {
+            for (index, slot) in cpu.enumerated() {
+                result[index].packets &+= slot.packets
+                result[index].bytes &+= slot.bytes
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Policy.validate(): every inconsistency a policy can have, collected (not
+// just the first), each naming where it is and what would be accepted.
+
+/// One thing wrong with a policy. `path` uses the policy file's key path
+/// ("containers[1].ip"), so the message points at the operator's line whether
+/// the policy came from a file or from Docker.
+public struct PolicyProblem: Hashable, Sendable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
+
+    public var description: String { path.isEmpty ? message : "\(path): \(message)" }
+}
+
+/// Thrown by `Policy.validate()`; carries every problem found.
+public struct PolicyValidationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var problems: [PolicyProblem]
+
+    public init(problems: [PolicyProblem]) { self.problems = problems }
+
+    public var description: String {
+        "invalid policy (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+            + problems.map { "  " + $0.description }.joined(separator: "\n")
+    }
+}
+
+extension Policy {
+    /// Checks everything that can be checked without knowing the bridge's address.
+    /// Published container ports missing from `exposed` are not a problem
+    /// (see `normalized()`).
+    public func validate() throws(PolicyValidationError) {
+        let problems = self.problems(bridgeAddress: nil)
+        if !problems.isEmpty { throw PolicyValidationError(problems: problems) }
+    }
+
+    /// `validate()` plus the checks that need the bridge's address, known only
+    /// at load time: no container may have the bridge's address or the
+    /// subnet's network or broadcast address.
+    public func validate(bridge address: IPv4InterfaceAddress) throws(PolicyValidationError) {
+        let problems = self.problems(bridgeAddress: address)
+        if !problems.isEmpty { throw PolicyValidationError(problems: problems) }
+    }
+
+    /// Every problem, in file order; empty when the policy is consistent.
+    public func problems(bridgeAddress: IPv4InterfaceAddress?) -> [PolicyProblem] {
+        var problems: [PolicyProblem] = []
+        func add(_ path: String, _ message: String) { problems.append(PolicyProblem(path: path, message: message)) }
+
+        if let problem = InterfaceName.problem(bridge) { add("bridge", problem) }
+
+        // External interfaces.
+        var extByName: [String: Int] = [:]
+        for (i, ext) in extInterfaces.enumerated() {
+            let path = "extInterfaces[\(i)].name"
+            if let problem = InterfaceName.problem(ext.name) { add(path, problem); continue }
+            if ext.name == bridge {
+                add(path, "'\(ext.name)' is the bridge; an external interface must be an interface towards the outside, not the bridge")
+            }
+            if let first = extByName[ext.name] {
+                add(path, "'\(ext.name)' is listed twice (also extInterfaces[\(first)]); list each interface once and merge their allowSources")
+            } else {
+                extByName[ext.name] = i
+            }
+        }
+
+        // Containers.
+        var byName: [String: Int] = [:]
+        var byIP: [IPv4Address: Int] = [:]
+        var byMAC: [MACAddress: Int] = [:]
+        var byPort: [String: Int] = [:]
+        func who(_ index: Int) -> String { "containers[\(index)] '\(containers[index].name)'" }
+
+        for (i, container) in containers.enumerated() {
+            let base = "containers[\(i)]"
+            if ContainerName.normalized(container.name) == nil {
+                add("\(base).name", "'\(container.name)' is not a valid container name; use \(ContainerName.accepted)")
+            } else if let first = byName[container.name] {
+                add("\(base).name", "'\(container.name)' is already the name of containers[\(first)]; container names must be unique")
+            } else {
+                byName[container.name] = i
+            }
+
+            if !container.ip.isUsableUnicast {
+                add("\(base).ip", "\(container.ip) cannot be a container's address (not a unicast address: "
+                    + "0.0.0.0/8, 127.0.0.0/8, multicast and 240.0.0.0/4 are not); use an address of the bridge subnet")
+            } else if let first = byIP[container.ip] {
+                add("\(base).ip", "\(container.ip) is already the address of \(who(first)); every container needs its own address")
+            } else {
+                byIP[container.ip] = i
+            }
+            if let bridgeAddress {
+                if container.ip == bridgeAddress.address {
+                    add("\(base).ip", "\(container.ip) is the bridge's own address (\(bridge) has \(bridgeAddress)); use another address of \(bridgeAddress.network)")
+                } else if bridgeAddress.prefixLength <= 30, bridgeAddress.network.contains(container.ip) {
+                    if container.ip == bridgeAddress.network.address {
+                        add("\(base).ip", "\(container.ip) is the network address of the bridge subnet \(bridgeAddress.network); use a host address")
+                    } else if container.ip == bridgeAddress.broadcast {
+                        add("\(base).ip", "\(container.ip) is the broadcast address of the bridge subnet \(bridgeAddress.network); use a host address")
+                    }
+                }
+            }
+
+            if container.mac.isMulticast || container.mac.isZero {
+                add("\(base).mac", "\(container.mac) is not a unicast MAC address (the lowest bit of the first byte must be 0, "
+                    + "and it cannot be all zeros); Docker's addresses look like 02:42:ac:11:00:02")
+            } else if let first = byMAC[container.mac] {
+                add("\(base).mac", "\(container.mac) is already the MAC of \(who(first)); every container needs its own MAC")
+            } else {
+                byMAC[container.mac] = i
+            }
+
+            if let problem = InterfaceName.problem(container.port) {
+                add("\(base).port", problem)
+            } else if container.port == bridge {
+                add("\(base).port", "'\(container.port)' is the bridge itself; port is the container's host-side veth enslaved to the bridge")
+            } else if let ext = extByName[container.port] {
+                add("\(base).port", "'\(container.port)' is an external interface (extInterfaces[\(ext)]); port is the container's host-side veth enslaved to the bridge")
+            } else if let first = byPort[container.port] {
+                add("\(base).port", "'\(container.port)' is already the port of \(who(first)); every container has its own veth")
+            } else {
+                byPort[container.port] = i
+            }
+
+            for (k, spec) in container.exposed.enumerated() where spec.port == 0 {
+                add("\(base).exposed[\(k)]", "port 0 cannot be exposed; use 1-65535")
+            }
+            for (k, binding) in container.published.enumerated() {
+                let path = "\(base).published[\(k)]"
+                if binding.hostPort == 0 { add("\(path).hostPort", "0 is not a host port; use 1-65535") }
+                if binding.containerPort == 0 { add("\(path).containerPort", "0 is not a container port; use 1-65535") }
+                if let hostIP = binding.hostIP, hostIP.isMulticast || hostIP.value >> 28 == 0xF {
+                    add("\(path).hostIP", "\(hostIP) cannot be bound; use a unicast address of this host, or leave hostIP out for every address")
+                }
+            }
+        }
+
+        // Published host ports: (hostIP or every address, port, proto) must not collide,
+        // and a binding on every address collides with any specific one.
+        struct Binding { var container: Int; var index: Int; var published: PublishedPort }
+        var bindings: [PortSpec: [Binding]] = [:]
+        for (i, container) in containers.enumerated() {
+            for (k, binding) in container.published.enumerated() where binding.hostPort != 0 {
+                let spec = PortSpec(binding.hostPort, binding.proto)
+                let ownIP = binding.hostIP == .any ? nil : binding.hostIP
+                for other in bindings[spec, default: []] {
+                    let otherIP = other.published.hostIP == .any ? nil : other.published.hostIP
+                    guard ownIP == nil || otherIP == nil || ownIP == otherIP else { continue }
+                    let on = ownIP.map { "on \($0)" } ?? "on every address"
+                    let otherOn = otherIP.map { "on \($0)" } ?? "on every address"
+                    add("containers[\(i)].published[\(k)]",
+                        "host port \(spec) \(on) collides with \(who(other.container)) published[\(other.index)] (\(otherOn)); "
+                        + "each host address, port and protocol can be published once")
+                    break
+                }
+                bindings[spec, default: []].append(Binding(container: i, index: k, published: binding))
+            }
+        }
+
+        // Links.
+        var seenLinks: [String: Int] = [:]
+        let known = Set(containers.map(\.name)).sorted().joined(separator: ", ")
+        for (i, link) in links.enumerated() {
+            let base = "links[\(i)]"
+            var bothKnown = true
+            for (key, name) in [("parent", link.parent), ("child", link.child)] where byName[name] == nil {
+                bothKnown = false
+                add("\(base).\(key)", "no container is named '\(name)'"
+                    + (containers.isEmpty ? "; there are no containers" : "; known containers: \(known)"))
+            }
+            if link.parent == link.child {
+                add(base, "'\(link.parent)' is linked to itself; parent and child must be different containers")
+                continue
+            }
+            guard bothKnown else { continue }
+            let key = link.parent + "\u{0}" + link.child
+            if let first = seenLinks[key] {
+                add(base, "\(link.parent) → \(link.child) is already linked by links[\(first)]; list each link once")
+            } else {
+                seenLinks[key] = i
+            }
+        }
+        return problems
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import XCTest
+import BPFNetShared
+@testable import BPFNetCore
+
+final class StatusTests: XCTestCase {
+    static let names: [UInt32: String] = Dictionary(uniqueKeysWithValues: Sample.interfaces.map { ($0.value, $0.key) })
+
+    func status(_ policy: Policy = Sample.policy) -> DataplaneStatus {
+        DataplaneStatus(backend: "bpf", state: Sample.state(policy)) { Self.names[$0] }
+    }
+
+    func testPolicyPartFromMaps() {
+        var policy = Sample.policy
+        policy.containers.append(Sample.db)
+        policy.links.append(Link(parent: "web", child: "db"))
+        let status = status(policy)
+        XCTAssertEqual(status.backend, "bpf")
+        XCTAssertEqual(status.bridge, "docker0")
+        XCTAssertEqual(status.bridgeAddress, "172.17.0.1/16")
+        XCTAssertFalse(status.icc)
+        XCTAssertEqual(status.forwardPolicy, "drop")
+        XCTAssertTrue(status.ipForward)
+        XCTAssertTrue(status.loaded)
+        XCTAssertEqual(status.extInterfaces, [.init(name: "eth0", ifindex: 2, allowSources: ["198.51.100.2/32", "203.0.113.0/24"])])
+        XCTAssertEqual(status.containers, [
+            .init(name: "web", ip: "172.17.0.2", mac: "02:42:ac:11:00:02", port: "vethweb", portIfindex: 10),
+            .init(name: "client", ip: "172.17.0.3", mac: "02:42:ac:11:00:03", port: "vethclient", portIfindex: 11),
+            .init(name: "db", ip: "172.17.0.4", mac: "02:42:ac:11:00:04", port: "vethdb", portIfindex: 12),
+        ])
+        XCTAssertEqual(status.links, [
+            .init(parent: "web", child: "db", parentIP: "172.17.0.2", childIP: "172.17.0.4", ports: ["5432/tcp"]),
+            .init(parent: "client", child: "web", parentIP: "172.17.0.3", childIP: "172.17.0.2", ports: ["80/tcp", "53/udp"]),
+        ])
+        XCTAssertEqual(status.published, [.init(hostIP: nil, hostPort: 8080, proto: "tcp", container: "web",
+                                                containerIP: "172.17.0.2", containerPort: 80)])
+    }
+
+    func testUnknownNamesFallBack() {
+        var state = Sample.state()
+        state.names[Sample.client.ip] = nil
+        let status = DataplaneStatus(backend: "bpf", state: state, bridge: "docker0") { _ in nil }
+        XCTAssertEqual(status.bridge, "docker0")
+        XCTAssertEqual(status.containers[1].name, "172.17.0.3")
+        XCTAssertEqual(status.containers[1].port, "if11")
+        XCTAssertEqual(status.links[0].parent, "172.17.0.3")
+        XCTAssertEqual(status.extInterfaces[0].name, "if2")
+        XCTAssertEqual(DataplaneStatus(backend: "bpf", state: .empty) { _ in nil }.loaded, false)
+    }
+
+    func testCounters() {
+        var slots = [bpfnet_counter](repeating: bpfnet_counter(), count: ProgramKind.counterSlots)
+        slots[ProgramKind.portTC.counterIndex(.icc)] = bpfnet_counter(packets: 5, bytes: 300)
+        slots[ProgramKind.portXDP.counterIndex(.icc)] = bpfnet_counter(packets: 2, bytes: 120)
+        slots[ProgramKind.extXDP.counterIndex(.published)] = bpfnet_counter(packets: 7, bytes: 700)
+        slots[ProgramKind.portTC.counterIndex(Reason(rawValue: 40))] = bpfnet_counter(packets: 1, bytes: 60)
+        var status = status()
+        status.setCounters(slots: slots)
+        XCTAssertEqual(status.counters["icc"], 7)
+        XCTAssertEqual(status.counters["published"], 7)
+        XCTAssertEqual(status.counters["link"], 0, "every known reason is listed")
+        XCTAssertEqual(status.counters["reason-40"], 1)
+        XCTAssertEqual(status.programCounters["port-tc"]?["icc"], .init(packets: 5, bytes: 300))
+        XCTAssertEqual(status.programCounters["ext-xdp"]?["published"], .init(packets: 7, bytes: 700))
+        XCTAssertNil(status.programCounters["port-tc"]?["link"], "detail lists non-zero counters only")
+
+        let perCPU = [[bpfnet_counter(packets: 1, bytes: 10), bpfnet_counter(packets: 2, bytes: 20)],
+                      [bpfnet_counter(packets: 3, bytes: 30), bpfnet_counter(packets: 4, bytes: 40)]]
+        let summed = DataplaneStatus.sumPerCPU(perCPU)
+        XCTAssertEqual(summed.map(\.packets), [4, 6])
+        XCTAssertEqual(summed.map(\.bytes), [40, 60])
+    }
+
+    func testJSONShape() throws {
+        var status = status()
+        status.setCounters(slots: [])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = try encoder.encode(status)
+        let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        for key in ["backend", "bridge", "icc", "forwardPolicy", "ipForward", "extInterfaces", "containers", "links", "counters"] {
+            XCTAssertNotNil(object[key], key)
+        }
+        let containers = object["containers"] as! [[String: Any]]
+        XCTAssertEqual(containers[0]["name"] as? String, "web")
+        XCTAssertEqual(containers[0]["ip"] as? String, "172.17.0.2")
+        XCTAssertEqual(containers[0]["mac"] as? String, "02:42:ac:11:00:02")
+        XCTAssertEqual(containers[0]["port"] as? String, "vethweb")
+        let links = object["links"] as! [[String: Any]]
+        XCTAssertEqual(links[0]["ports"] as? [String], ["80/tcp", "53/udp"])
+        XCTAssertEqual((object["extInterfaces"] as! [[String: Any]])[0]["allowSources"] as? [String],
+                       ["198.51.100.2/32", "203.0.113.0/24"])
+        XCTAssertEqual(object["forwardPolicy"] as? String, "drop")
+        XCTAssertEqual((object["counters"] as! [String: Any])["malformed"] as? Int, 0)
+        XCTAssertEqual(try JSONDecoder().decode(DataplaneStatus.self, from: data), status)
+    }
+}
