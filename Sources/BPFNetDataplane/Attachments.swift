@@ -98,11 +98,12 @@ enum Attacher {
     /// Whether `programID` is what is attached at `key` right now.
     static func isAttached(_ key: AttachmentKey, programID: UInt32) -> Bool {
         if key.isXDP {
-            return (try? XDPAttachment.query(ifindex: key.ifindex))??.programID == programID
+            let attached = try? XDPAttachment.query(ifindex: key.ifindex)
+            return attached?.programID == programID
         }
-        return (try? TCAttachment.query(ifindex: key.ifindex, direction: .ingress,
-                                        handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY)))??
-            == programID
+        let attached = try? TCAttachment.query(ifindex: key.ifindex, direction: .ingress,
+                                               handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
+        return attached == programID
     }
 
     /// Removes bpfnet's program from `key`; an interface that is gone (a

@@ -173,7 +173,7 @@ public final class LoadedDataplane {
         self.port = port
         self.ext = ext
         maps = try PolicyMaps(pinnedAt: pinPath)
-        counters = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.counterMapName))
+        counters = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_COUNTERS)))
         attachments = try AttachmentManager(
             records: AttachmentRecords(pinnedAt: pinPath),
             programs: [

@@ -95,11 +95,8 @@ public enum HostSystem {
 
     /// Reads /proc/sys/<path> (e.g. "net/ipv4/ip_forward"), trimmed; nil when absent.
     public static func sysctl(_ path: String) -> String? {
-        guard let file = fopen("/proc/sys/\(path)", "r") else { return nil }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
-        return String(cString: buffer).trimmingCharacters(in: .whitespacesAndNewlines)
+        (try? String(contentsOfFile: "/proc/sys/\(path)", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Writes /proc/sys/<path> in the current network namespace.

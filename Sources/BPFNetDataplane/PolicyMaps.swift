@@ -89,7 +89,7 @@ struct CounterReader {
     }
 
     func read() throws -> [bpfnet_counter] {
-        var slots = [bpfnet_counter](repeating: bpfnet_counter(), count: Int(BPFNET_COUNTER_SLOTS))
+        var slots = [bpfnet_counter](repeating: bpfnet_counter(), count: ProgramKind.all.count * Reason.slotsPerProgram)
         for (index, perCPU) in try map.entries() where Int(index) < slots.count {
             for value in perCPU {
                 slots[Int(index)].packets &+= value.packets

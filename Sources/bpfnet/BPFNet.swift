@@ -38,34 +38,22 @@ struct BPFNet: AsyncParsableCommand {
 
     static func exit(withFailure error: Error) -> Never {
         let code = exitCode(for: error)
-        if code == .success || error is CleanExit || (error as? ExitCode) != nil {
+        if code == .success || error is CleanExit || error is ExitCode {
             Self.exit(withError: error)
         }
-        let message = CLIError.message(for: error) ?? fullMessage(for: error)
+        // ArgumentParser's own parse and validation errors (exit 64) keep its
+        // wording and usage hint; bpfnet's errors already read as sentences.
+        let usageError = code == .validationFailure
+        let message = usageError ? fullMessage(for: error) : String(describing: error)
         FileHandle.standardError.write(Data("bpfnet: error: \(message)\n".utf8))
-        Foundation.exit(CLIError.isBadInput(error) || code == .validationFailure ? 2 : 1)
+        Foundation.exit(usageError || isBadInput(error) ? 2 : 1)
     }
-}
 
-/// Maps the project's errors onto the two failure exit codes.
-enum CLIError {
     static func isBadInput(_ error: Error) -> Bool {
         switch error {
-        case is PolicyFileError, is PolicyValidationError, is ValidationError: true
+        case is PolicyFileError, is PolicyValidationError: true
         case let error as DataplaneError: error.isBadInput
         default: false
-        }
-    }
-
-    /// Our errors already read as sentences; ArgumentParser's get its wording.
-    static func message(for error: Error) -> String? {
-        switch error {
-        case let error as PolicyFileError: error.description
-        case let error as PolicyValidationError: error.description
-        case let error as DataplaneError: error.description
-        case let error as CustomStringConvertible where !(error is ValidationError) && !(error is CommandError):
-            error.description
-        default: nil
         }
     }
 }
