@@ -72,7 +72,7 @@ public final class DemoLab {
 
     deinit { close() }
 
-    static func locateBPFNet() throws -> String {
+    public static func locateBPFNet() throws -> String {
         if let explicit = ProcessInfo.processInfo.environment["BPFNET_BINARY"] { return explicit }
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var candidates = [URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()]

@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The command line as an operator meets it: exit codes (0 ok, 1 runtime, 2
+// usage or bad input), errors that name the offending value, and load /
+// unload being repeatable and crash-safe. Runs the real binary.
+
+import BPFNetCore
+import DemoHost
+import Foundation
+import NetLab
+import XCTest
+
+final class CLITests: XCTestCase {
+    private var workDirectory = ""
+
+    override func setUpWithError() throws {
+        var template = Array("/tmp/bpfnet-cli-XXXXXX".utf8CString)
+        workDirectory = String(cString: try XCTUnwrap(mkdtemp(&template)))
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: workDirectory)
+    }
+
+    private func write(_ text: String, to name: String) throws -> String {
+        let path = workDirectory + "/" + name
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Runs bpfnet (optionally inside `namespace`) and returns (exit status, stdout, stderr).
+    private func bpfnet(_ arguments: [String], in namespace: NetNamespace? = nil) throws -> (Int32, String, String) {
+        let argv = [try DemoLab.locateBPFNet()] + arguments
+        let result = try ProcessRunner.run(Command(namespace.map { $0.enter(argv) } ?? argv, timeout: .seconds(60)))
+        guard case .exited(let status) = result.status else {
+            XCTFail("bpfnet \(arguments) ended by \(result.status)")
+            return (-1, result.stdout, result.stderr)
+        }
+        return (status, result.stdout, result.stderr)
+    }
+
+    // MARK: no root needed
+
+    func testMissingConfigFileIsBadInput() throws {
+        let (status, _, stderr) = try bpfnet(["load", "--config", workDirectory + "/nope.yaml"])
+        XCTAssertEqual(status, 2)
+        XCTAssertTrue(stderr.contains("nope.yaml"), stderr)
+    }
+
+    func testBadCIDRNamesFileKeyAndValue() throws {
+        let file = try write("""
+            bridge: docker0
+            extInterfaces:
+              - name: eth0
+                allowSources: [198.51.100.0/33]
+            """, to: "bad.yaml")
+        let (status, _, stderr) = try bpfnet(["load", "--config", file])
+        XCTAssertEqual(status, 2)
+        XCTAssertTrue(stderr.contains("bad.yaml"), stderr)
+        XCTAssertTrue(stderr.contains("extInterfaces[0].allowSources[0]"), stderr)
+        XCTAssertTrue(stderr.contains("198.51.100.0/33"), stderr)
+    }
+
+    func testUnknownKeyIsRejected() throws {
+        let file = try write("bridge: docker0\nicc: false\nforwardPolicy: drop\nallowSource: [10.0.0.0/8]\n", to: "typo.yaml")
+        let (status, _, stderr) = try bpfnet(["load", "--config", file])
+        XCTAssertEqual(status, 2)
+        XCTAssertTrue(stderr.contains("allowSource"), stderr)
+    }
+
+    func testUsageErrorsExitTwo() throws {
+        XCTAssertEqual(try bpfnet(["load"]).0, 2, "missing --config")
+        XCTAssertEqual(try bpfnet(["status", "--icc", "maybe"]).0, 2, "unknown option")
+        let file = try write("bridge: docker0\n", to: "ok.yaml")
+        let (status, _, stderr) = try bpfnet(["load", "--config", file, "--allow-source", "10.0.0.300/8"])
+        XCTAssertEqual(status, 2)
+        XCTAssertTrue(stderr.contains("10.0.0.300/8"), stderr)
+        XCTAssertEqual(try bpfnet(["load", "--config", file, "--forward-policy", "maybe"]).0, 2)
+        XCTAssertEqual(try bpfnet(["nonsense"]).0, 2)
+    }
+
+    func testNotRootSaysSo() throws {
+        guard geteuid() == 0 else { throw XCTSkip("checked as root by dropping to nobody") }
+        let file = try write("bridge: docker0\n", to: "ok.yaml")
+        try ProcessRunner.runChecked(Command(["chmod", "755", workDirectory]))
+        let binary = try DemoLab.locateBPFNet()
+        let result = try ProcessRunner.run(Command(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                                    binary, "load", "--config", file], timeout: .seconds(30)))
+        XCTAssertEqual(result.status, .exited(1))
+        XCTAssertTrue(result.stderr.contains("must run as root"), result.stderr)
+    }
+
+    // MARK: root, in a namespace of the test's own
+
+    private func withHost(_ body: (Topology) throws -> Void) throws {
+        try requireRoot("loading bpfnet in a network namespace")
+        let spec = TopologySpec(
+            bridge: BridgeSpec(address: IPv4Interface(IPv4Address(10, 89, 0, 1), prefixLength: 24)),
+            containers: [ContainerSpec(name: "web", address: IPv4Address(10, 89, 0, 2))])
+        let topology = try Topology.build(spec)
+        defer {
+            _ = try? bpfnet(["unload", "--pin-path", workDirectory + "/pins"], in: topology.host)
+            _ = try? ProcessRunner.run(Command(["umount", "-l", workDirectory + "/pins"]))
+            _ = topology.teardown()
+        }
+        try body(topology)
+    }
+
+    private var policyYAML: String {
+        """
+        bridge: docker0
+        icc: false
+        containers:
+          - {name: web, ip: 10.89.0.2, mac: "02:42:0a:59:00:02", port: vethweb, exposed: [80/tcp]}
+        """
+    }
+
+    func testMissingBridgeIsBadInputAndTouchesNothing() throws {
+        try requireRoot("loading bpfnet in a network namespace")
+        let topology = try Topology.build(TopologySpec(
+            bridge: BridgeSpec(name: "br-other", address: IPv4Interface(IPv4Address(10, 89, 1, 1), prefixLength: 24))))
+        defer { _ = topology.teardown() }
+        let file = try write(policyYAML, to: "policy.yaml")
+        let pins = workDirectory + "/pins"
+        let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", pins], in: topology.host)
+        XCTAssertEqual(status, 2, stderr)
+        XCTAssertTrue(stderr.contains("docker0") && stderr.contains("no such interface"), stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: pins + "/bn_config"), "pins were created")
+        let tables = try topology.run(in: "host", ["nft", "list", "tables"]).stdout
+        XCTAssertFalse(tables.contains("bpfnet"), tables)
+    }
+
+    func testPortThatIsNotABridgePortIsRejected() throws {
+        try withHost { topology in
+            let file = try write(policyYAML.replacingOccurrences(of: "port: vethweb", with: "port: lo"), to: "policy.yaml")
+            let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", workDirectory + "/pins"],
+                                                 in: topology.host)
+            XCTAssertEqual(status, 2, stderr)
+            XCTAssertTrue(stderr.contains("lo") && stderr.contains("not a bridge port"), stderr)
+        }
+    }
+
+    func testMissingInterfaceIsNamed() throws {
+        try withHost { topology in
+            let file = try write(policyYAML + "\nextInterfaces: [{name: nosuch0}]\n", to: "policy.yaml")
+            let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", workDirectory + "/pins"],
+                                                 in: topology.host)
+            XCTAssertEqual(status, 2, stderr)
+            XCTAssertTrue(stderr.contains("nosuch0"), stderr)
+        }
+    }
+
+    func testLoadTwiceUnloadTwiceAndStatus() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            let (notLoaded, _, notLoadedError) = try bpfnet(["status"] + pins, in: topology.host)
+            XCTAssertEqual(notLoaded, 1)
+            XCTAssertTrue(notLoadedError.contains("nothing is loaded"), notLoadedError)
+
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            let first = try bpfnet(["status", "--json"] + pins, in: topology.host)
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            let second = try bpfnet(["status", "--json"] + pins, in: topology.host)
+            XCTAssertEqual(first.0, 0)
+            let decoder = JSONDecoder()
+            let before = try decoder.decode(DataplaneStatus.self, from: Data(first.1.utf8))
+            let after = try decoder.decode(DataplaneStatus.self, from: Data(second.1.utf8))
+            XCTAssertEqual(before.containers, after.containers)
+            XCTAssertEqual(before.generation, after.generation, "an identical reload changed the maps")
+            let filters = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
+            XCTAssertEqual(filters.split(separator: "\n").filter { $0.contains("direct-action") }.count, 1,
+                           "exactly one port program on vethweb: \(filters)")
+
+            XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0, "unload of nothing must succeed")
+            let afterUnload = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
+            XCTAssertFalse(afterUnload.contains("bpfnet"), afterUnload)
+            XCTAssertFalse(try topology.run(in: "host", ["nft", "list", "tables"]).stdout.contains("bpfnet"))
+        }
+    }
+
+    func testUnloadAfterInterruptedLoadCleansUp() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            // A `load` that died after attaching but before NAT: the table is
+            // missing, programs and pins are there. Unload must still clean up.
+            _ = try topology.run(in: "host", ["nft", "delete", "table", "ip", "bpfnet"])
+            let (status, _, stderr) = try bpfnet(["unload"] + pins, in: topology.host)
+            XCTAssertEqual(status, 0, stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: workDirectory + "/pins/bn_config"))
+            let filters = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
+            XCTAssertFalse(filters.contains("bpfnet"), filters)
+        }
+    }
+}
