@@ -33,12 +33,14 @@ struct Demo: ParsableCommand {
         for setting in settings {
             progress("loading bpfnet: \(setting), port hook \(portHook.rawValue)")
             try lab.load(setting, portHook: portHook)
+            // Counters live in the pinned maps and survive a reload: show what this run added.
+            let before = try lab.status()
             let entries = try lab.measure(setting)
-            let status = try lab.status()
+            let counters = DemoPrinter.delta(from: before, to: try lab.status())
             report.settings.append(setting.description)
             report.matrix += entries.map { DemoReport.Cell(entry: $0, policy: setting) }
-            report.counters[setting.description] = status.programCounters.mapValues { $0.mapValues(\.packets) }
-            if !json { print(DemoPrinter.section(setting, entries: entries, status: status)) }
+            report.counters[setting.description] = counters
+            if !json { print(DemoPrinter.section(setting, entries: entries, counters: counters)) }
         }
         let mismatches = report.matrix.filter { !$0.matches }
         if json {
@@ -109,16 +111,28 @@ struct DemoReport: Codable {
 /// The text form: one grid for traffic between containers, one for the host
 /// and the outside (rows: source, columns: destination:port/proto).
 enum DemoPrinter {
-    static func section(_ settings: PolicySettings, entries: [MatrixEntry], status: DataplaneStatus) -> String {
+    /// program → reason → packets counted between two status readings.
+    static func delta(from before: DataplaneStatus, to after: DataplaneStatus) -> [String: [String: UInt64]] {
+        var result: [String: [String: UInt64]] = [:]
+        for (program, reasons) in after.programCounters {
+            for (reason, value) in reasons {
+                let earlier = before.programCounters[program]?[reason]?.packets ?? 0
+                if value.packets > earlier { result[program, default: [:]][reason] = value.packets - earlier }
+            }
+        }
+        return result
+    }
+
+    static func section(_ settings: PolicySettings, entries: [MatrixEntry], counters: [String: [String: UInt64]]) -> String {
         var out = "\n== \(settings) (allowed source \(Scenario.allowedSource))\n"
         let containers = Set(Scenario.members.map(\.name))
         let between = entries.filter { containers.contains($0.from) && containers.contains($0.to) }
         let others = entries.filter { !(containers.contains($0.from) && containers.contains($0.to)) }
         out += grid("between containers", between)
         out += grid("with the host and the outside", others)
-        out += "\ncounters (packets)\n"
-        for (program, reasons) in status.programCounters.sorted(by: { $0.key < $1.key }) {
-            let cells = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.packets)" }
+        out += "\ncounters (packets counted while probing, by program and reason)\n"
+        for (program, reasons) in counters.sorted(by: { $0.key < $1.key }) {
+            let cells = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
             out += "  \(program): \(cells.joined(separator: ", "))\n"
         }
         return out
