@@ -118,6 +118,8 @@ final class DifferentialTests: XCTestCase {
             ("icc off, forward accept, 29 containers, 42 links, lists on ext0 and ext1 (0.0.0.0/0)", try compile(manyLinks)),
             ("icc on, forward accept, no lists, ext2 an ext interface", try compile(open)),
             ("no bridge address, icc off, forward accept, lists on ext1 and ext2", try compile(unknownBridge, bridge: nil)),
+            // What the programs see between load and the first policy: an all-zero config, no entries.
+            ("nothing loaded (zero config, empty maps)", MapState.empty),
         ]
     }
 
