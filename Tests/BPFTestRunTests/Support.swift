@@ -80,20 +80,24 @@ func runCommand(_ arguments: [String], input: String? = nil) throws -> String {
 
 /// What a test process that died before its teardown (a crash, a kill -9)
 /// left behind: namespaces `bntr<pid>-<n>` and bpffs mounts
-/// `/tmp/bntr<pid>-bpffs-*` of a pid that no longer runs. Removed once per
-/// process, before the first rig is made; live processes' (other engineers'
-/// concurrent runs) are never touched.
+/// `/tmp/bntr<pid>-bpffs-*` of a pid that no longer runs, made more than 15
+/// minutes ago (a whole run takes under a minute; the age guards against a
+/// pid from another pid namespace). Removed once per process, before the
+/// first rig is made; concurrent runs of other engineers are never touched.
 enum StaleResources {
     static let removed: Void = {
-        func deadOwner(_ name: String) -> Bool {
-            guard name.hasPrefix("bntr"), let pid = Int32(name.dropFirst(4).prefix { $0.isNumber }) else { return false }
-            return pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH
-        }
         let manager = FileManager.default
-        for name in (try? manager.contentsOfDirectory(atPath: "/run/netns")) ?? [] where deadOwner(name) {
+        func isStale(_ directory: String, _ name: String) -> Bool {
+            guard name.hasPrefix("bntr"), let pid = Int32(name.dropFirst(4).prefix { $0.isNumber }),
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH,
+                  let modified = (try? manager.attributesOfItem(atPath: directory + "/" + name))?[.modificationDate] as? Date
+            else { return false }
+            return modified.timeIntervalSinceNow < -15 * 60
+        }
+        for name in (try? manager.contentsOfDirectory(atPath: "/run/netns")) ?? [] where isStale("/run/netns", name) {
             _ = try? runCommand(["ip", "netns", "del", name])
         }
-        for name in (try? manager.contentsOfDirectory(atPath: "/tmp")) ?? [] where name.contains("-bpffs-") && deadOwner(name) {
+        for name in (try? manager.contentsOfDirectory(atPath: "/tmp")) ?? [] where name.contains("-bpffs-") && isStale("/tmp", name) {
             let path = FilePath("/tmp").appending(name)
             if (try? BPFFileSystem.isBPFFS(path)) == true { try? BPFFileSystem.unmount(path, lazily: true) }
             rmdir(path.string)
