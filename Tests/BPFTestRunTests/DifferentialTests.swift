@@ -1,16 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The differential suite: seeded random and mutated frames (FrameFuzzer)
-// through the real port program (tc, with and without a context, and XDP) and
-// the real ext program (on ingress devices with and without an allow-list),
-// and through ReferenceDataplane. Every frame must get the same (action,
+// The differential suite: seeded random and mutated frames (FrameFuzzer, plus
+// frames built along the link rules and cheap variants of every frame, see
+// FrameSource) through the real port program (tc, with and without a
+// context, and XDP) and the real ext program (on ingress devices with and
+// without an allow-list), and through ReferenceDataplane, over six policies
+// switched through the reconciler. Every frame must get the same (action,
 // reason) from both, and the kernel's per-reason counters must equal the
 // model's tally at the end.
 //
 // Seeds: BPFNET_FUZZ_SEED (decimal or 0x-hex) or a fixed default, plus one
 // seed derived from the clock on every run. Every failure message names the
-// seed; `BPFNET_FUZZ_SEED=<seed> swift test --filter BPFTestRunTests.DifferentialTests`
-// replays a run exactly (the policies are drawn from the seed too).
+// seed; `BPFNET_FUZZ_SEED=<seed> swift test --filter
+// BPFTestRunTests.DifferentialTests/testFixedSeedKernelAgreesWithTheModel`
+// replays it: the policies, the schedule and the frames all derive from the
+// seed, so the first 40,000 frames of that run are the time-seeded run's.
+//
+// Cost: a test run is a few µs; generating and judging a frame in a debug
+// build costs more, so each generated frame yields four frames (FrameSource
+// variants) and the hot loop allocates nothing per test run.
 
 import BPF
 import BPFNetCore

@@ -335,12 +335,6 @@ final class TestRunRig: @unchecked Sendable {
         return slots
     }
 
-    /// Packets counted in one slot, summed over CPUs.
-    func packets(_ program: ProgramKind, _ reason: Reason) throws -> UInt64 {
-        let values = try counterMap.lookup(UInt32(program.counterIndex(reason))) ?? []
-        return values.reduce(0) { $0 &+ $1.packets }
-    }
-
     // MARK: Test runs
 
     func program(for hook: Hook) -> BPFProgram {
