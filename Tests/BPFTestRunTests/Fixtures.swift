@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The representative Docker host of the test-run suites, as a `Policy`
+// compiled by `PolicyCompiler` (the control plane's own path), and the base
+// test case that writes it and checks each frame's verdict and counters.
+//
+// Host: bridge docker0 10.88.0.1/24 (made-up ifindex 900); containers on
+// made-up port ifindexes (only the maps hold them); ext interfaces ext0 (with
+// an allow-list), ext1 (without) and ext2 (not an ext interface at all) are
+// real veths of the private namespace, since the ext program's ingress
+// ifindex must name a real device there.
+
+import BPF
+import BPFNetCore
+import BPFNetDataplane
+import BPFNetShared
+import Foundation
+import XCTest
+
+enum Fixture {
+    static let bridgeIfindex: UInt32 = 900
+    static let bridge = IPv4InterfaceAddress(address: IPv4Address(10, 88, 0, 1), prefixLength: 24)!
+    static let bridgeMAC = MACAddress(0x02, 0x42, 0x7f, 0x00, 0x00, 0x01)
+    /// The host's address towards the outside; one published port is bound to it.
+    static let hostAddress = IPv4Address(198, 51, 100, 1)
+    /// Another address of the host, not bound by any published port.
+    static let otherHostAddress = IPv4Address(198, 51, 100, 2)
+    /// The MAC of the host's external interface and of the upstream router.
+    static let hostMAC = MACAddress(0x02, 0x00, 0x5e, 0x00, 0x00, 0x01)
+    static let routerMAC = MACAddress(0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
+
+    static func container(_ name: String, _ address: IPv4Address, exposed: [PortSpec] = [],
+                          published: [PublishedPort] = []) -> Container {
+        Container(name: name, ip: address, mac: MACAddress(dockerStyleFor: address), port: "veth" + name,
+                  exposed: exposed, published: published)
+    }
+
+    /// Publishes 8080/tcp on every address and 8443/tcp on the host address.
+    static let web = container("web", IPv4Address(10, 88, 0, 2), exposed: [PortSpec(80)], published: [
+        PublishedPort(hostPort: 8080, containerPort: 80),
+        PublishedPort(hostIP: hostAddress, hostPort: 8443, containerPort: 443),
+    ])
+    /// A TCP, a UDP and an SCTP port (the link child); publishes 5353/udp.
+    static let db = container("db", IPv4Address(10, 88, 0, 3),
+                              exposed: [PortSpec(5432), PortSpec(53, .udp), PortSpec(9899, .sctp)],
+                              published: [PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp)])
+    /// The link parent; exposes nothing.
+    static let app = container("app", IPv4Address(10, 88, 0, 4))
+    /// Exposes the same ports as db and web but is linked to nobody.
+    static let other = container("other", IPv4Address(10, 88, 0, 5),
+                                 exposed: [PortSpec(80), PortSpec(5432), PortSpec(53, .udp)])
+    /// A container whose address lies outside the bridge subnet: inside the
+    /// bridge only because it is a key of bn_containers.
+    static let stray = container("stray", IPv4Address(172, 30, 0, 9), exposed: [PortSpec(80)])
+
+    static let containers = [web, db, app, other, stray]
+    /// app → db (5432/tcp, 53/udp, 9899/sctp) and app → web (80/tcp, 443/tcp from -p).
+    static let links = [Link(parent: "app", child: "db", alias: "db"), Link(parent: "app", child: "web", alias: "web")]
+    static let allowList = [IPv4CIDR("203.0.113.0/24")!, IPv4CIDR("198.51.100.128/25")!]
+
+    /// Made-up port ifindexes: nothing but the maps ever sees them.
+    static let portIndexes: [String: UInt32] = Dictionary(uniqueKeysWithValues: containers.enumerated().map {
+        ($0.element.port, 1000 + UInt32($0.offset))
+    })
+
+    static func policy(icc: Bool, forward: ForwardPolicy, allowList: Bool = true) -> Policy {
+        Policy(icc: icc, forwardPolicy: forward,
+               extInterfaces: [ExternalInterface(name: "ext0", allowSources: allowList ? Self.allowList : []),
+                               ExternalInterface(name: "ext1")],
+               containers: containers, links: links)
+    }
+
+    /// Compiles `policy` with the namespace's real ext ifindexes and the made-up ones.
+    static func compile(_ policy: Policy, namespace: PrivateNamespace,
+                        bridgeAddress: IPv4InterfaceAddress? = bridge) throws -> MapState {
+        var interfaces = portIndexes
+        for name in ["ext0", "ext1", "ext2"] { interfaces[name] = namespace.indexes[name] }
+        interfaces["docker0"] = bridgeIfindex
+        for container in policy.containers where interfaces[container.port] == nil {
+            interfaces[container.port] = 2000 + UInt32(interfaces.count)
+        }
+        return try PolicyCompiler.compile(policy, facts: HostFacts(bridgeIfindex: bridgeIfindex,
+                                                                   bridgeAddress: bridgeAddress,
+                                                                   interfaces: interfaces))
+    }
+}
+
+// MARK: - Frames
+
+/// Someone on the outside, or an address only.
+func endpoint(_ address: IPv4Address, mac: MACAddress = Fixture.routerMAC) -> Endpoint {
+    Endpoint(mac: mac, ip: address)
+}
+
+let app = Endpoint(Fixture.app), db = Endpoint(Fixture.db), web = Endpoint(Fixture.web)
+let other = Endpoint(Fixture.other), stray = Endpoint(Fixture.stray)
+let bridgeEndpoint = Endpoint(mac: Fixture.bridgeMAC, ip: Fixture.bridge.address)
+/// The host as the outside sees it (ext frames go to its MAC).
+let host = Endpoint(mac: Fixture.hostMAC, ip: Fixture.hostAddress)
+/// A source in ext0's allow-list, and one outside it.
+let admitted = endpoint(IPv4Address(203, 0, 113, 5))
+let refused = endpoint(IPv4Address(100, 64, 0, 9))
+
+func tcp(_ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16, flags: TCPFlags = .syn,
+         vlans: [VLANTag] = []) -> [UInt8] {
+    PacketBuilder.tcpFrame(from: s, to: d, sourcePort: sport, destinationPort: dport, flags: flags, vlans: vlans)
+}
+
+func udp(_ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16, vlans: [VLANTag] = [],
+         payload: [UInt8] = []) -> [UInt8] {
+    PacketBuilder.udpFrame(from: s, to: d, sourcePort: sport, destinationPort: dport, vlans: vlans, payload: payload)
+}
+
+func sctp(_ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16) -> [UInt8] {
+    PacketBuilder.sctpFrame(from: s, to: d, sourcePort: sport, destinationPort: dport)
+}
+
+func icmp(_ s: Endpoint, _ d: Endpoint, vlans: [VLANTag] = []) -> [UInt8] {
+    PacketBuilder.icmpEchoFrame(from: s, to: d, vlans: vlans)
+}
+
+/// An IPv4 packet of any protocol without ports (GRE 47 by default).
+func raw(_ s: Endpoint, _ d: Endpoint, proto: UInt8 = 47) -> [UInt8] {
+    PacketBuilder.ipv4Frame(EthernetHeader(destination: d.mac, source: s.mac), IPv4Header(source: s.ip, destination: d.ip),
+                            .raw(proto: proto), payload: Array(repeating: 0x5a, count: 16))
+}
+
+func arp(from s: Endpoint, target: IPv4Address, vlans: [VLANTag] = []) -> [UInt8] {
+    PacketBuilder.arpFrame(EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: s.mac,
+                                          vlans: vlans),
+                           senderMAC: s.mac, senderIP: s.ip, targetIP: target)
+}
+
+func ipv6(to mac: MACAddress, from source: MACAddress = Fixture.app.mac, vlans: [VLANTag] = []) -> [UInt8] {
+    PacketBuilder.ipv6Frame(EthernetHeader(destination: mac, source: source, vlans: vlans))
+}
+
+let q8021Q = VLANTag(vid: 100)
+let q8021ad = VLANTag(vid: 200, tpid: EtherType.qinq)
+
+// MARK: - The base test case
+
+/// Loads the real objects on a private bpffs with a private namespace, and
+/// checks frames: the exact return code, and that exactly the expected
+/// reason counter of the program went up by one packet and the frame's bytes.
+/// Every expectation is also put to the reference model.
+class TestRunTestCase: XCTestCase {
+    var rig: TestRunRig!
+    var ext0: UInt32 { rig.namespace.index("ext0") }
+    var ext1: UInt32 { rig.namespace.index("ext1") }
+    var ext2: UInt32 { rig.namespace.index("ext2") }
+    var loopback: UInt32 { rig.namespace.index("lo") }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        try requireRoot("loads the port and ext programs, mounts a private bpffs and creates network namespaces")
+        rig = try TestRunRig.make(in: self)
+    }
+
+    override func tearDown() {
+        rig = nil
+        super.tearDown()
+    }
+
+    /// Compiles the representative policy and writes it through the reconciler.
+    @discardableResult
+    func apply(icc: Bool, forward: ForwardPolicy, allowList: Bool = true,
+               file: StaticString = #filePath, line: UInt = #line) throws -> MapState {
+        try rig.write(Fixture.compile(Fixture.policy(icc: icc, forward: forward, allowList: allowList),
+                                      namespace: rig.namespace), file: file, line: line)
+    }
+
+    func slotName(_ slot: Int) -> String {
+        let program = ProgramKind(rawValue: UInt32(slot / Reason.slotsPerProgram))
+        let reason = Reason(rawValue: UInt32(slot % Reason.slotsPerProgram))
+        return "\(program)/\(reason)"
+    }
+
+    /// Runs `frame` through `hook` and checks return code, counters and the model.
+    func expect(_ hook: Hook, _ frame: [UInt8], _ expected: Verdict, _ label: String,
+                conntrack: (FlowTuple) -> Bool = { _ in false },
+                file: StaticString = #filePath, line: UInt = #line) {
+        let context = "\(label) [\(hook), \(frame.count) bytes]"
+        let model = rig.modelVerdict(hook, frame, conntrack: conntrack)
+        XCTAssertEqual(model, expected, "\(context): the reference model says \(model)\n\(hexDump(frame))",
+                       file: file, line: line)
+        do {
+            let before = try rig.counters()
+            let code: UInt32
+            do {
+                code = try rig.run(hook, frame)
+            } catch let error as BPFError where error.errno == .invalidArgument && hook.testRunMayRefuse(frame) {
+                // The kernel refused the test run itself (see `testRunMayRefuse`): nothing ran, nothing counted.
+                XCTAssertEqual(try rig.counters().map(\.packets), before.map(\.packets),
+                               "\(context): refused by the kernel, yet a counter moved", file: file, line: line)
+                return
+            }
+            let after = try rig.counters()
+            XCTAssertEqual(code, hook.returnCode(expected.action),
+                           "\(context): return code \(code), expected \(hook.returnCode(expected.action)) (\(expected))\n"
+                               + hexDump(frame), file: file, line: line)
+            let changed = after.indices.filter { after[$0].packets != before[$0].packets || after[$0].bytes != before[$0].bytes }
+            let slot = hook.program.counterIndex(expected.reason)
+            XCTAssertEqual(changed.map(slotName), [slotName(slot)],
+                           "\(context): counters that changed, expected only \(slotName(slot))\n\(hexDump(frame))",
+                           file: file, line: line)
+            if changed == [slot] {
+                XCTAssertEqual(after[slot].packets &- before[slot].packets, 1, "\(context): packets", file: file, line: line)
+                XCTAssertEqual(after[slot].bytes &- before[slot].bytes, UInt64(frame.count), "\(context): bytes",
+                               file: file, line: line)
+            }
+        } catch {
+            XCTFail("\(context): \(error)\n\(hexDump(frame))", file: file, line: line)
+        }
+    }
+
+    /// The port program at both hooks (tc without and with a context, XDP).
+    func expectPort(_ frame: [UInt8], _ expected: Verdict, _ label: String,
+                    file: StaticString = #filePath, line: UInt = #line) {
+        for hook in Hook.portHooks { expect(hook, frame, expected, label, file: file, line: line) }
+    }
+
+    /// The ext program arriving on each of `ingress`.
+    func expectExt(_ ingress: [UInt32], _ frame: [UInt8], _ expected: Verdict, _ label: String,
+                   conntrack: (FlowTuple) -> Bool = { _ in false },
+                   file: StaticString = #filePath, line: UInt = #line) {
+        for index in ingress {
+            expect(.ext(ingress: index), frame, expected, label, conntrack: conntrack, file: file, line: line)
+        }
+    }
+
+    /// Every ingress interface: with an allow-list, without one, a device
+    /// that is no ext interface, and loopback.
+    var everyIngress: [UInt32] { [ext0, ext1, ext2, loopback] }
+}

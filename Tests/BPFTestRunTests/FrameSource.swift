@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The frames of the differential suite. FrameFuzzer draws addresses and ports
+// from the policy independently, so a frame between a linked pair on the
+// exposed port is rare; this source adds frames built along the link rules
+// themselves (forward, reverse and pair, sometimes one port or protocol off),
+// and turns each base frame into cheap variants in a reused buffer: reversed
+// (addresses, ports and MACs swapped, which turns a forward link frame into
+// a reverse-rule one), one byte set at a field the programs read, and cut at
+// a header boundary. Deterministic for a seed; no allocation per variant.
+
+import BPFNetCore
+
+struct FrameSource {
+    enum Origin: String {
+        case fuzzer, link
+    }
+
+    enum Variant: Int, CaseIterable, CustomStringConvertible {
+        case base, reversed, byteSet, cut
+
+        var description: String {
+            switch self {
+            case .base: "as generated"
+            case .reversed: "reversed"
+            case .byteSet: "one byte set"
+            case .cut: "cut"
+            }
+        }
+    }
+
+    private var fuzzer: FrameFuzzer
+    private var random: Xoshiro256StarStar
+    private let rules: [LinkRule]
+    private let state: MapState
+    private let ingresses: [UInt32]
+
+    /// - Parameter ingresses: real devices of the namespace the ext program may see as ingress.
+    init(state: MapState, seed: UInt64, ingresses: [UInt32]) {
+        var seeder = SplitMix64(seed: seed)
+        fuzzer = FrameFuzzer(state: state, seed: seeder.next())
+        random = Xoshiro256StarStar(seed: seeder.next())
+        rules = state.links.sorted()
+        self.state = state
+        self.ingresses = ingresses
+    }
+
+    /// The next base frame, its ext ingress device and where it came from.
+    mutating func next() -> (frame: [UInt8], ingress: UInt32, origin: Origin, kind: String) {
+        if !rules.isEmpty && random.chance(30) {
+            return (linkFrame(), random.pick(ingresses), .link, "link rule")
+        }
+        let fuzz = fuzzer.next()
+        // The fuzzer also draws made-up ifindexes; the kernel needs real ones.
+        let ingress = ingresses.contains(fuzz.ingressIfindex)
+            ? fuzz.ingressIfindex : ingresses[Int(fuzz.ingressIfindex % UInt32(ingresses.count))]
+        return (fuzz.frame, ingress, .fuzzer, fuzz.kind.rawValue)
+    }
+
+    private mutating func mac(of address: IPv4Address) -> MACAddress {
+        state.containers[address]?.mac ?? MACAddress(dockerStyleFor: address)
+    }
+
+    /// A frame along a link rule: the rule's pair, protocol and port
+    /// (destination port for forward, source port for reverse, a non-first
+    /// fragment for pair), one in four with the port or protocol off.
+    private mutating func linkFrame() -> [UInt8] {
+        let rule = random.pick(rules)
+        var proto = rule.proto
+        var port = rule.port
+        switch random.below(8) {
+        case 0: port &+= random.chance(50) ? 1 : 0xffff
+        case 1: proto = random.pick([IPProtocol.tcp, IPProtocol.udp, IPProtocol.sctp, IPProtocol.icmp])
+        default: break
+        }
+        let other = random.chance(50) ? UInt16(random.int(32768...60999)) : random.pick([port, 80, 53, 5432, 1])
+        var ip = IPv4Header(source: rule.source, destination: rule.destination,
+                            identification: UInt16(truncatingIfNeeded: random.next()))
+        if random.chance(10) { ip.options = [0x94, 0x04, 0, 0] + Array(repeating: 1, count: 4 * random.int(0...9)) }
+        let vlans: [VLANTag] = random.chance(85) ? [] : random.pick([[VLANTag(vid: 5)], [VLANTag(vid: 5, tpid: EtherType.qinq), VLANTag(vid: 6)]])
+        let ethernet = EthernetHeader(destination: mac(of: rule.destination), source: mac(of: rule.source), vlans: vlans)
+        let payload = random.bytes(random.int(0...24))
+
+        if rule.direction == .pair || random.chance(10) {
+            ip.fragmentOffset = UInt16(random.int(1...185))
+            ip.moreFragments = random.chance(50)
+            ip.proto = proto
+            return PacketBuilder.ethernet(ethernet, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(ip, payload: payload))
+        }
+        let (sport, dport) = rule.direction == .reverse ? (port, other) : (other, port)
+        if random.chance(10) { ip.moreFragments = true }  // a first fragment
+        let transport: Transport
+        switch proto {
+        case IPProtocol.tcp: transport = .tcp(sourcePort: sport, destinationPort: dport, flags: random.pick([.syn, .ack, [.syn, .ack]]))
+        case IPProtocol.udp: transport = .udp(sourcePort: sport, destinationPort: dport)
+        case IPProtocol.sctp: transport = .sctp(sourcePort: sport, destinationPort: dport)
+        default: transport = .icmpEcho()
+        }
+        return PacketBuilder.ipv4Frame(ethernet, ip, transport, payload: payload)
+    }
+
+    // MARK: Variants
+
+    /// Writes `variant` of `base` into `buffer` (at least 2 KiB) and returns its length.
+    mutating func write(_ variant: Variant, of base: [UInt8], parsed: ParsedFrame,
+                        into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        let count = min(base.count, buffer.count)
+        _ = buffer.initialize(from: base.prefix(count))
+        let ipStart = Self.networkOffset(base)
+        switch variant {
+        case .base:
+            return count
+
+        case .reversed:
+            guard count >= 14 else { return count }
+            for i in 0..<6 { buffer.swapAt(i, 6 + i) }
+            if case .ipv4(let packet) = parsed {
+                for i in 0..<4 { buffer.swapAt(packet.offset + 12 + i, packet.offset + 16 + i) }
+                if packet.hasPorts {
+                    let l4 = packet.offset + Int(buffer[packet.offset] & 0x0f) * 4
+                    for i in 0..<2 { buffer.swapAt(l4 + i, l4 + 2 + i) }
+                }
+            }
+            return count
+
+        case .byteSet:
+            guard count > 0 else { return count }
+            let fields = [12, 13, ipStart, ipStart + 2, ipStart + 3, ipStart + 6, ipStart + 7, ipStart + 9,
+                          ipStart + 12, ipStart + 15, ipStart + 16, ipStart + 19]
+            var at = random.chance(80) ? random.pick(fields) : Int(random.below(UInt64(count)))
+            if case .ipv4(let packet) = parsed, random.chance(40) {
+                at = packet.offset + Int(buffer[packet.offset] & 0x0f) * 4 + random.int(0...3)  // a port byte
+            }
+            if at < count {
+                buffer[at] = random.chance(50) ? random.byte() : random.pick([0x00, 0xff, 0x01, 0x45, 0x4f, 0x40, 0x20, 0x81, 0x88, 0x86, 0x0a])
+            }
+            return count
+
+        case .cut:
+            guard count > 14 else { return count }
+            var boundaries = [14, 15, ipStart - 1, ipStart, ipStart + 1, ipStart + 19, ipStart + 20, ipStart + 39, ipStart + 40]
+            if case .ipv4(let packet) = parsed {
+                let l4 = packet.offset + Int(buffer[packet.offset] & 0x0f) * 4
+                boundaries += [l4 - 1, l4, l4 + 2, l4 + 4, l4 + 7, l4 + 8, l4 + 11, l4 + 12, l4 + 19, l4 + 20]
+            }
+            let cut = random.chance(75) ? random.pick(boundaries) : random.int(14...count)
+            return max(14, min(count, cut))
+        }
+    }
+
+    /// Where the inner packet starts after at most two VLAN tags (14, 18 or 22).
+    static func networkOffset(_ frame: [UInt8]) -> Int {
+        var offset = 14
+        var type = frame.count >= 14 ? UInt16(frame[12]) << 8 | UInt16(frame[13]) : 0
+        while offset < 22, type == EtherType.vlan || type == EtherType.qinq, frame.count >= offset + 4 {
+            type = UInt16(frame[offset + 2]) << 8 | UInt16(frame[offset + 3])
+            offset += 4
+        }
+        return offset
+    }
+}
