@@ -8,7 +8,7 @@ final class CompilerTests: XCTestCase {
     func testConfigRecordAndBytes() throws {
         let state = Sample.state()
         let config = state.config
-        XCTAssertEqual(config.flags, [.loaded, .ipForward])  // icc false, forward drop
+        XCTAssertEqual(config.flags, [.loaded, .ipForward, .fastPath])  // icc false, forward drop, fast path by default
         XCTAssertEqual(config.bridgeAddress, IPv4Address(172, 17, 0, 1))
         XCTAssertEqual(config.bridgeSubnet, IPv4Address(172, 17, 0, 0))
         XCTAssertEqual(config.bridgeNetmask, IPv4Address(255, 255, 0, 0))
