@@ -12,7 +12,10 @@
  * here instead of by the host: bpf_fib_lookup (which honours ip_forward on
  * the ingress device) must resolve it to the bridge with a neighbour that is
  * the container's MAC; MACs are rewritten, TTL decremented, and the frame is
- * redirected through the bn_fp_tx DEVMAP to the container's port. Only
+ * redirected to the container's port with bpf_redirect (the port's NAPI flag
+ * in bn_fp_ifs gates it; the kernel queues it in the same per-CPU bulk queue
+ * a DEVMAP uses, and a devmap shared by both objects could not be pinned,
+ * see port.bpf.c). Only
  * datagrams of a flow conntrack already tracks as opened from outside, without
  * NAT, are taken: the container's replies then still match that entry in the
  * host's stack, so masquerade never rewrites them. TCP stays with the stack:
@@ -174,7 +177,9 @@ static __always_inline enum bpfnet_fastpath_event ext_fast_path(struct xdp_md *x
 	dst = bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &p->daddr);
 	if (!dst || !dst->port_ifindex)
 		return BPFNET_FP_UNKNOWN_DEST;
-	event = xdp_redirect_checks(xdp->ingress_ifindex, dst->port_ifindex);
+	event = xdp_source_checks(xdp->ingress_ifindex);
+	if (event == BPFNET_FP_HIT)
+		event = xdp_target_checks(dst->port_ifindex);
 	if (event != BPFNET_FP_HIT)
 		return event;
 	if (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat)
@@ -236,10 +241,9 @@ int bpfnet_ext_xdp(struct xdp_md *xdp)
 
 	event = ext_fast_path(xdp, cfg, &p, reason, &port);
 	if (event == BPFNET_FP_HIT) {
-		/* The entry was there a moment ago (xdp_redirect_checks); if it
-		 * vanished since, the rewritten frame is dropped, not passed: the
-		 * stack would route it a second time. */
-		if (bpf_redirect_map(&BPFNET_MAP_FP_TX, port, XDP_DROP) == XDP_REDIRECT) {
+		/* Only invalid flags make it fail; the frame is rewritten by now,
+		 * so it is dropped rather than routed a second time. */
+		if (bpf_redirect(port, 0) == XDP_REDIRECT) {
 			fp_account(BPFNET_PROG_EXT_XDP, BPFNET_FP_HIT, &pkt);
 			return XDP_REDIRECT;
 		}

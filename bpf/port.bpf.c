@@ -23,6 +23,24 @@
 #include "fastpath.h"
 #include "policy.h"
 
+/*
+ * XDP redirect targets: a port is in here only while its container's eth0
+ * has NAPI (GRO), so a frame redirected to it is delivered, never silently
+ * dropped (xdp:xdp_redirect_err -95). Key and value: the ifindex.
+ *
+ * Not pinned, unlike every other map: the kernel adds BPF_F_RDONLY_PROG to a
+ * devmap's flags, which libbpf 1.1 then reads back as a mismatch and refuses
+ * to reuse the pin. Each load makes a fresh one, which the control plane
+ * fills from bn_fp_ifs (the NAPI flag) in the same process; it goes with the
+ * programs that use it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, BPFNET_MAX_FP_IFS);
+	__type(key, __u32);
+	__type(value, __u32);
+} BPFNET_MAP_FP_TX SEC(".maps");
+
 SEC("tc")
 int bpfnet_port_tc(struct __sk_buff *skb)
 {
@@ -72,15 +90,15 @@ int bpfnet_port_xdp(struct xdp_md *xdp)
 
 	event = port_fast_path(cfg, &p, reason, xdp->ingress_ifindex, &port);
 	if (event == BPFNET_FP_HIT)
-		event = xdp_redirect_checks(xdp->ingress_ifindex, port);
+		event = xdp_source_checks(xdp->ingress_ifindex);
 	if (event == BPFNET_FP_HIT) {
-		/* XDP_PASS if the entry vanished in between: the bridge takes it. */
+		/* No entry (no NAPI at the destination): XDP_PASS, the bridge takes it. */
 		redirect = bpf_redirect_map(&BPFNET_MAP_FP_TX, port, XDP_PASS);
 		if (redirect == XDP_REDIRECT) {
 			fp_account(BPFNET_PROG_PORT_XDP, BPFNET_FP_HIT, &pkt);
 			return XDP_REDIRECT;
 		}
-		event = BPFNET_FP_REDIRECT;
+		event = BPFNET_FP_NO_NAPI;
 	}
 	fp_account(BPFNET_PROG_PORT_XDP, event, &pkt);
 	return XDP_PASS;

@@ -168,7 +168,7 @@ public final class BPFDataplane: Dataplane {
             // containers their GRO / checksum settings back.
             if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string) {
                 do {
-                    try FastPathInterfaces(pinnedAt: pinPath, logger: logger).releaseAll()
+                    try FastPathInterfaces(pinnedAt: pinPath, targets: nil, logger: logger).releaseAll()
                 } catch {
                     problems.append("fast path: \(error)")
                 }
@@ -212,7 +212,8 @@ public final class LoadedDataplane {
         self.ext = ext
         maps = try PolicyMaps(pinnedAt: pinPath)
         counters = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_COUNTERS)))
-        fastPath = try FastPathInterfaces(pinnedAt: pinPath, logger: logger)
+        fastPath = try FastPathInterfaces(
+            pinnedAt: pinPath, targets: BPFMap(port.map(named: MapKind.name(of: BPFNET_MAP_ID_FP_TX))), logger: logger)
         attachments = try AttachmentManager(
             records: AttachmentRecords(pinnedAt: pinPath),
             programs: [

@@ -7,8 +7,10 @@
 //   is handed to the container's eth0 through veth's ndo_xdp_xmit, which only
 //   delivers when that eth0 has NAPI; otherwise the kernel drops it silently
 //   (xdp:xdp_redirect_err, err -95). bpfnet turns GRO on at the container's
-//   eth0, which gives it NAPI, and only then puts the port into the bn_fp_tx
-//   DEVMAP. GRO rather than an XDP_PASS program on eth0: an XDP program there
+//   eth0, which gives it NAPI, and only then marks the port NAPI in bn_fp_ifs
+//   (the ext program's gate) and puts it into the port object's bn_fp_tx
+//   DEVMAP (the XDP port hook's redirect map; not pinned, see port.bpf.c, so
+//   every process that loads the objects fills its own from the records). GRO rather than an XDP_PASS program on eth0: an XDP program there
 //   would strip GSO from the host side of the pair, turn every skb the bridge
 //   delivers into an xdp_buff first, limit the MTU, and take the container's
 //   own XDP slot; GRO does none of that and only adds receive aggregation.
@@ -83,15 +85,18 @@ struct FastPathInterfaceRecord: Hashable {
     }
 }
 
-/// The pinned bn_fp_ifs and bn_fp_tx maps and the changes behind them.
+/// The pinned bn_fp_ifs map, the loaded port object's bn_fp_tx DEVMAP, and
+/// the changes behind them.
 struct FastPathInterfaces {
     let records: BPFMap<UInt32, bpfnet_fp_if>
-    let targets: BPFMap<UInt32, UInt32>
+    /// nil in a process that has not loaded the objects (`unload`): the map
+    /// goes with the programs.
+    let targets: BPFMap<UInt32, UInt32>?
     let logger: Logger
 
-    init(pinnedAt pinPath: FilePath, logger: Logger) throws {
+    init(pinnedAt pinPath: FilePath, targets: BPFMap<UInt32, UInt32>?, logger: Logger) throws {
         records = try BPFMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)))
-        targets = try BPFMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_TX)))
+        self.targets = targets
         self.logger = logger
     }
 
@@ -200,9 +205,9 @@ struct FastPathInterfaces {
             try write(ifindex, record)
             // The DEVMAP entry last, and only with NAPI in place.
             if napi {
-                try targets.update(ifindex, ifindex)
+                try targets?.update(ifindex, ifindex)
             } else {
-                _ = try targets.delete(ifindex)
+                _ = try targets?.delete(ifindex)
                 throw DataplaneError.runtime("GRO did not turn on at \(peer.name) in the container's namespace")
             }
         }
@@ -210,7 +215,7 @@ struct FastPathInterfaces {
 
     /// Takes the interface out of the fast path, then reverts its peer.
     private func release(_ ifindex: UInt32, _ record: FastPathInterfaceRecord, peers: PeerLocator) throws {
-        _ = try? targets.delete(ifindex)
+        _ = try? targets?.delete(ifindex)
         var remaining = record
         remaining.set(BPFNET_FP_IF_NAPI, false)
         remaining.set(BPFNET_FP_IF_FULL_CSUM, false)
@@ -352,7 +357,8 @@ enum Ethtool {
             for (index, byte) in bytes.enumerated() { name[index] = byte }
         }
         request.ifr_ifru.ifru_data = data.assumingMemoryBound(to: CChar.self)
-        guard Glibc.ioctl(fd, siocEthtool, &request) == 0 else {
+        let result = withUnsafeMutablePointer(to: &request) { Glibc.ioctl(fd, siocEthtool, $0) }
+        guard result == 0 else {
             throw DataplaneError.system("ethtool: \(what) of \(interface)", errno: errno)
         }
     }

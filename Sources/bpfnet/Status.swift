@@ -71,7 +71,7 @@ enum StatusPrinter {
             line()
             line("fast path (packets passed: hit = delivered directly, else why it took the normal path)")
             for (program, events) in fastPath.sorted(by: { $0.key < $1.key }) {
-                let cells = events.sorted { ($0.key != "hit", $0.key) < ($1.key != "hit", $1.key) }.map { "\($0.key) \($0.value)" }
+                let cells = events.sorted { ($0.key == "hit" ? 0 : 1, $0.key) < ($1.key == "hit" ? 0 : 1, $1.key) }.map { "\($0.key) \($0.value)" }
                 line("  \(pad(program, 9)) \(cells.joined(separator: ", "))")
             }
             if fastPath.isEmpty { line("  (no packets yet)") }

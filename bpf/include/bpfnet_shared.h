@@ -38,7 +38,7 @@
 #define BPFNET_MAP_ATTACH     bn_attach     /* HASH: bpfnet_attach_key -> _value         */
 #define BPFNET_MAP_FP_COUNTERS bn_fp_counters /* PERCPU_ARRAY: fast-path events         */
 #define BPFNET_MAP_FP_IFS     bn_fp_ifs     /* HASH: __u32 ifindex -> bpfnet_fp_if       */
-#define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH: __u32 ifindex -> __u32 ifindex */
+#define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH (port object, not pinned): ifindex -> ifindex */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -253,7 +253,7 @@ enum bpfnet_fastpath_event {
 				      /* or the FIB's neighbour is not the container's MAC       */
 	BPFNET_FP_UNKNOWN_DEST  = 7,  /* destination address is not a known container          */
 	BPFNET_FP_SAME_PORT     = 8,  /* destination port is the ingress port (hairpin)        */
-	BPFNET_FP_NO_NAPI       = 9,  /* XDP: no NAPI arranged on the destination (no bn_fp_tx) */
+	BPFNET_FP_NO_NAPI       = 9,  /* XDP: no NAPI arranged at the destination's peer       */
 	BPFNET_FP_PARTIAL_CSUM  = 10, /* XDP: frames arriving here may carry partial checksums */
 	BPFNET_FP_IP_OPTIONS    = 11, /* routed: IPv4 options                                  */
 	BPFNET_FP_FRAGMENT      = 12, /* routed: a fragment                                    */
@@ -279,7 +279,7 @@ enum bpfnet_fastpath_event {
  */
 enum bpfnet_fp_if_flags {
 	BPFNET_FP_IF_NAPI        = 1u << 0, /* the peer has NAPI (GRO): XDP frames redirected to */
-					    /* this interface arrive; it is in bn_fp_tx           */
+					    /* this interface arrive (also put into bn_fp_tx)     */
 	BPFNET_FP_IF_FULL_CSUM   = 1u << 1, /* frames received here carry complete L4 checksums */
 					    /* (not a veth whose peer offloads them): XDP may     */
 					    /* redirect them                                     */

@@ -101,13 +101,20 @@ static __always_inline enum bpfnet_fastpath_event port_fast_path(const struct bp
  * bpfnet marks an interface FULL_CSUM after switching tx checksum offload off
  * at its peer (or when it is no veth at all).
  */
-static __always_inline enum bpfnet_fastpath_event xdp_redirect_checks(__u32 ingress_ifindex, __u32 port)
+static __always_inline enum bpfnet_fastpath_event xdp_source_checks(__u32 ingress_ifindex)
 {
 	if (!(fp_if_flags(ingress_ifindex) & BPFNET_FP_IF_FULL_CSUM))
 		return BPFNET_FP_PARTIAL_CSUM;
-	/* Present only while the destination's eth0 has NAPI: without it the
-	 * kernel drops redirected frames silently (xdp_redirect_err -95). */
-	if (!bpf_map_lookup_elem(&BPFNET_MAP_FP_TX, &port))
+	return BPFNET_FP_HIT;
+}
+
+/*
+ * XDP only: frames redirected to `port` are delivered only while its peer has
+ * NAPI; without it the kernel drops them silently (xdp_redirect_err -95).
+ */
+static __always_inline enum bpfnet_fastpath_event xdp_target_checks(__u32 port)
+{
+	if (!(fp_if_flags(port) & BPFNET_FP_IF_NAPI))
 		return BPFNET_FP_NO_NAPI;
 	return BPFNET_FP_HIT;
 }

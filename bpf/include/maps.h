@@ -114,19 +114,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_FP_IFS SEC(".maps");
 
-/*
- * XDP redirect targets: a port is in here only while its container's eth0
- * has NAPI (GRO), so a frame redirected to it is delivered, never silently
- * dropped (xdp:xdp_redirect_err -95). Key and value: the ifindex.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, BPFNET_MAX_FP_IFS);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} BPFNET_MAP_FP_TX SEC(".maps");
-
 static __always_inline struct bpfnet_config *config_get(void)
 {
 	__u32 zero = 0;
