@@ -63,24 +63,26 @@ final class FastPathRoutedTests: XCTestCase {
 
 /// An AF_PACKET socket on one interface of another namespace. The socket is
 /// created on a thread inside that namespace and keeps belonging to it, so it
-/// can be read from here.
+/// can be read from here. (Glibc's Swift module lacks <netpacket/packet.h>:
+/// struct sockaddr_ll is laid out by hand, 20 bytes.)
 private final class PacketCapture {
+    private static let ethPAll: UInt16 = 0x0003
+    private static let packetOutgoing: UInt8 = 4
     private let fd: Int32
 
     init(namespacePath: String, interface: String) throws {
         let namespace = try NetworkNamespace(path: FilePath(namespacePath))
         fd = try namespace.run { () throws -> Int32 in
-            let protocolAll = Int32(UInt16(ETH_P_ALL).bigEndian)
-            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue), protocolAll)
+            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+                            Int32(Self.ethPAll.bigEndian))
             guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-            var address = sockaddr_ll()
-            address.sll_family = UInt16(AF_PACKET)
-            address.sll_protocol = UInt16(protocolAll)
-            address.sll_ifindex = Int32(if_nametoindex(interface))
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size))
-                }
+            // sll_family, sll_protocol (network order), sll_ifindex; the rest 0.
+            var address = [UInt8](repeating: 0, count: 20)
+            withUnsafeBytes(of: UInt16(AF_PACKET)) { address.replaceSubrange(0..<2, with: $0) }
+            withUnsafeBytes(of: Self.ethPAll.bigEndian) { address.replaceSubrange(2..<4, with: $0) }
+            withUnsafeBytes(of: Int32(if_nametoindex(interface))) { address.replaceSubrange(4..<8, with: $0) }
+            let bound = address.withUnsafeBytes {
+                bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(20))
             }
             guard bound == 0 else {
                 let code = errno
@@ -98,17 +100,16 @@ private final class PacketCapture {
         var frames: [[UInt8]] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            var from = sockaddr_ll()
-            var length = socklen_t(MemoryLayout<sockaddr_ll>.size)
+            var from = [UInt8](repeating: 0, count: 20)
+            var length = socklen_t(20)
             let received = buffer.withUnsafeMutableBytes { bytes in
-                withUnsafeMutablePointer(to: &from) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        recvfrom(fd, bytes.baseAddress, bytes.count, 0, $0, &length)
-                    }
+                from.withUnsafeMutableBytes {
+                    recvfrom(fd, bytes.baseAddress, bytes.count, 0,
+                             $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
                 }
             }
             guard received > 0 else { break }
-            if from.sll_pkttype == UInt8(PACKET_OUTGOING) { continue }
+            if from[10] == Self.packetOutgoing { continue }  // sll_pkttype
             frames.append(Array(buffer[0..<received]))
         }
         return frames
