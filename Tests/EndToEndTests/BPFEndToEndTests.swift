@@ -99,21 +99,26 @@ final class BPFEndToEndTests: XCTestCase {
         try assertBridgeSkipped(portHook: .xdp)
     }
 
-    /// client → web UDP echoes with icc on. A tc egress counter on web's port
-    /// (the host-side veth the bridge transmits on) counts every IPv4 frame
-    /// from client the bridge forwards: with the fast path off it sees each
-    /// datagram, with it on it sees none while web still answers every one,
-    /// and the fast-path hit counter rises by as many.
+    /// client → web UDP echoes with icc on. A counter in the bridge's own
+    /// forward hook (an nftables bridge-family chain of the test's, in the
+    /// lab's host namespace) counts every IPv4 frame from client to web the
+    /// bridge forwards: with the fast path off it sees each datagram, with it
+    /// on it sees none while web still answers every one, and the fast-path
+    /// hit counter rises by as many.
     private func assertBridgeSkipped(portHook: PortHook) throws {
         try requireRoot("loads eBPF programs in network namespaces")
         let lab = try DemoLab()
         defer { lab.close() }
-        let port = "vethweb"
         let client = Scenario.address("client"), web = Scenario.address("web")
-        // A counter of our own on the destination port's egress (in the lab's host namespace).
-        _ = try? lab.topology.run(in: "host", ["tc", "qdisc", "add", "dev", port, "clsact"])
-        try lab.topology.run(in: "host", ["tc", "filter", "add", "dev", port, "egress", "protocol", "ip", "prio", "7",
-                                          "u32", "match", "ip", "src", "\(client)/32", "action", "ok"])
+        try lab.topology.run(in: "host", ["nft", "-f", "-"], input: """
+            table bridge bpfnet_test_count {
+                chain forward {
+                    type filter hook forward priority 0; policy accept;
+                    ip saddr \(client) ip daddr \(web) counter
+                }
+            }
+
+            """)
         let runner = try ProbeRunner()
         let count = 20
         let portProgram = portHook == .tc ? "port-tc" : "port-xdp"
@@ -121,17 +126,17 @@ final class BPFEndToEndTests: XCTestCase {
         for fastPath in [false, true] {
             try lab.load(PolicySettings(icc: true), portHook: portHook,
                          extraArguments: ["--fast-path", fastPath ? "on" : "off"])
-            let bridgedBefore = try egressPackets(lab, port)
+            let bridgedBefore = try bridgedPackets(lab)
             let statusBefore = try lab.status()
             for index in 0..<count {
                 let result = runner.run(try lab.topology.probe(from: "client", to: web, .udp(9999),
                                                               sourcePort: UInt16(41000 + index), label: "client → web"))
                 XCTAssertTrue(result.isAllowed, "fast path \(fastPath): \(result)")
             }
-            let bridged = try egressPackets(lab, port) - bridgedBefore
+            let bridged = try bridgedPackets(lab) - bridgedBefore
             let hits = Self.delta(statusBefore, try lab.status(), program: portProgram, event: "hit")
             if fastPath {
-                XCTAssertEqual(bridged, 0, "\(portHook): \(bridged) datagrams still crossed the bridge to \(port)")
+                XCTAssertEqual(bridged, 0, "\(portHook): \(bridged) datagrams still crossed the bridge")
                 // Each datagram and each echo (web → client) goes around the bridge.
                 XCTAssertGreaterThanOrEqual(hits, UInt64(2 * count), "\(portHook): fast-path hits")
             } else {
@@ -141,15 +146,14 @@ final class BPFEndToEndTests: XCTestCase {
         }
     }
 
-    /// Packets the u32 filter on `port`'s egress has matched.
-    private func egressPackets(_ lab: DemoLab, _ port: String) throws -> UInt64 {
-        let text = try lab.topology.run(in: "host", ["tc", "-s", "filter", "show", "dev", port, "egress"]).stdout
-        // "Sent 1234 bytes 17 pkt (dropped 0, overlimits 0 requeues 0)" under the gact action.
-        guard let range = text.range(of: #"Sent \d+ bytes (\d+) pkt"#, options: .regularExpression) else {
+    /// Frames client → web the bridge has forwarded (the test's nftables counter).
+    private func bridgedPackets(_ lab: DemoLab) throws -> UInt64 {
+        let text = try lab.topology.run(in: "host", ["nft", "list", "table", "bridge", "bpfnet_test_count"]).stdout
+        guard let range = text.range(of: #"counter packets \d+"#, options: .regularExpression),
+              let packets = UInt64(text[range].split(separator: " ")[2]) else {
             throw NSError(domain: "BPFEndToEndTests", code: 1,
-                          userInfo: [NSLocalizedDescriptionKey: "no counter in `tc -s filter show`: \(text)"])
+                          userInfo: [NSLocalizedDescriptionKey: "no counter in `nft list table`: \(text)"])
         }
-        let words = text[range].split(separator: " ")
-        return UInt64(words[3]) ?? 0
+        return packets
     }
 }
