@@ -7,14 +7,37 @@
  * the kernel's own conntrack table (bpf_xdp_ct_lookup, kernel >= 6.0) and are
  * never dropped; conntrack is consulted only when a packet would be dropped.
  *
+ * Fast path (BPFNET_CFG_FAST_PATH, fastpath.h): a UDP datagram the forward
+ * policy admits straight to a container (reason forward-accept) is routed
+ * here instead of by the host: bpf_fib_lookup (which honours ip_forward on
+ * the ingress device) must resolve it to the bridge with a neighbour that is
+ * the container's MAC; MACs are rewritten, TTL decremented, and the frame is
+ * redirected to the container's port with bpf_redirect (the port's NAPI flag
+ * in bn_fp_ifs gates it; the kernel queues it in the same per-CPU bulk queue
+ * a DEVMAP uses, and a devmap shared by both objects could not be pinned,
+ * see port.bpf.c). Only
+ * datagrams of a flow conntrack already tracks as opened from outside, without
+ * NAT, are taken: the container's replies then still match that entry in the
+ * host's stack, so masquerade never rewrites them. TCP stays with the stack:
+ * conntrack tracks its windows from both directions, and a TCP flow whose
+ * inbound half bypassed it would see its replies turned invalid and, once the
+ * entry expired, masqueraded.
+ *
  * License: GPL-2.0-only OR BSD-2-Clause (conntrack kfuncs need GPL-compatible).
  */
 #include "ctx.h"
 #include "counters.h"
+#include "fastpath.h"
 #include "policy.h"
 
 #define BPF_F_CURRENT_NETNS (-1)
+#define IP_CT_DIR_ORIGINAL 0
 #define IP_CT_DIR_REPLY 1
+#define IPS_SRC_NAT (1 << 4) /* enum ip_conntrack_status: a translation is set up */
+#define IPS_DST_NAT (1 << 5)
+#ifndef AF_INET
+#define AF_INET 2
+#endif
 
 /* The kernel's struct bpf_ct_opts in its original 12-byte form (NF_BPF_CT_OPTS_OLD_SZ). */
 struct bpf_ct_opts___local {
@@ -26,21 +49,22 @@ struct bpf_ct_opts___local {
 };
 
 /*
- * Opaque here; only ever passed back to the kernel. It must be a struct, not
- * a forward declaration: libbpf matches kfunc prototypes by kind, and a
- * FWD never matches the kernel's STRUCT.
+ * Only `status` is read (CO-RE relocated against the kernel's BTF); otherwise
+ * the pointer is passed back to the kernel. It must be a struct, not a
+ * forward declaration: libbpf matches kfunc prototypes by kind, and a FWD
+ * never matches the kernel's STRUCT.
  */
 struct nf_conn {
-	__u32 opaque;
-};
+	unsigned long status;
+} __attribute__((preserve_access_index));
 
 extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock_tuple *tuple,
 					 __u32 tuple__sz, struct bpf_ct_opts___local *opts,
 					 __u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
-/* Row 10: is this packet the reply direction of a tracked connection? */
-static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct parsed *p)
+/* The direction this packet has in its conntrack entry, or -1 without one; *nat: the entry translates. */
+static __always_inline int conntrack_direction(struct xdp_md *xdp, const struct parsed *p, int *nat)
 {
 	struct bpf_ct_opts___local opts = {
 		.netns_id = BPF_F_CURRENT_NETNS,
@@ -48,10 +72,11 @@ static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct p
 	};
 	struct bpf_sock_tuple tuple = {};
 	struct nf_conn *ct;
-	int reply;
+	int dir;
 
+	*nat = 0;
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return 0; /* the conntrack kfuncs only take TCP and UDP */
+		return -1; /* the conntrack kfuncs only take TCP and UDP */
 	tuple.ipv4.saddr = p->saddr;
 	tuple.ipv4.daddr = p->daddr;
 	tuple.ipv4.sport = p->sport;
@@ -59,19 +84,30 @@ static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct p
 
 	ct = bpf_xdp_ct_lookup(xdp, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
 	if (!ct)
-		return 0;
-	reply = opts.dir == IP_CT_DIR_REPLY;
+		return -1;
+	dir = opts.dir;
+	*nat = (ct->status & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
 	bpf_ct_release(ct);
-	return reply;
+	return dir;
 }
 
-static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt)
+/* Row 10: is this packet the reply direction of a tracked connection? */
+static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct parsed *p)
 {
-	const struct bpfnet_config *cfg;
+	int nat;
+
+	return conntrack_direction(xdp, p, &nat) == IP_CT_DIR_REPLY;
+}
+
+static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
+						     struct parsed *pp, const struct bpfnet_config **cfgp)
+{
+	const struct bpfnet_config *cfg = config_or_empty();
 	struct parsed p = {};
 	enum parse_kind kind;
 	enum bpfnet_reason reason;
 
+	*cfgp = cfg;
 	kind = parse_frame(pkt, &p);
 	if (kind == PARSE_MALFORMED)
 		return BPFNET_DROP_MALFORMED;
@@ -85,20 +121,137 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 		return BPFNET_PASS_FRAGMENT;
 	}
 
-	cfg = config_or_empty();
 	reason = ext_provisional(cfg, &p, xdp->ingress_ifindex);
+	*pp = p;
 	if (reason >= BPFNET_REASON_DROP_FIRST && p.has_ports && is_conntrack_reply(xdp, &p))
 		return BPFNET_PASS_REPLY;
 	return reason;
 }
 
+/*
+ * Routes an allowed datagram to a container without the host's stack; on a
+ * hit the frame is rewritten and *port is the container's host-side veth.
+ * Every check comes before the first write, so a fallback leaves the frame
+ * exactly as it arrived.
+ */
+static __always_inline enum bpfnet_fastpath_event ext_fast_path(struct xdp_md *xdp,
+								const struct bpfnet_config *cfg,
+								const struct parsed *p,
+								enum bpfnet_reason reason, __u32 *port)
+{
+	void *data = (void *)(long)xdp->data;
+	void *data_end = (void *)(long)xdp->data_end;
+	struct bpf_fib_lookup fib = {};
+	const struct bpfnet_container *dst;
+	const struct bpfnet_fp_if *ingress;
+	enum bpfnet_fastpath_event event;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	int nat, rc;
+
+	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
+		return BPFNET_FP_DISABLED;
+	if (reason != BPFNET_PASS_FORWARD)
+		return BPFNET_FP_VERDICT; /* published (DNAT), local, reply, ... stay with the stack */
+	if (p->vlan_tags)
+		return BPFNET_FP_VLAN;
+	ip = data + sizeof(*eth);
+	if ((void *)(ip + 1) > data_end)
+		return BPFNET_FP_FIB; /* cannot happen after the parse; for the verifier */
+	if (ip->ihl != 5)
+		return BPFNET_FP_IP_OPTIONS;
+	if (bpf_ntohs(ip->frag_off) & IP_MF_AND_OFFSET)
+		return BPFNET_FP_FRAGMENT;
+	if (ip->ttl <= 1)
+		return BPFNET_FP_TTL;
+	if (ip->protocol != IPPROTO_UDP)
+		return BPFNET_FP_PROTOCOL;
+	/* Routed frames are addressed to the ingress interface; anything else
+	 * (another host's unicast seen in promiscuous mode, multicast) is not
+	 * ours to forward. Without an entry, nothing was arranged here. */
+	ingress = fp_if(xdp->ingress_ifindex);
+	if (!ingress)
+		return BPFNET_FP_PARTIAL_CSUM;
+	if (!mac_equal(eth->h_dest, ingress->mac))
+		return BPFNET_FP_MAC;
+	dst = bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &p->daddr);
+	if (!dst || !dst->port_ifindex)
+		return BPFNET_FP_UNKNOWN_DEST;
+	event = xdp_source_checks(xdp->ingress_ifindex);
+	if (event == BPFNET_FP_HIT)
+		event = xdp_target_checks(dst->port_ifindex);
+	if (event != BPFNET_FP_HIT)
+		return event;
+	if (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat)
+		return BPFNET_FP_CONNTRACK;
+
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	fib.sport = p->sport;
+	fib.dport = p->dport;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	fib.ifindex = xdp->ingress_ifindex;
+	rc = bpf_fib_lookup(xdp, &fib, sizeof(fib), 0);
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		break;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		/* net.ipv4.conf.<ingress>.forwarding is 0: never forward here. */
+		return BPFNET_FP_FWD_DISABLED;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		/* The stack resolves the neighbour (ARP) on the slow path. */
+		return BPFNET_FP_NO_NEIGH;
+	default:
+		/* Blackhole/unreachable/prohibit, not forwarded, unsupported
+		 * L2, or too big for the egress MTU (FRAG_NEEDED). */
+		return BPFNET_FP_FIB;
+	}
+	if (fib.ifindex != cfg->bridge_ifindex)
+		return BPFNET_FP_FIB;
+	if (!mac_equal(fib.dmac, dst->mac))
+		return BPFNET_FP_MAC;
+
+	/* Writes: only from here on. */
+	if ((void *)(ip + 1) > (void *)(long)xdp->data_end)
+		return BPFNET_FP_FIB;
+	__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	ipv4_decrease_ttl(ip);
+	*port = dst->port_ifindex;
+	return BPFNET_FP_HIT;
+}
+
 SEC("xdp")
 int bpfnet_ext_xdp(struct xdp_md *xdp)
 {
+	const struct bpfnet_config *cfg;
+	enum bpfnet_fastpath_event event;
+	enum bpfnet_reason reason;
+	struct parsed p = {};
 	struct pkt pkt;
+	__u32 port = 0;
 
 	pkt_from_xdp(xdp, &pkt);
-	return xdp_action(account(BPFNET_PROG_EXT_XDP, ext_policy(xdp, &pkt), &pkt));
+	reason = ext_policy(xdp, &pkt, &p, &cfg);
+	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt) == PKT_DROP)
+		return XDP_DROP;
+
+	event = ext_fast_path(xdp, cfg, &p, reason, &port);
+	if (event == BPFNET_FP_HIT) {
+		/* Only invalid flags make it fail; the frame is rewritten by now,
+		 * so it is dropped rather than routed a second time. */
+		if (bpf_redirect(port, 0) == XDP_REDIRECT) {
+			fp_account(BPFNET_PROG_EXT_XDP, BPFNET_FP_HIT, &pkt);
+			return XDP_REDIRECT;
+		}
+		fp_account(BPFNET_PROG_EXT_XDP, BPFNET_FP_REDIRECT, &pkt);
+		return XDP_DROP;
+	}
+	fp_account(BPFNET_PROG_EXT_XDP, event, &pkt);
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

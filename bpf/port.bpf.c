@@ -7,29 +7,101 @@
  * each skb into an xdp_buff); XDP is offered with `--port-hook xdp`.
  * Both entry points share policy.h through the ctx.h shim.
  *
+ * Fast path (BPFNET_CFG_FAST_PATH, fastpath.h): an allowed frame between two
+ * containers is handed straight to the destination's port instead of the
+ * bridge. tc uses bpf_redirect_peer, which puts the skb on the ingress of the
+ * destination container's eth0 (its namespace's stack; the bridge and the
+ * destination's host-side veth never see it). XDP redirects through the
+ * bn_fp_tx DEVMAP, whose entries exist only for ports whose container eth0
+ * has NAPI (GRO), arranged by the control plane.
+ *
  * License: GPL-2.0-only OR BSD-2-Clause (the kernel needs a GPL-compatible
  * license for the helpers used here).
  */
 #include "ctx.h"
 #include "counters.h"
+#include "fastpath.h"
 #include "policy.h"
+
+/*
+ * XDP redirect targets: a port is in here only while its container's eth0
+ * has NAPI (GRO), so a frame redirected to it is delivered, never silently
+ * dropped (xdp:xdp_redirect_err -95). Key and value: the ifindex.
+ *
+ * Not pinned, unlike every other map: the kernel adds BPF_F_RDONLY_PROG to a
+ * devmap's flags, which libbpf 1.1 then reads back as a mismatch and refuses
+ * to reuse the pin. Each load makes a fresh one, which the control plane
+ * fills from bn_fp_ifs (the NAPI flag) in the same process; it goes with the
+ * programs that use it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, BPFNET_MAX_FP_IFS);
+	__type(key, __u32);
+	__type(value, __u32);
+} BPFNET_MAP_FP_TX SEC(".maps");
 
 SEC("tc")
 int bpfnet_port_tc(struct __sk_buff *skb)
 {
+	const struct bpfnet_config *cfg;
+	enum bpfnet_fastpath_event event;
+	enum bpfnet_reason reason;
+	struct parsed p = {};
 	struct pkt pkt;
+	__u32 port = 0;
+	long redirect;
 
 	pkt_from_skb(skb, &pkt);
-	return tc_action(account(BPFNET_PROG_PORT_TC, port_policy(&pkt), &pkt));
+	reason = port_policy(&pkt, &p, &cfg);
+	if (account(BPFNET_PROG_PORT_TC, reason, &pkt) == PKT_DROP)
+		return TC_ACT_SHOT;
+
+	event = port_fast_path(cfg, &p, reason, skb->ifindex, &port);
+	if (event == BPFNET_FP_HIT) {
+		/* The skb keeps its checksum state and GSO layout; the peer
+		 * switch scrubs it (pkt_type HOST) as a veth crossing would. */
+		redirect = bpf_redirect_peer(port, 0);
+		if (redirect == TC_ACT_REDIRECT) {
+			fp_account(BPFNET_PROG_PORT_TC, BPFNET_FP_HIT, &pkt);
+			return TC_ACT_REDIRECT;
+		}
+		event = BPFNET_FP_REDIRECT;
+	}
+	fp_account(BPFNET_PROG_PORT_TC, event, &pkt);
+	return TC_ACT_OK;
 }
 
 SEC("xdp")
 int bpfnet_port_xdp(struct xdp_md *xdp)
 {
+	const struct bpfnet_config *cfg;
+	enum bpfnet_fastpath_event event;
+	enum bpfnet_reason reason;
+	struct parsed p = {};
 	struct pkt pkt;
+	__u32 port = 0;
+	long redirect;
 
 	pkt_from_xdp(xdp, &pkt);
-	return xdp_action(account(BPFNET_PROG_PORT_XDP, port_policy(&pkt), &pkt));
+	reason = port_policy(&pkt, &p, &cfg);
+	if (account(BPFNET_PROG_PORT_XDP, reason, &pkt) == PKT_DROP)
+		return XDP_DROP;
+
+	event = port_fast_path(cfg, &p, reason, xdp->ingress_ifindex, &port);
+	if (event == BPFNET_FP_HIT)
+		event = xdp_source_checks(xdp->ingress_ifindex);
+	if (event == BPFNET_FP_HIT) {
+		/* No entry (no NAPI at the destination): XDP_PASS, the bridge takes it. */
+		redirect = bpf_redirect_map(&BPFNET_MAP_FP_TX, port, XDP_PASS);
+		if (redirect == XDP_REDIRECT) {
+			fp_account(BPFNET_PROG_PORT_XDP, BPFNET_FP_HIT, &pkt);
+			return XDP_REDIRECT;
+		}
+		event = BPFNET_FP_NO_NAPI;
+	}
+	fp_account(BPFNET_PROG_PORT_XDP, event, &pkt);
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -313,6 +313,9 @@ public struct Policy: Hashable, Sendable, Codable {
     public var ipForward: Bool = true
     public var forwardPolicy: ForwardPolicy = .drop
     public var portHook: PortHook = .tc
+    /// Deliver allowed traffic around the bridge (and routed traffic around
+    /// the host's stack) where the dataplane can; never changes a verdict.
+    public var fastPath: Bool = true
     public var extInterfaces: [ExternalInterface] = []
     public var containers: [Container] = []
     public var links: [Link] = []
@@ -320,12 +323,13 @@ public struct Policy: Hashable, Sendable, Codable {
     public init(bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
                 forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
                 extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
-                links: [Link] = []) {
+                links: [Link] = [], fastPath: Bool = true) {
         self.bridge = bridge
         self.icc = icc
         self.ipForward = ipForward
         self.forwardPolicy = forwardPolicy
         self.portHook = portHook
+        self.fastPath = fastPath
         self.extInterfaces = extInterfaces
         self.containers = containers
         self.links = links

@@ -100,6 +100,8 @@ public enum PolicyCompiler {
         if policy.icc { flags.insert(.icc) }
         if policy.forwardPolicy == .accept { flags.insert(.forwardAccept) }
         if policy.ipForward { flags.insert(.ipForward) }
+        // Delivery, not policy: the programs take the fast path only after a pass.
+        if policy.fastPath { flags.insert(.fastPath) }
         var record = ConfigRecord(flags: flags, bridgeIfindex: facts.bridgeIfindex)
         if let address = facts.bridgeAddress {
             record.bridgeAddress = address.address

@@ -57,7 +57,7 @@ public struct PolicyFileError: Error, Hashable, Sendable, CustomStringConvertibl
 
 /// Reads policy files.
 public enum PolicyFile {
-    static let topLevelKeys = ["bridge", "icc", "ipForward", "forwardPolicy", "portHook",
+    static let topLevelKeys = ["bridge", "icc", "ipForward", "forwardPolicy", "portHook", "fastPath",
                                "extInterfaces", "containers", "links"]
     static let extInterfaceKeys = ["name", "allowSources"]
     static let containerKeys = ["name", "ip", "mac", "port", "exposed", "published"]
@@ -226,6 +226,7 @@ struct PolicyFileReader {
         if let node = keys["ipForward"], let value = bool(node, path: "ipForward") { policy.ipForward = value }
         if let node = keys["forwardPolicy"], let value: ForwardPolicy = choice(node, path: "forwardPolicy") { policy.forwardPolicy = value }
         if let node = keys["portHook"], let value: PortHook = choice(node, path: "portHook") { policy.portHook = value }
+        if let node = keys["fastPath"], let value = bool(node, path: "fastPath") { policy.fastPath = value }
         if let node = keys["extInterfaces"] {
             policy.extInterfaces = list(node, path: "extInterfaces") { reader, item, path in reader.extInterface(item, path: path) }
         }

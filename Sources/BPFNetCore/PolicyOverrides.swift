@@ -16,12 +16,14 @@ public struct PolicyOverrides: Hashable, Sendable {
     public var ipForward: Bool?
     public var forwardPolicy: ForwardPolicy?
     public var portHook: PortHook?
+    public var fastPath: Bool?
     public var extInterfaces: [String]?
     public var allowSources: [IPv4CIDR]?
 
     public init(bridge: String? = nil, icc: Bool? = nil, ipForward: Bool? = nil,
                 forwardPolicy: ForwardPolicy? = nil, portHook: PortHook? = nil,
-                extInterfaces: [String]? = nil, allowSources: [IPv4CIDR]? = nil) {
+                extInterfaces: [String]? = nil, allowSources: [IPv4CIDR]? = nil, fastPath: Bool? = nil) {
+        self.fastPath = fastPath
         self.bridge = bridge
         self.icc = icc
         self.ipForward = ipForward
@@ -43,6 +45,7 @@ public struct PolicyOverrides: Hashable, Sendable {
         if let ipForward { result.ipForward = ipForward }
         if let forwardPolicy { result.forwardPolicy = forwardPolicy }
         if let portHook { result.portHook = portHook }
+        if let fastPath { result.fastPath = fastPath }
         if let extInterfaces {
             let fromFile = Dictionary(policy.extInterfaces.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             var seen = Set<String>()

@@ -108,6 +108,13 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     /// Program name ("port-tc", "port-xdp", "ext-xdp") → reason name → packets
     /// and bytes; only non-zero counters.
     public var programCounters: [String: [String: CounterValue]]
+    /// Whether the fast path is switched on (`BPFNET_CFG_FAST_PATH`); nil in
+    /// documents of a bpfnet without one.
+    public var fastPathEnabled: Bool?
+    /// Program name → fast-path event ("hit", or why a packet took the normal
+    /// path; docs/verdicts.md "Fast path") → packets; only non-zero counters.
+    /// nil when the dataplane has no fast-path counters.
+    public var fastPath: [String: [String: UInt64]]?
 
     public init(backend: String, bridge: String, bridgeAddress: String? = nil, icc: Bool, forwardPolicy: String,
                 ipForward: Bool, loaded: Bool = true, generation: UInt32 = 0, extInterfaces: [ExtInterface] = [],
@@ -180,6 +187,7 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
                   ipForward: config.flags.contains(.ipForward), loaded: config.flags.contains(.loaded),
                   generation: config.generation, extInterfaces: extInterfaces, containers: containers,
                   links: links, published: published)
+        fastPathEnabled = config.flags.contains(.fastPath)
     }
 
     struct Pair: Hashable, Comparable {
@@ -206,6 +214,21 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         }
         counters = totals
         programCounters = perProgram
+    }
+
+    /// Fills `fastPath` from `bn_fp_counters` slots already summed over CPUs
+    /// (index `BPFNET_FP_INDEX(program, event)`).
+    public mutating func setFastPathCounters(slots: [bpfnet_counter]) {
+        var perProgram: [String: [String: UInt64]] = [:]
+        for program in ProgramKind.all {
+            for raw in 0..<UInt32(FastPathEvent.slotsPerProgram) {
+                let event = FastPathEvent(rawValue: raw)
+                let index = program.fastPathIndex(event)
+                guard index < slots.count, slots[index].packets != 0 else { continue }
+                perProgram[program.name, default: [:]][event.name] = slots[index].packets
+            }
+        }
+        fastPath = perProgram
     }
 
     /// Sums per-CPU values of `bn_counters` (one array of slots per CPU).

@@ -68,6 +68,14 @@ public final class BPFDataplane: Dataplane {
             throw error
         }
 
+        // After the maps (the fast-path flag goes on first and off first) and
+        // the attachments: an interface that cannot be arranged is simply no
+        // XDP fast-path endpoint, which the programs count; it fails nothing.
+        let problems = try dataplane.fastPath.reconcile(desired: Self.desiredFastPath(policy, facts: facts))
+        if !problems.isEmpty {
+            logger.warning("fast path: \(problems.count) interfaces take the normal path: \(problems.joined(separator: "; "))")
+        }
+
         if policy.ipForward {
             // Docker's --ip-forward: on at load unless told otherwise; never turned off by us.
             try HostSystem.setSysctl("net/ipv4/ip_forward", "1")
@@ -100,6 +108,22 @@ public final class BPFDataplane: Dataplane {
         return result
     }
 
+    /// What the XDP fast paths need on each interface (FastPathInterfaces.swift).
+    static func desiredFastPath(_ policy: Policy, facts: HostFacts) -> [UInt32: FastPathRequirement] {
+        guard policy.fastPath else { return [:] }
+        var result: [UInt32: FastPathRequirement] = [:]
+        for container in policy.containers {
+            guard let ifindex = facts.interfaceIndex(container.port) else { continue }
+            result[ifindex] = FastPathRequirement(interface: container.port,
+                                                  role: .containerPort(fullChecksum: policy.portHook == .xdp))
+        }
+        for ext in policy.extInterfaces {
+            guard let ifindex = facts.interfaceIndex(ext.name) else { continue }
+            result[ifindex] = FastPathRequirement(interface: ext.name, role: .external)
+        }
+        return result
+    }
+
     private func loadedDataplane() throws -> LoadedDataplane {
         if let loaded { return loaded }
         let dataplane = try LoadedDataplane.load(pinPath: pinPath, logger: logger)
@@ -118,6 +142,10 @@ public final class BPFDataplane: Dataplane {
         let counters = try CounterReader(pinnedAt: pinPath).read()
         var status = DataplaneStatus(backend: backend.rawValue, state: state) { HostSystem.interfaceName($0) }
         status.setCounters(slots: counters)
+        if let fastPath = try CounterReader(pinnedAt: pinPath, map: BPFNET_MAP_ID_FP_COUNTERS,
+                                            slots: ProgramKind.fastPathSlots) {
+            status.setFastPathCounters(slots: try fastPath.read())
+        }
         return status
     }
 
@@ -135,6 +163,15 @@ public final class BPFDataplane: Dataplane {
                 try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
             } catch {
                 problems.append("detaching: \(error)")
+            }
+            // After detaching (no program redirects any more): give the
+            // containers their GRO / checksum settings back.
+            if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string) {
+                do {
+                    try FastPathInterfaces(pinnedAt: pinPath, targets: nil, logger: logger).releaseAll()
+                } catch {
+                    problems.append("fast path: \(error)")
+                }
             }
         }
         do {
@@ -164,6 +201,7 @@ public final class LoadedDataplane {
     public let maps: PolicyMaps
     public let counters: BPFPerCPUMap<UInt32, bpfnet_counter>
     let attachments: AttachmentManager
+    let fastPath: FastPathInterfaces
 
     public var portTC: BPFProgram { get throws { try port.program(named: "bpfnet_port_tc") } }
     public var portXDP: BPFProgram { get throws { try port.program(named: "bpfnet_port_xdp") } }
@@ -174,6 +212,8 @@ public final class LoadedDataplane {
         self.ext = ext
         maps = try PolicyMaps(pinnedAt: pinPath)
         counters = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_COUNTERS)))
+        fastPath = try FastPathInterfaces(
+            pinnedAt: pinPath, targets: BPFMap(port.map(named: MapKind.name(of: BPFNET_MAP_ID_FP_TX))), logger: logger)
         attachments = try AttachmentManager(
             records: AttachmentRecords(pinnedAt: pinPath),
             programs: [

@@ -5,6 +5,7 @@
 // key/value bytes, decoded by BPFNetCore).
 
 import BPF
+import Foundation
 import BPFNetCore
 import BPFNetShared
 import SystemPackage
@@ -80,16 +81,27 @@ enum MapCapacity {
     }
 }
 
-/// Sums the per-CPU counters into one slot per (program, reason).
+/// Sums the per-CPU counters into one slot per (program, reason) — or per
+/// (program, fast-path event) for bn_fp_counters.
 struct CounterReader {
     let map: BPFPerCPUMap<UInt32, bpfnet_counter>
+    let slotCount: Int
 
     init(pinnedAt pinPath: FilePath) throws {
         map = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_COUNTERS)))
+        slotCount = ProgramKind.all.count * Reason.slotsPerProgram
+    }
+
+    /// nil when `map` is not pinned there (a dataplane loaded by a bpfnet without it).
+    init?(pinnedAt pinPath: FilePath, map id: bpfnet_map_id, slots: Int) throws {
+        let path = pinPath.appending(MapKind.name(of: id))
+        guard FileManager.default.fileExists(atPath: path.string) else { return nil }
+        map = try BPFPerCPUMap(pinnedAt: path)
+        slotCount = slots
     }
 
     func read() throws -> [bpfnet_counter] {
-        var slots = [bpfnet_counter](repeating: bpfnet_counter(), count: ProgramKind.all.count * Reason.slotsPerProgram)
+        var slots = [bpfnet_counter](repeating: bpfnet_counter(), count: slotCount)
         for (index, perCPU) in try map.entries() where Int(index) < slots.count {
             for value in perCPU {
                 slots[Int(index)].packets &+= value.packets

@@ -24,7 +24,7 @@ struct Load: ParsableCommand {
         print("bpfnet: loaded (\(status.backend), port hook \(policy.portHook.rawValue)) on \(status.bridge): "
             + "\(status.containers.count) containers, \(status.links.count) links, "
             + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
-            + "icc \(status.icc), forward policy \(status.forwardPolicy)")
+            + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off")")
     }
 }
 

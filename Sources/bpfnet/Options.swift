@@ -14,6 +14,12 @@ extension IPv4CIDR: ExpressibleByArgument {
 extension ForwardPolicy: ExpressibleByArgument {}
 extension PortHook: ExpressibleByArgument {}
 
+/// `--fast-path on|off`.
+enum Switch: String, CaseIterable, ExpressibleByArgument {
+    case on, off
+    var isOn: Bool { self == .on }
+}
+
 /// `--backend`: where the policy goes.
 enum BackendChoice: String, CaseIterable, ExpressibleByArgument {
     /// eBPF, else the fallback, saying why.
@@ -51,10 +57,16 @@ struct PolicyOptions: ParsableArguments {
             help: ArgumentHelp("Where the port program runs on bridge ports: tc (default) or xdp.", valueName: "tc|xdp"))
     var portHook: PortHook?
 
+    @Option(name: .customLong("fast-path"),
+            help: ArgumentHelp("Deliver allowed traffic around the bridge and routed traffic around the host's stack "
+                               + "where possible: on (default) or off. Verdicts are the same either way.",
+                               valueName: "on|off"))
+    var fastPath: Switch?
+
     var overrides: PolicyOverrides {
         PolicyOverrides(bridge: bridge, icc: icc, ipForward: ipForward, forwardPolicy: forwardPolicy,
                         portHook: portHook, extInterfaces: extInterfaces.isEmpty ? nil : extInterfaces,
-                        allowSources: allowSources.isEmpty ? nil : allowSources)
+                        allowSources: allowSources.isEmpty ? nil : allowSources, fastPath: fastPath?.isOn)
     }
 }
 

@@ -39,6 +39,7 @@ enum StatusPrinter {
         line("icc            \(status.icc)")
         line("forward policy \(status.forwardPolicy)")
         line("ip_forward     \(status.ipForward ? "managed on" : "left alone")")
+        if let fastPath = status.fastPathEnabled { line("fast path      \(fastPath ? "on" : "off")") }
         line()
         line("external interfaces (\(status.extInterfaces.count))")
         for ext in status.extInterfaces {
@@ -66,6 +67,15 @@ enum StatusPrinter {
             line("  \(pad(program, 9)) \(cells.isEmpty ? "-" : cells.joined(separator: ", "))")
         }
         if status.programCounters.isEmpty { line("  (no packets yet)") }
+        if let fastPath = status.fastPath {
+            line()
+            line("fast path (packets passed: hit = delivered directly, else why it took the normal path)")
+            for (program, events) in fastPath.sorted(by: { $0.key < $1.key }) {
+                let cells = events.sorted { ($0.key == "hit" ? 0 : 1, $0.key) < ($1.key == "hit" ? 0 : 1, $1.key) }.map { "\($0.key) \($0.value)" }
+                line("  \(pad(program, 9)) \(cells.joined(separator: ", "))")
+            }
+            if fastPath.isEmpty { line("  (no packets yet)") }
+        }
         return out
     }
 

@@ -160,7 +160,7 @@ final class PolicyFileTests: XCTestCase {
         let lines = error.description.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, 5)
         XCTAssertEqual(lines[0], "typos.yaml:2: icc_: unknown key 'icc_' (did you mean 'icc'?); expected one of "
-                       + "bridge, icc, ipForward, forwardPolicy, portHook, extInterfaces, containers, links")
+                       + "bridge, icc, ipForward, forwardPolicy, portHook, fastPath, extInterfaces, containers, links")
         XCTAssertTrue(lines[1].hasPrefix("typos.yaml:3: forward_policy: unknown key 'forward_policy' (did you mean 'forwardPolicy'?)"), lines[1])
         XCTAssertTrue(lines[2].hasPrefix("typos.yaml:6: containers[0].ip: '172.17.0.300' is not an IPv4 address; expected"), lines[2])
         XCTAssertTrue(lines[3].hasPrefix("typos.yaml:7: containers[0].mack: unknown key 'mack' (did you mean 'mac'?)"), lines[3])

@@ -3,8 +3,10 @@
 // The demo host with real traffic, for the eBPF backend: every probe of the
 // scenario (TCP with fixed source ports, UDP incl. fragmented datagrams, ICMP,
 // published ports through bpfnet's NAT, direct routing, replies) must get the
-// verdict the policy table predicts, for each policy and both port hooks. The
-// policy is switched by loading over the running dataplane, as an operator does.
+// verdict the policy table predicts, for each policy, both port hooks, and
+// with the fast path on and off (the fast path changes delivery, never a
+// verdict). The policy is switched by loading over the running dataplane, as
+// an operator does.
 
 import BPFNetCore
 import DemoHost
@@ -22,35 +24,46 @@ final class BPFEndToEndTests: XCTestCase {
     ]
 
     func testMatrixWithTCPortHook() throws {
-        try runMatrix(portHook: .tc)
+        try runMatrix(portHook: .tc, fastPath: true)
     }
 
     func testMatrixWithXDPPortHook() throws {
-        try runMatrix(portHook: .xdp)
+        try runMatrix(portHook: .xdp, fastPath: true)
     }
 
-    private func runMatrix(portHook: PortHook) throws {
+    func testMatrixWithTCPortHookFastPathOff() throws {
+        try runMatrix(portHook: .tc, fastPath: false)
+    }
+
+    func testMatrixWithXDPPortHookFastPathOff() throws {
+        try runMatrix(portHook: .xdp, fastPath: false)
+    }
+
+    private func runMatrix(portHook: PortHook, fastPath: Bool) throws {
         try requireRoot("the end-to-end matrix loads eBPF programs in network namespaces")
         let lab = try DemoLab()
         defer { lab.close() }
+        let portProgram = portHook == .tc ? "port-tc" : "port-xdp"
         for setting in Self.settings {
-            try lab.load(setting, portHook: portHook)
+            let before = try? lab.status()
+            try lab.load(setting, portHook: portHook, extraArguments: ["--fast-path", fastPath ? "on" : "off"])
             let entries = try lab.measure(setting)
             XCTAssertEqual(entries.count, Scenario.probes.count)
             for entry in entries where !entry.matches {
-                XCTFail("\(portHook) \(setting): \(entry.source) → \(entry.destination) (row \(entry.rows)): "
-                    + "expected \(entry.expected), observed \(entry.observed) — \(entry.detail)")
+                XCTFail("\(portHook) fast path \(fastPath ? "on" : "off") \(setting): \(entry.source) → "
+                    + "\(entry.destination) (row \(entry.rows)): expected \(entry.expected), observed \(entry.observed) — "
+                    + "\(entry.detail)")
             }
             let status = try lab.status()
             XCTAssertEqual(status.backend, "bpf")
             XCTAssertEqual(status.icc, setting.icc)
             XCTAssertEqual(status.forwardPolicy, setting.forwardPolicy.rawValue)
+            XCTAssertEqual(status.fastPathEnabled, fastPath)
             XCTAssertEqual(status.containers.count, Scenario.members.count)
             XCTAssertEqual(Set(status.links.map { "\($0.parent)->\($0.child)" }), ["client->web", "app->db"])
             XCTAssertEqual(status.extInterfaces.map(\.allowSources),
                            [setting.allowList ? ["\(Scenario.allowedSource)/32"] : []])
             // Traffic went through the programs of the chosen hook.
-            let portProgram = portHook == .tc ? "port-tc" : "port-xdp"
             XCTAssertGreaterThan(status.programCounters[portProgram]?.values.map(\.packets).reduce(0, +) ?? 0, 0,
                                  "no packet counted by \(portProgram)")
             XCTAssertGreaterThan(status.programCounters["ext-xdp"]?["published"]?.packets ?? 0, 0)
@@ -58,6 +71,89 @@ final class BPFEndToEndTests: XCTestCase {
                 XCTAssertGreaterThan(status.counters["icc"] ?? 0, 0, "icc=false dropped nothing")
                 XCTAssertGreaterThan(status.counters["link-reverse"] ?? 0, 0, "the stateless reverse rule never matched")
             }
+            // Delivery: container traffic went around the bridge exactly when the fast path is on.
+            let hits = Self.delta(before, status, program: portProgram, event: "hit")
+            if fastPath {
+                XCTAssertGreaterThan(hits, 0, "\(portProgram): no packet took the fast path (\(status.fastPath ?? [:]))")
+                XCTAssertEqual(Self.delta(before, status, program: portProgram, event: "disabled"), 0)
+            } else {
+                XCTAssertEqual(hits, 0, "\(portProgram): fast path off, yet packets took it")
+                XCTAssertGreaterThan(Self.delta(before, status, program: portProgram, event: "disabled"), 0)
+            }
         }
+    }
+
+    static func delta(_ before: DataplaneStatus?, _ after: DataplaneStatus, program: String, event: String) -> UInt64 {
+        let now = after.fastPath?[program]?[event] ?? 0
+        let then = before?.fastPath?[program]?[event] ?? 0
+        return now >= then ? now - then : now
+    }
+
+    // MARK: the bridge is really skipped
+
+    func testFastPathSkipsTheBridgeWithTC() throws {
+        try assertBridgeSkipped(portHook: .tc)
+    }
+
+    func testFastPathSkipsTheBridgeWithXDP() throws {
+        try assertBridgeSkipped(portHook: .xdp)
+    }
+
+    /// client → web UDP echoes with icc on. A counter in the bridge's own
+    /// forward hook (an nftables bridge-family chain of the test's, in the
+    /// lab's host namespace) counts every IPv4 frame from client to web the
+    /// bridge forwards: with the fast path off it sees each datagram, with it
+    /// on it sees none while web still answers every one, and the fast-path
+    /// hit counter rises by as many.
+    private func assertBridgeSkipped(portHook: PortHook) throws {
+        try requireRoot("loads eBPF programs in network namespaces")
+        let lab = try DemoLab()
+        defer { lab.close() }
+        let client = Scenario.address("client"), web = Scenario.address("web")
+        try lab.topology.run(in: "host", ["nft", "-f", "-"], input: """
+            table bridge bpfnet_test_count {
+                chain forward {
+                    type filter hook forward priority 0; policy accept;
+                    ip saddr \(client) ip daddr \(web) counter
+                }
+            }
+
+            """)
+        let runner = try ProbeRunner()
+        let count = 20
+        let portProgram = portHook == .tc ? "port-tc" : "port-xdp"
+
+        for fastPath in [false, true] {
+            try lab.load(PolicySettings(icc: true), portHook: portHook,
+                         extraArguments: ["--fast-path", fastPath ? "on" : "off"])
+            let bridgedBefore = try bridgedPackets(lab)
+            let statusBefore = try lab.status()
+            for index in 0..<count {
+                let result = runner.run(try lab.topology.probe(from: "client", to: web, .udp(9999),
+                                                              sourcePort: UInt16(41000 + index), label: "client → web"))
+                XCTAssertTrue(result.isAllowed, "fast path \(fastPath): \(result)")
+            }
+            let bridged = try bridgedPackets(lab) - bridgedBefore
+            let hits = Self.delta(statusBefore, try lab.status(), program: portProgram, event: "hit")
+            if fastPath {
+                XCTAssertEqual(bridged, 0, "\(portHook): \(bridged) datagrams still crossed the bridge")
+                // Each datagram and each echo (web → client) goes around the bridge.
+                XCTAssertGreaterThanOrEqual(hits, UInt64(2 * count), "\(portHook): fast-path hits")
+            } else {
+                XCTAssertGreaterThanOrEqual(bridged, UInt64(count), "\(portHook): the bridge did not forward them")
+                XCTAssertEqual(hits, 0)
+            }
+        }
+    }
+
+    /// Frames client → web the bridge has forwarded (the test's nftables counter).
+    private func bridgedPackets(_ lab: DemoLab) throws -> UInt64 {
+        let text = try lab.topology.run(in: "host", ["nft", "list", "table", "bridge", "bpfnet_test_count"]).stdout
+        guard let range = text.range(of: #"counter packets \d+"#, options: .regularExpression),
+              let packets = UInt64(text[range].split(separator: " ")[2]) else {
+            throw NSError(domain: "BPFEndToEndTests", code: 1,
+                          userInfo: [NSLocalizedDescriptionKey: "no counter in `nft list table`: \(text)"])
+        }
+        return packets
     }
 }

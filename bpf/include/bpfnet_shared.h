@@ -36,6 +36,9 @@
 #define BPFNET_MAP_COUNTERS   bn_counters   /* PERCPU_ARRAY: index -> bpfnet_counter     */
 #define BPFNET_MAP_NAMES      bn_names      /* HASH: __be32 addr -> bpfnet_container_name*/
 #define BPFNET_MAP_ATTACH     bn_attach     /* HASH: bpfnet_attach_key -> _value         */
+#define BPFNET_MAP_FP_COUNTERS bn_fp_counters /* PERCPU_ARRAY: fast-path events         */
+#define BPFNET_MAP_FP_IFS     bn_fp_ifs     /* HASH: __u32 ifindex -> bpfnet_fp_if       */
+#define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH (port object, not pinned): ifindex -> ifindex */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -47,6 +50,7 @@
 #define BPFNET_MAX_EXT_IFS     64
 #define BPFNET_MAX_ALLOW_SRC   65536
 #define BPFNET_MAX_ATTACH      16448   /* containers + ext interfaces */
+#define BPFNET_MAX_FP_IFS      16448   /* containers + ext interfaces */
 
 /* ------------------------------------------------------------------------ */
 /* Program kinds: one counter block per kind.                                */
@@ -102,7 +106,7 @@ enum bpfnet_config_flags {
 	BPFNET_CFG_ICC            = 1u << 0, /* inter-container communication on (Docker --icc)  */
 	BPFNET_CFG_FORWARD_ACCEPT = 1u << 1, /* forward policy accept (default drop)            */
 	BPFNET_CFG_IP_FORWARD     = 1u << 2, /* net.ipv4.ip_forward managed on (informational)  */
-	BPFNET_CFG_FAST_PATH      = 1u << 3, /* reserved: deliver allowed traffic around bridge */
+	BPFNET_CFG_FAST_PATH      = 1u << 3, /* deliver allowed traffic around the bridge/stack */
 	BPFNET_CFG_STRICT_LINKS   = 1u << 4, /* reserved: stateful reverse link rule            */
 	BPFNET_CFG_LOADED         = 1u << 31,/* set once the control plane has written a policy */
 };
@@ -229,6 +233,69 @@ struct bpfnet_counter {
 _Static_assert(sizeof(struct bpfnet_counter) == 16, "bpfnet_counter layout");
 
 /* ------------------------------------------------------------------------ */
+/* Fast path (docs/verdicts.md, "Fast path"): how an allowed packet was        */
+/* delivered. Every packet a program passes adds 1 to exactly one event: a    */
+/* hit (delivered straight to the destination) or the reason it took the      */
+/* normal path (the bridge, or the host's routing). Dropped packets add none. */
+/* Values are stable (read back from pinned maps, like the reasons).          */
+/* ------------------------------------------------------------------------ */
+
+enum bpfnet_fastpath_event {
+	BPFNET_FP_NONE          = 0,
+	BPFNET_FP_HIT           = 1,  /* delivered around the bridge (port) / the stack (ext)  */
+	BPFNET_FP_DISABLED      = 2,  /* BPFNET_CFG_FAST_PATH is clear                          */
+	BPFNET_FP_VERDICT       = 3,  /* passed for a reason the fast path does not take        */
+	BPFNET_FP_NOT_IPV4      = 4,  /* IPv6 (icc-allowed by MAC): left to the bridge           */
+	BPFNET_FP_VLAN          = 5,  /* VLAN-tagged frame                                       */
+	BPFNET_FP_MAC           = 6,  /* dst MAC is not the one this path delivers: port: the  */
+				      /* destination container's (a frame for the bridge's MAC  */
+				      /* is routed by the host); ext: the ingress interface's;  */
+				      /* or the FIB's neighbour is not the container's MAC       */
+	BPFNET_FP_UNKNOWN_DEST  = 7,  /* destination address is not a known container          */
+	BPFNET_FP_SAME_PORT     = 8,  /* destination port is the ingress port (hairpin)        */
+	BPFNET_FP_NO_NAPI       = 9,  /* XDP: no NAPI arranged at the destination's peer       */
+	BPFNET_FP_PARTIAL_CSUM  = 10, /* XDP: frames arriving here may carry partial checksums */
+	BPFNET_FP_IP_OPTIONS    = 11, /* routed: IPv4 options                                  */
+	BPFNET_FP_FRAGMENT      = 12, /* routed: a fragment                                    */
+	BPFNET_FP_TTL           = 13, /* routed: TTL <= 1 (the stack answers with ICMP)        */
+	BPFNET_FP_PROTOCOL      = 14, /* routed: not UDP (TCP/others need conntrack to see all)*/
+	BPFNET_FP_CONNTRACK     = 15, /* routed: no conntrack entry opened from outside, or NAT */
+	BPFNET_FP_FIB           = 16, /* routed: FIB gave no route via the bridge (or too big)  */
+	BPFNET_FP_FWD_DISABLED  = 17, /* routed: forwarding is off on the ingress device       */
+	BPFNET_FP_NO_NEIGH      = 18, /* routed: no neighbour entry for the container yet      */
+	BPFNET_FP_REDIRECT      = 19, /* the redirect helper refused                           */
+	BPFNET_FP_EVENT_MAX     = 24,
+};
+
+#define BPFNET_FP_INDEX(prog, event) ((__u32)(prog) * BPFNET_FP_EVENT_MAX + (__u32)(event))
+#define BPFNET_FP_SLOTS (BPFNET_PROG_MAX * BPFNET_FP_EVENT_MAX)
+
+/*
+ * bn_fp_ifs: what bpfnet arranged (or found) on an interface for the XDP fast
+ * paths, keyed by the interface's ifindex in bpfnet's namespace (a container's
+ * host-side veth, or an ext_if). Written by user space only. The *_SET flags
+ * record changes bpfnet made to the veth peer, so `unload` (even after a
+ * crash) undoes exactly those.
+ */
+enum bpfnet_fp_if_flags {
+	BPFNET_FP_IF_NAPI        = 1u << 0, /* the peer has NAPI (GRO): XDP frames redirected to */
+					    /* this interface arrive (also put into bn_fp_tx)     */
+	BPFNET_FP_IF_FULL_CSUM   = 1u << 1, /* frames received here carry complete L4 checksums */
+					    /* (not a veth whose peer offloads them): XDP may     */
+					    /* redirect them                                     */
+	BPFNET_FP_IF_SET_GRO     = 1u << 8, /* bpfnet turned GRO on at the peer                 */
+	BPFNET_FP_IF_SET_TX_CSUM = 1u << 9, /* bpfnet turned tx checksum offload off at the peer*/
+};
+
+struct bpfnet_fp_if {
+	__u32 flags;            /* enum bpfnet_fp_if_flags                               */
+	__u32 peer_ifindex;     /* the veth peer's ifindex in its own namespace, or 0    */
+	__u8  mac[6];           /* the interface's own MAC (ext: routed frames carry it)  */
+	__u16 pad;              /* always 0                                              */
+};
+_Static_assert(sizeof(struct bpfnet_fp_if) == 16, "bpfnet_fp_if layout");
+
+/* ------------------------------------------------------------------------ */
 /* bn_attach: where the control plane attached programs, so that `unload`     */
 /* (possibly after a crash of `load`) detaches exactly what bpfnet attached.  */
 /* Written by user space only.                                                */
@@ -265,6 +332,9 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_COUNTERS,
 	BPFNET_MAP_ID_NAMES,
 	BPFNET_MAP_ID_ATTACH,
+	BPFNET_MAP_ID_FP_COUNTERS,
+	BPFNET_MAP_ID_FP_IFS,
+	BPFNET_MAP_ID_FP_TX,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -281,6 +351,9 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 	case BPFNET_MAP_ID_COUNTERS:   return BPFNET_XSTR(BPFNET_MAP_COUNTERS);
 	case BPFNET_MAP_ID_NAMES:      return BPFNET_XSTR(BPFNET_MAP_NAMES);
 	case BPFNET_MAP_ID_ATTACH:     return BPFNET_XSTR(BPFNET_MAP_ATTACH);
+	case BPFNET_MAP_ID_FP_COUNTERS: return BPFNET_XSTR(BPFNET_MAP_FP_COUNTERS);
+	case BPFNET_MAP_ID_FP_IFS:     return BPFNET_XSTR(BPFNET_MAP_FP_IFS);
+	case BPFNET_MAP_ID_FP_TX:      return BPFNET_XSTR(BPFNET_MAP_FP_TX);
 	case BPFNET_MAP_ID_COUNT:      break;
 	}
 	return "";

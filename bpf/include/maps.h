@@ -96,6 +96,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_ATTACH SEC(".maps");
 
+/* Fast path: per-CPU events per (program, event), like bn_counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BPFNET_FP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_FP_COUNTERS SEC(".maps");
+
+/* Written by user space only: what was arranged on each interface (bpfnet_shared.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_FP_IFS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_fp_if);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_FP_IFS SEC(".maps");
+
 static __always_inline struct bpfnet_config *config_get(void)
 {
 	__u32 zero = 0;

@@ -45,6 +45,9 @@ struct parsed {
 	__u8   proto;
 	__u8   has_ports;       /* TCP/UDP/SCTP and not a non-first fragment     */
 	__u8   nonfirst_fragment;
+	__u8   vlan_tags;       /* VLAN tags in front of the IP header (0-2)     */
+	__u8   ipv4;            /* an IPv4 packet that passed the parse checks    */
+	__u32  l3_offset;       /* bytes from the frame start to the IP header   */
 };
 
 struct cursor {
@@ -88,6 +91,7 @@ static __always_inline int parse_eth(const struct pkt *pkt, struct cursor *c,
 		*proto = tag->inner_proto;
 		c->pos = tag + 1;
 		c->offset += sizeof(*tag);
+		p->vlan_tags++;
 	}
 	return 0;
 }
@@ -112,6 +116,8 @@ static __always_inline enum parse_kind parse_ipv4(const struct pkt *pkt, struct 
 	if (tot_len < hdr_len || c->offset + tot_len > pkt->len)
 		return PARSE_MALFORMED;
 
+	p->ipv4 = 1;
+	p->l3_offset = c->offset;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;

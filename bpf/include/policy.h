@@ -59,56 +59,66 @@ static __always_inline const struct bpfnet_config *config_or_empty(void)
 	return cfg ? cfg : &empty_config;
 }
 
-/* Rows 1-7: every packet a container sends, seen on its bridge port. */
-static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt)
+/* The verdict for a parsed IPv4/IPv6 packet (docs/verdicts.md, "Port program"). */
+static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet_config *cfg,
+							     enum parse_kind kind,
+							     const struct parsed *p)
 {
-	const struct bpfnet_config *cfg;
-	struct parsed p = {};
-	enum parse_kind kind;
-
-	kind = parse_frame(pkt, &p);
-	if (kind == PARSE_MALFORMED)
-		return BPFNET_DROP_MALFORMED;
-	if (kind == PARSE_OTHER)
-		return BPFNET_PASS_NON_IP;
-
-	cfg = config_or_empty();
 	if (kind == PARSE_IPV6) {
 		/* Containers on the default bridge have no known IPv6 addresses;
 		 * their MACs identify them. Neighbour discovery (multicast) passes. */
 		struct bpfnet_mac_key mac = {};
 
-		if (p.dst_mac[0] & 1)
+		if (p->dst_mac[0] & 1)
 			return BPFNET_PASS_IPV6;
-		__builtin_memcpy(mac.mac, p.dst_mac, sizeof(mac.mac));
+		__builtin_memcpy(mac.mac, p->dst_mac, sizeof(mac.mac));
 		if (!bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac))
 			return BPFNET_PASS_IPV6;
 		return (cfg->flags & BPFNET_CFG_ICC) ? BPFNET_PASS_ICC : BPFNET_DROP_ICC;
 	}
 
-	if (p.daddr == cfg->bridge_addr)
+	if (p->daddr == cfg->bridge_addr)
 		return BPFNET_PASS_HOST;
-	if (!in_bridge_subnet(cfg, p.daddr) && !is_multicast_or_broadcast(p.daddr) &&
-	    !is_container(p.daddr))
+	if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
+	    !is_container(p->daddr))
 		return BPFNET_PASS_OUTSIDE;
 	if (cfg->flags & BPFNET_CFG_ICC)
 		return BPFNET_PASS_ICC;
 
-	if (p.nonfirst_fragment) {
+	if (p->nonfirst_fragment) {
 		/* No ports here: admit fragments only between a linked pair. */
-		if (link_rule_exists(p.saddr, p.daddr, 0, p.proto, BPFNET_LINK_PAIR))
+		if (link_rule_exists(p->saddr, p->daddr, 0, p->proto, BPFNET_LINK_PAIR))
 			return BPFNET_PASS_LINK_FRAGMENT;
 		return BPFNET_DROP_ICC;
 	}
-	if (p.has_ports) {
-		if (link_rule_exists(p.saddr, p.daddr, p.dport, p.proto, BPFNET_LINK_FORWARD))
+	if (p->has_ports) {
+		if (link_rule_exists(p->saddr, p->daddr, p->dport, p->proto, BPFNET_LINK_FORWARD))
 			return BPFNET_PASS_LINK;
 		/* Docker's reverse rule is stateless: any packet from an exposed
 		 * source port of the child to its parent passes (row 5). */
-		if (link_rule_exists(p.saddr, p.daddr, p.sport, p.proto, BPFNET_LINK_REVERSE))
+		if (link_rule_exists(p->saddr, p->daddr, p->sport, p->proto, BPFNET_LINK_REVERSE))
 			return BPFNET_PASS_LINK_REVERSE;
 	}
 	return BPFNET_DROP_ICC;
+}
+
+/*
+ * Rows 1-7: every packet a container sends, seen on its bridge port. `p`
+ * (zeroed by the caller) receives the parsed headers and `cfg` the policy,
+ * for the fast path that follows an allowed verdict.
+ */
+static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt, struct parsed *p,
+						      const struct bpfnet_config **cfg)
+{
+	enum parse_kind kind;
+
+	*cfg = config_or_empty();
+	kind = parse_frame(pkt, p);
+	if (kind == PARSE_MALFORMED)
+		return BPFNET_DROP_MALFORMED;
+	if (kind == PARSE_OTHER)
+		return BPFNET_PASS_NON_IP;
+	return port_policy_parsed(*cfg, kind, p);
 }
 
 static __always_inline int source_allowed(__u32 ifindex, __be32 saddr)

@@ -1,0 +1,507 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// What the XDP fast paths need from the interfaces around them, arranged as
+// bpfnet attaches and undone as it detaches (docs/verdicts.md, "Fast path"):
+//
+// - A frame redirected by XDP to a container's port (the host-side veth)
+//   is handed to the container's eth0 through veth's ndo_xdp_xmit, which only
+//   delivers when that eth0 has NAPI; otherwise the kernel drops it silently
+//   (xdp:xdp_redirect_err, err -95). bpfnet turns GRO on at the container's
+//   eth0, which gives it NAPI, and only then marks the port NAPI in bn_fp_ifs
+//   (the ext program's gate) and puts it into the port object's bn_fp_tx
+//   DEVMAP (the XDP port hook's redirect map; not pinned, see port.bpf.c, so
+//   every process that loads the objects fills its own from the records). GRO rather than an XDP_PASS program on eth0: an XDP program there
+//   would strip GSO from the host side of the pair, turn every skb the bridge
+//   delivers into an xdp_buff first, limit the MTU, and take the container's
+//   own XDP slot; GRO does none of that and only adds receive aggregation.
+// - A veth hands an skb with a partial checksum (CHECKSUM_PARTIAL, what a
+//   container's socket sends when the device offloads checksums) to XDP
+//   without completing it; redirected as a frame, it arrives corrupt and the
+//   receiver drops it. With the XDP port hook, bpfnet switches tx checksum
+//   offload off at the container's eth0, so its frames carry full checksums
+//   (FULL_CSUM). An ext interface is FULL_CSUM when it is no veth, or a veth
+//   whose peer already computes checksums; bpfnet never changes the outside.
+//   (tc's bpf_redirect_peer moves the skb itself and needs neither.)
+//
+// Each change is recorded in the pinned bn_fp_ifs map before it is made, so
+// `unload`, even after a crashed `load`, reverts exactly what bpfnet changed.
+// The veth peer lives in another network namespace: its ifindex and namespace
+// id come from rtnetlink (IFLA_LINK, IFLA_LINK_NETNSID); the namespace id is
+// matched to a namespace file by asking RTM_GETNSID about each candidate
+// (/run/netns/*, /proc/*/ns/net); the peer's settings are then changed with
+// ethtool ioctls from a thread inside that namespace.
+
+import BPF
+import BPFNetCore
+import BPFNetShared
+import Foundation
+import Logging
+import SystemPackage
+
+/// What one interface should have arranged.
+struct FastPathRequirement: Hashable {
+    enum Role: Hashable {
+        /// A container's host-side veth: XDP redirect target (GRO at the peer);
+        /// with `fullChecksum`, also an XDP redirect source (tx csum off at the peer).
+        case containerPort(fullChecksum: Bool)
+        /// An external interface: XDP redirect source when its frames carry full checksums.
+        case external
+    }
+
+    var interface: String
+    var role: Role
+}
+
+/// `struct bpfnet_fp_if` as Swift.
+struct FastPathInterfaceRecord: Hashable {
+    var flags: UInt32
+    var peerIfindex: UInt32
+    var mac: [UInt8]
+
+    init(flags: UInt32 = 0, peerIfindex: UInt32 = 0, mac: [UInt8] = [0, 0, 0, 0, 0, 0]) {
+        self.flags = flags
+        self.peerIfindex = peerIfindex
+        self.mac = mac
+    }
+
+    init(_ c: bpfnet_fp_if) {
+        flags = c.flags
+        peerIfindex = c.peer_ifindex
+        mac = [c.mac.0, c.mac.1, c.mac.2, c.mac.3, c.mac.4, c.mac.5]
+    }
+
+    var cValue: bpfnet_fp_if {
+        var c = bpfnet_fp_if()
+        c.flags = flags
+        c.peer_ifindex = peerIfindex
+        let m = mac.count == 6 ? mac : [0, 0, 0, 0, 0, 0]
+        c.mac = (m[0], m[1], m[2], m[3], m[4], m[5])
+        return c
+    }
+
+    func has(_ flag: bpfnet_fp_if_flags) -> Bool { flags & flag.rawValue != 0 }
+    mutating func set(_ flag: bpfnet_fp_if_flags, _ on: Bool) {
+        if on { flags |= flag.rawValue } else { flags &= ~flag.rawValue }
+    }
+}
+
+/// The pinned bn_fp_ifs map, the loaded port object's bn_fp_tx DEVMAP, and
+/// the changes behind them.
+struct FastPathInterfaces {
+    let records: BPFMap<UInt32, bpfnet_fp_if>
+    /// nil in a process that has not loaded the objects (`unload`): the map
+    /// goes with the programs.
+    let targets: BPFMap<UInt32, UInt32>?
+    let logger: Logger
+
+    init(pinnedAt pinPath: FilePath, targets: BPFMap<UInt32, UInt32>?, logger: Logger) throws {
+        records = try BPFMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)))
+        self.targets = targets
+        self.logger = logger
+    }
+
+    /// What each interface has now, by ifindex.
+    func current() throws -> [UInt32: FastPathInterfaceRecord] {
+        var result: [UInt32: FastPathInterfaceRecord] = [:]
+        for (key, value) in try records.entries() { result[key] = FastPathInterfaceRecord(value) }
+        return result
+    }
+
+    /// Arranges what `desired` asks for and undoes it where it no longer does.
+    /// Never throws for one interface that cannot be arranged: that interface
+    /// simply is no fast-path source/target (the programs then take the
+    /// normal path and count why); the problems are returned for the log.
+    @discardableResult
+    func reconcile(desired: [UInt32: FastPathRequirement]) throws -> [String] {
+        var problems: [String] = []
+        let peers = PeerLocator()
+        let existing = try current()
+        for (ifindex, requirement) in desired.sorted(by: { $0.key < $1.key }) {
+            do {
+                try arrange(ifindex, requirement, previous: existing[ifindex], peers: peers)
+            } catch {
+                problems.append("\(requirement.interface): \(error)")
+                logger.warning("fast path: \(requirement.interface) is no XDP fast-path endpoint: \(error)")
+            }
+        }
+        for (ifindex, record) in existing.sorted(by: { $0.key < $1.key }) where desired[ifindex] == nil {
+            do {
+                try release(ifindex, record, peers: peers)
+            } catch {
+                problems.append("if\(ifindex): \(error)")
+                logger.warning("fast path: undoing changes on if\(ifindex): \(error)")
+            }
+        }
+        return problems
+    }
+
+    /// Undoes everything recorded (unload, or the fast path switched off).
+    func releaseAll() throws {
+        let peers = PeerLocator()
+        var problems: [String] = []
+        for (ifindex, record) in try current().sorted(by: { $0.key < $1.key }) {
+            do { try release(ifindex, record, peers: peers) } catch { problems.append("if\(ifindex): \(error)") }
+        }
+        guard problems.isEmpty else {
+            throw DataplaneError.runtime("fast path: could not undo every change: " + problems.joined(separator: "; "))
+        }
+    }
+
+    // MARK: one interface
+
+    private func write(_ ifindex: UInt32, _ record: FastPathInterfaceRecord) throws {
+        try records.update(ifindex, record.cValue)
+    }
+
+    private func arrange(_ ifindex: UInt32, _ requirement: FastPathRequirement,
+                         previous: FastPathInterfaceRecord?, peers: PeerLocator) throws {
+        let link = try RouteNetlink().link(index: Int32(bitPattern: ifindex))
+        guard let link else { throw DataplaneError.runtime("no interface with index \(ifindex)") }
+        var record = previous ?? FastPathInterfaceRecord()
+        record.mac = link.address.count == 6 ? link.address : record.mac
+
+        switch requirement.role {
+        case .external:
+            // Never changed, only inspected: the far side of an ext_if is the outside.
+            var full = true
+            if Ethtool.driver(link.name) == "veth" {
+                let peer = try peers.peer(of: link)
+                full = try peer.namespace.run { try !Ethtool.get(peer.name, .txChecksum) }
+                record.peerIfindex = UInt32(peer.index)
+            }
+            record.set(BPFNET_FP_IF_FULL_CSUM, full)
+            try write(ifindex, record)
+
+        case .containerPort(let fullChecksum):
+            let peer = try peers.peer(of: link)
+            record.peerIfindex = UInt32(peer.index)
+            // GRO at the peer (NAPI): recorded before it is changed.
+            let groOn = try peer.namespace.run { try Ethtool.get(peer.name, .gro) }
+            if !groOn {
+                record.set(BPFNET_FP_IF_SET_GRO, true)
+                try write(ifindex, record)
+                try peer.namespace.run { try Ethtool.set(peer.name, .gro, true) }
+            }
+            let napi = try peer.namespace.run { try Ethtool.get(peer.name, .gro) }
+            // Tx checksum offload off at the peer, for the XDP port hook only.
+            var full = false
+            if fullChecksum {
+                let offloading = try peer.namespace.run { try Ethtool.get(peer.name, .txChecksum) }
+                if offloading {
+                    record.set(BPFNET_FP_IF_SET_TX_CSUM, true)
+                    try write(ifindex, record)
+                    try peer.namespace.run { try Ethtool.set(peer.name, .txChecksum, false) }
+                }
+                full = try peer.namespace.run { try !Ethtool.get(peer.name, .txChecksum) }
+            } else if record.has(BPFNET_FP_IF_SET_TX_CSUM) {
+                // The hook went back to tc: give the container its offload back.
+                record.set(BPFNET_FP_IF_FULL_CSUM, false)
+                try write(ifindex, record)
+                try peer.namespace.run { try Ethtool.set(peer.name, .txChecksum, true) }
+                record.set(BPFNET_FP_IF_SET_TX_CSUM, false)
+            }
+            record.set(BPFNET_FP_IF_FULL_CSUM, full)
+            record.set(BPFNET_FP_IF_NAPI, napi)
+            try write(ifindex, record)
+            // The DEVMAP entry last, and only with NAPI in place.
+            if napi {
+                try targets?.update(ifindex, ifindex)
+            } else {
+                _ = try targets?.delete(ifindex)
+                throw DataplaneError.runtime("GRO did not turn on at \(peer.name) in the container's namespace")
+            }
+        }
+    }
+
+    /// Takes the interface out of the fast path, then reverts its peer.
+    private func release(_ ifindex: UInt32, _ record: FastPathInterfaceRecord, peers: PeerLocator) throws {
+        _ = try? targets?.delete(ifindex)
+        var remaining = record
+        remaining.set(BPFNET_FP_IF_NAPI, false)
+        remaining.set(BPFNET_FP_IF_FULL_CSUM, false)
+        if remaining.flags != record.flags { try write(ifindex, remaining) }
+        if record.has(BPFNET_FP_IF_SET_GRO) || record.has(BPFNET_FP_IF_SET_TX_CSUM),
+           let link = try RouteNetlink().link(index: Int32(bitPattern: ifindex)),
+           let peer = try? peers.peer(of: link) {
+            // Only while it is still the same pair (a recycled ifindex is someone else's).
+            if record.peerIfindex == 0 || UInt32(peer.index) == record.peerIfindex {
+                if record.has(BPFNET_FP_IF_SET_GRO) {
+                    try peer.namespace.run { try Ethtool.set(peer.name, .gro, false) }
+                }
+                if record.has(BPFNET_FP_IF_SET_TX_CSUM) {
+                    try peer.namespace.run { try Ethtool.set(peer.name, .txChecksum, true) }
+                }
+            }
+        }
+        _ = try records.delete(ifindex)
+    }
+}
+
+// MARK: - Finding a veth's peer
+
+/// A veth peer: its namespace, ifindex and name there.
+struct VethPeer {
+    var namespace: NetworkNamespace
+    var index: Int32
+    var name: String
+}
+
+/// Resolves the peer of a veth through IFLA_LINK / IFLA_LINK_NETNSID.
+final class PeerLocator {
+    /// nsid (as seen from bpfnet's namespace) → namespace file, built on first use.
+    private var namespaces: [Int32: FilePath]?
+
+    func peer(of link: RouteNetlink.Link) throws -> VethPeer {
+        guard let peerIndex = link.link, peerIndex != 0, peerIndex != link.index else {
+            throw DataplaneError.runtime("\(link.name) has no peer (not a veth)")
+        }
+        let namespace: NetworkNamespace
+        if let nsid = link.linkNetnsid, nsid >= 0 {
+            guard let path = try namespacePath(nsid: nsid) else {
+                throw DataplaneError.runtime("the namespace of \(link.name)'s peer (nsid \(nsid)) has no process "
+                    + "and no /run/netns name bpfnet could open")
+            }
+            namespace = try NetworkNamespace(path: path)
+        } else {
+            namespace = try NetworkNamespace.current()
+        }
+        let name = try namespace.run { () throws -> String in
+            // Another interface may carry that ifindex there: it must point back.
+            guard let inner = try RouteNetlink().link(index: peerIndex), inner.link == link.index else {
+                throw DataplaneError.runtime("ifindex \(peerIndex) in \(namespace.path) is not \(link.name)'s peer")
+            }
+            return inner.name
+        }
+        return VethPeer(namespace: namespace, index: peerIndex, name: name)
+    }
+
+    private func namespacePath(nsid: Int32) throws -> FilePath? {
+        if namespaces == nil { namespaces = try Self.scan() }
+        return namespaces?[nsid]
+    }
+
+    /// Every namespace bpfnet can open, keyed by the nsid this namespace gives it.
+    private static func scan() throws -> [Int32: FilePath] {
+        var candidates: [String] = []
+        let manager = FileManager.default
+        if let names = try? manager.contentsOfDirectory(atPath: "/run/netns") {
+            candidates += names.sorted().map { "/run/netns/\($0)" }
+        }
+        if let pids = try? manager.contentsOfDirectory(atPath: "/proc") {
+            candidates += pids.filter { $0.allSatisfy(\.isNumber) }.map { "/proc/\($0)/ns/net" }
+        }
+        var seen = Set<[UInt64]>()
+        var result: [Int32: FilePath] = [:]
+        let netlink = try RouteNetlink()
+        for path in candidates {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0, seen.insert([UInt64(info.st_dev), UInt64(info.st_ino)]).inserted else { continue }
+            if let nsid = try? netlink.nsid(ofNamespaceFD: fd), nsid >= 0, result[nsid] == nil {
+                result[nsid] = FilePath(path)
+            }
+        }
+        return result
+    }
+}
+
+// MARK: - ethtool
+
+/// The few ethtool ioctls needed (SIOCETHTOOL, legacy get/set commands).
+enum Ethtool {
+    enum Feature {
+        case gro, txChecksum
+
+        var getCommand: UInt32 { self == .gro ? 0x2b : 0x16 }  // ETHTOOL_GGRO, ETHTOOL_GTXCSUM
+        var setCommand: UInt32 { self == .gro ? 0x2c : 0x17 }  // ETHTOOL_SGRO, ETHTOOL_STXCSUM
+        var name: String { self == .gro ? "GRO" : "tx checksum offload" }
+    }
+
+    private static let siocEthtool: UInt = 0x8946
+    private static let getDriverInfo: UInt32 = 0x3  // ETHTOOL_GDRVINFO
+    private static let driverInfoSize = 196  // struct ethtool_drvinfo
+
+    static func get(_ interface: String, _ feature: Feature) throws -> Bool {
+        var value: [UInt32] = [feature.getCommand, 0]  // struct ethtool_value
+        try value.withUnsafeMutableBytes { try ioctl(interface, $0.baseAddress!, what: "reading \(feature.name)") }
+        return value[1] != 0
+    }
+
+    static func set(_ interface: String, _ feature: Feature, _ on: Bool) throws {
+        var value: [UInt32] = [feature.setCommand, on ? 1 : 0]
+        try value.withUnsafeMutableBytes {
+            try ioctl(interface, $0.baseAddress!, what: "turning \(feature.name) \(on ? "on" : "off")")
+        }
+    }
+
+    /// The driver's name ("veth"), or nil when the device does not say.
+    static func driver(_ interface: String) -> String? {
+        var info = [UInt8](repeating: 0, count: driverInfoSize)
+        withUnsafeBytes(of: getDriverInfo) { info.replaceSubrange(0..<4, with: $0) }
+        let ok = info.withUnsafeMutableBytes { buffer in
+            (try? ioctl(interface, buffer.baseAddress!, what: "reading the driver")) != nil
+        }
+        guard ok else { return nil }
+        return String(decoding: info[4..<36].prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    private static func ioctl(_ interface: String, _ data: UnsafeMutableRawPointer, what: String) throws {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw DataplaneError.system("socket(AF_INET) for ethtool", errno: errno) }
+        defer { close(fd) }
+        var request = ifreq()
+        let bytes = Array(interface.utf8.prefix(Int(IFNAMSIZ) - 1))
+        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { name in
+            for (index, byte) in bytes.enumerated() { name[index] = byte }
+        }
+        request.ifr_ifru.ifru_data = data.assumingMemoryBound(to: CChar.self)
+        let result = withUnsafeMutablePointer(to: &request) { Glibc.ioctl(fd, siocEthtool, $0) }
+        guard result == 0 else {
+            throw DataplaneError.system("ethtool: \(what) of \(interface)", errno: errno)
+        }
+    }
+}
+
+// MARK: - rtnetlink
+
+/// A NETLINK_ROUTE socket of the calling thread's namespace: RTM_GETLINK for
+/// one device, RTM_GETNSID for a namespace fd. (DockerWatcher has its own,
+/// smaller one; the dataplane does not depend on it.)
+final class RouteNetlink {
+    struct Link {
+        var index: Int32
+        var name: String = ""
+        var address: [UInt8] = []
+        /// IFLA_LINK: a veth's peer ifindex (in the peer's namespace).
+        var link: Int32?
+        /// IFLA_LINK_NETNSID: the peer's namespace, as an id of this namespace.
+        var linkNetnsid: Int32?
+    }
+
+    private static let rtmNewLink: UInt16 = 16, rtmGetLink: UInt16 = 18
+    private static let rtmNewNSID: UInt16 = 88, rtmGetNSID: UInt16 = 90
+    private static let nlmsgError: UInt16 = 2, nlmsgDone: UInt16 = 3
+    private static let requestFlag: UInt16 = 1
+    private static let iflaAddress: UInt16 = 1, iflaIfname: UInt16 = 3, iflaLink: UInt16 = 5
+    private static let iflaExtMask: UInt16 = 29, iflaLinkNetnsid: UInt16 = 37
+    private static let netnsaNSID: UInt16 = 1, netnsaFD: UInt16 = 3
+    private static let skipStats: UInt32 = 1 << 3  // RTEXT_FILTER_SKIP_STATS
+
+    private let fd: Int32
+    private var sequence: UInt32 = 0
+
+    init() throws {
+        fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw DataplaneError.system("socket(AF_NETLINK, NETLINK_ROUTE)", errno: errno) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// RTM_GETLINK by index; nil when there is no such device.
+    func link(index: Int32) throws -> Link? {
+        var body: [UInt8] = [UInt8(AF_UNSPEC), 0]
+        append(&body, UInt16(0))  // ifi_type
+        append(&body, index)
+        append(&body, UInt32(0))  // ifi_flags
+        append(&body, UInt32(0))  // ifi_change
+        attribute(&body, Self.iflaExtMask, bytes(Self.skipStats))
+        guard let (type, payload) = try request(Self.rtmGetLink, body, what: "RTM_GETLINK \(index)"),
+              type == Self.rtmNewLink, payload.count >= 16 else { return nil }
+        var link = Link(index: load(Int32.self, payload, 4))
+        for (kind, value) in attributes(payload, from: 16) {
+            switch kind {
+            case Self.iflaIfname: link.name = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)
+            case Self.iflaAddress: link.address = value
+            case Self.iflaLink where value.count >= 4: link.link = load(Int32.self, value, 0)
+            case Self.iflaLinkNetnsid where value.count >= 4: link.linkNetnsid = load(Int32.self, value, 0)
+            default: break
+            }
+        }
+        return link
+    }
+
+    /// RTM_GETNSID: the id this namespace gives the namespace `fd` refers to
+    /// (-1 when it has none); nil when the kernel does not answer with one.
+    func nsid(ofNamespaceFD namespaceFD: Int32) throws -> Int32? {
+        var body: [UInt8] = [UInt8(AF_UNSPEC), 0, 0, 0]  // struct rtgenmsg, padded
+        attribute(&body, Self.netnsaFD, bytes(UInt32(bitPattern: namespaceFD)))
+        guard let (type, payload) = try request(Self.rtmGetNSID, body, what: "RTM_GETNSID"),
+              type == Self.rtmNewNSID else { return nil }
+        for (kind, value) in attributes(payload, from: 4) where kind == Self.netnsaNSID && value.count >= 4 {
+            return load(Int32.self, value, 0)
+        }
+        return nil
+    }
+
+    /// Sends one request and returns the first answer's type and payload (nil on ENODEV/ENOENT).
+    private func request(_ type: UInt16, _ body: [UInt8], what: String) throws -> (UInt16, [UInt8])? {
+        sequence &+= 1
+        var message: [UInt8] = []
+        append(&message, UInt32(16 + body.count))
+        append(&message, type)
+        append(&message, Self.requestFlag)
+        append(&message, sequence)
+        append(&message, UInt32(0))
+        message += body
+        let sent = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        guard sent == message.count else { throw DataplaneError.system("netlink \(what): send", errno: errno) }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard received > 0 else { throw DataplaneError.system("netlink \(what): receive", errno: errno) }
+            var offset = 0
+            while offset + 16 <= received {
+                let length = Int(load(UInt32.self, buffer, offset))
+                let kind = load(UInt16.self, buffer, offset + 4)
+                let seq = load(UInt32.self, buffer, offset + 8)
+                guard length >= 16, offset + length <= received else { break }
+                defer { offset += (length + 3) & ~3 }
+                guard seq == sequence else { continue }
+                if kind == Self.nlmsgError {
+                    let code = -load(Int32.self, buffer, offset + 16)
+                    if code == 0 { continue }
+                    if code == ENODEV || code == ENOENT { return nil }
+                    throw DataplaneError.system("netlink \(what)", errno: code)
+                }
+                if kind == Self.nlmsgDone { return nil }
+                return (kind, Array(buffer[(offset + 16)..<(offset + length)]))
+            }
+        }
+    }
+
+    private func attributes(_ payload: [UInt8], from start: Int) -> [(UInt16, [UInt8])] {
+        var result: [(UInt16, [UInt8])] = []
+        var offset = start
+        while offset + 4 <= payload.count {
+            let length = Int(load(UInt16.self, payload, offset))
+            let kind = load(UInt16.self, payload, offset + 2) & 0x3FFF
+            guard length >= 4, offset + length <= payload.count else { break }
+            result.append((kind, Array(payload[(offset + 4)..<(offset + length)])))
+            offset += (length + 3) & ~3
+        }
+        return result
+    }
+
+    private func attribute(_ message: inout [UInt8], _ kind: UInt16, _ payload: [UInt8]) {
+        append(&message, UInt16(4 + payload.count))
+        append(&message, kind)
+        message += payload
+        message += [UInt8](repeating: 0, count: ((payload.count + 3) & ~3) - payload.count)
+    }
+}
+
+private func bytes<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+    withUnsafeBytes(of: value) { Array($0) }
+}
+
+private func append<T: FixedWidthInteger>(_ message: inout [UInt8], _ value: T) {
+    message += bytes(value)
+}
+
+private func load<T: FixedWidthInteger>(_ type: T.Type, _ buffer: [UInt8], _ offset: Int) -> T {
+    buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+}
