@@ -269,7 +269,7 @@ public struct ReferenceDataplane: Sendable {
                 } else {
                     verdict = isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.forwardAccept) : .drop(.source)
                 }
-            } else if let dport = packet.destinationPort,
+            } else if let dport = packet.destinationPort, !d.isMulticast, !d.isLimitedBroadcast,
                       state.published[PublishedKey(hostAddress: d, hostPort: dport, proto: packet.proto)] != nil
                         || state.published[PublishedKey(hostAddress: .any, hostPort: dport, proto: packet.proto)] != nil {
                 // 2. A published port (row 8), before DNAT.

@@ -230,7 +230,7 @@ final class DifferentialTests: XCTestCase {
                             runs += 1
                             let slot = hook.program.counterIndex(expected.reason)
                             model.count(slot, bytes: length)
-                            if code == hook.returnCode(expected.action),
+                            if hook.action(of: code) == expected.action,
                                try kernelPackets(slot) &- start[slot].packets == kernelMirror.packets[slot] &+ 1 {
                                 kernelMirror.count(slot, bytes: length)
                                 return

@@ -105,9 +105,11 @@ final class ExtPolicyTests: TestRunTestCase {
         try apply(icc: false, forward: .drop)
         expectExt(everyIngress, tcp(refused, bridgeEndpoint, 50000, 22), .pass(.local), "the bridge address, ssh")
         expectExt(everyIngress, udp(refused, endpoint(IPv4Address(239, 255, 255, 250)), 1900, 1900), .pass(.local), "multicast")
-        // ... but a wildcard published port is enforced on it like on any non-container address (fail-closed).
-        expectExt([ext0], udp(refused, endpoint(IPv4Address(224, 0, 0, 251)), 5353, 5353), .drop(.source),
+        // ... and a wildcard published port does not cover it: Docker DNATs only local unicast addresses.
+        expectExt([ext0], udp(refused, endpoint(IPv4Address(224, 0, 0, 251)), 5353, 5353), .pass(.local),
                   "multicast to the published 5353/udp")
+        expectExt([ext0], udp(refused, endpoint(IPv4Address(255, 255, 255, 255)), 5353, 5353), .pass(.local),
+                  "broadcast to the published 5353/udp")
         expectExt(everyIngress, udp(refused, endpoint(IPv4Address(255, 255, 255, 255)), 68, 67), .pass(.local), "limited broadcast")
         expectExt(everyIngress, tcp(refused, endpoint(IPv4Address(10, 88, 1, 2)), 50000, 80), .pass(.local),
                   "just outside the bridge subnet")

@@ -196,7 +196,7 @@ class TestRunTestCase: XCTestCase {
                 return
             }
             let after = try rig.counters()
-            XCTAssertEqual(code, hook.returnCode(expected.action),
+            XCTAssertEqual(hook.action(of: code), expected.action,
                            "\(context): return code \(code), expected \(hook.returnCode(expected.action)) (\(expected))\n"
                                + hexDump(frame), file: file, line: line)
             let changed = after.indices.filter { after[$0].packets != before[$0].packets || after[$0].bytes != before[$0].bytes }

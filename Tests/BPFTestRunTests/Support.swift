@@ -227,10 +227,13 @@ enum Hook: Hashable, CustomStringConvertible {
     }
 
     /// The action a return code stands for; nil for codes the programs never return.
+    /// A redirect is a pass delivered by the fast path around the bridge
+    /// (docs/verdicts.md "Fast path": delivery, not verdicts).
     func action(of code: UInt32) -> Verdict.Action? {
         switch code {
         case returnCode(.pass): .pass
         case returnCode(.drop): .drop
+        case isTC ? UInt32(TC_ACT_REDIRECT) : UInt32(XDP_REDIRECT.rawValue): .pass
         default: nil
         }
     }

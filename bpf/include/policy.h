@@ -168,9 +168,12 @@ static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_co
 		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_FORWARD : BPFNET_DROP_SOURCE;
 	}
 	/* Matched before DNAT on host address and host port (row 8). A wildcard
-	 * binding is enforced for every non-container destination: fail-closed,
-	 * no tracking of the host's own addresses needed. */
-	if (p->has_ports && is_published(p->daddr, p->dport, p->proto))
+	 * binding is enforced for every unicast non-container destination:
+	 * fail-closed, no tracking of the host's own addresses needed. Multicast
+	 * and broadcast are never DNATed (Docker's DNAT wants a local address),
+	 * so mDNS and the like stay the host's business (row 11). */
+	if (p->has_ports && !is_multicast_or_broadcast(p->daddr) &&
+	    is_published(p->daddr, p->dport, p->proto))
 		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_PUBLISHED : BPFNET_DROP_SOURCE;
 	return BPFNET_PASS_LOCAL;
 }
