@@ -27,6 +27,7 @@
  */
 #include "ctx.h"
 #include "counters.h"
+#include "drops.h"
 #include "fastpath.h"
 #include "policy.h"
 
@@ -236,8 +237,10 @@ int bpfnet_ext_xdp(struct xdp_md *xdp)
 
 	pkt_from_xdp(xdp, &pkt);
 	reason = ext_policy(xdp, &pkt, &p, &cfg);
-	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt) == PKT_DROP)
+	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt) == PKT_DROP) {
+		report_drop(BPFNET_PROG_EXT_XDP, reason, &pkt, &p, xdp->ingress_ifindex);
 		return XDP_DROP;
+	}
 
 	event = ext_fast_path(xdp, cfg, &p, reason, &port);
 	if (event == BPFNET_FP_HIT) {

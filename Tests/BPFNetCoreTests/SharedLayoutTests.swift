@@ -20,6 +20,8 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_counter>.size, 16)
         XCTAssertEqual(MemoryLayout<bpfnet_attach_key>.size, 8)
         XCTAssertEqual(MemoryLayout<bpfnet_attach_value>.size, 8)
+        XCTAssertEqual(MemoryLayout<bpfnet_drop_event>.size, 32)
+        XCTAssertEqual(MemoryLayout<bpfnet_drop_rate>.size, 32)
     }
 
     func testStridesHaveNoTailPadding() {

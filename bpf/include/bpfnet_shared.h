@@ -39,6 +39,8 @@
 #define BPFNET_MAP_FP_COUNTERS bn_fp_counters /* PERCPU_ARRAY: fast-path events         */
 #define BPFNET_MAP_FP_IFS     bn_fp_ifs     /* HASH: __u32 ifindex -> bpfnet_fp_if       */
 #define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH (port object, not pinned): ifindex -> ifindex */
+#define BPFNET_MAP_DROPS      bn_drops      /* RINGBUF: struct bpfnet_drop_event (sampled) */
+#define BPFNET_MAP_DROP_RATE  bn_drop_rate  /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -313,6 +315,46 @@ struct bpfnet_attach_value {
 };
 _Static_assert(sizeof(struct bpfnet_attach_value) == 8, "bpfnet_attach_value layout");
 
+/* ------------------------------------------------------------------------ */
+/* bn_drops: drop events for `bpfnet monitor`. Sampled by a per-CPU rate     */
+/* limit so that a flood of drops costs the ring (and the reader) a bounded   */
+/* amount: at most BPFNET_DROP_EVENTS_PER_SEC events per CPU and second; the  */
+/* rest are counted as suppressed. The counters stay exact either way.        */
+/* ------------------------------------------------------------------------ */
+
+#define BPFNET_DROP_RING_BYTES      (256 * 1024)
+#define BPFNET_DROP_EVENTS_PER_SEC  1024
+
+struct bpfnet_drop_event {
+	__u64  timestamp_ns;    /* bpf_ktime_get_ns() (CLOCK_MONOTONIC)                */
+	__u32  ifindex;         /* where the packet came in                            */
+	__u8   program;         /* enum bpfnet_program                                 */
+	__u8   reason;          /* enum bpfnet_reason (a drop)                         */
+	__u8   proto;           /* IPv4 protocol, 0 when not IPv4                      */
+	__u8   flags;           /* BPFNET_DROP_F_*                                     */
+	__be32 saddr;           /* IPv4 only, else 0                                   */
+	__be32 daddr;
+	__be16 sport;           /* when BPFNET_DROP_F_PORTS                            */
+	__be16 dport;
+	__u32  len;             /* frame length                                        */
+};
+_Static_assert(sizeof(struct bpfnet_drop_event) == 32, "bpfnet_drop_event layout");
+
+enum bpfnet_drop_event_flags {
+	BPFNET_DROP_F_IPV4     = 1u << 0, /* saddr/daddr/proto are valid */
+	BPFNET_DROP_F_PORTS    = 1u << 1, /* sport/dport are valid       */
+	BPFNET_DROP_F_FRAGMENT = 1u << 2, /* a non-first IPv4 fragment   */
+};
+
+/* Per-CPU rate limiter state for bn_drops. */
+struct bpfnet_drop_rate {
+	__u64 window_start_ns;  /* start of the current one-second window */
+	__u64 emitted;          /* events written in this window          */
+	__u64 suppressed;       /* events left out since the map was made */
+	__u64 lost;             /* events the full ring could not take    */
+};
+_Static_assert(sizeof(struct bpfnet_drop_rate) == 32, "bpfnet_drop_rate layout");
+
 /* tc filter identity used for every port attachment (clsact ingress). */
 #define BPFNET_TC_HANDLE   0xb9f
 #define BPFNET_TC_PRIORITY 0xb9f
@@ -335,6 +377,8 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_FP_COUNTERS,
 	BPFNET_MAP_ID_FP_IFS,
 	BPFNET_MAP_ID_FP_TX,
+	BPFNET_MAP_ID_DROPS,
+	BPFNET_MAP_ID_DROP_RATE,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -354,6 +398,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 	case BPFNET_MAP_ID_FP_COUNTERS: return BPFNET_XSTR(BPFNET_MAP_FP_COUNTERS);
 	case BPFNET_MAP_ID_FP_IFS:     return BPFNET_XSTR(BPFNET_MAP_FP_IFS);
 	case BPFNET_MAP_ID_FP_TX:      return BPFNET_XSTR(BPFNET_MAP_FP_TX);
+	case BPFNET_MAP_ID_DROPS:      return BPFNET_XSTR(BPFNET_MAP_DROPS);
+	case BPFNET_MAP_ID_DROP_RATE:  return BPFNET_XSTR(BPFNET_MAP_DROP_RATE);
 	case BPFNET_MAP_ID_COUNT:      break;
 	}
 	return "";

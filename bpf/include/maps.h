@@ -114,6 +114,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_FP_IFS SEC(".maps");
 
+/* Sampled drop events for `bpfnet monitor`, and their per-CPU rate limit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BPFNET_DROP_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_DROPS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpfnet_drop_rate);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_DROP_RATE SEC(".maps");
+
 static __always_inline struct bpfnet_config *config_get(void)
 {
 	__u32 zero = 0;
