@@ -118,6 +118,7 @@ public final class BPFDataplane: Dataplane {
         let counters = try CounterReader(pinnedAt: pinPath).read()
         var status = DataplaneStatus(backend: backend.rawValue, state: state) { HostSystem.interfaceName($0) }
         status.setCounters(slots: counters)
+        status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status
     }
 
@@ -129,6 +130,12 @@ public final class BPFDataplane: Dataplane {
     // MARK: unload
 
     public func unload() throws {
+        // An agent would put back what this removes, into maps nobody sees.
+        let agentFiles = AgentFiles(pinPath: pinPath)
+        if let pid = agentFiles.runningAgentPID() {
+            throw DataplaneError.runtime("bpf: `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step with Docker; "
+                + "stop it first (kill -TERM \(pid)), then unload")
+        }
         var problems: [String] = []
         if isLoaded {
             do {
@@ -151,6 +158,7 @@ public final class BPFDataplane: Dataplane {
             }
         }
         loaded = nil
+        if problems.isEmpty { agentFiles.removeState() }
         guard problems.isEmpty else {
             throw DataplaneError.runtime("bpf: unload incomplete: " + problems.joined(separator: "; "))
         }
