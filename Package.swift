@@ -86,6 +86,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // `bpfnet run`: follows a Docker daemon (DockerWatcher) and keeps a
+        // Dataplane in step with its containers and links.
+        .target(
+            name: "BPFNetAgent",
+            dependencies: [
+                "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // The demo host: a Docker-like host in namespaces, its policy and the
         // verdict the policy table predicts for each probe. Drives `bpfnet
         // demo` and the end-to-end suites.
