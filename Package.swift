@@ -106,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "bpfnet",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost",
+                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "DockerWatcher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
