@@ -142,6 +142,15 @@ let package = Package(
             dependencies: ["DockerWatcher", "BPFNetCore"],
             resources: [.copy("Fixtures")]
         ),
+        // The agent's state machine against a scripted Docker and the
+        // in-memory dataplane (no root).
+        .testTarget(
+            name: "AgentTests",
+            dependencies: [
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost"]
