@@ -22,7 +22,9 @@ enum Pins {
     static func remove(at path: FilePath) throws {
         let manager = FileManager.default
         guard manager.fileExists(atPath: path.string) else { return }
-        for name in try manager.contentsOfDirectory(atPath: path.string) {
+        // The root of a bpffs mount holds the kernel's own maps.debug and
+        // progs.debug (BPF preload); they cannot be unlinked and go with the mount.
+        for name in try manager.contentsOfDirectory(atPath: path.string) where !name.hasSuffix(".debug") {
             try BPFFileSystem.removePin(at: path.appending(name))
         }
         let parent = path.removingLastComponent()
