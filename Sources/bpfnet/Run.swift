@@ -100,7 +100,7 @@ struct Run: AsyncParsableCommand {
                                               logger: Logger(label: "bpfnet.docker")) { client in
                 let agent = DockerAgent(docker: client, dataplane: DataplaneExecutor(dataplane), settings: settings,
                                         resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
-                                        logger: logger, report: { stateWriter.write($0) })
+                                        logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) })
                 let task = Task { try await agent.run() }
                 let signals = SignalHandlers(logger: logger, onStop: { task.cancel() },
                                              onHangup: { Task { await agent.resyncNow(reason: "SIGHUP") } })
