@@ -384,6 +384,7 @@ public actor DockerAgent {
                 if let start = change.start { starts[id] = start }
             }
         }
+        let started = clock.now
         if !refresh.isEmpty {
             let inspected = try await inspect(refresh)
             try await take(inspected, asked: refresh)
@@ -397,7 +398,10 @@ public actor DockerAgent {
                 try await take(children, asked: [], quietNotFound: true)
             }
         }
+        let looked = clock.now - started
         try await applyDesired(reason: "events", starts: starts)
+        let total = clock.now - started
+        logger.debug("\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), applied after \(Self.format(total))")
     }
 
     // MARK: Resync
@@ -595,7 +599,10 @@ public actor DockerAgent {
     /// last applied policy in force and is retried; it does not end the session.
     private func applyDesired(reason: String, starts: [String: StartMark]) async throws {
         guard let settings = effectiveSettings else { return }
+        let building = clock.now
         var desired = build(settings)
+        let built = clock.now - building
+        if built > .milliseconds(20) { logger.debug("policy built in \(Self.format(built))") }
         if desired.policy != lastApplied || needsApply {
             let started = clock.now
             do {
@@ -670,12 +677,12 @@ public actor DockerAgent {
         for name in oldContainers.keys.sorted() where newContainers[name] == nil {
             parts.append("-\(name)")
         }
-        func key(_ link: Link, in policy: Policy?) -> String {
-            let ip = { (name: String) in policy?.containers.first { $0.name == name }?.ip.description ?? "?" }
+        func key(_ link: Link, _ containers: [String: Container]) -> String {
+            let ip = { (name: String) in containers[name]?.ip.description ?? "?" }
             return "\(link.parent)(\(ip(link.parent)))→\(link.child)(\(ip(link.child)))"
         }
-        let oldLinks = Set((old?.links ?? []).map { key($0, in: old) })
-        let newLinks = Set(new.links.map { key($0, in: new) })
+        let oldLinks = Set((old?.links ?? []).map { key($0, oldContainers) })
+        let newLinks = Set(new.links.map { key($0, newContainers) })
         parts += newLinks.subtracting(oldLinks).sorted().map { "+link \($0)" }
         parts += oldLinks.subtracting(newLinks).sorted().map { "-link \($0)" }
         let summary = "\(new.containers.count) containers, \(new.links.count) links"
