@@ -151,6 +151,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `bpfnet run` against a real dockerd, compared with dockerd's own
+        // iptables rules probe by probe (root).
+        .testTarget(
+            name: "DockerEndToEndTests",
+            dependencies: ["BPFNetCore", "NetLab"]
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost"]
