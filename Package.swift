@@ -113,6 +113,17 @@ let package = Package(
         ),
         // Tiny TCP/UDP/ICMP prober run inside namespaces (fixed source ports).
         .executableTarget(name: "bpfnet-probe"),
+        // A full resync of 1,000 containers with links through the agent
+        // (fake Docker; in-memory and, as root, the real pinned dataplane).
+        // A plain executable, apart from the package-benchmark suite.
+        .executableTarget(
+            name: "AgentResyncBenchmark",
+            dependencies: [
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/agent-resync"
+        ),
 
         .testTarget(
             name: "BPFNetCoreTests",
