@@ -153,7 +153,6 @@ public actor DockerAgent {
     struct PendingChange {
         enum Kind { case refresh, remove, destroy }
         var kind: Kind
-        var name: String?
         /// Set by a `start` event, for the latency measurement.
         var start: StartMark?
     }
@@ -332,7 +331,6 @@ public actor DockerAgent {
             var change = pending[id] ?? PendingChange(kind: kind)
             // A destroyed ID never comes back; otherwise the last event decides.
             if change.kind != .destroy { change.kind = kind }
-            if let name = event.containerName { change.name = name }
             switch kind {
             case .refresh where event.action == .start:
                 change.start = StartMark(eventTimeNano: event.timeNano, received: clock.now,
@@ -387,7 +385,7 @@ public actor DockerAgent {
         let started = clock.now
         if !refresh.isEmpty {
             let inspected = try await inspect(refresh)
-            try await take(inspected, asked: refresh)
+            try await take(inspected)
             // A parent that names a child the agent does not follow: ask for the
             // child too (its start may be among the events still to come, or lost).
             let names = Set(tracked.values.map(\.container.name))
@@ -395,7 +393,7 @@ public actor DockerAgent {
                 .flatMap(\.container.links).map(\.child)).subtracting(names)
             if !missingChildren.isEmpty {
                 let children = try await inspect(missingChildren.sorted())
-                try await take(children, asked: [], quietNotFound: true)
+                try await take(children, quietNotFound: true)
             }
         }
         let looked = clock.now - started
@@ -458,7 +456,9 @@ public actor DockerAgent {
         let dropped = Set(tracked.keys).subtracting(fresh.keys).compactMap { tracked[$0]?.container.name }
         tracked = fresh
         let inspectedIn = clock.now - started
-        try await applyDesired(reason: "resync (\(reason))", starts: [:])
+        // Forced: the dataplane diffs against what the kernel holds, so a resync
+        // also repairs drift (a map entry or an attachment someone removed).
+        try await applyDesired(reason: "resync (\(reason))", starts: [:], force: true)
         let duration = clock.now - started
         lastResync = (Date(), duration, tracked.count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
@@ -510,7 +510,7 @@ public actor DockerAgent {
     }
 
     /// Folds inspect answers into `tracked`.
-    private func take(_ inspected: [String: Inspection], asked: [String], quietNotFound: Bool = false) async throws {
+    private func take(_ inspected: [String: Inspection], quietNotFound: Bool = false) async throws {
         var running: [DockerContainer] = []
         for (key, result) in inspected.sorted(by: { $0.key < $1.key }) {
             switch result {
@@ -597,13 +597,13 @@ public actor DockerAgent {
     /// Builds the policy from what the agent follows and applies it; the
     /// dataplane writes only the difference. A failure is logged, leaves the
     /// last applied policy in force and is retried; it does not end the session.
-    private func applyDesired(reason: String, starts: [String: StartMark]) async throws {
+    private func applyDesired(reason: String, starts: [String: StartMark], force: Bool = false) async throws {
         guard let settings = effectiveSettings else { return }
         let building = clock.now
         var desired = build(settings)
         let built = clock.now - building
         if built > .milliseconds(20) { logger.debug("policy built in \(Self.format(built))") }
-        if desired.policy != lastApplied || needsApply {
+        if desired.policy != lastApplied || needsApply || force {
             let started = clock.now
             do {
                 do {
@@ -687,7 +687,9 @@ public actor DockerAgent {
         parts += oldLinks.subtracting(newLinks).sorted().map { "-link \($0)" }
         let summary = "\(new.containers.count) containers, \(new.links.count) links"
         let details = parts.isEmpty ? "" : "; " + parts.joined(separator: ", ")
-        logger.info("applied (\(reason)) in \(Self.format(took)): \(summary)\(details)")
+        // A resync that changed nothing is worth a debug line only.
+        logger.log(level: parts.isEmpty && old != nil ? .debug : .info,
+                   "applied (\(reason)) in \(Self.format(took)): \(summary)\(details)")
     }
 
     private func reportSkipped(_ skipped: [DockerSkippedContainer]) {

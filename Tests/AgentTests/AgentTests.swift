@@ -301,6 +301,22 @@ final class AgentTests: XCTestCase {
         try await harness.stop()
     }
 
+    /// A full resync applies even when the agent's policy did not change: the
+    /// dataplane diffs against what it holds, so drift is repaired.
+    func testResyncRepairsDriftInTheDataplane() async throws {
+        let harness = AgentHarness()
+        standardContainers(harness.docker)
+        harness.start()
+        try await eventually("initial sync") { harness.enforcedLinks.count == 1 }
+        // Someone else changes the dataplane behind the agent's back.
+        try harness.dataplane.apply(Policy(icc: true))
+        XCTAssertTrue(harness.enforcedContainers.isEmpty)
+        await harness.agent.resyncNow(reason: "test")
+        try await eventually("repaired") { harness.enforcedLinks.count == 1 && harness.status?.icc == false }
+        XCTAssertEqual(harness.enforcedContainers, ["web", "client", "lone"])
+        try await harness.stop()
+    }
+
     func testAContainerConnectedToTheBridgeLater() async throws {
         let harness = AgentHarness()
         harness.start()
