@@ -122,7 +122,8 @@ let package = Package(
                 "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            path: "Benchmarks/agent-resync"
+            path: "Benchmarks/agent-resync",
+            exclude: ["README.md"]
         ),
 
         .testTarget(

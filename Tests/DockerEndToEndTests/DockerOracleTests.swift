@@ -267,10 +267,18 @@ final class DockerOracleTests: XCTestCase {
         XCTAssertEqual(second.status, .exited(1), "a second bpfnet run must refuse: \(second.stderr)")
         XCTAssertTrue(second.stderr.contains("already keeps the dataplane") && second.stderr.contains("pid \(agent.pid)"),
                       second.stderr)
+        // A bridge Docker does not use is refused before anything is applied.
+        let otherBridge = try ProcessRunner.run(Command(
+            lab.docker.enter([bpfnet.binary, "run", "--docker-host", dockerd.host, "--bridge", "br-other",
+                              "--pin-path", work + "/pins-other"]),
+            timeout: .seconds(30), environment: bpfnet.environment))
+        XCTAssertEqual(otherBridge.status, .exited(2), otherBridge.stderr)
+        XCTAssertTrue(otherBridge.stderr.contains("bridge br-other was given")
+                      && otherBridge.stderr.contains("Docker's default bridge network is docker0"), otherBridge.stderr)
         let earlyUnload = try bpfnet.run(["unload"])
         XCTAssertEqual(earlyUnload.status, .exited(1))
         XCTAssertTrue(earlyUnload.stderr.contains("stop it first"), earlyUnload.stderr)
-        mark("bpfnet: latency, second agent, unload refused")
+        mark("bpfnet: latency, second agent, other bridge, unload refused")
 
         // The link lifecycle, done right.
         let bpfnetLifecycle = try lifecycle(dockerd: dockerd, image: image, probe: probe, containers: containers,
