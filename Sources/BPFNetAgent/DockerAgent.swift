@@ -374,7 +374,7 @@ public actor DockerAgent {
             switch change.kind {
             case .remove, .destroy:
                 if let gone = tracked.removeValue(forKey: id) {
-                    logger.info("container \(gone.container.name) stopped: its rules go")
+                    logger.info("container \(gone.container.name) stopped or left the bridge: its rules go")
                 }
                 if change.kind == .destroy { portCache.removeValue(forKey: id) }
             case .refresh:
