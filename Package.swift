@@ -86,6 +86,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // `bpfnet run`: follows a Docker daemon (DockerWatcher) and keeps a
+        // Dataplane in step with its containers and links.
+        .target(
+            name: "BPFNetAgent",
+            dependencies: [
+                "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // The demo host: a Docker-like host in namespaces, its policy and the
         // verdict the policy table predicts for each probe. Drives `bpfnet
         // demo` and the end-to-end suites.
@@ -96,13 +106,25 @@ let package = Package(
         .executableTarget(
             name: "bpfnet",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost",
+                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "DockerWatcher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Tiny TCP/UDP/ICMP prober run inside namespaces (fixed source ports).
         .executableTarget(name: "bpfnet-probe"),
+        // A full resync of 1,000 containers with links through the agent
+        // (fake Docker; in-memory and, as root, the real pinned dataplane).
+        // A plain executable, apart from the package-benchmark suite.
+        .executableTarget(
+            name: "AgentResyncBenchmark",
+            dependencies: [
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/agent-resync",
+            exclude: ["README.md"]
+        ),
 
         .testTarget(
             name: "BPFNetCoreTests",
@@ -131,6 +153,21 @@ let package = Package(
             name: "DockerWatcherTests",
             dependencies: ["DockerWatcher", "BPFNetCore"],
             resources: [.copy("Fixtures")]
+        ),
+        // The agent's state machine against a scripted Docker and the
+        // in-memory dataplane (no root).
+        .testTarget(
+            name: "AgentTests",
+            dependencies: [
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `bpfnet run` against a real dockerd, compared with dockerd's own
+        // iptables rules probe by probe (root).
+        .testTarget(
+            name: "DockerEndToEndTests",
+            dependencies: ["BPFNetCore", "NetLab"]
         ),
         .testTarget(
             name: "EndToEndTests",

@@ -115,6 +115,72 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     /// path; docs/verdicts.md "Fast path") → packets; only non-zero counters.
     /// nil when the dataplane has no fast-path counters.
     public var fastPath: [String: [String: UInt64]]?
+    /// `bpfnet run` only: milliseconds from Docker's `start` event of the most
+    /// recently started container to its rules being in the maps. Absent when
+    /// no agent has synced a started container on this pin path.
+    public var lastSyncLatencyMs: Double? = nil
+    /// `bpfnet run` only: what the agent following Docker last reported. Absent
+    /// when no agent has run on this pin path since the last `unload`.
+    public var agent: Agent? = nil
+
+    /// The state of the `bpfnet run` agent (its state file, see docs/agent.md).
+    /// Every field but `running` is what the agent wrote last; a stopped agent's
+    /// values stay until `bpfnet unload`.
+    public struct Agent: Codable, Hashable, Sendable {
+        /// Whether an agent holds the pin path's lock right now.
+        public var running: Bool
+        public var pid: Int32?
+        /// The daemon it follows ("unix:///var/run/docker.sock").
+        public var dockerHost: String
+        /// Whether its event stream was open when it last wrote.
+        public var connected: Bool
+        /// "Docker/20.10.24+dfsg1 (linux)" and the API version it speaks.
+        public var dockerServer: String?
+        public var apiVersion: String?
+        /// ISO 8601 times of the last applied change and the last full resync.
+        public var lastSyncAt: String?
+        public var lastSyncLatencyMs: Double?
+        /// The container whose start `lastSyncLatencyMs` measured.
+        public var lastSyncContainer: String?
+        public var lastResyncAt: String?
+        /// Duration of the last full resync (list, inspect, port lookups, apply).
+        public var lastResyncMs: Double?
+        public var lastResyncContainers: Int?
+        public var resyncs: Int
+        public var reconnects: Int
+        public var eventsHandled: Int
+        public var malformedEvents: Int
+        /// Containers running on the bridge that the agent left out, with why.
+        public var skippedContainers: [String]
+        /// The last failure (Docker unreachable, an apply that failed); nil once it recovered.
+        public var lastError: String?
+
+        public init(running: Bool, pid: Int32? = nil, dockerHost: String, connected: Bool,
+                    dockerServer: String? = nil, apiVersion: String? = nil, lastSyncAt: String? = nil,
+                    lastSyncLatencyMs: Double? = nil, lastSyncContainer: String? = nil,
+                    lastResyncAt: String? = nil, lastResyncMs: Double? = nil, lastResyncContainers: Int? = nil,
+                    resyncs: Int = 0, reconnects: Int = 0, eventsHandled: Int = 0, malformedEvents: Int = 0,
+                    skippedContainers: [String] = [], lastError: String? = nil) {
+            self.running = running
+            self.pid = pid
+            self.dockerHost = dockerHost
+            self.connected = connected
+            self.dockerServer = dockerServer
+            self.apiVersion = apiVersion
+            self.lastSyncAt = lastSyncAt
+            self.lastSyncLatencyMs = lastSyncLatencyMs
+            self.lastSyncContainer = lastSyncContainer
+            self.lastResyncAt = lastResyncAt
+            self.lastResyncMs = lastResyncMs
+            self.lastResyncContainers = lastResyncContainers
+            self.resyncs = resyncs
+            self.reconnects = reconnects
+            self.eventsHandled = eventsHandled
+            self.malformedEvents = malformedEvents
+            self.skippedContainers = skippedContainers
+            self.lastError = lastError
+        }
+    }
 
     public init(backend: String, bridge: String, bridgeAddress: String? = nil, icc: Bool, forwardPolicy: String,
                 ipForward: Bool, loaded: Bool = true, generation: UInt32 = 0, extInterfaces: [ExtInterface] = [],

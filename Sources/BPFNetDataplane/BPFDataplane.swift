@@ -146,6 +146,7 @@ public final class BPFDataplane: Dataplane {
                                             slots: ProgramKind.fastPathSlots) {
             status.setFastPathCounters(slots: try fastPath.read())
         }
+        status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status
     }
 
@@ -157,6 +158,12 @@ public final class BPFDataplane: Dataplane {
     // MARK: unload
 
     public func unload() throws {
+        // An agent would put back what this removes, into maps nobody sees.
+        let agentFiles = AgentFiles(pinPath: pinPath)
+        if let pid = agentFiles.runningAgentPID() {
+            throw DataplaneError.runtime("bpf: `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step with Docker; "
+                + "stop it first (kill -TERM \(pid)), then unload")
+        }
         var problems: [String] = []
         if isLoaded {
             do {
@@ -188,6 +195,7 @@ public final class BPFDataplane: Dataplane {
             }
         }
         loaded = nil
+        if problems.isEmpty { agentFiles.removeState() }
         guard problems.isEmpty else {
             throw DataplaneError.runtime("bpf: unload incomplete: " + problems.joined(separator: "; "))
         }

@@ -18,7 +18,7 @@ struct BPFNet: AsyncParsableCommand {
             daemon; bpfnet status shows what is enforced; bpfnet demo builds a demo host in network \
             namespaces and shows it all.
             """,
-        subcommands: [Load.self, Status.self, Unload.self, Monitor.self, Demo.self]
+        subcommands: [Load.self, Run.self, Status.self, Unload.self, Monitor.self, Demo.self]
     )
 
     /// ArgumentParser's own failures exit 64; bpfnet promises 2 for every

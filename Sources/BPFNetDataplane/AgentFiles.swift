@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The two files `bpfnet run` keeps per pin path: a lock (one agent per
+// dataplane) and a state file (what `status --json` shows as `agent` and
+// `lastSyncLatencyMs`). They live under /run/bpfnet, not in the pin directory:
+// bpffs holds pins only, and /sys/fs/bpf is a bpffs, so neither the pin
+// directory nor its parent can hold a regular file. The file names carry a
+// hash of the pin path, so agents on different pin paths never meet.
+
+import BPFNetCore
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the agent of one pin path keeps its lock and state.
+public struct AgentFiles: Sendable, Hashable {
+    /// Default directory; `BPFNET_RUN_DIR` replaces it (tests, unusual hosts).
+    public static let defaultDirectory = "/run/bpfnet"
+
+    public let directory: String
+    /// The pin path the files belong to, lexically normalised.
+    public let pinPath: String
+
+    public init(pinPath: FilePath, directory: String? = nil) {
+        self.directory = directory
+            ?? ProcessInfo.processInfo.environment["BPFNET_RUN_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? Self.defaultDirectory
+        self.pinPath = URL(fileURLWithPath: pinPath.string).standardizedFileURL.path
+    }
+
+    /// "agent-sys-fs-bpf-bpfnet-1f2e3d4c5b6a7988": readable, and unique per pin path.
+    public var baseName: String {
+        var readable = String(pinPath.map { $0.isLetter || $0.isNumber ? $0 : "-" })
+        while readable.contains("--") { readable = readable.replacingOccurrences(of: "--", with: "-") }
+        readable = String(readable.trimmingCharacters(in: CharacterSet(charactersIn: "-")).suffix(48))
+        return "agent-\(readable)-\(Self.fnv1a(pinPath))"
+    }
+
+    public var lockPath: String { directory + "/" + baseName + ".lock" }
+    public var statePath: String { directory + "/" + baseName + ".json" }
+
+    /// FNV-1a 64: stable across processes (Swift's Hasher is seeded per process).
+    static func fnv1a(_ text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    // MARK: Lock
+
+    /// The pid of the agent holding the lock, or nil when none does. Never
+    /// takes the lock for longer than the probe.
+    public func runningAgentPID() -> Int32? {
+        let fd = open(lockPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            return nil
+        }
+        guard errno == EWOULDBLOCK else { return nil }
+        return Self.pid(inLockFile: lockPath) ?? 0
+    }
+
+    /// The pid written on the lock file's first line.
+    public static func pid(inLockFile path: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+              let first = text.split(separator: "\n").first else { return nil }
+        return Int32(first.trimmingCharacters(in: .whitespaces))
+    }
+
+    // MARK: State
+
+    /// The agent's last report with `running` filled in from the lock; nil when
+    /// there is none (or it cannot be read).
+    public func readState() -> DataplaneStatus.Agent? {
+        guard let data = FileManager.default.contents(atPath: statePath),
+              var agent = try? JSONDecoder().decode(DataplaneStatus.Agent.self, from: data) else { return nil }
+        let holder = runningAgentPID()
+        agent.running = holder != nil
+        if let holder, holder != 0 { agent.pid = holder }
+        return agent
+    }
+
+    /// Replaces the state file atomically (write to a temporary file, rename).
+    public func writeState(_ agent: DataplaneStatus.Agent) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(agent)
+        let temporary = statePath + ".tmp.\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: data) else {
+            throw DataplaneError.system("writing \(temporary)", errno: errno)
+        }
+        guard rename(temporary, statePath) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw DataplaneError.system("renaming \(temporary) to \(statePath)", errno: code)
+        }
+    }
+
+    /// Removes the state file (`unload`: the dataplane it described is gone).
+    public func removeState() {
+        unlink(statePath)
+    }
+}
+
+extension DataplaneStatus {
+    /// Adds what the pin path's agent last reported (nothing when none ran).
+    public mutating func addAgentState(from files: AgentFiles) {
+        guard let agent = files.readState() else { return }
+        self.agent = agent
+        lastSyncLatencyMs = agent.lastSyncLatencyMs
+    }
+}

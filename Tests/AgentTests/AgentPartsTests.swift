@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The agent's parts on their own: settings file handling, the policy
+// builder, the lock and state files, the in-memory dataplane.
+
+@testable import BPFNetAgent
+import BPFNetCore
+@testable import BPFNetDataplane
+import DockerWatcher
+import Foundation
+import SystemPackage
+import XCTest
+
+final class AgentSettingsTests: XCTestCase {
+    private func write(_ yaml: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-run-\(UUID().uuidString).yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func testSettingsFileWithContainersOrLinksIsRefusedSayingWhy() throws {
+        let path = try write("""
+            icc: false
+            containers:
+              - {name: web, ip: 172.17.0.2, mac: 02:42:ac:11:00:02, port: vethweb}
+            links:
+              - {parent: client, child: web}
+            """)
+        XCTAssertThrowsError(try AgentSettings.load(configFile: path, overrides: PolicyOverrides())) { error in
+            let text = "\(error)"
+            XCTAssertTrue(error is PolicyFileError, text)
+            XCTAssertTrue(text.contains("containers: not allowed in this file: `bpfnet run` takes containers and links from Docker"), text)
+            XCTAssertTrue(text.contains("links: not allowed"), text)
+            XCTAssertTrue(text.contains("\(path):2"), "names the line: \(text)")
+        }
+    }
+
+    func testSettingsAndOverrides() throws {
+        let path = try write("""
+            icc: false
+            forwardPolicy: accept
+            extInterfaces:
+              - {name: ext0, allowSources: [198.51.100.2/32]}
+            """)
+        let settings = try AgentSettings.load(configFile: path, overrides: PolicyOverrides(icc: true))
+        XCTAssertTrue(settings.policy.icc, "the command line overrides the file")
+        XCTAssertEqual(settings.policy.forwardPolicy, .accept)
+        XCTAssertEqual(settings.policy.extInterfaces, [ExternalInterface(name: "ext0", allowSources: [IPv4CIDR("198.51.100.2/32")!])])
+        XCTAssertNil(settings.requiredBridge, "no bridge named: Docker's is taken")
+        let docker = DockerBridgeNetwork(id: "n", name: "bridge", bridgeName: "br-x")
+        XCTAssertEqual(try settings.settings(for: docker).bridge, "br-x")
+
+        XCTAssertEqual(try AgentSettings.load(configFile: try write("bridge: docker0\n"), overrides: PolicyOverrides()).requiredBridge,
+                       "docker0", "a bridge in the file pins it")
+        XCTAssertEqual(try AgentSettings.load(configFile: path, overrides: PolicyOverrides(bridge: "br0")).requiredBridge, "br0")
+        XCTAssertEqual(try AgentSettings.load(configFile: nil, overrides: PolicyOverrides()).policy, Policy())
+        XCTAssertThrowsError(try AgentSettings(policy: Policy(), requiredBridge: "docker0").settings(for: docker)) { error in
+            XCTAssertTrue("\(error)".contains("Docker's default bridge network is br-x"), "\(error)")
+        }
+        XCTAssertThrowsError(try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!])))
+        XCTAssertThrowsError(try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(extInterfaces: ["docker0"]))) { error in
+            XCTAssertTrue(error is PolicyValidationError, "\(error)")
+        }
+    }
+}
+
+final class DesiredPolicyTests: XCTestCase {
+    private func container(_ name: String, _ host: UInt8, links: [String] = [], exposed: [PortSpec] = []) -> TrackedContainer {
+        let ip = IPv4Address(172, 17, 0, host)
+        return TrackedContainer(container: DockerContainer(
+            id: "id-\(name)", name: name, running: true, pid: Int32(host) + 1000,
+            bridge: DockerBridgeEndpoint(ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip)),
+            links: links.map { DockerLinkDeclaration(child: $0, parent: name, alias: $0) }, exposedPorts: exposed),
+            port: "veth\(name)")
+    }
+
+    func testLinksOnlyBetweenEnforcedContainers() {
+        let built = DesiredPolicy.build(
+            settings: Policy(icc: false),
+            containers: [container("web", 2, exposed: [PortSpec(80)]), container("client", 3, links: ["web", "gone"])],
+            bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16"), portExists: { _ in true })
+        XCTAssertEqual(built.policy.containers.map(\.name), ["client", "web"])
+        XCTAssertEqual(built.policy.links, [Link(parent: "client", child: "web", alias: "web")])
+        XCTAssertTrue(built.skipped.isEmpty)
+        XCTAssertFalse(built.policy.icc)
+    }
+
+    func testContainersThatCannotBeEnforcedAreLeftOutAlone() {
+        var noPort = container("noport", 5)
+        noPort.port = nil
+        noPort.portProblem = "bridge port not found: pid gone"
+        let built = DesiredPolicy.build(
+            settings: Policy(),
+            containers: [container("web", 2, exposed: [PortSpec(80)]), container("client", 3, links: ["web"]),
+                         container("vanished", 4), noPort,
+                         // The bridge's own address: the validator refuses it.
+                         container("bad", 1), container("dup", 3)],
+            bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16"), portExists: { $0 != "vethvanished" })
+        XCTAssertEqual(built.policy.containers.map(\.name), ["client", "web"])
+        XCTAssertEqual(built.policy.links.count, 1)
+        let reasons = Dictionary(built.skipped.map { ($0.name, $0.reason) }, uniquingKeysWith: { $0 + "; " + $1 })
+        XCTAssertEqual(Set(reasons.keys), ["vanished", "noport", "bad", "dup"], "\(built.skipped)")
+        XCTAssertTrue(reasons["vanished"]!.contains("vethvanished is gone"))
+        XCTAssertTrue(reasons["noport"]!.contains("pid gone"))
+        XCTAssertTrue(reasons["bad"]!.contains("bridge's own address"), reasons["bad"]!)
+        XCTAssertTrue(reasons["dup"]!.contains("already held by"), reasons["dup"]!)
+        XCTAssertTrue(built.policy.problems(bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16")).isEmpty)
+    }
+}
+
+final class AgentFilesTests: XCTestCase {
+    private func temporaryDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-agentfiles-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func testNamesAreStablePerPinPath() throws {
+        let a = AgentFiles(pinPath: "/sys/fs/bpf/bpfnet", directory: "/run/bpfnet")
+        XCTAssertEqual(a.baseName, AgentFiles(pinPath: "/sys/fs/bpf/bpfnet/", directory: "/run/bpfnet").baseName)
+        XCTAssertEqual(a.baseName, AgentFiles(pinPath: "/sys/fs/bpf/x/../bpfnet", directory: "/run/bpfnet").baseName)
+        XCTAssertNotEqual(a.baseName, AgentFiles(pinPath: "/sys/fs/bpf/bpfnet2", directory: "/run/bpfnet").baseName)
+        XCTAssertTrue(a.baseName.hasPrefix("agent-sys-fs-bpf-bpfnet-"), a.baseName)
+        XCTAssertEqual(a.lockPath, "/run/bpfnet/\(a.baseName).lock")
+        XCTAssertEqual(AgentFiles.fnv1a(""), "cbf29ce484222325")
+    }
+
+    func testLockRefusesASecondAgentAndNamesTheFirst() throws {
+        let files = AgentFiles(pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
+        XCTAssertNil(files.runningAgentPID())
+        let first = try AgentLock.acquire(files, dockerHost: "unix:///var/run/docker.sock")
+        XCTAssertEqual(files.runningAgentPID(), getpid())
+        // flock locks belong to the open file: a second open in the same process conflicts like another process would.
+        XCTAssertThrowsError(try AgentLock.acquire(files, dockerHost: "unix:///other.sock")) { error in
+            let lockError = error as! AgentLockError
+            XCTAssertEqual(lockError.holder, getpid())
+            XCTAssertTrue(lockError.message.contains("another `bpfnet run` (pid \(getpid())) already keeps the dataplane at \(files.pinPath)"),
+                          lockError.message)
+            XCTAssertTrue(lockError.message.contains("another --pin-path"), lockError.message)
+        }
+        first.release()
+        XCTAssertNil(files.runningAgentPID())
+        let again = try AgentLock.acquire(files, dockerHost: "unix:///var/run/docker.sock")
+        again.release()
+    }
+
+    func testStateRoundTripAndStatusMerge() throws {
+        let files = AgentFiles(pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
+        XCTAssertNil(files.readState())
+        let agent = DataplaneStatus.Agent(running: true, pid: 42, dockerHost: "unix:///d.sock", connected: true,
+                                          lastSyncLatencyMs: 12.5, lastSyncContainer: "web", resyncs: 3)
+        try files.writeState(agent)
+        var read = try XCTUnwrap(files.readState())
+        XCTAssertFalse(read.running, "nobody holds the lock")
+        XCTAssertEqual(read.lastSyncLatencyMs, 12.5)
+        let lock = try AgentLock.acquire(files, dockerHost: "unix:///d.sock")
+        read = try XCTUnwrap(files.readState())
+        XCTAssertTrue(read.running)
+        XCTAssertEqual(read.pid, getpid())
+
+        var status = DataplaneStatus(backend: "bpf", bridge: "docker0", icc: true, forwardPolicy: "drop", ipForward: true)
+        let plain = try JSONSerialization.jsonObject(with: JSONEncoder().encode(status)) as! [String: Any]
+        XCTAssertNil(plain["lastSyncLatencyMs"], "absent without an agent: old readers see the same document")
+        XCTAssertNil(plain["agent"])
+        status.addAgentState(from: files)
+        let data = try JSONEncoder().encode(status)
+        let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        XCTAssertEqual(object["lastSyncLatencyMs"] as? Double, 12.5)
+        XCTAssertEqual((object["agent"] as? [String: Any])?["lastSyncContainer"] as? String, "web")
+        XCTAssertEqual(try JSONDecoder().decode(DataplaneStatus.self, from: data), status)
+        lock.release()
+        files.removeState()
+        XCTAssertNil(files.readState())
+    }
+}
+
+final class InMemoryDataplaneTests: XCTestCase {
+    func testRecordsPoliciesAndWritesOnlyTheDifference() throws {
+        let dataplane = InMemoryDataplane()
+        let web = Container(name: "web", ip: IPv4Address("172.17.0.2")!, mac: MACAddress("02:42:ac:11:00:02")!,
+                            port: "vethweb", exposed: [PortSpec(80)])
+        let client = Container(name: "client", ip: IPv4Address("172.17.0.3")!, mac: MACAddress("02:42:ac:11:00:03")!,
+                               port: "vethclient")
+        let first = Policy(icc: false, containers: [web, client], links: [Link(parent: "client", child: "web")])
+        try dataplane.apply(first)
+        try dataplane.apply(first)
+        XCTAssertEqual(dataplane.appliedPolicies, [first, first])
+        XCTAssertFalse(dataplane.applications[0].changes.isEmpty)
+        XCTAssertTrue(dataplane.applications[1].changes.isEmpty, "the same policy again writes nothing")
+        let status = try dataplane.status()
+        XCTAssertEqual(status.backend, "memory")
+        XCTAssertEqual(status.links.map(\.ports), [["80/tcp"]])
+        XCTAssertEqual(Set(status.containers.map(\.port)), ["vethweb", "vethclient"])
+
+        dataplane.failNextApply()
+        XCTAssertThrowsError(try dataplane.apply(Policy(icc: true, containers: [web])))
+        XCTAssertEqual(dataplane.currentPolicy, first, "a failed apply leaves the last one in force")
+        XCTAssertEqual(dataplane.failedApplies, 1)
+
+        dataplane.setInterfaceFilter { $0 != "vethclient" }
+        XCTAssertThrowsError(try dataplane.apply(first)) { error in
+            XCTAssertTrue((error as? DataplaneError)?.isBadInput == true, "\(error)")
+        }
+        try dataplane.unload()
+        XCTAssertNil(dataplane.currentPolicy)
+        XCTAssertThrowsError(try dataplane.status())
+    }
+}
