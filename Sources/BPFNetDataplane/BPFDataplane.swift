@@ -28,6 +28,11 @@ public final class BPFDataplane: Dataplane {
     /// Loaded once per process and reused, so an agent that applies a policy
     /// per Docker event does not reload programs each time.
     private var loaded: LoadedDataplane?
+    /// The NAT table this process last installed, and the bridge ports it has
+    /// verified (name → ifindex): an agent applies a policy per Docker event,
+    /// and neither needs redoing when it did not change.
+    private var lastNATRuleset: String?
+    private var verifiedPorts: [String: UInt32] = [:]
 
     public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.bpf")) {
         self.pinPath = pinPath
@@ -46,7 +51,12 @@ public final class BPFDataplane: Dataplane {
         } catch {
             throw DataplaneError.badInput(error.description)
         }
-        try HostSystem.checkBridgePorts(policy)
+        // Ports already verified by this process (same name, same ifindex) are
+        // not listed again: an agent applies once per Docker event.
+        let unverified = policy.containers.filter { container in
+            facts.interfaceIndex(container.port).map { verifiedPorts[container.port] != $0 } ?? true
+        }
+        try HostSystem.checkBridgePorts(policy.bridge, unverified)
         try MapCapacity.check(desired)
 
         let dataplane = try loadedDataplane()
@@ -81,7 +91,16 @@ public final class BPFDataplane: Dataplane {
             try HostSystem.setSysctl("net/ipv4/ip_forward", "1")
         }
         let subnet = facts.bridgeAddress.flatMap { IPv4CIDR(address: $0.address, prefixLength: $0.prefixLength) }
-        try NATTable.apply(NATRuleset(bridge: policy.bridge, bridgeSubnet: subnet, policy: policy.normalized()))
+        let nat = NATRuleset(bridge: policy.bridge, bridgeSubnet: subnet, policy: policy.normalized()).render()
+        // The table is bpfnet's alone; rewrite it only when its contents change
+        // (or on this process's first apply, which also repairs a missing table).
+        if nat != lastNATRuleset {
+            try NATTable.apply(nat)
+            lastNATRuleset = nat
+        }
+        for container in policy.containers {
+            verifiedPorts[container.port] = facts.interfaceIndex(container.port)
+        }
     }
 
     /// Best effort: put the maps back as they were after a failed apply.

@@ -41,13 +41,14 @@ public enum HostSystem {
 
     /// Every container port must be a port of the bridge: attaching the port
     /// program to, say, the uplink by a typo would police the wrong traffic.
-    public static func checkBridgePorts(_ policy: Policy) throws(DataplaneError) {
+    public static func checkBridgePorts(_ bridge: String, _ containers: [Container]) throws(DataplaneError) {
+        guard !containers.isEmpty else { return }
         let masters = bridgeMasters()
-        let strays = policy.containers.filter { masters[$0.port] != policy.bridge }.map { container in
+        let strays = containers.filter { masters[$0.port] != bridge }.map { container in
             "\(container.name): port \(container.port) is " + (masters[container.port].map { "a port of \($0)" } ?? "not a bridge port")
         }
         guard strays.isEmpty else {
-            throw .badInput("containers must sit on bridge \(policy.bridge): " + strays.joined(separator: "; "))
+            throw .badInput("containers must sit on bridge \(bridge): " + strays.joined(separator: "; "))
         }
     }
 

@@ -7,8 +7,9 @@ import BPFNetCore
 import NetLab
 
 enum NATTable {
-    static func apply(_ ruleset: NATRuleset) throws {
-        try run(ruleset.render(), doing: "installing the NAT table")
+    /// Installs a rendered `NATRuleset` in one transaction.
+    static func apply(_ rendered: String) throws {
+        try run(rendered, doing: "installing the NAT table")
     }
 
     static func remove() throws {
