@@ -40,6 +40,16 @@ enum StatusPrinter {
         line("forward policy \(status.forwardPolicy)")
         line("ip_forward     \(status.ipForward ? "managed on" : "left alone")")
         if let fastPath = status.fastPathEnabled { line("fast path      \(fastPath ? "on" : "off")") }
+        if let agent = status.agent {
+            let state = agent.running ? "running (pid \(agent.pid.map(String.init) ?? "?"))" : "not running"
+            line("agent          bpfnet run \(state), following \(agent.dockerHost)"
+                + (agent.connected ? "" : " (disconnected)"))
+            if let latency = agent.lastSyncLatencyMs {
+                line("               last start → rules: \(Int(latency.rounded())) ms"
+                    + (agent.lastSyncContainer.map { " (\($0))" } ?? ""))
+            }
+            if let error = agent.lastError { line("               last error: \(error)") }
+        }
         line()
         line("external interfaces (\(status.extInterfaces.count))")
         for ext in status.extInterfaces {
