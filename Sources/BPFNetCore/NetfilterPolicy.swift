@@ -7,6 +7,8 @@
 // back into a `DataplaneStatus` when the rules are read back from the kernel.
 // See docs/fallback.md for the rule sets themselves.
 
+import Foundation
+
 /// A container as the netfilter rule sets need it.
 public struct NetfilterContainer: Hashable, Sendable, Comparable {
     public var name: String
@@ -244,7 +246,8 @@ public enum NetfilterName {
 
     /// `text` made safe for a comment and cut to `limit` bytes.
     public static func commentText(_ text: String, limit: Int) -> String {
-        var result = String(String.UnicodeScalarView(text.unicodeScalars.map { isSafeScalar($0) ? $0 : "?" }))
+        let plain = text.replacingOccurrences(of: "\u{2014}", with: "-").replacingOccurrences(of: "\u{2013}", with: "-")
+        var result = String(String.UnicodeScalarView(plain.unicodeScalars.map { isSafeScalar($0) ? $0 : "?" }))
         if result.utf8.count > limit { result = String(result.prefix(limit - 3)) + "..." }
         return result
     }
