@@ -74,6 +74,8 @@ public final class BPFDataplane: Dataplane {
         }
         let subnet = facts.bridgeAddress.flatMap { IPv4CIDR(address: $0.address, prefixLength: $0.prefixLength) }
         try NATTable.apply(NATRuleset(bridge: policy.bridge, bridgeSubnet: subnet, policy: policy.normalized()))
+        // Switching from a netfilter fallback: its rules go once ours enforce.
+        try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
     }
 
     /// Best effort: put the maps back as they were after a failed apply.
