@@ -106,30 +106,32 @@ public struct IPTablesSave: Sendable, Equatable {
     /// Splits a rule into arguments the way iptables-restore does (double
     /// quotes group, backslash escapes inside them).
     static func split(_ text: String) -> [String] {
+        // Bytes, not Characters: a save of tens of thousands of rules is parsed per command.
+        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\"), space = UInt8(ascii: " ")
         var result: [String] = []
-        var current = ""
+        var current: [UInt8] = []
         var inQuotes = false
         var escaped = false
         var hasToken = false
-        for character in text {
+        for byte in text.utf8 {
             if escaped {
-                current.append(character)
+                current.append(byte)
                 escaped = false
-            } else if inQuotes && character == "\\" {
+            } else if inQuotes && byte == backslash {
                 escaped = true
-            } else if character == "\"" {
+            } else if byte == quote {
                 inQuotes.toggle()
                 hasToken = true
-            } else if character == " " && !inQuotes {
-                if hasToken { result.append(current) }
-                current = ""
+            } else if byte == space && !inQuotes {
+                if hasToken { result.append(String(decoding: current, as: UTF8.self)) }
+                current.removeAll(keepingCapacity: true)
                 hasToken = false
             } else {
-                current.append(character)
+                current.append(byte)
                 hasToken = true
             }
         }
-        if hasToken { result.append(current) }
+        if hasToken { result.append(String(decoding: current, as: UTF8.self)) }
         return result
     }
 }

@@ -67,12 +67,11 @@ enum NetfilterBackends {
         }
         if keeping != .nftables, NetfilterCommand.isInstalled(NFT.program) {
             do {
-                let tables = try NFT.tables()
-                if NFTablesDataplane.isLoaded() {
+                let tables = try NFTablesDataplane.tables()
+                if tables.hasOwnBridgeTable {
                     let script = keeping == .bpf ? NFTablesRuleset.renderDeleteBridgeTable() : NFTablesRuleset.renderDelete()
                     try NFT.apply(script, purpose: "removing the nftables backend's tables")
-                } else if keeping == .iptables, tables.contains(NFTablesDataplane.ipTable),
-                          NATRuleset.isOwnComment(try NFT.comment("ip", NFTablesRuleset.tableName)) {
+                } else if keeping == .iptables, tables.ip.exists, NATRuleset.isOwnComment(tables.ip.comment) {
                     // The eBPF backend's NAT table (iptables does its own NAT).
                     try NFT.apply(NATRuleset.renderDelete(), purpose: "removing the eBPF backend's NAT table")
                 }
@@ -81,7 +80,7 @@ enum NetfilterBackends {
             }
         }
         if keeping != .iptables {
-            for variant in [IPTablesVariant.system, .legacy] where variant.mayHoldRules() {
+            for variant in IPTablesVariant.distinct where variant.mayHoldRules() {
                 do {
                     if IPTablesDataplane.isLoaded(variant: variant) {
                         try IPTablesDataplane(variant: variant, pinPath: pinPath, logger: logger).unload()
@@ -140,13 +139,13 @@ public enum LoadedBackends {
         var result: [Backend] = []
         if BPFRetirement.isLoaded(pinPath: pinPath) { result.append(.bpf) }
         if NFTablesDataplane.isLoaded() { result.append(.nftables) }
-        if IPTablesVariant.allCases.contains(where: { IPTablesDataplane.isLoaded(variant: $0) }) { result.append(.iptables) }
+        if IPTablesVariant.distinct.contains(where: { IPTablesDataplane.isLoaded(variant: $0) }) { result.append(.iptables) }
         return result
     }
 
     /// The iptables variant holding bpfnet's chains (the configured one first).
     public static func iptablesVariant(preferred: IPTablesVariant = .fromEnvironment) -> IPTablesVariant {
-        ([preferred] + IPTablesVariant.allCases).first { IPTablesDataplane.isLoaded(variant: $0) } ?? preferred
+        ([preferred] + IPTablesVariant.distinct).first { IPTablesDataplane.isLoaded(variant: $0) } ?? preferred
     }
 }
 
@@ -261,7 +260,7 @@ public enum LoadedDataplaneFinder {
         let found = LoadedBackends.detect(pinPath: pinPath)
         // iptables and nftables first: the eBPF unload removes the ip table too.
         if found.contains(.iptables) {
-            for variant in IPTablesVariant.allCases where IPTablesDataplane.isLoaded(variant: variant) {
+            for variant in IPTablesVariant.distinct where IPTablesDataplane.isLoaded(variant: variant) {
                 do { try IPTablesDataplane(variant: variant, pinPath: pinPath).unload() } catch { problems.append("\(error)") }
             }
         }

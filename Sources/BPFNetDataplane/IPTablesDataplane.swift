@@ -105,8 +105,10 @@ public final class IPTablesDataplane: Dataplane {
             try NetfilterCommand.run([variant.restoreCommand, "--noflush", "-w"], input: input,
                                      purpose: "iptables: installing bpfnet's rules")
         } catch {
+            // iptables-save's "# Generated ... on <date>" lines always differ.
+            func rules(_ text: String) -> [Substring] { text.split(separator: "\n").filter { !$0.hasPrefix("#") } }
             let current = (try? variant.save().text) ?? ""
-            if current != snapshot {
+            if rules(current) != rules(snapshot) {
                 do {
                     try NetfilterCommand.run([variant.restoreCommand, "-c", "-w"], input: Self.tables(["filter", "nat"], of: snapshot),
                                              purpose: "iptables: putting back the previous rules")
@@ -134,8 +136,7 @@ public final class IPTablesDataplane: Dataplane {
 
     /// Whether bpfnet's iptables chains are loaded with `variant` in this namespace.
     public static func isLoaded(variant: IPTablesVariant) -> Bool {
-        guard variant.mayHoldRules(), let save = try? variant.save() else { return false }
-        return IPTablesRuleset.isLoaded(save.parsed)
+        variant.hasStateChain()
     }
 
     public func status() throws -> DataplaneStatus {

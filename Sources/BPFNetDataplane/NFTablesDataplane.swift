@@ -30,7 +30,7 @@ public final class NFTablesDataplane: Dataplane {
 
     public func apply(_ policy: Policy) throws {
         let compiled = try NetfilterBackends.compile(policy, backend: backend)
-        let tables = try NFT.tables()
+        let tables = try Self.tables()
         try checkOwnership(tables)
         let counters = (try? currentCounters(tables)) ?? [:]
 
@@ -47,33 +47,42 @@ public final class NFTablesDataplane: Dataplane {
         try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
     }
 
+    /// Both tables: whether each exists, with its comment.
+    struct Tables {
+        var bridge: (exists: Bool, comment: String)
+        var ip: (exists: Bool, comment: String)
+
+        /// The bridge table is ours.
+        var hasOwnBridgeTable: Bool { bridge.exists && bridge.comment.hasPrefix(NFTablesRuleset.ownerComment) }
+    }
+
+    static func tables() throws(DataplaneError) -> Tables {
+        Tables(bridge: try NFT.table("bridge", NFTablesRuleset.tableName), ip: try NFT.table("ip", NFTablesRuleset.tableName))
+    }
+
     /// A table of ours carries our comment; anything else of that name is
     /// someone else's and is not replaced.
-    private func checkOwnership(_ tables: Set<String>) throws {
-        if tables.contains(Self.bridgeTable) {
-            let comment = try NFT.comment("bridge", NFTablesRuleset.tableName)
-            guard comment?.hasPrefix(NFTablesRuleset.ownerComment) ?? false else {
-                throw DataplaneError.runtime(
-                    "nftables: table \(Self.bridgeTable) exists and is not bpfnet's (comment: \(comment.map { "\"\($0)\"" } ?? "none")) "
-                        + "— remove it (nft delete table \(Self.bridgeTable)) or use another --backend; nothing was changed")
-            }
+    private func checkOwnership(_ tables: Tables) throws {
+        if tables.bridge.exists && !tables.hasOwnBridgeTable {
+            throw DataplaneError.runtime(
+                "nftables: table \(Self.bridgeTable) exists and is not bpfnet's (comment: \(Self.describe(tables.bridge.comment))) "
+                    + "— remove it (nft delete table \(Self.bridgeTable)) or use another --backend; nothing was changed")
         }
-        if tables.contains(Self.ipTable) {
-            let comment = try NFT.comment("ip", NFTablesRuleset.tableName)
-            guard NATRuleset.isOwnComment(comment) else {
-                throw DataplaneError.runtime(
-                    "nftables: table \(Self.ipTable) exists and is not bpfnet's (comment: \(comment.map { "\"\($0)\"" } ?? "none")) "
-                        + "— remove it (nft delete table \(Self.ipTable)) or use another --backend; nothing was changed")
-            }
+        if tables.ip.exists && !NATRuleset.isOwnComment(tables.ip.comment) {
+            throw DataplaneError.runtime(
+                "nftables: table \(Self.ipTable) exists and is not bpfnet's (comment: \(Self.describe(tables.ip.comment))) "
+                    + "— remove it (nft delete table \(Self.ipTable)) or use another --backend; nothing was changed")
         }
     }
 
-    private func currentCounters(_ tables: Set<String>) throws -> [String: [String: NFTablesRuleset.CounterValue]] {
+    private static func describe(_ comment: String) -> String { comment.isEmpty ? "none" : "\"\(comment)\"" }
+
+    private func currentCounters(_ tables: Tables) throws -> [String: [String: NFTablesRuleset.CounterValue]] {
         var result: [String: [String: NFTablesRuleset.CounterValue]] = [:]
-        if tables.contains(Self.bridgeTable) {
-            result[NFTablesRuleset.portProgram] = try NFTablesReadback.counters(NFT.listJSON("bridge", NFTablesRuleset.tableName))
-            if tables.contains(Self.ipTable) {
-                result[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(NFT.listJSON("ip", NFTablesRuleset.tableName))
+        if tables.hasOwnBridgeTable {
+            result[NFTablesRuleset.portProgram] = try NFTablesReadback.counters(NFT.countersJSON("bridge", NFTablesRuleset.tableName))
+            if tables.ip.exists {
+                result[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(NFT.countersJSON("ip", NFTablesRuleset.tableName))
             }
         }
         return result
@@ -84,20 +93,18 @@ public final class NFTablesDataplane: Dataplane {
     /// Whether bpfnet's nftables filter tables are in this namespace (false
     /// when nft is missing).
     public static func isLoaded() -> Bool {
-        guard NetfilterCommand.isInstalled(NFT.program), let tables = try? NFT.tables(),
-              tables.contains(bridgeTable) else { return false }
-        let comment = try? NFT.comment("bridge", NFTablesRuleset.tableName)
-        return comment?.hasPrefix(NFTablesRuleset.ownerComment) ?? false
+        guard NetfilterCommand.isInstalled(NFT.program), let tables = try? tables() else { return false }
+        return tables.hasOwnBridgeTable
     }
 
     public func status() throws -> DataplaneStatus {
-        let tables = try NFT.tables()
-        guard tables.contains(Self.bridgeTable) else {
+        let tables = try Self.tables()
+        guard tables.hasOwnBridgeTable else {
             throw DataplaneError.runtime("nftables: nothing is loaded (no table \(Self.bridgeTable)) "
                 + "— run `bpfnet load --backend nftables --config FILE` first")
         }
         let bridgeJSON = try NFT.listJSON("bridge", NFTablesRuleset.tableName)
-        let ipJSON = tables.contains(Self.ipTable) ? try NFT.listJSON("ip", NFTablesRuleset.tableName) : nil
+        let ipJSON = tables.ip.exists ? try NFT.listJSON("ip", NFTablesRuleset.tableName) : nil
         guard let policy = try NFTablesReadback.policy(bridgeTable: bridgeJSON, ipTable: ipJSON) else {
             throw DataplaneError.runtime("nftables: table \(Self.bridgeTable) has no readable settings set; "
                 + "it was not written by this bpfnet — run `bpfnet unload` and load again")
@@ -119,8 +126,9 @@ public final class NFTablesDataplane: Dataplane {
         guard NetfilterCommand.isInstalled(NFT.program) else { return }
         // The ip table alone is the eBPF backend's NAT table, and a bridge
         // table without our comment is someone else's: neither is ours to remove.
-        guard Self.isLoaded() else { return }
-        try checkOwnership(try NFT.tables())
+        let tables = try Self.tables()
+        guard tables.hasOwnBridgeTable else { return }
+        try checkOwnership(tables)
         try NFT.apply(NFTablesRuleset.renderDelete(), purpose: "removing tables bridge/ip \(NFTablesRuleset.tableName)")
     }
 }

@@ -60,14 +60,25 @@ enum NFT {
         try NetfilterCommand.run([program, "-f", "-"], input: script, purpose: "nftables: \(purpose)")
     }
 
-    /// "family name" of every table in this network namespace.
-    static func tables() throws(DataplaneError) -> Set<String> {
-        let output = try NetfilterCommand.run([program, "-j", "list", "tables"], purpose: "nftables: listing tables")
+    /// Whether table `family name` exists, and its comment ("" when it has
+    /// none). Asks for that table only: `nft list tables` reads the whole
+    /// ruleset first, which takes seconds next to tens of thousands of
+    /// iptables-nft rules; `--terse` leaves out set elements.
+    static func table(_ family: String, _ name: String) throws(DataplaneError) -> (exists: Bool, comment: String) {
+        let command = Command([program, "-t", "list", "table", family, name], timeout: .seconds(120))
+        let result: CommandResult
         do {
-            return try NFTablesReadback.tables(Data(output.utf8))
+            result = try ProcessRunner.run(command)
         } catch {
-            throw .runtime("nftables: reading `nft -j list tables`: \(error)")
+            throw .runtime("nftables: reading table \(family) \(name): cannot run `\(program)`: it is not installed or "
+                + "not executable (looked in PATH and the sbin directories) — install it or choose another --backend")
         }
+        if result.succeeded { return (true, NFTablesReadback.tableComment(result.stdout) ?? "") }
+        if result.stderr.contains("No such file or directory") { return (false, "") }
+        if case .exited(let code) = result.status {
+            throw .command("nftables: reading table \(family) \(name): `\(command)`", status: code, stderr: result.stderr)
+        }
+        throw .runtime("nftables: reading table \(family) \(name): \(result)")
     }
 
     static func listJSON(_ family: String, _ table: String) throws(DataplaneError) -> Data {
@@ -75,9 +86,10 @@ enum NFT {
                                       purpose: "nftables: reading table \(family) \(table)").utf8)
     }
 
-    static func comment(_ family: String, _ table: String) throws(DataplaneError) -> String? {
-        NFTablesReadback.tableComment(try NetfilterCommand.run(
-            [program, "list", "table", family, table], purpose: "nftables: reading table \(family) \(table)"))
+    /// Only the named counters of a table.
+    static func countersJSON(_ family: String, _ table: String) throws(DataplaneError) -> Data {
+        Data(try NetfilterCommand.run([program, "-j", "list", "counters", "table", family, table],
+                                      purpose: "nftables: reading the counters of table \(family) \(table)").utf8)
     }
 }
 
@@ -122,21 +134,30 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
         ProcessInfo.processInfo.environment["BPFNET_IPTABLES"].flatMap(IPTablesVariant.init(rawValue:)) ?? .system
     }
 
-    /// `iptables-save -c` for the filter and nat tables.
+    /// `iptables-save -c`: every table this namespace has (one process; the
+    /// legacy variant only dumps tables that exist, so nothing is created).
     func save() throws(DataplaneError) -> (text: String, parsed: IPTablesSave) {
-        var text = ""
-        // Reading a legacy table that does not exist yet would create it
-        // (and register its hooks): only read the ones this namespace has.
-        let legacyTables = isLegacy ? Self.legacyTables() : ["filter", "nat"]
-        for table in ["filter", "nat"] where legacyTables.contains(table) {
-            text += try NetfilterCommand.run([saveCommand, "-c", "-t", table], purpose: "iptables: reading table \(table)")
-        }
+        let text = try NetfilterCommand.run([saveCommand, "-c"], purpose: "iptables: reading the rules (\(saveCommand))")
         return (text, IPTablesSave(parsing: text))
     }
 
+    /// Whether bpfnet's state chain exists (`iptables -S BPFNET-STATE`,
+    /// which reads only that chain).
+    func hasStateChain() -> Bool {
+        guard mayHoldRules() else { return false }
+        if isLegacy && !Self.legacyTables().contains("filter") { return false }
+        guard let result = try? ProcessRunner.run(Command([single, "-w", "-S", IPTablesRuleset.stateChain],
+                                                          timeout: .seconds(60))) else { return false }
+        return result.succeeded
+    }
+
+    /// The variants that are different binaries on this host (`system` is one of the others).
+    static var distinct: [IPTablesVariant] { systemIsLegacy ? [.system, .nft] : [.system, .legacy] }
+
     /// Whether this variant's tables can hold anything in this namespace,
     /// without creating them: legacy tables show up in
-    /// /proc/net/ip_tables_names once used, nf_tables-based ones as nft tables.
+    /// /proc/net/ip_tables_names once used; reading nf_tables-based ones
+    /// never creates them.
     func mayHoldRules() -> Bool {
         switch self {
         case .legacy:
@@ -144,8 +165,7 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
         case .nft, .system:
             guard NetfilterCommand.isInstalled(saveCommand) else { return false }
             if self == .system, Self.systemIsLegacy { return Self.legacy.mayHoldRules() }
-            guard let tables = try? NFT.tables() else { return true }
-            return tables.contains("ip filter") || tables.contains("ip nat")
+            return true
         }
     }
 
@@ -158,9 +178,9 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
     }
 
     /// Whether `iptables-restore` is the legacy variant on this host.
-    static var systemIsLegacy: Bool {
+    static let systemIsLegacy: Bool = {
         guard let result = try? ProcessRunner.run(Command(["iptables-restore", "--version"], timeout: .seconds(10))),
               result.succeeded else { return false }
         return !result.stdout.contains("nf_tables")
-    }
+    }()
 }
