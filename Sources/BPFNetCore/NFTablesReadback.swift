@@ -110,15 +110,6 @@ public enum NFTablesReadback {
         return nil
     }
 
-    /// Tables in `nft -j list tables` output, as "family name".
-    public static func tables(_ data: Data) throws -> Set<String> {
-        Set(try objects(data).compactMap { object in
-            guard let table = object["table"] as? [String: Any], let family = table["family"] as? String,
-                  let name = table["name"] as? String else { return nil }
-            return "\(family) \(name)"
-        })
-    }
-
     // MARK: JSON helpers
 
     static func objects(_ data: Data) throws -> [[String: Any]] {
