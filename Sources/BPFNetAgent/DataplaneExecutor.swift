@@ -24,6 +24,14 @@ public final class DataplaneExecutor: @unchecked Sendable {
         try await run { try $0.apply(policy) }
     }
 
+    /// Applies with nothing taken from the dataplane's caches (a full resync).
+    public func applyRepairing(_ policy: Policy) async throws {
+        try await run { dataplane in
+            dataplane.forgetCachedState()
+            try dataplane.apply(policy)
+        }
+    }
+
     public func status() async throws -> DataplaneStatus {
         try await run { try $0.status() }
     }

@@ -607,7 +607,11 @@ public actor DockerAgent {
             let started = clock.now
             do {
                 do {
-                    try await dataplane.apply(desired.policy)
+                    if force {
+                        try await dataplane.applyRepairing(desired.policy)
+                    } else {
+                        try await dataplane.apply(desired.policy)
+                    }
                 } catch let error as DataplaneError where error.isBadInput {
                     // Most often a veth vanished between the check and the apply
                     // (a container stopping): look again and retry once.

@@ -16,11 +16,25 @@ public struct NATRuleset: Sendable, Equatable {
     public var published: [(container: IPv4Address, port: PublishedPort)]
 
     public init(bridge: String, bridgeSubnet: IPv4CIDR?, policy: Policy) {
+        self.init(bridge: bridge, bridgeSubnet: bridgeSubnet, published: policy.containers.flatMap { container in
+            container.published.map { (container.ip, $0) }
+        })
+    }
+
+    public init(bridge: String, bridgeSubnet: IPv4CIDR?, published: [(container: IPv4Address, port: PublishedPort)]) {
         self.bridge = bridge
         self.bridgeSubnet = bridgeSubnet
-        self.published = policy.containers.flatMap { container in
-            container.published.map { (container.ip, $0) }
-        }
+        self.published = published
+    }
+
+    /// The ownership comment; `bpfnet` recognises its own table by its start.
+    public var comment: String {
+        "owned by bpfnet: NAT for the bridge \(bridge); do not edit, run bpfnet unload"
+    }
+
+    /// Whether `comment` (of an existing `ip bpfnet` table) says bpfnet made it.
+    public static func isOwnComment(_ comment: String?) -> Bool {
+        comment?.hasPrefix("owned by bpfnet") ?? false
     }
 
     public static func == (lhs: NATRuleset, rhs: NATRuleset) -> Bool {
@@ -31,6 +45,21 @@ public struct NATRuleset: Sendable, Equatable {
     /// transaction replace an existing table atomically and also work when
     /// there is none: nft applies the file all or nothing.
     public func render() -> String {
+        """
+            table ip \(Self.tableName)
+            delete table ip \(Self.tableName)
+            table ip \(Self.tableName) {
+                comment "\(comment)"
+            \(renderBody())
+            }
+
+            """
+    }
+
+    /// The maps and chains inside the table (without its comment), so the
+    /// nftables backend can add its filter chains to the same table and the
+    /// NAT stays the same text in both backends.
+    public func renderBody() -> String {
         let anyAddress = published.filter { $0.port.hostIP == nil }
             .map { "\($0.port.proto.rawValue) . \($0.port.hostPort) : \($0.container) . \($0.port.containerPort)" }
             .sorted()
@@ -52,10 +81,6 @@ public struct NATRuleset: Sendable, Equatable {
             """
         }
         return """
-            table ip \(Self.tableName)
-            delete table ip \(Self.tableName)
-            table ip \(Self.tableName) {
-                comment "owned by bpfnet: NAT for the bridge \(self.bridge); do not edit, run bpfnet unload"
                 map published_any {
                     type inet_proto . inet_service : ipv4_addr . inet_service
             \(Self.elements(anyAddress))
@@ -76,8 +101,6 @@ public struct NATRuleset: Sendable, Equatable {
                     type nat hook postrouting priority srcnat; policy accept;
             \(masquerade)
                 }
-            }
-
             """
     }
 

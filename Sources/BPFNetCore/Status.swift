@@ -181,6 +181,10 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
             self.lastError = lastError
         }
     }
+    /// Backend name → why `--backend auto` did not use it ("bpf":
+    /// "BPF_PROG_LOAD: Operation not permitted"); nil when auto was not asked
+    /// or picked the first choice.
+    public var unusedBackends: [String: String]?
 
     public init(backend: String, bridge: String, bridgeAddress: String? = nil, icc: Bool, forwardPolicy: String,
                 ipForward: Bool, loaded: Bool = true, generation: UInt32 = 0, extInterfaces: [ExtInterface] = [],

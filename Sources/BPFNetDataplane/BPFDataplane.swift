@@ -33,6 +33,7 @@ public final class BPFDataplane: Dataplane {
     /// and neither needs redoing when it did not change.
     private var lastNATRuleset: String?
     private var verifiedPorts: [String: UInt32] = [:]
+    private var retiredOtherBackends = false
 
     public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.bpf")) {
         self.pinPath = pinPath
@@ -101,6 +102,17 @@ public final class BPFDataplane: Dataplane {
         for container in policy.containers {
             verifiedPorts[container.port] = facts.interfaceIndex(container.port)
         }
+        // Switching from a netfilter fallback: its rules go once ours enforce
+        // (once per process: an agent applies per event, the others stay gone).
+        if !retiredOtherBackends {
+            try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
+            retiredOtherBackends = true
+        }
+    }
+
+    public func forgetCachedState() {
+        lastNATRuleset = nil
+        verifiedPorts = [:]
     }
 
     /// Best effort: put the maps back as they were after a failed apply.

@@ -33,6 +33,15 @@ public protocol Dataplane: AnyObject {
     /// Removes everything this backend put into the kernel. Succeeds when
     /// nothing is loaded, and after a crashed `apply`.
     func unload() throws
+
+    /// Forgets what this process remembers of the kernel's state (to skip
+    /// unchanged work on the next `apply`), so that the next `apply` checks
+    /// and rewrites everything: repairs drift someone else caused.
+    func forgetCachedState()
+}
+
+extension Dataplane {
+    public func forgetCachedState() {}
 }
 
 /// Failures of the dataplane layer, each naming what failed and with which value.

@@ -17,14 +17,16 @@ enum Pins {
         }
     }
 
+    static let preloaded: Set<String> = ["maps.debug", "progs.debug"]
+
     /// Removes every pin under `path`, then the directory itself (unmounting
     /// it first when it is a bpffs mount of its own).
     static func remove(at path: FilePath) throws {
         let manager = FileManager.default
         guard manager.fileExists(atPath: path.string) else { return }
-        // The root of a bpffs mount holds the kernel's own maps.debug and
-        // progs.debug (BPF preload); they cannot be unlinked and go with the mount.
-        for name in try manager.contentsOfDirectory(atPath: path.string) where !name.hasSuffix(".debug") {
+        // A fresh bpffs mount shows bpf_preload's iterators (maps.debug,
+        // progs.debug); they cannot be unlinked and go with the unmount.
+        for name in try manager.contentsOfDirectory(atPath: path.string) where !preloaded.contains(name) {
             try BPFFileSystem.removePin(at: path.appending(name))
         }
         let parent = path.removingLastComponent()

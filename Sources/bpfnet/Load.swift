@@ -3,6 +3,7 @@
 import ArgumentParser
 import BPFNetCore
 import BPFNetDataplane
+import Foundation
 
 struct Load: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,7 +22,11 @@ struct Load: ParsableCommand {
         let dataplane = try dataplaneOptions.makeDataplane()
         try dataplane.apply(policy)
         let status = try dataplane.status()
-        print("bpfnet: loaded (\(status.backend), port hook \(policy.portHook.rawValue)) on \(status.bridge): "
+        for (backend, reason) in (status.unusedBackends ?? [:]).sorted(by: { $0.key < $1.key }) {
+            FileHandle.standardError.write(Data("bpfnet: --backend auto: \(backend) not used: \(reason)\n".utf8))
+        }
+        let hook = status.backend == Backend.bpf.rawValue ? ", port hook \(policy.portHook.rawValue)" : ""
+        print("bpfnet: loaded (\(status.backend)\(hook)) on \(status.bridge): "
             + "\(status.containers.count) containers, \(status.links.count) links, "
             + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
             + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off")")
@@ -30,13 +35,14 @@ struct Load: ParsableCommand {
 
 struct Unload: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Detach everything, remove the pins and bpfnet's nftables table.")
+        abstract: "Detach everything, remove the pins and bpfnet's nftables tables or iptables rules.",
+        discussion: "Without --backend every backend found is unloaded.")
 
     @OptionGroup var dataplaneOptions: DataplaneOptions
 
     func run() throws {
         try requireRoot("unload")
-        try dataplaneOptions.makeDataplane().unload()
+        try dataplaneOptions.unload()
         print("bpfnet: unloaded")
     }
 }

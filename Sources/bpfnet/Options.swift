@@ -85,14 +85,35 @@ struct DataplaneOptions: ParsableArguments {
         }
     }
 
-    /// The dataplane to load into, with the reason when `auto` did not pick eBPF.
+    /// The dataplane to load into. `auto` tries eBPF and falls back to
+    /// nftables, then iptables, recording why (shown by `status`).
+    /// `BPFNET_IPTABLES=legacy|nft` picks the iptables binaries.
     func makeDataplane() throws -> Dataplane {
+        let pins = FilePath(pinPath)
         switch backend {
-        case .auto, .bpf:
-            return BPFDataplane(pinPath: FilePath(pinPath))
-        case .nftables, .iptables:
-            throw DataplaneError.badInput(
-                "--backend \(backend.rawValue): this build enforces the policy with eBPF only; use --backend bpf or auto")
+        case .auto: return AutoDataplane(pinPath: pins)
+        case .bpf: return BPFDataplane(pinPath: pins)
+        case .nftables: return NFTablesDataplane(pinPath: pins)
+        case .iptables: return IPTablesDataplane(pinPath: pins)
+        }
+    }
+
+    /// The dataplane to read or unload: with `auto`, whichever backend is
+    /// loaded (eBPF pins, bpfnet's nft filter table, bpfnet's iptables chains).
+    func loadedDataplane() throws -> Dataplane {
+        let pins = FilePath(pinPath)
+        switch backend {
+        case .auto: return try LoadedDataplaneFinder.loaded(pinPath: pins)
+        case .iptables: return IPTablesDataplane(variant: LoadedBackends.iptablesVariant(), pinPath: pins)
+        case .bpf, .nftables: return try makeDataplane()
+        }
+    }
+
+    /// `unload`: with `auto`, every backend found; else the one named.
+    func unload() throws {
+        switch backend {
+        case .auto: try LoadedDataplaneFinder.unloadAll(pinPath: FilePath(pinPath))
+        default: try loadedDataplane().unload()
         }
     }
 }

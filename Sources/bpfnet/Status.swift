@@ -15,7 +15,7 @@ struct Status: ParsableCommand {
     @OptionGroup var dataplaneOptions: DataplaneOptions
 
     func run() throws {
-        let status = try dataplaneOptions.makeDataplane().status()
+        let status = try dataplaneOptions.loadedDataplane().status()
         if json {
             print(try StatusPrinter.json(status))
         } else {
@@ -35,6 +35,9 @@ enum StatusPrinter {
         var out = ""
         func line(_ text: String = "") { out += text + "\n" }
         line("backend        \(status.backend)")
+        for (backend, reason) in (status.unusedBackends ?? [:]).sorted(by: { $0.key < $1.key }) {
+            line("  not used     \(backend): \(reason)")
+        }
         line("bridge         \(status.bridge)" + (status.bridgeAddress.map { " (\($0))" } ?? ""))
         line("icc            \(status.icc)")
         line("forward policy \(status.forwardPolicy)")

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The nftables fallback's rule set: two tables owned by bpfnet, written in one
+// `nft -f` transaction.
+//
+// - `table bridge bpfnet` does what the port program does (DESIGN.md rows
+//   1-7, docs/verdicts.md "Port program"): a chain on the bridge's prerouting
+//   hook sees every frame a container sends, before the bridge decides to
+//   forward it or hand it to the host, exactly where tc ingress on the port
+//   sees it. Bridge-family rules need no br_netfilter and no conntrack: like
+//   the eBPF program they are stateless, and they see fragments as sent.
+// - `table ip bpfnet` is the eBPF backend's NAT table (NATRuleset, the same
+//   text) plus a filter chain at priority mangle on prerouting: after
+//   conntrack (so `ct direction reply` works and fragments are reassembled)
+//   and before DNAT (so a published port is matched on the host address and
+//   host port, as the ext program does on XDP). Rows 8-11.
+//
+// Every lookup is a set or map keyed on the full tuple, so the cost per
+// packet does not grow with links, published ports or allowed sources.
+// docs/fallback.md has the reasoning and an example.
+
+public struct NFTablesRuleset: Sendable, Equatable {
+    /// The bridge-family table (and the nat table's name, NATRuleset.tableName).
+    public static let tableName = NATRuleset.tableName
+    /// Start of the bridge table's comment; marks it as bpfnet's.
+    public static let ownerComment = "owned by bpfnet (nftables backend)"
+
+    /// Counters of the bridge table (the port program's reasons).
+    public static let portReasons: [Reason] = [
+        .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed,
+    ]
+    /// Counters of the ip table's filter chains (the ext program's reasons).
+    public static let extReasons: [Reason] = [.published, .forwardAccept, .reply, .local, .source, .forward]
+
+    /// Program names in `programCounters`.
+    public static let portProgram = "nft-port"
+    public static let extProgram = "nft-ext"
+
+    public struct CounterValue: Sendable, Equatable, Hashable {
+        public var packets: UInt64
+        public var bytes: UInt64
+        public init(packets: UInt64, bytes: UInt64) {
+            self.packets = packets
+            self.bytes = bytes
+        }
+    }
+
+    public var policy: NetfilterPolicy
+    /// Counter values to start from (program name → reason name → value), so
+    /// replacing the tables does not reset what `status` shows.
+    public var counters: [String: [String: CounterValue]]
+
+    public init(policy: NetfilterPolicy, counters: [String: [String: CounterValue]] = [:]) {
+        self.policy = policy
+        self.counters = counters
+    }
+
+    /// The whole transaction: both tables replaced at once. Each table is
+    /// declared, deleted and declared again, which works whether or not it
+    /// exists; nft commits the file all or nothing.
+    public func render() -> String {
+        let name = Self.tableName
+        return """
+            table bridge \(name)
+            delete table bridge \(name)
+            table ip \(name)
+            delete table ip \(name)
+            \(renderBridgeTable())
+            \(renderIPTable())
+            """
+    }
+
+    /// `nft -f` input that removes both tables (and succeeds when they are absent).
+    public static func renderDelete() -> String {
+        """
+        table bridge \(tableName)
+        delete table bridge \(tableName)
+        table ip \(tableName)
+        delete table ip \(tableName)
+
+        """
+    }
+
+    /// `nft -f` input that removes only the bridge table: what the eBPF
+    /// backend must remove when it takes over (its NAT table replaces the ip table).
+    public static func renderDeleteBridgeTable() -> String {
+        """
+        table bridge \(tableName)
+        delete table bridge \(tableName)
+
+        """
+    }
+
+    // MARK: bridge table (rows 1-7)
+
+    func renderBridgeTable() -> String {
+        let p = policy
+        var lines: [String] = []
+        func add(_ text: String) { lines.append(text) }
+
+        add("table bridge \(Self.tableName) {")
+        add("    comment \"\(Self.ownerComment): container policy on \(p.bridge); do not edit, run bpfnet unload\"")
+        for reason in Self.portReasons { add(counterDeclaration(Self.portProgram, reason)) }
+        add("")
+        add(settingsSet())
+        // Container ports (the bridge ports the port program would run on),
+        // with the container's name as the element comment for `status`.
+        add(declaration("map", "ports", type: "ifname : ipv4_addr", elements: p.containers.map {
+            "\(quoted($0.port)) comment \(quoted($0.name)) : \($0.ip)"
+        }))
+        add(declaration("map", "macs", type: "ether_addr : ipv4_addr", elements: p.containers.map { "\($0.mac) : \($0.ip)" }))
+        // "Inside the bridge" (docs/verdicts.md): a container, the bridge
+        // subnet, multicast, limited broadcast.
+        var inside = p.containersOutsideSubnet.map(\.description)
+        if let subnet = p.bridgeSubnet { inside.insert(subnet.description, at: 0) }
+        inside += ["224.0.0.0/4", "255.255.255.255"]
+        add(declaration("set", "inside", type: "ipv4_addr", flags: "interval", autoMerge: true, elements: inside))
+        let tuple = "ipv4_addr . ipv4_addr . inet_proto . inet_service"
+        add(declaration("set", "link_forward", type: tuple, elements: linkElements(.forward)))
+        add(declaration("set", "link_reverse", type: tuple, elements: linkElements(.reverse)))
+        add(declaration("set", "link_pairs", type: "ipv4_addr . ipv4_addr . inet_proto", elements: linkElements(.pair)))
+
+        add("    chain port {")
+        add("        type filter hook prerouting priority filter; policy accept;")
+        add("        iifname != @ports return")
+        add("        meta protocol ip goto port_ipv4")
+        add("        meta protocol ip6 goto port_ipv6")
+        // A frame that still carries a VLAN tag after the kernel took the
+        // outer one (QinQ) hides its network header from nft; between
+        // containers with icc off it is dropped rather than waved through.
+        if !p.icc {
+            add("        meta protocol { 8021q, 8021ad } ether daddr @macs \(count(.icc)) drop")
+        }
+        add("        \(count(.nonIP)) accept")
+        add("    }")
+
+        add("    chain port_ipv6 {")
+        add("        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 \(count(.ipv6)) accept")
+        add("        ether daddr @macs " + (p.icc ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
+        add("        \(count(.ipv6)) accept")
+        add("    }")
+
+        add("    chain port_ipv4 {")
+        add("        ip version != 4 \(count(.malformed)) drop")
+        add("        ip hdrlength < 5 \(count(.malformed)) drop")
+        if let address = p.bridgeAddress?.address {
+            add("        ip daddr \(address) \(count(.host)) accept")
+        }
+        add("        ip daddr != @inside \(count(.outside)) accept")
+        if p.icc {
+            add("        \(count(.iccAllowed)) accept")
+        } else {
+            add("        ip frag-off & 0x1fff != 0 goto port_fragment")
+            add("        ip saddr . ip daddr . meta l4proto . th dport @link_forward \(count(.link)) accept")
+            add("        ip saddr . ip daddr . meta l4proto . th sport @link_reverse \(count(.linkReverse)) accept")
+            add("        \(count(.icc)) drop")
+        }
+        add("    }")
+
+        if !p.icc {
+            // A non-first fragment has no ports: the pair decides (the first
+            // fragment, which has them, decided whether the datagram can be
+            // reassembled at all).
+            add("    chain port_fragment {")
+            add("        ip saddr . ip daddr . ip protocol @link_pairs \(count(.linkFragment)) accept")
+            add("        \(count(.icc)) drop")
+            add("    }")
+        }
+        add("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private func settingsSet() -> String {
+        let notes = policy.unusedBackends.sorted { $0.key < $1.key }.enumerated().map { index, entry in
+            "\(index + 1) comment \(quoted(NetfilterName.commentText("\(entry.key): \(entry.value)", limit: 127)))"
+        }
+        var lines = ["    set settings {", "        type inet_service",
+                     "        comment \(quoted(NetfilterName.commentText(policy.settingsText, limit: 127)))"]
+        if !notes.isEmpty { lines.append("        elements = { \(notes.joined(separator: ", ")) }") }
+        lines.append("    }")
+        return lines.joined(separator: "\n")
+    }
+
+    private func linkElements(_ direction: LinkDirection) -> [String] {
+        policy.links.filter { $0.direction == direction }.map { rule in
+            let proto = TransportProtocol(number: rule.proto)?.rawValue ?? String(rule.proto)
+            return direction == .pair
+                ? "\(rule.source) . \(rule.destination) . \(proto)"
+                : "\(rule.source) . \(rule.destination) . \(proto) . \(rule.port)"
+        }
+    }
+
+    // MARK: ip table (NAT + rows 8-11)
+
+    func renderIPTable() -> String {
+        let p = policy
+        let nat = p.natRuleset
+        var lines: [String] = []
+        func add(_ text: String) { lines.append(text) }
+
+        add("table ip \(Self.tableName) {")
+        add("    comment \"\(nat.comment)\"")
+        add(nat.renderBody())
+        for reason in Self.extReasons { add(counterDeclaration(Self.extProgram, reason)) }
+        add(declaration("set", "ext_ifs", type: "ifname", elements: p.extInterfaces.map { quoted($0.name) }))
+        add(declaration("set", "allowlisted", type: "ifname",
+                        elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
+        add(declaration("set", "allow_src", type: "ifname . ipv4_addr", flags: "interval", autoMerge: false,
+                        elements: p.extInterfaces.flatMap { ext in
+                            Self.withoutCovered(ext.allowSources).map { "\(quoted(ext.name)) . \($0)" }
+                        }))
+        var direct = p.containersOutsideSubnet.map(\.description)
+        if let subnet = p.bridgeSubnet { direct.insert(subnet.description, at: 0) }
+        add(declaration("set", "containers", type: "ipv4_addr", flags: "interval", autoMerge: true, elements: direct))
+
+        // Before DNAT (dstnat is -100), after conntrack (-200): the ext
+        // program's view plus conntrack.
+        add("    chain ext {")
+        add("        type filter hook prerouting priority mangle; policy accept;")
+        add("        iifname != @ext_ifs return")
+        let notBridge = p.bridgeAddress.map { "ip daddr != \($0.address) " } ?? ""
+        add("        \(notBridge)ip daddr @containers goto ext_direct")
+        add("        meta l4proto { tcp, udp, sctp } ip daddr . meta l4proto . th dport @published_addr goto ext_published")
+        add("        meta l4proto { tcp, udp, sctp } meta l4proto . th dport @published_any goto ext_published")
+        add("        \(count(.local, program: Self.extProgram)) accept")
+        add("    }")
+
+        // Row 9: routed straight at a container address.
+        add("    chain ext_direct {")
+        if p.forwardAccept {
+            add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
+            add("        \(count(.forwardAccept, program: Self.extProgram)) accept")
+        } else {
+            add("        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept")
+            add("        \(count(.forward, program: Self.extProgram)) drop")
+        }
+        add("    }")
+
+        // Row 8: a published host port; the allow-list of the ingress interface decides.
+        add("    chain ext_published {")
+        add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
+        add("        \(count(.published, program: Self.extProgram)) accept")
+        add("    }")
+
+        // Row 10: what rows 8/9 would drop passes when conntrack knows it as
+        // the reply of a connection opened from this side (TCP/UDP, as the
+        // ext program's bpf_xdp_ct_lookup).
+        add("    chain ext_not_admitted {")
+        add("        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept")
+        add("        \(count(.source, program: Self.extProgram)) drop")
+        add("    }")
+        add("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: helpers
+
+    /// The prefixes not inside another one of the list: a concatenated
+    /// interval set cannot hold overlapping elements (and the longest-prefix
+    /// match of the eBPF map gives the same answer either way).
+    static func withoutCovered(_ prefixes: [IPv4CIDR]) -> [IPv4CIDR] {
+        let unique = Array(Set(prefixes))
+        return unique.filter { prefix in
+            !unique.contains { other in
+                other != prefix && other.prefixLength <= prefix.prefixLength && other.contains(prefix.address)
+            }
+        }.sorted { ($0.address, $0.prefixLength) < ($1.address, $1.prefixLength) }
+    }
+
+    private func count(_ reason: Reason, program: String = NFTablesRuleset.portProgram) -> String {
+        "counter name \(quoted(reason.name))"
+    }
+
+    private func counterDeclaration(_ program: String, _ reason: Reason) -> String {
+        let value = counters[program]?[reason.name] ?? CounterValue(packets: 0, bytes: 0)
+        return "    counter \(reason.name) { packets \(value.packets) bytes \(value.bytes) }"
+    }
+
+    private func declaration(_ kind: String, _ name: String, type: String, flags: String? = nil, autoMerge: Bool = false,
+                             elements: [String]) -> String {
+        var lines = ["    \(kind) \(name) {", "        type \(type)"]
+        if let flags { lines.append("        flags \(flags)") }
+        if autoMerge { lines.append("        auto-merge") }
+        if !elements.isEmpty {
+            lines.append("        elements = {")
+            // Several per line keeps large sets readable and the file small.
+            var index = 0
+            while index < elements.count {
+                let chunk = elements[index..<min(index + 4, elements.count)]
+                index += chunk.count
+                lines.append("            " + chunk.joined(separator: ", ") + (index < elements.count ? "," : ""))
+            }
+            lines.append("        }")
+        }
+        lines.append("    }")
+        return lines.joined(separator: "\n")
+    }
+
+    private func quoted(_ text: String) -> String { "\"\(text)\"" }
+}

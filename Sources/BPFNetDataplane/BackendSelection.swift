@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Choosing, finding and switching backends:
+// - `AutoDataplane` (`--backend auto`): eBPF, else nftables, else iptables,
+//   remembering why each earlier one was not used (kept in the kernel with
+//   the fallback's rules, so `bpfnet status` can say it).
+// - `LoadedBackends`: which backends have objects in this namespace (bpf
+//   pins, bpfnet's nft filter table, bpfnet's iptables chains), so `status`
+//   and `unload` work for whichever is loaded.
+// - `NetfilterBackends.retireOthers`: after a backend's apply succeeded, the
+//   other backends' objects are removed. New first, old after: while both
+//   exist both enforce the same policy, so no packet ever sees none.
+
+import BPFNetCore
+import Foundation
+import Logging
+import SystemPackage
+
+/// Shared steps of the netfilter backends.
+enum NetfilterBackends {
+    /// The same validation and compilation as the eBPF backend, then the
+    /// interface names the rules need.
+    static func compile(_ policy: Policy, backend: Backend) throws -> NetfilterPolicy {
+        let facts = try HostSystem.facts(for: policy)
+        let state: MapState
+        do {
+            state = try PolicyCompiler.compile(policy, facts: facts)
+        } catch {
+            throw DataplaneError.badInput(error.description)
+        }
+        try HostSystem.checkBridgePorts(policy.bridge, policy.containers)
+        do {
+            return try NetfilterPolicy(state: state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName)
+        } catch {
+            throw DataplaneError.badInput("\(backend.rawValue): \(error)")
+        }
+    }
+
+    /// Fills `counters` (every known reason, plus the backend's own) and
+    /// `programCounters` (non-zero values only).
+    static func setCounters(_ status: inout DataplaneStatus,
+                            _ perProgram: [String: [String: DataplaneStatus.CounterValue]]) {
+        var totals = DataplaneStatus.zeroCounters
+        var programs: [String: [String: DataplaneStatus.CounterValue]] = [:]
+        for (program, reasons) in perProgram {
+            for (reason, value) in reasons {
+                totals[reason, default: 0] += value.packets
+                if value.packets != 0 || value.bytes != 0 { programs[program, default: [:]][reason] = value }
+            }
+        }
+        status.counters = totals
+        status.programCounters = programs
+    }
+
+    /// Removes what backends other than `keeping` left in the kernel.
+    /// - bpf: attachments and pins, but not the `ip bpfnet` table (the
+    ///   nftables backend has just replaced it with its own).
+    /// - nftables: the bridge table; the ip table too unless the eBPF backend
+    ///   now owns it (it has just rewritten it as its NAT table).
+    /// - iptables: every bpfnet rule and chain, with either variant.
+    static func retireOthers(except keeping: Backend, pinPath: FilePath, logger: Logger) throws {
+        var problems: [String] = []
+        if keeping != .bpf {
+            do { try BPFRetirement.remove(pinPath: pinPath, logger: logger) } catch {
+                problems.append("removing the eBPF dataplane at \(pinPath): \(error)")
+            }
+        }
+        if keeping != .nftables, NetfilterCommand.isInstalled(NFT.program) {
+            do {
+                let tables = try NFTablesDataplane.tables()
+                if tables.hasOwnBridgeTable {
+                    let script = keeping == .bpf ? NFTablesRuleset.renderDeleteBridgeTable() : NFTablesRuleset.renderDelete()
+                    try NFT.apply(script, purpose: "removing the nftables backend's tables")
+                } else if keeping == .iptables, tables.ip.exists, NATRuleset.isOwnComment(tables.ip.comment) {
+                    // The eBPF backend's NAT table (iptables does its own NAT).
+                    try NFT.apply(NATRuleset.renderDelete(), purpose: "removing the eBPF backend's NAT table")
+                }
+            } catch {
+                problems.append("\(error)")
+            }
+        }
+        if keeping != .iptables {
+            for variant in IPTablesVariant.distinct where variant.mayHoldRules() {
+                do {
+                    if IPTablesDataplane.isLoaded(variant: variant) {
+                        try IPTablesDataplane(variant: variant, pinPath: pinPath, logger: logger).unload()
+                    }
+                } catch {
+                    problems.append("\(error)")
+                }
+            }
+        }
+        guard problems.isEmpty else {
+            throw RetirementError(keeping: keeping, problems: problems)
+        }
+    }
+}
+
+/// The new backend enforces the policy, but another backend's objects could
+/// not all be removed. Not a reason to fall back further.
+public struct RetirementError: Error, CustomStringConvertible {
+    public var keeping: Backend
+    public var problems: [String]
+
+    public var description: String {
+        "the \(keeping.rawValue) backend is loaded, but removing the previous backend's objects failed: "
+            + problems.joined(separator: "; ") + " — run `bpfnet unload` and load again"
+    }
+}
+
+/// Removes an eBPF dataplane without touching the `ip bpfnet` table.
+enum BPFRetirement {
+    static func isLoaded(pinPath: FilePath) -> Bool {
+        FileManager.default.fileExists(atPath: pinPath.appending(MapKind.config.mapName).string)
+    }
+
+    static func remove(pinPath: FilePath, logger: Logger) throws {
+        guard FileManager.default.fileExists(atPath: pinPath.string) else { return }
+        if isLoaded(pinPath: pinPath) {
+            try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
+        }
+        do {
+            try Pins.remove(at: pinPath)
+        } catch {
+            // Every pin is gone and only the (empty) bpffs mount is left,
+            // e.g. one the operator mounted, or no CAP_SYS_ADMIN to unmount:
+            // nothing of the eBPF dataplane remains.
+            let left = ((try? FileManager.default.contentsOfDirectory(atPath: pinPath.string)) ?? [])
+                .filter { !Pins.preloaded.contains($0) }
+            guard left.isEmpty else { throw error }
+            logger.info("pins removed; leaving the bpffs at \(pinPath) mounted: \(error)")
+        }
+    }
+}
+
+/// Which backends have objects in this network namespace.
+public enum LoadedBackends {
+    public static func detect(pinPath: FilePath) -> [Backend] {
+        var result: [Backend] = []
+        if BPFRetirement.isLoaded(pinPath: pinPath) { result.append(.bpf) }
+        if NFTablesDataplane.isLoaded() { result.append(.nftables) }
+        if IPTablesVariant.distinct.contains(where: { IPTablesDataplane.isLoaded(variant: $0) }) { result.append(.iptables) }
+        return result
+    }
+
+    /// The iptables variant holding bpfnet's chains (the configured one first).
+    public static func iptablesVariant(preferred: IPTablesVariant = .fromEnvironment) -> IPTablesVariant {
+        ([preferred] + IPTablesVariant.distinct).first { IPTablesDataplane.isLoaded(variant: $0) } ?? preferred
+    }
+}
+
+/// `--backend auto`: the eBPF backend when it can be used, else nftables, else iptables.
+public final class AutoDataplane: Dataplane {
+    public private(set) var backend = Backend.bpf
+    public let pinPath: FilePath
+    /// Why each backend before the chosen one was not used (after `apply`).
+    public private(set) var unusedBackends: [String: String] = [:]
+    private var chosen: Dataplane?
+    private let logger: Logger
+    private let makeBPF: () -> Dataplane
+
+    public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.auto"),
+                makeBPF: (() -> Dataplane)? = nil) {
+        self.pinPath = pinPath
+        self.logger = logger
+        self.makeBPF = makeBPF ?? { BPFDataplane(pinPath: pinPath) }
+    }
+
+    public func apply(_ policy: Policy) throws {
+        unusedBackends = [:]
+        let bpf = makeBPF()
+        do {
+            try bpf.apply(policy)
+            select(bpf)
+            return
+        } catch let error as RetirementError {
+            select(bpf)
+            throw error
+        } catch let error as DataplaneError where error.isBadInput {
+            // The policy is wrong; every backend would say so.
+            throw error
+        } catch {
+            unusedBackends[Backend.bpf.rawValue] = Self.reason(error, prefix: "bpf")
+            logger.warning("eBPF cannot be used, falling back to netfilter: \(error)")
+            // Whatever a failed eBPF load left behind is removed by the
+            // fallback's apply once the fallback enforces the policy.
+        }
+
+        let nftables = NFTablesDataplane(pinPath: pinPath, logger: logger)
+        nftables.unusedBackends = unusedBackends
+        do {
+            try nftables.apply(policy)
+            select(nftables)
+            return
+        } catch let error as RetirementError {
+            select(nftables)
+            throw error
+        } catch let error as DataplaneError where error.isBadInput {
+            throw error
+        } catch {
+            unusedBackends[Backend.nftables.rawValue] = Self.reason(error, prefix: "nftables")
+            logger.warning("nftables cannot be used, falling back to iptables: \(error)")
+        }
+
+        let iptables = IPTablesDataplane(pinPath: pinPath, logger: logger)
+        iptables.unusedBackends = unusedBackends
+        do {
+            try iptables.apply(policy)
+            select(iptables)
+        } catch let error as RetirementError {
+            select(iptables)
+            throw error
+        } catch {
+            let tried = unusedBackends.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+            throw DataplaneError.runtime("no backend could enforce the policy: " + (tried + ["iptables: \(error)"])
+                .joined(separator: "; "))
+        }
+    }
+
+    private func select(_ dataplane: Dataplane) {
+        chosen = dataplane
+        backend = dataplane.backend
+    }
+
+    /// The error without its backend prefix ("bpf: BPF_PROG_LOAD: ..." → "BPF_PROG_LOAD: ...").
+    static func reason(_ error: Error, prefix: String) -> String {
+        let text = String(describing: error)
+        return text.hasPrefix(prefix + ": ") ? String(text.dropFirst(prefix.count + 2)) : text
+    }
+
+    public func status() throws -> DataplaneStatus {
+        if let chosen { return try chosen.status() }
+        return try LoadedDataplaneFinder.loaded(pinPath: pinPath).status()
+    }
+
+    public func unload() throws {
+        try LoadedDataplaneFinder.unloadAll(pinPath: pinPath)
+    }
+}
+
+/// The dataplane(s) found in the kernel, for `status` and `unload` without `--backend`.
+public enum LoadedDataplaneFinder {
+    /// The loaded backend's dataplane (bpf before nftables before iptables
+    /// when, after a failed switch, more than one is there).
+    public static func loaded(pinPath: FilePath) throws -> Dataplane {
+        switch LoadedBackends.detect(pinPath: pinPath).first {
+        case .bpf: return BPFDataplane(pinPath: pinPath)
+        case .nftables: return NFTablesDataplane(pinPath: pinPath)
+        case .iptables: return IPTablesDataplane(variant: LoadedBackends.iptablesVariant(), pinPath: pinPath)
+        case nil:
+            throw DataplaneError.runtime("nothing is loaded: no eBPF pins at \(pinPath), no nftables table "
+                + "bridge \(NFTablesRuleset.tableName), no iptables chain \(IPTablesRuleset.stateChain) "
+                + "— run `bpfnet load --config FILE` first")
+        }
+    }
+
+    /// Unloads every backend found (each one's unload succeeds when it has nothing).
+    public static func unloadAll(pinPath: FilePath) throws {
+        var problems: [String] = []
+        let found = LoadedBackends.detect(pinPath: pinPath)
+        // iptables and nftables first: the eBPF unload removes the ip table too.
+        if found.contains(.iptables) {
+            for variant in IPTablesVariant.distinct where IPTablesDataplane.isLoaded(variant: variant) {
+                do { try IPTablesDataplane(variant: variant, pinPath: pinPath).unload() } catch { problems.append("\(error)") }
+            }
+        }
+        do { try NFTablesDataplane(pinPath: pinPath).unload() } catch { problems.append("\(error)") }
+        // The eBPF unload also deletes a leftover `ip bpfnet` NAT table (with nft).
+        if found.contains(.bpf) || NetfilterCommand.isInstalled(NFT.program) {
+            do { try BPFDataplane(pinPath: pinPath).unload() } catch { problems.append("\(error)") }
+        }
+        guard problems.isEmpty else {
+            throw DataplaneError.runtime("unload incomplete: " + problems.joined(separator: "; "))
+        }
+    }
+}

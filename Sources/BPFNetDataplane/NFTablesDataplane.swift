@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The nftables fallback: the same compiled policy as the eBPF backend,
+// enforced by two tables bpfnet owns (`bridge bpfnet` for rows 1-7,
+// `ip bpfnet` = the NAT table plus rows 8-11), both replaced in one atomic
+// `nft -f` transaction per change. See NFTablesRuleset and docs/fallback.md.
+
+import BPFNetCore
+import Foundation
+import Logging
+import SystemPackage
+
+public final class NFTablesDataplane: Dataplane {
+    public let backend = Backend.nftables
+    /// Where an eBPF dataplane would be pinned (removed when this backend takes over).
+    public let pinPath: FilePath
+    /// Backend → why `--backend auto` did not use it; kept with the rules.
+    public var unusedBackends: [String: String] = [:]
+    private let logger: Logger
+
+    public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.nftables")) {
+        self.pinPath = pinPath
+        self.logger = logger
+    }
+
+    static let bridgeTable = "bridge \(NFTablesRuleset.tableName)"
+    static let ipTable = "ip \(NFTablesRuleset.tableName)"
+
+    // MARK: apply
+
+    public func apply(_ policy: Policy) throws {
+        let compiled = try NetfilterBackends.compile(policy, backend: backend)
+        let tables = try Self.tables()
+        try checkOwnership(tables)
+        let counters = (try? currentCounters(tables)) ?? [:]
+
+        if policy.ipForward {
+            try HostSystem.setSysctl("net/ipv4/ip_forward", "1")
+        }
+        var netfilterPolicy = compiled
+        netfilterPolicy.unusedBackends = unusedBackends
+        try NFT.apply(NFTablesRuleset(policy: netfilterPolicy, counters: counters).render(),
+                      purpose: "installing tables bridge/ip \(NFTablesRuleset.tableName) (the previous rules stay in force)")
+        logger.info("nftables tables installed")
+        // The new rules are in force; now the other backends' objects go
+        // (both enforce the same policy meanwhile, so no packet sees none).
+        try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
+    }
+
+    /// Both tables: whether each exists, with its comment.
+    struct Tables {
+        var bridge: (exists: Bool, comment: String)
+        var ip: (exists: Bool, comment: String)
+
+        /// The bridge table is ours.
+        var hasOwnBridgeTable: Bool { bridge.exists && bridge.comment.hasPrefix(NFTablesRuleset.ownerComment) }
+    }
+
+    static func tables() throws(DataplaneError) -> Tables {
+        Tables(bridge: try NFT.table("bridge", NFTablesRuleset.tableName), ip: try NFT.table("ip", NFTablesRuleset.tableName))
+    }
+
+    /// A table of ours carries our comment; anything else of that name is
+    /// someone else's and is not replaced.
+    private func checkOwnership(_ tables: Tables) throws {
+        if tables.bridge.exists && !tables.hasOwnBridgeTable {
+            throw DataplaneError.runtime(
+                "nftables: table \(Self.bridgeTable) exists and is not bpfnet's (comment: \(Self.describe(tables.bridge.comment))) "
+                    + "— remove it (nft delete table \(Self.bridgeTable)) or use another --backend; nothing was changed")
+        }
+        if tables.ip.exists && !NATRuleset.isOwnComment(tables.ip.comment) {
+            throw DataplaneError.runtime(
+                "nftables: table \(Self.ipTable) exists and is not bpfnet's (comment: \(Self.describe(tables.ip.comment))) "
+                    + "— remove it (nft delete table \(Self.ipTable)) or use another --backend; nothing was changed")
+        }
+    }
+
+    private static func describe(_ comment: String) -> String { comment.isEmpty ? "none" : "\"\(comment)\"" }
+
+    private func currentCounters(_ tables: Tables) throws -> [String: [String: NFTablesRuleset.CounterValue]] {
+        var result: [String: [String: NFTablesRuleset.CounterValue]] = [:]
+        if tables.hasOwnBridgeTable {
+            result[NFTablesRuleset.portProgram] = try NFTablesReadback.counters(NFT.countersJSON("bridge", NFTablesRuleset.tableName))
+            if tables.ip.exists {
+                result[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(NFT.countersJSON("ip", NFTablesRuleset.tableName))
+            }
+        }
+        return result
+    }
+
+    // MARK: status
+
+    /// Whether bpfnet's nftables filter tables are in this namespace (false
+    /// when nft is missing).
+    public static func isLoaded() -> Bool {
+        guard NetfilterCommand.isInstalled(NFT.program), let tables = try? tables() else { return false }
+        return tables.hasOwnBridgeTable
+    }
+
+    public func status() throws -> DataplaneStatus {
+        let tables = try Self.tables()
+        guard tables.hasOwnBridgeTable else {
+            throw DataplaneError.runtime("nftables: nothing is loaded (no table \(Self.bridgeTable)) "
+                + "— run `bpfnet load --backend nftables --config FILE` first")
+        }
+        let bridgeJSON = try NFT.listJSON("bridge", NFTablesRuleset.tableName)
+        let ipJSON = tables.ip.exists ? try NFT.listJSON("ip", NFTablesRuleset.tableName) : nil
+        guard let policy = try NFTablesReadback.policy(bridgeTable: bridgeJSON, ipTable: ipJSON) else {
+            throw DataplaneError.runtime("nftables: table \(Self.bridgeTable) has no readable settings set; "
+                + "it was not written by this bpfnet — run `bpfnet unload` and load again")
+        }
+        var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
+        var perProgram: [String: [String: NFTablesRuleset.CounterValue]] = [
+            NFTablesRuleset.portProgram: try NFTablesReadback.counters(bridgeJSON),
+        ]
+        if let ipJSON { perProgram[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(ipJSON) }
+        NetfilterBackends.setCounters(&status, perProgram.mapValues { $0.mapValues {
+            DataplaneStatus.CounterValue(packets: $0.packets, bytes: $0.bytes)
+        } })
+        return status
+    }
+
+    // MARK: unload
+
+    public func unload() throws {
+        guard NetfilterCommand.isInstalled(NFT.program) else { return }
+        // The ip table alone is the eBPF backend's NAT table, and a bridge
+        // table without our comment is someone else's: neither is ours to remove.
+        let tables = try Self.tables()
+        guard tables.hasOwnBridgeTable else { return }
+        try checkOwnership(tables)
+        try NFT.apply(NFTablesRuleset.renderDelete(), purpose: "removing tables bridge/ip \(NFTablesRuleset.tableName)")
+    }
+}

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Shared by the end-to-end suites of every backend: run the DemoHost scenario
+// (a Docker-like host in network namespaces, real TCP/UDP/ICMP probes) with
+// `bpfnet load --backend X` and assert that every cell of the reachability
+// matrix is what the policy table says.
+
+import BPFNetCore
+import DemoHost
+import Foundation
+import NetLab
+import XCTest
+
+/// Root-only suites skip without root, unless BPFNET_REQUIRE_ROOT_TESTS=1
+/// (CI), where running without root is a failure.
+func requireRootForEndToEnd(_ what: String = "network namespaces, bpffs, nft and iptables",
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+    guard geteuid() != 0 else { return }
+    if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
+        XCTFail("requires root: \(what) (BPFNET_REQUIRE_ROOT_TESTS=1 makes this a failure)", file: file, line: line)
+    }
+    throw XCTSkip("requires root: \(what)")
+}
+
+/// The settings the fallbacks' suites run (icc × allow-list × forward policy).
+let scenarioSettings: [PolicySettings] = [
+    PolicySettings(icc: true, allowList: true, forwardPolicy: .drop),
+    PolicySettings(icc: false, allowList: true, forwardPolicy: .drop),
+    PolicySettings(icc: false, allowList: false, forwardPolicy: .accept),
+    PolicySettings(icc: true, allowList: false, forwardPolicy: .accept),
+    PolicySettings(icc: false, allowList: true, forwardPolicy: .accept),
+]
+
+/// Loads `settings` with `bpfnet load --backend BACKEND` on `lab` (a fresh
+/// lab when nil), measures every scenario probe and asserts each cell matches
+/// the policy. Returns the matrix.
+@discardableResult
+func runScenario(backend: String, settings: PolicySettings, portHook: PortHook = .tc, lab: DemoLab? = nil,
+                 file: StaticString = #filePath, line: UInt = #line) throws -> [MatrixEntry] {
+    let ownLab = lab == nil ? try DemoLab() : nil
+    defer { ownLab?.close() }
+    let lab = lab ?? ownLab!
+    try lab.load(settings, portHook: portHook, extraArguments: ["--backend", backend])
+    let entries = try lab.measure(settings)
+    let wrong = entries.filter { !$0.matches }
+    XCTAssert(wrong.isEmpty, "\(backend), \(settings): \(wrong.count) of \(entries.count) cells differ from the policy:\n"
+        + wrong.map { "  \($0.source) → \($0.destination) (rows \($0.rows)): expected \($0.expected), "
+            + "observed \($0.observed) — \($0.detail)" }.joined(separator: "\n"), file: file, line: line)
+    return entries
+}
+
+/// What each backend left in the lab's host namespace.
+struct BackendObjects: CustomStringConvertible {
+    /// bpf: pinned maps under the lab's pin path.
+    var pins: [String]
+    /// "family name" of every nftables table.
+    var nftTables: Set<String>
+    /// bpfnet's and Docker's chains in `iptables-save` (both tables), "table chain".
+    var iptablesChains: Set<String>
+    /// Interfaces with an XDP program, and bridge ports with a tc ingress filter.
+    var attachments: Set<String>
+
+    var description: String {
+        "pins \(pins), nft tables \(nftTables.sorted()), iptables chains \(iptablesChains.sorted()), "
+            + "attachments \(attachments.sorted())"
+    }
+
+    static func read(_ lab: DemoLab) throws -> BackendObjects {
+        let host = TopologySpec.hostRole
+        let pins = (try? FileManager.default.contentsOfDirectory(atPath: lab.pinPath))?.sorted() ?? []
+        let tables = try lab.topology.run(in: host, ["nft", "list", "tables"]).stdout
+            .split(separator: "\n").map { $0.replacingOccurrences(of: "table ", with: "") }
+        var chains = Set<String>()
+        for variant in ["iptables-save", "iptables-legacy-save"] {
+            let save = IPTablesSave(parsing: try lab.topology.run(in: host, [variant]).stdout)
+            for (name, table) in save.tables {
+                for chain in table.chains.map(\.name)
+                where chain.hasPrefix("BPFNET-") || chain.hasPrefix("DOCKER") {
+                    chains.insert("\(variant == "iptables-save" ? "" : "legacy ")\(name) \(chain)")
+                }
+            }
+        }
+        var attachments = Set<String>()
+        let links = try lab.topology.run(in: host, ["ip", "-j", "-d", "link", "show"]).stdout
+        if let list = try JSONSerialization.jsonObject(with: Data(links.utf8)) as? [[String: Any]] {
+            for link in list {
+                guard let name = link["ifname"] as? String else { continue }
+                if link["xdp"] != nil { attachments.insert("xdp \(name)") }
+                if link["master"] as? String == "docker0" {
+                    let filters = try lab.topology.run(in: host, ["tc", "filter", "show", "dev", name, "ingress"]).stdout
+                    if !filters.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { attachments.insert("tc \(name)") }
+                }
+            }
+        }
+        return BackendObjects(pins: pins, nftTables: Set(tables.map { String($0) }), iptablesChains: chains,
+                              attachments: attachments)
+    }
+
+    var hasBPF: Bool { !pins.isEmpty || !attachments.isEmpty }
+    var hasNFTablesFilter: Bool { nftTables.contains("bridge bpfnet") }
+    var hasIPTables: Bool { !iptablesChains.isEmpty }
+}
+
+extension DataplaneStatus {
+    /// The policy part only: what every backend must report alike.
+    var policyOnly: DataplaneStatus {
+        var copy = self
+        copy.backend = ""
+        copy.generation = 0
+        copy.loaded = true
+        copy.counters = [:]
+        copy.programCounters = [:]
+        copy.unusedBackends = nil
+        return copy
+    }
+}
