@@ -62,6 +62,10 @@ final class TestNamespace: @unchecked Sendable {
         self.name = name
         try runCommand(["ip", "netns", "add", name])
         do {
+            // No IPv6: its neighbour discovery and MLD reports would land on
+            // the veths and spoil the tests' exact packet counts.
+            try runCommand(["ip", "netns", "exec", name, "sysctl", "-q", "-w",
+                            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
             try runCommand(["ip", "-n", name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
             try runCommand(["ip", "-n", name, "link", "set", "veth0", "up"])
             try runCommand(["ip", "-n", name, "link", "set", "veth1", "up"])
