@@ -111,6 +111,11 @@ extension DataplaneStatus {
         copy.counters = [:]
         copy.programCounters = [:]
         copy.unusedBackends = nil
+        // Delivery (the eBPF fast path) and the agent are not policy.
+        copy.fastPathEnabled = nil
+        copy.fastPath = nil
+        copy.agent = nil
+        copy.lastSyncLatencyMs = nil
         return copy
     }
 }
