@@ -12,12 +12,12 @@
 import Foundation
 
 public enum BenchChart {
-    static let width = 980.0
-    static let height = 620.0
+    static let width = 1080.0
+    static let height = 640.0
     static let plotLeft = 96.0
     static let plotRight = 720.0
-    static let plotTop = 96.0
-    static let plotBottom = 530.0
+    static let plotTop = 112.0
+    static let plotBottom = 546.0
 
     /// Fixed colours for the known variants; others take the palette in turn.
     static let colors: [String: String] = [
@@ -44,9 +44,10 @@ public enum BenchChart {
         svg.rect(x: 0, y: 0, width: width, height: height, fill: "#ffffff")
         svg.text("Cost per packet as the number of Docker links grows (lower is better)", x: plotLeft, y: 34,
                  size: 19, weight: "bold")
-        svg.text(context.headline, x: plotLeft, y: 56, size: 11.5, fill: "#444")
         let date = ISO8601DateFormatter().string(from: context.date)
-        svg.text("\(context.machine); \(date)", x: plotLeft, y: 72, size: 11.5, fill: "#444")
+        for (line, text) in [context.generatorLine, context.roundsLine, "\(context.machine); \(date)"].enumerated() {
+            svg.text(text, x: plotLeft, y: 56 + Double(line) * 15, size: 11.5, fill: "#444")
+        }
 
         // Grid and y axis (decades, with 2 and 5 in between).
         for decade in y.decades {
@@ -57,7 +58,7 @@ public enum BenchChart {
                 svg.line(x1: plotLeft, y1: py, x2: plotRight, y2: py,
                          stroke: factor == 1 ? "#cccccc" : "#eeeeee", width: 1)
                 if factor == 1 || y.decades.count <= 2 {
-                    svg.text(Self.duration(value), x: plotLeft - 8, y: py + 4, size: 12, anchor: "end")
+                    svg.text(Self.axisDuration(value), x: plotLeft - 8, y: py + 4, size: 12, anchor: "end")
                 }
             }
         }
@@ -150,6 +151,15 @@ public enum BenchChart {
         case ..<10_000: String(format: "%.1f µs", nanoseconds / 1000)
         case ..<1_000_000: String(format: "%.0f µs", nanoseconds / 1000)
         default: String(format: "%.1f ms", nanoseconds / 1_000_000)
+        }
+    }
+
+    /// Axis labels: "100 ns", "1 µs", "20 µs", "1 ms".
+    static func axisDuration(_ nanoseconds: Double) -> String {
+        switch nanoseconds {
+        case ..<1000: String(format: "%g ns", nanoseconds)
+        case ..<1_000_000: String(format: "%g µs", nanoseconds / 1000)
+        default: String(format: "%g ms", nanoseconds / 1_000_000)
         }
     }
 

@@ -107,6 +107,16 @@ public struct BenchContext: Sendable, Hashable {
         loadAverage = getloadavg(&loads, 3) == 3 ? loads : []
     }
 
+    /// The generator and the packets, for the chart's first line.
+    public var generatorLine: String {
+        "\(profile.summary), \(BenchWorkload.packetBytes)-byte UDP, \(flows) flow\(flows == 1 ? "" : "s")"
+    }
+
+    public var roundsLine: String {
+        "\(rounds) interleaved rounds of \(Self.seconds(burstSeconds)) CPU time per variant and N; "
+            + "sending thread pinned to CPU \(cpu); icc=false, Docker-style links with one exposed UDP port"
+    }
+
     public var headline: String {
         "\(profile.summary), \(BenchWorkload.packetBytes)-byte UDP, \(flows) flow\(flows == 1 ? "" : "s"), "
             + "\(rounds) rounds of \(Self.seconds(burstSeconds)) per variant and N, sending thread on CPU \(cpu)"
