@@ -38,6 +38,9 @@ struct BurstSample {
 public struct BenchOutcome: Sendable {
     public var report: BenchReport
     public var context: BenchContext
+    /// Observations worth a line under the table (softirq work that went to
+    /// ksoftirqd, ...).
+    public var notes: [String] = []
 }
 
 public final class BenchRunner {
@@ -78,6 +81,7 @@ public final class BenchRunner {
         }
 
         var results: [BenchResult] = []
+        var notes: [String] = []
         for (step, links) in configuration.links.enumerated() {
             let label = "N=\(links) (\(step + 1)/\(configuration.links.count))"
             for host in hosts {
@@ -90,10 +94,19 @@ public final class BenchRunner {
                 samples = try self.measure(hosts, generator: generator, workload: workload, label: label)
             }
             results += summarise(samples, hosts: hosts, links: links)
+            for (host, bursts) in zip(hosts, samples) {
+                let softirq = bursts.reduce(0) { $0 + $1.softirqNanoseconds }
+                let total = bursts.reduce(0) { $0 + $1.threadNanoseconds + $1.softirqNanoseconds }
+                if total > 0, Double(softirq) / Double(total) >= 0.02 {
+                    let share = String(format: "%.1f", 100 * Double(softirq) / Double(total))
+                    notes.append("\(host.variant.name) at N=\(links): \(share) % of the cost ran in "
+                        + "ksoftirqd/\(configuration.cpu) (included in ns/packet)")
+                }
+            }
         }
         let report = BenchReport(profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
                                  rounds: configuration.rounds, results: results)
-        return BenchOutcome(report: report, context: context)
+        return BenchOutcome(report: report, context: context, notes: notes)
     }
 
     static func makeWorkDirectory() throws -> String {

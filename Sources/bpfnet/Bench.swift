@@ -73,6 +73,7 @@ struct BenchRun: ParsableCommand {
         }
         let outcome = try BenchRunner(configuration).run()
         print(BenchTable.render(outcome.report, context: outcome.context), terminator: "")
+        for note in outcome.notes { print("  note: \(note)") }
         if let json {
             try outcome.report.jsonData().write(to: URL(fileURLWithPath: json))
         }
