@@ -77,7 +77,7 @@ struct Demo: ParsableCommand {
     /// (no iptables, no br_netfilter) skips it with a note.
     private func comparison() throws -> BenchReport? {
         var configuration = BenchConfiguration(
-            variants: [], links: [1000], flows: 1, rounds: 10, burstSeconds: 0.2, profile: .live, showProgress: !json)
+            variants: [], links: [1000], flows: 1, rounds: 10, burstSeconds: 0.15, profile: .live, showProgress: !json)
         configuration.variants = ["bridge", "docker-iptables-nft", "bpfnet-tc"].compactMap(BenchVariant.named)
         do {
             try configuration.validate()
