@@ -28,6 +28,8 @@ public enum BenchChart {
         "bpfnet-tc": "#1f77b4",
         "bpfnet-xdp": "#2ca02c",
         "bpfnet-fastpath": "#17becf",
+        "bridge-empty-tc": "#9ecae1",
+        "bridge-empty-xdp": "#a1d99b",
     ]
     static let palette = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 

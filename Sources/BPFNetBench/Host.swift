@@ -98,6 +98,37 @@ final class BPFNetFilter: VariantFilter {
     }
 }
 
+/// The bridge with an empty program (bpf/selftest.bpf.c) on every container
+/// port, where bpfnet attaches its port program: the cost of the hook alone.
+final class EmptyHookFilter: VariantFilter {
+    let hook: PortHook
+    private var object: BPFObject?
+
+    init(hook: PortHook) { self.hook = hook }
+
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
+        guard object == nil else { return }
+        let object = try BPFObject(bytes: BPFObjects.selftest.bytes, name: "selftest",
+                                   options: BPFObject.Options(pinMaps: false))
+        try object.load()
+        self.object = object
+        let program = try object.program(named: hook == .tc ? "bpfnet_empty_tc" : "bpfnet_empty_xdp")
+        let ports = [BenchWorkload.senderBridgePort, BenchWorkload.receiverBridgePort] + workload.phantoms.map(\.port)
+        try host.hostNamespace.run {
+            for port in ports {
+                let ifindex = try NetworkInterface.index(named: port)
+                if hook == .tc {
+                    _ = try TCAttachment.attach(program, ifindex: ifindex, direction: .ingress)
+                } else {
+                    _ = try XDPAttachment.attach(program, ifindex: ifindex, mode: .native)
+                }
+            }
+        }
+    }
+
+    func tearDown(on host: BenchHost) { object = nil }
+}
+
 /// The receiver's counter: bpf/bench_sink.bpf.c on tc ingress of its eth0.
 final class Sink {
     private let object: BPFObject

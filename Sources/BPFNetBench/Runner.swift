@@ -130,13 +130,13 @@ public final class BenchRunner {
         try generator.setFlows([workload.deniedFrame()])
         for host in hosts {
             let sample = try burst(host, generator: generator, clock: clock, packets: 256, useGenerator: true)
-            let filters = host.variant != .bridge
+            let filters = host.variant.enforcesPolicy
             if filters && sample.delivered != 0 {
                 throw BenchError.runtime("\(host.variant.name) at \(label): \(sample.delivered) of \(sample.sent) packets "
                     + "from \(BenchWorkload.strangerIP), which no link allows, reached the receiver — the filter is not in force")
             }
             if !filters && sample.delivered != sample.sent {
-                throw BenchError.runtime("bridge at \(label): only \(sample.delivered) of \(sample.sent) packets arrived "
+                throw BenchError.runtime("\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets arrived "
                     + "without any filter; the topology does not deliver (is GRO on at the sender's port?)")
             }
         }

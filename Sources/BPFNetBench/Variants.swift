@@ -27,21 +27,28 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
     let usesBPFNetMaps: Bool
     /// Makes the filter for one topology.
     let makeFilter: @Sendable () -> any VariantFilter
+    /// Measured only when named in `--variants` (explains a result; not a side of the comparison).
+    let isDiagnostic: Bool
 
     public var isAvailable: Bool { unavailableReason == nil }
+    /// Whether it enforces the policy (drops traffic no link allows): every
+    /// variant except the bare bridge and the empty-hook diagnostics.
+    public var enforcesPolicy: Bool { name != BenchVariant.bridge.name && !isDiagnostic }
     public var description: String { name }
 
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.name == rhs.name }
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
     init(name: String, summary: String, bridgeNetfilter: Bool = false, tools: [String] = [],
-         usesBPFNetMaps: Bool = false, makeFilter: @escaping @Sendable () -> any VariantFilter) {
+         usesBPFNetMaps: Bool = false, isDiagnostic: Bool = false,
+         makeFilter: @escaping @Sendable () -> any VariantFilter) {
         self.name = name
         self.summary = summary
         self.unavailableReason = nil
         self.bridgeNetfilter = bridgeNetfilter
         self.tools = tools
         self.usesBPFNetMaps = usesBPFNetMaps
+        self.isDiagnostic = isDiagnostic
         self.makeFilter = makeFilter
     }
 
@@ -57,6 +64,7 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
         self.bridgeNetfilter = false
         self.tools = []
         self.usesBPFNetMaps = false
+        self.isDiagnostic = false
         self.makeFilter = { preconditionFailure("\(name) is not available in this build") }
     }
 }
@@ -89,10 +97,18 @@ extension BenchVariant {
         .unavailable(
             "bpfnet-fastpath", summary: "bpfnet delivering allowed traffic around the bridge",
             reason: "the fast path is not part of this build yet"),
+        // What a hook costs with nothing in it: splits bpfnet's overhead over
+        // the bridge into the hook's and the program's share.
+        BenchVariant(
+            name: "bridge-empty-tc", summary: "bridge + an empty tc program on every port (hook cost only)",
+            isDiagnostic: true) { EmptyHookFilter(hook: .tc) },
+        BenchVariant(
+            name: "bridge-empty-xdp", summary: "bridge + an empty XDP program on every port (hook cost only)",
+            isDiagnostic: true) { EmptyHookFilter(hook: .xdp) },
     ]
 
     /// The variants measured when `--variants` is not given.
-    public static var defaultSelection: [BenchVariant] { all.filter(\.isAvailable) }
+    public static var defaultSelection: [BenchVariant] { all.filter { $0.isAvailable && !$0.isDiagnostic } }
 
     public static func named(_ name: String) -> BenchVariant? {
         all.first { $0.name == name }
@@ -125,7 +141,7 @@ extension BenchVariant {
         return all.filter { set.contains($0.name) }
     }
 
-    /// "bridge, docker-iptables-nft, ..., bpfnet-fastpath (not available in this build)".
+    /// "bridge, docker-iptables-nft, ..., bpfnet-fastpath (not available in this build), ...".
     public static var knownList: String {
         all.map { $0.isAvailable ? $0.name : "\($0.name) (not available in this build)" }.joined(separator: ", ")
     }

@@ -76,9 +76,11 @@ final class BenchSmokeTests: XCTestCase {
         let before = Leftovers.now()
         var configuration = BenchConfiguration(links: [10], flows: 2, rounds: 2, burstSeconds: 0.02, profile: .udp,
                                                showProgress: false)
-        configuration.variants = try BenchVariant.select(["bpfnet-tc", "docker-iptables-legacy"])
+        configuration.variants = try BenchVariant.select(["bpfnet-tc", "docker-iptables-legacy", "bridge-empty-tc",
+                                                          "bridge-empty-xdp"])
         let outcome = try BenchRunner(configuration).run()
-        assertDelivered(outcome.report, variants: ["bridge", "docker-iptables-legacy", "bpfnet-tc"], links: [10])
+        assertDelivered(outcome.report, variants: ["bridge", "docker-iptables-legacy", "bpfnet-tc", "bridge-empty-tc",
+                                                   "bridge-empty-xdp"], links: [10])
         XCTAssertEqual(outcome.report.profile, "udp")
         XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
     }

@@ -17,7 +17,7 @@ final class VariantSelectionTests: XCTestCase {
     func testEveryNamedVariantIsRegisteredInReportOrder() {
         XCTAssertEqual(BenchVariant.all.map(\.name), [
             "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables",
-            "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath",
+            "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bridge-empty-tc", "bridge-empty-xdp",
         ])
         XCTAssertFalse(BenchVariant.named("bpfnet-nftables")!.isAvailable)
         XCTAssertFalse(BenchVariant.named("bpfnet-fastpath")!.isAvailable)
