@@ -70,19 +70,20 @@ public final class PrivateDataplaneMaps {
     private var loaded: LoadedDataplane?
 
     public init() throws {
-        var template = Array("/tmp/bpfnet-maps-XXXXXX".utf8CString)
+        var template = Array("/tmp/bpfnet-maps-\(getpid())-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             throw BenchError.runtime("cannot create a directory under /tmp: \(String(cString: strerror(errno)))")
         }
         directory = String(cString: made)
         pinPath = FilePath(directory).appending("pins")
+        BenchSafetyNet.register(directory: directory)
         BenchSafetyNet.register(mount: pinPath)
         do {
             loaded = try LoadedDataplane.load(pinPath: pinPath,
                                               logger: Logger(label: "bpfnet.bench") { _ in SwiftLogNoOpLogHandler() })
         } catch {
             BenchSafetyNet.unmount(pinPath)
-            rmdir(directory)
+            BenchSafetyNet.removeDirectory(directory)
             throw error
         }
     }
@@ -121,6 +122,6 @@ public final class PrivateDataplaneMaps {
         guard loaded != nil else { return }
         loaded = nil
         BenchSafetyNet.unmount(pinPath)
-        rmdir(directory)
+        BenchSafetyNet.removeDirectory(directory)
     }
 }

@@ -18,6 +18,8 @@ import SystemPackage
 public enum BenchSafetyNet {
     private struct State {
         var mounts: Set<String> = []
+        /// Empty directories to remove after the mounts inside them.
+        var directories: Set<String> = []
         var installed = false
     }
 
@@ -58,6 +60,17 @@ public enum BenchSafetyNet {
         _ = state.withLock { $0.mounts.insert(path.string) }
     }
 
+    /// Records a work directory, removed (when empty) after the mounts.
+    static func register(directory path: String) {
+        _ = state.withLock { $0.directories.insert(path) }
+    }
+
+    /// Removes a recorded work directory (if empty) and forgets it.
+    static func removeDirectory(_ path: String) {
+        rmdir(path)
+        _ = state.withLock { $0.directories.remove(path) }
+    }
+
     /// Unmounts a recorded bpffs (lazily: the pins go, objects still in use
     /// stay alive until released), removes the directory and forgets it.
     static func unmount(_ path: FilePath) {
@@ -71,11 +84,15 @@ public enum BenchSafetyNet {
     /// Unmounts every recorded bpffs, then lets NetLab stop its processes and
     /// delete its namespaces. Idempotent.
     public static func cleanUpNow() {
-        let mounts = state.withLock { state -> Set<String> in
-            defer { state.mounts = [] }
-            return state.mounts
+        let (mounts, directories) = state.withLock { state -> (Set<String>, Set<String>) in
+            defer {
+                state.mounts = []
+                state.directories = []
+            }
+            return (state.mounts, state.directories)
         }
         for mount in mounts.sorted() { unmount(FilePath(mount)) }
+        for directory in directories.sorted() { rmdir(directory) }
         NetLab.cleanUpNow()
     }
 }

@@ -25,12 +25,13 @@ final class BenchSmokeTests: XCTestCase {
             let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
             let tmp = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []
             let tables = (try? ProcessRunner.run(Command(["nft", "list", "tables"])).stdout) ?? ""
+            // Only this process's: other people may run benches at the same time.
+            let ours = ["bpfnet-bench-\(getpid())-", "bpfnet-maps-\(getpid())-"]
             return Leftovers(
                 namespaces: netns.filter { $0.hasPrefix("bn\(getpid())") }.sorted(),
-                mounts: mountinfo.split(separator: "\n").filter {
-                    $0.contains("/tmp/bpfnet-bench-") || $0.contains("/tmp/bpfnet-maps-")
-                }.map(String.init),
-                directories: tmp.filter { $0.hasPrefix("bpfnet-bench-") || $0.hasPrefix("bpfnet-maps-") }.sorted(),
+                mounts: mountinfo.split(separator: "\n").filter { line in ours.contains { line.contains("/tmp/" + $0) } }
+                    .map(String.init),
+                directories: tmp.filter { name in ours.contains { name.hasPrefix($0) } }.sorted(),
                 rootNFTables: tables)
         }
     }
