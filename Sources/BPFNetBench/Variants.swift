@@ -28,7 +28,7 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
     /// Makes the filter for one topology.
     let makeFilter: @Sendable () -> any VariantFilter
     /// Measured only when named in `--variants` (explains a result; not a side of the comparison).
-    let isDiagnostic: Bool
+    public let isDiagnostic: Bool
 
     public var isAvailable: Bool { unavailableReason == nil }
     /// Whether it enforces the policy (drops traffic no link allows): every

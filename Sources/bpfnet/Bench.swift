@@ -18,7 +18,9 @@ struct Bench: ParsableCommand {
             same containers, the same N links), sends from the sender container to the receiver in interleaved \
             rounds on one pinned CPU, and reports the CPU cost per packet and its ratio to the bare bridge \
             measured in the same round. Everything is removed at the end, also on Ctrl-C. \
-            `bpfnet bench micro` times each eBPF program alone with BPF_PROG_TEST_RUN.
+            `bpfnet bench micro` times each eBPF program alone with BPF_PROG_TEST_RUN. The options \
+            (--variants, --links, --flows, --rounds, --profile, --json, --svg, ...) are listed by \
+            `bpfnet bench run --help`; docs/bench.md explains the method.
             """,
         subcommands: [BenchRun.self, BenchMicro.self],
         defaultSubcommand: BenchRun.self)
@@ -29,7 +31,9 @@ struct BenchRun: ParsableCommand {
         commandName: "run",
         abstract: "Measure every variant at every N (the default subcommand of `bench`).",
         discussion: "Variants: " + BenchVariant.all.map { variant in
-            "\(variant.name) — \(variant.summary)" + (variant.isAvailable ? "" : " (not available in this build)")
+            "\(variant.name) — \(variant.summary)"
+                + (variant.isAvailable ? "" : " (not available in this build)")
+                + (variant.isDiagnostic ? " (diagnostic: measured only when named)" : "")
         }.joined(separator: "; ") + ". bridge is always measured: every ratio is taken against it.")
 
     @Option(help: ArgumentHelp("Variants to measure, comma-separated (default: every available one).",
