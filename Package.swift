@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "bpfnet-probe", targets: ["bpfnet-probe"]),
         .library(name: "BPF", targets: ["BPF"]),
         .library(name: "BPFNetCore", targets: ["BPFNetCore"]),
+        // The packet-rate benchmark engine; a product so that the separate
+        // Benchmarks/ package (control-plane figures) can use its fixtures.
+        .library(name: "BPFNetBench", targets: ["BPFNetBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -103,10 +106,23 @@ let package = Package(
             name: "DemoHost",
             dependencies: ["BPFNetCore", "NetLab"]
         ),
+        // `bpfnet bench`: one topology per variant (bridge, Docker's iptables
+        // rules, bpfnet), an XDP live-frames generator and a counting receiver
+        // (bpf/bench_gen.bpf.c, bpf/bench_sink.bpf.c), interleaved rounds on
+        // one pinned thread, the table, the JSON and the SVG chart.
+        .target(
+            name: "BPFNetBench",
+            dependencies: [
+                "BPF", "BPFNetCore", "BPFNetShared", "BPFNetDataplane", "BPFObjects", "CLibBPF", "NetLab",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .executableTarget(
             name: "bpfnet",
             dependencies: [
                 "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "DockerWatcher",
+                "BPFNetBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -168,6 +184,12 @@ let package = Package(
         .testTarget(
             name: "DockerEndToEndTests",
             dependencies: ["BPFNetCore", "NetLab"]
+        ),
+        // The bench engine: option parsing, workload, rules, JSON schema, chart
+        // (no root); a smoke run of every variant (root; skipped otherwise).
+        .testTarget(
+            name: "BenchTests",
+            dependencies: ["BPFNetBench", "BPFNetCore", "NetLab"]
         ),
         .testTarget(
             name: "EndToEndTests",

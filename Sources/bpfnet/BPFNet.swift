@@ -4,6 +4,7 @@
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input.
 
 import ArgumentParser
+import BPFNetBench
 import BPFNetCore
 import BPFNetDataplane
 import Foundation
@@ -15,10 +16,11 @@ struct BPFNet: AsyncParsableCommand {
         abstract: "Docker's bridge policy (icc, --link, source allow-lists, forward policy) enforced with eBPF.",
         discussion: """
             bpfnet load --config FILE loads the dataplane from a policy file; bpfnet run follows a Docker \
-            daemon; bpfnet status shows what is enforced; bpfnet demo builds a demo host in network \
+            daemon; bpfnet status shows what is enforced; bpfnet bench measures packet rates side by side with \
+            Docker's iptables rules; bpfnet demo builds a demo host in network \
             namespaces and shows it all.
             """,
-        subcommands: [Load.self, Run.self, Status.self, Unload.self, Monitor.self, Demo.self]
+        subcommands: [Load.self, Run.self, Status.self, Unload.self, Monitor.self, Bench.self, Demo.self]
     )
 
     /// ArgumentParser's own failures exit 64; bpfnet promises 2 for every
@@ -53,6 +55,7 @@ struct BPFNet: AsyncParsableCommand {
         switch error {
         case is PolicyFileError, is PolicyValidationError: true
         case let error as DataplaneError: error.isBadInput
+        case let error as BenchError: error.isBadInput
         default: false
         }
     }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 import ArgumentParser
+import BPFNetBench
 import BPFNetCore
 import DemoHost
 import Foundation
@@ -13,7 +14,9 @@ struct Demo: ParsableCommand {
             Builds a bridge docker0 with five containers (links, exposed and published ports) and an \
             external network with an allowed and a non-allowed source, loads bpfnet with icc=true and then \
             icc=false, measures every probe with real TCP/UDP/ICMP traffic, prints the reachability matrix \
-            and the counters, and removes everything it made. Exits 1 if any cell disagrees with the policy.
+            and the counters, and removes everything it made. Exits 1 if any cell disagrees with the policy. \
+            It ends with a short (about 10 s) packet-rate comparison of the bare bridge, Docker's iptables rules \
+            at 1,000 links and bpfnet (see `bpfnet bench`); --no-bench skips it.
             """)
 
     @Flag(help: "Print JSON: {settings, matrix: [{from, to, proto, port, expected, observed, ...}], counters}.")
@@ -22,8 +25,14 @@ struct Demo: ParsableCommand {
     @Option(name: .customLong("port-hook"), help: ArgumentHelp("tc (default) or xdp.", valueName: "tc|xdp"))
     var portHook: PortHook = .tc
 
+    @Flag(name: .customLong("no-bench"), help: "Skip the short packet-rate comparison at the end.")
+    var noBench = false
+
     func run() throws {
         try requireRoot("demo")
+        // Before any namespace exists, so that Ctrl-C during the comparison
+        // also unmounts its pin directories (NetLab's net stands aside).
+        if !noBench { BenchSafetyNet.install() }
         let settings = [PolicySettings(icc: true), PolicySettings(icc: false)]
         progress("building the demo host (\(Scenario.members.count) containers, 1 external network)")
         let lab = try DemoLab()
@@ -42,19 +51,54 @@ struct Demo: ParsableCommand {
             report.counters[setting.description] = counters
             if !json { print(DemoPrinter.section(setting, entries: entries, counters: counters)) }
         }
+        lab.close()
         let mismatches = report.matrix.filter { !$0.matches }
+        if !json {
+            print("\(report.matrix.count - mismatches.count) of \(report.matrix.count) cells match the policy.")
+        }
+        if !noBench {
+            report.bench = try comparison()
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
-        } else {
-            print("\(report.matrix.count - mismatches.count) of \(report.matrix.count) cells match the policy.")
         }
         if !mismatches.isEmpty {
             throw DataplaneFailure("\(mismatches.count) cells disagree with the policy: "
                 + mismatches.map { "\($0.from) → \($0.to):\($0.port.map(String.init) ?? "")/\($0.proto) (\($0.policy))" }
                     .joined(separator: "; "))
         }
+        if let bench = report.bench, !bench.failures.isEmpty {
+            throw DataplaneFailure("packets went missing in the comparison: " + bench.failures.joined(separator: "; "))
+        }
+    }
+
+    /// The short side-by-side: bridge, Docker's iptables-nft rules with
+    /// 1,000 links, bpfnet on tc, about 10 s. A machine that cannot run it
+    /// (no iptables, no br_netfilter) skips it with a note.
+    private func comparison() throws -> BenchReport? {
+        var configuration = BenchConfiguration(
+            variants: [], links: [1000], flows: 1, rounds: 10, burstSeconds: 0.15, profile: .live, showProgress: !json)
+        configuration.variants = ["bridge", "docker-iptables-nft", "bpfnet-tc"].compactMap(BenchVariant.named)
+        do {
+            try configuration.validate()
+        } catch {
+            FileHandle.standardError.write(Data("bpfnet demo: skipping the packet-rate comparison: \(error)\n".utf8))
+            return nil
+        }
+        progress("packet rates side by side (bridge, Docker's iptables at 1,000 links, bpfnet), about 10 s")
+        let outcome = try BenchRunner(configuration).run()
+        if !json {
+            print("\n== packet rates, side by side (`bpfnet bench` measures more)\n")
+            print(BenchTable.render(outcome.report, context: outcome.context), terminator: "")
+            if let nft = outcome.report.result("docker-iptables-nft", links: 1000),
+               let tc = outcome.report.result("bpfnet-tc", links: 1000) {
+                print(String(format: "\nWith 1,000 links Docker's iptables rules cost %.0f× the bridge per packet; "
+                    + "bpfnet enforces the same policy at %.2f×.", nft.ratioToBridge.median, tc.ratioToBridge.median))
+            }
+        }
+        return outcome.report
     }
 
     private func progress(_ message: String) {
@@ -106,6 +150,8 @@ struct DemoReport: Codable {
     var matrix: [Cell]
     /// policy → program → reason → packets.
     var counters: [String: [String: [String: UInt64]]]
+    /// The packet-rate comparison (`bpfnet bench --json` format); absent with --no-bench.
+    var bench: BenchReport?
 }
 
 /// The text form: one grid for traffic between containers, one for the host

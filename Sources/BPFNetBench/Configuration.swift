@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// What a bench run measures, and everything that can be wrong with it,
+// found before anything is built (DESIGN.md section 4: errors name the value
+// and what would be accepted; bad input exits 2).
+
+import BPFNetShared
+import Foundation
+import NetLab
+
+/// Failures of the bench, phrased for the operator.
+public enum BenchError: Error, CustomStringConvertible, Equatable {
+    /// The options or the machine cannot run this bench (exit code 2).
+    case badInput(String)
+    /// Something failed while building or measuring (exit code 1).
+    case runtime(String)
+
+    public var description: String {
+        switch self {
+        case .badInput(let message), .runtime(let message): message
+        }
+    }
+
+    public var isBadInput: Bool {
+        if case .badInput = self { return true }
+        return false
+    }
+}
+
+/// Where the packets come from.
+public enum BenchProfile: String, Sendable, CaseIterable, Codable {
+    /// BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: XDP_TX frames from
+    /// the sender's eth0, ~110 ns of generator cost per packet.
+    case live
+    /// Real UDP sockets in the sender (sendmmsg): the skb path containers
+    /// really use, ~1.8 µs of sender cost per packet that dilutes differences.
+    case udp
+
+    public var summary: String {
+        switch self {
+        case .live: "XDP live frames (BPF_PROG_TEST_RUN, XDP_TX from the sender's eth0)"
+        case .udp: "UDP sockets (sendmmsg in the sender's namespace)"
+        }
+    }
+}
+
+/// A bench run.
+public struct BenchConfiguration: Sendable {
+    /// Resolved variants; `bridge` first.
+    public var variants: [BenchVariant]
+    /// N values, ascending.
+    public var links: [Int]
+    public var flows: Int
+    /// Measured rounds per N (a warm-up round comes on top).
+    public var rounds: Int
+    /// CPU time of one burst (one variant, one round), seconds.
+    public var burstSeconds: Double
+    public var profile: BenchProfile
+    /// The CPU the sending thread is pinned to (softirq work runs there too).
+    public var cpu: Int
+    /// Print a progress line on stderr (only when it is a terminal).
+    public var showProgress: Bool
+
+    public static let defaultLinks = [0, 100, 1000, 10000]
+    public static let defaultRounds = 50
+    /// Each live-frames call costs ~18 ms of wall time (a dispatcher update
+    /// and an RCU sync); 0.5 s calls keep that below 4 % and it is not CPU
+    /// time, so it does not enter ns/packet either way.
+    public static let defaultBurstSeconds = 0.5
+
+    public init(variants: [BenchVariant] = BenchVariant.defaultSelection, links: [Int] = defaultLinks, flows: Int = 1,
+                rounds: Int = defaultRounds, burstSeconds: Double = defaultBurstSeconds, profile: BenchProfile = .live,
+                cpu: Int? = nil, showProgress: Bool = true) {
+        self.variants = variants
+        self.links = links
+        self.flows = flows
+        self.rounds = rounds
+        self.burstSeconds = burstSeconds
+        self.profile = profile
+        self.cpu = cpu ?? BenchConfiguration.defaultCPU
+        self.showProgress = showProgress
+    }
+
+    /// The last online CPU: on a 2-CPU machine CPU 1, leaving CPU 0 to the rest.
+    public static var defaultCPU: Int { max(0, onlineCPUs - 1) }
+
+    public static var onlineCPUs: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    public var workload: BenchWorkload { BenchWorkload(maxLinks: links.max() ?? 0, flows: flows) }
+
+    /// Parses "0,100,1000,10000".
+    public static func parseLinks(_ text: String) throws(BenchError) -> [Int] {
+        var values: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let trimmed = part.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty, trimmed.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(trimmed) else {
+                throw .badInput("--links '\(text)': '\(part)' is not a number of links; "
+                    + "give non-negative integers separated by commas, e.g. 0,100,1000,10000")
+            }
+            values.append(value)
+        }
+        return Array(Set(values)).sorted()
+    }
+
+    /// Everything that can be checked before a namespace exists: values,
+    /// map capacities, root, tools, br_netfilter.
+    public func validate() throws(BenchError) {
+        try validateValues()
+        guard geteuid() == 0 else {
+            throw .badInput("bench must run as root: it builds network namespaces, loads eBPF programs and "
+                + "iptables rules in them (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF): sudo bpfnet bench ...")
+        }
+        try checkTools()
+    }
+
+    /// The options alone (no root, no tools needed).
+    func validateValues() throws(BenchError) {
+        guard !links.isEmpty else { throw .badInput("--links: give at least one N, e.g. 0,100,1000,10000") }
+        guard (1...BenchWorkload.maxFlows).contains(flows) else {
+            throw .badInput("--flows \(flows): use 1 to \(BenchWorkload.maxFlows) (each flow's source is a "
+                + "container with a bridge port of its own in every topology)")
+        }
+        guard rounds >= 1 else { throw .badInput("--rounds \(rounds): use at least 1 (50 or more for stable ratios)") }
+        guard burstSeconds >= 0.001, burstSeconds <= 60 else {
+            throw .badInput("--burst \(burstSeconds): use 0.001 to 60 seconds of CPU time per burst (default 0.5)")
+        }
+        guard cpu >= 0, cpu < Self.onlineCPUs else {
+            throw .badInput("--cpu \(cpu): this machine has CPUs 0-\(Self.onlineCPUs - 1)")
+        }
+        if variants.contains(where: \.usesBPFNetMaps) {
+            try checkMapCapacity()
+        }
+    }
+
+    /// bpfnet needs 4 link rules per link (forward, reverse, two fragment
+    /// pairs) in bn_links, and one bn_containers entry per container.
+    func checkMapCapacity() throws(BenchError) {
+        let workload = self.workload
+        let maxN = links.max() ?? 0
+        let ruleCapacity = Int(BPFNET_MAX_LINK_RULES)
+        let largestN = ruleCapacity / BenchWorkload.linkRulesPerLink - flows
+        if workload.linkRules(forLinks: maxN) > ruleCapacity {
+            throw .badInput("--links \(maxN): bpfnet's link map holds \(ruleCapacity) rules (BPFNET_MAX_LINK_RULES) "
+                + "and each link with one exposed port needs \(BenchWorkload.linkRulesPerLink), so with \(flows) "
+                + "flow\(flows == 1 ? "" : "s") N can be at most \(largestN)")
+        }
+        let containerCapacity = Int(BPFNET_MAX_CONTAINERS)
+        if workload.containerCount > containerCapacity {
+            throw .badInput("--links \(maxN) --flows \(flows) needs \(workload.containerCount) containers but "
+                + "bpfnet's container map holds \(containerCapacity) (BPFNET_MAX_CONTAINERS)")
+        }
+    }
+
+    func checkTools() throws(BenchError) {
+        var needed: [(tool: String, why: String)] = [
+            ("ip", "iproute2 builds the namespaces"), ("nsenter", "runs commands inside them (util-linux)"),
+        ]
+        needed.append(("ethtool", "turns GRO on at the sender's bridge port, without which live frames vanish"))
+        for variant in variants {
+            for tool in variant.tools { needed.append((tool, "the \(variant.name) variant")) }
+        }
+        var missing: [String] = []
+        for (tool, why) in needed where ToolLocator.path(of: tool) == nil {
+            let entry = "\(tool) (\(why))"
+            if !missing.contains(entry) { missing.append(entry) }
+        }
+        if !missing.isEmpty {
+            throw .badInput("missing tool\(missing.count == 1 ? "" : "s"): \(missing.joined(separator: "; ")) — "
+                + "install iproute2, util-linux, ethtool, iptables and nftables (scripts/setup.sh does), "
+                + "or leave the variant out with --variants")
+        }
+        if variants.contains(where: \.bridgeNetfilter),
+           access("/proc/sys/net/bridge/bridge-nf-call-iptables", F_OK) != 0 {
+            throw .badInput("the docker-iptables variants need br_netfilter (Docker loads it for --icc=false); "
+                + "it is not loaded: modprobe br_netfilter, or leave them out with --variants")
+        }
+    }
+}
+
+/// Finds programs the way NetLab's runner does (PATH, then the sbin directories).
+enum ToolLocator {
+    static func path(of tool: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let directories = path.split(separator: ":").map(String.init)
+            + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        for directory in directories where !directory.isEmpty {
+            let candidate = directory + "/" + tool
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The iptables ruleset dockerd 20.10 leaves on a host with `--icc=false` and
+// N legacy links (../shared/reference/docker-bridge.md §1.2, §1.3, §1.5), as
+// iptables-restore input. Order is part of what is measured:
+//
+//   FORWARD: DOCKER-USER, DOCKER-ISOLATION-STAGE-1, the RELATED,ESTABLISHED
+//   accept for docker0, -o docker0 -j DOCKER, the outgoing accept, and the
+//   icc DROP appended last. DOCKER: one rule pair per (link, exposed port),
+//   appended as the parents started.
+//
+// A one-way UDP flow never becomes ESTABLISHED in conntrack, so every packet
+// of it walks DOCKER until its pair: the cost of new connections and of
+// unreplied datagrams (DNS queries, syslog, metrics). Replies and the rest of
+// an established TCP connection leave at the conntrack rule instead.
+
+import BPFNetCore
+
+enum DockerRuleset {
+    /// iptables-restore input for a host whose DOCKER chain holds `links`.
+    static func render(links: [BenchLink], bridge: String = BenchWorkload.bridgeName,
+                       subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network) -> String {
+        var lines: [String] = []
+        lines.reserveCapacity(40 + 2 * links.count)
+        lines += [
+            "*filter",
+            ":INPUT ACCEPT [0:0]",
+            ":FORWARD DROP [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":DOCKER - [0:0]",
+            ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
+            ":DOCKER-ISOLATION-STAGE-2 - [0:0]",
+            ":DOCKER-USER - [0:0]",
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+            "-A FORWARD -o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A FORWARD -o \(bridge) -j DOCKER",
+            "-A FORWARD -i \(bridge) ! -o \(bridge) -j ACCEPT",
+            // icc=false: appended after `-j DOCKER` (setIcc), so link rules come first.
+            "-A FORWARD -i \(bridge) -o \(bridge) -j DROP",
+        ]
+        for link in links {
+            // iptables.go ChainInfo.Link(): the forward rule and its stateless reverse.
+            lines.append("-A DOCKER -s \(link.parentIP)/32 -d \(link.childIP)/32 -i \(bridge) -o \(bridge) "
+                + "-p udp -m udp --dport \(link.port) -j ACCEPT")
+            lines.append("-A DOCKER -s \(link.childIP)/32 -d \(link.parentIP)/32 -i \(bridge) -o \(bridge) "
+                + "-p udp -m udp --sport \(link.port) -j ACCEPT")
+        }
+        lines += [
+            "-A DOCKER-ISOLATION-STAGE-1 -i \(bridge) ! -o \(bridge) -j DOCKER-ISOLATION-STAGE-2",
+            "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
+            "-A DOCKER-ISOLATION-STAGE-2 -o \(bridge) -j DROP",
+            "-A DOCKER-ISOLATION-STAGE-2 -j RETURN",
+            "-A DOCKER-USER -j RETURN",
+            "COMMIT",
+            // nat as dockerd writes it; it sees only the first packet of a flow.
+            "*nat",
+            ":PREROUTING ACCEPT [0:0]",
+            ":INPUT ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":POSTROUTING ACCEPT [0:0]",
+            ":DOCKER - [0:0]",
+            "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+            "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+            "-A POSTROUTING -s \(subnet) ! -o \(bridge) -j MASQUERADE",
+            "-A DOCKER -i \(bridge) -j RETURN",
+            "COMMIT",
+        ]
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// One variant's complete host: its own namespaces (NetLab), the phantom
+// ports, the counting receiver, and the variant's filter. Every kernel change
+// is made from inside the host's namespaces: iproute2 and iptables-restore
+// run under nsenter, and bpfnet's dataplane is applied on a thread that
+// entered the host namespace (its nft and ip children inherit that thread's
+// namespace), so nothing reaches the root namespace.
+
+import BPF
+import BPFNetCore
+import BPFNetDataplane
+import BPFObjects
+import Foundation
+import Logging
+import NetLab
+import SystemPackage
+
+/// What a variant puts on a built host, for each N of the sweep.
+protocol VariantFilter: AnyObject {
+    /// Installs the variant's rules for a host with `links` links, replacing
+    /// those of the previous N.
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws
+    /// Removes what the variant keeps outside the host's namespaces (pins,
+    /// mounts). Never throws; the namespaces go with the topology.
+    func tearDown(on host: BenchHost)
+}
+
+/// The bridge alone.
+final class NoFilter: VariantFilter {
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {}
+    func tearDown(on host: BenchHost) {}
+}
+
+/// Docker's ruleset with N links, loaded with iptables-nft-restore or
+/// iptables-legacy-restore. Each backend has a fresh host namespace of its
+/// own: with both in one namespace both hook sets would run.
+final class DockerIptablesFilter: VariantFilter {
+    enum Backend: String {
+        case nft, legacy
+        var restoreCommand: String { "iptables-\(rawValue)-restore" }
+    }
+
+    let backend: Backend
+
+    init(backend: Backend) { self.backend = backend }
+
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
+        let rules = DockerRuleset.render(links: workload.links(links))
+        do {
+            // Replaces the filter and nat tables as a whole (no --noflush).
+            try host.topology.run(in: TopologySpec.hostRole, [backend.restoreCommand], input: rules,
+                                  timeout: .seconds(600))
+        } catch {
+            throw BenchError.runtime("\(host.variant.name): loading Docker's rules for N=\(links) with "
+                + "\(backend.restoreCommand) failed: \(error)")
+        }
+    }
+
+    func tearDown(on host: BenchHost) {}
+}
+
+/// bpfnet's eBPF dataplane, loaded and updated the way `bpfnet load` does it
+/// (BPFDataplane.apply: PolicyCompiler, the reconciler, attachments, the NAT
+/// table), with its maps pinned on a private bpffs of this host.
+final class BPFNetFilter: VariantFilter {
+    let portHook: PortHook
+    private var dataplane: BPFDataplane?
+    private var pinPath: FilePath?
+
+    init(portHook: PortHook) { self.portHook = portHook }
+
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
+        let dataplane: BPFDataplane
+        if let existing = self.dataplane {
+            dataplane = existing
+        } else {
+            let path = FilePath(host.workDirectory).appending("pins-\(host.variant.name)")
+            // Recorded before the mount exists, so Ctrl-C during the first apply finds it.
+            BenchSafetyNet.register(mount: path)
+            pinPath = path
+            dataplane = BPFDataplane(pinPath: path, logger: Logger(label: "bpfnet.bench") { _ in SwiftLogNoOpLogHandler() })
+            self.dataplane = dataplane
+        }
+        let policy = workload.policy(links: links, portHook: portHook)
+        do {
+            try host.hostNamespace.run { try dataplane.apply(policy) }
+        } catch {
+            throw BenchError.runtime("\(host.variant.name): applying bpfnet's policy for N=\(links) failed: \(error)")
+        }
+    }
+
+    func tearDown(on host: BenchHost) {
+        dataplane = nil // closes the objects; attachments vanish with the namespace
+        guard let path = pinPath else { return }
+        BenchSafetyNet.unmount(path)
+        pinPath = nil
+    }
+}
+
+/// The bridge with an empty program (bpf/selftest.bpf.c) on every container
+/// port, where bpfnet attaches its port program: the cost of the hook alone.
+final class EmptyHookFilter: VariantFilter {
+    let hook: PortHook
+    private var object: BPFObject?
+
+    init(hook: PortHook) { self.hook = hook }
+
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
+        guard object == nil else { return }
+        let object = try BPFObject(bytes: BPFObjects.selftest.bytes, name: "selftest",
+                                   options: BPFObject.Options(pinMaps: false))
+        try object.load()
+        self.object = object
+        let program = try object.program(named: hook == .tc ? "bpfnet_empty_tc" : "bpfnet_empty_xdp")
+        let ports = [BenchWorkload.senderBridgePort, BenchWorkload.receiverBridgePort] + workload.phantoms.map(\.port)
+        try host.hostNamespace.run {
+            for port in ports {
+                let ifindex = try NetworkInterface.index(named: port)
+                if hook == .tc {
+                    _ = try TCAttachment.attach(program, ifindex: ifindex, direction: .ingress)
+                } else {
+                    _ = try XDPAttachment.attach(program, ifindex: ifindex, mode: .native)
+                }
+            }
+        }
+    }
+
+    func tearDown(on host: BenchHost) { object = nil }
+}
+
+/// The receiver's counter: bpf/bench_sink.bpf.c on tc ingress of its eth0.
+final class Sink {
+    private let object: BPFObject
+    private let counter: BPFPerCPUMap<UInt32, UInt64>
+
+    init(attachingIn receiver: NetworkNamespace) throws {
+        object = try BPFObject(bytes: BPFObjects.bench_sink.bytes, name: "bench_sink",
+                               options: BPFObject.Options(pinMaps: false))
+        try object.load()
+        counter = try BPFPerCPUMap(object, name: "bn_sink_count")
+        let program = try object.program(named: "bpfnet_sink_tc")
+        _ = try receiver.run {
+            try TCAttachment.attach(program, ifindex: NetworkInterface.index(named: "eth0"), direction: .ingress)
+        }
+    }
+
+    /// Packets counted so far, summed over CPUs.
+    func count() throws -> UInt64 {
+        (try counter.lookup(0) ?? []).reduce(0, &+)
+    }
+}
+
+/// One variant's topology with everything on it.
+final class BenchHost {
+    let variant: BenchVariant
+    let topology: Topology
+    let hostNamespace: NetworkNamespace
+    let senderNamespace: NetworkNamespace
+    let receiverNamespace: NetworkNamespace
+    /// eth0 in the sender's namespace: where live frames enter.
+    let senderIfindex: UInt32
+    let sink: Sink
+    let filter: any VariantFilter
+    /// Where the variant may keep files (bpfnet's pin directory).
+    let workDirectory: String
+    /// UDP profile: the sender's sockets, one per flow (created in its namespace).
+    var udpSockets: [CInt] = []
+
+    private init(variant: BenchVariant, topology: Topology, workDirectory: String) throws {
+        self.variant = variant
+        self.topology = topology
+        self.workDirectory = workDirectory
+        func open(_ role: String) throws -> NetworkNamespace {
+            try NetworkNamespace(path: FilePath(topology.namespace(role).path))
+        }
+        hostNamespace = try open(TopologySpec.hostRole)
+        senderNamespace = try open(BenchWorkload.senderName)
+        receiverNamespace = try open(BenchWorkload.receiverName)
+        senderIfindex = try senderNamespace.run { try NetworkInterface.index(named: "eth0") }
+        sink = try Sink(attachingIn: receiverNamespace)
+        filter = variant.makeFilter()
+    }
+
+    /// Builds the host of `variant`. On failure everything built so far is removed.
+    static func build(_ variant: BenchVariant, workload: BenchWorkload, profile: BenchProfile,
+                      workDirectory: String) throws -> BenchHost {
+        let topology: Topology
+        do {
+            topology = try Topology.build(workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter),
+                                          cleanupOnSignal: false)
+        } catch {
+            throw BenchError.runtime("\(variant.name): building the topology failed: \(error)")
+        }
+        do {
+            let ports = workload.phantomPortLines()
+            if !ports.isEmpty { try topology.ip(in: TopologySpec.hostRole, ports) }
+            if profile == .udp && workload.flows > 1 {
+                // Real sockets need the flows' source addresses on the sender.
+                try topology.ip(in: BenchWorkload.senderName, (1..<workload.flows).map {
+                    "addr add \(workload.flowSource($0).ip)/32 dev eth0"
+                })
+            }
+            return try BenchHost(variant: variant, topology: topology, workDirectory: workDirectory)
+        } catch {
+            topology.teardown()
+            throw BenchError.runtime("\(variant.name): preparing the topology failed: \(error)")
+        }
+    }
+
+    /// Removes the filter's outside state, the sockets and the namespaces.
+    func tearDown() {
+        filter.tearDown(on: self)
+        for socket in udpSockets { close(socket) }
+        udpSockets = []
+        topology.teardown()
+    }
+}

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The bench itself:
+//
+//  1. validate everything (root, tools, map sizes) before anything exists;
+//  2. build one complete host per variant, each in its own namespaces, with
+//     the same addresses, containers and phantom ports;
+//  3. for each N (ascending): install every variant's rules for N links,
+//     check that the allowed flows arrive everywhere and that traffic from a
+//     stranger is dropped by every filter (and passes the bare bridge);
+//  4. measure in interleaved rounds: one thread pinned to one CPU enters each
+//     variant's sender namespace in turn and sends one burst there; the
+//     order rotates each round; a warm-up round is not recorded;
+//  5. summarise per (variant, N): ns/packet over rounds, and the per-round
+//     ratio to `bridge` measured in the same round (absolute figures on a
+//     shared VM drift ±20 % within seconds; ratios of neighbouring bursts do
+//     not);
+//  6. tear everything down — also on failure, and on Ctrl-C via BenchSafetyNet.
+
+import BPF
+import Foundation
+
+/// One burst of one variant.
+struct BurstSample {
+    var sent: UInt64
+    var delivered: UInt64
+    /// CPU time of the sending thread during the burst (softirq included).
+    var threadNanoseconds: UInt64
+    /// ksoftirqd time on the same CPU meanwhile (overflowed softirq work).
+    var softirqNanoseconds: UInt64
+
+    var nanosecondsPerPacket: Double {
+        sent == 0 ? .infinity : Double(threadNanoseconds + softirqNanoseconds) / Double(sent)
+    }
+}
+
+/// The outcome of a run: the report, and where it was measured.
+public struct BenchOutcome: Sendable {
+    public var report: BenchReport
+    public var context: BenchContext
+    /// Observations worth a line under the table (softirq work that went to
+    /// ksoftirqd, ...).
+    public var notes: [String] = []
+}
+
+public final class BenchRunner {
+    public let configuration: BenchConfiguration
+    private let progress: ProgressLine
+
+    public init(_ configuration: BenchConfiguration) {
+        self.configuration = configuration
+        progress = ProgressLine(enabled: configuration.showProgress)
+    }
+
+    /// Runs the whole bench. Throws `BenchError.badInput` before building
+    /// anything when the options or the machine do not allow the run.
+    public func run() throws -> BenchOutcome {
+        try configuration.validate()
+        BenchSafetyNet.install()
+        let context = BenchContext(configuration)
+        let workload = configuration.workload
+        let workDirectory = try Self.makeWorkDirectory()
+        BenchSafetyNet.register(directory: workDirectory)
+        var hosts: [BenchHost] = []
+        defer {
+            progress.show("removing the bench topologies")
+            for host in hosts { host.tearDown() }
+            BenchSafetyNet.removeDirectory(workDirectory)
+            progress.clear()
+        }
+
+        for variant in configuration.variants {
+            progress.show("building the \(variant.name) host (\(workload.phantomCount + 2) containers)")
+            hosts.append(try BenchHost.build(variant, workload: workload, profile: configuration.profile,
+                                             workDirectory: workDirectory))
+        }
+        let generator = try LiveFrameGenerator()
+        if configuration.profile == .udp {
+            for host in hosts {
+                host.udpSockets = try host.senderNamespace.run { try UDPSender.openSockets(workload) }
+            }
+        }
+
+        var results: [BenchResult] = []
+        var notes: [String] = []
+        for (step, links) in configuration.links.enumerated() {
+            let label = "N=\(links) (\(step + 1)/\(configuration.links.count))"
+            for host in hosts {
+                progress.show("\(label): installing \(host.variant.name)'s rules")
+                try host.filter.install(links: links, workload: workload, on: host)
+            }
+            var samples: [[BurstSample]] = []
+            try PinnedThread.run(cpu: configuration.cpu) {
+                try self.checkPaths(hosts, generator: generator, workload: workload, label: label)
+                samples = try self.measure(hosts, generator: generator, workload: workload, label: label)
+            }
+            results += summarise(samples, hosts: hosts, links: links)
+            for (host, bursts) in zip(hosts, samples) {
+                let softirq = bursts.reduce(0) { $0 + $1.softirqNanoseconds }
+                let total = bursts.reduce(0) { $0 + $1.threadNanoseconds + $1.softirqNanoseconds }
+                if total > 0, Double(softirq) / Double(total) >= 0.02 {
+                    let share = String(format: "%.1f", 100 * Double(softirq) / Double(total))
+                    notes.append("\(host.variant.name) at N=\(links): \(share) % of the cost ran in "
+                        + "ksoftirqd/\(configuration.cpu) (included in ns/packet)")
+                }
+            }
+        }
+        let report = BenchReport(profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
+                                 rounds: configuration.rounds, results: results)
+        return BenchOutcome(report: report, context: context, notes: notes)
+    }
+
+    /// /tmp/bpfnet-bench-<pid>-XXXXXX: the pid tells whose it is.
+    static func makeWorkDirectory() throws -> String {
+        var template = Array("/tmp/bpfnet-bench-\(getpid())-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw BenchError.runtime("cannot create a directory under /tmp: \(String(cString: strerror(errno)))")
+        }
+        return String(cString: made)
+    }
+
+    // MARK: On the measuring thread
+
+    /// Every variant delivers each allowed flow, and every filter drops a
+    /// stranger's traffic (the bare bridge delivers it): the rules in force
+    /// are the ones meant, before any number is taken.
+    private func checkPaths(_ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
+                            label: String) throws {
+        let clock = CPUClock(cpu: configuration.cpu)
+        let frames = 256 * workload.flows
+        progress.show("\(label): checking that every variant delivers the allowed flows")
+        try generator.setFlows([workload.deniedFrame()])
+        for host in hosts {
+            let sample = try burst(host, generator: generator, clock: clock, packets: 256, useGenerator: true)
+            let filters = host.variant.enforcesPolicy
+            if filters && sample.delivered != 0 {
+                throw BenchError.runtime("\(host.variant.name) at \(label): \(sample.delivered) of \(sample.sent) packets "
+                    + "from \(BenchWorkload.strangerIP), which no link allows, reached the receiver — the filter is not in force")
+            }
+            if !filters && sample.delivered != sample.sent {
+                throw BenchError.runtime("\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets arrived "
+                    + "without any filter; the topology does not deliver (is GRO on at the sender's port?)")
+            }
+        }
+        try generator.setFlows((0..<workload.flows).map(workload.frame(flow:)))
+        for host in hosts {
+            let sample = try burst(host, generator: generator, clock: clock, packets: frames, useGenerator: true)
+            if sample.delivered != sample.sent {
+                throw BenchError.runtime("\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets "
+                    + "of the allowed flows reached the receiver before measuring")
+            }
+        }
+    }
+
+    /// The interleaved rounds; returns the recorded samples per host.
+    private func measure(_ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
+                         label: String) throws -> [[BurstSample]] {
+        let clock = CPUClock(cpu: configuration.cpu)
+        let budget = UInt64(configuration.burstSeconds * 1e9)
+        var estimate = [Double?](repeating: nil, count: hosts.count)
+        var samples = [[BurstSample]](repeating: [], count: hosts.count)
+        let useGenerator = configuration.profile == .live
+        for round in 0...configuration.rounds {
+            for offset in hosts.indices {
+                let index = (round + offset) % hosts.count
+                let host = hosts[index]
+                progress.show(round == 0
+                    ? "\(label) warm-up: \(host.variant.name)"
+                    : "\(label) round \(round)/\(configuration.rounds): \(host.variant.name)")
+                if useGenerator && estimate[index] == nil {
+                    // One batch to size the first burst (N=10000 under iptables-nft
+                    // is ~1000× slower than the bridge).
+                    let probe = try burst(host, generator: generator, clock: clock,
+                                          packets: Int(LiveFrameGenerator.batchSize), useGenerator: true)
+                    estimate[index] = probe.nanosecondsPerPacket
+                }
+                let packets = useGenerator ? Self.packets(for: budget, estimate: estimate[index]!) : 0
+                let sample = try burst(host, generator: generator, clock: clock, packets: packets,
+                                       useGenerator: useGenerator, cpuBudget: budget)
+                if sample.sent > 0 { estimate[index] = sample.nanosecondsPerPacket }
+                if round > 0 { samples[index].append(sample) }
+            }
+        }
+        return samples
+    }
+
+    /// Frames for a burst of `budget` ns at `estimate` ns each: at least one
+    /// batch, at most what BPF_PROG_TEST_RUN takes.
+    static func packets(for budget: UInt64, estimate: Double) -> Int {
+        let wanted = Double(budget) / max(estimate, 1)
+        return Int(min(max(wanted, Double(LiveFrameGenerator.batchSize)), Double(Int32.max)))
+    }
+
+    /// One burst in `host`'s sender namespace, with its delivery check.
+    private func burst(_ host: BenchHost, generator: LiveFrameGenerator, clock: CPUClock, packets: Int,
+                       useGenerator: Bool, cpuBudget: UInt64 = 0) throws -> BurstSample {
+        try PinnedThread.enter(host.senderNamespace)
+        let before = try host.sink.count()
+        let softirqStart = clock.softirqNanoseconds()
+        let threadStart = CPUClock.threadNanoseconds()
+        let sent: UInt64
+        if useGenerator {
+            try generator.send(count: packets, ifindex: host.senderIfindex)
+            sent = UInt64(packets)
+        } else {
+            sent = try UDPSender.send(sockets: host.udpSockets, cpuBudget: cpuBudget)
+        }
+        let delivered = try Self.waitForDelivery(host.sink, from: before, expecting: sent)
+        let threadEnd = CPUClock.threadNanoseconds()
+        let softirqEnd = clock.softirqNanoseconds()
+        return BurstSample(sent: sent, delivered: delivered, threadNanoseconds: threadEnd - threadStart,
+                           softirqNanoseconds: softirqEnd &- softirqStart)
+    }
+
+    /// Packets counted since `before`, once `expected` arrived or the count
+    /// stopped moving for half a second. Softirq work normally finishes
+    /// inside the sending call; what overflows to ksoftirqd/<cpu> can wait
+    /// behind other tasks on a busy machine for tens of milliseconds.
+    static func waitForDelivery(_ sink: Sink, from before: UInt64, expecting expected: UInt64) throws -> UInt64 {
+        let start = ContinuousClock.now
+        var lastChange = start
+        var count = try sink.count()
+        while count &- before < expected {
+            let now = ContinuousClock.now
+            if now - lastChange > .milliseconds(500) || now - start > .seconds(20) { break }
+            usleep(1000)
+            let next = try sink.count()
+            if next != count {
+                count = next
+                lastChange = ContinuousClock.now
+            }
+        }
+        return count &- before
+    }
+
+    // MARK: Summary
+
+    private func summarise(_ samples: [[BurstSample]], hosts: [BenchHost], links: Int) -> [BenchResult] {
+        guard let bridgeIndex = hosts.firstIndex(where: { $0.variant == .bridge }) else { return [] }
+        let bridgeCost = samples[bridgeIndex].map(\.nanosecondsPerPacket)
+        return hosts.indices.map { index in
+            let costs = samples[index].map(\.nanosecondsPerPacket)
+            let ratios = zip(costs, bridgeCost).map { $0 / $1 }
+            let nsPerPacket = Spread(costs)
+            return BenchResult(
+                variant: hosts[index].variant.name, links: links, flows: configuration.flows,
+                nsPerPacket: nsPerPacket, mppsPerCore: 1000 / nsPerPacket.median,
+                sent: samples[index].reduce(0) { $0 + $1.sent },
+                delivered: samples[index].reduce(0) { $0 + $1.delivered },
+                ratioToBridge: Spread(ratios))
+        }
+    }
+}
+
+/// "bpfnet bench: N=1000 (3/4) round 12/50: docker-iptables-nft" on one
+/// rewritten stderr line, only when stderr is a terminal.
+final class ProgressLine: @unchecked Sendable {
+    private let enabled: Bool
+    private let lock = NSLock()
+
+    init(enabled: Bool) {
+        self.enabled = enabled && isatty(STDERR_FILENO) == 1
+    }
+
+    func show(_ message: String) {
+        guard enabled else { return }
+        lock.withLock {
+            FileHandle.standardError.write(Data("\r\u{1B}[K bpfnet bench: \(message)".utf8))
+        }
+    }
+
+    func clear() {
+        guard enabled else { return }
+        lock.withLock { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The bench engine without a kernel: variant selection and its errors, the
+// workload (links, flows, phantoms), Docker's ruleset, bpfnet's policy and
+// its map footprint, the JSON schema, the table and the chart.
+
+import BPFNetCore
+import BPFNetShared
+import Foundation
+@testable import BPFNetBench
+import XCTest
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+final class VariantSelectionTests: XCTestCase {
+    func testEveryNamedVariantIsRegisteredInReportOrder() {
+        XCTAssertEqual(BenchVariant.all.map(\.name), [
+            "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables",
+            "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bridge-empty-tc", "bridge-empty-xdp",
+        ])
+        XCTAssertFalse(BenchVariant.named("bpfnet-nftables")!.isAvailable)
+        XCTAssertFalse(BenchVariant.named("bpfnet-fastpath")!.isAvailable)
+        XCTAssertEqual(BenchVariant.defaultSelection.map(\.name),
+                       ["bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-tc", "bpfnet-xdp"])
+    }
+
+    func testSelectionAddsBridgeAndKeepsReportOrder() throws {
+        let selected = try BenchVariant.select(["bpfnet-tc", " docker-iptables-nft"])
+        XCTAssertEqual(selected.map(\.name), ["bridge", "docker-iptables-nft", "bpfnet-tc"])
+    }
+
+    func testUnknownNamesAreBadInputListingTheKnownOnes() {
+        XCTAssertThrowsError(try BenchVariant.select(["bpfnet-tc", "iptables"])) { error in
+            let error = error as! BenchError
+            XCTAssertTrue(error.isBadInput)
+            XCTAssertTrue(error.description.contains("'iptables'"), error.description)
+            for variant in BenchVariant.all {
+                XCTAssertTrue(error.description.contains(variant.name), error.description)
+            }
+        }
+    }
+
+    func testUnavailableVariantsSaySo() {
+        XCTAssertThrowsError(try BenchVariant.select(["bpfnet-nftables"])) { error in
+            let error = error as! BenchError
+            XCTAssertTrue(error.isBadInput)
+            XCTAssertTrue(error.description.contains("not available in this build"), error.description)
+        }
+    }
+
+    func testLinksParse() throws {
+        XCTAssertEqual(try BenchConfiguration.parseLinks("1000,0,100,100"), [0, 100, 1000])
+        for bad in ["", "1,,2", "-1", "1e3", "ten"] {
+            XCTAssertThrowsError(try BenchConfiguration.parseLinks(bad), bad) { error in
+                XCTAssertTrue((error as! BenchError).isBadInput)
+            }
+        }
+    }
+
+    func testTooManyLinksForTheMapsIsRejectedBeforeAnythingIsBuilt() {
+        let limit = Int(BPFNET_MAX_LINK_RULES) / 4
+        var configuration = BenchConfiguration(links: [0, limit], flows: 1)
+        XCTAssertThrowsError(try configuration.checkMapCapacity()) { error in
+            let message = (error as! BenchError).description
+            XCTAssertTrue(message.contains("BPFNET_MAX_LINK_RULES"), message)
+            XCTAssertTrue(message.contains("at most \(limit - 1)"), message)
+        }
+        configuration.links = [limit - 1]
+        XCTAssertNoThrow(try configuration.checkMapCapacity())
+        // Without a bpfnet variant the maps do not bound N.
+        configuration.links = [limit * 2]
+        configuration.variants = [.bridge]
+        XCTAssertNoThrow(try configuration.validateValues())
+    }
+
+    func testOtherValuesAreChecked() {
+        for configuration in [
+            BenchConfiguration(flows: 0), BenchConfiguration(flows: BenchWorkload.maxFlows + 1),
+            BenchConfiguration(rounds: 0), BenchConfiguration(burstSeconds: 0), BenchConfiguration(cpu: 4096),
+        ] {
+            XCTAssertThrowsError(try configuration.validateValues()) { error in
+                XCTAssertTrue((error as! BenchError).isBadInput)
+            }
+        }
+    }
+}
+
+final class WorkloadTests: XCTestCase {
+    func testPhantomsCoverTheLinksAndTheFlows() {
+        XCTAssertEqual(BenchWorkload.phantomsNeeded(forLinks: 0), 0)
+        XCTAssertEqual(BenchWorkload.phantomsNeeded(forLinks: 1), 2)
+        XCTAssertEqual(BenchWorkload.phantomsNeeded(forLinks: 100), 11)
+        XCTAssertEqual(BenchWorkload.phantomsNeeded(forLinks: 10000), 101)
+        XCTAssertEqual(BenchWorkload(maxLinks: 0, flows: 8).phantomCount, 7)
+    }
+
+    func testOneFlowComesAfterEveryOtherLink() {
+        let workload = BenchWorkload(maxLinks: 1000, flows: 1)
+        let links = workload.links(1000)
+        XCTAssertEqual(links.count, 1001)
+        XCTAssertEqual(links.last?.flow, 0)
+        XCTAssertEqual(links.last?.parentIP, BenchWorkload.senderIP)
+        XCTAssertEqual(Set(links.map { "\($0.parent)>\($0.child)" }).count, 1001, "links are distinct")
+        XCTAssertTrue(links.dropLast().allSatisfy { $0.flow == nil && $0.childIP != BenchWorkload.receiverIP })
+        // Consecutive decoys differ in their parent (the source address a rule checks first).
+        XCTAssertNotEqual(links[0].parent, links[1].parent)
+    }
+
+    func testFlowsAreSpreadThroughTheChain() {
+        let workload = BenchWorkload(maxLinks: 100, flows: 4)
+        let links = workload.links(100)
+        XCTAssertEqual(links.count, 104)
+        let positions = links.enumerated().filter { $0.element.flow != nil }.map(\.offset)
+        XCTAssertEqual(positions, [25, 51, 77, 103])
+        XCTAssertEqual(links.compactMap(\.flow), [0, 1, 2, 3])
+        XCTAssertEqual(Set(links.compactMap { $0.flow == nil ? nil : $0.parentIP }).count, 4)
+    }
+
+    func testFramesAreSixtyByteUDPFromEachFlowsSource() {
+        let workload = BenchWorkload(maxLinks: 0, flows: 3)
+        for k in 0..<3 {
+            let frame = workload.frame(flow: k)
+            XCTAssertEqual(frame.count, 60)
+            XCTAssertEqual(Array(frame[0..<6]), BenchWorkload.receiverMAC.array)
+            XCTAssertEqual(Array(frame[6..<12]), BenchWorkload.senderMAC.array)
+            XCTAssertEqual(frame[23], 17)
+            let source = IPv4Address(UInt32(frame[26]) << 24 | UInt32(frame[27]) << 16 | UInt32(frame[28]) << 8 | UInt32(frame[29]))
+            XCTAssertEqual(source, workload.flowSource(k).ip)
+            XCTAssertEqual(UInt16(frame[34]) << 8 | UInt16(frame[35]), BenchWorkload.firstSourcePort + UInt16(k))
+            XCTAssertEqual(UInt16(frame[36]) << 8 | UInt16(frame[37]), BenchWorkload.receiverPort)
+            XCTAssertEqual(PacketBuilder.internetChecksum(Array(frame[14..<34])), 0, "IPv4 header checksum")
+        }
+    }
+
+    func testPolicyIsValidAndCompilesToFourRulesPerLink() throws {
+        let workload = BenchWorkload(maxLinks: 1000, flows: 2)
+        let policy = workload.policy(links: 1000, portHook: .tc)
+        XCTAssertFalse(policy.icc)
+        XCTAssertEqual(policy.links.count, 1002)
+        XCTAssertEqual(policy.containers.count, workload.containerCount)
+        XCTAssertNoThrow(try policy.validate(bridge: IPv4InterfaceAddress("10.88.0.1/16")!))
+        let state = try ControlPlaneFixture.compile(policy)
+        XCTAssertLessThanOrEqual(state.links.count, workload.linkRules(forLinks: 1000))
+        XCTAssertGreaterThanOrEqual(state.links.count, 3 * 1002)
+        // The allowed flow is there, the stranger is not.
+        let allowed = LinkRule(source: BenchWorkload.senderIP, destination: BenchWorkload.receiverIP,
+                               port: BenchWorkload.receiverPort, proto: 17, direction: .forward)
+        XCTAssertTrue(state.links.contains(allowed))
+        XCTAssertFalse(state.links.contains { $0.source == BenchWorkload.strangerIP })
+    }
+
+    func testPolicyVerdictsMatchTheBenchTraffic() throws {
+        let workload = BenchWorkload(maxLinks: 100, flows: 2)
+        let policy = workload.policy(links: 100, portHook: .tc)
+        let state = try ControlPlaneFixture.compile(policy)
+        for k in 0..<2 {
+            let source = workload.flowSource(k).ip
+            XCTAssertTrue(state.links.contains(LinkRule(source: source, destination: BenchWorkload.receiverIP,
+                                                        port: BenchWorkload.receiverPort, proto: 17, direction: .forward)))
+        }
+    }
+}
+
+final class DockerRulesetTests: XCTestCase {
+    func testForwardChainHasDockersShapeAndOrder() {
+        let workload = BenchWorkload(maxLinks: 10, flows: 1)
+        let rules = DockerRuleset.render(links: workload.links(10))
+        let forward = rules.split(separator: "\n").filter { $0.hasPrefix("-A FORWARD") }
+        XCTAssertEqual(forward, [
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+            "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A FORWARD -o docker0 -j DOCKER",
+            "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+            "-A FORWARD -i docker0 -o docker0 -j DROP",
+        ])
+        XCTAssertTrue(rules.contains(":FORWARD DROP [0:0]"))
+        XCTAssertTrue(rules.contains("-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP"))
+        XCTAssertTrue(rules.contains("-A DOCKER-USER -j RETURN"))
+    }
+
+    func testEachLinkIsDockersRulePairWithTheMatchingOneLast() {
+        let workload = BenchWorkload(maxLinks: 100, flows: 1)
+        let rules = DockerRuleset.render(links: workload.links(100)).split(separator: "\n")
+        let docker = rules.filter { $0.hasPrefix("-A DOCKER -s") }
+        XCTAssertEqual(docker.count, 202)
+        XCTAssertEqual(docker[200], "-A DOCKER -s 10.88.0.2/32 -d 10.88.0.3/32 -i docker0 -o docker0 -p udp -m udp --dport 5201 -j ACCEPT")
+        XCTAssertEqual(docker[201], "-A DOCKER -s 10.88.0.3/32 -d 10.88.0.2/32 -i docker0 -o docker0 -p udp -m udp --sport 5201 -j ACCEPT")
+        XCTAssertFalse(docker.dropLast(2).contains { $0.contains("-s 10.88.0.2/32") })
+    }
+}
+
+final class ReportTests: XCTestCase {
+    static func sampleReport(lost: Bool = false) -> BenchReport {
+        var results: [BenchResult] = []
+        let costs: [String: [Double]] = [
+            "bridge": [700, 710, 705, 720], "docker-iptables-nft": [1100, 9000, 78000, 744000],
+            "docker-iptables-legacy": [930, 1700, 7600, 85000], "bpfnet-tc": [790, 800, 795, 810],
+            "bpfnet-xdp": [760, 770, 790, 860],
+        ]
+        for (index, links) in [0, 100, 1000, 10000].enumerated() {
+            for variant in ["bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-tc", "bpfnet-xdp"] {
+                let cost = costs[variant]![index]
+                let ratio = cost / costs["bridge"]![index]
+                let sent: UInt64 = 1_000_000
+                results.append(BenchResult(
+                    variant: variant, links: links, flows: 1,
+                    nsPerPacket: Spread(min: cost * 0.9, median: cost, max: cost * 1.2), mppsPerCore: 1000 / cost,
+                    sent: sent, delivered: lost && variant == "bpfnet-xdp" && links == 100 ? sent - 7 : sent,
+                    ratioToBridge: Spread(min: ratio * 0.97, median: ratio, max: ratio * 1.05)))
+            }
+        }
+        return BenchReport(profile: "live", packetBytes: 60, rounds: 50, results: results)
+    }
+
+    func testSpread() {
+        XCTAssertEqual(Spread([3, 1, 2]), Spread(min: 1, median: 2, max: 3))
+        XCTAssertEqual(Spread([4, 1, 2, 3]), Spread(min: 1, median: 2.5, max: 4))
+    }
+
+    func testJSONFollowsTheIssuesSchema() throws {
+        let data = try Self.sampleReport().jsonData()
+        XCTAssertEqual(BenchSchema.problems(in: data), [])
+    }
+
+    func testSchemaCheckerCatchesDeviations() throws {
+        var object = try JSONSerialization.jsonObject(with: Self.sampleReport().jsonData()) as! [String: Any]
+        var results = object["results"] as! [[String: Any]]
+        results[0]["extra"] = 1
+        results[1].removeValue(forKey: "ratioToBridge")
+        object["results"] = results
+        object["date"] = "today"
+        let problems = BenchSchema.problems(in: try JSONSerialization.data(withJSONObject: object))
+        XCTAssertEqual(problems.count, 3, "\(problems)")
+    }
+
+    func testFailuresNameTheVariantAndTheLoss() {
+        let report = Self.sampleReport(lost: true)
+        XCTAssertEqual(report.failures, ["bpfnet-xdp at N=100: 7 of 1000000 packets were not delivered"])
+        let table = BenchTable.render(report, context: BenchContext(BenchConfiguration()))
+        XCTAssertTrue(table.contains("LOST 7 of 1000000"), table)
+        XCTAssertTrue(table.contains("744,000"), table)
+    }
+
+    func testChartIsWellFormedAndSelfExplaining() throws {
+        let svg = BenchChart.render(Self.sampleReport(lost: true), context: BenchContext(BenchConfiguration()))
+        let parser = XMLParser(data: Data(svg.utf8))
+        XCTAssertTrue(parser.parse(), "SVG is not well-formed XML: \(String(describing: parser.parserError))")
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 5, "one line per variant")
+        for text in ["links on the host", "CPU time per packet", "bpfnet-tc: ", "docker-iptables-nft  744 µs",
+                     "1,000", "10,000", "lost 7"] {
+            XCTAssertTrue(svg.contains(text), "missing '\(text)'")
+        }
+    }
+}
