@@ -26,8 +26,11 @@ public enum ControlPlaneFixture {
     /// The bench host's policy with `links` links (icc=false), the receiver
     /// publishing 8080/tcp, and `allowedSources` /32 sources (plus
     /// 203.0.113.0/24) admitted on ext0.
-    public static func policy(links: Int, allowedSources: Int = 0, portHook: PortHook = .tc) -> Policy {
-        var policy = BenchWorkload(maxLinks: links, flows: 1).policy(links: links, portHook: portHook)
+    public static func policy(links: Int, allowedSources: Int = 0, portHook: PortHook = .tc,
+                              fastPath: Bool = false) -> Policy {
+        // Fast path off by default: the figures are the policy's cost, as for
+        // the bpfnet-tc/-xdp variants (delivery is the fast-path variant's business).
+        var policy = BenchWorkload(maxLinks: links, flows: 1).policy(links: links, portHook: portHook, fastPath: fastPath)
         if let index = policy.containers.firstIndex(where: { $0.name == BenchWorkload.receiverName }) {
             policy.containers[index].published = [
                 PublishedPort(hostPort: publishedPort, containerPort: publishedPort, proto: .tcp),

@@ -60,18 +60,23 @@ final class DockerIptablesFilter: VariantFilter {
     func tearDown(on host: BenchHost) {}
 }
 
-/// bpfnet's eBPF dataplane, loaded and updated the way `bpfnet load` does it
-/// (BPFDataplane.apply: PolicyCompiler, the reconciler, attachments, the NAT
-/// table), with its maps pinned on a private bpffs of this host.
+/// bpfnet itself, loaded through the same `Dataplane.apply` as `bpfnet load`:
+/// the eBPF backend (port hook, fast path on or off) or the nftables fallback,
+/// with its state under a private pin path per topology.
 final class BPFNetFilter: VariantFilter {
-    let portHook: PortHook
-    private var dataplane: BPFDataplane?
+    enum Backend: Sendable {
+        case bpf(portHook: PortHook, fastPath: Bool)
+        case nftables
+    }
+
+    let backend: Backend
+    private var dataplane: (any Dataplane)?
     private var pinPath: FilePath?
 
-    init(portHook: PortHook) { self.portHook = portHook }
+    init(_ backend: Backend) { self.backend = backend }
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
-        let dataplane: BPFDataplane
+        let dataplane: any Dataplane
         if let existing = self.dataplane {
             dataplane = existing
         } else {
@@ -79,10 +84,20 @@ final class BPFNetFilter: VariantFilter {
             // Recorded before the mount exists, so Ctrl-C during the first apply finds it.
             BenchSafetyNet.register(mount: path)
             pinPath = path
-            dataplane = BPFDataplane(pinPath: path, logger: Logger(label: "bpfnet.bench") { _ in SwiftLogNoOpLogHandler() })
+            let quiet = Logger(label: "bpfnet.bench") { _ in SwiftLogNoOpLogHandler() }
+            switch backend {
+            case .bpf: dataplane = BPFDataplane(pinPath: path, logger: quiet)
+            case .nftables: dataplane = NFTablesDataplane(pinPath: path, logger: quiet)
+            }
             self.dataplane = dataplane
         }
-        let policy = workload.policy(links: links, portHook: portHook)
+        let policy: Policy
+        switch backend {
+        case .bpf(let portHook, let fastPath):
+            policy = workload.policy(links: links, portHook: portHook, fastPath: fastPath)
+        case .nftables:
+            policy = workload.policy(links: links, portHook: .tc, fastPath: false)
+        }
         do {
             try host.hostNamespace.run { try dataplane.apply(policy) }
         } catch {
@@ -91,7 +106,7 @@ final class BPFNetFilter: VariantFilter {
     }
 
     func tearDown(on host: BenchHost) {
-        dataplane = nil // closes the objects; attachments vanish with the namespace
+        dataplane = nil // closes the objects; attachments and tables vanish with the namespace
         guard let path = pinPath else { return }
         BenchSafetyNet.unmount(path)
         pinPath = nil

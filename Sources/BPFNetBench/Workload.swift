@@ -218,7 +218,7 @@ public struct BenchWorkload: Sendable, Hashable {
     // MARK: bpfnet
 
     /// The policy bpfnet enforces on a host with N links (icc=false).
-    func policy(links n: Int, portHook: PortHook) -> Policy {
+    func policy(links n: Int, portHook: PortHook, fastPath: Bool) -> Policy {
         var containers = [
             Container(name: Self.senderName, ip: Self.senderIP, mac: Self.senderMAC, port: Self.senderBridgePort),
             Container(name: Self.receiverName, ip: Self.receiverIP, mac: Self.receiverMAC, port: Self.receiverBridgePort,
@@ -229,7 +229,7 @@ public struct BenchWorkload: Sendable, Hashable {
         }
         return Policy(bridge: Self.bridgeName, icc: false, ipForward: true, forwardPolicy: .drop, portHook: portHook,
                       extInterfaces: [ExternalInterface(name: "ext0")], containers: containers,
-                      links: links(n).map { Link(parent: $0.parent, child: $0.child) })
+                      links: links(n).map { Link(parent: $0.parent, child: $0.child) }, fastPath: fastPath)
     }
 
     /// How many link rules bpfnet needs at most for N links (4 per link).

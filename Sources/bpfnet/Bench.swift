@@ -32,11 +32,10 @@ struct BenchRun: ParsableCommand {
         abstract: "Measure every variant at every N (the default subcommand of `bench`).",
         discussion: "Variants: " + BenchVariant.all.map { variant in
             "\(variant.name) — \(variant.summary)"
-                + (variant.isAvailable ? "" : " (not available in this build)")
                 + (variant.isDiagnostic ? " (diagnostic: measured only when named)" : "")
         }.joined(separator: "; ") + ". bridge is always measured: every ratio is taken against it.")
 
-    @Option(help: ArgumentHelp("Variants to measure, comma-separated (default: every available one).",
+    @Option(help: ArgumentHelp("Variants to measure, comma-separated (default: every one but the diagnostics).",
                                valueName: "a,b,..."))
     var variants: String?
 

@@ -17,12 +17,11 @@ final class VariantSelectionTests: XCTestCase {
     func testEveryNamedVariantIsRegisteredInReportOrder() {
         XCTAssertEqual(BenchVariant.all.map(\.name), [
             "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables",
-            "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bridge-empty-tc", "bridge-empty-xdp",
+            "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bpfnet-fastpath-xdp", "bridge-empty-tc", "bridge-empty-xdp",
         ])
-        XCTAssertFalse(BenchVariant.named("bpfnet-nftables")!.isAvailable)
-        XCTAssertFalse(BenchVariant.named("bpfnet-fastpath")!.isAvailable)
         XCTAssertEqual(BenchVariant.defaultSelection.map(\.name),
-                       ["bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-tc", "bpfnet-xdp"])
+                       ["bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables", "bpfnet-tc",
+                        "bpfnet-xdp", "bpfnet-fastpath"])
     }
 
     func testSelectionAddsBridgeAndKeepsReportOrder() throws {
@@ -38,14 +37,6 @@ final class VariantSelectionTests: XCTestCase {
             for variant in BenchVariant.all {
                 XCTAssertTrue(error.description.contains(variant.name), error.description)
             }
-        }
-    }
-
-    func testUnavailableVariantsSaySo() {
-        XCTAssertThrowsError(try BenchVariant.select(["bpfnet-nftables"])) { error in
-            let error = error as! BenchError
-            XCTAssertTrue(error.isBadInput)
-            XCTAssertTrue(error.description.contains("not available in this build"), error.description)
         }
     }
 
@@ -135,7 +126,7 @@ final class WorkloadTests: XCTestCase {
 
     func testPolicyIsValidAndCompilesToFourRulesPerLink() throws {
         let workload = BenchWorkload(maxLinks: 1000, flows: 2)
-        let policy = workload.policy(links: 1000, portHook: .tc)
+        let policy = workload.policy(links: 1000, portHook: .tc, fastPath: false)
         XCTAssertFalse(policy.icc)
         XCTAssertEqual(policy.links.count, 1002)
         XCTAssertEqual(policy.containers.count, workload.containerCount)
@@ -152,7 +143,7 @@ final class WorkloadTests: XCTestCase {
 
     func testPolicyVerdictsMatchTheBenchTraffic() throws {
         let workload = BenchWorkload(maxLinks: 100, flows: 2)
-        let policy = workload.policy(links: 100, portHook: .tc)
+        let policy = workload.policy(links: 100, portHook: .tc, fastPath: false)
         let state = try ControlPlaneFixture.compile(policy)
         for k in 0..<2 {
             let source = workload.flowSource(k).ip
