@@ -113,6 +113,7 @@ public final class BPFDataplane: Dataplane {
     public func forgetCachedState() {
         lastNATRuleset = nil
         verifiedPorts = [:]
+        retiredOtherBackends = false
     }
 
     /// Best effort: put the maps back as they were after a failed apply.

@@ -330,7 +330,22 @@ final class DockerOracleTests: XCTestCase {
         let withoutAgent = try measure([Self.checks[0], Self.checks[7]])
         XCTAssertEqual(withoutAgent.map(\.observed), [.allowed, .blocked], "enforcing without the agent: \(withoutAgent)")
         XCTAssertTrue(agentLog().contains("the dataplane stays loaded"), agentLog())
+        XCTAssertGreaterThan(orphaned.fastPath?["port-tc"]?["hit"] ?? 0, 0,
+                             "allowed container traffic took the fast path (on by default)")
         mark("bpfnet: SIGTERM")
+
+        // The fast path changes delivery, never verdicts: the same probes with it off.
+        let slowAgent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--fast-path", "off"])
+        agents.append(slowAgent)
+        try bpfnet.waitForStatus("fast path off and the agent connected") { status in
+            status.fastPathEnabled == false && !status.icc && status.agent?.connected == true && status.links.count == 1
+        }
+        let withoutFastPath = try measure(Self.checks)
+        for (check, (outcome, before)) in zip(Self.checks, zip(withoutFastPath, afterRestart)) {
+            XCTAssertEqual(outcome.observed, before.observed, "fast path off: \(check.label): \(outcome.detail)")
+        }
+        XCTAssertEqual(slowAgent.stop(grace: .seconds(20)), .exited(0))
+        mark("bpfnet: fast path off")
 
         // icc=true from the command line, on the dataplane the first agent left.
         let iccAgent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--icc", "true"])
