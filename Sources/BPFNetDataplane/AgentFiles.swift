@@ -106,6 +106,15 @@ public struct AgentFiles: Sendable, Hashable {
     }
 
     /// Removes the state file (`unload`: the dataplane it described is gone).
+    /// Refuses to unload `backend` while a `bpfnet run` agent keeps this pin
+    /// path's dataplane in step with Docker: it would put back what unload removes.
+    public func refuseUnloadWhileAgentRuns(_ backend: String) throws {
+        if let pid = runningAgentPID() {
+            throw DataplaneError.runtime("\(backend): `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
+                + "with Docker; stop it first (kill -TERM \(pid)), then unload")
+        }
+    }
+
     public func removeState() {
         unlink(statePath)
     }

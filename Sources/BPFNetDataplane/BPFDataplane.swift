@@ -192,10 +192,7 @@ public final class BPFDataplane: Dataplane {
     public func unload() throws {
         // An agent would put back what this removes, into maps nobody sees.
         let agentFiles = AgentFiles(pinPath: pinPath)
-        if let pid = agentFiles.runningAgentPID() {
-            throw DataplaneError.runtime("bpf: `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step with Docker; "
-                + "stop it first (kill -TERM \(pid)), then unload")
-        }
+        try agentFiles.refuseUnloadWhileAgentRuns(backend.rawValue)
         var problems: [String] = []
         if isLoaded {
             do {

@@ -151,6 +151,7 @@ public final class IPTablesDataplane: Dataplane {
         }
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
         NetfilterBackends.setCounters(&status, [IPTablesRuleset.program: IPTablesRuleset.counters(from: save)])
+        status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status
     }
 

@@ -117,6 +117,7 @@ public final class NFTablesDataplane: Dataplane {
         NetfilterBackends.setCounters(&status, perProgram.mapValues { $0.mapValues {
             DataplaneStatus.CounterValue(packets: $0.packets, bytes: $0.bytes)
         } })
+        status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status
     }
 

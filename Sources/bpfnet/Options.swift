@@ -111,9 +111,12 @@ struct DataplaneOptions: ParsableArguments {
 
     /// `unload`: with `auto`, every backend found; else the one named.
     func unload() throws {
+        // Whatever the backend: an agent would put back what this removes.
+        try AgentFiles(pinPath: FilePath(pinPath)).refuseUnloadWhileAgentRuns("unload")
         switch backend {
         case .auto: try LoadedDataplaneFinder.unloadAll(pinPath: FilePath(pinPath))
         default: try loadedDataplane().unload()
         }
+        AgentFiles(pinPath: FilePath(pinPath)).removeState()
     }
 }

@@ -347,6 +347,21 @@ final class DockerOracleTests: XCTestCase {
         XCTAssertEqual(slowAgent.stop(grace: .seconds(20)), .exited(0))
         mark("bpfnet: fast path off")
 
+        // The netfilter fallbacks behind the same agent: the same reachability.
+        for backend in ["nftables", "iptables"] {
+            let fallbackAgent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--backend", backend])
+            agents.append(fallbackAgent)
+            try bpfnet.waitForStatus("backend \(backend) and the agent connected") { status in
+                status.backend == backend && !status.icc && status.agent?.connected == true && status.links.count == 1
+            }
+            let viaFallback = try measure(Self.checks)
+            for (check, (outcome, before)) in zip(Self.checks, zip(viaFallback, afterRestart)) {
+                XCTAssertEqual(outcome.observed, before.observed, "backend \(backend): \(check.label): \(outcome.detail)")
+            }
+            XCTAssertEqual(fallbackAgent.stop(grace: .seconds(20)), .exited(0), agentLog())
+            mark("bpfnet: backend \(backend)")
+        }
+
         // icc=true from the command line, on the dataplane the first agent left.
         let iccAgent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--icc", "true"])
         agents.append(iccAgent)
