@@ -35,6 +35,11 @@ let package = Package(
         ),
         // bpf/include/bpfnet_shared.h exposed to Swift; the module map points at it.
         .target(name: "BPFNetShared"),
+        // setns(2) and the kernel's rtnetlink headers for LinuxNet, nothing else.
+        .systemLibrary(name: "CLinuxNet"),
+        // Network namespaces (entered only on threads started for it) and
+        // rtnetlink (links, namespace ids); Glibc only, knows nothing of ours.
+        .target(name: "LinuxNet", dependencies: ["CLinuxNet"]),
 
         // Compiles bpf/*.bpf.c with clang -target bpf and embeds the objects.
         .executableTarget(name: "BPFEmbed"),
@@ -45,11 +50,12 @@ let package = Package(
         ),
         .target(name: "BPFObjects", plugins: ["BPFCompiler"]),
 
-        // Generic libbpf layer; knows nothing about Docker.
+        // Generic libbpf layer; knows nothing about Docker. Re-exports LinuxNet:
+        // attaching in another namespace is done inside NetworkNamespace.run.
         .target(
             name: "BPF",
             dependencies: [
-                "CLibBPF",
+                "CLibBPF", "LinuxNet",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -65,7 +71,7 @@ let package = Package(
         .target(
             name: "BPFNetDataplane",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "NetLab",
+                "BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "LinuxNet", "NetLab",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -75,7 +81,7 @@ let package = Package(
         .target(
             name: "NetLab",
             dependencies: [
-                "BPFNetCore",
+                "BPFNetCore", "LinuxNet",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -83,7 +89,7 @@ let package = Package(
         .target(
             name: "DockerWatcher",
             dependencies: [
-                "BPFNetCore",
+                "BPFNetCore", "LinuxNet",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -113,7 +119,7 @@ let package = Package(
         .target(
             name: "BPFNetBench",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetShared", "BPFNetDataplane", "BPFObjects", "CLibBPF", "NetLab",
+                "BPF", "BPFNetCore", "BPFNetShared", "BPFNetDataplane", "BPFObjects", "CLibBPF", "LinuxNet", "NetLab",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

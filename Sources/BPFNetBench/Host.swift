@@ -187,7 +187,7 @@ final class BenchHost {
         self.topology = topology
         self.workDirectory = workDirectory
         func open(_ role: String) throws -> NetworkNamespace {
-            try NetworkNamespace(path: FilePath(topology.namespace(role).path))
+            try NetworkNamespace(path: topology.namespace(role).path)
         }
         hostNamespace = try open(TopologySpec.hostRole)
         senderNamespace = try open(BenchWorkload.senderName)

@@ -17,7 +17,6 @@ import BPFNetDataplane
 import BPFObjects
 import Foundation
 import NetLab
-import SystemPackage
 
 public struct MicroConfiguration: Sendable {
     /// Repetitions per test run (the issue asks for at least 1e6).
@@ -131,7 +130,7 @@ public final class MicroBench {
             TopologySpec(bridge: BridgeSpec(name: BenchWorkload.bridgeName, address: BenchWorkload.bridgeAddress)),
             cleanupOnSignal: false)
         defer { topology.teardown() }
-        let namespace = try NetworkNamespace(path: FilePath(topology.host.path))
+        let namespace = try NetworkNamespace(path: topology.host.path)
 
         let maps = try PrivateDataplaneMaps()
         defer { maps.close() }

@@ -11,9 +11,8 @@
 // ksoftirqd/<cpu> is added from its schedstat. Other load on the machine
 // takes wall time from the thread, not CPU time per packet.
 
-import BPF
-import CLibBPF
 import Foundation
+import LinuxNet
 
 #if canImport(Glibc)
 import Glibc
@@ -28,40 +27,20 @@ enum PinnedThread {
         return unsafeBitCast(symbol, to: SetAffinity.self)
     }()
 
-    private final class Job: @unchecked Sendable {
-        let cpu: Int
-        let body: () throws -> Void
-        var failure: (any Error)?
-        init(cpu: Int, body: @escaping () throws -> Void) {
-            self.cpu = cpu
-            self.body = body
-        }
-    }
-
     /// Runs `body` on a new thread pinned to `cpu` and waits for it. The
-    /// thread may enter namespaces (`enter`); it ends with the body, so no
-    /// other thread ever runs in a namespace it entered.
+    /// thread is a LinuxNet namespace thread, so it may enter namespaces
+    /// (`enter`); it ends with the body, so no other thread ever runs in a
+    /// namespace it entered.
     static func run(cpu: Int, _ body: () throws -> Void) throws {
-        try withoutActuallyEscaping(body) { escapable in
-            let job = Job(cpu: cpu, body: escapable)
-            let context = Unmanaged.passRetained(job).toOpaque()
-            var thread = pthread_t()
-            let created = pthread_create(&thread, nil, { raw in
-                let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
-                do {
-                    try PinnedThread.pin(to: job.cpu)
-                    try job.body()
-                } catch {
-                    job.failure = error
-                }
-                return nil
-            }, context)
-            if created != 0 {
-                Unmanaged<Job>.fromOpaque(context).release()
-                throw BenchError.runtime("cannot start the measuring thread: \(String(cString: strerror(created)))")
+        var started = false
+        do {
+            try NamespaceThread.run {
+                started = true
+                try PinnedThread.pin(to: cpu)
+                try body()
             }
-            pthread_join(thread, nil)
-            if let failure = job.failure { throw failure }
+        } catch let error as LinuxNetError where !started {
+            throw BenchError.runtime("cannot start the measuring thread: \(error.message)")
         }
     }
 
@@ -77,10 +56,12 @@ enum PinnedThread {
         }
     }
 
-    /// Moves the calling thread into `namespace` (setns(2), CLONE_NEWNET).
+    /// Moves the calling thread, the measuring thread, into `namespace`.
     static func enter(_ namespace: NetworkNamespace) throws {
-        if bpfnet_setns_net(namespace.fd) != 0 {
-            throw BenchError.runtime("entering network namespace \(namespace.path): \(String(cString: strerror(errno)))")
+        do throws(LinuxNetError) {
+            try NamespaceThread.enter(namespace)
+        } catch {
+            throw BenchError.runtime("entering network namespace \(namespace.path): \(error.message)")
         }
     }
 }

@@ -35,6 +35,7 @@ import BPF
 import BPFNetCore
 import BPFNetShared
 import Foundation
+import LinuxNet
 import Logging
 import SystemPackage
 
@@ -249,7 +250,7 @@ struct VethPeer {
 /// Resolves the peer of a veth through IFLA_LINK / IFLA_LINK_NETNSID.
 final class PeerLocator {
     /// nsid (as seen from bpfnet's namespace) → namespace file, built on first use.
-    private var namespaces: [Int32: FilePath]?
+    private var namespaces: [Int32: String]?
 
     func peer(of link: RouteNetlink.Link) throws -> VethPeer {
         guard let peerIndex = link.link, peerIndex != 0, peerIndex != link.index else {
@@ -275,13 +276,13 @@ final class PeerLocator {
         return VethPeer(namespace: namespace, index: peerIndex, name: name)
     }
 
-    private func namespacePath(nsid: Int32) throws -> FilePath? {
+    private func namespacePath(nsid: Int32) throws -> String? {
         if namespaces == nil { namespaces = try Self.scan() }
         return namespaces?[nsid]
     }
 
     /// Every namespace bpfnet can open, keyed by the nsid this namespace gives it.
-    private static func scan() throws -> [Int32: FilePath] {
+    private static func scan() throws -> [Int32: String] {
         var candidates: [String] = []
         let manager = FileManager.default
         if let names = try? manager.contentsOfDirectory(atPath: "/run/netns") {
@@ -291,7 +292,7 @@ final class PeerLocator {
             candidates += pids.filter { $0.allSatisfy(\.isNumber) }.map { "/proc/\($0)/ns/net" }
         }
         var seen = Set<[UInt64]>()
-        var result: [Int32: FilePath] = [:]
+        var result: [Int32: String] = [:]
         let netlink = try RouteNetlink()
         for path in candidates {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -300,7 +301,7 @@ final class PeerLocator {
             var info = stat()
             guard fstat(fd, &info) == 0, seen.insert([UInt64(info.st_dev), UInt64(info.st_ino)]).inserted else { continue }
             if let nsid = try? netlink.nsid(ofNamespaceFD: fd), nsid >= 0, result[nsid] == nil {
-                result[nsid] = FilePath(path)
+                result[nsid] = path
             }
         }
         return result
@@ -362,146 +363,4 @@ enum Ethtool {
             throw DataplaneError.system("ethtool: \(what) of \(interface)", errno: errno)
         }
     }
-}
-
-// MARK: - rtnetlink
-
-/// A NETLINK_ROUTE socket of the calling thread's namespace: RTM_GETLINK for
-/// one device, RTM_GETNSID for a namespace fd. (DockerWatcher has its own,
-/// smaller one; the dataplane does not depend on it.)
-final class RouteNetlink {
-    struct Link {
-        var index: Int32
-        var name: String = ""
-        var address: [UInt8] = []
-        /// IFLA_LINK: a veth's peer ifindex (in the peer's namespace).
-        var link: Int32?
-        /// IFLA_LINK_NETNSID: the peer's namespace, as an id of this namespace.
-        var linkNetnsid: Int32?
-    }
-
-    private static let rtmNewLink: UInt16 = 16, rtmGetLink: UInt16 = 18
-    private static let rtmNewNSID: UInt16 = 88, rtmGetNSID: UInt16 = 90
-    private static let nlmsgError: UInt16 = 2, nlmsgDone: UInt16 = 3
-    private static let requestFlag: UInt16 = 1
-    private static let iflaAddress: UInt16 = 1, iflaIfname: UInt16 = 3, iflaLink: UInt16 = 5
-    private static let iflaExtMask: UInt16 = 29, iflaLinkNetnsid: UInt16 = 37
-    private static let netnsaNSID: UInt16 = 1, netnsaFD: UInt16 = 3
-    private static let skipStats: UInt32 = 1 << 3  // RTEXT_FILTER_SKIP_STATS
-
-    private let fd: Int32
-    private var sequence: UInt32 = 0
-
-    init() throws {
-        fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw DataplaneError.system("socket(AF_NETLINK, NETLINK_ROUTE)", errno: errno) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    deinit { close(fd) }
-
-    /// RTM_GETLINK by index; nil when there is no such device.
-    func link(index: Int32) throws -> Link? {
-        var body: [UInt8] = [UInt8(AF_UNSPEC), 0]
-        append(&body, UInt16(0))  // ifi_type
-        append(&body, index)
-        append(&body, UInt32(0))  // ifi_flags
-        append(&body, UInt32(0))  // ifi_change
-        attribute(&body, Self.iflaExtMask, bytes(Self.skipStats))
-        guard let (type, payload) = try request(Self.rtmGetLink, body, what: "RTM_GETLINK \(index)"),
-              type == Self.rtmNewLink, payload.count >= 16 else { return nil }
-        var link = Link(index: load(Int32.self, payload, 4))
-        for (kind, value) in attributes(payload, from: 16) {
-            switch kind {
-            case Self.iflaIfname: link.name = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)
-            case Self.iflaAddress: link.address = value
-            case Self.iflaLink where value.count >= 4: link.link = load(Int32.self, value, 0)
-            case Self.iflaLinkNetnsid where value.count >= 4: link.linkNetnsid = load(Int32.self, value, 0)
-            default: break
-            }
-        }
-        return link
-    }
-
-    /// RTM_GETNSID: the id this namespace gives the namespace `fd` refers to
-    /// (-1 when it has none); nil when the kernel does not answer with one.
-    func nsid(ofNamespaceFD namespaceFD: Int32) throws -> Int32? {
-        var body: [UInt8] = [UInt8(AF_UNSPEC), 0, 0, 0]  // struct rtgenmsg, padded
-        attribute(&body, Self.netnsaFD, bytes(UInt32(bitPattern: namespaceFD)))
-        guard let (type, payload) = try request(Self.rtmGetNSID, body, what: "RTM_GETNSID"),
-              type == Self.rtmNewNSID else { return nil }
-        for (kind, value) in attributes(payload, from: 4) where kind == Self.netnsaNSID && value.count >= 4 {
-            return load(Int32.self, value, 0)
-        }
-        return nil
-    }
-
-    /// Sends one request and returns the first answer's type and payload (nil on ENODEV/ENOENT).
-    private func request(_ type: UInt16, _ body: [UInt8], what: String) throws -> (UInt16, [UInt8])? {
-        sequence &+= 1
-        var message: [UInt8] = []
-        append(&message, UInt32(16 + body.count))
-        append(&message, type)
-        append(&message, Self.requestFlag)
-        append(&message, sequence)
-        append(&message, UInt32(0))
-        message += body
-        let sent = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        guard sent == message.count else { throw DataplaneError.system("netlink \(what): send", errno: errno) }
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard received > 0 else { throw DataplaneError.system("netlink \(what): receive", errno: errno) }
-            var offset = 0
-            while offset + 16 <= received {
-                let length = Int(load(UInt32.self, buffer, offset))
-                let kind = load(UInt16.self, buffer, offset + 4)
-                let seq = load(UInt32.self, buffer, offset + 8)
-                guard length >= 16, offset + length <= received else { break }
-                defer { offset += (length + 3) & ~3 }
-                guard seq == sequence else { continue }
-                if kind == Self.nlmsgError {
-                    let code = -load(Int32.self, buffer, offset + 16)
-                    if code == 0 { continue }
-                    if code == ENODEV || code == ENOENT { return nil }
-                    throw DataplaneError.system("netlink \(what)", errno: code)
-                }
-                if kind == Self.nlmsgDone { return nil }
-                return (kind, Array(buffer[(offset + 16)..<(offset + length)]))
-            }
-        }
-    }
-
-    private func attributes(_ payload: [UInt8], from start: Int) -> [(UInt16, [UInt8])] {
-        var result: [(UInt16, [UInt8])] = []
-        var offset = start
-        while offset + 4 <= payload.count {
-            let length = Int(load(UInt16.self, payload, offset))
-            let kind = load(UInt16.self, payload, offset + 2) & 0x3FFF
-            guard length >= 4, offset + length <= payload.count else { break }
-            result.append((kind, Array(payload[(offset + 4)..<(offset + length)])))
-            offset += (length + 3) & ~3
-        }
-        return result
-    }
-
-    private func attribute(_ message: inout [UInt8], _ kind: UInt16, _ payload: [UInt8]) {
-        append(&message, UInt16(4 + payload.count))
-        append(&message, kind)
-        message += payload
-        message += [UInt8](repeating: 0, count: ((payload.count + 3) & ~3) - payload.count)
-    }
-}
-
-private func bytes<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
-    withUnsafeBytes(of: value) { Array($0) }
-}
-
-private func append<T: FixedWidthInteger>(_ message: inout [UInt8], _ value: T) {
-    message += bytes(value)
-}
-
-private func load<T: FixedWidthInteger>(_ type: T.Type, _ buffer: [UInt8], _ offset: Int) -> T {
-    buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
 }

@@ -2,12 +2,14 @@
 //
 // Facts about the host (the network namespace bpfnet runs in) that the pure
 // policy compiler needs: interface indexes and the bridge's IPv4 address.
-// Everything here reads the calling thread's network namespace.
+// Everything here reads the calling thread's network namespace, and runs on
+// every apply: what lists every interface does so in one rtnetlink dump
+// without statistics, never through a process or getifaddrs(3).
 
 import BPF
 import BPFNetCore
 import Foundation
-import NetLab
+import LinuxNet
 
 /// What the dataplane learns from the system before it compiles a policy.
 public enum HostSystem {
@@ -52,39 +54,36 @@ public enum HostSystem {
         }
     }
 
-    /// Interface name → the name of its master (bridge), from `ip -j link`.
-    /// (/sys/class/net would show the namespace sysfs was mounted in, not ours.)
+    /// Interface name → the name of its master (bridge), as `ip link` shows
+    /// them, from one RTM_GETLINK dump (IFLA_IFNAME, IFLA_MASTER); empty when
+    /// the dump fails. (/sys/class/net would show the namespace sysfs was
+    /// mounted in, not ours.)
     static func bridgeMasters() -> [String: String] {
-        guard let result = try? ProcessRunner.runChecked(Command(["ip", "-j", "link", "show"], timeout: .seconds(10))),
-              let links = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
-        else { return [:] }
+        guard let links = try? RouteNetlink().links() else { return [:] }
+        let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
         var masters: [String: String] = [:]
         for link in links {
-            if let name = link["ifname"] as? String, let master = link["master"] as? String { masters[name] = master }
+            // `ip` names a master it cannot resolve "if<index>".
+            if let master = link.master { masters[link.name] = names[master] ?? "if\(master)" }
         }
         return masters
     }
 
-    /// The IPv4 addresses (with prefix) configured on each interface, from getifaddrs(3).
+    /// The IPv4 addresses (with prefix) configured on each interface, named as
+    /// getifaddrs(3) names them (the address's label: the interface's name, or
+    /// an alias such as "docker0:1"), in the kernel's order, from one
+    /// RTM_GETADDR dump. (getifaddrs itself first dumps every link with its
+    /// statistics, ~35 ms at 2,000 interfaces.)
     public static func ipv4Addresses() -> [String: [(address: IPv4Address, prefix: IPv4CIDR)]] {
         var result: [String: [(address: IPv4Address, prefix: IPv4CIDR)]] = [:]
-        var head: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&head) == 0 else { return result }
-        defer { freeifaddrs(head) }
-        var cursor = head
-        while let entry = cursor?.pointee {
-            defer { cursor = entry.ifa_next }
-            guard let addr = entry.ifa_addr, addr.pointee.sa_family == sa_family_t(AF_INET),
-                  let mask = entry.ifa_netmask else { continue }
-            let address = addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                IPv4Address(networkOrder: $0.pointee.sin_addr.s_addr)
-            }
-            let netmask = mask.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                UInt32(bigEndian: $0.pointee.sin_addr.s_addr)
-            }
-            let length = UInt8(netmask.nonzeroBitCount)
-            guard let prefix = IPv4CIDR(address: address, prefixLength: length) else { continue }
-            result[String(cString: entry.ifa_name), default: []].append((address, prefix))
+        guard let netlink = try? RouteNetlink(), let entries = try? netlink.addresses(family: AF_INET) else { return result }
+        for entry in entries where entry.family == AF_INET {
+            let bytes = entry.localAddress
+            guard bytes.count == 4,
+                  let name = entry.label ?? (try? netlink.link(index: entry.index))?.name else { continue }
+            let address = IPv4Address(bytes[0], bytes[1], bytes[2], bytes[3])
+            guard let prefix = IPv4CIDR(address: address, prefixLength: min(entry.prefixLength, 32)) else { continue }
+            result[name, default: []].append((address, prefix))
         }
         return result
     }

@@ -18,14 +18,7 @@
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/mount.h>
-#include <linux/sched.h>
 #include <linux/magic.h>
-
-/* setns(2) for network namespaces; glibc only declares setns() with _GNU_SOURCE. */
-static inline int bpfnet_setns_net(int fd)
-{
-	return (int)syscall(__NR_setns, fd, CLONE_NEWNET);
-}
 
 /*
  * vsnprintf() on a copy of ap, so the caller can measure first and format

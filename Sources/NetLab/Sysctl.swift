@@ -3,75 +3,40 @@
 // Sysctls written from inside a namespace without starting a process.
 //
 // /proc/sys/net resolves against the network namespace of the *thread* that
-// opens it (current->nsproxy), so a short-lived thread that joins the
-// namespace with setns(2) reads and writes that namespace's settings, and
-// nothing else in this process changes namespace. This replaces one
+// opens it (current->nsproxy), so a short-lived LinuxNet namespace thread that
+// joins the namespace reads and writes that namespace's settings, and nothing
+// else in this process changes namespace. This replaces one
 // `nsenter … sysctl` process per namespace, the slowest step of a build.
 
 #if canImport(Glibc)
 import Glibc
 #endif
+import LinuxNet
 import SystemPackage
 
-enum NamespaceThread {
-    private typealias SetnsFunction = @convention(c) (Int32, Int32) -> Int32
-
-    /// Glibc's module hides setns (it is behind _GNU_SOURCE); the symbol is there.
-    private static let setns: SetnsFunction? = {
-        guard let symbol = dlsym(nil, "setns") else { return nil }
-        return unsafeBitCast(symbol, to: SetnsFunction.self)
-    }()
-
-    /// CLONE_NEWNET from <sched.h>, also behind _GNU_SOURCE.
-    private static let cloneNewNet: Int32 = 0x4000_0000
-
-    private final class Job {
-        let path: String
-        let body: () -> String?
-        var failure: String?
-
-        init(path: String, body: @escaping () -> String?) {
-            self.path = path
-            self.body = body
-        }
-    }
-
-    /// Runs every body on its own thread inside its namespace, all at once,
-    /// and returns their failure messages (nil for success), in order.
-    static func run(_ work: [(path: String, body: () -> String?)]) -> [String?] {
-        guard setns != nil else { return work.map { _ in "setns(2) is not available in this C library" } }
-        var threads: [pthread_t?] = []
-        let jobs = work.map { Job(path: $0.path, body: $0.body) }
-        for job in jobs {
-            var thread = pthread_t()
-            let context = Unmanaged.passRetained(job).toOpaque()
-            let rc = pthread_create(&thread, nil, { raw in
-                let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
-                let fd = open(job.path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else {
-                    job.failure = "cannot open \(job.path): \(Errno(rawValue: errno))"
-                    return nil
-                }
-                defer { close(fd) }
-                guard NamespaceThread.setns!(fd, NamespaceThread.cloneNewNet) == 0 else {
-                    job.failure = "cannot enter \(job.path): \(Errno(rawValue: errno))"
-                    return nil
-                }
-                job.failure = job.body()
-                return nil
-            }, context)
-            if rc != 0 {
-                Unmanaged<Job>.fromOpaque(context).release()
-                job.failure = "cannot start a thread: \(Errno(rawValue: rc))"
-                threads.append(nil)
-            } else {
-                threads.append(thread)
+/// Runs each body on a namespace thread of its own inside its namespace, all
+/// at once, and returns their failure messages (nil for success), in order.
+private func runInNamespaces(_ work: [(path: String, body: () -> String?)]) -> [String?] {
+    NamespaceThread.runConcurrently(work.map { path, body in
+        { () -> String? in
+            let namespace: NetworkNamespace
+            do throws(LinuxNetError) {
+                namespace = try NetworkNamespace(path: path)
+            } catch {
+                return "cannot open \(path): \(Errno(rawValue: error.errno))"
             }
+            do throws(LinuxNetError) {
+                try NamespaceThread.enter(namespace)
+            } catch {
+                return "cannot enter \(path): \(Errno(rawValue: error.errno))"
+            }
+            return body()
         }
-        for thread in threads {
-            if let thread { pthread_join(thread, nil) }
+    }).map { outcome in
+        switch outcome {
+        case .success(let failure): failure
+        case .failure(let error): "cannot start a thread: \(Errno(rawValue: (error as? LinuxNetError)?.errno ?? EIO))"
         }
-        return jobs.map(\.failure)
     }
 }
 
@@ -91,7 +56,7 @@ public enum NamespaceSysctl {
         for (namespace, _) in settings where isCallersOwn(namespace) {
             throw .sysctlFailed("refusing to write sysctls in \(namespace.path): it is this process's own network namespace")
         }
-        let failures = NamespaceThread.run(settings.map { namespace, pairs in
+        let failures = runInNamespaces(settings.map { namespace, pairs in
             (namespace.path, {
                 for (key, value) in pairs {
                     let fd = open(path(key), O_WRONLY | O_CLOEXEC)
@@ -110,7 +75,7 @@ public enum NamespaceSysctl {
     /// Reads one setting inside a namespace (trailing newline removed).
     public static func read(_ key: String, in namespace: NetNamespace) throws(NetLabError) -> String {
         var value = ""
-        let failure = NamespaceThread.run([(namespace.path, {
+        let failure = runInNamespaces([(namespace.path, {
             let fd = open(path(key), O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { return "sysctl \(key) in \(namespace): \(Errno(rawValue: errno))" }
             defer { close(fd) }

@@ -217,7 +217,7 @@ final class NetworkNamespaceTests: XCTestCase {
         // The calling thread stays where it was.
         XCTAssertThrowsError(try NetworkInterface.index(named: "veth1"))
         XCTAssertThrowsError(try NetworkNamespace(named: "bpftest-does-not-exist")) { error in
-            XCTAssertTrue((error as? BPFError)?.isNotFound ?? false, "\(error)")
+            XCTAssertTrue((error as? LinuxNetError)?.isNotFound ?? false, "\(error)")
         }
     }
 }

@@ -14,7 +14,6 @@ import BPFNetCore
 import DemoHost
 import Foundation
 import NetLab
-import SystemPackage
 import XCTest
 
 final class FastPathRoutedTests: XCTestCase {
@@ -71,7 +70,7 @@ private final class PacketCapture {
     private let fd: Int32
 
     init(namespacePath: String, interface: String) throws {
-        let namespace = try NetworkNamespace(path: FilePath(namespacePath))
+        let namespace = try NetworkNamespace(path: namespacePath)
         fd = try namespace.run { () throws -> Int32 in
             let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
                             Int32(Self.ethPAll.bigEndian))

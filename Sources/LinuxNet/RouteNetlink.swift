@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The little of rtnetlink bpfnet needs: links (one by index or name, or all of
+// them), addresses and namespace ids. A NETLINK_ROUTE socket answers for the network
+// namespace it was created in, so create one inside `NetworkNamespace.run` to
+// ask another namespace. Message layouts and constants come from the kernel's
+// UAPI headers (CLinuxNet).
+
+internal import CLinuxNet
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A NETLINK_ROUTE socket of the namespace the calling thread was in when it
+/// was created.
+public final class RouteNetlink {
+    /// One network device, as RTM_NEWLINK describes it.
+    public struct Link: Hashable, Sendable {
+        public var index: Int32
+        /// IFLA_IFNAME.
+        public var name: String
+        /// IFLA_ADDRESS: the hardware address (6 bytes for Ethernet), empty when none.
+        public var address: [UInt8]
+        /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace).
+        public var link: Int32?
+        /// IFLA_MASTER: the device it is enslaved to (a bridge), by ifindex.
+        public var master: Int32?
+        /// IFLA_LINK_NETNSID: the namespace of `link`, as an id of this
+        /// namespace; nil when the peer is in this namespace.
+        public var linkNetnsid: Int32?
+
+        public init(index: Int32, name: String = "", address: [UInt8] = [], link: Int32? = nil,
+                    master: Int32? = nil, linkNetnsid: Int32? = nil) {
+            self.index = index
+            self.name = name
+            self.address = address
+            self.link = link
+            self.master = master
+            self.linkNetnsid = linkNetnsid
+        }
+    }
+
+    /// One address of a device, as RTM_NEWADDR describes it.
+    public struct Address: Hashable, Sendable {
+        /// The device's ifindex.
+        public var index: Int32
+        /// AF_INET or AF_INET6.
+        public var family: Int32
+        public var prefixLength: UInt8
+        /// IFA_ADDRESS (network byte order, 4 or 16 bytes); on a point-to-point
+        /// link, the peer's address.
+        public var address: [UInt8]
+        /// IFA_LOCAL: the local address, when the kernel gives it (always for IPv4).
+        public var local: [UInt8]?
+        /// IFA_LABEL: the device's name, or the alias label ("eth0:1"); IPv4 only.
+        public var label: String?
+
+        public init(index: Int32, family: Int32, prefixLength: UInt8, address: [UInt8] = [],
+                    local: [UInt8]? = nil, label: String? = nil) {
+            self.index = index
+            self.family = family
+            self.prefixLength = prefixLength
+            self.address = address
+            self.local = local
+            self.label = label
+        }
+
+        /// The interface's own address: IFA_LOCAL, else IFA_ADDRESS (as getifaddrs(3) has it).
+        public var localAddress: [UInt8] { local ?? address }
+    }
+
+    private static let headerSize = MemoryLayout<nlmsghdr>.size
+    private static let linkHeaderSize = MemoryLayout<ifinfomsg>.size
+    /// struct rtgenmsg, padded to NLMSG_ALIGNTO.
+    private static let genericHeaderSize = align(MemoryLayout<rtgenmsg>.size)
+
+    private let fd: Int32
+    private var sequence: UInt32 = 0
+
+    /// Opens the socket (5 s receive timeout).
+    public init() throws(LinuxNetError) {
+        fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), NETLINK_ROUTE)
+        guard fd >= 0 else {
+            let code = errno
+            throw LinuxNetError(operation: "socket(AF_NETLINK, NETLINK_ROUTE)", action: "netlink socket", errno: code)
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// RTM_GETLINK for the device with index `index`; nil when there is none.
+    public func link(index: Int32) throws(LinuxNetError) -> Link? {
+        try request(RTM_GETLINK, Self.linkRequest(index: index), what: "RTM_GETLINK \(index)")
+            .first.flatMap(Self.parseLink)
+    }
+
+    /// RTM_GETLINK for the device named `name`; nil when there is none.
+    public func link(named name: String) throws(LinuxNetError) -> Link? {
+        var body = Self.linkRequest(index: 0)
+        Self.appendAttribute(&body, IFLA_IFNAME, Array(name.utf8) + [0])
+        return try request(RTM_GETLINK, body, what: "RTM_GETLINK \(name)").first.flatMap(Self.parseLink)
+    }
+
+    /// Every device of the namespace (an RTM_GETLINK dump), in the kernel's order.
+    public func links() throws(LinuxNetError) -> [Link] {
+        try request(RTM_GETLINK, Self.linkRequest(index: 0), dump: true, what: "RTM_GETLINK dump")
+            .compactMap(Self.parseLink)
+    }
+
+    /// Every address of `family` (AF_INET, AF_INET6; AF_UNSPEC: both) on every
+    /// device (an RTM_GETADDR dump), in the kernel's order: by device, and on a
+    /// device the primary address first.
+    public func addresses(family: Int32) throws(LinuxNetError) -> [Address] {
+        var header = ifaddrmsg()
+        header.ifa_family = UInt8(family)
+        return try request(RTM_GETADDR, bytes(of: header), dump: true, what: "RTM_GETADDR dump")
+            .compactMap(Self.parseAddress)
+    }
+
+    /// RTM_GETNSID: the id this namespace gives the namespace `namespaceFD`
+    /// refers to (-1 when it has none); nil when the kernel answers without one.
+    public func nsid(ofNamespaceFD namespaceFD: Int32) throws(LinuxNetError) -> Int32? {
+        var body = [UInt8](repeating: 0, count: Self.genericHeaderSize)
+        body[0] = UInt8(AF_UNSPEC)  // rtgen_family
+        Self.appendAttribute(&body, NETNSA_FD, bytes(of: UInt32(bitPattern: namespaceFD)))
+        guard let answer = try request(RTM_GETNSID, body, what: "RTM_GETNSID").first,
+              answer.type == RTM_NEWNSID else { return nil }
+        for (kind, value) in Self.attributes(answer.payload, from: Self.genericHeaderSize)
+        where kind == NETNSA_NSID && value.count >= 4 {
+            return load(Int32.self, value, 0)
+        }
+        return nil
+    }
+
+    // MARK: messages
+
+    /// A message the kernel sent: nlmsg_type and what follows the header.
+    private struct Answer {
+        var type: Int
+        var payload: [UInt8]
+    }
+
+    /// struct ifinfomsg for `index` (0: any), statistics left out of the answer.
+    private static func linkRequest(index: Int32) -> [UInt8] {
+        var header = ifinfomsg()
+        header.ifi_family = UInt8(AF_UNSPEC)
+        header.ifi_index = index
+        var body = bytes(of: header)
+        appendAttribute(&body, IFLA_EXT_MASK, bytes(of: UInt32(RTEXT_FILTER_SKIP_STATS)))
+        return body
+    }
+
+    /// Sends one request and collects its answers: the first one, or for a
+    /// dump all of them up to NLMSG_DONE. No answer (empty) when the kernel
+    /// says ENODEV or ENOENT, there being no such object.
+    private func request(_ type: Int, _ body: [UInt8], dump: Bool = false, what: String) throws(LinuxNetError) -> [Answer] {
+        sequence &+= 1
+        var flags = Int32(NLM_F_REQUEST)
+        if dump { flags |= Int32(NLM_F_DUMP) }
+        let header = nlmsghdr(nlmsg_len: UInt32(Self.headerSize + body.count), nlmsg_type: UInt16(type),
+                              nlmsg_flags: UInt16(flags), nlmsg_seq: sequence, nlmsg_pid: 0)
+        let message = bytes(of: header) + body
+        let sent = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        guard sent == message.count else {
+            let code = sent < 0 ? errno : EMSGSIZE
+            throw LinuxNetError(operation: "send", action: "netlink \(what): send", errno: code)
+        }
+        var answers: [Answer] = []
+        // 32 KiB is the most the kernel puts into one read of a dump.
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let received = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard received > 0 else {
+                let code = received == 0 ? ECONNRESET : errno
+                throw LinuxNetError(operation: "recv", action: "netlink \(what): receive", errno: code)
+            }
+            var offset = 0
+            while offset + Self.headerSize <= received {
+                let header = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: nlmsghdr.self) }
+                let length = Int(header.nlmsg_len)
+                guard length >= Self.headerSize, offset + length <= received else { break }
+                defer { offset += Self.align(length) }
+                guard header.nlmsg_seq == sequence else { continue }
+                let kind = Int32(header.nlmsg_type)
+                if kind == NLMSG_ERROR || kind == NLMSG_DONE {
+                    // Both carry an int error (0: none; NLMSG_DONE's may be absent).
+                    let code = length >= Self.headerSize + 4 ? -load(Int32.self, buffer, offset + Self.headerSize) : 0
+                    if code == ENODEV || code == ENOENT { return [] }
+                    if code != 0 { throw LinuxNetError(operation: what, action: "netlink \(what)", errno: code) }
+                    if kind == NLMSG_DONE { return answers }
+                    continue  // an acknowledgement
+                }
+                answers.append(Answer(type: Int(kind), payload: Array(buffer[(offset + Self.headerSize)..<(offset + length)])))
+                if !dump { return answers }
+            }
+        }
+    }
+
+    private static func parseLink(_ answer: Answer) -> Link? {
+        guard answer.type == RTM_NEWLINK, answer.payload.count >= linkHeaderSize else { return nil }
+        let header = answer.payload.withUnsafeBytes { $0.loadUnaligned(as: ifinfomsg.self) }
+        var link = Link(index: header.ifi_index)
+        for (kind, value) in attributes(answer.payload, from: linkHeaderSize) {
+            switch kind {
+            case IFLA_IFNAME: link.name = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)
+            case IFLA_ADDRESS: link.address = value
+            case IFLA_LINK where value.count >= 4: link.link = load(Int32.self, value, 0)
+            case IFLA_MASTER where value.count >= 4: link.master = load(Int32.self, value, 0)
+            case IFLA_LINK_NETNSID where value.count >= 4: link.linkNetnsid = load(Int32.self, value, 0)
+            default: break
+            }
+        }
+        return link
+    }
+
+    private static func parseAddress(_ answer: Answer) -> Address? {
+        let headerSize = MemoryLayout<ifaddrmsg>.size
+        guard answer.type == RTM_NEWADDR, answer.payload.count >= headerSize else { return nil }
+        let header = answer.payload.withUnsafeBytes { $0.loadUnaligned(as: ifaddrmsg.self) }
+        var address = Address(index: Int32(bitPattern: header.ifa_index), family: Int32(header.ifa_family),
+                              prefixLength: header.ifa_prefixlen)
+        for (kind, value) in attributes(answer.payload, from: align(headerSize)) {
+            switch kind {
+            case IFA_ADDRESS: address.address = value
+            case IFA_LOCAL: address.local = value
+            case IFA_LABEL: address.label = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)
+            default: break
+            }
+        }
+        return address
+    }
+
+    /// The attributes (type without NLA_F_NESTED / NLA_F_NET_BYTEORDER, payload) from `start` on.
+    private static func attributes(_ payload: [UInt8], from start: Int) -> [(Int, [UInt8])] {
+        let typeMask = ~UInt16(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
+        var result: [(Int, [UInt8])] = []
+        var offset = start
+        while offset + MemoryLayout<nlattr>.size <= payload.count {
+            let attribute = payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: nlattr.self) }
+            let length = Int(attribute.nla_len)
+            guard length >= MemoryLayout<nlattr>.size, offset + length <= payload.count else { break }
+            let kind = Int(attribute.nla_type & typeMask)
+            result.append((kind, Array(payload[(offset + MemoryLayout<nlattr>.size)..<(offset + length)])))
+            offset += align(length)
+        }
+        return result
+    }
+
+    private static func appendAttribute(_ message: inout [UInt8], _ kind: Int, _ payload: [UInt8]) {
+        let length = MemoryLayout<nlattr>.size + payload.count
+        message += bytes(of: nlattr(nla_len: UInt16(length), nla_type: UInt16(kind)))
+        message += payload
+        message += [UInt8](repeating: 0, count: align(length) - length)
+    }
+
+    /// NLMSG_ALIGN / NLA_ALIGN (both 4).
+    private static func align(_ length: Int) -> Int {
+        (length + Int(NLMSG_ALIGNTO) - 1) & ~(Int(NLMSG_ALIGNTO) - 1)
+    }
+}
+
+private func bytes<T: BitwiseCopyable>(of value: T) -> [UInt8] {
+    withUnsafeBytes(of: value) { Array($0) }
+}
+
+private func load<T: FixedWidthInteger>(_ type: T.Type, _ buffer: [UInt8], _ offset: Int) -> T {
+    buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+}
