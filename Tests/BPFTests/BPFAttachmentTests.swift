@@ -220,4 +220,36 @@ final class NetworkNamespaceTests: XCTestCase {
             XCTAssertTrue((error as? LinuxNetError)?.isNotFound ?? false, "\(error)")
         }
     }
+
+    /// LinuxNet's rtnetlink client reads back what `ip` configured: names,
+    /// indexes, the veth peer, the bridge master, MACs and IPv4 addresses.
+    func testRouteNetlinkSeesWhatIpConfigured() throws {
+        let netns = try TestNamespace.make(in: self)
+        try runCommand(["ip", "-n", netns.name, "link", "add", "br-test", "type", "bridge"])
+        try runCommand(["ip", "-n", netns.name, "link", "set", "veth0", "master", "br-test"])
+        try runCommand(["ip", "-n", netns.name, "link", "set", "veth1", "address", "02:00:00:00:00:42"])
+        try runCommand(["ip", "-n", netns.name, "address", "add", "10.9.8.7/24", "dev", "veth1"])
+        try runCommand(["ip", "-n", netns.name, "address", "add", "10.9.9.1/30", "dev", "veth1", "label", "veth1:1"])
+
+        let (links, addresses, missing) = try netns.run {
+            let netlink = try RouteNetlink()
+            return (try netlink.links(), try netlink.addresses(family: AF_INET), try netlink.link(named: "nope0"))
+        }
+        XCTAssertNil(missing, "an unknown name is nil, not an error")
+        let byName = Dictionary(uniqueKeysWithValues: links.map { ($0.name, $0) })
+        let bridge = try XCTUnwrap(byName["br-test"]), veth0 = try XCTUnwrap(byName["veth0"])
+        let veth1 = try XCTUnwrap(byName["veth1"])
+        XCTAssertEqual(Set(byName.keys), ["lo", "veth0", "veth1", "br-test"])
+        XCTAssertEqual(veth0.master, bridge.index)
+        XCTAssertNil(veth1.master)
+        XCTAssertEqual(veth0.link, veth1.index, "a veth's IFLA_LINK is its peer")
+        XCTAssertNil(veth0.linkNetnsid, "the peer is in the same namespace")
+        XCTAssertEqual(veth1.address, [0x02, 0, 0, 0, 0, 0x42])
+
+        let onVeth1 = addresses.filter { $0.index == veth1.index }
+        XCTAssertEqual(onVeth1.map(\.localAddress), [[10, 9, 8, 7], [10, 9, 9, 1]])
+        XCTAssertEqual(onVeth1.map(\.prefixLength), [24, 30])
+        XCTAssertEqual(onVeth1.map(\.label), ["veth1", "veth1:1"])
+        XCTAssertTrue(addresses.contains { $0.label == "lo" && $0.localAddress == [127, 0, 0, 1] })
+    }
 }
