@@ -156,6 +156,13 @@ public final class AutoDataplane: Dataplane {
     /// Why each backend before the chosen one was not used (after `apply`).
     public private(set) var unusedBackends: [String: String] = [:]
     private var chosen: Dataplane?
+    /// One instance per backend, made on first use and kept: an agent applies
+    /// once per Docker event, and a fresh eBPF dataplane would load and verify
+    /// its programs again, re-attach every port and rewrite the NAT table each
+    /// time (~100 ms per container start instead of a few ms).
+    private var bpfInstance: Dataplane?
+    private var nftablesInstance: NFTablesDataplane?
+    private var iptablesInstance: IPTablesDataplane?
     private let logger: Logger
     private let makeBPF: () -> Dataplane
 
@@ -168,7 +175,8 @@ public final class AutoDataplane: Dataplane {
 
     public func apply(_ policy: Policy) throws {
         unusedBackends = [:]
-        let bpf = makeBPF()
+        let bpf = bpfInstance ?? makeBPF()
+        bpfInstance = bpf
         do {
             try bpf.apply(policy)
             select(bpf)
@@ -186,7 +194,8 @@ public final class AutoDataplane: Dataplane {
             // fallback's apply once the fallback enforces the policy.
         }
 
-        let nftables = NFTablesDataplane(pinPath: pinPath, logger: logger)
+        let nftables = nftablesInstance ?? NFTablesDataplane(pinPath: pinPath, logger: logger)
+        nftablesInstance = nftables
         nftables.unusedBackends = unusedBackends
         do {
             try nftables.apply(policy)
@@ -202,7 +211,8 @@ public final class AutoDataplane: Dataplane {
             logger.warning("nftables cannot be used, falling back to iptables: \(error)")
         }
 
-        let iptables = IPTablesDataplane(pinPath: pinPath, logger: logger)
+        let iptables = iptablesInstance ?? IPTablesDataplane(pinPath: pinPath, logger: logger)
+        iptablesInstance = iptables
         iptables.unusedBackends = unusedBackends
         do {
             try iptables.apply(policy)
@@ -218,6 +228,9 @@ public final class AutoDataplane: Dataplane {
     }
 
     private func select(_ dataplane: Dataplane) {
+        // A switch of backend: the kept instances remember having retired
+        // the others, which no longer holds once another one took over.
+        if let chosen, chosen.backend != dataplane.backend { forgetCachedState() }
         chosen = dataplane
         backend = dataplane.backend
     }
@@ -226,6 +239,13 @@ public final class AutoDataplane: Dataplane {
     static func reason(_ error: Error, prefix: String) -> String {
         let text = String(describing: error)
         return text.hasPrefix(prefix + ": ") ? String(text.dropFirst(prefix.count + 2)) : text
+    }
+
+    /// A full resync: every backend made so far starts from the system again.
+    public func forgetCachedState() {
+        bpfInstance?.forgetCachedState()
+        nftablesInstance?.forgetCachedState()
+        iptablesInstance?.forgetCachedState()
     }
 
     public func status() throws -> DataplaneStatus {

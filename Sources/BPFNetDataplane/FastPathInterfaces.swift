@@ -226,12 +226,17 @@ struct FastPathInterfaces {
            let peer = try? peers.peer(of: link) {
             // Only while it is still the same pair (a recycled ifindex is someone else's).
             if record.peerIfindex == 0 || UInt32(peer.index) == record.peerIfindex {
-                if record.has(BPFNET_FP_IF_SET_GRO) {
-                    try peer.namespace.run { try Ethtool.set(peer.name, .gro, false) }
+                // A container that stops takes its eth0 with it, often between
+                // the lookup and the ioctl: a device that is gone has nothing to undo.
+                func revert(_ feature: Ethtool.Feature, to on: Bool) throws {
+                    do {
+                        try peer.namespace.run { try Ethtool.set(peer.name, feature, on) }
+                    } catch DataplaneError.system(_, errno: ENODEV) {
+                        logger.debug("fast path: \(peer.name) went away before \(feature.name) was restored")
+                    }
                 }
-                if record.has(BPFNET_FP_IF_SET_TX_CSUM) {
-                    try peer.namespace.run { try Ethtool.set(peer.name, .txChecksum, true) }
-                }
+                if record.has(BPFNET_FP_IF_SET_GRO) { try revert(.gro, to: false) }
+                if record.has(BPFNET_FP_IF_SET_TX_CSUM) { try revert(.txChecksum, to: true) }
             }
         }
         _ = try records.delete(ifindex)
@@ -253,7 +258,9 @@ final class PeerLocator {
     private var namespaces: [Int32: String]?
 
     func peer(of link: RouteNetlink.Link) throws -> VethPeer {
-        guard let peerIndex = link.link, peerIndex != 0, peerIndex != link.index else {
+        // The kernel leaves IFLA_LINK out when it is the device's own index; a
+        // peer in another namespace may well carry the same number there.
+        guard let peerIndex = link.link, peerIndex != 0, peerIndex != link.index || link.linkNetnsid != nil else {
             throw DataplaneError.runtime("\(link.name) has no peer (not a veth)")
         }
         let namespace: NetworkNamespace

@@ -208,3 +208,44 @@ final class InMemoryDataplaneTests: XCTestCase {
         XCTAssertThrowsError(try dataplane.status())
     }
 }
+
+/// `--backend auto` as the agent drives it: one apply per Docker event.
+final class AutoDataplaneReuseTests: XCTestCase {
+    /// Counts what auto asks of its eBPF backend.
+    private final class CountingDataplane: Dataplane, @unchecked Sendable {
+        let backend = Backend.bpf
+        let inner = InMemoryDataplane()
+        var applies = 0
+        var forgets = 0
+        func apply(_ policy: Policy) throws {
+            applies += 1
+            try inner.apply(policy)
+        }
+        func status() throws -> DataplaneStatus { try inner.status() }
+        func unload() throws { try inner.unload() }
+        func forgetCachedState() { forgets += 1 }
+    }
+
+    /// A fresh eBPF dataplane per apply would load and verify the programs and
+    /// re-attach every port for each container start.
+    func testOneEBPFDataplaneServesEveryApplyAndAResyncReachesIt() throws {
+        var made: [CountingDataplane] = []
+        let auto = AutoDataplane(pinPath: FilePath("/nonexistent/bpfnet-auto-test")) {
+            let dataplane = CountingDataplane()
+            made.append(dataplane)
+            return dataplane
+        }
+        var policy = Policy(bridge: "docker0")
+        try auto.apply(policy)
+        policy.icc = false
+        try auto.apply(policy)
+        try auto.apply(policy)
+        XCTAssertEqual(made.count, 1, "auto made a new eBPF dataplane for an apply")
+        XCTAssertEqual(made.first?.applies, 3)
+        XCTAssertEqual(auto.backend, .bpf)
+        XCTAssertEqual(made.first?.inner.currentPolicy?.icc, false)
+
+        auto.forgetCachedState()
+        XCTAssertEqual(made.first?.forgets, 1, "a full resync must reach the backend's caches")
+    }
+}
