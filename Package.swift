@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(
             name: "AgentResyncBenchmark",
             dependencies: [
-                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "BPFNetShared", "DockerWatcher", "LinuxNet", "NetLab",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/agent-resync",
@@ -181,7 +181,7 @@ let package = Package(
         .testTarget(
             name: "AgentTests",
             dependencies: [
-                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "DockerWatcher",
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "BPFNetShared", "DockerWatcher", "LinuxNet",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -34,6 +34,9 @@ public final class BPFDataplane: Dataplane {
     private var lastNATRuleset: String?
     private var verifiedPorts: [String: UInt32] = [:]
     private var retiredOtherBackends = false
+    /// Every fast-path interface was checked by this process (and its DEVMAP
+    /// filled): later applies only arrange what is new or changed.
+    private var fastPathArranged = false
 
     public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.bpf")) {
         self.pinPath = pinPath
@@ -82,7 +85,9 @@ public final class BPFDataplane: Dataplane {
         // After the maps (the fast-path flag goes on first and off first) and
         // the attachments: an interface that cannot be arranged is simply no
         // XDP fast-path endpoint, which the programs count; it fails nothing.
-        let problems = try dataplane.fastPath.reconcile(desired: Self.desiredFastPath(policy, facts: facts))
+        let problems = try dataplane.fastPath.reconcile(desired: Self.desiredFastPath(policy, facts: facts),
+                                                        trustingRecords: fastPathArranged)
+        fastPathArranged = true
         if !problems.isEmpty {
             logger.warning("fast path: \(problems.count) interfaces take the normal path: \(problems.joined(separator: "; "))")
         }
@@ -113,6 +118,7 @@ public final class BPFDataplane: Dataplane {
     public func forgetCachedState() {
         lastNATRuleset = nil
         verifiedPorts = [:]
+        fastPathArranged = false
         retiredOtherBackends = false
     }
 

@@ -5,8 +5,10 @@
 
 @testable import BPFNetAgent
 import BPFNetCore
+import BPFNetShared
 @testable import BPFNetDataplane
 import DockerWatcher
+import LinuxNet
 import Foundation
 import SystemPackage
 import XCTest
@@ -247,5 +249,32 @@ final class AutoDataplaneReuseTests: XCTestCase {
 
         auto.forgetCachedState()
         XCTAssertEqual(made.first?.forgets, 1, "a full resync must reach the backend's caches")
+    }
+}
+
+/// When an apply may leave a fast-path interface as its record says it is.
+final class FastPathRecordTests: XCTestCase {
+    func testARecordCountsAsArrangedOnlyForTheSameDevicePeerAndRole() {
+        let mac: [UInt8] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]
+        let port = RouteNetlink.Link(index: 7, name: "veth1", address: mac, link: 12, linkNetnsid: 0)
+        var napi = FastPathInterfaceRecord(peerIfindex: 12, mac: mac)
+        napi.set(BPFNET_FP_IF_NAPI, true)
+        XCTAssertTrue(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: port))
+        XCTAssertFalse(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: true), now: port),
+                       "the XDP hook also needs full checksums at the peer")
+
+        var otherPeer = port
+        otherPeer.link = 13
+        XCTAssertFalse(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: otherPeer))
+        var otherDevice = port
+        otherDevice.address = [0x02, 0x42, 0xac, 0x11, 0x00, 0x03]
+        XCTAssertFalse(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: otherDevice),
+                       "a recycled ifindex is another device")
+        XCTAssertFalse(FastPathInterfaces.isArranged(FastPathInterfaceRecord(peerIfindex: 12, mac: mac),
+                                                     as: .containerPort(fullChecksum: false), now: port),
+                       "without NAPI the arrangement is tried again")
+
+        let uplink = RouteNetlink.Link(index: 3, name: "eth0", address: mac)
+        XCTAssertTrue(FastPathInterfaces.isArranged(FastPathInterfaceRecord(mac: mac), as: .external, now: uplink))
     }
 }
