@@ -27,7 +27,7 @@ import CLibBPF
 import Foundation
 import XCTest
 
-final class DifferentialTests: XCTestCase {
+final class DifferentialTests: TestRunTestCase {
     static let defaultSeed: UInt64 = 0xb9f_2024_0001
 
     /// Frames per campaign; each goes through port tc, port XDP and ext.
@@ -35,19 +35,6 @@ final class DifferentialTests: XCTestCase {
     static let timeSeedFrames = 40_000
     /// Frames between two policy switches.
     static let segmentLength = 5_000
-
-    var rig: TestRunRig!
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        try requireRoot("loads the port and ext programs, mounts a private bpffs and creates network namespaces")
-        rig = try TestRunRig.make(in: self)
-    }
-
-    override func tearDown() {
-        rig = nil
-        super.tearDown()
-    }
 
     static func seedFromEnvironment() -> UInt64? {
         guard let text = ProcessInfo.processInfo.environment["BPFNET_FUZZ_SEED"]?.trimmingCharacters(in: .whitespaces),
@@ -308,9 +295,5 @@ final class DifferentialTests: XCTestCase {
             }
             for reason in ext { XCTAssertGreaterThan(model.packets[ProgramKind.extXDP.counterIndex(reason)], 0, "ext never saw \(reason)") }
         }
-    }
-
-    func slotName(_ slot: Int) -> String {
-        "\(ProgramKind(rawValue: UInt32(slot / Reason.slotsPerProgram)))/\(Reason(rawValue: UInt32(slot % Reason.slotsPerProgram)))"
     }
 }

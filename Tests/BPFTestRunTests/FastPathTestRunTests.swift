@@ -29,7 +29,7 @@ final class FastPathTestRunTests: XCTestCase {
     private var lab: FastPathLab!
 
     override func setUpWithError() throws {
-        try fastPathRequireRoot("test-runs the port and ext programs with pinned maps")
+        try requireRoot("test-runs the port and ext programs with pinned maps")
         lab = try FastPathLab.make(in: self)
     }
 
@@ -228,17 +228,17 @@ private final class FastPathLab: @unchecked Sendable {
 
     private init() throws {
         namespaceName = "bnfp-\(getpid())-\(UInt32.random(in: 0..<1_000_000))"
-        try fastPathCommand(["ip", "netns", "add", namespaceName])
+        try runCommand(["ip", "netns", "add", namespaceName])
         var template = Array("/tmp/bnfp-bpffs-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
-            _ = try? fastPathCommand(["ip", "netns", "del", namespaceName])
+            _ = try? runCommand(["ip", "netns", "del", namespaceName])
             throw POSIXError(.EIO)
         }
         bpffs = FilePath(String(cString: made))
         do {
-            try fastPathCommand(["ip", "-n", namespaceName, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
+            try runCommand(["ip", "-n", namespaceName, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
             for device in ["lo", "veth0", "veth1"] {
-                try fastPathCommand(["ip", "-n", namespaceName, "link", "set", device, "up"])
+                try runCommand(["ip", "-n", namespaceName, "link", "set", device, "up"])
             }
             namespace = try NetworkNamespace(named: namespaceName)
             _ = try BPFFileSystem.ensureMounted(at: bpffs)
@@ -248,7 +248,7 @@ private final class FastPathLab: @unchecked Sendable {
             fpTx = try BPFMap(dataplane.port.map(named: "bn_fp_tx"))
             fpCounters = try BPFPerCPUMap(pinnedAt: pins.appending("bn_fp_counters"))
         } catch {
-            _ = try? fastPathCommand(["ip", "netns", "del", namespaceName])
+            _ = try? runCommand(["ip", "netns", "del", namespaceName])
             try? BPFFileSystem.unmount(bpffs, lazily: true)
             rmdir(bpffs.string)
             throw error
@@ -256,7 +256,7 @@ private final class FastPathLab: @unchecked Sendable {
     }
 
     func destroy() {
-        _ = try? fastPathCommand(["ip", "netns", "del", namespaceName])
+        _ = try? runCommand(["ip", "netns", "del", namespaceName])
         try? BPFFileSystem.unmount(bpffs, lazily: true)
         rmdir(bpffs.string)
     }
@@ -355,33 +355,4 @@ private final class FastPathLab: @unchecked Sendable {
         for index in 0..<UInt32(ProgramKind.fastPathSlots) { try fpCounters.zero(index) }
         for index in 0..<UInt32(ProgramKind.counterSlots) { try dataplane.counters.zero(index) }
     }
-}
-
-/// Root-only: skip on a developer's machine, fail where CI demands root tests.
-private func fastPathRequireRoot(_ what: String) throws {
-    guard geteuid() != 0 else { return }
-    if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
-        XCTFail("\(what) requires root, and BPFNET_REQUIRE_ROOT_TESTS=1 forbids skipping it")
-        throw XCTSkip("failed: not root")
-    }
-    throw XCTSkip("requires root: \(what)")
-}
-
-@discardableResult
-private func fastPathCommand(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let output = Pipe(), error = Pipe()
-    process.standardOutput = output
-    process.standardError = error
-    try process.run()
-    let out = output.fileHandleForReading.readDataToEndOfFile()
-    let err = error.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw NSError(domain: "FastPathTestRunTests", code: Int(process.terminationStatus), userInfo: [
-            NSLocalizedDescriptionKey: "`\(arguments.joined(separator: " "))`: \(String(decoding: err, as: UTF8.self))"])
-    }
-    return String(decoding: out, as: UTF8.self)
 }
