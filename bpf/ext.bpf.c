@@ -27,7 +27,6 @@
  */
 #include "ctx.h"
 #include "counters.h"
-#include "drops.h"
 #include "fastpath.h"
 #include "policy.h"
 
@@ -101,30 +100,28 @@ static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct p
 }
 
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
-						     struct parsed *pp, const struct bpfnet_config **cfgp)
+						     struct parsed *p, const struct bpfnet_config **cfgp)
 {
 	const struct bpfnet_config *cfg = config_or_empty();
-	struct parsed p = {};
 	enum parse_kind kind;
 	enum bpfnet_reason reason;
 
 	*cfgp = cfg;
-	kind = parse_frame(pkt, &p);
+	kind = parse_frame(pkt, p);
 	if (kind == PARSE_MALFORMED)
 		return BPFNET_DROP_MALFORMED;
 	if (kind == PARSE_OTHER)
 		return BPFNET_PASS_NON_IP;
 	if (kind == PARSE_IPV6)
 		return BPFNET_PASS_IPV6; /* the default bridge is IPv4-only */
-	if (p.nonfirst_fragment) {
+	if (p->nonfirst_fragment) {
 		/* Conntrack's defrag reassembles before routing or local delivery,
 		 * and a datagram whose first fragment was dropped never completes. */
 		return BPFNET_PASS_FRAGMENT;
 	}
 
-	reason = ext_provisional(cfg, &p, xdp->ingress_ifindex);
-	*pp = p;
-	if (reason >= BPFNET_REASON_DROP_FIRST && p.has_ports && is_conntrack_reply(xdp, &p))
+	reason = ext_provisional(cfg, p, xdp->ingress_ifindex);
+	if (reason >= BPFNET_REASON_DROP_FIRST && p->has_ports && is_conntrack_reply(xdp, p))
 		return BPFNET_PASS_REPLY;
 	return reason;
 }
@@ -178,9 +175,9 @@ static __always_inline enum bpfnet_fastpath_event ext_fast_path(struct xdp_md *x
 	dst = bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &p->daddr);
 	if (!dst || !dst->port_ifindex)
 		return BPFNET_FP_UNKNOWN_DEST;
-	event = xdp_source_checks(xdp->ingress_ifindex);
-	if (event == BPFNET_FP_HIT)
-		event = xdp_target_checks(dst->port_ifindex);
+	if (!(ingress->flags & BPFNET_FP_IF_FULL_CSUM))
+		return BPFNET_FP_PARTIAL_CSUM; /* xdp_source_checks, with the entry at hand */
+	event = xdp_target_checks(dst->port_ifindex);
 	if (event != BPFNET_FP_HIT)
 		return event;
 	if (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat)
@@ -237,10 +234,8 @@ int bpfnet_ext_xdp(struct xdp_md *xdp)
 
 	pkt_from_xdp(xdp, &pkt);
 	reason = ext_policy(xdp, &pkt, &p, &cfg);
-	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt) == PKT_DROP) {
-		report_drop(BPFNET_PROG_EXT_XDP, reason, &pkt, &p, xdp->ingress_ifindex);
+	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt, &p, xdp->ingress_ifindex) == PKT_DROP)
 		return XDP_DROP;
-	}
 
 	event = ext_fast_path(xdp, cfg, &p, reason, &port);
 	if (event == BPFNET_FP_HIT) {

@@ -20,7 +20,6 @@
  */
 #include "ctx.h"
 #include "counters.h"
-#include "drops.h"
 #include "fastpath.h"
 #include "policy.h"
 
@@ -55,10 +54,8 @@ int bpfnet_port_tc(struct __sk_buff *skb)
 
 	pkt_from_skb(skb, &pkt);
 	reason = port_policy(&pkt, &p, &cfg);
-	if (account(BPFNET_PROG_PORT_TC, reason, &pkt) == PKT_DROP) {
-		report_drop(BPFNET_PROG_PORT_TC, reason, &pkt, &p, skb->ifindex);
+	if (account(BPFNET_PROG_PORT_TC, reason, &pkt, &p, skb->ifindex) == PKT_DROP)
 		return TC_ACT_SHOT;
-	}
 
 	event = port_fast_path(cfg, &p, reason, skb->ifindex, &port);
 	if (event == BPFNET_FP_HIT) {
@@ -88,10 +85,8 @@ int bpfnet_port_xdp(struct xdp_md *xdp)
 
 	pkt_from_xdp(xdp, &pkt);
 	reason = port_policy(&pkt, &p, &cfg);
-	if (account(BPFNET_PROG_PORT_XDP, reason, &pkt) == PKT_DROP) {
-		report_drop(BPFNET_PROG_PORT_XDP, reason, &pkt, &p, xdp->ingress_ifindex);
+	if (account(BPFNET_PROG_PORT_XDP, reason, &pkt, &p, xdp->ingress_ifindex) == PKT_DROP)
 		return XDP_DROP;
-	}
 
 	event = port_fast_path(cfg, &p, reason, xdp->ingress_ifindex, &port);
 	if (event == BPFNET_FP_HIT)

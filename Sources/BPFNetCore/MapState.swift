@@ -69,7 +69,7 @@ public struct ConfigFlags: OptionSet, Hashable, Sendable {
     public static let forwardAccept = ConfigFlags(rawValue: BPFNET_CFG_FORWARD_ACCEPT.rawValue)
     public static let ipForward = ConfigFlags(rawValue: BPFNET_CFG_IP_FORWARD.rawValue)
     public static let fastPath = ConfigFlags(rawValue: BPFNET_CFG_FAST_PATH.rawValue)
-    public static let strictLinks = ConfigFlags(rawValue: BPFNET_CFG_STRICT_LINKS.rawValue)
+    public static let outsideContainers = ConfigFlags(rawValue: BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
     public static let loaded = ConfigFlags(rawValue: BPFNET_CFG_LOADED.rawValue)
 
     /// Flags whose setting lets more packets through. The reconciler turns these

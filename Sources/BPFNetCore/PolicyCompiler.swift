@@ -108,6 +108,10 @@ public enum PolicyCompiler {
             record.bridgeSubnet = address.network.address
             record.bridgeNetmask = IPv4Address(address.netmask)
         }
+        // Only then do the programs look a non-subnet address up in bn_containers.
+        if policy.containers.contains(where: { facts.bridgeAddress?.network.contains($0.ip) != true }) {
+            record.flags.insert(.outsideContainers)
+        }
         return record
     }
 

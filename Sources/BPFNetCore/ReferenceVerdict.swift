@@ -230,7 +230,13 @@ public struct ReferenceDataplane: Sendable {
     /// Port program step 2: a known container, the bridge subnet, multicast or
     /// the limited broadcast.
     public func isInsideBridge(_ d: IPv4Address) -> Bool {
-        state.containers[d] != nil || inSubnet(d) || d.isMulticast || d.isLimitedBroadcast
+        isContainerOutsideSubnet(d) || inSubnet(d) || d.isMulticast || d.isLimitedBroadcast
+    }
+
+    /// `is_container_outside_subnet`: bn_containers is asked only when the
+    /// config says some container lies outside the subnet.
+    func isContainerOutsideSubnet(_ d: IPv4Address) -> Bool {
+        state.config.flags.contains(.outsideContainers) && state.containers[d] != nil
     }
 
     func inSubnet(_ d: IPv4Address) -> Bool {
@@ -262,7 +268,7 @@ public struct ReferenceDataplane: Sendable {
             if packet.isNonFirstFragment { return .pass(.fragment) }
             let s = packet.source, d = packet.destination
             let verdict: Verdict
-            if d != config.bridgeAddress && (state.containers[d] != nil || inSubnet(d)) {
+            if d != config.bridgeAddress && (inSubnet(d) || isContainerOutsideSubnet(d)) {
                 // 1. Routed straight to a container (row 9).
                 if !config.flags.contains(.forwardAccept) {
                     verdict = .drop(.forward)

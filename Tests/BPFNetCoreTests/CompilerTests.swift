@@ -38,6 +38,18 @@ final class CompilerTests: XCTestCase {
         XCTAssertEqual(config.bridgeAddress, .any)
         XCTAssertEqual(config.bridgeNetmask, .any)
         XCTAssertNil(config.bridgeInterfaceAddress)
+        XCTAssertTrue(config.flags.contains(.outsideContainers), "with the subnet unknown, every container is outside it")
+    }
+
+    /// The programs look a non-subnet destination up in bn_containers only
+    /// when some container lies outside the subnet.
+    func testOutsideContainersFlagOnlyForAContainerOutsideTheSubnet() throws {
+        XCTAssertFalse(Sample.state().config.flags.contains(.outsideContainers))
+        var stray = Sample.policy
+        stray.containers[0].ip = IPv4Address(10, 99, 0, 2)
+        XCTAssertTrue(Sample.state(stray).config.flags.contains(.outsideContainers))
+        XCTAssertEqual(Sample.state(stray).config.cValue.flags & BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue,
+                       BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
     }
 
     func testContainersMacsNames() {

@@ -109,7 +109,7 @@ enum bpfnet_config_flags {
 	BPFNET_CFG_FORWARD_ACCEPT = 1u << 1, /* forward policy accept (default drop)            */
 	BPFNET_CFG_IP_FORWARD     = 1u << 2, /* net.ipv4.ip_forward managed on (informational)  */
 	BPFNET_CFG_FAST_PATH      = 1u << 3, /* deliver allowed traffic around the bridge/stack */
-	BPFNET_CFG_STRICT_LINKS   = 1u << 4, /* reserved: stateful reverse link rule            */
+	BPFNET_CFG_OUTSIDE_CONTAINERS = 1u << 4, /* a container lies outside the bridge subnet  */
 	BPFNET_CFG_LOADED         = 1u << 31,/* set once the control plane has written a policy */
 };
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * counters.h — per-CPU packet/byte counters per (program, reason), and the
- * one place where a reason becomes an action. Helpers return a reason; the
+ * one place where a reason becomes an action (and a drop a drop event for
+ * `bpfnet monitor`, drops.h). Helpers return a reason; the
  * entry point counts it and turns it into its hook's verdict (Cilium's
  * "return a drop reason, the caller counts" pattern).
  *
@@ -12,11 +13,15 @@
 
 #include "bpfnet_shared.h"
 #include "ctx.h"
+#include "drops.h"
 #include "maps.h"
+#include "parse.h"
 
+/* `p` holds whatever the parser got to; `ifindex` is the ingress interface. */
 static __always_inline enum pkt_action account(enum bpfnet_program prog,
 						enum bpfnet_reason reason,
-						const struct pkt *pkt)
+						const struct pkt *pkt, const struct parsed *p,
+						__u32 ifindex)
 {
 	__u32 index = BPFNET_COUNTER_INDEX(prog, reason);
 	struct bpfnet_counter *counter;
@@ -27,7 +32,10 @@ static __always_inline enum pkt_action account(enum bpfnet_program prog,
 		counter->packets += 1;
 		counter->bytes += pkt->len;
 	}
-	return reason >= BPFNET_REASON_DROP_FIRST ? PKT_DROP : PKT_PASS;
+	if (reason < BPFNET_REASON_DROP_FIRST)
+		return PKT_PASS;
+	report_drop(prog, reason, pkt, p, ifindex);
+	return PKT_DROP;
 }
 
 #endif /* BPFNET_COUNTERS_H */

@@ -28,7 +28,7 @@ struct pkt {
 	__u32  len;      /* full frame length (skb->len for tc)         */
 };
 
-static __always_inline int pkt_from_skb(struct __sk_buff *skb, struct pkt *pkt)
+static __always_inline void pkt_from_skb(struct __sk_buff *skb, struct pkt *pkt)
 {
 	__u32 want = skb->len < BPFNET_PARSE_DEPTH ? skb->len : BPFNET_PARSE_DEPTH;
 
@@ -40,15 +40,13 @@ static __always_inline int pkt_from_skb(struct __sk_buff *skb, struct pkt *pkt)
 	pkt->data = (void *)(long)skb->data;
 	pkt->data_end = (void *)(long)skb->data_end;
 	pkt->len = skb->len;
-	return 0;
 }
 
-static __always_inline int pkt_from_xdp(struct xdp_md *xdp, struct pkt *pkt)
+static __always_inline void pkt_from_xdp(struct xdp_md *xdp, struct pkt *pkt)
 {
 	pkt->data = (void *)(long)xdp->data;
 	pkt->data_end = (void *)(long)xdp->data_end;
 	pkt->len = (__u32)((long)pkt->data_end - (long)pkt->data);
-	return 0;
 }
 
 /* Verdicts as the policy code returns them. */
@@ -56,15 +54,5 @@ enum pkt_action {
 	PKT_PASS = 0,
 	PKT_DROP = 1,
 };
-
-static __always_inline int tc_action(enum pkt_action action)
-{
-	return action == PKT_PASS ? TC_ACT_OK : TC_ACT_SHOT;
-}
-
-static __always_inline int xdp_action(enum pkt_action action)
-{
-	return action == PKT_PASS ? XDP_PASS : XDP_DROP;
-}
 
 #endif /* BPFNET_CTX_H */

@@ -77,7 +77,7 @@ static __always_inline void report_drop(enum bpfnet_program prog, enum bpfnet_re
 	event->reason = reason;
 	event->proto = p->proto;
 	event->flags = 0;
-	if (p->saddr || p->daddr)
+	if (p->ipv4)
 		event->flags |= BPFNET_DROP_F_IPV4;
 	if (p->has_ports)
 		event->flags |= BPFNET_DROP_F_PORTS;

@@ -47,7 +47,6 @@ struct parsed {
 	__u8   nonfirst_fragment;
 	__u8   vlan_tags;       /* VLAN tags in front of the IP header (0-2)     */
 	__u8   ipv4;            /* an IPv4 packet that passed the parse checks    */
-	__u32  l3_offset;       /* bytes from the frame start to the IP header   */
 };
 
 struct cursor {
@@ -117,7 +116,6 @@ static __always_inline enum parse_kind parse_ipv4(const struct pkt *pkt, struct 
 		return PARSE_MALFORMED;
 
 	p->ipv4 = 1;
-	p->l3_offset = c->offset;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;

@@ -30,9 +30,15 @@ static __always_inline int in_bridge_subnet(const struct bpfnet_config *cfg, __b
 	return cfg->bridge_netmask && (addr & cfg->bridge_netmask) == cfg->bridge_subnet;
 }
 
-static __always_inline int is_container(__be32 addr)
+/*
+ * A container address outside the bridge subnet (or with the subnet unknown).
+ * Docker's containers never are, so the compiler sets the flag only when the
+ * policy has one, and traffic to the outside pays no map lookup.
+ */
+static __always_inline int is_container_outside_subnet(const struct bpfnet_config *cfg, __be32 addr)
 {
-	return bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &addr) != NULL;
+	return (cfg->flags & BPFNET_CFG_OUTSIDE_CONTAINERS) &&
+	       bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &addr) != NULL;
 }
 
 static __always_inline int link_rule_exists(__be32 saddr, __be32 daddr, __be16 port,
@@ -80,7 +86,7 @@ static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet
 	if (p->daddr == cfg->bridge_addr)
 		return BPFNET_PASS_HOST;
 	if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
-	    !is_container(p->daddr))
+	    !is_container_outside_subnet(cfg, p->daddr))
 		return BPFNET_PASS_OUTSIDE;
 	if (cfg->flags & BPFNET_CFG_ICC)
 		return BPFNET_PASS_ICC;
@@ -159,7 +165,7 @@ static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_co
 							  const struct parsed *p, __u32 ifindex)
 {
 	int to_container = p->daddr != cfg->bridge_addr &&
-			   (in_bridge_subnet(cfg, p->daddr) || is_container(p->daddr));
+			   (in_bridge_subnet(cfg, p->daddr) || is_container_outside_subnet(cfg, p->daddr));
 
 	if (to_container) {
 		/* Routed straight at a container address, no DNAT (row 9). */
