@@ -177,7 +177,9 @@ final class SimulatedDocker: DockerSource, @unchecked Sendable {
 /// Every interface exists (memory), or the namespace's own (bpf).
 struct BenchHost: AgentHost {
     var real: Bool
-    func interfaceExists(_ name: String) -> Bool { real ? SystemAgentHost().interfaceExists(name) : true }
+    func existingInterfaces(among names: [String]) -> Set<String> {
+        real ? SystemAgentHost().existingInterfaces(among: names) : Set(names)
+    }
     func ipv4Address(of interface: String) -> IPv4InterfaceAddress? {
         real ? SystemAgentHost().ipv4Address(of: interface) : IPv4InterfaceAddress("172.17.0.1/16")
     }

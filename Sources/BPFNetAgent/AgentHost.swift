@@ -11,8 +11,9 @@ import Foundation
 import NetLab
 
 public protocol AgentHost: Sendable {
-    /// Whether interface `name` exists right now.
-    func interfaceExists(_ name: String) -> Bool
+    /// Which of `names` are interfaces that exist right now (asked once per
+    /// policy build, for every tracked container's port).
+    func existingInterfaces(among names: [String]) -> Set<String>
     /// The first IPv4 address of `interface` with its prefix.
     func ipv4Address(of interface: String) -> IPv4InterfaceAddress?
     /// Signs that dockerd programs the firewall here (it runs, or ran, with
@@ -25,8 +26,8 @@ public protocol AgentHost: Sendable {
 public struct SystemAgentHost: AgentHost {
     public init() {}
 
-    public func interfaceExists(_ name: String) -> Bool {
-        HostSystem.interfaceIndex(name) != nil
+    public func existingInterfaces(among names: [String]) -> Set<String> {
+        HostSystem.existingInterfaces(among: names)
     }
 
     public func ipv4Address(of interface: String) -> IPv4InterfaceAddress? {

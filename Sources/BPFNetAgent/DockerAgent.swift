@@ -291,20 +291,25 @@ public actor DockerAgent {
         try await fullResync(reason: reason)
         sessionSynced = true
         everSynced = true
+        publish()
         for await _ in wakeups {
             try Task.checkCancellation()
             try await work()
         }
     }
 
-    /// One round: a due resync, else the pending events, else a retry of a failed apply.
+    /// One round: a due resync, else the pending events, else a retry of a
+    /// failed apply; then the status is published, once per round.
     private func work() async throws {
         if let reason = resyncDue() {
             try await fullResync(reason: reason)
+            publish()
         } else if !pending.isEmpty {
             try await processPending()
+            publish()
         } else if needsApply {
             try await applyDesired(reason: "retry", starts: [:])
+            publish()
         }
         if !pending.isEmpty || resyncDue() != nil { wake?.yield() }
     }
@@ -466,7 +471,6 @@ public actor DockerAgent {
             + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) (list+inspect+ports \(Self.format(inspectedIn)))"
             + (dropped.isEmpty ? "" : "; no longer running: \(dropped.sorted().joined(separator: ", "))")
         logger.log(level: level, "\(summary)")
-        publish()
     }
 
     // MARK: Docker
@@ -625,7 +629,6 @@ public actor DockerAgent {
                 lastError = "applying the policy failed: \(error)"
                 logger.error("\(lastError!) — the dataplane keeps enforcing the last applied policy; will retry")
                 requestResync("a failed apply")
-                publish()
                 return
             }
             statistics.applies += 1
@@ -636,13 +639,14 @@ public actor DockerAgent {
         }
         reportSkipped(desired.skipped)
         recordLatencies(starts, in: desired.policy)
-        publish()
     }
 
     private func build(_ settings: Policy) -> DesiredPolicy {
-        DesiredPolicy.build(settings: settings, containers: Array(tracked.values),
-                            bridgeAddress: host.ipv4Address(of: settings.bridge),
-                            portExists: { self.host.interfaceExists($0) })
+        let containers = Array(tracked.values)
+        let existing = host.existingInterfaces(among: containers.compactMap(\.port))
+        return DesiredPolicy.build(settings: settings, containers: containers,
+                                   bridgeAddress: host.ipv4Address(of: settings.bridge),
+                                   portExists: { existing.contains($0) })
     }
 
     private func recordLatencies(_ starts: [String: StartMark], in policy: Policy) {

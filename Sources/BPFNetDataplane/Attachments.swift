@@ -59,14 +59,6 @@ struct AttachmentRecords {
         try map.delete(key.cKey)
     }
 
-    /// "port-tc on vethweb (program 42)" lines for `bpfnet status`.
-    func describe() throws -> [String] {
-        try all().sorted { $0.key < $1.key }.map { key, programID in
-            let name = HostSystem.interfaceName(key.ifindex) ?? "if\(key.ifindex) (gone)"
-            return "\(ProgramKind(key.program).name) on \(name) (program \(programID))"
-        }
-    }
-
     /// Detaches every recorded attachment that still holds bpfnet's program.
     func detachAll(logger: Logger) throws {
         for (key, programID) in try all().sorted(by: { $0.key < $1.key }) {
@@ -95,15 +87,14 @@ enum Attacher {
         }
     }
 
-    /// Whether `programID` is what is attached at `key` right now.
-    static func isAttached(_ key: AttachmentKey, programID: UInt32) -> Bool {
+    /// The program attached at `key` right now (for tc, under bpfnet's own
+    /// handle and priority); nil when there is none or the query fails.
+    static func attachedID(_ key: AttachmentKey) -> UInt32? {
         if key.isXDP {
-            let attached = try? XDPAttachment.query(ifindex: key.ifindex)
-            return attached?.programID == programID
+            return (try? XDPAttachment.query(ifindex: key.ifindex))?.programID
         }
-        let attached = try? TCAttachment.query(ifindex: key.ifindex, direction: .ingress,
-                                               handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
-        return attached == programID
+        return try? TCAttachment.query(ifindex: key.ifindex, direction: .ingress,
+                                       handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
     }
 
     /// Removes bpfnet's program from `key`; an interface that is gone (a
@@ -137,20 +128,29 @@ struct AttachmentManager {
     /// Attaches what `desired` lists and detaches what it no longer does. New
     /// attachments come first, so a port switching hooks is never unpoliced;
     /// if any attach fails, the ones this call added are taken off again.
-    func reconcile(desired: [AttachmentKey: AttachmentTarget]) throws {
+    ///
+    /// With `trustingRecords`, a key whose record names the program already
+    /// counts as attached: an agent applies once per Docker event, and a
+    /// netlink query per port (1,000 of them) would be paid each time.
+    /// Without it (a process's first apply, a full resync) the kernel is asked.
+    func reconcile(desired: [AttachmentKey: AttachmentTarget], trustingRecords: Bool = false) throws {
         let current = try records.all()
         var added: [AttachmentKey] = []
         do {
             for (key, target) in desired.sorted(by: { $0.key < $1.key }) {
                 let program = programs[key.program]!
                 let previousID = current[key]
-                if previousID == program.id, Attacher.isAttached(key, programID: program.id) { continue }
+                if previousID == program.id && trustingRecords { continue }
+                let attachedID = Attacher.attachedID(key)
+                if attachedID == program.id { continue }
                 // Recorded before attaching: a crash in between leaves a record
                 // that `unload` can act on, never an unrecorded program.
                 try records.record(key, programID: program.id)
                 if previousID == nil { added.append(key) }
                 do {
-                    try Attacher.attach(program, key, replacing: previousID)
+                    // Replacing what is there only if it is ours; with nothing
+                    // attached (someone detached it), a plain attach repairs it.
+                    try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previousID)
                 } catch {
                     throw DataplaneError.runtime("bpf: attaching \(ProgramKind(key.program).name) to \(target.interface): \(error)")
                 }

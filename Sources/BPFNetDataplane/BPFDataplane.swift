@@ -34,9 +34,11 @@ public final class BPFDataplane: Dataplane {
     private var lastNATRuleset: String?
     private var verifiedPorts: [String: UInt32] = [:]
     private var retiredOtherBackends = false
-    /// Every fast-path interface was checked by this process (and its DEVMAP
-    /// filled): later applies only arrange what is new or changed.
-    private var fastPathArranged = false
+    /// This process has checked every interface's attachment and fast-path
+    /// arrangement against the kernel (and filled its DEVMAP): later applies
+    /// trust the records and only act on what is new or changed; a full
+    /// resync (`forgetCachedState`) checks everything again.
+    private var checkedEveryInterface = false
 
     public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.bpf")) {
         self.pinPath = pinPath
@@ -48,19 +50,14 @@ public final class BPFDataplane: Dataplane {
     public func apply(_ policy: Policy) throws {
         // Everything that can be wrong with the input is found before the
         // kernel is touched, so a bad policy never leaves half a dataplane.
-        let facts = try HostSystem.facts(for: policy)
-        let desired: MapState
-        do {
-            desired = try PolicyCompiler.compile(policy, facts: facts)
-        } catch {
-            throw DataplaneError.badInput(error.description)
-        }
+        let compiled = try HostSystem.compile(policy)
+        let facts = compiled.facts, desired = compiled.state
         // Ports already verified by this process (same name, same ifindex) are
         // not listed again: an agent applies once per Docker event.
         let unverified = policy.containers.filter { container in
             facts.interfaceIndex(container.port).map { verifiedPorts[container.port] != $0 } ?? true
         }
-        try HostSystem.checkBridgePorts(policy.bridge, unverified)
+        try HostSystem.checkBridgePorts(policy.bridge, unverified, interfaces: compiled.interfaces)
         try MapCapacity.check(desired)
 
         let dataplane = try loadedDataplane()
@@ -76,7 +73,8 @@ public final class BPFDataplane: Dataplane {
         logger.info("maps reconciled", metadata: ["changes": "\(changes.count)"])
 
         do {
-            try dataplane.attachments.reconcile(desired: Self.desiredAttachments(policy, facts: facts))
+            try dataplane.attachments.reconcile(desired: Self.desiredAttachments(policy, facts: facts),
+                                                trustingRecords: checkedEveryInterface)
         } catch {
             restore(dataplane.maps, to: current)
             throw error
@@ -86,8 +84,9 @@ public final class BPFDataplane: Dataplane {
         // the attachments: an interface that cannot be arranged is simply no
         // XDP fast-path endpoint, which the programs count; it fails nothing.
         let problems = try dataplane.fastPath.reconcile(desired: Self.desiredFastPath(policy, facts: facts),
-                                                        trustingRecords: fastPathArranged)
-        fastPathArranged = true
+                                                        trustingRecords: checkedEveryInterface,
+                                                        interfaces: compiled.interfaces)
+        checkedEveryInterface = true
         if !problems.isEmpty {
             logger.warning("fast path: \(problems.count) interfaces take the normal path: \(problems.joined(separator: "; "))")
         }
@@ -118,7 +117,7 @@ public final class BPFDataplane: Dataplane {
     public func forgetCachedState() {
         lastNATRuleset = nil
         verifiedPorts = [:]
-        fastPathArranged = false
+        checkedEveryInterface = false
         retiredOtherBackends = false
     }
 
@@ -189,9 +188,7 @@ public final class BPFDataplane: Dataplane {
     }
 
     /// Whether a dataplane is pinned at `pinPath`.
-    public var isLoaded: Bool {
-        FileManager.default.fileExists(atPath: pinPath.appending(MapKind.config.mapName).string)
-    }
+    public var isLoaded: Bool { BPFRetirement.isLoaded(pinPath: pinPath) }
 
     // MARK: unload
 
@@ -199,36 +196,7 @@ public final class BPFDataplane: Dataplane {
         // An agent would put back what this removes, into maps nobody sees.
         let agentFiles = AgentFiles(pinPath: pinPath)
         try agentFiles.refuseUnloadWhileAgentRuns(backend.rawValue)
-        var problems: [String] = []
-        if isLoaded {
-            do {
-                try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
-            } catch {
-                problems.append("detaching: \(error)")
-            }
-            // After detaching (no program redirects any more): give the
-            // containers their GRO / checksum settings back.
-            if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string) {
-                do {
-                    try FastPathInterfaces(pinnedAt: pinPath, targets: nil, logger: logger).releaseAll()
-                } catch {
-                    problems.append("fast path: \(error)")
-                }
-            }
-        }
-        do {
-            try NATTable.remove()
-        } catch {
-            problems.append("removing the nftables table \(NATRuleset.tableName): \(error)")
-        }
-        if problems.isEmpty {
-            // Pins go last: they are how a later `unload` finds what to detach.
-            do {
-                try Pins.remove(at: pinPath)
-            } catch {
-                problems.append("removing pins under \(pinPath): \(error)")
-            }
-        }
+        let problems = BPFRetirement.tearDown(pinPath: pinPath, removingNATTable: true, logger: logger)
         loaded = nil
         if problems.isEmpty { agentFiles.removeState() }
         guard problems.isEmpty else {
@@ -270,7 +238,9 @@ public final class LoadedDataplane {
     /// Loads both objects with their maps pinned (or reused) under `pinPath`,
     /// mounting a bpffs there first if the directory is not on one.
     public static func load(pinPath: FilePath, logger: Logger = Logger(label: "bpfnet.bpf")) throws -> LoadedDataplane {
-        try Pins.prepare(pinPath)
+        // A directory inside an existing bpffs, or a private bpffs mounted on
+        // it (a host without /sys/fs/bpf mounted, a test's temporary directory).
+        _ = try BPFFileSystem.ensureMounted(at: pinPath)
         let options = BPFObject.Options(pinRoot: pinPath)
         let port = try BPFObject(bytes: BPFObjects.port.bytes, name: "port", options: options)
         try port.load()

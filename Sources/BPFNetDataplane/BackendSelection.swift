@@ -12,6 +12,7 @@
 //   exist both enforce the same policy, so no packet ever sees none.
 
 import BPFNetCore
+import BPFNetShared
 import Foundation
 import Logging
 import SystemPackage
@@ -21,16 +22,10 @@ enum NetfilterBackends {
     /// The same validation and compilation as the eBPF backend, then the
     /// interface names the rules need.
     static func compile(_ policy: Policy, backend: Backend) throws -> NetfilterPolicy {
-        let facts = try HostSystem.facts(for: policy)
-        let state: MapState
+        let compiled = try HostSystem.compile(policy)
+        try HostSystem.checkBridgePorts(policy.bridge, policy.containers, interfaces: compiled.interfaces)
         do {
-            state = try PolicyCompiler.compile(policy, facts: facts)
-        } catch {
-            throw DataplaneError.badInput(error.description)
-        }
-        try HostSystem.checkBridgePorts(policy.bridge, policy.containers)
-        do {
-            return try NetfilterPolicy(state: state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName)
+            return try NetfilterPolicy(state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName)
         } catch {
             throw DataplaneError.badInput("\(backend.rawValue): \(error)")
         }
@@ -61,9 +56,8 @@ enum NetfilterBackends {
     static func retireOthers(except keeping: Backend, pinPath: FilePath, logger: Logger) throws {
         var problems: [String] = []
         if keeping != .bpf {
-            do { try BPFRetirement.remove(pinPath: pinPath, logger: logger) } catch {
-                problems.append("removing the eBPF dataplane at \(pinPath): \(error)")
-            }
+            problems += BPFRetirement.tearDown(pinPath: pinPath, removingNATTable: false, logger: logger)
+                .map { "removing the eBPF dataplane at \(pinPath): \($0)" }
         }
         if keeping != .nftables, NetfilterCommand.isInstalled(NFT.program) {
             do {
@@ -108,17 +102,43 @@ public struct RetirementError: Error, CustomStringConvertible {
     }
 }
 
-/// Removes an eBPF dataplane without touching the `ip bpfnet` table.
+/// Takes an eBPF dataplane apart: `bpfnet unload`, and switching to a
+/// netfilter backend (which keeps the `ip bpfnet` table: it has just replaced
+/// it with its own).
 enum BPFRetirement {
     static func isLoaded(pinPath: FilePath) -> Bool {
         FileManager.default.fileExists(atPath: pinPath.appending(MapKind.config.mapName).string)
     }
 
-    static func remove(pinPath: FilePath, logger: Logger) throws {
-        guard FileManager.default.fileExists(atPath: pinPath.string) else { return }
+    /// Detaches every recorded program, gives the containers their GRO and
+    /// checksum settings back, removes the NAT table (with `removingNATTable`)
+    /// and, when all that worked, the pins. Returns what could not be done.
+    static func tearDown(pinPath: FilePath, removingNATTable: Bool, logger: Logger) -> [String] {
+        var problems: [String] = []
         if isLoaded(pinPath: pinPath) {
-            try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
+            do {
+                try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
+            } catch {
+                problems.append("detaching: \(error)")
+            }
+            // After detaching (no program redirects any more).
+            if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string) {
+                do {
+                    try FastPathInterfaces(pinnedAt: pinPath, targets: nil, logger: logger).releaseAll()
+                } catch {
+                    problems.append("fast path: \(error)")
+                }
+            }
         }
+        if removingNATTable {
+            do {
+                try NATTable.remove()
+            } catch {
+                problems.append("removing the nftables table \(NATRuleset.tableName): \(error)")
+            }
+        }
+        // Pins go last: they are how a later attempt finds what to undo.
+        guard problems.isEmpty else { return problems }
         do {
             try Pins.remove(at: pinPath)
         } catch {
@@ -127,9 +147,13 @@ enum BPFRetirement {
             // nothing of the eBPF dataplane remains.
             let left = ((try? FileManager.default.contentsOfDirectory(atPath: pinPath.string)) ?? [])
                 .filter { !Pins.preloaded.contains($0) }
-            guard left.isEmpty else { throw error }
-            logger.info("pins removed; leaving the bpffs at \(pinPath) mounted: \(error)")
+            if left.isEmpty {
+                logger.info("pins removed; leaving the bpffs at \(pinPath) mounted: \(error)")
+            } else {
+                problems.append("removing pins under \(pinPath): \(error)")
+            }
         }
+        return problems
     }
 }
 

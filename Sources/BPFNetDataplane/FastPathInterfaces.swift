@@ -114,28 +114,27 @@ struct FastPathInterfaces {
     /// normal path and count why); the problems are returned for the log.
     ///
     /// With `trustingRecords`, an interface whose record shows it arranged
-    /// for the same role, with the same MAC and veth peer as the kernel
-    /// reports now, is left as it is: an agent applies once per Docker event,
+    /// for the same role, with the same MAC and veth peer as `interfaces`
+    /// (the apply's snapshot of the kernel) shows now, is left as it is: an agent applies once per Docker event,
     /// and asking every container's eth0 again (a thread into its namespace
     /// and ethtool ioctls per port) made each start cost ~0.3 s at 1,000
     /// containers. Without it (the first apply of a process, whose DEVMAP is
     /// still empty, and a repairing resync) every interface is checked.
     @discardableResult
-    func reconcile(desired: [UInt32: FastPathRequirement], trustingRecords: Bool = false) throws -> [String] {
+    func reconcile(desired: [UInt32: FastPathRequirement], trustingRecords: Bool = false,
+                   interfaces: InterfaceSnapshot) throws -> [String] {
         var problems: [String] = []
         let peers = PeerLocator()
         let existing = try current()
-        var links: [UInt32: RouteNetlink.Link] = [:]
-        if trustingRecords && !existing.isEmpty {
-            for link in try RouteNetlink().links() { links[UInt32(bitPattern: link.index)] = link }
-        }
         for (ifindex, requirement) in desired.sorted(by: { $0.key < $1.key }) {
-            if trustingRecords, let previous = existing[ifindex], let link = links[ifindex],
+            let link = interfaces.link(ifindex)
+            if trustingRecords, let previous = existing[ifindex], let link,
                Self.isArranged(previous, as: requirement.role, now: link) {
                 continue
             }
             do {
-                try arrange(ifindex, requirement, previous: existing[ifindex], peers: peers)
+                guard let link else { throw DataplaneError.runtime("no interface with index \(ifindex)") }
+                try arrange(ifindex, link, requirement, previous: existing[ifindex], peers: peers)
             } catch {
                 problems.append("\(requirement.interface): \(error)")
                 logger.warning("fast path: \(requirement.interface) is no XDP fast-path endpoint: \(error)")
@@ -183,10 +182,8 @@ struct FastPathInterfaces {
         try records.update(ifindex, record.cValue)
     }
 
-    private func arrange(_ ifindex: UInt32, _ requirement: FastPathRequirement,
+    private func arrange(_ ifindex: UInt32, _ link: RouteNetlink.Link, _ requirement: FastPathRequirement,
                          previous: FastPathInterfaceRecord?, peers: PeerLocator) throws {
-        let link = try RouteNetlink().link(index: Int32(bitPattern: ifindex))
-        guard let link else { throw DataplaneError.runtime("no interface with index \(ifindex)") }
         var record = previous ?? FastPathInterfaceRecord()
         record.mac = link.address.count == 6 ? link.address : record.mac
 

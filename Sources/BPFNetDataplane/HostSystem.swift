@@ -3,8 +3,8 @@
 // Facts about the host (the network namespace bpfnet runs in) that the pure
 // policy compiler needs: interface indexes and the bridge's IPv4 address.
 // Everything here reads the calling thread's network namespace, and runs on
-// every apply: what lists every interface does so in one rtnetlink dump
-// without statistics, never through a process or getifaddrs(3).
+// every apply: the interfaces come from one rtnetlink dump per apply
+// (InterfaceSnapshot), never from a process or getifaddrs(3).
 
 import BPF
 import BPFNetCore
@@ -18,79 +18,62 @@ public enum HostSystem {
         try? NetworkInterface.index(named: name)
     }
 
+    /// Which of `names` exist now: one RTM_GETLINK dump rather than an
+    /// if_nametoindex(3) each (per name only if the dump fails).
+    public static func existingInterfaces(among names: [String]) -> Set<String> {
+        guard let interfaces = try? InterfaceSnapshot.take() else {
+            return Set(names.filter { interfaceIndex($0) != nil })
+        }
+        return Set(names.filter { interfaces.index(of: $0) != nil })
+    }
+
     /// The name of interface `index`, or nil when it does not exist (any more).
     public static func interfaceName(_ index: UInt32) -> String? {
         try? NetworkInterface.name(index: index)
     }
 
+    /// What every backend's apply starts with: one look at the host's
+    /// interfaces, the facts the compiler needs and the compiled map state.
+    /// A policy the compiler rejects is bad input (exit code 2).
+    static func compile(_ policy: Policy) throws(DataplaneError) -> CompiledPolicy {
+        let interfaces = try InterfaceSnapshot.take()
+        let facts = try facts(for: policy, interfaces: interfaces)
+        do {
+            return CompiledPolicy(interfaces: interfaces, facts: facts, state: try PolicyCompiler.compile(policy, facts: facts))
+        } catch {
+            throw .badInput(error.description)
+        }
+    }
+
     /// Resolves what the compiler needs: the bridge (which must exist) with
     /// its IPv4 address, and the ifindex of every interface the policy names.
     /// Missing interfaces are reported by the compiler, all at once.
-    public static func facts(for policy: Policy) throws(DataplaneError) -> HostFacts {
-        guard let bridgeIndex = interfaceIndex(policy.bridge) else {
+    static func facts(for policy: Policy, interfaces: InterfaceSnapshot) throws(DataplaneError) -> HostFacts {
+        guard let bridgeIndex = interfaces.index(of: policy.bridge) else {
             throw .badInput("bridge \(policy.bridge): no such interface in this network namespace "
                 + "— start dockerd (or create the bridge) first, or name another with --bridge")
         }
         let bridgeAddress = ipv4Address(of: policy.bridge).flatMap {
             IPv4InterfaceAddress(address: $0.address, prefixLength: $0.prefix.prefixLength)
         }
-        // One RTM_GETLINK dump rather than an if_nametoindex(3) per port
-        // (paid on every apply: ~24 ms against 30–40 ms at 1,000 containers);
-        // per name only when the dump fails.
-        let indexes = interfaceIndexes()
-        var interfaces: [String: UInt32] = [:]
+        var indexes: [String: UInt32] = [:]
         for name in policy.containers.map(\.port) + policy.extInterfaces.map(\.name) {
-            interfaces[name] = indexes.map { $0[name] } ?? interfaceIndex(name)
+            indexes[name] = interfaces.index(of: name)
         }
-        return HostFacts(bridgeIfindex: bridgeIndex, bridgeAddress: bridgeAddress, interfaces: interfaces)
-    }
-
-    /// Every interface of the namespace by name, from one RTM_GETLINK dump;
-    /// nil when the dump fails.
-    static func interfaceIndexes() -> [String: UInt32]? {
-        guard let links = try? RouteNetlink().links() else { return nil }
-        return Dictionary(links.map { ($0.name, UInt32(bitPattern: $0.index)) }, uniquingKeysWith: { first, _ in first })
+        return HostFacts(bridgeIfindex: bridgeIndex, bridgeAddress: bridgeAddress, interfaces: indexes)
     }
 
     /// Every container port must be a port of the bridge: attaching the port
     /// program to, say, the uplink by a typo would police the wrong traffic.
-    public static func checkBridgePorts(_ bridge: String, _ containers: [Container]) throws(DataplaneError) {
-        guard !containers.isEmpty else { return }
-        let masters = bridgeMasters(of: containers.map(\.port))
-        let strays = containers.filter { masters[$0.port] != bridge }.map { container in
-            "\(container.name): port \(container.port) is " + (masters[container.port].map { "a port of \($0)" } ?? "not a bridge port")
+    static func checkBridgePorts(_ bridge: String, _ containers: [Container],
+                                 interfaces: InterfaceSnapshot) throws(DataplaneError) {
+        let strays = containers.filter { interfaces.master(of: $0.port) != bridge }.map { container in
+            "\(container.name): port \(container.port) is "
+                + (interfaces.master(of: container.port).map { "a port of \($0)" } ?? "not a bridge port")
         }
         guard strays.isEmpty else {
             throw .badInput("containers must sit on bridge \(bridge): " + strays.joined(separator: "; "))
         }
-    }
-
-    /// Interface name → the name of its master (bridge), as `ip link` shows
-    /// them (IFLA_IFNAME, IFLA_MASTER), for `interfaces` (and, from a dump,
-    /// others); empty when rtnetlink fails. (/sys/class/net would show the
-    /// namespace sysfs was mounted in, not ours.)
-    ///
-    /// For a few interfaces (an agent's one new container) a request per name
-    /// and per master: a dump lists every interface of the host, ~20 ms at
-    /// 2,000 of them.
-    static func bridgeMasters(of interfaces: [String]) -> [String: String] {
-        guard let netlink = try? RouteNetlink() else { return [:] }
-        if interfaces.count <= 16 {
-            var masters: [String: String] = [:]
-            for name in interfaces {
-                guard let link = try? netlink.link(named: name), let master = link.master else { continue }
-                masters[name] = (try? netlink.link(index: master))?.name ?? "if\(master)"
-            }
-            return masters
-        }
-        guard let links = try? netlink.links() else { return [:] }
-        let names = Dictionary(links.map { ($0.index, $0.name) }, uniquingKeysWith: { first, _ in first })
-        var masters: [String: String] = [:]
-        for link in links {
-            // `ip` names a master it cannot resolve "if<index>".
-            if let master = link.master { masters[link.name] = names[master] ?? "if\(master)" }
-        }
-        return masters
     }
 
     /// The IPv4 addresses (with prefix) configured on each interface, named as
@@ -132,5 +115,46 @@ public enum HostSystem {
         guard fputs(value + "\n", file) >= 0, fflush(file) == 0 else {
             throw DataplaneError.system("writing \(value) to /proc/sys/\(path)", errno: errno)
         }
+    }
+}
+
+/// A policy compiled against the host, with the interface snapshot it was compiled from.
+struct CompiledPolicy {
+    var interfaces: InterfaceSnapshot
+    var facts: HostFacts
+    var state: MapState
+}
+
+/// Every interface of the namespace from one RTM_GETLINK dump (no statistics),
+/// taken once per apply and read by each step that needs names, indexes,
+/// masters, MACs or veth peers: one dump costs ~20 ms at 2,000 interfaces.
+struct InterfaceSnapshot {
+    private let byName: [String: RouteNetlink.Link]
+    private let byIndex: [UInt32: RouteNetlink.Link]
+
+    init(_ links: [RouteNetlink.Link]) {
+        byName = Dictionary(links.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        byIndex = Dictionary(links.map { (UInt32(bitPattern: $0.index), $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    static func take() throws(DataplaneError) -> InterfaceSnapshot {
+        do {
+            return InterfaceSnapshot(try RouteNetlink().links())
+        } catch {
+            throw .system("listing the network interfaces (RTM_GETLINK)", errno: error.errno)
+        }
+    }
+
+    func index(of name: String) -> UInt32? {
+        byName[name].map { UInt32(bitPattern: $0.index) }
+    }
+
+    func link(_ index: UInt32) -> RouteNetlink.Link? { byIndex[index] }
+
+    /// The name of `name`'s master (its bridge) as `ip link` shows it:
+    /// "if<index>" when the master is not in the snapshot.
+    func master(of name: String) -> String? {
+        guard let master = byName[name]?.master else { return nil }
+        return byIndex[UInt32(bitPattern: master)]?.name ?? "if\(master)"
     }
 }

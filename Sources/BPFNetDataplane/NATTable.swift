@@ -16,11 +16,7 @@ enum NATTable {
         try run(NATRuleset.renderDelete(), doing: "removing the NAT table")
     }
 
-    private static func run(_ script: String, doing action: String) throws {
-        do {
-            _ = try ProcessRunner.runChecked(Command(["nft", "-f", "-"], input: script, timeout: .seconds(30)))
-        } catch {
-            throw DataplaneError.runtime("nftables: \(action) (table ip \(NATRuleset.tableName)): \(error)")
-        }
+    private static func run(_ script: String, doing action: String) throws(DataplaneError) {
+        try NFT.apply(script, purpose: "\(action) (table ip \(NATRuleset.tableName))")
     }
 }

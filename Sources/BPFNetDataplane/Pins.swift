@@ -7,16 +7,6 @@ import Foundation
 import SystemPackage
 
 enum Pins {
-    /// Makes `path` a directory on a bpffs: creates it inside an existing
-    /// bpffs, or mounts a private bpffs on it when its parent is not one
-    /// (a host without /sys/fs/bpf mounted, or a test's temporary directory).
-    static func prepare(_ path: FilePath) throws {
-        try FileManager.default.createDirectory(atPath: path.string, withIntermediateDirectories: true)
-        if try !BPFFileSystem.isBPFFS(path) {
-            _ = try BPFFileSystem.ensureMounted(at: path)
-        }
-    }
-
     static let preloaded: Set<String> = ["maps.debug", "progs.debug"]
 
     /// Removes every pin under `path`, then the directory itself (unmounting

@@ -270,7 +270,7 @@ final class FakeHost: AgentHost, @unchecked Sendable {
     private var missing: Set<String> = []
     private var traces: [String] = []
 
-    func interfaceExists(_ name: String) -> Bool { lock.withLock { !missing.contains(name) } }
+    func existingInterfaces(among names: [String]) -> Set<String> { lock.withLock { Set(names).subtracting(missing) } }
     func ipv4Address(of interface: String) -> IPv4InterfaceAddress? { IPv4InterfaceAddress("172.17.0.1/16") }
     func dockerFirewallTraces() -> [String] { lock.withLock { traces } }
 

@@ -180,6 +180,36 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// Someone detaches bpfnet's programs behind its back: the next `load`
+    /// (a new process, which asks the kernel rather than its records) puts
+    /// them back, for the tc and the XDP port hook alike.
+    func testLoadReattachesProgramsSomeoneDetached() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            for hook in ["tc", "xdp"] {
+                XCTAssertEqual(try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host).0, 0)
+                func attached() throws -> Bool {
+                    hook == "tc"
+                        ? try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
+                            .contains("bpfnet_port_tc")
+                        : try topology.run(in: "host", ["ip", "link", "show", "dev", "vethweb"]).stdout.contains("xdp")
+                }
+                XCTAssertTrue(try attached(), "\(hook): the port program is not attached after load")
+                if hook == "tc" {
+                    _ = try topology.run(in: "host", ["tc", "filter", "del", "dev", "vethweb", "ingress"])
+                } else {
+                    _ = try topology.run(in: "host", ["ip", "link", "set", "dev", "vethweb", "xdp", "off"])
+                }
+                XCTAssertFalse(try attached(), "\(hook): the program is still attached after detaching it")
+                let (status, _, stderr) = try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
+                XCTAssertEqual(status, 0, "\(hook): \(stderr)")
+                XCTAssertTrue(try attached(), "\(hook): load did not put the detached port program back")
+            }
+            XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
+        }
+    }
+
     func testUnloadAfterInterruptedLoadCleansUp() throws {
         try withHost { topology in
             let file = try write(policyYAML, to: "policy.yaml")
