@@ -160,7 +160,7 @@ public struct BenchConfiguration: Sendable {
             for tool in variant.tools { needed.append((tool, "the \(variant.name) variant")) }
         }
         var missing: [String] = []
-        for (tool, why) in needed where ToolLocator.path(of: tool) == nil {
+        for (tool, why) in needed where ProcessRunner.locate(tool) == nil {
             let entry = "\(tool) (\(why))"
             if !missing.contains(entry) { missing.append(entry) }
         }
@@ -174,19 +174,5 @@ public struct BenchConfiguration: Sendable {
             throw .badInput("the docker-iptables variants need br_netfilter (Docker loads it for --icc=false); "
                 + "it is not loaded: modprobe br_netfilter, or leave them out with --variants")
         }
-    }
-}
-
-/// Finds programs the way NetLab's runner does (PATH, then the sbin directories).
-enum ToolLocator {
-    static func path(of tool: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init)
-            + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        for directory in directories where !directory.isEmpty {
-            let candidate = directory + "/" + tool
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
     }
 }

@@ -79,6 +79,7 @@ public final class PrivateDataplaneMaps {
         }
         directory = String(cString: made)
         pinPath = FilePath(directory).appending("pins")
+        BenchSafetyNet.install()
         BenchSafetyNet.register(directory: directory)
         BenchSafetyNet.register(mount: pinPath)
         do {

@@ -202,8 +202,7 @@ final class BenchHost {
                       workDirectory: String) throws -> BenchHost {
         let topology: Topology
         do {
-            topology = try Topology.build(workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter),
-                                          cleanupOnSignal: false)
+            topology = try Topology.build(workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter))
         } catch {
             throw BenchError.runtime("\(variant.name): building the topology failed: \(error)")
         }

@@ -127,8 +127,7 @@ public final class MicroBench {
         // A namespace of our own: the loopback device there is what the test
         // runs report as their ingress interface.
         let topology = try Topology.build(
-            TopologySpec(bridge: BridgeSpec(name: BenchWorkload.bridgeName, address: BenchWorkload.bridgeAddress)),
-            cleanupOnSignal: false)
+            TopologySpec(bridge: BridgeSpec(name: BenchWorkload.bridgeName, address: BenchWorkload.bridgeAddress)))
         defer { topology.teardown() }
         let namespace = try NetworkNamespace(path: topology.host.path)
 

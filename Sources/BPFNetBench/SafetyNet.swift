@@ -3,10 +3,8 @@
 // Ctrl-C, SIGTERM, SIGHUP and exit() while a bench runs: NetLab's safety net
 // deletes the namespaces (which takes every veth, attachment, iptables rule
 // and conntrack entry with them); the private bpffs mounts holding bpfnet's
-// pins are the one thing outside the namespaces, and this net unmounts them
-// first. It owns the signals (installed before any topology exists, so
-// NetLab leaves them alone and only adds its exit() hook) and calls
-// NetLab.cleanUpNow() itself.
+// pins are the one thing outside the namespaces, and this adds a step to that
+// net which unmounts them first.
 
 import BPF
 import Dispatch
@@ -25,33 +23,15 @@ public enum BenchSafetyNet {
 
     private static let state = Mutex(State())
 
-    /// Installs the signal and exit hooks once. Call before building anything.
-    /// A signal that already has a handler (not SIG_DFL) is left to it.
+    /// Adds the unmounting to NetLab's safety net and installs it, once.
+    /// Call before building anything.
     public static func install() {
         let first = state.withLock { state -> Bool in
             defer { state.installed = true }
             return !state.installed
         }
         guard first else { return }
-        atexit { BenchSafetyNet.cleanUpNow() }
-        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
-            let previous = signal(signalNumber, SIG_IGN)
-            guard unsafeBitCast(previous, to: Int.self) == unsafeBitCast(SIG_DFL, to: Int.self) else {
-                signal(signalNumber, previous)
-                continue
-            }
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                FileHandle.standardError.write(Data("\nbpfnet bench: interrupted, removing the bench topologies\n".utf8))
-                BenchSafetyNet.cleanUpNow()
-                // Die of the same signal, so the exit status says what happened.
-                signal(signalNumber, SIG_DFL)
-                kill(getpid(), signalNumber)
-            }
-            source.resume()
-            _ = Unmanaged.passRetained(source as AnyObject)
-        }
-        // NetLab adds its exit() hook; its signal hooks stand aside (ours are set).
+        NetLab.addCleanupStep { BenchSafetyNet.releaseRecorded() }
         NetLab.installCleanupOnExit()
     }
 
@@ -81,9 +61,8 @@ public enum BenchSafetyNet {
         _ = state.withLock { $0.mounts.remove(path.string) }
     }
 
-    /// Unmounts every recorded bpffs, then lets NetLab stop its processes and
-    /// delete its namespaces. Idempotent.
-    public static func cleanUpNow() {
+    /// Unmounts every recorded bpffs and removes the recorded directories. Idempotent.
+    private static func releaseRecorded() {
         let (mounts, directories) = state.withLock { state -> (Set<String>, Set<String>) in
             defer {
                 state.mounts = []
@@ -93,6 +72,5 @@ public enum BenchSafetyNet {
         }
         for mount in mounts.sorted() { unmount(FilePath(mount)) }
         for directory in directories.sorted() { rmdir(directory) }
-        NetLab.cleanUpNow()
     }
 }

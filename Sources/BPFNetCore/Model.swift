@@ -111,7 +111,7 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
 }
 
 /// An Ethernet MAC address.
-public struct MACAddress: Hashable, Sendable, CustomStringConvertible, Codable {
+public struct MACAddress: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
     public var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
 
     public init(_ b0: UInt8, _ b1: UInt8, _ b2: UInt8, _ b3: UInt8, _ b4: UInt8, _ b5: UInt8) {
@@ -143,8 +143,17 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible, Codable {
         array.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
     }
 
-    public static func == (lhs: MACAddress, rhs: MACAddress) -> Bool { lhs.array == rhs.array }
-    public func hash(into hasher: inout Hasher) { hasher.combine(array) }
+    /// The six octets as one number, first octet highest: compared, hashed
+    /// and ordered without building an array (the compiler and reconciler
+    /// do so for every container on every apply).
+    var packed: UInt64 {
+        UInt64(bytes.0) << 40 | UInt64(bytes.1) << 32 | UInt64(bytes.2) << 24
+            | UInt64(bytes.3) << 16 | UInt64(bytes.4) << 8 | UInt64(bytes.5)
+    }
+
+    public static func == (lhs: MACAddress, rhs: MACAddress) -> Bool { lhs.packed == rhs.packed }
+    public static func < (lhs: MACAddress, rhs: MACAddress) -> Bool { lhs.packed < rhs.packed }
+    public func hash(into hasher: inout Hasher) { hasher.combine(packed) }
 
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)

@@ -128,17 +128,18 @@ public enum Reconciler {
         // Links: presence only allows.
         for rule in desired.links.subtracting(current.links).sorted() { relaxing.append(.upsert(.link(rule))) }
         // Names: no effect on verdicts; written early so that status can name new containers.
-        for (address, name) in desired.names.sorted(by: { $0.key < $1.key }) where current.names[address] != name {
+        for (address, name) in desired.names.filter({ current.names[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key }) {
             relaxing.append(.upsert(.name(address, name)))
         }
         // Removing what makes packets subject to policy only allows.
-        for key in current.published.keys.sorted() where desired.published[key] == nil {
+        for key in current.published.keys.filter({ desired.published[$0] == nil }).sorted() {
             relaxing.append(.delete(.published(key)))
         }
-        for address in current.containers.keys.sorted() where desired.containers[address] == nil {
+        for address in current.containers.keys.filter({ desired.containers[$0] == nil }).sorted() {
             relaxing.append(.delete(.container(address)))
         }
-        for mac in current.macs.keys.sorted(by: macOrder) where desired.macs[mac] == nil {
+        for mac in current.macs.keys.filter({ desired.macs[$0] == nil }).sorted() {
             relaxing.append(.delete(.mac(mac)))
         }
 
@@ -146,36 +147,41 @@ public enum Reconciler {
         for source in desired.allowSources.subtracting(current.allowSources).sorted() {
             allowListsRelax.append(.upsert(.allowSource(source)))
         }
-        for source in current.allowSources.subtracting(desired.allowSources).sorted() {
-            allowListsTighten.append(.delete(.allowSource(source)))
-        }
         // Ext interfaces: enforcing the allow-list holds back, not enforcing it allows.
-        for (ifindex, record) in desired.extInterfaces.sorted(by: { $0.key < $1.key }) where current.extInterfaces[ifindex] != record {
+        for (ifindex, record) in desired.extInterfaces.filter({ current.extInterfaces[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key }) {
             let enforcedBefore = current.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false
             let change = MapChange.upsert(.extInterface(ifindex: ifindex, record))
             if record.flags.contains(.allowList) && !enforcedBefore {
-                allowListsTighten.insert(change, at: allowListsTighten.firstIndex { $0.kind == .allowSources } ?? allowListsTighten.endIndex)
+                allowListsTighten.append(change)
             } else {
                 allowListsRelax.append(change)
             }
         }
-        for ifindex in current.extInterfaces.keys.sorted() where desired.extInterfaces[ifindex] == nil {
+        for ifindex in current.extInterfaces.keys.filter({ desired.extInterfaces[$0] == nil }).sorted() {
             allowListsRelax.append(.delete(.extInterface(ifindex)))
+        }
+        // After the interfaces that start enforcing their list (step 5).
+        for source in current.allowSources.subtracting(desired.allowSources).sorted() {
+            allowListsTighten.append(.delete(.allowSource(source)))
         }
 
         // Adding it holds back (replacing a value changes nothing the programs look at).
-        for (mac, address) in desired.macs.sorted(by: { macOrder($0.key, $1.key) }) where current.macs[mac] != address {
+        for (mac, address) in desired.macs.filter({ current.macs[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key }) {
             tightening.append(.upsert(.mac(mac, address)))
         }
-        for (address, record) in desired.containers.sorted(by: { $0.key < $1.key }) where current.containers[address] != record {
+        for (address, record) in desired.containers.filter({ current.containers[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key }) {
             tightening.append(.upsert(.container(address, record)))
         }
-        for (key, target) in desired.published.sorted(by: { $0.key < $1.key }) where current.published[key] != target {
+        for (key, target) in desired.published.filter({ current.published[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key }) {
             tightening.append(.upsert(.published(key, target)))
         }
 
         for rule in current.links.subtracting(desired.links).sorted() { lateDeletes.append(.delete(.link(rule))) }
-        for address in current.names.keys.sorted() where desired.names[address] == nil {
+        for address in current.names.keys.filter({ desired.names[$0] == nil }).sorted() {
             lateDeletes.append(.delete(.name(address)))
         }
 
@@ -230,8 +236,6 @@ public enum Reconciler {
         }
         return false
     }
-
-    static func macOrder(_ a: MACAddress, _ b: MACAddress) -> Bool { a.array.lexicographicallyPrecedes(b.array) }
 }
 
 /// The policy maps in memory: a `MapWriter` and `MapReader` for tests, which

@@ -38,11 +38,7 @@ enum NetfilterCommand {
 
     /// Whether `program` can be found.
     static func isInstalled(_ program: String) -> Bool {
-        if program.contains("/") { return access(program, X_OK) == 0 }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init)
-            + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        return directories.contains { access("\($0)/\(program)", X_OK) == 0 }
+        ProcessRunner.locate(program) != nil
     }
 
     /// The command without its (possibly huge) input.

@@ -22,6 +22,8 @@ final class CleanupRegistry: Sendable {
     private struct State {
         var namespaces: Set<String> = []
         var processes: [pid_t: WeakProcess] = [:]
+        /// Run first, before processes stop and namespaces go.
+        var steps: [@Sendable () -> Void] = []
         var installed = false
     }
 
@@ -43,6 +45,10 @@ final class CleanupRegistry: Sendable {
     /// knows whether the pid was already reaped (and may be reused).
     func attach(_ process: BackgroundProcess) {
         state.withLock { $0.processes[process.pid] = WeakProcess(process: process) }
+    }
+
+    func add(step: @escaping @Sendable () -> Void) {
+        state.withLock { $0.steps.append(step) }
     }
 
     func unregister(process pid: pid_t) {
@@ -69,6 +75,8 @@ final class CleanupRegistry: Sendable {
             }
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
+                let note = "\ninterrupted: removing the network namespaces and processes this run made\n"
+                _ = note.withCString { write(STDERR_FILENO, $0, strlen($0)) }
                 CleanupRegistry.shared.cleanUpEverything()
                 // Die of the same signal, so the exit status says what happened.
                 // kill, not raise: this runs on a dispatch worker thread, which
@@ -82,15 +90,18 @@ final class CleanupRegistry: Sendable {
         }
     }
 
-    /// Stops every recorded process, then deletes every recorded namespace.
+    /// Runs the added steps, stops every recorded process, then deletes
+    /// every recorded namespace. Steps stay registered: each one is itself
+    /// idempotent and may find more to do on a later call.
     func cleanUpEverything() {
-        let (namespaces, processes) = state.withLock { state in
+        let (namespaces, processes, steps) = state.withLock { state in
             defer {
                 state.namespaces = []
                 state.processes = [:]
             }
-            return (state.namespaces, state.processes)
+            return (state.namespaces, state.processes, state.steps)
         }
+        for step in steps { step() }
         for (pid, entry) in processes {
             if let process = entry.process {
                 process.stop(grace: .milliseconds(200))

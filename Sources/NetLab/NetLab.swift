@@ -35,9 +35,17 @@ public enum NetLab {
     }
 
     /// Installs the SIGINT/SIGTERM/SIGHUP and exit() hooks that call
-    /// `cleanUpNow()`. `Topology.build` does this unless told not to.
+    /// `cleanUpNow()`. `Topology.build` does this.
     public static func installCleanupOnExit() {
         CleanupRegistry.shared.installSafetyNet()
+    }
+
+    /// Adds an idempotent step to every `cleanUpNow()` (and so to the exit and
+    /// signal hooks), run before NetLab stops its processes and deletes its
+    /// namespaces: for what a caller keeps outside them (the bench's private
+    /// bpffs mounts).
+    public static func addCleanupStep(_ step: @escaping @Sendable () -> Void) {
+        CleanupRegistry.shared.add(step: step)
     }
 
     /// Whether this process runs as root (the builder and the ICMP probe need it).

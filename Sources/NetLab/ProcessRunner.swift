@@ -112,6 +112,12 @@ public enum CommandError: Error, CustomStringConvertible, Sendable {
 }
 
 public enum ProcessRunner {
+    /// Where `program` would be run from (PATH, then the sbin directories,
+    /// as for root's login shell); nil when it is not installed.
+    public static func locate(_ program: String) -> String? {
+        Spawner.resolve(program)
+    }
+
     /// Runs one command to completion. Throws only when it cannot be started;
     /// a non-zero exit is in the result (use `check()`).
     public static func run(_ command: Command) throws(CommandError) -> CommandResult {

@@ -34,11 +34,11 @@ public final class Topology: Sendable {
 
     /// Creates everything `spec` describes. On any failure what was created
     /// is deleted again before the error is thrown.
-    /// - Parameter cleanupOnSignal: install the SIGINT/SIGTERM/exit() safety net.
-    public static func build(_ spec: TopologySpec, cleanupOnSignal: Bool = true) throws(NetLabError) -> Topology {
+    /// Installs the SIGINT/SIGTERM/exit() safety net first.
+    public static func build(_ spec: TopologySpec) throws(NetLabError) -> Topology {
         try spec.validate()
         guard NetLab.isRoot else { throw .notRoot("building network namespaces") }
-        if cleanupOnSignal { NetLab.installCleanupOnExit() }
+        NetLab.installCleanupOnExit()
         let started = ContinuousClock.now
         let prefix = Self.nextPrefix(roles: spec.roles)
         let names = spec.roles.map { "\(prefix)-\($0)" }

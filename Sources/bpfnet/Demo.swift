@@ -30,8 +30,7 @@ struct Demo: ParsableCommand {
 
     func run() throws {
         try requireRoot("demo")
-        // Before any namespace exists, so that Ctrl-C during the comparison
-        // also unmounts its pin directories (NetLab's net stands aside).
+        // Ctrl-C during the comparison also unmounts its pin directories.
         if !noBench { BenchSafetyNet.install() }
         let settings = [PolicySettings(icc: true), PolicySettings(icc: false)]
         progress("building the demo host (\(Scenario.members.count) containers, 1 external network)")
