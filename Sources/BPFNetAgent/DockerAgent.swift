@@ -160,7 +160,6 @@ public actor DockerAgent {
     struct StartMark {
         var eventTimeNano: Int64?
         var received: ContinuousClock.Instant
-        var receivedWallNanos: Int64
     }
 
     public init(docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
@@ -214,7 +213,7 @@ public actor DockerAgent {
             if sessionSynced { failures = 0 }
             let delay = min(configuration.initialBackoff * (1 << min(failures, 20)), configuration.maximumBackoff)
             failures += 1
-            lastError = Self.describe(failure)
+            lastError = "\(failure)"
             logger.error("\(lastError!) — the dataplane keeps enforcing the last applied policy; reconnecting in \(Self.format(delay))")
             publish()
             do {
@@ -338,8 +337,7 @@ public actor DockerAgent {
             if change.kind != .destroy { change.kind = kind }
             switch kind {
             case .refresh where event.action == .start:
-                change.start = StartMark(eventTimeNano: event.timeNano, received: clock.now,
-                                         receivedWallNanos: Self.wallNanos())
+                change.start = StartMark(eventTimeNano: event.timeNano, received: clock.now)
             case .remove, .destroy:
                 change.start = nil
             case .refresh:
@@ -538,6 +536,10 @@ public actor DockerAgent {
         for (container, lookup) in await lookUpPorts(running) {
             let before = tracked[container.id]
             tracked[container.id] = TrackedContainer(container: container, port: lookup.port, portProblem: lookup.problem)
+            // What the decoder skipped (a link or port key it could not read), once per change.
+            if !container.warnings.isEmpty && before?.container.warnings != container.warnings {
+                logger.warning("container \(container.name): \(container.warnings.joined(separator: "; "))")
+            }
             if before?.container.bridge?.ip != container.bridge?.ip || before?.port != lookup.port {
                 let address = container.bridge.map { "\($0.ip)" } ?? "?"
                 let problem = lookup.problem.map { " (\($0))" } ?? ""
@@ -668,7 +670,7 @@ public actor DockerAgent {
             let received = sinceEvent != nil ? " (\(Self.format(latency.sinceReceived)) after the event reached bpfnet)" : ""
             logger.info("container \(name): start event → rules in the maps in \(Self.format(latency.reported))\(received)")
         }
-        for (_, latency) in measured.sorted(by: { $0.0.receivedWallNanos < $1.0.receivedWallNanos }) {
+        for (_, latency) in measured.sorted(by: { $0.0.received < $1.0.received }) {
             startLatencies.append(latency)
             lastSync = (Date(), latency)
         }
@@ -767,11 +769,6 @@ public actor DockerAgent {
         case .daemonUnreachable, .transport, .timedOut, .eventStreamEnded: true
         case .invalidHost, .httpStatus, .decoding: false
         }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if let error = error as? DockerError { return error.description }
-        return "\(error)"
     }
 
     static func wallNanos() -> Int64 {

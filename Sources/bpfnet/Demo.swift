@@ -3,6 +3,7 @@
 import ArgumentParser
 import BPFNetBench
 import BPFNetCore
+import BPFNetDataplane
 import DemoHost
 import Foundation
 import NetLab
@@ -51,7 +52,7 @@ struct Demo: ParsableCommand {
             if !json { print(DemoPrinter.section(setting, entries: entries, counters: counters)) }
         }
         lab.close()
-        let mismatches = report.matrix.filter { !$0.matches }
+        let mismatches = report.matrix.filter { !$0.entry.matches }
         if !json {
             print("\(report.matrix.count - mismatches.count) of \(report.matrix.count) cells match the policy.")
         }
@@ -64,12 +65,12 @@ struct Demo: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         }
         if !mismatches.isEmpty {
-            throw DataplaneFailure("\(mismatches.count) cells disagree with the policy: "
-                + mismatches.map { "\($0.from) → \($0.to):\($0.port.map(String.init) ?? "")/\($0.proto) (\($0.policy))" }
+            throw DataplaneError.runtime("\(mismatches.count) cells disagree with the policy: "
+                + mismatches.map { "\($0.entry.source) → \($0.entry.destination) (\($0.policy))" }
                     .joined(separator: "; "))
         }
         if let bench = report.bench, !bench.failures.isEmpty {
-            throw DataplaneFailure("packets went missing in the comparison: " + bench.failures.joined(separator: "; "))
+            throw DataplaneError.runtime("packets went missing in the comparison: " + bench.failures.joined(separator: "; "))
         }
     }
 
@@ -112,42 +113,21 @@ struct Demo: ParsableCommand {
     }
 }
 
-struct DataplaneFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// What `bpfnet demo --json` prints.
-struct DemoReport: Codable {
-    struct Cell: Codable {
-        var from: String
-        var to: String
-        var proto: String
-        var port: UInt16?
-        var expected: String
-        var observed: String
-        var matches: Bool
-        var policy: String
-        var icc: Bool
-        var sourcePort: UInt16?
-        var size: Int?
-        var rows: String
-        var detail: String
+struct DemoReport: Encodable {
+    /// One probe: the matrix entry's own fields, whether it matched, and the policy it ran under.
+    struct Cell: Encodable {
+        var entry: MatrixEntry
+        var policy: PolicySettings
 
-        init(entry: MatrixEntry, policy: PolicySettings) {
-            from = entry.from
-            to = entry.to
-            proto = entry.proto
-            port = entry.port
-            expected = entry.expected
-            observed = entry.observed
-            matches = entry.matches
-            self.policy = policy.description
-            icc = policy.icc
-            sourcePort = entry.sourcePort
-            size = entry.size
-            rows = entry.rows
-            detail = entry.detail
+        private enum Keys: String, CodingKey { case matches, policy, icc }
+
+        func encode(to encoder: Encoder) throws {
+            try entry.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(entry.matches, forKey: .matches)
+            try container.encode(policy.description, forKey: .policy)
+            try container.encode(policy.icc, forKey: .icc)
         }
     }
 

@@ -23,8 +23,8 @@ struct Monitor: ParsableCommand {
     @Flag(help: "One JSON object per line.")
     var json = false
 
-    @Option(name: .customLong("pin-path"), help: ArgumentHelp("Where the eBPF maps are pinned.", valueName: "DIR"))
-    var pinPath: String = BPFDataplane.defaultPinPath.string
+    @OptionGroup var pins: PinPathOption
+    var pinPath: String { pins.pinPath }
 
     func run() throws {
         try requireRoot("monitor")

@@ -70,12 +70,8 @@ struct PolicyOptions: ParsableArguments {
     }
 }
 
-/// Which backend, and where its state lives.
-struct DataplaneOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("auto (eBPF, else a netfilter fallback), bpf, nftables or iptables.",
-                               valueName: "auto|bpf|nftables|iptables"))
-    var backend: BackendChoice = .auto
-
+/// `--pin-path`: where the eBPF maps are pinned (and the agent's files live).
+struct PinPathOption: ParsableArguments {
     @Option(name: .customLong("pin-path"), help: ArgumentHelp("Where the eBPF maps are pinned.", valueName: "DIR"))
     var pinPath: String = BPFDataplane.defaultPinPath.string
 
@@ -84,6 +80,16 @@ struct DataplaneOptions: ParsableArguments {
             throw ValidationError("--pin-path '\(pinPath)' must be an absolute directory path (e.g. /sys/fs/bpf/bpfnet)")
         }
     }
+}
+
+/// Which backend, and where its state lives.
+struct DataplaneOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("auto (eBPF, else a netfilter fallback), bpf, nftables or iptables.",
+                               valueName: "auto|bpf|nftables|iptables"))
+    var backend: BackendChoice = .auto
+
+    @OptionGroup var pins: PinPathOption
+    var pinPath: String { pins.pinPath }
 
     /// The dataplane to load into. `auto` tries eBPF and falls back to
     /// nftables, then iptables, recording why (shown by `status`).

@@ -210,6 +210,28 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `bpfnet demo --json`: a top-level `matrix` of {from, to, proto, port,
+    /// expected, observed} cells for icc=true and icc=false, all as the policy says.
+    func testDemoJSONMatrix() throws {
+        try requireRoot("bpfnet demo builds namespaces and loads bpfnet")
+        let argv = [try DemoLab.locateBPFNet(), "demo", "--json", "--no-bench"]
+        let result = try ProcessRunner.run(Command(argv, timeout: .seconds(300)))
+        XCTAssertEqual(result.status, .exited(0), result.stderr)
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let matrix = try XCTUnwrap(report["matrix"] as? [[String: Any]], "no top-level matrix array")
+        XCTAssertGreaterThanOrEqual(matrix.count, 20)
+        for cell in matrix {
+            for key in ["from", "to", "proto", "expected", "observed"] {
+                XCTAssertNotNil(cell[key] as? String, "cell without \(key): \(cell)")
+            }
+            XCTAssertEqual(cell["expected"] as? String, cell["observed"] as? String, "\(cell)")
+            XCTAssertEqual(cell["matches"] as? Bool, true, "\(cell)")
+        }
+        XCTAssertTrue(matrix.contains { $0["port"] is Int }, "no cell names a port")
+        XCTAssertEqual(Set(matrix.compactMap { $0["icc"] as? Bool }), [true, false])
+        XCTAssertTrue(matrix.contains { $0["observed"] as? String == "blocked" }, "nothing blocked: the policy is not in force")
+    }
+
     func testUnloadAfterInterruptedLoadCleansUp() throws {
         try withHost { topology in
             let file = try write(policyYAML, to: "policy.yaml")
