@@ -174,12 +174,17 @@ public final class BPFMapHandle: @unchecked Sendable {
     /// seen before are skipped, so each key appears once, and a map that
     /// keeps changing under us ends the walk with an error rather than a loop.
     func collectKeys<Key: BitwiseCopyable>(_: Key.Type) throws -> [Key] {
-        var keys: [Key] = []
-        var seen = Set<BitwiseKey<Key>>()
+        try collectKeyBytes().map { $0.withUnsafeBytes { $0.loadUnaligned(as: Key.self) } }
+    }
+
+    /// `collectKeys` as keySize bytes each (the typed and the raw maps share it).
+    func collectKeyBytes() throws -> [[UInt8]] {
+        var keys: [[UInt8]] = []
+        var seen = Set<[UInt8]>()
         // Arrays iterate by index and never restart.
         let deduplicate = !type.isArray
         let limit = Int(maxEntries) * 4 + 64
-        var previous: Key?
+        var previous: [UInt8]?
         var steps = 0
         while true {
             steps += 1
@@ -188,21 +193,19 @@ public final class BPFMapHandle: @unchecked Sendable {
                                errno: .resourceTemporarilyUnavailable,
                                hint: "the map changed faster than it could be walked; try again")
             }
-            let next: Key? = try withUnsafeTemporaryAllocation(of: Key.self, capacity: 1) { buffer in
-                let found: Bool
-                if var previousKey = previous {
-                    found = try withUnsafeBytes(of: &previousKey) { try nextKey(after: $0.baseAddress!, into: buffer.baseAddress!) }
-                } else {
-                    found = try nextKey(after: nil, into: buffer.baseAddress!)
+            var next = [UInt8](repeating: 0, count: keySize)
+            let found = try next.withUnsafeMutableBytes { buffer in
+                if let previous {
+                    return try previous.withUnsafeBytes { try nextKey(after: $0.baseAddress!, into: buffer.baseAddress!) }
                 }
-                return found ? UnsafeRawPointer(buffer.baseAddress!).load(as: Key.self) : nil
+                return try nextKey(after: nil, into: buffer.baseAddress!)
             }
-            guard let key = next else { return keys }
-            previous = key
+            guard found else { return keys }
+            previous = next
             if deduplicate {
-                guard seen.insert(BitwiseKey(key)).inserted else { continue }
+                guard seen.insert(next).inserted else { continue }
             }
-            keys.append(key)
+            keys.append(next)
         }
     }
 
@@ -350,24 +353,4 @@ func hexBytes(_ pointer: UnsafeRawPointer, count: Int) -> String {
         text += byte < 16 ? "0" + hex : hex
     }
     return count > 32 ? text + "…" : text
-}
-
-/// Hashes and compares a trivial value by its bytes, so keys of any C
-/// struct type can go into a Set while walking a map.
-struct BitwiseKey<Key: BitwiseCopyable>: Hashable {
-    var key: Key
-    init(_ key: Key) { self.key = key }
-
-    static func == (lhs: Self, rhs: Self) -> Bool {
-        if MemoryLayout<Key>.size == 0 { return true }
-        return withUnsafeBytes(of: lhs.key) { left in
-            withUnsafeBytes(of: rhs.key) { right in
-                memcmp(left.baseAddress!, right.baseAddress!, MemoryLayout<Key>.size) == 0
-            }
-        }
-    }
-
-    func hash(into hasher: inout Hasher) {
-        withUnsafeBytes(of: key) { hasher.combine(bytes: $0) }
-    }
 }

@@ -53,31 +53,25 @@ public final class BPFRawMap: Sendable {
         return try key.withUnsafeBytes { try handle.delete(key: $0.baseAddress!) }
     }
 
-    /// A snapshot of every entry (keys walked with `bpf_map_get_next_key`,
-    /// then one lookup each; entries deleted in between are left out).
+    /// A snapshot of every entry: `bpf_map_lookup_batch` where the map type
+    /// has it (a few syscalls for the whole map), else the keys walked as the
+    /// typed maps walk them and one lookup each (entries deleted in between
+    /// are left out).
     public func entries() throws -> [(key: [UInt8], value: [UInt8])] {
         var result: [(key: [UInt8], value: [UInt8])] = []
-        var previous: [UInt8]?
-        var seen = Set<[UInt8]>()
-        let limit = Int(handle.maxEntries) * 4 + 64
-        for _ in 0..<limit {
-            var next = [UInt8](repeating: 0, count: handle.keySize)
-            let found = try next.withUnsafeMutableBytes { nextBytes in
-                if let previous {
-                    return try previous.withUnsafeBytes { try handle.nextKey(after: $0.baseAddress!, into: nextBytes.baseAddress!) }
-                }
-                return try handle.nextKey(after: nil, into: nextBytes.baseAddress!)
+        let keySize = handle.keySize, valueSize = handle.valueSize
+        let batched = try handle.lookupBatch { keys, values, count in
+            result.reserveCapacity(result.count + count)
+            for index in 0..<count {
+                result.append((Array(UnsafeRawBufferPointer(start: keys + index * keySize, count: keySize)),
+                               Array(UnsafeRawBufferPointer(start: values + index * valueSize, count: valueSize))))
             }
-            guard found else { return result }
-            previous = next
-            // Hash and LPM iteration restarts from the first key when the key
-            // we stood on is deleted meanwhile: report each key once.
-            guard seen.insert(next).inserted else { continue }
-            if let value = try lookup(next) { result.append((next, value)) }
         }
-        throw BPFError(operation: "bpf_map_get_next_key(\(name))", action: "listing the entries of \(handle.summary)",
-                       errno: .resourceTemporarilyUnavailable,
-                       hint: "the map changed faster than it could be walked; try again")
+        if batched { return result }
+        for key in try handle.collectKeyBytes() {
+            if let value = try lookup(key) { result.append((key, value)) }
+        }
+        return result
     }
 
     private func check(key: [UInt8], value: [UInt8]? = nil) throws {
