@@ -73,14 +73,9 @@ public final class PrivateDataplaneMaps {
     private var loaded: LoadedDataplane?
 
     public init() throws {
-        var template = Array("/tmp/bpfnet-maps-\(getpid())-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw BenchError.runtime("cannot create a directory under /tmp: \(String(cString: strerror(errno)))")
-        }
-        directory = String(cString: made)
-        pinPath = FilePath(directory).appending("pins")
         BenchSafetyNet.install()
-        BenchSafetyNet.register(directory: directory)
+        directory = try BenchSafetyNet.makeDirectory(prefix: "bpfnet-maps")
+        pinPath = FilePath(directory).appending("pins")
         BenchSafetyNet.register(mount: pinPath)
         do {
             loaded = try LoadedDataplane.load(pinPath: pinPath,

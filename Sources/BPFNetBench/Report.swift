@@ -118,8 +118,7 @@ public struct BenchContext: Sendable, Hashable {
     }
 
     public var headline: String {
-        "\(profile.summary), \(BenchWorkload.packetBytes)-byte UDP, \(flows) flow\(flows == 1 ? "" : "s"), "
-            + "\(rounds) rounds of \(Self.seconds(burstSeconds)) per variant and N, sending thread on CPU \(cpu)"
+        "\(generatorLine), \(rounds) rounds of \(Self.seconds(burstSeconds)) per variant and N, sending thread on CPU \(cpu)"
     }
 
     public var machine: String {

@@ -59,8 +59,7 @@ public final class BenchRunner {
         BenchSafetyNet.install()
         let context = BenchContext(configuration)
         let workload = configuration.workload
-        let workDirectory = try Self.makeWorkDirectory()
-        BenchSafetyNet.register(directory: workDirectory)
+        let workDirectory = try BenchSafetyNet.makeDirectory(prefix: "bpfnet-bench")
         var hosts: [BenchHost] = []
         defer {
             progress.show("removing the bench topologies")
@@ -108,15 +107,6 @@ public final class BenchRunner {
         let report = BenchReport(profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
                                  rounds: configuration.rounds, results: results)
         return BenchOutcome(report: report, context: context, notes: notes)
-    }
-
-    /// /tmp/bpfnet-bench-<pid>-XXXXXX: the pid tells whose it is.
-    static func makeWorkDirectory() throws -> String {
-        var template = Array("/tmp/bpfnet-bench-\(getpid())-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw BenchError.runtime("cannot create a directory under /tmp: \(String(cString: strerror(errno)))")
-        }
-        return String(cString: made)
     }
 
     // MARK: On the measuring thread

@@ -35,14 +35,21 @@ public enum BenchSafetyNet {
         NetLab.installCleanupOnExit()
     }
 
+    /// Creates /tmp/PREFIX-<pid>-XXXXXX (the pid tells whose it is) and
+    /// records it, to be removed (when empty) after the mounts.
+    static func makeDirectory(prefix: String) throws -> String {
+        var template = Array("/tmp/\(prefix)-\(getpid())-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw BenchError.runtime("cannot create a directory under /tmp: \(String(cString: strerror(errno)))")
+        }
+        let path = String(cString: made)
+        _ = state.withLock { $0.directories.insert(path) }
+        return path
+    }
+
     /// Records a pin directory that will become a private bpffs mount.
     static func register(mount path: FilePath) {
         _ = state.withLock { $0.mounts.insert(path.string) }
-    }
-
-    /// Records a work directory, removed (when empty) after the mounts.
-    static func register(directory path: String) {
-        _ = state.withLock { $0.directories.insert(path) }
     }
 
     /// Removes a recorded work directory (if empty) and forgets it.

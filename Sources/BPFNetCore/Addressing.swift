@@ -133,8 +133,7 @@ extension Policy {
             for binding in container.published.indices where container.published[binding].hostIP == IPv4Address.any {
                 container.published[binding].hostIP = nil
             }
-            let merged = Set(container.exposed).union(container.published.map { PortSpec($0.containerPort, $0.proto) })
-            container.exposed = merged.sorted()
+            container.exposed = Policy.effectiveExposedPorts(of: container)
             result.containers[index] = container
         }
         for index in result.extInterfaces.indices {

@@ -120,13 +120,14 @@ public enum PolicyCompiler {
     /// each exposed port (proto, port) of C: forward (P → C, dport) and reverse
     /// (C → P, sport); plus a pair rule each way for every protocol that has a
     /// rule. Links naming unknown containers are skipped (validation reports them).
-    public static func linkRules(for policy: Policy) -> Set<LinkRule> {
+    /// `policy` is normalized: a child's `exposed` already holds its published ports.
+    static func linkRules(for policy: Policy) -> Set<LinkRule> {
         let byName = Dictionary(policy.containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var rules = Set<LinkRule>()
         for link in policy.links {
             guard let parent = byName[link.parent], let child = byName[link.child], parent.ip != child.ip else { continue }
             var protocols = Set<UInt8>()
-            for spec in Policy.effectiveExposedPorts(of: child) {
+            for spec in child.exposed {
                 let proto = spec.proto.number
                 protocols.insert(proto)
                 rules.insert(LinkRule(source: parent.ip, destination: child.ip, port: spec.port, proto: proto, direction: .forward))

@@ -40,14 +40,6 @@ public struct NetNamespace: Hashable, Sendable, CustomStringConvertible {
         ["nsenter", "--net=" + path, "--"] + arguments
     }
 
-    /// argv that runs `arguments` through `ip netns exec NAME`, which also
-    /// remounts /sys for the namespace (so /sys/class/net shows its
-    /// interfaces) and hides the caller's bpffs mounts under /sys/fs/bpf.
-    public func execWithSysRemount(_ arguments: [String]) -> [String] {
-        precondition(isNamed, "ip netns exec needs a namespace under /run/netns, not \(path)")
-        return ["ip", "netns", "exec", name] + arguments
-    }
-
     /// A command to run inside the namespace (via nsenter --net).
     public func command(_ arguments: [String], input: String? = nil, timeout: Duration = .seconds(30)) -> Command {
         Command(enter(arguments), input: input, timeout: timeout)

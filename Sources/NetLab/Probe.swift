@@ -114,7 +114,6 @@ public struct ProbeResult: Sendable, CustomStringConvertible {
     public var duration: Duration
 
     public var isAllowed: Bool { reachability == .allowed }
-    public var isBlocked: Bool { reachability == .blocked }
 
     public var description: String { "\(probe): \(reachability) (\(detail))" }
 

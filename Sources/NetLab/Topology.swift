@@ -255,13 +255,6 @@ public final class Topology: Sendable {
         spec.externals.first { $0.name == name }
     }
 
-    /// The policy-model view of the containers (ifnames are the host-side veths).
-    public var modelContainers: [Container] {
-        spec.containers.map {
-            Container(name: $0.name, ip: $0.address, mac: $0.resolvedMAC, port: $0.resolvedHostInterface)
-        }
-    }
-
     // MARK: Running things inside
 
     /// Runs `arguments` in a role's namespace (nsenter --net) and throws unless it exits 0.
