@@ -171,27 +171,8 @@ public actor DockerClient {
         var query: [(String, String)] = []
         if let since { query.append(("since", dockerTimestamp(since))) }
         if !filters.filters.isEmpty { query.append(("filters", filters.json)) }
-        let version = try await currentAPIVersion()
-        let path = "/v\(version)/events" + queryString(query)
-        let requestLine = "GET \(path)"
-        let request = makeRequest(path)
-        let response: HTTPClientResponse
-        do {
-            response = try await withDeadline(configuration.requestTimeout, request: requestLine) { [http, configuration] in
-                try await http.execute(request, timeout: timeAmount(configuration.requestTimeout))
-            }
-        } catch let error as DockerError {
-            throw error
-        } catch {
-            throw classify(error, request: requestLine)
-        }
-        guard (200..<300).contains(response.status.code) else {
-            let body = try? await withDeadline(configuration.requestTimeout, request: requestLine) { [configuration] in
-                try await response.body.collect(upTo: configuration.maxResponseBytes)
-            }
-            throw httpStatusError(requestLine, status: Int(response.status.code),
-                                  body: body.map { Data($0.readableBytesView) } ?? Data())
-        }
+        let path = "/v\(try await currentAPIVersion())/events" + queryString(query)
+        let (response, requestLine) = try await open(path)
         logger.debug("docker event stream open", metadata: ["request": "\(requestLine)"])
         return DockerEventSequence(chunks: response.body, host: host.description,
                                    maxLineLength: configuration.maxEventLineBytes)
@@ -211,32 +192,38 @@ public actor DockerClient {
         return try await negotiateAPIVersion()
     }
 
-    /// GET `path` (prefixed with the API version unless `versioned` is false); non-2xx throws.
+    /// GET `path` (prefixed with the API version unless `versioned` is false), body read; non-2xx throws.
     private func send(path: String, query: [(String, String)] = [], versioned: Bool = true) async throws -> Response {
         let fullPath = (versioned ? "/v\(try await currentAPIVersion())" : "") + path + queryString(query)
+        let (head, requestLine) = try await open(fullPath)
+        let body = try await withinDeadline(requestLine) { [configuration] in
+            try await head.body.collect(upTo: configuration.maxResponseBytes)
+        }
+        var headers: [String: String] = [:]
+        for (name, value) in head.headers where headers[name.lowercased()] == nil {
+            headers[name.lowercased()] = value
+        }
+        return Response(status: Int(head.status.code), headers: headers, body: Data(body.readableBytesView))
+    }
+
+    /// GET `fullPath`, returned once the daemon has answered with its response
+    /// head (the body is the caller's to read or stream); a non-2xx status
+    /// throws with what the body says. Also returns the request line, for errors.
+    private func open(_ fullPath: String) async throws -> (HTTPClientResponse, String) {
         let requestLine = "GET \(fullPath)"
         let request = makeRequest(fullPath)
         logger.trace("docker request", metadata: ["request": "\(requestLine)"])
-        let response: Response
-        do {
-            response = try await withDeadline(configuration.requestTimeout, request: requestLine) { [http, configuration] in
-                let head = try await http.execute(request, timeout: timeAmount(configuration.requestTimeout))
-                let body = try await head.body.collect(upTo: configuration.maxResponseBytes)
-                var headers: [String: String] = [:]
-                for (name, value) in head.headers where headers[name.lowercased()] == nil {
-                    headers[name.lowercased()] = value
-                }
-                return Response(status: Int(head.status.code), headers: headers, body: Data(body.readableBytesView))
+        let response = try await withinDeadline(requestLine) { [http, configuration] in
+            try await http.execute(request, timeout: timeAmount(configuration.requestTimeout))
+        }
+        guard (200..<300).contains(response.status.code) else {
+            let body = try? await withinDeadline(requestLine) { [configuration] in
+                try await response.body.collect(upTo: configuration.maxResponseBytes)
             }
-        } catch let error as DockerError {
-            throw error
-        } catch {
-            throw classify(error, request: requestLine)
+            throw httpStatusError(requestLine, status: Int(response.status.code),
+                                  body: body.map { Data($0.readableBytesView) } ?? Data())
         }
-        guard (200..<300).contains(response.status) else {
-            throw httpStatusError(requestLine, status: response.status, body: response.body)
-        }
-        return response
+        return (response, requestLine)
     }
 
     private nonisolated func makeRequest(_ pathAndQuery: String) -> HTTPClientRequest {
@@ -294,19 +281,26 @@ public actor DockerClient {
         return .transport(host: host.description, request: request, reason: describeTransportError(error))
     }
 
-    private nonisolated func withDeadline<T: Sendable>(
-        _ timeout: Duration, request: String, _ body: @escaping @Sendable () async throws -> T
+    /// `body` within the request timeout; transport failures become `DockerError`s.
+    private nonisolated func withinDeadline<T: Sendable>(
+        _ request: String, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let host = host.description
-        return try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw DockerError.timedOut(host: host, request: request, seconds: seconds(timeout))
+        let host = host.description, timeout = configuration.requestTimeout
+        do {
+            return try await withThrowingTaskGroup(of: T.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw DockerError.timedOut(host: host, request: request, seconds: seconds(timeout))
+                }
+                defer { group.cancelAll() }
+                guard let result = try await group.next() else { throw CancellationError() }
+                return result
             }
-            defer { group.cancelAll() }
-            guard let result = try await group.next() else { throw CancellationError() }
-            return result
+        } catch let error as DockerError {
+            throw error
+        } catch {
+            throw classify(error, request: request)
         }
     }
 }
