@@ -173,7 +173,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DockerWatcherTests",
-            dependencies: ["DockerWatcher", "BPFNetCore"],
+            dependencies: ["DockerWatcher", "BPFNetCore", "DockerTestSupport", "NetLab"],
             resources: [.copy("Fixtures")]
         ),
         // The agent's state machine against a scripted Docker and the
@@ -189,8 +189,10 @@ let package = Package(
         // iptables rules probe by probe (root).
         .testTarget(
             name: "DockerEndToEndTests",
-            dependencies: ["BPFNetCore", "NetLab"]
+            dependencies: ["BPFNetCore", "DockerTestSupport", "NetLab"]
         ),
+        // A private dockerd in a network namespace, for the two real-Docker suites.
+        .target(name: "DockerTestSupport", dependencies: ["NetLab"], path: "Tests/DockerTestSupport"),
         // The bench engine: option parsing, workload, rules, JSON schema, chart
         // (no root); a smoke run of every variant (root; skipped otherwise).
         .testTarget(

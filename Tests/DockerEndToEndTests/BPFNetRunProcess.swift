@@ -5,6 +5,7 @@
 // stay visible), with the lock and state files in the test's own directory.
 
 import BPFNetCore
+import DockerTestSupport
 import Foundation
 import NetLab
 #if canImport(Glibc)
@@ -34,7 +35,7 @@ final class BPFNetCLI {
         return sibling
     }
 
-    var environment: [String: String] { ["BPFNET_RUN_DIR": runDirectory, "PATH": LabDockerd.path] }
+    var environment: [String: String] { ["BPFNET_RUN_DIR": runDirectory, "PATH": PrivateDockerd.path] }
 
     func command(_ arguments: [String], timeout: Duration = .seconds(60)) -> Command {
         Command(namespace.enter([binary] + arguments + ["--pin-path", pinPath]), timeout: timeout, environment: environment)

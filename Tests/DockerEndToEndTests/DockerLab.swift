@@ -16,6 +16,7 @@
 // temporary directory) are ever signalled.
 
 import BPFNetCore
+import DockerTestSupport
 import Foundation
 import NetLab
 #if canImport(Glibc)
@@ -95,147 +96,6 @@ final class LabNamespaces {
     }
 }
 
-/// dockerd inside namespace D, restartable with other flags.
-final class LabDockerd {
-    static let installHint = "apt-get install -y docker.io busybox-static"
-
-    let base: String
-    var dataRoot: String { base + "/data" }
-    var execRoot: String { base + "/exec" }
-    var socket: String { base + "/docker.sock" }
-    var host: String { "unix://\(socket)" }
-    private(set) var process: BackgroundProcess?
-    private(set) var namespace: NetNamespace?
-    private(set) var image: String?
-    private let tag: String
-
-    init(base: String, tag: String) throws {
-        self.base = base
-        self.tag = tag
-        for directory in [dataRoot, execRoot, base + "/cli-config"] {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        }
-    }
-
-    static func missingRequirements() -> String? {
-        var missing: [String] = []
-        for tool in ["dockerd", "docker", "nsenter", "ip", "iptables", "tar", "nft"] where which(tool) == nil {
-            missing.append(tool)
-        }
-        if !FileManager.default.fileExists(atPath: "/bin/busybox") { missing.append("/bin/busybox (busybox-static)") }
-        return missing.isEmpty ? nil : "missing: " + missing.joined(separator: ", ")
-    }
-
-    static func which(_ tool: String) -> String? {
-        for directory in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        where FileManager.default.isExecutableFile(atPath: directory + "/" + tool) {
-            return directory + "/" + tool
-        }
-        return nil
-    }
-
-    /// Starts dockerd in `namespace` with `flags`; `wipeNetwork` removes the
-    /// bridge's remembered state first (a daemon with other flags).
-    func start(in namespace: NetNamespace, flags: [String], wipeNetwork: Bool) throws {
-        precondition(process == nil, "dockerd already runs")
-        if wipeNetwork { try? FileManager.default.removeItem(atPath: dataRoot + "/network") }
-        try? FileManager.default.removeItem(atPath: socket)
-        let dockerd = Self.which("dockerd") ?? "dockerd"
-        let arguments = namespace.enter([
-            dockerd, "--data-root", dataRoot, "--exec-root", execRoot, "--pidfile", base + "/docker.pid",
-            "-H", host, "--containerd-namespace", "bpfnet-e2e-\(tag)", "--containerd-plugins-namespace", "bpfnet-e2e-\(tag)-p",
-            "--shutdown-timeout", "1", "--bip", LabAddresses.bridge,
-        ] + flags)
-        let started = try BackgroundProcess(Command(arguments, environment: ["PATH": Self.path]), captureOutput: false)
-        process = started
-        self.namespace = namespace
-        let deadline = ContinuousClock.now + .seconds(60)
-        while true {
-            if !started.isRunning {
-                throw LabFailure("dockerd exited while starting: \(started.logContents(maxBytes: 3000))")
-            }
-            if FileManager.default.fileExists(atPath: socket), (try? docker(["version", "--format", "{{.Server.Version}}"])) != nil {
-                return
-            }
-            if ContinuousClock.now > deadline {
-                throw LabFailure("dockerd did not answer within 60 s: \(started.logContents(maxBytes: 3000))")
-            }
-            usleep(100_000)
-        }
-    }
-
-    /// SIGTERM, and waits for it (containers get --shutdown-timeout to stop).
-    /// With `keepContainers` (dockerd --live-restore) its containerd and shims
-    /// are left running, as the next dockerd takes them over.
-    func stop(keepContainers: Bool = false) {
-        guard let process else { return }
-        process.stop(grace: .seconds(40))
-        self.process = nil
-        if !keepContainers { killLeftovers() }
-    }
-
-    var log: String { process?.logContents(maxBytes: 4000) ?? "" }
-
-    static let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-    @discardableResult
-    func docker(_ arguments: [String], timeout: Duration = .seconds(60)) throws -> String {
-        try sh(["docker", "-H", host] + arguments,
-               environment: ["DOCKER_CONFIG": base + "/cli-config", "PATH": Self.path], timeout: timeout)
-    }
-
-    /// Imports an image holding only a static busybox (no registry is reachable).
-    func importBusybox() throws -> String {
-        if let image { return image }
-        let root = base + "/image-root"
-        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(atPath: root + "/bin/busybox")
-        try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root + "/bin/busybox")
-        for applet in ["sh", "sleep", "nc", "true"] where !FileManager.default.fileExists(atPath: root + "/bin/" + applet) {
-            try FileManager.default.createSymbolicLink(atPath: root + "/bin/" + applet, withDestinationPath: "busybox")
-        }
-        try sh(["tar", "-C", root, "-cf", base + "/busybox.tar", "."])
-        try docker(["import", base + "/busybox.tar", "bpfnet-e2e-busybox:\(tag)"])
-        image = "bpfnet-e2e-busybox:\(tag)"
-        return image!
-    }
-
-    /// Kills what a dockerd of ours left behind (containerd, shims): processes
-    /// whose command line names this helper's own directory.
-    func killLeftovers() {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
-        let me = getpid()
-        for entry in entries {
-            guard let pid = Int32(entry), pid != me,
-                  let cmdline = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
-            let text = String(decoding: cmdline.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
-            if text.contains(base) { kill(pid, SIGKILL) }
-        }
-    }
-
-    /// Stops everything and removes mounts and files.
-    func destroy() {
-        stop()
-        killLeftovers()
-        unmountEverything(under: base)
-        try? FileManager.default.removeItem(atPath: base)
-    }
-}
-
-/// Lazily unmounts whatever is still mounted below `path`, deepest first.
-func unmountEverything(under path: String) {
-    guard let mountinfo = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return }
-    let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
-        let fields = line.split(separator: " ")
-        guard fields.count > 4 else { return nil }
-        let point = fields[4].replacingOccurrences(of: "\\040", with: " ")
-        return point == path || point.hasPrefix(path + "/") ? point : nil
-    }
-    for point in points.sorted(by: { $0.count > $1.count }) {
-        _ = umount2(point, Int32(MNT_DETACH))
-    }
-}
-
 /// The scenario's containers by name (a reference, so closures and helpers share it).
 final class LabContainers {
     private(set) var byName: [String: LabContainer] = [:]
@@ -269,7 +129,7 @@ final class LabContainer {
     var namespace: NetNamespace { NetNamespace(path: "/proc/\(pid)/ns/net", name: name) }
 
     /// Reads pid and address from Docker and (re)starts the probe server inside.
-    func refresh(_ dockerd: LabDockerd, probe: ProbeRunner) throws {
+    func refresh(_ dockerd: PrivateDockerd, probe: ProbeRunner) throws {
         let fields = try dockerd.docker(["inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.Networks.bridge.IPAddress}}", name])
             .split(separator: " ")
         guard fields.count == 2, let pid = Int32(fields[0]), pid > 0, let ip = IPv4Address(fields[1]) else {

@@ -19,6 +19,7 @@
 // where it fails instead.
 
 import BPFNetCore
+import DockerTestSupport
 import Foundation
 import NetLab
 #if canImport(Glibc)
@@ -102,8 +103,8 @@ final class DockerOracleTests: XCTestCase {
             }
             throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
         }
-        if let missing = LabDockerd.missingRequirements() {
-            return XCTFail("cannot run the real-Docker suite: \(missing) — \(LabDockerd.installHint)")
+        if let missing = PrivateDockerd.missingRequirements(tools: ["iptables", "nft"]) {
+            return XCTFail("cannot run the real-Docker suite: \(missing) — \(PrivateDockerd.installHint)")
         }
         let clock = ContinuousClock()
         let began = clock.now
@@ -118,7 +119,7 @@ final class DockerOracleTests: XCTestCase {
         let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dke-\(tag)").path
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let dockerd = try LabDockerd(base: work + "/docker", tag: tag)
+        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
         var namespaces: LabNamespaces?
         var agents: [BackgroundProcess] = []
         var cli: BPFNetCLI?
@@ -188,7 +189,7 @@ final class DockerOracleTests: XCTestCase {
         for icc in [false, true] {
             let lab = try LabNamespaces(tag: "\(tag)-o\(icc ? 1 : 0)", probe: probe)
             namespaces = lab
-            try dockerd.start(in: lab.docker, flags: ["--iptables=true", "--icc=\(icc)"], wipeNetwork: true)
+            try dockerd.start(in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=true", "--icc=\(icc)"], wipeNetwork: true)
             image = try dockerd.importBusybox()
             // The documented source allow-list, with the accept for replies above it.
             for rule in [["-I", "DOCKER-USER", "-i", "ext0", "!", "-s", "\(LabAddresses.allowed)", "-j", "DROP"],
@@ -215,7 +216,7 @@ final class DockerOracleTests: XCTestCase {
 
         let lab = try LabNamespaces(tag: "\(tag)-b", probe: probe)
         namespaces = lab
-        try dockerd.start(in: lab.docker, flags: ["--iptables=false", "--live-restore"], wipeNetwork: true)
+        try dockerd.start(in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"], wipeNetwork: true)
         let bpfnet = try BPFNetCLI(namespace: lab.docker, workDirectory: work)
         cli = bpfnet
         let config = work + "/run-policy.yaml"
@@ -300,7 +301,7 @@ final class DockerOracleTests: XCTestCase {
                        "the last good state stays in force while Docker is away")
         let away = try measure([Self.checks[0], Self.checks[2], Self.checks[7]])
         XCTAssertEqual(away.map(\.observed), [.allowed, .blocked, .blocked], "enforcing while dockerd is away: \(away)")
-        try dockerd.start(in: lab.docker, flags: ["--iptables=false", "--live-restore"], wipeNetwork: false)
+        try dockerd.start(in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"], wipeNetwork: false)
         let reconnected = try bpfnet.waitForStatus("the agent reconnected") { status in
             status.agent?.connected == true && (status.agent?.reconnects ?? 0) >= 1
                 && Set(status.containers.map(\.name)) == ["web", "client", "lone"]
@@ -477,7 +478,7 @@ final class DockerOracleTests: XCTestCase {
 
     /// Child stop (squat takes its address), child restart, parent restart; a
     /// probe or two after each. `waitForAgent` lets bpfnet catch up (no-op for Docker).
-    func lifecycle(dockerd: LabDockerd, image: String, probe: ProbeRunner, containers: LabContainers,
+    func lifecycle(dockerd: PrivateDockerd, image: String, probe: ProbeRunner, containers: LabContainers,
                    measure: ([Check]) throws -> [Outcome], waitForAgent: (AgentWait) throws -> Void) throws -> [Outcome] {
         var outcomes: [Outcome] = []
         let oldWebIP = containers["web"]!.ip

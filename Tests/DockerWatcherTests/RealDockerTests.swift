@@ -6,7 +6,9 @@
 
 import BPFNetCore
 @testable import DockerWatcher
+import DockerTestSupport
 import Foundation
+import NetLab
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,13 +30,23 @@ final class RealDockerTests: XCTestCase {
             lap = clock.now
         }
 
-        let dockerd = try await PrivateDockerd.start()
-        addTeardownBlock { dockerd.destroy() }
+        // A namespace and a directory of this test's own; both go at the end, also on failure.
+        var template = Array("/tmp/bpfnet-dockerd-XXXXXX".utf8CString)
+        let base = String(cString: try XCTUnwrap(mkdtemp(&template)))
+        let namespace = NetNamespace(named: "bpfnet-dkw-\(getpid())")
+        try ProcessRunner.runChecked(Command(["ip", "netns", "add", namespace.name]))
+        let dockerd = try PrivateDockerd(base: base + "/docker", tag: "dkw-\(getpid())")
+        addTeardownBlock {
+            dockerd.destroy()
+            _ = try? ProcessRunner.run(Command(["ip", "netns", "del", namespace.name]))
+            try? FileManager.default.removeItem(atPath: base)
+        }
+        try dockerd.start(in: namespace, flags: ["--iptables=false"], timeout: .seconds(90))
         mark("dockerd start")
-        let image = try dockerd.importBusyboxImage()
+        let image = try dockerd.importBusybox()
         mark("busybox image import")
 
-        try await DockerClient.withClient(host: .unixSocket(path: dockerd.socketPath),
+        try await DockerClient.withClient(host: .unixSocket(path: dockerd.socket),
                                           configuration: .init(requestTimeout: .seconds(20))) { client in
             // Version: what the daemon announces, capped at what this client knows.
             let announced = try XCTUnwrap(DockerAPIVersion(try dockerd.docker("version", "--format", "{{.Server.APIVersion}}")))
@@ -96,17 +108,18 @@ final class RealDockerTests: XCTestCase {
             mark("list + inspect x3")
 
             // The real port lookup: setns into each container, rtnetlink on both sides.
-            let lookup = LinuxBridgePortLookup(bridgeNamespace: dockerd.namespacePath)
+            let lookup = LinuxBridgePortLookup(bridgeNamespace: namespace.path)
             let snapshot = await DockerPolicyTranslator.snapshot(of: [web, parent, lone], resolvePort: lookup.resolver)
             mark("bridge port lookup x3 + translation")
             XCTAssertEqual(snapshot.skipped, [])
             XCTAssertEqual(snapshot.containers.map(\.name), ["client", "lone", "web"])
             XCTAssertEqual(snapshot.links, [Link(parent: "client", child: "web", alias: "w")])
             XCTAssertEqual(snapshot.containers.first { $0.name == "web" }?.exposed, web.exposedPorts)
-            let bridgeIndex = try XCTUnwrap(Int32(try Tools.run("ip", ["-n", dockerd.namespace, "-o", "link", "show", "docker0"])
-                .split(separator: ":")[0]))
+            let bridgeIndex = try XCTUnwrap(Int32(try ProcessRunner.runChecked(Command(
+                ["ip", "-n", namespace.name, "-o", "link", "show", "docker0"])).stdout.split(separator: ":")[0]))
             for container in snapshot.containers {
-                let shown = try Tools.run("ip", ["-n", dockerd.namespace, "-o", "link", "show", "dev", container.port])
+                let shown = try ProcessRunner.runChecked(Command(
+                    ["ip", "-n", namespace.name, "-o", "link", "show", "dev", container.port])).stdout
                 XCTAssertTrue(shown.contains("master docker0"), shown)
             }
             let webPort = try await lookup.bridgePort(forPID: try XCTUnwrap(web.pid))
@@ -167,7 +180,7 @@ final class RealDockerTests: XCTestCase {
             XCTAssertEqual(malformed, [])
 
             // The daemon goes away: the stream must say so, not hang.
-            await dockerd.stop()
+            dockerd.stop()
             mark("dockerd stop")
             let ending = try await recorder.waitForEnd(timeout: .seconds(30))
             guard case .eventStreamEnded? = ending as? DockerError else {
