@@ -37,26 +37,25 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Pure: no kernel involved.
 
-    for links in [1000, 10000] {
-        let policy = ControlPlaneFixture.policy(links: links)
-        Benchmark("compile \(links) links") { benchmark in
+    // The sizes measured, each as links or as allowed sources.
+    let fixtures = [1000, 10000].flatMap { count in [
+        (label: "\(count) links", policy: ControlPlaneFixture.policy(links: count)),
+        (label: "\(count) allowed sources", policy: ControlPlaneFixture.policy(links: 0, allowedSources: count)),
+    ] }
+
+    for (label, policy) in fixtures {
+        Benchmark("compile \(label)") { benchmark in
             for _ in benchmark.scaledIterations {
                 blackHole(try ControlPlaneFixture.compile(policy))
             }
         }
-        let desired = try? ControlPlaneFixture.compile(policy)
+    }
+    for links in [1000, 10000] {
+        let desired = try? ControlPlaneFixture.compile(ControlPlaneFixture.policy(links: links))
         Benchmark("reconcile \(links) links from empty (writes only)") { benchmark in
             guard let desired else { throw BenchError.runtime("the fixture policy does not compile") }
             for _ in benchmark.scaledIterations {
                 blackHole(MapState.empty.changes(to: desired))
-            }
-        }
-    }
-    for sources in [1000, 10000] {
-        let policy = ControlPlaneFixture.policy(links: 0, allowedSources: sources)
-        Benchmark("compile \(sources) allowed sources") { benchmark in
-            for _ in benchmark.scaledIterations {
-                blackHole(try ControlPlaneFixture.compile(policy))
             }
         }
     }
@@ -69,11 +68,11 @@ let benchmarks: @Sendable () -> Void = {
         return
     }
 
-    for links in [1000, 10000] {
+    for (label, policy) in fixtures {
         let holder = MapsHolder()
-        let desired = try? ControlPlaneFixture.compile(ControlPlaneFixture.policy(links: links))
+        let desired = try? ControlPlaneFixture.compile(policy)
         // Everything `bpfnet load` does to the maps: read them back, diff, write.
-        Benchmark("apply \(links) links to pinned maps") { benchmark in
+        Benchmark("apply \(label) to pinned maps") { benchmark in
             guard let maps = holder.maps, let desired else { throw BenchError.runtime("setup failed") }
             try maps.clear()
             benchmark.startMeasurement()
@@ -84,32 +83,19 @@ let benchmarks: @Sendable () -> Void = {
         } teardown: {
             holder.close()
         }
+    }
 
+    for links in [1000, 10000] {
+        let desired = try? ControlPlaneFixture.compile(ControlPlaneFixture.policy(links: links))
         // A policy change on a full host: one more link; reading back and
         // diffing the whole state dominates.
         let grown = try? ControlPlaneFixture.compile(ControlPlaneFixture.policy(links: links + 1))
-        let holderGrow = MapsHolder()
+        let holder = MapsHolder()
         Benchmark("re-apply \(links) links with one added") { benchmark in
-            guard let maps = holderGrow.maps, let desired, let grown else { throw BenchError.runtime("setup failed") }
+            guard let maps = holder.maps, let desired, let grown else { throw BenchError.runtime("setup failed") }
             try maps.apply(desired)
             benchmark.startMeasurement()
             try maps.apply(grown)
-            benchmark.stopMeasurement()
-        } setup: {
-            try holderGrow.open()
-        } teardown: {
-            holderGrow.close()
-        }
-    }
-
-    for sources in [1000, 10000] {
-        let holder = MapsHolder()
-        let desired = try? ControlPlaneFixture.compile(ControlPlaneFixture.policy(links: 0, allowedSources: sources))
-        Benchmark("apply \(sources) allowed sources to pinned maps") { benchmark in
-            guard let maps = holder.maps, let desired else { throw BenchError.runtime("setup failed") }
-            try maps.clear()
-            benchmark.startMeasurement()
-            try maps.apply(desired)
             benchmark.stopMeasurement()
         } setup: {
             try holder.open()
