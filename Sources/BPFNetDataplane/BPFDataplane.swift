@@ -15,7 +15,6 @@ import BPFNetShared
 import BPFObjects
 import Foundation
 import Logging
-import NetLab
 import SystemPackage
 
 public final class BPFDataplane: Dataplane {

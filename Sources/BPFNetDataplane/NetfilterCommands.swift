@@ -6,7 +6,7 @@
 
 import BPFNetCore
 import Foundation
-import NetLab
+import LinuxNet
 
 enum NetfilterCommand {
     /// Runs `arguments` with `input` on stdin and returns stdout; throws a

@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import Dispatch
+import LinuxNet
 import Synchronization
 
 final class CleanupRegistry: Sendable {

@@ -6,6 +6,7 @@
 
 #if canImport(Glibc)
 import Glibc
+import LinuxNet
 #endif
 
 public struct NetNamespace: Hashable, Sendable, CustomStringConvertible {

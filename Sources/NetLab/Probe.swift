@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import BPFNetCore
+import LinuxNet
 
 public struct IPv4Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPv4Address

@@ -14,6 +14,7 @@
 import Glibc
 #endif
 import BPFNetCore
+import LinuxNet
 import Synchronization
 
 public final class Topology: Sendable {

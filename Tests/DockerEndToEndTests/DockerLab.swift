@@ -18,6 +18,7 @@
 import BPFNetCore
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc

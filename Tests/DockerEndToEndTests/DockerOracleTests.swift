@@ -21,6 +21,7 @@
 import BPFNetCore
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc

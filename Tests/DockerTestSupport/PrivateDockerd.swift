@@ -13,6 +13,7 @@
 // Shared by the Docker client's tests and the real-Docker end-to-end suite.
 
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc

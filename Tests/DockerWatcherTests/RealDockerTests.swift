@@ -8,6 +8,7 @@ import BPFNetCore
 @testable import DockerWatcher
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc

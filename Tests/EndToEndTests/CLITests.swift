@@ -7,6 +7,7 @@
 import BPFNetCore
 import DemoHost
 import Foundation
+import LinuxNet
 import NetLab
 import XCTest
 
