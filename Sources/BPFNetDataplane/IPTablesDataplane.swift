@@ -8,6 +8,7 @@
 
 import BPFNetCore
 import Foundation
+import LinuxNet
 import Logging
 import SystemPackage
 
@@ -47,7 +48,7 @@ public final class IPTablesDataplane: Dataplane {
         let needsBridgeNetfilter = IPTablesRuleset.needsBridgeNetfilter(compiled)
         var turnedOnNow = false
         if needsBridgeNetfilter {
-            guard let value = HostSystem.sysctl(Self.bridgeNetfilterSysctl) else {
+            guard let value = try? Sysctl.read(Self.bridgeNetfilterSysctl) else {
                 throw DataplaneError.runtime("iptables: icc=false needs br_netfilter (bridged packets must pass "
                     + "iptables), but /proc/sys/\(Self.bridgeNetfilterSysctl) does not exist — modprobe br_netfilter, "
                     + "or use --backend nftables, which needs no br_netfilter")

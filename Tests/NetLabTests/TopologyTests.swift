@@ -5,6 +5,7 @@
 
 import BPFNetCore
 import Foundation
+import LinuxNet
 @testable import NetLab
 import XCTest
 
@@ -252,9 +253,12 @@ final class TopologyTests: XCTestCase {
 
         // Sysctls, read back inside each namespace.
         XCTAssertEqual(try output("host", ["sysctl", "-n", "net.ipv4.ip_forward"]), "0\n")
-        XCTAssertEqual(try NamespaceSysctl.read("net.ipv4.ip_forward", in: lab.host), "0")
-        XCTAssertEqual(try NamespaceSysctl.read("net.ipv4.ip_forward", in: lab.namespace("web")), "0")
-        XCTAssertEqual(try NamespaceSysctl.read("net.ipv6.conf.all.disable_ipv6", in: lab.namespace("ext")), "1")
+        func sysctl(_ key: String, in role: String) throws -> String {
+            try Sysctl.read(key, in: NetworkNamespace(path: lab.namespace(role).path))
+        }
+        XCTAssertEqual(try sysctl("net.ipv4.ip_forward", in: "host"), "0")
+        XCTAssertEqual(try sysctl("net.ipv4.ip_forward", in: "web"), "0")
+        XCTAssertEqual(try sysctl("net.ipv6.conf.all.disable_ipv6", in: "ext"), "1")
         // Its own (root) namespace is refused. A key that does not exist, so
         // that even a broken guard could not change anything here.
         XCTAssertThrowsError(try NamespaceSysctl.write([(NetNamespace(path: "/proc/self/ns/net"),
