@@ -15,21 +15,20 @@ public enum NamespaceSysctl {
     /// at once. Throws naming the first setting that failed.
     /// Refuses the caller's own namespace: NetLab never changes the
     /// namespace it runs in (normally the root one).
-    public static func write(_ settings: [(NetNamespace, [(key: String, value: String)])]) throws(NetLabError) {
+    public static func write(_ settings: [(NetworkNamespace, [(key: String, value: String)])]) throws(NetLabError) {
         for (namespace, _) in settings where isCallersOwn(namespace) {
-            throw .sysctlFailed("refusing to write sysctls in \(namespace.path): it is this process's own network namespace")
+            throw .sysctlFailed(
+                "refusing to write sysctls in \(namespace.path): it is this process's own network namespace")
         }
         do {
-            try Sysctl.write(settings.map { namespace, pairs throws(LinuxNetError) in
-                (try NetworkNamespace(path: namespace.path), pairs)
-            })
+            try Sysctl.write(settings)
         } catch {
             throw .sysctlFailed(error.description)
         }
     }
 
     /// Whether `namespace` is the one this process runs in (same nsfs inode).
-    static func isCallersOwn(_ namespace: NetNamespace) -> Bool {
+    static func isCallersOwn(_ namespace: NetworkNamespace) -> Bool {
         var target = stat()
         var own = stat()
         guard stat(namespace.path, &target) == 0, stat("/proc/self/ns/net", &own) == 0 else { return false }

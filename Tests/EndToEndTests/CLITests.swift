@@ -30,9 +30,10 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs bpfnet (optionally inside `namespace`) and returns (exit status, stdout, stderr).
-    private func bpfnet(_ arguments: [String], in namespace: NetNamespace? = nil) throws -> (Int32, String, String) {
+    private func bpfnet(_ arguments: [String],
+                        in namespace: NetworkNamespace? = nil) throws -> (Int32, String, String) {
         let argv = [try DemoLab.locateBPFNet()] + arguments
-        let result = try ProcessRunner.run(Command(namespace.map { $0.enter(argv) } ?? argv, timeout: .seconds(60)))
+        let result = try ProcessRunner.run(Command(namespace.map { $0.nsenter(argv) } ?? argv, timeout: .seconds(60)))
         guard case .exited(let status) = result.status else {
             XCTFail("bpfnet \(arguments) ended by \(result.status)")
             return (-1, result.stdout, result.stderr)

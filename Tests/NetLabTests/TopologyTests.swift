@@ -254,14 +254,14 @@ final class TopologyTests: XCTestCase {
         // Sysctls, read back inside each namespace.
         XCTAssertEqual(try output("host", ["sysctl", "-n", "net.ipv4.ip_forward"]), "0\n")
         func sysctl(_ key: String, in role: String) throws -> String {
-            try Sysctl.read(key, in: NetworkNamespace(path: lab.namespace(role).path))
+            try Sysctl.read(key, in: lab.namespace(role))
         }
         XCTAssertEqual(try sysctl("net.ipv4.ip_forward", in: "host"), "0")
         XCTAssertEqual(try sysctl("net.ipv4.ip_forward", in: "web"), "0")
         XCTAssertEqual(try sysctl("net.ipv6.conf.all.disable_ipv6", in: "ext"), "1")
         // Its own (root) namespace is refused. A key that does not exist, so
         // that even a broken guard could not change anything here.
-        XCTAssertThrowsError(try NamespaceSysctl.write([(NetNamespace(path: "/proc/self/ns/net"),
+        XCTAssertThrowsError(try NamespaceSysctl.write([(NetworkNamespace(unopenedPath: "/proc/self/ns/net"),
                                                          [("net.ipv4.netlab_no_such_setting", "0")])])) { error in
             XCTAssert("\(error)".contains("refusing"), "\(error)")
         }
