@@ -357,10 +357,11 @@ extension TopologySpec {
         var externals: [ExternalSpec] = []
         if external {
             externals.append(ExternalSpec(
-                name: "ext", hostInterface: "ext0", hostAddress: IPv4Interface("198.51.100.1/24")!,
-                addresses: [IPv4Interface("198.51.100.2/24")!, IPv4Interface("203.0.113.2/32")!]))
+                name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
+                addresses: [IPv4InterfaceAddress("198.51.100.2/24")!, IPv4InterfaceAddress("203.0.113.2/32")!]))
         }
-        return TopologySpec(bridge: BridgeSpec(address: IPv4Interface(IPv4Address(base + 1), prefixLength: subnet.prefixLength)),
+        let bridgeAddress = IPv4InterfaceAddress(address: IPv4Address(base + 1), prefixLength: subnet.prefixLength)!
+        return TopologySpec(bridge: BridgeSpec(address: bridgeAddress),
                             containers: containers, externals: externals)
     }
 }

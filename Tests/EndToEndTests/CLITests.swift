@@ -97,7 +97,7 @@ final class CLITests: XCTestCase {
     private func withHost(_ body: (Topology) throws -> Void) throws {
         try requireRoot("loading bpfnet in a network namespace")
         let spec = TopologySpec(
-            bridge: BridgeSpec(address: IPv4Interface(IPv4Address(10, 89, 0, 1), prefixLength: 24)),
+            bridge: BridgeSpec(address: IPv4InterfaceAddress("10.89.0.1/24")!),
             containers: [ContainerSpec(name: "web", address: IPv4Address(10, 89, 0, 2))])
         let topology = try Topology.build(spec)
         defer {
@@ -120,7 +120,7 @@ final class CLITests: XCTestCase {
     func testMissingBridgeIsBadInputAndTouchesNothing() throws {
         try requireRoot("loading bpfnet in a network namespace")
         let topology = try Topology.build(TopologySpec(
-            bridge: BridgeSpec(name: "br-other", address: IPv4Interface(IPv4Address(10, 89, 1, 1), prefixLength: 24))))
+            bridge: BridgeSpec(name: "br-other", address: IPv4InterfaceAddress("10.89.1.1/24")!)))
         defer { _ = topology.teardown() }
         let file = try write(policyYAML, to: "policy.yaml")
         let pins = workDirectory + "/pins"

@@ -206,7 +206,7 @@ final class TopologyTests: XCTestCase {
 
         // Rejected before anything is created.
         spec = .dockerLike(containers: ["a", "b"])
-        spec.externals[0].addresses.append(IPv4Interface("192.0.2.50/32")!)
+        spec.externals[0].addresses.append(IPv4InterfaceAddress("192.0.2.50/32")!)
         assertFails(spec, mentioning: "192.0.2.0/24")
     }
 
