@@ -171,7 +171,8 @@ public final class BPFDataplane: Dataplane {
 
     public func status() throws -> DataplaneStatus {
         guard isLoaded else {
-            throw DataplaneError.runtime("bpf: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
+            throw DataplaneError.notFound(
+                "bpf: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
         }
         let maps = try PolicyMaps(pinnedAt: pinPath)
         let state = try MapState(reading: maps)

@@ -132,7 +132,7 @@ struct FastPathInterfaces {
                 continue
             }
             do {
-                guard let link else { throw DataplaneError.runtime("no interface with index \(ifindex)") }
+                guard let link else { throw DataplaneError.notFound("no interface with index \(ifindex)") }
                 try arrange(ifindex, link, requirement, previous: existing[ifindex], peers: peers)
             } catch {
                 problems.append("\(requirement.interface): \(error)")
