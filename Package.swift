@@ -37,9 +37,13 @@ let package = Package(
         .target(name: "BPFNetShared"),
         // setns(2) and the kernel's rtnetlink headers for LinuxNet, nothing else.
         .systemLibrary(name: "CLinuxNet"),
-        // Network namespaces (entered only on threads started for it) and
-        // rtnetlink (links, namespace ids); Glibc only, knows nothing of ours.
-        .target(name: "LinuxNet", dependencies: ["CLinuxNet"]),
+        // Network namespaces (entered only on threads started for it),
+        // rtnetlink (links, namespace ids) and running commands (argv, many at
+        // once in one poll loop); Glibc and swift-system only, knows nothing of ours.
+        .target(
+            name: "LinuxNet",
+            dependencies: ["CLinuxNet", .product(name: "SystemPackage", package: "swift-system")]
+        ),
 
         // Compiles bpf/*.bpf.c with clang -target bpf and embeds the objects.
         .executableTarget(name: "BPFEmbed"),
@@ -71,7 +75,7 @@ let package = Package(
         .target(
             name: "BPFNetDataplane",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "LinuxNet", "NetLab",
+                "BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "LinuxNet",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -100,7 +104,7 @@ let package = Package(
         .target(
             name: "BPFNetAgent",
             dependencies: [
-                "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "NetLab",
+                "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "LinuxNet",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -110,7 +114,7 @@ let package = Package(
         // demo` and the end-to-end suites.
         .target(
             name: "DemoHost",
-            dependencies: ["BPFNetCore", "NetLab"]
+            dependencies: ["BPFNetCore", "LinuxNet", "NetLab"]
         ),
         // `bpfnet bench`: one topology per variant (bridge, Docker's iptables
         // rules, bpfnet), an XDP live-frames generator and a counting receiver
@@ -169,11 +173,11 @@ let package = Package(
         // Namespaces, probes and the cleanup safety net (root; skipped otherwise).
         .testTarget(
             name: "NetLabTests",
-            dependencies: ["NetLab", "BPFNetCore"]
+            dependencies: ["NetLab", "BPFNetCore", "LinuxNet"]
         ),
         .testTarget(
             name: "DockerWatcherTests",
-            dependencies: ["DockerWatcher", "BPFNetCore", "DockerTestSupport", "NetLab"],
+            dependencies: ["DockerWatcher", "BPFNetCore", "DockerTestSupport", "LinuxNet", "NetLab"],
             resources: [.copy("Fixtures")]
         ),
         // The agent's state machine against a scripted Docker and the
@@ -189,19 +193,19 @@ let package = Package(
         // iptables rules probe by probe (root).
         .testTarget(
             name: "DockerEndToEndTests",
-            dependencies: ["BPFNetCore", "DockerTestSupport", "NetLab"]
+            dependencies: ["BPFNetCore", "DockerTestSupport", "LinuxNet", "NetLab"]
         ),
         // A private dockerd in a network namespace, for the two real-Docker suites.
-        .target(name: "DockerTestSupport", dependencies: ["NetLab"], path: "Tests/DockerTestSupport"),
+        .target(name: "DockerTestSupport", dependencies: ["LinuxNet", "NetLab"], path: "Tests/DockerTestSupport"),
         // The bench engine: option parsing, workload, rules, JSON schema, chart
         // (no root); a smoke run of every variant (root; skipped otherwise).
         .testTarget(
             name: "BenchTests",
-            dependencies: ["BPFNetBench", "BPFNetCore", "NetLab"]
+            dependencies: ["BPFNetBench", "BPFNetCore", "LinuxNet", "NetLab"]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost"]
+            dependencies: ["BPFNetCore", "BPFNetDataplane", "LinuxNet", "NetLab", "DemoHost"]
         ),
     ]
 )

@@ -19,6 +19,7 @@ import BPFNetCore
 import BPFNetDataplane
 import DockerWatcher
 import Foundation
+import LinuxNet
 import Logging
 import NetLab
 import SystemPackage

@@ -8,7 +8,7 @@
 import BPFNetCore
 import BPFNetDataplane
 import Foundation
-import NetLab
+import LinuxNet
 
 public protocol AgentHost: Sendable {
     /// Which of `names` are interfaces that exist right now (asked once per

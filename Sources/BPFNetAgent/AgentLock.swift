@@ -15,8 +15,13 @@ public struct AgentLockError: Error, Hashable, Sendable, CustomStringConvertible
     public var message: String
     /// The pid of the agent that holds the lock, when it is known.
     public var holder: Int32?
+    /// Another process holds the lock (rather than the lock file failing).
+    public var isHeldByAnother = false
 
     public var description: String { message }
+
+    /// As the dataplane layer's error: `busy` when another agent holds the lock.
+    public var dataplaneError: DataplaneError { isHeldByAnother ? .busy(message) : .runtime(message) }
 }
 
 /// The held lock; released by `release()` or when the process exits.
@@ -63,7 +68,7 @@ public final class AgentLock: @unchecked Sendable {
                 message: "another `bpfnet run` (\(who)) already keeps the dataplane at \(files.pinPath) in step with Docker "
                     + "(lock \(files.lockPath)); stop it first\(holder.map { " (kill -TERM \($0))" } ?? "") "
                     + "or give this one another --pin-path",
-                holder: holder)
+                holder: holder, isHeldByAnother: true)
         }
         let content = "\(getpid())\n\(files.pinPath)\n\(dockerHost)\n"
         _ = ftruncate(fd, 0)

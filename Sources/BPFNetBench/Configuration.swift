@@ -6,6 +6,7 @@
 
 import BPFNetShared
 import Foundation
+import LinuxNet
 import NetLab
 
 /// Failures of the bench, phrased for the operator.

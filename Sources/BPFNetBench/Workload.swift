@@ -50,7 +50,7 @@ public struct BenchWorkload: Sendable, Hashable {
     public let flows: Int
 
     public static let bridgeName = "docker0"
-    public static let bridgeAddress = IPv4Interface("10.88.0.1/16")!
+    public static let bridgeAddress = IPv4InterfaceAddress("10.88.0.1/16")!
     public static let senderName = "sender"
     public static let receiverName = "receiver"
     public static let senderIP = IPv4Address(10, 88, 0, 2)
@@ -121,8 +121,8 @@ public struct BenchWorkload: Sendable, Hashable {
                 ContainerSpec(name: Self.receiverName, address: Self.receiverIP),
             ],
             externals: [
-                ExternalSpec(name: "ext", hostInterface: "ext0", hostAddress: IPv4Interface("198.51.100.1/24")!,
-                             addresses: [IPv4Interface("198.51.100.2/24")!]),
+                ExternalSpec(name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
+                             addresses: [IPv4InterfaceAddress("198.51.100.2/24")!]),
             ],
             ipForward: true, disableIPv6: true, bridgeNetfilter: bridgeNetfilter, staticNeighbours: true)
     }

@@ -110,7 +110,7 @@ public struct AgentFiles: Sendable, Hashable {
     /// path's dataplane in step with Docker: it would put back what unload removes.
     public func refuseUnloadWhileAgentRuns(_ backend: String) throws {
         if let pid = runningAgentPID() {
-            throw DataplaneError.runtime("\(backend): `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
+            throw DataplaneError.busy("\(backend): `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
                 + "with Docker; stop it first (kill -TERM \(pid)), then unload")
         }
     }

@@ -152,7 +152,8 @@ struct AttachmentManager {
                     // attached (someone detached it), a plain attach repairs it.
                     try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previousID)
                 } catch {
-                    throw DataplaneError.runtime("bpf: attaching \(ProgramKind(key.program).name) to \(target.interface): \(error)")
+                    let attaching = "bpf: attaching \(ProgramKind(key.program).name) to \(target.interface)"
+                    throw DataplaneError("\(attaching): \(error)", classifying: error)
                 }
                 logger.info("attached \(ProgramKind(key.program).name) to \(target.interface)")
             }

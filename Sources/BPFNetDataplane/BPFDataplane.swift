@@ -15,7 +15,6 @@ import BPFNetShared
 import BPFObjects
 import Foundation
 import Logging
-import NetLab
 import SystemPackage
 
 public final class BPFDataplane: Dataplane {
@@ -172,7 +171,8 @@ public final class BPFDataplane: Dataplane {
 
     public func status() throws -> DataplaneStatus {
         guard isLoaded else {
-            throw DataplaneError.runtime("bpf: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
+            throw DataplaneError.notFound(
+                "bpf: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
         }
         let maps = try PolicyMaps(pinnedAt: pinPath)
         let state = try MapState(reading: maps)

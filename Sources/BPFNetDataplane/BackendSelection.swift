@@ -292,7 +292,7 @@ public enum LoadedDataplaneFinder {
         case .nftables: return NFTablesDataplane(pinPath: pinPath)
         case .iptables: return IPTablesDataplane(variant: LoadedBackends.iptablesVariant(), pinPath: pinPath)
         case nil:
-            throw DataplaneError.runtime("nothing is loaded: no eBPF pins at \(pinPath), no nftables table "
+            throw DataplaneError.notFound("nothing is loaded: no eBPF pins at \(pinPath), no nftables table "
                 + "bridge \(NFTablesRuleset.tableName), no iptables chain \(IPTablesRuleset.stateChain) "
                 + "— run `bpfnet load --config FILE` first")
         }

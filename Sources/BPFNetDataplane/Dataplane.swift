@@ -43,34 +43,3 @@ public protocol Dataplane: AnyObject {
 extension Dataplane {
     public func forgetCachedState() {}
 }
-
-/// Failures of the dataplane layer, each naming what failed and with which value.
-public enum DataplaneError: Error, CustomStringConvertible, Equatable {
-    /// The input names something the host does not have (exit code 2).
-    case badInput(String)
-    /// A system call failed.
-    case system(String, errno: Int32)
-    /// An external command (nft, iptables-restore, ip, ...) failed.
-    case command(String, status: Int32, stderr: String)
-    /// Anything else at run time, already phrased for the operator.
-    case runtime(String)
-
-    public var description: String {
-        switch self {
-        case .badInput(let message), .runtime(let message):
-            return message
-        case .system(let what, let code):
-            let hint = code == EPERM || code == EACCES ? " — run as root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)" : ""
-            return "\(what): \(String(cString: strerror(code)))\(hint)"
-        case .command(let command, let status, let stderr):
-            let detail = stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            return "\(command) exited with status \(status)" + (detail.isEmpty ? "" : ": \(detail)")
-        }
-    }
-
-    /// Whether the operator gave bad input (exit 2) rather than the system failing (exit 1).
-    public var isBadInput: Bool {
-        if case .badInput = self { return true }
-        return false
-    }
-}

@@ -25,11 +25,10 @@
 //
 // Each change is recorded in the pinned bn_fp_ifs map before it is made, so
 // `unload`, even after a crashed `load`, reverts exactly what bpfnet changed.
-// The veth peer lives in another network namespace: its ifindex and namespace
-// id come from rtnetlink (IFLA_LINK, IFLA_LINK_NETNSID); the namespace id is
-// matched to a namespace file by asking RTM_GETNSID about each candidate
-// (/run/netns/*, /proc/*/ns/net); the peer's settings are then changed with
-// ethtool ioctls from a thread inside that namespace.
+// The veth peer lives in another network namespace: LinuxNet's
+// VethPeerLocator finds it (rtnetlink's IFLA_LINK and IFLA_LINK_NETNSID), and
+// its settings are changed with LinuxNet's Ethtool from a thread inside that
+// namespace.
 
 import BPF
 import BPFNetCore
@@ -124,7 +123,7 @@ struct FastPathInterfaces {
     func reconcile(desired: [UInt32: FastPathRequirement], trustingRecords: Bool = false,
                    interfaces: InterfaceSnapshot) throws -> [String] {
         var problems: [String] = []
-        let peers = PeerLocator()
+        let peers = VethPeerLocator()
         let existing = try current()
         for (ifindex, requirement) in desired.sorted(by: { $0.key < $1.key }) {
             let link = interfaces.link(ifindex)
@@ -133,7 +132,7 @@ struct FastPathInterfaces {
                 continue
             }
             do {
-                guard let link else { throw DataplaneError.runtime("no interface with index \(ifindex)") }
+                guard let link else { throw DataplaneError.notFound("no interface with index \(ifindex)") }
                 try arrange(ifindex, link, requirement, previous: existing[ifindex], peers: peers)
             } catch {
                 problems.append("\(requirement.interface): \(error)")
@@ -153,7 +152,7 @@ struct FastPathInterfaces {
 
     /// Undoes everything recorded (unload, or the fast path switched off).
     func releaseAll() throws {
-        let peers = PeerLocator()
+        let peers = VethPeerLocator()
         var problems: [String] = []
         for (ifindex, record) in try current().sorted(by: { $0.key < $1.key }) {
             do { try release(ifindex, record, peers: peers) } catch { problems.append("if\(ifindex): \(error)") }
@@ -183,7 +182,7 @@ struct FastPathInterfaces {
     }
 
     private func arrange(_ ifindex: UInt32, _ link: RouteNetlink.Link, _ requirement: FastPathRequirement,
-                         previous: FastPathInterfaceRecord?, peers: PeerLocator) throws {
+                         previous: FastPathInterfaceRecord?, peers: VethPeerLocator) throws {
         var record = previous ?? FastPathInterfaceRecord()
         record.mac = link.address.count == 6 ? link.address : record.mac
 
@@ -193,7 +192,7 @@ struct FastPathInterfaces {
             var full = true
             if Ethtool.driver(link.name) == "veth" {
                 let peer = try peers.peer(of: link)
-                full = try peer.namespace.run { try !Ethtool.get(peer.name, .txChecksum) }
+                full = try peer.ethtool { try !Ethtool.get(peer.name, .txChecksum) }
                 record.peerIfindex = UInt32(peer.index)
             }
             record.set(BPFNET_FP_IF_FULL_CSUM, full)
@@ -203,28 +202,28 @@ struct FastPathInterfaces {
             let peer = try peers.peer(of: link)
             record.peerIfindex = UInt32(peer.index)
             // GRO at the peer (NAPI): recorded before it is changed.
-            let groOn = try peer.namespace.run { try Ethtool.get(peer.name, .gro) }
+            let groOn = try peer.ethtool { try Ethtool.get(peer.name, .gro) }
             if !groOn {
                 record.set(BPFNET_FP_IF_SET_GRO, true)
                 try write(ifindex, record)
-                try peer.namespace.run { try Ethtool.set(peer.name, .gro, true) }
+                try peer.ethtool { try Ethtool.set(peer.name, .gro, true) }
             }
-            let napi = try peer.namespace.run { try Ethtool.get(peer.name, .gro) }
+            let napi = try peer.ethtool { try Ethtool.get(peer.name, .gro) }
             // Tx checksum offload off at the peer, for the XDP port hook only.
             var full = false
             if fullChecksum {
-                let offloading = try peer.namespace.run { try Ethtool.get(peer.name, .txChecksum) }
+                let offloading = try peer.ethtool { try Ethtool.get(peer.name, .txChecksum) }
                 if offloading {
                     record.set(BPFNET_FP_IF_SET_TX_CSUM, true)
                     try write(ifindex, record)
-                    try peer.namespace.run { try Ethtool.set(peer.name, .txChecksum, false) }
+                    try peer.ethtool { try Ethtool.set(peer.name, .txChecksum, false) }
                 }
-                full = try peer.namespace.run { try !Ethtool.get(peer.name, .txChecksum) }
+                full = try peer.ethtool { try !Ethtool.get(peer.name, .txChecksum) }
             } else if record.has(BPFNET_FP_IF_SET_TX_CSUM) {
                 // The hook went back to tc: give the container its offload back.
                 record.set(BPFNET_FP_IF_FULL_CSUM, false)
                 try write(ifindex, record)
-                try peer.namespace.run { try Ethtool.set(peer.name, .txChecksum, true) }
+                try peer.ethtool { try Ethtool.set(peer.name, .txChecksum, true) }
                 record.set(BPFNET_FP_IF_SET_TX_CSUM, false)
             }
             record.set(BPFNET_FP_IF_FULL_CSUM, full)
@@ -241,7 +240,7 @@ struct FastPathInterfaces {
     }
 
     /// Takes the interface out of the fast path, then reverts its peer.
-    private func release(_ ifindex: UInt32, _ record: FastPathInterfaceRecord, peers: PeerLocator) throws {
+    private func release(_ ifindex: UInt32, _ record: FastPathInterfaceRecord, peers: VethPeerLocator) throws {
         _ = try? targets?.delete(ifindex)
         var remaining = record
         remaining.set(BPFNET_FP_IF_NAPI, false)
@@ -256,7 +255,7 @@ struct FastPathInterfaces {
                 // the lookup and the ioctl: a device that is gone has nothing to undo.
                 func revert(_ feature: Ethtool.Feature, to on: Bool) throws {
                     do {
-                        try peer.namespace.run { try Ethtool.set(peer.name, feature, on) }
+                        try peer.ethtool { try Ethtool.set(peer.name, feature, on) }
                     } catch DataplaneError.system(_, errno: ENODEV) {
                         logger.debug("fast path: \(peer.name) went away before \(feature.name) was restored")
                     }
@@ -269,131 +268,17 @@ struct FastPathInterfaces {
     }
 }
 
-// MARK: - Finding a veth's peer
-
-/// A veth peer: its namespace, ifindex and name there.
-struct VethPeer {
-    var namespace: NetworkNamespace
-    var index: Int32
-    var name: String
-}
-
-/// Resolves the peer of a veth through IFLA_LINK / IFLA_LINK_NETNSID.
-final class PeerLocator {
-    /// nsid (as seen from bpfnet's namespace) → namespace file, built on first use.
-    private var namespaces: [Int32: String]?
-
-    func peer(of link: RouteNetlink.Link) throws -> VethPeer {
-        // The kernel leaves IFLA_LINK out when it is the device's own index; a
-        // peer in another namespace may well carry the same number there.
-        guard let peerIndex = link.link, peerIndex != 0, peerIndex != link.index || link.linkNetnsid != nil else {
-            throw DataplaneError.runtime("\(link.name) has no peer (not a veth)")
-        }
-        let namespace: NetworkNamespace
-        if let nsid = link.linkNetnsid, nsid >= 0 {
-            guard let path = try namespacePath(nsid: nsid) else {
-                throw DataplaneError.runtime("the namespace of \(link.name)'s peer (nsid \(nsid)) has no process "
-                    + "and no /run/netns name bpfnet could open")
+extension VethPeer {
+    /// Runs ethtool calls inside the peer's namespace. A failed ioctl becomes
+    /// a `DataplaneError.system`, as every other failed system call of the
+    /// dataplane is (`release` looks for ENODEV in it).
+    fileprivate func ethtool<Value>(_ body: () throws -> Value) throws -> Value {
+        try namespace.run {
+            do {
+                return try body()
+            } catch let error as LinuxNetError {
+                throw DataplaneError.system(error.action, errno: error.errno)
             }
-            namespace = try NetworkNamespace(path: path)
-        } else {
-            namespace = try NetworkNamespace.current()
-        }
-        let name = try namespace.run { () throws -> String in
-            // Another interface may carry that ifindex there: it must point back.
-            guard let inner = try RouteNetlink().link(index: peerIndex), inner.link == link.index else {
-                throw DataplaneError.runtime("ifindex \(peerIndex) in \(namespace.path) is not \(link.name)'s peer")
-            }
-            return inner.name
-        }
-        return VethPeer(namespace: namespace, index: peerIndex, name: name)
-    }
-
-    private func namespacePath(nsid: Int32) throws -> String? {
-        if namespaces == nil { namespaces = try Self.scan() }
-        return namespaces?[nsid]
-    }
-
-    /// Every namespace bpfnet can open, keyed by the nsid this namespace gives it.
-    private static func scan() throws -> [Int32: String] {
-        var candidates: [String] = []
-        let manager = FileManager.default
-        if let names = try? manager.contentsOfDirectory(atPath: "/run/netns") {
-            candidates += names.sorted().map { "/run/netns/\($0)" }
-        }
-        if let pids = try? manager.contentsOfDirectory(atPath: "/proc") {
-            candidates += pids.filter { $0.allSatisfy(\.isNumber) }.map { "/proc/\($0)/ns/net" }
-        }
-        var seen = Set<[UInt64]>()
-        var result: [Int32: String] = [:]
-        let netlink = try RouteNetlink()
-        for path in candidates {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }
-            defer { close(fd) }
-            var info = stat()
-            guard fstat(fd, &info) == 0, seen.insert([UInt64(info.st_dev), UInt64(info.st_ino)]).inserted else { continue }
-            if let nsid = try? netlink.nsid(ofNamespaceFD: fd), nsid >= 0, result[nsid] == nil {
-                result[nsid] = path
-            }
-        }
-        return result
-    }
-}
-
-// MARK: - ethtool
-
-/// The few ethtool ioctls needed (SIOCETHTOOL, legacy get/set commands).
-enum Ethtool {
-    enum Feature {
-        case gro, txChecksum
-
-        var getCommand: UInt32 { self == .gro ? 0x2b : 0x16 }  // ETHTOOL_GGRO, ETHTOOL_GTXCSUM
-        var setCommand: UInt32 { self == .gro ? 0x2c : 0x17 }  // ETHTOOL_SGRO, ETHTOOL_STXCSUM
-        var name: String { self == .gro ? "GRO" : "tx checksum offload" }
-    }
-
-    private static let siocEthtool: UInt = 0x8946
-    private static let getDriverInfo: UInt32 = 0x3  // ETHTOOL_GDRVINFO
-    private static let driverInfoSize = 196  // struct ethtool_drvinfo
-
-    static func get(_ interface: String, _ feature: Feature) throws -> Bool {
-        var value: [UInt32] = [feature.getCommand, 0]  // struct ethtool_value
-        try value.withUnsafeMutableBytes { try ioctl(interface, $0.baseAddress!, what: "reading \(feature.name)") }
-        return value[1] != 0
-    }
-
-    static func set(_ interface: String, _ feature: Feature, _ on: Bool) throws {
-        var value: [UInt32] = [feature.setCommand, on ? 1 : 0]
-        try value.withUnsafeMutableBytes {
-            try ioctl(interface, $0.baseAddress!, what: "turning \(feature.name) \(on ? "on" : "off")")
-        }
-    }
-
-    /// The driver's name ("veth"), or nil when the device does not say.
-    static func driver(_ interface: String) -> String? {
-        var info = [UInt8](repeating: 0, count: driverInfoSize)
-        withUnsafeBytes(of: getDriverInfo) { info.replaceSubrange(0..<4, with: $0) }
-        let ok = info.withUnsafeMutableBytes { buffer in
-            (try? ioctl(interface, buffer.baseAddress!, what: "reading the driver")) != nil
-        }
-        guard ok else { return nil }
-        return String(decoding: info[4..<36].prefix { $0 != 0 }, as: UTF8.self)
-    }
-
-    private static func ioctl(_ interface: String, _ data: UnsafeMutableRawPointer, what: String) throws {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw DataplaneError.system("socket(AF_INET) for ethtool", errno: errno) }
-        defer { close(fd) }
-        var request = ifreq()
-        let bytes = Array(interface.utf8.prefix(Int(IFNAMSIZ) - 1))
-        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { name in
-            for (index, byte) in bytes.enumerated() { name[index] = byte }
-        }
-        request.ifr_ifru.ifru_data = data.assumingMemoryBound(to: CChar.self)
-        let result = withUnsafeMutablePointer(to: &request) { Glibc.ioctl(fd, siocEthtool, $0) }
-        guard result == 0 else {
-            throw DataplaneError.system("ethtool: \(what) of \(interface)", errno: errno)
         }
     }
 }

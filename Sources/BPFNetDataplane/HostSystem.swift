@@ -100,20 +100,12 @@ public enum HostSystem {
         ipv4Addresses()[interface]?.first
     }
 
-    /// Reads /proc/sys/<path> (e.g. "net/ipv4/ip_forward"), trimmed; nil when absent.
-    public static func sysctl(_ path: String) -> String? {
-        (try? String(contentsOfFile: "/proc/sys/\(path)", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    /// Writes /proc/sys/<path> in the current network namespace.
+    /// Writes /proc/sys/<path> (e.g. "net/ipv4/ip_forward") in the current network namespace.
     public static func setSysctl(_ path: String, _ value: String) throws(DataplaneError) {
-        guard let file = fopen("/proc/sys/\(path)", "w") else {
-            throw DataplaneError.system("writing /proc/sys/\(path)", errno: errno)
-        }
-        defer { fclose(file) }
-        guard fputs(value + "\n", file) >= 0, fflush(file) == 0 else {
-            throw DataplaneError.system("writing \(value) to /proc/sys/\(path)", errno: errno)
+        do {
+            try Sysctl.write(path, value)
+        } catch {
+            throw .system(error.action, errno: error.errno)
         }
     }
 }

@@ -8,6 +8,7 @@
 
 import BPFNetCore
 import Foundation
+import LinuxNet
 import Logging
 import SystemPackage
 
@@ -35,7 +36,7 @@ public final class IPTablesDataplane: Dataplane {
         var compiled = try NetfilterBackends.compile(policy, backend: backend)
         compiled.unusedBackends = unusedBackends
         guard NetfilterCommand.isInstalled(variant.restoreCommand) else {
-            throw DataplaneError.runtime("iptables: `\(variant.restoreCommand)` is not installed — install iptables "
+            throw DataplaneError.notFound("iptables: `\(variant.restoreCommand)` is not installed — install iptables "
                 + "or choose another --backend")
         }
         let snapshot = try variant.save()
@@ -47,8 +48,8 @@ public final class IPTablesDataplane: Dataplane {
         let needsBridgeNetfilter = IPTablesRuleset.needsBridgeNetfilter(compiled)
         var turnedOnNow = false
         if needsBridgeNetfilter {
-            guard let value = HostSystem.sysctl(Self.bridgeNetfilterSysctl) else {
-                throw DataplaneError.runtime("iptables: icc=false needs br_netfilter (bridged packets must pass "
+            guard let value = try? Sysctl.read(Self.bridgeNetfilterSysctl) else {
+                throw DataplaneError.notFound("iptables: icc=false needs br_netfilter (bridged packets must pass "
                     + "iptables), but /proc/sys/\(Self.bridgeNetfilterSysctl) does not exist — modprobe br_netfilter, "
                     + "or use --backend nftables, which needs no br_netfilter")
             }
@@ -87,7 +88,7 @@ public final class IPTablesDataplane: Dataplane {
         if save.table("nat").hasChain(IPTablesRuleset.dockerChain) { foreign.append("nat DOCKER") }
         foreign += filter.chains.map(\.name).filter { $0.hasPrefix("BPFNET-") }.map { "filter \($0)" }
         guard foreign.isEmpty else {
-            throw DataplaneError.runtime(
+            throw DataplaneError.busy(
                 "iptables: chain(s) \(foreign.joined(separator: ", ")) exist and are not bpfnet's (a dockerd with "
                     + "--iptables=true, or left by one) — stop it or start it with --iptables=false and remove them "
                     + "(\(variant.single) -F/-X), or use --backend nftables; nothing was changed")
@@ -142,7 +143,7 @@ public final class IPTablesDataplane: Dataplane {
     public func status() throws -> DataplaneStatus {
         let save = try variant.save().parsed
         guard IPTablesRuleset.isLoaded(save) else {
-            throw DataplaneError.runtime("iptables: nothing is loaded (no chain \(IPTablesRuleset.stateChain) in "
+            throw DataplaneError.notFound("iptables: nothing is loaded (no chain \(IPTablesRuleset.stateChain) in "
                 + "\(variant.saveCommand)) — run `bpfnet load --backend iptables --config FILE` first")
         }
         guard let policy = IPTablesRuleset.policy(from: save) else {

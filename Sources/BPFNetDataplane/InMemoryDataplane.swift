@@ -105,7 +105,7 @@ public final class InMemoryDataplane: Dataplane, @unchecked Sendable {
     public func status() throws -> DataplaneStatus {
         try lock.withLock {
             guard loaded else {
-                throw DataplaneError.runtime("memory: nothing is loaded")
+                throw DataplaneError.notFound("memory: nothing is loaded")
             }
             let names = Dictionary(ifindexes.map { ($0.value, $0.key) }, uniquingKeysWith: { first, _ in first })
             let bridge = applicationsStore.last?.policy.bridge

@@ -4,7 +4,6 @@
 // `nft -f` transaction (nothing else on the host is touched).
 
 import BPFNetCore
-import NetLab
 
 enum NATTable {
     /// Installs a rendered `NATRuleset` in one transaction.

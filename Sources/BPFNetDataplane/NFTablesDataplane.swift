@@ -64,12 +64,12 @@ public final class NFTablesDataplane: Dataplane {
     /// someone else's and is not replaced.
     private func checkOwnership(_ tables: Tables) throws {
         if tables.bridge.exists && !tables.hasOwnBridgeTable {
-            throw DataplaneError.runtime(
+            throw DataplaneError.busy(
                 "nftables: table \(Self.bridgeTable) exists and is not bpfnet's (comment: \(Self.describe(tables.bridge.comment))) "
                     + "— remove it (nft delete table \(Self.bridgeTable)) or use another --backend; nothing was changed")
         }
         if tables.ip.exists && !NATRuleset.isOwnComment(tables.ip.comment) {
-            throw DataplaneError.runtime(
+            throw DataplaneError.busy(
                 "nftables: table \(Self.ipTable) exists and is not bpfnet's (comment: \(Self.describe(tables.ip.comment))) "
                     + "— remove it (nft delete table \(Self.ipTable)) or use another --backend; nothing was changed")
         }
@@ -100,7 +100,7 @@ public final class NFTablesDataplane: Dataplane {
     public func status() throws -> DataplaneStatus {
         let tables = try Self.tables()
         guard tables.hasOwnBridgeTable else {
-            throw DataplaneError.runtime("nftables: nothing is loaded (no table \(Self.bridgeTable)) "
+            throw DataplaneError.notFound("nftables: nothing is loaded (no table \(Self.bridgeTable)) "
                 + "— run `bpfnet load --backend nftables --config FILE` first")
         }
         let bridgeJSON = try NFT.listJSON("bridge", NFTablesRuleset.tableName)

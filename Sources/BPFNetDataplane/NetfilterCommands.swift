@@ -6,7 +6,7 @@
 
 import BPFNetCore
 import Foundation
-import NetLab
+import LinuxNet
 
 enum NetfilterCommand {
     /// Runs `arguments` with `input` on stdin and returns stdout; throws a
@@ -19,7 +19,7 @@ enum NetfilterCommand {
         do {
             result = try ProcessRunner.run(command)
         } catch {
-            throw .runtime("\(purpose): cannot run `\(arguments[0])`: it is not installed or not executable "
+            throw .notFound("\(purpose): cannot run `\(arguments[0])`: it is not installed or not executable "
                 + "(looked in PATH and the sbin directories) — install it or choose another --backend")
         }
         guard result.succeeded else {
@@ -66,8 +66,9 @@ enum NFT {
         do {
             result = try ProcessRunner.run(command)
         } catch {
-            throw .runtime("nftables: reading table \(family) \(name): cannot run `\(program)`: it is not installed or "
-                + "not executable (looked in PATH and the sbin directories) — install it or choose another --backend")
+            throw .notFound("nftables: reading table \(family) \(name): cannot run `\(program)`: "
+                + "it is not installed or not executable (looked in PATH and the sbin directories) — "
+                + "install it or choose another --backend")
         }
         if result.succeeded { return (true, NFTablesReadback.tableComment(result.stdout) ?? "") }
         if result.stderr.contains("No such file or directory") { return (false, "") }

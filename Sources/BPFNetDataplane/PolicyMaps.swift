@@ -37,7 +37,7 @@ public struct PolicyMaps: MapWriter, MapReader {
         do {
             try maps[entry.kind]!.update(entry.keyBytes, entry.valueBytes)
         } catch let error as BPFError where error.isNoSpace {
-            throw DataplaneError.runtime(
+            throw DataplaneError.noSpace(
                 "bpf: map \(entry.kind.mapName) is full (\(capacity(of: entry.kind)) entries) while adding \(entry) "
                     + "— the policy is larger than the dataplane was built for")
         }

@@ -6,6 +6,7 @@
 
 import BPFNetCore
 import Foundation
+import LinuxNet
 import NetLab
 
 /// One cell of the reachability matrix.

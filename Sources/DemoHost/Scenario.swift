@@ -63,7 +63,7 @@ public struct ScenarioProbe: Sendable {
 
 /// The demo host's layout and its probes.
 public enum Scenario {
-    public static let bridgeAddress = IPv4Interface(IPv4Address(10, 88, 0, 1), prefixLength: 24)
+    public static let bridgeAddress = IPv4InterfaceAddress(address: IPv4Address(10, 88, 0, 1), prefixLength: 24)!
     public static let hostExternalAddress = IPv4Address(198, 51, 100, 1)
     /// The source the allow-list admits.
     public static let allowedSource = IPv4Address(198, 51, 100, 2)
@@ -109,8 +109,9 @@ public enum Scenario {
             containers: members.map { ContainerSpec(name: $0.name, address: $0.address) },
             externals: [ExternalSpec(
                 name: "ext", hostInterface: externalInterface,
-                hostAddress: IPv4Interface(hostExternalAddress, prefixLength: 24),
-                addresses: [IPv4Interface(allowedSource, prefixLength: 24), IPv4Interface(otherSource, prefixLength: 32)],
+                hostAddress: IPv4InterfaceAddress(address: hostExternalAddress, prefixLength: 24)!,
+                addresses: [IPv4InterfaceAddress(address: allowedSource, prefixLength: 24)!,
+                            IPv4InterfaceAddress(address: otherSource, prefixLength: 32)!],
                 routeToBridge: true)],
             ipForward: true)
     }

@@ -16,35 +16,40 @@ internal import CLinuxNet
 import Glibc
 #endif
 
-/// A network namespace, held open by fd.
+/// A network namespace, named by its file: /run/netns/NAME for the ones
+/// `ip netns add` creates, /proc/PID/ns/net for a process's own.
 ///
 ///     let namespace = try NetworkNamespace(named: "bpftest-42-1")
 ///     let veth0 = try namespace.run { try RouteNetlink().link(named: "veth0") }
 ///
+/// Opened (`init(path:)`, `init(named:)`, `current()`), it holds an fd on the
+/// file while it lives: the namespace must exist, and it stays the same one
+/// even if the process whose /proc file named it ends. Unopened
+/// (`init(unopenedPath:name:)`, `init(unopenedNamed:)`), it is only the name
+/// and each `run` opens the file: for namespaces that are made after they are
+/// named, or should go away when deleted although the value is kept (NetLab's
+/// topologies). Two values are equal when they name the same file by the same name.
+///
 /// Sockets keep the namespace they were created in: one created inside
 /// `run(_:)` may be used from any thread afterwards.
-public final class NetworkNamespace: Sendable, CustomStringConvertible {
+public struct NetworkNamespace: Hashable, Sendable, CustomStringConvertible {
     /// The namespace's file (e.g. /run/netns/NAME, /proc/PID/ns/net).
     public let path: String
-    /// An fd on the namespace file, open while this instance lives.
-    public let fd: Int32
+    /// A short name for messages; for /run/netns namespaces the name `ip -n` takes.
+    public let name: String
+    /// The open namespace file; nil when unopened.
+    private let file: OpenFile?
 
     /// Opens the namespace file at `path`.
-    public init(path: String) throws(LinuxNetError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            let code = errno
-            throw LinuxNetError(
-                operation: "open(\(path))", action: "opening network namespace \(path)", errno: code,
-                hint: code == ENOENT ? "no such namespace; `ip netns add NAME` creates /run/netns/NAME" : nil)
-        }
+    public init(path: String, name: String? = nil) throws(LinuxNetError) {
         self.path = path
-        self.fd = fd
+        self.name = name ?? path
+        file = OpenFile(fd: try Self.open(path))
     }
 
     /// Opens a namespace created by `ip netns add NAME` (/run/netns/NAME).
-    public convenience init(named name: String) throws(LinuxNetError) {
-        try self.init(path: "/run/netns/\(name)")
+    public init(named name: String) throws(LinuxNetError) {
+        try self.init(path: "/run/netns/" + name, name: name)
     }
 
     /// The calling thread's current namespace.
@@ -52,9 +57,23 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
         try NetworkNamespace(path: "/proc/thread-self/ns/net")
     }
 
-    deinit {
-        close(fd)
+    /// Names the namespace file at `path` (e.g. `/proc/1234/ns/net`) without opening it.
+    public init(unopenedPath path: String, name: String? = nil) {
+        self.path = path
+        self.name = name ?? path
+        file = nil
     }
+
+    /// Names /run/netns/NAME (made by `ip netns add NAME`) without opening it.
+    public init(unopenedNamed name: String) {
+        self.init(unopenedPath: "/run/netns/" + name, name: name)
+    }
+
+    /// Whether it is one `ip -n NAME` can address.
+    public var isNamed: Bool { path == "/run/netns/" + name }
+
+    /// Whether the namespace file is there now.
+    public var exists: Bool { access(path, F_OK) == 0 }
 
     /// Runs `body` on a new thread inside this namespace and returns its
     /// result (or rethrows its error). Blocks the caller until done; the
@@ -66,7 +85,45 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String { path }
+    public var description: String { name }
+
+    public static func == (lhs: NetworkNamespace, rhs: NetworkNamespace) -> Bool {
+        lhs.path == rhs.path && lhs.name == rhs.name
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(path)
+        hasher.combine(name)
+    }
+
+    /// Calls `body` with an fd on the namespace file: the held one, or one
+    /// opened for the call.
+    func withFileDescriptor<Value>(_ body: (Int32) throws(LinuxNetError) -> Value) throws(LinuxNetError) -> Value {
+        if let file { return try body(file.fd) }
+        let fd = try Self.open(path)
+        defer { close(fd) }
+        return try body(fd)
+    }
+
+    private static func open(_ path: String) throws(LinuxNetError) -> Int32 {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            throw LinuxNetError(
+                operation: "open(\(path))", action: "opening network namespace \(path)", errno: code,
+                hint: code == ENOENT ? "no such namespace; `ip netns add NAME` creates /run/netns/NAME" : nil)
+        }
+        return fd
+    }
+
+    /// An fd on a namespace file, closed with the last value that holds it.
+    private final class OpenFile: Sendable {
+        let fd: Int32
+
+        init(fd: Int32) { self.fd = fd }
+
+        deinit { close(fd) }
+    }
 }
 
 /// Threads started for work in other network namespaces.
@@ -137,11 +194,14 @@ public enum NamespaceThread {
     public static func enter(_ namespace: NetworkNamespace) throws(LinuxNetError) {
         precondition(isCurrent, "NamespaceThread.enter(\(namespace.path)) called on a thread LinuxNet did not start "
             + "for it; use NetworkNamespace.run or NamespaceThread.run")
-        guard linuxnet_setns_net(namespace.fd) == 0 else {
-            let code = errno
-            throw LinuxNetError(
-                operation: "setns(\(namespace.path), CLONE_NEWNET)", action: "entering network namespace \(namespace.path)",
-                errno: code, hint: code == EPERM ? "entering a network namespace needs CAP_SYS_ADMIN" : nil)
+        try namespace.withFileDescriptor { (fd) throws(LinuxNetError) in
+            guard linuxnet_setns_net(fd) == 0 else {
+                let code = errno
+                throw LinuxNetError(
+                    operation: "setns(\(namespace.path), CLONE_NEWNET)",
+                    action: "entering network namespace \(namespace.path)",
+                    errno: code, hint: code == EPERM ? "entering a network namespace needs CAP_SYS_ADMIN" : nil)
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import LinuxNet
 import Synchronization
 import SystemPackage
 

@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import Dispatch
+import LinuxNet
 import Synchronization
 
 final class CleanupRegistry: Sendable {
@@ -122,9 +123,9 @@ enum NamespaceJanitor {
     /// fine (idempotent). Returns the ones still present afterwards.
     @discardableResult
     static func delete(_ names: [String]) -> [String] {
-        let present = names.filter { NetNamespace(named: $0).exists }
+        let present = names.filter { NetworkNamespace(unopenedNamed: $0).exists }
         guard !present.isEmpty else { return [] }
         _ = try? ProcessRunner.run(IPBatch.command(in: nil, present.map { "netns del \($0)" }, force: true))
-        return present.filter { NetNamespace(named: $0).exists }
+        return present.filter { NetworkNamespace(unopenedNamed: $0).exists }
     }
 }

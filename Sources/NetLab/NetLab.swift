@@ -13,11 +13,12 @@
 //     ])
 //     print(ReachabilityMatrix(results))
 //
-// Pieces: `ProcessRunner`/`Command` (argv, captured output, timeouts, many
-// children in one poll loop), `BackgroundProcess` (servers, stopped by pid),
-// `NetNamespace` (nsenter --net), `TopologySpec` → `Topology` (iproute2
-// batches), `Probe`/`ProbeRunner`/`ReachabilityMatrix` (bpfnet-probe), and
-// the exit safety net below.
+// Pieces: `BackgroundProcess` (servers, stopped by pid), `TopologySpec` →
+// `Topology` (iproute2 batches), `Probe`/`ProbeRunner`/`ReachabilityMatrix`
+// (bpfnet-probe), and the exit safety net below. From LinuxNet: namespaces
+// are `NetworkNamespace`s (entered with nsenter --net), and commands run
+// through `ProcessRunner`/`Command` (argv, captured output, timeouts, many
+// children in one poll loop).
 //
 // Hygiene: nothing here touches the root namespace. Namespaces are created
 // with `ip netns add`, every interface is created directly inside a

@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import BPFNetCore
+import LinuxNet
 
 public struct IPv4Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPv4Address
@@ -45,7 +46,7 @@ public struct Probe: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var from: NetNamespace
+    public var from: NetworkNamespace
     public var to: IPv4Address
     public var kind: Kind
     /// Bind this source port (Docker's reverse link rule is about source ports).
@@ -61,7 +62,7 @@ public struct Probe: Hashable, Sendable, CustomStringConvertible {
 
     public static let defaultTimeout: Duration = .milliseconds(500)
 
-    public init(from: NetNamespace, to: IPv4Address, _ kind: Kind, sourcePort: UInt16? = nil,
+    public init(from: NetworkNamespace, to: IPv4Address, _ kind: Kind, sourcePort: UInt16? = nil,
                 sourceAddress: IPv4Address? = nil, size: Int? = nil, timeout: Duration = Probe.defaultTimeout,
                 label: String? = nil) {
         self.from = from
@@ -229,7 +230,7 @@ public struct ProbeRunner: Sendable {
         }
         if let sourceAddress = probe.sourceAddress { arguments += ["--source", "\(sourceAddress)"] }
         // Slack for starting the process on a busy machine; the probe keeps its own deadline.
-        return Command(probe.from.enter(arguments), timeout: probe.timeout + .seconds(10), exclusiveKey: exclusive)
+        return Command(probe.from.nsenter(arguments), timeout: probe.timeout + .seconds(10), exclusiveKey: exclusive)
     }
 
     public func run(_ probe: Probe) -> ProbeResult {

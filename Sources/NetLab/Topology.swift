@@ -14,6 +14,7 @@
 import Glibc
 #endif
 import BPFNetCore
+import LinuxNet
 import Synchronization
 
 public final class Topology: Sendable {
@@ -77,12 +78,12 @@ public final class Topology: Sendable {
                 n = n / 26 - 1
             } while n >= 0
             let prefix = "bn\(getpid())\(letters)"
-            if !roles.contains(where: { NetNamespace(named: "\(prefix)-\($0)").exists }) { return prefix }
+            if !roles.contains(where: { NetworkNamespace(unopenedNamed: "\(prefix)-\($0)").exists }) { return prefix }
         }
     }
 
     private static func create(_ spec: TopologySpec, prefix: String) throws(NetLabError) {
-        func ns(_ role: String) -> NetNamespace { NetNamespace(named: "\(prefix)-\(role)") }
+        func ns(_ role: String) -> NetworkNamespace { NetworkNamespace(unopenedNamed: "\(prefix)-\(role)") }
         let host = ns(TopologySpec.hostRole)
 
         // 1. Namespaces.
@@ -196,7 +197,7 @@ public final class Topology: Sendable {
         }
     }
 
-    private static func batch(in namespace: NetNamespace?, _ lines: [String]) throws(NetLabError) {
+    private static func batch(in namespace: NetworkNamespace?, _ lines: [String]) throws(NetLabError) {
         do {
             try ProcessRunner.runChecked(IPBatch.command(in: namespace, lines))
         } catch {
@@ -230,21 +231,21 @@ public final class Topology: Sendable {
 
     // MARK: Looking things up
 
-    public var host: NetNamespace { namespace(TopologySpec.hostRole) }
+    public var host: NetworkNamespace { namespace(TopologySpec.hostRole) }
 
     /// Every namespace of this topology, host first.
-    public var namespaces: [NetNamespace] { spec.roles.map(namespace) }
+    public var namespaces: [NetworkNamespace] { spec.roles.map(namespace) }
 
     /// The namespace of a role ("host", a container or an external name).
     /// Unknown roles are a programming error; use `lookup` to check.
-    public func namespace(_ role: String) -> NetNamespace {
+    public func namespace(_ role: String) -> NetworkNamespace {
         precondition(spec.roles.contains(role), "\(NetLabError.unknownRole(role, known: spec.roles))")
-        return NetNamespace(named: "\(prefix)-\(role)")
+        return NetworkNamespace(unopenedNamed: "\(prefix)-\(role)")
     }
 
-    public func lookup(_ role: String) throws(NetLabError) -> NetNamespace {
+    public func lookup(_ role: String) throws(NetLabError) -> NetworkNamespace {
         guard spec.roles.contains(role) else { throw .unknownRole(role, known: spec.roles) }
-        return NetNamespace(named: "\(prefix)-\(role)")
+        return NetworkNamespace(unopenedNamed: "\(prefix)-\(role)")
     }
 
     public func container(_ name: String) -> ContainerSpec? {
@@ -261,9 +262,12 @@ public final class Topology: Sendable {
     @discardableResult
     public func run(in role: String, _ arguments: [String], input: String? = nil,
                     timeout: Duration = .seconds(30)) throws(NetLabError) -> CommandResult {
-        do { return try lookup(role).run(arguments, input: input, timeout: timeout) } catch let error as CommandError {
+        let namespace = try lookup(role)
+        do {
+            return try ProcessRunner.runChecked(namespace.command(arguments, input: input, timeout: timeout))
+        } catch {
             throw .command(error)
-        } catch let error as NetLabError { throw error } catch { throw .invalidSpec("\(error)") }
+        }
     }
 
     /// Runs iproute2 batch lines (`ip -n NS -batch -`) in a role's namespace.
@@ -277,7 +281,7 @@ public final class Topology: Sendable {
         let namespace = try lookup(role)
         let process: BackgroundProcess
         do {
-            process = try BackgroundProcess(Command(namespace.enter(arguments)), captureOutput: captureOutput)
+            process = try BackgroundProcess(Command(namespace.nsenter(arguments)), captureOutput: captureOutput)
         } catch { throw .command(error) }
         let accepted = state.withLock { state -> Bool in
             if state.tornDown { return false }
@@ -353,10 +357,11 @@ extension TopologySpec {
         var externals: [ExternalSpec] = []
         if external {
             externals.append(ExternalSpec(
-                name: "ext", hostInterface: "ext0", hostAddress: IPv4Interface("198.51.100.1/24")!,
-                addresses: [IPv4Interface("198.51.100.2/24")!, IPv4Interface("203.0.113.2/32")!]))
+                name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
+                addresses: [IPv4InterfaceAddress("198.51.100.2/24")!, IPv4InterfaceAddress("203.0.113.2/32")!]))
         }
-        return TopologySpec(bridge: BridgeSpec(address: IPv4Interface(IPv4Address(base + 1), prefixLength: subnet.prefixLength)),
+        let bridgeAddress = IPv4InterfaceAddress(address: IPv4Address(base + 1), prefixLength: subnet.prefixLength)!
+        return TopologySpec(bridge: BridgeSpec(address: bridgeAddress),
                             containers: containers, externals: externals)
     }
 }

@@ -10,47 +10,17 @@
 
 import BPFNetCore
 
-/// An address with the prefix length of its subnet, as on an interface
-/// ("10.0.0.1/24"); unlike `IPv4CIDR` the host bits are kept.
-public struct IPv4Interface: Hashable, Sendable, CustomStringConvertible {
-    public var address: IPv4Address
-    public var prefixLength: UInt8
-
-    public init(_ address: IPv4Address, prefixLength: UInt8) {
-        precondition(prefixLength <= 32, "prefix length \(prefixLength) is not 0-32")
-        self.address = address
-        self.prefixLength = prefixLength
-    }
-
-    /// Parses "a.b.c.d/len" (a bare address is taken as /32).
-    public init?(_ text: some StringProtocol) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 1 || parts.count == 2, let address = IPv4Address(parts[0]) else { return nil }
-        var length: UInt8 = 32
-        if parts.count == 2 {
-            guard let parsed = UInt8(parts[1]), parsed <= 32 else { return nil }
-            length = parsed
-        }
-        self.init(address, prefixLength: length)
-    }
-
-    /// The subnet (host bits cleared).
-    public var network: IPv4CIDR { IPv4CIDR(address: address, prefixLength: prefixLength)! }
-
-    public var description: String { "\(address)/\(prefixLength)" }
-}
-
 /// The Linux bridge in the host namespace (Docker's `docker0`).
 public struct BridgeSpec: Sendable, Hashable {
     public var name: String
     /// The bridge's own address; its subnet is the container subnet.
-    public var address: IPv4Interface
+    public var address: IPv4InterfaceAddress
     /// nil: 02:42 followed by the bridge address (stable, unlike the
     /// lowest-port MAC a bridge takes by default, which changes as ports come and go).
     public var mac: MACAddress?
     public var mtu: Int?
 
-    public init(name: String = "docker0", address: IPv4Interface, mac: MACAddress? = nil, mtu: Int? = nil) {
+    public init(name: String = "docker0", address: IPv4InterfaceAddress, mac: MACAddress? = nil, mtu: Int? = nil) {
         self.name = name
         self.address = address
         self.mac = mac
@@ -94,11 +64,11 @@ public struct ExternalSpec: Sendable, Hashable {
     /// The host-side interface (the ext_if bpfnet attaches to), e.g. "ext0".
     public var hostInterface: String
     /// The host's address on that link.
-    public var hostAddress: IPv4Interface
+    public var hostAddress: IPv4InterfaceAddress
     /// The external side's addresses on its `eth0`; the first is the primary
     /// and the next hop for the host's routes back to the others. Addresses
     /// outside the link subnet get a host route back via the primary.
-    public var addresses: [IPv4Interface]
+    public var addresses: [IPv4InterfaceAddress]
     /// Route the bridge (container) subnet via the host, so direct routing
     /// to containers can be tried (DESIGN row 9).
     public var routeToBridge: Bool
@@ -106,7 +76,8 @@ public struct ExternalSpec: Sendable, Hashable {
     public var extraRoutes: [IPv4CIDR]
     public var hostSideGRO: Bool
 
-    public init(name: String, hostInterface: String, hostAddress: IPv4Interface, addresses: [IPv4Interface],
+    public init(name: String, hostInterface: String, hostAddress: IPv4InterfaceAddress,
+                addresses: [IPv4InterfaceAddress],
                 routeToBridge: Bool = true, extraRoutes: [IPv4CIDR] = [], hostSideGRO: Bool = false) {
         self.name = name
         self.hostInterface = hostInterface

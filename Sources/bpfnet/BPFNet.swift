@@ -64,7 +64,7 @@ struct BPFNet: AsyncParsableCommand {
 /// Commands that change the kernel need root; say so before anything starts.
 func requireRoot(_ command: String) throws {
     guard geteuid() == 0 else {
-        throw DataplaneError.runtime(
+        throw DataplaneError.permission(
             "\(command) must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): sudo bpfnet \(command) ...")
     }
 }

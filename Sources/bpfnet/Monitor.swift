@@ -30,7 +30,8 @@ struct Monitor: ParsableCommand {
         try requireRoot("monitor")
         let dataplane = BPFDataplane(pinPath: FilePath(pinPath))
         guard dataplane.isLoaded else {
-            throw DataplaneError.runtime("monitor: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
+            throw DataplaneError.notFound(
+                "monitor: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
         }
         let names = try dataplane.status().containers.reduce(into: [String: String]()) { $0[$1.ip] = $1.name }
         let monitor = try DropMonitor(pinPath: FilePath(pinPath))

@@ -80,7 +80,7 @@ struct Run: AsyncParsableCommand {
         do {
             lock = try AgentLock.acquire(files, dockerHost: host.description)
         } catch {
-            throw DataplaneError.runtime(error.message)
+            throw error.dataplaneError
         }
         defer { lock.release() }
 

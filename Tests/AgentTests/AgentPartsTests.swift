@@ -141,6 +141,7 @@ final class AgentFilesTests: XCTestCase {
             XCTAssertTrue(lockError.message.contains("another `bpfnet run` (pid \(getpid())) already keeps the dataplane at \(files.pinPath)"),
                           lockError.message)
             XCTAssertTrue(lockError.message.contains("another --pin-path"), lockError.message)
+            XCTAssertEqual(lockError.dataplaneError, .busy(lockError.message))
         }
         first.release()
         XCTAssertNil(files.runningAgentPID())

@@ -140,6 +140,9 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(IPv4InterfaceAddress("172.17.0.1/16")?.network.description, "172.17.0.0/16")
         XCTAssertEqual(IPv4InterfaceAddress("172.17.0.1/16")?.broadcast, IPv4Address(172, 17, 255, 255))
         XCTAssertNil(IPv4InterfaceAddress("172.17.0.1"))
+        XCTAssertNil(IPv4InterfaceAddress("172.17.0.1/33"))
+        XCTAssertNil(IPv4InterfaceAddress("172.17.0/8"))
+        XCTAssertEqual(IPv4InterfaceAddress("10.0.0.1/32")?.network.description, "10.0.0.1/32")
     }
 
     func testAddressParsing() {

@@ -9,6 +9,7 @@
 import BPFNetCore
 import Foundation
 @testable import BPFNetBench
+import LinuxNet
 import NetLab
 import XCTest
 

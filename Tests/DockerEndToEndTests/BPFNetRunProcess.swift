@@ -7,6 +7,7 @@
 import BPFNetCore
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc
@@ -14,11 +15,11 @@ import Glibc
 
 final class BPFNetCLI {
     let binary: String
-    let namespace: NetNamespace
+    let namespace: NetworkNamespace
     let pinPath: String
     let runDirectory: String
 
-    init(namespace: NetNamespace, workDirectory: String) throws {
+    init(namespace: NetworkNamespace, workDirectory: String) throws {
         binary = try Self.locate()
         self.namespace = namespace
         pinPath = workDirectory + "/pins"
@@ -38,7 +39,8 @@ final class BPFNetCLI {
     var environment: [String: String] { ["BPFNET_RUN_DIR": runDirectory, "PATH": PrivateDockerd.path] }
 
     func command(_ arguments: [String], timeout: Duration = .seconds(60)) -> Command {
-        Command(namespace.enter([binary] + arguments + ["--pin-path", pinPath]), timeout: timeout, environment: environment)
+        Command(namespace.nsenter([binary] + arguments + ["--pin-path", pinPath]), timeout: timeout,
+                environment: environment)
     }
 
     /// Runs a short command (status, unload, a second run); the result, whatever the exit.

@@ -18,6 +18,7 @@
 import BPFNetCore
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc
@@ -52,13 +53,13 @@ func sh(_ arguments: [String], input: String? = nil, environment: [String: Strin
 
 /// The two namespaces and the veth between them.
 final class LabNamespaces {
-    let docker: NetNamespace
-    let outside: NetNamespace
+    let docker: NetworkNamespace
+    let outside: NetworkNamespace
     private var outsideServer: BackgroundProcess?
 
     init(tag: String, probe: ProbeRunner) throws {
-        docker = NetNamespace(named: "bpfnet-dkd-\(tag)")
-        outside = NetNamespace(named: "bpfnet-dkx-\(tag)")
+        docker = NetworkNamespace(unopenedNamed: "bpfnet-dkd-\(tag)")
+        outside = NetworkNamespace(unopenedNamed: "bpfnet-dkx-\(tag)")
         do {
             try sh(["ip", "netns", "add", docker.name])
             try sh(["ip", "netns", "add", outside.name])
@@ -77,7 +78,7 @@ final class LabNamespaces {
                 route add \(LabAddresses.bridgeSubnet) via \(LabAddresses.host)
 
                 """)
-            let server = try BackgroundProcess(Command(outside.enter(
+            let server = try BackgroundProcess(Command(outside.nsenter(
                 probe.serveArguments(tcp: [LabAddresses.externalPort], udp: [LabAddresses.externalPort], name: "outside"))))
             _ = try server.waitForLine(prefix: "ready", timeout: .seconds(10))
             outsideServer = server
@@ -126,7 +127,7 @@ final class LabContainer {
         self.udp = udp
     }
 
-    var namespace: NetNamespace { NetNamespace(path: "/proc/\(pid)/ns/net", name: name) }
+    var namespace: NetworkNamespace { NetworkNamespace(unopenedPath: "/proc/\(pid)/ns/net", name: name) }
 
     /// Reads pid and address from Docker and (re)starts the probe server inside.
     func refresh(_ dockerd: PrivateDockerd, probe: ProbeRunner) throws {
@@ -138,7 +139,8 @@ final class LabContainer {
         self.pid = pid
         self.ip = ip
         stopServer()
-        let server = try BackgroundProcess(Command(namespace.enter(probe.serveArguments(tcp: tcp, udp: udp, name: name))))
+        let arguments = probe.serveArguments(tcp: tcp, udp: udp, name: name)
+        let server = try BackgroundProcess(Command(namespace.nsenter(arguments)))
         _ = try server.waitForLine(prefix: "ready", timeout: .seconds(10))
         self.server = server
     }

@@ -21,6 +21,7 @@
 import BPFNetCore
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc
@@ -161,7 +162,7 @@ final class DockerOracleTests: XCTestCase {
         func measure(_ checks: [Check]) throws -> [Outcome] {
             guard let namespaces else { throw LabFailure("no namespaces") }
             let probes = try checks.map { check -> Probe in
-                let from: NetNamespace
+                let from: NetworkNamespace
                 var sourceAddress: IPv4Address?
                 switch check.from {
                 case .container(let name):
@@ -194,7 +195,7 @@ final class DockerOracleTests: XCTestCase {
             // The documented source allow-list, with the accept for replies above it.
             for rule in [["-I", "DOCKER-USER", "-i", "ext0", "!", "-s", "\(LabAddresses.allowed)", "-j", "DROP"],
                          ["-I", "DOCKER-USER", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]] {
-                try sh(lab.docker.enter(["iptables", "-w"] + rule))
+                try sh(lab.docker.nsenter(["iptables", "-w"] + rule))
             }
             try runScenario(image: image)
             mark("oracle icc=\(icc): dockerd, image, containers")
@@ -270,7 +271,7 @@ final class DockerOracleTests: XCTestCase {
                       second.stderr)
         // A bridge Docker does not use is refused before anything is applied.
         let otherBridge = try ProcessRunner.run(Command(
-            lab.docker.enter([bpfnet.binary, "run", "--docker-host", dockerd.host, "--bridge", "br-other",
+            lab.docker.nsenter([bpfnet.binary, "run", "--docker-host", dockerd.host, "--bridge", "br-other",
                               "--pin-path", work + "/pins-other"]),
             timeout: .seconds(30), environment: bpfnet.environment))
         XCTAssertEqual(otherBridge.status, .exited(2), otherBridge.stderr)

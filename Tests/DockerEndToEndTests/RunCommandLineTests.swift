@@ -5,6 +5,7 @@
 // Docker needed.
 
 import Foundation
+import LinuxNet
 import NetLab
 import XCTest
 

@@ -13,6 +13,7 @@
 // Shared by the Docker client's tests and the real-Docker end-to-end suite.
 
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc
@@ -36,7 +37,7 @@ public final class PrivateDockerd {
     public var socket: String { base + "/docker.sock" }
     /// `-H` value for the docker CLI, `--docker-host` for bpfnet.
     public var host: String { "unix://\(socket)" }
-    public private(set) var namespace: NetNamespace?
+    public private(set) var namespace: NetworkNamespace?
     private var process: BackgroundProcess?
     private var image: String?
     private let tag: String
@@ -70,14 +71,14 @@ public final class PrivateDockerd {
 
     /// Starts dockerd in `namespace` with `flags`; returns once it answers. `wipeNetwork`
     /// removes the bridge's remembered state first (a daemon with other flags).
-    public func start(in namespace: NetNamespace, flags: [String], wipeNetwork: Bool = true,
+    public func start(in namespace: NetworkNamespace, flags: [String], wipeNetwork: Bool = true,
                       timeout: Duration = .seconds(60)) throws {
         precondition(process == nil, "dockerd already runs")
         if wipeNetwork { try? FileManager.default.removeItem(atPath: dataRoot + "/network") }
         try? FileManager.default.removeItem(atPath: socket)
         let dockerd = ProcessRunner.locate("dockerd") ?? "dockerd"
         // nsenter execs dockerd (no --fork for a network namespace): the pid is dockerd's.
-        let arguments = namespace.enter([
+        let arguments = namespace.nsenter([
             dockerd, "--data-root", dataRoot, "--exec-root", execRoot, "--pidfile", base + "/docker.pid",
             "-H", host, "--containerd-namespace", "bpfnet-\(tag)", "--containerd-plugins-namespace", "bpfnet-\(tag)-p",
             "--shutdown-timeout", "1",

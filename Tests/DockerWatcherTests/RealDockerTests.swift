@@ -8,6 +8,7 @@ import BPFNetCore
 @testable import DockerWatcher
 import DockerTestSupport
 import Foundation
+import LinuxNet
 import NetLab
 #if canImport(Glibc)
 import Glibc
@@ -33,7 +34,7 @@ final class RealDockerTests: XCTestCase {
         // A namespace and a directory of this test's own; both go at the end, also on failure.
         var template = Array("/tmp/bpfnet-dockerd-XXXXXX".utf8CString)
         let base = String(cString: try XCTUnwrap(mkdtemp(&template)))
-        let namespace = NetNamespace(named: "bpfnet-dkw-\(getpid())")
+        let namespace = NetworkNamespace(unopenedNamed: "bpfnet-dkw-\(getpid())")
         try ProcessRunner.runChecked(Command(["ip", "netns", "add", namespace.name]))
         let dockerd = try PrivateDockerd(base: base + "/docker", tag: "dkw-\(getpid())")
         addTeardownBlock {

@@ -7,6 +7,7 @@
 import BPFNetCore
 import DemoHost
 import Foundation
+import LinuxNet
 import NetLab
 import XCTest
 
@@ -29,9 +30,10 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs bpfnet (optionally inside `namespace`) and returns (exit status, stdout, stderr).
-    private func bpfnet(_ arguments: [String], in namespace: NetNamespace? = nil) throws -> (Int32, String, String) {
+    private func bpfnet(_ arguments: [String],
+                        in namespace: NetworkNamespace? = nil) throws -> (Int32, String, String) {
         let argv = [try DemoLab.locateBPFNet()] + arguments
-        let result = try ProcessRunner.run(Command(namespace.map { $0.enter(argv) } ?? argv, timeout: .seconds(60)))
+        let result = try ProcessRunner.run(Command(namespace.map { $0.nsenter(argv) } ?? argv, timeout: .seconds(60)))
         guard case .exited(let status) = result.status else {
             XCTFail("bpfnet \(arguments) ended by \(result.status)")
             return (-1, result.stdout, result.stderr)
@@ -95,7 +97,7 @@ final class CLITests: XCTestCase {
     private func withHost(_ body: (Topology) throws -> Void) throws {
         try requireRoot("loading bpfnet in a network namespace")
         let spec = TopologySpec(
-            bridge: BridgeSpec(address: IPv4Interface(IPv4Address(10, 89, 0, 1), prefixLength: 24)),
+            bridge: BridgeSpec(address: IPv4InterfaceAddress("10.89.0.1/24")!),
             containers: [ContainerSpec(name: "web", address: IPv4Address(10, 89, 0, 2))])
         let topology = try Topology.build(spec)
         defer {
@@ -118,7 +120,7 @@ final class CLITests: XCTestCase {
     func testMissingBridgeIsBadInputAndTouchesNothing() throws {
         try requireRoot("loading bpfnet in a network namespace")
         let topology = try Topology.build(TopologySpec(
-            bridge: BridgeSpec(name: "br-other", address: IPv4Interface(IPv4Address(10, 89, 1, 1), prefixLength: 24))))
+            bridge: BridgeSpec(name: "br-other", address: IPv4InterfaceAddress("10.89.1.1/24")!)))
         defer { _ = topology.teardown() }
         let file = try write(policyYAML, to: "policy.yaml")
         let pins = workDirectory + "/pins"

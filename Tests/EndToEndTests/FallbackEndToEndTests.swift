@@ -10,6 +10,7 @@
 import BPFNetCore
 import DemoHost
 import Foundation
+import LinuxNet
 import NetLab
 import XCTest
 
@@ -254,7 +255,7 @@ final class FallbackEndToEndTests: XCTestCase {
         try DemoLabPolicy.write(settings, to: file)
         for (variable, backend, tool) in [("BPFNET_NFT", "nftables", "/nonexistent/nft"),
                                           ("BPFNET_IPTABLES_RESTORE", "iptables", "/nonexistent/iptables-restore")] {
-            let command = Command(lab.topology.host.enter([
+            let command = Command(lab.topology.host.nsenter([
                 "env", "\(variable)=\(tool)", lab.bpfnet, "load", "--config", file, "--backend", backend,
                 "--pin-path", lab.pinPath,
             ]), timeout: .seconds(60))

@@ -6,6 +6,7 @@
 
 import BPFNetCore
 import Foundation
+import LinuxNet
 @testable import NetLab
 import XCTest
 

@@ -5,6 +5,7 @@
 
 import BPFNetCore
 import Foundation
+import LinuxNet
 @testable import NetLab
 import XCTest
 
@@ -205,7 +206,7 @@ final class TopologyTests: XCTestCase {
 
         // Rejected before anything is created.
         spec = .dockerLike(containers: ["a", "b"])
-        spec.externals[0].addresses.append(IPv4Interface("192.0.2.50/32")!)
+        spec.externals[0].addresses.append(IPv4InterfaceAddress("192.0.2.50/32")!)
         assertFails(spec, mentioning: "192.0.2.0/24")
     }
 
@@ -252,12 +253,15 @@ final class TopologyTests: XCTestCase {
 
         // Sysctls, read back inside each namespace.
         XCTAssertEqual(try output("host", ["sysctl", "-n", "net.ipv4.ip_forward"]), "0\n")
-        XCTAssertEqual(try NamespaceSysctl.read("net.ipv4.ip_forward", in: lab.host), "0")
-        XCTAssertEqual(try NamespaceSysctl.read("net.ipv4.ip_forward", in: lab.namespace("web")), "0")
-        XCTAssertEqual(try NamespaceSysctl.read("net.ipv6.conf.all.disable_ipv6", in: lab.namespace("ext")), "1")
+        func sysctl(_ key: String, in role: String) throws -> String {
+            try Sysctl.read(key, in: lab.namespace(role))
+        }
+        XCTAssertEqual(try sysctl("net.ipv4.ip_forward", in: "host"), "0")
+        XCTAssertEqual(try sysctl("net.ipv4.ip_forward", in: "web"), "0")
+        XCTAssertEqual(try sysctl("net.ipv6.conf.all.disable_ipv6", in: "ext"), "1")
         // Its own (root) namespace is refused. A key that does not exist, so
         // that even a broken guard could not change anything here.
-        XCTAssertThrowsError(try NamespaceSysctl.write([(NetNamespace(path: "/proc/self/ns/net"),
+        XCTAssertThrowsError(try NamespaceSysctl.write([(NetworkNamespace(unopenedPath: "/proc/self/ns/net"),
                                                          [("net.ipv4.netlab_no_such_setting", "0")])])) { error in
             XCTAssert("\(error)".contains("refusing"), "\(error)")
         }

@@ -1,65 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// A network namespace, named by the file that holds it open: /run/netns/NAME
-// for the ones `ip netns add` creates, /proc/PID/ns/net for a process's own
-// (e.g. a container started by dockerd).
+// iproute2 batches (one `ip -batch` per namespace and step of a build) and
+// NetLab's errors. NetLab names its namespaces with LinuxNet's
+// `NetworkNamespace`, unopened: they are made after they are named, and go
+// away when deleted.
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-public struct NetNamespace: Hashable, Sendable, CustomStringConvertible {
-    /// A short name for messages; for /run/netns namespaces the name `ip -n` takes.
-    public var name: String
-    /// The nsfs file to enter.
-    public var path: String
-
-    /// A namespace under /run/netns (made by `ip netns add NAME`).
-    public init(named name: String) {
-        self.name = name
-        path = "/run/netns/" + name
-    }
-
-    /// Any nsfs file, e.g. `/proc/1234/ns/net`.
-    public init(path: String, name: String? = nil) {
-        self.path = path
-        self.name = name ?? path
-    }
-
-    /// Whether it is one `ip -n NAME` can address.
-    public var isNamed: Bool { path == "/run/netns/" + name }
-
-    /// Whether the nsfs file is still there.
-    public var exists: Bool { access(path, F_OK) == 0 }
-
-    /// argv that runs `arguments` inside the namespace with
-    /// `nsenter --net=PATH`. Only the network namespace changes: /sys and
-    /// bpffs pins under /sys/fs/bpf stay visible (`ip netns exec` remounts
-    /// /sys and would hide them).
-    public func enter(_ arguments: [String]) -> [String] {
-        ["nsenter", "--net=" + path, "--"] + arguments
-    }
-
-    /// A command to run inside the namespace (via nsenter --net).
-    public func command(_ arguments: [String], input: String? = nil, timeout: Duration = .seconds(30)) -> Command {
-        Command(enter(arguments), input: input, timeout: timeout)
-    }
-
-    /// Runs `arguments` inside the namespace and throws unless it exits 0.
-    @discardableResult
-    public func run(_ arguments: [String], input: String? = nil, timeout: Duration = .seconds(30)) throws(CommandError) -> CommandResult {
-        try ProcessRunner.runChecked(command(arguments, input: input, timeout: timeout))
-    }
-
-    public var description: String { name }
-}
+import LinuxNet
 
 /// Runs iproute2 batches and turns "Command failed -:N" into the line that failed.
 enum IPBatch {
     enum Tool: String { case ip, bridge }
 
     /// `ip [-n NS] -batch -` with `lines` on stdin.
-    static func command(_ tool: Tool = .ip, in namespace: NetNamespace?, _ lines: [String],
+    static func command(_ tool: Tool = .ip, in namespace: NetworkNamespace?, _ lines: [String],
                         force: Bool = false, timeout: Duration = .seconds(30)) -> Command {
         var arguments = [tool.rawValue]
         if let namespace {
