@@ -67,6 +67,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Test tooling over the model, kept out of the library that ships (as
+        // swift-nio keeps NIOTestUtils): the frame builder, the seeded frame
+        // fuzzer and the reconciler's transition check. The reference verdict
+        // and the frame parser stay in BPFNetCore: they are the specification.
+        // Used by the tests and the bench.
+        .target(name: "BPFNetTestSupport", dependencies: ["BPFNetCore"]),
         // Backends behind one protocol: eBPF (and the fallbacks later), in-memory.
         .target(
             name: "BPFNetDataplane",
@@ -120,6 +126,7 @@ let package = Package(
             name: "BPFNetBench",
             dependencies: [
                 "BPF", "BPFNetCore", "BPFNetShared", "BPFNetDataplane", "BPFObjects", "CLibBPF", "LinuxNet", "NetLab",
+                "BPFNetTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -150,7 +157,7 @@ let package = Package(
 
         .testTarget(
             name: "BPFNetCoreTests",
-            dependencies: ["BPFNetCore", "BPFNetShared"],
+            dependencies: ["BPFNetCore", "BPFNetShared", "BPFNetTestSupport"],
             resources: [.copy("Fixtures")]
         ),
         // The generic libbpf layer against the real kernel (root) and its
@@ -164,7 +171,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BPFTestRunTests",
-            dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane"]
+            dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane", "BPFNetTestSupport"]
         ),
         // Namespaces, probes and the cleanup safety net (root; skipped otherwise).
         .testTarget(
@@ -197,11 +204,11 @@ let package = Package(
         // (no root); a smoke run of every variant (root; skipped otherwise).
         .testTarget(
             name: "BenchTests",
-            dependencies: ["BPFNetBench", "BPFNetCore", "NetLab"]
+            dependencies: ["BPFNetBench", "BPFNetCore", "BPFNetTestSupport", "NetLab"]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost"]
+            dependencies: ["BPFNetCore", "BPFNetDataplane", "BPFNetTestSupport", "NetLab", "DemoHost"]
         ),
     ]
 )
