@@ -35,6 +35,9 @@ let package = Package(
         ),
         // bpf/include/bpfnet_shared.h exposed to Swift; the module map points at it.
         .target(name: "BPFNetShared"),
+        // bpf/include/bench_shared.h exposed to Swift: the maps of the bench's
+        // own programs (bpf/bench_gen.bpf.c, bpf/bench_sink.bpf.c), for BPFNetBench.
+        .target(name: "BPFNetBenchShared"),
         // setns(2) and the kernel's rtnetlink headers for LinuxNet, nothing else.
         .systemLibrary(name: "CLinuxNet"),
         // Network namespaces (entered only on threads started for it) and
@@ -126,7 +129,7 @@ let package = Package(
             name: "BPFNetBench",
             dependencies: [
                 "BPF", "BPFNetCore", "BPFNetShared", "BPFNetDataplane", "BPFObjects", "CLibBPF", "LinuxNet", "NetLab",
-                "BPFNetTestSupport",
+                "BPFNetBenchShared", "BPFNetTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
