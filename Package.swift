@@ -35,6 +35,9 @@ let package = Package(
         ),
         // bpf/include/bpfnet_shared.h exposed to Swift; the module map points at it.
         .target(name: "BPFNetShared"),
+        // bpf/include/bench_shared.h exposed to Swift: the maps of the bench's
+        // own programs (bpf/bench_gen.bpf.c, bpf/bench_sink.bpf.c), for BPFNetBench.
+        .target(name: "BPFNetBenchShared"),
         // setns(2) and the kernel's rtnetlink headers for LinuxNet, nothing else.
         .systemLibrary(name: "CLinuxNet"),
         // Network namespaces (entered only on threads started for it),
@@ -71,6 +74,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Test tooling over the model, kept out of the library that ships (as
+        // swift-nio keeps NIOTestUtils): the frame builder, the seeded frame
+        // fuzzer and the reconciler's transition check. The reference verdict
+        // and the frame parser stay in BPFNetCore: they are the specification.
+        // Used by the tests and the bench.
+        .target(name: "BPFNetTestSupport", dependencies: ["BPFNetCore"]),
         // Backends behind one protocol: eBPF (and the fallbacks later), in-memory.
         .target(
             name: "BPFNetDataplane",
@@ -124,6 +133,7 @@ let package = Package(
             name: "BPFNetBench",
             dependencies: [
                 "BPF", "BPFNetCore", "BPFNetShared", "BPFNetDataplane", "BPFObjects", "CLibBPF", "LinuxNet", "NetLab",
+                "BPFNetBenchShared", "BPFNetTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
@@ -154,7 +164,7 @@ let package = Package(
 
         .testTarget(
             name: "BPFNetCoreTests",
-            dependencies: ["BPFNetCore", "BPFNetShared"],
+            dependencies: ["BPFNetCore", "BPFNetShared", "BPFNetTestSupport"],
             resources: [.copy("Fixtures")]
         ),
         // The generic libbpf layer against the real kernel (root) and its
@@ -168,7 +178,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BPFTestRunTests",
-            dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane"]
+            dependencies: ["BPF", "BPFNetCore", "BPFNetShared", "BPFObjects", "BPFNetDataplane", "BPFNetTestSupport"]
         ),
         // Namespaces, probes and the cleanup safety net (root; skipped otherwise).
         .testTarget(
@@ -201,11 +211,11 @@ let package = Package(
         // (no root); a smoke run of every variant (root; skipped otherwise).
         .testTarget(
             name: "BenchTests",
-            dependencies: ["BPFNetBench", "BPFNetCore", "LinuxNet", "NetLab"]
+            dependencies: ["BPFNetBench", "BPFNetCore", "BPFNetTestSupport", "LinuxNet", "NetLab"]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["BPFNetCore", "BPFNetDataplane", "LinuxNet", "NetLab", "DemoHost"]
+            dependencies: ["BPFNetCore", "BPFNetDataplane", "BPFNetTestSupport", "LinuxNet", "NetLab", "DemoHost"]
         ),
     ]
 )

@@ -24,8 +24,9 @@
  * always read with real loads (a template in .rodata read through a cast that
  * drops `volatile` is constant-folded to zeros by clang).
  *
- * Map layouts (written by Sources/BPFNetBench/Generator.swift, which checks
- * the key/value sizes against the object before use):
+ * Map names and layouts are in bench_shared.h, shared with
+ * Sources/BPFNetBench/Generator.swift, which writes the maps (and checks the
+ * key/value sizes against the object before use):
  *   bn_gen_flows   ARRAY[BENCH_GEN_MAX_FLOWS]  __u32 flow -> 48 bytes, the
  *                  first BENCH_GEN_HEADER_LEN of which are the frame header
  *   bn_gen_config  ARRAY[1]  __u32 0 -> struct bench_gen_config
@@ -34,37 +35,21 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-
-#define BENCH_GEN_MAX_FLOWS   65536
-#define BENCH_GEN_HEADER_LEN  42	/* Ethernet 14 + IPv4 20 + UDP 8 */
-#define BENCH_GEN_SLOT_LEN    48	/* template slot, 8-byte aligned  */
-
-/* Words, not bytes: clang would copy a byte array one byte at a time. */
-struct bench_gen_header {
-	__u64 words[BENCH_GEN_SLOT_LEN / 8];
-};
-
-struct bench_gen_config {
-	__u32 flows;		/* templates in use, 1..BENCH_GEN_MAX_FLOWS; 0 drops */
-	__u32 reserved;		/* 0 */
-};
-
-_Static_assert(sizeof(struct bench_gen_header) == 48, "bench_gen_header layout");
-_Static_assert(sizeof(struct bench_gen_config) == 8, "bench_gen_config layout");
+#include "bench_shared.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BENCH_GEN_MAX_FLOWS);
 	__type(key, __u32);
 	__type(value, struct bench_gen_header);
-} bn_gen_flows SEC(".maps");
+} BENCH_MAP_GEN_FLOWS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct bench_gen_config);
-} bn_gen_config SEC(".maps");
+} BENCH_MAP_GEN_CONFIG SEC(".maps");
 
 /*
  * The next template. One generator thread drives the program, pinned to one
@@ -83,7 +68,7 @@ int bpfnet_gen_xdp(struct xdp_md *ctx)
 	__u32 zero = 0;
 	__u32 flow;
 
-	config = bpf_map_lookup_elem(&bn_gen_config, &zero);
+	config = bpf_map_lookup_elem(&BENCH_MAP_GEN_CONFIG, &zero);
 	if (!config || config->flows == 0)
 		return XDP_DROP; /* not configured: nothing leaves, the bench sees the loss */
 
@@ -92,7 +77,7 @@ int bpfnet_gen_xdp(struct xdp_md *ctx)
 		flow = 0;
 	bench_gen_next_flow = flow + 1;
 
-	header = bpf_map_lookup_elem(&bn_gen_flows, &flow);
+	header = bpf_map_lookup_elem(&BENCH_MAP_GEN_FLOWS, &flow);
 	if (!header)
 		return XDP_DROP;
 	if (data + BENCH_GEN_HEADER_LEN > data_end)

@@ -15,7 +15,7 @@
  * Other packets (there should be none: IPv6 is off and neighbours are static)
  * pass uncounted, so a stray frame never looks like a delivered one.
  *
- * Map layout (read by Sources/BPFNetBench/Sink.swift):
+ * Map (name in bench_shared.h; read by Sink in Sources/BPFNetBench/Host.swift):
  *   bn_sink_count  PERCPU_ARRAY[1]  __u32 0 -> __u64 packets
  *
  * License: GPL-2.0-only OR BSD-2-Clause.
@@ -27,13 +27,14 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "bench_shared.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} bn_sink_count SEC(".maps");
+} BENCH_MAP_SINK_COUNT SEC(".maps");
 
 SEC("tc")
 int bpfnet_sink_tc(struct __sk_buff *skb)
@@ -52,7 +53,7 @@ int bpfnet_sink_tc(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	/* Per-CPU slot: no other CPU writes it, no atomics needed. */
-	count = bpf_map_lookup_elem(&bn_sink_count, &zero);
+	count = bpf_map_lookup_elem(&BENCH_MAP_SINK_COUNT, &zero);
 	if (count)
 		*count += 1;
 	return TC_ACT_SHOT;

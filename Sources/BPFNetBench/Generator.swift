@@ -11,6 +11,7 @@
 // batches — the skb path real containers use, ~1.8 µs of sender per packet.
 
 import BPF
+import BPFNetBenchShared
 import BPFNetCore
 import BPFObjects
 import CLibBPF
@@ -20,21 +21,16 @@ import Foundation
 import Glibc
 #endif
 
-/// bench_gen's template slot: 48 bytes, the first 42 a frame's header.
-typealias GeneratorHeader = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
-/// bench_gen's config: flows in use, reserved.
-typealias GeneratorConfig = (UInt32, UInt32)
-
 final class LiveFrameGenerator {
-    static let headerBytes = 42
-    static let maxFlows = 65536
+    static let headerBytes = Int(BENCH_GEN_HEADER_LEN)
+    static let maxFlows = Int(BENCH_GEN_MAX_FLOWS)
     /// Frames per batch (the kernel's default and maximum useful size).
     static let batchSize: UInt32 = 64
 
     private let object: BPFObject
     private let program: BPFProgram
-    private let templates: BPFMap<UInt32, GeneratorHeader>
-    private let config: BPFMap<UInt32, GeneratorConfig>
+    private let templates: BPFMap<UInt32, bench_gen_header>
+    private let config: BPFMap<UInt32, bench_gen_config>
     /// data_in of every call: the page contents a frame starts from (its
     /// header is rewritten by the program each time).
     private var frame: [UInt8] = []
@@ -45,8 +41,8 @@ final class LiveFrameGenerator {
         try object.load()
         program = try object.program(named: "bpfnet_gen_xdp")
         // Sizes are checked against the object here, once.
-        templates = try BPFMap(object, name: "bn_gen_flows")
-        config = try BPFMap(object, name: "bn_gen_config")
+        templates = try BPFMap(object, name: BENCH_MAP_ID_GEN_FLOWS.name)
+        config = try BPFMap(object, name: BENCH_MAP_ID_GEN_CONFIG.name)
     }
 
     /// Makes the generator cycle over `frames` (one per flow, equal length).
@@ -54,15 +50,15 @@ final class LiveFrameGenerator {
         precondition(!frames.isEmpty && frames.count <= Self.maxFlows)
         precondition(frames.allSatisfy { $0.count == frames[0].count && $0.count >= Self.headerBytes })
         // Off while the templates change, so no frame mixes two sets.
-        try config.update(0, (0, 0))
+        try config.update(0, bench_gen_config(flows: 0, reserved: 0))
         for (index, frame) in frames.enumerated() {
-            var slot = [UInt8](repeating: 0, count: MemoryLayout<GeneratorHeader>.size)
+            var slot = [UInt8](repeating: 0, count: MemoryLayout<bench_gen_header>.size)
             slot.replaceSubrange(0..<Self.headerBytes, with: frame[0..<Self.headerBytes])
-            let header = slot.withUnsafeBytes { $0.loadUnaligned(as: GeneratorHeader.self) }
+            let header = slot.withUnsafeBytes { $0.loadUnaligned(as: bench_gen_header.self) }
             try templates.update(UInt32(index), header)
         }
         frame = frames[0]
-        try config.update(0, (UInt32(frames.count), 0))
+        try config.update(0, bench_gen_config(flows: UInt32(frames.count), reserved: 0))
     }
 
     /// Sends `count` frames out of interface `ifindex` of the calling

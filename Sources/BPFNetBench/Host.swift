@@ -8,6 +8,7 @@
 // namespace), so nothing reaches the root namespace.
 
 import BPF
+import BPFNetBenchShared
 import BPFNetCore
 import BPFNetDataplane
 import BPFObjects
@@ -153,7 +154,7 @@ final class Sink {
         object = try BPFObject(bytes: BPFObjects.bench_sink.bytes, name: "bench_sink",
                                options: BPFObject.Options(pinMaps: false))
         try object.load()
-        counter = try BPFPerCPUMap(object, name: "bn_sink_count")
+        counter = try BPFPerCPUMap(object, name: BENCH_MAP_ID_SINK_COUNT.name)
         let program = try object.program(named: "bpfnet_sink_tc")
         _ = try receiver.run {
             try TCAttachment.attach(program, ifindex: NetworkInterface.index(named: "eth0"), direction: .ingress)

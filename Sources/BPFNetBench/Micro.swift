@@ -14,6 +14,7 @@
 import BPF
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetTestSupport
 import BPFObjects
 import Foundation
 import NetLab

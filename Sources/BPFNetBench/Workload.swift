@@ -27,6 +27,7 @@
 // variant gets the same phantoms, filtering or not.
 
 import BPFNetCore
+import BPFNetTestSupport
 import NetLab
 
 /// One `docker run --link child` on `parent` in the order Docker installed it.

@@ -1,5 +1,6 @@
 import Foundation
 @testable import BPFNetCore
+import BPFNetTestSupport
 
 /// The DESIGN.md sample policy and host facts that go with it.
 enum Sample {

@@ -1,5 +1,6 @@
 import XCTest
 @testable import BPFNetCore
+import BPFNetTestSupport
 
 final class FrameFuzzerTests: XCTestCase {
     static let state: MapState = {

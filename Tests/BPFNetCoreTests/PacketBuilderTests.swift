@@ -1,5 +1,6 @@
 import XCTest
 @testable import BPFNetCore
+import BPFNetTestSupport
 
 final class PacketBuilderTests: XCTestCase {
     let a = Endpoint(mac: MACAddress("02:42:ac:11:00:03")!, ip: IPv4Address(172, 17, 0, 3))

@@ -1,6 +1,7 @@
 import XCTest
 import BPFNetShared
 @testable import BPFNetCore
+import BPFNetTestSupport
 
 final class ReconcilerTests: XCTestCase {
     func compile(_ policy: Policy) -> MapState { Sample.state(policy) }

@@ -1,5 +1,6 @@
 import XCTest
 @testable import BPFNetCore
+import BPFNetTestSupport
 
 /// Every row of DESIGN.md section 1 and every parse rule of docs/verdicts.md,
 /// through the reference model over the compiled sample policy.

@@ -13,6 +13,7 @@
 // = the ingress device's namespace) sees exactly these entries.
 
 import BPFNetCore
+import BPFNetTestSupport
 import Foundation
 import XCTest
 

@@ -23,6 +23,7 @@
 import BPF
 import BPFNetCore
 import BPFNetShared
+import BPFNetTestSupport
 import CLibBPF
 import Foundation
 import XCTest

@@ -8,6 +8,7 @@
 // is ConntrackReplyTests.
 
 import BPFNetCore
+import BPFNetTestSupport
 import XCTest
 
 final class ExtPolicyTests: TestRunTestCase {

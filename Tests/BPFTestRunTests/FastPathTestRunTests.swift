@@ -12,6 +12,7 @@ import BPF
 import BPFNetCore
 import BPFNetDataplane
 import BPFNetShared
+import BPFNetTestSupport
 import Foundation
 import SystemPackage
 import XCTest

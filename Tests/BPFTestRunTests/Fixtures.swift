@@ -14,6 +14,7 @@ import BPF
 import BPFNetCore
 import BPFNetDataplane
 import BPFNetShared
+import BPFNetTestSupport
 import Foundation
 import XCTest
 

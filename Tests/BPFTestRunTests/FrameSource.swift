@@ -10,6 +10,7 @@
 // a header boundary. Deterministic for a seed; no allocation per variant.
 
 import BPFNetCore
+import BPFNetTestSupport
 
 struct FrameSource {
     enum Origin: String {

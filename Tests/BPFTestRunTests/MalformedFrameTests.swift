@@ -7,6 +7,7 @@
 
 import BPF
 import BPFNetCore
+import BPFNetTestSupport
 import XCTest
 
 final class MalformedFrameTests: TestRunTestCase {

@@ -6,6 +6,7 @@
 // configuration written through the reconciler between cases.
 
 import BPFNetCore
+import BPFNetTestSupport
 import XCTest
 
 final class PortPolicyTests: TestRunTestCase {

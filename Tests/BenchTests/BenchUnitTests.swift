@@ -6,6 +6,7 @@
 
 import BPFNetCore
 import BPFNetShared
+import BPFNetTestSupport
 import Foundation
 @testable import BPFNetBench
 import XCTest

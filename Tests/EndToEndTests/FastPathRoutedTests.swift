@@ -11,6 +11,7 @@
 
 import BPF
 import BPFNetCore
+import BPFNetTestSupport
 import DemoHost
 import Foundation
 import NetLab

@@ -6,6 +6,8 @@
 // BPF test-run suite and the benchmarks, so that every frame in the project
 // comes from one place.
 
+import BPFNetCore
+
 /// An 802.1Q (0x8100) or 802.1ad (0x88A8) tag.
 public struct VLANTag: Hashable, Sendable {
     public var tpid: UInt16

@@ -5,6 +5,8 @@
 // same frames on every machine and Swift version: the generator and every
 // bounded draw are implemented here, not taken from the standard library.
 
+import BPFNetCore
+
 /// SplitMix64 (Steele, Lea, Flood 2014): seeds other generators.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     public var state: UInt64

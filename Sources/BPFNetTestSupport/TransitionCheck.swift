@@ -4,6 +4,8 @@
 // a time and, after every single write, ask the reference dataplane whether a
 // packet that both the old and the new state allow is still allowed.
 
+import BPFNetCore
+
 /// A frame and the program that judges it.
 public struct ProbeFrame: Hashable, Sendable {
     public enum Program: Hashable, Sendable {

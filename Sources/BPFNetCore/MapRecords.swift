@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The records of the policy maps: one Swift value per C key/value struct of
+// bpfnet_shared.h (which Swift imports and never re-declares), each converting
+// to and from it. Byte order is handled here and only here: Swift values are
+// host order; `__be32`/`__be16` fields get network order.
+
+import BPFNetShared
+
+// MARK: - Records
+
+/// `enum bpfnet_config_flags`.
+public struct ConfigFlags: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let icc = ConfigFlags(rawValue: BPFNET_CFG_ICC.rawValue)
+    public static let forwardAccept = ConfigFlags(rawValue: BPFNET_CFG_FORWARD_ACCEPT.rawValue)
+    public static let ipForward = ConfigFlags(rawValue: BPFNET_CFG_IP_FORWARD.rawValue)
+    public static let fastPath = ConfigFlags(rawValue: BPFNET_CFG_FAST_PATH.rawValue)
+    public static let outsideContainers = ConfigFlags(rawValue: BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
+    public static let loaded = ConfigFlags(rawValue: BPFNET_CFG_LOADED.rawValue)
+
+    /// Flags whose setting lets more packets through. The reconciler turns these
+    /// on before anything else and off only after new rules are in place.
+    public static let relaxing: ConfigFlags = [.icc, .forwardAccept]
+}
+
+/// `struct bpfnet_config`, the one record of `bn_config` (key 0).
+public struct ConfigRecord: Hashable, Sendable {
+    public var flags: ConfigFlags
+    public var bridgeAddress: IPv4Address
+    /// The bridge network, already masked.
+    public var bridgeSubnet: IPv4Address
+    /// The netmask as an address (255.255.0.0); 0 = no subnet known (never matches).
+    public var bridgeNetmask: IPv4Address
+    public var bridgeIfindex: UInt32
+    /// Bumped on every policy change (by the reconciler, not the compiler).
+    public var generation: UInt32
+
+    public init(flags: ConfigFlags = [], bridgeAddress: IPv4Address = .any, bridgeSubnet: IPv4Address = .any,
+                bridgeNetmask: IPv4Address = .any, bridgeIfindex: UInt32 = 0, generation: UInt32 = 0) {
+        self.flags = flags
+        self.bridgeAddress = bridgeAddress
+        self.bridgeSubnet = bridgeSubnet
+        self.bridgeNetmask = bridgeNetmask
+        self.bridgeIfindex = bridgeIfindex
+        self.generation = generation
+    }
+
+    /// What an all-zero `bn_config` means: nothing loaded yet.
+    public static let zero = ConfigRecord()
+
+    public init(_ c: bpfnet_config) {
+        flags = ConfigFlags(rawValue: c.flags)
+        bridgeAddress = IPv4Address(networkOrder: c.bridge_addr)
+        bridgeSubnet = IPv4Address(networkOrder: c.bridge_subnet)
+        bridgeNetmask = IPv4Address(networkOrder: c.bridge_netmask)
+        bridgeIfindex = c.bridge_ifindex
+        generation = c.generation
+    }
+
+    public var cValue: bpfnet_config {
+        var c = bpfnet_config()
+        c.flags = flags.rawValue
+        c.bridge_addr = bridgeAddress.networkOrder
+        c.bridge_subnet = bridgeSubnet.networkOrder
+        c.bridge_netmask = bridgeNetmask.networkOrder
+        c.bridge_ifindex = bridgeIfindex
+        c.generation = generation
+        return c
+    }
+
+    /// Equal apart from `generation`.
+    public func samePolicy(as other: ConfigRecord) -> Bool {
+        var a = self, b = other
+        a.generation = 0
+        b.generation = 0
+        return a == b
+    }
+
+    /// The bridge's address with its prefix, when a subnet is set and the mask is contiguous.
+    public var bridgeInterfaceAddress: IPv4InterfaceAddress? {
+        let mask = bridgeNetmask.value
+        guard mask != 0, ~mask & (~mask &+ 1) == 0 else { return nil }
+        return IPv4InterfaceAddress(address: bridgeAddress, prefixLength: UInt8(mask.nonzeroBitCount))
+    }
+}
+
+/// `struct bpfnet_container`: where a container (key: its IPv4 address) lives.
+public struct ContainerRecord: Hashable, Sendable {
+    public var portIfindex: UInt32
+    public var mac: MACAddress
+    public var flags: UInt16
+
+    public init(portIfindex: UInt32, mac: MACAddress, flags: UInt16 = 0) {
+        self.portIfindex = portIfindex
+        self.mac = mac
+        self.flags = flags
+    }
+
+    public init(_ c: bpfnet_container) {
+        portIfindex = c.port_ifindex
+        mac = MACAddress(c.mac.0, c.mac.1, c.mac.2, c.mac.3, c.mac.4, c.mac.5)
+        flags = c.flags
+    }
+
+    public var cValue: bpfnet_container {
+        var c = bpfnet_container()
+        c.port_ifindex = portIfindex
+        c.mac = mac.bytes
+        c.flags = flags
+        return c
+    }
+}
+
+extension MACAddress {
+    /// `struct bpfnet_mac_key` (pad 0).
+    public var cMacKey: bpfnet_mac_key {
+        var key = bpfnet_mac_key()
+        key.mac = bytes
+        return key
+    }
+
+    public init(_ key: bpfnet_mac_key) {
+        self.init(key.mac.0, key.mac.1, key.mac.2, key.mac.3, key.mac.4, key.mac.5)
+    }
+}
+
+/// `enum bpfnet_link_dir`. A struct so that a foreign value read back from the
+/// kernel survives a round trip (and is then deleted by the reconciler).
+public struct LinkDirection: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// parent → child, matched on the destination port.
+    public static let forward = LinkDirection(rawValue: UInt8(BPFNET_LINK_FORWARD.rawValue))
+    /// child → parent, matched on the source port (Docker's stateless reverse rule).
+    public static let reverse = LinkDirection(rawValue: UInt8(BPFNET_LINK_REVERSE.rawValue))
+    /// Non-first fragments between a pair; port 0.
+    public static let pair = LinkDirection(rawValue: UInt8(BPFNET_LINK_PAIR.rawValue))
+
+    public var description: String {
+        switch self {
+        case .forward: "forward"
+        case .reverse: "reverse"
+        case .pair: "pair"
+        default: "dir-\(rawValue)"
+        }
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// One `bn_links` entry (`struct bpfnet_link_key`; the value is always flags 0).
+public struct LinkRule: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var source: IPv4Address
+    public var destination: IPv4Address
+    /// dport for forward, sport for reverse, 0 for pair; host order.
+    public var port: UInt16
+    /// IP protocol number (6, 17, 132).
+    public var proto: UInt8
+    public var direction: LinkDirection
+
+    public init(source: IPv4Address, destination: IPv4Address, port: UInt16, proto: UInt8, direction: LinkDirection) {
+        self.source = source
+        self.destination = destination
+        self.port = port
+        self.proto = proto
+        self.direction = direction
+    }
+
+    public init(_ key: bpfnet_link_key) {
+        source = IPv4Address(networkOrder: key.saddr)
+        destination = IPv4Address(networkOrder: key.daddr)
+        port = UInt16(bigEndian: key.port)
+        proto = key.proto
+        direction = LinkDirection(rawValue: key.dir)
+    }
+
+    public var cKey: bpfnet_link_key {
+        var key = bpfnet_link_key()
+        key.saddr = source.networkOrder
+        key.daddr = destination.networkOrder
+        key.port = port.bigEndian
+        key.proto = proto
+        key.dir = direction.rawValue
+        return key
+    }
+
+    public static let cValue = bpfnet_link_value()
+
+    public var description: String {
+        let protoName = TransportProtocol(number: proto)?.rawValue ?? "proto-\(proto)"
+        return "\(direction) \(source) → \(destination) \(port)/\(protoName)"
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.source, lhs.destination, lhs.proto, lhs.port, lhs.direction)
+            < (rhs.source, rhs.destination, rhs.proto, rhs.port, rhs.direction)
+    }
+}
+
+/// `struct bpfnet_published_key`: a published host port, matched before DNAT.
+public struct PublishedKey: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// 0.0.0.0 = every address.
+    public var hostAddress: IPv4Address
+    public var hostPort: UInt16
+    public var proto: UInt8
+
+    public init(hostAddress: IPv4Address = .any, hostPort: UInt16, proto: UInt8) {
+        self.hostAddress = hostAddress
+        self.hostPort = hostPort
+        self.proto = proto
+    }
+
+    public init(_ key: bpfnet_published_key) {
+        hostAddress = IPv4Address(networkOrder: key.host_addr)
+        hostPort = UInt16(bigEndian: key.host_port)
+        proto = key.proto
+    }
+
+    public var cKey: bpfnet_published_key {
+        var key = bpfnet_published_key()
+        key.host_addr = hostAddress.networkOrder
+        key.host_port = hostPort.bigEndian
+        key.proto = proto
+        return key
+    }
+
+    public var description: String {
+        let protoName = TransportProtocol(number: proto)?.rawValue ?? "proto-\(proto)"
+        return hostAddress == .any ? "\(hostPort)/\(protoName)" : "\(hostAddress):\(hostPort)/\(protoName)"
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.hostAddress, lhs.proto, lhs.hostPort) < (rhs.hostAddress, rhs.proto, rhs.hostPort)
+    }
+}
+
+/// `struct bpfnet_published_value`: where a published port leads.
+public struct PublishedTarget: Hashable, Sendable {
+    public var containerAddress: IPv4Address
+    public var containerPort: UInt16
+
+    public init(containerAddress: IPv4Address, containerPort: UInt16) {
+        self.containerAddress = containerAddress
+        self.containerPort = containerPort
+    }
+
+    public init(_ value: bpfnet_published_value) {
+        containerAddress = IPv4Address(networkOrder: value.container_addr)
+        containerPort = UInt16(bigEndian: value.container_port)
+    }
+
+    public var cValue: bpfnet_published_value {
+        var value = bpfnet_published_value()
+        value.container_addr = containerAddress.networkOrder
+        value.container_port = containerPort.bigEndian
+        return value
+    }
+}
+
+/// `enum bpfnet_ext_if_flags`.
+public struct ExtInterfaceFlags: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// The allow-list is non-empty: enforce it.
+    public static let allowList = ExtInterfaceFlags(rawValue: BPFNET_EXT_ALLOWLIST.rawValue)
+}
+
+/// `struct bpfnet_ext_if` (key: ifindex).
+public struct ExtInterfaceRecord: Hashable, Sendable {
+    public var flags: ExtInterfaceFlags
+
+    public init(flags: ExtInterfaceFlags = []) { self.flags = flags }
+    public init(_ c: bpfnet_ext_if) { flags = ExtInterfaceFlags(rawValue: c.flags) }
+
+    public var cValue: bpfnet_ext_if {
+        var c = bpfnet_ext_if()
+        c.flags = flags.rawValue
+        return c
+    }
+}
+
+/// One `bn_allow_src` entry: a source prefix admitted on one interface.
+public struct AllowSource: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var ifindex: UInt32
+    public var prefix: IPv4CIDR
+
+    public init(ifindex: UInt32, prefix: IPv4CIDR) {
+        self.ifindex = ifindex
+        self.prefix = prefix
+    }
+
+    /// nil unless `prefixlen` is 32 + (0...32), the only keys bpfnet writes.
+    public init?(_ key: bpfnet_allow_key) {
+        let base = UInt32(BPFNET_ALLOW_PREFIX_BASE)
+        guard key.prefixlen >= base, key.prefixlen - base <= 32,
+              let prefix = IPv4CIDR(address: IPv4Address(networkOrder: key.addr),
+                                    prefixLength: UInt8(key.prefixlen - base)) else { return nil }
+        ifindex = key.ifindex
+        self.prefix = prefix
+    }
+
+    /// The LPM key: prefixlen = 32 (the ifindex, always fully matched) + the
+    /// prefix length; the address masked, in network order.
+    public var cKey: bpfnet_allow_key {
+        var key = bpfnet_allow_key()
+        key.prefixlen = UInt32(BPFNET_ALLOW_PREFIX_BASE) + UInt32(prefix.prefixLength)
+        key.ifindex = ifindex
+        key.addr = prefix.address.networkOrder
+        return key
+    }
+
+    /// The value written for every entry (the programs only test presence).
+    public static let cValue: UInt32 = 1
+
+    public var description: String { "\(prefix) on ifindex \(ifindex)" }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.ifindex, lhs.prefix.address, lhs.prefix.prefixLength) < (rhs.ifindex, rhs.prefix.address, rhs.prefix.prefixLength)
+    }
+}
+
+/// `struct bpfnet_container_name`.
+public enum ContainerNameRecord {
+    /// Longest name stored: 63 bytes, so the C string is always NUL-terminated.
+    public static let maximumBytes = Int(BPFNET_NAME_LEN) - 1
+
+    /// `name` cut to at most 63 bytes of UTF-8 without splitting a character.
+    public static func truncated(_ name: String) -> String {
+        guard name.utf8.count > maximumBytes else { return name }
+        var result = ""
+        var used = 0
+        for character in name {
+            let size = character.utf8.count
+            if used + size > maximumBytes { break }
+            result.append(character)
+            used += size
+        }
+        return result
+    }
+
+    public static func cValue(_ name: String) -> bpfnet_container_name {
+        var c = bpfnet_container_name()
+        let bytes = Array(truncated(name).utf8)
+        withUnsafeMutableBytes(of: &c.name) { buffer in
+            for (index, byte) in bytes.enumerated() { buffer[index] = byte }
+        }
+        return c
+    }
+
+    /// The name up to the first NUL (or all 64 bytes); invalid UTF-8 is repaired.
+    public static func name(_ c: bpfnet_container_name) -> String {
+        withUnsafeBytes(of: c.name) { buffer in
+            let end = buffer.firstIndex(of: 0) ?? buffer.count
+            return String(decoding: buffer[..<end], as: UTF8.self)
+        }
+    }
+}
