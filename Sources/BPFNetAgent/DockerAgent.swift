@@ -484,28 +484,14 @@ public actor DockerAgent {
     private func inspect(_ ids: [String]) async throws -> [String: Inspection] {
         statistics.inspects += ids.count
         let docker = self.docker
-        let results = try await withThrowingTaskGroup(of: (String, Inspection).self) { group in
-            var results: [String: Inspection] = [:]
-            var next = ids.makeIterator()
-            func addNext() -> Bool {
-                guard let id = next.next() else { return false }
-                group.addTask {
-                    do {
-                        return (id, .found(try await docker.inspectContainer(id)))
-                    } catch let error as DockerError where error.isNotFound {
-                        return (id, .notFound)
-                    } catch let error as DockerError where !Self.endsSession(error) {
-                        return (id, .failed(error.description))
-                    }
-                }
-                return true
+        let results = try await ids.concurrentMap(limit: configuration.maxConcurrentInspects) { id -> Inspection in
+            do {
+                return .found(try await docker.inspectContainer(id))
+            } catch let error as DockerError where error.isNotFound {
+                return .notFound
+            } catch let error as DockerError where !Self.endsSession(error) {
+                return .failed(error.description)
             }
-            for _ in 0..<configuration.maxConcurrentInspects where addNext() {}
-            while let (id, result) = try await group.next() {
-                results[id] = result
-                _ = addNext()
-            }
-            return results
         }
         statistics.inspectsNotFound += results.values.filter { if case .notFound = $0 { true } else { false } }.count
         return results
@@ -562,28 +548,16 @@ public actor DockerAgent {
             }
         }
         let resolvePort = self.resolvePort
-        let limit = configuration.maxConcurrentInspects
-        let resolved = await withTaskGroup(of: (DockerContainer, Result<String, any Error>).self) { group in
-            var out: [(DockerContainer, Result<String, any Error>)] = []
-            var next = toResolve.makeIterator()
-            func addNext() -> Bool {
-                guard let container = next.next() else { return false }
-                group.addTask {
-                    guard let pid = container.pid else {
-                        return (container, .failure(PortLookupFailure(description: "running without a State.Pid")))
-                    }
-                    do { return (container, .success(try await resolvePort(pid))) } catch { return (container, .failure(error)) }
-                }
-                return true
+        let pids = Dictionary(toResolve.map { ($0.id, $0.pid) }, uniquingKeysWith: { first, _ in first })
+        let resolved = await toResolve.map(\.id).concurrentMap(limit: configuration.maxConcurrentInspects) {
+            id -> Result<String, any Error> in
+            guard let pid = pids[id] ?? nil else {
+                return .failure(PortLookupFailure(description: "running without a State.Pid"))
             }
-            for _ in 0..<limit where addNext() {}
-            while let item = await group.next() {
-                out.append(item)
-                _ = addNext()
-            }
-            return out
+            do { return .success(try await resolvePort(pid)) } catch { return .failure(error) }
         }
-        for (container, outcome) in resolved {
+        for container in toResolve {
+            guard let outcome = resolved[container.id] else { continue }
             switch outcome {
             case .success(let port):
                 if let pid = container.pid {
