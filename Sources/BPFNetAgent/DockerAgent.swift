@@ -100,7 +100,6 @@ public actor DockerAgent {
     private let docker: any DockerSource
     private let dataplane: DataplaneExecutor
     private let settings: AgentSettings
-    private let resolvePort: BridgePortResolver
     private let host: any AgentHost
     private let configuration: Configuration
     private let logger: Logger
@@ -108,10 +107,8 @@ public actor DockerAgent {
 
     // MARK: State
 
-    /// Containers running on the default bridge, by ID.
-    private var tracked: [String: TrackedContainer] = [:]
-    /// Bridge ports found, by container ID, with what they were found for.
-    private var portCache: [String: CachedPort] = [:]
+    /// The containers followed, their inspect answers and bridge ports.
+    private let tracker: ContainerTracker
     /// The settings for Docker's bridge, once known.
     private var effectiveSettings: Policy?
     private var lastApplied: Policy?
@@ -135,21 +132,6 @@ public actor DockerAgent {
     private var lastError: String?
     private let clock = ContinuousClock()
 
-    struct PortOutcome {
-        var port: String?
-        var problem: String?
-    }
-
-    struct PortLookupFailure: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    struct CachedPort {
-        var pid: Int32
-        var endpointID: String?
-        var port: String
-    }
-
     struct PendingChange {
         enum Kind { case refresh, remove, destroy }
         var kind: Kind
@@ -169,16 +151,16 @@ public actor DockerAgent {
         self.docker = docker
         self.dataplane = dataplane
         self.settings = settings
-        self.resolvePort = resolvePort
         self.host = host
         self.configuration = configuration
         self.logger = logger
         self.report = report
+        tracker = ContainerTracker(docker: docker, resolvePort: resolvePort,
+                                   concurrency: configuration.maxConcurrentInspects, logger: logger)
     }
 
     public func snapshot() -> Snapshot {
-        Snapshot(connected: connected, daemon: daemon,
-                 tracked: Dictionary(tracked.values.map { ($0.container.name, $0) }, uniquingKeysWith: { first, _ in first }),
+        Snapshot(connected: connected, daemon: daemon, tracked: tracker.byName,
                  lastApplied: lastApplied, skipped: lastSkipped, statistics: statistics,
                  startLatencies: startLatencies, lastError: lastError)
     }
@@ -255,7 +237,7 @@ public actor DockerAgent {
             + "bridge \(settings.bridge), icc \(settings.icc), forward policy \(settings.forwardPolicy.rawValue)"
         logger.info("\(following)")
         // From scratch after every (re)connect: a veth found before may be another one now.
-        portCache.removeAll()
+        tracker.forgetPorts()
         let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         wake = continuation
         let firstSession = statistics.sessions == 1
@@ -376,10 +358,7 @@ public actor DockerAgent {
         for (id, change) in batch.sorted(by: { $0.key < $1.key }) {
             switch change.kind {
             case .remove, .destroy:
-                if let gone = tracked.removeValue(forKey: id) {
-                    logger.info("container \(gone.container.name) stopped or left the bridge: its rules go")
-                }
-                if change.kind == .destroy { portCache.removeValue(forKey: id) }
+                tracker.remove(id, destroyed: change.kind == .destroy)
             case .refresh:
                 refresh.append(id)
                 if let start = change.start { starts[id] = start }
@@ -388,15 +367,12 @@ public actor DockerAgent {
         let started = clock.now
         if !refresh.isEmpty {
             let inspected = try await inspect(refresh)
-            try await take(inspected)
-            // A parent that names a child the agent does not follow: ask for the
-            // child too (its start may be among the events still to come, or lost).
-            let names = Set(tracked.values.map(\.container.name))
-            let missingChildren = Set(refresh.compactMap { tracked[$0] }
-                .flatMap(\.container.links).map(\.child)).subtracting(names)
+            if await tracker.take(inspected) { requestResync("a failed inspect") }
+            // A parent that names a child the agent does not follow: ask for the child too.
+            let missingChildren = tracker.untrackedChildren(of: refresh)
             if !missingChildren.isEmpty {
-                let children = try await inspect(missingChildren.sorted())
-                try await take(children, quietNotFound: true)
+                let children = try await inspect(missingChildren)
+                if await tracker.take(children, quietNotFound: true) { requestResync("a failed inspect") }
             }
         }
         let looked = clock.now - started
@@ -436,36 +412,17 @@ public actor DockerAgent {
         nextPeriodicResync = started + configuration.resyncInterval
         statistics.resyncs += 1
 
-        let listed = try await docker.runningBridgeContainers()
-        let ids = listed.map(\.id)
-        let inspected = try await inspect(ids)
-        var fresh: [String: TrackedContainer] = [:]
-        var running: [DockerContainer] = []
-        for id in ids {
-            switch inspected[id] {
-            case .found(let container)?:
-                if container.isRunningOnDefaultBridge { running.append(container) }
-            case .failed(let reason)?:
-                // Keep what was known: better the last good state than none.
-                if let known = tracked[id] { fresh[id] = known }
-                logger.warning("resync: inspecting container \(id.prefix(12)) failed: \(reason); keeping what was known of it")
-            case .notFound?, nil:
-                break
-            }
-        }
-        for (container, lookup) in await lookUpPorts(running) {
-            fresh[container.id] = TrackedContainer(container: container, port: lookup.port, portProblem: lookup.problem)
-        }
-        let dropped = Set(tracked.keys).subtracting(fresh.keys).compactMap { tracked[$0]?.container.name }
-        tracked = fresh
+        let ids = try await docker.runningBridgeContainers().map(\.id)
+        let dropped = await tracker.replace(listed: ids, inspected: try await inspect(ids))
         let inspectedIn = clock.now - started
         // Forced: the dataplane diffs against what the kernel holds, so a resync
         // also repairs drift (a map entry or an attachment someone removed).
         try await applyDesired(reason: "resync (\(reason))", starts: [:], force: true)
         let duration = clock.now - started
-        lastResync = (Date(), duration, tracked.count)
+        let count = tracker.containers.count
+        lastResync = (Date(), duration, count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
-        let summary = "resync (\(reason)): \(tracked.count) containers on \(effectiveSettings?.bridge ?? "?"), "
+        let summary = "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?"), "
             + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) (list+inspect+ports \(Self.format(inspectedIn)))"
             + (dropped.isEmpty ? "" : "; no longer running: \(dropped.sorted().joined(separator: ", "))")
         logger.log(level: level, "\(summary)")
@@ -473,103 +430,12 @@ public actor DockerAgent {
 
     // MARK: Docker
 
-    enum Inspection: Sendable {
-        case found(DockerContainer)
-        case notFound
-        case failed(String)
-    }
-
-    /// Inspects `ids` (at most `maxConcurrentInspects` at a time). A 404 is an
-    /// answer; losing the daemon ends the session (throws).
-    private func inspect(_ ids: [String]) async throws -> [String: Inspection] {
+    /// Inspects through the tracker, counting.
+    private func inspect(_ ids: [String]) async throws -> [String: ContainerTracker.Inspection] {
         statistics.inspects += ids.count
-        let docker = self.docker
-        let results = try await ids.concurrentMap(limit: configuration.maxConcurrentInspects) { id -> Inspection in
-            do {
-                return .found(try await docker.inspectContainer(id))
-            } catch let error as DockerError where error.isNotFound {
-                return .notFound
-            } catch let error as DockerError where !Self.endsSession(error) {
-                return .failed(error.description)
-            }
-        }
-        statistics.inspectsNotFound += results.values.filter { if case .notFound = $0 { true } else { false } }.count
-        return results
-    }
-
-    /// Folds inspect answers into `tracked`.
-    private func take(_ inspected: [String: Inspection], quietNotFound: Bool = false) async throws {
-        var running: [DockerContainer] = []
-        for (key, result) in inspected.sorted(by: { $0.key < $1.key }) {
-            switch result {
-            case .found(let container):
-                if container.isRunningOnDefaultBridge {
-                    running.append(container)
-                } else if let gone = tracked.removeValue(forKey: container.id) {
-                    logger.info("container \(gone.container.name) is no longer running on the bridge: its rules go")
-                }
-            case .notFound:
-                if let gone = tracked.removeValue(forKey: key) {
-                    logger.info("container \(gone.container.name) is gone (inspect: 404): its rules go")
-                } else if !quietNotFound {
-                    logger.info("container \(key.prefix(12)) was removed before it could be inspected (404); nothing to do")
-                }
-            case .failed(let reason):
-                logger.warning("inspecting container \(key.prefix(12)) failed: \(reason); keeping what was known of it")
-                requestResync("a failed inspect")
-            }
-        }
-        for (container, lookup) in await lookUpPorts(running) {
-            let before = tracked[container.id]
-            tracked[container.id] = TrackedContainer(container: container, port: lookup.port, portProblem: lookup.problem)
-            // What the decoder skipped (a link or port key it could not read), once per change.
-            if !container.warnings.isEmpty && before?.container.warnings != container.warnings {
-                logger.warning("container \(container.name): \(container.warnings.joined(separator: "; "))")
-            }
-            if before?.container.bridge?.ip != container.bridge?.ip || before?.port != lookup.port {
-                let address = container.bridge.map { "\($0.ip)" } ?? "?"
-                let problem = lookup.problem.map { " (\($0))" } ?? ""
-                logger.info("container \(container.name) runs at \(address) on port \(lookup.port ?? "?")\(problem)")
-            }
-        }
-    }
-
-    /// Finds the bridge port of each container, reusing what was found for the
-    /// same process and endpoint.
-    private func lookUpPorts(_ containers: [DockerContainer]) async -> [(DockerContainer, PortOutcome)] {
-        var result: [(DockerContainer, PortOutcome)] = []
-        var toResolve: [DockerContainer] = []
-        for container in containers {
-            if let pid = container.pid, let cached = portCache[container.id], cached.pid == pid,
-               cached.endpointID == container.bridge?.endpointID {
-                result.append((container, PortOutcome(port: cached.port)))
-            } else {
-                toResolve.append(container)
-            }
-        }
-        let resolvePort = self.resolvePort
-        let pids = Dictionary(toResolve.map { ($0.id, $0.pid) }, uniquingKeysWith: { first, _ in first })
-        let resolved = await toResolve.map(\.id).concurrentMap(limit: configuration.maxConcurrentInspects) {
-            id -> Result<String, any Error> in
-            guard let pid = pids[id] ?? nil else {
-                return .failure(PortLookupFailure(description: "running without a State.Pid"))
-            }
-            do { return .success(try await resolvePort(pid)) } catch { return .failure(error) }
-        }
-        for container in toResolve {
-            guard let outcome = resolved[container.id] else { continue }
-            switch outcome {
-            case .success(let port):
-                if let pid = container.pid {
-                    portCache[container.id] = CachedPort(pid: pid, endpointID: container.bridge?.endpointID, port: port)
-                }
-                result.append((container, PortOutcome(port: port)))
-            case .failure(let error):
-                portCache.removeValue(forKey: container.id)
-                result.append((container, PortOutcome(problem: "bridge port not found: \(error)")))
-            }
-        }
-        return result
+        let answers = try await tracker.inspect(ids)
+        statistics.inspectsNotFound += answers.values.filter(\.isNotFound).count
+        return answers
     }
 
     // MARK: Applying
@@ -618,7 +484,7 @@ public actor DockerAgent {
     }
 
     private func build(_ settings: Policy) -> DesiredPolicy {
-        let containers = Array(tracked.values)
+        let containers = Array(tracker.containers.values)
         let existing = host.existingInterfaces(among: containers.compactMap(\.port))
         return DesiredPolicy.build(settings: settings, containers: containers,
                                    bridgeAddress: host.ipv4Address(of: settings.bridge),
@@ -632,7 +498,7 @@ public actor DockerAgent {
         let enforced = Set(policy.containers.map(\.name))
         var measured: [(StartMark, StartLatency)] = []
         for (id, mark) in starts {
-            guard let name = tracked[id]?.container.name, enforced.contains(name) else { continue }
+            guard let name = tracker.containers[id]?.container.name, enforced.contains(name) else { continue }
             var sinceEvent: Duration?
             if let eventTime = mark.eventTimeNano {
                 let delta = wall - eventTime
@@ -736,14 +602,6 @@ public actor DockerAgent {
     }
 
     // MARK: Helpers
-
-    /// Errors after which the session cannot go on (the daemon is gone or the stream broke).
-    static func endsSession(_ error: DockerError) -> Bool {
-        switch error {
-        case .daemonUnreachable, .transport, .timedOut, .eventStreamEnded: true
-        case .invalidHost, .httpStatus, .decoding: false
-        }
-    }
 
     static func wallNanos() -> Int64 {
         Int64((Date().timeIntervalSince1970 * 1e9).rounded())

@@ -108,3 +108,107 @@ final class ConcurrentMapTests: XCTestCase {
         XCTAssertLessThanOrEqual(probe.calls.count, 3, "nothing new starts after a failure: \(probe.calls)")
     }
 }
+
+final class ContainerTrackerTests: XCTestCase {
+    /// Counts the port lookups; fails for the pids in `failing`.
+    private final class Ports: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lookups: [Int32] = []
+        private var failing: Set<Int32> = []
+
+        var count: Int { lock.withLock { lookups.count } }
+        func fail(_ pid: Int32?, _ yes: Bool = true) {
+            lock.withLock { if let pid { if yes { failing.insert(pid) } else { failing.remove(pid) } } }
+        }
+
+        var resolver: BridgePortResolver {
+            { pid in
+                try self.lock.withLock {
+                    self.lookups.append(pid)
+                    if self.failing.contains(pid) { throw BridgePortLookupError("no such process") }
+                }
+                return "veth\(pid)"
+            }
+        }
+    }
+
+    private func tracker(_ docker: ScriptedDocker, _ ports: Ports,
+                         logs: LogRecorder = LogRecorder()) -> ContainerTracker {
+        ContainerTracker(docker: docker, resolvePort: ports.resolver, concurrency: 4, logger: logs.logger)
+    }
+
+    func testPortsAreLookedUpOncePerProcessAndEndpoint() async throws {
+        let docker = ScriptedDocker(), ports = Ports()
+        let tracker = tracker(docker, ports)
+        let web = docker.run("web", silently: true)
+        let failed = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertFalse(failed)
+        XCTAssertEqual(tracker.containers[web]?.port, "veth\(docker.container(named: "web")!.pid!)")
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertEqual(ports.count, 1, "the same process and endpoint: the port found before")
+
+        docker.stop("web", silently: true)
+        docker.start("web", silently: true)
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertEqual(ports.count, 2, "a new process: looked up again")
+        XCTAssertEqual(tracker.containers[web]?.port, "veth\(docker.container(named: "web")!.pid!)")
+
+        tracker.remove(web, destroyed: false)
+        XCTAssertNil(tracker.containers[web])
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertEqual(ports.count, 2, "a removal keeps the port: the container may come back as it was")
+        tracker.remove(web, destroyed: true)
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertEqual(ports.count, 3, "a destroyed container's port is forgotten")
+        tracker.forgetPorts()
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertEqual(ports.count, 4, "after a reconnect every port is looked up again")
+    }
+
+    func testAFailedLookupTracksTheContainerWithWhy() async throws {
+        let docker = ScriptedDocker(), ports = Ports()
+        let tracker = tracker(docker, ports)
+        let web = docker.run("web", silently: true)
+        ports.fail(docker.container(named: "web")?.pid)
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertNil(tracker.containers[web]?.port)
+        XCTAssertEqual(tracker.containers[web]?.portProblem, "bridge port not found: no such process")
+        ports.fail(docker.container(named: "web")?.pid, false)
+        _ = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertNotNil(tracker.containers[web]?.port, "a failure is not cached")
+    }
+
+    func testInspectAnswersAndTheResyncReplacement() async throws {
+        let docker = ScriptedDocker(), ports = Ports(), logs = LogRecorder()
+        let tracker = tracker(docker, ports, logs: logs)
+        let web = docker.run("web", silently: true)
+        let client = docker.run("client", links: [("web", "w"), ("db", "db")], silently: true)
+        let lone = docker.run("lone", silently: true)
+        let answers = try await tracker.inspect([web, client, lone, "ghost"])
+        XCTAssertTrue(answers["ghost"]?.isNotFound == true)
+        _ = await tracker.take(answers)
+        XCTAssertEqual(Set(tracker.byName.keys), ["web", "client", "lone"])
+        XCTAssertTrue(logs.contains(.info, "removed before it could be inspected (404)"))
+        XCTAssertEqual(tracker.untrackedChildren(of: [client, web]), ["db"])
+
+        // An inspect that fails keeps what was known; a container no longer listed is dropped.
+        docker.failInspect(of: web, with: .httpStatus(request: "GET /containers/x/json", status: 500, message: "boom"))
+        docker.stop("lone", silently: true)
+        let listed = [web, client]
+        let dropped = await tracker.replace(listed: listed, inspected: try await tracker.inspect(listed))
+        XCTAssertEqual(dropped, ["lone"])
+        XCTAssertEqual(Set(tracker.byName.keys), ["web", "client"])
+        XCTAssertTrue(logs.contains(.warning, "resync: inspecting container"))
+        let failed = await tracker.take(try await tracker.inspect([web]))
+        XCTAssertTrue(failed, "a failed inspect asks for a resync")
+
+        // Losing the daemon ends the session: the inspect throws.
+        docker.goAway()
+        do {
+            _ = try await tracker.inspect([client])
+            XCTFail("an unreachable daemon must throw")
+        } catch {
+            XCTAssertTrue("\(error)".contains("not reachable"), "\(error)")
+        }
+    }
+}
