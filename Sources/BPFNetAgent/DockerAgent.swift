@@ -12,14 +12,7 @@
 // dataplane keeps enforcing what was applied last, and the next session starts
 // after a capped exponential backoff — with a resync from scratch, since events
 // are lost while disconnected. A periodic resync catches whatever was missed.
-//
-// Events never decide on their own what a container looks like: start,
-// restart and a bridge `connect` make the agent inspect the container and take
-// Docker's answer; die, stop, `disconnect` from the bridge and destroy remove
-// it. Within the events that arrive together only the last one per container
-// counts, so the order of die/disconnect/stop (20.10: die, disconnect, stop;
-// 29: disconnect, stop, die) does not matter, and a restart (die … start)
-// ends with a fresh inspect.
+// Events are folded per container until the worker takes them (PendingChanges).
 
 import BPFNetCore
 import BPFNetDataplane
@@ -113,7 +106,8 @@ public actor DockerAgent {
     private var effectiveSettings: Policy?
     private var lastApplied: Policy?
     private var lastSkipped: [DockerSkippedContainer] = []
-    private var pending: [String: PendingChange] = [:]
+    /// Events received since the worker last took them, one change per container.
+    private var pending = PendingChanges()
     private var wake: AsyncStream<Void>.Continuation?
     private var nextPeriodicResync: ContinuousClock.Instant?
     private var requestedResync: (reason: String, notBefore: ContinuousClock.Instant)?
@@ -131,18 +125,6 @@ public actor DockerAgent {
     private var lastResync: (at: Date, duration: Duration, containers: Int)?
     private var lastError: String?
     private let clock = ContinuousClock()
-
-    struct PendingChange {
-        enum Kind { case refresh, remove, destroy }
-        var kind: Kind
-        /// Set by a `start` event, for the latency measurement.
-        var start: StartMark?
-    }
-
-    struct StartMark {
-        var eventTimeNano: Int64?
-        var received: ContinuousClock.Instant
-    }
 
     public init(docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
                 resolvePort: @escaping BridgePortResolver, host: any AgentHost = SystemAgentHost(),
@@ -215,9 +197,7 @@ public actor DockerAgent {
     }
 
     private func runSession() async throws {
-        // What was queued before the stream broke is stale: the resync below
-        // replaces it (a `die` kept from then would remove a container that
-        // has been restarted since).
+        // What was queued before the stream broke is stale: the resync below replaces it.
         pending.removeAll()
         let identity = try await docker.connect()
         daemon = identity
@@ -307,76 +287,35 @@ public actor DockerAgent {
             logger.warning("\(bad) — ignored; a resync will pick up whatever it was about")
             requestResync("an undecodable event")
         case .event(let event):
-            guard let (id, kind) = Self.classify(event) else {
+            guard pending.record(event, receivedAt: clock.now) else {
                 statistics.eventsIgnored += 1
                 logger.trace("ignoring docker event \(event)")
                 return
             }
             statistics.eventsHandled += 1
             logger.debug("docker event \(event)")
-            var change = pending[id] ?? PendingChange(kind: kind)
-            // A destroyed ID never comes back; otherwise the last event decides.
-            if change.kind != .destroy { change.kind = kind }
-            switch kind {
-            case .refresh where event.action == .start:
-                change.start = StartMark(eventTimeNano: event.timeNano, received: clock.now)
-            case .remove, .destroy:
-                change.start = nil
-            case .refresh:
-                break
-            }
-            pending[id] = change
             wake?.yield()
         }
     }
 
-    /// Which container an event is about and what to do with it; nil for
-    /// events that do not concern the policy.
-    static func classify(_ event: DockerEvent) -> (String, PendingChange.Kind)? {
-        guard let id = event.containerID, !id.isEmpty else { return nil }
-        switch (event.type, event.action) {
-        case (.container, .start), (.container, .restart):
-            return (id, .refresh)
-        case (.container, .die), (.container, .stop):
-            return (id, .remove)
-        case (.container, .destroy):
-            return (id, .destroy)
-        case (.network, .connect) where event.isDefaultBridgeNetworkEvent:
-            return (id, .refresh)
-        case (.network, .disconnect) where event.isDefaultBridgeNetworkEvent:
-            return (id, .remove)
-        default:
-            return nil
-        }
-    }
-
     private func processPending() async throws {
-        let batch = pending
-        pending.removeAll()
-        var refresh: [String] = []
-        var starts: [String: StartMark] = [:]
-        for (id, change) in batch.sorted(by: { $0.key < $1.key }) {
-            switch change.kind {
-            case .remove, .destroy:
-                tracker.remove(id, destroyed: change.kind == .destroy)
-            case .refresh:
-                refresh.append(id)
-                if let start = change.start { starts[id] = start }
-            }
+        let batch = pending.takeBatch()
+        for removal in batch.removals {
+            tracker.remove(removal.id, destroyed: removal.destroyed)
         }
         let started = clock.now
-        if !refresh.isEmpty {
-            let inspected = try await inspect(refresh)
+        if !batch.refreshes.isEmpty {
+            let inspected = try await inspect(batch.refreshes)
             if await tracker.take(inspected) { requestResync("a failed inspect") }
             // A parent that names a child the agent does not follow: ask for the child too.
-            let missingChildren = tracker.untrackedChildren(of: refresh)
+            let missingChildren = tracker.untrackedChildren(of: batch.refreshes)
             if !missingChildren.isEmpty {
                 let children = try await inspect(missingChildren)
                 if await tracker.take(children, quietNotFound: true) { requestResync("a failed inspect") }
             }
         }
         let looked = clock.now - started
-        try await applyDesired(reason: "events", starts: starts)
+        try await applyDesired(reason: "events", starts: batch.starts)
         let total = clock.now - started
         logger.debug("\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), applied after \(Self.format(total))")
     }
@@ -443,7 +382,8 @@ public actor DockerAgent {
     /// Builds the policy from what the agent follows and applies it; the
     /// dataplane writes only the difference. A failure is logged, leaves the
     /// last applied policy in force and is retried; it does not end the session.
-    private func applyDesired(reason: String, starts: [String: StartMark], force: Bool = false) async throws {
+    private func applyDesired(reason: String, starts: [String: PendingChanges.StartMark],
+                              force: Bool = false) async throws {
         guard let settings = effectiveSettings else { return }
         let building = clock.now
         var desired = build(settings)
@@ -491,12 +431,12 @@ public actor DockerAgent {
                                    portExists: { existing.contains($0) })
     }
 
-    private func recordLatencies(_ starts: [String: StartMark], in policy: Policy) {
+    private func recordLatencies(_ starts: [String: PendingChanges.StartMark], in policy: Policy) {
         guard !starts.isEmpty else { return }
         let now = clock.now
         let wall = Self.wallNanos()
         let enforced = Set(policy.containers.map(\.name))
-        var measured: [(StartMark, StartLatency)] = []
+        var measured: [(PendingChanges.StartMark, StartLatency)] = []
         for (id, mark) in starts {
             guard let name = tracker.containers[id]?.container.name, enforced.contains(name) else { continue }
             var sinceEvent: Duration?

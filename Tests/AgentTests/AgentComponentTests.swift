@@ -12,6 +12,89 @@ import Logging
 import SystemPackage
 import XCTest
 
+final class PendingChangesTests: XCTestCase {
+    private let docker = ScriptedDocker()
+    private let start = ContinuousClock.now
+
+    private func container(_ action: DockerEventAction, _ id: String, timeNano: Int64? = 1_000) -> DockerEvent {
+        DockerEvent(type: .container, action: action, actorID: id, attributes: ["name": id], timeNano: timeNano)
+    }
+
+    private func record(_ events: [DockerEvent], into pending: inout PendingChanges) {
+        for (index, event) in events.enumerated() {
+            XCTAssertTrue(pending.record(event, receivedAt: start + .milliseconds(index)), "\(event)")
+        }
+    }
+
+    func testWhichEventsConcernThePolicy() {
+        let classified = { (event: DockerEvent) in PendingChanges.classify(event).map { "\($0.0) \($0.1)" } }
+        XCTAssertEqual(classified(container(.start, "a")), "a refresh")
+        XCTAssertEqual(classified(container(.restart, "a")), "a refresh")
+        XCTAssertEqual(classified(container(.die, "a")), "a remove")
+        XCTAssertEqual(classified(container(.stop, "a")), "a remove")
+        XCTAssertEqual(classified(container(.destroy, "a")), "a destroy")
+        XCTAssertEqual(classified(docker.network(.connect, "a")), "a refresh")
+        XCTAssertEqual(classified(docker.network(.disconnect, "a")), "a remove")
+        XCTAssertNil(classified(docker.network(.connect, "a", network: "other-net")), "not the default bridge")
+        XCTAssertNil(classified(container(.other("exec_start: sh"), "a")))
+        XCTAssertNil(classified(container(.start, "")), "no container ID")
+        XCTAssertNil(classified(DockerEvent(type: .other("plugin"), action: .other("enable"), actorID: "p1")))
+
+        var pending = PendingChanges()
+        XCTAssertFalse(pending.record(container(.other("pause"), "a"), receivedAt: start))
+        XCTAssertTrue(pending.isEmpty, "an ignored event records nothing")
+    }
+
+    /// Both daemons' stop orders end in a removal; a restart ends in a refresh.
+    func testTheLastEventPerContainerWins() {
+        var pending = PendingChanges()
+        // 20.10: die, disconnect, stop.
+        record([container(.start, "v20"), container(.die, "v20"), docker.network(.disconnect, "v20"),
+                container(.stop, "v20")], into: &pending)
+        // 29: disconnect, stop, die.
+        record([docker.network(.disconnect, "v29"), container(.stop, "v29"), container(.die, "v29")], into: &pending)
+        // `docker restart`: die … start … restart.
+        record([container(.die, "again"), container(.stop, "again"), container(.start, "again"),
+                container(.restart, "again")], into: &pending)
+        XCTAssertEqual(pending.changes["v20"]?.kind, .remove)
+        XCTAssertNil(pending.changes["v20"]?.start, "a removal clears the start mark")
+        XCTAssertEqual(pending.changes["v29"]?.kind, .remove)
+        XCTAssertEqual(pending.changes["again"]?.kind, .refresh)
+        XCTAssertEqual(pending.changes["again"]?.start?.received, start + .milliseconds(2),
+                       "the start marks for the latency; a later restart keeps the mark")
+    }
+
+    func testADestroySticks() {
+        var pending = PendingChanges()
+        record([container(.destroy, "gone"), container(.start, "gone"), docker.network(.connect, "gone")],
+               into: &pending)
+        let batch = pending.takeBatch()
+        XCTAssertEqual(batch.removals.map(\.id), ["gone"])
+        XCTAssertEqual(batch.removals.map(\.destroyed), [true])
+        XCTAssertTrue(batch.refreshes.isEmpty)
+        XCTAssertTrue(batch.starts.isEmpty, "a destroyed container is not measured")
+    }
+
+    func testABatchTakesEverythingInIDOrder() {
+        var pending = PendingChanges()
+        record([container(.start, "c", timeNano: 42), container(.die, "b"), container(.restart, "a"),
+                container(.destroy, "d"), docker.network(.connect, "e")], into: &pending)
+        let batch = pending.takeBatch()
+        XCTAssertTrue(pending.isEmpty)
+        XCTAssertEqual(batch.count, 5)
+        XCTAssertEqual(batch.refreshes, ["a", "c", "e"])
+        XCTAssertEqual(batch.removals.map(\.id), ["b", "d"])
+        XCTAssertEqual(batch.removals.map(\.destroyed), [false, true])
+        XCTAssertEqual(Array(batch.starts.keys), ["c"], "only a start event marks for the latency")
+        XCTAssertEqual(batch.starts["c"], PendingChanges.StartMark(eventTimeNano: 42, received: start))
+        XCTAssertEqual(pending.takeBatch().count, 0)
+
+        record([container(.start, "x")], into: &pending)
+        pending.removeAll()
+        XCTAssertTrue(pending.isEmpty)
+    }
+}
+
 final class ConcurrentMapTests: XCTestCase {
     /// What the transforms saw, shared between them.
     private final class Probe: @unchecked Sendable {
