@@ -12,7 +12,12 @@
 // dataplane keeps enforcing what was applied last, and the next session starts
 // after a capped exponential backoff — with a resync from scratch, since events
 // are lost while disconnected. A periodic resync catches whatever was missed.
-// Events are folded per container until the worker takes them (PendingChanges).
+//
+// The actor keeps the sessions, the resync schedule and the applying; its
+// parts do the rest: PendingChanges folds events per container until the
+// worker takes them, ContainerTracker inspects and finds bridge ports,
+// AgentReporter counts, measures and publishes, DaemonChecks says what in the
+// daemon's settings works against bpfnet.
 
 import BPFNetCore
 import BPFNetDataplane
@@ -47,34 +52,6 @@ public actor DockerAgent {
         }
     }
 
-    public struct Statistics: Hashable, Sendable {
-        public var sessions = 0
-        public var reconnects = 0
-        public var resyncs = 0
-        /// Events that concerned the policy (start, die, … on the default bridge).
-        public var eventsHandled = 0
-        public var eventsIgnored = 0
-        public var malformedEvents = 0
-        public var inspects = 0
-        /// Inspects answered with 404 (the container was removed meanwhile).
-        public var inspectsNotFound = 0
-        public var applies = 0
-        public var failedApplies = 0
-    }
-
-    /// One measured start: Docker's `start` event to the container's rules in the maps.
-    public struct StartLatency: Hashable, Sendable {
-        public var container: String
-        /// From the event's own time (`timeNano`, the daemon's clock); nil when
-        /// the event carried none.
-        public var sinceEvent: Duration?
-        /// From the moment the event reached the agent.
-        public var sinceReceived: Duration
-
-        /// What is reported: the event's own time when known.
-        public var reported: Duration { sinceEvent ?? sinceReceived }
-    }
-
     /// What the agent holds, for tests and the state file.
     public struct Snapshot: Sendable {
         public var connected: Bool
@@ -96,18 +73,18 @@ public actor DockerAgent {
     private let host: any AgentHost
     private let configuration: Configuration
     private let logger: Logger
-    private let report: (@Sendable (DataplaneStatus.Agent) -> Void)?
+
+    // MARK: Parts
+
+    private let tracker: ContainerTracker
+    private var pending = PendingChanges()
+    private var reporter: AgentReporter
 
     // MARK: State
 
-    /// The containers followed, their inspect answers and bridge ports.
-    private let tracker: ContainerTracker
     /// The settings for Docker's bridge, once known.
     private var effectiveSettings: Policy?
     private var lastApplied: Policy?
-    private var lastSkipped: [DockerSkippedContainer] = []
-    /// Events received since the worker last took them, one change per container.
-    private var pending = PendingChanges()
     private var wake: AsyncStream<Void>.Continuation?
     private var nextPeriodicResync: ContinuousClock.Instant?
     private var requestedResync: (reason: String, notBefore: ContinuousClock.Instant)?
@@ -118,11 +95,8 @@ public actor DockerAgent {
     private var sessionSynced = false
     private var connected = false
     private var daemon: DockerDaemonIdentity?
+    /// Daemon warnings already logged (each once per process).
     private var warned: Set<String> = []
-    private var statistics = Statistics()
-    private var startLatencies: [StartLatency] = []
-    private var lastSync: (at: Date, latency: StartLatency)?
-    private var lastResync: (at: Date, duration: Duration, containers: Int)?
     private var lastError: String?
     private let clock = ContinuousClock()
 
@@ -136,15 +110,15 @@ public actor DockerAgent {
         self.host = host
         self.configuration = configuration
         self.logger = logger
-        self.report = report
         tracker = ContainerTracker(docker: docker, resolvePort: resolvePort,
                                    concurrency: configuration.maxConcurrentInspects, logger: logger)
+        reporter = AgentReporter(dockerHost: docker.hostDescription, logger: logger, report: report)
     }
 
     public func snapshot() -> Snapshot {
         Snapshot(connected: connected, daemon: daemon, tracked: tracker.byName,
-                 lastApplied: lastApplied, skipped: lastSkipped, statistics: statistics,
-                 startLatencies: startLatencies, lastError: lastError)
+                 lastApplied: lastApplied, skipped: reporter.skipped, statistics: reporter.statistics,
+                 startLatencies: reporter.startLatencies, lastError: lastError)
     }
 
     // MARK: Main loop
@@ -157,8 +131,8 @@ public actor DockerAgent {
     public func run() async throws {
         var failures = 0
         while !Task.isCancelled {
-            statistics.sessions += 1
-            if statistics.sessions > 1 { statistics.reconnects += 1 }
+            reporter.statistics.sessions += 1
+            if reporter.statistics.sessions > 1 { reporter.statistics.reconnects += 1 }
             sessionSynced = false
             let failure: any Error
             do {
@@ -220,7 +194,7 @@ public actor DockerAgent {
         tracker.forgetPorts()
         let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         wake = continuation
-        let firstSession = statistics.sessions == 1
+        let firstSession = reporter.statistics.sessions == 1
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.readEvents(events) }
@@ -283,16 +257,16 @@ public actor DockerAgent {
     func receive(_ item: DockerEventItem) {
         switch item {
         case .malformed(let bad):
-            statistics.malformedEvents += 1
+            reporter.statistics.malformedEvents += 1
             logger.warning("\(bad) — ignored; a resync will pick up whatever it was about")
             requestResync("an undecodable event")
         case .event(let event):
             guard pending.record(event, receivedAt: clock.now) else {
-                statistics.eventsIgnored += 1
+                reporter.statistics.eventsIgnored += 1
                 logger.trace("ignoring docker event \(event)")
                 return
             }
-            statistics.eventsHandled += 1
+            reporter.statistics.eventsHandled += 1
             logger.debug("docker event \(event)")
             wake?.yield()
         }
@@ -317,7 +291,17 @@ public actor DockerAgent {
         let looked = clock.now - started
         try await applyDesired(reason: "events", starts: batch.starts)
         let total = clock.now - started
-        logger.debug("\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), applied after \(Self.format(total))")
+        let timing = "\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), "
+            + "applied after \(Self.format(total))"
+        logger.debug("\(timing)")
+    }
+
+    /// Inspects through the tracker, counting.
+    private func inspect(_ ids: [String]) async throws -> [String: ContainerTracker.Inspection] {
+        reporter.statistics.inspects += ids.count
+        let answers = try await tracker.inspect(ids)
+        reporter.statistics.inspectsNotFound += answers.values.filter(\.isNotFound).count
+        return answers
     }
 
     // MARK: Resync
@@ -349,7 +333,7 @@ public actor DockerAgent {
         lastResyncStarted = started
         requestedResync = nil
         nextPeriodicResync = started + configuration.resyncInterval
-        statistics.resyncs += 1
+        reporter.statistics.resyncs += 1
 
         let ids = try await docker.runningBridgeContainers().map(\.id)
         let dropped = await tracker.replace(listed: ids, inspected: try await inspect(ids))
@@ -359,22 +343,13 @@ public actor DockerAgent {
         try await applyDesired(reason: "resync (\(reason))", starts: [:], force: true)
         let duration = clock.now - started
         let count = tracker.containers.count
-        lastResync = (Date(), duration, count)
+        reporter.recordResync(duration: duration, containers: count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
         let summary = "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?"), "
-            + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) (list+inspect+ports \(Self.format(inspectedIn)))"
+            + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) "
+            + "(list+inspect+ports \(Self.format(inspectedIn)))"
             + (dropped.isEmpty ? "" : "; no longer running: \(dropped.sorted().joined(separator: ", "))")
         logger.log(level: level, "\(summary)")
-    }
-
-    // MARK: Docker
-
-    /// Inspects through the tracker, counting.
-    private func inspect(_ ids: [String]) async throws -> [String: ContainerTracker.Inspection] {
-        statistics.inspects += ids.count
-        let answers = try await tracker.inspect(ids)
-        statistics.inspectsNotFound += answers.values.filter(\.isNotFound).count
-        return answers
     }
 
     // MARK: Applying
@@ -406,21 +381,21 @@ public actor DockerAgent {
                     try await dataplane.apply(desired.policy)
                 }
             } catch {
-                statistics.failedApplies += 1
+                reporter.statistics.failedApplies += 1
                 needsApply = true
                 lastError = "applying the policy failed: \(error)"
                 logger.error("\(lastError!) — the dataplane keeps enforcing the last applied policy; will retry")
                 requestResync("a failed apply")
                 return
             }
-            statistics.applies += 1
+            reporter.statistics.applies += 1
             needsApply = false
             lastError = nil
-            logChanges(from: lastApplied, to: desired.policy, reason: reason, took: clock.now - started)
+            reporter.logApplied(from: lastApplied, to: desired.policy, reason: reason, took: clock.now - started)
             lastApplied = desired.policy
         }
-        reportSkipped(desired.skipped)
-        recordLatencies(starts, in: desired.policy)
+        reporter.recordSkipped(desired.skipped)
+        reporter.recordStarts(starts, enforcedBy: desired.policy) { tracker.containers[$0]?.container.name }
     }
 
     private func build(_ settings: Policy) -> DesiredPolicy {
@@ -431,136 +406,19 @@ public actor DockerAgent {
                                    portExists: { existing.contains($0) })
     }
 
-    private func recordLatencies(_ starts: [String: PendingChanges.StartMark], in policy: Policy) {
-        guard !starts.isEmpty else { return }
-        let now = clock.now
-        let wall = Self.wallNanos()
-        let enforced = Set(policy.containers.map(\.name))
-        var measured: [(PendingChanges.StartMark, StartLatency)] = []
-        for (id, mark) in starts {
-            guard let name = tracker.containers[id]?.container.name, enforced.contains(name) else { continue }
-            var sinceEvent: Duration?
-            if let eventTime = mark.eventTimeNano {
-                let delta = wall - eventTime
-                // The daemon's clock is this host's; a negative or absurd value is not a measurement.
-                if delta >= 0, delta < 3_600_000_000_000 { sinceEvent = .nanoseconds(delta) }
-            }
-            let latency = StartLatency(container: name, sinceEvent: sinceEvent, sinceReceived: now - mark.received)
-            measured.append((mark, latency))
-            let received = sinceEvent != nil ? " (\(Self.format(latency.sinceReceived)) after the event reached bpfnet)" : ""
-            logger.info("container \(name): start event → rules in the maps in \(Self.format(latency.reported))\(received)")
-        }
-        for (_, latency) in measured.sorted(by: { $0.0.received < $1.0.received }) {
-            startLatencies.append(latency)
-            lastSync = (Date(), latency)
-        }
-        if startLatencies.count > 1000 { startLatencies.removeFirst(startLatencies.count - 1000) }
-    }
-
-    private func logChanges(from old: Policy?, to new: Policy, reason: String, took: Duration) {
-        let oldContainers = Dictionary((old?.containers ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let newContainers = Dictionary(new.containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        var parts: [String] = []
-        for (name, container) in newContainers.sorted(by: { $0.key < $1.key }) where oldContainers[name] != container {
-            parts.append("+\(name) \(container.ip) \(container.port)")
-        }
-        for name in oldContainers.keys.sorted() where newContainers[name] == nil {
-            parts.append("-\(name)")
-        }
-        func key(_ link: Link, _ containers: [String: Container]) -> String {
-            let ip = { (name: String) in containers[name]?.ip.description ?? "?" }
-            return "\(link.parent)(\(ip(link.parent)))→\(link.child)(\(ip(link.child)))"
-        }
-        let oldLinks = Set((old?.links ?? []).map { key($0, oldContainers) })
-        let newLinks = Set(new.links.map { key($0, newContainers) })
-        parts += newLinks.subtracting(oldLinks).sorted().map { "+link \($0)" }
-        parts += oldLinks.subtracting(newLinks).sorted().map { "-link \($0)" }
-        let summary = "\(new.containers.count) containers, \(new.links.count) links"
-        let details = parts.isEmpty ? "" : "; " + parts.joined(separator: ", ")
-        // A resync that changed nothing is worth a debug line only.
-        logger.log(level: parts.isEmpty && old != nil ? .debug : .info,
-                   "applied (\(reason)) in \(Self.format(took)): \(summary)\(details)")
-    }
-
-    private func reportSkipped(_ skipped: [DockerSkippedContainer]) {
-        let before = Set(lastSkipped)
-        for item in skipped where !before.contains(item) {
-            logger.warning("container \(item) — left out of the policy until the next event or resync")
-        }
-        lastSkipped = skipped
-    }
-
-    // MARK: Daemon checks
+    // MARK: Daemon checks and status
 
     private func checkDaemon(network: DockerBridgeNetwork, settings: Policy) async {
-        var warnings: [String] = []
-        if !network.iccEnabled {
-            warnings.append("Docker's default bridge has enable_icc=false (dockerd --icc=false). bpfnet ignores Docker's "
-                + "setting — bpfnet's own icc (\(settings.icc)) decides — and dockerd accepts --icc=false only with "
-                + "--iptables=true, so Docker's iptables rules police this bridge as well: run dockerd with --iptables=false")
-        }
         let info = try? await docker.info()
-        let traces = host.dockerFirewallTraces()
-        if !traces.isEmpty {
-            warnings.append("\(traces.joined(separator: "; ")): dockerd runs (or ran) with --iptables=true, and its rules "
-                + "(FORWARD policy, icc, links) police container traffic next to bpfnet. Run dockerd with --iptables=false "
-                + "so that bpfnet alone decides")
-        }
-        if info?.bridgeNfIptables == true {
-            warnings.append("the daemon reports BridgeNfIptables (net.bridge.bridge-nf-call-iptables=1): bridged container "
-                + "traffic also passes netfilter's FORWARD hook, so any iptables/nftables forward rules on this host "
-                + "(Docker's included" + (traces.isEmpty ? ", none found now" : "") + ") decide as well as bpfnet")
-        }
-        if let subnet = network.subnet, let address = host.ipv4Address(of: settings.bridge), address.network != subnet {
-            warnings.append("Docker's default bridge subnet is \(subnet) (GET /networks/bridge) but \(settings.bridge) "
-                + "has \(address); bpfnet uses the interface's address")
-        }
+        let warnings = DaemonChecks.warnings(network: network, settings: settings, info: info,
+                                             firewallTraces: host.dockerFirewallTraces(),
+                                             bridgeAddress: host.ipv4Address(of: settings.bridge))
         for warning in warnings where warned.insert(warning).inserted {
             logger.warning("\(warning)")
         }
     }
 
-    // MARK: Reporting
-
     private func publish() {
-        guard let report else { return }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let agent = DataplaneStatus.Agent(
-            running: true, pid: getpid(), dockerHost: docker.hostDescription, connected: connected,
-            dockerServer: daemon?.version, apiVersion: daemon?.apiVersion.description,
-            lastSyncAt: lastSync.map { formatter.string(from: $0.at) },
-            lastSyncLatencyMs: lastSync.map { Self.milliseconds($0.latency.reported) },
-            lastSyncContainer: lastSync?.latency.container,
-            lastResyncAt: lastResync.map { formatter.string(from: $0.at) },
-            lastResyncMs: lastResync.map { Self.milliseconds($0.duration) },
-            lastResyncContainers: lastResync?.containers,
-            resyncs: statistics.resyncs, reconnects: statistics.reconnects,
-            eventsHandled: statistics.eventsHandled, malformedEvents: statistics.malformedEvents,
-            skippedContainers: lastSkipped.map(\.description), lastError: lastError)
-        report(agent)
-    }
-
-    // MARK: Helpers
-
-    static func wallNanos() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1e9).rounded())
-    }
-
-    public static func milliseconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return (Double(seconds) * 1e3 + Double(attoseconds) / 1e15).rounded(toPlaces: 3)
-    }
-
-    static func format(_ duration: Duration) -> String {
-        let ms = milliseconds(duration)
-        return ms >= 1000 ? String(format: "%.2f s", ms / 1000) : String(format: "%.1f ms", ms)
-    }
-}
-
-private extension Double {
-    func rounded(toPlaces places: Int) -> Double {
-        let factor = Foundation.pow(10, Double(places))
-        return (self * factor).rounded() / factor
+        reporter.publish(connected: connected, daemon: daemon, lastError: lastError)
     }
 }

@@ -295,3 +295,103 @@ final class ContainerTrackerTests: XCTestCase {
         }
     }
 }
+
+final class AgentReporterTests: XCTestCase {
+    private func policy(_ names: [String]) -> Policy {
+        Policy(containers: names.enumerated().map { index, name in
+            let ip = IPv4Address(172 << 24 | 17 << 16 | UInt32(index + 2))
+            return Container(name: name, ip: ip, mac: MACAddress(dockerStyleFor: ip), port: "veth\(name)")
+        })
+    }
+
+    func testStartsAreMeasuredOnceEnforcedOldestFirst() {
+        let logs = LogRecorder()
+        var reporter = AgentReporter(dockerHost: "unix:///d.sock", logger: logs.logger, report: nil)
+        let now = ContinuousClock.now
+        let wall: Int64 = 5_000_000_000
+        let starts: [String: PendingChanges.StartMark] = [
+            "id-web": .init(eventTimeNano: wall - 40_000_000, received: now - .milliseconds(30)),
+            "id-late": .init(eventTimeNano: nil, received: now - .milliseconds(10)),
+            "id-future": .init(eventTimeNano: wall + 1, received: now - .milliseconds(20)),
+            "id-skipped": .init(eventTimeNano: wall, received: now),
+        ]
+        reporter.recordStarts(starts, enforcedBy: policy(["web", "late", "future"]), now: now, wallNanos: wall) {
+            String($0.dropFirst(3))
+        }
+        XCTAssertEqual(reporter.startLatencies.map(\.container), ["web", "future", "late"], "by arrival")
+        XCTAssertEqual(reporter.startLatencies[0].sinceEvent, .milliseconds(40))
+        XCTAssertEqual(reporter.startLatencies[0].reported, .milliseconds(40), "the event's own time when known")
+        XCTAssertNil(reporter.startLatencies[1].sinceEvent, "a clock ahead of ours is not a measurement")
+        XCTAssertEqual(reporter.startLatencies[2].reported, .milliseconds(10))
+        XCTAssertTrue(logs.contains(.info, "container web: start event → rules in the maps in 40.0 ms (30.0 ms"))
+
+        let status = reporter.status(connected: true, daemon: nil, lastError: nil)
+        XCTAssertEqual(status.lastSyncContainer, "late", "the last one to arrive")
+        XCTAssertEqual(status.lastSyncLatencyMs, 10)
+        XCTAssertEqual(status.pid, getpid())
+
+        let many = Dictionary(uniqueKeysWithValues: (0..<1_500).map {
+            ("id-web\($0)", PendingChanges.StartMark(eventTimeNano: nil, received: now))
+        })
+        reporter.recordStarts(many, enforcedBy: policy((0..<1_500).map { "web\($0)" }),
+                              now: now, wallNanos: wall) { String($0.dropFirst(3)) }
+        XCTAssertEqual(reporter.startLatencies.count, AgentReporter.keptLatencies)
+    }
+
+    func testStatusCarriesTheCountersAndWhatWasLeftOut() {
+        let reports = ReportBox()
+        let logs = LogRecorder()
+        var reporter = AgentReporter(dockerHost: "unix:///d.sock", logger: logs.logger, report: { reports.set($0) })
+        reporter.statistics.resyncs = 3
+        reporter.statistics.reconnects = 1
+        reporter.statistics.eventsHandled = 7
+        reporter.statistics.malformedEvents = 2
+        reporter.recordResync(duration: .milliseconds(1234), containers: 12)
+        let skipped = DockerSkippedContainer(id: "id-a", name: "a", reason: "bridge port unknown")
+        reporter.recordSkipped([skipped])
+        reporter.recordSkipped([skipped])
+        XCTAssertEqual(logs.all.filter { $0.1.contains("left out of the policy") }.count, 1, "warned once")
+        let daemon = DockerDaemonIdentity(version: "29.7.2", apiVersion: DockerAPIVersion(1, 55))
+        reporter.publish(connected: false, daemon: daemon, lastError: "gone")
+        let status = try? XCTUnwrap(reports.last)
+        XCTAssertEqual(status?.dockerHost, "unix:///d.sock")
+        XCTAssertEqual(status?.connected, false)
+        XCTAssertEqual(status?.dockerServer, "29.7.2")
+        XCTAssertEqual(status?.apiVersion, "1.55")
+        XCTAssertEqual(status?.lastResyncMs, 1234)
+        XCTAssertEqual(status?.lastResyncContainers, 12)
+        XCTAssertEqual(status?.resyncs, 3)
+        XCTAssertEqual(status?.reconnects, 1)
+        XCTAssertEqual(status?.eventsHandled, 7)
+        XCTAssertEqual(status?.malformedEvents, 2)
+        XCTAssertEqual(status?.skippedContainers, [skipped.description])
+        XCTAssertEqual(status?.lastError, "gone")
+        XCTAssertNil(status?.lastSyncLatencyMs)
+    }
+}
+
+final class DaemonChecksTests: XCTestCase {
+    func testWarningsNameWhatPolicesTheBridgeNextToBPFNet() {
+        let settings = Policy(bridge: "docker0", icc: false)
+        let quiet = DockerBridgeNetwork(id: "n", name: "bridge", bridgeName: "docker0",
+                                        subnet: IPv4CIDR("172.17.0.0/16"))
+        XCTAssertEqual(DaemonChecks.warnings(network: quiet, settings: settings, info: nil, firewallTraces: [],
+                                             bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16")), [])
+        var loud = quiet
+        loud.iccEnabled = false
+        let info = DockerDaemonInfo(serverVersion: "20.10.24", ipv4Forwarding: true, bridgeNfIptables: true)
+        let warnings = DaemonChecks.warnings(network: loud, settings: settings, info: info,
+                                             firewallTraces: ["iptables has Docker's chains (DOCKER)"],
+                                             bridgeAddress: IPv4InterfaceAddress("10.0.0.1/24"))
+        XCTAssertEqual(warnings.count, 4, "\(warnings)")
+        XCTAssertTrue(warnings[0].contains("enable_icc=false"))
+        XCTAssertTrue(warnings[1].hasPrefix("iptables has Docker's chains (DOCKER): dockerd runs"))
+        XCTAssertTrue(warnings[2].contains("BridgeNfIptables") && !warnings[2].contains("none found now"))
+        XCTAssertTrue(warnings[3].contains("subnet is 172.17.0.0/16") && warnings[3].contains("has 10.0.0.1/24"))
+
+        var noSubnet = quiet
+        noSubnet.subnet = nil
+        XCTAssertEqual(DaemonChecks.warnings(network: noSubnet, settings: settings, info: nil, firewallTraces: [],
+                                             bridgeAddress: { XCTFail("asked without a subnet"); return nil }()), [])
+    }
+}
