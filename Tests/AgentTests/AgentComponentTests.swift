@@ -395,3 +395,33 @@ final class DaemonChecksTests: XCTestCase {
                                              bridgeAddress: { XCTFail("asked without a subnet"); return nil }()), [])
     }
 }
+
+final class AgentProcessTests: XCTestCase {
+    func testTheStateWriterSaysOnceThatItCannotWrite() throws {
+        let blocker = FileManager.default.temporaryDirectory
+            .appendingPathComponent("bpfnet-state-\(UUID().uuidString)").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: blocker, contents: Data()))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: blocker) }
+        // A regular file where the directory should be: nothing can be written under it.
+        let files = AgentFiles(pinPath: FilePath("/sys/fs/bpf/test"), directory: blocker + "/run")
+        let logs = LogRecorder()
+        let writer = AgentStateWriter(files: files, logger: logs.logger)
+        let agent = DataplaneStatus.Agent(running: true, dockerHost: "unix:///d.sock", connected: true)
+        writer.write(agent)
+        writer.write(agent)
+        XCTAssertEqual(logs.all.filter { $0.0 == .warning && $0.1.contains("cannot write the agent's state") }.count, 1)
+    }
+
+    func testSIGHUPAsksForAResync() async throws {
+        let hangups = ReportBox()
+        let signals = AgentSignals(logger: LogRecorder().logger, onStop: { XCTFail("SIGHUP must not stop the agent") },
+                                   onHangup: { hangups.set(DataplaneStatus.Agent(running: true, dockerHost: "",
+                                                                                 connected: true)) })
+        defer {
+            signals.stop()
+            signal(SIGHUP, SIG_DFL)
+        }
+        kill(getpid(), SIGHUP)
+        try await eventually("the hangup handler ran") { hangups.count == 1 }
+    }
+}
