@@ -13,13 +13,11 @@
 // after a capped exponential backoff — with a resync from scratch, since events
 // are lost while disconnected. A periodic resync catches whatever was missed.
 //
-// Events never decide on their own what a container looks like: start,
-// restart and a bridge `connect` make the agent inspect the container and take
-// Docker's answer; die, stop, `disconnect` from the bridge and destroy remove
-// it. Within the events that arrive together only the last one per container
-// counts, so the order of die/disconnect/stop (20.10: die, disconnect, stop;
-// 29: disconnect, stop, die) does not matter, and a restart (die … start)
-// ends with a fresh inspect.
+// The actor keeps the sessions, the resync schedule and the applying; its
+// parts do the rest: PendingChanges folds events per container until the
+// worker takes them, ContainerTracker inspects and finds bridge ports,
+// AgentReporter counts, measures and publishes, DaemonChecks says what in the
+// daemon's settings works against bpfnet.
 
 import BPFNetCore
 import BPFNetDataplane
@@ -54,34 +52,6 @@ public actor DockerAgent {
         }
     }
 
-    public struct Statistics: Hashable, Sendable {
-        public var sessions = 0
-        public var reconnects = 0
-        public var resyncs = 0
-        /// Events that concerned the policy (start, die, … on the default bridge).
-        public var eventsHandled = 0
-        public var eventsIgnored = 0
-        public var malformedEvents = 0
-        public var inspects = 0
-        /// Inspects answered with 404 (the container was removed meanwhile).
-        public var inspectsNotFound = 0
-        public var applies = 0
-        public var failedApplies = 0
-    }
-
-    /// One measured start: Docker's `start` event to the container's rules in the maps.
-    public struct StartLatency: Hashable, Sendable {
-        public var container: String
-        /// From the event's own time (`timeNano`, the daemon's clock); nil when
-        /// the event carried none.
-        public var sinceEvent: Duration?
-        /// From the moment the event reached the agent.
-        public var sinceReceived: Duration
-
-        /// What is reported: the event's own time when known.
-        public var reported: Duration { sinceEvent ?? sinceReceived }
-    }
-
     /// What the agent holds, for tests and the state file.
     public struct Snapshot: Sendable {
         public var connected: Bool
@@ -100,23 +70,21 @@ public actor DockerAgent {
     private let docker: any DockerSource
     private let dataplane: DataplaneExecutor
     private let settings: AgentSettings
-    private let resolvePort: BridgePortResolver
     private let host: any AgentHost
     private let configuration: Configuration
     private let logger: Logger
-    private let report: (@Sendable (DataplaneStatus.Agent) -> Void)?
+
+    // MARK: Parts
+
+    private let tracker: ContainerTracker
+    private var pending = PendingChanges()
+    private var reporter: AgentReporter
 
     // MARK: State
 
-    /// Containers running on the default bridge, by ID.
-    private var tracked: [String: TrackedContainer] = [:]
-    /// Bridge ports found, by container ID, with what they were found for.
-    private var portCache: [String: CachedPort] = [:]
     /// The settings for Docker's bridge, once known.
     private var effectiveSettings: Policy?
     private var lastApplied: Policy?
-    private var lastSkipped: [DockerSkippedContainer] = []
-    private var pending: [String: PendingChange] = [:]
     private var wake: AsyncStream<Void>.Continuation?
     private var nextPeriodicResync: ContinuousClock.Instant?
     private var requestedResync: (reason: String, notBefore: ContinuousClock.Instant)?
@@ -127,40 +95,10 @@ public actor DockerAgent {
     private var sessionSynced = false
     private var connected = false
     private var daemon: DockerDaemonIdentity?
+    /// Daemon warnings already logged (each once per process).
     private var warned: Set<String> = []
-    private var statistics = Statistics()
-    private var startLatencies: [StartLatency] = []
-    private var lastSync: (at: Date, latency: StartLatency)?
-    private var lastResync: (at: Date, duration: Duration, containers: Int)?
     private var lastError: String?
     private let clock = ContinuousClock()
-
-    struct PortOutcome {
-        var port: String?
-        var problem: String?
-    }
-
-    struct PortLookupFailure: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    struct CachedPort {
-        var pid: Int32
-        var endpointID: String?
-        var port: String
-    }
-
-    struct PendingChange {
-        enum Kind { case refresh, remove, destroy }
-        var kind: Kind
-        /// Set by a `start` event, for the latency measurement.
-        var start: StartMark?
-    }
-
-    struct StartMark {
-        var eventTimeNano: Int64?
-        var received: ContinuousClock.Instant
-    }
 
     public init(docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
                 resolvePort: @escaping BridgePortResolver, host: any AgentHost = SystemAgentHost(),
@@ -169,18 +107,18 @@ public actor DockerAgent {
         self.docker = docker
         self.dataplane = dataplane
         self.settings = settings
-        self.resolvePort = resolvePort
         self.host = host
         self.configuration = configuration
         self.logger = logger
-        self.report = report
+        tracker = ContainerTracker(docker: docker, resolvePort: resolvePort,
+                                   concurrency: configuration.maxConcurrentInspects, logger: logger)
+        reporter = AgentReporter(dockerHost: docker.hostDescription, logger: logger, report: report)
     }
 
     public func snapshot() -> Snapshot {
-        Snapshot(connected: connected, daemon: daemon,
-                 tracked: Dictionary(tracked.values.map { ($0.container.name, $0) }, uniquingKeysWith: { first, _ in first }),
-                 lastApplied: lastApplied, skipped: lastSkipped, statistics: statistics,
-                 startLatencies: startLatencies, lastError: lastError)
+        Snapshot(connected: connected, daemon: daemon, tracked: tracker.byName,
+                 lastApplied: lastApplied, skipped: reporter.skipped, statistics: reporter.statistics,
+                 startLatencies: reporter.startLatencies, lastError: lastError)
     }
 
     // MARK: Main loop
@@ -193,8 +131,8 @@ public actor DockerAgent {
     public func run() async throws {
         var failures = 0
         while !Task.isCancelled {
-            statistics.sessions += 1
-            if statistics.sessions > 1 { statistics.reconnects += 1 }
+            reporter.statistics.sessions += 1
+            if reporter.statistics.sessions > 1 { reporter.statistics.reconnects += 1 }
             sessionSynced = false
             let failure: any Error
             do {
@@ -233,9 +171,7 @@ public actor DockerAgent {
     }
 
     private func runSession() async throws {
-        // What was queued before the stream broke is stale: the resync below
-        // replaces it (a `die` kept from then would remove a container that
-        // has been restarted since).
+        // What was queued before the stream broke is stale: the resync below replaces it.
         pending.removeAll()
         let identity = try await docker.connect()
         daemon = identity
@@ -255,10 +191,10 @@ public actor DockerAgent {
             + "bridge \(settings.bridge), icc \(settings.icc), forward policy \(settings.forwardPolicy.rawValue)"
         logger.info("\(following)")
         // From scratch after every (re)connect: a veth found before may be another one now.
-        portCache.removeAll()
+        tracker.forgetPorts()
         let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         wake = continuation
-        let firstSession = statistics.sessions == 1
+        let firstSession = reporter.statistics.sessions == 1
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.readEvents(events) }
@@ -321,88 +257,51 @@ public actor DockerAgent {
     func receive(_ item: DockerEventItem) {
         switch item {
         case .malformed(let bad):
-            statistics.malformedEvents += 1
+            reporter.statistics.malformedEvents += 1
             logger.warning("\(bad) — ignored; a resync will pick up whatever it was about")
             requestResync("an undecodable event")
         case .event(let event):
-            guard let (id, kind) = Self.classify(event) else {
-                statistics.eventsIgnored += 1
+            guard pending.record(event, receivedAt: clock.now) else {
+                reporter.statistics.eventsIgnored += 1
                 logger.trace("ignoring docker event \(event)")
                 return
             }
-            statistics.eventsHandled += 1
+            reporter.statistics.eventsHandled += 1
             logger.debug("docker event \(event)")
-            var change = pending[id] ?? PendingChange(kind: kind)
-            // A destroyed ID never comes back; otherwise the last event decides.
-            if change.kind != .destroy { change.kind = kind }
-            switch kind {
-            case .refresh where event.action == .start:
-                change.start = StartMark(eventTimeNano: event.timeNano, received: clock.now)
-            case .remove, .destroy:
-                change.start = nil
-            case .refresh:
-                break
-            }
-            pending[id] = change
             wake?.yield()
         }
     }
 
-    /// Which container an event is about and what to do with it; nil for
-    /// events that do not concern the policy.
-    static func classify(_ event: DockerEvent) -> (String, PendingChange.Kind)? {
-        guard let id = event.containerID, !id.isEmpty else { return nil }
-        switch (event.type, event.action) {
-        case (.container, .start), (.container, .restart):
-            return (id, .refresh)
-        case (.container, .die), (.container, .stop):
-            return (id, .remove)
-        case (.container, .destroy):
-            return (id, .destroy)
-        case (.network, .connect) where event.isDefaultBridgeNetworkEvent:
-            return (id, .refresh)
-        case (.network, .disconnect) where event.isDefaultBridgeNetworkEvent:
-            return (id, .remove)
-        default:
-            return nil
-        }
-    }
-
     private func processPending() async throws {
-        let batch = pending
-        pending.removeAll()
-        var refresh: [String] = []
-        var starts: [String: StartMark] = [:]
-        for (id, change) in batch.sorted(by: { $0.key < $1.key }) {
-            switch change.kind {
-            case .remove, .destroy:
-                if let gone = tracked.removeValue(forKey: id) {
-                    logger.info("container \(gone.container.name) stopped or left the bridge: its rules go")
-                }
-                if change.kind == .destroy { portCache.removeValue(forKey: id) }
-            case .refresh:
-                refresh.append(id)
-                if let start = change.start { starts[id] = start }
-            }
+        let batch = pending.takeBatch()
+        for removal in batch.removals {
+            tracker.remove(removal.id, destroyed: removal.destroyed)
         }
         let started = clock.now
-        if !refresh.isEmpty {
-            let inspected = try await inspect(refresh)
-            try await take(inspected)
-            // A parent that names a child the agent does not follow: ask for the
-            // child too (its start may be among the events still to come, or lost).
-            let names = Set(tracked.values.map(\.container.name))
-            let missingChildren = Set(refresh.compactMap { tracked[$0] }
-                .flatMap(\.container.links).map(\.child)).subtracting(names)
+        if !batch.refreshes.isEmpty {
+            let inspected = try await inspect(batch.refreshes)
+            if await tracker.take(inspected) { requestResync("a failed inspect") }
+            // A parent that names a child the agent does not follow: ask for the child too.
+            let missingChildren = tracker.untrackedChildren(of: batch.refreshes)
             if !missingChildren.isEmpty {
-                let children = try await inspect(missingChildren.sorted())
-                try await take(children, quietNotFound: true)
+                let children = try await inspect(missingChildren)
+                if await tracker.take(children, quietNotFound: true) { requestResync("a failed inspect") }
             }
         }
         let looked = clock.now - started
-        try await applyDesired(reason: "events", starts: starts)
+        try await applyDesired(reason: "events", starts: batch.starts)
         let total = clock.now - started
-        logger.debug("\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), applied after \(Self.format(total))")
+        let timing = "\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), "
+            + "applied after \(Self.format(total))"
+        logger.debug("\(timing)")
+    }
+
+    /// Inspects through the tracker, counting.
+    private func inspect(_ ids: [String]) async throws -> [String: ContainerTracker.Inspection] {
+        reporter.statistics.inspects += ids.count
+        let answers = try await tracker.inspect(ids)
+        reporter.statistics.inspectsNotFound += answers.values.filter(\.isNotFound).count
+        return answers
     }
 
     // MARK: Resync
@@ -434,168 +333,23 @@ public actor DockerAgent {
         lastResyncStarted = started
         requestedResync = nil
         nextPeriodicResync = started + configuration.resyncInterval
-        statistics.resyncs += 1
+        reporter.statistics.resyncs += 1
 
-        let listed = try await docker.runningBridgeContainers()
-        let ids = listed.map(\.id)
-        let inspected = try await inspect(ids)
-        var fresh: [String: TrackedContainer] = [:]
-        var running: [DockerContainer] = []
-        for id in ids {
-            switch inspected[id] {
-            case .found(let container)?:
-                if container.isRunningOnDefaultBridge { running.append(container) }
-            case .failed(let reason)?:
-                // Keep what was known: better the last good state than none.
-                if let known = tracked[id] { fresh[id] = known }
-                logger.warning("resync: inspecting container \(id.prefix(12)) failed: \(reason); keeping what was known of it")
-            case .notFound?, nil:
-                break
-            }
-        }
-        for (container, lookup) in await lookUpPorts(running) {
-            fresh[container.id] = TrackedContainer(container: container, port: lookup.port, portProblem: lookup.problem)
-        }
-        let dropped = Set(tracked.keys).subtracting(fresh.keys).compactMap { tracked[$0]?.container.name }
-        tracked = fresh
+        let ids = try await docker.runningBridgeContainers().map(\.id)
+        let dropped = await tracker.replace(listed: ids, inspected: try await inspect(ids))
         let inspectedIn = clock.now - started
         // Forced: the dataplane diffs against what the kernel holds, so a resync
         // also repairs drift (a map entry or an attachment someone removed).
         try await applyDesired(reason: "resync (\(reason))", starts: [:], force: true)
         let duration = clock.now - started
-        lastResync = (Date(), duration, tracked.count)
+        let count = tracker.containers.count
+        reporter.recordResync(duration: duration, containers: count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
-        let summary = "resync (\(reason)): \(tracked.count) containers on \(effectiveSettings?.bridge ?? "?"), "
-            + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) (list+inspect+ports \(Self.format(inspectedIn)))"
+        let summary = "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?"), "
+            + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) "
+            + "(list+inspect+ports \(Self.format(inspectedIn)))"
             + (dropped.isEmpty ? "" : "; no longer running: \(dropped.sorted().joined(separator: ", "))")
         logger.log(level: level, "\(summary)")
-    }
-
-    // MARK: Docker
-
-    enum Inspection: Sendable {
-        case found(DockerContainer)
-        case notFound
-        case failed(String)
-    }
-
-    /// Inspects `ids` (at most `maxConcurrentInspects` at a time). A 404 is an
-    /// answer; losing the daemon ends the session (throws).
-    private func inspect(_ ids: [String]) async throws -> [String: Inspection] {
-        statistics.inspects += ids.count
-        let docker = self.docker
-        let results = try await withThrowingTaskGroup(of: (String, Inspection).self) { group in
-            var results: [String: Inspection] = [:]
-            var next = ids.makeIterator()
-            func addNext() -> Bool {
-                guard let id = next.next() else { return false }
-                group.addTask {
-                    do {
-                        return (id, .found(try await docker.inspectContainer(id)))
-                    } catch let error as DockerError where error.isNotFound {
-                        return (id, .notFound)
-                    } catch let error as DockerError where !Self.endsSession(error) {
-                        return (id, .failed(error.description))
-                    }
-                }
-                return true
-            }
-            for _ in 0..<configuration.maxConcurrentInspects where addNext() {}
-            while let (id, result) = try await group.next() {
-                results[id] = result
-                _ = addNext()
-            }
-            return results
-        }
-        statistics.inspectsNotFound += results.values.filter { if case .notFound = $0 { true } else { false } }.count
-        return results
-    }
-
-    /// Folds inspect answers into `tracked`.
-    private func take(_ inspected: [String: Inspection], quietNotFound: Bool = false) async throws {
-        var running: [DockerContainer] = []
-        for (key, result) in inspected.sorted(by: { $0.key < $1.key }) {
-            switch result {
-            case .found(let container):
-                if container.isRunningOnDefaultBridge {
-                    running.append(container)
-                } else if let gone = tracked.removeValue(forKey: container.id) {
-                    logger.info("container \(gone.container.name) is no longer running on the bridge: its rules go")
-                }
-            case .notFound:
-                if let gone = tracked.removeValue(forKey: key) {
-                    logger.info("container \(gone.container.name) is gone (inspect: 404): its rules go")
-                } else if !quietNotFound {
-                    logger.info("container \(key.prefix(12)) was removed before it could be inspected (404); nothing to do")
-                }
-            case .failed(let reason):
-                logger.warning("inspecting container \(key.prefix(12)) failed: \(reason); keeping what was known of it")
-                requestResync("a failed inspect")
-            }
-        }
-        for (container, lookup) in await lookUpPorts(running) {
-            let before = tracked[container.id]
-            tracked[container.id] = TrackedContainer(container: container, port: lookup.port, portProblem: lookup.problem)
-            // What the decoder skipped (a link or port key it could not read), once per change.
-            if !container.warnings.isEmpty && before?.container.warnings != container.warnings {
-                logger.warning("container \(container.name): \(container.warnings.joined(separator: "; "))")
-            }
-            if before?.container.bridge?.ip != container.bridge?.ip || before?.port != lookup.port {
-                let address = container.bridge.map { "\($0.ip)" } ?? "?"
-                let problem = lookup.problem.map { " (\($0))" } ?? ""
-                logger.info("container \(container.name) runs at \(address) on port \(lookup.port ?? "?")\(problem)")
-            }
-        }
-    }
-
-    /// Finds the bridge port of each container, reusing what was found for the
-    /// same process and endpoint.
-    private func lookUpPorts(_ containers: [DockerContainer]) async -> [(DockerContainer, PortOutcome)] {
-        var result: [(DockerContainer, PortOutcome)] = []
-        var toResolve: [DockerContainer] = []
-        for container in containers {
-            if let pid = container.pid, let cached = portCache[container.id], cached.pid == pid,
-               cached.endpointID == container.bridge?.endpointID {
-                result.append((container, PortOutcome(port: cached.port)))
-            } else {
-                toResolve.append(container)
-            }
-        }
-        let resolvePort = self.resolvePort
-        let limit = configuration.maxConcurrentInspects
-        let resolved = await withTaskGroup(of: (DockerContainer, Result<String, any Error>).self) { group in
-            var out: [(DockerContainer, Result<String, any Error>)] = []
-            var next = toResolve.makeIterator()
-            func addNext() -> Bool {
-                guard let container = next.next() else { return false }
-                group.addTask {
-                    guard let pid = container.pid else {
-                        return (container, .failure(PortLookupFailure(description: "running without a State.Pid")))
-                    }
-                    do { return (container, .success(try await resolvePort(pid))) } catch { return (container, .failure(error)) }
-                }
-                return true
-            }
-            for _ in 0..<limit where addNext() {}
-            while let item = await group.next() {
-                out.append(item)
-                _ = addNext()
-            }
-            return out
-        }
-        for (container, outcome) in resolved {
-            switch outcome {
-            case .success(let port):
-                if let pid = container.pid {
-                    portCache[container.id] = CachedPort(pid: pid, endpointID: container.bridge?.endpointID, port: port)
-                }
-                result.append((container, PortOutcome(port: port)))
-            case .failure(let error):
-                portCache.removeValue(forKey: container.id)
-                result.append((container, PortOutcome(problem: "bridge port not found: \(error)")))
-            }
-        }
-        return result
     }
 
     // MARK: Applying
@@ -603,7 +357,8 @@ public actor DockerAgent {
     /// Builds the policy from what the agent follows and applies it; the
     /// dataplane writes only the difference. A failure is logged, leaves the
     /// last applied policy in force and is retried; it does not end the session.
-    private func applyDesired(reason: String, starts: [String: StartMark], force: Bool = false) async throws {
+    private func applyDesired(reason: String, starts: [String: PendingChanges.StartMark],
+                              force: Bool = false) async throws {
         guard let settings = effectiveSettings else { return }
         let building = clock.now
         var desired = build(settings)
@@ -626,169 +381,44 @@ public actor DockerAgent {
                     try await dataplane.apply(desired.policy)
                 }
             } catch {
-                statistics.failedApplies += 1
+                reporter.statistics.failedApplies += 1
                 needsApply = true
                 lastError = "applying the policy failed: \(error)"
                 logger.error("\(lastError!) — the dataplane keeps enforcing the last applied policy; will retry")
                 requestResync("a failed apply")
                 return
             }
-            statistics.applies += 1
+            reporter.statistics.applies += 1
             needsApply = false
             lastError = nil
-            logChanges(from: lastApplied, to: desired.policy, reason: reason, took: clock.now - started)
+            reporter.logApplied(from: lastApplied, to: desired.policy, reason: reason, took: clock.now - started)
             lastApplied = desired.policy
         }
-        reportSkipped(desired.skipped)
-        recordLatencies(starts, in: desired.policy)
+        reporter.recordSkipped(desired.skipped)
+        reporter.recordStarts(starts, enforcedBy: desired.policy) { tracker.containers[$0]?.container.name }
     }
 
     private func build(_ settings: Policy) -> DesiredPolicy {
-        let containers = Array(tracked.values)
+        let containers = Array(tracker.containers.values)
         let existing = host.existingInterfaces(among: containers.compactMap(\.port))
         return DesiredPolicy.build(settings: settings, containers: containers,
                                    bridgeAddress: host.ipv4Address(of: settings.bridge),
                                    portExists: { existing.contains($0) })
     }
 
-    private func recordLatencies(_ starts: [String: StartMark], in policy: Policy) {
-        guard !starts.isEmpty else { return }
-        let now = clock.now
-        let wall = Self.wallNanos()
-        let enforced = Set(policy.containers.map(\.name))
-        var measured: [(StartMark, StartLatency)] = []
-        for (id, mark) in starts {
-            guard let name = tracked[id]?.container.name, enforced.contains(name) else { continue }
-            var sinceEvent: Duration?
-            if let eventTime = mark.eventTimeNano {
-                let delta = wall - eventTime
-                // The daemon's clock is this host's; a negative or absurd value is not a measurement.
-                if delta >= 0, delta < 3_600_000_000_000 { sinceEvent = .nanoseconds(delta) }
-            }
-            let latency = StartLatency(container: name, sinceEvent: sinceEvent, sinceReceived: now - mark.received)
-            measured.append((mark, latency))
-            let received = sinceEvent != nil ? " (\(Self.format(latency.sinceReceived)) after the event reached bpfnet)" : ""
-            logger.info("container \(name): start event → rules in the maps in \(Self.format(latency.reported))\(received)")
-        }
-        for (_, latency) in measured.sorted(by: { $0.0.received < $1.0.received }) {
-            startLatencies.append(latency)
-            lastSync = (Date(), latency)
-        }
-        if startLatencies.count > 1000 { startLatencies.removeFirst(startLatencies.count - 1000) }
-    }
-
-    private func logChanges(from old: Policy?, to new: Policy, reason: String, took: Duration) {
-        let oldContainers = Dictionary((old?.containers ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let newContainers = Dictionary(new.containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        var parts: [String] = []
-        for (name, container) in newContainers.sorted(by: { $0.key < $1.key }) where oldContainers[name] != container {
-            parts.append("+\(name) \(container.ip) \(container.port)")
-        }
-        for name in oldContainers.keys.sorted() where newContainers[name] == nil {
-            parts.append("-\(name)")
-        }
-        func key(_ link: Link, _ containers: [String: Container]) -> String {
-            let ip = { (name: String) in containers[name]?.ip.description ?? "?" }
-            return "\(link.parent)(\(ip(link.parent)))→\(link.child)(\(ip(link.child)))"
-        }
-        let oldLinks = Set((old?.links ?? []).map { key($0, oldContainers) })
-        let newLinks = Set(new.links.map { key($0, newContainers) })
-        parts += newLinks.subtracting(oldLinks).sorted().map { "+link \($0)" }
-        parts += oldLinks.subtracting(newLinks).sorted().map { "-link \($0)" }
-        let summary = "\(new.containers.count) containers, \(new.links.count) links"
-        let details = parts.isEmpty ? "" : "; " + parts.joined(separator: ", ")
-        // A resync that changed nothing is worth a debug line only.
-        logger.log(level: parts.isEmpty && old != nil ? .debug : .info,
-                   "applied (\(reason)) in \(Self.format(took)): \(summary)\(details)")
-    }
-
-    private func reportSkipped(_ skipped: [DockerSkippedContainer]) {
-        let before = Set(lastSkipped)
-        for item in skipped where !before.contains(item) {
-            logger.warning("container \(item) — left out of the policy until the next event or resync")
-        }
-        lastSkipped = skipped
-    }
-
-    // MARK: Daemon checks
+    // MARK: Daemon checks and status
 
     private func checkDaemon(network: DockerBridgeNetwork, settings: Policy) async {
-        var warnings: [String] = []
-        if !network.iccEnabled {
-            warnings.append("Docker's default bridge has enable_icc=false (dockerd --icc=false). bpfnet ignores Docker's "
-                + "setting — bpfnet's own icc (\(settings.icc)) decides — and dockerd accepts --icc=false only with "
-                + "--iptables=true, so Docker's iptables rules police this bridge as well: run dockerd with --iptables=false")
-        }
         let info = try? await docker.info()
-        let traces = host.dockerFirewallTraces()
-        if !traces.isEmpty {
-            warnings.append("\(traces.joined(separator: "; ")): dockerd runs (or ran) with --iptables=true, and its rules "
-                + "(FORWARD policy, icc, links) police container traffic next to bpfnet. Run dockerd with --iptables=false "
-                + "so that bpfnet alone decides")
-        }
-        if info?.bridgeNfIptables == true {
-            warnings.append("the daemon reports BridgeNfIptables (net.bridge.bridge-nf-call-iptables=1): bridged container "
-                + "traffic also passes netfilter's FORWARD hook, so any iptables/nftables forward rules on this host "
-                + "(Docker's included" + (traces.isEmpty ? ", none found now" : "") + ") decide as well as bpfnet")
-        }
-        if let subnet = network.subnet, let address = host.ipv4Address(of: settings.bridge), address.network != subnet {
-            warnings.append("Docker's default bridge subnet is \(subnet) (GET /networks/bridge) but \(settings.bridge) "
-                + "has \(address); bpfnet uses the interface's address")
-        }
+        let warnings = DaemonChecks.warnings(network: network, settings: settings, info: info,
+                                             firewallTraces: host.dockerFirewallTraces(),
+                                             bridgeAddress: host.ipv4Address(of: settings.bridge))
         for warning in warnings where warned.insert(warning).inserted {
             logger.warning("\(warning)")
         }
     }
 
-    // MARK: Reporting
-
     private func publish() {
-        guard let report else { return }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let agent = DataplaneStatus.Agent(
-            running: true, pid: getpid(), dockerHost: docker.hostDescription, connected: connected,
-            dockerServer: daemon?.version, apiVersion: daemon?.apiVersion.description,
-            lastSyncAt: lastSync.map { formatter.string(from: $0.at) },
-            lastSyncLatencyMs: lastSync.map { Self.milliseconds($0.latency.reported) },
-            lastSyncContainer: lastSync?.latency.container,
-            lastResyncAt: lastResync.map { formatter.string(from: $0.at) },
-            lastResyncMs: lastResync.map { Self.milliseconds($0.duration) },
-            lastResyncContainers: lastResync?.containers,
-            resyncs: statistics.resyncs, reconnects: statistics.reconnects,
-            eventsHandled: statistics.eventsHandled, malformedEvents: statistics.malformedEvents,
-            skippedContainers: lastSkipped.map(\.description), lastError: lastError)
-        report(agent)
-    }
-
-    // MARK: Helpers
-
-    /// Errors after which the session cannot go on (the daemon is gone or the stream broke).
-    static func endsSession(_ error: DockerError) -> Bool {
-        switch error {
-        case .daemonUnreachable, .transport, .timedOut, .eventStreamEnded: true
-        case .invalidHost, .httpStatus, .decoding: false
-        }
-    }
-
-    static func wallNanos() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1e9).rounded())
-    }
-
-    public static func milliseconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return (Double(seconds) * 1e3 + Double(attoseconds) / 1e15).rounded(toPlaces: 3)
-    }
-
-    static func format(_ duration: Duration) -> String {
-        let ms = milliseconds(duration)
-        return ms >= 1000 ? String(format: "%.2f s", ms / 1000) : String(format: "%.1f ms", ms)
-    }
-}
-
-private extension Double {
-    func rounded(toPlaces places: Int) -> Double {
-        let factor = Foundation.pow(10, Double(places))
-        return (self * factor).rounded() / factor
+        reporter.publish(connected: connected, daemon: daemon, lastError: lastError)
     }
 }

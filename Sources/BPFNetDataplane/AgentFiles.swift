@@ -5,7 +5,9 @@
 // `lastSyncLatencyMs`). They live under /run/bpfnet, not in the pin directory:
 // bpffs holds pins only, and /sys/fs/bpf is a bpffs, so neither the pin
 // directory nor its parent can hold a regular file. The file names carry a
-// hash of the pin path, so agents on different pin paths never meet.
+// hash of the pin path, so agents on different pin paths never meet. Here are
+// the paths and what `status` and `unload` do with the files; the agent writes
+// the state file (BPFNetAgent's AgentStateWriter).
 
 import BPFNetCore
 import Foundation
@@ -86,23 +88,6 @@ public struct AgentFiles: Sendable, Hashable {
         agent.running = holder != nil
         if let holder, holder != 0 { agent.pid = holder }
         return agent
-    }
-
-    /// Replaces the state file atomically (write to a temporary file, rename).
-    public func writeState(_ agent: DataplaneStatus.Agent) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(agent)
-        let temporary = statePath + ".tmp.\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else {
-            throw DataplaneError.system("writing \(temporary)", errno: errno)
-        }
-        guard rename(temporary, statePath) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw DataplaneError.system("renaming \(temporary) to \(statePath)", errno: code)
-        }
     }
 
     /// Removes the state file (`unload`: the dataplane it described is gone).

@@ -7,7 +7,6 @@ import ArgumentParser
 import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
-import Dispatch
 import DockerWatcher
 import Foundation
 import Logging
@@ -93,7 +92,7 @@ struct Run: AsyncParsableCommand {
         let logger = Logger(label: "bpfnet.run")
         logger.info("bpfnet run: pin path \(files.pinPath), docker \(host), state \(files.statePath)")
 
-        let stateWriter = StateWriter(files: files, logger: logger)
+        let stateWriter = AgentStateWriter(files: files, logger: logger)
         let agentConfiguration = DockerAgent.Configuration(resyncInterval: .milliseconds(Int64(resyncInterval * 1000)))
         do {
             try await DockerClient.withClient(host: host, configuration: .init(requestTimeout: .seconds(30)),
@@ -101,11 +100,7 @@ struct Run: AsyncParsableCommand {
                 let agent = DockerAgent(docker: client, dataplane: DataplaneExecutor(dataplane), settings: settings,
                                         resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
                                         logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) })
-                let task = Task { try await agent.run() }
-                let signals = SignalHandlers(logger: logger, onStop: { task.cancel() },
-                                             onHangup: { Task { await agent.resyncNow(reason: "SIGHUP") } })
-                defer { signals.stop() }
-                try await task.value
+                try await agent.runHandlingSignals(logger: logger)
             }
         } catch let error as AgentConfigurationError {
             throw DataplaneError.badInput(error.message)
@@ -113,76 +108,5 @@ struct Run: AsyncParsableCommand {
         let stopped = "bpfnet run: stopped; the dataplane stays loaded at \(files.pinPath) and keeps enforcing the last "
             + "applied policy — `bpfnet unload --pin-path \(files.pinPath)` removes it"
         logger.info("\(stopped)")
-    }
-}
-
-/// Writes the agent's reports to its state file; says so once if it cannot.
-private final class StateWriter: @unchecked Sendable {
-    private let files: AgentFiles
-    private let logger: Logger
-    private let lock = NSLock()
-    private var failed = false
-
-    init(files: AgentFiles, logger: Logger) {
-        self.files = files
-        self.logger = logger
-    }
-
-    func write(_ agent: DataplaneStatus.Agent) {
-        do {
-            try files.writeState(agent)
-        } catch {
-            let first = lock.withLock { () -> Bool in
-                defer { failed = true }
-                return !failed
-            }
-            if first {
-                logger.warning("cannot write the agent's state to \(files.statePath): \(error) — `bpfnet status` will not show it")
-            }
-        }
-    }
-}
-
-/// SIGTERM and SIGINT end the agent (once: a second one exits at once);
-/// SIGHUP asks for a full resync with Docker.
-private final class SignalHandlers: @unchecked Sendable {
-    private var sources: [DispatchSourceSignal] = []
-    private let lock = NSLock()
-    private var received = false
-
-    init(logger: Logger, onStop: @escaping @Sendable () -> Void, onHangup: @escaping @Sendable () -> Void) {
-        signal(SIGHUP, SIG_IGN)
-        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hangup.setEventHandler {
-            logger.notice("SIGHUP: resynchronising with Docker")
-            onHangup()
-        }
-        hangup.resume()
-        sources.append(hangup)
-        for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            let name = number == SIGTERM ? "SIGTERM" : "SIGINT"
-            source.setEventHandler { [self] in
-                let first = lock.withLock { () -> Bool in
-                    defer { received = true }
-                    return !received
-                }
-                if first {
-                    logger.notice("\(name): stopping the agent; the dataplane stays loaded")
-                    onStop()
-                } else {
-                    logger.warning("\(name) again: exiting now; the dataplane stays loaded")
-                    exit(1)
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    func stop() {
-        for source in sources { source.cancel() }
-        sources = []
     }
 }
