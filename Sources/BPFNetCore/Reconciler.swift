@@ -226,8 +226,10 @@ public enum Reconciler {
     static func allowListsNarrow(from current: MapState, to desired: MapState) -> Bool {
         let interfaces = Set(current.extInterfaces.keys).union(desired.extInterfaces.keys)
         for ifindex in interfaces {
-            guard desired.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { continue }  // new admits all
-            guard current.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { return true }  // old admitted all
+            // The new admits all: nothing narrows.
+            guard desired.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { continue }
+            // The old admitted all: the new list narrows it.
+            guard current.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { return true }
             let newPrefixes = desired.allowSources.filter { $0.ifindex == ifindex }.map(\.prefix)
             for old in current.allowSources where old.ifindex == ifindex {
                 let covered = newPrefixes.contains { $0.prefixLength <= old.prefix.prefixLength && $0.contains(old.prefix.address) }

@@ -119,12 +119,6 @@ struct AttachmentManager {
     let programs: [bpfnet_program: BPFProgram]
     let logger: Logger
 
-    init(records: AttachmentRecords, programs: [bpfnet_program: BPFProgram], logger: Logger) {
-        self.records = records
-        self.programs = programs
-        self.logger = logger
-    }
-
     /// Attaches what `desired` lists and detaches what it no longer does. New
     /// attachments come first, so a port switching hooks is never unpoliced;
     /// if any attach fails, the ones this call added are taken off again.

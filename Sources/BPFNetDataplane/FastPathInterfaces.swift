@@ -10,7 +10,8 @@
 //   eth0, which gives it NAPI, and only then marks the port NAPI in bn_fp_ifs
 //   (the ext program's gate) and puts it into the port object's bn_fp_tx
 //   DEVMAP (the XDP port hook's redirect map; not pinned, see port.bpf.c, so
-//   every process that loads the objects fills its own from the records). GRO rather than an XDP_PASS program on eth0: an XDP program there
+//   every process that loads the objects fills its own from the records).
+//   GRO rather than an XDP_PASS program on eth0: an XDP program there
 //   would strip GSO from the host side of the pair, turn every skb the bridge
 //   delivers into an xdp_buff first, limit the MTU, and take the container's
 //   own XDP slot; GRO does none of that and only adds receive aggregation.

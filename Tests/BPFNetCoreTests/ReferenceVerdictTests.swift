@@ -68,7 +68,8 @@ final class ReferenceVerdictTests: XCTestCase {
 
     func testRow5LinkReverseIsStateless() {
         XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 80, 40000)), .pass(.linkReverse))
-        XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 80, 9090)), .pass(.linkReverse))  // new connection too
+        // Stateless: it passes even when it answers nothing the client opened.
+        XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 80, 9090)), .pass(.linkReverse))
         XCTAssertEqual(closed.portVerdict(frame: udp(web, client, 53, 53)), .pass(.linkReverse))
         XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 81, 40000)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 40000, 80)), .drop(.icc))
@@ -77,7 +78,8 @@ final class ReferenceVerdictTests: XCTestCase {
     func testRow6EverythingElseBetweenContainersDrops() {
         XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: client, to: web)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: tcp(client, db, 40000, 5432)), .drop(.icc))
-        XCTAssertEqual(closed.portVerdict(frame: tcp(client, at(IPv4Address(172, 17, 0, 99)), 1, 2)), .drop(.icc))  // subnet
+        // An address in the subnet that is no container's.
+        XCTAssertEqual(closed.portVerdict(frame: tcp(client, at(IPv4Address(172, 17, 0, 99)), 1, 2)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(172, 17, 255, 255)), 68, 67)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(255, 255, 255, 255)), 68, 67)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(224, 0, 0, 251)), 5353, 5353)), .drop(.icc))
@@ -367,7 +369,8 @@ final class ReferenceVerdictTests: XCTestCase {
         XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(10, 255, 1, 1), ingressIfindex: 2))
         XCTAssertFalse(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 2))
         XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 4))
-        XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 99))  // not an ext interface
+        // Not an external interface: no allow-list applies.
+        XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 99))
         // An allow-list on one interface does not admit on another.
         XCTAssertFalse(dataplane.isAllowed(source: IPv4Address(203, 0, 113, 5), ingressIfindex: 2))
     }
