@@ -63,7 +63,10 @@ extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock
 					 __u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
-/* The direction this packet has in its conntrack entry, or -1 without one; *nat: the entry translates. */
+/*
+ * The direction this packet has in its conntrack entry, or -1 without one;
+ * *nat: the entry translates.
+ */
 static __always_inline int conntrack_direction(struct xdp_md *xdp, const struct parsed *p, int *nat)
 {
 	struct bpf_ct_opts___local opts = {
@@ -149,8 +152,9 @@ static __always_inline enum bpfnet_fastpath_event ext_fast_path(struct xdp_md *x
 
 	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
 		return BPFNET_FP_DISABLED;
+	/* Published (DNAT), local, reply, ... stay with the stack. */
 	if (reason != BPFNET_PASS_FORWARD)
-		return BPFNET_FP_VERDICT; /* published (DNAT), local, reply, ... stay with the stack */
+		return BPFNET_FP_VERDICT;
 	if (p->vlan_tags)
 		return BPFNET_FP_VLAN;
 	ip = data + sizeof(*eth);

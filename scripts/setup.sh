@@ -14,10 +14,11 @@ fi
 # objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
 # fallback backends), ethtool (GRO for the packet generator), bpftool
 # (inspection), docker.io + busybox-static (the real-Docker suite).
+# clang-format: the format check of the C (bpf/.clang-format).
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
     iproute2 nftables iptables ethtool bpftool kmod procps
-    docker.io busybox-static
+    docker.io busybox-static clang-format
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -23,9 +23,9 @@
 /* (each name written once). Neither object pins its maps.                    */
 /* ------------------------------------------------------------------------ */
 
-#define BENCH_MAP_GEN_FLOWS   bn_gen_flows   /* ARRAY[BENCH_GEN_MAX_FLOWS]: __u32 flow -> bench_gen_header */
-#define BENCH_MAP_GEN_CONFIG  bn_gen_config  /* ARRAY[1]: __u32 0 -> struct bench_gen_config               */
-#define BENCH_MAP_SINK_COUNT  bn_sink_count  /* PERCPU_ARRAY[1]: __u32 0 -> __u64 packets                  */
+#define BENCH_MAP_GEN_FLOWS   bn_gen_flows   /* ARRAY[BENCH_GEN_MAX_FLOWS]: __u32 flow -> header */
+#define BENCH_MAP_GEN_CONFIG  bn_gen_config  /* ARRAY[1]: __u32 0 -> struct bench_gen_config */
+#define BENCH_MAP_SINK_COUNT  bn_sink_count  /* PERCPU_ARRAY[1]: __u32 0 -> __u64 packets */
 
 #define BENCH_XSTR(x) BENCH_STR(x)
 #define BENCH_STR(x)  #x

@@ -38,7 +38,7 @@
 #define BPFNET_MAP_ATTACH     bn_attach     /* HASH: bpfnet_attach_key -> _value         */
 #define BPFNET_MAP_FP_COUNTERS bn_fp_counters /* PERCPU_ARRAY: fast-path events         */
 #define BPFNET_MAP_FP_IFS     bn_fp_ifs     /* HASH: __u32 ifindex -> bpfnet_fp_if       */
-#define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH (port object, not pinned): ifindex -> ifindex */
+#define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH, unpinned: ifindex -> ifindex */
 #define BPFNET_MAP_DROPS      bn_drops      /* RINGBUF: struct bpfnet_drop_event (sampled) */
 #define BPFNET_MAP_DROP_RATE  bn_drop_rate  /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
 
@@ -97,7 +97,7 @@ enum bpfnet_reason {
 /* Every reason at or above this value is a drop. */
 #define BPFNET_REASON_DROP_FIRST 32
 
-#define BPFNET_COUNTER_INDEX(prog, reason) ((__u32)(prog) * BPFNET_REASON_MAX + (__u32)(reason))
+#define BPFNET_COUNTER_INDEX(prog, reason) (((__u32)(prog)) * BPFNET_REASON_MAX + (__u32)(reason))
 #define BPFNET_COUNTER_SLOTS (BPFNET_PROG_MAX * BPFNET_REASON_MAX)
 
 /* ------------------------------------------------------------------------ */
@@ -249,10 +249,12 @@ enum bpfnet_fastpath_event {
 	BPFNET_FP_VERDICT       = 3,  /* passed for a reason the fast path does not take        */
 	BPFNET_FP_NOT_IPV4      = 4,  /* IPv6 (icc-allowed by MAC): left to the bridge           */
 	BPFNET_FP_VLAN          = 5,  /* VLAN-tagged frame                                       */
-	BPFNET_FP_MAC           = 6,  /* dst MAC is not the one this path delivers: port: the  */
-				      /* destination container's (a frame for the bridge's MAC  */
-				      /* is routed by the host); ext: the ingress interface's;  */
-				      /* or the FIB's neighbour is not the container's MAC       */
+	/*
+	 * dst MAC is not the one this path delivers: port: the destination
+	 * container's (a frame for the bridge's MAC is routed by the host); ext:
+	 * the ingress interface's; or the FIB's neighbour is not the container's MAC
+	 */
+	BPFNET_FP_MAC           = 6,
 	BPFNET_FP_UNKNOWN_DEST  = 7,  /* destination address is not a known container          */
 	BPFNET_FP_SAME_PORT     = 8,  /* destination port is the ingress port (hairpin)        */
 	BPFNET_FP_NO_NAPI       = 9,  /* XDP: no NAPI arranged at the destination's peer       */
@@ -269,7 +271,7 @@ enum bpfnet_fastpath_event {
 	BPFNET_FP_EVENT_MAX     = 24,
 };
 
-#define BPFNET_FP_INDEX(prog, event) ((__u32)(prog) * BPFNET_FP_EVENT_MAX + (__u32)(event))
+#define BPFNET_FP_INDEX(prog, event) (((__u32)(prog)) * BPFNET_FP_EVENT_MAX + (__u32)(event))
 #define BPFNET_FP_SLOTS (BPFNET_PROG_MAX * BPFNET_FP_EVENT_MAX)
 
 /*
@@ -280,11 +282,12 @@ enum bpfnet_fastpath_event {
  * crash) undoes exactly those.
  */
 enum bpfnet_fp_if_flags {
-	BPFNET_FP_IF_NAPI        = 1u << 0, /* the peer has NAPI (GRO): XDP frames redirected to */
-					    /* this interface arrive (also put into bn_fp_tx)     */
-	BPFNET_FP_IF_FULL_CSUM   = 1u << 1, /* frames received here carry complete L4 checksums */
-					    /* (not a veth whose peer offloads them): XDP may     */
-					    /* redirect them                                     */
+	/* the peer has NAPI (GRO): XDP frames redirected to this interface arrive
+	 * (also put into bn_fp_tx) */
+	BPFNET_FP_IF_NAPI        = 1u << 0,
+	/* frames received here carry complete L4 checksums (not a veth whose peer
+	 * offloads them): XDP may redirect them */
+	BPFNET_FP_IF_FULL_CSUM   = 1u << 1,
 	BPFNET_FP_IF_SET_GRO     = 1u << 8, /* bpfnet turned GRO on at the peer                 */
 	BPFNET_FP_IF_SET_TX_CSUM = 1u << 9, /* bpfnet turned tx checksum offload off at the peer*/
 };
