@@ -71,8 +71,10 @@ public final class BPFProgram: @unchecked Sendable {
 
     /// Opens a program by kernel id (`bpf_prog_get_fd_by_id`); needs CAP_SYS_ADMIN.
     public convenience init(id: UInt32) throws {
-        let fd = try check(bpf_prog_get_fd_by_id(id), "bpf_prog_get_fd_by_id(\(id))",
-                           action: "opening program id \(id)") { errno in
+        let fd = try check(
+            bpf_prog_get_fd_by_id(id), "bpf_prog_get_fd_by_id(\(id))",
+            action: "opening program id \(id)"
+        ) { errno in
             errno == .noSuchFileOrDirectory ? "no program with id \(id) is loaded" : nil
         }
         try self.init(owning: fd, name: nil, subject: "program id \(id)")
@@ -125,8 +127,9 @@ public final class BPFProgram: @unchecked Sendable {
             return name.withCString { cName in
                 license.withCString { cLicense in
                     instructions.withUnsafeBufferPointer { insns in
-                        bpf_prog_load(bpf_prog_type(type.rawValue), cName, cLicense,
-                                      insns.baseAddress, insns.count, &opts)
+                        bpf_prog_load(
+                            bpf_prog_type(type.rawValue), cName, cLicense,
+                            insns.baseAddress, insns.count, &opts)
                     }
                 }
             }
@@ -135,8 +138,9 @@ public final class BPFProgram: @unchecked Sendable {
         if fd >= 0 {
             return try BPFProgram(owning: fd, name: name, subject: name)
         }
-        var error = makeError(fd, "bpf_prog_load(\(type), \(name), \(instructions.count) insns)",
-                              action: "loading program \(name)")
+        var error = makeError(
+            fd, "bpf_prog_load(\(type), \(name), \(instructions.count) insns)",
+            action: "loading program \(name)")
         if error.errno != .notPermitted {
             let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: verifierLogSize)
             defer { buffer.deallocate() }
@@ -197,8 +201,10 @@ public final class BPFProgram: @unchecked Sendable {
         let result = bpf_prog_test_run_opts(fd, &opts)
         if result < 0 {
             let needed = Int(opts.data_size_out)
-            throw makeError(result, "bpf_prog_test_run_opts(\(name))",
-                            action: "test-running program \(name) on \(data.count) bytes") { errno in
+            throw makeError(
+                result, "bpf_prog_test_run_opts(\(name))",
+                action: "test-running program \(name) on \(data.count) bytes"
+            ) { errno in
                 switch errno {
                 case .noSpace:
                     return "dataOut holds \(dataOut?.count ?? 0) bytes but the program produced \(needed);"
@@ -245,19 +251,21 @@ public final class BPFProgram: @unchecked Sendable {
             try dataOut.withUnsafeMutableBytes { dataOutBuffer in
                 try contextOut.withUnsafeMutableBytes { contextOutBuffer in
                     try withOptionalBytes(context) { contextIn in
-                        try testRun(data: dataIn,
-                                    dataOut: dataOutCapacity > 0 ? dataOutBuffer : nil,
-                                    context: contextIn,
-                                    contextOut: contextOutCapacity > 0 ? contextOutBuffer : nil,
-                                    options: options)
+                        try testRun(
+                            data: dataIn,
+                            dataOut: dataOutCapacity > 0 ? dataOutBuffer : nil,
+                            context: contextIn,
+                            contextOut: contextOutCapacity > 0 ? contextOutBuffer : nil,
+                            options: options)
                     }
                 }
             }
         }
         dataOut.removeLast(dataOut.count - min(raw.dataOutCount, dataOut.count))
         contextOut.removeLast(contextOut.count - min(raw.contextOutCount, contextOut.count))
-        return BPFTestRunResult(returnValue: raw.returnValue, duration: raw.duration,
-                                dataOut: dataOut, contextOut: contextOut)
+        return BPFTestRunResult(
+            returnValue: raw.returnValue, duration: raw.duration,
+            dataOut: dataOut, contextOut: contextOut)
     }
 
     /// Runs the program with a typed context (e.g. `xdp_md`, `__sk_buff`),
@@ -283,19 +291,21 @@ public final class BPFProgram: @unchecked Sendable {
             try dataOut.withUnsafeMutableBytes { dataOutBuffer in
                 try withUnsafeBytes(of: context) { contextIn in
                     try withUnsafeMutableBytes(of: &contextOut) { contextOutBuffer in
-                        try testRun(data: dataIn,
-                                    dataOut: dataOutCapacity > 0 ? dataOutBuffer : nil,
-                                    context: contextIn,
-                                    contextOut: options.flags.contains(.xdpLiveFrames) ? nil : contextOutBuffer,
-                                    options: options)
+                        try testRun(
+                            data: dataIn,
+                            dataOut: dataOutCapacity > 0 ? dataOutBuffer : nil,
+                            context: contextIn,
+                            contextOut: options.flags.contains(.xdpLiveFrames) ? nil : contextOutBuffer,
+                            options: options)
                     }
                 }
             }
         }
         if !options.flags.contains(.xdpLiveFrames) { context = contextOut }
         dataOut.removeLast(dataOut.count - min(raw.dataOutCount, dataOut.count))
-        return BPFTestRunResult(returnValue: raw.returnValue, duration: raw.duration,
-                                dataOut: dataOut, contextOut: [])
+        return BPFTestRunResult(
+            returnValue: raw.returnValue, duration: raw.duration,
+            dataOut: dataOut, contextOut: [])
     }
 }
 
@@ -388,8 +398,9 @@ public struct BPFProgramInfo: Sendable, Hashable {
     init(fd: CInt, subject: String) throws {
         var info = bpf_prog_info()
         var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        try check(bpf_obj_get_info_by_fd(fd, &info, &length), "bpf_obj_get_info_by_fd(\(subject))",
-                  action: "reading program info of \(subject)")
+        try check(
+            bpf_obj_get_info_by_fd(fd, &info, &length), "bpf_obj_get_info_by_fd(\(subject))",
+            action: "reading program info of \(subject)")
         var mapIDs: [UInt32] = []
         if info.nr_map_ids > 0 {
             let count = Int(info.nr_map_ids)
@@ -401,8 +412,9 @@ public struct BPFProgramInfo: Sendable, Hashable {
                 second.map_ids = UInt64(UInt(bitPattern: ids.baseAddress))
                 return bpf_obj_get_info_by_fd(fd, &second, &secondLength)
             }
-            try check(result, "bpf_obj_get_info_by_fd(\(subject), map_ids)",
-                      action: "reading the map ids of program \(subject)")
+            try check(
+                result, "bpf_obj_get_info_by_fd(\(subject), map_ids)",
+                action: "reading the map ids of program \(subject)")
             mapIDs = Array(mapIDs.prefix(min(count, Int(second.nr_map_ids))))
         }
         self.id = info.id
@@ -444,8 +456,10 @@ func kindOfBPFDescriptor(_ fd: CInt) -> String? {
 
 /// `bpf_obj_get(path)`, checking that the pin holds the expected kind.
 func objectGet(_ path: FilePath, expecting kind: PinnedKind) throws -> CInt {
-    let fd = try check(path.withCString { bpf_obj_get($0) }, "bpf_obj_get(\(path))",
-                       action: "opening the \(kind.noun) pinned at \(path)") { errno in
+    let fd = try check(
+        path.withCString { bpf_obj_get($0) }, "bpf_obj_get(\(path))",
+        action: "opening the \(kind.noun) pinned at \(path)"
+    ) { errno in
         switch errno {
         case .noSuchFileOrDirectory: "nothing is pinned at \(path) (not loaded, or a different pin path)"
         case .invalidArgument, .permissionDenied: "\(path) must be a pin on a bpffs mount"
@@ -455,16 +469,19 @@ func objectGet(_ path: FilePath, expecting kind: PinnedKind) throws -> CInt {
     }
     if let actual = kindOfBPFDescriptor(fd), actual != kind.rawValue {
         close(fd)
-        throw BPFError(operation: "bpf_obj_get(\(path))", action: "opening the \(kind.noun) pinned at \(path)",
-                       errno: .invalidArgument, hint: "\(path) holds a \(actual), not a \(kind.rawValue)")
+        throw BPFError(
+            operation: "bpf_obj_get(\(path))", action: "opening the \(kind.noun) pinned at \(path)",
+            errno: .invalidArgument, hint: "\(path) holds a \(actual), not a \(kind.rawValue)")
     }
     return fd
 }
 
 /// `bpf_obj_pin(fd, path)`.
 func pinObject(fd: CInt, at path: FilePath, what: String) throws {
-    try check(path.withCString { bpf_obj_pin(fd, $0) }, "bpf_obj_pin(\(path))",
-              action: "pinning \(what) at \(path)") { errno in
+    try check(
+        path.withCString { bpf_obj_pin(fd, $0) }, "bpf_obj_pin(\(path))",
+        action: "pinning \(what) at \(path)"
+    ) { errno in
         switch errno {
         case .fileExists: "\(path) already exists; unpin it first"
         case .noSuchFileOrDirectory: "the directory of \(path) does not exist"

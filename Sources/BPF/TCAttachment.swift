@@ -81,16 +81,18 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
     ) throws -> TCAttachment {
         let action = { "attaching tc \(direction) to \(describeInterface(ifindex))" }
         guard (1...0xffff).contains(priority), handle != 0 else {
-            throw BPFError(operation: "bpf_tc_attach(\(ifindex), handle \(handle), priority \(priority))",
-                           action: action(), errno: .invalidArgument,
-                           hint: "handle must be non-zero and priority 1...65535")
+            throw BPFError(
+                operation: "bpf_tc_attach(\(ifindex), handle \(handle), priority \(priority))",
+                action: action(), errno: .invalidArgument,
+                hint: "handle must be non-zero and priority 1...65535")
         }
         var hook = makeHook(ifindex: ifindex, direction: direction)
         let (created, createLog) = LibBPFLog.capture { bpf_tc_hook_create(&hook) }
         if created < 0 && created != -EEXIST {
-            throw makeError(created, "bpf_tc_hook_create(\(ifindex), clsact)",
-                            action: "creating the clsact qdisc on \(describeInterface(ifindex))",
-                            libbpfLog: createLog.lines, hint: interfaceHint(ifindex))
+            throw makeError(
+                created, "bpf_tc_hook_create(\(ifindex), clsact)",
+                action: "creating the clsact qdisc on \(describeInterface(ifindex))",
+                libbpfLog: createLog.lines, hint: interfaceHint(ifindex))
         }
         var opts = bpf_tc_opts()
         opts.sz = optionsSize(\bpf_tc_opts.priority)
@@ -100,10 +102,14 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
         opts.flags = replace ? UInt32(BPF_TC_F_REPLACE.rawValue) : 0
         let (result, log) = LibBPFLog.capture { bpf_tc_attach(&hook, &opts) }
         if result < 0 {
-            throw makeError(result, "bpf_tc_attach(\(ifindex), \(direction), handle \(handle), priority \(priority), \(program.name))",
-                            action: action(), libbpfLog: log.lines) { errno in
+            throw makeError(
+                result,
+                "bpf_tc_attach(\(ifindex), \(direction), handle \(handle), priority \(priority), \(program.name))",
+                action: action(), libbpfLog: log.lines
+            ) { errno in
                 switch errno {
-                case .fileExists: "a filter with handle \(handle) priority \(priority) exists; attach with replace: true"
+                case .fileExists:
+                    "a filter with handle \(handle) priority \(priority) exists; attach with replace: true"
                 case .invalidArgument where program.type != .schedCLS:
                     "program \(program.name) is of type \(program.type); tc needs a SEC(\"tc\") program (sched_cls)"
                 default: interfaceHint(ifindex)(errno)
@@ -111,8 +117,9 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
             }
         }
         log.forward()
-        return TCAttachment(ifindex: ifindex, direction: direction, handle: opts.handle, priority: opts.priority,
-                            programID: opts.prog_id)
+        return TCAttachment(
+            ifindex: ifindex, direction: direction, handle: opts.handle, priority: opts.priority,
+            programID: opts.prog_id)
     }
 
     /// The id of the program in the filter at (handle, priority), or nil if
@@ -128,9 +135,10 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
         let (result, log) = LibBPFLog.capture { bpf_tc_query(&hook, &opts) }
         if isAbsentFilter(result, log) { return nil }
         if result < 0 {
-            throw makeError(result, "bpf_tc_query(\(ifindex), \(direction), handle \(handle), priority \(priority))",
-                            action: "querying tc \(direction) on \(describeInterface(ifindex))",
-                            libbpfLog: log.lines, hint: interfaceHint(ifindex))
+            throw makeError(
+                result, "bpf_tc_query(\(ifindex), \(direction), handle \(handle), priority \(priority))",
+                action: "querying tc \(direction) on \(describeInterface(ifindex))",
+                libbpfLog: log.lines, hint: interfaceHint(ifindex))
         }
         return opts.prog_id
     }
@@ -149,9 +157,10 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
         let (result, log) = LibBPFLog.capture { bpf_tc_detach(&hook, &opts) }
         if result == 0 { return true }
         if isAbsentFilter(result, log) { return false }
-        throw makeError(result, "bpf_tc_detach(\(ifindex), \(direction), handle \(handle), priority \(priority))",
-                        action: "detaching tc \(direction) from \(describeInterface(ifindex))",
-                        libbpfLog: log.lines, hint: interfaceHint(ifindex))
+        throw makeError(
+            result, "bpf_tc_detach(\(ifindex), \(direction), handle \(handle), priority \(priority))",
+            action: "detaching tc \(direction) from \(describeInterface(ifindex))",
+            libbpfLog: log.lines, hint: interfaceHint(ifindex))
     }
 
     /// Removes this filter if it still runs the program it was attached
@@ -159,9 +168,12 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
     /// it was gone or replaced.
     @discardableResult
     public func detach() throws -> Bool {
-        guard let current = try TCAttachment.query(ifindex: ifindex, direction: direction, handle: handle,
-                                                   priority: priority),
-              current == programID else { return false }
+        guard
+            let current = try TCAttachment.query(
+                ifindex: ifindex, direction: direction, handle: handle,
+                priority: priority),
+            current == programID
+        else { return false }
         return try TCAttachment.detach(ifindex: ifindex, direction: direction, handle: handle, priority: priority)
     }
 
@@ -183,7 +195,7 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
 private func isAbsentFilter(_ result: CInt, _ log: CapturedLog) -> Bool {
     if result == -ENOENT { return true }
     guard result == -EINVAL,
-          let message = BPFError(operation: "", errno: .invalidArgument, libbpfLog: log.lines).kernelMessage?.lowercased()
+        let message = BPFError(operation: "", errno: .invalidArgument, libbpfLog: log.lines).kernelMessage?.lowercased()
     else { return false }
     return message.contains("cannot find") || message.contains("not found") || message.contains("exist")
 }

@@ -18,8 +18,10 @@ import BPFNetCore
 
 enum DockerRuleset {
     /// iptables-restore input for a host whose DOCKER chain holds `links`.
-    static func render(links: [BenchLink], bridge: String = BenchWorkload.bridgeName,
-                       subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network) -> String {
+    static func render(
+        links: [BenchLink], bridge: String = BenchWorkload.bridgeName,
+        subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network
+    ) -> String {
         var lines: [String] = []
         lines.reserveCapacity(40 + 2 * links.count)
         lines += [
@@ -41,10 +43,12 @@ enum DockerRuleset {
         ]
         for link in links {
             // iptables.go ChainInfo.Link(): the forward rule and its stateless reverse.
-            lines.append("-A DOCKER -s \(link.parentIP)/32 -d \(link.childIP)/32 -i \(bridge) -o \(bridge) "
-                + "-p udp -m udp --dport \(link.port) -j ACCEPT")
-            lines.append("-A DOCKER -s \(link.childIP)/32 -d \(link.parentIP)/32 -i \(bridge) -o \(bridge) "
-                + "-p udp -m udp --sport \(link.port) -j ACCEPT")
+            lines.append(
+                "-A DOCKER -s \(link.parentIP)/32 -d \(link.childIP)/32 -i \(bridge) -o \(bridge) "
+                    + "-p udp -m udp --dport \(link.port) -j ACCEPT")
+            lines.append(
+                "-A DOCKER -s \(link.childIP)/32 -d \(link.parentIP)/32 -i \(bridge) -o \(bridge) "
+                    + "-p udp -m udp --sport \(link.port) -j ACCEPT")
         }
         lines += [
             "-A DOCKER-ISOLATION-STAGE-1 -i \(bridge) ! -o \(bridge) -j DOCKER-ISOLATION-STAGE-2",

@@ -96,8 +96,10 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let reason = Reason(name: text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "'\(text)' is not a verdict reason"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not a verdict reason"))
         }
         self = reason
     }

@@ -73,17 +73,20 @@ enum Attacher {
     static func attach(_ program: BPFProgram, _ key: AttachmentKey, replacing previousID: UInt32?) throws {
         switch key.program {
         case BPFNET_PROG_PORT_TC:
-            try TCAttachment.attach(program, ifindex: key.ifindex, direction: .ingress,
-                                    handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY),
-                                    replace: true)
+            try TCAttachment.attach(
+                program, ifindex: key.ifindex, direction: .ingress,
+                handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY),
+                replace: true)
         case BPFNET_PROG_PORT_XDP:
             // Bridge ports are veths, whose driver runs XDP natively.
-            try XDPAttachment.attach(program, ifindex: key.ifindex, mode: .native,
-                                     replacing: previousID.map { .program(id: $0) } ?? .none)
+            try XDPAttachment.attach(
+                program, ifindex: key.ifindex, mode: .native,
+                replacing: previousID.map { .program(id: $0) } ?? .none)
         default:
             // Real NICs may lack native XDP; generic still enforces the policy.
-            try XDPAttachment.attach(program, ifindex: key.ifindex, mode: .auto,
-                                     replacing: previousID.map { .program(id: $0) } ?? .none)
+            try XDPAttachment.attach(
+                program, ifindex: key.ifindex, mode: .auto,
+                replacing: previousID.map { .program(id: $0) } ?? .none)
         }
     }
 
@@ -93,8 +96,9 @@ enum Attacher {
         if key.isXDP {
             return (try? XDPAttachment.query(ifindex: key.ifindex))?.programID
         }
-        return try? TCAttachment.query(ifindex: key.ifindex, direction: .ingress,
-                                       handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
+        return try? TCAttachment.query(
+            ifindex: key.ifindex, direction: .ingress,
+            handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
     }
 
     /// Removes bpfnet's program from `key`; an interface that is gone (a
@@ -106,8 +110,9 @@ enum Attacher {
             _ = try XDPAttachment.detach(ifindex: key.ifindex, expectedProgramID: programID)
         } else {
             // The filter handle/priority pair is bpfnet's own.
-            _ = try TCAttachment.detach(ifindex: key.ifindex, direction: .ingress,
-                                        handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
+            _ = try TCAttachment.detach(
+                ifindex: key.ifindex, direction: .ingress,
+                handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
         }
         logger.debug("detached \(ProgramKind(key.program).name) from if\(key.ifindex)")
     }

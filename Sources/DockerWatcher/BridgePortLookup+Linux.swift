@@ -96,10 +96,12 @@ public struct LinuxBridgePortLookup: Sendable {
         // Another namespace may hold an interface with the same ifindex: check it points back.
         guard outer.link == inner.index else {
             throw BridgePortLookupError(
-                "ifindex \(peer) in \(searchedNamespace) is \(outer.name), which is not the peer of \(containerInterface) of pid \(pid)")
+                "ifindex \(peer) in \(searchedNamespace) is \(outer.name), which is not the peer of \(containerInterface) of pid \(pid)"
+            )
         }
-        return BridgePort(name: outer.name, ifindex: outer.index, masterIfindex: outer.master,
-                          containerIfindex: inner.index)
+        return BridgePort(
+            name: outer.name, ifindex: outer.index, masterIfindex: outer.master,
+            containerIfindex: inner.index)
     }
 }
 

@@ -30,8 +30,10 @@ public final class RouteNetlink {
         /// namespace; nil when the peer is in this namespace.
         public var linkNetnsid: Int32?
 
-        public init(index: Int32, name: String = "", address: [UInt8] = [], link: Int32? = nil,
-                    master: Int32? = nil, linkNetnsid: Int32? = nil) {
+        public init(
+            index: Int32, name: String = "", address: [UInt8] = [], link: Int32? = nil,
+            master: Int32? = nil, linkNetnsid: Int32? = nil
+        ) {
             self.index = index
             self.name = name
             self.address = address
@@ -56,8 +58,10 @@ public final class RouteNetlink {
         /// IFA_LABEL: the device's name, or the alias label ("eth0:1"); IPv4 only.
         public var label: String?
 
-        public init(index: Int32, family: Int32, prefixLength: UInt8, address: [UInt8] = [],
-                    local: [UInt8]? = nil, label: String? = nil) {
+        public init(
+            index: Int32, family: Int32, prefixLength: UInt8, address: [UInt8] = [],
+            local: [UInt8]? = nil, label: String? = nil
+        ) {
             self.index = index
             self.family = family
             self.prefixLength = prefixLength
@@ -152,13 +156,16 @@ public final class RouteNetlink {
     /// ENOENT, there being no such object. (A dump of 2,000 links is ~4 MB of
     /// attributes, most of which nobody reads: nothing is copied but what the
     /// parser keeps.)
-    private func request<Parsed>(_ type: Int, _ body: [UInt8], dump: Bool = false, what: String,
-                                 _ parse: (Int, UnsafeRawBufferPointer) -> Parsed?) throws(LinuxNetError) -> [Parsed] {
+    private func request<Parsed>(
+        _ type: Int, _ body: [UInt8], dump: Bool = false, what: String,
+        _ parse: (Int, UnsafeRawBufferPointer) -> Parsed?
+    ) throws(LinuxNetError) -> [Parsed] {
         sequence &+= 1
         var flags = Int32(NLM_F_REQUEST)
         if dump { flags |= Int32(NLM_F_DUMP) }
-        let header = nlmsghdr(nlmsg_len: UInt32(Self.headerSize + body.count), nlmsg_type: UInt16(type),
-                              nlmsg_flags: UInt16(flags), nlmsg_seq: sequence, nlmsg_pid: 0)
+        let header = nlmsghdr(
+            nlmsg_len: UInt32(Self.headerSize + body.count), nlmsg_type: UInt16(type),
+            nlmsg_flags: UInt16(flags), nlmsg_seq: sequence, nlmsg_pid: 0)
         let message = bytes(of: header) + body
         let sent = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         guard sent == message.count else {
@@ -185,7 +192,8 @@ public final class RouteNetlink {
                 let kind = Int32(header.nlmsg_type)
                 if kind == NLMSG_ERROR || kind == NLMSG_DONE {
                     // Both carry an int error (0: none; NLMSG_DONE's may be absent).
-                    let code = length >= Self.headerSize + 4
+                    let code =
+                        length >= Self.headerSize + 4
                         ? -buffer.loadUnaligned(fromByteOffset: offset + Self.headerSize, as: Int32.self) : 0
                     if code == ENODEV || code == ENOENT { return [] }
                     if code != 0 { throw LinuxNetError(operation: what, action: "netlink \(what)", errno: code) }
@@ -220,8 +228,9 @@ public final class RouteNetlink {
         let headerSize = MemoryLayout<ifaddrmsg>.size
         guard type == RTM_NEWADDR, payload.count >= headerSize else { return nil }
         let header = payload.loadUnaligned(as: ifaddrmsg.self)
-        var address = Address(index: Int32(bitPattern: header.ifa_index), family: Int32(header.ifa_family),
-                              prefixLength: header.ifa_prefixlen)
+        var address = Address(
+            index: Int32(bitPattern: header.ifa_index), family: Int32(header.ifa_family),
+            prefixLength: header.ifa_prefixlen)
         forEachAttribute(payload, from: align(headerSize)) { kind, value in
             switch kind {
             case IFA_ADDRESS: address.address = Array(value)
@@ -235,8 +244,10 @@ public final class RouteNetlink {
 
     /// Calls `body` with each attribute from `start` on: its type (without
     /// NLA_F_NESTED / NLA_F_NET_BYTEORDER) and its payload, in place.
-    private static func forEachAttribute(_ payload: UnsafeRawBufferPointer, from start: Int,
-                                         _ body: (Int, UnsafeRawBufferPointer) -> Void) {
+    private static func forEachAttribute(
+        _ payload: UnsafeRawBufferPointer, from start: Int,
+        _ body: (Int, UnsafeRawBufferPointer) -> Void
+    ) {
         let typeMask = ~UInt16(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
         let attributeHeader = MemoryLayout<nlattr>.size
         var offset = start
@@ -244,8 +255,9 @@ public final class RouteNetlink {
             let attribute = payload.loadUnaligned(fromByteOffset: offset, as: nlattr.self)
             let length = Int(attribute.nla_len)
             guard length >= attributeHeader, offset + length <= payload.count else { break }
-            body(Int(attribute.nla_type & typeMask),
-                 UnsafeRawBufferPointer(rebasing: payload[(offset + attributeHeader)..<(offset + length)]))
+            body(
+                Int(attribute.nla_type & typeMask),
+                UnsafeRawBufferPointer(rebasing: payload[(offset + attributeHeader)..<(offset + length)]))
             offset += align(length)
         }
     }

@@ -65,6 +65,7 @@ struct BPFNet: AsyncParsableCommand {
 func requireRoot(_ command: String) throws {
     guard geteuid() == 0 else {
         throw DataplaneError.permission(
-            "\(command) must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): sudo bpfnet \(command) ...")
+            "\(command) must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): sudo bpfnet \(command) ..."
+        )
     }
 }

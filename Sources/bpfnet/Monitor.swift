@@ -43,7 +43,9 @@ struct Monitor: ParsableCommand {
             for event in try monitor.next(timeoutMilliseconds: 200) {
                 let interface = HostSystem.interfaceName(event.ifindex) ?? "if\(event.ifindex)"
                 // Unbuffered, line by line: the reader may be a pipe (`| grep`).
-                let line = json ? String(decoding: try encoder.encode(event), as: UTF8.self)
+                let line =
+                    json
+                    ? String(decoding: try encoder.encode(event), as: UTF8.self)
                     : "\(event.program) on \(interface): \(event.flow { names[$0] }) dropped: "
                         + event.explanation(interface: interface)
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))

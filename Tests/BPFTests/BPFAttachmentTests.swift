@@ -36,7 +36,8 @@ final class TCAttachmentTests: XCTestCase {
             XCTAssertEqual(attachment.programID, empty.id)
             XCTAssertEqual(attachment.handle, 1)
             XCTAssertEqual(attachment.priority, 1)
-            XCTAssertEqual(try TCAttachment.query(ifindex: veth0, direction: .ingress, handle: 1, priority: 1), empty.id)
+            XCTAssertEqual(
+                try TCAttachment.query(ifindex: veth0, direction: .ingress, handle: 1, priority: 1), empty.id)
             XCTAssertNil(try TCAttachment.query(ifindex: veth0, direction: .egress, handle: 1, priority: 1))
             XCTAssertNil(try TCAttachment.query(ifindex: veth0, direction: .ingress, handle: 2, priority: 1))
 
@@ -131,8 +132,9 @@ final class XDPAttachmentTests: XCTestCase {
             XCTAssertEqual(try XDPAttachment.query(ifindex: veth0)?.programID, empty.id)
 
             // Replace exactly the expected program.
-            let replaced = try XDPAttachment.attach(counting, ifindex: veth0, mode: .native,
-                                                    replacing: .program(id: empty.id))
+            let replaced = try XDPAttachment.attach(
+                counting, ifindex: veth0, mode: .native,
+                replacing: .program(id: empty.id))
             XCTAssertEqual(try XDPAttachment.query(ifindex: veth0)?.programID, counting.id)
 
             // The kernel allows native or generic, not both: auto stays native here.
@@ -237,7 +239,8 @@ final class NetworkNamespaceTests: XCTestCase {
         }
         XCTAssertNil(missing, "an unknown name is nil, not an error")
         let byName = Dictionary(uniqueKeysWithValues: links.map { ($0.name, $0) })
-        let bridge = try XCTUnwrap(byName["br-test"]), veth0 = try XCTUnwrap(byName["veth0"])
+        let bridge = try XCTUnwrap(byName["br-test"])
+        let veth0 = try XCTUnwrap(byName["veth0"])
         let veth1 = try XCTUnwrap(byName["veth1"])
         XCTAssertEqual(Set(byName.keys), ["lo", "veth0", "veth1", "br-test"])
         XCTAssertEqual(veth0.master, bridge.index)

@@ -30,8 +30,10 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs bpfnet (optionally inside `namespace`) and returns (exit status, stdout, stderr).
-    private func bpfnet(_ arguments: [String],
-                        in namespace: NetworkNamespace? = nil) throws -> (Int32, String, String) {
+    private func bpfnet(
+        _ arguments: [String],
+        in namespace: NetworkNamespace? = nil
+    ) throws -> (Int32, String, String) {
         let argv = [try DemoLab.locateBPFNet()] + arguments
         let result = try ProcessRunner.run(Command(namespace.map { $0.nsenter(argv) } ?? argv, timeout: .seconds(60)))
         guard case .exited(let status) = result.status else {
@@ -50,7 +52,8 @@ final class CLITests: XCTestCase {
     }
 
     func testBadCIDRNamesFileKeyAndValue() throws {
-        let file = try write("""
+        let file = try write(
+            """
             bridge: docker0
             extInterfaces:
               - name: eth0
@@ -64,7 +67,8 @@ final class CLITests: XCTestCase {
     }
 
     func testUnknownKeyIsRejected() throws {
-        let file = try write("bridge: docker0\nicc: false\nforwardPolicy: drop\nallowSource: [10.0.0.0/8]\n", to: "typo.yaml")
+        let file = try write(
+            "bridge: docker0\nicc: false\nforwardPolicy: drop\nallowSource: [10.0.0.0/8]\n", to: "typo.yaml")
         let (status, _, stderr) = try bpfnet(["load", "--config", file])
         XCTAssertEqual(status, 2)
         XCTAssertTrue(stderr.contains("allowSource"), stderr)
@@ -86,8 +90,12 @@ final class CLITests: XCTestCase {
         let file = try write("bridge: docker0\n", to: "ok.yaml")
         try ProcessRunner.runChecked(Command(["chmod", "755", workDirectory]))
         let binary = try DemoLab.locateBPFNet()
-        let result = try ProcessRunner.run(Command(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                                    binary, "load", "--config", file], timeout: .seconds(30)))
+        let result = try ProcessRunner.run(
+            Command(
+                [
+                    "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    binary, "load", "--config", file,
+                ], timeout: .seconds(30)))
         XCTAssertEqual(result.status, .exited(1))
         XCTAssertTrue(result.stderr.contains("must run as root"), result.stderr)
     }
@@ -119,8 +127,9 @@ final class CLITests: XCTestCase {
 
     func testMissingBridgeIsBadInputAndTouchesNothing() throws {
         try requireRoot("loading bpfnet in a network namespace")
-        let topology = try Topology.build(TopologySpec(
-            bridge: BridgeSpec(name: "br-other", address: IPv4InterfaceAddress("10.89.1.1/24")!)))
+        let topology = try Topology.build(
+            TopologySpec(
+                bridge: BridgeSpec(name: "br-other", address: IPv4InterfaceAddress("10.89.1.1/24")!)))
         defer { _ = topology.teardown() }
         let file = try write(policyYAML, to: "policy.yaml")
         let pins = workDirectory + "/pins"
@@ -134,9 +143,11 @@ final class CLITests: XCTestCase {
 
     func testPortThatIsNotABridgePortIsRejected() throws {
         try withHost { topology in
-            let file = try write(policyYAML.replacingOccurrences(of: "port: vethweb", with: "port: lo"), to: "policy.yaml")
-            let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", workDirectory + "/pins"],
-                                                 in: topology.host)
+            let file = try write(
+                policyYAML.replacingOccurrences(of: "port: vethweb", with: "port: lo"), to: "policy.yaml")
+            let (status, _, stderr) = try bpfnet(
+                ["load", "--config", file, "--pin-path", workDirectory + "/pins"],
+                in: topology.host)
             XCTAssertEqual(status, 2, stderr)
             XCTAssertTrue(stderr.contains("lo") && stderr.contains("not a bridge port"), stderr)
         }
@@ -145,8 +156,9 @@ final class CLITests: XCTestCase {
     func testMissingInterfaceIsNamed() throws {
         try withHost { topology in
             let file = try write(policyYAML + "\nextInterfaces: [{name: nosuch0}]\n", to: "policy.yaml")
-            let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", workDirectory + "/pins"],
-                                                 in: topology.host)
+            let (status, _, stderr) = try bpfnet(
+                ["load", "--config", file, "--pin-path", workDirectory + "/pins"],
+                in: topology.host)
             XCTAssertEqual(status, 2, stderr)
             XCTAssertTrue(stderr.contains("nosuch0"), stderr)
         }
@@ -171,8 +183,9 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(before.containers, after.containers)
             XCTAssertEqual(before.generation, after.generation, "an identical reload changed the maps")
             let filters = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
-            XCTAssertEqual(filters.split(separator: "\n").filter { $0.contains("direct-action") }.count, 1,
-                           "exactly one port program on vethweb: \(filters)")
+            XCTAssertEqual(
+                filters.split(separator: "\n").filter { $0.contains("direct-action") }.count, 1,
+                "exactly one port program on vethweb: \(filters)")
 
             XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
             XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0, "unload of nothing must succeed")
@@ -190,7 +203,8 @@ final class CLITests: XCTestCase {
             let file = try write(policyYAML, to: "policy.yaml")
             let pins = ["--pin-path", workDirectory + "/pins"]
             for hook in ["tc", "xdp"] {
-                XCTAssertEqual(try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host).0, 0)
+                XCTAssertEqual(
+                    try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host).0, 0)
                 func attached() throws -> Bool {
                     hook == "tc"
                         ? try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
@@ -204,7 +218,8 @@ final class CLITests: XCTestCase {
                     _ = try topology.run(in: "host", ["ip", "link", "set", "dev", "vethweb", "xdp", "off"])
                 }
                 XCTAssertFalse(try attached(), "\(hook): the program is still attached after detaching it")
-                let (status, _, stderr) = try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
+                let (status, _, stderr) = try bpfnet(
+                    ["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
                 XCTAssertEqual(status, 0, "\(hook): \(stderr)")
                 XCTAssertTrue(try attached(), "\(hook): load did not put the detached port program back")
             }
@@ -231,7 +246,8 @@ final class CLITests: XCTestCase {
         }
         XCTAssertTrue(matrix.contains { $0["port"] is Int }, "no cell names a port")
         XCTAssertEqual(Set(matrix.compactMap { $0["icc"] as? Bool }), [true, false])
-        XCTAssertTrue(matrix.contains { $0["observed"] as? String == "blocked" }, "nothing blocked: the policy is not in force")
+        XCTAssertTrue(
+            matrix.contains { $0["observed"] as? String == "blocked" }, "nothing blocked: the policy is not in force")
     }
 
     func testUnloadAfterInterruptedLoadCleansUp() throws {

@@ -13,8 +13,10 @@ import XCTest
 
 /// Root-only suites skip without root, unless BPFNET_REQUIRE_ROOT_TESTS=1
 /// (CI), where running without root is a failure.
-func requireRootForEndToEnd(_ what: String = "network namespaces, bpffs, nft and iptables",
-                            file: StaticString = #filePath, line: UInt = #line) throws {
+func requireRootForEndToEnd(
+    _ what: String = "network namespaces, bpffs, nft and iptables",
+    file: StaticString = #filePath, line: UInt = #line
+) throws {
     guard geteuid() != 0 else { return }
     if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
         XCTFail("requires root: \(what) (BPFNET_REQUIRE_ROOT_TESTS=1 makes this a failure)", file: file, line: line)
@@ -35,17 +37,23 @@ let scenarioSettings: [PolicySettings] = [
 /// lab when nil), measures every scenario probe and asserts each cell matches
 /// the policy. Returns the matrix.
 @discardableResult
-func runScenario(backend: String, settings: PolicySettings, portHook: PortHook = .tc, lab: DemoLab? = nil,
-                 file: StaticString = #filePath, line: UInt = #line) throws -> [MatrixEntry] {
+func runScenario(
+    backend: String, settings: PolicySettings, portHook: PortHook = .tc, lab: DemoLab? = nil,
+    file: StaticString = #filePath, line: UInt = #line
+) throws -> [MatrixEntry] {
     let ownLab = lab == nil ? try DemoLab() : nil
     defer { ownLab?.close() }
     let lab = lab ?? ownLab!
     try lab.load(settings, portHook: portHook, extraArguments: ["--backend", backend])
     let entries = try lab.measure(settings)
     let wrong = entries.filter { !$0.matches }
-    XCTAssert(wrong.isEmpty, "\(backend), \(settings): \(wrong.count) of \(entries.count) cells differ from the policy:\n"
-        + wrong.map { "  \($0.source) → \($0.destination) (rows \($0.rows)): expected \($0.expected), "
-            + "observed \($0.observed) — \($0.detail)" }.joined(separator: "\n"), file: file, line: line)
+    XCTAssert(
+        wrong.isEmpty,
+        "\(backend), \(settings): \(wrong.count) of \(entries.count) cells differ from the policy:\n"
+            + wrong.map {
+                "  \($0.source) → \($0.destination) (rows \($0.rows)): expected \($0.expected), "
+                    + "observed \($0.observed) — \($0.detail)"
+            }.joined(separator: "\n"), file: file, line: line)
     return entries
 }
 
@@ -87,13 +95,17 @@ struct BackendObjects: CustomStringConvertible {
                 guard let name = link["ifname"] as? String else { continue }
                 if link["xdp"] != nil { attachments.insert("xdp \(name)") }
                 if link["master"] as? String == "docker0" {
-                    let filters = try lab.topology.run(in: host, ["tc", "filter", "show", "dev", name, "ingress"]).stdout
-                    if !filters.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { attachments.insert("tc \(name)") }
+                    let filters = try lab.topology.run(in: host, ["tc", "filter", "show", "dev", name, "ingress"])
+                        .stdout
+                    if !filters.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                        attachments.insert("tc \(name)")
+                    }
                 }
             }
         }
-        return BackendObjects(pins: pins, nftTables: Set(tables.map { String($0) }), iptablesChains: chains,
-                              attachments: attachments)
+        return BackendObjects(
+            pins: pins, nftTables: Set(tables.map { String($0) }), iptablesChains: chains,
+            attachments: attachments)
     }
 
     var hasBPF: Bool { !pins.isEmpty || !attachments.isEmpty }
