@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what bpfnet needs to build, test and run on Debian 12 (as root),
-# then builds it. Safe to run again. Used by scripts/demo.sh, scripts/test.sh
+# then builds it (not with BPFNET_SETUP_BUILD=0). Safe to run again. Used by scripts/demo.sh, scripts/test.sh
 # and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,5 +47,9 @@ if ! command -v swift >/dev/null 2>&1; then
     fi
 fi
 
-echo "setup: building bpfnet"
-swift build
+# scripts/test.sh checks the formatting first and then builds everything
+# itself, tests included.
+if [ "${BPFNET_SETUP_BUILD:-1}" = 1 ]; then
+    echo "setup: building bpfnet"
+    swift build
+fi
