@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 //
 // bpfnet: Docker's default-bridge container policy enforced with eBPF.
-// Layout and responsibilities: see DESIGN.md section 3 (mirrored in README.md).
+// Targets, their dependencies and what each owns: docs/architecture.md.
 
 import PackageDescription
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // What a bench run measures, and everything that can be wrong with it,
-// found before anything is built (DESIGN.md section 4: errors name the value
-// and what would be accepted; bad input exits 2).
+// found before anything is built: errors name the value and what would be
+// accepted, and bad input exits 2 (docs/bench.md).
 
 import BPFNetShared
 import Foundation
