@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The iptables ruleset dockerd 20.10 leaves on a host with `--icc=false` and
-// N legacy links (../shared/reference/docker-bridge.md §1.2, §1.3, §1.5), as
+// N legacy links (docs/docker.md, "The rules dockerd writes"), as
 // iptables-restore input. Order is part of what is measured:
 //
 //   FORWARD: DOCKER-USER, DOCKER-ISOLATION-STAGE-1, the RELATED,ESTABLISHED

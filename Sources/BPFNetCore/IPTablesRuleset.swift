@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The iptables fallback's rule set, for hosts without nft: Docker 20.10's
-// chains and rule order (docker-bridge.md §1.2-1.6), written as one
+// chains and rule order (docs/docker.md), written as one
 // `iptables-restore --noflush` input so the whole change is one commit per
 // table and no process runs per rule.
 //
@@ -195,7 +195,7 @@ public struct IPTablesRuleset: Sendable {
         return out.joined(separator: "\n") + "\n"
     }
 
-    /// Docker's pair of rules per (link, exposed port) (docker-bridge.md §1.5),
+    /// Docker's pair of rules per (link, exposed port) (docs/docker.md, "Links"),
     /// forward then reverse, without the target.
     static func linkRuleLines(_ p: NetfilterPolicy) -> [String] {
         let bridge = p.bridge

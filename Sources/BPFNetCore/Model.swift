@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The policy model: what the operator (or Docker) says should hold. Pure
-// values; no syscalls, no libbpf. Field meanings follow DESIGN.md section 1.
+// values; no syscalls, no libbpf. Field meanings follow docs/policy.md.
 
 /// An IPv4 address, stored in host byte order (`value` 0x0A000001 is 10.0.0.1).
 public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {

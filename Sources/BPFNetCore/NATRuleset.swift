@@ -2,7 +2,7 @@
 //
 // bpfnet's own nftables table for NAT: DNAT for published ports and
 // masquerade for the bridge subnet. NAT stays in netfilter in this version
-// (DESIGN.md section 2); the eBPF programs decide who may talk to whom.
+// (docs/architecture.md); the eBPF programs decide who may talk to whom.
 // bpfnet owns exactly this table and touches no other.
 
 /// Renders the `ip bpfnet` nftables table as one `nft -f` transaction.

@@ -3,8 +3,8 @@
 // The nftables fallback's rule set: two tables owned by bpfnet, written in one
 // `nft -f` transaction.
 //
-// - `table bridge bpfnet` does what the port program does (DESIGN.md rows
-//   1-7, docs/verdicts.md "Port program"): a chain on the bridge's prerouting
+// - `table bridge bpfnet` does what the port program does (rows 1-7 of
+//   docs/policy.md, docs/verdicts.md "Port program"): a chain on the bridge's prerouting
 //   hook sees every frame a container sends, before the bridge decides to
 //   forward it or hand it to the host, exactly where tc ingress on the port
 //   sees it. Bridge-family rules need no br_netfilter and no conntrack: like

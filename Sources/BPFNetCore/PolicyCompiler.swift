@@ -137,7 +137,7 @@ public enum PolicyCompiler {
         return record
     }
 
-    /// Docker's link rules (docker-bridge.md §1.5), compiled whatever `icc` says
+    /// Docker's link rules (docs/docker.md, "Links"), compiled whatever `icc` says
     /// so that switching icc is a single config write. For each link (P, C) and
     /// each exposed port (proto, port) of C: forward (P → C, dport) and reverse
     /// (C → P, sport); plus a pair rule each way for every protocol that has a

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The policy file of `bpfnet load --config` (DESIGN.md section 4), read with
+// The policy file of `bpfnet load --config` (docs/policy-file.md), read with
 // Yams' node API rather than Decodable so that every problem can name the file,
 // the line, the key path and the offending value, and so that an unknown key is
 // an error: an operator's typo ("icc_: false") must never silently leave the

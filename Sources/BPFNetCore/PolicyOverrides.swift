@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Command-line options override the policy file (DESIGN.md section 4). The CLI
+// Command-line options override the policy file (docs/policy-file.md). The CLI
 // fills a PolicyOverrides from its options and applies it to the file's policy.
 
 /// The command-line options that override the policy file; nil/absent = not given.

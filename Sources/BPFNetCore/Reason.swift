@@ -50,7 +50,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public var action: Verdict.Action { isDrop ? .drop : .pass }
 
     /// The stable name shown by `bpfnet status` (docs/reasons.md). Drop reasons
-    /// carry the bare word of DESIGN.md ("icc", "source"); pass reasons say what
+    /// carry the bare word of docs/policy.md ("icc", "source"); pass reasons say what
     /// was allowed. Unknown values read "reason-N".
     public var name: String {
         switch self {

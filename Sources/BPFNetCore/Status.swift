@@ -6,7 +6,7 @@
 import BPFNetShared
 
 /// The document `bpfnet status --json` prints. Keys are a stable interface
-/// (DESIGN.md section 4); new keys may be added, none removed or renamed.
+/// (docs/cli.md); new keys may be added, none removed or renamed.
 public struct DataplaneStatus: Codable, Hashable, Sendable {
     public struct ExtInterface: Codable, Hashable, Sendable {
         public var name: String

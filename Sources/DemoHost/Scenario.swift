@@ -2,8 +2,8 @@
 //
 // The demo host: a Docker-like host in network namespaces with containers,
 // links, exposed and published ports, and one external network with an
-// allowed and a non-allowed source. Each probe carries what DESIGN.md's
-// policy table says should happen, so the same scenario drives `bpfnet demo`
+// allowed and a non-allowed source. Each probe carries what the policy table
+// (docs/policy.md) says should happen, so the same scenario drives `bpfnet demo`
 // and the end-to-end suites (for every backend).
 
 import BPFNetCore

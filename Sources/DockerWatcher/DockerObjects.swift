@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // What the Engine API says about containers, the default bridge and the daemon, reduced to
-// the fields the policy needs (docker-bridge.md section 3). Decoding reads only fields that
+// the fields the policy needs (docs/docker.md, "The Engine API"). Decoding reads only fields that
 // exist in API 1.41 (dockerd 20.10) and in API >= 1.52 (29.x): IP and MAC come from
 // `NetworkSettings.Networks.bridge`, never from the top-level copies that 1.52 dropped.
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Inspected containers → the policy model's containers and links (DESIGN.md section 1).
+// Inspected containers → the policy model's containers and links (docs/policy.md).
 // A link is in force only while parent and child both run on the default bridge: Docker
 // 20.10 and 29 leave a stopped child's rules behind (and give them to whoever gets its IP
 // next) and do not follow a restarted child to its new IP. Recomputing links from the

@@ -72,7 +72,7 @@ public struct ExternalSpec: Sendable, Hashable {
     /// outside the link subnet get a host route back via the primary.
     public var addresses: [IPv4InterfaceAddress]
     /// Route the bridge (container) subnet via the host, so direct routing
-    /// to containers can be tried (DESIGN row 9).
+    /// to containers can be tried (row 9 of docs/policy.md).
     public var routeToBridge: Bool
     /// More destinations routed via the host.
     public var extraRoutes: [IPv4CIDR]

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The bpfnet command line (DESIGN.md section 4): one type per subcommand.
+// The bpfnet command line (docs/cli.md): one type per subcommand.
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input.
 
 import ArgumentParser

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// `bpfnet bench` (DESIGN.md section 6): packet rates side by side, and
+// `bpfnet bench` (docs/bench.md): packet rates side by side, and
 // `bpfnet bench micro`: the BPF_PROG_TEST_RUN cost of each program. The
 // engine is BPFNetBench; this file is options, output files and exit codes.
 

@@ -12,7 +12,8 @@ struct Load: ParsableCommand {
             "Running it again replaces the policy, changing only what differs; the dataplane keeps enforcing in between."
     )
 
-    @Option(help: ArgumentHelp("The policy file (DESIGN.md section 4 keys).", valueName: "FILE"))
+    @Option(
+        help: ArgumentHelp("The policy file (YAML; every key is described in docs/policy-file.md).", valueName: "FILE"))
     var config: String
 
     @OptionGroup var policyOptions: PolicyOptions

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Options shared by several subcommands (DESIGN.md section 4, "Common options").
+// Options shared by several subcommands (docs/cli.md, "Common options").
 
 import ArgumentParser
 import BPFNetCore

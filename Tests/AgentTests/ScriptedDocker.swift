@@ -13,7 +13,7 @@ import Foundation
 @testable import DockerWatcher
 
 final class ScriptedDocker: DockerSource, @unchecked Sendable {
-    /// Which daemon's event order `stop`/`start`/`restart` follow (docker-bridge.md §3.2).
+    /// Which daemon's event order `stop`/`start`/`restart` follow (docs/docker.md, "Events").
     enum Flavor: Sendable {
         /// 20.10: die, disconnect, stop; connect before start.
         case v20

@@ -3,7 +3,7 @@ import Foundation
 
 @testable import BPFNetCore
 
-/// The DESIGN.md sample policy and host facts that go with it.
+/// The example policy of docs/policy-file.md and host facts that go with it.
 enum Sample {
     static let bridgeAddress = IPv4InterfaceAddress("172.17.0.1/16")!
     static let interfaces: [String: UInt32] = [
@@ -26,7 +26,7 @@ enum Sample {
         name: "other", ip: IPv4Address(172, 17, 0, 5), mac: MACAddress("02:42:ac:11:00:05")!,
         port: "vethother")
 
-    /// DESIGN.md section 4's file as a value.
+    /// docs/policy-file.md's example as a value.
     static let policy = Policy(
         bridge: "docker0", icc: false, ipForward: true, forwardPolicy: .drop, portHook: .tc,
         extInterfaces: [

@@ -39,7 +39,7 @@ final class PolicyFileTests: XCTestCase {
     // MARK: Happy paths
 
     func testDesignSample() throws {
-        let policy = try PolicyFile.load(contentsOf: Self.fixture("design-sample.yaml"))
+        let policy = try PolicyFile.load(contentsOf: Self.fixture("policy-file-example.yaml"))
         XCTAssertEqual(policy.bridge, "docker0")
         XCTAssertFalse(policy.icc)
         XCTAssertTrue(policy.ipForward)
@@ -100,7 +100,7 @@ final class PolicyFileTests: XCTestCase {
     }
 
     static var designSample: String {
-        try! String(contentsOfFile: fixture("design-sample.yaml"), encoding: .utf8)
+        try! String(contentsOfFile: fixture("policy-file-example.yaml"), encoding: .utf8)
     }
 
     func testBooleansAndChoices() throws {

@@ -3,7 +3,7 @@ import XCTest
 
 @testable import BPFNetCore
 
-/// Every row of DESIGN.md section 1 and every parse rule of docs/verdicts.md,
+/// Every row of docs/policy.md and every parse rule of docs/verdicts.md,
 /// through the reference model over the compiled sample policy.
 final class ReferenceVerdictTests: XCTestCase {
     let web = Endpoint(Sample.web), client = Endpoint(Sample.client), db = Endpoint(Sample.db)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Rows 8, 9 and 11 of the policy table (DESIGN.md section 1) through the real
+// Rows 8, 9 and 11 of the policy table (docs/policy.md) through the real
 // ext program, arriving on ext0 (allow-list 203.0.113.0/24 and
 // 198.51.100.128/25), ext1 (no list), ext2 (a device that is no ext interface)
 // and loopback, with the forward policy drop/accept and ext0's list on/off

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Rows 1-7 of the policy table (DESIGN.md section 1) through the real port
+// Rows 1-7 of the policy table (docs/policy.md) through the real port
 // program at both hooks (tc with and without a context, XDP), with icc on and
 // off and both forward policies (which the port program must ignore), each
 // configuration written through the reconciler between cases.

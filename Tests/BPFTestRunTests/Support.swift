@@ -5,7 +5,7 @@
 // whose interfaces give the ext program real ingress ifindexes, policy writes
 // through the reconciler, and BPF_PROG_TEST_RUN with the counters read back.
 //
-// Hygiene (DESIGN.md section 5): nothing here touches the root namespace's
+// Hygiene (docs/testing.md): nothing here touches the root namespace's
 // interfaces, routes, sysctls or firewall, or /sys/fs/bpf. Every test case
 // gets its own bpffs mount and namespace (`bntr<pid>-<n>`), removed by
 // teardown blocks registered as soon as each exists, so also on failure.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// A Docker host in network namespaces of the test's own (DESIGN.md section 5):
+// A Docker host in network namespaces of the test's own (docs/testing.md):
 //
 //   namespace D ("docker host"): dockerd (started with nsenter --net, its
 //     docker0 and containers live here), ext0 198.51.100.1/24, and — in the

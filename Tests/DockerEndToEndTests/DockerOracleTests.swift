@@ -46,7 +46,7 @@ final class DockerOracleTests: XCTestCase {
         var to: Place
         var kind: Probe.Kind
         var sourcePort: UInt16?
-        /// What Docker's rules give (docker-bridge.md §2.4), by icc.
+        /// What Docker's rules give (docs/docker.md, "What the rules give"), by icc.
         var docker: @Sendable (Bool) -> Reachability
         /// What bpfnet gives where it deliberately differs; nil: the same as Docker.
         var bpfnet: (@Sendable (Bool) -> Reachability)? = nil
@@ -467,7 +467,7 @@ final class DockerOracleTests: XCTestCase {
             // Docker's side documents the bug bpfnet fixes; a daemon that behaves otherwise is noted, not failed.
             if docker.observed != step.docker {
                 print(
-                    "note: dockerd differs from docker-bridge.md §1.5 at '\(step.label)': \(docker.observed) (documented \(step.docker))"
+                    "note: dockerd differs from docs/docker.md (\"Links\") at '\(step.label)': \(docker.observed) (documented \(step.docker))"
                 )
             }
         }
@@ -488,7 +488,7 @@ final class DockerOracleTests: XCTestCase {
     struct LifecycleStep {
         var label: String
         var check: Check
-        /// Docker 20.10's documented result (docker-bridge.md §1.5); recorded, not asserted.
+        /// Docker 20.10's documented result (docs/docker.md, "Links"); recorded, not asserted.
         var docker: Reachability
         var bpfnet: Reachability
     }

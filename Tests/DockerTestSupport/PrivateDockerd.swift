@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// A dockerd of a test's own, the way that works on these hosts (DESIGN.md section 5): Debian's
+// A dockerd of a test's own, the way that works on these hosts (docs/testing.md): Debian's
 // dockerd started with `nsenter --net` into a network namespace the test made (`ip netns exec`
 // fails with "Devices cgroup isn't mounted"), so docker0 and everything dockerd does to
 // networking stays inside it; private data root, exec root, socket, CLI config and containerd

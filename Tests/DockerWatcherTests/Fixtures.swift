@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The recorded Engine API answers (docker-bridge.md section 3) and ways to vary them.
+// The recorded Engine API answers (docs/docker.md, "The Engine API") and ways to vary them.
 
 import Foundation
 import XCTest

@@ -69,7 +69,7 @@ enum bpfnet_program {
 /* Reasons. Every verdict carries exactly one; it indexes the counters.       */
 /* Values are stable: they are read back by `bpfnet status` from pinned maps  */
 /* written by another (possibly older) process. Passes < 32 <= drops.          */
-/* Row numbers refer to the policy table in DESIGN.md section 1.              */
+/* Row numbers refer to the policy table in docs/policy.md.                  */
 /* ------------------------------------------------------------------------ */
 
 enum bpfnet_reason {

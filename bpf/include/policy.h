@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * policy.h — the verdict functions of DESIGN.md section 1, written exactly as
+ * policy.h — the verdict functions of the policy table (docs/policy.md), as
  * docs/verdicts.md states them (the Swift reference model mirrors this file
  * branch for branch; the differential test holds them together).
  *
