@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The little of rtnetlink bpfnet needs: links (one by index or name, or all of
-// them), addresses and namespace ids. A NETLINK_ROUTE socket answers for the network
+// them), addresses, namespace ids and the tc filters on a clsact hook. A NETLINK_ROUTE socket answers for the network
 // namespace it was created in, so create one inside `NetworkNamespace.run` to
 // ask another namespace. Message layouts and constants come from the kernel's
 // UAPI headers (CLinuxNet).
@@ -74,6 +74,34 @@ public final class RouteNetlink {
         public var localAddress: [UInt8] { local ?? address }
     }
 
+    /// One tc filter, as RTM_NEWTFILTER describes it.
+    public struct TrafficFilter: Hashable, Sendable {
+        /// The classifier: "bpf", "u32", "matchall", ...
+        public var kind: String
+        /// 0 for the entry that stands for a classifier instance as a whole.
+        public var handle: UInt32
+        /// The filter's priority (`tc filter ... pref`).
+        public var priority: UInt16
+
+        public init(kind: String, handle: UInt32, priority: UInt16) {
+            self.kind = kind
+            self.handle = handle
+            self.priority = priority
+        }
+    }
+
+    /// The two hooks of a clsact qdisc, as a filter's parent.
+    public enum ClsactHook: Sendable {
+        case ingress
+        case egress
+
+        /// TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS).
+        var parent: UInt32 {
+            (UInt32(TC_H_CLSACT) & UInt32(TC_H_MAJ_MASK))
+                | (UInt32(self == .ingress ? TC_H_MIN_INGRESS : TC_H_MIN_EGRESS) & UInt32(TC_H_MIN_MASK))
+        }
+    }
+
     private static let headerSize = MemoryLayout<nlmsghdr>.size
     private static let linkHeaderSize = MemoryLayout<ifinfomsg>.size
     /// struct rtgenmsg, padded to NLMSG_ALIGNTO.
@@ -135,6 +163,17 @@ public final class RouteNetlink {
             }
             return nsid
         }.first
+    }
+
+    /// The tc filters on the clsact hook `hook` of device `index` (an
+    /// RTM_GETTFILTER dump); empty when the device has no clsact qdisc.
+    public func filters(index: Int32, hook: ClsactHook) throws(LinuxNetError) -> [TrafficFilter] {
+        var header = tcmsg()
+        header.tcm_family = UInt8(AF_UNSPEC)
+        header.tcm_ifindex = index
+        header.tcm_parent = hook.parent
+        return try request(
+            RTM_GETTFILTER, bytes(of: header), dump: true, what: "RTM_GETTFILTER \(index)", Self.parseFilter)
     }
 
     // MARK: messages
@@ -240,6 +279,18 @@ public final class RouteNetlink {
             }
         }
         return address
+    }
+
+    private static func parseFilter(_ type: Int, _ payload: UnsafeRawBufferPointer) -> TrafficFilter? {
+        let headerSize = MemoryLayout<tcmsg>.size
+        guard type == RTM_NEWTFILTER, payload.count >= headerSize else { return nil }
+        let header = payload.loadUnaligned(as: tcmsg.self)
+        // tcm_info: the priority in the upper 16 bits, the protocol in the lower.
+        var filter = TrafficFilter(kind: "", handle: header.tcm_handle, priority: UInt16(header.tcm_info >> 16))
+        forEachAttribute(payload, from: align(headerSize)) { kind, value in
+            if kind == TCA_KIND { filter.kind = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        return filter
     }
 
     /// Calls `body` with each attribute from `start` on: its type (without

@@ -71,6 +71,33 @@ final class TCAttachmentTests: XCTestCase {
         XCTAssertThrowsError(try NetworkInterface.index(named: "veth0"))
     }
 
+    /// Who created the clsact qdisc is known (to remove only one's own), and
+    /// every filter on it is seen, whoever put it there.
+    func testClsactIsCreatedOnceListedAndRemoved() throws {
+        let netns = try TestNamespace.make(in: self)
+        let empty = try object.program(named: "bpfnet_empty_tc")
+        try netns.run {
+            let veth0 = try NetworkInterface.index(named: "veth0")
+            XCTAssertEqual(try TCAttachment.filters(ifindex: veth0, direction: .ingress), [], "no clsact qdisc yet")
+            XCTAssertFalse(try TCAttachment.removeClsact(ifindex: veth0), "nothing to remove")
+            XCTAssertTrue(try TCAttachment.createClsact(ifindex: veth0))
+            XCTAssertFalse(try TCAttachment.createClsact(ifindex: veth0), "it exists now: not created again")
+            XCTAssertEqual(try TCAttachment.filters(ifindex: veth0, direction: .ingress), [])
+
+            try TCAttachment.attach(empty, ifindex: veth0, direction: .ingress, handle: 7, priority: 9)
+            try TCAttachment.attach(empty, ifindex: veth0, direction: .egress, handle: 1, priority: 1)
+            let ingress = try TCAttachment.filters(ifindex: veth0, direction: .ingress)
+            XCTAssertTrue(ingress.contains { $0.kind == "bpf" && $0.handle == 7 && $0.priority == 9 }, "\(ingress)")
+            XCTAssertTrue(ingress.allSatisfy { $0.kind == "bpf" && $0.priority == 9 }, "\(ingress)")
+            XCTAssertFalse(try TCAttachment.filters(ifindex: veth0, direction: .egress).isEmpty)
+
+            XCTAssertTrue(try TCAttachment.removeClsact(ifindex: veth0))
+            XCTAssertEqual(try TCAttachment.filters(ifindex: veth0, direction: .ingress), [], "gone with the qdisc")
+            XCTAssertNil(try TCAttachment.query(ifindex: veth0, handle: 7, priority: 9))
+            XCTAssertFalse(try TCAttachment.removeClsact(ifindex: veth0))
+        }
+    }
+
     func testMissingInterfaceIsNamedInTheError() throws {
         let netns = try TestNamespace.make(in: self)
         let program = try object.program(named: "bpfnet_empty_tc")

@@ -186,12 +186,83 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(
                 filters.split(separator: "\n").filter { $0.contains("direct-action") }.count, 1,
                 "exactly one port program on vethweb: \(filters)")
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"], "load creates the clsact qdisc it needs")
 
             XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
             XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0, "unload of nothing must succeed")
             let afterUnload = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
             XCTAssertFalse(afterUnload.contains("bpfnet"), afterUnload)
             XCTAssertFalse(try topology.run(in: "host", ["nft", "list", "tables"]).stdout.contains("bpfnet"))
+            XCTAssertEqual(try clsact(topology), [], "unload leaves no clsact qdisc where there was none")
+        }
+    }
+
+    /// The interfaces of the host namespace with a clsact qdisc ("clsact DEV").
+    private func clsact(_ topology: Topology) throws -> Set<String> {
+        try BackendObjects.clsactQdiscs(in: topology, role: "host")
+    }
+
+    /// A clsact qdisc that was there before load, with another tool's filter
+    /// on it, survives load and unload with its filter; bpfnet's own filter
+    /// comes and goes. Switching the port hook to XDP and back keeps it too.
+    func testAClsactThatWasThereSurvivesWithItsFilter() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            _ = try topology.run(in: "host", ["tc", "qdisc", "add", "dev", "vethweb", "clsact"]).check()
+            // Another tool's filter, after bpfnet's priority (0xb9f), matching everything.
+            _ = try topology.run(
+                in: "host",
+                [
+                    "tc", "filter", "add", "dev", "vethweb", "ingress", "prio", "40000", "protocol", "all",
+                    "u32", "match", "u32", "0", "0", "classid", "1:1",
+                ])
+            func ingress() throws -> String {
+                try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
+            }
+
+            for hook in ["tc", "xdp", "tc"] {
+                let (status, _, stderr) = try bpfnet(
+                    ["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
+                XCTAssertEqual(status, 0, "\(hook): \(stderr)")
+                let filters = try ingress()
+                XCTAssertEqual(filters.contains("bpfnet_port_tc"), hook == "tc", "\(hook): \(filters)")
+                XCTAssertTrue(filters.contains("u32"), "\(hook): the other tool's filter is gone: \(filters)")
+                XCTAssertEqual(try clsact(topology), ["clsact vethweb"], hook)
+            }
+
+            let (status, _, stderr) = try bpfnet(["unload"] + pins, in: topology.host)
+            XCTAssertEqual(status, 0, stderr)
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"], "unload removed a qdisc bpfnet did not create")
+            let filters = try ingress()
+            XCTAssertTrue(filters.contains("u32"), "unload took the other tool's filter: \(filters)")
+            XCTAssertFalse(filters.contains("bpfnet"), filters)
+        }
+    }
+
+    /// A clsact qdisc bpfnet created goes when its program goes: when the port
+    /// hook switches to XDP, and at unload. One another tool has put a filter
+    /// on since stays, with that filter.
+    func testAClsactBPFNetCreatedGoesWithItsProgram() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"])
+            XCTAssertEqual(try bpfnet(["load", "--config", file, "--port-hook", "xdp"] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try clsact(topology), [], "the tc hook is no longer used: its clsact qdisc goes")
+
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            _ = try topology.run(
+                in: "host",
+                [
+                    "tc", "filter", "add", "dev", "vethweb", "egress", "prio", "7", "protocol", "all",
+                    "u32", "match", "u32", "0", "0", "classid", "1:1",
+                ])
+            XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"], "removing it would take the egress filter")
+            let egress = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "egress"]).stdout
+            XCTAssertTrue(egress.contains("u32"), egress)
         }
     }
 
@@ -263,6 +334,7 @@ final class CLITests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: workDirectory + "/pins/bn_config"))
             let filters = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
             XCTAssertFalse(filters.contains("bpfnet"), filters)
+            XCTAssertEqual(try clsact(topology), [], "the pinned record says bpfnet created the clsact qdisc")
         }
     }
 }

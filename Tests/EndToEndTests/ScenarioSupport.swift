@@ -67,10 +67,13 @@ struct BackendObjects: CustomStringConvertible {
     var iptablesChains: Set<String>
     /// Interfaces with an XDP program, and bridge ports with a tc ingress filter.
     var attachments: Set<String>
+    /// "clsact DEV" for every interface with a clsact qdisc (the lab's host
+    /// namespace has none of its own: each is the eBPF backend's).
+    var qdiscs: Set<String>
 
     var description: String {
         "pins \(pins), nft tables \(nftTables.sorted()), iptables chains \(iptablesChains.sorted()), "
-            + "attachments \(attachments.sorted())"
+            + "attachments \(attachments.sorted()), qdiscs \(qdiscs.sorted())"
     }
 
     static func read(_ lab: DemoLab) throws -> BackendObjects {
@@ -105,10 +108,21 @@ struct BackendObjects: CustomStringConvertible {
         }
         return BackendObjects(
             pins: pins, nftTables: Set(tables.map { String($0) }), iptablesChains: chains,
-            attachments: attachments)
+            attachments: attachments, qdiscs: try clsactQdiscs(in: lab.topology, role: host))
     }
 
-    var hasBPF: Bool { !pins.isEmpty || !attachments.isEmpty }
+    /// "clsact DEV" for every interface of `role`'s namespace with a clsact qdisc.
+    static func clsactQdiscs(in topology: Topology, role: String) throws -> Set<String> {
+        let json = try topology.run(in: role, ["tc", "-j", "qdisc", "show"]).stdout
+        guard let list = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] else { return [] }
+        return Set(
+            list.compactMap { qdisc in
+                guard qdisc["kind"] as? String == "clsact", let device = qdisc["dev"] as? String else { return nil }
+                return "clsact \(device)"
+            })
+    }
+
+    var hasBPF: Bool { !pins.isEmpty || !attachments.isEmpty || !qdiscs.isEmpty }
     var hasNFTablesFilter: Bool { nftTables.contains("bridge bpfnet") }
     var hasIPTables: Bool { !iptablesChains.isEmpty }
 }

@@ -312,9 +312,14 @@ struct bpfnet_attach_key {
 };
 _Static_assert(sizeof(struct bpfnet_attach_key) == 8, "bpfnet_attach_key layout");
 
+enum bpfnet_attach_flags {
+	/* bpfnet created the interface's clsact qdisc: `unload` removes it again */
+	BPFNET_ATTACH_CREATED_CLSACT = 1u << 0,
+};
+
 struct bpfnet_attach_value {
 	__u32 prog_id; /* kernel program id that was attached */
-	__u32 flags;   /* XDP attach flags, or tc handle/priority marker */
+	__u32 flags;   /* enum bpfnet_attach_flags */
 };
 _Static_assert(sizeof(struct bpfnet_attach_value) == 8, "bpfnet_attach_value layout");
 
