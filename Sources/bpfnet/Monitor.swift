@@ -11,7 +11,8 @@ struct Monitor: ParsableCommand {
         abstract: "Print dropped packets as they happen, with the reason in Docker's terms.",
         discussion: """
             Reads the eBPF dataplane's drop events (sampled: at most 1024 per CPU and second; the \
-            counters in `bpfnet status` stay exact). Runs until interrupted, or until --count events.
+            counters in `bpfnet status` stay exact). Runs until interrupted, or until --count events. \
+            The reasons are listed in docs/reasons.md.
             """)
 
     @Option(help: "Stop after this many events.")

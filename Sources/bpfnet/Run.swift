@@ -22,7 +22,7 @@ struct Run: AsyncParsableCommand {
             the one Docker reports. Run dockerd with --iptables=false so that bpfnet alone polices the bridge. \
             SIGTERM or SIGINT stop the agent and leave the dataplane loaded and enforcing; `bpfnet unload` removes it. \
             SIGHUP resynchronises with Docker at once. Only one agent runs per --pin-path. Logs go to standard error; \
-            `bpfnet status --json` shows the agent's state and lastSyncLatencyMs.
+            `bpfnet status --json` shows the agent's state and lastSyncLatencyMs. More in docs/agent.md.
             """)
 
     @Option(
@@ -34,7 +34,8 @@ struct Run: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "A policy file with host settings only (same keys as for load, without containers and links).",
+            "A policy file with host settings only "
+                + "(the keys of docs/policy-file.md, without containers and links).",
             valueName: "FILE"))
     var config: String?
 

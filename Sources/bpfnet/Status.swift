@@ -10,9 +10,9 @@ struct Status: ParsableCommand {
         abstract: "Show the backend, policy, containers, links and per-reason counters in force.")
 
     @Flag(
-        help:
-            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, containers, links, counters, ...)."
-    )
+        help: ArgumentHelp(
+            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, containers, links, "
+                + "counters, ...; see docs/cli.md)."))
     var json = false
 
     @OptionGroup var dataplaneOptions: DataplaneOptions
