@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 //
 // bpfnet: Docker's default-bridge container policy enforced with eBPF.
-// Layout and responsibilities: see DESIGN.md section 3 (mirrored in README.md).
+// Targets, their dependencies and what each owns: docs/architecture.md.
 
 import PackageDescription
 
@@ -213,6 +213,9 @@ let package = Package(
             name: "BenchTests",
             dependencies: ["BPFNetBench", "BPFNetCore", "BPFNetTestSupport", "LinuxNet", "NetLab"]
         ),
+        // The repository stands alone: every file its docs, help texts, comments
+        // and scripts refer to exists (no root; runs the built bpfnet for the help).
+        .testTarget(name: "RepositoryTests", dependencies: ["LinuxNet"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["BPFNetCore", "BPFNetDataplane", "BPFNetTestSupport", "LinuxNet", "NetLab", "DemoHost"]

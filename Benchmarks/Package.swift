@@ -36,8 +36,8 @@ let package = Package(
             ],
             path: "Benchmarks/ControlPlane",
             plugins: [
-                .plugin(name: "BenchmarkPlugin", package: "package-benchmark"),
+                .plugin(name: "BenchmarkPlugin", package: "package-benchmark")
             ]
-        ),
+        )
     ]
 )

@@ -31,10 +31,10 @@
 #include "policy.h"
 
 #define BPF_F_CURRENT_NETNS (-1)
-#define IP_CT_DIR_ORIGINAL 0
-#define IP_CT_DIR_REPLY 1
-#define IPS_SRC_NAT (1 << 4) /* enum ip_conntrack_status: a translation is set up */
-#define IPS_DST_NAT (1 << 5)
+#define IP_CT_DIR_ORIGINAL  0
+#define IP_CT_DIR_REPLY	    1
+#define IPS_SRC_NAT	    (1 << 4) /* enum ip_conntrack_status: a translation is set up */
+#define IPS_DST_NAT	    (1 << 5)
 #ifndef AF_INET
 #define AF_INET 2
 #endif
@@ -43,9 +43,9 @@
 struct bpf_ct_opts___local {
 	__s32 netns_id;
 	__s32 error;
-	__u8  l4proto;
-	__u8  dir;      /* out: direction of the tuple that matched */
-	__u8  reserved[2];
+	__u8 l4proto;
+	__u8 dir; /* out: direction of the tuple that matched */
+	__u8 reserved[2];
 };
 
 /*
@@ -63,7 +63,10 @@ extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock
 					 __u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
-/* The direction this packet has in its conntrack entry, or -1 without one; *nat: the entry translates. */
+/*
+ * The direction this packet has in its conntrack entry, or -1 without one;
+ * *nat: the entry translates.
+ */
 static __always_inline int conntrack_direction(struct xdp_md *xdp, const struct parsed *p, int *nat)
 {
 	struct bpf_ct_opts___local opts = {
@@ -100,7 +103,8 @@ static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct p
 }
 
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
-						     struct parsed *p, const struct bpfnet_config **cfgp)
+						     struct parsed *p,
+						     const struct bpfnet_config **cfgp)
 {
 	const struct bpfnet_config *cfg = config_or_empty();
 	enum parse_kind kind;
@@ -132,10 +136,9 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
  * Every check comes before the first write, so a fallback leaves the frame
  * exactly as it arrived.
  */
-static __always_inline enum bpfnet_fastpath_event ext_fast_path(struct xdp_md *xdp,
-								const struct bpfnet_config *cfg,
-								const struct parsed *p,
-								enum bpfnet_reason reason, __u32 *port)
+static __always_inline enum bpfnet_fastpath_event
+ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed *p,
+	      enum bpfnet_reason reason, __u32 *port)
 {
 	void *data = (void *)(long)xdp->data;
 	void *data_end = (void *)(long)xdp->data_end;
@@ -149,8 +152,9 @@ static __always_inline enum bpfnet_fastpath_event ext_fast_path(struct xdp_md *x
 
 	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
 		return BPFNET_FP_DISABLED;
+	/* Published (DNAT), local, reply, ... stay with the stack. */
 	if (reason != BPFNET_PASS_FORWARD)
-		return BPFNET_FP_VERDICT; /* published (DNAT), local, reply, ... stay with the stack */
+		return BPFNET_FP_VERDICT;
 	if (p->vlan_tags)
 		return BPFNET_FP_VLAN;
 	ip = data + sizeof(*eth);

@@ -39,7 +39,7 @@ enum st_config_slot {
 /* struct bpf_lpm_trie_key layout: prefix length first, then the address. */
 struct st_lpm_key {
 	__u32 prefixlen;
-	__u8 addr[4];	/* IPv4, network order */
+	__u8 addr[4]; /* IPv4, network order */
 };
 
 struct {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what bpfnet needs to build, test and run on Debian 12 (as root),
-# then builds it. Safe to run again. Used by scripts/demo.sh, scripts/test.sh
+# then builds it (not with BPFNET_SETUP_BUILD=0). Safe to run again. Used by scripts/demo.sh, scripts/test.sh
 # and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +14,11 @@ fi
 # objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
 # fallback backends), ethtool (GRO for the packet generator), bpftool
 # (inspection), docker.io + busybox-static (the real-Docker suite).
+# clang-format: the format check of the C (bpf/.clang-format).
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
     iproute2 nftables iptables ethtool bpftool kmod procps
-    docker.io busybox-static
+    docker.io busybox-static clang-format
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -46,5 +47,9 @@ if ! command -v swift >/dev/null 2>&1; then
     fi
 fi
 
-echo "setup: building bpfnet"
-swift build
+# scripts/test.sh checks the formatting first and then builds everything
+# itself, tests included.
+if [ "${BPFNET_SETUP_BUILD:-1}" = 1 ]; then
+    echo "setup: building bpfnet"
+    swift build
+fi

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds bpfnet and runs every test suite: unit tests,
-# eBPF test-run and differential tests, network-namespace end-to-end tests
-# for each backend, and the real-Docker suite. Root-only suites fail (instead
-# of skipping) when BPFNET_REQUIRE_ROOT_TESTS=1, as in CI.
+# Sets up the machine, checks the formatting (scripts/lint.sh: a formatting
+# difference fails the run before anything is built), builds bpfnet and runs
+# every test suite: unit tests, eBPF test-run and differential tests,
+# network-namespace end-to-end tests for each backend, and the real-Docker
+# suite. Root-only suites fail (instead of skipping) when
+# BPFNET_REQUIRE_ROOT_TESTS=1, as in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+BPFNET_SETUP_BUILD=0 source scripts/setup.sh
+./scripts/lint.sh
 swift build --build-tests
 swift test --skip-build "$@"

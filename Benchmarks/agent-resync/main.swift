@@ -47,7 +47,8 @@ struct Options {
             case "--inside": options.insideNamespace = iterator.next()
             case "--pin-path": options.pinPath = iterator.next()
             default:
-                FileHandle.standardError.write(Data("usage: AgentResyncBenchmark [--containers N] [--rounds R] [--bpf] [--json]\n".utf8))
+                FileHandle.standardError.write(
+                    Data("usage: AgentResyncBenchmark [--containers N] [--rounds R] [--bpf] [--json]\n".utf8))
                 exit(2)
             }
         }
@@ -100,7 +101,8 @@ final class SimulatedDocker: DockerSource, @unchecked Sendable {
         if isChild {
             exposed = #"{"80/tcp":{},"443/tcp":{},"53/udp":{}}"#
             if pair % 10 == 0 {
-                bindings = #"{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"\#(10000 + pair)"}],"443/tcp":null,"53/udp":null}"#
+                bindings =
+                    #"{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"\#(10000 + pair)"}],"443/tcp":null,"53/udp":null}"#
             } else {
                 bindings = #"{"80/tcp":null,"443/tcp":null,"53/udp":null}"#
             }
@@ -127,8 +129,9 @@ final class SimulatedDocker: DockerSource, @unchecked Sendable {
     func restartChild(pair: Int) {
         let index = pair * 2
         let id = String(format: "%064x", index + 1)
-        start(id: id, name: "child\(pair)", ip: IPv4Address(UInt32(172) << 24 | UInt32(18) << 16 | UInt32(index + 2)),
-              port: ports[index], isChild: true, pair: pair)
+        start(
+            id: id, name: "child\(pair)", ip: IPv4Address(UInt32(172) << 24 | UInt32(18) << 16 | UInt32(index + 2)),
+            port: ports[index], isChild: true, pair: pair)
     }
 
     /// A new container and its start event.
@@ -136,8 +139,9 @@ final class SimulatedDocker: DockerSource, @unchecked Sendable {
         let id = String(format: "%064x", index + 1)
         let port = lock.withLock { freePorts.removeFirst() }
         start(id: id, name: "extra\(index)", ip: Self.address(index), port: port, isChild: false, pair: -1)
-        let event = DockerEvent(type: .container, action: .start, actorID: id, attributes: ["name": "extra\(index)"],
-                                timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
+        let event = DockerEvent(
+            type: .container, action: .start, actorID: id, attributes: ["name": "extra\(index)"],
+            timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
         lock.withLock { _ = stream?.yield(.event(event)) }
         return id
     }
@@ -154,14 +158,18 @@ final class SimulatedDocker: DockerSource, @unchecked Sendable {
 
     func runningBridgeContainers() async throws -> [DockerContainerSummary] {
         lock.withLock {
-            running.map { DockerContainerSummary(id: $0.key, name: $0.value.name, names: [$0.value.name], state: "running",
-                                                 networkMode: "default", bridgeIP: $0.value.ip) }
+            running.map {
+                DockerContainerSummary(
+                    id: $0.key, name: $0.value.name, names: [$0.value.name], state: "running",
+                    networkMode: "default", bridgeIP: $0.value.ip)
+            }
         }
     }
 
     func inspectContainer(_ idOrName: String) async throws -> DockerContainer {
         guard let data = lock.withLock({ inspectJSON[idOrName] }) else {
-            throw DockerError.httpStatus(request: "GET /containers/\(idOrName)/json", status: 404, message: "No such container")
+            throw DockerError.httpStatus(
+                request: "GET /containers/\(idOrName)/json", status: 404, message: "No such container")
         }
         return try DockerContainer(inspectJSON: data)
     }
@@ -228,7 +236,8 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
     let docker = SimulatedDocker(count: options.containers, ports: ports)
     let reports = Reports()
     var logger = Logger(label: "bench.agent")
-    logger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+    logger.logLevel =
+        ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
     let agent = DockerAgent(
         docker: docker, dataplane: DataplaneExecutor(dataplane), settings: AgentSettings(policy: Policy(icc: false)),
         resolvePort: { pid in
@@ -236,7 +245,8 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
             return port
         },
         host: BenchHost(real: name == "bpf"),
-        configuration: .init(resyncInterval: .seconds(86_400), tickInterval: .milliseconds(5), maxConcurrentInspects: 8),
+        configuration: .init(
+            resyncInterval: .seconds(86_400), tickInterval: .milliseconds(5), maxConcurrentInspects: 8),
         logger: logger, report: { reports.set($0) })
     let task = Task { try await agent.run() }
     defer { task.cancel() }
@@ -270,9 +280,10 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
     task.cancel()
     _ = try? await task.value
     let status = try dataplane.status()
-    return Measurement(dataplane: name, containers: options.containers, links: snapshot.lastApplied?.links.count ?? 0,
-                       linkRules: status.links.reduce(0) { $0 + $1.ports.count * 2 },
-                       coldResyncMs: cold, warmResyncMs: warm, churnResyncMs: churn, startLatencyMs: latencies)
+    return Measurement(
+        dataplane: name, containers: options.containers, links: snapshot.lastApplied?.links.count ?? 0,
+        linkRules: status.links.reduce(0) { $0 + $1.ports.count * 2 },
+        coldResyncMs: cold, warmResyncMs: warm, churnResyncMs: churn, startLatencyMs: latencies)
 }
 
 func describe(_ m: Measurement) -> String {
@@ -295,14 +306,19 @@ struct BenchNamespace {
 
     func create(ports: Int) throws {
         try ProcessRunner.runChecked(Command(["ip", "netns", "add", name]))
-        var lines = ["link add docker0 type bridge", "addr add 172.17.0.1/16 dev docker0", "link set docker0 up", "link set lo up"]
+        var lines = [
+            "link add docker0 type bridge", "addr add 172.17.0.1/16 dev docker0", "link set docker0 up",
+            "link set lo up",
+        ]
         for index in 0..<ports {
             lines.append("link add vb\(index) type veth peer name vc\(index)")
             lines.append("link set vb\(index) master docker0")
             lines.append("link set vb\(index) up")
         }
-        try ProcessRunner.runChecked(Command(["ip", "-n", name, "-batch", "-"], input: lines.joined(separator: "\n") + "\n",
-                                             timeout: .seconds(600)))
+        try ProcessRunner.runChecked(
+            Command(
+                ["ip", "-n", name, "-batch", "-"], input: lines.joined(separator: "\n") + "\n",
+                timeout: .seconds(600)))
     }
 
     func destroy() {
@@ -321,7 +337,8 @@ if let namespace = options.insideNamespace, let pinPath = options.pinPath {
     // Inside the namespace: only the bpf measurement; print it as JSON for the parent.
     _ = namespace
     var dataplaneLogger = Logger(label: "bench.bpf")
-    dataplaneLogger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+    dataplaneLogger.logLevel =
+        ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
     let dataplane = BPFDataplane(pinPath: FilePath(pinPath), logger: dataplaneLogger)
     defer { try? dataplane.unload() }
     let ports = (0..<total).map { "vb\($0)" }
@@ -330,8 +347,10 @@ if let namespace = options.insideNamespace, let pinPath = options.pinPath {
     exit(0)
 }
 
-results.append(try await measure(options, dataplane: InMemoryDataplane(), name: "memory",
-                                 ports: (0..<total).map { "veth\($0)" }))
+results.append(
+    try await measure(
+        options, dataplane: InMemoryDataplane(), name: "memory",
+        ports: (0..<total).map { "veth\($0)" }))
 
 if options.bpf {
     guard geteuid() == 0 else {
@@ -347,20 +366,28 @@ if options.bpf {
         try? FileManager.default.removeItem(atPath: directory)
     }
     guard total <= 1023 else {
-        FileHandle.standardError.write(Data("--bpf: a Linux bridge takes at most 1,023 ports; use fewer containers or rounds\n".utf8))
+        FileHandle.standardError.write(
+            Data("--bpf: a Linux bridge takes at most 1,023 ports; use fewer containers or rounds\n".utf8))
         exit(2)
     }
     do {
         let clock = ContinuousClock()
         let setupStart = clock.now
         try namespace.create(ports: total)
-        FileHandle.standardError.write(Data("namespace with \(total) veth ports ready in \(clock.now - setupStart)\n".utf8))
+        FileHandle.standardError.write(
+            Data("namespace with \(total) veth ports ready in \(clock.now - setupStart)\n".utf8))
         let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        let arguments = ["nsenter", "--net=\(namespace.path)", "--", me, "--containers", "\(options.containers)",
-                         "--rounds", "\(options.rounds)", "--inside", namespace.name, "--pin-path", directory + "/pins"]
-        let child = try ProcessRunner.runChecked(Command(arguments, timeout: .seconds(1800),
-                                                         environment: ProcessInfo.processInfo.environment))
-        if ProcessInfo.processInfo.environment["BENCH_LOG"] != nil { FileHandle.standardError.write(Data(child.stderr.utf8)) }
+        let arguments = [
+            "nsenter", "--net=\(namespace.path)", "--", me, "--containers", "\(options.containers)",
+            "--rounds", "\(options.rounds)", "--inside", namespace.name, "--pin-path", directory + "/pins",
+        ]
+        let child = try ProcessRunner.runChecked(
+            Command(
+                arguments, timeout: .seconds(1800),
+                environment: ProcessInfo.processInfo.environment))
+        if ProcessInfo.processInfo.environment["BENCH_LOG"] != nil {
+            FileHandle.standardError.write(Data(child.stderr.utf8))
+        }
         let line = child.stdout.split(separator: "\n").last.map(String.init) ?? ""
         results.append(try JSONDecoder().decode(Measurement.self, from: Data(line.utf8)))
     } catch {

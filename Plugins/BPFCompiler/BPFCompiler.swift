@@ -31,29 +31,31 @@ struct BPFCompiler: BuildToolPlugin {
             let stem = String(source.lastPathComponent.dropLast(".bpf.c".count))
             let object = context.pluginWorkDirectoryURL.appending(path: "\(stem).bpf.o")
             let swift = context.pluginWorkDirectoryURL.appending(path: "BPFObject_\(stem).swift")
-            commands.append(.buildCommand(
-                displayName: "Compiling eBPF \(source.lastPathComponent)",
-                executable: clang,
-                arguments: [
-                    "-target", "bpf", "-mcpu=v3", "-O2", "-g",
-                    "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
-                    "-I", includeDir.path(),
-                    // Debian keeps asm/types.h under the multiarch directory.
-                    "-idirafter", "/usr/include/x86_64-linux-gnu",
-                    "-idirafter", "/usr/include/aarch64-linux-gnu",
-                    "-idirafter", "/usr/include",
-                    "-c", source.path(), "-o", object.path(),
-                ],
-                inputFiles: [source] + headers,
-                outputFiles: [object]
-            ))
-            commands.append(.buildCommand(
-                displayName: "Embedding eBPF \(stem).bpf.o",
-                executable: embed,
-                arguments: [object.path(), swift.path(), stem],
-                inputFiles: [object],
-                outputFiles: [swift]
-            ))
+            commands.append(
+                .buildCommand(
+                    displayName: "Compiling eBPF \(source.lastPathComponent)",
+                    executable: clang,
+                    arguments: [
+                        "-target", "bpf", "-mcpu=v3", "-O2", "-g",
+                        "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+                        "-I", includeDir.path(),
+                        // Debian keeps asm/types.h under the multiarch directory.
+                        "-idirafter", "/usr/include/x86_64-linux-gnu",
+                        "-idirafter", "/usr/include/aarch64-linux-gnu",
+                        "-idirafter", "/usr/include",
+                        "-c", source.path(), "-o", object.path(),
+                    ],
+                    inputFiles: [source] + headers,
+                    outputFiles: [object]
+                ))
+            commands.append(
+                .buildCommand(
+                    displayName: "Embedding eBPF \(stem).bpf.o",
+                    executable: embed,
+                    arguments: [object.path(), swift.path(), stem],
+                    inputFiles: [object],
+                    outputFiles: [swift]
+                ))
         }
         return commands
     }

@@ -54,8 +54,9 @@ public enum BPFFileSystem {
     /// something else.
     public static func unmount(_ path: FilePath, lazily: Bool = false) throws {
         guard try isBPFFS(path) else {
-            throw BPFError(operation: "umount2(\(path))", action: "unmounting the bpffs at \(path)",
-                           errno: .invalidArgument, hint: "\(path) is not a bpffs mount")
+            throw BPFError(
+                operation: "umount2(\(path))", action: "unmounting the bpffs at \(path)",
+                errno: .invalidArgument, hint: "\(path) is not a bpffs mount")
         }
         let result = path.withCString { umount2($0, lazily ? CInt(MNT_DETACH) : 0) }
         if result != 0 {

@@ -36,7 +36,8 @@ func checkMapLayout<Key, Value>(
     }
     if !problems.isEmpty {
         throw BPFError(
-            operation: operation, action: "opening map \(mapName) as \(view)<\(Key.self), \(Value.self)>: "
+            operation: operation,
+            action: "opening map \(mapName) as \(view)<\(Key.self), \(Value.self)>: "
                 + problems.joined(separator: "; "),
             errno: .invalidArgument,
             hint: "use the key and value structs the BPF program declares (from the shared C header)")
@@ -57,8 +58,9 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendabl
 
     /// A typed view of `handle`; throws if the sizes differ or the map is per-CPU.
     public init(_ handle: BPFMapHandle) throws {
-        try checkMapLayout(Key.self, Value.self, mapName: handle.name, type: handle.type,
-                           keySize: handle.keySize, valueSize: handle.valueSize, perCPU: false)
+        try checkMapLayout(
+            Key.self, Value.self, mapName: handle.name, type: handle.type,
+            keySize: handle.keySize, valueSize: handle.valueSize, perCPU: false)
         self.handle = handle
     }
 
@@ -123,8 +125,11 @@ public final class BPFMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendabl
         let batched = try handle.lookupBatch { keys, values, count in
             entries.reserveCapacity(entries.count + count)
             for index in 0..<count {
-                entries.append((keys.loadUnaligned(fromByteOffset: index * MemoryLayout<Key>.size, as: Key.self),
-                                values.loadUnaligned(fromByteOffset: index * MemoryLayout<Value>.size, as: Value.self)))
+                entries.append(
+                    (
+                        keys.loadUnaligned(fromByteOffset: index * MemoryLayout<Key>.size, as: Key.self),
+                        values.loadUnaligned(fromByteOffset: index * MemoryLayout<Value>.size, as: Value.self)
+                    ))
             }
         }
         if batched { return entries }
@@ -194,8 +199,9 @@ public final class BPFPerCPUMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: S
 
     /// A typed view of `handle`; throws if the sizes differ or the map is not per-CPU.
     public init(_ handle: BPFMapHandle) throws {
-        try checkMapLayout(Key.self, Value.self, mapName: handle.name, type: handle.type,
-                           keySize: handle.keySize, valueSize: handle.valueSize, perCPU: true)
+        try checkMapLayout(
+            Key.self, Value.self, mapName: handle.name, type: handle.type,
+            keySize: handle.keySize, valueSize: handle.valueSize, perCPU: true)
         self.handle = handle
         self.possibleCPUs = try BPFMapHandle.possibleCPUs()
         self.valueStride = (handle.valueSize + 7) & ~7
@@ -229,9 +235,10 @@ public final class BPFPerCPUMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: S
     /// Sets each CPU's value; `values.count` must be `possibleCPUs`.
     public func update(_ key: Key, perCPU values: [Value], flags: BPFMapUpdateFlags = .any) throws {
         guard values.count == possibleCPUs else {
-            throw BPFError(operation: "bpf_map_update_elem(\(name))", action: "updating per-CPU map \(name)",
-                           errno: .invalidArgument,
-                           hint: "pass one value per possible CPU: \(possibleCPUs), not \(values.count)")
+            throw BPFError(
+                operation: "bpf_map_update_elem(\(name))", action: "updating per-CPU map \(name)",
+                errno: .invalidArgument,
+                hint: "pass one value per possible CPU: \(possibleCPUs), not \(values.count)")
         }
         try withStrided(values) { buffer in
             try withUnsafeBytes(of: key) { keyBytes in
@@ -275,9 +282,13 @@ public final class BPFPerCPUMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: S
             for index in 0..<count {
                 let key = keys.loadUnaligned(fromByteOffset: index * MemoryLayout<Key>.size, as: Key.self)
                 let base = values + index * slot
-                entries.append((key, (0..<possibleCPUs).map { cpu in
-                    base.loadUnaligned(fromByteOffset: cpu * valueStride, as: Value.self)
-                }))
+                entries.append(
+                    (
+                        key,
+                        (0..<possibleCPUs).map { cpu in
+                            base.loadUnaligned(fromByteOffset: cpu * valueStride, as: Value.self)
+                        }
+                    ))
             }
         }
         if batched { return entries }

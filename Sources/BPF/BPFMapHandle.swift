@@ -58,8 +58,10 @@ public final class BPFMapHandle: @unchecked Sendable {
         self.name = name
         self.owner = owner
         (type, keySize, valueSize, maxEntries, flags, id) =
-            (BPFMapType(rawValue: info.type), Int(info.key_size), Int(info.value_size),
-             info.max_entries, info.map_flags, info.id)
+            (
+                BPFMapType(rawValue: info.type), Int(info.key_size), Int(info.value_size),
+                info.max_entries, info.map_flags, info.id
+            )
     }
 
     /// Takes ownership of `fd`; closes it if reading its info fails.
@@ -75,8 +77,10 @@ public final class BPFMapHandle: @unchecked Sendable {
         self.name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
         self.owner = nil
         (type, keySize, valueSize, maxEntries, flags, id) =
-            (BPFMapType(rawValue: info.type), Int(info.key_size), Int(info.value_size),
-             info.max_entries, info.map_flags, info.id)
+            (
+                BPFMapType(rawValue: info.type), Int(info.key_size), Int(info.value_size),
+                info.max_entries, info.map_flags, info.id
+            )
     }
 
     deinit {
@@ -92,8 +96,10 @@ public final class BPFMapHandle: @unchecked Sendable {
 
     /// Opens a map by kernel id (`bpf_map_get_fd_by_id`); needs CAP_SYS_ADMIN.
     public convenience init(id: UInt32) throws {
-        let fd = try check(bpf_map_get_fd_by_id(id), "bpf_map_get_fd_by_id(\(id))",
-                           action: "opening map id \(id)") { errno in
+        let fd = try check(
+            bpf_map_get_fd_by_id(id), "bpf_map_get_fd_by_id(\(id))",
+            action: "opening map id \(id)"
+        ) { errno in
             errno == .noSuchFileOrDirectory ? "no map with id \(id) exists" : nil
         }
         try self.init(owning: fd, subject: "map id \(id)")
@@ -102,8 +108,9 @@ public final class BPFMapHandle: @unchecked Sendable {
     private static func info(fd: CInt, subject: String) throws -> bpf_map_info {
         var info = bpf_map_info()
         var length = UInt32(MemoryLayout<bpf_map_info>.size)
-        try check(bpf_obj_get_info_by_fd(fd, &info, &length), "bpf_obj_get_info_by_fd(\(subject))",
-                  action: "reading the parameters of \(subject)")
+        try check(
+            bpf_obj_get_info_by_fd(fd, &info, &length), "bpf_obj_get_info_by_fd(\(subject))",
+            action: "reading the parameters of \(subject)")
         return info
     }
 
@@ -120,8 +127,10 @@ public final class BPFMapHandle: @unchecked Sendable {
     /// Number of possible CPUs (`libbpf_num_possible_cpus`): per-CPU maps
     /// hold this many values per key.
     public static func possibleCPUs() throws -> Int {
-        Int(try check(libbpf_num_possible_cpus(), "libbpf_num_possible_cpus()",
-                      action: "reading /sys/devices/system/cpu/possible"))
+        Int(
+            try check(
+                libbpf_num_possible_cpus(), "libbpf_num_possible_cpus()",
+                action: "reading /sys/devices/system/cpu/possible"))
     }
 
     /// Bytes of one value as user space exchanges it: `valueSize`, or for
@@ -189,14 +198,17 @@ public final class BPFMapHandle: @unchecked Sendable {
         while true {
             steps += 1
             if steps > limit {
-                throw BPFError(operation: "bpf_map_get_next_key(\(name))", action: "listing the keys of \(summary)",
-                               errno: .resourceTemporarilyUnavailable,
-                               hint: "the map changed faster than it could be walked; try again")
+                throw BPFError(
+                    operation: "bpf_map_get_next_key(\(name))", action: "listing the keys of \(summary)",
+                    errno: .resourceTemporarilyUnavailable,
+                    hint: "the map changed faster than it could be walked; try again")
             }
             var next = [UInt8](repeating: 0, count: keySize)
             let found = try next.withUnsafeMutableBytes { buffer in
                 if let previous {
-                    return try previous.withUnsafeBytes { try nextKey(after: $0.baseAddress!, into: buffer.baseAddress!) }
+                    return try previous.withUnsafeBytes {
+                        try nextKey(after: $0.baseAddress!, into: buffer.baseAddress!)
+                    }
                 }
                 return try nextKey(after: nil, into: buffer.baseAddress!)
             }
@@ -226,10 +238,16 @@ public final class BPFMapHandle: @unchecked Sendable {
         let tokenSize = max(keySize, 8)
         let inToken = UnsafeMutableRawPointer.allocate(byteCount: tokenSize, alignment: 8)
         let outToken = UnsafeMutableRawPointer.allocate(byteCount: tokenSize, alignment: 8)
-        defer { inToken.deallocate(); outToken.deallocate() }
+        defer {
+            inToken.deallocate()
+            outToken.deallocate()
+        }
         var keys = UnsafeMutableRawPointer.allocate(byteCount: chunk * keySize, alignment: 8)
         var values = UnsafeMutableRawPointer.allocate(byteCount: chunk * max(valueBytes, 1), alignment: 8)
-        defer { keys.deallocate(); values.deallocate() }
+        defer {
+            keys.deallocate()
+            values.deallocate()
+        }
         var first = true
         while true {
             var count = UInt32(chunk)
@@ -242,7 +260,8 @@ public final class BPFMapHandle: @unchecked Sendable {
                 if errno == .noSpace && count == 0 {
                     // A hash bucket holds more entries than the chunk: grow and retry.
                     chunk *= 2
-                    keys.deallocate(); values.deallocate()
+                    keys.deallocate()
+                    values.deallocate()
                     keys = UnsafeMutableRawPointer.allocate(byteCount: chunk * keySize, alignment: 8)
                     values = UnsafeMutableRawPointer.allocate(byteCount: chunk * max(valueBytes, 1), alignment: 8)
                     continue
@@ -272,8 +291,9 @@ public final class BPFMapHandle: @unchecked Sendable {
         let errno = Errno(rawValue: -result)
         let done = Int(min(processed, UInt32(count)))
         guard errno.isUnsupportedOperation else {
-            throw elementError(result, "bpf_map_update_batch", "updating \(count) entries (\(done) done) in",
-                               key: done < count ? keys + done * keySize : nil, flags: flags)
+            throw elementError(
+                result, "bpf_map_update_batch", "updating \(count) entries (\(done) done) in",
+                key: done < count ? keys + done * keySize : nil, flags: flags)
         }
         for index in done..<count {
             try update(key: keys + index * keySize, value: values + index * valueBytes, flags: flags)
@@ -306,8 +326,9 @@ public final class BPFMapHandle: @unchecked Sendable {
                 }
                 return deleted
             }
-            throw elementError(result, "bpf_map_delete_batch", "deleting \(count) keys from",
-                               key: keys + (done + progressed) * keySize)
+            throw elementError(
+                result, "bpf_map_delete_batch", "deleting \(count) keys from",
+                key: keys + (done + progressed) * keySize)
         }
         return deleted
     }
@@ -326,7 +347,8 @@ public final class BPFMapHandle: @unchecked Sendable {
                 if self.type.isArray {
                     return "the index is outside the array (max_entries \(self.maxEntries))"
                 }
-                return "the map is full (max_entries \(self.maxEntries)): delete entries or raise max_entries before load"
+                return
+                    "the map is full (max_entries \(self.maxEntries)): delete entries or raise max_entries before load"
             case .fileExists where flags.contains(.noExist):
                 return "the key exists and the update used noExist"
             case .noSuchFileOrDirectory where flags.contains(.exist):

@@ -21,68 +21,6 @@ import Glibc
 ///
 /// Thread-safe: every access to the underlying `bpf_object` is serialized.
 public final class BPFObject: @unchecked Sendable {
-    /// Options for opening an object.
-    public struct Options: Sendable {
-        /// Directory for maps declared with `__uint(pinning, LIBBPF_PIN_BY_NAME)`
-        /// (`bpf_object_open_opts.pin_root_path`): such a map is reused from
-        /// `<pinRoot>/<map name>` when it is pinned there and has the same
-        /// type, sizes, max_entries and flags, and is created and pinned there
-        /// otherwise. `nil` means libbpf's default, /sys/fs/bpf. The directory
-        /// must be on a bpffs (see `BPFFileSystem.ensureMounted(at:)`).
-        public var pinRoot: FilePath?
-        /// max_entries overrides by map name, applied before load
-        /// (`bpf_map__set_max_entries`).
-        public var maxEntries: [String: UInt32]
-        /// Programs to load or skip by name (`bpf_program__set_autoload`);
-        /// programs declared `SEC("?...")` are skipped unless enabled here.
-        public var autoload: [String: Bool]
-        /// `false` ignores `LIBBPF_PIN_BY_NAME`: every map is created private
-        /// to this object and nothing is pinned or reused
-        /// (`bpf_map__set_pin_path(map, NULL)`), e.g. for test runs that must
-        /// not share state.
-        public var pinMaps: Bool
-        /// Size of the buffer for the verifier log of a program that fails to
-        /// load (`kernel_log_buf`). libbpf loads without a log first and
-        /// retries with log level 1 into this buffer only on failure, so it
-        /// costs nothing when programs load. The kernel keeps the tail of a
-        /// longer log.
-        public var verifierLogSize: Int
-
-        /// Options with libbpf's defaults: pins under /sys/fs/bpf, declared
-        /// sizes, every non-"?" program, a 16 MiB verifier log buffer.
-        public init(
-            pinRoot: FilePath? = nil,
-            maxEntries: [String: UInt32] = [:],
-            autoload: [String: Bool] = [:],
-            pinMaps: Bool = true,
-            verifierLogSize: Int = 16 << 20
-        ) {
-            self.pinRoot = pinRoot
-            self.pinMaps = pinMaps
-            self.maxEntries = maxEntries
-            self.autoload = autoload
-            self.verifierLogSize = verifierLogSize
-        }
-    }
-
-    /// A map as declared in the object (valid before and after load).
-    public struct MapDefinition: Sendable, Hashable {
-        /// The map's name in the ELF (the kernel keeps at most 15 characters).
-        public var name: String
-        public var type: BPFMapType
-        /// Key and value sizes in bytes (`bpf_map__key_size`, `bpf_map__value_size`).
-        public var keySize: Int
-        public var valueSize: Int
-        /// Capacity, with `Options.maxEntries` overrides applied.
-        public var maxEntries: UInt32
-        /// `map_flags` (BPF_F_NO_PREALLOC, ...).
-        public var flags: UInt32
-        /// libbpf's own maps for global variables (.bss, .data, .rodata).
-        public var isInternal: Bool
-        /// Where the map is (or will be) pinned, for LIBBPF_PIN_BY_NAME maps.
-        public var pinPath: FilePath?
-    }
-
     /// The object's name (used in error messages and by libbpf).
     public let name: String
     /// The options the object was opened with.
@@ -112,11 +50,13 @@ public final class BPFObject: @unchecked Sendable {
             if let base = source.baseAddress { elf.baseAddress!.copyMemory(from: base, byteCount: source.count) }
         }
         self.elf = elf
-        let logBuffer = options.verifierLogSize > 0
+        let logBuffer =
+            options.verifierLogSize > 0
             ? calloc(options.verifierLogSize, 1)?.assumingMemoryBound(to: CChar.self) : nil
         self.logBuffer = logBuffer
 
-        let ((pointer, openErrno), log) = BPFObject.withOpenOptions(name: name, options: options, logBuffer: logBuffer) { opts in
+        let ((pointer, openErrno), log) = BPFObject.withOpenOptions(name: name, options: options, logBuffer: logBuffer)
+        { opts in
             LibBPFLog.capture { () -> (OpaquePointer?, CInt) in
                 let pointer = bpf_object__open_mem(elf.baseAddress, bytes.count, opts)
                 return (pointer, Glibc.errno)
@@ -125,8 +65,11 @@ public final class BPFObject: @unchecked Sendable {
         guard let pointer else {
             elf.deallocate()
             free(logBuffer)
-            throw makeError(-openErrno, "bpf_object__open_mem(\(name))", action: "opening eBPF object \(name) (\(bytes.count) bytes)",
-                            libbpfLog: log.lines) { errno in
+            throw makeError(
+                -openErrno, "bpf_object__open_mem(\(name))",
+                action: "opening eBPF object \(name) (\(bytes.count) bytes)",
+                libbpfLog: log.lines
+            ) { errno in
                 errno == .invalidArgument || errno.rawValue >= 4000
                     ? "the bytes are not a valid eBPF ELF object; rebuild it with clang -target bpf" : nil
             }
@@ -190,9 +133,10 @@ public final class BPFObject: @unchecked Sendable {
             try lock.withLock { _ in
                 var map = bpf_object__next_map(object, nil)
                 while let current = map {
-                    try check(bpf_map__set_pin_path(current, nil),
-                              "bpf_map__set_pin_path(\(String(cString: bpf_map__name(current))), NULL)",
-                              action: "turning off pinning in \(name)")
+                    try check(
+                        bpf_map__set_pin_path(current, nil),
+                        "bpf_map__set_pin_path(\(String(cString: bpf_map__name(current))), NULL)",
+                        action: "turning off pinning in \(name)")
                     map = bpf_object__next_map(object, current)
                 }
             }
@@ -211,9 +155,11 @@ public final class BPFObject: @unchecked Sendable {
     public func setMaxEntries(_ maxEntries: UInt32, forMap mapName: String) throws {
         try lock.withLock { _ in
             let map = try findMap(mapName)
-            try check(bpf_map__set_max_entries(map, maxEntries),
-                      "bpf_map__set_max_entries(\(mapName), \(maxEntries))",
-                      action: "setting max_entries of map \(mapName) in \(name) to \(maxEntries)") { errno in
+            try check(
+                bpf_map__set_max_entries(map, maxEntries),
+                "bpf_map__set_max_entries(\(mapName), \(maxEntries))",
+                action: "setting max_entries of map \(mapName) in \(name) to \(maxEntries)"
+            ) { errno in
                 errno == .resourceBusy ? "max_entries can only be changed before load()" : nil
             }
         }
@@ -223,9 +169,11 @@ public final class BPFObject: @unchecked Sendable {
     public func setAutoload(_ enabled: Bool, forProgram programName: String) throws {
         try lock.withLock { _ in
             let program = try findProgram(programName)
-            try check(bpf_program__set_autoload(program, enabled),
-                      "bpf_program__set_autoload(\(programName), \(enabled))",
-                      action: "setting autoload of program \(programName) in \(name)") { errno in
+            try check(
+                bpf_program__set_autoload(program, enabled),
+                "bpf_program__set_autoload(\(programName), \(enabled))",
+                action: "setting autoload of program \(programName) in \(name)"
+            ) { errno in
                 errno == .resourceBusy ? "autoload can only be changed before load()" : nil
             }
         }
@@ -259,12 +207,14 @@ public final class BPFObject: @unchecked Sendable {
 
     private func loadError(_ result: CInt, _ log: CapturedLog) -> BPFError {
         let code = Errno(rawValue: -result)
-        var error = BPFError(operation: "bpf_object__load(\(name))", action: "loading eBPF object \(name)",
-                             errno: code, libbpfLog: log.lines)
+        var error = BPFError(
+            operation: "bpf_object__load(\(name))", action: "loading eBPF object \(name)",
+            errno: code, libbpfLog: log.lines)
 
         // A program rejected by the verifier: "prog 'x': BPF program load failed: ...".
         if let line = log.first(containing: "BPF program load failed") ?? log.first(containing: "': failed to load"),
-           let program = quoted(after: "prog '", in: line) {
+            let program = quoted(after: "prog '", in: line)
+        {
             var verifier: String?
             if let buffer = logBuffer, buffer.pointee != 0 {
                 verifier = String(cString: buffer)
@@ -275,7 +225,8 @@ public final class BPFObject: @unchecked Sendable {
             if let verifier, !verifier.isEmpty {
                 error.hint = "fix the program; BPFError.verifierLog has the verifier's log"
                 if code == .noSpace {
-                    error.hint = "the verifier log did not fit \(options.verifierLogSize) bytes, so the kernel"
+                    error.hint =
+                        "the verifier log did not fit \(options.verifierLogSize) bytes, so the kernel"
                         + " reported ENOSPC instead of its own error; raise Options.verifierLogSize"
                 }
             }
@@ -285,11 +236,14 @@ public final class BPFObject: @unchecked Sendable {
         // A LIBBPF_PIN_BY_NAME map that exists under the pin root with other parameters.
         if let mismatch = log.first(containing: "parameter mismatch") {
             let path = quoted(after: "pinned map at '", in: mismatch) ?? "(pin path unknown)"
-            let mapName = log.first(containing: "error reusing pinned map").flatMap { quoted(after: "map '", in: $0) }
+            let mapName =
+                log.first(containing: "error reusing pinned map").flatMap { quoted(after: "map '", in: $0) }
                 ?? FilePath(path).lastComponent.map { $0.string } ?? "?"
-            error.action = "loading eBPF object \(name): map \(mapName) is pinned at \(path) with different parameters"
+            error.action =
+                "loading eBPF object \(name): map \(mapName) is pinned at \(path) with different parameters"
                 + " (type, key/value size, max_entries or flags)"
-            error.hint = "unload first (remove \(path), e.g. with `bpfnet unload`) so the map is created anew,"
+            error.hint =
+                "unload first (remove \(path), e.g. with `bpfnet unload`) so the map is created anew,"
                 + " or load with the parameters it was pinned with"
             return error
         }
@@ -300,7 +254,8 @@ public final class BPFObject: @unchecked Sendable {
             error.action = "loading eBPF object \(name): pinning map \(mapName) at \(path)"
             if log.first(containing: "is not on BPF FS") != nil {
                 let root = options.pinRoot.map { "\($0)" } ?? "/sys/fs/bpf (libbpf's default pin root)"
-                error.hint = "\(root) is not on a bpffs: mount one (BPFFileSystem.ensureMounted(at:)),"
+                error.hint =
+                    "\(root) is not on a bpffs: mount one (BPFFileSystem.ensureMounted(at:)),"
                     + " choose another Options.pinRoot, or load with Options.pinMaps = false"
             } else {
                 error.hint = "the pin root must be a writable directory on a bpffs; an existing pin there blocks it"
@@ -336,16 +291,17 @@ public final class BPFObject: @unchecked Sendable {
             var definitions: [MapDefinition] = []
             var map = bpf_object__next_map(object, nil)
             while let current = map {
-                definitions.append(MapDefinition(
-                    name: String(cString: bpf_map__name(current)),
-                    type: BPFMapType(bpf_map__type(current)),
-                    keySize: Int(bpf_map__key_size(current)),
-                    valueSize: Int(bpf_map__value_size(current)),
-                    maxEntries: bpf_map__max_entries(current),
-                    flags: bpf_map__map_flags(current),
-                    isInternal: bpf_map__is_internal(current),
-                    pinPath: bpf_map__pin_path(current).map { FilePath(String(cString: $0)) }
-                ))
+                definitions.append(
+                    MapDefinition(
+                        name: String(cString: bpf_map__name(current)),
+                        type: BPFMapType(bpf_map__type(current)),
+                        keySize: Int(bpf_map__key_size(current)),
+                        valueSize: Int(bpf_map__value_size(current)),
+                        maxEntries: bpf_map__max_entries(current),
+                        flags: bpf_map__map_flags(current),
+                        isInternal: bpf_map__is_internal(current),
+                        pinPath: bpf_map__pin_path(current).map { FilePath(String(cString: $0)) }
+                    ))
                 map = bpf_object__next_map(object, current)
             }
             return definitions
@@ -365,7 +321,8 @@ public final class BPFObject: @unchecked Sendable {
                 throw BPFError(
                     operation: "bpf_program__fd(\(programName))",
                     action: "getting program \(programName) of \(name)", errno: .badFileDescriptor,
-                    hint: loaded ? "the program was not loaded: its autoload is off (SEC(\"?...\") or Options.autoload)"
+                    hint: loaded
+                        ? "the program was not loaded: its autoload is off (SEC(\"?...\") or Options.autoload)"
                         : "call load() first")
             }
             return fd
@@ -376,7 +333,9 @@ public final class BPFObject: @unchecked Sendable {
     /// Every loaded program of the object.
     public func programs() throws -> [BPFProgram] {
         try programNames.compactMap { programName in
-            let autoload = lock.withLock { _ in (try? findProgram(programName)).map { bpf_program__fd($0) >= 0 } ?? false }
+            let autoload = lock.withLock { _ in
+                (try? findProgram(programName)).map { bpf_program__fd($0) >= 0 } ?? false
+            }
             return autoload ? try program(named: programName) : nil
         }
     }
@@ -388,8 +347,9 @@ public final class BPFObject: @unchecked Sendable {
             let map = try findMap(mapName)
             let fd = bpf_map__fd(map)
             if fd < 0 {
-                throw BPFError(operation: "bpf_map__fd(\(mapName))", action: "getting map \(mapName) of \(name)",
-                               errno: .badFileDescriptor, hint: "call load() first")
+                throw BPFError(
+                    operation: "bpf_map__fd(\(mapName))", action: "getting map \(mapName) of \(name)",
+                    errno: .badFileDescriptor, hint: "call load() first")
             }
             return fd
         }
@@ -407,20 +367,30 @@ public final class BPFObject: @unchecked Sendable {
         if let program = programName.withCString({ bpf_object__find_program_by_name(object, $0) }) {
             return program
         }
-        let known = knownNames { bpf_object__next_program(object, $0) } name: { bpf_program__name($0) }
-        throw BPFError(operation: "bpf_object__find_program_by_name(\(programName))",
-                       action: "finding program \(programName) in \(name)", errno: .noSuchFileOrDirectory,
-                       hint: "the object has programs: \(known.joined(separator: ", "))")
+        let known = knownNames {
+            bpf_object__next_program(object, $0)
+        } name: {
+            bpf_program__name($0)
+        }
+        throw BPFError(
+            operation: "bpf_object__find_program_by_name(\(programName))",
+            action: "finding program \(programName) in \(name)", errno: .noSuchFileOrDirectory,
+            hint: "the object has programs: \(known.joined(separator: ", "))")
     }
 
     private func findMap(_ mapName: String) throws(BPFError) -> OpaquePointer {
         if let map = mapName.withCString({ bpf_object__find_map_by_name(object, $0) }) {
             return map
         }
-        let known = knownNames { bpf_object__next_map(object, $0) } name: { bpf_map__name($0) }
-        throw BPFError(operation: "bpf_object__find_map_by_name(\(mapName))",
-                       action: "finding map \(mapName) in \(name)", errno: .noSuchFileOrDirectory,
-                       hint: "the object has maps: \(known.joined(separator: ", "))")
+        let known = knownNames {
+            bpf_object__next_map(object, $0)
+        } name: {
+            bpf_map__name($0)
+        }
+        throw BPFError(
+            operation: "bpf_object__find_map_by_name(\(mapName))",
+            action: "finding map \(mapName) in \(name)", errno: .noSuchFileOrDirectory,
+            hint: "the object has maps: \(known.joined(separator: ", "))")
     }
 
     private func knownNames(

@@ -14,9 +14,10 @@ public final class BPFRawMap: Sendable {
 
     public init(_ handle: BPFMapHandle) throws {
         guard !handle.type.isPerCPU else {
-            throw BPFError(operation: "BPFRawMap(\(handle.name))",
-                           action: "opening \(handle.type) map \(handle.name) as raw bytes", errno: .invalidArgument,
-                           hint: "the map holds one value per CPU; use BPFPerCPUMap")
+            throw BPFError(
+                operation: "BPFRawMap(\(handle.name))",
+                action: "opening \(handle.type) map \(handle.name) as raw bytes", errno: .invalidArgument,
+                hint: "the map holds one value per CPU; use BPFPerCPUMap")
         }
         self.handle = handle
     }
@@ -42,7 +43,9 @@ public final class BPFRawMap: Sendable {
     public func update(_ key: [UInt8], _ value: [UInt8], flags: BPFMapUpdateFlags = .any) throws {
         try check(key: key, value: value)
         try key.withUnsafeBytes { keyBytes in
-            try value.withUnsafeBytes { try handle.update(key: keyBytes.baseAddress!, value: $0.baseAddress!, flags: flags) }
+            try value.withUnsafeBytes {
+                try handle.update(key: keyBytes.baseAddress!, value: $0.baseAddress!, flags: flags)
+            }
         }
     }
 
@@ -59,12 +62,16 @@ public final class BPFRawMap: Sendable {
     /// are left out).
     public func entries() throws -> [(key: [UInt8], value: [UInt8])] {
         var result: [(key: [UInt8], value: [UInt8])] = []
-        let keySize = handle.keySize, valueSize = handle.valueSize
+        let keySize = handle.keySize
+        let valueSize = handle.valueSize
         let batched = try handle.lookupBatch { keys, values, count in
             result.reserveCapacity(result.count + count)
             for index in 0..<count {
-                result.append((Array(UnsafeRawBufferPointer(start: keys + index * keySize, count: keySize)),
-                               Array(UnsafeRawBufferPointer(start: values + index * valueSize, count: valueSize))))
+                result.append(
+                    (
+                        Array(UnsafeRawBufferPointer(start: keys + index * keySize, count: keySize)),
+                        Array(UnsafeRawBufferPointer(start: values + index * valueSize, count: valueSize))
+                    ))
             }
         }
         if batched { return result }
@@ -81,8 +88,9 @@ public final class BPFRawMap: Sendable {
             problems.append("value is \(value.count) bytes, value_size is \(handle.valueSize)")
         }
         guard problems.isEmpty else {
-            throw BPFError(operation: "BPFRawMap(\(name))", action: problems.joined(separator: "; "),
-                           errno: .invalidArgument, hint: "build keys and values from the shared C header's structs")
+            throw BPFError(
+                operation: "BPFRawMap(\(name))", action: problems.joined(separator: "; "),
+                errno: .invalidArgument, hint: "build keys and values from the shared C header's structs")
         }
     }
 }

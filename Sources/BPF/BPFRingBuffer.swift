@@ -29,9 +29,10 @@ public final class BPFRingBuffer {
     /// (`ring_buffer__new`).
     public init(_ handle: BPFMapHandle, onRecord: @escaping (UnsafeRawBufferPointer) -> Bool) throws {
         guard handle.type == .ringbuf else {
-            throw BPFError(operation: "ring_buffer__new(\(handle.name))",
-                           action: "reading \(handle.type) map \(handle.name) as a ring buffer",
-                           errno: .invalidArgument, hint: "the map must be a BPF_MAP_TYPE_RINGBUF")
+            throw BPFError(
+                operation: "ring_buffer__new(\(handle.name))",
+                action: "reading \(handle.type) map \(handle.name) as a ring buffer",
+                errno: .invalidArgument, hint: "the map must be a BPF_MAP_TYPE_RINGBUF")
         }
         self.handle = handle
         box = Box(onRecord)

@@ -6,8 +6,8 @@
 // thread (so a failed load explains itself) or to a caller-chosen handler.
 
 import CLibBPF
-import SystemPackage
 import Synchronization
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc

@@ -18,8 +18,8 @@
 // this, the way the attach API is meant to be used, needs `import BPF` only
 // (as swift-nio's NIO re-exports NIOCore).
 
-@_exported import LinuxNet
 import CLibBPF
+@_exported import LinuxNet
 import SystemPackage
 
 #if canImport(Glibc)

@@ -4,6 +4,8 @@
 // netlink helpers. Debian's libbpf 1.1.2 has no tcx links, so these are plain
 // filters: they persist after the process exits (the dataplane outlives the
 // agent) and are identified by (interface, direction, handle, priority).
+// The clsact qdisc they hang on is created when missing; whoever creates it
+// is the one to remove it (`createClsact` says whether that was this call).
 
 import CLibBPF
 import SystemPackage
@@ -21,6 +23,8 @@ public enum TCDirection: Sendable, Hashable, CustomStringConvertible {
     case egress
 
     var attachPoint: bpf_tc_attach_point { self == .ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS }
+
+    var clsactHook: RouteNetlink.ClsactHook { self == .ingress ? .ingress : .egress }
 
     public var description: String { self == .ingress ? "ingress" : "egress" }
 }
@@ -81,17 +85,13 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
     ) throws -> TCAttachment {
         let action = { "attaching tc \(direction) to \(describeInterface(ifindex))" }
         guard (1...0xffff).contains(priority), handle != 0 else {
-            throw BPFError(operation: "bpf_tc_attach(\(ifindex), handle \(handle), priority \(priority))",
-                           action: action(), errno: .invalidArgument,
-                           hint: "handle must be non-zero and priority 1...65535")
+            throw BPFError(
+                operation: "bpf_tc_attach(\(ifindex), handle \(handle), priority \(priority))",
+                action: action(), errno: .invalidArgument,
+                hint: "handle must be non-zero and priority 1...65535")
         }
+        _ = try createClsact(ifindex: ifindex)
         var hook = makeHook(ifindex: ifindex, direction: direction)
-        let (created, createLog) = LibBPFLog.capture { bpf_tc_hook_create(&hook) }
-        if created < 0 && created != -EEXIST {
-            throw makeError(created, "bpf_tc_hook_create(\(ifindex), clsact)",
-                            action: "creating the clsact qdisc on \(describeInterface(ifindex))",
-                            libbpfLog: createLog.lines, hint: interfaceHint(ifindex))
-        }
         var opts = bpf_tc_opts()
         opts.sz = optionsSize(\bpf_tc_opts.priority)
         opts.prog_fd = program.fd
@@ -100,10 +100,14 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
         opts.flags = replace ? UInt32(BPF_TC_F_REPLACE.rawValue) : 0
         let (result, log) = LibBPFLog.capture { bpf_tc_attach(&hook, &opts) }
         if result < 0 {
-            throw makeError(result, "bpf_tc_attach(\(ifindex), \(direction), handle \(handle), priority \(priority), \(program.name))",
-                            action: action(), libbpfLog: log.lines) { errno in
+            throw makeError(
+                result,
+                "bpf_tc_attach(\(ifindex), \(direction), handle \(handle), priority \(priority), \(program.name))",
+                action: action(), libbpfLog: log.lines
+            ) { errno in
                 switch errno {
-                case .fileExists: "a filter with handle \(handle) priority \(priority) exists; attach with replace: true"
+                case .fileExists:
+                    "a filter with handle \(handle) priority \(priority) exists; attach with replace: true"
                 case .invalidArgument where program.type != .schedCLS:
                     "program \(program.name) is of type \(program.type); tc needs a SEC(\"tc\") program (sched_cls)"
                 default: interfaceHint(ifindex)(errno)
@@ -111,8 +115,9 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
             }
         }
         log.forward()
-        return TCAttachment(ifindex: ifindex, direction: direction, handle: opts.handle, priority: opts.priority,
-                            programID: opts.prog_id)
+        return TCAttachment(
+            ifindex: ifindex, direction: direction, handle: opts.handle, priority: opts.priority,
+            programID: opts.prog_id)
     }
 
     /// The id of the program in the filter at (handle, priority), or nil if
@@ -128,9 +133,10 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
         let (result, log) = LibBPFLog.capture { bpf_tc_query(&hook, &opts) }
         if isAbsentFilter(result, log) { return nil }
         if result < 0 {
-            throw makeError(result, "bpf_tc_query(\(ifindex), \(direction), handle \(handle), priority \(priority))",
-                            action: "querying tc \(direction) on \(describeInterface(ifindex))",
-                            libbpfLog: log.lines, hint: interfaceHint(ifindex))
+            throw makeError(
+                result, "bpf_tc_query(\(ifindex), \(direction), handle \(handle), priority \(priority))",
+                action: "querying tc \(direction) on \(describeInterface(ifindex))",
+                libbpfLog: log.lines, hint: interfaceHint(ifindex))
         }
         return opts.prog_id
     }
@@ -149,9 +155,10 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
         let (result, log) = LibBPFLog.capture { bpf_tc_detach(&hook, &opts) }
         if result == 0 { return true }
         if isAbsentFilter(result, log) { return false }
-        throw makeError(result, "bpf_tc_detach(\(ifindex), \(direction), handle \(handle), priority \(priority))",
-                        action: "detaching tc \(direction) from \(describeInterface(ifindex))",
-                        libbpfLog: log.lines, hint: interfaceHint(ifindex))
+        throw makeError(
+            result, "bpf_tc_detach(\(ifindex), \(direction), handle \(handle), priority \(priority))",
+            action: "detaching tc \(direction) from \(describeInterface(ifindex))",
+            libbpfLog: log.lines, hint: interfaceHint(ifindex))
     }
 
     /// Removes this filter if it still runs the program it was attached
@@ -159,10 +166,56 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
     /// it was gone or replaced.
     @discardableResult
     public func detach() throws -> Bool {
-        guard let current = try TCAttachment.query(ifindex: ifindex, direction: direction, handle: handle,
-                                                   priority: priority),
-              current == programID else { return false }
+        guard
+            let current = try TCAttachment.query(
+                ifindex: ifindex, direction: direction, handle: handle,
+                priority: priority),
+            current == programID
+        else { return false }
         return try TCAttachment.detach(ifindex: ifindex, direction: direction, handle: handle, priority: priority)
+    }
+
+    // MARK: The clsact qdisc
+
+    /// Creates the interface's clsact qdisc unless it has one
+    /// (`bpf_tc_hook_create`). Returns true when this call created it, false
+    /// when one was there: a qdisc someone else created may carry their
+    /// filters, and only its creator should remove it.
+    public static func createClsact(ifindex: UInt32) throws -> Bool {
+        var hook = makeHook(ifindex: ifindex, direction: .ingress)
+        let (result, log) = LibBPFLog.capture { bpf_tc_hook_create(&hook) }
+        if result == -EEXIST { return false }
+        if result < 0 {
+            throw makeError(
+                result, "bpf_tc_hook_create(\(ifindex), clsact)",
+                action: "creating the clsact qdisc on \(describeInterface(ifindex))",
+                libbpfLog: log.lines, hint: interfaceHint(ifindex))
+        }
+        log.forward()
+        return true
+    }
+
+    /// Removes the interface's clsact qdisc, and with it every filter on
+    /// either hook (`bpf_tc_hook_destroy` for ingress and egress). Returns
+    /// false when there was none.
+    @discardableResult
+    public static func removeClsact(ifindex: UInt32) throws -> Bool {
+        var hook = makeHook(ifindex: ifindex, direction: .ingress)
+        hook.attach_point = bpf_tc_attach_point(BPF_TC_INGRESS.rawValue | BPF_TC_EGRESS.rawValue)
+        let (result, log) = LibBPFLog.capture { bpf_tc_hook_destroy(&hook) }
+        if result == 0 { return true }
+        if isAbsentQdisc(result, log) { return false }
+        throw makeError(
+            result, "bpf_tc_hook_destroy(\(ifindex), clsact)",
+            action: "removing the clsact qdisc from \(describeInterface(ifindex))",
+            libbpfLog: log.lines, hint: interfaceHint(ifindex))
+    }
+
+    /// Every filter on the interface's clsact hook `direction`, whoever put it
+    /// there (an rtnetlink dump; libbpf can only ask for one filter by handle
+    /// and priority). Empty when the interface has no clsact qdisc.
+    public static func filters(ifindex: UInt32, direction: TCDirection) throws -> [RouteNetlink.TrafficFilter] {
+        try RouteNetlink().filters(index: Int32(bitPattern: ifindex), hook: direction.clsactHook)
     }
 
     private static func makeHook(ifindex: UInt32, direction: TCDirection) -> bpf_tc_hook {
@@ -183,9 +236,20 @@ public struct TCAttachment: Sendable, Hashable, CustomStringConvertible {
 private func isAbsentFilter(_ result: CInt, _ log: CapturedLog) -> Bool {
     if result == -ENOENT { return true }
     guard result == -EINVAL,
-          let message = BPFError(operation: "", errno: .invalidArgument, libbpfLog: log.lines).kernelMessage?.lowercased()
+        let message = BPFError(operation: "", errno: .invalidArgument, libbpfLog: log.lines).kernelMessage?.lowercased()
     else { return false }
     return message.contains("cannot find") || message.contains("not found") || message.contains("exist")
+}
+
+/// Whether a failed clsact removal means "there is none": without a clsact
+/// qdisc the ingress slot holds the kernel's placeholder, whose handle is not
+/// clsact's, and the kernel answers EINVAL "Invalid handle" (or ENOENT).
+private func isAbsentQdisc(_ result: CInt, _ log: CapturedLog) -> Bool {
+    if result == -ENOENT { return true }
+    guard result == -EINVAL,
+        let message = BPFError(operation: "", errno: .invalidArgument, libbpfLog: log.lines).kernelMessage?.lowercased()
+    else { return false }
+    return message.contains("invalid handle") || message.contains("cannot find")
 }
 
 /// Hints for netlink errors that concern an interface.

@@ -124,10 +124,11 @@ public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
             do {
                 expected = try BPFProgram(id: id)
             } catch let error as BPFError where error.isNotFound {
-                throw BPFError(operation: "bpf_prog_get_fd_by_id(\(id))",
-                               action: "attaching xdp (\(exactMode)) to \(describeInterface(ifindex)) in place of program \(id)",
-                               errno: .fileExists,
-                               hint: "program \(id) no longer exists, so it is not the attached one; query and retry")
+                throw BPFError(
+                    operation: "bpf_prog_get_fd_by_id(\(id))",
+                    action: "attaching xdp (\(exactMode)) to \(describeInterface(ifindex)) in place of program \(id)",
+                    errno: .fileExists,
+                    hint: "program \(id) no longer exists, so it is not the attached one; query and retry")
             }
             // libbpf sets XDP_FLAGS_REPLACE itself when old_prog_fd is given.
             opts.old_prog_fd = expected!.fd
@@ -136,9 +137,11 @@ public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
             LibBPFLog.capture { bpf_xdp_attach(CInt(bitPattern: ifindex), program.fd, flags, &opts) }
         }
         if result < 0 {
-            throw makeError(result, "bpf_xdp_attach(\(ifindex), \(program.name), \(exactMode))",
-                            action: "attaching xdp (\(exactMode)) to \(describeInterface(ifindex))",
-                            libbpfLog: log.lines) { errno in
+            throw makeError(
+                result, "bpf_xdp_attach(\(ifindex), \(program.name), \(exactMode))",
+                action: "attaching xdp (\(exactMode)) to \(describeInterface(ifindex))",
+                libbpfLog: log.lines
+            ) { errno in
                 switch errno {
                 case .resourceBusy:
                     "a program is already attached and replacing: .none was asked; detach it or replace it explicitly"
@@ -168,8 +171,9 @@ public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
         opts.sz = optionsSize(\bpf_xdp_query_opts.attach_mode)
         let (result, log) = LibBPFLog.capture { bpf_xdp_query(CInt(bitPattern: ifindex), 0, &opts) }
         if result < 0 {
-            throw makeError(result, "bpf_xdp_query(\(ifindex))", action: "querying xdp on \(describeInterface(ifindex))",
-                            libbpfLog: log.lines, hint: interfaceHint(ifindex))
+            throw makeError(
+                result, "bpf_xdp_query(\(ifindex))", action: "querying xdp on \(describeInterface(ifindex))",
+                libbpfLog: log.lines, hint: interfaceHint(ifindex))
         }
         switch UInt32(opts.attach_mode) {
         case UInt32(XDP_ATTACHED_DRV):
@@ -179,8 +183,12 @@ public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
         case UInt32(XDP_ATTACHED_HW):
             return XDPAttachment(ifindex: ifindex, mode: .offload, programID: opts.prog_id)
         case UInt32(XDP_ATTACHED_MULTI):
-            if opts.drv_prog_id != 0 { return XDPAttachment(ifindex: ifindex, mode: .native, programID: opts.drv_prog_id) }
-            if opts.skb_prog_id != 0 { return XDPAttachment(ifindex: ifindex, mode: .generic, programID: opts.skb_prog_id) }
+            if opts.drv_prog_id != 0 {
+                return XDPAttachment(ifindex: ifindex, mode: .native, programID: opts.drv_prog_id)
+            }
+            if opts.skb_prog_id != 0 {
+                return XDPAttachment(ifindex: ifindex, mode: .generic, programID: opts.skb_prog_id)
+            }
             return XDPAttachment(ifindex: ifindex, mode: .offload, programID: opts.hw_prog_id)
         default:
             return nil
@@ -222,9 +230,10 @@ public struct XDPAttachment: Sendable, Hashable, CustomStringConvertible {
         }
         // The expected program was replaced between our query and the detach.
         if result == -EEXIST && expectedProgramID != nil { return false }
-        throw makeError(result, "bpf_xdp_detach(\(ifindex), \(detachMode))",
-                        action: "detaching xdp (\(detachMode)) from \(describeInterface(ifindex))",
-                        libbpfLog: log.lines, hint: interfaceHint(ifindex))
+        throw makeError(
+            result, "bpf_xdp_detach(\(ifindex), \(detachMode))",
+            action: "detaching xdp (\(detachMode)) from \(describeInterface(ifindex))",
+            libbpfLog: log.lines, hint: interfaceHint(ifindex))
     }
 
     /// Detaches this attachment if its program is still the attached one.

@@ -48,8 +48,10 @@ public struct SystemAgentHost: AgentHost {
                 traces.append("iptables has Docker's chains (\(Array(Set(chains)).sorted().joined(separator: ", ")))")
             }
         }
-        if let result = try? ProcessRunner.run(Command(["nft", "list", "tables"], timeout: .seconds(10))), result.succeeded,
-           result.stdout.contains("docker-bridges") {
+        if let result = try? ProcessRunner.run(Command(["nft", "list", "tables"], timeout: .seconds(10))),
+            result.succeeded,
+            result.stdout.contains("docker-bridges")
+        {
             traces.append("nftables has Docker's table docker-bridges")
         }
         return traces

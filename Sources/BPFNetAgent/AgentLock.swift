@@ -7,6 +7,7 @@
 
 import BPFNetDataplane
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,8 +43,9 @@ public final class AgentLock: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: files.directory, withIntermediateDirectories: true)
         } catch {
-            throw AgentLockError(message: "cannot create \(files.directory) for the agent's lock: \(error) — "
-                + "run as root, or set BPFNET_RUN_DIR to a writable directory")
+            throw AgentLockError(
+                message: "cannot create \(files.directory) for the agent's lock: \(error) — "
+                    + "run as root, or set BPFNET_RUN_DIR to a writable directory")
         }
         let fd = open(files.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
@@ -65,7 +67,8 @@ public final class AgentLock: @unchecked Sendable {
             let holder = AgentFiles.pid(inLockFile: files.lockPath)
             let who = holder.map { "pid \($0)" } ?? "another process"
             throw AgentLockError(
-                message: "another `bpfnet run` (\(who)) already keeps the dataplane at \(files.pinPath) in step with Docker "
+                message:
+                    "another `bpfnet run` (\(who)) already keeps the dataplane at \(files.pinPath) in step with Docker "
                     + "(lock \(files.lockPath)); stop it first\(holder.map { " (kill -TERM \($0))" } ?? "") "
                     + "or give this one another --pin-path",
                 holder: holder, isHeldByAnother: true)

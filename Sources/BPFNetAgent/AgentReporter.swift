@@ -82,9 +82,11 @@ struct AgentReporter {
     /// - Parameters:
     ///   - name: the tracked container's name for an ID.
     ///   - now: when the policy was in force; `wallNanos`: the same moment on the daemon's clock.
-    mutating func recordStarts(_ starts: [String: PendingChanges.StartMark], enforcedBy policy: Policy,
-                               now: ContinuousClock.Instant = .now, wallNanos: Int64 = AgentReporter.wallNanos(),
-                               name: (String) -> String?) {
+    mutating func recordStarts(
+        _ starts: [String: PendingChanges.StartMark], enforcedBy policy: Policy,
+        now: ContinuousClock.Instant = .now, wallNanos: Int64 = AgentReporter.wallNanos(),
+        name: (String) -> String?
+    ) {
         guard !starts.isEmpty else { return }
         let enforced = Set(policy.containers.map(\.name))
         var measured: [(PendingChanges.StartMark, DockerAgent.StartLatency)] = []
@@ -96,10 +98,12 @@ struct AgentReporter {
                 // The daemon's clock is this host's; a negative or absurd value is not a measurement.
                 if delta >= 0, delta < 3_600_000_000_000 { sinceEvent = .nanoseconds(delta) }
             }
-            let latency = DockerAgent.StartLatency(container: name, sinceEvent: sinceEvent,
-                                                   sinceReceived: now - mark.received)
+            let latency = DockerAgent.StartLatency(
+                container: name, sinceEvent: sinceEvent,
+                sinceReceived: now - mark.received)
             measured.append((mark, latency))
-            let received = sinceEvent != nil
+            let received =
+                sinceEvent != nil
                 ? " (\(DockerAgent.format(latency.sinceReceived)) after the event reached bpfnet)" : ""
             let took = DockerAgent.format(latency.reported)
             logger.info("container \(name): start event → rules in the maps in \(took)\(received)")
@@ -151,8 +155,9 @@ struct AgentReporter {
         parts += oldLinks.subtracting(newLinks).sorted().map { "-link \($0)" }
         let summary = "\(new.containers.count) containers, \(new.links.count) links"
         let details = parts.isEmpty ? "" : "; " + parts.joined(separator: ", ")
-        logger.log(level: parts.isEmpty && old != nil ? .debug : .info,
-                   "applied (\(reason)) in \(DockerAgent.format(took)): \(summary)\(details)")
+        logger.log(
+            level: parts.isEmpty && old != nil ? .debug : .info,
+            "applied (\(reason)) in \(DockerAgent.format(took)): \(summary)\(details)")
     }
 
     // MARK: Publishing
@@ -187,8 +192,8 @@ struct AgentReporter {
     }
 }
 
-private extension Double {
-    func rounded(toPlaces places: Int) -> Double {
+extension Double {
+    fileprivate func rounded(toPlaces places: Int) -> Double {
         let factor = Foundation.pow(10, Double(places))
         return (self * factor).rounded() / factor
     }

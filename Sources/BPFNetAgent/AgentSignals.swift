@@ -8,6 +8,7 @@
 import Dispatch
 import Foundation
 import Logging
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -64,8 +65,9 @@ extension DockerAgent {
     /// - Throws: what `run()` throws.
     public nonisolated func runHandlingSignals(logger: Logger) async throws {
         let task = Task { try await self.run() }
-        let signals = AgentSignals(logger: logger, onStop: { task.cancel() },
-                                   onHangup: { Task { await self.resyncNow(reason: "SIGHUP") } })
+        let signals = AgentSignals(
+            logger: logger, onStop: { task.cancel() },
+            onHangup: { Task { await self.resyncNow(reason: "SIGHUP") } })
         defer { signals.stop() }
         try await task.value
     }

@@ -9,6 +9,7 @@ import BPFNetCore
 import BPFNetDataplane
 import Foundation
 import Logging
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,7 +37,8 @@ public final class AgentStateWriter: @unchecked Sendable {
                 return !failed
             }
             if first {
-                let warning = "cannot write the agent's state to \(files.statePath): \(error) — `bpfnet status` "
+                let warning =
+                    "cannot write the agent's state to \(files.statePath): \(error) — `bpfnet status` "
                     + "will not show it"
                 logger.warning("\(warning)")
             }

@@ -17,8 +17,10 @@ extension Sequence where Element: Hashable & Sendable {
         limit: Int, isolation: isolated (any Actor)? = #isolation,
         _ transform: @escaping @Sendable (Element) async throws(Failure) -> Value
     ) async throws(Failure) -> [Element: Value] {
-        let outcome = await withTaskGroup(of: (Element, Result<Value, Failure>).self,
-                                          returning: Result<[Element: Value], Failure>.self) { group in
+        let outcome = await withTaskGroup(
+            of: (Element, Result<Value, Failure>).self,
+            returning: Result<[Element: Value], Failure>.self
+        ) { group in
             var results: [Element: Value] = [:]
             var seen: Set<Element> = []
             var elements = makeIterator()

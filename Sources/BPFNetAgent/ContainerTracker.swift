@@ -97,8 +97,10 @@ final class ContainerTracker {
     /// Folds the inspect answers that events asked for into the tracked set.
     /// - Parameter quietNotFound: a 404 for a container never tracked is not worth a line.
     /// - Returns: whether an inspect failed (what was known of it is kept; a resync should look again).
-    func take(_ inspected: [String: Inspection], quietNotFound: Bool = false,
-              isolation: isolated (any Actor)? = #isolation) async -> Bool {
+    func take(
+        _ inspected: [String: Inspection], quietNotFound: Bool = false,
+        isolation: isolated (any Actor)? = #isolation
+    ) async -> Bool {
         var running: [DockerContainer] = []
         var failed = false
         for (key, result) in inspected.sorted(by: { $0.key < $1.key }) {
@@ -113,7 +115,8 @@ final class ContainerTracker {
                 if let gone = containers.removeValue(forKey: key) {
                     logger.info("container \(gone.container.name) is gone (inspect: 404): its rules go")
                 } else if !quietNotFound {
-                    let nothingToDo = "container \(key.prefix(12)) was removed before it could be inspected (404); "
+                    let nothingToDo =
+                        "container \(key.prefix(12)) was removed before it could be inspected (404); "
                         + "nothing to do"
                     logger.info("\(nothingToDo)")
                 }
@@ -124,8 +127,9 @@ final class ContainerTracker {
         }
         for (container, lookup) in await lookUpPorts(running) {
             let before = containers[container.id]
-            containers[container.id] = TrackedContainer(container: container, port: lookup.port,
-                                                        portProblem: lookup.problem)
+            containers[container.id] = TrackedContainer(
+                container: container, port: lookup.port,
+                portProblem: lookup.problem)
             // What the decoder skipped (a link or port key it could not read), once per change.
             if !container.warnings.isEmpty && before?.container.warnings != container.warnings {
                 logger.warning("container \(container.name): \(container.warnings.joined(separator: "; "))")
@@ -143,8 +147,10 @@ final class ContainerTracker {
     /// containers Docker answered for, plus what was known of those whose
     /// inspect failed (better the last good state than none).
     /// - Returns: the names of the containers no longer running.
-    func replace(listed ids: [String], inspected: [String: Inspection],
-                 isolation: isolated (any Actor)? = #isolation) async -> [String] {
+    func replace(
+        listed ids: [String], inspected: [String: Inspection],
+        isolation: isolated (any Actor)? = #isolation
+    ) async -> [String] {
         var fresh: [String: TrackedContainer] = [:]
         var running: [DockerContainer] = []
         for id in ids {
@@ -153,7 +159,8 @@ final class ContainerTracker {
                 if container.isRunningOnDefaultBridge { running.append(container) }
             case .failed(let reason)?:
                 if let known = containers[id] { fresh[id] = known }
-                let kept = "resync: inspecting container \(id.prefix(12)) failed: \(reason); "
+                let kept =
+                    "resync: inspecting container \(id.prefix(12)) failed: \(reason); "
                     + "keeping what was known of it"
                 logger.warning("\(kept)")
             case .notFound?, nil:
@@ -193,13 +200,16 @@ final class ContainerTracker {
 
     /// Finds the bridge port of each container, reusing what was found for the
     /// same process and endpoint; the rest are looked up `concurrency` at a time.
-    private func lookUpPorts(_ running: [DockerContainer],
-                             isolation: isolated (any Actor)? = #isolation) async -> [(DockerContainer, PortOutcome)] {
+    private func lookUpPorts(
+        _ running: [DockerContainer],
+        isolation: isolated (any Actor)? = #isolation
+    ) async -> [(DockerContainer, PortOutcome)] {
         var result: [(DockerContainer, PortOutcome)] = []
         var toResolve: [DockerContainer] = []
         for container in running {
             if let pid = container.pid, let cached = portCache[container.id], cached.pid == pid,
-               cached.endpointID == container.bridge?.endpointID {
+                cached.endpointID == container.bridge?.endpointID
+            {
                 result.append((container, PortOutcome(port: cached.port)))
             } else {
                 toResolve.append(container)

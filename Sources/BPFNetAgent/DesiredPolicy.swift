@@ -37,9 +37,11 @@ public struct DesiredPolicy: Hashable, Sendable {
     ///   - settings: every setting but containers and links, the bridge already Docker's.
     ///   - bridgeAddress: the bridge's address on the host, for the checks that need it.
     ///   - portExists: whether a bridge port (interface) exists right now.
-    public static func build(settings: Policy, containers: [TrackedContainer],
-                             bridgeAddress: IPv4InterfaceAddress?,
-                             portExists: (String) -> Bool) -> DesiredPolicy {
+    public static func build(
+        settings: Policy, containers: [TrackedContainer],
+        bridgeAddress: IPv4InterfaceAddress?,
+        portExists: (String) -> Bool
+    ) -> DesiredPolicy {
         var skipped: [DockerSkippedContainer] = []
         var candidates: [DockerContainer] = []
         var ports: [String: String] = [:]
@@ -47,13 +49,17 @@ public struct DesiredPolicy: Hashable, Sendable {
         where tracked.container.isRunningOnDefaultBridge {
             let container = tracked.container
             guard let port = tracked.port else {
-                skipped.append(DockerSkippedContainer(id: container.id, name: container.name,
-                                                      reason: tracked.portProblem ?? "bridge port unknown"))
+                skipped.append(
+                    DockerSkippedContainer(
+                        id: container.id, name: container.name,
+                        reason: tracked.portProblem ?? "bridge port unknown"))
                 continue
             }
             guard portExists(port) else {
-                skipped.append(DockerSkippedContainer(id: container.id, name: container.name,
-                                                      reason: "its bridge port \(port) is gone (the container is stopping?)"))
+                skipped.append(
+                    DockerSkippedContainer(
+                        id: container.id, name: container.name,
+                        reason: "its bridge port \(port) is gone (the container is stopping?)"))
                 continue
             }
             ports[container.id] = port
@@ -72,7 +78,8 @@ public struct DesiredPolicy: Hashable, Sendable {
             }
             for (name, reasons) in offenders.sorted(by: { $0.key < $1.key }) {
                 for container in candidates where container.name == name {
-                    skipped.append(DockerSkippedContainer(id: container.id, name: name, reason: reasons.joined(separator: "; ")))
+                    skipped.append(
+                        DockerSkippedContainer(id: container.id, name: name, reason: reasons.joined(separator: "; ")))
                 }
                 candidates.removeAll { $0.name == name }
             }

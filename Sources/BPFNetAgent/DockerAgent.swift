@@ -40,9 +40,11 @@ public actor DockerAgent {
         /// Inspects (and bridge-port lookups) in flight at once.
         public var maxConcurrentInspects: Int
 
-        public init(resyncInterval: Duration = .seconds(60), requestedResyncSpacing: Duration = .seconds(5),
-                    initialBackoff: Duration = .milliseconds(250), maximumBackoff: Duration = .seconds(30),
-                    tickInterval: Duration = .seconds(1), maxConcurrentInspects: Int = 8) {
+        public init(
+            resyncInterval: Duration = .seconds(60), requestedResyncSpacing: Duration = .seconds(5),
+            initialBackoff: Duration = .milliseconds(250), maximumBackoff: Duration = .seconds(30),
+            tickInterval: Duration = .seconds(1), maxConcurrentInspects: Int = 8
+        ) {
             self.resyncInterval = resyncInterval
             self.requestedResyncSpacing = requestedResyncSpacing
             self.initialBackoff = initialBackoff
@@ -100,25 +102,29 @@ public actor DockerAgent {
     private var lastError: String?
     private let clock = ContinuousClock()
 
-    public init(docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
-                resolvePort: @escaping BridgePortResolver, host: any AgentHost = SystemAgentHost(),
-                configuration: Configuration = .init(), logger: Logger = Logger(label: "bpfnet.agent"),
-                report: (@Sendable (DataplaneStatus.Agent) -> Void)? = nil) {
+    public init(
+        docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
+        resolvePort: @escaping BridgePortResolver, host: any AgentHost = SystemAgentHost(),
+        configuration: Configuration = .init(), logger: Logger = Logger(label: "bpfnet.agent"),
+        report: (@Sendable (DataplaneStatus.Agent) -> Void)? = nil
+    ) {
         self.docker = docker
         self.dataplane = dataplane
         self.settings = settings
         self.host = host
         self.configuration = configuration
         self.logger = logger
-        tracker = ContainerTracker(docker: docker, resolvePort: resolvePort,
-                                   concurrency: configuration.maxConcurrentInspects, logger: logger)
+        tracker = ContainerTracker(
+            docker: docker, resolvePort: resolvePort,
+            concurrency: configuration.maxConcurrentInspects, logger: logger)
         reporter = AgentReporter(dockerHost: docker.hostDescription, logger: logger, report: report)
     }
 
     public func snapshot() -> Snapshot {
-        Snapshot(connected: connected, daemon: daemon, tracked: tracker.byName,
-                 lastApplied: lastApplied, skipped: reporter.skipped, statistics: reporter.statistics,
-                 startLatencies: reporter.startLatencies, lastError: lastError)
+        Snapshot(
+            connected: connected, daemon: daemon, tracked: tracker.byName,
+            lastApplied: lastApplied, skipped: reporter.skipped, statistics: reporter.statistics,
+            startLatencies: reporter.startLatencies, lastError: lastError)
     }
 
     // MARK: Main loop
@@ -152,7 +158,9 @@ public actor DockerAgent {
             let delay = min(configuration.initialBackoff * (1 << min(failures, 20)), configuration.maximumBackoff)
             failures += 1
             lastError = "\(failure)"
-            logger.error("\(lastError!) — the dataplane keeps enforcing the last applied policy; reconnecting in \(Self.format(delay))")
+            logger.error(
+                "\(lastError!) — the dataplane keeps enforcing the last applied policy; reconnecting in \(Self.format(delay))"
+            )
             publish()
             do {
                 try await Task.sleep(for: delay)
@@ -187,7 +195,8 @@ public actor DockerAgent {
         let events = try await docker.eventItems(since: Date())
         connected = true
         lastError = nil
-        let following = "following docker \(identity.version) (API \(identity.apiVersion)) at \(docker.hostDescription); "
+        let following =
+            "following docker \(identity.version) (API \(identity.apiVersion)) at \(docker.hostDescription); "
             + "bridge \(settings.bridge), icc \(settings.icc), forward policy \(settings.forwardPolicy.rawValue)"
         logger.info("\(following)")
         // From scratch after every (re)connect: a veth found before may be another one now.
@@ -291,7 +300,8 @@ public actor DockerAgent {
         let looked = clock.now - started
         try await applyDesired(reason: "events", starts: batch.starts)
         let total = clock.now - started
-        let timing = "\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), "
+        let timing =
+            "\(batch.count) container(s) from events: inspected and ports found in \(Self.format(looked)), "
             + "applied after \(Self.format(total))"
         logger.debug("\(timing)")
     }
@@ -345,7 +355,8 @@ public actor DockerAgent {
         let count = tracker.containers.count
         reporter.recordResync(duration: duration, containers: count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
-        let summary = "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?"), "
+        let summary =
+            "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?"), "
             + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) "
             + "(list+inspect+ports \(Self.format(inspectedIn)))"
             + (dropped.isEmpty ? "" : "; no longer running: \(dropped.sorted().joined(separator: ", "))")
@@ -357,8 +368,10 @@ public actor DockerAgent {
     /// Builds the policy from what the agent follows and applies it; the
     /// dataplane writes only the difference. A failure is logged, leaves the
     /// last applied policy in force and is retried; it does not end the session.
-    private func applyDesired(reason: String, starts: [String: PendingChanges.StartMark],
-                              force: Bool = false) async throws {
+    private func applyDesired(
+        reason: String, starts: [String: PendingChanges.StartMark],
+        force: Bool = false
+    ) async throws {
         guard let settings = effectiveSettings else { return }
         let building = clock.now
         var desired = build(settings)
@@ -401,18 +414,20 @@ public actor DockerAgent {
     private func build(_ settings: Policy) -> DesiredPolicy {
         let containers = Array(tracker.containers.values)
         let existing = host.existingInterfaces(among: containers.compactMap(\.port))
-        return DesiredPolicy.build(settings: settings, containers: containers,
-                                   bridgeAddress: host.ipv4Address(of: settings.bridge),
-                                   portExists: { existing.contains($0) })
+        return DesiredPolicy.build(
+            settings: settings, containers: containers,
+            bridgeAddress: host.ipv4Address(of: settings.bridge),
+            portExists: { existing.contains($0) })
     }
 
     // MARK: Daemon checks and status
 
     private func checkDaemon(network: DockerBridgeNetwork, settings: Policy) async {
         let info = try? await docker.info()
-        let warnings = DaemonChecks.warnings(network: network, settings: settings, info: info,
-                                             firewallTraces: host.dockerFirewallTraces(),
-                                             bridgeAddress: host.ipv4Address(of: settings.bridge))
+        let warnings = DaemonChecks.warnings(
+            network: network, settings: settings, info: info,
+            firewallTraces: host.dockerFirewallTraces(),
+            bridgeAddress: host.ipv4Address(of: settings.bridge))
         for warning in warnings where warned.insert(warning).inserted {
             logger.warning("\(warning)")
         }

@@ -44,8 +44,9 @@ public enum BenchChart {
 
         var svg = SVG(width: width, height: height)
         svg.rect(x: 0, y: 0, width: width, height: height, fill: "#ffffff")
-        svg.text("Cost per packet as the number of Docker links grows (lower is better)", x: plotLeft, y: 34,
-                 size: 19, weight: "bold")
+        svg.text(
+            "Cost per packet as the number of Docker links grows (lower is better)", x: plotLeft, y: 34,
+            size: 19, weight: "bold")
         let date = ISO8601DateFormatter().string(from: context.date)
         for (line, text) in [context.generatorLine, context.roundsLine, "\(context.machine); \(date)"].enumerated() {
             svg.text(text, x: plotLeft, y: 56 + Double(line) * 15, size: 11.5, fill: "#444")
@@ -57,8 +58,9 @@ public enum BenchChart {
                 let value = decade * factor
                 guard value >= y.low * 0.999, value <= y.high * 1.001 else { continue }
                 let py = y.position(value)
-                svg.line(x1: plotLeft, y1: py, x2: plotRight, y2: py,
-                         stroke: factor == 1 ? "#cccccc" : "#eeeeee", width: 1)
+                svg.line(
+                    x1: plotLeft, y1: py, x2: plotRight, y2: py,
+                    stroke: factor == 1 ? "#cccccc" : "#eeeeee", width: 1)
                 if factor == 1 || y.decades.count <= 2 {
                     svg.text(Self.axisDuration(value), x: plotLeft - 8, y: py + 4, size: 12, anchor: "end")
                 }
@@ -76,14 +78,17 @@ public enum BenchChart {
         if let breakX = x.breakPosition {
             // The axis break between N=0 and the log-scaled values.
             for offset in [-3.0, 3.0] {
-                svg.line(x1: breakX + offset - 4, y1: plotBottom + 6, x2: breakX + offset + 4, y2: plotBottom - 6,
-                         stroke: "#333", width: 1.2)
+                svg.line(
+                    x1: breakX + offset - 4, y1: plotBottom + 6, x2: breakX + offset + 4, y2: plotBottom - 6,
+                    stroke: "#333", width: 1.2)
             }
         }
-        svg.text("links on the host, N (log scale; each link is one Docker --link with one exposed port)",
-                 x: (plotLeft + plotRight) / 2, y: plotBottom + 46, size: 13, anchor: "middle")
-        svg.text("CPU time per packet (log scale)", x: 24, y: (plotTop + plotBottom) / 2, size: 13, anchor: "middle",
-                 rotate: -90)
+        svg.text(
+            "links on the host, N (log scale; each link is one Docker --link with one exposed port)",
+            x: (plotLeft + plotRight) / 2, y: plotBottom + 46, size: 13, anchor: "middle")
+        svg.text(
+            "CPU time per packet (log scale)", x: 24, y: (plotTop + plotBottom) / 2, size: 13, anchor: "middle",
+            rotate: -90)
 
         // One line per variant.
         var endLabels: [(y: Double, text: String, color: String)] = []
@@ -94,15 +99,17 @@ public enum BenchChart {
             let coordinates = points.map { (x.position($0.links), y.position($0.nsPerPacket.median)) }
             svg.polyline(coordinates, stroke: color, width: 2.4, dash: variant == "bridge" ? "6 4" : nil)
             for (point, (px, py)) in zip(points, coordinates) {
-                svg.line(x1: px, y1: y.position(point.nsPerPacket.min), x2: px, y2: y.position(point.nsPerPacket.max),
-                         stroke: color, width: 1.2)
+                svg.line(
+                    x1: px, y1: y.position(point.nsPerPacket.min), x2: px, y2: y.position(point.nsPerPacket.max),
+                    stroke: color, width: 1.2)
                 if point.isComplete {
                     svg.circle(x: px, y: py, radius: 4, fill: color, stroke: "#ffffff")
                 } else {
                     // Packets went missing at this point: hollow, and said so.
                     svg.circle(x: px, y: py, radius: 5, fill: "#ffffff", stroke: color)
-                    svg.text("lost \(point.sent - min(point.sent, point.delivered))", x: px + 7, y: py - 7, size: 10,
-                             fill: color)
+                    svg.text(
+                        "lost \(point.sent - min(point.sent, point.delivered))", x: px + 7, y: py - 7, size: 10,
+                        fill: color)
                 }
             }
             if let last = points.last {
@@ -124,25 +131,29 @@ public enum BenchChart {
         }
         let lastX = linkValues.last.map(x.position) ?? plotRight
         for label in placed {
-            svg.line(x1: lastX + 6, y1: label.y, x2: plotRight + 10, y2: label.y, stroke: label.color, width: 0.8,
-                     dash: "2 2")
+            svg.line(
+                x1: lastX + 6, y1: label.y, x2: plotRight + 10, y2: label.y, stroke: label.color, width: 0.8,
+                dash: "2 2")
             svg.text(label.text, x: plotRight + 14, y: label.y + 4, size: 12, fill: label.color, weight: "bold")
         }
 
         // Legend: what each variant is.
         var legendY = plotTop + 4
-        svg.rect(x: plotLeft + 10, y: legendY - 14, width: 410, height: Double(variants.count) * 17 + 10,
-                 fill: "#ffffff", opacity: 0.85)
+        svg.rect(
+            x: plotLeft + 10, y: legendY - 14, width: 410, height: Double(variants.count) * 17 + 10,
+            fill: "#ffffff", opacity: 0.85)
         for (index, variant) in variants.enumerated() {
             let color = colors[variant] ?? palette[index % palette.count]
-            svg.line(x1: plotLeft + 18, y1: legendY, x2: plotLeft + 42, y2: legendY, stroke: color, width: 2.4,
-                     dash: variant == "bridge" ? "6 4" : nil)
+            svg.line(
+                x1: plotLeft + 18, y1: legendY, x2: plotLeft + 42, y2: legendY, stroke: color, width: 2.4,
+                dash: variant == "bridge" ? "6 4" : nil)
             let summary = BenchVariant.named(variant)?.summary ?? ""
             svg.text("\(variant): \(summary)", x: plotLeft + 50, y: legendY + 4, size: 11)
             legendY += 17
         }
-        svg.text("Dots: median over rounds; whiskers: min–max. Ratios: median of per-round ratios to bridge, measured "
-                 + "in the same round.", x: plotLeft, y: plotBottom + 70, size: 11, fill: "#444")
+        svg.text(
+            "Dots: median over rounds; whiskers: min–max. Ratios: median of per-round ratios to bridge, measured "
+                + "in the same round.", x: plotLeft, y: plotBottom + 70, size: 11, fill: "#444")
         return svg.document
     }
 
@@ -267,29 +278,38 @@ struct SVG {
     }
 
     mutating func rect(x: Double, y: Double, width: Double, height: Double, fill: String, opacity: Double = 1) {
-        body.append("<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(width))\" height=\"\(f(height))\" fill=\"\(fill)\""
-            + (opacity < 1 ? " fill-opacity=\"\(f(opacity))\"" : "") + "/>")
+        body.append(
+            "<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(width))\" height=\"\(f(height))\" fill=\"\(fill)\""
+                + (opacity < 1 ? " fill-opacity=\"\(f(opacity))\"" : "") + "/>")
     }
 
-    mutating func line(x1: Double, y1: Double, x2: Double, y2: Double, stroke: String, width: Double, dash: String? = nil) {
-        body.append("<line x1=\"\(f(x1))\" y1=\"\(f(y1))\" x2=\"\(f(x2))\" y2=\"\(f(y2))\" stroke=\"\(stroke)\" "
-            + "stroke-width=\"\(f(width))\"" + (dash.map { " stroke-dasharray=\"\($0)\"" } ?? "") + "/>")
+    mutating func line(
+        x1: Double, y1: Double, x2: Double, y2: Double, stroke: String, width: Double, dash: String? = nil
+    ) {
+        body.append(
+            "<line x1=\"\(f(x1))\" y1=\"\(f(y1))\" x2=\"\(f(x2))\" y2=\"\(f(y2))\" stroke=\"\(stroke)\" "
+                + "stroke-width=\"\(f(width))\"" + (dash.map { " stroke-dasharray=\"\($0)\"" } ?? "") + "/>")
     }
 
     mutating func polyline(_ points: [(Double, Double)], stroke: String, width: Double, dash: String? = nil) {
         let list = points.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " ")
-        body.append("<polyline points=\"\(list)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"\(f(width))\" "
-            + "stroke-linejoin=\"round\"" + (dash.map { " stroke-dasharray=\"\($0)\"" } ?? "") + "/>")
+        body.append(
+            "<polyline points=\"\(list)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"\(f(width))\" "
+                + "stroke-linejoin=\"round\"" + (dash.map { " stroke-dasharray=\"\($0)\"" } ?? "") + "/>")
     }
 
     mutating func circle(x: Double, y: Double, radius: Double, fill: String, stroke: String) {
-        body.append("<circle cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"\(f(radius))\" fill=\"\(fill)\" stroke=\"\(stroke)\" "
-            + "stroke-width=\"1.5\"/>")
+        body.append(
+            "<circle cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"\(f(radius))\" fill=\"\(fill)\" stroke=\"\(stroke)\" "
+                + "stroke-width=\"1.5\"/>")
     }
 
-    mutating func text(_ content: String, x: Double, y: Double, size: Double, anchor: String = "start",
-                       fill: String = "#222", weight: String? = nil, rotate: Double? = nil) {
-        var attributes = "x=\"\(f(x))\" y=\"\(f(y))\" font-size=\"\(f(size))\" fill=\"\(fill)\" text-anchor=\"\(anchor)\""
+    mutating func text(
+        _ content: String, x: Double, y: Double, size: Double, anchor: String = "start",
+        fill: String = "#222", weight: String? = nil, rotate: Double? = nil
+    ) {
+        var attributes =
+            "x=\"\(f(x))\" y=\"\(f(y))\" font-size=\"\(f(size))\" fill=\"\(fill)\" text-anchor=\"\(anchor)\""
         if let weight { attributes += " font-weight=\"\(weight)\"" }
         if let rotate { attributes += " transform=\"rotate(\(f(rotate)) \(f(x)) \(f(y)))\"" }
         body.append("<text \(attributes)>\(Self.escape(content))</text>")

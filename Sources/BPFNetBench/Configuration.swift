@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // What a bench run measures, and everything that can be wrong with it,
-// found before anything is built (DESIGN.md section 4: errors name the value
-// and what would be accepted; bad input exits 2).
+// found before anything is built: errors name the value and what would be
+// accepted, and bad input exits 2 (docs/bench.md).
 
 import BPFNetShared
 import Foundation
@@ -69,9 +69,11 @@ public struct BenchConfiguration: Sendable {
     /// time, so it does not enter ns/packet either way.
     public static let defaultBurstSeconds = 0.5
 
-    public init(variants: [BenchVariant] = BenchVariant.defaultSelection, links: [Int] = defaultLinks, flows: Int = 1,
-                rounds: Int = defaultRounds, burstSeconds: Double = defaultBurstSeconds, profile: BenchProfile = .live,
-                cpu: Int? = nil, showProgress: Bool = true) {
+    public init(
+        variants: [BenchVariant] = BenchVariant.defaultSelection, links: [Int] = defaultLinks, flows: Int = 1,
+        rounds: Int = defaultRounds, burstSeconds: Double = defaultBurstSeconds, profile: BenchProfile = .live,
+        cpu: Int? = nil, showProgress: Bool = true
+    ) {
         self.variants = variants
         self.links = links
         self.flows = flows
@@ -95,8 +97,9 @@ public struct BenchConfiguration: Sendable {
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let trimmed = part.trimmingCharacters(in: .whitespaces)
             guard !trimmed.isEmpty, trimmed.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(trimmed) else {
-                throw .badInput("--links '\(text)': '\(part)' is not a number of links; "
-                    + "give non-negative integers separated by commas, e.g. 0,100,1000,10000")
+                throw .badInput(
+                    "--links '\(text)': '\(part)' is not a number of links; "
+                        + "give non-negative integers separated by commas, e.g. 0,100,1000,10000")
             }
             values.append(value)
         }
@@ -108,8 +111,9 @@ public struct BenchConfiguration: Sendable {
     public func validate() throws(BenchError) {
         try validateValues()
         guard geteuid() == 0 else {
-            throw .badInput("bench must run as root: it builds network namespaces, loads eBPF programs and "
-                + "iptables rules in them (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF): sudo bpfnet bench ...")
+            throw .badInput(
+                "bench must run as root: it builds network namespaces, loads eBPF programs and "
+                    + "iptables rules in them (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF): sudo bpfnet bench ...")
         }
         try checkTools()
     }
@@ -118,8 +122,9 @@ public struct BenchConfiguration: Sendable {
     func validateValues() throws(BenchError) {
         guard !links.isEmpty else { throw .badInput("--links: give at least one N, e.g. 0,100,1000,10000") }
         guard (1...BenchWorkload.maxFlows).contains(flows) else {
-            throw .badInput("--flows \(flows): use 1 to \(BenchWorkload.maxFlows) (each flow's source is a "
-                + "container with a bridge port of its own in every topology)")
+            throw .badInput(
+                "--flows \(flows): use 1 to \(BenchWorkload.maxFlows) (each flow's source is a "
+                    + "container with a bridge port of its own in every topology)")
         }
         guard rounds >= 1 else { throw .badInput("--rounds \(rounds): use at least 1 (50 or more for stable ratios)") }
         guard burstSeconds >= 0.001, burstSeconds <= 60 else {
@@ -141,14 +146,16 @@ public struct BenchConfiguration: Sendable {
         let ruleCapacity = Int(BPFNET_MAX_LINK_RULES)
         let largestN = ruleCapacity / BenchWorkload.linkRulesPerLink - flows
         if workload.linkRules(forLinks: maxN) > ruleCapacity {
-            throw .badInput("--links \(maxN): bpfnet's link map holds \(ruleCapacity) rules (BPFNET_MAX_LINK_RULES) "
-                + "and each link with one exposed port needs \(BenchWorkload.linkRulesPerLink), so with \(flows) "
-                + "flow\(flows == 1 ? "" : "s") N can be at most \(largestN)")
+            throw .badInput(
+                "--links \(maxN): bpfnet's link map holds \(ruleCapacity) rules (BPFNET_MAX_LINK_RULES) "
+                    + "and each link with one exposed port needs \(BenchWorkload.linkRulesPerLink), so with \(flows) "
+                    + "flow\(flows == 1 ? "" : "s") N can be at most \(largestN)")
         }
         let containerCapacity = Int(BPFNET_MAX_CONTAINERS)
         if workload.containerCount > containerCapacity {
-            throw .badInput("--links \(maxN) --flows \(flows) needs \(workload.containerCount) containers but "
-                + "bpfnet's container map holds \(containerCapacity) (BPFNET_MAX_CONTAINERS)")
+            throw .badInput(
+                "--links \(maxN) --flows \(flows) needs \(workload.containerCount) containers but "
+                    + "bpfnet's container map holds \(containerCapacity) (BPFNET_MAX_CONTAINERS)")
         }
     }
 
@@ -166,14 +173,17 @@ public struct BenchConfiguration: Sendable {
             if !missing.contains(entry) { missing.append(entry) }
         }
         if !missing.isEmpty {
-            throw .badInput("missing tool\(missing.count == 1 ? "" : "s"): \(missing.joined(separator: "; ")) — "
-                + "install iproute2, util-linux, ethtool, iptables and nftables (scripts/setup.sh does), "
-                + "or leave the variant out with --variants")
+            throw .badInput(
+                "missing tool\(missing.count == 1 ? "" : "s"): \(missing.joined(separator: "; ")) — "
+                    + "install iproute2, util-linux, ethtool, iptables and nftables (scripts/setup.sh does), "
+                    + "or leave the variant out with --variants")
         }
         if variants.contains(where: \.bridgeNetfilter),
-           access("/proc/sys/net/bridge/bridge-nf-call-iptables", F_OK) != 0 {
-            throw .badInput("the docker-iptables variants need br_netfilter (Docker loads it for --icc=false); "
-                + "it is not loaded: modprobe br_netfilter, or leave them out with --variants")
+            access("/proc/sys/net/bridge/bridge-nf-call-iptables", F_OK) != 0
+        {
+            throw .badInput(
+                "the docker-iptables variants need br_netfilter (Docker loads it for --icc=false); "
+                    + "it is not loaded: modprobe br_netfilter, or leave them out with --variants")
         }
     }
 }

@@ -26,14 +26,17 @@ public enum ControlPlaneFixture {
     /// The bench host's policy with `links` links (icc=false), the receiver
     /// publishing 8080/tcp, and `allowedSources` /32 sources (plus
     /// 203.0.113.0/24) admitted on ext0.
-    public static func policy(links: Int, allowedSources: Int = 0, portHook: PortHook = .tc,
-                              fastPath: Bool = false) -> Policy {
+    public static func policy(
+        links: Int, allowedSources: Int = 0, portHook: PortHook = .tc,
+        fastPath: Bool = false
+    ) -> Policy {
         // Fast path off by default: the figures are the policy's cost, as for
         // the bpfnet-tc/-xdp variants (delivery is the fast-path variant's business).
-        var policy = BenchWorkload(maxLinks: links, flows: 1).policy(links: links, portHook: portHook, fastPath: fastPath)
+        var policy = BenchWorkload(maxLinks: links, flows: 1).policy(
+            links: links, portHook: portHook, fastPath: fastPath)
         if let index = policy.containers.firstIndex(where: { $0.name == BenchWorkload.receiverName }) {
             policy.containers[index].published = [
-                PublishedPort(hostPort: publishedPort, containerPort: publishedPort, proto: .tcp),
+                PublishedPort(hostPort: publishedPort, containerPort: publishedPort, proto: .tcp)
             ]
         }
         var sources = [IPv4CIDR(address: admittedSource, prefixLength: 24)!]
@@ -53,9 +56,10 @@ public enum ControlPlaneFixture {
             interfaces[container.port] = 1000 + UInt32(index)
         }
         let bridge = BenchWorkload.bridgeAddress
-        return HostFacts(bridgeIfindex: 2,
-                         bridgeAddress: IPv4InterfaceAddress(address: bridge.address, prefixLength: bridge.prefixLength),
-                         interfaces: interfaces)
+        return HostFacts(
+            bridgeIfindex: 2,
+            bridgeAddress: IPv4InterfaceAddress(address: bridge.address, prefixLength: bridge.prefixLength),
+            interfaces: interfaces)
     }
 
     /// PolicyCompiler.compile against `facts(for:)`.
@@ -78,8 +82,9 @@ public final class PrivateDataplaneMaps {
         pinPath = FilePath(directory).appending("pins")
         BenchSafetyNet.register(mount: pinPath)
         do {
-            loaded = try LoadedDataplane.load(pinPath: pinPath,
-                                              logger: Logger(label: "bpfnet.bench") { _ in SwiftLogNoOpLogHandler() })
+            loaded = try LoadedDataplane.load(
+                pinPath: pinPath,
+                logger: Logger(label: "bpfnet.bench") { _ in SwiftLogNoOpLogHandler() })
         } catch {
             BenchSafetyNet.unmount(pinPath)
             BenchSafetyNet.removeDirectory(directory)

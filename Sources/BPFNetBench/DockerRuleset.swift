@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The iptables ruleset dockerd 20.10 leaves on a host with `--icc=false` and
-// N legacy links (../shared/reference/docker-bridge.md §1.2, §1.3, §1.5), as
+// N legacy links (docs/docker.md, "The rules dockerd writes"), as
 // iptables-restore input. Order is part of what is measured:
 //
 //   FORWARD: DOCKER-USER, DOCKER-ISOLATION-STAGE-1, the RELATED,ESTABLISHED
@@ -18,8 +18,10 @@ import BPFNetCore
 
 enum DockerRuleset {
     /// iptables-restore input for a host whose DOCKER chain holds `links`.
-    static func render(links: [BenchLink], bridge: String = BenchWorkload.bridgeName,
-                       subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network) -> String {
+    static func render(
+        links: [BenchLink], bridge: String = BenchWorkload.bridgeName,
+        subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network
+    ) -> String {
         var lines: [String] = []
         lines.reserveCapacity(40 + 2 * links.count)
         lines += [
@@ -41,10 +43,12 @@ enum DockerRuleset {
         ]
         for link in links {
             // iptables.go ChainInfo.Link(): the forward rule and its stateless reverse.
-            lines.append("-A DOCKER -s \(link.parentIP)/32 -d \(link.childIP)/32 -i \(bridge) -o \(bridge) "
-                + "-p udp -m udp --dport \(link.port) -j ACCEPT")
-            lines.append("-A DOCKER -s \(link.childIP)/32 -d \(link.parentIP)/32 -i \(bridge) -o \(bridge) "
-                + "-p udp -m udp --sport \(link.port) -j ACCEPT")
+            lines.append(
+                "-A DOCKER -s \(link.parentIP)/32 -d \(link.childIP)/32 -i \(bridge) -o \(bridge) "
+                    + "-p udp -m udp --dport \(link.port) -j ACCEPT")
+            lines.append(
+                "-A DOCKER -s \(link.childIP)/32 -d \(link.parentIP)/32 -i \(bridge) -o \(bridge) "
+                    + "-p udp -m udp --sport \(link.port) -j ACCEPT")
         }
         lines += [
             "-A DOCKER-ISOLATION-STAGE-1 -i \(bridge) ! -o \(bridge) -j DOCKER-ISOLATION-STAGE-2",

@@ -36,8 +36,9 @@ final class LiveFrameGenerator {
     private var frame: [UInt8] = []
 
     init() throws {
-        object = try BPFObject(bytes: BPFObjects.bench_gen.bytes, name: "bench_gen",
-                               options: BPFObject.Options(pinMaps: false))
+        object = try BPFObject(
+            bytes: BPFObjects.bench_gen.bytes, name: "bench_gen",
+            options: BPFObject.Options(pinMaps: false))
         try object.load()
         program = try object.program(named: "bpfnet_gen_xdp")
         // Sizes are checked against the object here, once.
@@ -101,12 +102,17 @@ enum UDPSender {
         do {
             for k in 0..<workload.flows {
                 let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                guard fd >= 0 else { throw BenchError.runtime("socket(AF_INET, SOCK_DGRAM): \(String(cString: strerror(errno)))") }
+                guard fd >= 0 else {
+                    throw BenchError.runtime("socket(AF_INET, SOCK_DGRAM): \(String(cString: strerror(errno)))")
+                }
                 sockets.append(fd)
                 let source = workload.flowSource(k).ip
-                try call(bind, fd, address(source, workload.flowSourcePort(k)), "binding \(source):\(workload.flowSourcePort(k))")
-                try call(connect, fd, address(BenchWorkload.receiverIP, BenchWorkload.receiverPort),
-                         "connecting to \(BenchWorkload.receiverIP):\(BenchWorkload.receiverPort)")
+                try call(
+                    bind, fd, address(source, workload.flowSourcePort(k)),
+                    "binding \(source):\(workload.flowSourcePort(k))")
+                try call(
+                    connect, fd, address(BenchWorkload.receiverIP, BenchWorkload.receiverPort),
+                    "connecting to \(BenchWorkload.receiverIP):\(BenchWorkload.receiverPort)")
             }
         } catch {
             for fd in sockets { close(fd) }
@@ -123,11 +129,15 @@ enum UDPSender {
         return address
     }
 
-    private static func call(_ function: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32, _ fd: CInt,
-                             _ address: sockaddr_in, _ what: String) throws {
+    private static func call(
+        _ function: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32, _ fd: CInt,
+        _ address: sockaddr_in, _ what: String
+    ) throws {
         var address = address
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { function(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                function(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         if result != 0 { throw BenchError.runtime("UDP sender: \(what): \(String(cString: strerror(errno)))") }
     }

@@ -50,11 +50,13 @@ final class DockerIptablesFilter: VariantFilter {
         let rules = DockerRuleset.render(links: workload.links(links))
         do {
             // Replaces the filter and nat tables as a whole (no --noflush).
-            try host.topology.run(in: TopologySpec.hostRole, [backend.restoreCommand], input: rules,
-                                  timeout: .seconds(600))
+            try host.topology.run(
+                in: TopologySpec.hostRole, [backend.restoreCommand], input: rules,
+                timeout: .seconds(600))
         } catch {
-            throw BenchError.runtime("\(host.variant.name): loading Docker's rules for N=\(links) with "
-                + "\(backend.restoreCommand) failed: \(error)")
+            throw BenchError.runtime(
+                "\(host.variant.name): loading Docker's rules for N=\(links) with "
+                    + "\(backend.restoreCommand) failed: \(error)")
         }
     }
 
@@ -107,7 +109,7 @@ final class BPFNetFilter: VariantFilter {
     }
 
     func tearDown(on host: BenchHost) {
-        dataplane = nil // closes the objects; attachments and tables vanish with the namespace
+        dataplane = nil  // closes the objects; attachments and tables vanish with the namespace
         guard let path = pinPath else { return }
         BenchSafetyNet.unmount(path)
         pinPath = nil
@@ -124,8 +126,9 @@ final class EmptyHookFilter: VariantFilter {
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
         guard object == nil else { return }
-        let object = try BPFObject(bytes: BPFObjects.selftest.bytes, name: "selftest",
-                                   options: BPFObject.Options(pinMaps: false))
+        let object = try BPFObject(
+            bytes: BPFObjects.selftest.bytes, name: "selftest",
+            options: BPFObject.Options(pinMaps: false))
         try object.load()
         self.object = object
         let program = try object.program(named: hook == .tc ? "bpfnet_empty_tc" : "bpfnet_empty_xdp")
@@ -151,8 +154,9 @@ final class Sink {
     private let counter: BPFPerCPUMap<UInt32, UInt64>
 
     init(attachingIn receiver: NetworkNamespace) throws {
-        object = try BPFObject(bytes: BPFObjects.bench_sink.bytes, name: "bench_sink",
-                               options: BPFObject.Options(pinMaps: false))
+        object = try BPFObject(
+            bytes: BPFObjects.bench_sink.bytes, name: "bench_sink",
+            options: BPFObject.Options(pinMaps: false))
         try object.load()
         counter = try BPFPerCPUMap(object, name: BENCH_MAP_ID_SINK_COUNT.name)
         let program = try object.program(named: "bpfnet_sink_tc")
@@ -199,8 +203,10 @@ final class BenchHost {
     }
 
     /// Builds the host of `variant`. On failure everything built so far is removed.
-    static func build(_ variant: BenchVariant, workload: BenchWorkload, profile: BenchProfile,
-                      workDirectory: String) throws -> BenchHost {
+    static func build(
+        _ variant: BenchVariant, workload: BenchWorkload, profile: BenchProfile,
+        workDirectory: String
+    ) throws -> BenchHost {
         let topology: Topology
         do {
             topology = try Topology.build(workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter))
@@ -212,9 +218,11 @@ final class BenchHost {
             if !ports.isEmpty { try topology.ip(in: TopologySpec.hostRole, ports) }
             if profile == .udp && workload.flows > 1 {
                 // Real sockets need the flows' source addresses on the sender.
-                try topology.ip(in: BenchWorkload.senderName, (1..<workload.flows).map {
-                    "addr add \(workload.flowSource($0).ip)/32 dev eth0"
-                })
+                try topology.ip(
+                    in: BenchWorkload.senderName,
+                    (1..<workload.flows).map {
+                        "addr add \(workload.flowSource($0).ip)/32 dev eth0"
+                    })
             }
             return try BenchHost(variant: variant, topology: topology, workDirectory: workDirectory)
         } catch {

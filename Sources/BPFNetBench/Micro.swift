@@ -47,8 +47,9 @@ public struct MicroConfiguration: Sendable {
         bench.variants = [BenchVariant.named("bpfnet-tc")!]
         try bench.checkMapCapacity()
         guard geteuid() == 0 else {
-            throw .badInput("bench micro must run as root: it loads eBPF programs (CAP_BPF, CAP_SYS_ADMIN): "
-                + "sudo bpfnet bench micro")
+            throw .badInput(
+                "bench micro must run as root: it loads eBPF programs (CAP_BPF, CAP_SYS_ADMIN): "
+                    + "sudo bpfnet bench micro")
         }
     }
 }
@@ -86,20 +87,24 @@ public struct MicroReport: Codable, Sendable, Hashable {
     }
 
     public var table: String {
-        var out = "bpfnet bench micro: BPF_PROG_TEST_RUN, \(repeatCount) repetitions per run, \(rounds) rounds, "
+        var out =
+            "bpfnet bench micro: BPF_PROG_TEST_RUN, \(repeatCount) repetitions per run, \(rounds) rounds, "
             + "maps holding N=\(links) links\n"
         out += "  ns/run: the kernel's own duration per repetition; net: median minus the empty program's median\n\n"
-        out += BenchTable.pad("program", 11) + BenchTable.pad("packet", 14) + BenchTable.pad("verdict", 30)
+        out +=
+            BenchTable.pad("program", 11) + BenchTable.pad("packet", 14) + BenchTable.pad("verdict", 30)
             + BenchTable.pad("ns/run min", 11, right: true) + BenchTable.pad("median", 9, right: true)
             + BenchTable.pad("max", 9, right: true) + BenchTable.pad("net", 9, right: true) + "\n"
         for result in results {
-            out += BenchTable.pad(result.program, 11) + BenchTable.pad(result.packet, 14)
+            out +=
+                BenchTable.pad(result.program, 11) + BenchTable.pad(result.packet, 14)
                 + BenchTable.pad(result.verdict, 30)
                 + BenchTable.pad(String(format: "%.1f", result.nsPerRun.min), 11, right: true)
                 + BenchTable.pad(String(format: "%.1f", result.nsPerRun.median), 9, right: true)
                 + BenchTable.pad(String(format: "%.1f", result.nsPerRun.max), 9, right: true)
-                + BenchTable.pad(result.program.hasPrefix("empty") ? "-" : String(format: "%.1f", result.netNs), 9,
-                                 right: true) + "\n"
+                + BenchTable.pad(
+                    result.program.hasPrefix("empty") ? "-" : String(format: "%.1f", result.netNs), 9,
+                    right: true) + "\n"
         }
         return out
     }
@@ -136,8 +141,9 @@ public final class MicroBench {
         defer { maps.close() }
         let policy = ControlPlaneFixture.policy(links: configuration.links)
         try maps.apply(ControlPlaneFixture.compile(policy))
-        let selftest = try BPFObject(bytes: BPFObjects.selftest.bytes, name: "selftest",
-                                     options: BPFObject.Options(pinMaps: false))
+        let selftest = try BPFObject(
+            bytes: BPFObjects.selftest.bytes, name: "selftest",
+            options: BPFObject.Options(pinMaps: false))
         try selftest.load()
 
         let dataplane = maps.dataplane
@@ -150,8 +156,9 @@ public final class MicroBench {
                     let result = try item.run.testRun(
                         data: item.frame, options: BPFTestRunOptions(repeatCount: configuration.repeatCount))
                     guard result.returnValue == item.expected else {
-                        throw BenchError.runtime("bench micro: \(item.program) returned \(result.returnValue) for the "
-                            + "\(item.packet) packet, expected \(item.expected) (\(item.verdict))")
+                        throw BenchError.runtime(
+                            "bench micro: \(item.program) returned \(result.returnValue) for the "
+                                + "\(item.packet) packet, expected \(item.expected) (\(item.verdict))")
                     }
                     durations[index].append(Double(result.duration))
                 }
@@ -163,11 +170,13 @@ public final class MicroBench {
         }
         let results = zip(cases, durations).map { item, values in
             let spread = Spread(values)
-            return MicroResult(program: item.program, packet: item.packet, verdict: item.verdict, nsPerRun: spread,
-                               netNs: spread.median - (baseline[item.hook] ?? 0))
+            return MicroResult(
+                program: item.program, packet: item.packet, verdict: item.verdict, nsPerRun: spread,
+                netNs: spread.median - (baseline[item.hook] ?? 0))
         }
-        return MicroReport(repeatCount: configuration.repeatCount, rounds: configuration.rounds,
-                           links: configuration.links, results: results)
+        return MicroReport(
+            repeatCount: configuration.repeatCount, rounds: configuration.rounds,
+            links: configuration.links, results: results)
     }
 
     private static func cases(dataplane: LoadedDataplane, selftest: BPFObject) throws -> [Case] {
@@ -175,35 +184,48 @@ public final class MicroBench {
         // The sender has no link to phantom 0: icc=false drops it.
         let unlinked = PacketBuilder.udpFrame(
             from: Endpoint(mac: MACAddress(dockerStyleFor: BenchWorkload.senderIP), ip: BenchWorkload.senderIP),
-            to: Endpoint(mac: MACAddress(dockerStyleFor: BenchWorkload.firstPhantomIP), ip: BenchWorkload.firstPhantomIP),
+            to: Endpoint(
+                mac: MACAddress(dockerStyleFor: BenchWorkload.firstPhantomIP), ip: BenchWorkload.firstPhantomIP),
             sourcePort: BenchWorkload.firstSourcePort, destinationPort: BenchWorkload.firstPhantomPort,
             payload: Array(repeating: 0x62, count: 18))
         func external(from source: IPv4Address) -> [UInt8] {
-            PacketBuilder.padded(PacketBuilder.tcpFrame(
-                from: Endpoint(mac: MACAddress(0x02, 0, 0, 0, 0, 0x02), ip: source),
-                to: Endpoint(mac: MACAddress(0x02, 0, 0, 0, 0, 0x01), ip: IPv4Address(198, 51, 100, 1)),
-                sourcePort: BenchWorkload.firstSourcePort, destinationPort: ControlPlaneFixture.publishedPort))
+            PacketBuilder.padded(
+                PacketBuilder.tcpFrame(
+                    from: Endpoint(mac: MACAddress(0x02, 0, 0, 0, 0, 0x02), ip: source),
+                    to: Endpoint(mac: MACAddress(0x02, 0, 0, 0, 0, 0x01), ip: IPv4Address(198, 51, 100, 1)),
+                    sourcePort: BenchWorkload.firstSourcePort, destinationPort: ControlPlaneFixture.publishedPort))
         }
         let admitted = external(from: ControlPlaneFixture.admittedSource)
         let refused = external(from: IPv4Address(198, 51, 100, 2))
-        let tcOK: UInt32 = 0, tcShot: UInt32 = 2, xdpDrop: UInt32 = 1, xdpPass: UInt32 = 2
+        let tcOK: UInt32 = 0
+        let tcShot: UInt32 = 2
+        let xdpDrop: UInt32 = 1
+        let xdpPass: UInt32 = 2
         return [
-            Case(program: "empty-tc", packet: "any", verdict: "TC_ACT_OK", hook: "tc",
-                 run: try selftest.program(named: "bpfnet_empty_tc"), frame: linked, expected: tcOK),
-            Case(program: "port-tc", packet: "matching", verdict: "TC_ACT_OK (link)", hook: "tc",
-                 run: try dataplane.portTC, frame: linked, expected: tcOK),
-            Case(program: "port-tc", packet: "non-matching", verdict: "TC_ACT_SHOT (icc)", hook: "tc",
-                 run: try dataplane.portTC, frame: unlinked, expected: tcShot),
-            Case(program: "empty-xdp", packet: "any", verdict: "XDP_PASS", hook: "xdp",
-                 run: try selftest.program(named: "bpfnet_empty_xdp"), frame: linked, expected: xdpPass),
-            Case(program: "port-xdp", packet: "matching", verdict: "XDP_PASS (link)", hook: "xdp",
-                 run: try dataplane.portXDP, frame: linked, expected: xdpPass),
-            Case(program: "port-xdp", packet: "non-matching", verdict: "XDP_DROP (icc)", hook: "xdp",
-                 run: try dataplane.portXDP, frame: unlinked, expected: xdpDrop),
-            Case(program: "ext-xdp", packet: "matching", verdict: "XDP_PASS (published)", hook: "xdp",
-                 run: try dataplane.extXDP, frame: admitted, expected: xdpPass),
-            Case(program: "ext-xdp", packet: "non-matching", verdict: "XDP_DROP (source, conntrack)", hook: "xdp",
-                 run: try dataplane.extXDP, frame: refused, expected: xdpDrop),
+            Case(
+                program: "empty-tc", packet: "any", verdict: "TC_ACT_OK", hook: "tc",
+                run: try selftest.program(named: "bpfnet_empty_tc"), frame: linked, expected: tcOK),
+            Case(
+                program: "port-tc", packet: "matching", verdict: "TC_ACT_OK (link)", hook: "tc",
+                run: try dataplane.portTC, frame: linked, expected: tcOK),
+            Case(
+                program: "port-tc", packet: "non-matching", verdict: "TC_ACT_SHOT (icc)", hook: "tc",
+                run: try dataplane.portTC, frame: unlinked, expected: tcShot),
+            Case(
+                program: "empty-xdp", packet: "any", verdict: "XDP_PASS", hook: "xdp",
+                run: try selftest.program(named: "bpfnet_empty_xdp"), frame: linked, expected: xdpPass),
+            Case(
+                program: "port-xdp", packet: "matching", verdict: "XDP_PASS (link)", hook: "xdp",
+                run: try dataplane.portXDP, frame: linked, expected: xdpPass),
+            Case(
+                program: "port-xdp", packet: "non-matching", verdict: "XDP_DROP (icc)", hook: "xdp",
+                run: try dataplane.portXDP, frame: unlinked, expected: xdpDrop),
+            Case(
+                program: "ext-xdp", packet: "matching", verdict: "XDP_PASS (published)", hook: "xdp",
+                run: try dataplane.extXDP, frame: admitted, expected: xdpPass),
+            Case(
+                program: "ext-xdp", packet: "non-matching", verdict: "XDP_DROP (source, conntrack)", hook: "xdp",
+                run: try dataplane.extXDP, frame: refused, expected: xdpDrop),
         ]
     }
 }

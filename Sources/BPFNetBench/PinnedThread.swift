@@ -101,7 +101,8 @@ struct CPUClock {
         // Kernel threads start early: low pids first keeps this quick.
         for pid in entries.compactMap({ Int($0) }).sorted() {
             if let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
-               comm.trimmingCharacters(in: .whitespacesAndNewlines) == wanted {
+                comm.trimmingCharacters(in: .whitespacesAndNewlines) == wanted
+            {
                 return pid
             }
         }

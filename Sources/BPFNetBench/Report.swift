@@ -23,9 +23,10 @@ public struct Spread: Codable, Sendable, Hashable {
         precondition(!values.isEmpty, "a spread needs at least one value")
         let sorted = values.sorted()
         let middle = sorted.count / 2
-        self.init(min: sorted[0],
-                  median: sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2,
-                  max: sorted[sorted.count - 1])
+        self.init(
+            min: sorted[0],
+            median: sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2,
+            max: sorted[sorted.count - 1])
     }
 }
 
@@ -122,7 +123,9 @@ public struct BenchContext: Sendable, Hashable {
     }
 
     public var machine: String {
-        let load = loadAverage.isEmpty ? "" : ", load average " + loadAverage.map { String(format: "%.2f", $0) }.joined(separator: " ")
+        let load =
+            loadAverage.isEmpty
+            ? "" : ", load average " + loadAverage.map { String(format: "%.2f", $0) }.joined(separator: " ")
         return "kernel \(kernel), \(BenchConfiguration.onlineCPUs) CPUs\(load)"
     }
 
@@ -136,27 +139,34 @@ public enum BenchTable {
     public static func render(_ report: BenchReport, context: BenchContext) -> String {
         var out = "bpfnet bench: \(context.headline)\n"
         out += "  \(context.machine)\n"
-        out += "  ns/packet: CPU time of the sending thread (softirq included) per packet, min / median / max over rounds;\n"
+        out +=
+            "  ns/packet: CPU time of the sending thread (softirq included) per packet, min / median / max over rounds;\n"
         out += "  × bridge: per-round cost ratio against bridge, median (min–max); Mpps/core = 1000 / median ns\n\n"
-        let header = [pad("N", 6, right: true), "  ", pad("variant", 24), pad("ns/packet min", 14, right: true),
-                      pad("median", 11, right: true), pad("max", 11, right: true), pad("Mpps/core", 11, right: true),
-                      "   ", pad("× bridge", 26), "delivered"]
+        let header = [
+            pad("N", 6, right: true), "  ", pad("variant", 24), pad("ns/packet min", 14, right: true),
+            pad("median", 11, right: true), pad("max", 11, right: true), pad("Mpps/core", 11, right: true),
+            "   ", pad("× bridge", 26), "delivered",
+        ]
         out += header.joined() + "\n"
         var lastN: Int?
         for result in report.results {
             if let lastN, lastN != result.links { out += "\n" }
             lastN = result.links
             let ratio = result.ratioToBridge
-            let ratioText = "\(number(ratio.median, digits: 3)) (\(number(ratio.min, digits: 3))–\(number(ratio.max, digits: 3)))"
-            let delivery = result.isComplete
+            let ratioText =
+                "\(number(ratio.median, digits: 3)) (\(number(ratio.min, digits: 3))–\(number(ratio.max, digits: 3)))"
+            let delivery =
+                result.isComplete
                 ? "\(result.delivered) of \(result.sent)"
                 : "LOST \(Int64(result.sent) - Int64(result.delivered)) of \(result.sent)"
-            let row = [pad("\(result.links)", 6, right: true), "  ", pad(result.variant, 24),
-                       pad(number(result.nsPerPacket.min), 14, right: true),
-                       pad(number(result.nsPerPacket.median), 11, right: true),
-                       pad(number(result.nsPerPacket.max), 11, right: true),
-                       pad(String(format: "%.3f", result.mppsPerCore), 11, right: true), "   ",
-                       pad(ratioText, 26), delivery]
+            let row = [
+                pad("\(result.links)", 6, right: true), "  ", pad(result.variant, 24),
+                pad(number(result.nsPerPacket.min), 14, right: true),
+                pad(number(result.nsPerPacket.median), 11, right: true),
+                pad(number(result.nsPerPacket.max), 11, right: true),
+                pad(String(format: "%.3f", result.mppsPerCore), 11, right: true), "   ",
+                pad(ratioText, 26), delivery,
+            ]
             out += row.joined() + "\n"
         }
         return out

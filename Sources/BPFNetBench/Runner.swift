@@ -70,8 +70,10 @@ public final class BenchRunner {
 
         for variant in configuration.variants {
             progress.show("building the \(variant.name) host (\(workload.phantomCount + 2) containers)")
-            hosts.append(try BenchHost.build(variant, workload: workload, profile: configuration.profile,
-                                             workDirectory: workDirectory))
+            hosts.append(
+                try BenchHost.build(
+                    variant, workload: workload, profile: configuration.profile,
+                    workDirectory: workDirectory))
         }
         let generator = try LiveFrameGenerator()
         if configuration.profile == .udp {
@@ -99,13 +101,15 @@ public final class BenchRunner {
                 let total = bursts.reduce(0) { $0 + $1.threadNanoseconds + $1.softirqNanoseconds }
                 if total > 0, Double(softirq) / Double(total) >= 0.02 {
                     let share = String(format: "%.1f", 100 * Double(softirq) / Double(total))
-                    notes.append("\(host.variant.name) at N=\(links): \(share) % of the cost ran in "
-                        + "ksoftirqd/\(configuration.cpu) (included in ns/packet)")
+                    notes.append(
+                        "\(host.variant.name) at N=\(links): \(share) % of the cost ran in "
+                            + "ksoftirqd/\(configuration.cpu) (included in ns/packet)")
                 }
             }
         }
-        let report = BenchReport(profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
-                                 rounds: configuration.rounds, results: results)
+        let report = BenchReport(
+            profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
+            rounds: configuration.rounds, results: results)
         return BenchOutcome(report: report, context: context, notes: notes)
     }
 
@@ -114,8 +118,10 @@ public final class BenchRunner {
     /// Every variant delivers each allowed flow, and every filter drops a
     /// stranger's traffic (the bare bridge delivers it): the rules in force
     /// are the ones meant, before any number is taken.
-    private func checkPaths(_ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
-                            label: String) throws {
+    private func checkPaths(
+        _ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
+        label: String
+    ) throws {
         let clock = CPUClock(cpu: configuration.cpu)
         let frames = 256 * workload.flows
         progress.show("\(label): checking that every variant delivers the allowed flows")
@@ -124,27 +130,33 @@ public final class BenchRunner {
             let sample = try burst(host, generator: generator, clock: clock, packets: 256, useGenerator: true)
             let filters = host.variant.enforcesPolicy
             if filters && sample.delivered != 0 {
-                throw BenchError.runtime("\(host.variant.name) at \(label): \(sample.delivered) of \(sample.sent) packets "
-                    + "from \(BenchWorkload.strangerIP), which no link allows, reached the receiver — the filter is not in force")
+                throw BenchError.runtime(
+                    "\(host.variant.name) at \(label): \(sample.delivered) of \(sample.sent) packets "
+                        + "from \(BenchWorkload.strangerIP), which no link allows, reached the receiver — the filter is not in force"
+                )
             }
             if !filters && sample.delivered != sample.sent {
-                throw BenchError.runtime("\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets arrived "
-                    + "without any filter; the topology does not deliver (is GRO on at the sender's port?)")
+                throw BenchError.runtime(
+                    "\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets arrived "
+                        + "without any filter; the topology does not deliver (is GRO on at the sender's port?)")
             }
         }
         try generator.setFlows((0..<workload.flows).map(workload.frame(flow:)))
         for host in hosts {
             let sample = try burst(host, generator: generator, clock: clock, packets: frames, useGenerator: true)
             if sample.delivered != sample.sent {
-                throw BenchError.runtime("\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets "
-                    + "of the allowed flows reached the receiver before measuring")
+                throw BenchError.runtime(
+                    "\(host.variant.name) at \(label): only \(sample.delivered) of \(sample.sent) packets "
+                        + "of the allowed flows reached the receiver before measuring")
             }
         }
     }
 
     /// The interleaved rounds; returns the recorded samples per host.
-    private func measure(_ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
-                         label: String) throws -> [[BurstSample]] {
+    private func measure(
+        _ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
+        label: String
+    ) throws -> [[BurstSample]] {
         let clock = CPUClock(cpu: configuration.cpu)
         let budget = UInt64(configuration.burstSeconds * 1e9)
         var estimate = [Double?](repeating: nil, count: hosts.count)
@@ -154,19 +166,22 @@ public final class BenchRunner {
             for offset in hosts.indices {
                 let index = (round + offset) % hosts.count
                 let host = hosts[index]
-                progress.show(round == 0
-                    ? "\(label) warm-up: \(host.variant.name)"
-                    : "\(label) round \(round)/\(configuration.rounds): \(host.variant.name)")
+                progress.show(
+                    round == 0
+                        ? "\(label) warm-up: \(host.variant.name)"
+                        : "\(label) round \(round)/\(configuration.rounds): \(host.variant.name)")
                 if useGenerator && estimate[index] == nil {
                     // One batch to size the first burst (N=10000 under iptables-nft
                     // is ~1000× slower than the bridge).
-                    let probe = try burst(host, generator: generator, clock: clock,
-                                          packets: Int(LiveFrameGenerator.batchSize), useGenerator: true)
+                    let probe = try burst(
+                        host, generator: generator, clock: clock,
+                        packets: Int(LiveFrameGenerator.batchSize), useGenerator: true)
                     estimate[index] = probe.nanosecondsPerPacket
                 }
                 let packets = useGenerator ? Self.packets(for: budget, estimate: estimate[index]!) : 0
-                let sample = try burst(host, generator: generator, clock: clock, packets: packets,
-                                       useGenerator: useGenerator, cpuBudget: budget)
+                let sample = try burst(
+                    host, generator: generator, clock: clock, packets: packets,
+                    useGenerator: useGenerator, cpuBudget: budget)
                 if sample.sent > 0 { estimate[index] = sample.nanosecondsPerPacket }
                 if round > 0 { samples[index].append(sample) }
             }
@@ -182,8 +197,10 @@ public final class BenchRunner {
     }
 
     /// One burst in `host`'s sender namespace, with its delivery check.
-    private func burst(_ host: BenchHost, generator: LiveFrameGenerator, clock: CPUClock, packets: Int,
-                       useGenerator: Bool, cpuBudget: UInt64 = 0) throws -> BurstSample {
+    private func burst(
+        _ host: BenchHost, generator: LiveFrameGenerator, clock: CPUClock, packets: Int,
+        useGenerator: Bool, cpuBudget: UInt64 = 0
+    ) throws -> BurstSample {
         try PinnedThread.enter(host.senderNamespace)
         let before = try host.sink.count()
         let softirqStart = clock.softirqNanoseconds()
@@ -201,8 +218,9 @@ public final class BenchRunner {
         let threadEnd = CPUClock.threadNanoseconds()
         let delivered = try Self.waitForDelivery(host.sink, from: before, expecting: sent)
         let softirqEnd = clock.softirqNanoseconds()
-        return BurstSample(sent: sent, delivered: delivered, threadNanoseconds: threadEnd - threadStart,
-                           softirqNanoseconds: softirqEnd &- softirqStart)
+        return BurstSample(
+            sent: sent, delivered: delivered, threadNanoseconds: threadEnd - threadStart,
+            softirqNanoseconds: softirqEnd &- softirqStart)
     }
 
     /// Packets counted since `before`, once `expected` arrived or the count

@@ -34,9 +34,11 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.name == rhs.name }
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
-    init(name: String, summary: String, bridgeNetfilter: Bool = false, tools: [String] = [],
-         usesBPFNetMaps: Bool = false, isDiagnostic: Bool = false,
-         makeFilter: @escaping @Sendable () -> any VariantFilter) {
+    init(
+        name: String, summary: String, bridgeNetfilter: Bool = false, tools: [String] = [],
+        usesBPFNetMaps: Bool = false, isDiagnostic: Bool = false,
+        makeFilter: @escaping @Sendable () -> any VariantFilter
+    ) {
         self.name = name
         self.summary = summary
         self.bridgeNetfilter = bridgeNetfilter
@@ -50,7 +52,8 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
 extension BenchVariant {
     /// The reference every ratio is taken against.
     public static let bridge = BenchVariant(
-        name: "bridge", summary: "Linux bridge only: no filtering, br_netfilter off") { NoFilter() }
+        name: "bridge", summary: "Linux bridge only: no filtering, br_netfilter off"
+    ) { NoFilter() }
 
     /// Every variant, in the order reports list them.
     public static let all: [BenchVariant] = [
@@ -58,34 +61,43 @@ extension BenchVariant {
         BenchVariant(
             name: "docker-iptables-nft",
             summary: "Docker's FORWARD/DOCKER rules via iptables-nft, br_netfilter on",
-            bridgeNetfilter: true, tools: ["iptables-nft-restore"]) { DockerIptablesFilter(backend: .nft) },
+            bridgeNetfilter: true, tools: ["iptables-nft-restore"]
+        ) { DockerIptablesFilter(backend: .nft) },
         BenchVariant(
             name: "docker-iptables-legacy",
             summary: "Docker's FORWARD/DOCKER rules via iptables-legacy, br_netfilter on",
-            bridgeNetfilter: true, tools: ["iptables-legacy-restore"]) { DockerIptablesFilter(backend: .legacy) },
+            bridgeNetfilter: true, tools: ["iptables-legacy-restore"]
+        ) { DockerIptablesFilter(backend: .legacy) },
         BenchVariant(
             name: "bpfnet-nftables", summary: "bpfnet's netfilter fallback (bridge + ip nftables tables)",
-            tools: ["nft"]) { BPFNetFilter(.nftables) },
+            tools: ["nft"]
+        ) { BPFNetFilter(.nftables) },
         BenchVariant(
             name: "bpfnet-tc", summary: "bpfnet, port program on tc ingress (the default hook), fast path off",
-            tools: ["nft"], usesBPFNetMaps: true) { BPFNetFilter(.bpf(portHook: .tc, fastPath: false)) },
+            tools: ["nft"], usesBPFNetMaps: true
+        ) { BPFNetFilter(.bpf(portHook: .tc, fastPath: false)) },
         BenchVariant(
             name: "bpfnet-xdp", summary: "bpfnet, port program on XDP (--port-hook xdp), fast path off",
-            tools: ["nft"], usesBPFNetMaps: true) { BPFNetFilter(.bpf(portHook: .xdp, fastPath: false)) },
+            tools: ["nft"], usesBPFNetMaps: true
+        ) { BPFNetFilter(.bpf(portHook: .xdp, fastPath: false)) },
         BenchVariant(
             name: "bpfnet-fastpath", summary: "bpfnet (tc hook) delivering allowed traffic around the bridge",
-            tools: ["nft"], usesBPFNetMaps: true) { BPFNetFilter(.bpf(portHook: .tc, fastPath: true)) },
+            tools: ["nft"], usesBPFNetMaps: true
+        ) { BPFNetFilter(.bpf(portHook: .tc, fastPath: true)) },
         BenchVariant(
             name: "bpfnet-fastpath-xdp", summary: "bpfnet (XDP hook) with the DEVMAP fast path around the bridge",
-            tools: ["nft"], usesBPFNetMaps: true, isDiagnostic: true) { BPFNetFilter(.bpf(portHook: .xdp, fastPath: true)) },
+            tools: ["nft"], usesBPFNetMaps: true, isDiagnostic: true
+        ) { BPFNetFilter(.bpf(portHook: .xdp, fastPath: true)) },
         // What a hook costs with nothing in it: splits bpfnet's overhead over
         // the bridge into the hook's and the program's share.
         BenchVariant(
             name: "bridge-empty-tc", summary: "bridge + an empty tc program on every port (hook cost only)",
-            isDiagnostic: true) { EmptyHookFilter(hook: .tc) },
+            isDiagnostic: true
+        ) { EmptyHookFilter(hook: .tc) },
         BenchVariant(
             name: "bridge-empty-xdp", summary: "bridge + an empty XDP program on every port (hook cost only)",
-            isDiagnostic: true) { EmptyHookFilter(hook: .xdp) },
+            isDiagnostic: true
+        ) { EmptyHookFilter(hook: .xdp) },
     ]
 
     /// The variants measured when `--variants` is not given.
@@ -106,8 +118,9 @@ extension BenchVariant {
         }
         let unknown = wanted.filter { named($0) == nil }.map { "'\($0)'" }
         if !unknown.isEmpty {
-            throw .badInput("--variants: unknown variant\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")); "
-                + "known: \(knownList)")
+            throw .badInput(
+                "--variants: unknown variant\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")); "
+                    + "known: \(knownList)")
         }
         let set = Set(wanted).union([bridge.name])
         return all.filter { set.contains($0.name) }

@@ -122,8 +122,9 @@ public struct BenchWorkload: Sendable, Hashable {
                 ContainerSpec(name: Self.receiverName, address: Self.receiverIP),
             ],
             externals: [
-                ExternalSpec(name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
-                             addresses: [IPv4InterfaceAddress("198.51.100.2/24")!]),
+                ExternalSpec(
+                    name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
+                    addresses: [IPv4InterfaceAddress("198.51.100.2/24")!])
             ],
             ipForward: true, disableIPv6: true, bridgeNetfilter: bridgeNetfilter, staticNeighbours: true)
     }
@@ -195,8 +196,9 @@ public struct BenchWorkload: Sendable, Hashable {
         let decoys = decoyPairs(n).map { pair -> BenchLink in
             let parent = Phantom(index: pair.parent)
             let child = Phantom(index: pair.child)
-            return BenchLink(parent: parent.name, child: child.name, parentIP: parent.ip, childIP: child.ip,
-                             port: child.exposedPort, flow: nil)
+            return BenchLink(
+                parent: parent.name, child: child.name, parentIP: parent.ip, childIP: child.ip,
+                port: child.exposedPort, flow: nil)
         }
         var result: [BenchLink] = []
         result.reserveCapacity(n + flows)
@@ -209,8 +211,10 @@ public struct BenchWorkload: Sendable, Hashable {
                 next += 1
             }
             let source = flowSource(k)
-            result.append(BenchLink(parent: source.name, child: Self.receiverName, parentIP: source.ip,
-                                    childIP: Self.receiverIP, port: Self.receiverPort, flow: k))
+            result.append(
+                BenchLink(
+                    parent: source.name, child: Self.receiverName, parentIP: source.ip,
+                    childIP: Self.receiverIP, port: Self.receiverPort, flow: k))
         }
         result.append(contentsOf: decoys[next...])
         return result
@@ -222,15 +226,17 @@ public struct BenchWorkload: Sendable, Hashable {
     func policy(links n: Int, portHook: PortHook, fastPath: Bool) -> Policy {
         var containers = [
             Container(name: Self.senderName, ip: Self.senderIP, mac: Self.senderMAC, port: Self.senderBridgePort),
-            Container(name: Self.receiverName, ip: Self.receiverIP, mac: Self.receiverMAC, port: Self.receiverBridgePort,
-                      exposed: [PortSpec(Self.receiverPort, .udp)]),
+            Container(
+                name: Self.receiverName, ip: Self.receiverIP, mac: Self.receiverMAC, port: Self.receiverBridgePort,
+                exposed: [PortSpec(Self.receiverPort, .udp)]),
         ]
         containers += phantoms.map {
             Container(name: $0.name, ip: $0.ip, mac: $0.mac, port: $0.port, exposed: [PortSpec($0.exposedPort, .udp)])
         }
-        return Policy(bridge: Self.bridgeName, icc: false, ipForward: true, forwardPolicy: .drop, portHook: portHook,
-                      extInterfaces: [ExternalInterface(name: "ext0")], containers: containers,
-                      links: links(n).map { Link(parent: $0.parent, child: $0.child) }, fastPath: fastPath)
+        return Policy(
+            bridge: Self.bridgeName, icc: false, ipForward: true, forwardPolicy: .drop, portHook: portHook,
+            extInterfaces: [ExternalInterface(name: "ext0")], containers: containers,
+            links: links(n).map { Link(parent: $0.parent, child: $0.child) }, fastPath: fastPath)
     }
 
     /// How many link rules bpfnet needs at most for N links (4 per link).

@@ -22,8 +22,9 @@ public struct IPv4InterfaceAddress: Hashable, Sendable, CustomStringConvertible,
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let address = IPv4Address(parts[0]),
-              !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCIIDigit),
-              let length = UInt8(parts[1]), length <= 32 else { return nil }
+            !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCIIDigit),
+            let length = UInt8(parts[1]), length <= 32
+        else { return nil }
         self.init(address: address, prefixLength: length)
     }
 
@@ -41,9 +42,10 @@ public struct IPv4InterfaceAddress: Hashable, Sendable, CustomStringConvertible,
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = IPv4InterfaceAddress(text) else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "'\(text)' is not an interface address (expected a.b.c.d/len, len 0-32)"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not an interface address (expected a.b.c.d/len, len 0-32)"))
         }
         self = value
     }
@@ -81,8 +83,10 @@ public enum InterfaceName {
             return "'\(name)' is \(name.utf8.count) bytes long; interface names have at most \(maximumLength)"
         }
         if name == "." || name == ".." { return "'\(name)' is not a valid interface name" }
-        if let bad = name.unicodeScalars.first(where: { $0 == "/" || $0 == ":" || $0.properties.isWhitespace
-                                                        || $0.value < 0x20 || $0.value == 0x7F }) {
+        if let bad = name.unicodeScalars.first(where: {
+            $0 == "/" || $0 == ":" || $0.properties.isWhitespace
+                || $0.value < 0x20 || $0.value == 0x7F
+        }) {
             return "'\(name)' is not a valid interface name (it contains \(Self.quote(bad)); "
                 + "'/', ':', whitespace and control characters are not allowed)"
         }
@@ -104,7 +108,7 @@ public enum ContainerName {
     public static func normalized(_ name: String) -> String? {
         let trimmed = name.hasPrefix("/") ? String(name.dropFirst()) : name
         guard let first = trimmed.unicodeScalars.first, isAlnum(first),
-              trimmed.unicodeScalars.allSatisfy({ isAlnum($0) || $0 == "_" || $0 == "." || $0 == "-" })
+            trimmed.unicodeScalars.allSatisfy({ isAlnum($0) || $0 == "_" || $0 == "." || $0 == "-" })
         else { return nil }
         return trimmed
     }
@@ -138,7 +142,9 @@ extension Policy {
         }
         for index in result.extInterfaces.indices {
             var seen = Set<IPv4CIDR>()
-            result.extInterfaces[index].allowSources = result.extInterfaces[index].allowSources.filter { seen.insert($0).inserted }
+            result.extInterfaces[index].allowSources = result.extInterfaces[index].allowSources.filter {
+                seen.insert($0).inserted
+            }
         }
         return result
     }

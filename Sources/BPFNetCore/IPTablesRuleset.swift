@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The iptables fallback's rule set, for hosts without nft: Docker 20.10's
-// chains and rule order (docker-bridge.md §1.2-1.6), written as one
+// chains and rule order (docs/docker.md), written as one
 // `iptables-restore --noflush` input so the whole change is one commit per
 // table and no process runs per rule.
 //
@@ -94,7 +94,8 @@ public struct IPTablesRuleset: Sendable {
 
         // ---- filter
         let extChains = p.extInterfaces.flatMap { ext in
-            [Self.extChain(ext.name), Self.publishedChain(ext.name)] + (ext.hasAllowList ? [Self.sourceChain(ext.name)] : [])
+            [Self.extChain(ext.name), Self.publishedChain(ext.name)]
+                + (ext.hasAllowList ? [Self.sourceChain(ext.name)] : [])
         }
         let wanted = [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain] + extChains
         let createUserChain = !filter.hasChain(Self.userChain)
@@ -113,11 +114,15 @@ public struct IPTablesRuleset: Sendable {
         ]
         forward += p.extInterfaces.map { "-i \($0.name) -j \(Self.extChain($0.name))" }
         var forwardRules = forward.map { "\(own()) \($0)" }
-        forwardRules.append("-o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED \(Self.comment(Self.establishedCounter)) -j ACCEPT")
+        forwardRules.append(
+            "-o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED \(Self.comment(Self.establishedCounter)) -j ACCEPT"
+        )
         forwardRules.append("-o \(bridge) \(own()) -j \(Self.dockerChain)")
         forwardRules.append("-i \(bridge) ! -o \(bridge) \(own(.outside)) -j ACCEPT")
-        forwardRules.append(p.icc ? "-i \(bridge) -o \(bridge) \(own(.iccAllowed)) -j ACCEPT"
-                                  : "-i \(bridge) -o \(bridge) \(own(.icc)) -j DROP")
+        forwardRules.append(
+            p.icc
+                ? "-i \(bridge) -o \(bridge) \(own(.iccAllowed)) -j ACCEPT"
+                : "-i \(bridge) -o \(bridge) \(own(.icc)) -j DROP")
         for (index, rule) in forwardRules.enumerated() {
             add("-I FORWARD \(index + 1) \(rule)")
         }
@@ -135,8 +140,9 @@ public struct IPTablesRuleset: Sendable {
         }
         for entry in p.published {
             let proto = entry.proto.rawValue
-            add("-A \(Self.dockerChain) -d \(entry.target.containerAddress)/32 ! -i \(bridge) -o \(bridge) -p \(proto) "
-                + "-m \(proto) --dport \(entry.target.containerPort) \(own()) -j ACCEPT")
+            add(
+                "-A \(Self.dockerChain) -d \(entry.target.containerAddress)/32 ! -i \(bridge) -o \(bridge) -p \(proto) "
+                    + "-m \(proto) --dport \(entry.target.containerPort) \(own()) -j ACCEPT")
         }
 
         // Rows 8-10, per external interface.
@@ -148,12 +154,14 @@ public struct IPTablesRuleset: Sendable {
         if changes.setBridgeNetfilter { settings += " br-netfilter=set" }
         add("-A \(Self.stateChain) -m comment --comment \(quoted(settings)) -j RETURN")
         for container in p.containers {
-            add("-A \(Self.stateChain) -s \(container.ip)/32 -m comment --comment "
-                + "\(quoted("container \(container.name) \(container.mac) \(container.port)")) -j RETURN")
+            add(
+                "-A \(Self.stateChain) -s \(container.ip)/32 -m comment --comment "
+                    + "\(quoted("container \(container.name) \(container.mac) \(container.port)")) -j RETURN")
         }
         for (backend, reason) in p.unusedBackends.sorted(by: { $0.key < $1.key }) {
-            add("-A \(Self.stateChain) -m comment --comment "
-                + "\(quoted(NetfilterName.commentText("unused \(backend): \(reason)", limit: 250))) -j RETURN")
+            add(
+                "-A \(Self.stateChain) -m comment --comment "
+                    + "\(quoted(NetfilterName.commentText("unused \(backend): \(reason)", limit: 250))) -j RETURN")
         }
         if p.icc {
             for rule in linkRules { add("-A \(Self.stateChain) \(rule) -j RETURN") }
@@ -173,28 +181,33 @@ public struct IPTablesRuleset: Sendable {
         }
         add("-A \(Self.dockerChain) -i \(bridge) \(own()) -j RETURN")
         // Specific host addresses before the wildcard, as the NAT table tries them.
-        let ordered = p.published.filter { $0.key.hostAddress != .any } + p.published.filter { $0.key.hostAddress == .any }
+        let ordered =
+            p.published.filter { $0.key.hostAddress != .any } + p.published.filter { $0.key.hostAddress == .any }
         for entry in ordered {
             let proto = entry.proto.rawValue
             let destination = entry.key.hostAddress == .any ? "" : "-d \(entry.key.hostAddress)/32 "
-            add("-A \(Self.dockerChain) \(destination)! -i \(bridge) -p \(proto) -m \(proto) --dport \(entry.key.hostPort) "
-                + "\(own()) -j DNAT --to-destination \(entry.target.containerAddress):\(entry.target.containerPort)")
+            add(
+                "-A \(Self.dockerChain) \(destination)! -i \(bridge) -p \(proto) -m \(proto) --dport \(entry.key.hostPort) "
+                    + "\(own()) -j DNAT --to-destination \(entry.target.containerAddress):\(entry.target.containerPort)"
+            )
         }
         add("COMMIT")
         return out.joined(separator: "\n") + "\n"
     }
 
-    /// Docker's pair of rules per (link, exposed port) (docker-bridge.md §1.5),
+    /// Docker's pair of rules per (link, exposed port) (docs/docker.md, "Links"),
     /// forward then reverse, without the target.
     static func linkRuleLines(_ p: NetfilterPolicy) -> [String] {
         let bridge = p.bridge
         var lines: [String] = []
         for rule in p.links where rule.direction == .forward {
             let proto = TransportProtocol(number: rule.proto)?.rawValue ?? String(rule.proto)
-            lines.append("-s \(rule.source)/32 -d \(rule.destination)/32 -i \(bridge) -o \(bridge) -p \(proto) -m \(proto) "
-                + "--dport \(rule.port) -m comment --comment \(ownComment):\(Reason.link.name)")
-            lines.append("-s \(rule.destination)/32 -d \(rule.source)/32 -i \(bridge) -o \(bridge) -p \(proto) -m \(proto) "
-                + "--sport \(rule.port) -m comment --comment \(ownComment):\(Reason.linkReverse.name)")
+            lines.append(
+                "-s \(rule.source)/32 -d \(rule.destination)/32 -i \(bridge) -o \(bridge) -p \(proto) -m \(proto) "
+                    + "--dport \(rule.port) -m comment --comment \(ownComment):\(Reason.link.name)")
+            lines.append(
+                "-s \(rule.destination)/32 -d \(rule.source)/32 -i \(bridge) -o \(bridge) -p \(proto) -m \(proto) "
+                    + "--sport \(rule.port) -m comment --comment \(ownComment):\(Reason.linkReverse.name)")
         }
         return lines
     }
@@ -228,8 +241,9 @@ public struct IPTablesRuleset: Sendable {
         // Row 8: a published host port (host address and port before DNAT).
         for entry in p.published {
             let address = entry.key.hostAddress == .any ? "" : "--ctorigdst \(entry.key.hostAddress)/32 "
-            out.append("-A \(extChain) -p \(entry.proto.rawValue) -m conntrack \(address)--ctorigdstport \(entry.key.hostPort) "
-                + "-g \(pubChain)")
+            out.append(
+                "-A \(extChain) -p \(entry.proto.rawValue) -m conntrack \(address)--ctorigdstport \(entry.key.hostPort) "
+                    + "-g \(pubChain)")
         }
         out.append("-A \(extChain) \(own(.local)) -j RETURN")
 
@@ -270,7 +284,8 @@ public struct IPTablesRuleset: Sendable {
         var chains = filter.chains.map(\.name).filter { loaded ? isOwnFilterChain($0) : $0.hasPrefix("BPFNET-") }
         let userRules = filter.rules(in: userChain)
         if loaded && changes.createdUserChain && filter.hasChain(userChain)
-            && userRules.allSatisfy({ $0.arguments == ["-j", "RETURN"] }) && userRules.count <= 1 {
+            && userRules.allSatisfy({ $0.arguments == ["-j", "RETURN"] }) && userRules.count <= 1
+        {
             chains.append(userChain)
         }
         for chain in chains { filterLines.append("-F \(chain)") }
@@ -281,7 +296,9 @@ public struct IPTablesRuleset: Sendable {
         for chain in ["PREROUTING", "OUTPUT", "POSTROUTING"] {
             for rule in nat.rules(in: chain) where rule.isOwn { natLines.append("-D \(chain) \(rule.spec)") }
         }
-        if nat.hasChain(dockerChain) && (loaded || (!nat.rules(in: dockerChain).isEmpty && nat.rules(in: dockerChain).allSatisfy(\.isOwn))) {
+        if nat.hasChain(dockerChain)
+            && (loaded || (!nat.rules(in: dockerChain).isEmpty && nat.rules(in: dockerChain).allSatisfy(\.isOwn)))
+        {
             natLines += ["-F \(dockerChain)", "-X \(dockerChain)"]
         }
         if !natLines.isEmpty { out += ["*nat"] + natLines + ["COMMIT"] }
@@ -299,8 +316,9 @@ public struct IPTablesRuleset: Sendable {
     public static func recordedChanges(_ save: IPTablesSave) -> HostChanges {
         guard let settings = settingsComment(save) else { return HostChanges() }
         let fields = Set(settings.split(separator: " ").map(String.init))
-        return HostChanges(createdUserChain: fields.contains("docker-user=created"),
-                           setBridgeNetfilter: fields.contains("br-netfilter=set"))
+        return HostChanges(
+            createdUserChain: fields.contains("docker-user=created"),
+            setBridgeNetfilter: fields.contains("br-netfilter=set"))
     }
 
     static func settingsComment(_ save: IPTablesSave) -> String? {
@@ -311,7 +329,8 @@ public struct IPTablesRuleset: Sendable {
     /// when bpfnet's state chain is missing or unreadable.
     public static func policy(from save: IPTablesSave) -> NetfilterPolicy? {
         guard let settings = settingsComment(save),
-              var policy = NetfilterPolicy.settings(from: String(settings.dropFirst(settingsPrefix.count))) else { return nil }
+            var policy = NetfilterPolicy.settings(from: String(settings.dropFirst(settingsPrefix.count)))
+        else { return nil }
         let filter = save.table("filter")
         let nat = save.table("nat")
         var containers: [NetfilterContainer] = []
@@ -320,7 +339,8 @@ public struct IPTablesRuleset: Sendable {
             guard let comment = rule.comment else { continue }
             let words = comment.split(separator: " ").map(String.init)
             if words.first == "container", words.count == 4, let source = rule.value("-s"),
-               let address = IPv4CIDR(source)?.address, let mac = MACAddress(words[2]) {
+                let address = IPv4CIDR(source)?.address, let mac = MACAddress(words[2])
+            {
                 containers.append(NetfilterContainer(name: words[1], ip: address, mac: mac, port: words[3]))
             } else if words.first == "unused", words.count >= 2 {
                 let rest = comment.dropFirst("unused ".count)
@@ -338,36 +358,45 @@ public struct IPTablesRuleset: Sendable {
             default: continue
             }
             guard let source = rule.value("-s").flatMap({ IPv4CIDR($0) })?.address,
-                  let destination = rule.value("-d").flatMap({ IPv4CIDR($0) })?.address,
-                  let proto = rule.value("-p").flatMap({ TransportProtocol(rawValue: $0) }),
-                  let port = (direction == .forward ? rule.value("--dport") : rule.value("--sport")).flatMap({ UInt16($0) })
+                let destination = rule.value("-d").flatMap({ IPv4CIDR($0) })?.address,
+                let proto = rule.value("-p").flatMap({ TransportProtocol(rawValue: $0) }),
+                let port = (direction == .forward ? rule.value("--dport") : rule.value("--sport")).flatMap({
+                    UInt16($0)
+                })
             else { continue }
-            links.append(LinkRule(source: source, destination: destination, port: port, proto: proto.number,
-                                  direction: direction))
+            links.append(
+                LinkRule(
+                    source: source, destination: destination, port: port, proto: proto.number,
+                    direction: direction))
         }
         var published: [NetfilterPublished] = []
         for rule in nat.rules(in: dockerChain) where rule.target == "DNAT" {
             guard let proto = rule.value("-p").flatMap({ TransportProtocol(rawValue: $0) }),
-                  let hostPort = rule.value("--dport").flatMap({ UInt16($0) }),
-                  let target = rule.value("--to-destination") else { continue }
+                let hostPort = rule.value("--dport").flatMap({ UInt16($0) }),
+                let target = rule.value("--to-destination")
+            else { continue }
             let parts = target.split(separator: ":")
             guard parts.count == 2, let address = IPv4Address(parts[0]), let port = UInt16(parts[1]) else { continue }
             let host = rule.value("-d").flatMap { IPv4CIDR($0) }?.address ?? .any
-            published.append(NetfilterPublished(key: PublishedKey(hostAddress: host, hostPort: hostPort, proto: proto.number),
-                                                target: PublishedTarget(containerAddress: address, containerPort: port)))
+            published.append(
+                NetfilterPublished(
+                    key: PublishedKey(hostAddress: host, hostPort: hostPort, proto: proto.number),
+                    target: PublishedTarget(containerAddress: address, containerPort: port)))
         }
         var extInterfaces: [NetfilterExtInterface] = []
         for rule in filter.rules(in: "FORWARD") where rule.isOwn {
             guard let interface = rule.value("-i"), !rule.isNegated("-i"),
-                  rule.target == extChain(interface) else { continue }
+                rule.target == extChain(interface)
+            else { continue }
             let sources = filter.rules(in: sourceChain(interface)).filter { $0.target == "RETURN" && $0.comment == nil }
                 .compactMap { $0.value("-s").flatMap { IPv4CIDR($0) } }
             extInterfaces.append(NetfilterExtInterface(name: interface, allowSources: sources))
         }
-        policy = NetfilterPolicy(bridge: policy.bridge, bridgeAddress: policy.bridgeAddress, icc: policy.icc,
-                                 forwardAccept: policy.forwardAccept, ipForward: policy.ipForward,
-                                 containers: containers, links: links, published: published,
-                                 extInterfaces: extInterfaces, unusedBackends: notes)
+        policy = NetfilterPolicy(
+            bridge: policy.bridge, bridgeAddress: policy.bridgeAddress, icc: policy.icc,
+            forwardAccept: policy.forwardAccept, ipForward: policy.ipForward,
+            containers: containers, links: links, published: published,
+            extInterfaces: extInterfaces, unusedBackends: notes)
         return policy
     }
 

@@ -54,7 +54,8 @@ public struct IPTablesSave: Sendable, Equatable {
 
         public static func == (lhs: Table, rhs: Table) -> Bool {
             lhs.name == rhs.name && lhs.rules == rhs.rules
-                && lhs.chains.map(\.name) == rhs.chains.map(\.name) && lhs.chains.map(\.policy) == rhs.chains.map(\.policy)
+                && lhs.chains.map(\.name) == rhs.chains.map(\.name)
+                && lhs.chains.map(\.policy) == rhs.chains.map(\.policy)
         }
     }
 
@@ -96,8 +97,10 @@ public struct IPTablesSave: Sendable, Equatable {
                 let chainEnd = afterA.firstIndex(of: " ") ?? afterA.endIndex
                 let chain = String(afterA[..<chainEnd])
                 let spec = String(afterA[chainEnd...].drop { $0 == " " })
-                current?.rules.append(Rule(chain: chain, spec: spec, arguments: Self.split(spec),
-                                           packets: packets, bytes: bytes))
+                current?.rules.append(
+                    Rule(
+                        chain: chain, spec: spec, arguments: Self.split(spec),
+                        packets: packets, bytes: bytes))
             }
         }
         self.tables = tables
@@ -107,7 +110,9 @@ public struct IPTablesSave: Sendable, Equatable {
     /// quotes group, backslash escapes inside them).
     static func split(_ text: String) -> [String] {
         // Bytes, not Characters: a save of tens of thousands of rules is parsed per command.
-        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\"), space = UInt8(ascii: " ")
+        let quote = UInt8(ascii: "\"")
+        let backslash = UInt8(ascii: "\\")
+        let space = UInt8(ascii: " ")
         var result: [String] = []
         var current: [UInt8] = []
         var inQuotes = false

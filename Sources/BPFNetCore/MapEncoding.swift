@@ -79,35 +79,44 @@ extension MapEntry {
     /// Decodes one entry from raw key/value bytes as read from `kind`'s map.
     public init(kind: MapKind, key: [UInt8], value: [UInt8]) throws(MapDecodingError) {
         guard key.count == kind.keySize, value.count == kind.valueSize else {
-            throw MapDecodingError(map: kind, key: key, message: "expected a \(kind.keySize)-byte key and a "
-                + "\(kind.valueSize)-byte value, got \(key.count) and \(value.count) bytes; "
-                + "the pinned maps were created by an incompatible bpfnet; run `bpfnet unload` and load again")
+            throw MapDecodingError(
+                map: kind, key: key,
+                message: "expected a \(kind.keySize)-byte key and a "
+                    + "\(kind.valueSize)-byte value, got \(key.count) and \(value.count) bytes; "
+                    + "the pinned maps were created by an incompatible bpfnet; run `bpfnet unload` and load again")
         }
         switch kind {
         case .config:
             self = .config(ConfigRecord(load(value, as: bpfnet_config.self)))
         case .containers:
-            self = .container(IPv4Address(networkOrder: load(key, as: UInt32.self)),
-                              ContainerRecord(load(value, as: bpfnet_container.self)))
+            self = .container(
+                IPv4Address(networkOrder: load(key, as: UInt32.self)),
+                ContainerRecord(load(value, as: bpfnet_container.self)))
         case .macs:
-            self = .mac(MACAddress(load(key, as: bpfnet_mac_key.self)), IPv4Address(networkOrder: load(value, as: UInt32.self)))
+            self = .mac(
+                MACAddress(load(key, as: bpfnet_mac_key.self)), IPv4Address(networkOrder: load(value, as: UInt32.self)))
         case .links:
             self = .link(LinkRule(load(key, as: bpfnet_link_key.self)))
         case .published:
-            self = .published(PublishedKey(load(key, as: bpfnet_published_key.self)),
-                              PublishedTarget(load(value, as: bpfnet_published_value.self)))
+            self = .published(
+                PublishedKey(load(key, as: bpfnet_published_key.self)),
+                PublishedTarget(load(value, as: bpfnet_published_value.self)))
         case .extInterfaces:
-            self = .extInterface(ifindex: load(key, as: UInt32.self), ExtInterfaceRecord(load(value, as: bpfnet_ext_if.self)))
+            self = .extInterface(
+                ifindex: load(key, as: UInt32.self), ExtInterfaceRecord(load(value, as: bpfnet_ext_if.self)))
         case .allowSources:
             let raw = load(key, as: bpfnet_allow_key.self)
             guard let source = AllowSource(raw) else {
-                throw MapDecodingError(map: kind, key: key, message: "prefixlen \(raw.prefixlen) is outside 32-64; "
-                    + "bpfnet never writes such a key")
+                throw MapDecodingError(
+                    map: kind, key: key,
+                    message: "prefixlen \(raw.prefixlen) is outside 32-64; "
+                        + "bpfnet never writes such a key")
             }
             self = .allowSource(source)
         case .names:
-            self = .name(IPv4Address(networkOrder: load(key, as: UInt32.self)),
-                         ContainerNameRecord.name(load(value, as: bpfnet_container_name.self)))
+            self = .name(
+                IPv4Address(networkOrder: load(key, as: UInt32.self)),
+                ContainerNameRecord.name(load(value, as: bpfnet_container_name.self)))
         }
     }
 }

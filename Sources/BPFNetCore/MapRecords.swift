@@ -38,8 +38,10 @@ public struct ConfigRecord: Hashable, Sendable {
     /// Bumped on every policy change (by the reconciler, not the compiler).
     public var generation: UInt32
 
-    public init(flags: ConfigFlags = [], bridgeAddress: IPv4Address = .any, bridgeSubnet: IPv4Address = .any,
-                bridgeNetmask: IPv4Address = .any, bridgeIfindex: UInt32 = 0, generation: UInt32 = 0) {
+    public init(
+        flags: ConfigFlags = [], bridgeAddress: IPv4Address = .any, bridgeSubnet: IPv4Address = .any,
+        bridgeNetmask: IPv4Address = .any, bridgeIfindex: UInt32 = 0, generation: UInt32 = 0
+    ) {
         self.flags = flags
         self.bridgeAddress = bridgeAddress
         self.bridgeSubnet = bridgeSubnet
@@ -73,7 +75,8 @@ public struct ConfigRecord: Hashable, Sendable {
 
     /// Equal apart from `generation`.
     public func samePolicy(as other: ConfigRecord) -> Bool {
-        var a = self, b = other
+        var a = self
+        var b = other
         a.generation = 0
         b.generation = 0
         return a == b
@@ -297,8 +300,10 @@ public struct AllowSource: Hashable, Comparable, Sendable, CustomStringConvertib
     public init?(_ key: bpfnet_allow_key) {
         let base = UInt32(BPFNET_ALLOW_PREFIX_BASE)
         guard key.prefixlen >= base, key.prefixlen - base <= 32,
-              let prefix = IPv4CIDR(address: IPv4Address(networkOrder: key.addr),
-                                    prefixLength: UInt8(key.prefixlen - base)) else { return nil }
+            let prefix = IPv4CIDR(
+                address: IPv4Address(networkOrder: key.addr),
+                prefixLength: UInt8(key.prefixlen - base))
+        else { return nil }
         ifindex = key.ifindex
         self.prefix = prefix
     }
@@ -319,7 +324,9 @@ public struct AllowSource: Hashable, Comparable, Sendable, CustomStringConvertib
     public var description: String { "\(prefix) on ifindex \(ifindex)" }
 
     public static func < (lhs: Self, rhs: Self) -> Bool {
-        (lhs.ifindex, lhs.prefix.address, lhs.prefix.prefixLength) < (rhs.ifindex, rhs.prefix.address, rhs.prefix.prefixLength)
+        (lhs.ifindex, lhs.prefix.address, lhs.prefix.prefixLength) < (
+            rhs.ifindex, rhs.prefix.address, rhs.prefix.prefixLength
+        )
     }
 }
 

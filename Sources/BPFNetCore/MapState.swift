@@ -27,10 +27,12 @@ public struct MapState: Hashable, Sendable {
     /// `bn_names`: container address → name (for status only).
     public var names: [IPv4Address: String]
 
-    public init(config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
-                macs: [MACAddress: IPv4Address] = [:], links: Set<LinkRule> = [],
-                published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
-                allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:]) {
+    public init(
+        config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
+        macs: [MACAddress: IPv4Address] = [:], links: Set<LinkRule> = [],
+        published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
+        allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:]
+    ) {
         self.config = config
         self.containers = containers
         self.macs = macs

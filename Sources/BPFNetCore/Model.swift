@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The policy model: what the operator (or Docker) says should hold. Pure
-// values; no syscalls, no libbpf. Field meanings follow DESIGN.md section 1.
+// values; no syscalls, no libbpf. Field meanings follow docs/policy.md.
 
 /// An IPv4 address, stored in host byte order (`value` 0x0A000001 is 10.0.0.1).
 public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
@@ -20,7 +20,8 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
         var result: UInt32 = 0
         for part in parts {
             guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCIIDigit),
-                  let octet = UInt8(part) else { return nil }
+                let octet = UInt8(part)
+            else { return nil }
             result = result << 8 | UInt32(octet)
         }
         value = result
@@ -45,9 +46,10 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let address = IPv4Address(text) else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "'\(text)' is not an IPv4 address (expected a.b.c.d)"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not an IPv4 address (expected a.b.c.d)"))
         }
         self = address
     }
@@ -76,7 +78,8 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
         var length: UInt8 = 32
         if parts.count == 2 {
             guard !parts[1].isEmpty, parts[1].count <= 2, parts[1].allSatisfy(\.isASCIIDigit),
-                  let parsed = UInt8(parts[1]), parsed <= 32 else { return nil }
+                let parsed = UInt8(parts[1]), parsed <= 32
+            else { return nil }
             length = parsed
         }
         self.init(address: address, prefixLength: length)
@@ -97,9 +100,10 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let cidr = IPv4CIDR(text) else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "'\(text)' is not an IPv4 CIDR (expected a.b.c.d/len, len 0-32)"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not an IPv4 CIDR (expected a.b.c.d/len, len 0-32)"))
         }
         self = cidr
     }
@@ -125,7 +129,8 @@ public struct MACAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
         var octets: [UInt8] = []
         for part in parts {
             guard part.count == 2, part.allSatisfy(\.isHexDigit), part.allSatisfy(\.isASCII),
-                  let octet = UInt8(part, radix: 16) else { return nil }
+                let octet = UInt8(part, radix: 16)
+            else { return nil }
             octets.append(octet)
         }
         bytes = (octets[0], octets[1], octets[2], octets[3], octets[4], octets[5])
@@ -158,9 +163,10 @@ public struct MACAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let mac = MACAddress(text) else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "'\(text)' is not a MAC address (expected xx:xx:xx:xx:xx:xx)"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not a MAC address (expected xx:xx:xx:xx:xx:xx)"))
         }
         self = mac
     }
@@ -210,7 +216,8 @@ public struct PortSpec: Hashable, Sendable, Comparable, CustomStringConvertible,
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 1 || parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy(\.isASCIIDigit),
-              let port = UInt16(parts[0]), port != 0 else { return nil }
+            let port = UInt16(parts[0]), port != 0
+        else { return nil }
         var proto = TransportProtocol.tcp
         if parts.count == 2 {
             guard let parsed = TransportProtocol(rawValue: parts[1].lowercased()) else { return nil }
@@ -229,9 +236,10 @@ public struct PortSpec: Hashable, Sendable, Comparable, CustomStringConvertible,
         let container = try decoder.singleValueContainer()
         let text = (try? container.decode(String.self)) ?? (try? container.decode(Int.self)).map(String.init) ?? ""
         guard let spec = PortSpec(text) else {
-            throw DecodingError.dataCorrupted(.init(
-                codingPath: decoder.codingPath,
-                debugDescription: "'\(text)' is not a port (expected PORT or PORT/tcp|udp|sctp, 1-65535)"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not a port (expected PORT or PORT/tcp|udp|sctp, 1-65535)"))
         }
         self = spec
     }
@@ -270,8 +278,10 @@ public struct Container: Hashable, Sendable, Codable {
     /// pub(c).
     public var published: [PublishedPort]
 
-    public init(name: String, ip: IPv4Address, mac: MACAddress, port: String,
-                exposed: [PortSpec] = [], published: [PublishedPort] = []) {
+    public init(
+        name: String, ip: IPv4Address, mac: MACAddress, port: String,
+        exposed: [PortSpec] = [], published: [PublishedPort] = []
+    ) {
         self.name = name
         self.ip = ip
         self.mac = mac
@@ -329,10 +339,12 @@ public struct Policy: Hashable, Sendable, Codable {
     public var containers: [Container] = []
     public var links: [Link] = []
 
-    public init(bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
-                forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
-                extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
-                links: [Link] = [], fastPath: Bool = true) {
+    public init(
+        bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
+        forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
+        extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
+        links: [Link] = [], fastPath: Bool = true
+    ) {
         self.bridge = bridge
         self.icc = icc
         self.ipForward = ipForward

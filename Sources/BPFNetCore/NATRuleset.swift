@@ -2,7 +2,7 @@
 //
 // bpfnet's own nftables table for NAT: DNAT for published ports and
 // masquerade for the bridge subnet. NAT stays in netfilter in this version
-// (DESIGN.md section 2); the eBPF programs decide who may talk to whom.
+// (docs/architecture.md); the eBPF programs decide who may talk to whom.
 // bpfnet owns exactly this table and touches no other.
 
 /// Renders the `ip bpfnet` nftables table as one `nft -f` transaction.
@@ -16,9 +16,11 @@ public struct NATRuleset: Sendable, Equatable {
     public var published: [(container: IPv4Address, port: PublishedPort)]
 
     public init(bridge: String, bridgeSubnet: IPv4CIDR?, policy: Policy) {
-        self.init(bridge: bridge, bridgeSubnet: bridgeSubnet, published: policy.containers.flatMap { container in
-            container.published.map { (container.ip, $0) }
-        })
+        self.init(
+            bridge: bridge, bridgeSubnet: bridgeSubnet,
+            published: policy.containers.flatMap { container in
+                container.published.map { (container.ip, $0) }
+            })
     }
 
     public init(bridge: String, bridgeSubnet: IPv4CIDR?, published: [(container: IPv4Address, port: PublishedPort)]) {
@@ -46,14 +48,14 @@ public struct NATRuleset: Sendable, Equatable {
     /// there is none: nft applies the file all or nothing.
     public func render() -> String {
         """
-            table ip \(Self.tableName)
-            delete table ip \(Self.tableName)
-            table ip \(Self.tableName) {
-                comment "\(comment)"
-            \(renderBody())
-            }
+        table ip \(Self.tableName)
+        delete table ip \(Self.tableName)
+        table ip \(Self.tableName) {
+            comment "\(comment)"
+        \(renderBody())
+        }
 
-            """
+        """
     }
 
     /// The maps and chains inside the table (without its comment), so the
@@ -65,7 +67,8 @@ public struct NATRuleset: Sendable, Equatable {
             .sorted()
         let specificAddress = published.compactMap { entry -> String? in
             guard let hostIP = entry.port.hostIP else { return nil }
-            return "\(hostIP) . \(entry.port.proto.rawValue) . \(entry.port.hostPort) : \(entry.container) . \(entry.port.containerPort)"
+            return
+                "\(hostIP) . \(entry.port.proto.rawValue) . \(entry.port.hostPort) : \(entry.container) . \(entry.port.containerPort)"
         }.sorted()
         let bridge = Self.quoted(bridge)
         let masquerade = bridgeSubnet.map { "            ip saddr \($0) oifname != \(bridge) masquerade" } ?? ""

@@ -17,84 +17,107 @@ public enum NFTablesReadback {
         let bridge = try objects(bridgeTable)
         let ip = try ipTable.map(objects) ?? []
         guard let settings = set(named: "settings", in: bridge),
-              let comment = settings["comment"] as? String,
-              let base = NetfilterPolicy.settings(from: comment) else { return nil }
+            let comment = settings["comment"] as? String,
+            let base = NetfilterPolicy.settings(from: comment)
+        else { return nil }
 
         var notes: [String: String] = [:]
         for element in elements(settings) {
             guard let comment = (element as? [String: Any]).flatMap(elementComment),
-                  let colon = comment.firstIndex(of: ":") else { continue }
-            notes[String(comment[..<colon])] = String(comment[comment.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+                let colon = comment.firstIndex(of: ":")
+            else { continue }
+            notes[String(comment[..<colon])] = String(comment[comment.index(after: colon)...]).trimmingCharacters(
+                in: .whitespaces)
         }
 
         var macByAddress: [IPv4Address: MACAddress] = [:]
         for element in elements(set(named: "macs", in: bridge)) {
-            guard let pair = element as? [Any], pair.count == 2, let mac = (unwrap(pair[0]) as? String).flatMap({ MACAddress($0) }),
-                  let address = (unwrap(pair[1]) as? String).flatMap({ IPv4Address($0) }) else { continue }
+            guard let pair = element as? [Any], pair.count == 2,
+                let mac = (unwrap(pair[0]) as? String).flatMap({ MACAddress($0) }),
+                let address = (unwrap(pair[1]) as? String).flatMap({ IPv4Address($0) })
+            else { continue }
             macByAddress[address] = mac
         }
         var containers: [NetfilterContainer] = []
         for element in elements(set(named: "ports", in: bridge)) {
             guard let pair = element as? [Any], pair.count == 2, let port = unwrap(pair[0]) as? String,
-                  let address = (unwrap(pair[1]) as? String).flatMap({ IPv4Address($0) }) else { continue }
+                let address = (unwrap(pair[1]) as? String).flatMap({ IPv4Address($0) })
+            else { continue }
             let name = (pair[0] as? [String: Any]).flatMap(elementComment) ?? address.description
-            containers.append(NetfilterContainer(name: name, ip: address, mac: macByAddress[address] ?? MACAddress(0, 0, 0, 0, 0, 0),
-                                                 port: port))
+            containers.append(
+                NetfilterContainer(
+                    name: name, ip: address, mac: macByAddress[address] ?? MACAddress(0, 0, 0, 0, 0, 0),
+                    port: port))
         }
 
         var links: [LinkRule] = []
-        for (name, direction) in [("link_forward", LinkDirection.forward), ("link_reverse", .reverse), ("link_pairs", .pair)] {
+        for (name, direction) in [
+            ("link_forward", LinkDirection.forward), ("link_reverse", .reverse), ("link_pairs", .pair),
+        ] {
             for element in elements(set(named: name, in: bridge)) {
                 guard let parts = concat(unwrap(element)), parts.count == (direction == .pair ? 3 : 4),
-                      let source = (parts[0] as? String).flatMap({ IPv4Address($0) }),
-                      let destination = (parts[1] as? String).flatMap({ IPv4Address($0) }),
-                      let proto = protocolNumber(parts[2]) else { continue }
+                    let source = (parts[0] as? String).flatMap({ IPv4Address($0) }),
+                    let destination = (parts[1] as? String).flatMap({ IPv4Address($0) }),
+                    let proto = protocolNumber(parts[2])
+                else { continue }
                 let port = direction == .pair ? 0 : number(parts[3]).map(UInt16.init) ?? 0
-                links.append(LinkRule(source: source, destination: destination, port: port, proto: proto, direction: direction))
+                links.append(
+                    LinkRule(source: source, destination: destination, port: port, proto: proto, direction: direction))
             }
         }
 
         var published: [NetfilterPublished] = []
         for element in elements(set(named: "published_any", in: ip)) {
             guard let pair = element as? [Any], pair.count == 2, let key = concat(unwrap(pair[0])), key.count == 2,
-                  let value = concat(unwrap(pair[1])), value.count == 2,
-                  let proto = protocolNumber(key[0]), let hostPort = number(key[1]),
-                  let address = (value[0] as? String).flatMap({ IPv4Address($0) }), let port = number(value[1]) else { continue }
-            published.append(NetfilterPublished(key: PublishedKey(hostAddress: .any, hostPort: UInt16(hostPort), proto: proto),
-                                                target: PublishedTarget(containerAddress: address, containerPort: UInt16(port))))
+                let value = concat(unwrap(pair[1])), value.count == 2,
+                let proto = protocolNumber(key[0]), let hostPort = number(key[1]),
+                let address = (value[0] as? String).flatMap({ IPv4Address($0) }), let port = number(value[1])
+            else { continue }
+            published.append(
+                NetfilterPublished(
+                    key: PublishedKey(hostAddress: .any, hostPort: UInt16(hostPort), proto: proto),
+                    target: PublishedTarget(containerAddress: address, containerPort: UInt16(port))))
         }
         for element in elements(set(named: "published_addr", in: ip)) {
             guard let pair = element as? [Any], pair.count == 2, let key = concat(unwrap(pair[0])), key.count == 3,
-                  let value = concat(unwrap(pair[1])), value.count == 2,
-                  let host = (key[0] as? String).flatMap({ IPv4Address($0) }),
-                  let proto = protocolNumber(key[1]), let hostPort = number(key[2]),
-                  let address = (value[0] as? String).flatMap({ IPv4Address($0) }), let port = number(value[1]) else { continue }
-            published.append(NetfilterPublished(key: PublishedKey(hostAddress: host, hostPort: UInt16(hostPort), proto: proto),
-                                                target: PublishedTarget(containerAddress: address, containerPort: UInt16(port))))
+                let value = concat(unwrap(pair[1])), value.count == 2,
+                let host = (key[0] as? String).flatMap({ IPv4Address($0) }),
+                let proto = protocolNumber(key[1]), let hostPort = number(key[2]),
+                let address = (value[0] as? String).flatMap({ IPv4Address($0) }), let port = number(value[1])
+            else { continue }
+            published.append(
+                NetfilterPublished(
+                    key: PublishedKey(hostAddress: host, hostPort: UInt16(hostPort), proto: proto),
+                    target: PublishedTarget(containerAddress: address, containerPort: UInt16(port))))
         }
 
         var allow: [String: [IPv4CIDR]] = [:]
         for element in elements(set(named: "allow_src", in: ip)) {
             guard let parts = concat(unwrap(element)), parts.count == 2, let interface = parts[0] as? String,
-                  let prefix = cidr(parts[1]) else { continue }
+                let prefix = cidr(parts[1])
+            else { continue }
             allow[interface, default: []].append(prefix)
         }
         let extInterfaces = elements(set(named: "ext_ifs", in: ip)).compactMap { unwrap($0) as? String }.map { name in
             NetfilterExtInterface(name: name, allowSources: allow[name] ?? [])
         }
 
-        return NetfilterPolicy(bridge: base.bridge, bridgeAddress: base.bridgeAddress, icc: base.icc,
-                               forwardAccept: base.forwardAccept, ipForward: base.ipForward, containers: containers,
-                               links: links, published: published, extInterfaces: extInterfaces, unusedBackends: notes)
+        return NetfilterPolicy(
+            bridge: base.bridge, bridgeAddress: base.bridgeAddress, icc: base.icc,
+            forwardAccept: base.forwardAccept, ipForward: base.ipForward, containers: containers,
+            links: links, published: published, extInterfaces: extInterfaces, unusedBackends: notes)
     }
 
     /// Named counters of one table: name → value.
     public static func counters(_ table: Data) throws -> [String: NFTablesRuleset.CounterValue] {
         var result: [String: NFTablesRuleset.CounterValue] = [:]
         for object in try objects(table) {
-            guard let counter = object["counter"] as? [String: Any], let name = counter["name"] as? String else { continue }
-            result[name] = NFTablesRuleset.CounterValue(packets: number(counter["packets"] as Any).map(UInt64.init) ?? 0,
-                                                        bytes: number(counter["bytes"] as Any).map(UInt64.init) ?? 0)
+            guard let counter = object["counter"] as? [String: Any], let name = counter["name"] as? String else {
+                continue
+            }
+            result[name] = NFTablesRuleset.CounterValue(
+                packets: number(counter["packets"] as Any).map(UInt64.init) ?? 0,
+                bytes: number(counter["bytes"] as Any).map(UInt64.init) ?? 0)
         }
         return result
     }
@@ -114,7 +137,8 @@ public enum NFTablesReadback {
 
     static func objects(_ data: Data) throws -> [[String: Any]] {
         guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let list = root["nftables"] as? [[String: Any]] else {
+            let list = root["nftables"] as? [[String: Any]]
+        else {
             throw NFTablesReadbackError("nft -j printed something that is not an nftables JSON document")
         }
         return list
@@ -133,7 +157,9 @@ public enum NFTablesReadback {
 
     /// `{"elem": {"val": X, ...}}` → X.
     static func unwrap(_ value: Any) -> Any {
-        if let object = value as? [String: Any], let element = object["elem"] as? [String: Any], let inner = element["val"] {
+        if let object = value as? [String: Any], let element = object["elem"] as? [String: Any],
+            let inner = element["val"]
+        {
             return inner
         }
         return value
@@ -162,7 +188,9 @@ public enum NFTablesReadback {
     static func cidr(_ value: Any) -> IPv4CIDR? {
         if let text = value as? String { return IPv4CIDR(text) }
         if let object = value as? [String: Any], let prefix = object["prefix"] as? [String: Any],
-           let address = (prefix["addr"] as? String).flatMap({ IPv4Address($0) }), let length = number(prefix["len"] as Any) {
+            let address = (prefix["addr"] as? String).flatMap({ IPv4Address($0) }),
+            let length = number(prefix["len"] as Any)
+        {
             return IPv4CIDR(address: address, prefixLength: UInt8(clamping: length))
         }
         return nil

@@ -3,8 +3,8 @@
 // The nftables fallback's rule set: two tables owned by bpfnet, written in one
 // `nft -f` transaction.
 //
-// - `table bridge bpfnet` does what the port program does (DESIGN.md rows
-//   1-7, docs/verdicts.md "Port program"): a chain on the bridge's prerouting
+// - `table bridge bpfnet` does what the port program does (rows 1-7 of
+//   docs/policy.md, docs/verdicts.md "Port program"): a chain on the bridge's prerouting
 //   hook sees every frame a container sends, before the bridge decides to
 //   forward it or hand it to the host, exactly where tc ingress on the port
 //   sees it. Bridge-family rules need no br_netfilter and no conntrack: like
@@ -105,10 +105,15 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add(settingsSet())
         // Container ports (the bridge ports the port program would run on),
         // with the container's name as the element comment for `status`.
-        add(declaration("map", "ports", type: "ifname : ipv4_addr", elements: p.containers.map {
-            "\(quoted($0.port)) comment \(quoted($0.name)) : \($0.ip)"
-        }))
-        add(declaration("map", "macs", type: "ether_addr : ipv4_addr", elements: p.containers.map { "\($0.mac) : \($0.ip)" }))
+        add(
+            declaration(
+                "map", "ports", type: "ifname : ipv4_addr",
+                elements: p.containers.map {
+                    "\(quoted($0.port)) comment \(quoted($0.name)) : \($0.ip)"
+                }))
+        add(
+            declaration(
+                "map", "macs", type: "ether_addr : ipv4_addr", elements: p.containers.map { "\($0.mac) : \($0.ip)" }))
         // "Inside the bridge" (docs/verdicts.md): a container, the bridge
         // subnet, multicast, limited broadcast.
         var inside = p.containersOutsideSubnet.map(\.description)
@@ -174,8 +179,10 @@ public struct NFTablesRuleset: Sendable, Equatable {
         let notes = policy.unusedBackends.sorted { $0.key < $1.key }.enumerated().map { index, entry in
             "\(index + 1) comment \(quoted(NetfilterName.commentText("\(entry.key): \(entry.value)", limit: 127)))"
         }
-        var lines = ["    set settings {", "        type inet_service",
-                     "        comment \(quoted(NetfilterName.commentText(policy.settingsText, limit: 127)))"]
+        var lines = [
+            "    set settings {", "        type inet_service",
+            "        comment \(quoted(NetfilterName.commentText(policy.settingsText, limit: 127)))",
+        ]
         if !notes.isEmpty { lines.append("        elements = { \(notes.joined(separator: ", ")) }") }
         lines.append("    }")
         return lines.joined(separator: "\n")
@@ -203,12 +210,16 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add(nat.renderBody())
         for reason in Self.extReasons { add(counterDeclaration(Self.extProgram, reason)) }
         add(declaration("set", "ext_ifs", type: "ifname", elements: p.extInterfaces.map { quoted($0.name) }))
-        add(declaration("set", "allowlisted", type: "ifname",
-                        elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
-        add(declaration("set", "allow_src", type: "ifname . ipv4_addr", flags: "interval", autoMerge: false,
-                        elements: p.extInterfaces.flatMap { ext in
-                            Self.withoutCovered(ext.allowSources).map { "\(quoted(ext.name)) . \($0)" }
-                        }))
+        add(
+            declaration(
+                "set", "allowlisted", type: "ifname",
+                elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
+        add(
+            declaration(
+                "set", "allow_src", type: "ifname . ipv4_addr", flags: "interval", autoMerge: false,
+                elements: p.extInterfaces.flatMap { ext in
+                    Self.withoutCovered(ext.allowSources).map { "\(quoted(ext.name)) . \($0)" }
+                }))
         var direct = p.containersOutsideSubnet.map(\.description)
         if let subnet = p.bridgeSubnet { direct.insert(subnet.description, at: 0) }
         add(declaration("set", "containers", type: "ipv4_addr", flags: "interval", autoMerge: true, elements: direct))
@@ -220,7 +231,9 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add("        iifname != @ext_ifs return")
         let notBridge = p.bridgeAddress.map { "ip daddr != \($0.address) " } ?? ""
         add("        \(notBridge)ip daddr @containers goto ext_direct")
-        add("        meta l4proto { tcp, udp, sctp } ip daddr . meta l4proto . th dport @published_addr goto ext_published")
+        add(
+            "        meta l4proto { tcp, udp, sctp } ip daddr . meta l4proto . th dport @published_addr goto ext_published"
+        )
         add("        meta l4proto { tcp, udp, sctp } meta l4proto . th dport @published_any goto ext_published")
         add("        \(count(.local, program: Self.extProgram)) accept")
         add("    }")
@@ -231,7 +244,9 @@ public struct NFTablesRuleset: Sendable, Equatable {
             add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
             add("        \(count(.forwardAccept, program: Self.extProgram)) accept")
         } else {
-            add("        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept")
+            add(
+                "        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept"
+            )
             add("        \(count(.forward, program: Self.extProgram)) drop")
         }
         add("    }")
@@ -276,8 +291,10 @@ public struct NFTablesRuleset: Sendable, Equatable {
         return "    counter \(reason.name) { packets \(value.packets) bytes \(value.bytes) }"
     }
 
-    private func declaration(_ kind: String, _ name: String, type: String, flags: String? = nil, autoMerge: Bool = false,
-                             elements: [String]) -> String {
+    private func declaration(
+        _ kind: String, _ name: String, type: String, flags: String? = nil, autoMerge: Bool = false,
+        elements: [String]
+    ) -> String {
         var lines = ["    \(kind) \(name) {", "        type \(type)"]
         if let flags { lines.append("        flags \(flags)") }
         if autoMerge { lines.append("        auto-merge") }

@@ -79,10 +79,12 @@ public struct NetfilterPolicy: Hashable, Sendable {
     /// next to the rules so `bpfnet status` can say it from another process).
     public var unusedBackends: [String: String]
 
-    public init(bridge: String, bridgeAddress: IPv4InterfaceAddress?, icc: Bool, forwardAccept: Bool,
-                ipForward: Bool, containers: [NetfilterContainer] = [], links: [LinkRule] = [],
-                published: [NetfilterPublished] = [], extInterfaces: [NetfilterExtInterface] = [],
-                unusedBackends: [String: String] = [:]) {
+    public init(
+        bridge: String, bridgeAddress: IPv4InterfaceAddress?, icc: Bool, forwardAccept: Bool,
+        ipForward: Bool, containers: [NetfilterContainer] = [], links: [LinkRule] = [],
+        published: [NetfilterPublished] = [], extInterfaces: [NetfilterExtInterface] = [],
+        unusedBackends: [String: String] = [:]
+    ) {
         self.bridge = bridge
         self.bridgeAddress = bridgeAddress
         self.icc = icc
@@ -100,8 +102,10 @@ public struct NetfilterPolicy: Hashable, Sendable {
     ///   - state: PolicyCompiler's output for the policy.
     ///   - bridge: the bridge's name.
     ///   - interfaceName: ifindex → name, for container ports and external interfaces.
-    public init(state: MapState, bridge: String, interfaceName: (UInt32) -> String?,
-                unusedBackends: [String: String] = [:]) throws(NetfilterPolicyError) {
+    public init(
+        state: MapState, bridge: String, interfaceName: (UInt32) -> String?,
+        unusedBackends: [String: String] = [:]
+    ) throws(NetfilterPolicyError) {
         var problems: [String] = []
         func name(_ index: UInt32, _ what: String) -> String {
             guard let name = interfaceName(index) else {
@@ -111,19 +115,22 @@ public struct NetfilterPolicy: Hashable, Sendable {
             return name
         }
         let containers = state.containers.map { address, record in
-            NetfilterContainer(name: state.names[address] ?? address.description, ip: address, mac: record.mac,
-                               port: name(record.portIfindex, "container \(address)"))
+            NetfilterContainer(
+                name: state.names[address] ?? address.description, ip: address, mac: record.mac,
+                port: name(record.portIfindex, "container \(address)"))
         }
         let published = state.published.map { NetfilterPublished(key: $0.key, target: $0.value) }
         let extInterfaces = state.extInterfaces.keys.map { ifindex in
-            NetfilterExtInterface(name: name(ifindex, "external interface"),
-                                  allowSources: state.allowSources.filter { $0.ifindex == ifindex }.map(\.prefix))
+            NetfilterExtInterface(
+                name: name(ifindex, "external interface"),
+                allowSources: state.allowSources.filter { $0.ifindex == ifindex }.map(\.prefix))
         }
         let config = state.config
-        self.init(bridge: bridge, bridgeAddress: config.bridgeInterfaceAddress, icc: config.flags.contains(.icc),
-                  forwardAccept: config.flags.contains(.forwardAccept), ipForward: config.flags.contains(.ipForward),
-                  containers: containers, links: Array(state.links), published: published,
-                  extInterfaces: extInterfaces, unusedBackends: unusedBackends)
+        self.init(
+            bridge: bridge, bridgeAddress: config.bridgeInterfaceAddress, icc: config.flags.contains(.icc),
+            forwardAccept: config.flags.contains(.forwardAccept), ipForward: config.flags.contains(.ipForward),
+            containers: containers, links: Array(state.links), published: published,
+            extInterfaces: extInterfaces, unusedBackends: unusedBackends)
         for interface in [bridge] + self.containers.map(\.port) + self.extInterfaces.map(\.name) {
             if let problem = NetfilterName.problem(interface) { problems.append(problem) }
         }
@@ -143,11 +150,16 @@ public struct NetfilterPolicy: Hashable, Sendable {
 
     /// The NAT table both nftables-based backends install (identical to the eBPF backend's).
     public var natRuleset: NATRuleset {
-        NATRuleset(bridge: bridge, bridgeSubnet: bridgeSubnet, published: published.map { entry in
-            (entry.target.containerAddress,
-             PublishedPort(hostIP: entry.key.hostAddress == .any ? nil : entry.key.hostAddress,
-                           hostPort: entry.key.hostPort, containerPort: entry.target.containerPort, proto: entry.proto))
-        })
+        NATRuleset(
+            bridge: bridge, bridgeSubnet: bridgeSubnet,
+            published: published.map { entry in
+                (
+                    entry.target.containerAddress,
+                    PublishedPort(
+                        hostIP: entry.key.hostAddress == .any ? nil : entry.key.hostAddress,
+                        hostPort: entry.key.hostPort, containerPort: entry.target.containerPort, proto: entry.proto)
+                )
+            })
     }
 
     public var forwardPolicy: ForwardPolicy { forwardAccept ? .accept : .drop }
@@ -169,10 +181,12 @@ public struct NetfilterPolicy: Hashable, Sendable {
             if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
         }
         guard let bridge = fields["bridge"], let icc = fields["icc"].flatMap(Bool.init),
-              let forward = fields["forward-policy"].flatMap(ForwardPolicy.init(rawValue:)),
-              let ipForward = fields["ip-forward"].flatMap(Bool.init) else { return nil }
-        return NetfilterPolicy(bridge: bridge, bridgeAddress: fields["address"].flatMap { IPv4InterfaceAddress($0) },
-                               icc: icc, forwardAccept: forward == .accept, ipForward: ipForward)
+            let forward = fields["forward-policy"].flatMap(ForwardPolicy.init(rawValue:)),
+            let ipForward = fields["ip-forward"].flatMap(Bool.init)
+        else { return nil }
+        return NetfilterPolicy(
+            bridge: bridge, bridgeAddress: fields["address"].flatMap { IPv4InterfaceAddress($0) },
+            icc: icc, forwardAccept: forward == .accept, ipForward: ipForward)
     }
 
     /// The status document for what was read back from the kernel.
@@ -183,7 +197,8 @@ public struct NetfilterPolicy: Hashable, Sendable {
         }
         var ports: [DataplaneStatus.Pair: [(UInt8, UInt16)]] = [:]
         for rule in links where rule.direction == .forward {
-            ports[DataplaneStatus.Pair(parent: rule.source, child: rule.destination), default: []].append((rule.proto, rule.port))
+            ports[DataplaneStatus.Pair(parent: rule.source, child: rule.destination), default: []].append(
+                (rule.proto, rule.port))
         }
         let links = ports.keys.sorted().map { pair in
             DataplaneStatus.Link(
@@ -197,13 +212,15 @@ public struct NetfilterPolicy: Hashable, Sendable {
             backend: backend, bridge: bridge, bridgeAddress: bridgeAddress?.description, icc: icc,
             forwardPolicy: forwardPolicy.rawValue, ipForward: ipForward, loaded: true,
             extInterfaces: extInterfaces.map { ext in
-                DataplaneStatus.ExtInterface(name: ext.name, ifindex: interfaceIndex(ext.name) ?? 0,
-                                             allowSources: ext.allowSources.map(\.description))
+                DataplaneStatus.ExtInterface(
+                    name: ext.name, ifindex: interfaceIndex(ext.name) ?? 0,
+                    allowSources: ext.allowSources.map(\.description))
             },
             containers: containers.map { container in
-                DataplaneStatus.Container(name: container.name, ip: container.ip.description,
-                                          mac: container.mac.description, port: container.port,
-                                          portIfindex: interfaceIndex(container.port) ?? 0)
+                DataplaneStatus.Container(
+                    name: container.name, ip: container.ip.description,
+                    mac: container.mac.description, port: container.port,
+                    portIfindex: interfaceIndex(container.port) ?? 0)
             },
             links: links,
             published: published.map { entry in
@@ -232,9 +249,11 @@ public enum NetfilterName {
     public static func problem(_ name: String) -> String? {
         if let problem = InterfaceName.problem(name) { return problem }
         let allowed = name.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "_.-@+=".unicodeScalars.contains($0)
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
+                || "_.-@+=".unicodeScalars.contains($0)
         }
-        return allowed ? nil
+        return allowed
+            ? nil
             : "interface '\(name)' cannot be named in nftables/iptables rules by bpfnet "
                 + "(use letters, digits and '_', '.', '-', '@', '+', '=')"
     }

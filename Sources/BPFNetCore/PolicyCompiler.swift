@@ -15,8 +15,10 @@ public struct HostFacts: Sendable {
     /// ifindex of an interface by name; nil when it does not exist.
     public var interfaceIndex: @Sendable (String) -> UInt32?
 
-    public init(bridgeIfindex: UInt32, bridgeAddress: IPv4InterfaceAddress?,
-                interfaceIndex: @escaping @Sendable (String) -> UInt32?) {
+    public init(
+        bridgeIfindex: UInt32, bridgeAddress: IPv4InterfaceAddress?,
+        interfaceIndex: @escaping @Sendable (String) -> UInt32?
+    ) {
         self.bridgeIfindex = bridgeIfindex
         self.bridgeAddress = bridgeAddress
         self.interfaceIndex = interfaceIndex
@@ -43,14 +45,21 @@ public enum PolicyCompiler {
 
         for (i, container) in policy.containers.enumerated() {
             guard let ifindex = facts.interfaceIndex(container.port) else {
-                problems.append(PolicyProblem(path: "containers[\(i)].port",
-                    message: "interface '\(container.port)' of container '\(container.name)' does not exist on this host; "
-                        + "port must name the container's host-side veth on \(policy.bridge)"))
+                problems.append(
+                    PolicyProblem(
+                        path: "containers[\(i)].port",
+                        message:
+                            "interface '\(container.port)' of container '\(container.name)' does not exist on this host; "
+                            + "port must name the container's host-side veth on \(policy.bridge)"))
                 continue
             }
             if ifindex == facts.bridgeIfindex {
-                problems.append(PolicyProblem(path: "containers[\(i)].port",
-                    message: "'\(container.port)' is the bridge (ifindex \(ifindex)); port must be the container's veth"))
+                problems.append(
+                    PolicyProblem(
+                        path: "containers[\(i)].port",
+                        message:
+                            "'\(container.port)' is the bridge (ifindex \(ifindex)); port must be the container's veth")
+                )
             }
             state.containers[container.ip] = ContainerRecord(portIfindex: ifindex, mac: container.mac)
             state.macs[container.mac] = container.ip
@@ -61,27 +70,40 @@ public enum PolicyCompiler {
 
         for container in policy.containers {
             for binding in container.published {
-                let key = PublishedKey(hostAddress: binding.hostIP ?? .any, hostPort: binding.hostPort,
-                                       proto: binding.proto.number)
-                state.published[key] = PublishedTarget(containerAddress: container.ip, containerPort: binding.containerPort)
+                let key = PublishedKey(
+                    hostAddress: binding.hostIP ?? .any, hostPort: binding.hostPort,
+                    proto: binding.proto.number)
+                state.published[key] = PublishedTarget(
+                    containerAddress: container.ip, containerPort: binding.containerPort)
             }
         }
 
         for (i, ext) in policy.extInterfaces.enumerated() {
             guard let ifindex = facts.interfaceIndex(ext.name) else {
-                problems.append(PolicyProblem(path: "extInterfaces[\(i)].name",
-                    message: "interface '\(ext.name)' does not exist on this host; name an interface towards the outside "
-                        + "(see `ip link`)"))
+                problems.append(
+                    PolicyProblem(
+                        path: "extInterfaces[\(i)].name",
+                        message:
+                            "interface '\(ext.name)' does not exist on this host; name an interface towards the outside "
+                            + "(see `ip link`)"))
                 continue
             }
             if ifindex == facts.bridgeIfindex {
-                problems.append(PolicyProblem(path: "extInterfaces[\(i)].name",
-                    message: "'\(ext.name)' is the bridge (ifindex \(ifindex)); an external interface must be another interface"))
+                problems.append(
+                    PolicyProblem(
+                        path: "extInterfaces[\(i)].name",
+                        message:
+                            "'\(ext.name)' is the bridge (ifindex \(ifindex)); an external interface must be another interface"
+                    ))
                 continue
             }
             if state.extInterfaces[ifindex] != nil {
-                problems.append(PolicyProblem(path: "extInterfaces[\(i)].name",
-                    message: "'\(ext.name)' is the same interface (ifindex \(ifindex)) as an earlier entry; list it once"))
+                problems.append(
+                    PolicyProblem(
+                        path: "extInterfaces[\(i)].name",
+                        message:
+                            "'\(ext.name)' is the same interface (ifindex \(ifindex)) as an earlier entry; list it once"
+                    ))
                 continue
             }
             state.extInterfaces[ifindex] = ExtInterfaceRecord(flags: ext.allowSources.isEmpty ? [] : .allowList)
@@ -115,7 +137,7 @@ public enum PolicyCompiler {
         return record
     }
 
-    /// Docker's link rules (docker-bridge.md §1.5), compiled whatever `icc` says
+    /// Docker's link rules (docs/docker.md, "Links"), compiled whatever `icc` says
     /// so that switching icc is a single config write. For each link (P, C) and
     /// each exposed port (proto, port) of C: forward (P → C, dport) and reverse
     /// (C → P, sport); plus a pair rule each way for every protocol that has a
@@ -125,17 +147,25 @@ public enum PolicyCompiler {
         let byName = Dictionary(policy.containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var rules = Set<LinkRule>()
         for link in policy.links {
-            guard let parent = byName[link.parent], let child = byName[link.child], parent.ip != child.ip else { continue }
+            guard let parent = byName[link.parent], let child = byName[link.child], parent.ip != child.ip else {
+                continue
+            }
             var protocols = Set<UInt8>()
             for spec in child.exposed {
                 let proto = spec.proto.number
                 protocols.insert(proto)
-                rules.insert(LinkRule(source: parent.ip, destination: child.ip, port: spec.port, proto: proto, direction: .forward))
-                rules.insert(LinkRule(source: child.ip, destination: parent.ip, port: spec.port, proto: proto, direction: .reverse))
+                rules.insert(
+                    LinkRule(
+                        source: parent.ip, destination: child.ip, port: spec.port, proto: proto, direction: .forward))
+                rules.insert(
+                    LinkRule(
+                        source: child.ip, destination: parent.ip, port: spec.port, proto: proto, direction: .reverse))
             }
             for proto in protocols {
-                rules.insert(LinkRule(source: parent.ip, destination: child.ip, port: 0, proto: proto, direction: .pair))
-                rules.insert(LinkRule(source: child.ip, destination: parent.ip, port: 0, proto: proto, direction: .pair))
+                rules.insert(
+                    LinkRule(source: parent.ip, destination: child.ip, port: 0, proto: proto, direction: .pair))
+                rules.insert(
+                    LinkRule(source: child.ip, destination: parent.ip, port: 0, proto: proto, direction: .pair))
             }
         }
         return rules

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Command-line options override the policy file (DESIGN.md section 4). The CLI
+// Command-line options override the policy file (docs/policy-file.md). The CLI
 // fills a PolicyOverrides from its options and applies it to the file's policy.
 
 /// The command-line options that override the policy file; nil/absent = not given.
@@ -20,9 +20,11 @@ public struct PolicyOverrides: Hashable, Sendable {
     public var extInterfaces: [String]?
     public var allowSources: [IPv4CIDR]?
 
-    public init(bridge: String? = nil, icc: Bool? = nil, ipForward: Bool? = nil,
-                forwardPolicy: ForwardPolicy? = nil, portHook: PortHook? = nil,
-                extInterfaces: [String]? = nil, allowSources: [IPv4CIDR]? = nil, fastPath: Bool? = nil) {
+    public init(
+        bridge: String? = nil, icc: Bool? = nil, ipForward: Bool? = nil,
+        forwardPolicy: ForwardPolicy? = nil, portHook: PortHook? = nil,
+        extInterfaces: [String]? = nil, allowSources: [IPv4CIDR]? = nil, fastPath: Bool? = nil
+    ) {
         self.fastPath = fastPath
         self.bridge = bridge
         self.icc = icc
@@ -47,7 +49,8 @@ public struct PolicyOverrides: Hashable, Sendable {
         if let portHook { result.portHook = portHook }
         if let fastPath { result.fastPath = fastPath }
         if let extInterfaces {
-            let fromFile = Dictionary(policy.extInterfaces.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            let fromFile = Dictionary(
+                policy.extInterfaces.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             var seen = Set<String>()
             result.extInterfaces = extInterfaces.filter { seen.insert($0).inserted }.map { name in
                 fromFile[name] ?? ExternalInterface(name: name)
@@ -55,10 +58,13 @@ public struct PolicyOverrides: Hashable, Sendable {
         }
         if let allowSources {
             guard !result.extInterfaces.isEmpty || allowSources.isEmpty else {
-                throw PolicyValidationError(problems: [PolicyProblem(
-                    path: "--allow-source",
-                    message: "\(allowSources.map(\.description).joined(separator: ", ")) given but there is no external "
-                        + "interface to apply it to; add --ext-if NAME or list extInterfaces in the policy file")])
+                throw PolicyValidationError(problems: [
+                    PolicyProblem(
+                        path: "--allow-source",
+                        message:
+                            "\(allowSources.map(\.description).joined(separator: ", ")) given but there is no external "
+                            + "interface to apply it to; add --ext-if NAME or list extInterfaces in the policy file")
+                ])
             }
             for index in result.extInterfaces.indices { result.extInterfaces[index].allowSources = allowSources }
         }

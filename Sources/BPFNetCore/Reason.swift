@@ -50,7 +50,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public var action: Verdict.Action { isDrop ? .drop : .pass }
 
     /// The stable name shown by `bpfnet status` (docs/reasons.md). Drop reasons
-    /// carry the bare word of DESIGN.md ("icc", "source"); pass reasons say what
+    /// carry the bare word of docs/policy.md ("icc", "source"); pass reasons say what
     /// was allowed. Unknown values read "reason-N".
     public var name: String {
         switch self {
@@ -96,8 +96,10 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let reason = Reason(name: text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "'\(text)' is not a verdict reason"))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not a verdict reason"))
         }
         self = reason
     }

@@ -48,14 +48,16 @@ extension MapState {
     }
 
     /// Rebuilds the state from C structs already read from the maps.
-    public init(config: bpfnet_config,
-                containers: [(key: UInt32, value: bpfnet_container)] = [],
-                macs: [(key: bpfnet_mac_key, value: UInt32)] = [],
-                links: [bpfnet_link_key] = [],
-                published: [(key: bpfnet_published_key, value: bpfnet_published_value)] = [],
-                extInterfaces: [(key: UInt32, value: bpfnet_ext_if)] = [],
-                allowSources: [bpfnet_allow_key] = [],
-                names: [(key: UInt32, value: bpfnet_container_name)] = []) throws(MapDecodingError) {
+    public init(
+        config: bpfnet_config,
+        containers: [(key: UInt32, value: bpfnet_container)] = [],
+        macs: [(key: bpfnet_mac_key, value: UInt32)] = [],
+        links: [bpfnet_link_key] = [],
+        published: [(key: bpfnet_published_key, value: bpfnet_published_value)] = [],
+        extInterfaces: [(key: UInt32, value: bpfnet_ext_if)] = [],
+        allowSources: [bpfnet_allow_key] = [],
+        names: [(key: UInt32, value: bpfnet_container_name)] = []
+    ) throws(MapDecodingError) {
         self.init(config: ConfigRecord(config))
         for (key, value) in containers { self.containers[IPv4Address(networkOrder: key)] = ContainerRecord(value) }
         for (key, value) in macs { self.macs[MACAddress(key)] = IPv4Address(networkOrder: value) }
@@ -64,8 +66,9 @@ extension MapState {
         for (key, value) in extInterfaces { self.extInterfaces[key] = ExtInterfaceRecord(value) }
         for key in allowSources {
             guard let source = AllowSource(key) else {
-                throw MapDecodingError(map: .allowSources, key: rawBytes(key),
-                                       message: "prefixlen \(key.prefixlen) is outside 32-64; bpfnet never writes such a key")
+                throw MapDecodingError(
+                    map: .allowSources, key: rawBytes(key),
+                    message: "prefixlen \(key.prefixlen) is outside 32-64; bpfnet never writes such a key")
             }
             self.allowSources.insert(source)
         }
@@ -119,17 +122,18 @@ extension MapState {
 /// whose effect is not one-directional).
 public enum Reconciler {
     public static func changes(from current: MapState, to desired: MapState) -> [MapChange] {
-        var relaxing: [MapChange] = []          // step 2
-        var allowListsRelax: [MapChange] = []   // step 4
-        var allowListsTighten: [MapChange] = [] // step 5
-        var tightening: [MapChange] = []        // step 7
-        var lateDeletes: [MapChange] = []       // step 9
+        var relaxing: [MapChange] = []  // step 2
+        var allowListsRelax: [MapChange] = []  // step 4
+        var allowListsTighten: [MapChange] = []  // step 5
+        var tightening: [MapChange] = []  // step 7
+        var lateDeletes: [MapChange] = []  // step 9
 
         // Links: presence only allows.
         for rule in desired.links.subtracting(current.links).sorted() { relaxing.append(.upsert(.link(rule))) }
         // Names: no effect on verdicts; written early so that status can name new containers.
         for (address, name) in desired.names.filter({ current.names[$0.key] != $0.value })
-            .sorted(by: { $0.key < $1.key }) {
+            .sorted(by: { $0.key < $1.key })
+        {
             relaxing.append(.upsert(.name(address, name)))
         }
         // Removing what makes packets subject to policy only allows.
@@ -149,7 +153,8 @@ public enum Reconciler {
         }
         // Ext interfaces: enforcing the allow-list holds back, not enforcing it allows.
         for (ifindex, record) in desired.extInterfaces.filter({ current.extInterfaces[$0.key] != $0.value })
-            .sorted(by: { $0.key < $1.key }) {
+            .sorted(by: { $0.key < $1.key })
+        {
             let enforcedBefore = current.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false
             let change = MapChange.upsert(.extInterface(ifindex: ifindex, record))
             if record.flags.contains(.allowList) && !enforcedBefore {
@@ -168,15 +173,18 @@ public enum Reconciler {
 
         // Adding it holds back (replacing a value changes nothing the programs look at).
         for (mac, address) in desired.macs.filter({ current.macs[$0.key] != $0.value })
-            .sorted(by: { $0.key < $1.key }) {
+            .sorted(by: { $0.key < $1.key })
+        {
             tightening.append(.upsert(.mac(mac, address)))
         }
         for (address, record) in desired.containers.filter({ current.containers[$0.key] != $0.value })
-            .sorted(by: { $0.key < $1.key }) {
+            .sorted(by: { $0.key < $1.key })
+        {
             tightening.append(.upsert(.container(address, record)))
         }
         for (key, target) in desired.published.filter({ current.published[$0.key] != $0.value })
-            .sorted(by: { $0.key < $1.key }) {
+            .sorted(by: { $0.key < $1.key })
+        {
             tightening.append(.upsert(.published(key, target)))
         }
 
@@ -185,39 +193,42 @@ public enum Reconciler {
             lateDeletes.append(.delete(.name(address)))
         }
 
-        let entriesChange = !(relaxing.isEmpty && allowListsRelax.isEmpty && allowListsTighten.isEmpty
-                              && tightening.isEmpty && lateDeletes.isEmpty)
+        let entriesChange =
+            !(relaxing.isEmpty && allowListsRelax.isEmpty && allowListsTighten.isEmpty
+            && tightening.isEmpty && lateDeletes.isEmpty)
         guard entriesChange || !current.config.samePolicy(as: desired.config) else { return [] }
 
         var result: [MapChange] = []
         let turnedOn = desired.config.flags.intersection(ConfigFlags.relaxing).subtracting(current.config.flags)
         // Step 3 relies on "container address" meaning the same before and after.
-        let sameBridge = current.config.bridgeAddress == desired.config.bridgeAddress
+        let sameBridge =
+            current.config.bridgeAddress == desired.config.bridgeAddress
             && current.config.bridgeSubnet == desired.config.bridgeSubnet
             && current.config.bridgeNetmask == desired.config.bridgeNetmask
-        let forwardAcceptOff = sameBridge && current.config.flags.contains(.forwardAccept)
+        let forwardAcceptOff =
+            sameBridge && current.config.flags.contains(.forwardAccept)
             && !desired.config.flags.contains(.forwardAccept)
         var interim = current.config
         interim.flags.formUnion(turnedOn)
         let holdForwardAccept = turnedOn.contains(.forwardAccept) && allowListsNarrow(from: current, to: desired)
         if holdForwardAccept { interim.flags.remove(.forwardAccept) }
         if interim != current.config { result.append(.upsert(.config(interim))) }  // 1.
-        result += relaxing                                                          // 2.
+        result += relaxing  // 2.
         if forwardAcceptOff && !(allowListsRelax.isEmpty && tightening.isEmpty) {  // 3.
             interim.flags.remove(.forwardAccept)
             result.append(.upsert(.config(interim)))
         }
-        result += allowListsRelax                                                   // 4.
-        result += allowListsTighten                                                 // 5.
-        if holdForwardAccept {                                                      // 6.
+        result += allowListsRelax  // 4.
+        result += allowListsTighten  // 5.
+        if holdForwardAccept {  // 6.
             interim.flags.insert(.forwardAccept)
             result.append(.upsert(.config(interim)))
         }
-        result += tightening                                                        // 7.
-        var final = desired.config                                                  // 8.
+        result += tightening  // 7.
+        var final = desired.config  // 8.
         final.generation = current.config.generation &+ 1
         result.append(.upsert(.config(final)))
-        result += lateDeletes                                                       // 9.
+        result += lateDeletes  // 9.
         return result
     }
 
@@ -226,11 +237,15 @@ public enum Reconciler {
     static func allowListsNarrow(from current: MapState, to desired: MapState) -> Bool {
         let interfaces = Set(current.extInterfaces.keys).union(desired.extInterfaces.keys)
         for ifindex in interfaces {
-            guard desired.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { continue }  // new admits all
-            guard current.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { return true }  // old admitted all
+            // The new admits all: nothing narrows.
+            guard desired.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { continue }
+            // The old admitted all: the new list narrows it.
+            guard current.extInterfaces[ifindex]?.flags.contains(.allowList) ?? false else { return true }
             let newPrefixes = desired.allowSources.filter { $0.ifindex == ifindex }.map(\.prefix)
             for old in current.allowSources where old.ifindex == ifindex {
-                let covered = newPrefixes.contains { $0.prefixLength <= old.prefix.prefixLength && $0.contains(old.prefix.address) }
+                let covered = newPrefixes.contains {
+                    $0.prefixLength <= old.prefix.prefixLength && $0.contains(old.prefix.address)
+                }
                 if !covered { return true }
             }
         }

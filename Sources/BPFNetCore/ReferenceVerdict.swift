@@ -14,7 +14,9 @@ public struct FlowTuple: Hashable, Sendable, CustomStringConvertible {
     public var destinationPort: UInt16
     public var proto: UInt8
 
-    public init(source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16, proto: UInt8) {
+    public init(
+        source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16, proto: UInt8
+    ) {
         self.source = source
         self.destination = destination
         self.sourcePort = sourcePort
@@ -64,8 +66,9 @@ public struct IPv4Summary: Hashable, Sendable {
     public var hasPorts: Bool { sourcePort != nil }
 
     public var tuple: FlowTuple {
-        FlowTuple(source: source, destination: destination, sourcePort: sourcePort ?? 0,
-                  destinationPort: destinationPort ?? 0, proto: proto)
+        FlowTuple(
+            source: source, destination: destination, sourcePort: sourcePort ?? 0,
+            destinationPort: destinationPort ?? 0, proto: proto)
     }
 }
 
@@ -155,8 +158,9 @@ public enum FrameParser {
             // 6. Fragments: non-first when the offset field is non-zero.
             let nonFirst = be16(offset + 6) & 0x1FFF != 0
             let proto = frame[offset + 9]
-            var summary = IPv4Summary(source: IPv4Address(be32(offset + 12)), destination: IPv4Address(be32(offset + 16)),
-                                      proto: proto, isNonFirstFragment: nonFirst, offset: offset)
+            var summary = IPv4Summary(
+                source: IPv4Address(be32(offset + 12)), destination: IPv4Address(be32(offset + 16)),
+                proto: proto, isNonFirstFragment: nonFirst, offset: offset)
 
             // 7. Ports for TCP/UDP/SCTP unless non-first; the minimum L4 header
             // must lie within both the frame and tot_len (tot_len ≤ frame here).
@@ -201,7 +205,8 @@ public struct ReferenceDataplane: Sendable {
             if state.macs[destinationMAC] != nil { return icc ? .pass(.iccAllowed) : .drop(.icc) }
             return .pass(.ipv6)
         case .ipv4(let packet):
-            let s = packet.source, d = packet.destination
+            let s = packet.source
+            let d = packet.destination
             // 1. The bridge's own address.
             if d == config.bridgeAddress { return .pass(.host) }
             // 2. Inside the bridge?
@@ -215,10 +220,14 @@ public struct ReferenceDataplane: Sendable {
             }
             // 5. Link rules.
             if let sport = packet.sourcePort, let dport = packet.destinationPort {
-                if state.links.contains(LinkRule(source: s, destination: d, port: dport, proto: packet.proto, direction: .forward)) {
+                if state.links.contains(
+                    LinkRule(source: s, destination: d, port: dport, proto: packet.proto, direction: .forward))
+                {
                     return .pass(.link)
                 }
-                if state.links.contains(LinkRule(source: s, destination: d, port: sport, proto: packet.proto, direction: .reverse)) {
+                if state.links.contains(
+                    LinkRule(source: s, destination: d, port: sport, proto: packet.proto, direction: .reverse))
+                {
                     return .pass(.linkReverse)
                 }
             }
@@ -249,13 +258,17 @@ public struct ReferenceDataplane: Sendable {
     /// - Parameter isConntrackReply: whether the kernel's conntrack holds an
     ///   entry for this tuple in the reply direction; asked only on the drop
     ///   path for TCP/UDP. Test runs have an empty table (the default).
-    public func extVerdict(frame: [UInt8], ingressIfindex: UInt32,
-                           isConntrackReply: (FlowTuple) -> Bool = { _ in false }) -> Verdict {
+    public func extVerdict(
+        frame: [UInt8], ingressIfindex: UInt32,
+        isConntrackReply: (FlowTuple) -> Bool = { _ in false }
+    ) -> Verdict {
         extVerdict(parsed: FrameParser.parse(frame), ingressIfindex: ingressIfindex, isConntrackReply: isConntrackReply)
     }
 
-    public func extVerdict(parsed: ParsedFrame, ingressIfindex: UInt32,
-                           isConntrackReply: (FlowTuple) -> Bool = { _ in false }) -> Verdict {
+    public func extVerdict(
+        parsed: ParsedFrame, ingressIfindex: UInt32,
+        isConntrackReply: (FlowTuple) -> Bool = { _ in false }
+    ) -> Verdict {
         let config = state.config
         switch parsed {
         case .malformed:
@@ -266,18 +279,21 @@ public struct ReferenceDataplane: Sendable {
             return .pass(.ipv6)
         case .ipv4(let packet):
             if packet.isNonFirstFragment { return .pass(.fragment) }
-            let s = packet.source, d = packet.destination
+            let s = packet.source
+            let d = packet.destination
             let verdict: Verdict
             if d != config.bridgeAddress && (inSubnet(d) || isContainerOutsideSubnet(d)) {
                 // 1. Routed straight to a container (row 9).
                 if !config.flags.contains(.forwardAccept) {
                     verdict = .drop(.forward)
                 } else {
-                    verdict = isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.forwardAccept) : .drop(.source)
+                    verdict =
+                        isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.forwardAccept) : .drop(.source)
                 }
             } else if let dport = packet.destinationPort, !d.isMulticast, !d.isLimitedBroadcast,
-                      state.published[PublishedKey(hostAddress: d, hostPort: dport, proto: packet.proto)] != nil
-                        || state.published[PublishedKey(hostAddress: .any, hostPort: dport, proto: packet.proto)] != nil {
+                state.published[PublishedKey(hostAddress: d, hostPort: dport, proto: packet.proto)] != nil
+                    || state.published[PublishedKey(hostAddress: .any, hostPort: dport, proto: packet.proto)] != nil
+            {
                 // 2. A published port (row 8), before DNAT.
                 verdict = isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.published) : .drop(.source)
             } else {
@@ -286,7 +302,8 @@ public struct ReferenceDataplane: Sendable {
             }
             // Row 10: replies to connections opened from this side are never dropped.
             if verdict.action == .drop, packet.proto == IPProtocol.tcp || packet.proto == IPProtocol.udp,
-               isConntrackReply(packet.tuple) {
+                isConntrackReply(packet.tuple)
+            {
                 return .pass(.reply)
             }
             return verdict

@@ -6,7 +6,7 @@
 import BPFNetShared
 
 /// The document `bpfnet status --json` prints. Keys are a stable interface
-/// (DESIGN.md section 4); new keys may be added, none removed or renamed.
+/// (docs/cli.md); new keys may be added, none removed or renamed.
 public struct DataplaneStatus: Codable, Hashable, Sendable {
     public struct ExtInterface: Codable, Hashable, Sendable {
         public var name: String
@@ -64,8 +64,10 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         public var containerIP: String
         public var containerPort: UInt16
 
-        public init(hostIP: String?, hostPort: UInt16, proto: String, container: String, containerIP: String,
-                    containerPort: UInt16) {
+        public init(
+            hostIP: String?, hostPort: UInt16, proto: String, container: String, containerIP: String,
+            containerPort: UInt16
+        ) {
             self.hostIP = hostIP
             self.hostPort = hostPort
             self.proto = proto
@@ -155,12 +157,14 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         /// The last failure (Docker unreachable, an apply that failed); nil once it recovered.
         public var lastError: String?
 
-        public init(running: Bool, pid: Int32? = nil, dockerHost: String, connected: Bool,
-                    dockerServer: String? = nil, apiVersion: String? = nil, lastSyncAt: String? = nil,
-                    lastSyncLatencyMs: Double? = nil, lastSyncContainer: String? = nil,
-                    lastResyncAt: String? = nil, lastResyncMs: Double? = nil, lastResyncContainers: Int? = nil,
-                    resyncs: Int = 0, reconnects: Int = 0, eventsHandled: Int = 0, malformedEvents: Int = 0,
-                    skippedContainers: [String] = [], lastError: String? = nil) {
+        public init(
+            running: Bool, pid: Int32? = nil, dockerHost: String, connected: Bool,
+            dockerServer: String? = nil, apiVersion: String? = nil, lastSyncAt: String? = nil,
+            lastSyncLatencyMs: Double? = nil, lastSyncContainer: String? = nil,
+            lastResyncAt: String? = nil, lastResyncMs: Double? = nil, lastResyncContainers: Int? = nil,
+            resyncs: Int = 0, reconnects: Int = 0, eventsHandled: Int = 0, malformedEvents: Int = 0,
+            skippedContainers: [String] = [], lastError: String? = nil
+        ) {
             self.running = running
             self.pid = pid
             self.dockerHost = dockerHost
@@ -186,11 +190,13 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     /// or picked the first choice.
     public var unusedBackends: [String: String]?
 
-    public init(backend: String, bridge: String, bridgeAddress: String? = nil, icc: Bool, forwardPolicy: String,
-                ipForward: Bool, loaded: Bool = true, generation: UInt32 = 0, extInterfaces: [ExtInterface] = [],
-                containers: [Container] = [], links: [Link] = [], published: [Published] = [],
-                counters: [String: UInt64] = DataplaneStatus.zeroCounters,
-                programCounters: [String: [String: CounterValue]] = [:]) {
+    public init(
+        backend: String, bridge: String, bridgeAddress: String? = nil, icc: Bool, forwardPolicy: String,
+        ipForward: Bool, loaded: Bool = true, generation: UInt32 = 0, extInterfaces: [ExtInterface] = [],
+        containers: [Container] = [], links: [Link] = [], published: [Published] = [],
+        counters: [String: UInt64] = DataplaneStatus.zeroCounters,
+        programCounters: [String: [String: CounterValue]] = [:]
+    ) {
         self.backend = backend
         self.bridge = bridge
         self.bridgeAddress = bridgeAddress
@@ -216,19 +222,23 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     ///   - interfaceName: ifindex → name (nil when the interface is gone;
     ///     shown as "if<N>").
     ///   - bridge: the bridge's name when known; otherwise looked up by ifindex.
-    public init(backend: String, state: MapState, bridge: String? = nil,
-                interfaceName: (UInt32) -> String?) {
+    public init(
+        backend: String, state: MapState, bridge: String? = nil,
+        interfaceName: (UInt32) -> String?
+    ) {
         func ifname(_ index: UInt32) -> String { interfaceName(index) ?? "if\(index)" }
         func name(_ address: IPv4Address) -> String { state.names[address] ?? address.description }
 
         let config = state.config
         let extInterfaces = state.extInterfaces.keys.sorted().map { ifindex in
-            ExtInterface(name: ifname(ifindex), ifindex: ifindex,
-                         allowSources: state.allowSources.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description))
+            ExtInterface(
+                name: ifname(ifindex), ifindex: ifindex,
+                allowSources: state.allowSources.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description))
         }
         let containers = state.containers.sorted { $0.key < $1.key }.map { address, record in
-            Container(name: name(address), ip: address.description, mac: record.mac.description,
-                      port: ifname(record.portIfindex), portIfindex: record.portIfindex)
+            Container(
+                name: name(address), ip: address.description, mac: record.mac.description,
+                port: ifname(record.portIfindex), portIfindex: record.portIfindex)
         }
 
         // A link is the set of forward rules from one parent to one child.
@@ -237,26 +247,30 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
             ports[Pair(parent: rule.source, child: rule.destination), default: []].append((rule.proto, rule.port))
         }
         let links = ports.keys.sorted().map { pair in
-            Link(parent: name(pair.parent), child: name(pair.child), parentIP: pair.parent.description,
-                 childIP: pair.child.description,
-                 ports: ports[pair]!.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { proto, port in
-                     "\(port)/\(TransportProtocol(number: proto)?.rawValue ?? String(proto))"
-                 })
+            Link(
+                parent: name(pair.parent), child: name(pair.child), parentIP: pair.parent.description,
+                childIP: pair.child.description,
+                ports: ports[pair]!.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { proto, port in
+                    "\(port)/\(TransportProtocol(number: proto)?.rawValue ?? String(proto))"
+                })
         }
         let published = state.published.sorted { $0.key < $1.key }.map { key, target in
-            Published(hostIP: key.hostAddress == .any ? nil : key.hostAddress.description, hostPort: key.hostPort,
-                      proto: TransportProtocol(number: key.proto)?.rawValue ?? String(key.proto),
-                      container: name(target.containerAddress), containerIP: target.containerAddress.description,
-                      containerPort: target.containerPort)
+            Published(
+                hostIP: key.hostAddress == .any ? nil : key.hostAddress.description, hostPort: key.hostPort,
+                proto: TransportProtocol(number: key.proto)?.rawValue ?? String(key.proto),
+                container: name(target.containerAddress), containerIP: target.containerAddress.description,
+                containerPort: target.containerPort)
         }
 
-        self.init(backend: backend, bridge: bridge ?? ifname(config.bridgeIfindex),
-                  bridgeAddress: config.bridgeInterfaceAddress?.description,
-                  icc: config.flags.contains(.icc),
-                  forwardPolicy: config.flags.contains(.forwardAccept) ? ForwardPolicy.accept.rawValue : ForwardPolicy.drop.rawValue,
-                  ipForward: config.flags.contains(.ipForward), loaded: config.flags.contains(.loaded),
-                  generation: config.generation, extInterfaces: extInterfaces, containers: containers,
-                  links: links, published: published)
+        self.init(
+            backend: backend, bridge: bridge ?? ifname(config.bridgeIfindex),
+            bridgeAddress: config.bridgeInterfaceAddress?.description,
+            icc: config.flags.contains(.icc),
+            forwardPolicy: config.flags.contains(.forwardAccept)
+                ? ForwardPolicy.accept.rawValue : ForwardPolicy.drop.rawValue,
+            ipForward: config.flags.contains(.ipForward), loaded: config.flags.contains(.loaded),
+            generation: config.generation, extInterfaces: extInterfaces, containers: containers,
+            links: links, published: published)
         fastPathEnabled = config.flags.contains(.fastPath)
     }
 
@@ -279,7 +293,8 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
                 let slot = slots[index]
                 guard slot.packets != 0 || slot.bytes != 0 else { continue }
                 totals[reason.name, default: 0] += slot.packets
-                perProgram[program.name, default: [:]][reason.name] = CounterValue(packets: slot.packets, bytes: slot.bytes)
+                perProgram[program.name, default: [:]][reason.name] = CounterValue(
+                    packets: slot.packets, bytes: slot.bytes)
             }
         }
         counters = totals

@@ -58,12 +58,21 @@ extension Policy {
         var extByName: [String: Int] = [:]
         for (i, ext) in extInterfaces.enumerated() {
             let path = "extInterfaces[\(i)].name"
-            if let problem = InterfaceName.problem(ext.name) { add(path, problem); continue }
+            if let problem = InterfaceName.problem(ext.name) {
+                add(path, problem)
+                continue
+            }
             if ext.name == bridge {
-                add(path, "'\(ext.name)' is the bridge; an external interface must be an interface towards the outside, not the bridge")
+                add(
+                    path,
+                    "'\(ext.name)' is the bridge; an external interface must be an interface towards the outside, not the bridge"
+                )
             }
             if let first = extByName[ext.name] {
-                add(path, "'\(ext.name)' is listed twice (also extInterfaces[\(first)]); list each interface once and merge their allowSources")
+                add(
+                    path,
+                    "'\(ext.name)' is listed twice (also extInterfaces[\(first)]); list each interface once and merge their allowSources"
+                )
             } else {
                 extByName[ext.name] = i
             }
@@ -81,36 +90,56 @@ extension Policy {
             if ContainerName.normalized(container.name) == nil {
                 add("\(base).name", "'\(container.name)' is not a valid container name; use \(ContainerName.accepted)")
             } else if let first = byName[container.name] {
-                add("\(base).name", "'\(container.name)' is already the name of containers[\(first)]; container names must be unique")
+                add(
+                    "\(base).name",
+                    "'\(container.name)' is already the name of containers[\(first)]; container names must be unique")
             } else {
                 byName[container.name] = i
             }
 
             if !container.ip.isUsableUnicast {
-                add("\(base).ip", "\(container.ip) cannot be a container's address (not a unicast address: "
-                    + "0.0.0.0/8, 127.0.0.0/8, multicast and 240.0.0.0/4 are not); use an address of the bridge subnet")
+                add(
+                    "\(base).ip",
+                    "\(container.ip) cannot be a container's address (not a unicast address: "
+                        + "0.0.0.0/8, 127.0.0.0/8, multicast and 240.0.0.0/4 are not); use an address of the bridge subnet"
+                )
             } else if let first = byIP[container.ip] {
-                add("\(base).ip", "\(container.ip) is already the address of \(who(first)); every container needs its own address")
+                add(
+                    "\(base).ip",
+                    "\(container.ip) is already the address of \(who(first)); every container needs its own address")
             } else {
                 byIP[container.ip] = i
             }
             if let bridgeAddress {
                 if container.ip == bridgeAddress.address {
-                    add("\(base).ip", "\(container.ip) is the bridge's own address (\(bridge) has \(bridgeAddress)); use another address of \(bridgeAddress.network)")
+                    add(
+                        "\(base).ip",
+                        "\(container.ip) is the bridge's own address (\(bridge) has \(bridgeAddress)); use another address of \(bridgeAddress.network)"
+                    )
                 } else if bridgeAddress.prefixLength <= 30, bridgeAddress.network.contains(container.ip) {
                     if container.ip == bridgeAddress.network.address {
-                        add("\(base).ip", "\(container.ip) is the network address of the bridge subnet \(bridgeAddress.network); use a host address")
+                        add(
+                            "\(base).ip",
+                            "\(container.ip) is the network address of the bridge subnet \(bridgeAddress.network); use a host address"
+                        )
                     } else if container.ip == bridgeAddress.broadcast {
-                        add("\(base).ip", "\(container.ip) is the broadcast address of the bridge subnet \(bridgeAddress.network); use a host address")
+                        add(
+                            "\(base).ip",
+                            "\(container.ip) is the broadcast address of the bridge subnet \(bridgeAddress.network); use a host address"
+                        )
                     }
                 }
             }
 
             if container.mac.isMulticast || container.mac.isZero {
-                add("\(base).mac", "\(container.mac) is not a unicast MAC address (the lowest bit of the first byte must be 0, "
-                    + "and it cannot be all zeros); Docker's addresses look like 02:42:ac:11:00:02")
+                add(
+                    "\(base).mac",
+                    "\(container.mac) is not a unicast MAC address (the lowest bit of the first byte must be 0, "
+                        + "and it cannot be all zeros); Docker's addresses look like 02:42:ac:11:00:02")
             } else if let first = byMAC[container.mac] {
-                add("\(base).mac", "\(container.mac) is already the MAC of \(who(first)); every container needs its own MAC")
+                add(
+                    "\(base).mac",
+                    "\(container.mac) is already the MAC of \(who(first)); every container needs its own MAC")
             } else {
                 byMAC[container.mac] = i
             }
@@ -118,11 +147,19 @@ extension Policy {
             if let problem = InterfaceName.problem(container.port) {
                 add("\(base).port", problem)
             } else if container.port == bridge {
-                add("\(base).port", "'\(container.port)' is the bridge itself; port is the container's host-side veth enslaved to the bridge")
+                add(
+                    "\(base).port",
+                    "'\(container.port)' is the bridge itself; port is the container's host-side veth enslaved to the bridge"
+                )
             } else if let ext = extByName[container.port] {
-                add("\(base).port", "'\(container.port)' is an external interface (extInterfaces[\(ext)]); port is the container's host-side veth enslaved to the bridge")
+                add(
+                    "\(base).port",
+                    "'\(container.port)' is an external interface (extInterfaces[\(ext)]); port is the container's host-side veth enslaved to the bridge"
+                )
             } else if let first = byPort[container.port] {
-                add("\(base).port", "'\(container.port)' is already the port of \(who(first)); every container has its own veth")
+                add(
+                    "\(base).port",
+                    "'\(container.port)' is already the port of \(who(first)); every container has its own veth")
             } else {
                 byPort[container.port] = i
             }
@@ -135,14 +172,21 @@ extension Policy {
                 if binding.hostPort == 0 { add("\(path).hostPort", "0 is not a host port; use 1-65535") }
                 if binding.containerPort == 0 { add("\(path).containerPort", "0 is not a container port; use 1-65535") }
                 if let hostIP = binding.hostIP, hostIP.isMulticast || hostIP.value >> 28 == 0xF {
-                    add("\(path).hostIP", "\(hostIP) cannot be bound; use a unicast address of this host, or leave hostIP out for every address")
+                    add(
+                        "\(path).hostIP",
+                        "\(hostIP) cannot be bound; use a unicast address of this host, or leave hostIP out for every address"
+                    )
                 }
             }
         }
 
         // Published host ports: (hostIP or every address, port, proto) must not collide,
         // and a binding on every address collides with any specific one.
-        struct Binding { var container: Int; var index: Int; var published: PublishedPort }
+        struct Binding {
+            var container: Int
+            var index: Int
+            var published: PublishedPort
+        }
         var bindings: [PortSpec: [Binding]] = [:]
         for (i, container) in containers.enumerated() {
             for (k, binding) in container.published.enumerated() where binding.hostPort != 0 {
@@ -153,9 +197,10 @@ extension Policy {
                     guard ownIP == nil || otherIP == nil || ownIP == otherIP else { continue }
                     let on = ownIP.map { "on \($0)" } ?? "on every address"
                     let otherOn = otherIP.map { "on \($0)" } ?? "on every address"
-                    add("containers[\(i)].published[\(k)]",
+                    add(
+                        "containers[\(i)].published[\(k)]",
                         "host port \(spec) \(on) collides with \(who(other.container)) published[\(other.index)] (\(otherOn)); "
-                        + "each host address, port and protocol can be published once")
+                            + "each host address, port and protocol can be published once")
                     break
                 }
                 bindings[spec, default: []].append(Binding(container: i, index: k, published: binding))
@@ -170,8 +215,10 @@ extension Policy {
             var bothKnown = true
             for (key, name) in [("parent", link.parent), ("child", link.child)] where byName[name] == nil {
                 bothKnown = false
-                add("\(base).\(key)", "no container is named '\(name)'"
-                    + (containers.isEmpty ? "; there are no containers" : "; known containers: \(known)"))
+                add(
+                    "\(base).\(key)",
+                    "no container is named '\(name)'"
+                        + (containers.isEmpty ? "; there are no containers" : "; known containers: \(known)"))
             }
             if link.parent == link.child {
                 add(base, "'\(link.parent)' is linked to itself; parent and child must be different containers")

@@ -12,6 +12,7 @@
 import BPFNetCore
 import Foundation
 import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +27,8 @@ public struct AgentFiles: Sendable, Hashable {
     public let pinPath: String
 
     public init(pinPath: FilePath, directory: String? = nil) {
-        self.directory = directory
+        self.directory =
+            directory
             ?? ProcessInfo.processInfo.environment["BPFNET_RUN_DIR"].flatMap { $0.isEmpty ? nil : $0 }
             ?? Self.defaultDirectory
         self.pinPath = URL(fileURLWithPath: pinPath.string).standardizedFileURL.path
@@ -73,7 +75,8 @@ public struct AgentFiles: Sendable, Hashable {
     /// The pid written on the lock file's first line.
     public static func pid(inLockFile path: String) -> Int32? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-              let first = text.split(separator: "\n").first else { return nil }
+            let first = text.split(separator: "\n").first
+        else { return nil }
         return Int32(first.trimmingCharacters(in: .whitespaces))
     }
 
@@ -83,7 +86,8 @@ public struct AgentFiles: Sendable, Hashable {
     /// there is none (or it cannot be read).
     public func readState() -> DataplaneStatus.Agent? {
         guard let data = FileManager.default.contents(atPath: statePath),
-              var agent = try? JSONDecoder().decode(DataplaneStatus.Agent.self, from: data) else { return nil }
+            var agent = try? JSONDecoder().decode(DataplaneStatus.Agent.self, from: data)
+        else { return nil }
         let holder = runningAgentPID()
         agent.running = holder != nil
         if let holder, holder != 0 { agent.pid = holder }
@@ -95,8 +99,9 @@ public struct AgentFiles: Sendable, Hashable {
     /// path's dataplane in step with Docker: it would put back what unload removes.
     public func refuseUnloadWhileAgentRuns(_ backend: String) throws {
         if let pid = runningAgentPID() {
-            throw DataplaneError.busy("\(backend): `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
-                + "with Docker; stop it first (kill -TERM \(pid)), then unload")
+            throw DataplaneError.busy(
+                "\(backend): `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
+                    + "with Docker; stop it first (kill -TERM \(pid)), then unload")
         }
     }
 

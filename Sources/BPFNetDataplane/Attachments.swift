@@ -3,6 +3,10 @@
 // Which interfaces carry which bpfnet program. The list lives in the pinned
 // map bn_attach, written before each attach, so `unload` (even after a crash
 // of `load`) detaches exactly what bpfnet attached and nothing of anyone else.
+// A record also says whether bpfnet created the interface's clsact qdisc for
+// the tc hook: a qdisc bpfnet created goes when its program goes (unless
+// someone has put filters of their own on it since); one that was there
+// before stays, with whatever else hangs on it.
 
 import BPF
 import BPFNetCore
@@ -37,6 +41,27 @@ struct AttachmentTarget: Hashable {
     var interface: String
 }
 
+/// What bn_attach holds for one key.
+struct AttachmentRecord: Hashable {
+    var programID: UInt32
+    /// bpfnet created the interface's clsact qdisc (tc hook only).
+    var createdClsact: Bool
+
+    init(programID: UInt32, createdClsact: Bool = false) {
+        self.programID = programID
+        self.createdClsact = createdClsact
+    }
+
+    init(_ value: bpfnet_attach_value) {
+        self.init(
+            programID: value.prog_id, createdClsact: value.flags & BPFNET_ATTACH_CREATED_CLSACT.rawValue != 0)
+    }
+
+    var cValue: bpfnet_attach_value {
+        bpfnet_attach_value(prog_id: programID, flags: createdClsact ? BPFNET_ATTACH_CREATED_CLSACT.rawValue : 0)
+    }
+}
+
 /// The pinned attachment list.
 struct AttachmentRecords {
     let map: BPFMap<bpfnet_attach_key, bpfnet_attach_value>
@@ -45,24 +70,25 @@ struct AttachmentRecords {
         map = try BPFMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_ATTACH)))
     }
 
-    func all() throws -> [AttachmentKey: UInt32] {
-        var result: [AttachmentKey: UInt32] = [:]
-        for (key, value) in try map.entries() { result[AttachmentKey(key)] = value.prog_id }
+    func all() throws -> [AttachmentKey: AttachmentRecord] {
+        var result: [AttachmentKey: AttachmentRecord] = [:]
+        for (key, value) in try map.entries() { result[AttachmentKey(key)] = AttachmentRecord(value) }
         return result
     }
 
-    func record(_ key: AttachmentKey, programID: UInt32) throws {
-        try map.update(key.cKey, bpfnet_attach_value(prog_id: programID, flags: 0))
+    func record(_ key: AttachmentKey, _ record: AttachmentRecord) throws {
+        try map.update(key.cKey, record.cValue)
     }
 
     func remove(_ key: AttachmentKey) throws {
         try map.delete(key.cKey)
     }
 
-    /// Detaches every recorded attachment that still holds bpfnet's program.
+    /// Detaches every recorded attachment that still holds bpfnet's program,
+    /// and removes the clsact qdiscs bpfnet created.
     func detachAll(logger: Logger) throws {
-        for (key, programID) in try all().sorted(by: { $0.key < $1.key }) {
-            try Attacher.detach(key, programID: programID, logger: logger)
+        for (key, record) in try all().sorted(by: { $0.key < $1.key }) {
+            try Attacher.detach(key, record, logger: logger)
             try remove(key)
         }
     }
@@ -70,20 +96,30 @@ struct AttachmentRecords {
 
 /// Attaches and detaches one program kind on one interface.
 enum Attacher {
+    /// Readies `key`'s hook before its record is written: for tc, the
+    /// interface's clsact qdisc. Returns whether this created one.
+    static func prepare(_ key: AttachmentKey) throws -> Bool {
+        guard !key.isXDP else { return false }
+        return try TCAttachment.createClsact(ifindex: key.ifindex)
+    }
+
     static func attach(_ program: BPFProgram, _ key: AttachmentKey, replacing previousID: UInt32?) throws {
         switch key.program {
         case BPFNET_PROG_PORT_TC:
-            try TCAttachment.attach(program, ifindex: key.ifindex, direction: .ingress,
-                                    handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY),
-                                    replace: true)
+            try TCAttachment.attach(
+                program, ifindex: key.ifindex, direction: .ingress,
+                handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY),
+                replace: true)
         case BPFNET_PROG_PORT_XDP:
             // Bridge ports are veths, whose driver runs XDP natively.
-            try XDPAttachment.attach(program, ifindex: key.ifindex, mode: .native,
-                                     replacing: previousID.map { .program(id: $0) } ?? .none)
+            try XDPAttachment.attach(
+                program, ifindex: key.ifindex, mode: .native,
+                replacing: previousID.map { .program(id: $0) } ?? .none)
         default:
             // Real NICs may lack native XDP; generic still enforces the policy.
-            try XDPAttachment.attach(program, ifindex: key.ifindex, mode: .auto,
-                                     replacing: previousID.map { .program(id: $0) } ?? .none)
+            try XDPAttachment.attach(
+                program, ifindex: key.ifindex, mode: .auto,
+                replacing: previousID.map { .program(id: $0) } ?? .none)
         }
     }
 
@@ -93,23 +129,44 @@ enum Attacher {
         if key.isXDP {
             return (try? XDPAttachment.query(ifindex: key.ifindex))?.programID
         }
-        return try? TCAttachment.query(ifindex: key.ifindex, direction: .ingress,
-                                       handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
+        return try? TCAttachment.query(
+            ifindex: key.ifindex, direction: .ingress,
+            handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
     }
 
-    /// Removes bpfnet's program from `key`; an interface that is gone (a
-    /// container that stopped) has nothing left to detach.
-    static func detach(_ key: AttachmentKey, programID: UInt32, logger: Logger) throws {
+    /// Removes bpfnet's program from `key`, and the clsact qdisc when bpfnet
+    /// created it; an interface that is gone (a container that stopped) has
+    /// nothing left to detach.
+    static func detach(_ key: AttachmentKey, _ record: AttachmentRecord, logger: Logger) throws {
         guard HostSystem.interfaceName(key.ifindex) != nil else { return }
         if key.isXDP {
             // Only if it is still ours: someone may have replaced it since.
-            _ = try XDPAttachment.detach(ifindex: key.ifindex, expectedProgramID: programID)
+            _ = try XDPAttachment.detach(ifindex: key.ifindex, expectedProgramID: record.programID)
         } else {
             // The filter handle/priority pair is bpfnet's own.
-            _ = try TCAttachment.detach(ifindex: key.ifindex, direction: .ingress,
-                                        handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
+            _ = try TCAttachment.detach(
+                ifindex: key.ifindex, direction: .ingress,
+                handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY))
+            if record.createdClsact { try removeCreatedClsact(ifindex: key.ifindex, logger: logger) }
         }
         logger.debug("detached \(ProgramKind(key.program).name) from if\(key.ifindex)")
+    }
+
+    /// Removes a clsact qdisc bpfnet created, unless another tool has put
+    /// filters of its own on it since: removing the qdisc would take theirs too.
+    static func removeCreatedClsact(ifindex: UInt32, logger: Logger) throws {
+        let others =
+            try TCAttachment.filters(ifindex: ifindex, direction: .ingress)
+            + TCAttachment.filters(ifindex: ifindex, direction: .egress)
+        guard others.isEmpty else {
+            let kinds = Set(others.map(\.kind)).sorted().joined(separator: ", ")
+            logger.info(
+                "keeping the clsact qdisc bpfnet created on if\(ifindex): it now holds other filters (\(kinds))")
+            return
+        }
+        if try TCAttachment.removeClsact(ifindex: ifindex) {
+            logger.debug("removed the clsact qdisc bpfnet created on if\(ifindex)")
+        }
     }
 }
 
@@ -118,12 +175,6 @@ struct AttachmentManager {
     let records: AttachmentRecords
     let programs: [bpfnet_program: BPFProgram]
     let logger: Logger
-
-    init(records: AttachmentRecords, programs: [bpfnet_program: BPFProgram], logger: Logger) {
-        self.records = records
-        self.programs = programs
-        self.logger = logger
-    }
 
     /// Attaches what `desired` lists and detaches what it no longer does. New
     /// attachments come first, so a port switching hooks is never unpoliced;
@@ -135,37 +186,47 @@ struct AttachmentManager {
     /// Without it (a process's first apply, a full resync) the kernel is asked.
     func reconcile(desired: [AttachmentKey: AttachmentTarget], trustingRecords: Bool = false) throws {
         let current = try records.all()
-        var added: [AttachmentKey] = []
+        var added: [(key: AttachmentKey, record: AttachmentRecord)] = []
         do {
             for (key, target) in desired.sorted(by: { $0.key < $1.key }) {
                 let program = programs[key.program]!
-                let previousID = current[key]
-                if previousID == program.id && trustingRecords { continue }
+                let previous = current[key]
+                if previous?.programID == program.id && trustingRecords { continue }
                 let attachedID = Attacher.attachedID(key)
                 if attachedID == program.id { continue }
-                // Recorded before attaching: a crash in between leaves a record
-                // that `unload` can act on, never an unrecorded program.
-                try records.record(key, programID: program.id)
-                if previousID == nil { added.append(key) }
+                let attaching = "bpf: attaching \(ProgramKind(key.program).name) to \(target.interface)"
+                // The hook, then the record, then the program. A crash after
+                // the record leaves one `unload` can act on, never an
+                // unrecorded program; a crash before it at most an empty clsact
+                // qdisc, never a record that claims someone else's.
+                let created: Bool
+                do {
+                    created = try Attacher.prepare(key)
+                } catch {
+                    throw DataplaneError("\(attaching): \(error)", classifying: error)
+                }
+                let record = AttachmentRecord(
+                    programID: program.id, createdClsact: created || previous?.createdClsact == true)
+                if previous == nil { added.append((key, record)) }
+                try records.record(key, record)
                 do {
                     // Replacing what is there only if it is ours; with nothing
                     // attached (someone detached it), a plain attach repairs it.
-                    try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previousID)
+                    try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previous?.programID)
                 } catch {
-                    let attaching = "bpf: attaching \(ProgramKind(key.program).name) to \(target.interface)"
                     throw DataplaneError("\(attaching): \(error)", classifying: error)
                 }
                 logger.info("attached \(ProgramKind(key.program).name) to \(target.interface)")
             }
         } catch {
-            for key in added {
-                try? Attacher.detach(key, programID: programs[key.program]!.id, logger: logger)
+            for (key, record) in added {
+                try? Attacher.detach(key, record, logger: logger)
                 try? records.remove(key)
             }
             throw error
         }
-        for (key, programID) in current.sorted(by: { $0.key < $1.key }) where desired[key] == nil {
-            try Attacher.detach(key, programID: programID, logger: logger)
+        for (key, record) in current.sorted(by: { $0.key < $1.key }) where desired[key] == nil {
+            try Attacher.detach(key, record, logger: logger)
             try records.remove(key)
         }
     }

@@ -50,7 +50,8 @@ public final class BPFDataplane: Dataplane {
         // Everything that can be wrong with the input is found before the
         // kernel is touched, so a bad policy never leaves half a dataplane.
         let compiled = try HostSystem.compile(policy)
-        let facts = compiled.facts, desired = compiled.state
+        let facts = compiled.facts
+        let desired = compiled.state
         // Ports already verified by this process (same name, same ifindex) are
         // not listed again: an agent applies once per Docker event.
         let unverified = policy.containers.filter { container in
@@ -72,8 +73,9 @@ public final class BPFDataplane: Dataplane {
         logger.info("maps reconciled", metadata: ["changes": "\(changes.count)"])
 
         do {
-            try dataplane.attachments.reconcile(desired: Self.desiredAttachments(policy, facts: facts),
-                                                trustingRecords: checkedEveryInterface)
+            try dataplane.attachments.reconcile(
+                desired: Self.desiredAttachments(policy, facts: facts),
+                trustingRecords: checkedEveryInterface)
         } catch {
             restore(dataplane.maps, to: current)
             throw error
@@ -82,12 +84,14 @@ public final class BPFDataplane: Dataplane {
         // After the maps (the fast-path flag goes on first and off first) and
         // the attachments: an interface that cannot be arranged is simply no
         // XDP fast-path endpoint, which the programs count; it fails nothing.
-        let problems = try dataplane.fastPath.reconcile(desired: Self.desiredFastPath(policy, facts: facts),
-                                                        trustingRecords: checkedEveryInterface,
-                                                        interfaces: compiled.interfaces)
+        let problems = try dataplane.fastPath.reconcile(
+            desired: Self.desiredFastPath(policy, facts: facts),
+            trustingRecords: checkedEveryInterface,
+            interfaces: compiled.interfaces)
         checkedEveryInterface = true
         if !problems.isEmpty {
-            logger.warning("fast path: \(problems.count) interfaces take the normal path: \(problems.joined(separator: "; "))")
+            logger.warning(
+                "fast path: \(problems.count) interfaces take the normal path: \(problems.joined(separator: "; "))")
         }
 
         if policy.ipForward {
@@ -139,7 +143,8 @@ public final class BPFDataplane: Dataplane {
         }
         for ext in policy.extInterfaces {
             guard let ifindex = facts.interfaceIndex(ext.name) else { continue }
-            result[AttachmentKey(ifindex: ifindex, program: BPFNET_PROG_EXT_XDP)] = AttachmentTarget(interface: ext.name)
+            result[AttachmentKey(ifindex: ifindex, program: BPFNET_PROG_EXT_XDP)] = AttachmentTarget(
+                interface: ext.name)
         }
         return result
     }
@@ -150,8 +155,9 @@ public final class BPFDataplane: Dataplane {
         var result: [UInt32: FastPathRequirement] = [:]
         for container in policy.containers {
             guard let ifindex = facts.interfaceIndex(container.port) else { continue }
-            result[ifindex] = FastPathRequirement(interface: container.port,
-                                                  role: .containerPort(fullChecksum: policy.portHook == .xdp))
+            result[ifindex] = FastPathRequirement(
+                interface: container.port,
+                role: .containerPort(fullChecksum: policy.portHook == .xdp))
         }
         for ext in policy.extInterfaces {
             guard let ifindex = facts.interfaceIndex(ext.name) else { continue }
@@ -179,8 +185,10 @@ public final class BPFDataplane: Dataplane {
         let counters = try CounterReader(pinnedAt: pinPath).read()
         var status = DataplaneStatus(backend: backend.rawValue, state: state) { HostSystem.interfaceName($0) }
         status.setCounters(slots: counters)
-        if let fastPath = try CounterReader(pinnedAt: pinPath, map: BPFNET_MAP_ID_FP_COUNTERS,
-                                            slots: ProgramKind.fastPathSlots) {
+        if let fastPath = try CounterReader(
+            pinnedAt: pinPath, map: BPFNET_MAP_ID_FP_COUNTERS,
+            slots: ProgramKind.fastPathSlots)
+        {
             status.setFastPathCounters(slots: try fastPath.read())
         }
         status.addAgentState(from: AgentFiles(pinPath: pinPath))

@@ -25,7 +25,8 @@ enum NetfilterBackends {
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy.bridge, policy.containers, interfaces: compiled.interfaces)
         do {
-            return try NetfilterPolicy(state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName)
+            return try NetfilterPolicy(
+                state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName)
         } catch {
             throw DataplaneError.badInput("\(backend.rawValue): \(error)")
         }
@@ -33,8 +34,10 @@ enum NetfilterBackends {
 
     /// Fills `counters` (every known reason, plus the backend's own) and
     /// `programCounters` (non-zero values only).
-    static func setCounters(_ status: inout DataplaneStatus,
-                            _ perProgram: [String: [String: DataplaneStatus.CounterValue]]) {
+    static func setCounters(
+        _ status: inout DataplaneStatus,
+        _ perProgram: [String: [String: DataplaneStatus.CounterValue]]
+    ) {
         var totals = DataplaneStatus.zeroCounters
         var programs: [String: [String: DataplaneStatus.CounterValue]] = [:]
         for (program, reasons) in perProgram {
@@ -63,7 +66,8 @@ enum NetfilterBackends {
             do {
                 let tables = try NFTablesDataplane.tables()
                 if tables.hasOwnBridgeTable {
-                    let script = keeping == .bpf ? NFTablesRuleset.renderDeleteBridgeTable() : NFTablesRuleset.renderDelete()
+                    let script =
+                        keeping == .bpf ? NFTablesRuleset.renderDeleteBridgeTable() : NFTablesRuleset.renderDelete()
                     try NFT.apply(script, purpose: "removing the nftables backend's tables")
                 } else if keeping == .iptables, tables.ip.exists, NATRuleset.isOwnComment(tables.ip.comment) {
                     // The eBPF backend's NAT table (iptables does its own NAT).
@@ -122,7 +126,8 @@ enum BPFRetirement {
                 problems.append("detaching: \(error)")
             }
             // After detaching (no program redirects any more).
-            if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string) {
+            if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string)
+            {
                 do {
                     try FastPathInterfaces(pinnedAt: pinPath, targets: nil, logger: logger).releaseAll()
                 } catch {
@@ -163,7 +168,9 @@ public enum LoadedBackends {
         var result: [Backend] = []
         if BPFRetirement.isLoaded(pinPath: pinPath) { result.append(.bpf) }
         if NFTablesDataplane.isLoaded() { result.append(.nftables) }
-        if IPTablesVariant.distinct.contains(where: { IPTablesDataplane.isLoaded(variant: $0) }) { result.append(.iptables) }
+        if IPTablesVariant.distinct.contains(where: { IPTablesDataplane.isLoaded(variant: $0) }) {
+            result.append(.iptables)
+        }
         return result
     }
 
@@ -190,8 +197,10 @@ public final class AutoDataplane: Dataplane {
     private let logger: Logger
     private let makeBPF: () -> Dataplane
 
-    public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.auto"),
-                makeBPF: (() -> Dataplane)? = nil) {
+    public init(
+        pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.auto"),
+        makeBPF: (() -> Dataplane)? = nil
+    ) {
         self.pinPath = pinPath
         self.logger = logger
         self.makeBPF = makeBPF ?? { BPFDataplane(pinPath: pinPath) }
@@ -246,8 +255,10 @@ public final class AutoDataplane: Dataplane {
             throw error
         } catch {
             let tried = unusedBackends.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
-            throw DataplaneError.runtime("no backend could enforce the policy: " + (tried + ["iptables: \(error)"])
-                .joined(separator: "; "))
+            throw DataplaneError.runtime(
+                "no backend could enforce the policy: "
+                    + (tried + ["iptables: \(error)"])
+                    .joined(separator: "; "))
         }
     }
 
@@ -292,9 +303,10 @@ public enum LoadedDataplaneFinder {
         case .nftables: return NFTablesDataplane(pinPath: pinPath)
         case .iptables: return IPTablesDataplane(variant: LoadedBackends.iptablesVariant(), pinPath: pinPath)
         case nil:
-            throw DataplaneError.notFound("nothing is loaded: no eBPF pins at \(pinPath), no nftables table "
-                + "bridge \(NFTablesRuleset.tableName), no iptables chain \(IPTablesRuleset.stateChain) "
-                + "— run `bpfnet load --config FILE` first")
+            throw DataplaneError.notFound(
+                "nothing is loaded: no eBPF pins at \(pinPath), no nftables table "
+                    + "bridge \(NFTablesRuleset.tableName), no iptables chain \(IPTablesRuleset.stateChain) "
+                    + "— run `bpfnet load --config FILE` first")
         }
     }
 
@@ -305,7 +317,9 @@ public enum LoadedDataplaneFinder {
         // iptables and nftables first: the eBPF unload removes the ip table too.
         if found.contains(.iptables) {
             for variant in IPTablesVariant.distinct where IPTablesDataplane.isLoaded(variant: variant) {
-                do { try IPTablesDataplane(variant: variant, pinPath: pinPath).unload() } catch { problems.append("\(error)") }
+                do { try IPTablesDataplane(variant: variant, pinPath: pinPath).unload() } catch {
+                    problems.append("\(error)")
+                }
             }
         }
         do { try NFTablesDataplane(pinPath: pinPath).unload() } catch { problems.append("\(error)") }

@@ -36,15 +36,20 @@ public enum DataplaneError: Error, CustomStringConvertible, Equatable {
     /// failure `error` is: the classes of BPFError, LinuxNetError and
     /// DataplaneError carry over, anything else is `.runtime`.
     public init(_ message: String, classifying error: any Error) {
-        let kind: Kind? = switch error {
-        case let error as BPFError:
-            error.isPermission ? .permission : error.isNoSpace ? .noSpace
-                : error.isNotFound || error.errno == .operationNotSupportedByDevice ? .notFound
-                : error.isExists || error.errno == .resourceBusy ? .busy : nil
-        case let error as LinuxNetError: Kind(errno: error.errno)
-        case let error as DataplaneError: error.kind
-        default: nil
-        }
+        let kind: Kind? =
+            switch error {
+            case let error as BPFError:
+                error.isPermission
+                    ? .permission
+                    : error.isNoSpace
+                        ? .noSpace
+                        : error.isNotFound || error.errno == .operationNotSupportedByDevice
+                            ? .notFound
+                            : error.isExists || error.errno == .resourceBusy ? .busy : nil
+            case let error as LinuxNetError: Kind(errno: error.errno)
+            case let error as DataplaneError: error.kind
+            default: nil
+            }
         switch kind {
         case .notFound: self = .notFound(message)
         case .noSpace: self = .noSpace(message)
@@ -57,7 +62,7 @@ public enum DataplaneError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .badInput(let message), .notFound(let message), .noSpace(let message), .permission(let message),
-             .busy(let message), .runtime(let message):
+            .busy(let message), .runtime(let message):
             return message
         case .system(let what, let code):
             let hint = code == EPERM || code == EACCES ? " — run as root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)" : ""

@@ -10,7 +10,8 @@
 //   eth0, which gives it NAPI, and only then marks the port NAPI in bn_fp_ifs
 //   (the ext program's gate) and puts it into the port object's bn_fp_tx
 //   DEVMAP (the XDP port hook's redirect map; not pinned, see port.bpf.c, so
-//   every process that loads the objects fills its own from the records). GRO rather than an XDP_PASS program on eth0: an XDP program there
+//   every process that loads the objects fills its own from the records).
+//   GRO rather than an XDP_PASS program on eth0: an XDP program there
 //   would strip GSO from the host side of the pair, turn every skb the bridge
 //   delivers into an xdp_buff first, limit the MTU, and take the container's
 //   own XDP slot; GRO does none of that and only adds receive aggregation.
@@ -120,15 +121,18 @@ struct FastPathInterfaces {
     /// containers. Without it (the first apply of a process, whose DEVMAP is
     /// still empty, and a repairing resync) every interface is checked.
     @discardableResult
-    func reconcile(desired: [UInt32: FastPathRequirement], trustingRecords: Bool = false,
-                   interfaces: InterfaceSnapshot) throws -> [String] {
+    func reconcile(
+        desired: [UInt32: FastPathRequirement], trustingRecords: Bool = false,
+        interfaces: InterfaceSnapshot
+    ) throws -> [String] {
         var problems: [String] = []
         let peers = VethPeerLocator()
         let existing = try current()
         for (ifindex, requirement) in desired.sorted(by: { $0.key < $1.key }) {
             let link = interfaces.link(ifindex)
             if trustingRecords, let previous = existing[ifindex], let link,
-               Self.isArranged(previous, as: requirement.role, now: link) {
+                Self.isArranged(previous, as: requirement.role, now: link)
+            {
                 continue
             }
             do {
@@ -164,8 +168,10 @@ struct FastPathInterfaces {
 
     /// Whether `record` shows the interface arranged for `role` and the
     /// kernel still reports the same device (MAC) with the same veth peer.
-    static func isArranged(_ record: FastPathInterfaceRecord, as role: FastPathRequirement.Role,
-                           now link: RouteNetlink.Link) -> Bool {
+    static func isArranged(
+        _ record: FastPathInterfaceRecord, as role: FastPathRequirement.Role,
+        now link: RouteNetlink.Link
+    ) -> Bool {
         guard record.mac == link.address, record.peerIfindex == UInt32(bitPattern: link.link ?? 0) else { return false }
         switch role {
         case .external:
@@ -181,8 +187,10 @@ struct FastPathInterfaces {
         try records.update(ifindex, record.cValue)
     }
 
-    private func arrange(_ ifindex: UInt32, _ link: RouteNetlink.Link, _ requirement: FastPathRequirement,
-                         previous: FastPathInterfaceRecord?, peers: VethPeerLocator) throws {
+    private func arrange(
+        _ ifindex: UInt32, _ link: RouteNetlink.Link, _ requirement: FastPathRequirement,
+        previous: FastPathInterfaceRecord?, peers: VethPeerLocator
+    ) throws {
         var record = previous ?? FastPathInterfaceRecord()
         record.mac = link.address.count == 6 ? link.address : record.mac
 
@@ -247,8 +255,9 @@ struct FastPathInterfaces {
         remaining.set(BPFNET_FP_IF_FULL_CSUM, false)
         if remaining.flags != record.flags { try write(ifindex, remaining) }
         if record.has(BPFNET_FP_IF_SET_GRO) || record.has(BPFNET_FP_IF_SET_TX_CSUM),
-           let link = try RouteNetlink().link(index: Int32(bitPattern: ifindex)),
-           let peer = try? peers.peer(of: link) {
+            let link = try RouteNetlink().link(index: Int32(bitPattern: ifindex)),
+            let peer = try? peers.peer(of: link)
+        {
             // Only while it is still the same pair (a recycled ifindex is someone else's).
             if record.peerIfindex == 0 || UInt32(peer.index) == record.peerIfindex {
                 // A container that stops takes its eth0 with it, often between

@@ -39,7 +39,8 @@ public enum HostSystem {
         let interfaces = try InterfaceSnapshot.take()
         let facts = try facts(for: policy, interfaces: interfaces)
         do {
-            return CompiledPolicy(interfaces: interfaces, facts: facts, state: try PolicyCompiler.compile(policy, facts: facts))
+            return CompiledPolicy(
+                interfaces: interfaces, facts: facts, state: try PolicyCompiler.compile(policy, facts: facts))
         } catch {
             throw .badInput(error.description)
         }
@@ -50,8 +51,9 @@ public enum HostSystem {
     /// Missing interfaces are reported by the compiler, all at once.
     static func facts(for policy: Policy, interfaces: InterfaceSnapshot) throws(DataplaneError) -> HostFacts {
         guard let bridgeIndex = interfaces.index(of: policy.bridge) else {
-            throw .badInput("bridge \(policy.bridge): no such interface in this network namespace "
-                + "— start dockerd (or create the bridge) first, or name another with --bridge")
+            throw .badInput(
+                "bridge \(policy.bridge): no such interface in this network namespace "
+                    + "— start dockerd (or create the bridge) first, or name another with --bridge")
         }
         let bridgeAddress = ipv4Address(of: policy.bridge).flatMap {
             IPv4InterfaceAddress(address: $0.address, prefixLength: $0.prefix.prefixLength)
@@ -65,8 +67,10 @@ public enum HostSystem {
 
     /// Every container port must be a port of the bridge: attaching the port
     /// program to, say, the uplink by a typo would police the wrong traffic.
-    static func checkBridgePorts(_ bridge: String, _ containers: [Container],
-                                 interfaces: InterfaceSnapshot) throws(DataplaneError) {
+    static func checkBridgePorts(
+        _ bridge: String, _ containers: [Container],
+        interfaces: InterfaceSnapshot
+    ) throws(DataplaneError) {
         let strays = containers.filter { interfaces.master(of: $0.port) != bridge }.map { container in
             "\(container.name): port \(container.port) is "
                 + (interfaces.master(of: container.port).map { "a port of \($0)" } ?? "not a bridge port")
@@ -83,11 +87,14 @@ public enum HostSystem {
     /// statistics, ~35 ms at 2,000 interfaces.)
     public static func ipv4Addresses() -> [String: [(address: IPv4Address, prefix: IPv4CIDR)]] {
         var result: [String: [(address: IPv4Address, prefix: IPv4CIDR)]] = [:]
-        guard let netlink = try? RouteNetlink(), let entries = try? netlink.addresses(family: AF_INET) else { return result }
+        guard let netlink = try? RouteNetlink(), let entries = try? netlink.addresses(family: AF_INET) else {
+            return result
+        }
         for entry in entries where entry.family == AF_INET {
             let bytes = entry.localAddress
             guard bytes.count == 4,
-                  let name = entry.label ?? (try? netlink.link(index: entry.index))?.name else { continue }
+                let name = entry.label ?? (try? netlink.link(index: entry.index))?.name
+            else { continue }
             let address = IPv4Address(bytes[0], bytes[1], bytes[2], bytes[3])
             guard let prefix = IPv4CIDR(address: address, prefixLength: min(entry.prefixLength, 32)) else { continue }
             result[name, default: []].append((address, prefix))

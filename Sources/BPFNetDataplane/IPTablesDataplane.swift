@@ -23,8 +23,10 @@ public final class IPTablesDataplane: Dataplane {
 
     static let bridgeNetfilterSysctl = "net/bridge/bridge-nf-call-iptables"
 
-    public init(variant: IPTablesVariant = .fromEnvironment, pinPath: FilePath = BPFDataplane.defaultPinPath,
-                logger: Logger = Logger(label: "bpfnet.iptables")) {
+    public init(
+        variant: IPTablesVariant = .fromEnvironment, pinPath: FilePath = BPFDataplane.defaultPinPath,
+        logger: Logger = Logger(label: "bpfnet.iptables")
+    ) {
         self.variant = variant
         self.pinPath = pinPath
         self.logger = logger
@@ -36,8 +38,9 @@ public final class IPTablesDataplane: Dataplane {
         var compiled = try NetfilterBackends.compile(policy, backend: backend)
         compiled.unusedBackends = unusedBackends
         guard NetfilterCommand.isInstalled(variant.restoreCommand) else {
-            throw DataplaneError.notFound("iptables: `\(variant.restoreCommand)` is not installed — install iptables "
-                + "or choose another --backend")
+            throw DataplaneError.notFound(
+                "iptables: `\(variant.restoreCommand)` is not installed — install iptables "
+                    + "or choose another --backend")
         }
         let snapshot = try variant.save()
         try checkOwnership(snapshot.parsed)
@@ -49,9 +52,10 @@ public final class IPTablesDataplane: Dataplane {
         var turnedOnNow = false
         if needsBridgeNetfilter {
             guard let value = try? Sysctl.read(Self.bridgeNetfilterSysctl) else {
-                throw DataplaneError.notFound("iptables: icc=false needs br_netfilter (bridged packets must pass "
-                    + "iptables), but /proc/sys/\(Self.bridgeNetfilterSysctl) does not exist — modprobe br_netfilter, "
-                    + "or use --backend nftables, which needs no br_netfilter")
+                throw DataplaneError.notFound(
+                    "iptables: icc=false needs br_netfilter (bridged packets must pass "
+                        + "iptables), but /proc/sys/\(Self.bridgeNetfilterSysctl) does not exist — modprobe br_netfilter, "
+                        + "or use --backend nftables, which needs no br_netfilter")
             }
             if value != "1" {
                 try HostSystem.setSysctl(Self.bridgeNetfilterSysctl, "1")
@@ -100,19 +104,22 @@ public final class IPTablesDataplane: Dataplane {
     /// table fails after an earlier one was committed, the earlier ones are
     /// put back from the snapshot taken before.
     private func restore(_ input: String, snapshot: String) throws {
-        try NetfilterCommand.run([variant.restoreCommand, "--noflush", "--test", "-w"], input: input,
-                                 purpose: "iptables: checking bpfnet's rules (nothing was changed)")
+        try NetfilterCommand.run(
+            [variant.restoreCommand, "--noflush", "--test", "-w"], input: input,
+            purpose: "iptables: checking bpfnet's rules (nothing was changed)")
         do {
-            try NetfilterCommand.run([variant.restoreCommand, "--noflush", "-w"], input: input,
-                                     purpose: "iptables: installing bpfnet's rules")
+            try NetfilterCommand.run(
+                [variant.restoreCommand, "--noflush", "-w"], input: input,
+                purpose: "iptables: installing bpfnet's rules")
         } catch {
             // iptables-save's "# Generated ... on <date>" lines always differ.
             func rules(_ text: String) -> [Substring] { text.split(separator: "\n").filter { !$0.hasPrefix("#") } }
             let current = (try? variant.save().text) ?? ""
             if rules(current) != rules(snapshot) {
                 do {
-                    try NetfilterCommand.run([variant.restoreCommand, "-c", "-w"], input: Self.tables(["filter", "nat"], of: snapshot),
-                                             purpose: "iptables: putting back the previous rules")
+                    try NetfilterCommand.run(
+                        [variant.restoreCommand, "-c", "-w"], input: Self.tables(["filter", "nat"], of: snapshot),
+                        purpose: "iptables: putting back the previous rules")
                 } catch let rollback {
                     throw DataplaneError.runtime("\(error); putting back the previous rules failed too: \(rollback)")
                 }
@@ -143,12 +150,14 @@ public final class IPTablesDataplane: Dataplane {
     public func status() throws -> DataplaneStatus {
         let save = try variant.save().parsed
         guard IPTablesRuleset.isLoaded(save) else {
-            throw DataplaneError.notFound("iptables: nothing is loaded (no chain \(IPTablesRuleset.stateChain) in "
-                + "\(variant.saveCommand)) — run `bpfnet load --backend iptables --config FILE` first")
+            throw DataplaneError.notFound(
+                "iptables: nothing is loaded (no chain \(IPTablesRuleset.stateChain) in "
+                    + "\(variant.saveCommand)) — run `bpfnet load --backend iptables --config FILE` first")
         }
         guard let policy = IPTablesRuleset.policy(from: save) else {
-            throw DataplaneError.runtime("iptables: chain \(IPTablesRuleset.stateChain) has no readable settings; "
-                + "run `bpfnet unload` and load again")
+            throw DataplaneError.runtime(
+                "iptables: chain \(IPTablesRuleset.stateChain) has no readable settings; "
+                    + "run `bpfnet unload` and load again")
         }
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
         NetfilterBackends.setCounters(&status, [IPTablesRuleset.program: IPTablesRuleset.counters(from: save)])
@@ -163,8 +172,9 @@ public final class IPTablesDataplane: Dataplane {
         let save = try variant.save().parsed
         let changes = IPTablesRuleset.recordedChanges(save)
         if let input = IPTablesRuleset.renderRemoval(current: save, changes: changes) {
-            try NetfilterCommand.run([variant.restoreCommand, "--noflush", "-w"], input: input,
-                                     purpose: "iptables: removing bpfnet's rules")
+            try NetfilterCommand.run(
+                [variant.restoreCommand, "--noflush", "-w"], input: input,
+                purpose: "iptables: removing bpfnet's rules")
         }
         if changes.setBridgeNetfilter {
             try HostSystem.setSysctl(Self.bridgeNetfilterSysctl, "0")

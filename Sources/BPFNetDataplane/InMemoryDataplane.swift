@@ -80,8 +80,9 @@ public final class InMemoryDataplane: Dataplane, @unchecked Sendable {
                     nextIfindex += 1
                 }
             }
-            let facts = HostFacts(bridgeIfindex: bridgeIfindex, bridgeAddress: bridgeAddress,
-                                  interfaces: known.filter { filter?($0.key) ?? true })
+            let facts = HostFacts(
+                bridgeIfindex: bridgeIfindex, bridgeAddress: bridgeAddress,
+                interfaces: known.filter { filter?($0.key) ?? true })
             let desired: MapState
             do {
                 desired = try PolicyCompiler.compile(policy, facts: facts)

@@ -39,8 +39,9 @@ public final class NFTablesDataplane: Dataplane {
         }
         var netfilterPolicy = compiled
         netfilterPolicy.unusedBackends = unusedBackends
-        try NFT.apply(NFTablesRuleset(policy: netfilterPolicy, counters: counters).render(),
-                      purpose: "installing tables bridge/ip \(NFTablesRuleset.tableName) (the previous rules stay in force)")
+        try NFT.apply(
+            NFTablesRuleset(policy: netfilterPolicy, counters: counters).render(),
+            purpose: "installing tables bridge/ip \(NFTablesRuleset.tableName) (the previous rules stay in force)")
         logger.info("nftables tables installed")
         // The new rules are in force; now the other backends' objects go
         // (both enforce the same policy meanwhile, so no packet sees none).
@@ -57,7 +58,9 @@ public final class NFTablesDataplane: Dataplane {
     }
 
     static func tables() throws(DataplaneError) -> Tables {
-        Tables(bridge: try NFT.table("bridge", NFTablesRuleset.tableName), ip: try NFT.table("ip", NFTablesRuleset.tableName))
+        Tables(
+            bridge: try NFT.table("bridge", NFTablesRuleset.tableName),
+            ip: try NFT.table("ip", NFTablesRuleset.tableName))
     }
 
     /// A table of ours carries our comment; anything else of that name is
@@ -66,7 +69,8 @@ public final class NFTablesDataplane: Dataplane {
         if tables.bridge.exists && !tables.hasOwnBridgeTable {
             throw DataplaneError.busy(
                 "nftables: table \(Self.bridgeTable) exists and is not bpfnet's (comment: \(Self.describe(tables.bridge.comment))) "
-                    + "— remove it (nft delete table \(Self.bridgeTable)) or use another --backend; nothing was changed")
+                    + "— remove it (nft delete table \(Self.bridgeTable)) or use another --backend; nothing was changed"
+            )
         }
         if tables.ip.exists && !NATRuleset.isOwnComment(tables.ip.comment) {
             throw DataplaneError.busy(
@@ -80,9 +84,11 @@ public final class NFTablesDataplane: Dataplane {
     private func currentCounters(_ tables: Tables) throws -> [String: [String: NFTablesRuleset.CounterValue]] {
         var result: [String: [String: NFTablesRuleset.CounterValue]] = [:]
         if tables.hasOwnBridgeTable {
-            result[NFTablesRuleset.portProgram] = try NFTablesReadback.counters(NFT.countersJSON("bridge", NFTablesRuleset.tableName))
+            result[NFTablesRuleset.portProgram] = try NFTablesReadback.counters(
+                NFT.countersJSON("bridge", NFTablesRuleset.tableName))
             if tables.ip.exists {
-                result[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(NFT.countersJSON("ip", NFTablesRuleset.tableName))
+                result[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(
+                    NFT.countersJSON("ip", NFTablesRuleset.tableName))
             }
         }
         return result
@@ -100,23 +106,29 @@ public final class NFTablesDataplane: Dataplane {
     public func status() throws -> DataplaneStatus {
         let tables = try Self.tables()
         guard tables.hasOwnBridgeTable else {
-            throw DataplaneError.notFound("nftables: nothing is loaded (no table \(Self.bridgeTable)) "
-                + "— run `bpfnet load --backend nftables --config FILE` first")
+            throw DataplaneError.notFound(
+                "nftables: nothing is loaded (no table \(Self.bridgeTable)) "
+                    + "— run `bpfnet load --backend nftables --config FILE` first")
         }
         let bridgeJSON = try NFT.listJSON("bridge", NFTablesRuleset.tableName)
         let ipJSON = tables.ip.exists ? try NFT.listJSON("ip", NFTablesRuleset.tableName) : nil
         guard let policy = try NFTablesReadback.policy(bridgeTable: bridgeJSON, ipTable: ipJSON) else {
-            throw DataplaneError.runtime("nftables: table \(Self.bridgeTable) has no readable settings set; "
-                + "it was not written by this bpfnet — run `bpfnet unload` and load again")
+            throw DataplaneError.runtime(
+                "nftables: table \(Self.bridgeTable) has no readable settings set; "
+                    + "it was not written by this bpfnet — run `bpfnet unload` and load again")
         }
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
         var perProgram: [String: [String: NFTablesRuleset.CounterValue]] = [
-            NFTablesRuleset.portProgram: try NFTablesReadback.counters(bridgeJSON),
+            NFTablesRuleset.portProgram: try NFTablesReadback.counters(bridgeJSON)
         ]
         if let ipJSON { perProgram[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(ipJSON) }
-        NetfilterBackends.setCounters(&status, perProgram.mapValues { $0.mapValues {
-            DataplaneStatus.CounterValue(packets: $0.packets, bytes: $0.bytes)
-        } })
+        NetfilterBackends.setCounters(
+            &status,
+            perProgram.mapValues {
+                $0.mapValues {
+                    DataplaneStatus.CounterValue(packets: $0.packets, bytes: $0.bytes)
+                }
+            })
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status
     }

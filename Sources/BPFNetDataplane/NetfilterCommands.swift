@@ -12,15 +12,18 @@ enum NetfilterCommand {
     /// Runs `arguments` with `input` on stdin and returns stdout; throws a
     /// `DataplaneError` naming the command, `purpose` and stderr.
     @discardableResult
-    static func run(_ arguments: [String], input: String? = nil, purpose: String,
-                    timeout: Duration = .seconds(300)) throws(DataplaneError) -> String {
+    static func run(
+        _ arguments: [String], input: String? = nil, purpose: String,
+        timeout: Duration = .seconds(300)
+    ) throws(DataplaneError) -> String {
         let command = Command(arguments, input: input, timeout: timeout)
         let result: CommandResult
         do {
             result = try ProcessRunner.run(command)
         } catch {
-            throw .notFound("\(purpose): cannot run `\(arguments[0])`: it is not installed or not executable "
-                + "(looked in PATH and the sbin directories) — install it or choose another --backend")
+            throw .notFound(
+                "\(purpose): cannot run `\(arguments[0])`: it is not installed or not executable "
+                    + "(looked in PATH and the sbin directories) — install it or choose another --backend")
         }
         guard result.succeeded else {
             if result.timedOut {
@@ -66,27 +69,35 @@ enum NFT {
         do {
             result = try ProcessRunner.run(command)
         } catch {
-            throw .notFound("nftables: reading table \(family) \(name): cannot run `\(program)`: "
-                + "it is not installed or not executable (looked in PATH and the sbin directories) — "
-                + "install it or choose another --backend")
+            throw .notFound(
+                "nftables: reading table \(family) \(name): cannot run `\(program)`: "
+                    + "it is not installed or not executable (looked in PATH and the sbin directories) — "
+                    + "install it or choose another --backend")
         }
         if result.succeeded { return (true, NFTablesReadback.tableComment(result.stdout) ?? "") }
         if result.stderr.contains("No such file or directory") { return (false, "") }
         if case .exited(let code) = result.status {
-            throw .command("nftables: reading table \(family) \(name): `\(command)`", status: code, stderr: result.stderr)
+            throw .command(
+                "nftables: reading table \(family) \(name): `\(command)`", status: code, stderr: result.stderr)
         }
         throw .runtime("nftables: reading table \(family) \(name): \(result)")
     }
 
     static func listJSON(_ family: String, _ table: String) throws(DataplaneError) -> Data {
-        Data(try NetfilterCommand.run([program, "-j", "list", "table", family, table],
-                                      purpose: "nftables: reading table \(family) \(table)").utf8)
+        Data(
+            try NetfilterCommand.run(
+                [program, "-j", "list", "table", family, table],
+                purpose: "nftables: reading table \(family) \(table)"
+            ).utf8)
     }
 
     /// Only the named counters of a table.
     static func countersJSON(_ family: String, _ table: String) throws(DataplaneError) -> Data {
-        Data(try NetfilterCommand.run([program, "-j", "list", "counters", "table", family, table],
-                                      purpose: "nftables: reading the counters of table \(family) \(table)").utf8)
+        Data(
+            try NetfilterCommand.run(
+                [program, "-j", "list", "counters", "table", family, table],
+                purpose: "nftables: reading the counters of table \(family) \(table)"
+            ).utf8)
     }
 }
 
@@ -134,7 +145,8 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
     /// `iptables-save -c`: every table this namespace has (one process; the
     /// legacy variant only dumps tables that exist, so nothing is created).
     func save() throws(DataplaneError) -> (text: String, parsed: IPTablesSave) {
-        let text = try NetfilterCommand.run([saveCommand, "-c"], purpose: "iptables: reading the rules (\(saveCommand))")
+        let text = try NetfilterCommand.run(
+            [saveCommand, "-c"], purpose: "iptables: reading the rules (\(saveCommand))")
         return (text, IPTablesSave(parsing: text))
     }
 
@@ -143,8 +155,12 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
     func hasStateChain() -> Bool {
         guard mayHoldRules() else { return false }
         if isLegacy && !Self.legacyTables().contains("filter") { return false }
-        guard let result = try? ProcessRunner.run(Command([single, "-w", "-S", IPTablesRuleset.stateChain],
-                                                          timeout: .seconds(60))) else { return false }
+        guard
+            let result = try? ProcessRunner.run(
+                Command(
+                    [single, "-w", "-S", IPTablesRuleset.stateChain],
+                    timeout: .seconds(60)))
+        else { return false }
         return result.succeeded
     }
 
@@ -177,7 +193,8 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
     /// Whether `iptables-restore` is the legacy variant on this host.
     static let systemIsLegacy: Bool = {
         guard let result = try? ProcessRunner.run(Command(["iptables-restore", "--version"], timeout: .seconds(10))),
-              result.succeeded else { return false }
+            result.succeeded
+        else { return false }
         return !result.stdout.contains("nf_tables")
     }()
 }

@@ -5,9 +5,9 @@
 // key/value bytes, decoded by BPFNetCore).
 
 import BPF
-import Foundation
 import BPFNetCore
 import BPFNetShared
+import Foundation
 import SystemPackage
 
 /// The policy maps pinned under one directory.

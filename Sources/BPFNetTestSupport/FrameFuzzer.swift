@@ -115,14 +115,15 @@ public struct FrameFuzzer: Sendable {
         var addresses: [IPv4Address] = [
             .any, IPv4Address(255, 255, 255, 255), IPv4Address(224, 0, 0, 1), IPv4Address(224, 0, 0, 251),
             IPv4Address(239, 255, 255, 250), IPv4Address(127, 0, 0, 1), IPv4Address(198, 51, 100, 2),
-            IPv4Address(198, 51, 100, 77), IPv4Address(203, 0, 113, 5), IPv4Address(10, 1, 2, 3), IPv4Address(8, 8, 8, 8),
+            IPv4Address(198, 51, 100, 77), IPv4Address(203, 0, 113, 5), IPv4Address(10, 1, 2, 3),
+            IPv4Address(8, 8, 8, 8),
         ]
         let config = state.config
         addresses.append(config.bridgeAddress)
         let mask = config.bridgeNetmask.value
         if mask != 0 {
-            addresses.append(config.bridgeSubnet)                                  // network address
-            addresses.append(IPv4Address(config.bridgeSubnet.value | ~mask))        // subnet broadcast
+            addresses.append(config.bridgeSubnet)  // network address
+            addresses.append(IPv4Address(config.bridgeSubnet.value | ~mask))  // subnet broadcast
             addresses.append(IPv4Address(config.bridgeSubnet.value | (~mask & 0x7)))  // some unused host
             addresses.append(IPv4Address((config.bridgeSubnet.value | ~mask) &+ 1))  // just outside
         }
@@ -132,7 +133,7 @@ public struct FrameFuzzer: Sendable {
             let prefix = source.prefix
             addresses.append(prefix.address)
             addresses.append(IPv4Address(prefix.address.value | ~prefix.netmask))
-            addresses.append(IPv4Address(prefix.address.value &- 1))               // just below
+            addresses.append(IPv4Address(prefix.address.value &- 1))  // just below
             addresses.append(IPv4Address((prefix.address.value | ~prefix.netmask) &+ 1))  // just above
         }
         self.addresses = addresses
@@ -166,8 +167,10 @@ public struct FrameFuzzer: Sendable {
     }
 
     mutating func mac() -> MACAddress {
-        random.chance(85) ? random.pick(macs)
-            : MACAddress(random.byte() & 0xFE, random.byte(), random.byte(), random.byte(), random.byte(), random.byte())
+        random.chance(85)
+            ? random.pick(macs)
+            : MACAddress(
+                random.byte() & 0xFE, random.byte(), random.byte(), random.byte(), random.byte(), random.byte())
     }
 
     mutating func port() -> UInt16 {
@@ -183,11 +186,17 @@ public struct FrameFuzzer: Sendable {
 
     mutating func transport() -> Transport {
         switch random.below(10) {
-        case 0...2: .tcp(sourcePort: port(), destinationPort: port(), flags: random.pick([.syn, .ack, [.syn, .ack], .rst, .fin]),
-                         sequence: UInt32(truncatingIfNeeded: random.next()))
+        case 0...2:
+            .tcp(
+                sourcePort: port(), destinationPort: port(),
+                flags: random.pick([.syn, .ack, [.syn, .ack], .rst, .fin]),
+                sequence: UInt32(truncatingIfNeeded: random.next()))
         case 3...5: .udp(sourcePort: port(), destinationPort: port())
-        case 6: .sctp(sourcePort: port(), destinationPort: port(), verificationTag: UInt32(truncatingIfNeeded: random.next()))
-        case 7, 8: .icmpEcho(identifier: UInt16(truncatingIfNeeded: random.next()), sequence: 1, reply: random.chance(30))
+        case 6:
+            .sctp(
+                sourcePort: port(), destinationPort: port(), verificationTag: UInt32(truncatingIfNeeded: random.next()))
+        case 7, 8:
+            .icmpEcho(identifier: UInt16(truncatingIfNeeded: random.next()), sequence: 1, reply: random.chance(30))
         default: .raw(proto: random.pick([0, 2, 47, 50, 58, 89, 255]))
         }
     }
@@ -197,8 +206,9 @@ public struct FrameFuzzer: Sendable {
     }
 
     mutating func ipHeader() -> IPv4Header {
-        var header = IPv4Header(source: address(), destination: address(), ttl: UInt8(random.int(1...255)),
-                                identification: UInt16(truncatingIfNeeded: random.next()), dontFragment: random.chance(40))
+        var header = IPv4Header(
+            source: address(), destination: address(), ttl: UInt8(random.int(1...255)),
+            identification: UInt16(truncatingIfNeeded: random.next()), dontFragment: random.chance(40))
         if random.chance(15) { header.options = random.bytes(4 * random.int(1...10)) }
         return header
     }
@@ -260,8 +270,9 @@ public struct FrameFuzzer: Sendable {
         var ip = ipHeader()
         ip.dontFragment = false
         let l4 = transport()
-        let pieces = PacketBuilder.fragments(ethernetHeader(), ip, l4, payload: random.bytes(random.int(16...400)),
-                                             fragmentSize: 8 * random.int(1...24))
+        let pieces = PacketBuilder.fragments(
+            ethernetHeader(), ip, l4, payload: random.bytes(random.int(16...400)),
+            fragmentSize: 8 * random.int(1...24))
         var frame = random.pick(pieces)
         if random.chance(15) {
             // A "first" fragment so short that its L4 header is cut: fix tot_len to match.
@@ -285,8 +296,9 @@ public struct FrameFuzzer: Sendable {
         let eth = ethernetHeader()
         switch random.below(4) {
         case 0:
-            return PacketBuilder.arpFrame(eth, operation: UInt16(random.int(1...2)), senderMAC: mac(), senderIP: address(),
-                                          targetIP: address())
+            return PacketBuilder.arpFrame(
+                eth, operation: UInt16(random.int(1...2)), senderMAC: mac(), senderIP: address(),
+                targetIP: address())
         case 1:
             return PacketBuilder.ethernet(eth, etherType: EtherType.lldp, payload: random.bytes(random.int(0...60)))
         case 2:
@@ -294,7 +306,8 @@ public struct FrameFuzzer: Sendable {
             let tags = (0..<3).map { _ in VLANTag(vid: UInt16(random.below(4096))) }
             var ip = ipHeader()
             ip.options = []
-            return PacketBuilder.ipv4Frame(EthernetHeader(destination: mac(), source: mac(), vlans: tags), ip, transport())
+            return PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: mac(), source: mac(), vlans: tags), ip, transport())
         default:
             var type = UInt16(truncatingIfNeeded: random.next())
             if [EtherType.ipv4, EtherType.ipv6, EtherType.vlan, EtherType.qinq].contains(type) { type = 0x9000 }
@@ -316,8 +329,10 @@ public struct FrameFuzzer: Sendable {
         if random.chance(50), eth.vlans.count <= 2 {
             return coherentlyTruncated(frame, keepingL4: random.int(0...(minimum + 1)))
         }
-        let boundaries = [0, 6, 12, 13, 14, 16, 18, 22, ipStart + 1, ipStart + 19, ipStart + 20,
-                          l4Start - 1, l4Start, l4Start + 2, l4Start + 4, l4Start + minimum - 1, l4Start + minimum]
+        let boundaries = [
+            0, 6, 12, 13, 14, 16, 18, 22, ipStart + 1, ipStart + 19, ipStart + 20,
+            l4Start - 1, l4Start, l4Start + 2, l4Start + 4, l4Start + minimum - 1, l4Start + minimum,
+        ]
         let cut = random.pick(boundaries) + random.int(-1...1)
         return PacketBuilder.truncated(frame, to: cut)
     }
@@ -357,8 +372,10 @@ public struct FrameFuzzer: Sendable {
         default: frame = validIPv4()
         }
         let ipStart = 14 + (frame.count > 13 && (frame[12] == 0x81 || frame[12] == 0x88) ? 4 : 0)
-        let interesting = [12, 13, 14, 15, 16, 17, ipStart, ipStart + 2, ipStart + 3, ipStart + 6, ipStart + 7,
-                           ipStart + 9, ipStart + 16, ipStart + 19, ipStart + 20, ipStart + 22, ipStart + 23]
+        let interesting = [
+            12, 13, 14, 15, 16, 17, ipStart, ipStart + 2, ipStart + 3, ipStart + 6, ipStart + 7,
+            ipStart + 9, ipStart + 16, ipStart + 19, ipStart + 20, ipStart + 22, ipStart + 23,
+        ]
         for _ in 0..<random.int(1...4) where !frame.isEmpty {
             switch random.below(7) {
             case 0:

@@ -62,10 +62,12 @@ public struct IPv4Header: Hashable, Sendable {
     /// Written instead of the computed header checksum.
     public var checksumOverride: UInt16?
 
-    public init(source: IPv4Address, destination: IPv4Address, proto: UInt8 = IPProtocol.tcp, ttl: UInt8 = 64,
-                tos: UInt8 = 0, identification: UInt16 = 0, dontFragment: Bool = false, moreFragments: Bool = false,
-                fragmentOffset: UInt16 = 0, options: [UInt8] = [], headerLengthOverride: UInt8? = nil,
-                totalLengthOverride: UInt16? = nil, versionOverride: UInt8? = nil, checksumOverride: UInt16? = nil) {
+    public init(
+        source: IPv4Address, destination: IPv4Address, proto: UInt8 = IPProtocol.tcp, ttl: UInt8 = 64,
+        tos: UInt8 = 0, identification: UInt16 = 0, dontFragment: Bool = false, moreFragments: Bool = false,
+        fragmentOffset: UInt16 = 0, options: [UInt8] = [], headerLengthOverride: UInt8? = nil,
+        totalLengthOverride: UInt16? = nil, versionOverride: UInt8? = nil, checksumOverride: UInt16? = nil
+    ) {
         self.source = source
         self.destination = destination
         self.proto = proto
@@ -101,8 +103,9 @@ public struct TCPFlags: OptionSet, Hashable, Sendable {
 
 /// The L4 part of an IPv4 packet.
 public enum Transport: Hashable, Sendable {
-    case tcp(sourcePort: UInt16, destinationPort: UInt16, flags: TCPFlags = .syn, sequence: UInt32 = 0,
-             acknowledgement: UInt32 = 0, window: UInt16 = 65535)
+    case tcp(
+        sourcePort: UInt16, destinationPort: UInt16, flags: TCPFlags = .syn, sequence: UInt32 = 0,
+        acknowledgement: UInt32 = 0, window: UInt16 = 65535)
     case udp(sourcePort: UInt16, destinationPort: UInt16)
     case sctp(sourcePort: UInt16, destinationPort: UInt16, verificationTag: UInt32 = 0)
     case icmpEcho(identifier: UInt16 = 1, sequence: UInt16 = 1, reply: Bool = false)
@@ -149,11 +152,13 @@ public enum PacketBuilder {
     }
 
     /// An ARP request or reply (operation 1 or 2) in an Ethernet frame.
-    public static func arpFrame(_ header: EthernetHeader, operation: UInt16 = 1, senderMAC: MACAddress,
-                                senderIP: IPv4Address, targetMAC: MACAddress = MACAddress(0, 0, 0, 0, 0, 0),
-                                targetIP: IPv4Address) -> [UInt8] {
+    public static func arpFrame(
+        _ header: EthernetHeader, operation: UInt16 = 1, senderMAC: MACAddress,
+        senderIP: IPv4Address, targetMAC: MACAddress = MACAddress(0, 0, 0, 0, 0, 0),
+        targetIP: IPv4Address
+    ) -> [UInt8] {
         var arp: [UInt8] = []
-        arp.append(be16: 1)                // Ethernet
+        arp.append(be16: 1)  // Ethernet
         arp.append(be16: EtherType.ipv4)
         arp += [6, 4]
         arp.append(be16: operation)
@@ -191,8 +196,10 @@ public enum PacketBuilder {
     }
 
     /// The L4 bytes (header + payload) of `transport`, with its checksum.
-    public static func segment(_ transport: Transport, source: IPv4Address, destination: IPv4Address,
-                               payload: [UInt8]) -> [UInt8] {
+    public static func segment(
+        _ transport: Transport, source: IPv4Address, destination: IPv4Address,
+        payload: [UInt8]
+    ) -> [UInt8] {
         switch transport {
         case .tcp(let sport, let dport, let flags, let sequence, let acknowledgement, let window):
             var bytes: [UInt8] = []
@@ -249,8 +256,10 @@ public enum PacketBuilder {
     }
 
     /// A complete IPv4 frame. `ip.proto` is taken from `transport`.
-    public static func ipv4Frame(_ ethernet: EthernetHeader, _ ip: IPv4Header, _ transport: Transport,
-                                 payload: [UInt8] = []) -> [UInt8] {
+    public static func ipv4Frame(
+        _ ethernet: EthernetHeader, _ ip: IPv4Header, _ transport: Transport,
+        payload: [UInt8] = []
+    ) -> [UInt8] {
         var ip = ip
         ip.proto = transport.proto
         let l4 = segment(transport, source: ip.source, destination: ip.destination, payload: payload)
@@ -260,8 +269,10 @@ public enum PacketBuilder {
     /// The datagram `transport` + `payload` split into IPv4 fragments carrying
     /// at most `fragmentSize` L4 bytes each (rounded down to a multiple of 8).
     /// The first fragment carries the L4 header; all share `ip.identification`.
-    public static func fragments(_ ethernet: EthernetHeader, _ ip: IPv4Header, _ transport: Transport,
-                                 payload: [UInt8], fragmentSize: Int) -> [[UInt8]] {
+    public static func fragments(
+        _ ethernet: EthernetHeader, _ ip: IPv4Header, _ transport: Transport,
+        payload: [UInt8], fragmentSize: Int
+    ) -> [[UInt8]] {
         precondition(fragmentSize >= 8, "fragments carry at least 8 bytes")
         var ip = ip
         ip.proto = transport.proto
@@ -282,31 +293,43 @@ public enum PacketBuilder {
 
     // MARK: Convenience for container-to-container traffic
 
-    public static func tcpFrame(from source: Endpoint, to destination: Endpoint, sourcePort: UInt16, destinationPort: UInt16,
-                                flags: TCPFlags = .syn, vlans: [VLANTag] = [], payload: [UInt8] = []) -> [UInt8] {
-        ipv4Frame(EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
-                  IPv4Header(source: source.ip, destination: destination.ip),
-                  .tcp(sourcePort: sourcePort, destinationPort: destinationPort, flags: flags), payload: payload)
+    public static func tcpFrame(
+        from source: Endpoint, to destination: Endpoint, sourcePort: UInt16, destinationPort: UInt16,
+        flags: TCPFlags = .syn, vlans: [VLANTag] = [], payload: [UInt8] = []
+    ) -> [UInt8] {
+        ipv4Frame(
+            EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
+            IPv4Header(source: source.ip, destination: destination.ip),
+            .tcp(sourcePort: sourcePort, destinationPort: destinationPort, flags: flags), payload: payload)
     }
 
-    public static func udpFrame(from source: Endpoint, to destination: Endpoint, sourcePort: UInt16, destinationPort: UInt16,
-                                vlans: [VLANTag] = [], payload: [UInt8] = []) -> [UInt8] {
-        ipv4Frame(EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
-                  IPv4Header(source: source.ip, destination: destination.ip),
-                  .udp(sourcePort: sourcePort, destinationPort: destinationPort), payload: payload)
+    public static func udpFrame(
+        from source: Endpoint, to destination: Endpoint, sourcePort: UInt16, destinationPort: UInt16,
+        vlans: [VLANTag] = [], payload: [UInt8] = []
+    ) -> [UInt8] {
+        ipv4Frame(
+            EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
+            IPv4Header(source: source.ip, destination: destination.ip),
+            .udp(sourcePort: sourcePort, destinationPort: destinationPort), payload: payload)
     }
 
-    public static func sctpFrame(from source: Endpoint, to destination: Endpoint, sourcePort: UInt16, destinationPort: UInt16,
-                                 vlans: [VLANTag] = [], payload: [UInt8] = []) -> [UInt8] {
-        ipv4Frame(EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
-                  IPv4Header(source: source.ip, destination: destination.ip),
-                  .sctp(sourcePort: sourcePort, destinationPort: destinationPort), payload: payload)
+    public static func sctpFrame(
+        from source: Endpoint, to destination: Endpoint, sourcePort: UInt16, destinationPort: UInt16,
+        vlans: [VLANTag] = [], payload: [UInt8] = []
+    ) -> [UInt8] {
+        ipv4Frame(
+            EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
+            IPv4Header(source: source.ip, destination: destination.ip),
+            .sctp(sourcePort: sourcePort, destinationPort: destinationPort), payload: payload)
     }
 
-    public static func icmpEchoFrame(from source: Endpoint, to destination: Endpoint, vlans: [VLANTag] = [],
-                                     payload: [UInt8] = Array(repeating: 0x42, count: 8)) -> [UInt8] {
-        ipv4Frame(EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
-                  IPv4Header(source: source.ip, destination: destination.ip), .icmpEcho(), payload: payload)
+    public static func icmpEchoFrame(
+        from source: Endpoint, to destination: Endpoint, vlans: [VLANTag] = [],
+        payload: [UInt8] = Array(repeating: 0x42, count: 8)
+    ) -> [UInt8] {
+        ipv4Frame(
+            EthernetHeader(destination: destination.mac, source: source.mac, vlans: vlans),
+            IPv4Header(source: source.ip, destination: destination.ip), .icmpEcho(), payload: payload)
     }
 
     // MARK: IPv6
@@ -316,9 +339,11 @@ public enum PacketBuilder {
     public static let linkLocal2: [UInt8] = [0xfe, 0x80] + Array(repeating: 0, count: 13) + [2]
 
     /// An IPv6 frame (40-byte header + payload; no extension headers).
-    public static func ipv6Frame(_ ethernet: EthernetHeader, source: [UInt8] = linkLocal1, destination: [UInt8] = linkLocal2,
-                                 nextHeader: UInt8 = IPProtocol.icmpv6, hopLimit: UInt8 = 64,
-                                 payload: [UInt8] = [128, 0, 0, 0, 0, 1, 0, 1]) -> [UInt8] {
+    public static func ipv6Frame(
+        _ ethernet: EthernetHeader, source: [UInt8] = linkLocal1, destination: [UInt8] = linkLocal2,
+        nextHeader: UInt8 = IPProtocol.icmpv6, hopLimit: UInt8 = 64,
+        payload: [UInt8] = [128, 0, 0, 0, 0, 1, 0, 1]
+    ) -> [UInt8] {
         precondition(source.count == 16 && destination.count == 16, "IPv6 addresses are 16 bytes")
         var header: [UInt8] = [0x60, 0, 0, 0]
         header.append(be16: UInt16(truncatingIfNeeded: payload.count))
@@ -355,8 +380,10 @@ public enum PacketBuilder {
     }
 
     /// TCP/UDP checksum over the IPv4 pseudo header and `segment`.
-    public static func transportChecksum(_ segment: [UInt8], proto: UInt8, source: IPv4Address,
-                                         destination: IPv4Address) -> UInt16 {
+    public static func transportChecksum(
+        _ segment: [UInt8], proto: UInt8, source: IPv4Address,
+        destination: IPv4Address
+    ) -> UInt16 {
         var pseudo = UInt32(source.value >> 16) + UInt32(source.value & 0xFFFF)
         pseudo += UInt32(destination.value >> 16) + UInt32(destination.value & 0xFFFF)
         pseudo += UInt32(proto) + UInt32(segment.count & 0xFFFF)

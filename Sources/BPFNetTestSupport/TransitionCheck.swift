@@ -67,21 +67,29 @@ public enum TransitionCheck {
     /// one write at a time through `InMemoryMaps`; returns every probe that is
     /// allowed in `current` and in `desired` but dropped in some intermediate
     /// state, plus any probe the final state judges differently from `desired`.
-    public static func violations(from current: MapState, to desired: MapState, changes: [MapChange]? = nil,
-                                  probes: [ProbeFrame]? = nil) -> [TransitionViolation] {
+    public static func violations(
+        from current: MapState, to desired: MapState, changes: [MapChange]? = nil,
+        probes: [ProbeFrame]? = nil
+    ) -> [TransitionViolation] {
         let report = run(from: current, to: desired, changes: changes, probes: probes)
         return report.drops + report.mismatches
     }
 
     /// The full report: drops, openings (the converse: traffic neither policy
     /// admits getting through in between) and mismatches.
-    public static func run(from current: MapState, to desired: MapState, changes: [MapChange]? = nil,
-                           probes: [ProbeFrame]? = nil) -> TransitionReport {
+    public static func run(
+        from current: MapState, to desired: MapState, changes: [MapChange]? = nil,
+        probes: [ProbeFrame]? = nil
+    ) -> TransitionReport {
         let changes = changes ?? current.changes(to: desired)
         let probes = probes ?? probeFrames(for: [current, desired])
         let parsed = probes.map { FrameParser.parse($0.frame) }
-        let before = probes.indices.map { probes[$0].verdict(in: ReferenceDataplane(state: current), parsed: parsed[$0]) }
-        let after = probes.indices.map { probes[$0].verdict(in: ReferenceDataplane(state: desired), parsed: parsed[$0]) }
+        let before = probes.indices.map {
+            probes[$0].verdict(in: ReferenceDataplane(state: current), parsed: parsed[$0])
+        }
+        let after = probes.indices.map {
+            probes[$0].verdict(in: ReferenceDataplane(state: desired), parsed: parsed[$0])
+        }
         let watched = probes.indices.filter { before[$0].action == after[$0].action }
 
         var report = TransitionReport(drops: [], openings: [], mismatches: [])
@@ -94,8 +102,9 @@ public enum TransitionCheck {
                 let verdict = probes[index].verdict(in: dataplane, parsed: parsed[index])
                 guard verdict.action != before[index].action else { continue }
                 reported.insert(index)
-                let violation = TransitionViolation(step: step, change: change, probe: probes[index],
-                                                    before: before[index], after: after[index], intermediate: verdict)
+                let violation = TransitionViolation(
+                    step: step, change: change, probe: probes[index],
+                    before: before[index], after: after[index], intermediate: verdict)
                 if verdict.action == .drop { report.drops.append(violation) } else { report.openings.append(violation) }
             }
             step += 1
@@ -105,8 +114,10 @@ public enum TransitionCheck {
         for index in probes.indices {
             let verdict = probes[index].verdict(in: final, parsed: parsed[index])
             if verdict != after[index], let last = changes.last {
-                report.mismatches.append(TransitionViolation(step: changes.count - 1, change: last, probe: probes[index],
-                                                             before: before[index], after: after[index], intermediate: verdict))
+                report.mismatches.append(
+                    TransitionViolation(
+                        step: changes.count - 1, change: last, probe: probes[index],
+                        before: before[index], after: after[index], intermediate: verdict))
             }
         }
         return report
@@ -125,8 +136,10 @@ public enum TransitionCheck {
         var published = Set<PublishedKey>()
         var ifindexes: Set<UInt32> = [4242]
         var sources: Set<IPv4Address> = [IPv4Address(198, 51, 100, 200), IPv4Address(203, 0, 113, 250)]
-        var specials: Set<IPv4Address> = [IPv4Address(255, 255, 255, 255), IPv4Address(224, 0, 0, 251),
-                                          IPv4Address(198, 51, 100, 9)]
+        var specials: Set<IPv4Address> = [
+            IPv4Address(255, 255, 255, 255), IPv4Address(224, 0, 0, 251),
+            IPv4Address(198, 51, 100, 9),
+        ]
         for state in states {
             containerIPs.formUnion(state.containers.keys)
             macs.merge(state.macs) { first, _ in first }
@@ -164,24 +177,33 @@ public enum TransitionCheck {
                 for (name, make) in l4Kinds {
                     for port in ports {
                         for (sport, dport) in [(UInt16(45678), port), (port, UInt16(45678))] {
-                            probes.append(ProbeFrame(program: .port, frame: PacketBuilder.ipv4Frame(eth, ip, make(sport, dport)),
-                                                     label: "port \(name) \(s):\(sport) → \(d):\(dport)"))
+                            probes.append(
+                                ProbeFrame(
+                                    program: .port, frame: PacketBuilder.ipv4Frame(eth, ip, make(sport, dport)),
+                                    label: "port \(name) \(s):\(sport) → \(d):\(dport)"))
                         }
                     }
                     var fragment = ip
                     fragment.fragmentOffset = 4
-                    probes.append(ProbeFrame(program: .port,
-                                             frame: PacketBuilder.ipv4Frame(eth, fragment, .raw(proto: make(1, 1).proto),
-                                                                            payload: Array(repeating: 7, count: 16)),
-                                             label: "port \(name) non-first fragment \(s) → \(d)"))
+                    probes.append(
+                        ProbeFrame(
+                            program: .port,
+                            frame: PacketBuilder.ipv4Frame(
+                                eth, fragment, .raw(proto: make(1, 1).proto),
+                                payload: Array(repeating: 7, count: 16)),
+                            label: "port \(name) non-first fragment \(s) → \(d)"))
                 }
-                probes.append(ProbeFrame(program: .port, frame: PacketBuilder.icmpEchoFrame(from: endpoint(s), to: endpoint(d)),
-                                         label: "port icmp \(s) → \(d)"))
+                probes.append(
+                    ProbeFrame(
+                        program: .port, frame: PacketBuilder.icmpEchoFrame(from: endpoint(s), to: endpoint(d)),
+                        label: "port icmp \(s) → \(d)"))
             }
             for (mac, ip) in macs.sorted(by: { $0.value < $1.value }) where ip != s {
-                probes.append(ProbeFrame(program: .port,
-                                         frame: PacketBuilder.ipv6Frame(EthernetHeader(destination: mac, source: endpoint(s).mac)),
-                                         label: "port ipv6 \(s) → mac \(mac)"))
+                probes.append(
+                    ProbeFrame(
+                        program: .port,
+                        frame: PacketBuilder.ipv6Frame(EthernetHeader(destination: mac, source: endpoint(s).mac)),
+                        label: "port ipv6 \(s) → mac \(mac)"))
             }
         }
 
@@ -194,18 +216,23 @@ public enum TransitionCheck {
         for ifindex in ifindexes.sorted() {
             for s in sources.sorted() {
                 for d in destinations.sorted() {
-                    let eth = EthernetHeader(destination: MACAddress(0x02, 0, 0, 0, 0, 1), source: MACAddress(0x02, 0, 0, 0, 0, 2))
+                    let eth = EthernetHeader(
+                        destination: MACAddress(0x02, 0, 0, 0, 0, 1), source: MACAddress(0x02, 0, 0, 0, 0, 2))
                     let ip = IPv4Header(source: s, destination: d)
                     for (name, make) in l4Kinds {
                         for dport in dports.sorted() {
-                            probes.append(ProbeFrame(program: .ext(ingressIfindex: ifindex),
-                                                     frame: PacketBuilder.ipv4Frame(eth, ip, make(50000, dport)),
-                                                     label: "ext if\(ifindex) \(name) \(s) → \(d):\(dport)"))
+                            probes.append(
+                                ProbeFrame(
+                                    program: .ext(ingressIfindex: ifindex),
+                                    frame: PacketBuilder.ipv4Frame(eth, ip, make(50000, dport)),
+                                    label: "ext if\(ifindex) \(name) \(s) → \(d):\(dport)"))
                         }
                     }
-                    probes.append(ProbeFrame(program: .ext(ingressIfindex: ifindex),
-                                             frame: PacketBuilder.ipv4Frame(eth, ip, .icmpEcho()),
-                                             label: "ext if\(ifindex) icmp \(s) → \(d)"))
+                    probes.append(
+                        ProbeFrame(
+                            program: .ext(ingressIfindex: ifindex),
+                            frame: PacketBuilder.ipv4Frame(eth, ip, .icmpEcho()),
+                            label: "ext if\(ifindex) icmp \(s) → \(d)"))
                 }
             }
         }

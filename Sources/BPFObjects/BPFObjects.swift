@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The eBPF objects compiled from bpf/*.bpf.c by the BPFCompiler plugin. Each
-// bpf/NAME.bpf.c becomes `BPFObjects.NAME` in a generated file.
+// bpf/<name>.bpf.c becomes `BPFObjects.<name>` in a generated file.
 
 import Foundation
 

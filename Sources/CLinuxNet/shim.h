@@ -12,6 +12,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/if_link.h>
+#include <linux/pkt_sched.h>
 #include <linux/net_namespace.h>
 
 /* setns(2) for network namespaces; glibc only declares setns() with _GNU_SOURCE. */

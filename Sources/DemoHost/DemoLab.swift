@@ -55,7 +55,8 @@ public final class DemoLab {
         probeRunner = try ProbeRunner()
         var template = Array("/tmp/bpfnet-demo-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
-            throw NetLabError.invalidSpec("cannot create a temporary directory under /tmp: \(String(cString: strerror(errno)))")
+            throw NetLabError.invalidSpec(
+                "cannot create a temporary directory under /tmp: \(String(cString: strerror(errno)))")
         }
         workDirectory = String(cString: made)
         // Not a bpffs: bpfnet mounts a private one there and unmounts it on unload.
@@ -89,14 +90,17 @@ public final class DemoLab {
     /// Runs `bpfnet ARGS --pin-path PIN` in the host namespace; throws with its stderr on failure.
     @discardableResult
     public func bpfnet(_ arguments: [String]) throws -> String {
-        try topology.run(in: TopologySpec.hostRole, [bpfnet] + arguments + ["--pin-path", pinPath],
-                         timeout: .seconds(60)).stdout
+        try topology.run(
+            in: TopologySpec.hostRole, [bpfnet] + arguments + ["--pin-path", pinPath],
+            timeout: .seconds(60)
+        ).stdout
     }
 
     /// Writes the policy file for `settings` and runs `bpfnet load` with it.
     public func load(_ settings: PolicySettings, portHook: PortHook = .tc, extraArguments: [String] = []) throws {
         let file = workDirectory + "/policy.yaml"
-        try Self.yaml(Scenario.policy(settings, portHook: portHook)).write(toFile: file, atomically: true, encoding: .utf8)
+        try Self.yaml(Scenario.policy(settings, portHook: portHook)).write(
+            toFile: file, atomically: true, encoding: .utf8)
         try bpfnet(["load", "--config", file] + extraArguments)
     }
 
@@ -113,17 +117,19 @@ public final class DemoLab {
     /// Every scenario probe under `settings`, measured.
     public func measure(_ settings: PolicySettings) throws -> [MatrixEntry] {
         let probes = try Scenario.probes.map { entry throws(NetLabError) in
-            try topology.probe(from: entry.from, to: entry.to, entry.kind, sourcePort: entry.sourcePort,
-                               sourceAddress: entry.sourceAddress, size: entry.size,
-                               label: "\(entry.fromLabel) → \(entry.toLabel)")
+            try topology.probe(
+                from: entry.from, to: entry.to, entry.kind, sourcePort: entry.sourcePort,
+                sourceAddress: entry.sourceAddress, size: entry.size,
+                label: "\(entry.fromLabel) → \(entry.toLabel)")
         }
         // Probes that share a fixed source port in one namespace would collide; run in waves.
         let results = probeRunner.run(probes)
         return zip(Scenario.probes, results).map { entry, result in
-            MatrixEntry(from: entry.fromLabel, to: entry.toLabel, proto: entry.proto, port: entry.port,
-                        expected: entry.expected(settings) ? "allowed" : "blocked",
-                        observed: result.reachability.rawValue,
-                        sourcePort: entry.sourcePort, size: entry.size, rows: entry.rows, detail: result.detail)
+            MatrixEntry(
+                from: entry.fromLabel, to: entry.toLabel, proto: entry.proto, port: entry.port,
+                expected: entry.expected(settings) ? "allowed" : "blocked",
+                observed: result.reachability.rawValue,
+                sourcePort: entry.sourcePort, size: entry.size, rows: entry.rows, detail: result.detail)
         }
     }
 

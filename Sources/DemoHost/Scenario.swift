@@ -2,8 +2,8 @@
 //
 // The demo host: a Docker-like host in network namespaces with containers,
 // links, exposed and published ports, and one external network with an
-// allowed and a non-allowed source. Each probe carries what DESIGN.md's
-// policy table says should happen, so the same scenario drives `bpfnet demo`
+// allowed and a non-allowed source. Each probe carries what the policy table
+// (docs/policy.md) says should happen, so the same scenario drives `bpfnet demo`
 // and the end-to-end suites (for every backend).
 
 import BPFNetCore
@@ -81,9 +81,12 @@ public enum Scenario {
     /// web publishes 8080→80/tcp and 5353→53/udp; db exposes 5432; client
     /// links to web, app links to db; lone has no links at all.
     public static let members: [Member] = [
-        Member(name: "web", address: IPv4Address(10, 88, 0, 2), exposed: [PortSpec(80), PortSpec(53, .udp)],
-               published: [PublishedPort(hostPort: 8080, containerPort: 80),
-                           PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp)]),
+        Member(
+            name: "web", address: IPv4Address(10, 88, 0, 2), exposed: [PortSpec(80), PortSpec(53, .udp)],
+            published: [
+                PublishedPort(hostPort: 8080, containerPort: 80),
+                PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp),
+            ]),
         Member(name: "db", address: IPv4Address(10, 88, 0, 3), exposed: [PortSpec(5432)], published: []),
         Member(name: "client", address: IPv4Address(10, 88, 0, 4), exposed: [], published: []),
         Member(name: "app", address: IPv4Address(10, 88, 0, 5), exposed: [], published: []),
@@ -107,12 +110,16 @@ public enum Scenario {
         TopologySpec(
             bridge: BridgeSpec(name: "docker0", address: bridgeAddress),
             containers: members.map { ContainerSpec(name: $0.name, address: $0.address) },
-            externals: [ExternalSpec(
-                name: "ext", hostInterface: externalInterface,
-                hostAddress: IPv4InterfaceAddress(address: hostExternalAddress, prefixLength: 24)!,
-                addresses: [IPv4InterfaceAddress(address: allowedSource, prefixLength: 24)!,
-                            IPv4InterfaceAddress(address: otherSource, prefixLength: 32)!],
-                routeToBridge: true)],
+            externals: [
+                ExternalSpec(
+                    name: "ext", hostInterface: externalInterface,
+                    hostAddress: IPv4InterfaceAddress(address: hostExternalAddress, prefixLength: 24)!,
+                    addresses: [
+                        IPv4InterfaceAddress(address: allowedSource, prefixLength: 24)!,
+                        IPv4InterfaceAddress(address: otherSource, prefixLength: 32)!,
+                    ],
+                    routeToBridge: true)
+            ],
             ipForward: true)
     }
 
@@ -121,31 +128,40 @@ public enum Scenario {
         Policy(
             bridge: "docker0", icc: settings.icc, ipForward: true, forwardPolicy: settings.forwardPolicy,
             portHook: portHook,
-            extInterfaces: [ExternalInterface(
-                name: externalInterface,
-                allowSources: settings.allowList ? [IPv4CIDR(address: allowedSource, prefixLength: 32)!] : [])],
+            extInterfaces: [
+                ExternalInterface(
+                    name: externalInterface,
+                    allowSources: settings.allowList ? [IPv4CIDR(address: allowedSource, prefixLength: 32)!] : [])
+            ],
             containers: members.map { member in
-                Container(name: member.name, ip: member.address, mac: MACAddress(dockerStyleFor: member.address),
-                          port: "veth" + member.name, exposed: member.exposed, published: member.published)
+                Container(
+                    name: member.name, ip: member.address, mac: MACAddress(dockerStyleFor: member.address),
+                    port: "veth" + member.name, exposed: member.exposed, published: member.published)
             },
             links: links)
     }
 
     // MARK: probes
 
-    private static func probe(_ from: String, _ to: String, _ kind: Probe.Kind, sport: UInt16? = nil,
-                              size: Int? = nil, rows: String,
-                              expected: @escaping @Sendable (PolicySettings) -> Bool) -> ScenarioProbe {
-        ScenarioProbe(from: from, sourceAddress: nil, fromLabel: from, to: address(to), toLabel: to, kind: kind,
-                      sourcePort: sport, size: size, rows: rows, expected: expected)
+    private static func probe(
+        _ from: String, _ to: String, _ kind: Probe.Kind, sport: UInt16? = nil,
+        size: Int? = nil, rows: String,
+        expected: @escaping @Sendable (PolicySettings) -> Bool
+    ) -> ScenarioProbe {
+        ScenarioProbe(
+            from: from, sourceAddress: nil, fromLabel: from, to: address(to), toLabel: to, kind: kind,
+            sourcePort: sport, size: size, rows: rows, expected: expected)
     }
 
-    private static func external(_ source: IPv4Address, _ to: IPv4Address, _ toLabel: String, _ kind: Probe.Kind,
-                                 rows: String, expected: @escaping @Sendable (PolicySettings) -> Bool) -> ScenarioProbe {
-        ScenarioProbe(from: "ext", sourceAddress: source,
-                      fromLabel: source == allowedSource ? "ext(allowed)" : "ext(other)",
-                      to: to, toLabel: toLabel, kind: kind, sourcePort: nil, size: nil, rows: rows,
-                      expected: expected)
+    private static func external(
+        _ source: IPv4Address, _ to: IPv4Address, _ toLabel: String, _ kind: Probe.Kind,
+        rows: String, expected: @escaping @Sendable (PolicySettings) -> Bool
+    ) -> ScenarioProbe {
+        ScenarioProbe(
+            from: "ext", sourceAddress: source,
+            fromLabel: source == allowedSource ? "ext(allowed)" : "ext(other)",
+            to: to, toLabel: toLabel, kind: kind, sourcePort: nil, size: nil, rows: rows,
+            expected: expected)
     }
 
     /// Allowed only when containers may talk freely.
@@ -171,13 +187,15 @@ public enum Scenario {
         probe("db", "app", .udp(9999), sport: 5432, rows: "5/6 (5432 is tcp)", expected: iccOnly),
         probe("db", "app", .tcp(9090), sport: 5432, rows: "5", expected: always),
         // To the host and out of it.
-        ScenarioProbe(from: "lone", sourceAddress: nil, fromLabel: "lone", to: bridgeAddress.address,
-                      toLabel: "host(docker0)", kind: .icmp, sourcePort: nil, size: nil, rows: "2", expected: always),
+        ScenarioProbe(
+            from: "lone", sourceAddress: nil, fromLabel: "lone", to: bridgeAddress.address,
+            toLabel: "host(docker0)", kind: .icmp, sourcePort: nil, size: nil, rows: "2", expected: always),
         // Masqueraded out; the reply comes back from a non-allowed source to
         // host port 8080, which is also a published port: a reply must pass.
-        ScenarioProbe(from: "lone", sourceAddress: nil, fromLabel: "lone", to: otherSource,
-                      toLabel: "ext(other)", kind: .tcp(7000), sourcePort: 8080, size: nil, rows: "7, 10",
-                      expected: always),
+        ScenarioProbe(
+            from: "lone", sourceAddress: nil, fromLabel: "lone", to: otherSource,
+            toLabel: "ext(other)", kind: .tcp(7000), sourcePort: 8080, size: nil, rows: "7, 10",
+            expected: always),
         // From outside: published ports through bpfnet's NAT.
         external(allowedSource, hostExternalAddress, "host", .tcp(8080), rows: "8", expected: always),
         external(otherSource, hostExternalAddress, "host", .tcp(8080), rows: "8") { !$0.allowList },

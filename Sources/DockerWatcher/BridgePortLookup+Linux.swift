@@ -88,18 +88,20 @@ public struct LinuxBridgePortLookup: Sendable {
         guard let peer = inner.link, peer != 0, peer != inner.index else {
             throw BridgePortLookupError("\(containerInterface) in the namespace of pid \(pid) has no peer (not a veth)")
         }
-        let where_ = bridgeNamespace ?? "the host's namespace"
+        let searchedNamespace = bridgeNamespace ?? "the host's namespace"
         guard let outer = try hostSocket.link(index: peer) else {
             throw BridgePortLookupError(
-                "the peer of \(containerInterface) of pid \(pid) (ifindex \(peer)) is not in \(where_)")
+                "the peer of \(containerInterface) of pid \(pid) (ifindex \(peer)) is not in \(searchedNamespace)")
         }
         // Another namespace may hold an interface with the same ifindex: check it points back.
         guard outer.link == inner.index else {
             throw BridgePortLookupError(
-                "ifindex \(peer) in \(where_) is \(outer.name), which is not the peer of \(containerInterface) of pid \(pid)")
+                "ifindex \(peer) in \(searchedNamespace) is \(outer.name), which is not the peer of \(containerInterface) of pid \(pid)"
+            )
         }
-        return BridgePort(name: outer.name, ifindex: outer.index, masterIfindex: outer.master,
-                          containerIfindex: inner.index)
+        return BridgePort(
+            name: outer.name, ifindex: outer.index, masterIfindex: outer.master,
+            containerIfindex: inner.index)
     }
 }
 

@@ -16,7 +16,8 @@ public struct DockerAPIVersion: Hashable, Comparable, Sendable, CustomStringConv
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 2, let major = Int(parts[0]), let minor = Int(parts[1]),
-              major >= 0, minor >= 0 else { return nil }
+            major >= 0, minor >= 0
+        else { return nil }
         self.init(major, minor)
     }
 

@@ -9,6 +9,7 @@ import BPFNetCore
 import Foundation
 import Logging
 import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -46,8 +47,10 @@ public actor DockerClient {
         /// A longer event line is reported as malformed and dropped.
         public var maxEventLineBytes: Int
 
-        public init(requestTimeout: Duration = .seconds(30), connectTimeout: Duration = .seconds(5),
-                    maxResponseBytes: Int = 64 << 20, maxEventLineBytes: Int = 1 << 20) {
+        public init(
+            requestTimeout: Duration = .seconds(30), connectTimeout: Duration = .seconds(5),
+            maxResponseBytes: Int = 64 << 20, maxEventLineBytes: Int = 1 << 20
+        ) {
             self.requestTimeout = requestTimeout
             self.connectTimeout = connectTimeout
             self.maxResponseBytes = maxResponseBytes
@@ -67,8 +70,10 @@ public actor DockerClient {
     /// The version requests are sent with; nil until negotiated (the first request negotiates).
     public private(set) var apiVersion: DockerAPIVersion?
 
-    public init(host: DockerHost = .default, configuration: Configuration = .init(),
-                logger: Logger = Logger(label: "bpfnet.docker")) {
+    public init(
+        host: DockerHost = .default, configuration: Configuration = .init(),
+        logger: Logger = Logger(label: "bpfnet.docker")
+    ) {
         self.host = host
         self.configuration = configuration
         self.logger = logger
@@ -79,8 +84,9 @@ public actor DockerClient {
         httpConfiguration.redirectConfiguration = .disallow
         httpConfiguration.decompression = .disabled
         httpConfiguration.httpVersion = .http1Only
-        http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration,
-                          backgroundActivityLogger: logger)
+        http = HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration,
+            backgroundActivityLogger: logger)
     }
 
     /// Runs `body` with a client and shuts it down afterwards, also when `body` throws.
@@ -112,8 +118,9 @@ public actor DockerClient {
     public func ping() async throws -> DockerPing {
         try checkReachable()
         let response = try await send(path: "/_ping", versioned: false)
-        return DockerPing(apiVersion: response.headers["api-version"].flatMap { DockerAPIVersion($0) },
-                          server: response.headers["server"])
+        return DockerPing(
+            apiVersion: response.headers["api-version"].flatMap { DockerAPIVersion($0) },
+            server: response.headers["server"])
     }
 
     /// Pings the daemon and settles the version later requests use: the daemon's, capped at
@@ -124,8 +131,9 @@ public actor DockerClient {
         let ping = try await ping()
         let version = DockerAPIVersion.negotiated(daemon: ping.apiVersion)
         if let announced = ping.apiVersion {
-            logger.debug("docker daemon at \(host): API \(announced), using \(version)",
-                         metadata: ["server": "\(ping.server ?? "?")"])
+            logger.debug(
+                "docker daemon at \(host): API \(announced), using \(version)",
+                metadata: ["server": "\(ping.server ?? "?")"])
         } else {
             logger.warning("docker daemon at \(host) sent no Api-Version header; using API \(version)")
         }
@@ -144,7 +152,9 @@ public actor DockerClient {
     }
 
     /// `GET /containers/json` with `filters` (by default: running, on the default bridge).
-    public func listContainers(filters: [String: [String]] = DockerClient.runningOnDefaultBridge) async throws -> [DockerContainerSummary] {
+    public func listContainers(filters: [String: [String]] = DockerClient.runningOnDefaultBridge) async throws
+        -> [DockerContainerSummary]
+    {
         var query: [(String, String)] = []
         if !filters.isEmpty { query.append(("filters", filtersJSON(filters))) }
         return try DockerContainerSummary.list(fromJSON: try await send(path: "/containers/json", query: query).body)
@@ -166,16 +176,19 @@ public actor DockerClient {
     ///
     /// Open it before listing (and pass `since` = a moment before opening): the daemon replays
     /// events since then, so nothing that happens while the list is read is lost.
-    public func events(since: Date? = nil,
-                       filters: DockerEventFilters = .bridgePolicy) async throws -> DockerEventStream {
+    public func events(
+        since: Date? = nil,
+        filters: DockerEventFilters = .bridgePolicy
+    ) async throws -> DockerEventStream {
         var query: [(String, String)] = []
         if let since { query.append(("since", dockerTimestamp(since))) }
         if !filters.filters.isEmpty { query.append(("filters", filters.json)) }
         let path = "/v\(try await currentAPIVersion())/events" + queryString(query)
         let (response, requestLine) = try await open(path)
         logger.debug("docker event stream open", metadata: ["request": "\(requestLine)"])
-        return DockerEventSequence(chunks: response.body, host: host.description,
-                                   maxLineLength: configuration.maxEventLineBytes)
+        return DockerEventSequence(
+            chunks: response.body, host: host.description,
+            maxLineLength: configuration.maxEventLineBytes)
     }
 
     // MARK: Transport
@@ -220,8 +233,9 @@ public actor DockerClient {
             let body = try? await withinDeadline(requestLine) { [configuration] in
                 try await response.body.collect(upTo: configuration.maxResponseBytes)
             }
-            throw httpStatusError(requestLine, status: Int(response.status.code),
-                                  body: body.map { Data($0.readableBytesView) } ?? Data())
+            throw httpStatusError(
+                requestLine, status: Int(response.status.code),
+                body: body.map { Data($0.readableBytesView) } ?? Data())
         }
         return (response, requestLine)
     }
@@ -243,12 +257,14 @@ public actor DockerClient {
             return URL(httpURLWithSocketPath: path, uri: pathAndQuery)?.absoluteString
                 ?? "http+unix://\(percentEncoded(path))\(pathAndQuery)"
         case .tcp(let name, let port):
-            return name.contains(":") ? "http://[\(name)]:\(port)\(pathAndQuery)" : "http://\(name):\(port)\(pathAndQuery)"
+            return name.contains(":")
+                ? "http://[\(name)]:\(port)\(pathAndQuery)" : "http://\(name):\(port)\(pathAndQuery)"
         }
     }
 
     private nonisolated func httpStatusError(_ request: String, status: Int, body: Data) -> DockerError {
-        let message = dockerErrorMessage(from: body)
+        let message =
+            dockerErrorMessage(from: body)
             ?? String(decoding: body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return .httpStatus(request: request, status: status, message: message)
     }
@@ -275,7 +291,9 @@ public actor DockerClient {
         if let httpError = error as? HTTPClientError, httpError == .deadlineExceeded {
             return .timedOut(host: host.description, request: request, seconds: seconds(configuration.requestTimeout))
         }
-        if let ioError = error as? IOError, [ECONNREFUSED, ENOENT, EHOSTUNREACH, ENETUNREACH].contains(ioError.errnoCode) {
+        if let ioError = error as? IOError,
+            [ECONNREFUSED, ENOENT, EHOSTUNREACH, ENETUNREACH].contains(ioError.errnoCode)
+        {
             return .daemonUnreachable(host: host.description, reason: errnoText(ioError.errnoCode))
         }
         return .transport(host: host.description, request: request, reason: describeTransportError(error))
@@ -285,7 +303,8 @@ public actor DockerClient {
     private nonisolated func withinDeadline<T: Sendable>(
         _ request: String, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        let host = host.description, timeout = configuration.requestTimeout
+        let host = host.description
+        let timeout = configuration.requestTimeout
         do {
             return try await withThrowingTaskGroup(of: T.self) { group in
                 group.addTask { try await body() }
@@ -322,7 +341,10 @@ func dockerTimestamp(_ date: Date) -> String {
     let interval = date.timeIntervalSince1970
     var wholeSeconds = Int64(interval.rounded(.down))
     var nanos = Int64(((interval - Double(wholeSeconds)) * 1e9).rounded())
-    if nanos >= 1_000_000_000 { wholeSeconds += 1; nanos -= 1_000_000_000 }
+    if nanos >= 1_000_000_000 {
+        wholeSeconds += 1
+        nanos -= 1_000_000_000
+    }
     let fraction = String(nanos)
     return "\(wholeSeconds).\(String(repeating: "0", count: 9 - fraction.count))\(fraction)"
 }
@@ -333,8 +355,8 @@ func percentEncoded(_ text: String) -> String {
     for byte in text.utf8 {
         switch byte {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
-             UInt8(ascii: "_"), UInt8(ascii: "~"):
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "_"), UInt8(ascii: "~"):
             result.unicodeScalars.append(Unicode.Scalar(byte))
         default:
             let hex = String(byte, radix: 16, uppercase: true)
@@ -358,7 +380,8 @@ func probeUnixSocket(_ path: String) -> String? {
     guard stat(path, &status) == 0 else { return errnoText(errno) }
     guard status.st_mode & S_IFMT == S_IFSOCK else { return "not a socket" }
     #if canImport(Glibc) || canImport(Musl)
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+    let fd = socket(
+        AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
     #else
     let fd = socket(AF_UNIX, SOCK_STREAM, 0)
     #endif

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// JSON → DockerContainer, DockerBridgeNetwork, ... Raw mirrors of the Engine API's JSON hold
+// JSON → DockerContainer, DockerBridgeNetwork, ... Raw mirrors of the Engine API's JSON (DockerRawJSON.swift) hold
 // every field as optional (absent and null mean the same), so any daemon version decodes; the
 // conversions then validate what the policy depends on. A value that is present but wrong
 // (an IP that is not an IPv4 address, a string where a number belongs) fails with
@@ -43,10 +43,11 @@ extension DockerVersionInfo {
         guard let version = raw.version else {
             throw DockerError.decoding(what: "version", field: "Version", reason: "missing")
         }
-        self.init(version: version,
-                  apiVersion: raw.apiVersion.flatMap { DockerAPIVersion($0) },
-                  minAPIVersion: raw.minAPIVersion.flatMap { DockerAPIVersion($0) },
-                  os: raw.os, arch: raw.arch, kernelVersion: raw.kernelVersion)
+        self.init(
+            version: version,
+            apiVersion: raw.apiVersion.flatMap { DockerAPIVersion($0) },
+            minAPIVersion: raw.minAPIVersion.flatMap { DockerAPIVersion($0) },
+            os: raw.os, arch: raw.arch, kernelVersion: raw.kernelVersion)
     }
 }
 
@@ -54,9 +55,10 @@ extension DockerDaemonInfo {
     /// Decodes `GET /info`.
     public init(json data: Data) throws {
         let raw = try decodeJSON(RawInfo.self, from: data, what: "info")
-        self.init(serverVersion: raw.serverVersion, ipv4Forwarding: raw.ipv4Forwarding,
-                  bridgeNfIptables: raw.bridgeNfIptables, bridgeNfIp6tables: raw.bridgeNfIp6tables,
-                  dockerRootDir: raw.dockerRootDir)
+        self.init(
+            serverVersion: raw.serverVersion, ipv4Forwarding: raw.ipv4Forwarding,
+            bridgeNfIptables: raw.bridgeNfIptables, bridgeNfIp6tables: raw.bridgeNfIp6tables,
+            dockerRootDir: raw.dockerRootDir)
     }
 }
 
@@ -81,13 +83,14 @@ func decodeJSON<T: Decodable>(_ type: T.Type, from data: Data, what: String) thr
 extension DockerError {
     init(decoding error: DecodingError, what: String) {
         switch error {
-        case let .typeMismatch(type, context):
+        case .typeMismatch(let type, let context):
             self = .decoding(what: what, field: jsonPath(context.codingPath), reason: "expected \(jsonTypeName(type))")
-        case let .valueNotFound(type, context):
-            self = .decoding(what: what, field: jsonPath(context.codingPath), reason: "null where \(jsonTypeName(type)) is required")
-        case let .keyNotFound(key, context):
+        case .valueNotFound(let type, let context):
+            self = .decoding(
+                what: what, field: jsonPath(context.codingPath), reason: "null where \(jsonTypeName(type)) is required")
+        case .keyNotFound(let key, let context):
             self = .decoding(what: what, field: jsonPath(context.codingPath + [key]), reason: "missing")
-        case let .dataCorrupted(context):
+        case .dataCorrupted(let context):
             var reason = context.debugDescription
             if let underlying = context.underlyingError {
                 reason += " (\(underlying.localizedDescription))"
@@ -122,142 +125,6 @@ private func jsonTypeName(_ type: Any.Type) -> String {
         if name.hasPrefix("Dictionary") { return "an object" }
         if name.hasPrefix("Array") { return "an array" }
         return name
-    }
-}
-
-// MARK: - Raw mirrors of the Engine API's JSON
-
-/// Decodes any JSON value and keeps nothing (the `{}` values of `ExposedPorts`).
-struct IgnoredJSON: Decodable {
-    init(from decoder: any Decoder) throws {}
-}
-
-struct RawPortBinding: Decodable {
-    var hostIP: String?
-    var hostPort: String?
-    enum CodingKeys: String, CodingKey { case hostIP = "HostIp", hostPort = "HostPort" }
-}
-
-typealias RawPortMap = [String: [RawPortBinding]?]
-
-struct RawEndpointSettings: Decodable {
-    var ipAddress: String?
-    var ipPrefixLen: Int?
-    var gateway: String?
-    var macAddress: String?
-    var endpointID: String?
-    var networkID: String?
-    enum CodingKeys: String, CodingKey {
-        case ipAddress = "IPAddress", ipPrefixLen = "IPPrefixLen", gateway = "Gateway"
-        case macAddress = "MacAddress", endpointID = "EndpointID", networkID = "NetworkID"
-    }
-}
-
-struct RawInspect: Decodable {
-    struct State: Decodable {
-        var status: String?
-        var running: Bool?
-        var pid: Int?
-        enum CodingKeys: String, CodingKey { case status = "Status", running = "Running", pid = "Pid" }
-    }
-    struct Config: Decodable {
-        var exposedPorts: [String: IgnoredJSON]?
-        enum CodingKeys: String, CodingKey { case exposedPorts = "ExposedPorts" }
-    }
-    struct HostConfig: Decodable {
-        var networkMode: String?
-        var links: [String]?
-        var portBindings: RawPortMap?
-        enum CodingKeys: String, CodingKey {
-            case networkMode = "NetworkMode", links = "Links", portBindings = "PortBindings"
-        }
-    }
-    struct NetworkSettings: Decodable {
-        var ports: RawPortMap?
-        var networks: [String: RawEndpointSettings?]?
-        enum CodingKeys: String, CodingKey { case ports = "Ports", networks = "Networks" }
-    }
-    var id: String?
-    var name: String?
-    var state: State?
-    var config: Config?
-    var hostConfig: HostConfig?
-    var networkSettings: NetworkSettings?
-    enum CodingKeys: String, CodingKey {
-        case id = "Id", name = "Name", state = "State", config = "Config"
-        case hostConfig = "HostConfig", networkSettings = "NetworkSettings"
-    }
-}
-
-struct RawSummary: Decodable {
-    struct HostConfig: Decodable {
-        var networkMode: String?
-        enum CodingKeys: String, CodingKey { case networkMode = "NetworkMode" }
-    }
-    struct NetworkSettings: Decodable {
-        var networks: [String: RawEndpointSettings?]?
-        enum CodingKeys: String, CodingKey { case networks = "Networks" }
-    }
-    var id: String?
-    var names: [String]?
-    var state: String?
-    var hostConfig: HostConfig?
-    var networkSettings: NetworkSettings?
-    enum CodingKeys: String, CodingKey {
-        case id = "Id", names = "Names", state = "State", hostConfig = "HostConfig", networkSettings = "NetworkSettings"
-    }
-}
-
-struct RawNetwork: Decodable {
-    struct IPAM: Decodable {
-        struct Config: Decodable {
-            var subnet: String?
-            var gateway: String?
-            enum CodingKeys: String, CodingKey { case subnet = "Subnet", gateway = "Gateway" }
-        }
-        var config: [Config]?
-        enum CodingKeys: String, CodingKey { case config = "Config" }
-    }
-    struct Endpoint: Decodable {
-        var name: String?
-        var macAddress: String?
-        var ipv4Address: String?
-        enum CodingKeys: String, CodingKey { case name = "Name", macAddress = "MacAddress", ipv4Address = "IPv4Address" }
-    }
-    var id: String?
-    var name: String?
-    var driver: String?
-    var ipam: IPAM?
-    var options: [String: String]?
-    var containers: [String: Endpoint]?
-    enum CodingKeys: String, CodingKey {
-        case id = "Id", name = "Name", driver = "Driver", ipam = "IPAM", options = "Options", containers = "Containers"
-    }
-}
-
-struct RawInfo: Decodable {
-    var serverVersion: String?
-    var ipv4Forwarding: Bool?
-    var bridgeNfIptables: Bool?
-    var bridgeNfIp6tables: Bool?
-    var dockerRootDir: String?
-    enum CodingKeys: String, CodingKey {
-        case serverVersion = "ServerVersion", ipv4Forwarding = "IPv4Forwarding"
-        case bridgeNfIptables = "BridgeNfIptables", bridgeNfIp6tables = "BridgeNfIp6tables"
-        case dockerRootDir = "DockerRootDir"
-    }
-}
-
-struct RawVersion: Decodable {
-    var version: String?
-    var apiVersion: String?
-    var minAPIVersion: String?
-    var os: String?
-    var arch: String?
-    var kernelVersion: String?
-    enum CodingKeys: String, CodingKey {
-        case version = "Version", apiVersion = "ApiVersion", minAPIVersion = "MinAPIVersion"
-        case os = "Os", arch = "Arch", kernelVersion = "KernelVersion"
     }
 }
 
@@ -300,8 +167,9 @@ extension DockerContainer {
 
         var bridge: DockerBridgeEndpoint?
         if let endpoint = raw.networkSettings?.networks?[dockerDefaultBridgeNetwork] ?? nil {
-            bridge = try DockerBridgeEndpoint(raw: endpoint, field: "NetworkSettings.Networks.bridge",
-                                              what: what, warnings: &warnings)
+            bridge = try DockerBridgeEndpoint(
+                raw: endpoint, field: "NetworkSettings.Networks.bridge",
+                what: what, warnings: &warnings)
         }
 
         var links: [DockerLinkDeclaration] = []
@@ -311,7 +179,8 @@ extension DockerContainer {
                 continue
             }
             if link.parent != name {
-                warnings.append("HostConfig.Links[\(index)]: '\(entry)' names parent '\(link.parent)', held by '\(name)'")
+                warnings.append(
+                    "HostConfig.Links[\(index)]: '\(entry)' names parent '\(link.parent)', held by '\(name)'")
             }
             links.append(link)
         }
@@ -325,13 +194,16 @@ extension DockerContainer {
             exposed.formUnion(ports)
         }
 
-        var published = parsePublishedPorts(raw.networkSettings?.ports, field: "NetworkSettings.Ports", warnings: &warnings)
+        var published = parsePublishedPorts(
+            raw.networkSettings?.ports, field: "NetworkSettings.Ports", warnings: &warnings)
         if published.isEmpty {
-            published = parsePublishedPorts(raw.hostConfig?.portBindings, field: "HostConfig.PortBindings", warnings: &warnings)
+            published = parsePublishedPorts(
+                raw.hostConfig?.portBindings, field: "HostConfig.PortBindings", warnings: &warnings)
         }
 
-        self.init(id: id, name: name, running: running, pid: pid, networkMode: networkMode, bridge: bridge,
-                  links: links, exposedPorts: exposed.sorted(), publishedPorts: published, warnings: warnings)
+        self.init(
+            id: id, name: name, running: running, pid: pid, networkMode: networkMode, bridge: bridge,
+            links: links, exposedPorts: exposed.sorted(), publishedPorts: published, warnings: warnings)
     }
 }
 
@@ -340,12 +212,14 @@ extension DockerBridgeEndpoint {
     init?(raw: RawEndpointSettings, field: String, what: String, warnings: inout [String]) throws {
         guard let ipText = raw.ipAddress, !ipText.isEmpty else { return nil }
         guard let ip = IPv4Address(ipText) else {
-            throw DockerError.decoding(what: what, field: "\(field).IPAddress", reason: "'\(ipText)' is not an IPv4 address")
+            throw DockerError.decoding(
+                what: what, field: "\(field).IPAddress", reason: "'\(ipText)' is not an IPv4 address")
         }
         var mac: MACAddress?
         if let macText = raw.macAddress, !macText.isEmpty {
             guard let parsed = MACAddress(macText) else {
-                throw DockerError.decoding(what: what, field: "\(field).MacAddress", reason: "'\(macText)' is not a MAC address")
+                throw DockerError.decoding(
+                    what: what, field: "\(field).MacAddress", reason: "'\(macText)' is not a MAC address")
             }
             mac = parsed
         }
@@ -354,9 +228,10 @@ extension DockerBridgeEndpoint {
             gateway = IPv4Address(gatewayText)
             if gateway == nil { warnings.append("\(field).Gateway: '\(gatewayText)' is not an IPv4 address; ignored") }
         }
-        self.init(ip: ip, prefixLength: raw.ipPrefixLen, mac: mac, gateway: gateway,
-                  endpointID: raw.endpointID.flatMap { $0.isEmpty ? nil : $0 },
-                  networkID: raw.networkID.flatMap { $0.isEmpty ? nil : $0 })
+        self.init(
+            ip: ip, prefixLength: raw.ipPrefixLen, mac: mac, gateway: gateway,
+            endpointID: raw.endpointID.flatMap { $0.isEmpty ? nil : $0 },
+            networkID: raw.networkID.flatMap { $0.isEmpty ? nil : $0 })
     }
 }
 
@@ -367,7 +242,8 @@ func parsePortKey(_ key: String) -> [PortSpec]? {
     guard parts.count <= 2 else { return nil }
     let bounds = parts[0].split(separator: "-", omittingEmptySubsequences: false)
     guard bounds.count == 2, let low = UInt16(bounds[0]), let high = UInt16(bounds[1]),
-          low != 0, low <= high else { return nil }
+        low != 0, low <= high
+    else { return nil }
     var proto = TransportProtocol.tcp
     if parts.count == 2 {
         guard let parsed = TransportProtocol(rawValue: parts[1].lowercased()) else { return nil }
@@ -383,7 +259,9 @@ func parsePublishedPorts(_ map: RawPortMap?, field: String, warnings: inout [Str
     var result = Set<PublishedPort>()
     for (key, bindings) in map {
         guard let bindings, !bindings.isEmpty else { continue }
-        guard let containerPorts = parsePortKey(key), containerPorts.count == 1, let containerPort = containerPorts.first else {
+        guard let containerPorts = parsePortKey(key), containerPorts.count == 1,
+            let containerPort = containerPorts.first
+        else {
             warnings.append("\(field): '\(key)' is not PORT/PROTO; its bindings are skipped")
             continue
         }
@@ -405,8 +283,10 @@ func parsePublishedPorts(_ map: RawPortMap?, field: String, warnings: inout [Str
                 warnings.append("\(field).\(key): HostPort '\(hostPortText)' is not a port; binding skipped")
                 continue
             }
-            result.insert(PublishedPort(hostIP: hostIP, hostPort: hostPort,
-                                        containerPort: containerPort.port, proto: containerPort.proto))
+            result.insert(
+                PublishedPort(
+                    hostIP: hostIP, hostPort: hostPort,
+                    containerPort: containerPort.port, proto: containerPort.proto))
         }
     }
     return result.sorted {
@@ -428,15 +308,18 @@ extension DockerContainerSummary {
         }
         var bridgeIP: IPv4Address?
         if let endpoint = raw.networkSettings?.networks?[dockerDefaultBridgeNetwork] ?? nil,
-           let ipText = endpoint.ipAddress, !ipText.isEmpty {
+            let ipText = endpoint.ipAddress, !ipText.isEmpty
+        {
             guard let ip = IPv4Address(ipText) else {
-                throw DockerError.decoding(what: what, field: "[\(index)].NetworkSettings.Networks.bridge.IPAddress",
-                                           reason: "'\(ipText)' is not an IPv4 address")
+                throw DockerError.decoding(
+                    what: what, field: "[\(index)].NetworkSettings.Networks.bridge.IPAddress",
+                    reason: "'\(ipText)' is not an IPv4 address")
             }
             bridgeIP = ip
         }
-        self.init(id: id, name: name, names: names, state: raw.state ?? "unknown",
-                  networkMode: raw.hostConfig?.networkMode, bridgeIP: bridgeIP)
+        self.init(
+            id: id, name: name, names: names, state: raw.state ?? "unknown",
+            networkMode: raw.hostConfig?.networkMode, bridgeIP: bridgeIP)
     }
 }
 
@@ -472,13 +355,15 @@ extension DockerBridgeNetwork {
             // An IPv6 subnet (dual-stack networks) does not concern the IPv4 policy.
             guard let text = config.subnet, !text.contains(":") else { continue }
             guard let parsed = IPv4CIDR(text) else {
-                throw DockerError.decoding(what: what, field: "IPAM.Config[\(index)].Subnet", reason: "'\(text)' is not an IPv4 CIDR")
+                throw DockerError.decoding(
+                    what: what, field: "IPAM.Config[\(index)].Subnet", reason: "'\(text)' is not an IPv4 CIDR")
             }
             subnet = parsed
             if let gatewayText = config.gateway, !gatewayText.isEmpty {
                 guard let parsedGateway = IPv4Address(gatewayText) else {
-                    throw DockerError.decoding(what: what, field: "IPAM.Config[\(index)].Gateway",
-                                               reason: "'\(gatewayText)' is not an IPv4 address")
+                    throw DockerError.decoding(
+                        what: what, field: "IPAM.Config[\(index)].Gateway",
+                        reason: "'\(gatewayText)' is not an IPv4 address")
                 }
                 gateway = parsedGateway
             }
@@ -492,17 +377,22 @@ extension DockerBridgeNetwork {
                 let parts = text.split(separator: "/", omittingEmptySubsequences: false)
                 endpoint.ip = IPv4Address(parts[0])
                 endpoint.prefixLength = parts.count == 2 ? Int(parts[1]) : nil
-                if endpoint.ip == nil { warnings.append("Containers.\(containerID).IPv4Address: '\(text)' is not an address") }
+                if endpoint.ip == nil {
+                    warnings.append("Containers.\(containerID).IPv4Address: '\(text)' is not an address")
+                }
             }
             if let text = entry.macAddress, !text.isEmpty {
                 endpoint.mac = MACAddress(text)
-                if endpoint.mac == nil { warnings.append("Containers.\(containerID).MacAddress: '\(text)' is not a MAC address") }
+                if endpoint.mac == nil {
+                    warnings.append("Containers.\(containerID).MacAddress: '\(text)' is not a MAC address")
+                }
             }
             endpoints[containerID] = endpoint
         }
 
-        self.init(id: id, name: raw.name ?? dockerDefaultBridgeNetwork, driver: raw.driver, bridgeName: bridgeName,
-                  iccEnabled: icc, ipMasquerade: masquerade, subnet: subnet, gateway: gateway,
-                  endpoints: endpoints, warnings: warnings)
+        self.init(
+            id: id, name: raw.name ?? dockerDefaultBridgeNetwork, driver: raw.driver, bridgeName: bridgeName,
+            iccEnabled: icc, ipMasquerade: masquerade, subnet: subnet, gateway: gateway,
+            endpoints: endpoints, warnings: warnings)
     }
 }

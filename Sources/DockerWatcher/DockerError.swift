@@ -27,19 +27,19 @@ public enum DockerError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .invalidHost(value, reason):
+        case .invalidHost(let value, let reason):
             "docker host '\(value)': \(reason) — expected \(DockerHost.acceptedForms)"
-        case let .daemonUnreachable(host, reason):
+        case .daemonUnreachable(let host, let reason):
             "docker daemon not reachable at \(host): \(reason) — is dockerd running? use --docker-host"
-        case let .timedOut(host, request, seconds):
+        case .timedOut(let host, let request, let seconds):
             "docker daemon at \(host): \(request) got no complete answer within \(formatSeconds(seconds)) s"
-        case let .httpStatus(request, status, message):
+        case .httpStatus(let request, let status, let message):
             "docker: \(request): HTTP \(status)\(message.isEmpty ? "" : ": \(message)")"
-        case let .decoding(what, field, reason):
+        case .decoding(let what, let field, let reason):
             "docker: cannot decode \(what): field \(field.isEmpty ? "(top level)" : field): \(reason)"
-        case let .transport(host, request, reason):
+        case .transport(let host, let request, let reason):
             "docker daemon at \(host): \(request): \(reason)"
-        case let .eventStreamEnded(host, reason):
+        case .eventStreamEnded(let host, let reason):
             "docker daemon at \(host): event stream ended: \(reason)"
         }
     }

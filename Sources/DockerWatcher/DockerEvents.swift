@@ -81,8 +81,10 @@ public struct DockerEvent: Hashable, Sendable, CustomStringConvertible {
     /// `timeNano`, else `time` in nanoseconds; nil when the daemon sent neither.
     public var timeNano: Int64?
 
-    public init(type: DockerEventType, action: DockerEventAction, actorID: String,
-                attributes: [String: String] = [:], timeNano: Int64? = nil) {
+    public init(
+        type: DockerEventType, action: DockerEventAction, actorID: String,
+        attributes: [String: String] = [:], timeNano: Int64? = nil
+    ) {
         self.type = type
         self.action = action
         self.actorID = actorID
@@ -134,9 +136,12 @@ public struct DockerEvent: Hashable, Sendable, CustomStringConvertible {
             throw DockerError.decoding(what: "event", field: "Actor.ID", reason: "missing")
         }
         var nanos = raw.timeNano
-        if nanos == nil, let seconds = raw.time { nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue }
-        self.init(type: DockerEventType(rawValue: typeText), action: DockerEventAction(rawValue: actionText),
-                  actorID: actorID, attributes: raw.actor?.attributes ?? [:], timeNano: nanos)
+        if nanos == nil, let seconds = raw.time {
+            nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue
+        }
+        self.init(
+            type: DockerEventType(rawValue: typeText), action: DockerEventAction(rawValue: actionText),
+            actorID: actorID, attributes: raw.actor?.attributes ?? [:], timeNano: nanos)
     }
 }
 
@@ -260,10 +265,14 @@ struct NDJSONFramer {
     /// nil when only whitespace is left.
     private func takeLine() -> Frame? {
         var slice = buffer[...]
-        while let first = slice.first, first == 0x1E || first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") || first == UInt8(ascii: "\r") {
+        while let first = slice.first,
+            first == 0x1E || first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") || first == UInt8(ascii: "\r")
+        {
             slice = slice.dropFirst()
         }
-        while let last = slice.last, last == UInt8(ascii: "\r") || last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") {
+        while let last = slice.last,
+            last == UInt8(ascii: "\r") || last == UInt8(ascii: " ") || last == UInt8(ascii: "\t")
+        {
             slice = slice.dropLast()
         }
         return slice.isEmpty ? nil : .line(Array(slice))
@@ -277,7 +286,7 @@ func decodeEventLine(_ frame: NDJSONFramer.Frame) -> DockerEventItem {
             return .event(try DockerEvent(json: Data(bytes)))
         } catch let error as DockerError {
             let reason: String
-            if case let .decoding(_, field, detail) = error {
+            if case .decoding(_, let field, let detail) = error {
                 reason = field.isEmpty ? detail : "field \(field): \(detail)"
             } else {
                 reason = error.description

@@ -14,7 +14,8 @@ public enum DockerHost: Hashable, Sendable, CustomStringConvertible {
     public static let `default` = DockerHost.unixSocket(path: defaultSocketPath)
 
     /// What `--docker-host` accepts, for error messages and help text.
-    public static let acceptedForms = "unix:///path/to/docker.sock (default unix:///var/run/docker.sock) or tcp://HOST:PORT"
+    public static let acceptedForms =
+        "unix:///path/to/docker.sock (default unix:///var/run/docker.sock) or tcp://HOST:PORT"
 
     /// Parses a `--docker-host` value.
     /// - Throws: `DockerError.invalidHost` naming the value and what would be accepted.

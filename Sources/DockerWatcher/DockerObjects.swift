@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // What the Engine API says about containers, the default bridge and the daemon, reduced to
-// the fields the policy needs (docker-bridge.md section 3). Decoding reads only fields that
+// the fields the policy needs (docs/docker.md, "The Engine API"). Decoding reads only fields that
 // exist in API 1.41 (dockerd 20.10) and in API >= 1.52 (29.x): IP and MAC come from
 // `NetworkSettings.Networks.bridge`, never from the top-level copies that 1.52 dropped.
 
@@ -20,8 +20,10 @@ public struct DockerBridgeEndpoint: Hashable, Sendable {
     public var endpointID: String?
     public var networkID: String?
 
-    public init(ip: IPv4Address, prefixLength: Int? = nil, mac: MACAddress? = nil,
-                gateway: IPv4Address? = nil, endpointID: String? = nil, networkID: String? = nil) {
+    public init(
+        ip: IPv4Address, prefixLength: Int? = nil, mac: MACAddress? = nil,
+        gateway: IPv4Address? = nil, endpointID: String? = nil, networkID: String? = nil
+    ) {
         self.ip = ip
         self.prefixLength = prefixLength
         self.mac = mac
@@ -53,7 +55,7 @@ public struct DockerLinkDeclaration: Hashable, Sendable, CustomStringConvertible
         let aliasPath = halves[1].split(separator: "/", omittingEmptySubsequences: false)
         // "/child" splits into ["", "child"]; "/parent/alias" into ["", "parent", "alias"].
         guard childPath.count == 2, childPath[0].isEmpty, !childPath[1].isEmpty,
-              aliasPath.count == 3, aliasPath[0].isEmpty, !aliasPath[1].isEmpty, !aliasPath[2].isEmpty
+            aliasPath.count == 3, aliasPath[0].isEmpty, !aliasPath[1].isEmpty, !aliasPath[2].isEmpty
         else { return nil }
         self.init(child: String(childPath[1]), parent: String(aliasPath[1]), alias: String(aliasPath[2]))
     }
@@ -83,9 +85,11 @@ public struct DockerContainer: Hashable, Sendable {
     /// Parts of the answer that were skipped (an unparsable port key, an odd link entry, ...).
     public var warnings: [String]
 
-    public init(id: String, name: String, running: Bool, pid: Int32? = nil, networkMode: String = "default",
-                bridge: DockerBridgeEndpoint? = nil, links: [DockerLinkDeclaration] = [],
-                exposedPorts: [PortSpec] = [], publishedPorts: [PublishedPort] = [], warnings: [String] = []) {
+    public init(
+        id: String, name: String, running: Bool, pid: Int32? = nil, networkMode: String = "default",
+        bridge: DockerBridgeEndpoint? = nil, links: [DockerLinkDeclaration] = [],
+        exposedPorts: [PortSpec] = [], publishedPorts: [PublishedPort] = [], warnings: [String] = []
+    ) {
         self.id = id
         self.name = name
         self.running = running
@@ -122,8 +126,10 @@ public struct DockerContainerSummary: Hashable, Sendable {
     /// `NetworkSettings.Networks.bridge.IPAddress`, when set.
     public var bridgeIP: IPv4Address?
 
-    public init(id: String, name: String, names: [String], state: String,
-                networkMode: String? = nil, bridgeIP: IPv4Address? = nil) {
+    public init(
+        id: String, name: String, names: [String], state: String,
+        networkMode: String? = nil, bridgeIP: IPv4Address? = nil
+    ) {
         self.id = id
         self.name = name
         self.names = names
@@ -168,10 +174,12 @@ public struct DockerBridgeNetwork: Hashable, Sendable {
     public var endpoints: [String: DockerNetworkEndpoint]
     public var warnings: [String]
 
-    public init(id: String, name: String, driver: String? = "bridge", bridgeName: String = "docker0",
-                iccEnabled: Bool = true, ipMasquerade: Bool = true, subnet: IPv4CIDR? = nil,
-                gateway: IPv4Address? = nil, endpoints: [String: DockerNetworkEndpoint] = [:],
-                warnings: [String] = []) {
+    public init(
+        id: String, name: String, driver: String? = "bridge", bridgeName: String = "docker0",
+        iccEnabled: Bool = true, ipMasquerade: Bool = true, subnet: IPv4CIDR? = nil,
+        gateway: IPv4Address? = nil, endpoints: [String: DockerNetworkEndpoint] = [:],
+        warnings: [String] = []
+    ) {
         self.id = id
         self.name = name
         self.driver = driver
@@ -194,8 +202,10 @@ public struct DockerVersionInfo: Hashable, Sendable {
     public var arch: String?
     public var kernelVersion: String?
 
-    public init(version: String, apiVersion: DockerAPIVersion?, minAPIVersion: DockerAPIVersion? = nil,
-                os: String? = nil, arch: String? = nil, kernelVersion: String? = nil) {
+    public init(
+        version: String, apiVersion: DockerAPIVersion?, minAPIVersion: DockerAPIVersion? = nil,
+        os: String? = nil, arch: String? = nil, kernelVersion: String? = nil
+    ) {
         self.version = version
         self.apiVersion = apiVersion
         self.minAPIVersion = minAPIVersion
@@ -215,8 +225,10 @@ public struct DockerDaemonInfo: Hashable, Sendable {
     public var bridgeNfIp6tables: Bool?
     public var dockerRootDir: String?
 
-    public init(serverVersion: String? = nil, ipv4Forwarding: Bool? = nil, bridgeNfIptables: Bool? = nil,
-                bridgeNfIp6tables: Bool? = nil, dockerRootDir: String? = nil) {
+    public init(
+        serverVersion: String? = nil, ipv4Forwarding: Bool? = nil, bridgeNfIptables: Bool? = nil,
+        bridgeNfIp6tables: Bool? = nil, dockerRootDir: String? = nil
+    ) {
         self.serverVersion = serverVersion
         self.ipv4Forwarding = ipv4Forwarding
         self.bridgeNfIptables = bridgeNfIptables

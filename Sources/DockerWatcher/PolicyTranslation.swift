@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Inspected containers → the policy model's containers and links (DESIGN.md section 1).
+// Inspected containers → the policy model's containers and links (docs/policy.md).
 // A link is in force only while parent and child both run on the default bridge: Docker
 // 20.10 and 29 leave a stopped child's rules behind (and give them to whoever gets its IP
 // next) and do not follow a restarted child to its new IP. Recomputing links from the
@@ -63,8 +63,10 @@ public enum DockerPolicyTranslator {
     /// Resolves each running bridge container's port from its pid (at most
     /// `maxConcurrentLookups` at a time), then translates. A container whose lookup fails is
     /// skipped with the lookup's error: it may have stopped meanwhile.
-    public static func snapshot(of containers: [DockerContainer], resolvePort: @escaping BridgePortResolver,
-                                maxConcurrentLookups: Int = 8) async -> DockerPolicySnapshot {
+    public static func snapshot(
+        of containers: [DockerContainer], resolvePort: @escaping BridgePortResolver,
+        maxConcurrentLookups: Int = 8
+    ) async -> DockerPolicySnapshot {
         let wanted = containers.filter { $0.isRunningOnDefaultBridge && $0.pid != nil && $0.bridge?.mac != nil }
         var ports: [String: PortLookup] = [:]
         await withTaskGroup(of: (String, PortLookup).self) { group in
@@ -101,7 +103,8 @@ public enum DockerPolicyTranslator {
     static func links(parents: [DockerContainer], childNames: Set<String>) -> [Link] {
         var result = Set<Link>()
         for parent in parents where parent.usesDefaultBridgeMode {
-            for declaration in parent.links where declaration.child != parent.name && childNames.contains(declaration.child) {
+            for declaration in parent.links
+            where declaration.child != parent.name && childNames.contains(declaration.child) {
                 // The container whose inspect holds the entry is the parent, whatever the entry spells.
                 result.insert(Link(parent: parent.name, child: declaration.child, alias: declaration.alias))
             }
@@ -109,14 +112,17 @@ public enum DockerPolicyTranslator {
         return result.sorted { ($0.parent, $0.child, $0.alias ?? "") < ($1.parent, $1.child, $1.alias ?? "") }
     }
 
-    private static func snapshot(of containers: [DockerContainer],
-                                 port: (DockerContainer) -> PortLookup) -> DockerPolicySnapshot {
+    private static func snapshot(
+        of containers: [DockerContainer],
+        port: (DockerContainer) -> PortLookup
+    ) -> DockerPolicySnapshot {
         var included: [DockerContainer] = []
         var models: [Container] = []
         var skipped: [DockerSkippedContainer] = []
         var ipOwners: [IPv4Address: String] = [:]
         // Name order makes the outcome independent of the order Docker listed them in.
-        for container in containers.sorted(by: { ($0.name, $0.id) < ($1.name, $1.id) }) where container.isRunningOnDefaultBridge {
+        for container in containers.sorted(by: { ($0.name, $0.id) < ($1.name, $1.id) })
+        where container.isRunningOnDefaultBridge {
             func skip(_ reason: String) {
                 skipped.append(DockerSkippedContainer(id: container.id, name: container.name, reason: reason))
             }
@@ -143,8 +149,10 @@ public enum DockerPolicyTranslator {
             }
             ipOwners[bridge.ip] = container.name
             included.append(container)
-            models.append(Container(name: container.name, ip: bridge.ip, mac: mac, port: portName,
-                                    exposed: container.exposedPorts, published: container.publishedPorts))
+            models.append(
+                Container(
+                    name: container.name, ip: bridge.ip, mac: mac, port: portName,
+                    exposed: container.exposedPorts, published: container.publishedPorts))
         }
         let links = links(parents: included, childNames: Set(included.map(\.name)))
         return DockerPolicySnapshot(containers: models, links: links, skipped: skipped)

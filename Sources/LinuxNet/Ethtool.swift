@@ -55,13 +55,16 @@ public enum Ethtool {
         return String(decoding: info[4..<36].prefix { $0 != 0 }, as: UTF8.self)
     }
 
-    private static func ioctl(_ interface: String, _ data: UnsafeMutableRawPointer,
-                              what: String) throws(LinuxNetError) {
+    private static func ioctl(
+        _ interface: String, _ data: UnsafeMutableRawPointer,
+        what: String
+    ) throws(LinuxNetError) {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             let code = errno
-            throw LinuxNetError(operation: "socket(AF_INET, SOCK_DGRAM)", action: "socket(AF_INET) for ethtool",
-                                errno: code)
+            throw LinuxNetError(
+                operation: "socket(AF_INET, SOCK_DGRAM)", action: "socket(AF_INET) for ethtool",
+                errno: code)
         }
         defer { close(fd) }
         var request = ifreq()
@@ -73,8 +76,9 @@ public enum Ethtool {
         let result = withUnsafeMutablePointer(to: &request) { Glibc.ioctl(fd, siocEthtool, $0) }
         guard result == 0 else {
             let code = errno
-            throw LinuxNetError(operation: "ioctl(\(interface), SIOCETHTOOL)",
-                                action: "ethtool: \(what) of \(interface)", errno: code)
+            throw LinuxNetError(
+                operation: "ioctl(\(interface), SIOCETHTOOL)",
+                action: "ethtool: \(what) of \(interface)", errno: code)
         }
     }
 }

@@ -141,7 +141,9 @@ public enum NamespaceThread {
             let outcome = Outcome<Result>()
             let thread = try start(Job { outcome.value = Swift.Result { try body() } })
             pthread_join(thread, nil)
-            guard let value = outcome.value else { fatalError("NamespaceThread.run: the thread ended without a result") }
+            guard let value = outcome.value else {
+                fatalError("NamespaceThread.run: the thread ended without a result")
+            }
             return try value.get()
         }
     }
@@ -192,8 +194,10 @@ public enum NamespaceThread {
     /// Only on a thread started by `run`/`runConcurrently`: anywhere else it
     /// would move a thread other code runs on, so it stops the process.
     public static func enter(_ namespace: NetworkNamespace) throws(LinuxNetError) {
-        precondition(isCurrent, "NamespaceThread.enter(\(namespace.path)) called on a thread LinuxNet did not start "
-            + "for it; use NetworkNamespace.run or NamespaceThread.run")
+        precondition(
+            isCurrent,
+            "NamespaceThread.enter(\(namespace.path)) called on a thread LinuxNet did not start "
+                + "for it; use NetworkNamespace.run or NamespaceThread.run")
         try namespace.withFileDescriptor { (fd) throws(LinuxNetError) in
             guard linuxnet_setns_net(fd) == 0 else {
                 let code = errno
@@ -236,17 +240,20 @@ public enum NamespaceThread {
         _ = marker  // created before any thread needs it
         let context = Unmanaged.passRetained(job).toOpaque()
         var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { context in
-            let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
-            pthread_setspecific(NamespaceThread.marker, UnsafeRawPointer(bitPattern: 1))
-            if let name = job.name { _ = linuxnet_set_thread_name(name) }
-            job.work()
-            return nil
-        }, context)
+        let created = pthread_create(
+            &thread, nil,
+            { context in
+                let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
+                pthread_setspecific(NamespaceThread.marker, UnsafeRawPointer(bitPattern: 1))
+                if let name = job.name { _ = linuxnet_set_thread_name(name) }
+                job.work()
+                return nil
+            }, context)
         guard created == 0 else {
             Unmanaged<Job>.fromOpaque(context).release()
-            throw LinuxNetError(operation: "pthread_create", action: "starting a thread for work in a network namespace",
-                                errno: created)
+            throw LinuxNetError(
+                operation: "pthread_create", action: "starting a thread for work in a network namespace",
+                errno: created)
         }
         return thread
     }

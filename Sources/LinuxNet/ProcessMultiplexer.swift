@@ -4,10 +4,11 @@
 // their exclusive keys allow, feeds their standard input, collects their
 // output, kills them at their deadline and reaps them, on the calling thread.
 
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
 
 struct Multiplexer {
     final class Job {
@@ -85,15 +86,19 @@ struct Multiplexer {
     func start(index: Int, command: Command) throws(Errno) -> Job {
         var opened: [Int32] = []
         do {
-            let out = try Spawner.pipe(); opened += [out.read, out.write]
-            let err = try Spawner.pipe(); opened += [err.read, err.write]
+            let out = try Spawner.pipe()
+            opened += [out.read, out.write]
+            let err = try Spawner.pipe()
+            opened += [err.read, err.write]
             var input: (ours: Int32, child: Int32)?
             if command.input != nil {
-                let pair = try Spawner.inputPair(); opened += [pair.ours, pair.child]
+                let pair = try Spawner.inputPair()
+                opened += [pair.ours, pair.child]
                 input = pair
             }
-            let pid = try Spawner.spawn(command.arguments, environment: command.environment,
-                                        stdio: ChildStdio(stdin: input?.child, stdout: out.write, stderr: err.write))
+            let pid = try Spawner.spawn(
+                command.arguments, environment: command.environment,
+                stdio: ChildStdio(stdin: input?.child, stdout: out.write, stderr: err.write))
             close(out.write)
             close(err.write)
             if let input { close(input.child) }
@@ -144,10 +149,14 @@ struct Multiplexer {
         guard let fd = job.input, let input = job.command.input else { return }
         while job.inputOffset < input.count {
             let n = input.withUnsafeBytes {
-                send(fd, $0.baseAddress! + job.inputOffset, $0.count - job.inputOffset,
-                     Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                send(
+                    fd, $0.baseAddress! + job.inputOffset, $0.count - job.inputOffset,
+                    Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
-            if n > 0 { job.inputOffset += n; continue }
+            if n > 0 {
+                job.inputOffset += n
+                continue
+            }
             if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
             break  // EPIPE and friends: the child does not want the rest
         }
@@ -183,19 +192,32 @@ struct Multiplexer {
             if job.status == nil && (job.killed || (job.stdout == nil && job.stderr == nil)) {
                 job.status = Spawner.reap(job.pid)
             }
-            guard let status = job.status else { index += 1; continue }
+            guard let status = job.status else {
+                index += 1
+                continue
+            }
             if job.killed {
                 // It is dead; take whatever is buffered and stop waiting for
                 // EOF (a helper it forked may still hold the other end).
-                if let fd = job.stdout { _ = drain(fd, into: &job.outBytes).map { close($0) }; job.stdout = nil }
-                if let fd = job.stderr { _ = drain(fd, into: &job.errBytes).map { close($0) }; job.stderr = nil }
+                if let fd = job.stdout {
+                    _ = drain(fd, into: &job.outBytes).map { close($0) }
+                    job.stdout = nil
+                }
+                if let fd = job.stderr {
+                    _ = drain(fd, into: &job.errBytes).map { close($0) }
+                    job.stderr = nil
+                }
             }
-            if let fd = job.input { close(fd); job.input = nil }
-            results[job.index] = .success(CommandResult(
-                command: job.command, status: status,
-                stdout: String(decoding: job.outBytes, as: UTF8.self),
-                stderr: String(decoding: job.errBytes, as: UTF8.self),
-                duration: now - job.started, timedOut: job.killed))
+            if let fd = job.input {
+                close(fd)
+                job.input = nil
+            }
+            results[job.index] = .success(
+                CommandResult(
+                    command: job.command, status: status,
+                    stdout: String(decoding: job.outBytes, as: UTF8.self),
+                    stderr: String(decoding: job.errBytes, as: UTF8.self),
+                    duration: now - job.started, timedOut: job.killed))
             running.remove(at: index)
         }
     }

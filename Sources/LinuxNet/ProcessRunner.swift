@@ -12,10 +12,11 @@
 // here are synchronous (a dataplane apply, a topology build), and it has no
 // runner for many children at once with exclusive keys.
 
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
 
 /// One command to run: an argument vector, optional standard input and a
 /// time limit. `arguments[0]` is looked up like a shell would, plus the sbin
@@ -32,8 +33,10 @@ public struct Command: Sendable, CustomStringConvertible {
     /// Variables set (or replaced) in the child's environment; the rest is inherited.
     public var environment: [String: String]
 
-    public init(_ arguments: [String], input: String? = nil, timeout: Duration = .seconds(30),
-                exclusiveKey: String? = nil, environment: [String: String] = [:]) {
+    public init(
+        _ arguments: [String], input: String? = nil, timeout: Duration = .seconds(30),
+        exclusiveKey: String? = nil, environment: [String: String] = [:]
+    ) {
         precondition(!arguments.isEmpty, "a command needs at least a program name")
         self.arguments = arguments
         self.input = input.map { Array($0.utf8) }
@@ -45,9 +48,11 @@ public struct Command: Sendable, CustomStringConvertible {
     /// The command line as a shell would need it quoted (for messages only).
     public var description: String {
         arguments.map { argument in
-            let safe = !argument.isEmpty && argument.allSatisfy {
-                $0.isLetter || $0.isNumber || "-_./:=,@+%".contains($0)
-            }
+            let safe =
+                !argument.isEmpty
+                && argument.allSatisfy {
+                    $0.isLetter || $0.isNumber || "-_./:=,@+%".contains($0)
+                }
             return safe ? argument : "'" + argument.replacing("'", with: "'\\''") + "'"
         }.joined(separator: " ")
     }
@@ -146,8 +151,10 @@ public enum ProcessRunner {
     /// Runs every command and throws the first failure (in command order)
     /// after all of them have ended.
     @discardableResult
-    public static func runAllChecked(_ commands: [Command],
-                                     maxConcurrent: Int = 8) throws(CommandError) -> [CommandResult] {
+    public static func runAllChecked(
+        _ commands: [Command],
+        maxConcurrent: Int = 8
+    ) throws(CommandError) -> [CommandResult] {
         var results: [CommandResult] = []
         for result in runAll(commands, maxConcurrent: maxConcurrent) {
             results.append(try result.get().check())

@@ -5,16 +5,17 @@
 // their output, and reaping without blocking. `package`: the other modules of
 // bpfnet may build on it, its users outside do not see it.
 
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
 
 /// Where the three standard descriptors of a child come from.
 package struct ChildStdio {
-    package var stdin: Int32?    // nil: /dev/null
-    package var stdout: Int32?   // nil: /dev/null
-    package var stderr: Int32?   // nil: /dev/null
+    package var stdin: Int32?  // nil: /dev/null
+    package var stdout: Int32?  // nil: /dev/null
+    package var stderr: Int32?  // nil: /dev/null
 
     package init(stdin: Int32?, stdout: Int32?, stderr: Int32?) {
         self.stdin = stdin
@@ -42,8 +43,10 @@ package enum Spawner {
     /// posix_spawn(3) in a new process group, with the signals a caller may
     /// have set to SIG_IGN (NetLab's own Ctrl-C handling does) reset to default,
     /// so SIGTERM still stops the child.
-    package static func spawn(_ arguments: [String], environment: [String: String] = [:],
-                              stdio: ChildStdio) throws(Errno) -> pid_t {
+    package static func spawn(
+        _ arguments: [String], environment: [String: String] = [:],
+        stdio: ChildStdio
+    ) throws(Errno) -> pid_t {
         guard let path = resolve(arguments[0]) else { throw Errno.noSuchFileOrDirectory }
 
         var actions = posix_spawn_file_actions_t()
@@ -94,7 +97,8 @@ package enum Spawner {
         defer { for variable in cEnvironment { free(variable) } }
 
         var pid: pid_t = 0
-        let rc = cEnvironment.isEmpty
+        let rc =
+            cEnvironment.isEmpty
             ? posix_spawn(&pid, path, &actions, &attributes, cArguments, environ)
             : posix_spawn(&pid, path, &actions, &attributes, cArguments, cEnvironment)
         guard rc == 0 else { throw Errno(rawValue: rc) }

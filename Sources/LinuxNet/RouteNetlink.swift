@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The little of rtnetlink bpfnet needs: links (one by index or name, or all of
-// them), addresses and namespace ids. A NETLINK_ROUTE socket answers for the network
+// them), addresses, namespace ids and the tc filters on a clsact hook. A NETLINK_ROUTE socket answers for the network
 // namespace it was created in, so create one inside `NetworkNamespace.run` to
 // ask another namespace. Message layouts and constants come from the kernel's
 // UAPI headers (CLinuxNet).
@@ -30,8 +30,10 @@ public final class RouteNetlink {
         /// namespace; nil when the peer is in this namespace.
         public var linkNetnsid: Int32?
 
-        public init(index: Int32, name: String = "", address: [UInt8] = [], link: Int32? = nil,
-                    master: Int32? = nil, linkNetnsid: Int32? = nil) {
+        public init(
+            index: Int32, name: String = "", address: [UInt8] = [], link: Int32? = nil,
+            master: Int32? = nil, linkNetnsid: Int32? = nil
+        ) {
             self.index = index
             self.name = name
             self.address = address
@@ -56,8 +58,10 @@ public final class RouteNetlink {
         /// IFA_LABEL: the device's name, or the alias label ("eth0:1"); IPv4 only.
         public var label: String?
 
-        public init(index: Int32, family: Int32, prefixLength: UInt8, address: [UInt8] = [],
-                    local: [UInt8]? = nil, label: String? = nil) {
+        public init(
+            index: Int32, family: Int32, prefixLength: UInt8, address: [UInt8] = [],
+            local: [UInt8]? = nil, label: String? = nil
+        ) {
             self.index = index
             self.family = family
             self.prefixLength = prefixLength
@@ -68,6 +72,34 @@ public final class RouteNetlink {
 
         /// The interface's own address: IFA_LOCAL, else IFA_ADDRESS (as getifaddrs(3) has it).
         public var localAddress: [UInt8] { local ?? address }
+    }
+
+    /// One tc filter, as RTM_NEWTFILTER describes it.
+    public struct TrafficFilter: Hashable, Sendable {
+        /// The classifier: "bpf", "u32", "matchall", ...
+        public var kind: String
+        /// 0 for the entry that stands for a classifier instance as a whole.
+        public var handle: UInt32
+        /// The filter's priority (`tc filter ... pref`).
+        public var priority: UInt16
+
+        public init(kind: String, handle: UInt32, priority: UInt16) {
+            self.kind = kind
+            self.handle = handle
+            self.priority = priority
+        }
+    }
+
+    /// The two hooks of a clsact qdisc, as a filter's parent.
+    public enum ClsactHook: Sendable {
+        case ingress
+        case egress
+
+        /// TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS).
+        var parent: UInt32 {
+            (UInt32(TC_H_CLSACT) & UInt32(TC_H_MAJ_MASK))
+                | (UInt32(self == .ingress ? TC_H_MIN_INGRESS : TC_H_MIN_EGRESS) & UInt32(TC_H_MIN_MASK))
+        }
     }
 
     private static let headerSize = MemoryLayout<nlmsghdr>.size
@@ -133,6 +165,17 @@ public final class RouteNetlink {
         }.first
     }
 
+    /// The tc filters on the clsact hook `hook` of device `index` (an
+    /// RTM_GETTFILTER dump); empty when the device has no clsact qdisc.
+    public func filters(index: Int32, hook: ClsactHook) throws(LinuxNetError) -> [TrafficFilter] {
+        var header = tcmsg()
+        header.tcm_family = UInt8(AF_UNSPEC)
+        header.tcm_ifindex = index
+        header.tcm_parent = hook.parent
+        return try request(
+            RTM_GETTFILTER, bytes(of: header), dump: true, what: "RTM_GETTFILTER \(index)", Self.parseFilter)
+    }
+
     // MARK: messages
 
     /// struct ifinfomsg for `index` (0: any), statistics left out of the answer.
@@ -152,13 +195,16 @@ public final class RouteNetlink {
     /// ENOENT, there being no such object. (A dump of 2,000 links is ~4 MB of
     /// attributes, most of which nobody reads: nothing is copied but what the
     /// parser keeps.)
-    private func request<Parsed>(_ type: Int, _ body: [UInt8], dump: Bool = false, what: String,
-                                 _ parse: (Int, UnsafeRawBufferPointer) -> Parsed?) throws(LinuxNetError) -> [Parsed] {
+    private func request<Parsed>(
+        _ type: Int, _ body: [UInt8], dump: Bool = false, what: String,
+        _ parse: (Int, UnsafeRawBufferPointer) -> Parsed?
+    ) throws(LinuxNetError) -> [Parsed] {
         sequence &+= 1
         var flags = Int32(NLM_F_REQUEST)
         if dump { flags |= Int32(NLM_F_DUMP) }
-        let header = nlmsghdr(nlmsg_len: UInt32(Self.headerSize + body.count), nlmsg_type: UInt16(type),
-                              nlmsg_flags: UInt16(flags), nlmsg_seq: sequence, nlmsg_pid: 0)
+        let header = nlmsghdr(
+            nlmsg_len: UInt32(Self.headerSize + body.count), nlmsg_type: UInt16(type),
+            nlmsg_flags: UInt16(flags), nlmsg_seq: sequence, nlmsg_pid: 0)
         let message = bytes(of: header) + body
         let sent = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         guard sent == message.count else {
@@ -185,7 +231,8 @@ public final class RouteNetlink {
                 let kind = Int32(header.nlmsg_type)
                 if kind == NLMSG_ERROR || kind == NLMSG_DONE {
                     // Both carry an int error (0: none; NLMSG_DONE's may be absent).
-                    let code = length >= Self.headerSize + 4
+                    let code =
+                        length >= Self.headerSize + 4
                         ? -buffer.loadUnaligned(fromByteOffset: offset + Self.headerSize, as: Int32.self) : 0
                     if code == ENODEV || code == ENOENT { return [] }
                     if code != 0 { throw LinuxNetError(operation: what, action: "netlink \(what)", errno: code) }
@@ -220,8 +267,9 @@ public final class RouteNetlink {
         let headerSize = MemoryLayout<ifaddrmsg>.size
         guard type == RTM_NEWADDR, payload.count >= headerSize else { return nil }
         let header = payload.loadUnaligned(as: ifaddrmsg.self)
-        var address = Address(index: Int32(bitPattern: header.ifa_index), family: Int32(header.ifa_family),
-                              prefixLength: header.ifa_prefixlen)
+        var address = Address(
+            index: Int32(bitPattern: header.ifa_index), family: Int32(header.ifa_family),
+            prefixLength: header.ifa_prefixlen)
         forEachAttribute(payload, from: align(headerSize)) { kind, value in
             switch kind {
             case IFA_ADDRESS: address.address = Array(value)
@@ -233,10 +281,24 @@ public final class RouteNetlink {
         return address
     }
 
+    private static func parseFilter(_ type: Int, _ payload: UnsafeRawBufferPointer) -> TrafficFilter? {
+        let headerSize = MemoryLayout<tcmsg>.size
+        guard type == RTM_NEWTFILTER, payload.count >= headerSize else { return nil }
+        let header = payload.loadUnaligned(as: tcmsg.self)
+        // tcm_info: the priority in the upper 16 bits, the protocol in the lower.
+        var filter = TrafficFilter(kind: "", handle: header.tcm_handle, priority: UInt16(header.tcm_info >> 16))
+        forEachAttribute(payload, from: align(headerSize)) { kind, value in
+            if kind == TCA_KIND { filter.kind = String(decoding: value.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        return filter
+    }
+
     /// Calls `body` with each attribute from `start` on: its type (without
     /// NLA_F_NESTED / NLA_F_NET_BYTEORDER) and its payload, in place.
-    private static func forEachAttribute(_ payload: UnsafeRawBufferPointer, from start: Int,
-                                         _ body: (Int, UnsafeRawBufferPointer) -> Void) {
+    private static func forEachAttribute(
+        _ payload: UnsafeRawBufferPointer, from start: Int,
+        _ body: (Int, UnsafeRawBufferPointer) -> Void
+    ) {
         let typeMask = ~UInt16(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
         let attributeHeader = MemoryLayout<nlattr>.size
         var offset = start
@@ -244,8 +306,9 @@ public final class RouteNetlink {
             let attribute = payload.loadUnaligned(fromByteOffset: offset, as: nlattr.self)
             let length = Int(attribute.nla_len)
             guard length >= attributeHeader, offset + length <= payload.count else { break }
-            body(Int(attribute.nla_type & typeMask),
-                 UnsafeRawBufferPointer(rebasing: payload[(offset + attributeHeader)..<(offset + length)]))
+            body(
+                Int(attribute.nla_type & typeMask),
+                UnsafeRawBufferPointer(rebasing: payload[(offset + attributeHeader)..<(offset + length)]))
             offset += align(length)
         }
     }

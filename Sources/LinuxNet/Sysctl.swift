@@ -34,20 +34,29 @@ public enum Sysctl {
 
     /// Reads one setting inside `namespace`.
     public static func read(_ key: String, in namespace: NetworkNamespace) throws(LinuxNetError) -> String {
-        let value = inNamespaces([(namespace, { () throws(LinuxNetError) in
-            try read(key, describing: " in \(namespace)")
-        })])[0]
+        let value = inNamespaces([
+            (
+                namespace,
+                { () throws(LinuxNetError) in
+                    try read(key, describing: " in \(namespace)")
+                }
+            )
+        ])[0]
         return try value.get()
     }
 
     /// Writes `settings` (key, value) inside each namespace, all namespaces
     /// at once. Throws the first failure, in the order given.
     public static func write(_ settings: [(NetworkNamespace, [(key: String, value: String)])]) throws(LinuxNetError) {
-        let outcomes = inNamespaces(settings.map { namespace, pairs in
-            (namespace, { () throws(LinuxNetError) in
-                for (key, value) in pairs { try write(key, value, describing: " in \(namespace)") }
+        let outcomes = inNamespaces(
+            settings.map { namespace, pairs in
+                (
+                    namespace,
+                    { () throws(LinuxNetError) in
+                        for (key, value) in pairs { try write(key, value, describing: " in \(namespace)") }
+                    }
+                )
             })
-        })
         for outcome in outcomes { try outcome.get() }
     }
 
@@ -90,12 +99,14 @@ public enum Sysctl {
     private static func inNamespaces<Value>(
         _ work: [(NetworkNamespace, () throws(LinuxNetError) -> Value)]
     ) -> [Result<Value, LinuxNetError>] {
-        NamespaceThread.runConcurrently(work.map { namespace, body in
-            { () throws -> Value in
-                try NamespaceThread.enter(namespace)
-                return try body()
+        NamespaceThread.runConcurrently(
+            work.map { namespace, body in
+                { () throws -> Value in
+                    try NamespaceThread.enter(namespace)
+                    return try body()
+                }
             }
-        }).map { outcome in
+        ).map { outcome in
             outcome.mapError { error in
                 error as? LinuxNetError
                     ?? LinuxNetError(operation: "pthread_create", action: "starting a namespace thread", errno: EIO)

@@ -4,12 +4,13 @@
 // stopped by that pid only — SIGTERM, a grace period, then SIGKILL — and
 // registered with the exit safety net so Ctrl-C does not leave them behind.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import LinuxNet
 import Synchronization
 import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class BackgroundProcess: Sendable, CustomStringConvertible {
     public let command: Command
@@ -37,10 +38,14 @@ public final class BackgroundProcess: Sendable, CustomStringConvertible {
         var output: (read: Int32, write: Int32)?
         do {
             if captureOutput { output = try Spawner.pipe() }
-            pid = try Spawner.spawn(command.arguments, environment: command.environment,
-                                    stdio: ChildStdio(stdin: nil, stdout: output?.write ?? log, stderr: log))
+            pid = try Spawner.spawn(
+                command.arguments, environment: command.environment,
+                stdio: ChildStdio(stdin: nil, stdout: output?.write ?? log, stderr: log))
         } catch {
-            if let output { close(output.read); close(output.write) }
+            if let output {
+                close(output.read)
+                close(output.write)
+            }
             close(log)
             throw .spawnFailed(command, error)
         }
@@ -88,7 +93,8 @@ public final class BackgroundProcess: Sendable, CustomStringConvertible {
                 if n == 0 || (errno != EAGAIN && errno != EINTR) {
                     close(fd)
                     state.stdout = nil
-                    return .failure(.serverDidNotStart("`\(command)` closed its output before printing '\(prefix)'\(logTail())"))
+                    return .failure(
+                        .serverDidNotStart("`\(command)` closed its output before printing '\(prefix)'\(logTail())"))
                 }
                 return .success(nil)
             }
@@ -99,7 +105,8 @@ public final class BackgroundProcess: Sendable, CustomStringConvertible {
             }
             let now = ContinuousClock.now
             if now >= deadline {
-                throw .serverDidNotStart("`\(command)` printed no line starting with '\(prefix)' within \(timeout)\(logTail())")
+                throw .serverDidNotStart(
+                    "`\(command)` printed no line starting with '\(prefix)' within \(timeout)\(logTail())")
             }
             let fd = state.withLock { $0.stdout } ?? -1
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -122,13 +129,22 @@ public final class BackgroundProcess: Sendable, CustomStringConvertible {
     @discardableResult
     public func stop(grace: Duration = .milliseconds(500)) -> TerminationStatus {
         let status = state.withLock { state -> TerminationStatus in
-            if let fd = state.stdout { close(fd); state.stdout = nil }
+            if let fd = state.stdout {
+                close(fd)
+                state.stdout = nil
+            }
             if let status = state.status { return status }
-            if let status = Spawner.reap(pid) { state.status = status; return status }
+            if let status = Spawner.reap(pid) {
+                state.status = status
+                return status
+            }
             kill(pid, SIGTERM)
             let deadline = ContinuousClock.now.advanced(by: grace)
             while ContinuousClock.now < deadline {
-                if let status = Spawner.reap(pid) { state.status = status; return status }
+                if let status = Spawner.reap(pid) {
+                    state.status = status
+                    return status
+                }
                 usleep(2000)
             }
             kill(pid, SIGKILL)
@@ -152,7 +168,9 @@ public final class BackgroundProcess: Sendable, CustomStringConvertible {
         var bytes = [UInt8](repeating: 0, count: size - start)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { pread(log, $0.baseAddress! + offset, $0.count - offset, off_t(start + offset)) }
+            let n = bytes.withUnsafeMutableBytes {
+                pread(log, $0.baseAddress! + offset, $0.count - offset, off_t(start + offset))
+            }
             if n <= 0 { break }
             offset += n
         }

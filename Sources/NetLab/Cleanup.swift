@@ -6,12 +6,13 @@
 // recorded is stopped and deleted, so `bpfnet demo`/`bpfnet bench` interrupted
 // with Ctrl-C, or a test run that fails half-way, leave nothing behind.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import LinuxNet
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 final class CleanupRegistry: Sendable {
     static let shared = CleanupRegistry()

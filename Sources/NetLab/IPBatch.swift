@@ -12,8 +12,10 @@ enum IPBatch {
     enum Tool: String { case ip, bridge }
 
     /// `ip [-n NS] -batch -` with `lines` on stdin.
-    static func command(_ tool: Tool = .ip, in namespace: NetworkNamespace?, _ lines: [String],
-                        force: Bool = false, timeout: Duration = .seconds(30)) -> Command {
+    static func command(
+        _ tool: Tool = .ip, in namespace: NetworkNamespace?, _ lines: [String],
+        force: Bool = false, timeout: Duration = .seconds(30)
+    ) -> Command {
         var arguments = [tool.rawValue]
         if let namespace {
             precondition(namespace.isNamed, "\(tool.rawValue) -n needs a namespace under /run/netns")
@@ -29,8 +31,9 @@ enum IPBatch {
         guard case .failed(let result) = error else { return .command(error) }
         var detail = result.stderr.trimmed
         if let range = detail.firstRange(of: "Command failed -:"),
-           let number = Int(detail[range.upperBound...].prefix { $0.isNumber }),
-           number >= 1, number <= lines.count {
+            let number = Int(detail[range.upperBound...].prefix { $0.isNumber }),
+            number >= 1, number <= lines.count
+        {
             detail += " (line \(number): `\(lines[number - 1])`)"
         }
         return .batchFailed(command: result.command.description, detail: detail)

@@ -4,10 +4,11 @@
 // from threads inside them (no process per namespace), never in the
 // namespace NetLab itself runs in.
 
+import LinuxNet
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LinuxNet
 
 /// Sysctls NetLab writes: only inside the namespaces it builds.
 public enum NamespaceSysctl {

@@ -6,11 +6,12 @@
 // port is closed; it is kept apart from "blocked" (nothing came back), and a
 // probe that could not run at all is an "error", never "blocked".
 
+import BPFNetCore
+import LinuxNet
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import BPFNetCore
-import LinuxNet
 
 public struct IPv4Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPv4Address
@@ -24,7 +25,8 @@ public struct IPv4Endpoint: Hashable, Sendable, CustomStringConvertible {
     /// Parses "a.b.c.d:port".
     public init?(_ text: some StringProtocol) {
         guard let colon = text.lastIndex(of: ":"), let address = IPv4Address(text[..<colon]),
-              let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+            let port = UInt16(text[text.index(after: colon)...])
+        else { return nil }
         self.init(address, port)
     }
 
@@ -62,9 +64,11 @@ public struct Probe: Hashable, Sendable, CustomStringConvertible {
 
     public static let defaultTimeout: Duration = .milliseconds(500)
 
-    public init(from: NetworkNamespace, to: IPv4Address, _ kind: Kind, sourcePort: UInt16? = nil,
-                sourceAddress: IPv4Address? = nil, size: Int? = nil, timeout: Duration = Probe.defaultTimeout,
-                label: String? = nil) {
+    public init(
+        from: NetworkNamespace, to: IPv4Address, _ kind: Kind, sourcePort: UInt16? = nil,
+        sourceAddress: IPv4Address? = nil, size: Int? = nil, timeout: Duration = Probe.defaultTimeout,
+        label: String? = nil
+    ) {
         self.from = from
         self.to = to
         self.kind = kind
@@ -145,7 +149,8 @@ public struct ProbeResult: Sendable, CustomStringConvertible {
                 let why = run.timedOut ? "probe process timed out" : "probe ended with \(run.status)"
                 detail = "\(why): \([line, run.stderr.trimmed].filter { !$0.isEmpty }.joined(separator: " — "))"
             }
-            self.init(probe: probe, reachability: reachability, outcome: outcome, detail: detail, duration: run.duration)
+            self.init(
+                probe: probe, reachability: reachability, outcome: outcome, detail: detail, duration: run.duration)
             if reachability == .allowed {
                 for token in line.split(separator: " ") {
                     if token.hasPrefix("name=") { server = String(token.dropFirst(5)) }
@@ -191,7 +196,8 @@ public struct ProbeRunner: Sendable {
         } else if let fromEnvironment = getenv("BPFNET_PROBE").map({ String(cString: $0) }), !fromEnvironment.isEmpty {
             candidates = [fromEnvironment]
         } else if let executable = Self.currentExecutable() {
-            let directory = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            let directory = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
+                separator: "/")
             candidates.append(directory + "/bpfnet-probe")
         }
         for candidate in candidates where access(candidate, X_OK) == 0 {
@@ -277,9 +283,12 @@ public struct ReachabilityMatrix: Sendable, CustomStringConvertible {
             case .udp(let port): target = "\(probe.to):\(port)/udp"
             case .icmp: target = "\(probe.to) icmp"
             }
-            let detail = result.reachability == .allowed ? (result.peerSeen.map { "seen from \($0)" } ?? "") : result.detail
-            return [probe.label ?? probe.from.name, target, options.joined(separator: ", "),
-                    result.reachability.rawValue, detail]
+            let detail =
+                result.reachability == .allowed ? (result.peerSeen.map { "seen from \($0)" } ?? "") : result.detail
+            return [
+                probe.label ?? probe.from.name, target, options.joined(separator: ", "),
+                result.reachability.rawValue, detail,
+            ]
         }
         let header = ["PROBE", "TARGET", "OPTIONS", "RESULT", "DETAIL"]
         var widths = header.map(\.count)

@@ -10,12 +10,13 @@
 // `ip -n NS -batch` per container and external, run concurrently,
 // configures the far ends.
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import BPFNetCore
 import LinuxNet
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class Topology: Sendable {
     public let spec: TopologySpec
@@ -99,7 +100,9 @@ public final class Topology: Sendable {
         // namespace and default to 1 in a new one, so they are always written.
         if access("/proc/sys/net/bridge/bridge-nf-call-iptables", F_OK) == 0 {
             let value = spec.bridgeNetfilter ? "1" : "0"
-            hostSettings += [("net.bridge.bridge-nf-call-iptables", value), ("net.bridge.bridge-nf-call-ip6tables", value)]
+            hostSettings += [
+                ("net.bridge.bridge-nf-call-iptables", value), ("net.bridge.bridge-nf-call-ip6tables", value),
+            ]
         } else if spec.bridgeNetfilter {
             throw .invalidSpec("bridgeNetfilter needs br_netfilter, which is not loaded (modprobe br_netfilter)")
         }
@@ -123,7 +126,9 @@ public final class Topology: Sendable {
                 "link set \(port) up",
             ]
             if spec.staticNeighbours {
-                hostLines.append("neigh replace \(container.address) lladdr \(container.resolvedMAC) dev \(bridge.name) nud permanent")
+                hostLines.append(
+                    "neigh replace \(container.address) lladdr \(container.resolvedMAC) dev \(bridge.name) nud permanent"
+                )
             }
         }
         for external in spec.externals {
@@ -133,8 +138,10 @@ public final class Topology: Sendable {
                 "addr add \(external.hostAddress) dev \(external.hostInterface)",
                 "link set \(external.hostInterface) up",
             ]
-            for address in external.addresses.dropFirst() where !external.hostAddress.network.contains(address.address) {
-                hostLines.append("route replace \(address.network) via \(primary.address) dev \(external.hostInterface)")
+            for address in external.addresses.dropFirst() where !external.hostAddress.network.contains(address.address)
+            {
+                hostLines.append(
+                    "route replace \(address.network) via \(primary.address) dev \(external.hostInterface)")
             }
         }
         try batch(in: host, hostLines)
@@ -168,7 +175,11 @@ public final class Topology: Sendable {
             if external.routeToBridge { destinations.insert(bridge.address.network, at: 0) }
             destinations += external.extraRoutes
             for destination in destinations where !routed.contains(destination) {
-                if routed.contains(where: { $0.prefixLength < destination.prefixLength && $0.contains(destination.address) }) { continue }
+                if routed.contains(where: {
+                    $0.prefixLength < destination.prefixLength && $0.contains(destination.address)
+                }) {
+                    continue
+                }
                 routed.insert(destination)
                 lines.append("route replace \(destination) via \(gateway) dev eth0")
             }
@@ -260,8 +271,10 @@ public final class Topology: Sendable {
 
     /// Runs `arguments` in a role's namespace (nsenter --net) and throws unless it exits 0.
     @discardableResult
-    public func run(in role: String, _ arguments: [String], input: String? = nil,
-                    timeout: Duration = .seconds(30)) throws(NetLabError) -> CommandResult {
+    public func run(
+        in role: String, _ arguments: [String], input: String? = nil,
+        timeout: Duration = .seconds(30)
+    ) throws(NetLabError) -> CommandResult {
         let namespace = try lookup(role)
         do {
             return try ProcessRunner.runChecked(namespace.command(arguments, input: input, timeout: timeout))
@@ -277,7 +290,9 @@ public final class Topology: Sendable {
 
     /// Starts a long-running process in a role's namespace; it is stopped by
     /// `teardown` (and by the exit safety net).
-    public func startProcess(in role: String, _ arguments: [String], captureOutput: Bool = false) throws(NetLabError) -> BackgroundProcess {
+    public func startProcess(in role: String, _ arguments: [String], captureOutput: Bool = false) throws(NetLabError)
+        -> BackgroundProcess
+    {
         let namespace = try lookup(role)
         let process: BackgroundProcess
         do {
@@ -298,12 +313,15 @@ public final class Topology: Sendable {
     /// Starts `bpfnet-probe serve` in a role's namespace and waits until every
     /// socket listens. The server's name defaults to the role.
     @discardableResult
-    public func startServer(in role: String, tcp: [UInt16] = [], udp: [UInt16] = [], name: String? = nil,
-                            probe: ProbeRunner? = nil) throws(NetLabError) -> BackgroundProcess {
+    public func startServer(
+        in role: String, tcp: [UInt16] = [], udp: [UInt16] = [], name: String? = nil,
+        probe: ProbeRunner? = nil
+    ) throws(NetLabError) -> BackgroundProcess {
         let runner: ProbeRunner
         if let probe { runner = probe } else { runner = try ProbeRunner() }
-        let process = try startProcess(in: role, runner.serveArguments(tcp: tcp, udp: udp, name: name ?? role),
-                                       captureOutput: true)
+        let process = try startProcess(
+            in: role, runner.serveArguments(tcp: tcp, udp: udp, name: name ?? role),
+            captureOutput: true)
         do {
             _ = try process.waitForLine(prefix: "ready", timeout: .seconds(10))
         } catch {
@@ -327,19 +345,25 @@ extension Topology {
     }
 
     /// A probe from one role to another role's address (see `address(of:)`).
-    public func probe(from source: String, to target: String, _ kind: Probe.Kind, sourcePort: UInt16? = nil,
-                      sourceAddress: IPv4Address? = nil, size: Int? = nil,
-                      timeout: Duration = Probe.defaultTimeout) throws(NetLabError) -> Probe {
-        try probe(from: source, to: address(of: target), kind, sourcePort: sourcePort, sourceAddress: sourceAddress,
-                  size: size, timeout: timeout, label: "\(source) → \(target)")
+    public func probe(
+        from source: String, to target: String, _ kind: Probe.Kind, sourcePort: UInt16? = nil,
+        sourceAddress: IPv4Address? = nil, size: Int? = nil,
+        timeout: Duration = Probe.defaultTimeout
+    ) throws(NetLabError) -> Probe {
+        try probe(
+            from: source, to: address(of: target), kind, sourcePort: sourcePort, sourceAddress: sourceAddress,
+            size: size, timeout: timeout, label: "\(source) → \(target)")
     }
 
     /// A probe from one role to any address; labelled "source → address" unless told otherwise.
-    public func probe(from source: String, to address: IPv4Address, _ kind: Probe.Kind, sourcePort: UInt16? = nil,
-                      sourceAddress: IPv4Address? = nil, size: Int? = nil,
-                      timeout: Duration = Probe.defaultTimeout, label: String? = nil) throws(NetLabError) -> Probe {
-        Probe(from: try lookup(source), to: address, kind, sourcePort: sourcePort, sourceAddress: sourceAddress,
-              size: size, timeout: timeout, label: label ?? "\(source) → \(address)")
+    public func probe(
+        from source: String, to address: IPv4Address, _ kind: Probe.Kind, sourcePort: UInt16? = nil,
+        sourceAddress: IPv4Address? = nil, size: Int? = nil,
+        timeout: Duration = Probe.defaultTimeout, label: String? = nil
+    ) throws(NetLabError) -> Probe {
+        Probe(
+            from: try lookup(source), to: address, kind, sourcePort: sourcePort, sourceAddress: sourceAddress,
+            size: size, timeout: timeout, label: label ?? "\(source) → \(address)")
     }
 }
 
@@ -348,20 +372,24 @@ extension TopologySpec {
     /// `subnet`, containers at .2, .3, … with hostInterface "veth<name>", and
     /// optionally one external "ext" on ext0 (host 198.51.100.1/24, external
     /// 198.51.100.2/24 plus 203.0.113.2/32 as a second source address).
-    public static func dockerLike(containers names: [String], subnet: IPv4CIDR = IPv4CIDR("10.88.0.0/16")!,
-                                  external: Bool = true) -> TopologySpec {
+    public static func dockerLike(
+        containers names: [String], subnet: IPv4CIDR = IPv4CIDR("10.88.0.0/16")!,
+        external: Bool = true
+    ) -> TopologySpec {
         let base = subnet.address.value
         let containers = names.enumerated().map { index, name in
             ContainerSpec(name: name, address: IPv4Address(base + UInt32(index) + 2))
         }
         var externals: [ExternalSpec] = []
         if external {
-            externals.append(ExternalSpec(
-                name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
-                addresses: [IPv4InterfaceAddress("198.51.100.2/24")!, IPv4InterfaceAddress("203.0.113.2/32")!]))
+            externals.append(
+                ExternalSpec(
+                    name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
+                    addresses: [IPv4InterfaceAddress("198.51.100.2/24")!, IPv4InterfaceAddress("203.0.113.2/32")!]))
         }
         let bridgeAddress = IPv4InterfaceAddress(address: IPv4Address(base + 1), prefixLength: subnet.prefixLength)!
-        return TopologySpec(bridge: BridgeSpec(address: bridgeAddress),
-                            containers: containers, externals: externals)
+        return TopologySpec(
+            bridge: BridgeSpec(address: bridgeAddress),
+            containers: containers, externals: externals)
     }
 }

@@ -44,8 +44,10 @@ public struct ContainerSpec: Sendable, Hashable {
     /// `ethtool -K eth0 gro on` inside the container (NAPI for DEVMAP redirects to it).
     public var containerSideGRO: Bool
 
-    public init(name: String, address: IPv4Address, mac: MACAddress? = nil, hostInterface: String? = nil,
-                hostSideGRO: Bool = false, containerSideGRO: Bool = false) {
+    public init(
+        name: String, address: IPv4Address, mac: MACAddress? = nil, hostInterface: String? = nil,
+        hostSideGRO: Bool = false, containerSideGRO: Bool = false
+    ) {
         self.name = name
         self.address = address
         self.mac = mac
@@ -70,15 +72,17 @@ public struct ExternalSpec: Sendable, Hashable {
     /// outside the link subnet get a host route back via the primary.
     public var addresses: [IPv4InterfaceAddress]
     /// Route the bridge (container) subnet via the host, so direct routing
-    /// to containers can be tried (DESIGN row 9).
+    /// to containers can be tried (row 9 of docs/policy.md).
     public var routeToBridge: Bool
     /// More destinations routed via the host.
     public var extraRoutes: [IPv4CIDR]
     public var hostSideGRO: Bool
 
-    public init(name: String, hostInterface: String, hostAddress: IPv4InterfaceAddress,
-                addresses: [IPv4InterfaceAddress],
-                routeToBridge: Bool = true, extraRoutes: [IPv4CIDR] = [], hostSideGRO: Bool = false) {
+    public init(
+        name: String, hostInterface: String, hostAddress: IPv4InterfaceAddress,
+        addresses: [IPv4InterfaceAddress],
+        routeToBridge: Bool = true, extraRoutes: [IPv4CIDR] = [], hostSideGRO: Bool = false
+    ) {
         self.name = name
         self.hostInterface = hostInterface
         self.hostAddress = hostAddress
@@ -108,9 +112,11 @@ public struct TopologySpec: Sendable, Hashable {
     /// Further sysctls for the host namespace ("net.ipv4.conf.all.rp_filter": "0").
     public var hostSysctls: [String: String]
 
-    public init(bridge: BridgeSpec, containers: [ContainerSpec] = [], externals: [ExternalSpec] = [],
-                ipForward: Bool = true, disableIPv6: Bool = true, bridgeNetfilter: Bool = false,
-                staticNeighbours: Bool = false, hostSysctls: [String: String] = [:]) {
+    public init(
+        bridge: BridgeSpec, containers: [ContainerSpec] = [], externals: [ExternalSpec] = [],
+        ipForward: Bool = true, disableIPv6: Bool = true, bridgeNetfilter: Bool = false,
+        staticNeighbours: Bool = false, hostSysctls: [String: String] = [:]
+    ) {
         self.bridge = bridge
         self.containers = containers
         self.externals = externals
@@ -133,7 +139,8 @@ public struct TopologySpec: Sendable, Hashable {
         var seen: Set<String> = []
         for role in roles {
             guard !role.isEmpty, role.count <= 20, role.first != "-",
-                  role.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }) else {
+                role.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") })
+            else {
                 throw fail("name '\(role)': use 1-20 lowercase letters, digits and '-' (not first)")
             }
             guard seen.insert(role).inserted else {
@@ -157,7 +164,8 @@ public struct TopologySpec: Sendable, Hashable {
         for container in containers {
             try Self.checkAddress(container.address, what: "container \(container.name)")
             guard subnet.contains(container.address) else {
-                throw fail("container \(container.name) address \(container.address) is outside the bridge subnet \(subnet)")
+                throw fail(
+                    "container \(container.name) address \(container.address) is outside the bridge subnet \(subnet)")
             }
             if let owner = addresses.updateValue("container \(container.name)", forKey: container.address) {
                 throw fail("container \(container.name) address \(container.address) is already used by \(owner)")
@@ -174,17 +182,22 @@ public struct TopologySpec: Sendable, Hashable {
                 }
             }
             guard external.hostAddress.network.contains(primary.address),
-                  primary.address != external.hostAddress.address else {
-                throw fail("external \(external.name): the first address \(primary) must be on the host's link subnet \(external.hostAddress.network) (it is the next hop for the others)")
+                primary.address != external.hostAddress.address
+            else {
+                throw fail(
+                    "external \(external.name): the first address \(primary) must be on the host's link subnet \(external.hostAddress.network) (it is the next hop for the others)"
+                )
             }
         }
     }
 
     static func checkInterfaceName(_ name: String, what: String) throws(NetLabError) {
         guard !name.isEmpty, name.utf8.count <= 15,
-              name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
-              name != "lo", name != "eth0" else {
-            throw .invalidSpec("\(what) name '\(name)': 1-15 characters of letters, digits, '-', '_', '.' (not lo/eth0)")
+            name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }),
+            name != "lo", name != "eth0"
+        else {
+            throw .invalidSpec(
+                "\(what) name '\(name)': 1-15 characters of letters, digits, '-', '_', '.' (not lo/eth0)")
         }
     }
 
@@ -194,7 +207,9 @@ public struct TopologySpec: Sendable, Hashable {
 
     static func checkAddress(_ address: IPv4Address, what: String) throws(NetLabError) {
         if forbidden.contains(address) {
-            throw .invalidSpec("\(what) \(address) is in 192.0.2.0/24, the machine's uplink — use 10.x, 198.51.100.0/24 or 203.0.113.0/24")
+            throw .invalidSpec(
+                "\(what) \(address) is in 192.0.2.0/24, the machine's uplink — use 10.x, 198.51.100.0/24 or 203.0.113.0/24"
+            )
         }
         if address.isMulticast || address.isLimitedBroadcast || address.value >> 24 == 127 || address.value == 0 {
             throw .invalidSpec("\(what) \(address) is not a unicast address")

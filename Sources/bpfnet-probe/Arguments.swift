@@ -60,7 +60,8 @@ struct Arguments {
     func integer(_ name: String, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
         guard let text = options[name] else { return fallback }
         guard let value = Int(text), range.contains(value) else {
-            throw UsageError(message: "--\(name) \(text): expected an integer in \(range.lowerBound)...\(range.upperBound)")
+            throw UsageError(
+                message: "--\(name) \(text): expected an integer in \(range.lowerBound)...\(range.upperBound)")
         }
         return value
     }
@@ -88,7 +89,8 @@ struct Arguments {
         for item in text.split(separator: ",") {
             let bounds = item.split(separator: "-", maxSplits: 1)
             guard let low = UInt16(bounds[0]), low != 0,
-                  let high = bounds.count == 2 ? UInt16(bounds[1]) : low, high >= low else {
+                let high = bounds.count == 2 ? UInt16(bounds[1]) : low, high >= low
+            else {
                 throw UsageError(message: "--\(name) \(text): expected ports like 80,443,8000-8010 (1-65535)")
             }
             ports.append(contentsOf: low...high)

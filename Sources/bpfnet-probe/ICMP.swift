@@ -25,7 +25,8 @@ func probeICMP(_ target: UInt32, _ args: Arguments) throws -> Outcome {
     let timeout = try args.integer("timeout", default: 500, range: 1...600_000)
     let deadline = nowMilliseconds() + Int64(timeout)
     let targetText = Endpoint.format(target)
-    let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), Int32(IPPROTO_ICMP))
+    let fd = socket(
+        AF_INET, Int32(SOCK_RAW.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), Int32(IPPROTO_ICMP))
     guard fd >= 0 else { throw LocalError("socket(raw icmp) — needs root or CAP_NET_RAW") }
     defer { close(fd) }
     if let source = try args.address("source") {
@@ -34,9 +35,11 @@ func probeICMP(_ target: UInt32, _ args: Arguments) throws -> Outcome {
 
     let identifier = UInt16(truncatingIfNeeded: getpid())
     let sequence = UInt16(truncatingIfNeeded: nowMicroseconds())
-    var packet: [UInt8] = [8, 0, 0, 0,
-                           UInt8(identifier >> 8), UInt8(identifier & 0xFF),
-                           UInt8(sequence >> 8), UInt8(sequence & 0xFF)]
+    var packet: [UInt8] = [
+        8, 0, 0, 0,
+        UInt8(identifier >> 8), UInt8(identifier & 0xFF),
+        UInt8(sequence >> 8), UInt8(sequence & 0xFF),
+    ]
     packet.append(contentsOf: Array("bpfnet-probe-icmp".utf8))
     let checksum = internetChecksum(packet)
     packet[2] = UInt8(checksum >> 8)
@@ -46,7 +49,9 @@ func probeICMP(_ target: UInt32, _ args: Arguments) throws -> Outcome {
     var destination = Endpoint(address: target, port: 0).sockaddr
     let sent = withUnsafePointer(to: &destination) { sa in
         sa.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-            packet.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            packet.withUnsafeBytes {
+                sendto(fd, $0.baseAddress, $0.count, 0, sa, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
     }
     if sent < 0 { return classify(errno, Endpoint(address: target, port: 0)) }

@@ -159,8 +159,10 @@ struct UDPResponder {
                                 if header.cmsg_level == Int32(IPPROTO_IP), header.cmsg_type == IP_PKTINFO {
                                     var info = in_pktinfo()
                                     withUnsafeMutableBytes(of: &info) {
-                                        $0.copyMemory(from: UnsafeRawBufferPointer(
-                                            rebasing: ctrl[(offset + Self.cmsgHeaderSize)...].prefix(MemoryLayout<in_pktinfo>.size)))
+                                        $0.copyMemory(
+                                            from: UnsafeRawBufferPointer(
+                                                rebasing: ctrl[(offset + Self.cmsgHeaderSize)...].prefix(
+                                                    MemoryLayout<in_pktinfo>.size)))
                                     }
                                     destination = UInt32(bigEndian: info.ipi_addr.s_addr)
                                     specDestination = info.ipi_spec_dst.s_addr
@@ -177,7 +179,9 @@ struct UDPResponder {
                 return
             }
             let requested = Self.requestedReplySize(buffer[..<received])
-            var reply = Array("bpfnet-probe name=\(name) proto=udp local=\(Endpoint(address: destination, port: socket.port)) peer=\(Endpoint(peer)) size=\(requested ?? 0)\n".utf8)
+            var reply = Array(
+                "bpfnet-probe name=\(name) proto=udp local=\(Endpoint(address: destination, port: socket.port)) peer=\(Endpoint(peer)) size=\(requested ?? 0)\n"
+                    .utf8)
             if let requested, requested > reply.count {
                 reply.append(contentsOf: repeatElement(UInt8(ascii: "."), count: requested - reply.count))
             }

@@ -26,7 +26,8 @@ struct Endpoint: Equatable, CustomStringConvertible {
     static func parse(_ text: String) -> Endpoint? {
         guard let colon = text.lastIndex(of: ":") else { return nil }
         guard let address = parseAddress(String(text[..<colon])),
-              let port = UInt16(text[text.index(after: colon)...]), port != 0 else { return nil }
+            let port = UInt16(text[text.index(after: colon)...]), port != 0
+        else { return nil }
         return Endpoint(address: address, port: port)
     }
 
@@ -149,7 +150,10 @@ func emit(_ line: String) {
     var offset = 0
     while offset < bytes.count {
         let n = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress! + offset, $0.count - offset) }
-        if n < 0 { if errno == EINTR { continue }; return }
+        if n < 0 {
+            if errno == EINTR { continue }
+            return
+        }
         offset += n
     }
 }

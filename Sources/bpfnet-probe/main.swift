@@ -17,18 +17,18 @@ import Glibc
 #endif
 
 let usage = """
-usage:
-  bpfnet-probe serve [--tcp PORTS] [--udp PORTS] [--name NAME] [--bind ADDR]
-                     [--duration SECONDS] [--exit-with-parent]
-  bpfnet-probe tcp HOST:PORT [--sport N] [--source ADDR] [--timeout MS]
-  bpfnet-probe udp HOST:PORT [--sport N] [--source ADDR] [--size BYTES]
-                   [--reply-size BYTES] [--timeout MS]
-  bpfnet-probe icmp HOST [--source ADDR] [--timeout MS]
+    usage:
+      bpfnet-probe serve [--tcp PORTS] [--udp PORTS] [--name NAME] [--bind ADDR]
+                         [--duration SECONDS] [--exit-with-parent]
+      bpfnet-probe tcp HOST:PORT [--sport N] [--source ADDR] [--timeout MS]
+      bpfnet-probe udp HOST:PORT [--sport N] [--source ADDR] [--size BYTES]
+                       [--reply-size BYTES] [--timeout MS]
+      bpfnet-probe icmp HOST [--source ADDR] [--timeout MS]
 
-PORTS is a list like 80,443,8000-8010. serve prints "ready ..." once every
-socket listens. Exit codes: 0 reply received, 1 no reply (refused, timeout,
-unreachable, reset), 2 usage error, 3 local error (socket, bind).
-"""
+    PORTS is a list like 80,443,8000-8010. serve prints "ready ..." once every
+    socket listens. Exit codes: 0 reply received, 1 no reply (refused, timeout,
+    unreachable, reset), 2 usage error, 3 local error (socket, bind).
+    """
 
 /// What a client probe found out.
 struct Outcome {
@@ -52,13 +52,15 @@ func runMain() -> Int32 {
     do {
         switch argv[1] {
         case "serve":
-            let args = try Arguments(rest, valued: ["tcp", "udp", "name", "bind", "duration"],
-                                     flags: ["exit-with-parent"])
+            let args = try Arguments(
+                rest, valued: ["tcp", "udp", "name", "bind", "duration"],
+                flags: ["exit-with-parent"])
             return try Server.run(args).rawValue
         case "tcp", "udp":
             let args = try Arguments(rest, valued: ["sport", "source", "timeout", "size", "reply-size"], flags: [])
             guard args.positionals.count == 1, let target = Endpoint.parse(args.positionals[0]) else {
-                throw UsageError(message: "\(argv[1]) needs exactly one target HOST:PORT (IPv4 address and port 1-65535)")
+                throw UsageError(
+                    message: "\(argv[1]) needs exactly one target HOST:PORT (IPv4 address and port 1-65535)")
             }
             let outcome = argv[1] == "tcp" ? try probeTCP(target, args) : try probeUDP(target, args)
             emit(outcome.line)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The bpfnet command line (DESIGN.md section 4): one type per subcommand.
+// The bpfnet command line (docs/cli.md): one type per subcommand.
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input.
 
 import ArgumentParser
@@ -65,6 +65,7 @@ struct BPFNet: AsyncParsableCommand {
 func requireRoot(_ command: String) throws {
     guard geteuid() == 0 else {
         throw DataplaneError.permission(
-            "\(command) must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): sudo bpfnet \(command) ...")
+            "\(command) must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): sudo bpfnet \(command) ..."
+        )
     }
 }

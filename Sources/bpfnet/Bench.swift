@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// `bpfnet bench` (DESIGN.md section 6): packet rates side by side, and
+// `bpfnet bench` (docs/bench.md): packet rates side by side, and
 // `bpfnet bench micro`: the BPF_PROG_TEST_RUN cost of each program. The
 // engine is BPFNetBench; this file is options, output files and exit codes.
 
@@ -30,20 +30,25 @@ struct BenchRun: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Measure every variant at every N (the default subcommand of `bench`).",
-        discussion: "Variants: " + BenchVariant.all.map { variant in
-            "\(variant.name) — \(variant.summary)"
-                + (variant.isDiagnostic ? " (diagnostic: measured only when named)" : "")
-        }.joined(separator: "; ") + ". bridge is always measured: every ratio is taken against it.")
+        discussion: "Variants: "
+            + BenchVariant.all.map { variant in
+                "\(variant.name) — \(variant.summary)"
+                    + (variant.isDiagnostic ? " (diagnostic: measured only when named)" : "")
+            }.joined(separator: "; ") + ". bridge is always measured: every ratio is taken against it.")
 
-    @Option(help: ArgumentHelp("Variants to measure, comma-separated (default: every one but the diagnostics).",
-                               valueName: "a,b,..."))
+    @Option(
+        help: ArgumentHelp(
+            "Variants to measure, comma-separated (default: every one but the diagnostics).",
+            valueName: "a,b,..."))
     var variants: String?
 
     @Option(help: ArgumentHelp("Numbers of Docker links to sweep, comma-separated.", valueName: "N,..."))
     var links: String = BenchConfiguration.defaultLinks.map(String.init).joined(separator: ",")
 
-    @Option(help: ArgumentHelp("Allowed flows the traffic is spread over (1-4096), each allowed by a link of its own.",
-                               valueName: "K"))
+    @Option(
+        help: ArgumentHelp(
+            "Allowed flows the traffic is spread over (1-4096), each allowed by a link of its own.",
+            valueName: "K"))
     var flows: Int = 1
 
     @Option(help: ArgumentHelp("Measured rounds per N (a warm-up round comes on top).", valueName: "R"))
@@ -52,8 +57,10 @@ struct BenchRun: ParsableCommand {
     @Option(help: ArgumentHelp("CPU seconds per burst (one variant, one round).", valueName: "SECONDS"))
     var burst: Double = BenchConfiguration.defaultBurstSeconds
 
-    @Option(help: ArgumentHelp("live: XDP live frames (default); udp: real UDP sockets (sendmmsg).",
-                               valueName: "live|udp"))
+    @Option(
+        help: ArgumentHelp(
+            "live: XDP live frames (default); udp: real UDP sockets (sendmmsg).",
+            valueName: "live|udp"))
     var profile: BenchProfile = .live
 
     @Option(help: ArgumentHelp("The CPU the sending thread is pinned to (default: the last one).", valueName: "CPU"))
@@ -66,7 +73,8 @@ struct BenchRun: ParsableCommand {
     var svg: String?
 
     func run() throws {
-        let selection = try variants.map { try BenchVariant.select($0.split(separator: ",").map(String.init)) }
+        let selection =
+            try variants.map { try BenchVariant.select($0.split(separator: ",").map(String.init)) }
             ?? BenchVariant.defaultSelection
         let configuration = BenchConfiguration(
             variants: selection, links: try BenchConfiguration.parseLinks(links), flows: flows, rounds: rounds,
@@ -81,7 +89,8 @@ struct BenchRun: ParsableCommand {
             try outcome.report.jsonData().write(to: URL(fileURLWithPath: json))
         }
         if let svg {
-            try Data(BenchChart.render(outcome.report, context: outcome.context).utf8).write(to: URL(fileURLWithPath: svg))
+            try Data(BenchChart.render(outcome.report, context: outcome.context).utf8).write(
+                to: URL(fileURLWithPath: svg))
         }
         let failures = outcome.report.failures
         if !failures.isEmpty {
@@ -117,7 +126,8 @@ struct BenchMicro: ParsableCommand {
 
     func run() throws {
         if let json { try checkWritable(json, option: "--json") }
-        let report = try MicroBench(MicroConfiguration(repeatCount: `repeat`, rounds: rounds, links: links, cpu: cpu)).run()
+        let report = try MicroBench(MicroConfiguration(repeatCount: `repeat`, rounds: rounds, links: links, cpu: cpu))
+            .run()
         print(report.table, terminator: "")
         if let json {
             try report.jsonData().write(to: URL(fileURLWithPath: json))
@@ -130,7 +140,8 @@ private func checkWritable(_ path: String, option: String) throws {
     let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue,
-          FileManager.default.isWritableFile(atPath: directory) else {
+        FileManager.default.isWritableFile(atPath: directory)
+    else {
         throw BenchError.badInput("\(option) \(path): the directory \(directory) does not exist or is not writable")
     }
 }

@@ -65,12 +65,14 @@ struct Demo: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         }
         if !mismatches.isEmpty {
-            throw DataplaneError.runtime("\(mismatches.count) cells disagree with the policy: "
-                + mismatches.map { "\($0.entry.source) → \($0.entry.destination) (\($0.policy))" }
+            throw DataplaneError.runtime(
+                "\(mismatches.count) cells disagree with the policy: "
+                    + mismatches.map { "\($0.entry.source) → \($0.entry.destination) (\($0.policy))" }
                     .joined(separator: "; "))
         }
         if let bench = report.bench, !bench.failures.isEmpty {
-            throw DataplaneError.runtime("packets went missing in the comparison: " + bench.failures.joined(separator: "; "))
+            throw DataplaneError.runtime(
+                "packets went missing in the comparison: " + bench.failures.joined(separator: "; "))
         }
     }
 
@@ -95,12 +97,15 @@ struct Demo: ParsableCommand {
             print("\n== packet rates, side by side (`bpfnet bench` measures more)\n")
             print(BenchTable.render(outcome.report, context: outcome.context), terminator: "")
             if let nft = outcome.report.result("docker-iptables-nft", links: 1000),
-               let tc = outcome.report.result("bpfnet-tc", links: 1000),
-               let fast = outcome.report.result("bpfnet-fastpath", links: 1000) {
-                print(String(format: "\nWith 1,000 links Docker's iptables rules cost %.0f× the bridge per packet; "
-                    + "bpfnet enforces the same policy at %.2f× on top of the bridge, and at %.2f× with its fast "
-                    + "path (the default), which delivers allowed traffic around the bridge.",
-                    nft.ratioToBridge.median, tc.ratioToBridge.median, fast.ratioToBridge.median))
+                let tc = outcome.report.result("bpfnet-tc", links: 1000),
+                let fast = outcome.report.result("bpfnet-fastpath", links: 1000)
+            {
+                print(
+                    String(
+                        format: "\nWith 1,000 links Docker's iptables rules cost %.0f× the bridge per packet; "
+                            + "bpfnet enforces the same policy at %.2f× on top of the bridge, and at %.2f× with its fast "
+                            + "path (the default), which delivers allowed traffic around the bridge.",
+                        nft.ratioToBridge.median, tc.ratioToBridge.median, fast.ratioToBridge.median))
             }
         }
         return outcome.report
@@ -108,7 +113,7 @@ struct Demo: ParsableCommand {
 
     private func progress(_ message: String) {
         if json { return }
-        fflush(nil) // what print() buffered goes out first when both streams share a terminal or pipe
+        fflush(nil)  // what print() buffered goes out first when both streams share a terminal or pipe
         FileHandle.standardError.write(Data("bpfnet demo: \(message)\n".utf8))
     }
 }
@@ -154,7 +159,9 @@ enum DemoPrinter {
         return result
     }
 
-    static func section(_ settings: PolicySettings, entries: [MatrixEntry], counters: [String: [String: UInt64]]) -> String {
+    static func section(_ settings: PolicySettings, entries: [MatrixEntry], counters: [String: [String: UInt64]])
+        -> String
+    {
         var out = "\n== \(settings) (allowed source \(Scenario.allowedSource))\n"
         let containers = Set(Scenario.members.map(\.name))
         let between = entries.filter { containers.contains($0.from) && containers.contains($0.to) }

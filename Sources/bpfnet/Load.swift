@@ -8,9 +8,12 @@ import Foundation
 struct Load: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load the programs, attach them and fill the maps from a policy file (YAML).",
-        discussion: "Running it again replaces the policy, changing only what differs; the dataplane keeps enforcing in between.")
+        discussion:
+            "Running it again replaces the policy, changing only what differs; the dataplane keeps enforcing in between."
+    )
 
-    @Option(help: ArgumentHelp("The policy file (DESIGN.md section 4 keys).", valueName: "FILE"))
+    @Option(
+        help: ArgumentHelp("The policy file (YAML; every key is described in docs/policy-file.md).", valueName: "FILE"))
     var config: String
 
     @OptionGroup var policyOptions: PolicyOptions
@@ -26,10 +29,12 @@ struct Load: ParsableCommand {
             FileHandle.standardError.write(Data("bpfnet: --backend auto: \(backend) not used: \(reason)\n".utf8))
         }
         let hook = status.backend == Backend.bpf.rawValue ? ", port hook \(policy.portHook.rawValue)" : ""
-        print("bpfnet: loaded (\(status.backend)\(hook)) on \(status.bridge): "
-            + "\(status.containers.count) containers, \(status.links.count) links, "
-            + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
-            + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off")")
+        print(
+            "bpfnet: loaded (\(status.backend)\(hook)) on \(status.bridge): "
+                + "\(status.containers.count) containers, \(status.links.count) links, "
+                + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
+                + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off")"
+        )
     }
 }
 

@@ -11,7 +11,8 @@ struct Monitor: ParsableCommand {
         abstract: "Print dropped packets as they happen, with the reason in Docker's terms.",
         discussion: """
             Reads the eBPF dataplane's drop events (sampled: at most 1024 per CPU and second; the \
-            counters in `bpfnet status` stay exact). Runs until interrupted, or until --count events.
+            counters in `bpfnet status` stay exact). Runs until interrupted, or until --count events. \
+            The reasons are listed in docs/reasons.md.
             """)
 
     @Option(help: "Stop after this many events.")
@@ -43,7 +44,9 @@ struct Monitor: ParsableCommand {
             for event in try monitor.next(timeoutMilliseconds: 200) {
                 let interface = HostSystem.interfaceName(event.ifindex) ?? "if\(event.ifindex)"
                 // Unbuffered, line by line: the reader may be a pipe (`| grep`).
-                let line = json ? String(decoding: try encoder.encode(event), as: UTF8.self)
+                let line =
+                    json
+                    ? String(decoding: try encoder.encode(event), as: UTF8.self)
                     : "\(event.program) on \(interface): \(event.flow { names[$0] }) dropped: "
                         + event.explanation(interface: interface)
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))

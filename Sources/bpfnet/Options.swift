@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Options shared by several subcommands (DESIGN.md section 4, "Common options").
+// Options shared by several subcommands (docs/cli.md, "Common options").
 
 import ArgumentParser
 import BPFNetCore
@@ -37,36 +37,45 @@ struct PolicyOptions: ParsableArguments {
     @Option(name: .customLong("ext-if"), help: "An external interface (repeatable); replaces the file's list.")
     var extInterfaces: [String] = []
 
-    @Option(help: ArgumentHelp("Inter-container communication: true (Docker's default) or false.", valueName: "true|false"))
+    @Option(
+        help: ArgumentHelp("Inter-container communication: true (Docker's default) or false.", valueName: "true|false"))
     var icc: Bool?
 
-    @Option(name: .customLong("allow-source"),
-            help: ArgumentHelp("A source CIDR admitted on every external interface (repeatable).", valueName: "CIDR"))
+    @Option(
+        name: .customLong("allow-source"),
+        help: ArgumentHelp("A source CIDR admitted on every external interface (repeatable).", valueName: "CIDR"))
     var allowSources: [IPv4CIDR] = []
 
-    @Option(name: .customLong("forward-policy"),
-            help: ArgumentHelp("Traffic routed straight at container addresses: drop (default) or accept.",
-                               valueName: "drop|accept"))
+    @Option(
+        name: .customLong("forward-policy"),
+        help: ArgumentHelp(
+            "Traffic routed straight at container addresses: drop (default) or accept.",
+            valueName: "drop|accept"))
     var forwardPolicy: ForwardPolicy?
 
-    @Option(name: .customLong("ip-forward"),
-            help: ArgumentHelp("Turn net.ipv4.ip_forward on at load (default true).", valueName: "true|false"))
+    @Option(
+        name: .customLong("ip-forward"),
+        help: ArgumentHelp("Turn net.ipv4.ip_forward on at load (default true).", valueName: "true|false"))
     var ipForward: Bool?
 
-    @Option(name: .customLong("port-hook"),
-            help: ArgumentHelp("Where the port program runs on bridge ports: tc (default) or xdp.", valueName: "tc|xdp"))
+    @Option(
+        name: .customLong("port-hook"),
+        help: ArgumentHelp("Where the port program runs on bridge ports: tc (default) or xdp.", valueName: "tc|xdp"))
     var portHook: PortHook?
 
-    @Option(name: .customLong("fast-path"),
-            help: ArgumentHelp("Deliver allowed traffic around the bridge and routed traffic around the host's stack "
-                               + "where possible: on (default) or off. Verdicts are the same either way.",
-                               valueName: "on|off"))
+    @Option(
+        name: .customLong("fast-path"),
+        help: ArgumentHelp(
+            "Deliver allowed traffic around the bridge and routed traffic around the host's stack "
+                + "where possible: on (default) or off. Verdicts are the same either way.",
+            valueName: "on|off"))
     var fastPath: Switch?
 
     var overrides: PolicyOverrides {
-        PolicyOverrides(bridge: bridge, icc: icc, ipForward: ipForward, forwardPolicy: forwardPolicy,
-                        portHook: portHook, extInterfaces: extInterfaces.isEmpty ? nil : extInterfaces,
-                        allowSources: allowSources.isEmpty ? nil : allowSources, fastPath: fastPath?.isOn)
+        PolicyOverrides(
+            bridge: bridge, icc: icc, ipForward: ipForward, forwardPolicy: forwardPolicy,
+            portHook: portHook, extInterfaces: extInterfaces.isEmpty ? nil : extInterfaces,
+            allowSources: allowSources.isEmpty ? nil : allowSources, fastPath: fastPath?.isOn)
     }
 }
 
@@ -77,15 +86,18 @@ struct PinPathOption: ParsableArguments {
 
     func validate() throws {
         guard pinPath.hasPrefix("/") else {
-            throw ValidationError("--pin-path '\(pinPath)' must be an absolute directory path (e.g. /sys/fs/bpf/bpfnet)")
+            throw ValidationError(
+                "--pin-path '\(pinPath)' must be an absolute directory path (e.g. /sys/fs/bpf/bpfnet)")
         }
     }
 }
 
 /// Which backend, and where its state lives.
 struct DataplaneOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("auto (eBPF, else a netfilter fallback), bpf, nftables or iptables.",
-                               valueName: "auto|bpf|nftables|iptables"))
+    @Option(
+        help: ArgumentHelp(
+            "auto (eBPF, else a netfilter fallback), bpf, nftables or iptables.",
+            valueName: "auto|bpf|nftables|iptables"))
     var backend: BackendChoice = .auto
 
     @OptionGroup var pins: PinPathOption

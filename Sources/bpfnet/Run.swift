@@ -22,25 +22,33 @@ struct Run: AsyncParsableCommand {
             the one Docker reports. Run dockerd with --iptables=false so that bpfnet alone polices the bridge. \
             SIGTERM or SIGINT stop the agent and leave the dataplane loaded and enforcing; `bpfnet unload` removes it. \
             SIGHUP resynchronises with Docker at once. Only one agent runs per --pin-path. Logs go to standard error; \
-            `bpfnet status --json` shows the agent's state and lastSyncLatencyMs.
+            `bpfnet status --json` shows the agent's state and lastSyncLatencyMs. More in docs/agent.md.
             """)
 
-    @Option(name: .customLong("docker-host"),
-            help: ArgumentHelp("The Docker daemon: unix:///path/to/docker.sock or tcp://HOST:PORT (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
-                               valueName: "URL"))
+    @Option(
+        name: .customLong("docker-host"),
+        help: ArgumentHelp(
+            "The Docker daemon: unix:///path/to/docker.sock or tcp://HOST:PORT (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
+            valueName: "URL"))
     var dockerHost: String?
 
-    @Option(help: ArgumentHelp("A policy file with host settings only (same keys as for load, without containers and links).",
-                               valueName: "FILE"))
+    @Option(
+        help: ArgumentHelp(
+            "A policy file with host settings only "
+                + "(the keys of docs/policy-file.md, without containers and links).",
+            valueName: "FILE"))
     var config: String?
 
-    @Option(name: .customLong("resync-interval"),
-            help: ArgumentHelp("Seconds between full resynchronisations with Docker (besides after every reconnect).",
-                               valueName: "SECONDS"))
+    @Option(
+        name: .customLong("resync-interval"),
+        help: ArgumentHelp(
+            "Seconds between full resynchronisations with Docker (besides after every reconnect).",
+            valueName: "SECONDS"))
     var resyncInterval: Double = 60
 
-    @Option(name: .customLong("log-level"),
-            help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
+    @Option(
+        name: .customLong("log-level"),
+        help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
 
     @OptionGroup var policyOptions: PolicyOptions
@@ -64,8 +72,9 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--resync-interval \(resyncInterval): expected seconds between 1 and 86400")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("--log-level \(logLevel): expected "
-                + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
+            throw ValidationError(
+                "--log-level \(logLevel): expected "
+                    + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
         }
     }
 
@@ -95,17 +104,21 @@ struct Run: AsyncParsableCommand {
         let stateWriter = AgentStateWriter(files: files, logger: logger)
         let agentConfiguration = DockerAgent.Configuration(resyncInterval: .milliseconds(Int64(resyncInterval * 1000)))
         do {
-            try await DockerClient.withClient(host: host, configuration: .init(requestTimeout: .seconds(30)),
-                                              logger: Logger(label: "bpfnet.docker")) { client in
-                let agent = DockerAgent(docker: client, dataplane: DataplaneExecutor(dataplane), settings: settings,
-                                        resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
-                                        logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) })
+            try await DockerClient.withClient(
+                host: host, configuration: .init(requestTimeout: .seconds(30)),
+                logger: Logger(label: "bpfnet.docker")
+            ) { client in
+                let agent = DockerAgent(
+                    docker: client, dataplane: DataplaneExecutor(dataplane), settings: settings,
+                    resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
+                    logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) })
                 try await agent.runHandlingSignals(logger: logger)
             }
         } catch let error as AgentConfigurationError {
             throw DataplaneError.badInput(error.message)
         }
-        let stopped = "bpfnet run: stopped; the dataplane stays loaded at \(files.pinPath) and keeps enforcing the last "
+        let stopped =
+            "bpfnet run: stopped; the dataplane stays loaded at \(files.pinPath) and keeps enforcing the last "
             + "applied policy — `bpfnet unload --pin-path \(files.pinPath)` removes it"
         logger.info("\(stopped)")
     }

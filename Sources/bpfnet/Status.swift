@@ -9,7 +9,10 @@ struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the backend, policy, containers, links and per-reason counters in force.")
 
-    @Flag(help: "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, containers, links, counters, ...).")
+    @Flag(
+        help: ArgumentHelp(
+            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, containers, links, "
+                + "counters, ...; see docs/cli.md)."))
     var json = false
 
     @OptionGroup var dataplaneOptions: DataplaneOptions
@@ -45,18 +48,22 @@ enum StatusPrinter {
         if let fastPath = status.fastPathEnabled { line("fast path      \(fastPath ? "on" : "off")") }
         if let agent = status.agent {
             let state = agent.running ? "running (pid \(agent.pid.map(String.init) ?? "?"))" : "not running"
-            line("agent          bpfnet run \(state), following \(agent.dockerHost)"
-                + (agent.connected ? "" : " (disconnected)"))
+            line(
+                "agent          bpfnet run \(state), following \(agent.dockerHost)"
+                    + (agent.connected ? "" : " (disconnected)"))
             if let latency = agent.lastSyncLatencyMs {
-                line("               last start → rules: \(Int(latency.rounded())) ms"
-                    + (agent.lastSyncContainer.map { " (\($0))" } ?? ""))
+                line(
+                    "               last start → rules: \(Int(latency.rounded())) ms"
+                        + (agent.lastSyncContainer.map { " (\($0))" } ?? ""))
             }
             if let error = agent.lastError { line("               last error: \(error)") }
         }
         line()
         line("external interfaces (\(status.extInterfaces.count))")
         for ext in status.extInterfaces {
-            line("  \(pad(ext.name, 16)) allow \(ext.allowSources.isEmpty ? "every source" : ext.allowSources.joined(separator: ", "))")
+            line(
+                "  \(pad(ext.name, 16)) allow \(ext.allowSources.isEmpty ? "every source" : ext.allowSources.joined(separator: ", "))"
+            )
         }
         line()
         line("containers (\(status.containers.count))")
@@ -71,7 +78,9 @@ enum StatusPrinter {
         line()
         line("published ports (\(status.published.count))")
         for port in status.published {
-            line("  \(pad("\(port.hostIP ?? "*"):\(port.hostPort)/\(port.proto)", 24)) -> \(port.container):\(port.containerPort)")
+            line(
+                "  \(pad("\(port.hostIP ?? "*"):\(port.hostPort)/\(port.proto)", 24)) -> \(port.container):\(port.containerPort)"
+            )
         }
         line()
         line("counters (packets)")
@@ -84,7 +93,8 @@ enum StatusPrinter {
             line()
             line("fast path (packets passed: hit = delivered directly, else why it took the normal path)")
             for (program, events) in fastPath.sorted(by: { $0.key < $1.key }) {
-                let cells = events.sorted { ($0.key == "hit" ? 0 : 1, $0.key) < ($1.key == "hit" ? 0 : 1, $1.key) }.map { "\($0.key) \($0.value)" }
+                let cells = events.sorted { ($0.key == "hit" ? 0 : 1, $0.key) < ($1.key == "hit" ? 0 : 1, $1.key) }.map
+                { "\($0.key) \($0.value)" }
                 line("  \(pad(program, 9)) \(cells.joined(separator: ", "))")
             }
             if fastPath.isEmpty { line("  (no packets yet)") }

@@ -3,14 +3,15 @@
 // The agent's parts on their own, without the actor: each is a value or a
 // small class the actor owns, so its rules can be checked one by one.
 
-@testable import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
-@testable import DockerWatcher
 import Foundation
 import Logging
 import SystemPackage
 import XCTest
+
+@testable import BPFNetAgent
+@testable import DockerWatcher
 
 final class PendingChangesTests: XCTestCase {
     private let docker = ScriptedDocker()
@@ -49,25 +50,33 @@ final class PendingChangesTests: XCTestCase {
     func testTheLastEventPerContainerWins() {
         var pending = PendingChanges()
         // 20.10: die, disconnect, stop.
-        record([container(.start, "v20"), container(.die, "v20"), docker.network(.disconnect, "v20"),
-                container(.stop, "v20")], into: &pending)
+        record(
+            [
+                container(.start, "v20"), container(.die, "v20"), docker.network(.disconnect, "v20"),
+                container(.stop, "v20"),
+            ], into: &pending)
         // 29: disconnect, stop, die.
         record([docker.network(.disconnect, "v29"), container(.stop, "v29"), container(.die, "v29")], into: &pending)
         // `docker restart`: die … start … restart.
-        record([container(.die, "again"), container(.stop, "again"), container(.start, "again"),
-                container(.restart, "again")], into: &pending)
+        record(
+            [
+                container(.die, "again"), container(.stop, "again"), container(.start, "again"),
+                container(.restart, "again"),
+            ], into: &pending)
         XCTAssertEqual(pending.changes["v20"]?.kind, .remove)
         XCTAssertNil(pending.changes["v20"]?.start, "a removal clears the start mark")
         XCTAssertEqual(pending.changes["v29"]?.kind, .remove)
         XCTAssertEqual(pending.changes["again"]?.kind, .refresh)
-        XCTAssertEqual(pending.changes["again"]?.start?.received, start + .milliseconds(2),
-                       "the start marks for the latency; a later restart keeps the mark")
+        XCTAssertEqual(
+            pending.changes["again"]?.start?.received, start + .milliseconds(2),
+            "the start marks for the latency; a later restart keeps the mark")
     }
 
     func testADestroySticks() {
         var pending = PendingChanges()
-        record([container(.destroy, "gone"), container(.start, "gone"), docker.network(.connect, "gone")],
-               into: &pending)
+        record(
+            [container(.destroy, "gone"), container(.start, "gone"), docker.network(.connect, "gone")],
+            into: &pending)
         let batch = pending.takeBatch()
         XCTAssertEqual(batch.removals.map(\.id), ["gone"])
         XCTAssertEqual(batch.removals.map(\.destroyed), [true])
@@ -77,8 +86,11 @@ final class PendingChangesTests: XCTestCase {
 
     func testABatchTakesEverythingInIDOrder() {
         var pending = PendingChanges()
-        record([container(.start, "c", timeNano: 42), container(.die, "b"), container(.restart, "a"),
-                container(.destroy, "d"), docker.network(.connect, "e")], into: &pending)
+        record(
+            [
+                container(.start, "c", timeNano: 42), container(.die, "b"), container(.restart, "a"),
+                container(.destroy, "d"), docker.network(.connect, "e"),
+            ], into: &pending)
         let batch = pending.takeBatch()
         XCTAssertTrue(pending.isEmpty)
         XCTAssertEqual(batch.count, 5)
@@ -215,13 +227,16 @@ final class ContainerTrackerTests: XCTestCase {
         }
     }
 
-    private func tracker(_ docker: ScriptedDocker, _ ports: Ports,
-                         logs: LogRecorder = LogRecorder()) -> ContainerTracker {
+    private func tracker(
+        _ docker: ScriptedDocker, _ ports: Ports,
+        logs: LogRecorder = LogRecorder()
+    ) -> ContainerTracker {
         ContainerTracker(docker: docker, resolvePort: ports.resolver, concurrency: 4, logger: logs.logger)
     }
 
     func testPortsAreLookedUpOncePerProcessAndEndpoint() async throws {
-        let docker = ScriptedDocker(), ports = Ports()
+        let docker = ScriptedDocker()
+        let ports = Ports()
         let tracker = tracker(docker, ports)
         let web = docker.run("web", silently: true)
         let failed = await tracker.take(try await tracker.inspect([web]))
@@ -249,7 +264,8 @@ final class ContainerTrackerTests: XCTestCase {
     }
 
     func testAFailedLookupTracksTheContainerWithWhy() async throws {
-        let docker = ScriptedDocker(), ports = Ports()
+        let docker = ScriptedDocker()
+        let ports = Ports()
         let tracker = tracker(docker, ports)
         let web = docker.run("web", silently: true)
         ports.fail(docker.container(named: "web")?.pid)
@@ -262,7 +278,9 @@ final class ContainerTrackerTests: XCTestCase {
     }
 
     func testInspectAnswersAndTheResyncReplacement() async throws {
-        let docker = ScriptedDocker(), ports = Ports(), logs = LogRecorder()
+        let docker = ScriptedDocker()
+        let ports = Ports()
+        let logs = LogRecorder()
         let tracker = tracker(docker, ports, logs: logs)
         let web = docker.run("web", silently: true)
         let client = docker.run("client", links: [("web", "w"), ("db", "db")], silently: true)
@@ -298,10 +316,11 @@ final class ContainerTrackerTests: XCTestCase {
 
 final class AgentReporterTests: XCTestCase {
     private func policy(_ names: [String]) -> Policy {
-        Policy(containers: names.enumerated().map { index, name in
-            let ip = IPv4Address(172 << 24 | 17 << 16 | UInt32(index + 2))
-            return Container(name: name, ip: ip, mac: MACAddress(dockerStyleFor: ip), port: "veth\(name)")
-        })
+        Policy(
+            containers: names.enumerated().map { index, name in
+                let ip = IPv4Address(172 << 24 | 17 << 16 | UInt32(index + 2))
+                return Container(name: name, ip: ip, mac: MACAddress(dockerStyleFor: ip), port: "veth\(name)")
+            })
     }
 
     func testStartsAreMeasuredOnceEnforcedOldestFirst() {
@@ -330,11 +349,14 @@ final class AgentReporterTests: XCTestCase {
         XCTAssertEqual(status.lastSyncLatencyMs, 10)
         XCTAssertEqual(status.pid, getpid())
 
-        let many = Dictionary(uniqueKeysWithValues: (0..<1_500).map {
-            ("id-web\($0)", PendingChanges.StartMark(eventTimeNano: nil, received: now))
-        })
-        reporter.recordStarts(many, enforcedBy: policy((0..<1_500).map { "web\($0)" }),
-                              now: now, wallNanos: wall) { String($0.dropFirst(3)) }
+        let many = Dictionary(
+            uniqueKeysWithValues: (0..<1_500).map {
+                ("id-web\($0)", PendingChanges.StartMark(eventTimeNano: nil, received: now))
+            })
+        reporter.recordStarts(
+            many, enforcedBy: policy((0..<1_500).map { "web\($0)" }),
+            now: now, wallNanos: wall
+        ) { String($0.dropFirst(3)) }
         XCTAssertEqual(reporter.startLatencies.count, AgentReporter.keptLatencies)
     }
 
@@ -373,16 +395,20 @@ final class AgentReporterTests: XCTestCase {
 final class DaemonChecksTests: XCTestCase {
     func testWarningsNameWhatPolicesTheBridgeNextToBPFNet() {
         let settings = Policy(bridge: "docker0", icc: false)
-        let quiet = DockerBridgeNetwork(id: "n", name: "bridge", bridgeName: "docker0",
-                                        subnet: IPv4CIDR("172.17.0.0/16"))
-        XCTAssertEqual(DaemonChecks.warnings(network: quiet, settings: settings, info: nil, firewallTraces: [],
-                                             bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16")), [])
+        let quiet = DockerBridgeNetwork(
+            id: "n", name: "bridge", bridgeName: "docker0",
+            subnet: IPv4CIDR("172.17.0.0/16"))
+        XCTAssertEqual(
+            DaemonChecks.warnings(
+                network: quiet, settings: settings, info: nil, firewallTraces: [],
+                bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16")), [])
         var loud = quiet
         loud.iccEnabled = false
         let info = DockerDaemonInfo(serverVersion: "20.10.24", ipv4Forwarding: true, bridgeNfIptables: true)
-        let warnings = DaemonChecks.warnings(network: loud, settings: settings, info: info,
-                                             firewallTraces: ["iptables has Docker's chains (DOCKER)"],
-                                             bridgeAddress: IPv4InterfaceAddress("10.0.0.1/24"))
+        let warnings = DaemonChecks.warnings(
+            network: loud, settings: settings, info: info,
+            firewallTraces: ["iptables has Docker's chains (DOCKER)"],
+            bridgeAddress: IPv4InterfaceAddress("10.0.0.1/24"))
         XCTAssertEqual(warnings.count, 4, "\(warnings)")
         XCTAssertTrue(warnings[0].contains("enable_icc=false"))
         XCTAssertTrue(warnings[1].hasPrefix("iptables has Docker's chains (DOCKER): dockerd runs"))
@@ -391,8 +417,13 @@ final class DaemonChecksTests: XCTestCase {
 
         var noSubnet = quiet
         noSubnet.subnet = nil
-        XCTAssertEqual(DaemonChecks.warnings(network: noSubnet, settings: settings, info: nil, firewallTraces: [],
-                                             bridgeAddress: { XCTFail("asked without a subnet"); return nil }()), [])
+        XCTAssertEqual(
+            DaemonChecks.warnings(
+                network: noSubnet, settings: settings, info: nil, firewallTraces: [],
+                bridgeAddress: {
+                    XCTFail("asked without a subnet")
+                    return nil
+                }()), [])
     }
 }
 
@@ -414,9 +445,14 @@ final class AgentProcessTests: XCTestCase {
 
     func testSIGHUPAsksForAResync() async throws {
         let hangups = ReportBox()
-        let signals = AgentSignals(logger: LogRecorder().logger, onStop: { XCTFail("SIGHUP must not stop the agent") },
-                                   onHangup: { hangups.set(DataplaneStatus.Agent(running: true, dockerHost: "",
-                                                                                 connected: true)) })
+        let signals = AgentSignals(
+            logger: LogRecorder().logger, onStop: { XCTFail("SIGHUP must not stop the agent") },
+            onHangup: {
+                hangups.set(
+                    DataplaneStatus.Agent(
+                        running: true, dockerHost: "",
+                        connected: true))
+            })
         defer {
             signals.stop()
             signal(SIGHUP, SIG_DFL)

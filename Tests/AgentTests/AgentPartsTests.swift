@@ -3,26 +3,29 @@
 // The agent's parts on their own: settings file handling, the policy
 // builder, the lock and state files, the in-memory dataplane.
 
-@testable import BPFNetAgent
 import BPFNetCore
 import BPFNetShared
-@testable import BPFNetDataplane
 import DockerWatcher
-import LinuxNet
 import Foundation
+import LinuxNet
 import SystemPackage
 import XCTest
 
+@testable import BPFNetAgent
+@testable import BPFNetDataplane
+
 final class AgentSettingsTests: XCTestCase {
     private func write(_ yaml: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-run-\(UUID().uuidString).yaml").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-run-\(UUID().uuidString).yaml")
+            .path
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
         return path
     }
 
     func testSettingsFileWithContainersOrLinksIsRefusedSayingWhy() throws {
-        let path = try write("""
+        let path = try write(
+            """
             icc: false
             containers:
               - {name: web, ip: 172.17.0.2, mac: 02:42:ac:11:00:02, port: vethweb}
@@ -32,14 +35,17 @@ final class AgentSettingsTests: XCTestCase {
         XCTAssertThrowsError(try AgentSettings.load(configFile: path, overrides: PolicyOverrides())) { error in
             let text = "\(error)"
             XCTAssertTrue(error is PolicyFileError, text)
-            XCTAssertTrue(text.contains("containers: not allowed in this file: `bpfnet run` takes containers and links from Docker"), text)
+            XCTAssertTrue(
+                text.contains(
+                    "containers: not allowed in this file: `bpfnet run` takes containers and links from Docker"), text)
             XCTAssertTrue(text.contains("links: not allowed"), text)
             XCTAssertTrue(text.contains("\(path):2"), "names the line: \(text)")
         }
     }
 
     func testSettingsAndOverrides() throws {
-        let path = try write("""
+        let path = try write(
+            """
             icc: false
             forwardPolicy: accept
             extInterfaces:
@@ -48,39 +54,54 @@ final class AgentSettingsTests: XCTestCase {
         let settings = try AgentSettings.load(configFile: path, overrides: PolicyOverrides(icc: true))
         XCTAssertTrue(settings.policy.icc, "the command line overrides the file")
         XCTAssertEqual(settings.policy.forwardPolicy, .accept)
-        XCTAssertEqual(settings.policy.extInterfaces, [ExternalInterface(name: "ext0", allowSources: [IPv4CIDR("198.51.100.2/32")!])])
+        XCTAssertEqual(
+            settings.policy.extInterfaces,
+            [ExternalInterface(name: "ext0", allowSources: [IPv4CIDR("198.51.100.2/32")!])])
         XCTAssertNil(settings.requiredBridge, "no bridge named: Docker's is taken")
         let docker = DockerBridgeNetwork(id: "n", name: "bridge", bridgeName: "br-x")
         XCTAssertEqual(try settings.settings(for: docker).bridge, "br-x")
 
-        XCTAssertEqual(try AgentSettings.load(configFile: try write("bridge: docker0\n"), overrides: PolicyOverrides()).requiredBridge,
-                       "docker0", "a bridge in the file pins it")
-        XCTAssertEqual(try AgentSettings.load(configFile: path, overrides: PolicyOverrides(bridge: "br0")).requiredBridge, "br0")
+        XCTAssertEqual(
+            try AgentSettings.load(configFile: try write("bridge: docker0\n"), overrides: PolicyOverrides())
+                .requiredBridge,
+            "docker0", "a bridge in the file pins it")
+        XCTAssertEqual(
+            try AgentSettings.load(configFile: path, overrides: PolicyOverrides(bridge: "br0")).requiredBridge, "br0")
         XCTAssertEqual(try AgentSettings.load(configFile: nil, overrides: PolicyOverrides()).policy, Policy())
-        XCTAssertThrowsError(try AgentSettings(policy: Policy(), requiredBridge: "docker0").settings(for: docker)) { error in
+        XCTAssertThrowsError(try AgentSettings(policy: Policy(), requiredBridge: "docker0").settings(for: docker)) {
+            error in
             XCTAssertTrue("\(error)".contains("Docker's default bridge network is br-x"), "\(error)")
         }
-        XCTAssertThrowsError(try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!])))
-        XCTAssertThrowsError(try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(extInterfaces: ["docker0"]))) { error in
+        XCTAssertThrowsError(
+            try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!]))
+        )
+        XCTAssertThrowsError(
+            try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(extInterfaces: ["docker0"]))
+        ) { error in
             XCTAssertTrue(error is PolicyValidationError, "\(error)")
         }
     }
 }
 
 final class DesiredPolicyTests: XCTestCase {
-    private func container(_ name: String, _ host: UInt8, links: [String] = [], exposed: [PortSpec] = []) -> TrackedContainer {
+    private func container(_ name: String, _ host: UInt8, links: [String] = [], exposed: [PortSpec] = [])
+        -> TrackedContainer
+    {
         let ip = IPv4Address(172, 17, 0, host)
-        return TrackedContainer(container: DockerContainer(
-            id: "id-\(name)", name: name, running: true, pid: Int32(host) + 1000,
-            bridge: DockerBridgeEndpoint(ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip)),
-            links: links.map { DockerLinkDeclaration(child: $0, parent: name, alias: $0) }, exposedPorts: exposed),
+        return TrackedContainer(
+            container: DockerContainer(
+                id: "id-\(name)", name: name, running: true, pid: Int32(host) + 1000,
+                bridge: DockerBridgeEndpoint(ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip)),
+                links: links.map { DockerLinkDeclaration(child: $0, parent: name, alias: $0) }, exposedPorts: exposed),
             port: "veth\(name)")
     }
 
     func testLinksOnlyBetweenEnforcedContainers() {
         let built = DesiredPolicy.build(
             settings: Policy(icc: false),
-            containers: [container("web", 2, exposed: [PortSpec(80)]), container("client", 3, links: ["web", "gone"])],
+            containers: [
+                container("web", 2, exposed: [PortSpec(80)]), container("client", 3, links: ["web", "gone"]),
+            ],
             bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16"), portExists: { _ in true })
         XCTAssertEqual(built.policy.containers.map(\.name), ["client", "web"])
         XCTAssertEqual(built.policy.links, [Link(parent: "client", child: "web", alias: "web")])
@@ -94,10 +115,12 @@ final class DesiredPolicyTests: XCTestCase {
         noPort.portProblem = "bridge port not found: pid gone"
         let built = DesiredPolicy.build(
             settings: Policy(),
-            containers: [container("web", 2, exposed: [PortSpec(80)]), container("client", 3, links: ["web"]),
-                         container("vanished", 4), noPort,
-                         // The bridge's own address: the validator refuses it.
-                         container("bad", 1), container("dup", 3)],
+            containers: [
+                container("web", 2, exposed: [PortSpec(80)]), container("client", 3, links: ["web"]),
+                container("vanished", 4), noPort,
+                // The bridge's own address: the validator refuses it.
+                container("bad", 1), container("dup", 3),
+            ],
             bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16"), portExists: { $0 != "vethvanished" })
         XCTAssertEqual(built.policy.containers.map(\.name), ["client", "web"])
         XCTAssertEqual(built.policy.links.count, 1)
@@ -113,7 +136,9 @@ final class DesiredPolicyTests: XCTestCase {
 
 final class AgentFilesTests: XCTestCase {
     private func temporaryDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-agentfiles-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "bpfnet-agentfiles-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
         return path
@@ -130,7 +155,8 @@ final class AgentFilesTests: XCTestCase {
     }
 
     func testLockRefusesASecondAgentAndNamesTheFirst() throws {
-        let files = AgentFiles(pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
+        let files = AgentFiles(
+            pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
         XCTAssertNil(files.runningAgentPID())
         let first = try AgentLock.acquire(files, dockerHost: "unix:///var/run/docker.sock")
         XCTAssertEqual(files.runningAgentPID(), getpid())
@@ -138,8 +164,10 @@ final class AgentFilesTests: XCTestCase {
         XCTAssertThrowsError(try AgentLock.acquire(files, dockerHost: "unix:///other.sock")) { error in
             let lockError = error as! AgentLockError
             XCTAssertEqual(lockError.holder, getpid())
-            XCTAssertTrue(lockError.message.contains("another `bpfnet run` (pid \(getpid())) already keeps the dataplane at \(files.pinPath)"),
-                          lockError.message)
+            XCTAssertTrue(
+                lockError.message.contains(
+                    "another `bpfnet run` (pid \(getpid())) already keeps the dataplane at \(files.pinPath)"),
+                lockError.message)
             XCTAssertTrue(lockError.message.contains("another --pin-path"), lockError.message)
             XCTAssertEqual(lockError.dataplaneError, .busy(lockError.message))
         }
@@ -150,10 +178,12 @@ final class AgentFilesTests: XCTestCase {
     }
 
     func testStateRoundTripAndStatusMerge() throws {
-        let files = AgentFiles(pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
+        let files = AgentFiles(
+            pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
         XCTAssertNil(files.readState())
-        let agent = DataplaneStatus.Agent(running: true, pid: 42, dockerHost: "unix:///d.sock", connected: true,
-                                          lastSyncLatencyMs: 12.5, lastSyncContainer: "web", resyncs: 3)
+        let agent = DataplaneStatus.Agent(
+            running: true, pid: 42, dockerHost: "unix:///d.sock", connected: true,
+            lastSyncLatencyMs: 12.5, lastSyncContainer: "web", resyncs: 3)
         try files.writeState(agent)
         var read = try XCTUnwrap(files.readState())
         XCTAssertFalse(read.running, "nobody holds the lock")
@@ -163,7 +193,8 @@ final class AgentFilesTests: XCTestCase {
         XCTAssertTrue(read.running)
         XCTAssertEqual(read.pid, getpid())
 
-        var status = DataplaneStatus(backend: "bpf", bridge: "docker0", icc: true, forwardPolicy: "drop", ipForward: true)
+        var status = DataplaneStatus(
+            backend: "bpf", bridge: "docker0", icc: true, forwardPolicy: "drop", ipForward: true)
         let plain = try JSONSerialization.jsonObject(with: JSONEncoder().encode(status)) as! [String: Any]
         XCTAssertNil(plain["lastSyncLatencyMs"], "absent without an agent: old readers see the same document")
         XCTAssertNil(plain["agent"])
@@ -182,10 +213,12 @@ final class AgentFilesTests: XCTestCase {
 final class InMemoryDataplaneTests: XCTestCase {
     func testRecordsPoliciesAndWritesOnlyTheDifference() throws {
         let dataplane = InMemoryDataplane()
-        let web = Container(name: "web", ip: IPv4Address("172.17.0.2")!, mac: MACAddress("02:42:ac:11:00:02")!,
-                            port: "vethweb", exposed: [PortSpec(80)])
-        let client = Container(name: "client", ip: IPv4Address("172.17.0.3")!, mac: MACAddress("02:42:ac:11:00:03")!,
-                               port: "vethclient")
+        let web = Container(
+            name: "web", ip: IPv4Address("172.17.0.2")!, mac: MACAddress("02:42:ac:11:00:02")!,
+            port: "vethweb", exposed: [PortSpec(80)])
+        let client = Container(
+            name: "client", ip: IPv4Address("172.17.0.3")!, mac: MACAddress("02:42:ac:11:00:03")!,
+            port: "vethclient")
         let first = Policy(icc: false, containers: [web, client], links: [Link(parent: "client", child: "web")])
         try dataplane.apply(first)
         try dataplane.apply(first)
@@ -261,19 +294,23 @@ final class FastPathRecordTests: XCTestCase {
         var napi = FastPathInterfaceRecord(peerIfindex: 12, mac: mac)
         napi.set(BPFNET_FP_IF_NAPI, true)
         XCTAssertTrue(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: port))
-        XCTAssertFalse(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: true), now: port),
-                       "the XDP hook also needs full checksums at the peer")
+        XCTAssertFalse(
+            FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: true), now: port),
+            "the XDP hook also needs full checksums at the peer")
 
         var otherPeer = port
         otherPeer.link = 13
         XCTAssertFalse(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: otherPeer))
         var otherDevice = port
         otherDevice.address = [0x02, 0x42, 0xac, 0x11, 0x00, 0x03]
-        XCTAssertFalse(FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: otherDevice),
-                       "a recycled ifindex is another device")
-        XCTAssertFalse(FastPathInterfaces.isArranged(FastPathInterfaceRecord(peerIfindex: 12, mac: mac),
-                                                     as: .containerPort(fullChecksum: false), now: port),
-                       "without NAPI the arrangement is tried again")
+        XCTAssertFalse(
+            FastPathInterfaces.isArranged(napi, as: .containerPort(fullChecksum: false), now: otherDevice),
+            "a recycled ifindex is another device")
+        XCTAssertFalse(
+            FastPathInterfaces.isArranged(
+                FastPathInterfaceRecord(peerIfindex: 12, mac: mac),
+                as: .containerPort(fullChecksum: false), now: port),
+            "without NAPI the arrangement is tried again")
 
         let uplink = RouteNetlink.Link(index: 3, name: "eth0", address: mac)
         XCTAssertTrue(FastPathInterfaces.isArranged(FastPathInterfaceRecord(mac: mac), as: .external, now: uplink))

@@ -79,13 +79,16 @@ final class AgentHarness: @unchecked Sendable {
         resyncInterval: .seconds(3600), requestedResyncSpacing: .milliseconds(50),
         initialBackoff: .milliseconds(20), maximumBackoff: .milliseconds(160), tickInterval: .milliseconds(10))
 
-    init(docker: ScriptedDocker = ScriptedDocker(), settings: AgentSettings = AgentSettings(policy: Policy(icc: false)),
-         configuration: DockerAgent.Configuration = AgentHarness.fast) {
+    init(
+        docker: ScriptedDocker = ScriptedDocker(), settings: AgentSettings = AgentSettings(policy: Policy(icc: false)),
+        configuration: DockerAgent.Configuration = AgentHarness.fast
+    ) {
         self.docker = docker
         let reports = self.reports
-        agent = DockerAgent(docker: docker, dataplane: DataplaneExecutor(dataplane), settings: settings,
-                            resolvePort: fakePortResolver, host: host, configuration: configuration,
-                            logger: logs.logger, report: { reports.set($0) })
+        agent = DockerAgent(
+            docker: docker, dataplane: DataplaneExecutor(dataplane), settings: settings,
+            resolvePort: fakePortResolver, host: host, configuration: configuration,
+            logger: logs.logger, report: { reports.set($0) })
     }
 
     func start() {
@@ -116,7 +119,10 @@ final class AgentHarness: @unchecked Sendable {
 
     /// "parent(parentIP)→child(childIP) ports" for each link in force.
     var enforcedLinks: Set<String> {
-        Set(status?.links.map { "\($0.parent)(\($0.parentIP))→\($0.child)(\($0.childIP)) \($0.ports.joined(separator: ","))" } ?? [])
+        Set(
+            status?.links.map {
+                "\($0.parent)(\($0.parentIP))→\($0.child)(\($0.childIP)) \($0.ports.joined(separator: ","))"
+            } ?? [])
     }
 
     /// The link rules (forward and reverse) in the maps, as (source, destination) pairs.
@@ -126,9 +132,11 @@ final class AgentHarness: @unchecked Sendable {
 }
 
 /// Polls `condition` until it holds; fails with `what` after `timeout`.
-func eventually(_ what: @autoclosure () -> String, timeout: Duration = .seconds(5),
-                file: StaticString = #filePath, line: UInt = #line,
-                _ condition: () async -> Bool) async throws {
+func eventually(
+    _ what: @autoclosure () -> String, timeout: Duration = .seconds(5),
+    file: StaticString = #filePath, line: UInt = #line,
+    _ condition: () async -> Bool
+) async throws {
     let deadline = ContinuousClock.now + timeout
     while !(await condition()) {
         if ContinuousClock.now > deadline {
@@ -140,8 +148,10 @@ func eventually(_ what: @autoclosure () -> String, timeout: Duration = .seconds(
 }
 
 /// Waits a little and checks that `condition` still holds all along.
-func stays(_ what: @autoclosure () -> String, for duration: Duration = .milliseconds(150),
-           file: StaticString = #filePath, line: UInt = #line, _ condition: () async -> Bool) async throws {
+func stays(
+    _ what: @autoclosure () -> String, for duration: Duration = .milliseconds(150),
+    file: StaticString = #filePath, line: UInt = #line, _ condition: () async -> Bool
+) async throws {
     let deadline = ContinuousClock.now + duration
     while ContinuousClock.now < deadline {
         if !(await condition()) {

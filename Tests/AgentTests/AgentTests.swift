@@ -4,18 +4,20 @@
 // garbage, 404s, a daemon that goes away) and the in-memory dataplane, which
 // shows exactly what was applied.
 
-@testable import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
-@testable import DockerWatcher
 import Foundation
 import XCTest
+
+@testable import BPFNetAgent
+@testable import DockerWatcher
 
 final class AgentTests: XCTestCase {
     /// web (child: 80/tcp, 53/udp, published 8080→80), client (parent: --link web:w), lone.
     private func standardContainers(_ docker: ScriptedDocker) {
-        docker.run("web", exposed: [PortSpec(80, .tcp), PortSpec(53, .udp)],
-                   published: [PublishedPort(hostPort: 8080, containerPort: 80)], silently: true)
+        docker.run(
+            "web", exposed: [PortSpec(80, .tcp), PortSpec(53, .udp)],
+            published: [PublishedPort(hostPort: 8080, containerPort: 80)], silently: true)
         docker.run("client", links: [("web", "w")], silently: true)
         docker.run("lone", silently: true)
     }
@@ -25,14 +27,18 @@ final class AgentTests: XCTestCase {
         standardContainers(harness.docker)
         harness.start()
         try await eventually("three containers and a link") { harness.enforcedContainers == ["web", "client", "lone"] }
-        let web = harness.docker.ip(of: "web"), client = harness.docker.ip(of: "client")
+        let web = harness.docker.ip(of: "web")
+        let client = harness.docker.ip(of: "client")
         XCTAssertEqual(harness.enforcedLinks, ["client(\(client))→web(\(web)) 80/tcp,53/udp"])
         let status = try XCTUnwrap(harness.status)
         XCTAssertFalse(status.icc)
         XCTAssertEqual(status.bridge, "docker0")
-        XCTAssertEqual(status.published.map { "\($0.hostPort)/\($0.proto)→\($0.container):\($0.containerPort)" }, ["8080/tcp→web:80"])
-        XCTAssertEqual(Set(status.containers.map(\.port)),
-                       Set(["web", "client", "lone"].map { "veth\(harness.docker.container(named: $0)!.pid!)" }))
+        XCTAssertEqual(
+            status.published.map { "\($0.hostPort)/\($0.proto)→\($0.container):\($0.containerPort)" },
+            ["8080/tcp→web:80"])
+        XCTAssertEqual(
+            Set(status.containers.map(\.port)),
+            Set(["web", "client", "lone"].map { "veth\(harness.docker.container(named: $0)!.pid!)" }))
         // Follow first, then list, then inspect.
         let requests = harness.docker.requests
         let eventsAt = try XCTUnwrap(requests.firstIndex(of: "events"))
@@ -41,7 +47,9 @@ final class AgentTests: XCTestCase {
         let snapshot = await harness.agent.snapshot()
         XCTAssertTrue(snapshot.connected)
         XCTAssertEqual(snapshot.statistics.resyncs, 1)
-        try await eventually("reported") { harness.reports.last?.connected == true && harness.reports.last?.apiVersion == "1.41" }
+        try await eventually("reported") {
+            harness.reports.last?.connected == true && harness.reports.last?.apiVersion == "1.41"
+        }
         try await harness.stop()
         // Stopping the agent leaves the dataplane as it was.
         XCTAssertEqual(harness.enforcedContainers, ["web", "client", "lone"])
@@ -54,7 +62,8 @@ final class AgentTests: XCTestCase {
             standardContainers(harness.docker)
             harness.start()
             try await eventually("\(flavor): initial sync") { harness.enforcedLinks.count == 1 }
-            let oldWeb = harness.docker.ip(of: "web"), client = harness.docker.ip(of: "client")
+            let oldWeb = harness.docker.ip(of: "web")
+            let client = harness.docker.ip(of: "client")
             XCTAssertTrue(harness.linkRulePairs.contains("\(client)>\(oldWeb)"))
 
             // The child stops: its rules go with it, whatever order the events come in.
@@ -87,9 +96,12 @@ final class AgentTests: XCTestCase {
         harness.start()
         try await eventually("initial sync") { harness.enforcedLinks.count == 1 }
         harness.docker.stop("client")
-        try await eventually("client's rules gone") { harness.linkRulePairs.isEmpty && !harness.enforcedContainers.contains("client") }
+        try await eventually("client's rules gone") {
+            harness.linkRulePairs.isEmpty && !harness.enforcedContainers.contains("client")
+        }
         harness.docker.start("client")
-        let client = harness.docker.ip(of: "client"), web = harness.docker.ip(of: "web")
+        let client = harness.docker.ip(of: "client")
+        let web = harness.docker.ip(of: "web")
         try await eventually("link back from client's new address") {
             harness.enforcedLinks == ["client(\(client))→web(\(web)) 80/tcp,53/udp"]
         }
@@ -109,18 +121,21 @@ final class AgentTests: XCTestCase {
         harness.start()
         try await eventually("connected") { await harness.isFollowing() }
         let web = harness.docker.run("web", exposed: [PortSpec(80, .tcp)], silently: true)
-        let line20 = #"{"status":"start","id":"\#(web)","from":"bb:local","Type":"container","Action":"start","Actor":{"ID":"\#(web)","Attributes":{"image":"bb:local","name":"web"}},"scope":"local","time":1795751702,"timeNano":1795751702066395000}"#
+        let line20 =
+            #"{"status":"start","id":"\#(web)","from":"bb:local","Type":"container","Action":"start","Actor":{"ID":"\#(web)","Attributes":{"image":"bb:local","name":"web"}},"scope":"local","time":1795751702,"timeNano":1795751702066395000}"#
         harness.docker.emit(line: line20)
         try await eventually("web from a 20.10 line") { harness.enforcedContainers == ["web"] }
 
         harness.docker.run("client", links: [("web", "w")], silently: true)
         let client = harness.docker.id(of: "client")
-        let connect29 = #"{"Type":"network","Action":"connect","Actor":{"ID":"d89ec135","Attributes":{"container":"\#(client)","name":"bridge","type":"bridge"}},"scope":"local","time":1795753658,"timeNano":1795753658496446908}"#
+        let connect29 =
+            #"{"Type":"network","Action":"connect","Actor":{"ID":"d89ec135","Attributes":{"container":"\#(client)","name":"bridge","type":"bridge"}},"scope":"local","time":1795753658,"timeNano":1795753658496446908}"#
         harness.docker.emit(line: connect29)
         try await eventually("client from a 29 connect line") { harness.enforcedLinks.count == 1 }
 
         harness.docker.stop("web", silently: true)
-        let die29 = #"{"Type":"container","Action":"die","Actor":{"ID":"\#(web)","Attributes":{"execDuration":"1","exitCode":"137","image":"bb:local","name":"web"}},"scope":"local","time":1795753659,"timeNano":1795753659101513455}"#
+        let die29 =
+            #"{"Type":"container","Action":"die","Actor":{"ID":"\#(web)","Attributes":{"execDuration":"1","exitCode":"137","image":"bb:local","name":"web"}},"scope":"local","time":1795753659,"timeNano":1795753659101513455}"#
         harness.docker.emit(line: die29)
         try await eventually("web gone after a 29 die line") { harness.enforcedContainers == ["client"] }
         let snapshot = await harness.agent.snapshot()
@@ -144,7 +159,9 @@ final class AgentTests: XCTestCase {
         // Meanwhile lone was removed without an event the agent could read.
         harness.docker.stop("lone", silently: true)
 
-        try await eventually("a resync catches up after the undecodable lines") { harness.enforcedContainers == ["web", "client"] }
+        try await eventually("a resync catches up after the undecodable lines") {
+            harness.enforcedContainers == ["web", "client"]
+        }
         let snapshot = await harness.agent.snapshot()
         XCTAssertEqual(snapshot.statistics.malformedEvents, 2)
         XCTAssertGreaterThanOrEqual(snapshot.statistics.resyncs, 2)
@@ -185,7 +202,8 @@ final class AgentTests: XCTestCase {
 
         // An inspect that fails otherwise (HTTP 500) keeps what was known.
         let web = harness.docker.id(of: "web")
-        harness.docker.failInspect(of: web, with: .httpStatus(request: "GET /containers/x/json", status: 500, message: "boom"))
+        harness.docker.failInspect(
+            of: web, with: .httpStatus(request: "GET /containers/x/json", status: 500, message: "boom"))
         harness.docker.emit(harness.docker.event(.start, web, "web"))
         try await eventually("the failure is logged") { harness.logs.contains(.warning, "HTTP 500") }
         XCTAssertEqual(harness.enforcedContainers, ["web", "client"])
@@ -207,22 +225,27 @@ final class AgentTests: XCTestCase {
         harness.docker.start("web", silently: true)
         harness.docker.stop("lone", silently: true)
         try await stays("the last good state stays in force") {
-            harness.enforcedContainers == ["web", "client", "lone"] && harness.dataplane.applications.count == appliedBefore
+            harness.enforcedContainers == ["web", "client", "lone"]
+                && harness.dataplane.applications.count == appliedBefore
         }
         XCTAssertTrue(harness.logs.contains(.error, "keeps enforcing the last applied policy"), "\(harness.logs.all)")
         XCTAssertEqual(harness.reports.last?.connected, false)
         XCTAssertNotNil(harness.reports.last?.lastError)
 
         harness.docker.comeBack()
-        let web = harness.docker.ip(of: "web"), client = harness.docker.ip(of: "client")
+        let web = harness.docker.ip(of: "web")
+        let client = harness.docker.ip(of: "client")
         try await eventually("resynced after reconnecting") {
-            harness.enforcedContainers == ["web", "client"] && harness.enforcedLinks == ["client(\(client))→web(\(web)) 80/tcp,53/udp"]
+            harness.enforcedContainers == ["web", "client"]
+                && harness.enforcedLinks == ["client(\(client))→web(\(web)) 80/tcp,53/udp"]
         }
         let snapshot = await harness.agent.snapshot()
         XCTAssertGreaterThanOrEqual(snapshot.statistics.reconnects, 1)
         XCTAssertEqual(snapshot.statistics.resyncs, 2)
         try await eventually("the error cleared") { await harness.agent.snapshot().lastError == nil }
-        try await eventually("reported connected") { harness.reports.last?.connected == true && harness.reports.last?.lastError == nil }
+        try await eventually("reported connected") {
+            harness.reports.last?.connected == true && harness.reports.last?.lastError == nil
+        }
 
         // A broken stream with the daemon still there: reconnect at once, resync.
         harness.docker.breakStream()
@@ -284,7 +307,8 @@ final class AgentTests: XCTestCase {
         try await eventually("reported") { harness.reports.last?.lastSyncContainer == "web" }
         let reported = try XCTUnwrap(harness.reports.last?.lastSyncLatencyMs)
         XCTAssertEqual(reported, DockerAgent.milliseconds(latency.reported), accuracy: 0.001)
-        XCTAssertTrue(harness.logs.contains(.info, "container web: start event → rules in the maps in"), "\(harness.logs.all)")
+        XCTAssertTrue(
+            harness.logs.contains(.info, "container web: start event → rules in the maps in"), "\(harness.logs.all)")
         try await harness.stop()
     }
 
@@ -338,7 +362,9 @@ final class AgentTests: XCTestCase {
         harness.start()
         try await eventually("the others are enforced") { harness.enforcedContainers == ["web", "client"] }
         try await eventually("lone reported as skipped") {
-            harness.reports.last?.skippedContainers.contains { $0.contains("lone") && $0.contains("\(lonePort) is gone") } == true
+            harness.reports.last?.skippedContainers.contains {
+                $0.contains("lone") && $0.contains("\(lonePort) is gone")
+            } == true
         }
         XCTAssertTrue(harness.logs.contains(.warning, "left out of the policy"))
         try await harness.stop()
@@ -358,7 +384,8 @@ final class AgentTests: XCTestCase {
         XCTAssertTrue(following.logs.contains(.warning, "--iptables=false"))
         try await following.stop()
 
-        let pinned = AgentHarness(docker: docker, settings: AgentSettings(policy: Policy(bridge: "docker0"), requiredBridge: "docker0"))
+        let pinned = AgentHarness(
+            docker: docker, settings: AgentSettings(policy: Policy(bridge: "docker0"), requiredBridge: "docker0"))
         pinned.start()
         do {
             try await pinned.runTask?.value
@@ -375,7 +402,8 @@ final class AgentTests: XCTestCase {
         harness.start()
         try await eventually("connected") { await harness.isFollowing() }
         for index in 0..<50 {
-            harness.docker.run("c\(index)", exposed: [PortSpec(80, .tcp)], links: index > 0 ? [("c\(index - 1)", "prev")] : [])
+            harness.docker.run(
+                "c\(index)", exposed: [PortSpec(80, .tcp)], links: index > 0 ? [("c\(index - 1)", "prev")] : [])
         }
         try await eventually("all fifty and their links") {
             harness.enforcedContainers.count == 50 && harness.enforcedLinks.count == 49

@@ -8,11 +8,12 @@
 
 import BPFNetAgent
 import BPFNetCore
-@testable import DockerWatcher
 import Foundation
 
+@testable import DockerWatcher
+
 final class ScriptedDocker: DockerSource, @unchecked Sendable {
-    /// Which daemon's event order `stop`/`start`/`restart` follow (docker-bridge.md §3.2).
+    /// Which daemon's event order `stop`/`start`/`restart` follow (docs/docker.md, "Events").
     enum Flavor: Sendable {
         /// 20.10: die, disconnect, stop; connect before start.
         case v20
@@ -28,8 +29,9 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     let flavor: Flavor
     private let lock = NSLock()
     private var containers: [String: DockerContainer] = [:]
-    private var network = DockerBridgeNetwork(id: "net0", name: "bridge", subnet: IPv4CIDR("172.17.0.0/16"),
-                                              gateway: IPv4Address("172.17.0.1"))
+    private var network = DockerBridgeNetwork(
+        id: "net0", name: "bridge", subnet: IPv4CIDR("172.17.0.0/16"),
+        gateway: IPv4Address("172.17.0.1"))
     private var info = DockerDaemonInfo(serverVersion: "20.10.24+dfsg1", ipv4Forwarding: true, bridgeNfIptables: false)
     private var reachable = true
     private var stream: AsyncThrowingStream<DockerEventItem, any Error>.Continuation?
@@ -49,9 +51,12 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
         try lock.withLock {
             connects.append(ContinuousClock.now)
             log.append("connect")
-            guard reachable else { throw DockerError.daemonUnreachable(host: hostDescription, reason: "No such file or directory") }
-            return DockerDaemonIdentity(version: flavor == .v20 ? "20.10.24+dfsg1" : "29.7.2",
-                                        apiVersion: flavor == .v20 ? DockerAPIVersion(1, 41) : DockerAPIVersion(1, 55))
+            guard reachable else {
+                throw DockerError.daemonUnreachable(host: hostDescription, reason: "No such file or directory")
+            }
+            return DockerDaemonIdentity(
+                version: flavor == .v20 ? "20.10.24+dfsg1" : "29.7.2",
+                apiVersion: flavor == .v20 ? DockerAPIVersion(1, 41) : DockerAPIVersion(1, 55))
         }
     }
 
@@ -74,8 +79,9 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
             try checkReachable()
             log.append("list")
             return containers.values.filter(\.isRunningOnDefaultBridge).sorted { $0.id < $1.id }.map {
-                DockerContainerSummary(id: $0.id, name: $0.name, names: [$0.name], state: "running",
-                                       networkMode: $0.networkMode, bridgeIP: $0.bridge?.ip)
+                DockerContainerSummary(
+                    id: $0.id, name: $0.name, names: [$0.name], state: "running",
+                    networkMode: $0.networkMode, bridgeIP: $0.bridge?.ip)
             }
         }
     }
@@ -88,8 +94,9 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
             if let container = containers[idOrName] ?? containers.values.first(where: { $0.name == idOrName }) {
                 return container
             }
-            throw DockerError.httpStatus(request: "GET /v1.41/containers/\(idOrName)/json", status: 404,
-                                         message: "No such container: \(idOrName)")
+            throw DockerError.httpStatus(
+                request: "GET /v1.41/containers/\(idOrName)/json", status: 404,
+                message: "No such container: \(idOrName)")
         }
     }
 
@@ -105,7 +112,9 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     }
 
     private func checkReachable() throws {
-        guard reachable else { throw DockerError.daemonUnreachable(host: hostDescription, reason: "Connection refused") }
+        guard reachable else {
+            throw DockerError.daemonUnreachable(host: hostDescription, reason: "Connection refused")
+        }
     }
 
     // MARK: Looking at it
@@ -125,8 +134,10 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
 
     /// `docker run -d --name NAME [--expose …] [-p …] [--link child:alias …]`.
     @discardableResult
-    func run(_ name: String, exposed: [PortSpec] = [], published: [PublishedPort] = [],
-             links: [(child: String, alias: String)] = [], silently: Bool = false) -> String {
+    func run(
+        _ name: String, exposed: [PortSpec] = [], published: [PublishedPort] = [],
+        links: [(child: String, alias: String)] = [], silently: Bool = false
+    ) -> String {
         let id: String = lock.withLock {
             let id = String(format: "%064x", nextID)
             nextID += 1
@@ -153,9 +164,10 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
             nextPid += 1
             container.running = true
             container.pid = nextPid
-            container.bridge = DockerBridgeEndpoint(ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip),
-                                                    gateway: IPv4Address("172.17.0.1"), endpointID: "ep\(nextPid)",
-                                                    networkID: "net0")
+            container.bridge = DockerBridgeEndpoint(
+                ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip),
+                gateway: IPv4Address("172.17.0.1"), endpointID: "ep\(nextPid)",
+                networkID: "net0")
             containers[id] = container
         }
         if !silently {
@@ -221,7 +233,8 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     func goAway() {
         lock.withLock {
             reachable = false
-            stream?.finish(throwing: DockerError.eventStreamEnded(host: hostDescription, reason: "the daemon closed the stream"))
+            stream?.finish(
+                throwing: DockerError.eventStreamEnded(host: hostDescription, reason: "the daemon closed the stream"))
             stream = nil
         }
     }
@@ -251,16 +264,20 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
         lock.withLock { _ = stream?.yield(item) }
     }
 
-    func event(_ action: DockerEventAction, _ id: String, _ name: String, _ extra: [String: String] = [:]) -> DockerEvent {
-        DockerEvent(type: .container, action: action, actorID: id,
-                    attributes: ["name": name, "image": "bb:local"].merging(extra) { $1 },
-                    timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
+    func event(_ action: DockerEventAction, _ id: String, _ name: String, _ extra: [String: String] = [:])
+        -> DockerEvent
+    {
+        DockerEvent(
+            type: .container, action: action, actorID: id,
+            attributes: ["name": name, "image": "bb:local"].merging(extra) { $1 },
+            timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
     }
 
     func network(_ action: DockerEventAction, _ id: String, network: String = "bridge") -> DockerEvent {
-        DockerEvent(type: .network, action: action, actorID: "net0",
-                    attributes: ["container": id, "name": network, "type": "bridge"],
-                    timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
+        DockerEvent(
+            type: .network, action: action, actorID: "net0",
+            attributes: ["container": id, "name": network, "type": "bridge"],
+            timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
     }
 }
 

@@ -1,5 +1,6 @@
-import XCTest
 import BPFNetShared
+import XCTest
+
 @testable import BPFNetCore
 
 final class CompilerTests: XCTestCase {
@@ -16,12 +17,14 @@ final class CompilerTests: XCTestCase {
         XCTAssertEqual(config.generation, 0)
 
         let c = config.cValue
-        XCTAssertEqual(c.flags, BPFNET_CFG_LOADED.rawValue | BPFNET_CFG_IP_FORWARD.rawValue | BPFNET_CFG_FAST_PATH.rawValue)
+        XCTAssertEqual(
+            c.flags, BPFNET_CFG_LOADED.rawValue | BPFNET_CFG_IP_FORWARD.rawValue | BPFNET_CFG_FAST_PATH.rawValue)
         XCTAssertEqual(c.bridge_addr, UInt32(0xAC11_0001).bigEndian)
         XCTAssertEqual(c.bridge_netmask, UInt32(0xFFFF_0000).bigEndian)
         // As bytes: host-order u32s little-endian (x86/arm64), __be32 in packet order.
-        XCTAssertEqual(MapEntry.config(config).valueBytes,
-                       [0x0C, 0x00, 0x00, 0x80, 172, 17, 0, 1, 172, 17, 0, 0, 255, 255, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(
+            MapEntry.config(config).valueBytes,
+            [0x0C, 0x00, 0x00, 0x80, 172, 17, 0, 1, 172, 17, 0, 0, 255, 255, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(MapKey.config.bytes, [0, 0, 0, 0])
         XCTAssertEqual(ConfigRecord(c), config)
 
@@ -38,7 +41,8 @@ final class CompilerTests: XCTestCase {
         XCTAssertEqual(config.bridgeAddress, .any)
         XCTAssertEqual(config.bridgeNetmask, .any)
         XCTAssertNil(config.bridgeInterfaceAddress)
-        XCTAssertTrue(config.flags.contains(.outsideContainers), "with the subnet unknown, every container is outside it")
+        XCTAssertTrue(
+            config.flags.contains(.outsideContainers), "with the subnet unknown, every container is outside it")
     }
 
     /// The programs look a non-subnet destination up in bn_containers only
@@ -48,22 +52,26 @@ final class CompilerTests: XCTestCase {
         var stray = Sample.policy
         stray.containers[0].ip = IPv4Address(10, 99, 0, 2)
         XCTAssertTrue(Sample.state(stray).config.flags.contains(.outsideContainers))
-        XCTAssertEqual(Sample.state(stray).config.cValue.flags & BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue,
-                       BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
+        XCTAssertEqual(
+            Sample.state(stray).config.cValue.flags & BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue,
+            BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
     }
 
     func testContainersMacsNames() {
         let state = Sample.state()
-        XCTAssertEqual(state.containers, [
-            web: ContainerRecord(portIfindex: 10, mac: Sample.web.mac),
-            client: ContainerRecord(portIfindex: 11, mac: Sample.client.mac),
-        ])
+        XCTAssertEqual(
+            state.containers,
+            [
+                web: ContainerRecord(portIfindex: 10, mac: Sample.web.mac),
+                client: ContainerRecord(portIfindex: 11, mac: Sample.client.mac),
+            ])
         XCTAssertEqual(state.macs, [Sample.web.mac: web, Sample.client.mac: client])
         XCTAssertEqual(state.names, [web: "web", client: "client"])
 
         XCTAssertEqual(MapKey.container(web).bytes, [172, 17, 0, 2])
-        XCTAssertEqual(MapEntry.container(web, state.containers[web]!).valueBytes,
-                       [10, 0, 0, 0, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0, 0])
+        XCTAssertEqual(
+            MapEntry.container(web, state.containers[web]!).valueBytes,
+            [10, 0, 0, 0, 0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0, 0])
         XCTAssertEqual(MapKey.mac(Sample.web.mac).bytes, [0x02, 0x42, 0xac, 0x11, 0x00, 0x02, 0, 0])
         XCTAssertEqual(MapEntry.mac(Sample.web.mac, web).valueBytes, [172, 17, 0, 2])
         let nameBytes = MapEntry.name(web, "web").valueBytes
@@ -106,7 +114,8 @@ final class CompilerTests: XCTestCase {
         var policy = Sample.policy
         policy.containers[0].exposed = []
         let rules = Sample.state(policy).links
-        XCTAssertTrue(rules.contains(LinkRule(source: client, destination: web, port: 80, proto: 6, direction: .forward)))
+        XCTAssertTrue(
+            rules.contains(LinkRule(source: client, destination: web, port: 80, proto: 6, direction: .forward)))
         XCTAssertFalse(rules.contains { $0.proto == 17 })
         XCTAssertEqual(rules.count, 4)
     }
@@ -120,25 +129,33 @@ final class CompilerTests: XCTestCase {
     func testSeveralLinksShareRules() {
         var policy = Sample.policy
         policy.containers += [Sample.db, Sample.other]
-        policy.links = [Link(parent: "client", child: "web"), Link(parent: "other", child: "web"),
-                        Link(parent: "client", child: "db"), Link(parent: "web", child: "client")]
+        policy.links = [
+            Link(parent: "client", child: "web"), Link(parent: "other", child: "web"),
+            Link(parent: "client", child: "db"), Link(parent: "web", child: "client"),
+        ]
         let rules = Sample.state(policy).links
         // client→web 8, other→web 8, client→db: 1 fwd, 1 rev, 2 pair = 4; web→client: nothing.
         XCTAssertEqual(rules.count, 20)
-        XCTAssertTrue(rules.contains(LinkRule(source: Sample.db.ip, destination: client, port: 5432, proto: 6, direction: .reverse)))
+        XCTAssertTrue(
+            rules.contains(
+                LinkRule(source: Sample.db.ip, destination: client, port: 5432, proto: 6, direction: .reverse)))
     }
 
     func testPublishedBytes() {
         var policy = Sample.policy
-        policy.containers[0].published.append(PublishedPort(hostIP: IPv4Address(203, 0, 113, 1), hostPort: 5353,
-                                                            containerPort: 53, proto: .udp))
+        policy.containers[0].published.append(
+            PublishedPort(
+                hostIP: IPv4Address(203, 0, 113, 1), hostPort: 5353,
+                containerPort: 53, proto: .udp))
         let state = Sample.state(policy)
         let any = PublishedKey(hostAddress: .any, hostPort: 8080, proto: 6)
         let specific = PublishedKey(hostAddress: IPv4Address(203, 0, 113, 1), hostPort: 5353, proto: 17)
-        XCTAssertEqual(state.published, [
-            any: PublishedTarget(containerAddress: web, containerPort: 80),
-            specific: PublishedTarget(containerAddress: web, containerPort: 53),
-        ])
+        XCTAssertEqual(
+            state.published,
+            [
+                any: PublishedTarget(containerAddress: web, containerPort: 80),
+                specific: PublishedTarget(containerAddress: web, containerPort: 53),
+            ])
         XCTAssertEqual(MapKey.published(any).bytes, [0, 0, 0, 0, 0x1f, 0x90, 6, 0])
         XCTAssertEqual(MapKey.published(specific).bytes, [203, 0, 113, 1, 0x14, 0xe9, 17, 0])
         XCTAssertEqual(MapEntry.published(any, state.published[any]!).valueBytes, [172, 17, 0, 2, 0, 80, 0, 0])
@@ -149,18 +166,24 @@ final class CompilerTests: XCTestCase {
         policy.extInterfaces.append(ExternalInterface(name: "eth1"))
         let state = Sample.state(policy)
         XCTAssertEqual(state.extInterfaces, [2: ExtInterfaceRecord(flags: .allowList), 4: ExtInterfaceRecord()])
-        XCTAssertEqual(state.allowSources, [AllowSource(ifindex: 2, prefix: IPv4CIDR("198.51.100.2/32")!),
-                                            AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.0/24")!)])
+        XCTAssertEqual(
+            state.allowSources,
+            [
+                AllowSource(ifindex: 2, prefix: IPv4CIDR("198.51.100.2/32")!),
+                AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.0/24")!),
+            ])
         let key = AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.0/24")!)
         // prefixlen 32 + 24 = 56, ifindex (host order), address (network order, masked).
         XCTAssertEqual(MapKey.allowSource(key).bytes, [56, 0, 0, 0, 2, 0, 0, 0, 203, 0, 113, 0])
         XCTAssertEqual(MapEntry.allowSource(key).valueBytes, [1, 0, 0, 0])
         XCTAssertEqual(MapKey.extInterface(2).bytes, [2, 0, 0, 0])
-        XCTAssertEqual(MapEntry.extInterface(ifindex: 2, ExtInterfaceRecord(flags: .allowList)).valueBytes, [1, 0, 0, 0])
+        XCTAssertEqual(
+            MapEntry.extInterface(ifindex: 2, ExtInterfaceRecord(flags: .allowList)).valueBytes, [1, 0, 0, 0])
         XCTAssertEqual(AllowSource(key.cKey), key)
         // Host bits are masked in the key.
-        XCTAssertEqual(AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.77/24")!).cKey.addr,
-                       UInt32(0xCB00_7100).bigEndian)
+        XCTAssertEqual(
+            AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.77/24")!).cKey.addr,
+            UInt32(0xCB00_7100).bigEndian)
     }
 
     func testMissingInterfacesAreReportedTogether() {

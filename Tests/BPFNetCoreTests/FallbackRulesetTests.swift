@@ -8,6 +8,7 @@
 
 import Foundation
 import XCTest
+
 @testable import BPFNetCore
 
 enum FallbackSample {
@@ -15,32 +16,56 @@ enum FallbackSample {
     static let facts = HostFacts(bridgeIfindex: 3, bridgeAddress: Sample.bridgeAddress, interfaces: interfaces)
     static func name(_ index: UInt32) -> String? { interfaces.first { $0.value == index }?.key }
 
-    static let app = Container(name: "app", ip: IPv4Address(172, 17, 0, 6), mac: MACAddress("02:42:ac:11:00:06")!,
-                               port: "vethapp")
-    static let db = Container(name: "db", ip: IPv4Address(172, 17, 0, 4), mac: MACAddress("02:42:ac:11:00:04")!,
-                              port: "vethdb", exposed: [PortSpec(5432, .tcp), PortSpec(5433, .udp)],
-                              published: [PublishedPort(hostIP: IPv4Address(198, 51, 100, 1), hostPort: 15432,
-                                                        containerPort: 5432, proto: .tcp)])
+    static let app = Container(
+        name: "app", ip: IPv4Address(172, 17, 0, 6), mac: MACAddress("02:42:ac:11:00:06")!,
+        port: "vethapp")
+    static let db = Container(
+        name: "db", ip: IPv4Address(172, 17, 0, 4), mac: MACAddress("02:42:ac:11:00:04")!,
+        port: "vethdb", exposed: [PortSpec(5432, .tcp), PortSpec(5433, .udp)],
+        published: [
+            PublishedPort(
+                hostIP: IPv4Address(198, 51, 100, 1), hostPort: 15432,
+                containerPort: 5432, proto: .tcp)
+        ])
 
     /// Named policies the goldens cover.
     static let policies: [(name: String, policy: Policy)] = [
         // icc on: no link rules in force (they are compiled and recorded), a
         // published port, no allow-list, forward policy drop.
-        ("icc-on", Policy(bridge: "docker0", icc: true, forwardPolicy: .drop,
-                          extInterfaces: [ExternalInterface(name: "eth0")],
-                          containers: [Sample.web, Sample.client], links: [Link(parent: "client", child: "web")])),
+        (
+            "icc-on",
+            Policy(
+                bridge: "docker0", icc: true, forwardPolicy: .drop,
+                extInterfaces: [ExternalInterface(name: "eth0")],
+                containers: [Sample.web, Sample.client], links: [Link(parent: "client", child: "web")])
+        ),
         // icc off: links with TCP and UDP ports, an allow-list, published
         // ports on every address and on one host address.
-        ("icc-off-allowlist", Policy(bridge: "docker0", icc: false, forwardPolicy: .drop,
-                                     extInterfaces: [ExternalInterface(name: "eth0", allowSources: [
-                                         IPv4CIDR("198.51.100.2/32")!, IPv4CIDR("203.0.113.0/24")!])],
-                                     containers: [Sample.web, Sample.client, db, app],
-                                     links: [Link(parent: "client", child: "web"), Link(parent: "app", child: "db")])),
+        (
+            "icc-off-allowlist",
+            Policy(
+                bridge: "docker0", icc: false, forwardPolicy: .drop,
+                extInterfaces: [
+                    ExternalInterface(
+                        name: "eth0",
+                        allowSources: [
+                            IPv4CIDR("198.51.100.2/32")!, IPv4CIDR("203.0.113.0/24")!,
+                        ])
+                ],
+                containers: [Sample.web, Sample.client, db, app],
+                links: [Link(parent: "client", child: "web"), Link(parent: "app", child: "db")])
+        ),
         // icc off, forward policy accept, two external interfaces, one without a list.
-        ("icc-off-forward-accept", Policy(bridge: "docker0", icc: false, forwardPolicy: .accept,
-                                          extInterfaces: [ExternalInterface(name: "eth0", allowSources: [IPv4CIDR("198.51.100.2/32")!]),
-                                                          ExternalInterface(name: "eth2")],
-                                          containers: [Sample.web, Sample.client], links: [Link(parent: "client", child: "web")])),
+        (
+            "icc-off-forward-accept",
+            Policy(
+                bridge: "docker0", icc: false, forwardPolicy: .accept,
+                extInterfaces: [
+                    ExternalInterface(name: "eth0", allowSources: [IPv4CIDR("198.51.100.2/32")!]),
+                    ExternalInterface(name: "eth2"),
+                ],
+                containers: [Sample.web, Sample.client], links: [Link(parent: "client", child: "web")])
+        ),
     ]
 
     static func netfilterPolicy(_ policy: Policy, unused: [String: String] = [:]) throws -> NetfilterPolicy {
@@ -64,11 +89,14 @@ final class FallbackRulesetTests: XCTestCase {
         if expected != text {
             let expectedLines = expected.split(separator: "\n", omittingEmptySubsequences: false)
             let actualLines = text.split(separator: "\n", omittingEmptySubsequences: false)
-            let first = Array(zip(expectedLines, actualLines)).firstIndex { $0.0 != $0.1 } ?? min(expectedLines.count, actualLines.count)
-            XCTFail("\(name) differs from the golden at line \(first + 1):\n  golden:   "
-                + "\(first < expectedLines.count ? String(expectedLines[first]) : "<end>")\n  rendered: "
-                + "\(first < actualLines.count ? String(actualLines[first]) : "<end>")\n"
-                + "(BPFNET_UPDATE_GOLDENS=1 rewrites the goldens)", file: file, line: line)
+            let first =
+                Array(zip(expectedLines, actualLines)).firstIndex { $0.0 != $0.1 }
+                ?? min(expectedLines.count, actualLines.count)
+            XCTFail(
+                "\(name) differs from the golden at line \(first + 1):\n  golden:   "
+                    + "\(first < expectedLines.count ? String(expectedLines[first]) : "<end>")\n  rendered: "
+                    + "\(first < actualLines.count ? String(actualLines[first]) : "<end>")\n"
+                    + "(BPFNET_UPDATE_GOLDENS=1 rewrites the goldens)", file: file, line: line)
         }
     }
 
@@ -93,7 +121,9 @@ final class FallbackRulesetTests: XCTestCase {
         let rendered = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(policy)).render()
         XCTAssertTrue(rendered.contains(nat.renderBody()))
         XCTAssertTrue(rendered.contains("comment \"\(nat.comment)\""))
-        XCTAssertEqual(nat.render(), """
+        XCTAssertEqual(
+            nat.render(),
+            """
             table ip bpfnet
             delete table ip bpfnet
             table ip bpfnet {
@@ -106,10 +136,12 @@ final class FallbackRulesetTests: XCTestCase {
 
     func testNFTablesCountersCarryOver() throws {
         let policy = try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)
-        let rules = NFTablesRuleset(policy: policy, counters: [
-            NFTablesRuleset.portProgram: ["icc": .init(packets: 7, bytes: 420)],
-            NFTablesRuleset.extProgram: ["source": .init(packets: 3, bytes: 180)],
-        ])
+        let rules = NFTablesRuleset(
+            policy: policy,
+            counters: [
+                NFTablesRuleset.portProgram: ["icc": .init(packets: 7, bytes: 420)],
+                NFTablesRuleset.extProgram: ["source": .init(packets: 3, bytes: 180)],
+            ])
         let text = rules.render()
         XCTAssertTrue(text.contains("counter icc { packets 7 bytes 420 }"))
         XCTAssertTrue(text.contains("counter source { packets 3 bytes 180 }"))
@@ -117,12 +149,17 @@ final class FallbackRulesetTests: XCTestCase {
     }
 
     func testUnusedBackendsAreRecorded() throws {
-        let policy = try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy,
-                                                        unused: ["bpf": "BPF_PROG_LOAD: Operation not permitted"])
-        XCTAssertTrue(NFTablesRuleset(policy: policy).render()
-            .contains("elements = { 1 comment \"bpf: BPF_PROG_LOAD: Operation not permitted\" }"))
-        XCTAssertTrue(IPTablesRuleset(policy: policy).render()
-            .contains("-A BPFNET-STATE -m comment --comment \"unused bpf: BPF_PROG_LOAD: Operation not permitted\" -j RETURN"))
+        let policy = try FallbackSample.netfilterPolicy(
+            FallbackSample.policies[0].policy,
+            unused: ["bpf": "BPF_PROG_LOAD: Operation not permitted"])
+        XCTAssertTrue(
+            NFTablesRuleset(policy: policy).render()
+                .contains("elements = { 1 comment \"bpf: BPF_PROG_LOAD: Operation not permitted\" }"))
+        XCTAssertTrue(
+            IPTablesRuleset(policy: policy).render()
+                .contains(
+                    "-A BPFNET-STATE -m comment --comment \"unused bpf: BPF_PROG_LOAD: Operation not permitted\" -j RETURN"
+                ))
     }
 
     func testSettingsRoundTrip() throws {
@@ -148,51 +185,57 @@ final class FallbackRulesetTests: XCTestCase {
             var expected = compiled
             expected.links = compiled.links.filter { $0.direction != .pair }
             XCTAssertEqual(readBack, expected, name)
-            XCTAssertEqual(readBack.status(backend: "iptables") { _ in 0 }, expected.status(backend: "iptables") { _ in 0 })
+            XCTAssertEqual(
+                readBack.status(backend: "iptables") { _ in 0 }, expected.status(backend: "iptables") { _ in 0 })
         }
     }
 
     func testIPTablesReplacesItsOwnRulesOnly() throws {
         let compiled = try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)
-        let current = IPTablesSave(parsing: """
-            *filter
-            :INPUT ACCEPT [0:0]
-            :FORWARD DROP [0:0]
-            :OUTPUT ACCEPT [0:0]
-            :BPFNET-EXT-eth9 - [0:0]
-            :BPFNET-STATE - [0:0]
-            :DOCKER - [0:0]
-            :DOCKER-USER - [0:0]
-            [5:300] -A FORWARD -m comment --comment bpfnet -j DOCKER-USER
-            [0:0] -A FORWARD -i eth9 -m comment --comment bpfnet -j BPFNET-EXT-eth9
-            [9:900] -A FORWARD -i virbr0 -j ACCEPT
-            [0:0] -A DOCKER-USER -i eth0 ! -s 192.0.2.2/32 -j DROP
-            [0:0] -A DOCKER-USER -j RETURN
-            [0:0] -A BPFNET-STATE -m comment --comment "bpfnet iptables: bridge=docker0 icc=true forward-policy=drop ip-forward=true" -j RETURN
-            COMMIT
-            *nat
-            :PREROUTING ACCEPT [0:0]
-            :DOCKER - [0:0]
-            [1:60] -A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment bpfnet -j DOCKER
-            COMMIT
+        let current = IPTablesSave(
+            parsing: """
+                *filter
+                :INPUT ACCEPT [0:0]
+                :FORWARD DROP [0:0]
+                :OUTPUT ACCEPT [0:0]
+                :BPFNET-EXT-eth9 - [0:0]
+                :BPFNET-STATE - [0:0]
+                :DOCKER - [0:0]
+                :DOCKER-USER - [0:0]
+                [5:300] -A FORWARD -m comment --comment bpfnet -j DOCKER-USER
+                [0:0] -A FORWARD -i eth9 -m comment --comment bpfnet -j BPFNET-EXT-eth9
+                [9:900] -A FORWARD -i virbr0 -j ACCEPT
+                [0:0] -A DOCKER-USER -i eth0 ! -s 192.0.2.2/32 -j DROP
+                [0:0] -A DOCKER-USER -j RETURN
+                [0:0] -A BPFNET-STATE -m comment --comment "bpfnet iptables: bridge=docker0 icc=true forward-policy=drop ip-forward=true" -j RETURN
+                COMMIT
+                *nat
+                :PREROUTING ACCEPT [0:0]
+                :DOCKER - [0:0]
+                [1:60] -A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment bpfnet -j DOCKER
+                COMMIT
 
-            """)
+                """)
         let text = IPTablesRuleset(policy: compiled, current: current).render()
         let lines = text.split(separator: "\n").map(String.init)
         XCTAssertTrue(lines.contains("-D FORWARD -m comment --comment bpfnet -j DOCKER-USER"))
         XCTAssertTrue(lines.contains("-D FORWARD -i eth9 -m comment --comment bpfnet -j BPFNET-EXT-eth9"))
-        XCTAssertTrue(lines.contains("-D PREROUTING -m addrtype --dst-type LOCAL -m comment --comment bpfnet -j DOCKER"))
+        XCTAssertTrue(
+            lines.contains("-D PREROUTING -m addrtype --dst-type LOCAL -m comment --comment bpfnet -j DOCKER"))
         XCTAssertTrue(lines.contains("-X BPFNET-EXT-eth9"))
         // The operator's rules and DOCKER-USER are left alone; DOCKER-USER is not even declared (which would flush it).
         XCTAssertFalse(lines.contains { $0.contains("virbr0") })
         XCTAssertFalse(lines.contains(":DOCKER-USER - [0:0]"))
         XCTAssertFalse(lines.contains { $0.hasPrefix("-A DOCKER-USER") })
-        XCTAssertEqual(lines.first { $0.hasPrefix("-I FORWARD 1 ") }, "-I FORWARD 1 -m comment --comment bpfnet -j DOCKER-USER")
+        XCTAssertEqual(
+            lines.first { $0.hasPrefix("-I FORWARD 1 ") }, "-I FORWARD 1 -m comment --comment bpfnet -j DOCKER-USER")
 
-        let removal = try XCTUnwrap(IPTablesRuleset.renderRemoval(current: current, changes: .init(createdUserChain: true)))
+        let removal = try XCTUnwrap(
+            IPTablesRuleset.renderRemoval(current: current, changes: .init(createdUserChain: true)))
         let removed = removal.split(separator: "\n").map(String.init)
-        XCTAssertFalse(removed.contains { $0.contains("DOCKER-USER") && !$0.hasPrefix("-D FORWARD") },
-                       "DOCKER-USER holds an operator's rule and must stay")
+        XCTAssertFalse(
+            removed.contains { $0.contains("DOCKER-USER") && !$0.hasPrefix("-D FORWARD") },
+            "DOCKER-USER holds an operator's rule and must stay")
         XCTAssertFalse(removed.contains { $0.contains("virbr0") })
         XCTAssertTrue(removed.contains("-X DOCKER"))
         XCTAssertTrue(removed.contains("-X BPFNET-STATE"))
@@ -200,24 +243,27 @@ final class FallbackRulesetTests: XCTestCase {
 
     func testIPTablesLeavesForeignDockerChainsOnRemoval() throws {
         // A dockerd's own chains (no bpfnet state chain): nothing of them is removed.
-        let docker = IPTablesSave(parsing: """
-            *filter
-            :FORWARD DROP [0:0]
-            :DOCKER - [0:0]
-            :DOCKER-USER - [0:0]
-            -A FORWARD -j DOCKER-USER
-            -A FORWARD -o docker0 -j DOCKER
-            -A DOCKER-USER -j RETURN
-            COMMIT
+        let docker = IPTablesSave(
+            parsing: """
+                *filter
+                :FORWARD DROP [0:0]
+                :DOCKER - [0:0]
+                :DOCKER-USER - [0:0]
+                -A FORWARD -j DOCKER-USER
+                -A FORWARD -o docker0 -j DOCKER
+                -A DOCKER-USER -j RETURN
+                COMMIT
 
-            """)
+                """)
         XCTAssertFalse(IPTablesRuleset.isLoaded(docker))
         XCTAssertNil(IPTablesRuleset.renderRemoval(current: docker, changes: .init(createdUserChain: true)))
     }
 
     func testBridgeNetfilterOnlyWithICCOff() throws {
-        XCTAssertFalse(IPTablesRuleset.needsBridgeNetfilter(try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy)))
-        XCTAssertTrue(IPTablesRuleset.needsBridgeNetfilter(try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)))
+        XCTAssertFalse(
+            IPTablesRuleset.needsBridgeNetfilter(try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy)))
+        XCTAssertTrue(
+            IPTablesRuleset.needsBridgeNetfilter(try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)))
     }
 
     func testNamesThatCannotBeWritten() {
@@ -229,14 +275,15 @@ final class FallbackRulesetTests: XCTestCase {
     }
 
     func testSaveParserQuotesAndCounters() {
-        let save = IPTablesSave(parsing: """
-            *filter
-            :FORWARD ACCEPT [0:0]
-            [12:3400] -A FORWARD -i docker0 -o docker0 -m comment --comment "bpfnet:icc" -j DROP
-            [1:2] -A FORWARD -m comment --comment "two words \\"quoted\\"" -j ACCEPT
-            COMMIT
+        let save = IPTablesSave(
+            parsing: """
+                *filter
+                :FORWARD ACCEPT [0:0]
+                [12:3400] -A FORWARD -i docker0 -o docker0 -m comment --comment "bpfnet:icc" -j DROP
+                [1:2] -A FORWARD -m comment --comment "two words \\"quoted\\"" -j ACCEPT
+                COMMIT
 
-            """)
+                """)
         let rules = save.table("filter").rules
         XCTAssertEqual(rules.count, 2)
         XCTAssertEqual(rules[0].reason, "icc")

@@ -1,5 +1,6 @@
-import XCTest
 import BPFNetShared
+import XCTest
+
 @testable import BPFNetCore
 
 /// Fast-path events (bpfnet_shared.h `enum bpfnet_fastpath_event`), their

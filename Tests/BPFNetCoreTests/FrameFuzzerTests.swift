@@ -1,6 +1,7 @@
-import XCTest
-@testable import BPFNetCore
 import BPFNetTestSupport
+import XCTest
+
+@testable import BPFNetCore
 
 final class FrameFuzzerTests: XCTestCase {
     static let state: MapState = {
@@ -11,10 +12,12 @@ final class FrameFuzzerTests: XCTestCase {
 
     func testKnownPRNGOutputs() {
         // SplitMix64 reference values for seed 1234567 (from the published C code).
-        var splitmix = SplitMix64(seed: 1234567)
-        XCTAssertEqual([splitmix.next(), splitmix.next(), splitmix.next()],
-                       [6457827717110365317, 3203168211198807973, 9817491932198370423])
-        var a = Xoshiro256StarStar(seed: 42), b = Xoshiro256StarStar(seed: 42)
+        var splitmix = SplitMix64(seed: 1_234_567)
+        XCTAssertEqual(
+            [splitmix.next(), splitmix.next(), splitmix.next()],
+            [6_457_827_717_110_365_317, 3_203_168_211_198_807_973, 9_817_491_932_198_370_423])
+        var a = Xoshiro256StarStar(seed: 42)
+        var b = Xoshiro256StarStar(seed: 42)
         XCTAssertEqual((0..<10).map { _ in a.next() }, (0..<10).map { _ in b.next() })
         var bounded = Xoshiro256StarStar(seed: 7)
         for _ in 0..<1000 { XCTAssertLessThan(bounded.below(10), 10) }
@@ -31,7 +34,8 @@ final class FrameFuzzerTests: XCTestCase {
     }
 
     func testRespectsLengthLimits() {
-        var fuzzer = FrameFuzzer(state: Self.state, seed: 1, options: .init(minimumFrameLength: 14, maximumFrameLength: 200))
+        var fuzzer = FrameFuzzer(
+            state: Self.state, seed: 1, options: .init(minimumFrameLength: 14, maximumFrameLength: 200))
         for _ in 0..<3000 {
             let frame = fuzzer.next().frame
             XCTAssertGreaterThanOrEqual(frame.count, 14)
@@ -54,22 +58,30 @@ final class FrameFuzzerTests: XCTestCase {
             let parsed = FrameParser.parse(input.frame)
             if case .malformed(let why) = parsed { malformations.insert(why) }
             portReasons.insert(dataplane.portVerdict(parsed: parsed).reason)
-            extReasons.insert(dataplane.extVerdict(parsed: parsed, ingressIfindex: input.ingressIfindex) {
-                $0.sourcePort % 2 == 0
-            }.reason)
+            extReasons.insert(
+                dataplane.extVerdict(parsed: parsed, ingressIfindex: input.ingressIfindex) {
+                    $0.sourcePort % 2 == 0
+                }.reason)
         }
         XCTAssertEqual(kinds, Set(FuzzCase.Kind.allCases))
-        XCTAssertEqual(malformations, [.ethernetTruncated, .vlanTruncated, .ipv6Truncated, .ipv4Truncated, .ipv4Version,
-                                       .ipv4HeaderLengthTooSmall, .ipv4OptionsTruncated, .ipv4TotalLengthTooSmall,
-                                       .ipv4TotalLengthTooLarge, .l4Truncated])
-        XCTAssertEqual(portReasons, [.nonIP, .host, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed])
-        XCTAssertEqual(extReasons, [.nonIP, .ipv6, .fragment, .published, .forwardAccept, .reply, .local, .source, .malformed])
+        XCTAssertEqual(
+            malformations,
+            [
+                .ethernetTruncated, .vlanTruncated, .ipv6Truncated, .ipv4Truncated, .ipv4Version,
+                .ipv4HeaderLengthTooSmall, .ipv4OptionsTruncated, .ipv4TotalLengthTooSmall,
+                .ipv4TotalLengthTooLarge, .l4Truncated,
+            ])
+        XCTAssertEqual(
+            portReasons, [.nonIP, .host, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed])
+        XCTAssertEqual(
+            extReasons, [.nonIP, .ipv6, .fragment, .published, .forwardAccept, .reply, .local, .source, .malformed])
     }
 
     func testICCAndForwardDropAreReachedToo() {
         let dataplane = ReferenceDataplane(state: Sample.state(ReferenceVerdictTests.withDB(icc: true)))
         var fuzzer = FrameFuzzer(state: dataplane.state, seed: 5)
-        var port = Set<Reason>(), ext = Set<Reason>()
+        var port = Set<Reason>()
+        var ext = Set<Reason>()
         for _ in 0..<5000 {
             let input = fuzzer.next()
             port.insert(dataplane.portVerdict(frame: input.frame).reason)

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import BPFNetCore
 
 final class PolicyFileTests: XCTestCase {
@@ -8,8 +9,10 @@ final class PolicyFileTests: XCTestCase {
     }
 
     /// Parses `yaml` expecting failure; returns the error.
-    func failure(_ yaml: String, file: String = "policy.yaml", kind: PolicyFileKind = .complete,
-                 line: UInt = #line) -> PolicyFileError? {
+    func failure(
+        _ yaml: String, file: String = "policy.yaml", kind: PolicyFileKind = .complete,
+        line: UInt = #line
+    ) -> PolicyFileError? {
         do {
             let policy = try PolicyFile.load(yaml: yaml, file: file, kind: kind)
             XCTFail("expected an error, got \(policy)", line: line)
@@ -21,8 +24,10 @@ final class PolicyFileTests: XCTestCase {
 
     /// Asserts that exactly one problem is reported, at `path`, and that the
     /// rendered message names the file, the path and every `mentions`.
-    func assertProblem(_ yaml: String, path: String, mentions: [String], kind: PolicyFileKind = .complete,
-                       line: UInt = #line) {
+    func assertProblem(
+        _ yaml: String, path: String, mentions: [String], kind: PolicyFileKind = .complete,
+        line: UInt = #line
+    ) {
         guard let error = failure(yaml, kind: kind, line: line) else { return }
         XCTAssertEqual(error.problems.map(\.path), [path], "\(error)", line: line)
         let text = error.description
@@ -34,14 +39,18 @@ final class PolicyFileTests: XCTestCase {
     // MARK: Happy paths
 
     func testDesignSample() throws {
-        let policy = try PolicyFile.load(contentsOf: Self.fixture("design-sample.yaml"))
+        let policy = try PolicyFile.load(contentsOf: Self.fixture("policy-file-example.yaml"))
         XCTAssertEqual(policy.bridge, "docker0")
         XCTAssertFalse(policy.icc)
         XCTAssertTrue(policy.ipForward)
         XCTAssertEqual(policy.forwardPolicy, .drop)
         XCTAssertEqual(policy.portHook, .tc)
-        XCTAssertEqual(policy.extInterfaces, [ExternalInterface(
-            name: "eth0", allowSources: [IPv4CIDR("198.51.100.2/32")!, IPv4CIDR("203.0.113.0/24")!])])
+        XCTAssertEqual(
+            policy.extInterfaces,
+            [
+                ExternalInterface(
+                    name: "eth0", allowSources: [IPv4CIDR("198.51.100.2/32")!, IPv4CIDR("203.0.113.0/24")!])
+            ])
         XCTAssertEqual(policy.containers.count, 2)
         let web = policy.containers[0]
         XCTAssertEqual(web.name, "web")
@@ -50,8 +59,11 @@ final class PolicyFileTests: XCTestCase {
         XCTAssertEqual(web.port, "vethweb")
         XCTAssertEqual(web.exposed, [PortSpec(80, .tcp), PortSpec(53, .udp)])
         XCTAssertEqual(web.published, [PublishedPort(hostPort: 8080, containerPort: 80, proto: .tcp)])
-        XCTAssertEqual(policy.containers[1], Container(name: "client", ip: IPv4Address(172, 17, 0, 3),
-                                                       mac: MACAddress("02:42:ac:11:00:03")!, port: "vethclient"))
+        XCTAssertEqual(
+            policy.containers[1],
+            Container(
+                name: "client", ip: IPv4Address(172, 17, 0, 3),
+                mac: MACAddress("02:42:ac:11:00:03")!, port: "vethclient"))
         XCTAssertEqual(policy.links, [Link(parent: "client", child: "web")])
     }
 
@@ -69,8 +81,12 @@ final class PolicyFileTests: XCTestCase {
         let policy = try PolicyFile.load(contentsOf: Self.fixture("run-settings.yaml"), kind: .settingsOnly)
         XCTAssertFalse(policy.icc)
         XCTAssertEqual(policy.forwardPolicy, .accept)
-        XCTAssertEqual(policy.extInterfaces, [ExternalInterface(name: "eth0", allowSources: [IPv4CIDR("198.51.100.0/24")!]),
-                                              ExternalInterface(name: "eth1")])
+        XCTAssertEqual(
+            policy.extInterfaces,
+            [
+                ExternalInterface(name: "eth0", allowSources: [IPv4CIDR("198.51.100.0/24")!]),
+                ExternalInterface(name: "eth1"),
+            ])
         XCTAssertTrue(policy.containers.isEmpty)
     }
 
@@ -84,7 +100,7 @@ final class PolicyFileTests: XCTestCase {
     }
 
     static var designSample: String {
-        try! String(contentsOfFile: fixture("design-sample.yaml"), encoding: .utf8)
+        try! String(contentsOfFile: fixture("policy-file-example.yaml"), encoding: .utf8)
     }
 
     func testBooleansAndChoices() throws {
@@ -92,7 +108,8 @@ final class PolicyFileTests: XCTestCase {
             XCTAssertEqual(try PolicyFile.load(yaml: "icc: \(text)", file: "f").icc, value)
             XCTAssertEqual(try PolicyFile.load(yaml: "ipForward: \(text)", file: "f").ipForward, value)
         }
-        XCTAssertEqual(try PolicyFile.load(yaml: "forwardPolicy: accept\nportHook: xdp", file: "f").forwardPolicy, .accept)
+        XCTAssertEqual(
+            try PolicyFile.load(yaml: "forwardPolicy: accept\nportHook: xdp", file: "f").forwardPolicy, .accept)
         XCTAssertEqual(try PolicyFile.load(yaml: "portHook: xdp", file: "f").portHook, .xdp)
     }
 
@@ -103,8 +120,9 @@ final class PolicyFileTests: XCTestCase {
                  exposed: [80, 80/tcp, 53/udp, 132/sctp, "8080", 443/TCP]}
             """
         let policy = try PolicyFile.load(yaml: yaml, file: "f")
-        XCTAssertEqual(policy.containers[0].exposed,
-                       [PortSpec(80), PortSpec(443), PortSpec(8080), PortSpec(53, .udp), PortSpec(132, .sctp)])
+        XCTAssertEqual(
+            policy.containers[0].exposed,
+            [PortSpec(80), PortSpec(443), PortSpec(8080), PortSpec(53, .udp), PortSpec(132, .sctp)])
     }
 
     func testPublishedMergedIntoExposedAndDockerNotation() throws {
@@ -122,12 +140,14 @@ final class PolicyFileTests: XCTestCase {
             """
         let policy = try PolicyFile.load(yaml: yaml, file: "f")
         let container = policy.containers[0]
-        XCTAssertEqual(container.published, [
-            PublishedPort(hostIP: IPv4Address(127, 0, 0, 1), hostPort: 8080, containerPort: 80, proto: .tcp),
-            PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp),
-            PublishedPort(hostPort: 9000, containerPort: 9000, proto: .tcp),  // 0.0.0.0 normalised to nil
-            PublishedPort(hostPort: 9001, containerPort: 9001, proto: .sctp),
-        ])
+        XCTAssertEqual(
+            container.published,
+            [
+                PublishedPort(hostIP: IPv4Address(127, 0, 0, 1), hostPort: 8080, containerPort: 80, proto: .tcp),
+                PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp),
+                PublishedPort(hostPort: 9000, containerPort: 9000, proto: .tcp),  // 0.0.0.0 normalised to nil
+                PublishedPort(hostPort: 9001, containerPort: 9001, proto: .sctp),
+            ])
         XCTAssertEqual(container.exposed, [PortSpec(80), PortSpec(9000), PortSpec(53, .udp), PortSpec(9001, .sctp)])
         // parse() keeps the file as written.
         let raw = try PolicyFile.parse(yaml: yaml, file: "f")
@@ -143,32 +163,46 @@ final class PolicyFileTests: XCTestCase {
               - {name: eth3}
             """
         let policy = try PolicyFile.load(yaml: yaml, file: "f")
-        XCTAssertEqual(policy.extInterfaces.map(\.allowSources), [
-            [IPv4CIDR("10.0.0.0/8")!],
-            [IPv4CIDR("198.51.100.7/32")!, IPv4CIDR("203.0.113.0/24")!],  // host bits masked, duplicate merged
-            [], [],
-        ])
+        XCTAssertEqual(
+            policy.extInterfaces.map(\.allowSources),
+            [
+                [IPv4CIDR("10.0.0.0/8")!],
+                [IPv4CIDR("198.51.100.7/32")!, IPv4CIDR("203.0.113.0/24")!],  // host bits masked, duplicate merged
+                [], [],
+            ])
     }
 
     // MARK: Errors: each names file, key path and value, and what is accepted
 
     func testUnknownKeysWithSuggestions() {
-        guard let error = failure(try! String(contentsOfFile: Self.fixture("typos.yaml"), encoding: .utf8),
-                                  file: "typos.yaml") else { return }
-        XCTAssertEqual(error.problems.map(\.path),
-                       ["icc_", "forward_policy", "containers[0].ip", "containers[0].mack", "containers[0].exposed[0]"])
+        guard
+            let error = failure(
+                try! String(contentsOfFile: Self.fixture("typos.yaml"), encoding: .utf8),
+                file: "typos.yaml")
+        else { return }
+        XCTAssertEqual(
+            error.problems.map(\.path),
+            ["icc_", "forward_policy", "containers[0].ip", "containers[0].mack", "containers[0].exposed[0]"])
         let lines = error.description.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, 5)
-        XCTAssertEqual(lines[0], "typos.yaml:2: icc_: unknown key 'icc_' (did you mean 'icc'?); expected one of "
-                       + "bridge, icc, ipForward, forwardPolicy, portHook, fastPath, extInterfaces, containers, links")
-        XCTAssertTrue(lines[1].hasPrefix("typos.yaml:3: forward_policy: unknown key 'forward_policy' (did you mean 'forwardPolicy'?)"), lines[1])
-        XCTAssertTrue(lines[2].hasPrefix("typos.yaml:6: containers[0].ip: '172.17.0.300' is not an IPv4 address; expected"), lines[2])
-        XCTAssertTrue(lines[3].hasPrefix("typos.yaml:7: containers[0].mack: unknown key 'mack' (did you mean 'mac'?)"), lines[3])
+        XCTAssertEqual(
+            lines[0],
+            "typos.yaml:2: icc_: unknown key 'icc_' (did you mean 'icc'?); expected one of "
+                + "bridge, icc, ipForward, forwardPolicy, portHook, fastPath, extInterfaces, containers, links")
+        XCTAssertTrue(
+            lines[1].hasPrefix(
+                "typos.yaml:3: forward_policy: unknown key 'forward_policy' (did you mean 'forwardPolicy'?)"), lines[1])
+        XCTAssertTrue(
+            lines[2].hasPrefix("typos.yaml:6: containers[0].ip: '172.17.0.300' is not an IPv4 address; expected"),
+            lines[2])
+        XCTAssertTrue(
+            lines[3].hasPrefix("typos.yaml:7: containers[0].mack: unknown key 'mack' (did you mean 'mac'?)"), lines[3])
         XCTAssertTrue(lines[4].contains("'80/tcpp' is not an exposed port; expected PORT or PORT/PROTO"), lines[4])
     }
 
     func testUnknownKeyWithoutSuggestion() {
-        assertProblem("bridge: docker0\nfoo: 1", path: "foo", mentions: ["unknown key 'foo'", "expected one of bridge"])
+        assertProblem(
+            "bridge: docker0\nfoo: 1", path: "foo", mentions: ["unknown key 'foo'", "expected one of bridge"])
         guard let error = failure("bridge: docker0\nfoo: 1") else { return }
         XCTAssertFalse(error.description.contains("did you mean"))
     }
@@ -180,19 +214,24 @@ final class PolicyFileTests: XCTestCase {
         assertProblem("icc: [true]", path: "icc", mentions: ["found a list", "true or false"])
         assertProblem("forwardPolicy: reject", path: "forwardPolicy", mentions: ["'reject'", "drop or accept"])
         assertProblem("portHook: ebpf", path: "portHook", mentions: ["'ebpf'", "tc or xdp"])
-        assertProblem("bridge: a-very-long-bridge-name", path: "bridge", mentions: ["'a-very-long-bridge-name'", "at most 15"])
+        assertProblem(
+            "bridge: a-very-long-bridge-name", path: "bridge", mentions: ["'a-very-long-bridge-name'", "at most 15"])
         assertProblem("bridge: 'br 0'", path: "bridge", mentions: ["'br 0'", "whitespace"])
         assertProblem("bridge: br/0", path: "bridge", mentions: ["'br/0'", "'/'"])
         assertProblem("bridge:", path: "bridge", mentions: ["missing", "interface name"])
         assertProblem("extInterfaces: eth0", path: "extInterfaces", mentions: ["expected a list", "'eth0'"])
-        assertProblem("extInterfaces: [{name: eth0, allowSources: [10.0.0.0/33]}]",
-                      path: "extInterfaces[0].allowSources[0]", mentions: ["'10.0.0.0/33'", "a.b.c.d/len", "0-32"])
-        assertProblem("extInterfaces: [{name: eth0, allowSources: [10.0.0/8]}]",
-                      path: "extInterfaces[0].allowSources[0]", mentions: ["'10.0.0/8'"])
-        assertProblem("extInterfaces: [{allowSources: [10.0.0.0/8]}]",
-                      path: "extInterfaces[0].name", mentions: ["required key 'name' is missing"])
-        assertProblem("extInterfaces: [{name: eth0, allowSource: [10.0.0.0/8]}]",
-                      path: "extInterfaces[0].allowSource", mentions: ["did you mean 'allowSources'?"])
+        assertProblem(
+            "extInterfaces: [{name: eth0, allowSources: [10.0.0.0/33]}]",
+            path: "extInterfaces[0].allowSources[0]", mentions: ["'10.0.0.0/33'", "a.b.c.d/len", "0-32"])
+        assertProblem(
+            "extInterfaces: [{name: eth0, allowSources: [10.0.0/8]}]",
+            path: "extInterfaces[0].allowSources[0]", mentions: ["'10.0.0/8'"])
+        assertProblem(
+            "extInterfaces: [{allowSources: [10.0.0.0/8]}]",
+            path: "extInterfaces[0].name", mentions: ["required key 'name' is missing"])
+        assertProblem(
+            "extInterfaces: [{name: eth0, allowSource: [10.0.0.0/8]}]",
+            path: "extInterfaces[0].allowSource", mentions: ["did you mean 'allowSources'?"])
     }
 
     static func container(_ fields: String) -> String {
@@ -201,32 +240,49 @@ final class PolicyFileTests: XCTestCase {
 
     func testBadContainerValues() {
         let ok = "name: web, ip: 172.17.0.2, mac: '02:42:ac:11:00:02', port: vethweb"
-        assertProblem(Self.container(ok.replacingOccurrences(of: "172.17.0.2", with: "172.17.0")),
-                      path: "containers[0].ip", mentions: ["'172.17.0'", "a.b.c.d"])
-        assertProblem(Self.container(ok.replacingOccurrences(of: "'02:42:ac:11:00:02'", with: "'02:42:ac:11:00'")),
-                      path: "containers[0].mac", mentions: ["'02:42:ac:11:00'", "02:42:ac:11:00:02"])
-        assertProblem(Self.container(ok.replacingOccurrences(of: "'02:42:ac:11:00:02'", with: "'02:42:ac:11:00:zz'")),
-                      path: "containers[0].mac", mentions: ["'02:42:ac:11:00:zz'"])
-        assertProblem(Self.container(ok.replacingOccurrences(of: "web,", with: "'-web',")),
-                      path: "containers[0].name", mentions: ["'-web'", "starting with a letter or digit"])
-        assertProblem(Self.container(ok + ", exposed: [0]"), path: "containers[0].exposed[0]", mentions: ["'0'", "1-65535"])
-        assertProblem(Self.container(ok + ", exposed: [65536]"), path: "containers[0].exposed[0]", mentions: ["'65536'"])
-        assertProblem(Self.container(ok + ", exposed: [80/icmp]"), path: "containers[0].exposed[0]", mentions: ["'80/icmp'", "tcp, udp or sctp"])
-        assertProblem(Self.container(ok + ", exposed: ['80-90/tcp']"), path: "containers[0].exposed[0]", mentions: ["'80-90/tcp'"])
-        assertProblem(Self.container(ok + ", published: [{hostPort: 0, containerPort: 80}]"),
-                      path: "containers[0].published[0].hostPort", mentions: ["'0'", "1-65535"])
-        assertProblem(Self.container(ok + ", published: [{hostPort: 8080, containerPort: 80, proto: icmp}]"),
-                      path: "containers[0].published[0].proto", mentions: ["'icmp'", "tcp, udp or sctp"])
-        assertProblem(Self.container(ok + ", published: [{hostIP: localhost, hostPort: 8080, containerPort: 80}]"),
-                      path: "containers[0].published[0].hostIP", mentions: ["'localhost'", "a.b.c.d"])
-        assertProblem(Self.container(ok + ", published: [{hostPort: 8080}]"),
-                      path: "containers[0].published[0].containerPort", mentions: ["required key 'containerPort' is missing"])
-        assertProblem(Self.container(ok + ", published: ['8080']"),
-                      path: "containers[0].published[0]", mentions: ["'8080'", "HOSTPORT:CONTAINERPORT"])
-        assertProblem(Self.container("name: web, ip: 172.17.0.2, port: vethweb"),
-                      path: "containers[0].mac", mentions: ["required key 'mac' is missing"])
+        assertProblem(
+            Self.container(ok.replacingOccurrences(of: "172.17.0.2", with: "172.17.0")),
+            path: "containers[0].ip", mentions: ["'172.17.0'", "a.b.c.d"])
+        assertProblem(
+            Self.container(ok.replacingOccurrences(of: "'02:42:ac:11:00:02'", with: "'02:42:ac:11:00'")),
+            path: "containers[0].mac", mentions: ["'02:42:ac:11:00'", "02:42:ac:11:00:02"])
+        assertProblem(
+            Self.container(ok.replacingOccurrences(of: "'02:42:ac:11:00:02'", with: "'02:42:ac:11:00:zz'")),
+            path: "containers[0].mac", mentions: ["'02:42:ac:11:00:zz'"])
+        assertProblem(
+            Self.container(ok.replacingOccurrences(of: "web,", with: "'-web',")),
+            path: "containers[0].name", mentions: ["'-web'", "starting with a letter or digit"])
+        assertProblem(
+            Self.container(ok + ", exposed: [0]"), path: "containers[0].exposed[0]", mentions: ["'0'", "1-65535"])
+        assertProblem(
+            Self.container(ok + ", exposed: [65536]"), path: "containers[0].exposed[0]", mentions: ["'65536'"])
+        assertProblem(
+            Self.container(ok + ", exposed: [80/icmp]"), path: "containers[0].exposed[0]",
+            mentions: ["'80/icmp'", "tcp, udp or sctp"])
+        assertProblem(
+            Self.container(ok + ", exposed: ['80-90/tcp']"), path: "containers[0].exposed[0]", mentions: ["'80-90/tcp'"]
+        )
+        assertProblem(
+            Self.container(ok + ", published: [{hostPort: 0, containerPort: 80}]"),
+            path: "containers[0].published[0].hostPort", mentions: ["'0'", "1-65535"])
+        assertProblem(
+            Self.container(ok + ", published: [{hostPort: 8080, containerPort: 80, proto: icmp}]"),
+            path: "containers[0].published[0].proto", mentions: ["'icmp'", "tcp, udp or sctp"])
+        assertProblem(
+            Self.container(ok + ", published: [{hostIP: localhost, hostPort: 8080, containerPort: 80}]"),
+            path: "containers[0].published[0].hostIP", mentions: ["'localhost'", "a.b.c.d"])
+        assertProblem(
+            Self.container(ok + ", published: [{hostPort: 8080}]"),
+            path: "containers[0].published[0].containerPort", mentions: ["required key 'containerPort' is missing"])
+        assertProblem(
+            Self.container(ok + ", published: ['8080']"),
+            path: "containers[0].published[0]", mentions: ["'8080'", "HOSTPORT:CONTAINERPORT"])
+        assertProblem(
+            Self.container("name: web, ip: 172.17.0.2, port: vethweb"),
+            path: "containers[0].mac", mentions: ["required key 'mac' is missing"])
         assertProblem("containers: [web]", path: "containers[0]", mentions: ["expected a mapping", "'web'"])
-        assertProblem("links: [{parent: a, child: b, aliass: x}]", path: "links[0].aliass", mentions: ["did you mean 'alias'?"])
+        assertProblem(
+            "links: [{parent: a, child: b, aliass: x}]", path: "links[0].aliass", mentions: ["did you mean 'alias'?"])
     }
 
     func testSyntaxErrorsNameTheLine() {
@@ -255,10 +311,14 @@ final class PolicyFileTests: XCTestCase {
         guard let error = failure(yaml) else { return }
         XCTAssertEqual(error.problems.map(\.path), ["containers[1].name", "containers[1].ip", "links[0].child"])
         XCTAssertEqual(error.problems.map(\.line), [3, 3, 5])
-        XCTAssertTrue(error.description.contains("policy.yaml:3: containers[1].ip: 172.17.0.2 is already the address of containers[0] 'web'"),
-                      error.description)
-        XCTAssertTrue(error.description.contains("policy.yaml:5: links[0].child: no container is named 'db'; known containers: web"),
-                      error.description)
+        XCTAssertTrue(
+            error.description.contains(
+                "policy.yaml:3: containers[1].ip: 172.17.0.2 is already the address of containers[0] 'web'"),
+            error.description)
+        XCTAssertTrue(
+            error.description.contains(
+                "policy.yaml:5: links[0].child: no container is named 'db'; known containers: web"),
+            error.description)
     }
 
     func testUnreadableFile() {
@@ -266,7 +326,8 @@ final class PolicyFileTests: XCTestCase {
             _ = try PolicyFile.load(contentsOf: "/nonexistent/policy.yaml")
             XCTFail("expected an error")
         } catch {
-            XCTAssertTrue(error.description.hasPrefix("/nonexistent/policy.yaml: cannot read the policy file"), error.description)
+            XCTAssertTrue(
+                error.description.hasPrefix("/nonexistent/policy.yaml: cannot read the policy file"), error.description)
         }
     }
 

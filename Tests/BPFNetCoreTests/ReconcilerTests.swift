@@ -1,7 +1,8 @@
-import XCTest
 import BPFNetShared
-@testable import BPFNetCore
 import BPFNetTestSupport
+import XCTest
+
+@testable import BPFNetCore
 
 final class ReconcilerTests: XCTestCase {
     func compile(_ policy: Policy) -> MapState { Sample.state(policy) }
@@ -38,8 +39,12 @@ final class ReconcilerTests: XCTestCase {
         // icc off and forward drop: nothing to relax first, so the order is
         // links, names, allow_src (relaxing), the allow-list flag, then macs,
         // containers, published and the config.
-        XCTAssertEqual(changes.map(\.kind).uniqued(), [.links, .names, .allowSources, .extInterfaces, .macs, .containers,
-                                                       .published, .config])
+        XCTAssertEqual(
+            changes.map(\.kind).uniqued(),
+            [
+                .links, .names, .allowSources, .extInterfaces, .macs, .containers,
+                .published, .config,
+            ])
         XCTAssertTrue(changes.allSatisfy { if case .upsert = $0 { true } else { false } })
         guard case .upsert(.config(let config)) = changes.last else { return XCTFail() }
         XCTAssertEqual(config.generation, 1)
@@ -68,7 +73,8 @@ final class ReconcilerTests: XCTestCase {
         }
         XCTAssertEqual(configs.count, 2, "forward accept comes after the allow-list is enforced")
         XCTAssertEqual(configs[0].flags, [.forwardAccept])
-        let flagIndex = changes.firstIndex(of: .upsert(.extInterface(ifindex: 2, ExtInterfaceRecord(flags: .allowList))))!
+        let flagIndex = changes.firstIndex(
+            of: .upsert(.extInterface(ifindex: 2, ExtInterfaceRecord(flags: .allowList))))!
         let acceptIndex = changes.firstIndex(of: .upsert(.config(configs[0])))!
         let firstContainer = changes.firstIndex { $0.kind == .containers }!
         XCTAssertLessThan(flagIndex, acceptIndex)
@@ -103,16 +109,22 @@ final class ReconcilerTests: XCTestCase {
     func testContainerChangesAddress() {
         var after = Sample.policy
         after.containers[0].ip = IPv4Address(172, 17, 0, 20)
-        let before = compile(Sample.policy), desired = compile(after)
+        let before = compile(Sample.policy)
+        let desired = compile(after)
         let changes = before.changes(to: desired)
-        let old = Sample.web.ip, new = IPv4Address(172, 17, 0, 20)
+        let old = Sample.web.ip
+        let new = IPv4Address(172, 17, 0, 20)
         // The MAC now points at the new address (a replace, not delete+insert).
         XCTAssertTrue(changes.contains(.upsert(.mac(Sample.web.mac, new))))
         XCTAssertFalse(changes.contains(.delete(.mac(Sample.web.mac))))
         XCTAssertTrue(changes.contains(.delete(.container(old))))
         XCTAssertTrue(changes.contains(.upsert(.container(new, ContainerRecord(portIfindex: 10, mac: Sample.web.mac)))))
-        XCTAssertTrue(changes.contains(.upsert(.published(PublishedKey(hostPort: 8080, proto: 6),
-                                                          PublishedTarget(containerAddress: new, containerPort: 80)))))
+        XCTAssertTrue(
+            changes.contains(
+                .upsert(
+                    .published(
+                        PublishedKey(hostPort: 8080, proto: 6),
+                        PublishedTarget(containerAddress: new, containerPort: 80)))))
         XCTAssertEqual(changes.filter { $0.kind == .links }.count, 16, "8 new rules, 8 old rules")
         assertReaches(desired, from: before)
     }
@@ -121,12 +133,14 @@ final class ReconcilerTests: XCTestCase {
         var after = Sample.policy
         after.extInterfaces[0].allowSources = []
         let changes = compile(Sample.policy).changes(to: compile(after))
-        XCTAssertEqual(changes, [
-            .upsert(.extInterface(ifindex: 2, ExtInterfaceRecord())),
-            .delete(.allowSource(AllowSource(ifindex: 2, prefix: IPv4CIDR("198.51.100.2/32")!))),
-            .delete(.allowSource(AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.0/24")!))),
-            .upsert(.config(withGeneration(compile(after).config, 1))),
-        ])
+        XCTAssertEqual(
+            changes,
+            [
+                .upsert(.extInterface(ifindex: 2, ExtInterfaceRecord())),
+                .delete(.allowSource(AllowSource(ifindex: 2, prefix: IPv4CIDR("198.51.100.2/32")!))),
+                .delete(.allowSource(AllowSource(ifindex: 2, prefix: IPv4CIDR("203.0.113.0/24")!))),
+                .upsert(.config(withGeneration(compile(after).config, 1))),
+            ])
     }
 
     func withGeneration(_ config: ConfigRecord, _ generation: UInt32) -> ConfigRecord {
@@ -171,8 +185,9 @@ final class ReconcilerTests: XCTestCase {
     func testForeignEntriesAreDeleted() {
         // Something bpfnet did not write (an unknown direction): reconciling removes it.
         var current = compile(Sample.policy)
-        let foreign = LinkRule(source: Sample.web.ip, destination: Sample.client.ip, port: 1, proto: 6,
-                               direction: LinkDirection(rawValue: 9))
+        let foreign = LinkRule(
+            source: Sample.web.ip, destination: Sample.client.ip, port: 1, proto: 6,
+            direction: LinkDirection(rawValue: 9))
         current.links.insert(foreign)
         XCTAssertEqual(current.changes(to: compile(Sample.policy)).last, .delete(.link(foreign)))
     }
@@ -261,12 +276,16 @@ final class ReconcilerTests: XCTestCase {
             }
             var published: [PublishedPort] = []
             if random.chance(30) {
-                published.append(PublishedPort(hostIP: random.chance(50) ? nil : IPv4Address(203, 0, 113, 1),
-                                                hostPort: UInt16(8000 + index), containerPort: 80))
+                published.append(
+                    PublishedPort(
+                        hostIP: random.chance(50) ? nil : IPv4Address(203, 0, 113, 1),
+                        hostPort: UInt16(8000 + index), containerPort: 80))
             }
-            containers.append(Container(name: name, ip: ip, mac: MACAddress(dockerStyleFor: ip),
-                                        port: ["vethweb", "vethclient", "vethdb", "vethother", "lo"][index],
-                                        exposed: exposed, published: published))
+            containers.append(
+                Container(
+                    name: name, ip: ip, mac: MACAddress(dockerStyleFor: ip),
+                    port: ["vethweb", "vethclient", "vethdb", "vethother", "lo"][index],
+                    exposed: exposed, published: published))
         }
         var links: [Link] = []
         for parent in containers {
@@ -279,8 +298,9 @@ final class ReconcilerTests: XCTestCase {
         for name in ["eth0", "eth1"] where random.chance(70) {
             exts.append(ExternalInterface(name: name, allowSources: prefixes.filter { _ in random.chance(35) }))
         }
-        return Policy(icc: random.chance(40), forwardPolicy: random.chance(50) ? .accept : .drop,
-                      extInterfaces: exts, containers: containers, links: links)
+        return Policy(
+            icc: random.chance(40), forwardPolicy: random.chance(50) ? .accept : .drop,
+            extInterfaces: exts, containers: containers, links: links)
     }
 
     /// Why the order is not simply "all upserts, then all deletes": with that
@@ -311,11 +331,15 @@ final class ReconcilerTests: XCTestCase {
     /// ext_ifs, config), then deletes (ext_ifs, allow_src, published, names,
     /// containers, macs, links).
     func naiveViolations(_ from: Policy, _ to: Policy) -> [TransitionViolation] {
-        let current = compile(from), desired = compile(to)
+        let current = compile(from)
+        let desired = compile(to)
         let changes = current.changes(to: desired)
-        let upsertOrder: [MapKind] = [.links, .macs, .containers, .names, .published, .allowSources, .extInterfaces, .config]
+        let upsertOrder: [MapKind] = [
+            .links, .macs, .containers, .names, .published, .allowSources, .extInterfaces, .config,
+        ]
         let deleteOrder: [MapKind] = [.extInterfaces, .allowSources, .published, .names, .containers, .macs, .links]
-        var upserts: [MapChange] = [], deletes: [MapChange] = []
+        var upserts: [MapChange] = []
+        var deletes: [MapChange] = []
         for change in changes {
             switch change {
             case .upsert(.config(let c)) where !c.samePolicy(as: desired.config): continue  // no early relaxation

@@ -1,8 +1,9 @@
-import XCTest
-@testable import BPFNetCore
 import BPFNetTestSupport
+import XCTest
 
-/// Every row of DESIGN.md section 1 and every parse rule of docs/verdicts.md,
+@testable import BPFNetCore
+
+/// Every row of docs/policy.md and every parse rule of docs/verdicts.md,
 /// through the reference model over the compiled sample policy.
 final class ReferenceVerdictTests: XCTestCase {
     let web = Endpoint(Sample.web), client = Endpoint(Sample.client), db = Endpoint(Sample.db)
@@ -14,8 +15,10 @@ final class ReferenceVerdictTests: XCTestCase {
         policy.icc = icc
         policy.forwardPolicy = forward
         policy.containers.append(Sample.db)
-        policy.containers[0].published.append(PublishedPort(hostIP: IPv4Address(10, 0, 0, 1), hostPort: 5353,
-                                                            containerPort: 53, proto: .udp))
+        policy.containers[0].published.append(
+            PublishedPort(
+                hostIP: IPv4Address(10, 0, 0, 1), hostPort: 5353,
+                containerPort: 53, proto: .udp))
         return policy
     }
 
@@ -44,7 +47,8 @@ final class ReferenceVerdictTests: XCTestCase {
 
     func testRow2ToTheBridgePasses() {
         XCTAssertEqual(closed.portVerdict(frame: tcp(client, Sample.gateway, 40000, 22)), .pass(.host))
-        XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: client, to: Sample.gateway)), .pass(.host))
+        XCTAssertEqual(
+            closed.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: client, to: Sample.gateway)), .pass(.host))
         // The host's other addresses are outside the bridge.
         XCTAssertEqual(closed.portVerdict(frame: tcp(client, at(IPv4Address(10, 0, 0, 1)), 40000, 22)), .pass(.outside))
     }
@@ -52,7 +56,8 @@ final class ReferenceVerdictTests: XCTestCase {
     func testRow3ICCOnPasses() {
         XCTAssertEqual(open.portVerdict(frame: tcp(client, web, 40000, 9999)), .pass(.iccAllowed))
         XCTAssertEqual(open.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: db, to: client)), .pass(.iccAllowed))
-        XCTAssertEqual(open.portVerdict(frame: tcp(client, at(IPv4Address(172, 17, 255, 255)), 1, 2)), .pass(.iccAllowed))
+        XCTAssertEqual(
+            open.portVerdict(frame: tcp(client, at(IPv4Address(172, 17, 255, 255)), 1, 2)), .pass(.iccAllowed))
     }
 
     func testRow4LinkForward() {
@@ -60,15 +65,18 @@ final class ReferenceVerdictTests: XCTestCase {
         XCTAssertEqual(closed.portVerdict(frame: udp(client, web, 40000, 53)), .pass(.link))
         XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 40000, 81)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, web, 40000, 80)), .drop(.icc))  // 80 is tcp only
-        XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.sctpFrame(from: client, to: web, sourcePort: 1, destinationPort: 80)),
-                       .drop(.icc))
+        XCTAssertEqual(
+            closed.portVerdict(
+                frame: PacketBuilder.sctpFrame(from: client, to: web, sourcePort: 1, destinationPort: 80)),
+            .drop(.icc))
         // Only parent → child: web is not client's parent.
         XCTAssertEqual(closed.portVerdict(frame: tcp(db, web, 40000, 80)), .drop(.icc))
     }
 
     func testRow5LinkReverseIsStateless() {
         XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 80, 40000)), .pass(.linkReverse))
-        XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 80, 9090)), .pass(.linkReverse))  // new connection too
+        // Stateless: it passes even when it answers nothing the client opened.
+        XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 80, 9090)), .pass(.linkReverse))
         XCTAssertEqual(closed.portVerdict(frame: udp(web, client, 53, 53)), .pass(.linkReverse))
         XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 81, 40000)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: tcp(web, client, 40000, 80)), .drop(.icc))
@@ -77,7 +85,8 @@ final class ReferenceVerdictTests: XCTestCase {
     func testRow6EverythingElseBetweenContainersDrops() {
         XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: client, to: web)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: tcp(client, db, 40000, 5432)), .drop(.icc))
-        XCTAssertEqual(closed.portVerdict(frame: tcp(client, at(IPv4Address(172, 17, 0, 99)), 1, 2)), .drop(.icc))  // subnet
+        // An address in the subnet that is no container's.
+        XCTAssertEqual(closed.portVerdict(frame: tcp(client, at(IPv4Address(172, 17, 0, 99)), 1, 2)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(172, 17, 255, 255)), 68, 67)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(255, 255, 255, 255)), 68, 67)), .drop(.icc))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(224, 0, 0, 251)), 5353, 5353)), .drop(.icc))
@@ -85,14 +94,17 @@ final class ReferenceVerdictTests: XCTestCase {
 
     func testRow7OutsidePasses() {
         XCTAssertEqual(closed.portVerdict(frame: tcp(client, Sample.outside, 40000, 443)), .pass(.outside))
-        XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: client, to: Sample.outside)), .pass(.outside))
+        XCTAssertEqual(
+            closed.portVerdict(frame: PacketBuilder.icmpEchoFrame(from: client, to: Sample.outside)), .pass(.outside))
         XCTAssertEqual(closed.portVerdict(frame: udp(client, at(IPv4Address(172, 18, 0, 1)), 1, 2)), .pass(.outside))
     }
 
     func testContainerOutsideTheSubnetIsStillInside() {
         var policy = Sample.policy
-        policy.containers.append(Container(name: "far", ip: IPv4Address(10, 9, 9, 9), mac: MACAddress("02:42:0a:09:09:09")!,
-                                           port: "vethother"))
+        policy.containers.append(
+            Container(
+                name: "far", ip: IPv4Address(10, 9, 9, 9), mac: MACAddress("02:42:0a:09:09:09")!,
+                port: "vethother"))
         let dataplane = ReferenceDataplane(state: Sample.state(policy))
         XCTAssertEqual(dataplane.portVerdict(frame: tcp(client, at(IPv4Address(10, 9, 9, 9)), 1, 2)), .drop(.icc))
     }
@@ -101,12 +113,14 @@ final class ReferenceVerdictTests: XCTestCase {
         let toWeb = PacketBuilder.ipv6Frame(EthernetHeader(destination: web.mac, source: client.mac))
         XCTAssertEqual(closed.portVerdict(frame: toWeb), .drop(.icc))
         XCTAssertEqual(open.portVerdict(frame: toWeb), .pass(.iccAllowed))
-        let multicast = PacketBuilder.ipv6Frame(EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: client.mac))
+        let multicast = PacketBuilder.ipv6Frame(
+            EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: client.mac))
         XCTAssertEqual(closed.portVerdict(frame: multicast), .pass(.ipv6))
         let router = PacketBuilder.ipv6Frame(EthernetHeader(destination: Sample.bridgeMAC, source: client.mac))
         XCTAssertEqual(closed.portVerdict(frame: router), .pass(.ipv6))
         // VLAN-tagged IPv6 to a container is judged the same.
-        let tagged = PacketBuilder.ipv6Frame(EthernetHeader(destination: web.mac, source: client.mac, vlans: [VLANTag(vid: 5)]))
+        let tagged = PacketBuilder.ipv6Frame(
+            EthernetHeader(destination: web.mac, source: client.mac, vlans: [VLANTag(vid: 5)]))
         XCTAssertEqual(closed.portVerdict(frame: tagged), .drop(.icc))
         // 39 bytes of IPv6 header.
         XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.truncated(toWeb, to: 14 + 39)), .drop(.malformed))
@@ -114,12 +128,15 @@ final class ReferenceVerdictTests: XCTestCase {
     }
 
     func testVLANTagsCannotBypassThePolicy() {
-        for tags in [[VLANTag(vid: 10)], [VLANTag(vid: 10, tpid: EtherType.qinq)],
-                     [VLANTag(vid: 10, tpid: EtherType.qinq), VLANTag(vid: 20)], [VLANTag(vid: 1), VLANTag(vid: 2)]] {
+        for tags in [
+            [VLANTag(vid: 10)], [VLANTag(vid: 10, tpid: EtherType.qinq)],
+            [VLANTag(vid: 10, tpid: EtherType.qinq), VLANTag(vid: 20)], [VLANTag(vid: 1), VLANTag(vid: 2)],
+        ] {
             XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 1, 81, vlans: tags)), .drop(.icc), "\(tags)")
             XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 1, 80, vlans: tags)), .pass(.link), "\(tags)")
-            XCTAssertEqual(closed.extVerdict(frame: tcp(Sample.outside, web, 1, 80, vlans: tags), ingressIfindex: 2),
-                           .drop(.forward), "\(tags)")
+            XCTAssertEqual(
+                closed.extVerdict(frame: tcp(Sample.outside, web, 1, 80, vlans: tags), ingressIfindex: 2),
+                .drop(.forward), "\(tags)")
         }
         // A tag cut short.
         let tagged = tcp(client, web, 1, 80, vlans: [VLANTag(vid: 10)])
@@ -133,43 +150,54 @@ final class ReferenceVerdictTests: XCTestCase {
         let eth = EthernetHeader(destination: web.mac, source: client.mac)
         let big = Array(repeating: UInt8(0xAB), count: 3000)
         // Large UDP from parent to child on a linked port: every fragment passes.
-        let toChild = PacketBuilder.fragments(eth, ip, .udp(sourcePort: 40000, destinationPort: 53), payload: big, fragmentSize: 1480)
+        let toChild = PacketBuilder.fragments(
+            eth, ip, .udp(sourcePort: 40000, destinationPort: 53), payload: big, fragmentSize: 1480)
         XCTAssertEqual(toChild.count, 3)
-        XCTAssertEqual(toChild.map { closed.portVerdict(frame: $0) }, [.pass(.link), .pass(.linkFragment), .pass(.linkFragment)])
+        XCTAssertEqual(
+            toChild.map { closed.portVerdict(frame: $0) }, [.pass(.link), .pass(.linkFragment), .pass(.linkFragment)])
         // The reply from the child, fragmented too.
         var back = ip
         (back.source, back.destination) = (web.ip, client.ip)
-        let toParent = PacketBuilder.fragments(EthernetHeader(destination: client.mac, source: web.mac), back,
-                                               .udp(sourcePort: 53, destinationPort: 40000), payload: big, fragmentSize: 1480)
-        XCTAssertEqual(toParent.map { closed.portVerdict(frame: $0) },
-                       [.pass(.linkReverse), .pass(.linkFragment), .pass(.linkFragment)])
+        let toParent = PacketBuilder.fragments(
+            EthernetHeader(destination: client.mac, source: web.mac), back,
+            .udp(sourcePort: 53, destinationPort: 40000), payload: big, fragmentSize: 1480)
+        XCTAssertEqual(
+            toParent.map { closed.portVerdict(frame: $0) },
+            [.pass(.linkReverse), .pass(.linkFragment), .pass(.linkFragment)])
         // To a port the link does not cover: the first fragment drops, the
         // others pass (the datagram can never be reassembled).
-        let wrongPort = PacketBuilder.fragments(eth, ip, .udp(sourcePort: 40000, destinationPort: 54), payload: big, fragmentSize: 1480)
-        XCTAssertEqual(wrongPort.map { closed.portVerdict(frame: $0) }, [.drop(.icc), .pass(.linkFragment), .pass(.linkFragment)])
+        let wrongPort = PacketBuilder.fragments(
+            eth, ip, .udp(sourcePort: 40000, destinationPort: 54), payload: big, fragmentSize: 1480)
+        XCTAssertEqual(
+            wrongPort.map { closed.portVerdict(frame: $0) }, [.drop(.icc), .pass(.linkFragment), .pass(.linkFragment)])
         // Between an unlinked pair, or for a protocol without rules: all dropped.
-        let unlinked = PacketBuilder.fragments(EthernetHeader(destination: db.mac, source: client.mac),
-                                               IPv4Header(source: client.ip, destination: db.ip),
-                                               .udp(sourcePort: 1, destinationPort: 2), payload: big, fragmentSize: 1480)
+        let unlinked = PacketBuilder.fragments(
+            EthernetHeader(destination: db.mac, source: client.mac),
+            IPv4Header(source: client.ip, destination: db.ip),
+            .udp(sourcePort: 1, destinationPort: 2), payload: big, fragmentSize: 1480)
         XCTAssertEqual(unlinked.map { closed.portVerdict(frame: $0) }, [.drop(.icc), .drop(.icc), .drop(.icc)])
         let icmp = PacketBuilder.fragments(eth, ip, .icmpEcho(), payload: big, fragmentSize: 1480)
         XCTAssertEqual(icmp.map { closed.portVerdict(frame: $0) }, [.drop(.icc), .drop(.icc), .drop(.icc)])
         // icc on: everything passes as icc.
         XCTAssertEqual(unlinked.map { open.portVerdict(frame: $0) }, Array(repeating: .pass(.iccAllowed), count: 3))
         // The ext program lets non-first fragments through for the host to reassemble.
-        XCTAssertEqual(toChild.map { closed.extVerdict(frame: $0, ingressIfindex: 2) },
-                       [.drop(.forward), .pass(.fragment), .pass(.fragment)])
+        XCTAssertEqual(
+            toChild.map { closed.extVerdict(frame: $0, ingressIfindex: 2) },
+            [.drop(.forward), .pass(.fragment), .pass(.fragment)])
         // A first fragment (MF set, offset 0) is judged like a whole packet; DF is irrelevant.
         var first = ip
         first.moreFragments = true
-        XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.ipv4Frame(eth, first, .tcp(sourcePort: 1, destinationPort: 80))),
-                       .pass(.link))
+        XCTAssertEqual(
+            closed.portVerdict(frame: PacketBuilder.ipv4Frame(eth, first, .tcp(sourcePort: 1, destinationPort: 80))),
+            .pass(.link))
         // Only the offset bits decide "non-first": flags alone do not.
         var flagsOnly = ip
         flagsOnly.dontFragment = true
         flagsOnly.moreFragments = true
-        XCTAssertEqual(closed.portVerdict(frame: PacketBuilder.ipv4Frame(eth, flagsOnly, .tcp(sourcePort: 1, destinationPort: 81))),
-                       .drop(.icc))
+        XCTAssertEqual(
+            closed.portVerdict(
+                frame: PacketBuilder.ipv4Frame(eth, flagsOnly, .tcp(sourcePort: 1, destinationPort: 81))),
+            .drop(.icc))
     }
 
     // MARK: Malformed frames (verdicts.md "Parsing")
@@ -178,12 +206,16 @@ final class ReferenceVerdictTests: XCTestCase {
         let good = tcp(client, web, 40000, 80)
         let eth = EthernetHeader(destination: web.mac, source: client.mac)
         let ip = IPv4Header(source: client.ip, destination: web.ip)
-        func frame(_ header: IPv4Header, _ transport: Transport = .tcp(sourcePort: 40000, destinationPort: 80),
-                   payload: [UInt8] = []) -> [UInt8] {
+        func frame(
+            _ header: IPv4Header, _ transport: Transport = .tcp(sourcePort: 40000, destinationPort: 80),
+            payload: [UInt8] = []
+        ) -> [UInt8] {
             PacketBuilder.ipv4Frame(eth, header, transport, payload: payload)
         }
-        func expect(_ bytes: [UInt8], _ malformation: Malformation?, _ verdict: Verdict = .drop(.malformed),
-                    line: UInt = #line) {
+        func expect(
+            _ bytes: [UInt8], _ malformation: Malformation?, _ verdict: Verdict = .drop(.malformed),
+            line: UInt = #line
+        ) {
             if let malformation {
                 XCTAssertEqual(FrameParser.parse(bytes), .malformed(malformation), line: line)
             }
@@ -233,9 +265,11 @@ final class ReferenceVerdictTests: XCTestCase {
         XCTAssertEqual(closed.portVerdict(frame: frame(options)), .pass(.link))
 
         // L4 minimum lengths: TCP 20, UDP 8, SCTP 12, within tot_len.
-        for (transport, minimum) in [(Transport.tcp(sourcePort: 40000, destinationPort: 80), 20),
-                                     (.udp(sourcePort: 40000, destinationPort: 53), 8),
-                                     (.sctp(sourcePort: 40000, destinationPort: 80), 12)] {
+        for (transport, minimum) in [
+            (Transport.tcp(sourcePort: 40000, destinationPort: 80), 20),
+            (.udp(sourcePort: 40000, destinationPort: 53), 8),
+            (.sctp(sourcePort: 40000, destinationPort: 80), 12),
+        ] {
             let whole = frame(ip, transport)
             var cut = ip
             cut.totalLengthOverride = UInt16(20 + minimum - 1)
@@ -244,25 +278,30 @@ final class ReferenceVerdictTests: XCTestCase {
             expect(frame(cut, transport), .l4Truncated)
             var exact = ip
             exact.totalLengthOverride = UInt16(20 + minimum)
-            XCTAssertNotEqual(closed.portVerdict(frame: Array(frame(exact, transport).prefix(14 + 20 + minimum))),
-                              .drop(.malformed), "\(transport)")
+            XCTAssertNotEqual(
+                closed.portVerdict(frame: Array(frame(exact, transport).prefix(14 + 20 + minimum))),
+                .drop(.malformed), "\(transport)")
             XCTAssertNotEqual(closed.portVerdict(frame: whole), .drop(.malformed))
         }
         // Protocols without ports have no length check.
         var bare = ip
         bare.proto = IPProtocol.icmp
-        expect(PacketBuilder.ethernet(eth, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(bare, payload: [])),
-               nil, .drop(.icc))
+        expect(
+            PacketBuilder.ethernet(eth, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(bare, payload: [])),
+            nil, .drop(.icc))
         // Neither have non-first fragments.
         var fragment = ip
         fragment.fragmentOffset = 100
-        expect(PacketBuilder.ethernet(eth, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(fragment, payload: [])),
-               nil, .pass(.linkFragment))
+        expect(
+            PacketBuilder.ethernet(eth, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(fragment, payload: [])),
+            nil, .pass(.linkFragment))
         // But a first fragment with MF set does.
         var first = ip
         first.moreFragments = true
-        expect(PacketBuilder.ethernet(eth, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(first, payload: [0, 80, 0])),
-               .l4Truncated)
+        expect(
+            PacketBuilder.ethernet(
+                eth, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(first, payload: [0, 80, 0])),
+            .l4Truncated)
     }
 
     func testMalformedIsCheckedInOrder() {
@@ -271,7 +310,8 @@ final class ReferenceVerdictTests: XCTestCase {
         ip.versionOverride = 5
         ip.headerLengthOverride = 2
         ip.totalLengthOverride = 1
-        let bytes = PacketBuilder.ipv4Frame(EthernetHeader(destination: web.mac, source: client.mac), ip, .raw(proto: 1))
+        let bytes = PacketBuilder.ipv4Frame(
+            EthernetHeader(destination: web.mac, source: client.mac), ip, .raw(proto: 1))
         XCTAssertEqual(FrameParser.parse(bytes), .malformed(.ipv4Version))
     }
 
@@ -284,43 +324,60 @@ final class ReferenceVerdictTests: XCTestCase {
 
     func testExtNonIPAndIPv6Pass() {
         let eth = EthernetHeader(destination: Sample.bridgeMAC, source: stranger.mac)
-        XCTAssertEqual(closed.extVerdict(frame: PacketBuilder.arpFrame(eth, senderMAC: stranger.mac, senderIP: stranger.ip,
-                                                                       targetIP: host), ingressIfindex: 2), .pass(.nonIP))
-        XCTAssertEqual(closed.extVerdict(frame: PacketBuilder.ipv6Frame(EthernetHeader(destination: web.mac, source: stranger.mac)),
-                                         ingressIfindex: 2), .pass(.ipv6))
+        XCTAssertEqual(
+            closed.extVerdict(
+                frame: PacketBuilder.arpFrame(
+                    eth, senderMAC: stranger.mac, senderIP: stranger.ip,
+                    targetIP: host), ingressIfindex: 2), .pass(.nonIP))
+        XCTAssertEqual(
+            closed.extVerdict(
+                frame: PacketBuilder.ipv6Frame(EthernetHeader(destination: web.mac, source: stranger.mac)),
+                ingressIfindex: 2), .pass(.ipv6))
     }
 
     func testRow8PublishedPortsObeyTheAllowList() {
-        XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, at(host), 50000, 8080), ingressIfindex: 2), .drop(.source))
-        XCTAssertEqual(closed.extVerdict(frame: tcp(allowed, at(host), 50000, 8080), ingressIfindex: 2), .pass(.published))
-        XCTAssertEqual(closed.extVerdict(frame: tcp(allowedNet, at(host), 50000, 8080), ingressIfindex: 2), .pass(.published))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(stranger, at(host), 50000, 8080), ingressIfindex: 2), .drop(.source))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(allowed, at(host), 50000, 8080), ingressIfindex: 2), .pass(.published))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(allowedNet, at(host), 50000, 8080), ingressIfindex: 2), .pass(.published))
         // An interface without allow-list (or unknown to bpfnet) admits everyone.
-        XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, at(host), 50000, 8080), ingressIfindex: 4), .pass(.published))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(stranger, at(host), 50000, 8080), ingressIfindex: 4), .pass(.published))
         // Wrong protocol: not published.
         XCTAssertEqual(closed.extVerdict(frame: udp(stranger, at(host), 50000, 8080), ingressIfindex: 2), .pass(.local))
         // A binding on one host address matches that address only.
-        XCTAssertEqual(closed.extVerdict(frame: udp(stranger, at(host), 50000, 5353), ingressIfindex: 2), .drop(.source))
-        XCTAssertEqual(closed.extVerdict(frame: udp(stranger, at(IPv4Address(10, 0, 0, 2)), 50000, 5353), ingressIfindex: 2),
-                       .pass(.local))
+        XCTAssertEqual(
+            closed.extVerdict(frame: udp(stranger, at(host), 50000, 5353), ingressIfindex: 2), .drop(.source))
+        XCTAssertEqual(
+            closed.extVerdict(frame: udp(stranger, at(IPv4Address(10, 0, 0, 2)), 50000, 5353), ingressIfindex: 2),
+            .pass(.local))
         // A wildcard binding matches any destination that is not a container, the bridge address included.
-        XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, Sample.gateway, 50000, 8080), ingressIfindex: 2), .drop(.source))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(stranger, Sample.gateway, 50000, 8080), ingressIfindex: 2), .drop(.source))
     }
 
     func testRow9DirectToContainers() {
         XCTAssertEqual(closed.extVerdict(frame: tcp(allowed, web, 50000, 80), ingressIfindex: 2), .drop(.forward))
         XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, web, 50000, 80), ingressIfindex: 4), .drop(.forward))
-        XCTAssertEqual(closed.extVerdict(frame: PacketBuilder.icmpEchoFrame(from: allowed, to: web), ingressIfindex: 2),
-                       .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(frame: PacketBuilder.icmpEchoFrame(from: allowed, to: web), ingressIfindex: 2),
+            .drop(.forward))
         // Subnet addresses that are not (yet) containers too.
-        XCTAssertEqual(closed.extVerdict(frame: tcp(allowed, at(IPv4Address(172, 17, 3, 3)), 1, 80), ingressIfindex: 2),
-                       .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(allowed, at(IPv4Address(172, 17, 3, 3)), 1, 80), ingressIfindex: 2),
+            .drop(.forward))
 
         let accepting = ReferenceDataplane(state: Sample.state(Self.withDB(icc: false, forward: .accept)))
-        XCTAssertEqual(accepting.extVerdict(frame: tcp(allowed, web, 50000, 80), ingressIfindex: 2), .pass(.forwardAccept))
+        XCTAssertEqual(
+            accepting.extVerdict(frame: tcp(allowed, web, 50000, 80), ingressIfindex: 2), .pass(.forwardAccept))
         XCTAssertEqual(accepting.extVerdict(frame: tcp(stranger, web, 50000, 80), ingressIfindex: 2), .drop(.source))
-        XCTAssertEqual(accepting.extVerdict(frame: tcp(stranger, web, 50000, 80), ingressIfindex: 4), .pass(.forwardAccept))
+        XCTAssertEqual(
+            accepting.extVerdict(frame: tcp(stranger, web, 50000, 80), ingressIfindex: 4), .pass(.forwardAccept))
         // The bridge's own address is not a container address.
-        XCTAssertEqual(accepting.extVerdict(frame: tcp(stranger, Sample.gateway, 50000, 22), ingressIfindex: 2), .pass(.local))
+        XCTAssertEqual(
+            accepting.extVerdict(frame: tcp(stranger, Sample.gateway, 50000, 22), ingressIfindex: 2), .pass(.local))
     }
 
     func testRow10RepliesAreNeverDropped() {
@@ -330,44 +387,64 @@ final class ReferenceVerdictTests: XCTestCase {
             return true
         }
         XCTAssertEqual(verdict, .pass(.reply))
-        XCTAssertEqual(asked, [FlowTuple(source: Sample.outside.ip, destination: web.ip, sourcePort: 443,
-                                         destinationPort: 40000, proto: 6)])
-        XCTAssertEqual(closed.extVerdict(frame: udp(stranger, at(host), 53, 5353), ingressIfindex: 2) { _ in true },
-                       .pass(.reply))
+        XCTAssertEqual(
+            asked,
+            [
+                FlowTuple(
+                    source: Sample.outside.ip, destination: web.ip, sourcePort: 443,
+                    destinationPort: 40000, proto: 6)
+            ])
+        XCTAssertEqual(
+            closed.extVerdict(frame: udp(stranger, at(host), 53, 5353), ingressIfindex: 2) { _ in true },
+            .pass(.reply))
         // Only TCP and UDP are looked up.
-        XCTAssertEqual(closed.extVerdict(frame: PacketBuilder.icmpEchoFrame(from: Sample.outside, to: web),
-                                         ingressIfindex: 2) { _ in true }, .drop(.forward))
-        XCTAssertEqual(closed.extVerdict(frame: PacketBuilder.sctpFrame(from: Sample.outside, to: web, sourcePort: 1,
-                                                                        destinationPort: 2), ingressIfindex: 2) { _ in true },
-                       .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(
+                frame: PacketBuilder.icmpEchoFrame(from: Sample.outside, to: web),
+                ingressIfindex: 2
+            ) { _ in true }, .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(
+                frame: PacketBuilder.sctpFrame(
+                    from: Sample.outside, to: web, sourcePort: 1,
+                    destinationPort: 2), ingressIfindex: 2
+            ) { _ in true },
+            .drop(.forward))
         // Conntrack is consulted on the drop path only.
         var consulted = false
-        XCTAssertEqual(closed.extVerdict(frame: tcp(allowed, at(host), 1, 8080), ingressIfindex: 2) { _ in
-            consulted = true
-            return true
-        }, .pass(.published))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(allowed, at(host), 1, 8080), ingressIfindex: 2) { _ in
+                consulted = true
+                return true
+            }, .pass(.published))
         XCTAssertFalse(consulted)
         // Malformed frames never reach it.
-        XCTAssertEqual(closed.extVerdict(frame: Array(tcp(Sample.outside, web, 1, 2).prefix(40)), ingressIfindex: 2) { _ in true },
-                       .drop(.malformed))
+        XCTAssertEqual(
+            closed.extVerdict(frame: Array(tcp(Sample.outside, web, 1, 2).prefix(40)), ingressIfindex: 2) { _ in true },
+            .drop(.malformed))
     }
 
     func testRow11LocalTraffic() {
         XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, at(host), 50000, 22), ingressIfindex: 2), .pass(.local))
-        XCTAssertEqual(closed.extVerdict(frame: PacketBuilder.icmpEchoFrame(from: stranger, to: at(host)), ingressIfindex: 2),
-                       .pass(.local))
-        XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, Sample.gateway, 50000, 22), ingressIfindex: 2), .pass(.local))
+        XCTAssertEqual(
+            closed.extVerdict(frame: PacketBuilder.icmpEchoFrame(from: stranger, to: at(host)), ingressIfindex: 2),
+            .pass(.local))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(stranger, Sample.gateway, 50000, 22), ingressIfindex: 2), .pass(.local))
     }
 
     func testAllowListLongestPrefixSemantics() {
         var policy = Sample.policy
-        policy.extInterfaces = [ExternalInterface(name: "eth0", allowSources: [IPv4CIDR("10.0.0.0/8")!]),
-                                ExternalInterface(name: "eth1", allowSources: [IPv4CIDR("0.0.0.0/0")!])]
+        policy.extInterfaces = [
+            ExternalInterface(name: "eth0", allowSources: [IPv4CIDR("10.0.0.0/8")!]),
+            ExternalInterface(name: "eth1", allowSources: [IPv4CIDR("0.0.0.0/0")!]),
+        ]
         let dataplane = ReferenceDataplane(state: Sample.state(policy))
         XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(10, 255, 1, 1), ingressIfindex: 2))
         XCTAssertFalse(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 2))
         XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 4))
-        XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 99))  // not an ext interface
+        // Not an external interface: no allow-list applies.
+        XCTAssertTrue(dataplane.isAllowed(source: IPv4Address(11, 0, 0, 1), ingressIfindex: 99))
         // An allow-list on one interface does not admit on another.
         XCTAssertFalse(dataplane.isAllowed(source: IPv4Address(203, 0, 113, 5), ingressIfindex: 2))
     }

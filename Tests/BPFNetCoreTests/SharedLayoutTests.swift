@@ -1,5 +1,6 @@
-import XCTest
 import BPFNetShared
+import XCTest
+
 @testable import BPFNetCore
 
 /// The C header asserts these sizes with _Static_assert for the BPF target and
@@ -59,9 +60,12 @@ final class SharedLayoutTests: XCTestCase {
     }
 
     func testMapNamesComeFromTheHeader() {
-        XCTAssertEqual(MapKind.allCases.map(\.mapName),
-                       ["bn_config", "bn_containers", "bn_macs", "bn_links", "bn_published", "bn_ext_ifs",
-                        "bn_allow_src", "bn_names"])
+        XCTAssertEqual(
+            MapKind.allCases.map(\.mapName),
+            [
+                "bn_config", "bn_containers", "bn_macs", "bn_links", "bn_published", "bn_ext_ifs",
+                "bn_allow_src", "bn_names",
+            ])
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_COUNTERS), "bn_counters")
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_ATTACH), "bn_attach")
         for kind in MapKind.allCases { XCTAssertLessThanOrEqual(kind.mapName.utf8.count, 15) }

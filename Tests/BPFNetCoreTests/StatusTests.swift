@@ -1,6 +1,7 @@
+import BPFNetShared
 import Foundation
 import XCTest
-import BPFNetShared
+
 @testable import BPFNetCore
 
 final class StatusTests: XCTestCase {
@@ -22,18 +23,31 @@ final class StatusTests: XCTestCase {
         XCTAssertEqual(status.forwardPolicy, "drop")
         XCTAssertTrue(status.ipForward)
         XCTAssertTrue(status.loaded)
-        XCTAssertEqual(status.extInterfaces, [.init(name: "eth0", ifindex: 2, allowSources: ["198.51.100.2/32", "203.0.113.0/24"])])
-        XCTAssertEqual(status.containers, [
-            .init(name: "web", ip: "172.17.0.2", mac: "02:42:ac:11:00:02", port: "vethweb", portIfindex: 10),
-            .init(name: "client", ip: "172.17.0.3", mac: "02:42:ac:11:00:03", port: "vethclient", portIfindex: 11),
-            .init(name: "db", ip: "172.17.0.4", mac: "02:42:ac:11:00:04", port: "vethdb", portIfindex: 12),
-        ])
-        XCTAssertEqual(status.links, [
-            .init(parent: "web", child: "db", parentIP: "172.17.0.2", childIP: "172.17.0.4", ports: ["5432/tcp"]),
-            .init(parent: "client", child: "web", parentIP: "172.17.0.3", childIP: "172.17.0.2", ports: ["80/tcp", "53/udp"]),
-        ])
-        XCTAssertEqual(status.published, [.init(hostIP: nil, hostPort: 8080, proto: "tcp", container: "web",
-                                                containerIP: "172.17.0.2", containerPort: 80)])
+        XCTAssertEqual(
+            status.extInterfaces,
+            [.init(name: "eth0", ifindex: 2, allowSources: ["198.51.100.2/32", "203.0.113.0/24"])])
+        XCTAssertEqual(
+            status.containers,
+            [
+                .init(name: "web", ip: "172.17.0.2", mac: "02:42:ac:11:00:02", port: "vethweb", portIfindex: 10),
+                .init(name: "client", ip: "172.17.0.3", mac: "02:42:ac:11:00:03", port: "vethclient", portIfindex: 11),
+                .init(name: "db", ip: "172.17.0.4", mac: "02:42:ac:11:00:04", port: "vethdb", portIfindex: 12),
+            ])
+        XCTAssertEqual(
+            status.links,
+            [
+                .init(parent: "web", child: "db", parentIP: "172.17.0.2", childIP: "172.17.0.4", ports: ["5432/tcp"]),
+                .init(
+                    parent: "client", child: "web", parentIP: "172.17.0.3", childIP: "172.17.0.2",
+                    ports: ["80/tcp", "53/udp"]),
+            ])
+        XCTAssertEqual(
+            status.published,
+            [
+                .init(
+                    hostIP: nil, hostPort: 8080, proto: "tcp", container: "web",
+                    containerIP: "172.17.0.2", containerPort: 80)
+            ])
     }
 
     func testUnknownNamesFallBack() {
@@ -64,8 +78,10 @@ final class StatusTests: XCTestCase {
         XCTAssertEqual(status.programCounters["ext-xdp"]?["published"], .init(packets: 7, bytes: 700))
         XCTAssertNil(status.programCounters["port-tc"]?["link"], "detail lists non-zero counters only")
 
-        let perCPU = [[bpfnet_counter(packets: 1, bytes: 10), bpfnet_counter(packets: 2, bytes: 20)],
-                      [bpfnet_counter(packets: 3, bytes: 30), bpfnet_counter(packets: 4, bytes: 40)]]
+        let perCPU = [
+            [bpfnet_counter(packets: 1, bytes: 10), bpfnet_counter(packets: 2, bytes: 20)],
+            [bpfnet_counter(packets: 3, bytes: 30), bpfnet_counter(packets: 4, bytes: 40)],
+        ]
         let summed = DataplaneStatus.sumPerCPU(perCPU)
         XCTAssertEqual(summed.map(\.packets), [4, 6])
         XCTAssertEqual(summed.map(\.bytes), [40, 60])
@@ -78,7 +94,10 @@ final class StatusTests: XCTestCase {
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(status)
         let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
-        for key in ["backend", "bridge", "icc", "forwardPolicy", "ipForward", "extInterfaces", "containers", "links", "counters"] {
+        for key in [
+            "backend", "bridge", "icc", "forwardPolicy", "ipForward", "extInterfaces", "containers", "links",
+            "counters",
+        ] {
             XCTAssertNotNil(object[key], key)
         }
         let containers = object["containers"] as! [[String: Any]]
@@ -88,8 +107,9 @@ final class StatusTests: XCTestCase {
         XCTAssertEqual(containers[0]["port"] as? String, "vethweb")
         let links = object["links"] as! [[String: Any]]
         XCTAssertEqual(links[0]["ports"] as? [String], ["80/tcp", "53/udp"])
-        XCTAssertEqual((object["extInterfaces"] as! [[String: Any]])[0]["allowSources"] as? [String],
-                       ["198.51.100.2/32", "203.0.113.0/24"])
+        XCTAssertEqual(
+            (object["extInterfaces"] as! [[String: Any]])[0]["allowSources"] as? [String],
+            ["198.51.100.2/32", "203.0.113.0/24"])
         XCTAssertEqual(object["forwardPolicy"] as? String, "drop")
         XCTAssertEqual((object["counters"] as! [String: Any])["malformed"] as? Int, 0)
         XCTAssertEqual(try JSONDecoder().decode(DataplaneStatus.self, from: data), status)

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import BPFNetCore
 
 final class ValidationTests: XCTestCase {
@@ -18,7 +19,8 @@ final class ValidationTests: XCTestCase {
     func testDuplicates() {
         var policy = Sample.policy
         policy.containers.append(Container(name: "web", ip: Sample.web.ip, mac: Sample.web.mac, port: "vethweb"))
-        XCTAssertEqual(paths(policy), ["containers[2].name", "containers[2].ip", "containers[2].mac", "containers[2].port"])
+        XCTAssertEqual(
+            paths(policy), ["containers[2].name", "containers[2].ip", "containers[2].mac", "containers[2].port"])
         let text = problems(policy).map(\.description).joined(separator: "\n")
         XCTAssertTrue(text.contains("containers[2].ip: 172.17.0.2 is already the address of containers[0] 'web'"), text)
         XCTAssertTrue(text.contains("02:42:ac:11:00:02 is already the MAC of containers[0] 'web'"), text)
@@ -27,32 +29,42 @@ final class ValidationTests: XCTestCase {
 
     func testLinks() {
         var policy = Sample.policy
-        policy.links += [Link(parent: "client", child: "web", alias: "w"), Link(parent: "web", child: "web"),
-                         Link(parent: "ghost", child: "web"), Link(parent: "web", child: "client")]
+        policy.links += [
+            Link(parent: "client", child: "web", alias: "w"), Link(parent: "web", child: "web"),
+            Link(parent: "ghost", child: "web"), Link(parent: "web", child: "client"),
+        ]
         XCTAssertEqual(paths(policy), ["links[1]", "links[2]", "links[3].parent"])
         let text = problems(policy).map(\.description).joined(separator: "\n")
         XCTAssertTrue(text.contains("links[1]: client → web is already linked by links[0]"), text)
         XCTAssertTrue(text.contains("links[2]: 'web' is linked to itself"), text)
-        XCTAssertTrue(text.contains("links[3].parent: no container is named 'ghost'; known containers: client, web"), text)
+        XCTAssertTrue(
+            text.contains("links[3].parent: no container is named 'ghost'; known containers: client, web"), text)
     }
 
     func testPublishedCollisions() {
         var policy = Sample.policy
         // Same port on every address as web's 8080/tcp.
-        policy.containers[1].published = [PublishedPort(hostPort: 8080, containerPort: 8080),
-                                          PublishedPort(hostPort: 8080, containerPort: 8080, proto: .udp),  // other proto: fine
-                                          PublishedPort(hostIP: IPv4Address(10, 0, 0, 1), hostPort: 9000, containerPort: 1),
-                                          PublishedPort(hostIP: IPv4Address(10, 0, 0, 2), hostPort: 9000, containerPort: 1),  // other IP: fine
-                                          PublishedPort(hostIP: IPv4Address(10, 0, 0, 1), hostPort: 9000, containerPort: 2),
-                                          PublishedPort(hostPort: 9000, containerPort: 3)]  // any vs specific
-        XCTAssertEqual(paths(policy), ["containers[1].published[0]", "containers[1].published[4]", "containers[1].published[5]"])
+        policy.containers[1].published = [
+            PublishedPort(hostPort: 8080, containerPort: 8080),
+            PublishedPort(hostPort: 8080, containerPort: 8080, proto: .udp),  // other proto: fine
+            PublishedPort(hostIP: IPv4Address(10, 0, 0, 1), hostPort: 9000, containerPort: 1),
+            PublishedPort(hostIP: IPv4Address(10, 0, 0, 2), hostPort: 9000, containerPort: 1),  // other IP: fine
+            PublishedPort(hostIP: IPv4Address(10, 0, 0, 1), hostPort: 9000, containerPort: 2),
+            PublishedPort(hostPort: 9000, containerPort: 3),
+        ]  // any vs specific
+        XCTAssertEqual(
+            paths(policy), ["containers[1].published[0]", "containers[1].published[4]", "containers[1].published[5]"])
         let text = problems(policy).map(\.description).joined(separator: "\n")
-        XCTAssertTrue(text.contains("host port 8080/tcp on every address collides with containers[0] 'web' published[0]"), text)
-        XCTAssertTrue(text.contains("host port 9000/tcp on 10.0.0.1 collides with containers[1] 'client' published[2] (on 10.0.0.1)"), text)
+        XCTAssertTrue(
+            text.contains("host port 8080/tcp on every address collides with containers[0] 'web' published[0]"), text)
+        XCTAssertTrue(
+            text.contains(
+                "host port 9000/tcp on 10.0.0.1 collides with containers[1] 'client' published[2] (on 10.0.0.1)"), text)
         // 0.0.0.0 is "every address".
         var any = Sample.policy
         any.containers[1].published = [PublishedPort(hostIP: .any, hostPort: 8080, containerPort: 1)]
-        XCTAssertEqual(Policy(containers: any.containers).problems(bridgeAddress: nil).map(\.path), ["containers[1].published[0]"])
+        XCTAssertEqual(
+            Policy(containers: any.containers).problems(bridgeAddress: nil).map(\.path), ["containers[1].published[0]"])
     }
 
     func testPublishedPortNotExposedIsMergedNotRejected() throws {
@@ -65,13 +77,16 @@ final class ValidationTests: XCTestCase {
 
     func testInterfaces() {
         var policy = Sample.policy
-        policy.extInterfaces += [ExternalInterface(name: "eth0"), ExternalInterface(name: "docker0"),
-                                 ExternalInterface(name: "vethclient")]
+        policy.extInterfaces += [
+            ExternalInterface(name: "eth0"), ExternalInterface(name: "docker0"),
+            ExternalInterface(name: "vethclient"),
+        ]
         XCTAssertEqual(paths(policy), ["extInterfaces[1].name", "extInterfaces[2].name", "containers[1].port"])
         let text = problems(policy).map(\.description).joined(separator: "\n")
         XCTAssertTrue(text.contains("extInterfaces[1].name: 'eth0' is listed twice (also extInterfaces[0])"), text)
         XCTAssertTrue(text.contains("extInterfaces[2].name: 'docker0' is the bridge"), text)
-        XCTAssertTrue(text.contains("containers[1].port: 'vethclient' is an external interface (extInterfaces[3])"), text)
+        XCTAssertTrue(
+            text.contains("containers[1].port: 'vethclient' is an external interface (extInterfaces[3])"), text)
 
         var bridgePort = Sample.policy
         bridgePort.containers[0].port = "docker0"
@@ -109,16 +124,23 @@ final class ValidationTests: XCTestCase {
         policy.containers[0].mac = MACAddress(0x01, 0, 0x5e, 0, 0, 1)
         policy.containers[1].mac = MACAddress(0, 0, 0, 0, 0, 0)
         policy.containers[0].exposed.append(PortSpec(0))
-        policy.containers[0].published.append(PublishedPort(hostIP: IPv4Address(239, 1, 1, 1), hostPort: 0, containerPort: 0))
+        policy.containers[0].published.append(
+            PublishedPort(hostIP: IPv4Address(239, 1, 1, 1), hostPort: 0, containerPort: 0))
         policy.containers[1].name = "bad name"
         let found = Set(problems(policy).map(\.path))
-        XCTAssertEqual(found, ["containers[0].ip", "containers[1].ip", "containers[0].mac", "containers[1].mac",
-                               "containers[0].exposed[0]", "containers[0].published[1].hostPort",
-                               "containers[0].published[1].containerPort", "containers[0].published[1].hostIP",
-                               "containers[1].name", "links[0].parent"])
+        XCTAssertEqual(
+            found,
+            [
+                "containers[0].ip", "containers[1].ip", "containers[0].mac", "containers[1].mac",
+                "containers[0].exposed[0]", "containers[0].published[1].hostPort",
+                "containers[0].published[1].containerPort", "containers[0].published[1].hostIP",
+                "containers[1].name", "links[0].parent",
+            ])
         // Loopback bindings are Docker's common "-p 127.0.0.1:8080:80".
         var loopback = Sample.policy
-        loopback.containers[0].published = [PublishedPort(hostIP: IPv4Address(127, 0, 0, 1), hostPort: 8080, containerPort: 80)]
+        loopback.containers[0].published = [
+            PublishedPort(hostIP: IPv4Address(127, 0, 0, 1), hostPort: 8080, containerPort: 80)
+        ]
         XCTAssertEqual(paths(loopback), [])
     }
 
@@ -130,8 +152,10 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(IPv4CIDR("10.1.2.3")?.description, "10.1.2.3/32")
         XCTAssertEqual(IPv4CIDR("0.0.0.0/0")?.netmask, 0)
         XCTAssertEqual(IPv4CIDR("1.2.3.4/32")?.netmask, 0xFFFF_FFFF)
-        for bad in ["10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0/8", "10.0.0.0/8/8", "10.0.0.0/ 8", "/8", "",
-                    "256.0.0.0/8", "10.0.0.0/008", "a.b.c.d/8", "10.0.0.0/٣"] {
+        for bad in [
+            "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0/8", "10.0.0.0/8/8", "10.0.0.0/ 8", "/8", "",
+            "256.0.0.0/8", "10.0.0.0/008", "a.b.c.d/8", "10.0.0.0/٣",
+        ] {
             XCTAssertNil(IPv4CIDR(bad), bad)
         }
         XCTAssertNotNil(IPv4CIDR("10.0.0.0/08"))
@@ -148,7 +172,9 @@ final class ValidationTests: XCTestCase {
     func testAddressParsing() {
         XCTAssertEqual(IPv4Address("0.0.0.0"), .any)
         XCTAssertEqual(IPv4Address("255.255.255.255")?.isLimitedBroadcast, true)
-        for bad in ["1.2.3", "1.2.3.4.5", "1.2.3.256", "1..3.4", " 1.2.3.4", "1.2.3.4 ", "01234.1.1.1", "+1.2.3.4", "１.2.3.4"] {
+        for bad in [
+            "1.2.3", "1.2.3.4.5", "1.2.3.256", "1..3.4", " 1.2.3.4", "1.2.3.4 ", "01234.1.1.1", "+1.2.3.4", "１.2.3.4",
+        ] {
             XCTAssertNil(IPv4Address(bad), bad)
         }
         XCTAssertEqual(IPv4Address(172, 17, 0, 2).networkOrder, UInt32(0xAC11_0002).bigEndian)
@@ -157,7 +183,9 @@ final class ValidationTests: XCTestCase {
 
     func testMACParsing() {
         XCTAssertEqual(MACAddress("02:42:AC:11:00:02"), MACAddress("02-42-ac-11-00-02"))
-        for bad in ["02:42:ac:11:00", "02:42:ac:11:00:02:03", "2:42:ac:11:00:02", "02:42:ac:11:00:0g", "024:2a:c1:10:00:2", ""] {
+        for bad in [
+            "02:42:ac:11:00", "02:42:ac:11:00:02:03", "2:42:ac:11:00:02", "02:42:ac:11:00:0g", "024:2a:c1:10:00:2", "",
+        ] {
             XCTAssertNil(MACAddress(bad), bad)
         }
         XCTAssertEqual(MACAddress(dockerStyleFor: IPv4Address(172, 17, 0, 2)).description, "02:42:ac:11:00:02")
@@ -174,8 +202,9 @@ final class ValidationTests: XCTestCase {
             XCTAssertNil(PortSpec(bad), bad)
         }
         XCTAssertEqual(PortSpec(53, .udp).description, "53/udp")
-        XCTAssertEqual(PolicyFileReader.parseDockerBinding("127.0.0.1:8080:80/udp"),
-                       PublishedPort(hostIP: IPv4Address(127, 0, 0, 1), hostPort: 8080, containerPort: 80, proto: .udp))
+        XCTAssertEqual(
+            PolicyFileReader.parseDockerBinding("127.0.0.1:8080:80/udp"),
+            PublishedPort(hostIP: IPv4Address(127, 0, 0, 1), hostPort: 8080, containerPort: 80, proto: .udp))
         XCTAssertNil(PolicyFileReader.parseDockerBinding("8080"))
         XCTAssertNil(PolicyFileReader.parseDockerBinding("0:80"))
         XCTAssertNil(PolicyFileReader.parseDockerBinding("localhost:1:2"))
@@ -195,7 +224,8 @@ final class ValidationTests: XCTestCase {
     // MARK: Overrides
 
     func testOverrides() throws {
-        var overrides = PolicyOverrides(bridge: "br0", icc: true, ipForward: false, forwardPolicy: .accept, portHook: .xdp)
+        var overrides = PolicyOverrides(
+            bridge: "br0", icc: true, ipForward: false, forwardPolicy: .accept, portHook: .xdp)
         var policy = try overrides.apply(to: Sample.policy)
         XCTAssertEqual(policy.bridge, "br0")
         XCTAssertTrue(policy.icc)
@@ -215,10 +245,12 @@ final class ValidationTests: XCTestCase {
         // --allow-source replaces every interface's list.
         overrides.allowSources = [IPv4CIDR("10.0.0.0/8")!]
         policy = try overrides.apply(to: Sample.policy)
-        XCTAssertEqual(policy.extInterfaces.map(\.allowSources), [[IPv4CIDR("10.0.0.0/8")!], [IPv4CIDR("10.0.0.0/8")!]])
+        XCTAssertEqual(
+            policy.extInterfaces.map(\.allowSources), [[IPv4CIDR("10.0.0.0/8")!], [IPv4CIDR("10.0.0.0/8")!]])
 
         // ... and is refused when there is no interface to apply it to.
-        XCTAssertThrowsError(try PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!]).apply(to: Policy())) { error in
+        XCTAssertThrowsError(try PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!]).apply(to: Policy())) {
+            error in
             XCTAssertTrue("\(error)".contains("--allow-source"), "\(error)")
             XCTAssertTrue("\(error)".contains("10.0.0.0/8"), "\(error)")
             XCTAssertTrue("\(error)".contains("--ext-if"), "\(error)")

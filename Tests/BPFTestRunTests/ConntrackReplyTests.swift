@@ -23,7 +23,7 @@ import Glibc
 
 final class ConntrackReplyTests: TestRunTestCase {
     let container = Fixture.web.ip  // 10.88.0.2
-    let outside = refused.ip        // 100.64.0.9, not in ext0's allow-list
+    let outside = refused.ip  // 100.64.0.9, not in ext0's allow-list
 
     /// Sockets kept open until the test ends, so TCP stays established.
     private var sockets: [CInt] = []
@@ -52,7 +52,9 @@ final class ConntrackReplyTests: TestRunTestCase {
         if result < 0 { throw SocketError(description: "\(what): \(String(cString: strerror(errno)))") }
     }
 
-    private func withSockaddr<R>(_ ip: IPv4Address, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    private func withSockaddr<R>(_ ip: IPv4Address, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R)
+        -> R
+    {
         var address = socketAddress(ip, port)
         return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -70,7 +72,8 @@ final class ConntrackReplyTests: TestRunTestCase {
         return fd
     }
 
-    private func udpFlow(from source: IPv4Address, _ sport: UInt16, to destination: IPv4Address, _ dport: UInt16) throws {
+    private func udpFlow(from source: IPv4Address, _ sport: UInt16, to destination: IPv4Address, _ dport: UInt16) throws
+    {
         let server = try bound(Int32(SOCK_DGRAM.rawValue), 0, destination, dport)
         let client = try bound(Int32(SOCK_DGRAM.rawValue), 0, source, sport)
         let sent = withSockaddr(destination, dport) { sendto(client, "hello", 5, 0, $0, $1) }
@@ -81,7 +84,9 @@ final class ConntrackReplyTests: TestRunTestCase {
         try check(CInt(recv(server, &buffer, buffer.count, 0)), "receiving at \(destination):\(dport)")
     }
 
-    private func tcpConnection(from source: IPv4Address, _ sport: UInt16, to destination: IPv4Address, _ dport: UInt16) throws {
+    private func tcpConnection(from source: IPv4Address, _ sport: UInt16, to destination: IPv4Address, _ dport: UInt16)
+        throws
+    {
         let listener = try bound(Int32(SOCK_STREAM.rawValue), 0, destination, dport)
         try check(listen(listener, 4), "listen \(destination):\(dport)")
         let client = try bound(Int32(SOCK_STREAM.rawValue), 0, source, sport)
@@ -93,8 +98,9 @@ final class ConntrackReplyTests: TestRunTestCase {
 
     private func ping(from source: IPv4Address, to destination: IPv4Address, identifier: UInt16) throws {
         let fd = try bound(Int32(SOCK_RAW.rawValue), CInt(IPPROTO_ICMP), source, 0)
-        let echo = PacketBuilder.segment(.icmpEcho(identifier: identifier, sequence: 1), source: source,
-                                         destination: destination, payload: Array(repeating: 0x42, count: 8))
+        let echo = PacketBuilder.segment(
+            .icmpEcho(identifier: identifier, sequence: 1), source: source,
+            destination: destination, payload: Array(repeating: 0x42, count: 8))
         let sent = echo.withUnsafeBytes { bytes in
             withSockaddr(destination, 0) { sendto(fd, bytes.baseAddress, bytes.count, 0, $0, $1) }
         }
@@ -110,15 +116,17 @@ final class ConntrackReplyTests: TestRunTestCase {
         }
         // Conntrack is on in a namespace only once something there needs it.
         do {
-            try runCommand(["ip", "netns", "exec", namespace.name, "nft", "-f", "-"], input: """
-                table inet bntr_conntrack {
-                    chain output {
-                        type filter hook output priority 0;
-                        ct state new counter
+            try runCommand(
+                ["ip", "netns", "exec", namespace.name, "nft", "-f", "-"],
+                input: """
+                    table inet bntr_conntrack {
+                        chain output {
+                            type filter hook output priority 0;
+                            ct state new counter
+                        }
                     }
-                }
 
-                """)
+                    """)
         } catch {
             // Without nftables (or conntrack) in this kernel the flows below
             // would not be tracked and row 10 could not be shown here; the
@@ -127,14 +135,18 @@ final class ConntrackReplyTests: TestRunTestCase {
         }
 
         // The flows, and the tuples of their replies as they arrive from outside.
-        let udpReply = FlowTuple(source: Fixture.hostAddress, destination: container, sourcePort: 53, destinationPort: 40000,
-                                 proto: IPProtocol.udp)
-        let tcpReply = FlowTuple(source: Fixture.hostAddress, destination: container, sourcePort: 8000, destinationPort: 40001,
-                                 proto: IPProtocol.tcp)
-        let refusedUDPReply = FlowTuple(source: outside, destination: container, sourcePort: 7000, destinationPort: 40003,
-                                        proto: IPProtocol.udp)
-        let publishedReply = FlowTuple(source: outside, destination: Fixture.hostAddress, sourcePort: 443, destinationPort: 8080,
-                                       proto: IPProtocol.tcp)
+        let udpReply = FlowTuple(
+            source: Fixture.hostAddress, destination: container, sourcePort: 53, destinationPort: 40000,
+            proto: IPProtocol.udp)
+        let tcpReply = FlowTuple(
+            source: Fixture.hostAddress, destination: container, sourcePort: 8000, destinationPort: 40001,
+            proto: IPProtocol.tcp)
+        let refusedUDPReply = FlowTuple(
+            source: outside, destination: container, sourcePort: 7000, destinationPort: 40003,
+            proto: IPProtocol.udp)
+        let publishedReply = FlowTuple(
+            source: outside, destination: Fixture.hostAddress, sourcePort: 443, destinationPort: 8080,
+            proto: IPProtocol.tcp)
         let replies: Set<FlowTuple> = [udpReply, tcpReply, refusedUDPReply, publishedReply]
 
         let table = try namespace.run { () throws -> String in
@@ -147,17 +159,22 @@ final class ConntrackReplyTests: TestRunTestCase {
             // Someone outside opened a flow to the container: its own direction is original, not reply.
             try udpFlow(from: outside, 5555, to: container, 80)
             try ping(from: container, to: Fixture.hostAddress, identifier: 0x4d4d)
-            return (try? String(contentsOfFile: "/proc/thread-self/net/nf_conntrack", encoding: .utf8)) ?? "(unreadable)"
+            return (try? String(contentsOfFile: "/proc/thread-self/net/nf_conntrack", encoding: .utf8))
+                ?? "(unreadable)"
         }
-        for needle in ["sport=40000 dport=53", "sport=40001 dport=8000", "sport=40003 dport=7000", "sport=8080 dport=443",
-                       "sport=5555 dport=80", "type=8 code=0 id=19789"] {
+        for needle in [
+            "sport=40000 dport=53", "sport=40001 dport=8000", "sport=40003 dport=7000", "sport=8080 dport=443",
+            "sport=5555 dport=80", "type=8 code=0 id=19789",
+        ] {
             XCTAssertTrue(table.contains(needle), "conntrack in \(namespace.name) lacks \(needle):\n\(table)")
         }
         let conntrack: (FlowTuple) -> Bool = { replies.contains($0) }
 
         func reply(_ tuple: FlowTuple, flags: TCPFlags = [.syn, .ack]) -> [UInt8] {
-            let s = endpoint(tuple.source), d = Endpoint(mac: Fixture.hostMAC, ip: tuple.destination)
-            return tuple.proto == IPProtocol.tcp ? tcp(s, d, tuple.sourcePort, tuple.destinationPort, flags: flags)
+            let s = endpoint(tuple.source)
+            let d = Endpoint(mac: Fixture.hostMAC, ip: tuple.destination)
+            return tuple.proto == IPProtocol.tcp
+                ? tcp(s, d, tuple.sourcePort, tuple.destinationPort, flags: flags)
                 : udp(s, d, tuple.sourcePort, tuple.destinationPort)
         }
 
@@ -167,39 +184,54 @@ final class ConntrackReplyTests: TestRunTestCase {
             // Row 9 for a source outside ext0's list (198.51.100.1 is not in 198.51.100.128/25).
             let row9: Verdict = forward == .accept ? .drop(.source) : .drop(.forward)
             // Row 9 would drop these (forward, or source under accept): conntrack knows them as replies.
-            expectExt([ext0], reply(udpReply), .pass(.reply), "UDP reply to a container's DNS query, \(label)",
-                      conntrack: conntrack)
+            expectExt(
+                [ext0], reply(udpReply), .pass(.reply), "UDP reply to a container's DNS query, \(label)",
+                conntrack: conntrack)
             // Without a list, forward accept passes it before conntrack is asked.
-            expectExt([ext1, ext2], reply(udpReply), forward == .accept ? .pass(.forwardAccept) : .pass(.reply),
-                      "the same on an interface without a list, \(label)", conntrack: conntrack)
-            expectExt([ext0], reply(tcpReply), .pass(.reply), "TCP SYN-ACK to a container, \(label)", conntrack: conntrack)
-            expectExt([ext0], reply(tcpReply, flags: .ack), .pass(.reply), "TCP ACK to a container, \(label)", conntrack: conntrack)
-            expectExt([ext0], reply(refusedUDPReply), .pass(.reply),
-                      "reply from a source outside the allow-list to a container, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext1, ext2], reply(udpReply), forward == .accept ? .pass(.forwardAccept) : .pass(.reply),
+                "the same on an interface without a list, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], reply(tcpReply), .pass(.reply), "TCP SYN-ACK to a container, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], reply(tcpReply, flags: .ack), .pass(.reply), "TCP ACK to a container, \(label)",
+                conntrack: conntrack)
+            expectExt(
+                [ext0], reply(refusedUDPReply), .pass(.reply),
+                "reply from a source outside the allow-list to a container, \(label)", conntrack: conntrack)
             if forward == .accept {
-                expectExt([ext1, ext2], reply(refusedUDPReply), .pass(.forwardAccept),
-                          "no list there: no drop, so conntrack is not asked, \(label)", conntrack: conntrack)
+                expectExt(
+                    [ext1, ext2], reply(refusedUDPReply), .pass(.forwardAccept),
+                    "no list there: no drop, so conntrack is not asked, \(label)", conntrack: conntrack)
             }
             // Row 8 would drop this (refused source on a published port): a reply to the host's own connection.
-            expectExt([ext0], reply(publishedReply), .pass(.reply), "reply to the host from 8080's peer, \(label)",
-                      conntrack: conntrack)
-            expectExt([ext1], reply(publishedReply), .pass(.published), "the same where no list applies, \(label)",
-                      conntrack: conntrack)
+            expectExt(
+                [ext0], reply(publishedReply), .pass(.reply), "reply to the host from 8080's peer, \(label)",
+                conntrack: conntrack)
+            expectExt(
+                [ext1], reply(publishedReply), .pass(.published), "the same where no list applies, \(label)",
+                conntrack: conntrack)
 
             // Not replies: the original direction, an untracked port, the wrong protocol, ICMP.
-            expectExt([ext0], udp(refused, endpoint(container, mac: Fixture.hostMAC), 5555, 80),
-                      row9, "the original direction of a flow opened from outside, \(label)", conntrack: conntrack)
-            expectExt([ext0], udp(endpoint(Fixture.hostAddress), endpoint(container, mac: Fixture.hostMAC), 53, 40002),
-                      row9, "an untracked port, \(label)", conntrack: conntrack)
-            expectExt([ext0], tcp(endpoint(Fixture.hostAddress), endpoint(container, mac: Fixture.hostMAC), 53, 40000),
-                      row9, "TCP on a UDP flow's tuple, \(label)", conntrack: conntrack)
-            expectExt([ext0], PacketBuilder.ipv4Frame(EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC),
-                                                      IPv4Header(source: Fixture.hostAddress, destination: container),
-                                                      .icmpEcho(identifier: 0x4d4d, sequence: 1, reply: true),
-                                                      payload: Array(repeating: 0x42, count: 8)),
-                      row9,
-                      "ICMP echo reply to a tracked ping (the conntrack kfuncs take TCP and UDP only), \(label)",
-                      conntrack: conntrack)
+            expectExt(
+                [ext0], udp(refused, endpoint(container, mac: Fixture.hostMAC), 5555, 80),
+                row9, "the original direction of a flow opened from outside, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], udp(endpoint(Fixture.hostAddress), endpoint(container, mac: Fixture.hostMAC), 53, 40002),
+                row9, "an untracked port, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], tcp(endpoint(Fixture.hostAddress), endpoint(container, mac: Fixture.hostMAC), 53, 40000),
+                row9, "TCP on a UDP flow's tuple, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0],
+                PacketBuilder.ipv4Frame(
+                    EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC),
+                    IPv4Header(source: Fixture.hostAddress, destination: container),
+                    .icmpEcho(identifier: 0x4d4d, sequence: 1, reply: true),
+                    payload: Array(repeating: 0x42, count: 8)),
+                row9,
+                "ICMP echo reply to a tracked ping (the conntrack kfuncs take TCP and UDP only), \(label)",
+                conntrack: conntrack)
         }
     }
 }

@@ -25,8 +25,9 @@ final class DataplaneErrorTests: XCTestCase {
         XCTAssertTrue(wrapped(.resourceBusy).isBusy)
         XCTAssertTrue(wrapped(.fileExists).isBusy)
         // The verifier answers EACCES too: that is no missing privilege.
-        XCTAssertEqual(wrapped(.permissionDenied, verifierLog: "R0 !read_ok"),
-                       .runtime(wrapped(.permissionDenied, verifierLog: "R0 !read_ok").description))
+        XCTAssertEqual(
+            wrapped(.permissionDenied, verifierLog: "R0 !read_ok"),
+            .runtime(wrapped(.permissionDenied, verifierLog: "R0 !read_ok").description))
         XCTAssertEqual(wrapped(.invalidArgument), .runtime(wrapped(.invalidArgument).description))
         let message = wrapped(.resourceBusy).description
         XCTAssertEqual(wrapped(.resourceBusy), .busy(message))
@@ -34,8 +35,9 @@ final class DataplaneErrorTests: XCTestCase {
     }
 
     func testLinuxNetAndSystemErrorsAreClassedByErrno() {
-        let missing = LinuxNetError(operation: "open(/run/netns/x)", action: "opening network namespace /run/netns/x",
-                                    errno: ENOENT)
+        let missing = LinuxNetError(
+            operation: "open(/run/netns/x)", action: "opening network namespace /run/netns/x",
+            errno: ENOENT)
         XCTAssertEqual(DataplaneError("no namespace", classifying: missing), .notFound("no namespace"))
         XCTAssertEqual(DataplaneError("odd", classifying: CocoaError(.fileNoSuchFile)), .runtime("odd"))
         XCTAssertTrue(DataplaneError.system("writing /proc/sys/net/ipv4/ip_forward", errno: EACCES).isPermission)
@@ -46,8 +48,10 @@ final class DataplaneErrorTests: XCTestCase {
 
     func testOnlyBadInputIsTheOperatorsFault() {
         XCTAssertTrue(DataplaneError.badInput("bridge docker9: no such interface").isBadInput)
-        for error in [DataplaneError.notFound("a"), .noSpace("b"), .permission("c"), .busy("d"),
-                      .system("e", errno: ENOENT), .command("f", status: 1, stderr: ""), .runtime("g")] {
+        for error in [
+            DataplaneError.notFound("a"), .noSpace("b"), .permission("c"), .busy("d"),
+            .system("e", errno: ENOENT), .command("f", status: 1, stderr: ""), .runtime("g"),
+        ] {
             XCTAssertFalse(error.isBadInput, "\(error)")
             XCTAssertFalse(error.description.isEmpty)
         }

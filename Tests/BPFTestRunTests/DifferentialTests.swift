@@ -39,7 +39,8 @@ final class DifferentialTests: TestRunTestCase {
 
     static func seedFromEnvironment() -> UInt64? {
         guard let text = ProcessInfo.processInfo.environment["BPFNET_FUZZ_SEED"]?.trimmingCharacters(in: .whitespaces),
-              !text.isEmpty else { return nil }
+            !text.isEmpty
+        else { return nil }
         if text.lowercased().hasPrefix("0x") { return UInt64(text.dropFirst(2), radix: 16) }
         return UInt64(text)
     }
@@ -69,51 +70,75 @@ final class DifferentialTests: TestRunTestCase {
         }
 
         // Many containers with random exposed and published ports, many links.
-        let pool: [PortSpec] = [PortSpec(80), PortSpec(443), PortSpec(5432), PortSpec(6379), PortSpec(8080),
-                                PortSpec(53, .udp), PortSpec(123, .udp), PortSpec(5353, .udp),
-                                PortSpec(9899, .sctp), PortSpec(36412, .sctp)]
+        let pool: [PortSpec] = [
+            PortSpec(80), PortSpec(443), PortSpec(5432), PortSpec(6379), PortSpec(8080),
+            PortSpec(53, .udp), PortSpec(123, .udp), PortSpec(5353, .udp),
+            PortSpec(9899, .sctp), PortSpec(36412, .sctp),
+        ]
         var crowd: [Container] = []
         for i in 0..<24 {
             var exposed = (0..<random.int(0...3)).map { _ in random.pick(pool) }
-            if random.chance(20) { exposed.append(PortSpec(UInt16(random.int(1...65535)), random.pick([.tcp, .udp, .sctp]))) }
+            if random.chance(20) {
+                exposed.append(PortSpec(UInt16(random.int(1...65535)), random.pick([.tcp, .udp, .sctp])))
+            }
             var published: [PublishedPort] = []
             if let first = exposed.first, i % 3 == 0 {
-                published.append(PublishedPort(hostIP: random.chance(50) ? Fixture.hostAddress : nil, hostPort: UInt16(9000 + i),
-                                               containerPort: first.port, proto: first.proto))
+                published.append(
+                    PublishedPort(
+                        hostIP: random.chance(50) ? Fixture.hostAddress : nil, hostPort: UInt16(9000 + i),
+                        containerPort: first.port, proto: first.proto))
             }
-            crowd.append(Fixture.container(String(format: "c%02d", i), IPv4Address(10, 88, 0, UInt8(10 + i)),
-                                           exposed: exposed, published: published))
+            crowd.append(
+                Fixture.container(
+                    String(format: "c%02d", i), IPv4Address(10, 88, 0, UInt8(10 + i)),
+                    exposed: exposed, published: published))
         }
         var links: [Link] = []
         var linked = Set<String>()
         while links.count < 40 {
-            let parent = random.pick(crowd).name, child = random.pick(crowd).name
+            let parent = random.pick(crowd).name
+            let child = random.pick(crowd).name
             guard parent != child, linked.insert(parent + ">" + child).inserted else { continue }
             links.append(Link(parent: parent, child: child))
         }
-        let manyLinks = Policy(icc: false, forwardPolicy: .accept,
-                               extInterfaces: [ExternalInterface(name: "ext0", allowSources: [IPv4CIDR("203.0.113.0/25")!,
-                                                                                               IPv4CIDR("198.51.100.200/32")!,
-                                                                                               IPv4CIDR("10.0.0.0/8")!]),
-                                               ExternalInterface(name: "ext1", allowSources: [IPv4CIDR("0.0.0.0/0")!])],
-                               containers: Fixture.containers + crowd, links: Fixture.links + links)
+        let manyLinks = Policy(
+            icc: false, forwardPolicy: .accept,
+            extInterfaces: [
+                ExternalInterface(
+                    name: "ext0",
+                    allowSources: [
+                        IPv4CIDR("203.0.113.0/25")!,
+                        IPv4CIDR("198.51.100.200/32")!,
+                        IPv4CIDR("10.0.0.0/8")!,
+                    ]),
+                ExternalInterface(name: "ext1", allowSources: [IPv4CIDR("0.0.0.0/0")!]),
+            ],
+            containers: Fixture.containers + crowd, links: Fixture.links + links)
 
         var open = Fixture.policy(icc: true, forward: .accept, allowList: false)
         open.extInterfaces.append(ExternalInterface(name: "ext2"))
 
         // No bridge address known: only container keys are "inside"; containers anywhere.
         var unknownBridge = Fixture.policy(icc: false, forward: .accept)
-        unknownBridge.extInterfaces = [ExternalInterface(name: "ext1", allowSources: [IPv4CIDR("100.64.0.0/10")!]),
-                                       ExternalInterface(name: "ext2", allowSources: [IPv4CIDR("203.0.113.7/32")!])]
+        unknownBridge.extInterfaces = [
+            ExternalInterface(name: "ext1", allowSources: [IPv4CIDR("100.64.0.0/10")!]),
+            ExternalInterface(name: "ext2", allowSources: [IPv4CIDR("203.0.113.7/32")!]),
+        ]
         unknownBridge.containers.append(Fixture.container("far", IPv4Address(192, 168, 77, 7), exposed: [PortSpec(22)]))
         unknownBridge.links.append(Link(parent: "far", child: "db"))
 
         return [
             ("icc on, forward drop, ext0 list", try compile(Fixture.policy(icc: true, forward: .drop))),
             ("icc off, forward drop, ext0 list", try compile(Fixture.policy(icc: false, forward: .drop))),
-            ("icc off, forward accept, 29 containers, 42 links, lists on ext0 and ext1 (0.0.0.0/0)", try compile(manyLinks)),
+            (
+                "icc off, forward accept, 29 containers, 42 links, lists on ext0 and ext1 (0.0.0.0/0)",
+                try compile(manyLinks)
+            ),
             ("icc on, forward accept, no lists, ext2 an ext interface", try compile(open)),
-            ("no bridge address, icc off, forward accept, lists on ext1 and ext2", try compile(unknownBridge, bridge: nil)),
+            (
+                "no bridge address, icc off, forward accept, lists on ext1 and ext2",
+                try compile(unknownBridge, bridge: nil)
+            ),
             // What the programs see between load and the first policy: an all-zero config, no entries.
             ("nothing loaded (zero config, empty maps)", MapState.empty),
         ]
@@ -145,7 +170,8 @@ final class DifferentialTests: TestRunTestCase {
 
     func runCampaign(seed: UInt64, frames: Int, requireEveryReason: Bool) throws {
         let seedText = "0x" + String(seed, radix: 16)
-        let replay = "BPFNET_FUZZ_SEED=\(seedText) swift test --filter BPFTestRunTests.DifferentialTests/testFixedSeedKernelAgreesWithTheModel"
+        let replay =
+            "BPFNET_FUZZ_SEED=\(seedText) swift test --filter BPFTestRunTests.DifferentialTests/testFixedSeedKernelAgreesWithTheModel"
         print("differential: seed \(seedText), \(frames) frames × (port tc, port XDP, ext); replay with \(replay)")
 
         let policies = try policies(seed: seed)
@@ -153,16 +179,22 @@ final class DifferentialTests: TestRunTestCase {
         let segments = (frames + Self.segmentLength - 1) / Self.segmentLength
         // Every policy once in a shuffled order, then random switches.
         var schedule = Array(policies.indices)
-        for i in stride(from: schedule.count - 1, to: 0, by: -1) { schedule.swapAt(i, Int(random.below(UInt64(i + 1)))) }
+        for i in stride(from: schedule.count - 1, to: 0, by: -1) {
+            schedule.swapAt(i, Int(random.below(UInt64(i + 1))))
+        }
         while schedule.count < segments { schedule.append(Int(random.below(UInt64(policies.count)))) }
 
         let namespace = rig.namespace
-        let ingresses = [namespace.index("ext0"), namespace.index("ext1"), namespace.index("ext2"), namespace.index("lo")]
+        let ingresses = [
+            namespace.index("ext0"), namespace.index("ext1"), namespace.index("ext2"), namespace.index("lo"),
+        ]
         let start = try rig.counters()
         var kernelMirror = Tally()  // what the kernel's slots hold, relative to `start`
         var model = Tally()
         var disagreements: [Disagreement] = []
-        var runs = 0, refused = 0, linkBased = 0
+        var runs = 0
+        var refused = 0
+        var linkBased = 0
         let clock = ContinuousClock()
         let began = clock.now
 
@@ -170,7 +202,8 @@ final class DifferentialTests: TestRunTestCase {
         let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
         defer { buffer.deallocate() }
         let counterFD = rig.counterMap.handle.fd
-        let cpus = rig.counterMap.possibleCPUs, stride = rig.counterMap.valueStride
+        let cpus = rig.counterMap.possibleCPUs
+        let stride = rig.counterMap.valueStride
         let values = UnsafeMutableRawPointer.allocate(byteCount: cpus * stride, alignment: 8)
         defer { values.deallocate() }
         func kernelPackets(_ slot: Int) throws -> UInt64 {
@@ -187,8 +220,9 @@ final class DifferentialTests: TestRunTestCase {
             let (name, desired) = policies[schedule[segment]]
             let state = try rig.write(desired)
             let reference = ReferenceDataplane(state: state)
-            var source = FrameSource(state: state, seed: seed ^ UInt64(segment + 1) &* 0x9E37_79B9_7F4A_7C15,
-                                     ingresses: ingresses)
+            var source = FrameSource(
+                state: state, seed: seed ^ UInt64(segment + 1) &* 0x9E37_79B9_7F4A_7C15,
+                ingresses: ingresses)
             let count = min(Self.segmentLength, frames - segment * Self.segmentLength)
             let rig = self.rig!
 
@@ -211,7 +245,9 @@ final class DifferentialTests: TestRunTestCase {
                             let code: UInt32
                             do {
                                 code = try rig.runOnCurrentThread(hook, data)
-                            } catch let error as BPFError where error.errno == .invalidArgument && hook.testRunMayRefuse(Array(frame)) {
+                            } catch let error as BPFError
+                                where error.errno == .invalidArgument && hook.testRunMayRefuse(Array(frame))
+                            {
                                 refused += 1  // never ran (see `testRunMayRefuse`); the XDP run covers the frame
                                 return
                             }
@@ -219,18 +255,24 @@ final class DifferentialTests: TestRunTestCase {
                             let slot = hook.program.counterIndex(expected.reason)
                             model.count(slot, bytes: length)
                             if hook.action(of: code) == expected.action,
-                               try kernelPackets(slot) &- start[slot].packets == kernelMirror.packets[slot] &+ 1 {
+                                try kernelPackets(slot) &- start[slot].packets == kernelMirror.packets[slot] &+ 1
+                            {
                                 kernelMirror.count(slot, bytes: length)
                                 return
                             }
                             // Slow path: which slot did the kernel count?
                             let now = try rig.counters()
-                            let moved = now.indices.first { now[$0].packets &- start[$0].packets != kernelMirror.packets[$0] }
+                            let moved = now.indices.first {
+                                now[$0].packets &- start[$0].packets != kernelMirror.packets[$0]
+                            }
                             if let moved { kernelMirror.count(moved, bytes: length) }
-                            disagreements.append(Disagreement(
-                                segment: segment, policy: name, index: index - 1, origin: "\(base.kind), \(variant)", hook: hook,
-                                frame: Array(frame), kernelCode: code,
-                                kernelReason: moved.map { Reason(rawValue: UInt32($0 % Reason.slotsPerProgram)) }, model: expected))
+                            disagreements.append(
+                                Disagreement(
+                                    segment: segment, policy: name, index: index - 1,
+                                    origin: "\(base.kind), \(variant)", hook: hook,
+                                    frame: Array(frame), kernelCode: code,
+                                    kernelReason: moved.map { Reason(rawValue: UInt32($0 % Reason.slotsPerProgram)) },
+                                    model: expected))
                         }
                         try check(index % 2 == 0 ? .portTC : .portTCContext, port)
                         try check(.portXDP, port)
@@ -243,8 +285,10 @@ final class DifferentialTests: TestRunTestCase {
 
         // Every disagreement, the first few in full.
         for d in disagreements.prefix(5) {
-            let kernel = "\(d.hook.action(of: d.kernelCode).map(\.rawValue) ?? "code") \(d.kernelReason.map(\.name) ?? "no counter")"
-            XCTFail("""
+            let kernel =
+                "\(d.hook.action(of: d.kernelCode).map(\.rawValue) ?? "code") \(d.kernelReason.map(\.name) ?? "no counter")"
+            XCTFail(
+                """
                 differential disagreement, seed \(seedText) (replay: \(replay))
                   policy \(d.policy) (segment \(d.segment)), frame \(d.index) of the segment (\(d.origin)), \(d.hook)
                   kernel: \(kernel) (return code \(d.kernelCode))
@@ -256,9 +300,12 @@ final class DifferentialTests: TestRunTestCase {
         if disagreements.count > 5 {
             var byKind: [String: Int] = [:]
             for d in disagreements {
-                byKind["\(d.hook.program): kernel \(d.kernelReason.map(\.name) ?? "?") vs model \(d.model.reason)", default: 0] += 1
+                byKind[
+                    "\(d.hook.program): kernel \(d.kernelReason.map(\.name) ?? "?") vs model \(d.model.reason)",
+                    default: 0] += 1
             }
-            XCTFail("seed \(seedText): \(disagreements.count) disagreements in all: "
+            XCTFail(
+                "seed \(seedText): \(disagreements.count) disagreements in all: "
                     + byKind.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: "; "))
         }
 
@@ -266,12 +313,17 @@ final class DifferentialTests: TestRunTestCase {
         let end = try rig.counters()
         var totalsDiffer: [String] = []
         for slot in 0..<ProgramKind.counterSlots {
-            let packets = end[slot].packets &- start[slot].packets, bytes = end[slot].bytes &- start[slot].bytes
+            let packets = end[slot].packets &- start[slot].packets
+            let bytes = end[slot].bytes &- start[slot].bytes
             if packets != model.packets[slot] || bytes != model.bytes[slot] {
-                totalsDiffer.append("\(slotName(slot)): kernel \(packets) packets/\(bytes) bytes, model \(model.packets[slot])/\(model.bytes[slot])")
+                totalsDiffer.append(
+                    "\(slotName(slot)): kernel \(packets) packets/\(bytes) bytes, model \(model.packets[slot])/\(model.bytes[slot])"
+                )
             }
         }
-        XCTAssertTrue(totalsDiffer.isEmpty, "seed \(seedText): counter totals differ:\n  " + totalsDiffer.joined(separator: "\n  "))
+        XCTAssertTrue(
+            totalsDiffer.isEmpty,
+            "seed \(seedText): counter totals differ:\n  " + totalsDiffer.joined(separator: "\n  "))
 
         // What the campaign exercised.
         var lines: [String] = []
@@ -283,18 +335,30 @@ final class DifferentialTests: TestRunTestCase {
             lines.append("  \(program): " + seen.joined(separator: ", "))
         }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("differential: seed \(seedText): \(frames) frames (\(linkBased) link-rule bases), \(runs) test runs (\(refused) tc runs refused by the kernel), \(segments) segments over \(policies.count) policies, "
-              + "\(disagreements.count) disagreements, \(String(format: "%.1f", seconds)) s\n" + lines.joined(separator: "\n"))
+        print(
+            "differential: seed \(seedText): \(frames) frames (\(linkBased) link-rule bases), \(runs) test runs (\(refused) tc runs refused by the kernel), \(segments) segments over \(policies.count) policies, "
+                + "\(disagreements.count) disagreements, \(String(format: "%.1f", seconds)) s\n"
+                + lines.joined(separator: "\n"))
 
         if requireEveryReason {
             // With the default seed the campaign reaches every verdict a test run can produce
             // (not `reply`: its conntrack table is empty; ConntrackReplyTests shows it).
-            let port: [Reason] = [.nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed]
-            let ext: [Reason] = [.nonIP, .ipv6, .published, .forwardAccept, .local, .fragment, .source, .forward, .malformed]
+            let port: [Reason] = [
+                .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed,
+            ]
+            let ext: [Reason] = [
+                .nonIP, .ipv6, .published, .forwardAccept, .local, .fragment, .source, .forward, .malformed,
+            ]
             for program in [ProgramKind.portTC, .portXDP] {
-                for reason in port { XCTAssertGreaterThan(model.packets[program.counterIndex(reason)], 0, "\(program) never saw \(reason)") }
+                for reason in port {
+                    XCTAssertGreaterThan(
+                        model.packets[program.counterIndex(reason)], 0, "\(program) never saw \(reason)")
+                }
             }
-            for reason in ext { XCTAssertGreaterThan(model.packets[ProgramKind.extXDP.counterIndex(reason)], 0, "ext never saw \(reason)") }
+            for reason in ext {
+                XCTAssertGreaterThan(
+                    model.packets[ProgramKind.extXDP.counterIndex(reason)], 0, "ext never saw \(reason)")
+            }
         }
     }
 }

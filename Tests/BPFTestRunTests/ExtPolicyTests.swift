@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Rows 8, 9 and 11 of the policy table (DESIGN.md section 1) through the real
+// Rows 8, 9 and 11 of the policy table (docs/policy.md) through the real
 // ext program, arriving on ext0 (allow-list 203.0.113.0/24 and
 // 198.51.100.128/25), ext1 (no list), ext2 (a device that is no ext interface)
 // and loopback, with the forward policy drop/accept and ext0's list on/off
@@ -21,32 +21,50 @@ final class ExtPolicyTests: TestRunTestCase {
             try apply(icc: false, forward: forward)
             let label = "forward=\(forward), ext0 list on"
             // Wildcard binding 8080/tcp.
-            expectExt(everyIngress, tcp(admitted, host, 50000, 8080), .pass(.published), "8080 from an admitted source, \(label)")
-            expectExt([ext0], tcp(refused, host, 50000, 8080), .drop(.source), "8080 from a refused source on ext0, \(label)")
-            expectExt(withoutList, tcp(refused, host, 50000, 8080), .pass(.published), "8080 where no list applies, \(label)")
+            expectExt(
+                everyIngress, tcp(admitted, host, 50000, 8080), .pass(.published),
+                "8080 from an admitted source, \(label)")
+            expectExt(
+                [ext0], tcp(refused, host, 50000, 8080), .drop(.source), "8080 from a refused source on ext0, \(label)")
+            expectExt(
+                withoutList, tcp(refused, host, 50000, 8080), .pass(.published), "8080 where no list applies, \(label)")
             // The edges of 198.51.100.128/25.
-            for (last, verdict) in [(UInt8(127), Verdict.drop(.source)), (128, .pass(.published)), (200, .pass(.published)),
-                                    (255, .pass(.published))] {
-                expectExt([ext0], tcp(endpoint(IPv4Address(198, 51, 100, last)), host, 50000, 8080), verdict,
-                          "8080 from 198.51.100.\(last), \(label)")
+            for (last, verdict) in [
+                (UInt8(127), Verdict.drop(.source)), (128, .pass(.published)), (200, .pass(.published)),
+                (255, .pass(.published)),
+            ] {
+                expectExt(
+                    [ext0], tcp(endpoint(IPv4Address(198, 51, 100, last)), host, 50000, 8080), verdict,
+                    "8080 from 198.51.100.\(last), \(label)")
             }
-            expectExt([ext0], tcp(endpoint(IPv4Address(203, 0, 114, 0)), host, 50000, 8080), .drop(.source),
-                      "8080 from just above 203.0.113.0/24, \(label)")
-            expectExt([ext0], tcp(endpoint(IPv4Address(203, 0, 112, 255)), host, 50000, 8080), .drop(.source),
-                      "8080 from just below 203.0.113.0/24, \(label)")
+            expectExt(
+                [ext0], tcp(endpoint(IPv4Address(203, 0, 114, 0)), host, 50000, 8080), .drop(.source),
+                "8080 from just above 203.0.113.0/24, \(label)")
+            expectExt(
+                [ext0], tcp(endpoint(IPv4Address(203, 0, 112, 255)), host, 50000, 8080), .drop(.source),
+                "8080 from just below 203.0.113.0/24, \(label)")
             // The wildcard binding is enforced for every non-container destination (fail-closed).
-            expectExt([ext0], tcp(refused, endpoint(Fixture.otherHostAddress, mac: Fixture.hostMAC), 50000, 8080),
-                      .drop(.source), "8080 on the host's other address, \(label)")
-            expectExt([ext0], tcp(refused, endpoint(IPv4Address(8, 8, 8, 8), mac: Fixture.hostMAC), 50000, 8080),
-                      .drop(.source), "8080 on a foreign address, \(label)")
-            expectExt([ext0], tcp(refused, bridgeEndpoint, 50000, 8080), .drop(.source), "8080 on the bridge address, \(label)")
-            expectExt([ext0], tcp(admitted, bridgeEndpoint, 50000, 8080), .pass(.published), "8080 on the bridge address, admitted, \(label)")
+            expectExt(
+                [ext0], tcp(refused, endpoint(Fixture.otherHostAddress, mac: Fixture.hostMAC), 50000, 8080),
+                .drop(.source), "8080 on the host's other address, \(label)")
+            expectExt(
+                [ext0], tcp(refused, endpoint(IPv4Address(8, 8, 8, 8), mac: Fixture.hostMAC), 50000, 8080),
+                .drop(.source), "8080 on a foreign address, \(label)")
+            expectExt(
+                [ext0], tcp(refused, bridgeEndpoint, 50000, 8080), .drop(.source),
+                "8080 on the bridge address, \(label)")
+            expectExt(
+                [ext0], tcp(admitted, bridgeEndpoint, 50000, 8080), .pass(.published),
+                "8080 on the bridge address, admitted, \(label)")
             // A binding to one host address: only that address.
-            expectExt([ext0], tcp(admitted, host, 50000, 8443), .pass(.published), "8443 on its address, admitted, \(label)")
+            expectExt(
+                [ext0], tcp(admitted, host, 50000, 8443), .pass(.published), "8443 on its address, admitted, \(label)")
             expectExt([ext0], tcp(refused, host, 50000, 8443), .drop(.source), "8443 on its address, refused, \(label)")
-            expectExt(withoutList, tcp(refused, host, 50000, 8443), .pass(.published), "8443 where no list applies, \(label)")
-            expectExt([ext0], tcp(refused, endpoint(Fixture.otherHostAddress, mac: Fixture.hostMAC), 50000, 8443),
-                      .pass(.local), "8443 on another host address (not bound there), \(label)")
+            expectExt(
+                withoutList, tcp(refused, host, 50000, 8443), .pass(.published), "8443 where no list applies, \(label)")
+            expectExt(
+                [ext0], tcp(refused, endpoint(Fixture.otherHostAddress, mac: Fixture.hostMAC), 50000, 8443),
+                .pass(.local), "8443 on another host address (not bound there), \(label)")
             // UDP binding; the protocol is part of the key.
             expectExt([ext0], udp(admitted, host, 50000, 5353), .pass(.published), "5353/udp admitted, \(label)")
             expectExt([ext0], udp(refused, host, 50000, 5353), .drop(.source), "5353/udp refused, \(label)")
@@ -54,7 +72,8 @@ final class ExtPolicyTests: TestRunTestCase {
             expectExt([ext0], udp(refused, host, 50000, 8080), .pass(.local), "8080/udp is not published, \(label)")
             expectExt([ext0], sctp(refused, host, 50000, 8080), .pass(.local), "8080/sctp is not published, \(label)")
             // Matched on the host port, before DNAT: the container port means nothing here.
-            expectExt([ext0], tcp(refused, host, 50000, 80), .pass(.local), "the container port 80 on the host, \(label)")
+            expectExt(
+                [ext0], tcp(refused, host, 50000, 80), .pass(.local), "the container port 80 on the host, \(label)")
             expectExt([ext0], tcp(refused, host, 8080, 50000), .pass(.local), "8080 as the source port, \(label)")
             expectExt([ext0], icmp(refused, host), .pass(.local), "ping the host, \(label)")
 
@@ -90,30 +109,41 @@ final class ExtPolicyTests: TestRunTestCase {
             }
             try apply(icc: icc, forward: .accept)
             for (name, frame) in containerTargets {
-                expectExt(everyIngress, frame(admitted), .pass(.forwardAccept), "\(name), forward accept, admitted, icc=\(icc)")
+                expectExt(
+                    everyIngress, frame(admitted), .pass(.forwardAccept),
+                    "\(name), forward accept, admitted, icc=\(icc)")
                 expectExt([ext0], frame(refused), .drop(.source), "\(name), forward accept, refused on ext0")
-                expectExt(withoutList, frame(refused), .pass(.forwardAccept),
-                          "\(name), forward accept, refused source where no list applies")
+                expectExt(
+                    withoutList, frame(refused), .pass(.forwardAccept),
+                    "\(name), forward accept, refused source where no list applies")
             }
             try apply(icc: icc, forward: .accept, allowList: false)
             for (name, frame) in containerTargets {
-                expectExt(everyIngress, frame(refused), .pass(.forwardAccept),
-                          "\(name), forward accept, ext0 list off")
+                expectExt(
+                    everyIngress, frame(refused), .pass(.forwardAccept),
+                    "\(name), forward accept, ext0 list off")
             }
         }
 
         // Neither the bridge's own address nor multicast is a container address.
         try apply(icc: false, forward: .drop)
         expectExt(everyIngress, tcp(refused, bridgeEndpoint, 50000, 22), .pass(.local), "the bridge address, ssh")
-        expectExt(everyIngress, udp(refused, endpoint(IPv4Address(239, 255, 255, 250)), 1900, 1900), .pass(.local), "multicast")
+        expectExt(
+            everyIngress, udp(refused, endpoint(IPv4Address(239, 255, 255, 250)), 1900, 1900), .pass(.local),
+            "multicast")
         // ... and a wildcard published port does not cover it: Docker DNATs only local unicast addresses.
-        expectExt([ext0], udp(refused, endpoint(IPv4Address(224, 0, 0, 251)), 5353, 5353), .pass(.local),
-                  "multicast to the published 5353/udp")
-        expectExt([ext0], udp(refused, endpoint(IPv4Address(255, 255, 255, 255)), 5353, 5353), .pass(.local),
-                  "broadcast to the published 5353/udp")
-        expectExt(everyIngress, udp(refused, endpoint(IPv4Address(255, 255, 255, 255)), 68, 67), .pass(.local), "limited broadcast")
-        expectExt(everyIngress, tcp(refused, endpoint(IPv4Address(10, 88, 1, 2)), 50000, 80), .pass(.local),
-                  "just outside the bridge subnet")
+        expectExt(
+            [ext0], udp(refused, endpoint(IPv4Address(224, 0, 0, 251)), 5353, 5353), .pass(.local),
+            "multicast to the published 5353/udp")
+        expectExt(
+            [ext0], udp(refused, endpoint(IPv4Address(255, 255, 255, 255)), 5353, 5353), .pass(.local),
+            "broadcast to the published 5353/udp")
+        expectExt(
+            everyIngress, udp(refused, endpoint(IPv4Address(255, 255, 255, 255)), 68, 67), .pass(.local),
+            "limited broadcast")
+        expectExt(
+            everyIngress, tcp(refused, endpoint(IPv4Address(10, 88, 1, 2)), 50000, 80), .pass(.local),
+            "just outside the bridge subnet")
     }
 
     // MARK: Row 11
@@ -126,10 +156,12 @@ final class ExtPolicyTests: TestRunTestCase {
                 for source in [admitted, refused] {
                     expectExt(everyIngress, tcp(source, host, 50000, 22), .pass(.local), "ssh to the host, \(label)")
                     expectExt(everyIngress, udp(source, host, 50000, 9999), .pass(.local), "UDP to the host, \(label)")
-                    expectExt(everyIngress, sctp(source, host, 50000, 9899), .pass(.local), "SCTP to the host, \(label)")
+                    expectExt(
+                        everyIngress, sctp(source, host, 50000, 9899), .pass(.local), "SCTP to the host, \(label)")
                     expectExt(everyIngress, icmp(source, host), .pass(.local), "ping the host, \(label)")
                     expectExt(everyIngress, raw(source, host), .pass(.local), "GRE to the host, \(label)")
-                    expectExt(everyIngress, tcp(source, host, 50000, 8081), .pass(.local), "an unpublished port, \(label)")
+                    expectExt(
+                        everyIngress, tcp(source, host, 50000, 8081), .pass(.local), "an unpublished port, \(label)")
                 }
             }
         }
@@ -140,23 +172,36 @@ final class ExtPolicyTests: TestRunTestCase {
     func testNonIPAndIPv6PassOnExternalInterfaces() throws {
         for forward in ForwardPolicy.allCases {
             try apply(icc: false, forward: forward)
-            expectExt(everyIngress, arp(from: admitted, target: Fixture.hostAddress), .pass(.nonIP), "ARP, forward=\(forward)")
-            expectExt(everyIngress, arp(from: refused, target: Fixture.hostAddress, vlans: [q8021Q]), .pass(.nonIP),
-                      "tagged ARP, forward=\(forward)")
-            expectExt(everyIngress, PacketBuilder.ethernet(EthernetHeader(destination: MACAddress(0x01, 0x80, 0xc2, 0, 0, 0x0e),
-                                                                          source: Fixture.routerMAC),
-                                                           etherType: EtherType.lldp, payload: Array(repeating: 0, count: 46)),
-                      .pass(.nonIP), "LLDP, forward=\(forward)")
+            expectExt(
+                everyIngress, arp(from: admitted, target: Fixture.hostAddress), .pass(.nonIP), "ARP, forward=\(forward)"
+            )
+            expectExt(
+                everyIngress, arp(from: refused, target: Fixture.hostAddress, vlans: [q8021Q]), .pass(.nonIP),
+                "tagged ARP, forward=\(forward)")
+            expectExt(
+                everyIngress,
+                PacketBuilder.ethernet(
+                    EthernetHeader(
+                        destination: MACAddress(0x01, 0x80, 0xc2, 0, 0, 0x0e),
+                        source: Fixture.routerMAC),
+                    etherType: EtherType.lldp, payload: Array(repeating: 0, count: 46)),
+                .pass(.nonIP), "LLDP, forward=\(forward)")
             // The default bridge is IPv4-only: IPv6 is the host's, whatever the MAC.
-            expectExt(everyIngress, ipv6(to: Fixture.hostMAC, from: Fixture.routerMAC), .pass(.ipv6), "IPv6 to the host")
-            expectExt(everyIngress, ipv6(to: Fixture.db.mac, from: Fixture.routerMAC), .pass(.ipv6), "IPv6 to a container's MAC")
-            expectExt(everyIngress, ipv6(to: MACAddress(0x33, 0x33, 0, 0, 0, 1), from: Fixture.routerMAC), .pass(.ipv6),
-                      "IPv6 multicast")
-            expectExt([ext0], ipv6(to: Fixture.hostMAC, from: Fixture.routerMAC, vlans: [q8021ad, q8021Q]), .pass(.ipv6),
-                      "double-tagged IPv6")
+            expectExt(
+                everyIngress, ipv6(to: Fixture.hostMAC, from: Fixture.routerMAC), .pass(.ipv6), "IPv6 to the host")
+            expectExt(
+                everyIngress, ipv6(to: Fixture.db.mac, from: Fixture.routerMAC), .pass(.ipv6),
+                "IPv6 to a container's MAC")
+            expectExt(
+                everyIngress, ipv6(to: MACAddress(0x33, 0x33, 0, 0, 0, 1), from: Fixture.routerMAC), .pass(.ipv6),
+                "IPv6 multicast")
+            expectExt(
+                [ext0], ipv6(to: Fixture.hostMAC, from: Fixture.routerMAC, vlans: [q8021ad, q8021Q]), .pass(.ipv6),
+                "double-tagged IPv6")
             // Three tags: not parsed, so not IP.
-            expectExt([ext0], tcp(refused, web, 50000, 80, vlans: [q8021ad, q8021Q, VLANTag(vid: 3)]), .pass(.nonIP),
-                      "three tags around TCP to a container")
+            expectExt(
+                [ext0], tcp(refused, web, 50000, 80, vlans: [q8021ad, q8021Q, VLANTag(vid: 3)]), .pass(.nonIP),
+                "three tags around TCP to a container")
         }
     }
 
@@ -168,7 +213,8 @@ final class ExtPolicyTests: TestRunTestCase {
             let name = tags.map { $0.tpid == EtherType.vlan ? "802.1Q" : "802.1ad" }.joined(separator: "+")
             expectExt([ext0], tcp(admitted, web, 50000, 80, vlans: tags), .drop(.forward), "\(name) to a container")
             expectExt([ext0], tcp(refused, host, 50000, 8080, vlans: tags), .drop(.source), "\(name) refused to 8080")
-            expectExt([ext0], tcp(admitted, host, 50000, 8080, vlans: tags), .pass(.published), "\(name) admitted to 8080")
+            expectExt(
+                [ext0], tcp(admitted, host, 50000, 8080, vlans: tags), .pass(.published), "\(name) admitted to 8080")
             expectExt([ext0], tcp(refused, host, 50000, 22, vlans: tags), .pass(.local), "\(name) ssh to the host")
         }
     }
@@ -177,10 +223,11 @@ final class ExtPolicyTests: TestRunTestCase {
 
     func testNonFirstFragmentsPassTheFirstDecides() throws {
         func fragments(_ s: Endpoint, _ d: Endpoint, _ dport: UInt16) -> [[UInt8]] {
-            PacketBuilder.fragments(EthernetHeader(destination: d.mac, source: s.mac),
-                                    IPv4Header(source: s.ip, destination: d.ip, identification: 0x5151),
-                                    .udp(sourcePort: 50000, destinationPort: dport),
-                                    payload: Array(repeating: 0x44, count: 300), fragmentSize: 128)
+            PacketBuilder.fragments(
+                EthernetHeader(destination: d.mac, source: s.mac),
+                IPv4Header(source: s.ip, destination: d.ip, identification: 0x5151),
+                .udp(sourcePort: 50000, destinationPort: dport),
+                payload: Array(repeating: 0x44, count: 300), fragmentSize: 128)
         }
         try apply(icc: false, forward: .drop)
         var f = fragments(admitted, db, 53)

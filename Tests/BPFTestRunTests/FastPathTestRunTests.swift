@@ -24,7 +24,8 @@ final class FastPathTestRunTests: XCTestCase {
     private let bridgeMAC = MACAddress(0x02, 0x42, 0x0a, 0x58, 0x00, 0x01)
     private let a = Endpoint(mac: MACAddress(0x02, 0x42, 0x0a, 0x58, 0x00, 0x02), ip: IPv4Address(10, 88, 0, 2))
     private let b = Endpoint(mac: MACAddress(0x02, 0x42, 0x0a, 0x58, 0x00, 0x03), ip: IPv4Address(10, 88, 0, 3))
-    private let outside = Endpoint(mac: MACAddress(0x02, 0x00, 0xc6, 0x33, 0x64, 0x02), ip: IPv4Address(198, 51, 100, 2))
+    private let outside = Endpoint(
+        mac: MACAddress(0x02, 0x00, 0xc6, 0x33, 0x64, 0x02), ip: IPv4Address(198, 51, 100, 2))
     private let extMAC = MACAddress(0x02, 0x00, 0xc6, 0x33, 0x64, 0x01)
 
     private var lab: FastPathLab!
@@ -45,12 +46,15 @@ final class FastPathTestRunTests: XCTestCase {
     }
 
     func testTCLinkedPairIsFastPathedAndUnlinkedIsStillDropped() throws {
-        try lab.configure(icc: false, fastPath: true, a: a, b: b,
-                          links: [LinkRule(source: a.ip, destination: b.ip, port: 80, proto: 6, direction: .forward)])
-        XCTAssertEqual(try lab.runTC(PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 80)),
-                       Self.tcRedirect)
-        XCTAssertEqual(try lab.runTC(PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 81)),
-                       Self.tcShot)
+        try lab.configure(
+            icc: false, fastPath: true, a: a, b: b,
+            links: [LinkRule(source: a.ip, destination: b.ip, port: 80, proto: 6, direction: .forward)])
+        XCTAssertEqual(
+            try lab.runTC(PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 80)),
+            Self.tcRedirect)
+        XCTAssertEqual(
+            try lab.runTC(PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 81)),
+            Self.tcShot)
         XCTAssertEqual(try lab.fastPathCount(.portTC, .hit), 1, "a drop counts no fast-path event")
         XCTAssertEqual(try lab.fastPathTotal(.portTC), 1)
         XCTAssertEqual(try lab.reasonCount(.portTC, .link), 1)
@@ -60,22 +64,52 @@ final class FastPathTestRunTests: XCTestCase {
     func testTCFallbacksPassUntouchedAndSayWhy() throws {
         try lab.configure(icc: true, fastPath: true, a: a, b: b)
         let cases: [(String, [UInt8], FastPathEvent)] = [
-            ("for the bridge's MAC (routed by the host)",
-             PacketBuilder.udpFrame(from: a, to: Endpoint(mac: bridgeMAC, ip: b.ip), sourcePort: 1, destinationPort: 2), .mac),
-            ("VLAN-tagged", PacketBuilder.udpFrame(from: a, to: b, sourcePort: 1, destinationPort: 2, vlans: [VLANTag(vid: 7)]), .vlan),
-            ("subnet address without a container",
-             PacketBuilder.udpFrame(from: a, to: Endpoint(mac: b.mac, ip: IPv4Address(10, 88, 0, 77)), sourcePort: 1,
-                                    destinationPort: 2), .unknownDestination),
-            ("broadcast", PacketBuilder.udpFrame(from: a, to: Endpoint(mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
-                                                                      ip: IPv4Address(10, 88, 0, 255)),
-                                                 sourcePort: 1, destinationPort: 2), .unknownDestination),
-            ("to the outside", PacketBuilder.udpFrame(from: a, to: Endpoint(mac: bridgeMAC, ip: IPv4Address(8, 8, 8, 8)),
-                                                      sourcePort: 1, destinationPort: 2), .verdict),
-            ("to the bridge address", PacketBuilder.icmpEchoFrame(from: a, to: Endpoint(mac: bridgeMAC, ip: IPv4Address(10, 88, 0, 1))),
-             .verdict),
-            ("IPv6 to a container MAC", PacketBuilder.ipv6Frame(EthernetHeader(destination: b.mac, source: a.mac)), .notIPv4),
-            ("ARP", PacketBuilder.arpFrame(EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: a.mac),
-                                           senderMAC: a.mac, senderIP: a.ip, targetIP: b.ip), .verdict),
+            (
+                "for the bridge's MAC (routed by the host)",
+                PacketBuilder.udpFrame(
+                    from: a, to: Endpoint(mac: bridgeMAC, ip: b.ip), sourcePort: 1, destinationPort: 2), .mac
+            ),
+            (
+                "VLAN-tagged",
+                PacketBuilder.udpFrame(from: a, to: b, sourcePort: 1, destinationPort: 2, vlans: [VLANTag(vid: 7)]),
+                .vlan
+            ),
+            (
+                "subnet address without a container",
+                PacketBuilder.udpFrame(
+                    from: a, to: Endpoint(mac: b.mac, ip: IPv4Address(10, 88, 0, 77)), sourcePort: 1,
+                    destinationPort: 2), .unknownDestination
+            ),
+            (
+                "broadcast",
+                PacketBuilder.udpFrame(
+                    from: a,
+                    to: Endpoint(
+                        mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
+                        ip: IPv4Address(10, 88, 0, 255)),
+                    sourcePort: 1, destinationPort: 2), .unknownDestination
+            ),
+            (
+                "to the outside",
+                PacketBuilder.udpFrame(
+                    from: a, to: Endpoint(mac: bridgeMAC, ip: IPv4Address(8, 8, 8, 8)),
+                    sourcePort: 1, destinationPort: 2), .verdict
+            ),
+            (
+                "to the bridge address",
+                PacketBuilder.icmpEchoFrame(from: a, to: Endpoint(mac: bridgeMAC, ip: IPv4Address(10, 88, 0, 1))),
+                .verdict
+            ),
+            (
+                "IPv6 to a container MAC", PacketBuilder.ipv6Frame(EthernetHeader(destination: b.mac, source: a.mac)),
+                .notIPv4
+            ),
+            (
+                "ARP",
+                PacketBuilder.arpFrame(
+                    EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: a.mac),
+                    senderMAC: a.mac, senderIP: a.ip, targetIP: b.ip), .verdict
+            ),
         ]
         for (what, frame, event) in cases {
             let before = try lab.fastPathCount(.portTC, event)
@@ -90,25 +124,33 @@ final class FastPathTestRunTests: XCTestCase {
     func testTCDestinationOnTheIngressPortIsNotRedirected() throws {
         // In a test run the ingress device is lo (ifindex 1): make it b's port.
         try lab.configure(icc: true, fastPath: true, a: a, b: b, bPort: 1)
-        XCTAssertEqual(try lab.runTC(PacketBuilder.udpFrame(from: a, to: b, sourcePort: 1, destinationPort: 2)), Self.tcOK)
+        XCTAssertEqual(
+            try lab.runTC(PacketBuilder.udpFrame(from: a, to: b, sourcePort: 1, destinationPort: 2)), Self.tcOK)
         XCTAssertEqual(try lab.fastPathCount(.portTC, .samePort), 1)
     }
 
     func testSameVerdictCountersWithFastPathOnAndOff() throws {
-        let frames = [
-            PacketBuilder.udpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 53),
-            PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 80),
-            PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 81),
-            PacketBuilder.tcpFrame(from: b, to: a, sourcePort: 80, destinationPort: 5555),
-            PacketBuilder.icmpEchoFrame(from: a, to: b),
-            PacketBuilder.udpFrame(from: a, to: Endpoint(mac: bridgeMAC, ip: IPv4Address(8, 8, 8, 8)), sourcePort: 1, destinationPort: 2),
-        ] + PacketBuilder.fragments(EthernetHeader(destination: b.mac, source: a.mac), IPv4Header(source: a.ip, destination: b.ip),
-                                    .udp(sourcePort: 4000, destinationPort: 53), payload: [UInt8](repeating: 7, count: 3000),
-                                    fragmentSize: 1400)
-        let links = [LinkRule(source: a.ip, destination: b.ip, port: 80, proto: 6, direction: .forward),
-                     LinkRule(source: b.ip, destination: a.ip, port: 80, proto: 6, direction: .reverse),
-                     LinkRule(source: a.ip, destination: b.ip, port: 53, proto: 17, direction: .forward),
-                     LinkRule(source: a.ip, destination: b.ip, port: 0, proto: 17, direction: .pair)]
+        let frames =
+            [
+                PacketBuilder.udpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 53),
+                PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 80),
+                PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 81),
+                PacketBuilder.tcpFrame(from: b, to: a, sourcePort: 80, destinationPort: 5555),
+                PacketBuilder.icmpEchoFrame(from: a, to: b),
+                PacketBuilder.udpFrame(
+                    from: a, to: Endpoint(mac: bridgeMAC, ip: IPv4Address(8, 8, 8, 8)), sourcePort: 1,
+                    destinationPort: 2),
+            ]
+            + PacketBuilder.fragments(
+                EthernetHeader(destination: b.mac, source: a.mac), IPv4Header(source: a.ip, destination: b.ip),
+                .udp(sourcePort: 4000, destinationPort: 53), payload: [UInt8](repeating: 7, count: 3000),
+                fragmentSize: 1400)
+        let links = [
+            LinkRule(source: a.ip, destination: b.ip, port: 80, proto: 6, direction: .forward),
+            LinkRule(source: b.ip, destination: a.ip, port: 80, proto: 6, direction: .reverse),
+            LinkRule(source: a.ip, destination: b.ip, port: 53, proto: 17, direction: .forward),
+            LinkRule(source: a.ip, destination: b.ip, port: 0, proto: 17, direction: .pair),
+        ]
         var results: [Bool: (verdicts: [UInt32], reasons: [String: UInt64])] = [:]
         for fastPath in [false, true] {
             for icc in [true, false] {
@@ -129,7 +171,8 @@ final class FastPathTestRunTests: XCTestCase {
                     XCTAssertGreaterThan(try lab.fastPathCount(.portTC, .hit), 0)
                 } else {
                     results[icc] = (verdicts, reasons)
-                    XCTAssertEqual(try lab.fastPathCount(.portTC, .disabled), UInt64(verdicts.filter { $0 == Self.tcOK }.count))
+                    XCTAssertEqual(
+                        try lab.fastPathCount(.portTC, .disabled), UInt64(verdicts.filter { $0 == Self.tcOK }.count))
                 }
             }
         }
@@ -169,12 +212,14 @@ final class FastPathTestRunTests: XCTestCase {
         try lab.configure(icc: true, fastPath: true, forwardAccept: true, a: a, b: b, bPort: port, extIfindex: ext)
         try lab.addTarget(port)
         let toB = Endpoint(mac: extMAC, ip: b.ip)
-        func udp(ttl: UInt8 = 64, options: [UInt8] = [], moreFragments: Bool = false, dst: MACAddress? = nil) -> [UInt8] {
+        func udp(ttl: UInt8 = 64, options: [UInt8] = [], moreFragments: Bool = false, dst: MACAddress? = nil) -> [UInt8]
+        {
             var ip = IPv4Header(source: outside.ip, destination: b.ip, proto: 17, ttl: ttl)
             ip.options = options
             ip.moreFragments = moreFragments
-            return PacketBuilder.ipv4Frame(EthernetHeader(destination: dst ?? toB.mac, source: outside.mac), ip,
-                                           .udp(sourcePort: 5000, destinationPort: 9999), payload: [1, 2, 3, 4])
+            return PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: dst ?? toB.mac, source: outside.mac), ip,
+                .udp(sourcePort: 5000, destinationPort: 9999), payload: [1, 2, 3, 4])
         }
         // Before bn_fp_ifs knows the ingress interface: nothing was arranged there.
         try expectExt(udp(), ingress: ext, .partialChecksum)
@@ -183,9 +228,11 @@ final class FastPathTestRunTests: XCTestCase {
         try expectExt(udp(options: [1, 1, 1, 0]), ingress: ext, .ipOptions)
         try expectExt(udp(moreFragments: true), ingress: ext, .fragment)
         try expectExt(udp(dst: MACAddress(0x02, 0, 0, 0, 0, 0x99)), ingress: ext, .mac)
-        try expectExt(PacketBuilder.ipv4Frame(EthernetHeader(destination: toB.mac, source: outside.mac),
-                                              IPv4Header(source: outside.ip, destination: b.ip),
-                                              .tcp(sourcePort: 5000, destinationPort: 80)), ingress: ext, .proto)
+        try expectExt(
+            PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: toB.mac, source: outside.mac),
+                IPv4Header(source: outside.ip, destination: b.ip),
+                .tcp(sourcePort: 5000, destinationPort: 80)), ingress: ext, .proto)
         // Everything else fits, but conntrack has not seen the flow opened (the
         // first datagram always goes through the stack, which creates the entry).
         try expectExt(udp(), ingress: ext, .conntrack)
@@ -198,13 +245,16 @@ final class FastPathTestRunTests: XCTestCase {
         XCTAssertEqual(try lab.fastPathCount(.extXDP, .hit), 0)
     }
 
-    private func expectExt(_ frame: [UInt8], ingress: UInt32, _ event: FastPathEvent,
-                           file: StaticString = #filePath, line: UInt = #line) throws {
+    private func expectExt(
+        _ frame: [UInt8], ingress: UInt32, _ event: FastPathEvent,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let before = try lab.fastPathCount(.extXDP, event)
         let (verdict, out) = try lab.runXDPWithOutput(program: .ext, frame, ingress: ingress)
         XCTAssertEqual(verdict, Self.xdpPass, "\(event)", file: file, line: line)
         XCTAssertEqual(out, frame, "\(event): the frame must be unchanged", file: file, line: line)
-        XCTAssertEqual(try lab.fastPathCount(.extXDP, event), before + 1, "expected event \(event)", file: file, line: line)
+        XCTAssertEqual(
+            try lab.fastPathCount(.extXDP, event), before + 1, "expected event \(event)", file: file, line: line)
     }
 }
 
@@ -267,17 +317,23 @@ private final class FastPathLab: @unchecked Sendable {
     }
 
     /// Writes config, containers (a on port 101, b on `bPort`) and links.
-    func configure(icc: Bool, fastPath: Bool, forwardAccept: Bool = false, a: Endpoint, b: Endpoint,
-                   bPort: UInt32 = 102, links: [LinkRule] = [], extIfindex: UInt32? = nil) throws {
+    func configure(
+        icc: Bool, fastPath: Bool, forwardAccept: Bool = false, a: Endpoint, b: Endpoint,
+        bPort: UInt32 = 102, links: [LinkRule] = [], extIfindex: UInt32? = nil
+    ) throws {
         var flags: ConfigFlags = [.loaded]
         if icc { flags.insert(.icc) }
         if fastPath { flags.insert(.fastPath) }
         if forwardAccept { flags.insert(.forwardAccept) }
-        var desired = MapState(config: ConfigRecord(flags: flags, bridgeAddress: IPv4Address(10, 88, 0, 1),
-                                                    bridgeSubnet: IPv4Address(10, 88, 0, 0),
-                                                    bridgeNetmask: IPv4Address(255, 255, 255, 0), bridgeIfindex: 99))
-        desired.containers = [a.ip: ContainerRecord(portIfindex: 101, mac: a.mac),
-                              b.ip: ContainerRecord(portIfindex: bPort, mac: b.mac)]
+        var desired = MapState(
+            config: ConfigRecord(
+                flags: flags, bridgeAddress: IPv4Address(10, 88, 0, 1),
+                bridgeSubnet: IPv4Address(10, 88, 0, 0),
+                bridgeNetmask: IPv4Address(255, 255, 255, 0), bridgeIfindex: 99))
+        desired.containers = [
+            a.ip: ContainerRecord(portIfindex: 101, mac: a.mac),
+            b.ip: ContainerRecord(portIfindex: bPort, mac: b.mac),
+        ]
         desired.macs = [a.mac: a.ip, b.mac: b.ip]
         desired.links = Set(links)
         if let extIfindex { desired.extInterfaces = [extIfindex: ExtInterfaceRecord()] }

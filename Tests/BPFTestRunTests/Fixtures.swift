@@ -30,26 +30,33 @@ enum Fixture {
     static let hostMAC = MACAddress(0x02, 0x00, 0x5e, 0x00, 0x00, 0x01)
     static let routerMAC = MACAddress(0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
 
-    static func container(_ name: String, _ address: IPv4Address, exposed: [PortSpec] = [],
-                          published: [PublishedPort] = []) -> Container {
-        Container(name: name, ip: address, mac: MACAddress(dockerStyleFor: address), port: "veth" + name,
-                  exposed: exposed, published: published)
+    static func container(
+        _ name: String, _ address: IPv4Address, exposed: [PortSpec] = [],
+        published: [PublishedPort] = []
+    ) -> Container {
+        Container(
+            name: name, ip: address, mac: MACAddress(dockerStyleFor: address), port: "veth" + name,
+            exposed: exposed, published: published)
     }
 
     /// Publishes 8080/tcp on every address and 8443/tcp on the host address.
-    static let web = container("web", IPv4Address(10, 88, 0, 2), exposed: [PortSpec(80)], published: [
-        PublishedPort(hostPort: 8080, containerPort: 80),
-        PublishedPort(hostIP: hostAddress, hostPort: 8443, containerPort: 443),
-    ])
+    static let web = container(
+        "web", IPv4Address(10, 88, 0, 2), exposed: [PortSpec(80)],
+        published: [
+            PublishedPort(hostPort: 8080, containerPort: 80),
+            PublishedPort(hostIP: hostAddress, hostPort: 8443, containerPort: 443),
+        ])
     /// A TCP, a UDP and an SCTP port (the link child); publishes 5353/udp.
-    static let db = container("db", IPv4Address(10, 88, 0, 3),
-                              exposed: [PortSpec(5432), PortSpec(53, .udp), PortSpec(9899, .sctp)],
-                              published: [PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp)])
+    static let db = container(
+        "db", IPv4Address(10, 88, 0, 3),
+        exposed: [PortSpec(5432), PortSpec(53, .udp), PortSpec(9899, .sctp)],
+        published: [PublishedPort(hostPort: 5353, containerPort: 53, proto: .udp)])
     /// The link parent; exposes nothing.
     static let app = container("app", IPv4Address(10, 88, 0, 4))
     /// Exposes the same ports as db and web but is linked to nobody.
-    static let other = container("other", IPv4Address(10, 88, 0, 5),
-                                 exposed: [PortSpec(80), PortSpec(5432), PortSpec(53, .udp)])
+    static let other = container(
+        "other", IPv4Address(10, 88, 0, 5),
+        exposed: [PortSpec(80), PortSpec(5432), PortSpec(53, .udp)])
     /// A container whose address lies outside the bridge subnet: inside the
     /// bridge only because it is a key of bn_containers.
     static let stray = container("stray", IPv4Address(172, 30, 0, 9), exposed: [PortSpec(80)])
@@ -60,29 +67,38 @@ enum Fixture {
     static let allowList = [IPv4CIDR("203.0.113.0/24")!, IPv4CIDR("198.51.100.128/25")!]
 
     /// Made-up port ifindexes: nothing but the maps ever sees them.
-    static let portIndexes: [String: UInt32] = Dictionary(uniqueKeysWithValues: containers.enumerated().map {
-        ($0.element.port, 1000 + UInt32($0.offset))
-    })
+    static let portIndexes: [String: UInt32] = Dictionary(
+        uniqueKeysWithValues: containers.enumerated().map {
+            ($0.element.port, 1000 + UInt32($0.offset))
+        })
 
     static func policy(icc: Bool, forward: ForwardPolicy, allowList: Bool = true) -> Policy {
-        Policy(icc: icc, forwardPolicy: forward,
-               extInterfaces: [ExternalInterface(name: "ext0", allowSources: allowList ? Self.allowList : []),
-                               ExternalInterface(name: "ext1")],
-               containers: containers, links: links)
+        Policy(
+            icc: icc, forwardPolicy: forward,
+            extInterfaces: [
+                ExternalInterface(name: "ext0", allowSources: allowList ? Self.allowList : []),
+                ExternalInterface(name: "ext1"),
+            ],
+            containers: containers, links: links)
     }
 
     /// Compiles `policy` with the namespace's real ext ifindexes and the made-up ones.
-    static func compile(_ policy: Policy, namespace: PrivateNamespace,
-                        bridgeAddress: IPv4InterfaceAddress? = bridge) throws -> MapState {
+    static func compile(
+        _ policy: Policy, namespace: PrivateNamespace,
+        bridgeAddress: IPv4InterfaceAddress? = bridge
+    ) throws -> MapState {
         var interfaces = portIndexes
         for name in ["ext0", "ext1", "ext2"] { interfaces[name] = namespace.indexes[name] }
         interfaces["docker0"] = bridgeIfindex
         for container in policy.containers where interfaces[container.port] == nil {
             interfaces[container.port] = 2000 + UInt32(interfaces.count)
         }
-        return try PolicyCompiler.compile(policy, facts: HostFacts(bridgeIfindex: bridgeIfindex,
-                                                                   bridgeAddress: bridgeAddress,
-                                                                   interfaces: interfaces))
+        return try PolicyCompiler.compile(
+            policy,
+            facts: HostFacts(
+                bridgeIfindex: bridgeIfindex,
+                bridgeAddress: bridgeAddress,
+                interfaces: interfaces))
     }
 }
 
@@ -93,8 +109,11 @@ func endpoint(_ address: IPv4Address, mac: MACAddress = Fixture.routerMAC) -> En
     Endpoint(mac: mac, ip: address)
 }
 
-let app = Endpoint(Fixture.app), db = Endpoint(Fixture.db), web = Endpoint(Fixture.web)
-let other = Endpoint(Fixture.other), stray = Endpoint(Fixture.stray)
+let app = Endpoint(Fixture.app)
+let db = Endpoint(Fixture.db)
+let web = Endpoint(Fixture.web)
+let other = Endpoint(Fixture.other)
+let stray = Endpoint(Fixture.stray)
 let bridgeEndpoint = Endpoint(mac: Fixture.bridgeMAC, ip: Fixture.bridge.address)
 /// The host as the outside sees it (ext frames go to its MAC).
 let host = Endpoint(mac: Fixture.hostMAC, ip: Fixture.hostAddress)
@@ -102,13 +121,17 @@ let host = Endpoint(mac: Fixture.hostMAC, ip: Fixture.hostAddress)
 let admitted = endpoint(IPv4Address(203, 0, 113, 5))
 let refused = endpoint(IPv4Address(100, 64, 0, 9))
 
-func tcp(_ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16, flags: TCPFlags = .syn,
-         vlans: [VLANTag] = []) -> [UInt8] {
+func tcp(
+    _ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16, flags: TCPFlags = .syn,
+    vlans: [VLANTag] = []
+) -> [UInt8] {
     PacketBuilder.tcpFrame(from: s, to: d, sourcePort: sport, destinationPort: dport, flags: flags, vlans: vlans)
 }
 
-func udp(_ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16, vlans: [VLANTag] = [],
-         payload: [UInt8] = []) -> [UInt8] {
+func udp(
+    _ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16, vlans: [VLANTag] = [],
+    payload: [UInt8] = []
+) -> [UInt8] {
     PacketBuilder.udpFrame(from: s, to: d, sourcePort: sport, destinationPort: dport, vlans: vlans, payload: payload)
 }
 
@@ -122,14 +145,17 @@ func icmp(_ s: Endpoint, _ d: Endpoint, vlans: [VLANTag] = []) -> [UInt8] {
 
 /// An IPv4 packet of any protocol without ports (GRE 47 by default).
 func raw(_ s: Endpoint, _ d: Endpoint, proto: UInt8 = 47) -> [UInt8] {
-    PacketBuilder.ipv4Frame(EthernetHeader(destination: d.mac, source: s.mac), IPv4Header(source: s.ip, destination: d.ip),
-                            .raw(proto: proto), payload: Array(repeating: 0x5a, count: 16))
+    PacketBuilder.ipv4Frame(
+        EthernetHeader(destination: d.mac, source: s.mac), IPv4Header(source: s.ip, destination: d.ip),
+        .raw(proto: proto), payload: Array(repeating: 0x5a, count: 16))
 }
 
 func arp(from s: Endpoint, target: IPv4Address, vlans: [VLANTag] = []) -> [UInt8] {
-    PacketBuilder.arpFrame(EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: s.mac,
-                                          vlans: vlans),
-                           senderMAC: s.mac, senderIP: s.ip, targetIP: target)
+    PacketBuilder.arpFrame(
+        EthernetHeader(
+            destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: s.mac,
+            vlans: vlans),
+        senderMAC: s.mac, senderIP: s.ip, targetIP: target)
 }
 
 func ipv6(to mac: MACAddress, from source: MACAddress = Fixture.app.mac, vlans: [VLANTag] = []) -> [UInt8] {
@@ -165,10 +191,14 @@ class TestRunTestCase: XCTestCase {
 
     /// Compiles the representative policy and writes it through the reconciler.
     @discardableResult
-    func apply(icc: Bool, forward: ForwardPolicy, allowList: Bool = true,
-               file: StaticString = #filePath, line: UInt = #line) throws -> MapState {
-        try rig.write(Fixture.compile(Fixture.policy(icc: icc, forward: forward, allowList: allowList),
-                                      namespace: rig.namespace), file: file, line: line)
+    func apply(
+        icc: Bool, forward: ForwardPolicy, allowList: Bool = true,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws -> MapState {
+        try rig.write(
+            Fixture.compile(
+                Fixture.policy(icc: icc, forward: forward, allowList: allowList),
+                namespace: rig.namespace), file: file, line: line)
     }
 
     func slotName(_ slot: Int) -> String {
@@ -178,13 +208,16 @@ class TestRunTestCase: XCTestCase {
     }
 
     /// Runs `frame` through `hook` and checks return code, counters and the model.
-    func expect(_ hook: Hook, _ frame: [UInt8], _ expected: Verdict, _ label: String,
-                conntrack: (FlowTuple) -> Bool = { _ in false },
-                file: StaticString = #filePath, line: UInt = #line) {
+    func expect(
+        _ hook: Hook, _ frame: [UInt8], _ expected: Verdict, _ label: String,
+        conntrack: (FlowTuple) -> Bool = { _ in false },
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         let context = "\(label) [\(hook), \(frame.count) bytes]"
         let model = rig.modelVerdict(hook, frame, conntrack: conntrack)
-        XCTAssertEqual(model, expected, "\(context): the reference model says \(model)\n\(hexDump(frame))",
-                       file: file, line: line)
+        XCTAssertEqual(
+            model, expected, "\(context): the reference model says \(model)\n\(hexDump(frame))",
+            file: file, line: line)
         do {
             let before = try rig.counters()
             let code: UInt32
@@ -192,23 +225,30 @@ class TestRunTestCase: XCTestCase {
                 code = try rig.run(hook, frame)
             } catch let error as BPFError where error.errno == .invalidArgument && hook.testRunMayRefuse(frame) {
                 // The kernel refused the test run itself (see `testRunMayRefuse`): nothing ran, nothing counted.
-                XCTAssertEqual(try rig.counters().map(\.packets), before.map(\.packets),
-                               "\(context): refused by the kernel, yet a counter moved", file: file, line: line)
+                XCTAssertEqual(
+                    try rig.counters().map(\.packets), before.map(\.packets),
+                    "\(context): refused by the kernel, yet a counter moved", file: file, line: line)
                 return
             }
             let after = try rig.counters()
-            XCTAssertEqual(hook.action(of: code), expected.action,
-                           "\(context): return code \(code), expected \(hook.returnCode(expected.action)) (\(expected))\n"
-                               + hexDump(frame), file: file, line: line)
-            let changed = after.indices.filter { after[$0].packets != before[$0].packets || after[$0].bytes != before[$0].bytes }
+            XCTAssertEqual(
+                hook.action(of: code), expected.action,
+                "\(context): return code \(code), expected \(hook.returnCode(expected.action)) (\(expected))\n"
+                    + hexDump(frame), file: file, line: line)
+            let changed = after.indices.filter {
+                after[$0].packets != before[$0].packets || after[$0].bytes != before[$0].bytes
+            }
             let slot = hook.program.counterIndex(expected.reason)
-            XCTAssertEqual(changed.map(slotName), [slotName(slot)],
-                           "\(context): counters that changed, expected only \(slotName(slot))\n\(hexDump(frame))",
-                           file: file, line: line)
+            XCTAssertEqual(
+                changed.map(slotName), [slotName(slot)],
+                "\(context): counters that changed, expected only \(slotName(slot))\n\(hexDump(frame))",
+                file: file, line: line)
             if changed == [slot] {
-                XCTAssertEqual(after[slot].packets &- before[slot].packets, 1, "\(context): packets", file: file, line: line)
-                XCTAssertEqual(after[slot].bytes &- before[slot].bytes, UInt64(frame.count), "\(context): bytes",
-                               file: file, line: line)
+                XCTAssertEqual(
+                    after[slot].packets &- before[slot].packets, 1, "\(context): packets", file: file, line: line)
+                XCTAssertEqual(
+                    after[slot].bytes &- before[slot].bytes, UInt64(frame.count), "\(context): bytes",
+                    file: file, line: line)
             }
         } catch {
             XCTFail("\(context): \(error)\n\(hexDump(frame))", file: file, line: line)
@@ -216,15 +256,19 @@ class TestRunTestCase: XCTestCase {
     }
 
     /// The port program at both hooks (tc without and with a context, XDP).
-    func expectPort(_ frame: [UInt8], _ expected: Verdict, _ label: String,
-                    file: StaticString = #filePath, line: UInt = #line) {
+    func expectPort(
+        _ frame: [UInt8], _ expected: Verdict, _ label: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         for hook in Hook.portHooks { expect(hook, frame, expected, label, file: file, line: line) }
     }
 
     /// The ext program arriving on each of `ingress`.
-    func expectExt(_ ingress: [UInt32], _ frame: [UInt8], _ expected: Verdict, _ label: String,
-                   conntrack: (FlowTuple) -> Bool = { _ in false },
-                   file: StaticString = #filePath, line: UInt = #line) {
+    func expectExt(
+        _ ingress: [UInt32], _ frame: [UInt8], _ expected: Verdict, _ label: String,
+        conntrack: (FlowTuple) -> Bool = { _ in false },
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         for index in ingress {
             expect(.ext(ingress: index), frame, expected, label, conntrack: conntrack, file: file, line: line)
         }

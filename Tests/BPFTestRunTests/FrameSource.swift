@@ -53,7 +53,8 @@ struct FrameSource {
         }
         let fuzz = fuzzer.next()
         // The fuzzer also draws made-up ifindexes; the kernel needs real ones.
-        let ingress = ingresses.contains(fuzz.ingressIfindex)
+        let ingress =
+            ingresses.contains(fuzz.ingressIfindex)
             ? fuzz.ingressIfindex : ingresses[Int(fuzz.ingressIfindex % UInt32(ingresses.count))]
         return (fuzz.frame, ingress, .fuzzer, fuzz.kind.rawValue)
     }
@@ -75,24 +76,31 @@ struct FrameSource {
         default: break
         }
         let other = random.chance(50) ? UInt16(random.int(32768...60999)) : random.pick([port, 80, 53, 5432, 1])
-        var ip = IPv4Header(source: rule.source, destination: rule.destination,
-                            identification: UInt16(truncatingIfNeeded: random.next()))
+        var ip = IPv4Header(
+            source: rule.source, destination: rule.destination,
+            identification: UInt16(truncatingIfNeeded: random.next()))
         if random.chance(10) { ip.options = [0x94, 0x04, 0, 0] + Array(repeating: 1, count: 4 * random.int(0...9)) }
-        let vlans: [VLANTag] = random.chance(85) ? [] : random.pick([[VLANTag(vid: 5)], [VLANTag(vid: 5, tpid: EtherType.qinq), VLANTag(vid: 6)]])
-        let ethernet = EthernetHeader(destination: mac(of: rule.destination), source: mac(of: rule.source), vlans: vlans)
+        let vlans: [VLANTag] =
+            random.chance(85)
+            ? [] : random.pick([[VLANTag(vid: 5)], [VLANTag(vid: 5, tpid: EtherType.qinq), VLANTag(vid: 6)]])
+        let ethernet = EthernetHeader(
+            destination: mac(of: rule.destination), source: mac(of: rule.source), vlans: vlans)
         let payload = random.bytes(random.int(0...24))
 
         if rule.direction == .pair || random.chance(10) {
             ip.fragmentOffset = UInt16(random.int(1...185))
             ip.moreFragments = random.chance(50)
             ip.proto = proto
-            return PacketBuilder.ethernet(ethernet, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(ip, payload: payload))
+            return PacketBuilder.ethernet(
+                ethernet, etherType: EtherType.ipv4, payload: PacketBuilder.ipv4(ip, payload: payload))
         }
         let (sport, dport) = rule.direction == .reverse ? (port, other) : (other, port)
         if random.chance(10) { ip.moreFragments = true }  // a first fragment
         let transport: Transport
         switch proto {
-        case IPProtocol.tcp: transport = .tcp(sourcePort: sport, destinationPort: dport, flags: random.pick([.syn, .ack, [.syn, .ack]]))
+        case IPProtocol.tcp:
+            transport = .tcp(
+                sourcePort: sport, destinationPort: dport, flags: random.pick([.syn, .ack, [.syn, .ack]]))
         case IPProtocol.udp: transport = .udp(sourcePort: sport, destinationPort: dport)
         case IPProtocol.sctp: transport = .sctp(sourcePort: sport, destinationPort: dport)
         default: transport = .icmpEcho()
@@ -103,8 +111,10 @@ struct FrameSource {
     // MARK: Variants
 
     /// Writes `variant` of `base` into `buffer` (at least 2 KiB) and returns its length.
-    mutating func write(_ variant: Variant, of base: [UInt8], parsed: ParsedFrame,
-                        into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
+    mutating func write(
+        _ variant: Variant, of base: [UInt8], parsed: ParsedFrame,
+        into buffer: UnsafeMutableBufferPointer<UInt8>
+    ) -> Int {
         let count = min(base.count, buffer.count)
         _ = buffer.initialize(from: base.prefix(count))
         let ipStart = Self.networkOffset(base)
@@ -126,20 +136,26 @@ struct FrameSource {
 
         case .byteSet:
             guard count > 0 else { return count }
-            let fields = [12, 13, ipStart, ipStart + 2, ipStart + 3, ipStart + 6, ipStart + 7, ipStart + 9,
-                          ipStart + 12, ipStart + 15, ipStart + 16, ipStart + 19]
+            let fields = [
+                12, 13, ipStart, ipStart + 2, ipStart + 3, ipStart + 6, ipStart + 7, ipStart + 9,
+                ipStart + 12, ipStart + 15, ipStart + 16, ipStart + 19,
+            ]
             var at = random.chance(80) ? random.pick(fields) : Int(random.below(UInt64(count)))
             if case .ipv4(let packet) = parsed, random.chance(40) {
                 at = packet.offset + Int(buffer[packet.offset] & 0x0f) * 4 + random.int(0...3)  // a port byte
             }
             if at < count {
-                buffer[at] = random.chance(50) ? random.byte() : random.pick([0x00, 0xff, 0x01, 0x45, 0x4f, 0x40, 0x20, 0x81, 0x88, 0x86, 0x0a])
+                buffer[at] =
+                    random.chance(50)
+                    ? random.byte() : random.pick([0x00, 0xff, 0x01, 0x45, 0x4f, 0x40, 0x20, 0x81, 0x88, 0x86, 0x0a])
             }
             return count
 
         case .cut:
             guard count > 14 else { return count }
-            var boundaries = [14, 15, ipStart - 1, ipStart, ipStart + 1, ipStart + 19, ipStart + 20, ipStart + 39, ipStart + 40]
+            var boundaries = [
+                14, 15, ipStart - 1, ipStart, ipStart + 1, ipStart + 19, ipStart + 20, ipStart + 39, ipStart + 40,
+            ]
             if case .ipv4(let packet) = parsed {
                 let l4 = packet.offset + Int(buffer[packet.offset] & 0x0f) * 4
                 boundaries += [l4 - 1, l4, l4 + 2, l4 + 4, l4 + 7, l4 + 8, l4 + 11, l4 + 12, l4 + 19, l4 + 20]

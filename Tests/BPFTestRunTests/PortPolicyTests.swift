@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Rows 1-7 of the policy table (DESIGN.md section 1) through the real port
+// Rows 1-7 of the policy table (docs/policy.md) through the real port
 // program at both hooks (tc with and without a context, XDP), with icc on and
 // off and both forward policies (which the port program must ignore), each
 // configuration written through the reconciler between cases.
@@ -11,7 +11,9 @@ import XCTest
 
 final class PortPolicyTests: TestRunTestCase {
     /// Every combination the port program may see; only icc matters to it.
-    let configurations: [(icc: Bool, forward: ForwardPolicy)] = [(true, .drop), (false, .drop), (true, .accept), (false, .accept)]
+    let configurations: [(icc: Bool, forward: ForwardPolicy)] = [
+        (true, .drop), (false, .drop), (true, .accept), (false, .accept),
+    ]
 
     // MARK: Row 1
 
@@ -20,16 +22,23 @@ final class PortPolicyTests: TestRunTestCase {
             try apply(icc: icc, forward: forward)
             let label = "icc=\(icc) forward=\(forward)"
             expectPort(arp(from: app, target: Fixture.db.ip), .pass(.nonIP), "ARP request, \(label)")
-            expectPort(PacketBuilder.arpFrame(EthernetHeader(destination: db.mac, source: app.mac), operation: 2,
-                                              senderMAC: app.mac, senderIP: app.ip, targetMAC: db.mac, targetIP: db.ip),
-                       .pass(.nonIP), "ARP reply, \(label)")
-            expectPort(PacketBuilder.ethernet(EthernetHeader(destination: MACAddress(0x01, 0x80, 0xc2, 0, 0, 0x0e), source: app.mac),
-                                              etherType: EtherType.lldp, payload: Array(repeating: 0, count: 46)),
-                       .pass(.nonIP), "LLDP, \(label)")
-            expectPort(PacketBuilder.ethernet(EthernetHeader(destination: db.mac, source: app.mac), etherType: 0x9000,
-                                              payload: Array(repeating: 0, count: 46)),
-                       .pass(.nonIP), "ethertype 0x9000 (loopback test), \(label)")
-            expectPort(arp(from: app, target: Fixture.db.ip, vlans: [q8021Q]), .pass(.nonIP), "802.1Q-tagged ARP, \(label)")
+            expectPort(
+                PacketBuilder.arpFrame(
+                    EthernetHeader(destination: db.mac, source: app.mac), operation: 2,
+                    senderMAC: app.mac, senderIP: app.ip, targetMAC: db.mac, targetIP: db.ip),
+                .pass(.nonIP), "ARP reply, \(label)")
+            expectPort(
+                PacketBuilder.ethernet(
+                    EthernetHeader(destination: MACAddress(0x01, 0x80, 0xc2, 0, 0, 0x0e), source: app.mac),
+                    etherType: EtherType.lldp, payload: Array(repeating: 0, count: 46)),
+                .pass(.nonIP), "LLDP, \(label)")
+            expectPort(
+                PacketBuilder.ethernet(
+                    EthernetHeader(destination: db.mac, source: app.mac), etherType: 0x9000,
+                    payload: Array(repeating: 0, count: 46)),
+                .pass(.nonIP), "ethertype 0x9000 (loopback test), \(label)")
+            expectPort(
+                arp(from: app, target: Fixture.db.ip, vlans: [q8021Q]), .pass(.nonIP), "802.1Q-tagged ARP, \(label)")
         }
     }
 
@@ -44,8 +53,9 @@ final class PortPolicyTests: TestRunTestCase {
             expectPort(icmp(app, bridgeEndpoint), .pass(.host), "ping the bridge address, \(label)")
             expectPort(raw(app, bridgeEndpoint), .pass(.host), "GRE to the bridge address, \(label)")
             // Another host address is not inside the bridge: the host's INPUT rules decide.
-            expectPort(tcp(app, endpoint(Fixture.hostAddress, mac: Fixture.bridgeMAC), 40000, 22), .pass(.outside),
-                       "TCP to the host's other address, \(label)")
+            expectPort(
+                tcp(app, endpoint(Fixture.hostAddress, mac: Fixture.bridgeMAC), 40000, 22), .pass(.outside),
+                "TCP to the host's other address, \(label)")
         }
     }
 
@@ -63,14 +73,20 @@ final class PortPolicyTests: TestRunTestCase {
             expectPort(raw(app, db), .pass(.iccAllowed), "GRE, \(label)")
             expectPort(tcp(app, db, 40000, 5432), .pass(.iccAllowed), "linked port: icc decides first, \(label)")
             expectPort(tcp(app, stray, 40000, 80), .pass(.iccAllowed), "container outside the subnet, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(224, 0, 0, 251), mac: MACAddress(0x01, 0, 0x5e, 0, 0, 0xfb)), 5353, 5353),
-                       .pass(.iccAllowed), "mDNS multicast, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(255, 255, 255, 255), mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)), 68, 67),
-                       .pass(.iccAllowed), "limited broadcast, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(10, 88, 0, 255)), 137, 137), .pass(.iccAllowed),
-                       "subnet broadcast, \(label)")
-            expectPort(tcp(app, endpoint(IPv4Address(10, 88, 0, 77)), 40000, 80), .pass(.iccAllowed),
-                       "unused subnet address, \(label)")
+            expectPort(
+                udp(app, endpoint(IPv4Address(224, 0, 0, 251), mac: MACAddress(0x01, 0, 0x5e, 0, 0, 0xfb)), 5353, 5353),
+                .pass(.iccAllowed), "mDNS multicast, \(label)")
+            expectPort(
+                udp(
+                    app, endpoint(IPv4Address(255, 255, 255, 255), mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)),
+                    68, 67),
+                .pass(.iccAllowed), "limited broadcast, \(label)")
+            expectPort(
+                udp(app, endpoint(IPv4Address(10, 88, 0, 255)), 137, 137), .pass(.iccAllowed),
+                "subnet broadcast, \(label)")
+            expectPort(
+                tcp(app, endpoint(IPv4Address(10, 88, 0, 77)), 40000, 80), .pass(.iccAllowed),
+                "unused subnet address, \(label)")
         }
     }
 
@@ -96,10 +112,12 @@ final class PortPolicyTests: TestRunTestCase {
             try apply(icc: false, forward: forward)
             let label = "icc=false forward=\(forward)"
             for dport: UInt16 in [40000, 1, 5432, 65535] {
-                expectPort(tcp(db, app, 5432, dport, flags: [.syn, .ack]), .pass(.linkReverse),
-                           "TCP db:5432→app:\(dport), \(label)")
+                expectPort(
+                    tcp(db, app, 5432, dport, flags: [.syn, .ack]), .pass(.linkReverse),
+                    "TCP db:5432→app:\(dport), \(label)")
             }
-            expectPort(tcp(db, app, 5432, 22), .pass(.linkReverse), "a SYN from the exposed port opens anything, \(label)")
+            expectPort(
+                tcp(db, app, 5432, 22), .pass(.linkReverse), "a SYN from the exposed port opens anything, \(label)")
             expectPort(udp(db, app, 53, 40000), .pass(.linkReverse), "UDP db:53→app, \(label)")
             expectPort(sctp(db, app, 9899, 7), .pass(.linkReverse), "SCTP db:9899→app, \(label)")
             expectPort(tcp(web, app, 80, 40000), .pass(.linkReverse), "TCP web:80→app, \(label)")
@@ -138,16 +156,28 @@ final class PortPolicyTests: TestRunTestCase {
             expectPort(tcp(app, stray, 40000, 80), .drop(.icc), "to a container outside the subnet, \(label)")
             expectPort(tcp(stray, app, 40000, 80), .drop(.icc), "from a container outside the subnet, \(label)")
             // Multicast and broadcast stay inside the bridge: icc governs them.
-            expectPort(udp(app, endpoint(IPv4Address(224, 0, 0, 251), mac: MACAddress(0x01, 0, 0x5e, 0, 0, 0xfb)), 5353, 5353),
-                       .drop(.icc), "mDNS 224.0.0.251, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(239, 255, 255, 250), mac: MACAddress(0x01, 0, 0x5e, 0x7f, 0xff, 0xfa)), 1900, 1900),
-                       .drop(.icc), "SSDP 239.255.255.250, \(label)")
+            expectPort(
+                udp(app, endpoint(IPv4Address(224, 0, 0, 251), mac: MACAddress(0x01, 0, 0x5e, 0, 0, 0xfb)), 5353, 5353),
+                .drop(.icc), "mDNS 224.0.0.251, \(label)")
+            expectPort(
+                udp(
+                    app, endpoint(IPv4Address(239, 255, 255, 250), mac: MACAddress(0x01, 0, 0x5e, 0x7f, 0xff, 0xfa)),
+                    1900, 1900),
+                .drop(.icc), "SSDP 239.255.255.250, \(label)")
             expectPort(icmp(app, endpoint(IPv4Address(224, 0, 0, 1))), .drop(.icc), "ping all-hosts, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(255, 255, 255, 255), mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)), 68, 67),
-                       .drop(.icc), "limited broadcast, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(10, 88, 0, 255)), 137, 137), .drop(.icc), "subnet broadcast, \(label)")
-            expectPort(udp(app, endpoint(IPv4Address(10, 88, 0, 0)), 137, 137), .drop(.icc), "subnet network address, \(label)")
-            expectPort(tcp(app, endpoint(IPv4Address(10, 88, 0, 77)), 40000, 80), .drop(.icc), "unused subnet address, \(label)")
+            expectPort(
+                udp(
+                    app, endpoint(IPv4Address(255, 255, 255, 255), mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)),
+                    68, 67),
+                .drop(.icc), "limited broadcast, \(label)")
+            expectPort(
+                udp(app, endpoint(IPv4Address(10, 88, 0, 255)), 137, 137), .drop(.icc), "subnet broadcast, \(label)")
+            expectPort(
+                udp(app, endpoint(IPv4Address(10, 88, 0, 0)), 137, 137), .drop(.icc), "subnet network address, \(label)"
+            )
+            expectPort(
+                tcp(app, endpoint(IPv4Address(10, 88, 0, 77)), 40000, 80), .drop(.icc),
+                "unused subnet address, \(label)")
         }
     }
 
@@ -158,14 +188,22 @@ final class PortPolicyTests: TestRunTestCase {
             try apply(icc: icc, forward: forward)
             let label = "icc=\(icc) forward=\(forward)"
             let gateway = Fixture.bridgeMAC
-            expectPort(tcp(app, endpoint(IPv4Address(8, 8, 8, 8), mac: gateway), 40000, 443), .pass(.outside), "HTTPS out, \(label)")
-            expectPort(udp(db, endpoint(IPv4Address(203, 0, 113, 53), mac: gateway), 40000, 53), .pass(.outside), "DNS out, \(label)")
-            expectPort(icmp(other, endpoint(IPv4Address(203, 0, 113, 5), mac: gateway)), .pass(.outside), "ping out, \(label)")
-            expectPort(tcp(app, endpoint(IPv4Address(10, 88, 1, 5), mac: gateway), 40000, 80), .pass(.outside),
-                       "just outside the subnet, \(label)")
-            expectPort(tcp(app, endpoint(IPv4Address(10, 87, 255, 255), mac: gateway), 40000, 80), .pass(.outside),
-                       "just below the subnet, \(label)")
-            expectPort(raw(stray, endpoint(IPv4Address(8, 8, 4, 4), mac: gateway)), .pass(.outside), "GRE out, \(label)")
+            expectPort(
+                tcp(app, endpoint(IPv4Address(8, 8, 8, 8), mac: gateway), 40000, 443), .pass(.outside),
+                "HTTPS out, \(label)")
+            expectPort(
+                udp(db, endpoint(IPv4Address(203, 0, 113, 53), mac: gateway), 40000, 53), .pass(.outside),
+                "DNS out, \(label)")
+            expectPort(
+                icmp(other, endpoint(IPv4Address(203, 0, 113, 5), mac: gateway)), .pass(.outside), "ping out, \(label)")
+            expectPort(
+                tcp(app, endpoint(IPv4Address(10, 88, 1, 5), mac: gateway), 40000, 80), .pass(.outside),
+                "just outside the subnet, \(label)")
+            expectPort(
+                tcp(app, endpoint(IPv4Address(10, 87, 255, 255), mac: gateway), 40000, 80), .pass(.outside),
+                "just below the subnet, \(label)")
+            expectPort(
+                raw(stray, endpoint(IPv4Address(8, 8, 4, 4), mac: gateway)), .pass(.outside), "GRE out, \(label)")
         }
     }
 
@@ -178,12 +216,17 @@ final class PortPolicyTests: TestRunTestCase {
             let toContainer: Verdict = icc ? .pass(.iccAllowed) : .drop(.icc)
             expectPort(ipv6(to: Fixture.db.mac), toContainer, "IPv6 to a container's MAC, \(label)")
             expectPort(ipv6(to: Fixture.stray.mac), toContainer, "IPv6 to another container's MAC, \(label)")
-            expectPort(ipv6(to: Fixture.db.mac, vlans: [q8021Q]), toContainer, "802.1Q-tagged IPv6 to a container, \(label)")
+            expectPort(
+                ipv6(to: Fixture.db.mac, vlans: [q8021Q]), toContainer, "802.1Q-tagged IPv6 to a container, \(label)")
             expectPort(ipv6(to: MACAddress(0x33, 0x33, 0, 0, 0, 1)), .pass(.ipv6), "IPv6 all-nodes multicast, \(label)")
-            expectPort(ipv6(to: MACAddress(0x33, 0x33, 0xff, 0, 0, 3)), .pass(.ipv6), "neighbour solicitation, \(label)")
-            expectPort(ipv6(to: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)), .pass(.ipv6), "IPv6 to broadcast, \(label)")
+            expectPort(
+                ipv6(to: MACAddress(0x33, 0x33, 0xff, 0, 0, 3)), .pass(.ipv6), "neighbour solicitation, \(label)")
+            expectPort(
+                ipv6(to: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)), .pass(.ipv6), "IPv6 to broadcast, \(label)")
             expectPort(ipv6(to: Fixture.bridgeMAC), .pass(.ipv6), "IPv6 to the bridge's MAC, \(label)")
-            expectPort(ipv6(to: MACAddress(0x02, 0x42, 0xde, 0xad, 0xbe, 0xef)), .pass(.ipv6), "IPv6 to an unknown MAC, \(label)")
+            expectPort(
+                ipv6(to: MACAddress(0x02, 0x42, 0xde, 0xad, 0xbe, 0xef)), .pass(.ipv6),
+                "IPv6 to an unknown MAC, \(label)")
         }
     }
 
@@ -192,7 +235,8 @@ final class PortPolicyTests: TestRunTestCase {
     func testVLANTagsDoNotBypassThePolicy() throws {
         try apply(icc: false, forward: .drop)
         let stacks: [(String, [VLANTag])] = [
-            ("802.1Q", [q8021Q]), ("802.1ad", [q8021ad]), ("802.1ad+802.1Q", [q8021ad, q8021Q]), ("802.1Q+802.1Q", [q8021Q, q8021Q]),
+            ("802.1Q", [q8021Q]), ("802.1ad", [q8021ad]), ("802.1ad+802.1Q", [q8021ad, q8021Q]),
+            ("802.1Q+802.1Q", [q8021Q, q8021Q]),
         ]
         for (name, tags) in stacks {
             expectPort(tcp(app, other, 40000, 80, vlans: tags), .drop(.icc), "\(name): unlinked")
@@ -216,10 +260,11 @@ final class PortPolicyTests: TestRunTestCase {
 
     /// A UDP datagram split into three fragments: first (MF, ports), middle, last.
     func udpFragments(_ s: Endpoint, _ d: Endpoint, _ sport: UInt16, _ dport: UInt16) -> [[UInt8]] {
-        let pieces = PacketBuilder.fragments(EthernetHeader(destination: d.mac, source: s.mac),
-                                             IPv4Header(source: s.ip, destination: d.ip, identification: 0x4242),
-                                             .udp(sourcePort: sport, destinationPort: dport),
-                                             payload: Array(repeating: 0x33, count: 300), fragmentSize: 128)
+        let pieces = PacketBuilder.fragments(
+            EthernetHeader(destination: d.mac, source: s.mac),
+            IPv4Header(source: s.ip, destination: d.ip, identification: 0x4242),
+            .udp(sourcePort: sport, destinationPort: dport),
+            payload: Array(repeating: 0x33, count: 300), fragmentSize: 128)
         precondition(pieces.count == 3)
         return pieces
     }
@@ -251,14 +296,18 @@ final class PortPolicyTests: TestRunTestCase {
         expectPort(f[1], .drop(.icc), "UDP middle fragment app→web (TCP-only link)")
         var tcpFragment = IPv4Header(source: app.ip, destination: web.ip, identification: 7, fragmentOffset: 3)
         tcpFragment.proto = IPProtocol.tcp
-        expectPort(PacketBuilder.ethernet(EthernetHeader(destination: web.mac, source: app.mac), etherType: EtherType.ipv4,
-                                          payload: PacketBuilder.ipv4(tcpFragment, payload: Array(repeating: 1, count: 24))),
-                   .pass(.linkFragment), "TCP non-first fragment app→web")
+        expectPort(
+            PacketBuilder.ethernet(
+                EthernetHeader(destination: web.mac, source: app.mac), etherType: EtherType.ipv4,
+                payload: PacketBuilder.ipv4(tcpFragment, payload: Array(repeating: 1, count: 24))),
+            .pass(.linkFragment), "TCP non-first fragment app→web")
         var icmpFragment = IPv4Header(source: app.ip, destination: db.ip, identification: 8, fragmentOffset: 10)
         icmpFragment.proto = IPProtocol.icmp
-        expectPort(PacketBuilder.ethernet(EthernetHeader(destination: db.mac, source: app.mac), etherType: EtherType.ipv4,
-                                          payload: PacketBuilder.ipv4(icmpFragment, payload: Array(repeating: 1, count: 24))),
-                   .drop(.icc), "ICMP non-first fragment app→db (links carry TCP/UDP/SCTP only)")
+        expectPort(
+            PacketBuilder.ethernet(
+                EthernetHeader(destination: db.mac, source: app.mac), etherType: EtherType.ipv4,
+                payload: PacketBuilder.ipv4(icmpFragment, payload: Array(repeating: 1, count: 24))),
+            .drop(.icc), "ICMP non-first fragment app→db (links carry TCP/UDP/SCTP only)")
         // Fragments leaving the bridge, or to the bridge.
         f = udpFragments(app, endpoint(IPv4Address(8, 8, 8, 8)), 40000, 4500)
         expectPort(f[1], .pass(.outside), "middle fragment to the outside")

@@ -5,7 +5,7 @@
 // whose interfaces give the ext program real ingress ifindexes, policy writes
 // through the reconciler, and BPF_PROG_TEST_RUN with the counters read back.
 //
-// Hygiene (DESIGN.md section 5): nothing here touches the root namespace's
+// Hygiene (docs/testing.md): nothing here touches the root namespace's
 // interfaces, routes, sysctls or firewall, or /sys/fs/bpf. Every test case
 // gets its own bpffs mount and namespace (`bntr<pid>-<n>`), removed by
 // teardown blocks registered as soon as each exists, so also on failure.
@@ -70,8 +70,9 @@ func runCommand(_ arguments: [String], input: String? = nil) throws -> String {
     let err = error.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
-        throw CommandFailed(command: arguments.joined(separator: " "), status: process.terminationStatus,
-                            stderr: String(decoding: err, as: UTF8.self))
+        throw CommandFailed(
+            command: arguments.joined(separator: " "), status: process.terminationStatus,
+            stderr: String(decoding: err, as: UTF8.self))
     }
     return String(decoding: out, as: UTF8.self)
 }
@@ -89,15 +90,17 @@ enum StaleResources {
         let manager = FileManager.default
         func isStale(_ directory: String, _ name: String) -> Bool {
             guard name.hasPrefix("bntr"), let pid = Int32(name.dropFirst(4).prefix { $0.isNumber }),
-                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH,
-                  let modified = (try? manager.attributesOfItem(atPath: directory + "/" + name))?[.modificationDate] as? Date
+                pid != getpid(), kill(pid, 0) != 0, errno == ESRCH,
+                let modified = (try? manager.attributesOfItem(atPath: directory + "/" + name))?[.modificationDate]
+                    as? Date
             else { return false }
             return modified.timeIntervalSinceNow < -15 * 60
         }
         for name in (try? manager.contentsOfDirectory(atPath: "/run/netns")) ?? [] where isStale("/run/netns", name) {
             _ = try? runCommand(["ip", "netns", "del", name])
         }
-        for name in (try? manager.contentsOfDirectory(atPath: "/tmp")) ?? [] where name.contains("-bpffs-") && isStale("/tmp", name) {
+        for name in (try? manager.contentsOfDirectory(atPath: "/tmp")) ?? []
+        where name.contains("-bpffs-") && isStale("/tmp", name) {
             let path = FilePath("/tmp").appending(name)
             if (try? BPFFileSystem.isBPFFS(path)) == true { try? BPFFileSystem.unmount(path, lazily: true) }
             rmdir(path.string)
@@ -384,8 +387,10 @@ final class TestRunRig: @unchecked Sendable {
     var reference: ReferenceDataplane { ReferenceDataplane(state: state) }
 
     /// What the model says `hook` does with `frame`.
-    func modelVerdict(_ hook: Hook, _ frame: [UInt8],
-                      conntrack: (FlowTuple) -> Bool = { _ in false }) -> Verdict {
+    func modelVerdict(
+        _ hook: Hook, _ frame: [UInt8],
+        conntrack: (FlowTuple) -> Bool = { _ in false }
+    ) -> Verdict {
         switch hook {
         case .portTC, .portTCContext, .portXDP: reference.portVerdict(frame: frame)
         case .ext(let ingress): reference.extVerdict(frame: frame, ingressIfindex: ingress, isConntrackReply: conntrack)

@@ -36,7 +36,8 @@ final class TCAttachmentTests: XCTestCase {
             XCTAssertEqual(attachment.programID, empty.id)
             XCTAssertEqual(attachment.handle, 1)
             XCTAssertEqual(attachment.priority, 1)
-            XCTAssertEqual(try TCAttachment.query(ifindex: veth0, direction: .ingress, handle: 1, priority: 1), empty.id)
+            XCTAssertEqual(
+                try TCAttachment.query(ifindex: veth0, direction: .ingress, handle: 1, priority: 1), empty.id)
             XCTAssertNil(try TCAttachment.query(ifindex: veth0, direction: .egress, handle: 1, priority: 1))
             XCTAssertNil(try TCAttachment.query(ifindex: veth0, direction: .ingress, handle: 2, priority: 1))
 
@@ -68,6 +69,33 @@ final class TCAttachmentTests: XCTestCase {
         }
         // Nothing leaked into our own namespace: the veths are not here.
         XCTAssertThrowsError(try NetworkInterface.index(named: "veth0"))
+    }
+
+    /// Who created the clsact qdisc is known (to remove only one's own), and
+    /// every filter on it is seen, whoever put it there.
+    func testClsactIsCreatedOnceListedAndRemoved() throws {
+        let netns = try TestNamespace.make(in: self)
+        let empty = try object.program(named: "bpfnet_empty_tc")
+        try netns.run {
+            let veth0 = try NetworkInterface.index(named: "veth0")
+            XCTAssertEqual(try TCAttachment.filters(ifindex: veth0, direction: .ingress), [], "no clsact qdisc yet")
+            XCTAssertFalse(try TCAttachment.removeClsact(ifindex: veth0), "nothing to remove")
+            XCTAssertTrue(try TCAttachment.createClsact(ifindex: veth0))
+            XCTAssertFalse(try TCAttachment.createClsact(ifindex: veth0), "it exists now: not created again")
+            XCTAssertEqual(try TCAttachment.filters(ifindex: veth0, direction: .ingress), [])
+
+            try TCAttachment.attach(empty, ifindex: veth0, direction: .ingress, handle: 7, priority: 9)
+            try TCAttachment.attach(empty, ifindex: veth0, direction: .egress, handle: 1, priority: 1)
+            let ingress = try TCAttachment.filters(ifindex: veth0, direction: .ingress)
+            XCTAssertTrue(ingress.contains { $0.kind == "bpf" && $0.handle == 7 && $0.priority == 9 }, "\(ingress)")
+            XCTAssertTrue(ingress.allSatisfy { $0.kind == "bpf" && $0.priority == 9 }, "\(ingress)")
+            XCTAssertFalse(try TCAttachment.filters(ifindex: veth0, direction: .egress).isEmpty)
+
+            XCTAssertTrue(try TCAttachment.removeClsact(ifindex: veth0))
+            XCTAssertEqual(try TCAttachment.filters(ifindex: veth0, direction: .ingress), [], "gone with the qdisc")
+            XCTAssertNil(try TCAttachment.query(ifindex: veth0, handle: 7, priority: 9))
+            XCTAssertFalse(try TCAttachment.removeClsact(ifindex: veth0))
+        }
     }
 
     func testMissingInterfaceIsNamedInTheError() throws {
@@ -131,8 +159,9 @@ final class XDPAttachmentTests: XCTestCase {
             XCTAssertEqual(try XDPAttachment.query(ifindex: veth0)?.programID, empty.id)
 
             // Replace exactly the expected program.
-            let replaced = try XDPAttachment.attach(counting, ifindex: veth0, mode: .native,
-                                                    replacing: .program(id: empty.id))
+            let replaced = try XDPAttachment.attach(
+                counting, ifindex: veth0, mode: .native,
+                replacing: .program(id: empty.id))
             XCTAssertEqual(try XDPAttachment.query(ifindex: veth0)?.programID, counting.id)
 
             // The kernel allows native or generic, not both: auto stays native here.
@@ -237,7 +266,8 @@ final class NetworkNamespaceTests: XCTestCase {
         }
         XCTAssertNil(missing, "an unknown name is nil, not an error")
         let byName = Dictionary(uniqueKeysWithValues: links.map { ($0.name, $0) })
-        let bridge = try XCTUnwrap(byName["br-test"]), veth0 = try XCTUnwrap(byName["veth0"])
+        let bridge = try XCTUnwrap(byName["br-test"])
+        let veth0 = try XCTUnwrap(byName["veth0"])
         let veth1 = try XCTUnwrap(byName["veth1"])
         XCTAssertEqual(Set(byName.keys), ["lo", "veth0", "veth1", "br-test"])
         XCTAssertEqual(veth0.master, bridge.index)

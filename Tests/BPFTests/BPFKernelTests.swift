@@ -31,8 +31,9 @@ final class BPFObjectLoadTests: XCTestCase {
         XCTAssertThrowsError(try object.program(named: "st_rejected_tc")) { error in
             XCTAssertTrue(String(describing: error).contains("autoload is off"), String(describing: error))
         }
-        XCTAssertEqual(Set(try object.programs().map(\.name)),
-                       ["bpfnet_empty_xdp", "bpfnet_empty_tc", "st_count_xdp", "st_count_tc"])
+        XCTAssertEqual(
+            Set(try object.programs().map(\.name)),
+            ["bpfnet_empty_xdp", "bpfnet_empty_tc", "st_count_xdp", "st_count_tc"])
 
         let verdicts = try object.map(named: "st_verdicts")
         XCTAssertEqual(verdicts.type, .hash)
@@ -103,8 +104,9 @@ final class BPFObjectLoadTests: XCTestCase {
         for error in errors {
             XCTAssertTrue((error.verifierLog ?? "").contains("invalid access to packet"), error.debugDescription)
             // One load's messages, not several interleaved.
-            XCTAssertEqual(error.libbpfLog.filter { $0.contains("failed to load object") }.count, 1,
-                           error.debugDescription)
+            XCTAssertEqual(
+                error.libbpfLog.filter { $0.contains("failed to load object") }.count, 1,
+                error.debugDescription)
         }
     }
 
@@ -282,8 +284,9 @@ final class BPFProgramTestRunTests: XCTestCase {
         let config = try BPFMap<UInt32, UInt32>(object, name: "st_config")
         let frame = udpFrame()
 
-        let result = try program.testRun(data: frame, dataOutCapacity: 128,
-                                         options: BPFTestRunOptions(repeatCount: 1000))
+        let result = try program.testRun(
+            data: frame, dataOutCapacity: 128,
+            options: BPFTestRunOptions(repeatCount: 1000))
         XCTAssertEqual(result.returnValue, Verdict.xdpPass)
         XCTAssertEqual(result.dataOut.count, 60)
         // Each repetition swaps the addresses again: after 1000 (even) they are back.
@@ -326,8 +329,9 @@ final class BPFProgramTestRunTests: XCTestCase {
         context.egress_ifindex = 1
         XCTAssertThrowsError(try program.testRun(data: frame, context: &context)) { error in
             XCTAssertEqual((error as? BPFError)?.errno, .invalidArgument)
-            XCTAssertTrue(String(describing: error).contains("context fields the program type does not accept"),
-                          "\(error)")
+            XCTAssertTrue(
+                String(describing: error).contains("context fields the program type does not accept"),
+                "\(error)")
         }
         // An ingress interface that does not exist in this namespace.
         context.egress_ifindex = 0
@@ -454,8 +458,10 @@ final class BPFPinTests: XCTestCase {
     func testPinnedMapWithOtherParametersIsAClearError() throws {
         let bpffs = try PrivateBPFFS.make(in: self)
         _ = try selftestObject(options: BPFObject.Options(pinRoot: bpffs.path))
-        let resized = try selftestObject(load: false, options: BPFObject.Options(
-            pinRoot: bpffs.path, maxEntries: ["st_pinned": 128]))
+        let resized = try selftestObject(
+            load: false,
+            options: BPFObject.Options(
+                pinRoot: bpffs.path, maxEntries: ["st_pinned": 128]))
         XCTAssertThrowsError(try resized.load()) { error in
             guard let error = error as? BPFError else { return XCTFail("\(error)") }
             let text = error.description

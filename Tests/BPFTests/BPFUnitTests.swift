@@ -3,20 +3,23 @@
 // Tests that need no privileges: error text and classification, the typed
 // map size check, and opening (not loading) an ELF object.
 
-@testable import BPF
 import BPFObjects
 import CLibBPF
 import Synchronization
 import SystemPackage
 import XCTest
 
+@testable import BPF
+
 final class BPFErrorTests: XCTestCase {
     func testDescriptionReadsLikeAnOperatorMessage() {
-        let error = BPFError(operation: "bpf_tc_attach(7, ingress, handle 1, priority 1, port)",
-                             action: "attaching tc ingress to vethab12", errno: .notPermitted)
+        let error = BPFError(
+            operation: "bpf_tc_attach(7, ingress, handle 1, priority 1, port)",
+            action: "attaching tc ingress to vethab12", errno: .notPermitted)
         XCTAssertEqual(
             error.description,
-            "bpf: attaching tc ingress to vethab12: Operation not permitted — run as root or grant CAP_BPF and CAP_NET_ADMIN")
+            "bpf: attaching tc ingress to vethab12: Operation not permitted — run as root or grant CAP_BPF and CAP_NET_ADMIN"
+        )
         XCTAssertTrue(error.isPermission)
         XCTAssertFalse(error.isNotFound)
         XCTAssertTrue(error.debugDescription.contains("bpf_tc_attach(7, ingress"))
@@ -41,8 +44,9 @@ final class BPFErrorTests: XCTestCase {
     }
 
     func testLibbpfOwnErrorCodesAreSpelledOut() {
-        let error = BPFError(operation: "bpf_object__open_mem(x)",
-                             errno: Errno(rawValue: CInt(LIBBPF_ERRNO__FORMAT.rawValue)))
+        let error = BPFError(
+            operation: "bpf_object__open_mem(x)",
+            errno: Errno(rawValue: CInt(LIBBPF_ERRNO__FORMAT.rawValue)))
         XCTAssertEqual(error.libbpfMessage, "BPF object format invalid")
         let notSupported = BPFError(operation: "bpf_map_update_batch(x)", errno: Errno(rawValue: 524))
         XCTAssertFalse(notSupported.libbpfMessage.isEmpty)
@@ -58,17 +62,19 @@ final class BPFErrorTests: XCTestCase {
             processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0
 
             """
-        let error = BPFError(operation: "bpf_object__load(selftest)", action: "loading", errno: .permissionDenied,
-                             verifierLog: log)
+        let error = BPFError(
+            operation: "bpf_object__load(selftest)", action: "loading", errno: .permissionDenied,
+            verifierLog: log)
         XCTAssertTrue(error.description.contains("R2 offset is outside of the packet"), error.description)
         XCTAssertFalse(error.description.contains("processed 2 insns"), error.description)
         XCTAssertTrue(error.debugDescription.contains("processed 2 insns"))
     }
 
     func testKernelNetlinkMessageIsShown() {
-        let error = BPFError(operation: "bpf_xdp_attach(3)", action: "attaching xdp (native) to eth0",
-                             errno: .fileExists,
-                             libbpfLog: ["Kernel error message: native and generic XDP can't be active at the same time"])
+        let error = BPFError(
+            operation: "bpf_xdp_attach(3)", action: "attaching xdp (native) to eth0",
+            errno: .fileExists,
+            libbpfLog: ["Kernel error message: native and generic XDP can't be active at the same time"])
         XCTAssertTrue(error.description.contains("(kernel: native and generic XDP can't be active at the same time)"))
     }
 }
@@ -76,16 +82,19 @@ final class BPFErrorTests: XCTestCase {
 final class BPFMapLayoutTests: XCTestCase {
     func testMatchingSizesPass() throws {
         try checkMapLayout(UInt32.self, UInt64.self, mapName: "m", type: .hash, keySize: 4, valueSize: 8, perCPU: false)
-        try checkMapLayout(SelftestLPMKey.self, UInt32.self, mapName: "m", type: .lpmTrie, keySize: 8, valueSize: 4,
-                           perCPU: false)
-        try checkMapLayout(UInt32.self, UInt64.self, mapName: "c", type: .perCPUArray, keySize: 4, valueSize: 8,
-                           perCPU: true)
+        try checkMapLayout(
+            SelftestLPMKey.self, UInt32.self, mapName: "m", type: .lpmTrie, keySize: 8, valueSize: 4,
+            perCPU: false)
+        try checkMapLayout(
+            UInt32.self, UInt64.self, mapName: "c", type: .perCPUArray, keySize: 4, valueSize: 8,
+            perCPU: true)
     }
 
     func testSizeMismatchNamesTheMapAndBothSizes() {
         XCTAssertThrowsError(
-            try checkMapLayout(UInt64.self, UInt32.self, mapName: "st_verdicts", type: .hash, keySize: 4,
-                               valueSize: 4, perCPU: false)
+            try checkMapLayout(
+                UInt64.self, UInt32.self, mapName: "st_verdicts", type: .hash, keySize: 4,
+                valueSize: 4, perCPU: false)
         ) { error in
             let text = String(describing: error)
             XCTAssertTrue(text.contains("st_verdicts"), text)
@@ -93,8 +102,9 @@ final class BPFMapLayoutTests: XCTestCase {
             XCTAssertFalse(text.contains("value UInt32"), text)
         }
         XCTAssertThrowsError(
-            try checkMapLayout(UInt32.self, UInt16.self, mapName: "v", type: .array, keySize: 4, valueSize: 4,
-                               perCPU: false)
+            try checkMapLayout(
+                UInt32.self, UInt16.self, mapName: "v", type: .array, keySize: 4, valueSize: 4,
+                perCPU: false)
         ) { error in
             XCTAssertTrue(String(describing: error).contains("value UInt16 is 2 bytes but the map's value_size is 4"))
         }
@@ -102,14 +112,16 @@ final class BPFMapLayoutTests: XCTestCase {
 
     func testPerCPUMapsNeedThePerCPUView() {
         XCTAssertThrowsError(
-            try checkMapLayout(UInt32.self, UInt64.self, mapName: "st_counters", type: .perCPUArray, keySize: 4,
-                               valueSize: 8, perCPU: false)
+            try checkMapLayout(
+                UInt32.self, UInt64.self, mapName: "st_counters", type: .perCPUArray, keySize: 4,
+                valueSize: 8, perCPU: false)
         ) { error in
             XCTAssertTrue(String(describing: error).contains("use BPFPerCPUMap"))
         }
         XCTAssertThrowsError(
-            try checkMapLayout(UInt32.self, UInt64.self, mapName: "h", type: .hash, keySize: 4, valueSize: 8,
-                               perCPU: true)
+            try checkMapLayout(
+                UInt32.self, UInt64.self, mapName: "h", type: .hash, keySize: 4, valueSize: 8,
+                perCPU: true)
         ) { error in
             XCTAssertTrue(String(describing: error).contains("use BPFMap"))
         }
@@ -136,13 +148,16 @@ final class BPFObjectOpenTests: XCTestCase {
 
         // libbpf's default pin root; opening touches nothing there.
         let defaults = try BPFObject(bytes: BPFObjects.selftest.bytes, name: "selftest")
-        XCTAssertEqual(defaults.mapDefinitions.first { $0.name == "st_pinned" }?.pinPath,
-                       FilePath("/sys/fs/bpf/st_pinned"))
+        XCTAssertEqual(
+            defaults.mapDefinitions.first { $0.name == "st_pinned" }?.pinPath,
+            FilePath("/sys/fs/bpf/st_pinned"))
     }
 
     func testOptionsApplyBeforeLoad() throws {
-        let object = try selftestObject(load: false, options: BPFObject.Options(
-            pinRoot: FilePath("/tmp/somewhere"), maxEntries: ["st_verdicts": 4096]))
+        let object = try selftestObject(
+            load: false,
+            options: BPFObject.Options(
+                pinRoot: FilePath("/tmp/somewhere"), maxEntries: ["st_verdicts": 4096]))
         let maps = Dictionary(uniqueKeysWithValues: object.mapDefinitions.map { ($0.name, $0) })
         XCTAssertEqual(maps["st_verdicts"]?.maxEntries, 4096)
         XCTAssertEqual(maps["st_pinned"]?.pinPath, FilePath("/tmp/somewhere/st_pinned"))

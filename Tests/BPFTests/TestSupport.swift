@@ -35,8 +35,9 @@ func runCommand(_ arguments: [String]) throws -> String {
     let err = error.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
-        throw CommandFailed(command: arguments.joined(separator: " "), status: process.terminationStatus,
-                            stderr: String(decoding: err, as: UTF8.self))
+        throw CommandFailed(
+            command: arguments.joined(separator: " "), status: process.terminationStatus,
+            stderr: String(decoding: err, as: UTF8.self))
     }
     return String(decoding: out, as: UTF8.self)
 }
@@ -64,8 +65,10 @@ final class TestNamespace: @unchecked Sendable {
         do {
             // No IPv6: its neighbour discovery and MLD reports would land on
             // the veths and spoil the tests' exact packet counts.
-            try runCommand(["ip", "netns", "exec", name, "sysctl", "-q", "-w",
-                            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+            try runCommand([
+                "ip", "netns", "exec", name, "sysctl", "-q", "-w",
+                "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+            ])
             try runCommand(["ip", "-n", name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
             try runCommand(["ip", "-n", name, "link", "set", "veth0", "up"])
             try runCommand(["ip", "-n", name, "link", "set", "veth1", "up"])

@@ -8,10 +8,11 @@
 
 import BPFNetCore
 import Foundation
-@testable import BPFNetBench
 import LinuxNet
 import NetLab
 import XCTest
+
+@testable import BPFNetBench
 
 final class BenchSmokeTests: XCTestCase {
     /// What the bench could leave behind, seen from outside.
@@ -30,15 +31,18 @@ final class BenchSmokeTests: XCTestCase {
             let ours = ["bpfnet-bench-\(getpid())-", "bpfnet-maps-\(getpid())-"]
             return Leftovers(
                 namespaces: netns.filter { $0.hasPrefix("bn\(getpid())") }.sorted(),
-                mounts: mountinfo.split(separator: "\n").filter { line in ours.contains { line.contains("/tmp/" + $0) } }
-                    .map(String.init),
+                mounts: mountinfo.split(separator: "\n").filter { line in ours.contains { line.contains("/tmp/" + $0) }
+                }
+                .map(String.init),
                 directories: tmp.filter { name in ours.contains { name.hasPrefix($0) } }.sorted(),
                 rootNFTables: tables)
         }
     }
 
-    private func assertDelivered(_ report: BenchReport, variants: [String], links: [Int],
-                                 file: StaticString = #filePath, line: UInt = #line) {
+    private func assertDelivered(
+        _ report: BenchReport, variants: [String], links: [Int],
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(report.results.count, variants.count * links.count, file: file, line: line)
         for n in links {
             for variant in variants {
@@ -58,8 +62,9 @@ final class BenchSmokeTests: XCTestCase {
     func testEveryVariantBuildsDeliversReportsAndCleansUp() throws {
         try requireRoot("bench smoke run (namespaces, eBPF, iptables)")
         let before = Leftovers.now()
-        let configuration = BenchConfiguration(links: [0, 100], flows: 2, rounds: 3, burstSeconds: 0.02,
-                                               showProgress: false)
+        let configuration = BenchConfiguration(
+            links: [0, 100], flows: 2, rounds: 3, burstSeconds: 0.02,
+            showProgress: false)
         let outcome = try BenchRunner(configuration).run()
         let names = BenchVariant.defaultSelection.map(\.name)
         assertDelivered(outcome.report, variants: names, links: [0, 100])
@@ -76,13 +81,20 @@ final class BenchSmokeTests: XCTestCase {
     func testRealSocketProfile() throws {
         try requireRoot("bench smoke run with UDP sockets")
         let before = Leftovers.now()
-        var configuration = BenchConfiguration(links: [10], flows: 2, rounds: 2, burstSeconds: 0.02, profile: .udp,
-                                               showProgress: false)
-        configuration.variants = try BenchVariant.select(["bpfnet-tc", "docker-iptables-legacy", "bridge-empty-tc",
-                                                          "bridge-empty-xdp"])
+        var configuration = BenchConfiguration(
+            links: [10], flows: 2, rounds: 2, burstSeconds: 0.02, profile: .udp,
+            showProgress: false)
+        configuration.variants = try BenchVariant.select([
+            "bpfnet-tc", "docker-iptables-legacy", "bridge-empty-tc",
+            "bridge-empty-xdp",
+        ])
         let outcome = try BenchRunner(configuration).run()
-        assertDelivered(outcome.report, variants: ["bridge", "docker-iptables-legacy", "bpfnet-tc", "bridge-empty-tc",
-                                                   "bridge-empty-xdp"], links: [10])
+        assertDelivered(
+            outcome.report,
+            variants: [
+                "bridge", "docker-iptables-legacy", "bpfnet-tc", "bridge-empty-tc",
+                "bridge-empty-xdp",
+            ], links: [10])
         XCTAssertEqual(outcome.report.profile, "udp")
         XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
     }
@@ -91,11 +103,13 @@ final class BenchSmokeTests: XCTestCase {
         try requireRoot("bench micro (eBPF test runs)")
         let before = Leftovers.now()
         let report = try MicroBench(MicroConfiguration(repeatCount: 10_000, rounds: 1, links: 100)).run()
-        XCTAssertEqual(report.results.map { "\($0.program) \($0.packet)" }, [
-            "empty-tc any", "port-tc matching", "port-tc non-matching",
-            "empty-xdp any", "port-xdp matching", "port-xdp non-matching",
-            "ext-xdp matching", "ext-xdp non-matching",
-        ])
+        XCTAssertEqual(
+            report.results.map { "\($0.program) \($0.packet)" },
+            [
+                "empty-tc any", "port-tc matching", "port-tc non-matching",
+                "empty-xdp any", "port-xdp matching", "port-xdp non-matching",
+                "ext-xdp matching", "ext-xdp non-matching",
+            ])
         XCTAssertTrue(report.results.allSatisfy { $0.nsPerRun.median > 0 })
         let json = try JSONSerialization.jsonObject(with: report.jsonData()) as? [String: Any]
         XCTAssertEqual(Set(json?.keys.map { $0 } ?? []), ["repeat", "rounds", "links", "results"])

@@ -8,21 +8,29 @@ import BPFNetCore
 import BPFNetShared
 import BPFNetTestSupport
 import Foundation
-@testable import BPFNetBench
 import XCTest
+
+@testable import BPFNetBench
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
 
 final class VariantSelectionTests: XCTestCase {
     func testEveryNamedVariantIsRegisteredInReportOrder() {
-        XCTAssertEqual(BenchVariant.all.map(\.name), [
-            "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables",
-            "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bpfnet-fastpath-xdp", "bridge-empty-tc", "bridge-empty-xdp",
-        ])
-        XCTAssertEqual(BenchVariant.defaultSelection.map(\.name),
-                       ["bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables", "bpfnet-tc",
-                        "bpfnet-xdp", "bpfnet-fastpath"])
+        XCTAssertEqual(
+            BenchVariant.all.map(\.name),
+            [
+                "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables",
+                "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bpfnet-fastpath-xdp", "bridge-empty-tc",
+                "bridge-empty-xdp",
+            ])
+        XCTAssertEqual(
+            BenchVariant.defaultSelection.map(\.name),
+            [
+                "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables", "bpfnet-tc",
+                "bpfnet-xdp", "bpfnet-fastpath",
+            ])
     }
 
     func testSelectionAddsBridgeAndKeepsReportOrder() throws {
@@ -117,7 +125,8 @@ final class WorkloadTests: XCTestCase {
             XCTAssertEqual(Array(frame[0..<6]), BenchWorkload.receiverMAC.array)
             XCTAssertEqual(Array(frame[6..<12]), BenchWorkload.senderMAC.array)
             XCTAssertEqual(frame[23], 17)
-            let source = IPv4Address(UInt32(frame[26]) << 24 | UInt32(frame[27]) << 16 | UInt32(frame[28]) << 8 | UInt32(frame[29]))
+            let source = IPv4Address(
+                UInt32(frame[26]) << 24 | UInt32(frame[27]) << 16 | UInt32(frame[28]) << 8 | UInt32(frame[29]))
             XCTAssertEqual(source, workload.flowSource(k).ip)
             XCTAssertEqual(UInt16(frame[34]) << 8 | UInt16(frame[35]), BenchWorkload.firstSourcePort + UInt16(k))
             XCTAssertEqual(UInt16(frame[36]) << 8 | UInt16(frame[37]), BenchWorkload.receiverPort)
@@ -136,8 +145,9 @@ final class WorkloadTests: XCTestCase {
         XCTAssertLessThanOrEqual(state.links.count, workload.linkRules(forLinks: 1000))
         XCTAssertGreaterThanOrEqual(state.links.count, 3 * 1002)
         // The allowed flow is there, the stranger is not.
-        let allowed = LinkRule(source: BenchWorkload.senderIP, destination: BenchWorkload.receiverIP,
-                               port: BenchWorkload.receiverPort, proto: 17, direction: .forward)
+        let allowed = LinkRule(
+            source: BenchWorkload.senderIP, destination: BenchWorkload.receiverIP,
+            port: BenchWorkload.receiverPort, proto: 17, direction: .forward)
         XCTAssertTrue(state.links.contains(allowed))
         XCTAssertFalse(state.links.contains { $0.source == BenchWorkload.strangerIP })
     }
@@ -148,8 +158,11 @@ final class WorkloadTests: XCTestCase {
         let state = try ControlPlaneFixture.compile(policy)
         for k in 0..<2 {
             let source = workload.flowSource(k).ip
-            XCTAssertTrue(state.links.contains(LinkRule(source: source, destination: BenchWorkload.receiverIP,
-                                                        port: BenchWorkload.receiverPort, proto: 17, direction: .forward)))
+            XCTAssertTrue(
+                state.links.contains(
+                    LinkRule(
+                        source: source, destination: BenchWorkload.receiverIP,
+                        port: BenchWorkload.receiverPort, proto: 17, direction: .forward)))
         }
     }
 }
@@ -159,14 +172,16 @@ final class DockerRulesetTests: XCTestCase {
         let workload = BenchWorkload(maxLinks: 10, flows: 1)
         let rules = DockerRuleset.render(links: workload.links(10))
         let forward = rules.split(separator: "\n").filter { $0.hasPrefix("-A FORWARD") }
-        XCTAssertEqual(forward, [
-            "-A FORWARD -j DOCKER-USER",
-            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
-            "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            "-A FORWARD -o docker0 -j DOCKER",
-            "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
-            "-A FORWARD -i docker0 -o docker0 -j DROP",
-        ])
+        XCTAssertEqual(
+            forward,
+            [
+                "-A FORWARD -j DOCKER-USER",
+                "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+                "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-A FORWARD -o docker0 -j DOCKER",
+                "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+                "-A FORWARD -i docker0 -o docker0 -j DROP",
+            ])
         XCTAssertTrue(rules.contains(":FORWARD DROP [0:0]"))
         XCTAssertTrue(rules.contains("-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP"))
         XCTAssertTrue(rules.contains("-A DOCKER-USER -j RETURN"))
@@ -177,8 +192,12 @@ final class DockerRulesetTests: XCTestCase {
         let rules = DockerRuleset.render(links: workload.links(100)).split(separator: "\n")
         let docker = rules.filter { $0.hasPrefix("-A DOCKER -s") }
         XCTAssertEqual(docker.count, 202)
-        XCTAssertEqual(docker[200], "-A DOCKER -s 10.88.0.2/32 -d 10.88.0.3/32 -i docker0 -o docker0 -p udp -m udp --dport 5201 -j ACCEPT")
-        XCTAssertEqual(docker[201], "-A DOCKER -s 10.88.0.3/32 -d 10.88.0.2/32 -i docker0 -o docker0 -p udp -m udp --sport 5201 -j ACCEPT")
+        XCTAssertEqual(
+            docker[200],
+            "-A DOCKER -s 10.88.0.2/32 -d 10.88.0.3/32 -i docker0 -o docker0 -p udp -m udp --dport 5201 -j ACCEPT")
+        XCTAssertEqual(
+            docker[201],
+            "-A DOCKER -s 10.88.0.3/32 -d 10.88.0.2/32 -i docker0 -o docker0 -p udp -m udp --sport 5201 -j ACCEPT")
         XCTAssertFalse(docker.dropLast(2).contains { $0.contains("-s 10.88.0.2/32") })
     }
 }
@@ -196,11 +215,12 @@ final class ReportTests: XCTestCase {
                 let cost = costs[variant]![index]
                 let ratio = cost / costs["bridge"]![index]
                 let sent: UInt64 = 1_000_000
-                results.append(BenchResult(
-                    variant: variant, links: links, flows: 1,
-                    nsPerPacket: Spread(min: cost * 0.9, median: cost, max: cost * 1.2), mppsPerCore: 1000 / cost,
-                    sent: sent, delivered: lost && variant == "bpfnet-xdp" && links == 100 ? sent - 7 : sent,
-                    ratioToBridge: Spread(min: ratio * 0.97, median: ratio, max: ratio * 1.05)))
+                results.append(
+                    BenchResult(
+                        variant: variant, links: links, flows: 1,
+                        nsPerPacket: Spread(min: cost * 0.9, median: cost, max: cost * 1.2), mppsPerCore: 1000 / cost,
+                        sent: sent, delivered: lost && variant == "bpfnet-xdp" && links == 100 ? sent - 7 : sent,
+                        ratioToBridge: Spread(min: ratio * 0.97, median: ratio, max: ratio * 1.05)))
             }
         }
         return BenchReport(profile: "live", packetBytes: 60, rounds: 50, results: results)
@@ -240,8 +260,10 @@ final class ReportTests: XCTestCase {
         let parser = XMLParser(data: Data(svg.utf8))
         XCTAssertTrue(parser.parse(), "SVG is not well-formed XML: \(String(describing: parser.parserError))")
         XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 5, "one line per variant")
-        for text in ["links on the host", "CPU time per packet", "bpfnet-tc: ", "docker-iptables-nft  744 µs",
-                     "1,000", "10,000", "lost 7"] {
+        for text in [
+            "links on the host", "CPU time per packet", "bpfnet-tc: ", "docker-iptables-nft  744 µs",
+            "1,000", "10,000", "lost 7",
+        ] {
             XCTAssertTrue(svg.contains(text), "missing '\(text)'")
         }
     }

@@ -21,7 +21,9 @@ func requireRoot(_ what: String) throws {
 enum BenchSchema {
     enum Kind { case string, integer, number, spread, results }
 
-    static let top: [String: Kind] = ["profile": .string, "packetBytes": .integer, "rounds": .integer, "results": .results]
+    static let top: [String: Kind] = [
+        "profile": .string, "packetBytes": .integer, "rounds": .integer, "results": .results,
+    ]
     static let result: [String: Kind] = [
         "variant": .string, "links": .integer, "flows": .integer, "nsPerPacket": .spread, "mppsPerCore": .number,
         "sent": .integer, "delivered": .integer, "ratioToBridge": .spread,
@@ -37,9 +39,14 @@ enum BenchSchema {
     private static func check(_ value: Any, against fields: [String: Kind], at path: String) -> [String] {
         guard let object = value as? [String: Any] else { return ["\(path): not an object"] }
         var problems: [String] = []
-        for key in Set(object.keys).subtracting(fields.keys).sorted() { problems.append("\(path).\(key): not in the schema") }
+        for key in Set(object.keys).subtracting(fields.keys).sorted() {
+            problems.append("\(path).\(key): not in the schema")
+        }
         for (key, kind) in fields.sorted(by: { $0.key < $1.key }) {
-            guard let field = object[key] else { problems.append("\(path).\(key): missing"); continue }
+            guard let field = object[key] else {
+                problems.append("\(path).\(key): missing")
+                continue
+            }
             problems += check(field, kind, at: "\(path).\(key)")
         }
         return problems
@@ -50,10 +57,13 @@ enum BenchSchema {
         case .string:
             return value is String ? [] : ["\(path): not a string"]
         case .number:
-            guard !(value is String), let number = value as? Double, number.isFinite else { return ["\(path): not a number"] }
+            guard !(value is String), let number = value as? Double, number.isFinite else {
+                return ["\(path): not a number"]
+            }
             return []
         case .integer:
-            guard !(value is String), let number = value as? Double, number.isFinite, number == number.rounded(), number >= 0
+            guard !(value is String), let number = value as? Double, number.isFinite, number == number.rounded(),
+                number >= 0
             else { return ["\(path): not a non-negative integer"] }
             return []
         case .spread:

@@ -9,6 +9,7 @@ import DockerTestSupport
 import Foundation
 import LinuxNet
 import NetLab
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +32,8 @@ final class BPFNetCLI {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         let sibling = executable.deletingLastPathComponent().appendingPathComponent("bpfnet").path
         guard FileManager.default.isExecutableFile(atPath: sibling) else {
-            throw LabFailure("no bpfnet binary next to \(executable.path) — build it (swift build) or set BPFNET_BINARY")
+            throw LabFailure(
+                "no bpfnet binary next to \(executable.path) — build it (swift build) or set BPFNET_BINARY")
         }
         return sibling
     }
@@ -39,8 +41,9 @@ final class BPFNetCLI {
     var environment: [String: String] { ["BPFNET_RUN_DIR": runDirectory, "PATH": PrivateDockerd.path] }
 
     func command(_ arguments: [String], timeout: Duration = .seconds(60)) -> Command {
-        Command(namespace.nsenter([binary] + arguments + ["--pin-path", pinPath]), timeout: timeout,
-                environment: environment)
+        Command(
+            namespace.nsenter([binary] + arguments + ["--pin-path", pinPath]), timeout: timeout,
+            environment: environment)
     }
 
     /// Runs a short command (status, unload, a second run); the result, whatever the exit.
@@ -56,24 +59,33 @@ final class BPFNetCLI {
 
     /// Starts `bpfnet run` in the background.
     func startAgent(dockerHost: String, config: String, extra: [String] = []) throws -> BackgroundProcess {
-        try BackgroundProcess(command(["run", "--docker-host", dockerHost, "--config", config, "--log-level", "debug",
-                                       "--resync-interval", "30"] + extra), captureOutput: false)
+        try BackgroundProcess(
+            command(
+                [
+                    "run", "--docker-host", dockerHost, "--config", config, "--log-level", "debug",
+                    "--resync-interval", "30",
+                ] + extra), captureOutput: false)
     }
 
     /// Polls `status --json` until `condition` holds; the last status on timeout in the error.
     @discardableResult
-    func waitForStatus(_ what: String, timeout: Duration = .seconds(20),
-                       _ condition: (DataplaneStatus) -> Bool) throws -> DataplaneStatus {
+    func waitForStatus(
+        _ what: String, timeout: Duration = .seconds(20),
+        _ condition: (DataplaneStatus) -> Bool
+    ) throws -> DataplaneStatus {
         let deadline = ContinuousClock.now + timeout
         var last: String = "no status yet"
         while true {
             if let status = try? status() {
                 if condition(status) { return status }
-                last = "containers \(status.containers.map { "\($0.name)=\($0.ip)" }), "
+                last =
+                    "containers \(status.containers.map { "\($0.name)=\($0.ip)" }), "
                     + "links \(status.links.map { "\($0.parent)(\($0.parentIP))→\($0.child)(\($0.childIP))" }), icc \(status.icc), "
                     + "agent \(status.agent.map { "running \($0.running) connected \($0.connected) error \($0.lastError ?? "-")" } ?? "none")"
             }
-            if ContinuousClock.now > deadline { throw LabFailure("bpfnet status never showed \(what) within \(timeout): \(last)") }
+            if ContinuousClock.now > deadline {
+                throw LabFailure("bpfnet status never showed \(what) within \(timeout): \(last)")
+            }
             usleep(100_000)
         }
     }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// A Docker host in network namespaces of the test's own (DESIGN.md section 5):
+// A Docker host in network namespaces of the test's own (docs/testing.md):
 //
 //   namespace D ("docker host"): dockerd (started with nsenter --net, its
 //     docker0 and containers live here), ext0 198.51.100.1/24, and — in the
@@ -20,6 +20,7 @@ import DockerTestSupport
 import Foundation
 import LinuxNet
 import NetLab
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,12 +42,15 @@ enum LabAddresses {
 
 /// Runs a tool and returns its standard output; throws with its standard error.
 @discardableResult
-func sh(_ arguments: [String], input: String? = nil, environment: [String: String] = [:],
-        timeout: Duration = .seconds(60)) throws -> String {
+func sh(
+    _ arguments: [String], input: String? = nil, environment: [String: String] = [:],
+    timeout: Duration = .seconds(60)
+) throws -> String {
     let result = try ProcessRunner.run(Command(arguments, input: input, timeout: timeout, environment: environment))
     guard result.succeeded else {
-        throw LabFailure("`\(result.command)` failed (\(result.status)\(result.timedOut ? ", timed out" : "")): "
-            + (result.stderr.isEmpty ? result.stdout : result.stderr))
+        throw LabFailure(
+            "`\(result.command)` failed (\(result.status)\(result.timedOut ? ", timed out" : "")): "
+                + (result.stderr.isEmpty ? result.stdout : result.stderr))
     }
     return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 }
@@ -63,23 +67,30 @@ final class LabNamespaces {
         do {
             try sh(["ip", "netns", "add", docker.name])
             try sh(["ip", "netns", "add", outside.name])
-            try sh(["ip", "-n", docker.name, "-batch", "-"], input: """
-                link set lo up
-                link add ext0 type veth peer name ext1 netns \(outside.name)
-                addr add \(LabAddresses.host)/24 dev ext0
-                link set ext0 up
+            try sh(
+                ["ip", "-n", docker.name, "-batch", "-"],
+                input: """
+                    link set lo up
+                    link add ext0 type veth peer name ext1 netns \(outside.name)
+                    addr add \(LabAddresses.host)/24 dev ext0
+                    link set ext0 up
 
-                """)
-            try sh(["ip", "-n", outside.name, "-batch", "-"], input: """
-                link set lo up
-                addr add \(LabAddresses.allowed)/24 dev ext1
-                addr add \(LabAddresses.other)/24 dev ext1
-                link set ext1 up
-                route add \(LabAddresses.bridgeSubnet) via \(LabAddresses.host)
+                    """)
+            try sh(
+                ["ip", "-n", outside.name, "-batch", "-"],
+                input: """
+                    link set lo up
+                    addr add \(LabAddresses.allowed)/24 dev ext1
+                    addr add \(LabAddresses.other)/24 dev ext1
+                    link set ext1 up
+                    route add \(LabAddresses.bridgeSubnet) via \(LabAddresses.host)
 
-                """)
-            let server = try BackgroundProcess(Command(outside.nsenter(
-                probe.serveArguments(tcp: [LabAddresses.externalPort], udp: [LabAddresses.externalPort], name: "outside"))))
+                    """)
+            let server = try BackgroundProcess(
+                Command(
+                    outside.nsenter(
+                        probe.serveArguments(
+                            tcp: [LabAddresses.externalPort], udp: [LabAddresses.externalPort], name: "outside"))))
             _ = try server.waitForLine(prefix: "ready", timeout: .seconds(10))
             outsideServer = server
         } catch {
@@ -131,8 +142,10 @@ final class LabContainer {
 
     /// Reads pid and address from Docker and (re)starts the probe server inside.
     func refresh(_ dockerd: PrivateDockerd, probe: ProbeRunner) throws {
-        let fields = try dockerd.docker(["inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.Networks.bridge.IPAddress}}", name])
-            .split(separator: " ")
+        let fields = try dockerd.docker([
+            "inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.Networks.bridge.IPAddress}}", name,
+        ])
+        .split(separator: " ")
         guard fields.count == 2, let pid = Int32(fields[0]), pid > 0, let ip = IPv4Address(fields[1]) else {
             throw LabFailure("docker inspect \(name): unexpected '\(fields.joined(separator: " "))'")
         }

@@ -23,10 +23,11 @@ import DockerTestSupport
 import Foundation
 import LinuxNet
 import NetLab
+import XCTest
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import XCTest
 
 final class DockerOracleTests: XCTestCase {
     // MARK: Scenario
@@ -45,7 +46,7 @@ final class DockerOracleTests: XCTestCase {
         var to: Place
         var kind: Probe.Kind
         var sourcePort: UInt16?
-        /// What Docker's rules give (docker-bridge.md §2.4), by icc.
+        /// What Docker's rules give (docs/docker.md, "What the rules give"), by icc.
         var docker: @Sendable (Bool) -> Reachability
         /// What bpfnet gives where it deliberately differs; nil: the same as Docker.
         var bpfnet: (@Sendable (Bool) -> Reachability)? = nil
@@ -56,36 +57,53 @@ final class DockerOracleTests: XCTestCase {
 
     /// The base matrix (containers web, client, lone).
     static let checks: [Check] = [
-        Check(label: "client → web 80/tcp (linked, exposed)", from: .container("client"), to: .container("web"),
-              kind: .tcp(80), docker: { _ in .allowed }),
-        Check(label: "client → web 53/udp (linked, exposed udp)", from: .container("client"), to: .container("web"),
-              kind: .udp(53), docker: { _ in .allowed }),
-        Check(label: "client → web 9090/tcp (not exposed)", from: .container("client"), to: .container("web"),
-              kind: .tcp(9090), docker: iccOnly),
-        Check(label: "client → web icmp", from: .container("client"), to: .container("web"), kind: .icmp, docker: iccOnly),
-        Check(label: "web → client 9090/tcp from sport 80 (stateless reverse rule)", from: .container("web"),
-              to: .container("client"), kind: .tcp(9090), sourcePort: 80, docker: { _ in .allowed }),
-        Check(label: "web → client 9091/udp from sport 53 (stateless reverse rule)", from: .container("web"),
-              to: .container("client"), kind: .udp(9091), sourcePort: 53, docker: { _ in .allowed }),
-        Check(label: "web → client 9090/tcp from sport 40001", from: .container("web"), to: .container("client"),
-              kind: .tcp(9090), sourcePort: 40001, docker: iccOnly),
-        Check(label: "lone → web 80/tcp (no link)", from: .container("lone"), to: .container("web"), kind: .tcp(80),
-              docker: iccOnly),
-        Check(label: "client → lone 80/tcp (no link)", from: .container("client"), to: .container("lone"), kind: .tcp(80),
-              docker: iccOnly),
-        Check(label: "outside .2 → host:8080 (published, allowed source)", from: .outside(LabAddresses.allowed),
-              to: .hostExternal, kind: .tcp(8080), docker: { _ in .allowed }),
-        Check(label: "outside .3 → host:8080 (published, other source)", from: .outside(LabAddresses.other),
-              to: .hostExternal, kind: .tcp(8080), docker: { _ in .blocked }),
-        Check(label: "web → outside .2:7777/tcp (outbound, replies)", from: .container("web"),
-              to: .outside(LabAddresses.allowed), kind: .tcp(LabAddresses.externalPort), docker: { _ in .allowed }),
-        Check(label: "lone → outside .3:7777/udp (replies from a non-allowed source)", from: .container("lone"),
-              to: .outside(LabAddresses.other), kind: .udp(LabAddresses.externalPort), docker: { _ in .allowed }),
-        Check(label: "outside .2 → web:80 routed directly (published port)", from: .outside(LabAddresses.allowed),
-              to: .container("web"), kind: .tcp(80), docker: { _ in .allowed }, bpfnet: { _ in .blocked },
-              why: "direct routing to container addresses is dropped (forward policy drop), as Docker 28+ does; 20.10 lets published ports through"),
-        Check(label: "outside .2 → web:9090 routed directly (not published)", from: .outside(LabAddresses.allowed),
-              to: .container("web"), kind: .tcp(9090), docker: { _ in .blocked }),
+        Check(
+            label: "client → web 80/tcp (linked, exposed)", from: .container("client"), to: .container("web"),
+            kind: .tcp(80), docker: { _ in .allowed }),
+        Check(
+            label: "client → web 53/udp (linked, exposed udp)", from: .container("client"), to: .container("web"),
+            kind: .udp(53), docker: { _ in .allowed }),
+        Check(
+            label: "client → web 9090/tcp (not exposed)", from: .container("client"), to: .container("web"),
+            kind: .tcp(9090), docker: iccOnly),
+        Check(
+            label: "client → web icmp", from: .container("client"), to: .container("web"), kind: .icmp, docker: iccOnly),
+        Check(
+            label: "web → client 9090/tcp from sport 80 (stateless reverse rule)", from: .container("web"),
+            to: .container("client"), kind: .tcp(9090), sourcePort: 80, docker: { _ in .allowed }),
+        Check(
+            label: "web → client 9091/udp from sport 53 (stateless reverse rule)", from: .container("web"),
+            to: .container("client"), kind: .udp(9091), sourcePort: 53, docker: { _ in .allowed }),
+        Check(
+            label: "web → client 9090/tcp from sport 40001", from: .container("web"), to: .container("client"),
+            kind: .tcp(9090), sourcePort: 40001, docker: iccOnly),
+        Check(
+            label: "lone → web 80/tcp (no link)", from: .container("lone"), to: .container("web"), kind: .tcp(80),
+            docker: iccOnly),
+        Check(
+            label: "client → lone 80/tcp (no link)", from: .container("client"), to: .container("lone"), kind: .tcp(80),
+            docker: iccOnly),
+        Check(
+            label: "outside .2 → host:8080 (published, allowed source)", from: .outside(LabAddresses.allowed),
+            to: .hostExternal, kind: .tcp(8080), docker: { _ in .allowed }),
+        Check(
+            label: "outside .3 → host:8080 (published, other source)", from: .outside(LabAddresses.other),
+            to: .hostExternal, kind: .tcp(8080), docker: { _ in .blocked }),
+        Check(
+            label: "web → outside .2:7777/tcp (outbound, replies)", from: .container("web"),
+            to: .outside(LabAddresses.allowed), kind: .tcp(LabAddresses.externalPort), docker: { _ in .allowed }),
+        Check(
+            label: "lone → outside .3:7777/udp (replies from a non-allowed source)", from: .container("lone"),
+            to: .outside(LabAddresses.other), kind: .udp(LabAddresses.externalPort), docker: { _ in .allowed }),
+        Check(
+            label: "outside .2 → web:80 routed directly (published port)", from: .outside(LabAddresses.allowed),
+            to: .container("web"), kind: .tcp(80), docker: { _ in .allowed }, bpfnet: { _ in .blocked },
+            why:
+                "direct routing to container addresses is dropped (forward policy drop), as Docker 28+ does; 20.10 lets published ports through"
+        ),
+        Check(
+            label: "outside .2 → web:9090 routed directly (not published)", from: .outside(LabAddresses.allowed),
+            to: .container("web"), kind: .tcp(9090), docker: { _ in .blocked }),
     ]
 
     /// One measured probe.
@@ -139,10 +157,15 @@ final class DockerOracleTests: XCTestCase {
         func runScenario(image: String) throws {
             containers.removeAll()
             let base = ["run", "-d", "--stop-timeout", "1"]
-            try dockerd.docker(base + ["--name", "web", "--expose", "80", "--expose", "53/udp", "-p", "8080:80", image, "sleep", "86400"])
+            try dockerd.docker(
+                base + [
+                    "--name", "web", "--expose", "80", "--expose", "53/udp", "-p", "8080:80", image, "sleep", "86400",
+                ])
             try dockerd.docker(base + ["--name", "client", "--link", "web:w", image, "sleep", "86400"])
             try dockerd.docker(base + ["--name", "lone", image, "sleep", "86400"])
-            for (name, tcp, udp) in [("web", [UInt16(80), 9090], [UInt16(53)]), ("client", [9090], [9091]), ("lone", [80], [])] {
+            for (name, tcp, udp) in [
+                ("web", [UInt16(80), 9090], [UInt16(53)]), ("client", [9090], [9091]), ("lone", [80], []),
+            ] {
                 let container = LabContainer(name: name, tcp: tcp, udp: udp)
                 try container.refresh(dockerd, probe: probe)
                 containers[name] = container
@@ -174,8 +197,9 @@ final class DockerOracleTests: XCTestCase {
                 case .hostExternal:
                     from = namespaces.docker
                 }
-                return Probe(from: from, to: try address(check.to), check.kind, sourcePort: check.sourcePort,
-                             sourceAddress: sourceAddress, timeout: .milliseconds(1000), label: check.label)
+                return Probe(
+                    from: from, to: try address(check.to), check.kind, sourcePort: check.sourcePort,
+                    sourceAddress: sourceAddress, timeout: .milliseconds(1000), label: check.label)
             }
             return zip(checks, probe.run(probes)).map { check, result in
                 Outcome(label: check.label, observed: result.reachability, detail: result.detail)
@@ -190,11 +214,15 @@ final class DockerOracleTests: XCTestCase {
         for icc in [false, true] {
             let lab = try LabNamespaces(tag: "\(tag)-o\(icc ? 1 : 0)", probe: probe)
             namespaces = lab
-            try dockerd.start(in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=true", "--icc=\(icc)"], wipeNetwork: true)
+            try dockerd.start(
+                in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=true", "--icc=\(icc)"],
+                wipeNetwork: true)
             image = try dockerd.importBusybox()
             // The documented source allow-list, with the accept for replies above it.
-            for rule in [["-I", "DOCKER-USER", "-i", "ext0", "!", "-s", "\(LabAddresses.allowed)", "-j", "DROP"],
-                         ["-I", "DOCKER-USER", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]] {
+            for rule in [
+                ["-I", "DOCKER-USER", "-i", "ext0", "!", "-s", "\(LabAddresses.allowed)", "-j", "DROP"],
+                ["-I", "DOCKER-USER", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ] {
                 try sh(lab.docker.nsenter(["iptables", "-w"] + rule))
             }
             try runScenario(image: image)
@@ -202,8 +230,9 @@ final class DockerOracleTests: XCTestCase {
             oracle[icc] = try measure(Self.checks)
             mark("oracle icc=\(icc): probes")
             if !icc {
-                oracleLifecycle = try lifecycle(dockerd: dockerd, image: image, probe: probe, containers: containers,
-                                                measure: measure, waitForAgent: { _ in })
+                oracleLifecycle = try lifecycle(
+                    dockerd: dockerd, image: image, probe: probe, containers: containers,
+                    measure: measure, waitForAgent: { _ in })
                 mark("oracle icc=false: lifecycle")
             }
             for container in containers.all { container.stopServer() }
@@ -217,18 +246,20 @@ final class DockerOracleTests: XCTestCase {
 
         let lab = try LabNamespaces(tag: "\(tag)-b", probe: probe)
         namespaces = lab
-        try dockerd.start(in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"], wipeNetwork: true)
+        try dockerd.start(
+            in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"],
+            wipeNetwork: true)
         let bpfnet = try BPFNetCLI(namespace: lab.docker, workDirectory: work)
         cli = bpfnet
         let config = work + "/run-policy.yaml"
         try """
-            # bpfnet run: host settings only; containers and links come from Docker.
-            icc: false
-            extInterfaces:
-              - name: ext0
-                allowSources: [\(LabAddresses.allowed)/32]
+        # bpfnet run: host settings only; containers and links come from Docker.
+        icc: false
+        extInterfaces:
+          - name: ext0
+            allowSources: [\(LabAddresses.allowed)/32]
 
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         let agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
         agents.append(agent)
         func agentLog(maxBytes: Int = 8000) -> String {
@@ -244,7 +275,9 @@ final class DockerOracleTests: XCTestCase {
         XCTAssertEqual(settled.links.first?.ports, ["80/tcp", "53/udp"])
         XCTAssertEqual(settled.links.first.map { "\($0.parent)→\($0.child)" }, "client→web")
         XCTAssertEqual(settled.containers.first { $0.name == "web" }?.ip, containers["web"]?.ip.description)
-        XCTAssertEqual(settled.published.map { "\($0.hostPort)/\($0.proto)→\($0.container):\($0.containerPort)" }, ["8080/tcp→web:80"])
+        XCTAssertEqual(
+            settled.published.map { "\($0.hostPort)/\($0.proto)→\($0.container):\($0.containerPort)" },
+            ["8080/tcp→web:80"])
         XCTAssertFalse(settled.icc)
         mark("bpfnet: containers")
 
@@ -254,7 +287,9 @@ final class DockerOracleTests: XCTestCase {
 
         // Start event → rules: a container of its own, timed from the outside too.
         let runStarted = clock.now
-        try dockerd.docker(["run", "-d", "--stop-timeout", "1", "--name", "timed", "--expose", "80", image, "sleep", "86400"])
+        try dockerd.docker([
+            "run", "-d", "--stop-timeout", "1", "--name", "timed", "--expose", "80", image, "sleep", "86400",
+        ])
         let dockerRunTook = clock.now - runStarted
         let timed = try bpfnet.waitForStatus("timed's start measured") { $0.agent?.lastSyncContainer == "timed" }
         let timedLatency = try XCTUnwrap(timed.lastSyncLatencyMs)
@@ -267,26 +302,33 @@ final class DockerOracleTests: XCTestCase {
         // A second agent on the same pin path is refused; so is unload while one runs.
         let second = try bpfnet.run(["run", "--docker-host", dockerd.host, "--config", config], timeout: .seconds(30))
         XCTAssertEqual(second.status, .exited(1), "a second bpfnet run must refuse: \(second.stderr)")
-        XCTAssertTrue(second.stderr.contains("already keeps the dataplane") && second.stderr.contains("pid \(agent.pid)"),
-                      second.stderr)
+        XCTAssertTrue(
+            second.stderr.contains("already keeps the dataplane") && second.stderr.contains("pid \(agent.pid)"),
+            second.stderr)
         // A bridge Docker does not use is refused before anything is applied.
-        let otherBridge = try ProcessRunner.run(Command(
-            lab.docker.nsenter([bpfnet.binary, "run", "--docker-host", dockerd.host, "--bridge", "br-other",
-                              "--pin-path", work + "/pins-other"]),
-            timeout: .seconds(30), environment: bpfnet.environment))
+        let otherBridge = try ProcessRunner.run(
+            Command(
+                lab.docker.nsenter([
+                    bpfnet.binary, "run", "--docker-host", dockerd.host, "--bridge", "br-other",
+                    "--pin-path", work + "/pins-other",
+                ]),
+                timeout: .seconds(30), environment: bpfnet.environment))
         XCTAssertEqual(otherBridge.status, .exited(2), otherBridge.stderr)
-        XCTAssertTrue(otherBridge.stderr.contains("bridge br-other was given")
-                      && otherBridge.stderr.contains("Docker's default bridge network is docker0"), otherBridge.stderr)
+        XCTAssertTrue(
+            otherBridge.stderr.contains("bridge br-other was given")
+                && otherBridge.stderr.contains("Docker's default bridge network is docker0"), otherBridge.stderr)
         let earlyUnload = try bpfnet.run(["unload"])
         XCTAssertEqual(earlyUnload.status, .exited(1))
         XCTAssertTrue(earlyUnload.stderr.contains("stop it first"), earlyUnload.stderr)
         mark("bpfnet: latency, second agent, other bridge, unload refused")
 
         // The link lifecycle, done right.
-        let bpfnetLifecycle = try lifecycle(dockerd: dockerd, image: image, probe: probe, containers: containers,
-                                            measure: measure, waitForAgent: { step in
-            try bpfnet.waitForStatus(step.description) { step.holds($0, containers) }
-        })
+        let bpfnetLifecycle = try lifecycle(
+            dockerd: dockerd, image: image, probe: probe, containers: containers,
+            measure: measure,
+            waitForAgent: { step in
+                try bpfnet.waitForStatus(step.description) { step.holds($0, containers) }
+            })
         mark("bpfnet: lifecycle")
 
         // dockerd restarts under the running agent (--live-restore: the containers keep running).
@@ -295,14 +337,20 @@ final class DockerOracleTests: XCTestCase {
         containers["squat"] = nil
         for name in ["web", "client", "lone"] { try containers[name]?.refresh(dockerd, probe: probe) }
         dockerd.stop(keepContainers: true)
-        let whileAway = try bpfnet.waitForStatus("the agent noticing dockerd went away") { $0.agent?.connected == false }
+        let whileAway = try bpfnet.waitForStatus("the agent noticing dockerd went away") {
+            $0.agent?.connected == false
+        }
         XCTAssertTrue(whileAway.agent?.running == true)
         XCTAssertNotNil(whileAway.agent?.lastError)
-        XCTAssertEqual(Set(whileAway.containers.map(\.name)), ["web", "client", "lone"],
-                       "the last good state stays in force while Docker is away")
+        XCTAssertEqual(
+            Set(whileAway.containers.map(\.name)), ["web", "client", "lone"],
+            "the last good state stays in force while Docker is away")
         let away = try measure([Self.checks[0], Self.checks[2], Self.checks[7]])
-        XCTAssertEqual(away.map(\.observed), [.allowed, .blocked, .blocked], "enforcing while dockerd is away: \(away)")
-        try dockerd.start(in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"], wipeNetwork: false)
+        XCTAssertEqual(
+            away.map(\.observed), [.allowed, .blocked, .blocked], "enforcing while dockerd is away: \(away)")
+        try dockerd.start(
+            in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"],
+            wipeNetwork: false)
         let reconnected = try bpfnet.waitForStatus("the agent reconnected") { status in
             status.agent?.connected == true && (status.agent?.reconnects ?? 0) >= 1
                 && Set(status.containers.map(\.name)) == ["web", "client", "lone"]
@@ -330,10 +378,12 @@ final class DockerOracleTests: XCTestCase {
         XCTAssertEqual(orphaned.agent?.running, false)
         XCTAssertEqual(Set(orphaned.containers.map(\.name)), ["web", "client", "lone"])
         let withoutAgent = try measure([Self.checks[0], Self.checks[7]])
-        XCTAssertEqual(withoutAgent.map(\.observed), [.allowed, .blocked], "enforcing without the agent: \(withoutAgent)")
+        XCTAssertEqual(
+            withoutAgent.map(\.observed), [.allowed, .blocked], "enforcing without the agent: \(withoutAgent)")
         XCTAssertTrue(agentLog().contains("the dataplane stays loaded"), agentLog())
-        XCTAssertGreaterThan(orphaned.fastPath?["port-tc"]?["hit"] ?? 0, 0,
-                             "allowed container traffic took the fast path (on by default)")
+        XCTAssertGreaterThan(
+            orphaned.fastPath?["port-tc"]?["hit"] ?? 0, 0,
+            "allowed container traffic took the fast path (on by default)")
         mark("bpfnet: SIGTERM")
 
         // The fast path changes delivery, never verdicts: the same probes with it off.
@@ -351,14 +401,16 @@ final class DockerOracleTests: XCTestCase {
 
         // The netfilter fallbacks behind the same agent: the same reachability.
         for backend in ["nftables", "iptables"] {
-            let fallbackAgent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--backend", backend])
+            let fallbackAgent = try bpfnet.startAgent(
+                dockerHost: dockerd.host, config: config, extra: ["--backend", backend])
             agents.append(fallbackAgent)
             try bpfnet.waitForStatus("backend \(backend) and the agent connected") { status in
                 status.backend == backend && !status.icc && status.agent?.connected == true && status.links.count == 1
             }
             let viaFallback = try measure(Self.checks)
             for (check, (outcome, before)) in zip(Self.checks, zip(viaFallback, afterRestart)) {
-                XCTAssertEqual(outcome.observed, before.observed, "backend \(backend): \(check.label): \(outcome.detail)")
+                XCTAssertEqual(
+                    outcome.observed, before.observed, "backend \(backend): \(check.label): \(outcome.detail)")
             }
             XCTAssertEqual(fallbackAgent.stop(grace: .seconds(20)), .exited(0), agentLog())
             mark("bpfnet: backend \(backend)")
@@ -367,7 +419,9 @@ final class DockerOracleTests: XCTestCase {
         // icc=true from the command line, on the dataplane the first agent left.
         let iccAgent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--icc", "true"])
         agents.append(iccAgent)
-        try bpfnet.waitForStatus("icc on and the agent connected") { $0.icc && $0.agent?.connected == true && $0.links.count == 1 }
+        try bpfnet.waitForStatus("icc on and the agent connected") {
+            $0.icc && $0.agent?.connected == true && $0.links.count == 1
+        }
         measured[true] = try measure(Self.checks)
         mark("bpfnet icc=true: probes")
         XCTAssertEqual(iccAgent.stop(grace: .seconds(20)), .exited(0))
@@ -378,39 +432,54 @@ final class DockerOracleTests: XCTestCase {
 
         // MARK: Compare
 
-        var table = "| probe | Docker iptables icc=false | bpfnet icc=false | Docker iptables icc=true | bpfnet icc=true |\n|---|---|---|---|---|\n"
+        var table =
+            "| probe | Docker iptables icc=false | bpfnet icc=false | Docker iptables icc=true | bpfnet icc=true |\n|---|---|---|---|---|\n"
         for (index, check) in Self.checks.enumerated() {
             var cells: [String] = []
             for icc in [false, true] {
-                let docker = oracle[icc]![index], ours = measured[icc]![index]
-                cells += [docker.observed.rawValue, ours.observed.rawValue + (check.bpfnet != nil ? " (deliberate)" : "")]
-                XCTAssertEqual(docker.observed, check.docker(icc),
-                               "the Docker oracle (icc=\(icc)) did not behave as documented: \(check.label): \(docker.detail)")
+                let docker = oracle[icc]![index]
+                let ours = measured[icc]![index]
+                cells += [
+                    docker.observed.rawValue, ours.observed.rawValue + (check.bpfnet != nil ? " (deliberate)" : ""),
+                ]
+                XCTAssertEqual(
+                    docker.observed, check.docker(icc),
+                    "the Docker oracle (icc=\(icc)) did not behave as documented: \(check.label): \(docker.detail)")
                 if let deliberate = check.bpfnet {
-                    XCTAssertEqual(ours.observed, deliberate(icc), "bpfnet icc=\(icc): \(check.label) (\(check.why)): \(ours.detail)")
+                    XCTAssertEqual(
+                        ours.observed, deliberate(icc),
+                        "bpfnet icc=\(icc): \(check.label) (\(check.why)): \(ours.detail)")
                 } else {
-                    XCTAssertEqual(ours.observed, docker.observed,
-                                   "bpfnet differs from Docker's rules (icc=\(icc)): \(check.label): bpfnet \(ours.detail), docker \(docker.detail)")
+                    XCTAssertEqual(
+                        ours.observed, docker.observed,
+                        "bpfnet differs from Docker's rules (icc=\(icc)): \(check.label): bpfnet \(ours.detail), docker \(docker.detail)"
+                    )
                 }
             }
             table += "| \(check.label) | " + cells.joined(separator: " | ") + " |\n"
         }
         table += "\nLink lifecycle (icc=false):\n\n| step | Docker iptables | bpfnet |\n|---|---|---|\n"
         for (index, step) in Self.lifecycleSteps.enumerated() {
-            let docker = oracleLifecycle[index], ours = bpfnetLifecycle[index]
+            let docker = oracleLifecycle[index]
+            let ours = bpfnetLifecycle[index]
             table += "| \(step.label) | \(docker.observed.rawValue) | \(ours.observed.rawValue) |\n"
             XCTAssertEqual(ours.observed, step.bpfnet, "bpfnet lifecycle: \(step.label): \(ours.detail)")
             // Docker's side documents the bug bpfnet fixes; a daemon that behaves otherwise is noted, not failed.
             if docker.observed != step.docker {
-                print("note: dockerd differs from docker-bridge.md §1.5 at '\(step.label)': \(docker.observed) (documented \(step.docker))")
+                print(
+                    "note: dockerd differs from docs/docker.md (\"Links\") at '\(step.label)': \(docker.observed) (documented \(step.docker))"
+                )
             }
         }
         let latencies = Self.startLatencies(in: agentLog(maxBytes: 8 << 20))
-        table += "\nstart event → rules in the maps: timed \(String(format: "%.1f", timedLatency)) ms "
+        table +=
+            "\nstart event → rules in the maps: timed \(String(format: "%.1f", timedLatency)) ms "
             + "(docker run itself took \(Self.seconds(dockerRunTook))); all starts seen by the agent (ms): "
             + latencies.map { String(format: "%.1f", $0) }.joined(separator: ", ") + "\n"
         print("\nDockerOracleTests reachability (measured):\n\n" + table)
-        print("DockerOracleTests timings: " + timings.joined(separator: ", ") + "; total \(Self.seconds(clock.now - began))")
+        print(
+            "DockerOracleTests timings: " + timings.joined(separator: ", ")
+                + "; total \(Self.seconds(clock.now - began))")
         if testRun?.failureCount ?? 0 > 0 { print("bpfnet run logs (the end of each):\n" + agentLog()) }
     }
 
@@ -419,34 +488,44 @@ final class DockerOracleTests: XCTestCase {
     struct LifecycleStep {
         var label: String
         var check: Check
-        /// Docker 20.10's documented result (docker-bridge.md §1.5); recorded, not asserted.
+        /// Docker 20.10's documented result (docs/docker.md, "Links"); recorded, not asserted.
         var docker: Reachability
         var bpfnet: Reachability
     }
 
     static let lifecycleSteps: [LifecycleStep] = [
-        LifecycleStep(label: "child web stopped, squat took its address: client → squat 80/tcp",
-                      check: Check(label: "client → squat 80/tcp", from: .container("client"), to: .container("squat"),
-                                   kind: .tcp(80), docker: { _ in .allowed }),
-                      docker: .allowed, bpfnet: .blocked),
-        LifecycleStep(label: "child web restarted at a new address: client → web 80/tcp",
-                      check: Check(label: "client → web 80/tcp", from: .container("client"), to: .container("web"),
-                                   kind: .tcp(80), docker: { _ in .blocked }),
-                      docker: .blocked, bpfnet: .allowed),
-        LifecycleStep(label: "child web restarted: web → client 9090/tcp from sport 80",
-                      check: Check(label: "web → client 9090/tcp sport 80", from: .container("web"), to: .container("client"),
-                                   kind: .tcp(9090), sourcePort: 80, docker: { _ in .blocked }),
-                      docker: .blocked, bpfnet: .allowed),
-        LifecycleStep(label: "parent client restarted: client → web 80/tcp",
-                      check: Check(label: "client → web 80/tcp", from: .container("client"), to: .container("web"),
-                                   kind: .tcp(80), docker: { _ in .allowed }),
-                      docker: .allowed, bpfnet: .allowed),
+        LifecycleStep(
+            label: "child web stopped, squat took its address: client → squat 80/tcp",
+            check: Check(
+                label: "client → squat 80/tcp", from: .container("client"), to: .container("squat"),
+                kind: .tcp(80), docker: { _ in .allowed }),
+            docker: .allowed, bpfnet: .blocked),
+        LifecycleStep(
+            label: "child web restarted at a new address: client → web 80/tcp",
+            check: Check(
+                label: "client → web 80/tcp", from: .container("client"), to: .container("web"),
+                kind: .tcp(80), docker: { _ in .blocked }),
+            docker: .blocked, bpfnet: .allowed),
+        LifecycleStep(
+            label: "child web restarted: web → client 9090/tcp from sport 80",
+            check: Check(
+                label: "web → client 9090/tcp sport 80", from: .container("web"), to: .container("client"),
+                kind: .tcp(9090), sourcePort: 80, docker: { _ in .blocked }),
+            docker: .blocked, bpfnet: .allowed),
+        LifecycleStep(
+            label: "parent client restarted: client → web 80/tcp",
+            check: Check(
+                label: "client → web 80/tcp", from: .container("client"), to: .container("web"),
+                kind: .tcp(80), docker: { _ in .allowed }),
+            docker: .allowed, bpfnet: .allowed),
         // 20.10 gives the restarted parent its old address back (lowest free) and
         // never deletes the stale rule to the child's old address.
-        LifecycleStep(label: "parent client restarted: client → squat 80/tcp",
-                      check: Check(label: "client → squat 80/tcp", from: .container("client"), to: .container("squat"),
-                                   kind: .tcp(80), docker: { _ in .allowed }),
-                      docker: .allowed, bpfnet: .blocked),
+        LifecycleStep(
+            label: "parent client restarted: client → squat 80/tcp",
+            check: Check(
+                label: "client → squat 80/tcp", from: .container("client"), to: .container("squat"),
+                kind: .tcp(80), docker: { _ in .allowed }),
+            docker: .allowed, bpfnet: .blocked),
     ]
 
     /// What bpfnet's status must show before a lifecycle step is probed.
@@ -465,7 +544,9 @@ final class DockerOracleTests: XCTestCase {
         func holds(_ status: DataplaneStatus, _ containers: LabContainers) -> Bool {
             let names = Set(status.containers.map(\.name))
             let links = status.links.map { "\($0.parentIP)→\($0.childIP)" }
-            let expectedLink = containers["client"].flatMap { client in containers["web"].map { "\(client.ip)→\($0.ip)" } }
+            let expectedLink = containers["client"].flatMap { client in
+                containers["web"].map { "\(client.ip)→\($0.ip)" }
+            }
             switch self {
             case .childGone: return !names.contains("web") && status.links.isEmpty
             case .squatIn: return names.contains("squat") && status.links.isEmpty
@@ -479,14 +560,18 @@ final class DockerOracleTests: XCTestCase {
 
     /// Child stop (squat takes its address), child restart, parent restart; a
     /// probe or two after each. `waitForAgent` lets bpfnet catch up (no-op for Docker).
-    func lifecycle(dockerd: PrivateDockerd, image: String, probe: ProbeRunner, containers: LabContainers,
-                   measure: ([Check]) throws -> [Outcome], waitForAgent: (AgentWait) throws -> Void) throws -> [Outcome] {
+    func lifecycle(
+        dockerd: PrivateDockerd, image: String, probe: ProbeRunner, containers: LabContainers,
+        measure: ([Check]) throws -> [Outcome], waitForAgent: (AgentWait) throws -> Void
+    ) throws -> [Outcome] {
         var outcomes: [Outcome] = []
         let oldWebIP = containers["web"]!.ip
         containers["web"]!.stopServer()
         try dockerd.docker(["stop", "web"])
         try waitForAgent(.childGone)
-        try dockerd.docker(["run", "-d", "--stop-timeout", "1", "--name", "squat", "--expose", "80", image, "sleep", "86400"])
+        try dockerd.docker([
+            "run", "-d", "--stop-timeout", "1", "--name", "squat", "--expose", "80", image, "sleep", "86400",
+        ])
         let squat = LabContainer(name: "squat", tcp: [80], udp: [])
         try squat.refresh(dockerd, probe: probe)
         containers["squat"] = squat

@@ -11,8 +11,10 @@ import XCTest
 
 final class RunCommandLineTests: XCTestCase {
     private func bpfnet(_ arguments: [String]) throws -> CommandResult {
-        try ProcessRunner.run(Command([try BPFNetCLI.locate()] + arguments, timeout: .seconds(30),
-                                      environment: ["BPFNET_RUN_DIR": NSTemporaryDirectory() + "bpfnet-run-cli-\(getpid())"]))
+        try ProcessRunner.run(
+            Command(
+                [try BPFNetCLI.locate()] + arguments, timeout: .seconds(30),
+                environment: ["BPFNET_RUN_DIR": NSTemporaryDirectory() + "bpfnet-run-cli-\(getpid())"]))
     }
 
     private func file(_ text: String) throws -> String {
@@ -23,7 +25,8 @@ final class RunCommandLineTests: XCTestCase {
     }
 
     func testAPolicyFileWithContainersOrLinksIsRefused() throws {
-        let config = try file("""
+        let config = try file(
+            """
             icc: false
             containers:
               - {name: web, ip: 172.17.0.2, mac: 02:42:ac:11:00:02, port: vethweb}
@@ -31,8 +34,11 @@ final class RunCommandLineTests: XCTestCase {
             """)
         let result = try bpfnet(["run", "--config", config])
         XCTAssertEqual(result.status, .exited(2), result.stderr)
-        XCTAssertTrue(result.stderr.contains("\(config):2: containers: not allowed in this file: `bpfnet run` takes containers and links from Docker"),
-                      result.stderr)
+        XCTAssertTrue(
+            result.stderr.contains(
+                "\(config):2: containers: not allowed in this file: `bpfnet run` takes containers and links from Docker"
+            ),
+            result.stderr)
     }
 
     func testBadOptionsAreUsageErrors() throws {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// A dockerd of a test's own, the way that works on these hosts (DESIGN.md section 5): Debian's
+// A dockerd of a test's own, the way that works on these hosts (docs/testing.md): Debian's
 // dockerd started with `nsenter --net` into a network namespace the test made (`ip netns exec`
 // fails with "Devices cgroup isn't mounted"), so docker0 and everything dockerd does to
 // networking stays inside it; private data root, exec root, socket, CLI config and containerd
@@ -15,6 +15,7 @@
 import Foundation
 import LinuxNet
 import NetLab
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -71,18 +72,22 @@ public final class PrivateDockerd {
 
     /// Starts dockerd in `namespace` with `flags`; returns once it answers. `wipeNetwork`
     /// removes the bridge's remembered state first (a daemon with other flags).
-    public func start(in namespace: NetworkNamespace, flags: [String], wipeNetwork: Bool = true,
-                      timeout: Duration = .seconds(60)) throws {
+    public func start(
+        in namespace: NetworkNamespace, flags: [String], wipeNetwork: Bool = true,
+        timeout: Duration = .seconds(60)
+    ) throws {
         precondition(process == nil, "dockerd already runs")
         if wipeNetwork { try? FileManager.default.removeItem(atPath: dataRoot + "/network") }
         try? FileManager.default.removeItem(atPath: socket)
         let dockerd = ProcessRunner.locate("dockerd") ?? "dockerd"
         // nsenter execs dockerd (no --fork for a network namespace): the pid is dockerd's.
-        let arguments = namespace.nsenter([
-            dockerd, "--data-root", dataRoot, "--exec-root", execRoot, "--pidfile", base + "/docker.pid",
-            "-H", host, "--containerd-namespace", "bpfnet-\(tag)", "--containerd-plugins-namespace", "bpfnet-\(tag)-p",
-            "--shutdown-timeout", "1",
-        ] + flags)
+        let arguments = namespace.nsenter(
+            [
+                dockerd, "--data-root", dataRoot, "--exec-root", execRoot, "--pidfile", base + "/docker.pid",
+                "-H", host, "--containerd-namespace", "bpfnet-\(tag)", "--containerd-plugins-namespace",
+                "bpfnet-\(tag)-p",
+                "--shutdown-timeout", "1",
+            ] + flags)
         let started = try BackgroundProcess(Command(arguments, environment: ["PATH": Self.path]), captureOutput: false)
         process = started
         self.namespace = namespace
@@ -91,7 +96,9 @@ public final class PrivateDockerd {
             if !started.isRunning {
                 throw DockerdFailure("dockerd exited while starting: \(started.logContents(maxBytes: 3000))")
             }
-            if FileManager.default.fileExists(atPath: socket), (try? docker(["version", "--format", "{{.Server.Version}}"])) != nil {
+            if FileManager.default.fileExists(atPath: socket),
+                (try? docker(["version", "--format", "{{.Server.Version}}"])) != nil
+            {
                 return
             }
             if ContinuousClock.now > deadline {
@@ -121,11 +128,14 @@ public final class PrivateDockerd {
     /// standard output, trimmed; throws with its standard error.
     @discardableResult
     public func docker(_ arguments: [String], timeout: Duration = .seconds(60)) throws -> String {
-        let result = try ProcessRunner.run(Command(["docker", "-H", host] + arguments, timeout: timeout,
-                                                   environment: ["DOCKER_CONFIG": base + "/cli-config", "PATH": Self.path]))
+        let result = try ProcessRunner.run(
+            Command(
+                ["docker", "-H", host] + arguments, timeout: timeout,
+                environment: ["DOCKER_CONFIG": base + "/cli-config", "PATH": Self.path]))
         guard result.succeeded else {
-            throw DockerdFailure("`\(result.command)` failed (\(result.status)\(result.timedOut ? ", timed out" : "")): "
-                + (result.stderr.isEmpty ? result.stdout : result.stderr))
+            throw DockerdFailure(
+                "`\(result.command)` failed (\(result.status)\(result.timedOut ? ", timed out" : "")): "
+                    + (result.stderr.isEmpty ? result.stdout : result.stderr))
         }
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -158,7 +168,8 @@ public final class PrivateDockerd {
         let me = getpid()
         for entry in entries {
             guard let pid = Int32(entry), pid != me,
-                  let cmdline = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+                let cmdline = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+            else { continue }
             let text = String(decoding: cmdline.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
             if text.contains(base) { kill(pid, SIGKILL) }
         }

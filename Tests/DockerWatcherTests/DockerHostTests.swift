@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
-@testable import DockerWatcher
 import XCTest
+
+@testable import DockerWatcher
 
 final class DockerHostTests: XCTestCase {
     func testAcceptedForms() throws {
@@ -51,8 +52,9 @@ final class DockerHostTests: XCTestCase {
     }
 
     func testQueryEncoding() {
-        XCTAssertEqual(queryString([("filters", #"{"a":["b c"]}"#), ("since", "1.5")]),
-                       "?filters=%7B%22a%22%3A%5B%22b%20c%22%5D%7D&since=1.5")
+        XCTAssertEqual(
+            queryString([("filters", #"{"a":["b c"]}"#), ("since", "1.5")]),
+            "?filters=%7B%22a%22%3A%5B%22b%20c%22%5D%7D&since=1.5")
         XCTAssertEqual(dockerTimestamp(Date(timeIntervalSince1970: 1_700_000_000.25)), "1700000000.250000000")
         XCTAssertEqual(dockerTimestamp(Date(timeIntervalSince1970: 12)), "12.000000000")
     }

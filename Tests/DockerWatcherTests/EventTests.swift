@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
 import BPFNetCore
-@testable import DockerWatcher
 import Foundation
 import NIOCore
 import XCTest
+
+@testable import DockerWatcher
 
 final class EventTests: XCTestCase {
     // MARK: Recorded streams
@@ -22,9 +23,12 @@ final class EventTests: XCTestCase {
     func testEvents2010() throws {
         let events = try Fixture.lines("events_all.jsonl").map { try DockerEvent(json: $0) }
         let child = "8d43f5ead98de994773415eb28cba3d2c6ba1e972bc90a98e1a68107f8d9be4a"
-        XCTAssertEqual(events[0], DockerEvent(type: .container, action: .other("create"), actorID: child,
-                                              attributes: ["image": "bb:local", "name": "ce"],
-                                              timeNano: 1795751701745412541))
+        XCTAssertEqual(
+            events[0],
+            DockerEvent(
+                type: .container, action: .other("create"), actorID: child,
+                attributes: ["image": "bb:local", "name": "ce"],
+                timeNano: 1_795_751_701_745_412_541))
         let connect = events[1]
         XCTAssertEqual(connect.type, .network)
         XCTAssertEqual(connect.action, .connect)
@@ -55,8 +59,9 @@ final class EventTests: XCTestCase {
         let lines = try Fixture.lines("events_29_v1.55.jsonl")
         XCTAssertNil(try Fixture.json(lines[2])["status"], "the recording should lack the legacy fields")
         let events = try lines.map { try DockerEvent(json: $0) }
-        XCTAssertEqual(events.map(\.action.rawValue),
-                       ["create", "connect", "start", "kill", "kill", "disconnect", "stop", "die", "destroy"])
+        XCTAssertEqual(
+            events.map(\.action.rawValue),
+            ["create", "connect", "start", "kill", "kill", "disconnect", "stop", "die", "destroy"])
         XCTAssertEqual(events[2].containerName, "ev1")
         XCTAssertEqual(events[7].exitCode, 137)
         XCTAssertEqual(events[7].attributes["execDuration"], "0")
@@ -69,7 +74,8 @@ final class EventTests: XCTestCase {
     }
 
     func testUnknownActionsPassThrough() throws {
-        let event = try DockerEvent(json: Data(#"{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"x"}}"#.utf8))
+        let event = try DockerEvent(
+            json: Data(#"{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"x"}}"#.utf8))
         XCTAssertEqual(event.action, .other("health_status: healthy"))
         let image = try DockerEvent(json: Data(#"{"Type":"image","Action":"pull","Actor":{"ID":"busybox"}}"#.utf8))
         XCTAssertEqual(image.type, .other("image"))
@@ -77,8 +83,10 @@ final class EventTests: XCTestCase {
     }
 
     func testFiltersJSON() {
-        XCTAssertEqual(DockerEventFilters.bridgePolicy.json,
-                       #"{"event":["start","die","stop","destroy","connect","disconnect","restart"],"type":["container","network"]}"#)
+        XCTAssertEqual(
+            DockerEventFilters.bridgePolicy.json,
+            #"{"event":["start","die","stop","destroy","connect","disconnect","restart"],"type":["container","network"]}"#
+        )
     }
 
     // MARK: The stream: framing and errors
@@ -100,7 +108,8 @@ final class EventTests: XCTestCase {
     func testSeveralEventsInOneChunkAndOneAcrossTwo() async throws {
         let a = #"{"Type":"container","Action":"start","Actor":{"ID":"a","Attributes":{"name":"a"}}}"#
         let b = #"{"Type":"container","Action":"die","Actor":{"ID":"b","Attributes":{"name":"b","exitCode":"0"}}}"#
-        let c = #"{"Type":"network","Action":"connect","Actor":{"ID":"n","Attributes":{"container":"c","name":"bridge","type":"bridge"}}}"#
+        let c =
+            #"{"Type":"network","Action":"connect","Actor":{"ID":"n","Attributes":{"container":"c","name":"bridge","type":"bridge"}}}"#
         let whole = a + "\n" + b + "\r\n" + c + "\n"
         let cut = whole.utf8.count - 40
         let (items, error) = await collect([Array(whole.utf8.prefix(cut)), Array(whole.utf8.dropFirst(cut))])
@@ -146,7 +155,8 @@ final class EventTests: XCTestCase {
     func testOverlongLineIsDroppedAndTheStreamRecovers() async throws {
         let good = #"{"Type":"container","Action":"start","Actor":{"ID":"after"}}"#
         let junk = [UInt8](repeating: UInt8(ascii: "x"), count: 5000)
-        let chunks = stride(from: 0, to: junk.count, by: 1000).map { Array(junk[$0..<$0 + 1000]) }
+        let chunks =
+            stride(from: 0, to: junk.count, by: 1000).map { Array(junk[$0..<$0 + 1000]) }
             + [Array(("\n" + good + "\n").utf8)]
         let (items, _) = await collect(chunks, maxLineLength: 2048)
         XCTAssertEqual(items.count, 2)
@@ -199,7 +209,9 @@ final class EventTests: XCTestCase {
         continuation.finish()
         var items: [DockerEventItem] = []
         do {
-            for try await item in DockerEventSequence(chunks: stream, host: "unix:///test.sock", maxLineLength: maxLineLength) {
+            for try await item in DockerEventSequence(
+                chunks: stream, host: "unix:///test.sock", maxLineLength: maxLineLength)
+            {
                 items.append(item)
             }
             return (items, nil)

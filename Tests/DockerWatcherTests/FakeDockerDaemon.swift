@@ -5,6 +5,7 @@
 // negotiation, errors, timeouts and event framing be tested through real HTTP without root.
 
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,8 @@ final class FakeDockerDaemon: @unchecked Sendable {
         case full(status: Int, headers: [(String, String)] = [], body: String)
         /// A chunked answer: each piece is written as its own HTTP chunk after `delay`; then
         /// the body ends cleanly (`endCleanly`) or the connection is cut.
-        case chunked(status: Int, pieces: [(delay: Duration, bytes: String)], endCleanly: Bool, thenWait: Duration = .zero)
+        case chunked(
+            status: Int, pieces: [(delay: Duration, bytes: String)], endCleanly: Bool, thenWait: Duration = .zero)
         /// Read the request and never answer (until the daemon stops).
         case hang
     }
@@ -80,7 +82,9 @@ final class FakeDockerDaemon: @unchecked Sendable {
             raw[bytes.count] = 0
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0, Glibc.listen(fd, 16) == 0 else {
             close(fd)
@@ -132,14 +136,16 @@ final class FakeDockerDaemon: @unchecked Sendable {
                 ?? .full(status: 404, body: #"{"message":"page not found"}"#)
         }
         switch reply {
-        case let .full(status, headers, body):
+        case .full(let status, let headers, let body):
             var head = statusLine(status) + commonHeaders()
             for (name, value) in headers { head += "\(name): \(value)\r\n" }
             head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
             write(fd, head + body)
-        case let .chunked(status, pieces, endCleanly, thenWait):
-            write(fd, statusLine(status) + commonHeaders()
-                + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        case .chunked(let status, let pieces, let endCleanly, let thenWait):
+            write(
+                fd,
+                statusLine(status) + commonHeaders()
+                    + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
             for piece in pieces {
                 sleep(piece.delay)
                 write(fd, String(piece.bytes.utf8.count, radix: 16) + "\r\n" + piece.bytes + "\r\n")
@@ -153,7 +159,8 @@ final class FakeDockerDaemon: @unchecked Sendable {
     }
 
     private func statusLine(_ status: Int) -> String {
-        let reason = [200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"][status] ?? "Status"
+        let reason =
+            [200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"][status] ?? "Status"
         return "HTTP/1.1 \(status) \(reason)\r\n"
     }
 
@@ -193,8 +200,11 @@ final class FakeDockerDaemon: @unchecked Sendable {
     }
 }
 
-private extension [UInt8] {
-    var containsHeaderEnd: Bool {
-        count >= 4 && (0...(count - 4)).contains { self[$0] == 13 && self[$0 + 1] == 10 && self[$0 + 2] == 13 && self[$0 + 3] == 10 }
+extension [UInt8] {
+    fileprivate var containsHeaderEnd: Bool {
+        count >= 4
+            && (0...(count - 4)).contains {
+                self[$0] == 13 && self[$0 + 1] == 10 && self[$0 + 2] == 13 && self[$0 + 3] == 10
+            }
     }
 }

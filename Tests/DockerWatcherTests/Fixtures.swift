@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// The recorded Engine API answers (docker-bridge.md section 3) and ways to vary them.
+// The recorded Engine API answers (docs/docker.md, "The Engine API") and ways to vary them.
 
 import Foundation
 import XCTest
@@ -55,7 +55,9 @@ enum Fixture {
     }
 
     /// The trimmed recordings (only the fields under study) lack Id and State: add them.
-    static func completed(_ name: String, id: String = "0123456789ab", running: Bool = true, pid: Int = 4242) throws -> Data {
+    static func completed(_ name: String, id: String = "0123456789ab", running: Bool = true, pid: Int = 4242) throws
+        -> Data
+    {
         var object = try object(name)
         if object["Id"] == nil { object["Id"] = id }
         if object["Name"] == nil { object["Name"] = "/\(name.split(separator: ".")[0])" }

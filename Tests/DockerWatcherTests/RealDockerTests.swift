@@ -5,15 +5,17 @@
 // missing package fails the test instead of skipping it.
 
 import BPFNetCore
-@testable import DockerWatcher
 import DockerTestSupport
 import Foundation
 import LinuxNet
 import NetLab
+import XCTest
+
+@testable import DockerWatcher
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import XCTest
 
 final class RealDockerTests: XCTestCase {
     func testClientFollowsAPrivateDockerd() async throws {
@@ -47,10 +49,13 @@ final class RealDockerTests: XCTestCase {
         let image = try dockerd.importBusybox()
         mark("busybox image import")
 
-        try await DockerClient.withClient(host: .unixSocket(path: dockerd.socket),
-                                          configuration: .init(requestTimeout: .seconds(20))) { client in
+        try await DockerClient.withClient(
+            host: .unixSocket(path: dockerd.socket),
+            configuration: .init(requestTimeout: .seconds(20))
+        ) { client in
             // Version: what the daemon announces, capped at what this client knows.
-            let announced = try XCTUnwrap(DockerAPIVersion(try dockerd.docker("version", "--format", "{{.Server.APIVersion}}")))
+            let announced = try XCTUnwrap(
+                DockerAPIVersion(try dockerd.docker("version", "--format", "{{.Server.APIVersion}}")))
             let negotiated = try await client.negotiateAPIVersion()
             XCTAssertEqual(negotiated, DockerAPIVersion.negotiated(daemon: announced))
             let version = try await client.version()
@@ -103,7 +108,8 @@ final class RealDockerTests: XCTestCase {
                 XCTAssertEqual(container.warnings, [], container.name)
             }
             XCTAssertEqual(web.exposedPorts, [PortSpec(80, .tcp), PortSpec(5353, .udp)])
-            XCTAssertEqual(web.publishedPorts, [PublishedPort(hostIP: nil, hostPort: 8080, containerPort: 80, proto: .tcp)])
+            XCTAssertEqual(
+                web.publishedPorts, [PublishedPort(hostIP: nil, hostPort: 8080, containerPort: 80, proto: .tcp)])
             XCTAssertEqual(parent.links, [DockerLinkDeclaration(child: "web", parent: "client", alias: "w")])
             XCTAssertEqual(lone.links, [])
             mark("list + inspect x3")
@@ -116,11 +122,17 @@ final class RealDockerTests: XCTestCase {
             XCTAssertEqual(snapshot.containers.map(\.name), ["client", "lone", "web"])
             XCTAssertEqual(snapshot.links, [Link(parent: "client", child: "web", alias: "w")])
             XCTAssertEqual(snapshot.containers.first { $0.name == "web" }?.exposed, web.exposedPorts)
-            let bridgeIndex = try XCTUnwrap(Int32(try ProcessRunner.runChecked(Command(
-                ["ip", "-n", namespace.name, "-o", "link", "show", "docker0"])).stdout.split(separator: ":")[0]))
+            let bridgeIndex = try XCTUnwrap(
+                Int32(
+                    try ProcessRunner.runChecked(
+                        Command(
+                            ["ip", "-n", namespace.name, "-o", "link", "show", "docker0"])
+                    ).stdout.split(separator: ":")[0]))
             for container in snapshot.containers {
-                let shown = try ProcessRunner.runChecked(Command(
-                    ["ip", "-n", namespace.name, "-o", "link", "show", "dev", container.port])).stdout
+                let shown = try ProcessRunner.runChecked(
+                    Command(
+                        ["ip", "-n", namespace.name, "-o", "link", "show", "dev", container.port])
+                ).stdout
                 XCTAssertTrue(shown.contains("master docker0"), shown)
             }
             let webPort = try await lookup.bridgePort(forPID: try XCTUnwrap(web.pid))
@@ -134,7 +146,9 @@ final class RealDockerTests: XCTestCase {
             }
 
             for id in [webID, clientID, loneID] {
-                try await recorder.waitFor("start of \(id.prefix(12))") { $0.type == .container && $0.action == .start && $0.actorID == id }
+                try await recorder.waitFor("start of \(id.prefix(12))") {
+                    $0.type == .container && $0.action == .start && $0.actorID == id
+                }
                 try await recorder.waitFor("bridge connect of \(id.prefix(12))") {
                     $0.isDefaultBridgeNetworkEvent && $0.action == .connect && $0.containerID == id
                 }
@@ -152,7 +166,8 @@ final class RealDockerTests: XCTestCase {
             XCTAssertNil(stoppedWeb.pid)
             XCTAssertNil(stoppedWeb.bridge)
             XCTAssertEqual(DockerPolicyTranslator.links(among: [stoppedWeb, parent, lone]), [])
-            let withoutWeb = await DockerPolicyTranslator.snapshot(of: [stoppedWeb, parent, lone], resolvePort: lookup.resolver)
+            let withoutWeb = await DockerPolicyTranslator.snapshot(
+                of: [stoppedWeb, parent, lone], resolvePort: lookup.resolver)
             XCTAssertEqual(withoutWeb.containers.map(\.name), ["client", "lone"])
             XCTAssertEqual(withoutWeb.links, [])
             let running = try await client.listContainers()
@@ -163,7 +178,8 @@ final class RealDockerTests: XCTestCase {
             try dockerd.docker("start", "web")
             try await recorder.waitFor("second start of web", count: 2) { $0.action == .start && $0.actorID == webID }
             let restartedWeb = try await client.inspectContainer(webID)
-            let restarted = await DockerPolicyTranslator.snapshot(of: [restartedWeb, parent, lone], resolvePort: lookup.resolver)
+            let restarted = await DockerPolicyTranslator.snapshot(
+                of: [restartedWeb, parent, lone], resolvePort: lookup.resolver)
             XCTAssertEqual(restarted.links, [Link(parent: "client", child: "web", alias: "w")])
             XCTAssertEqual(restarted.containers.first { $0.name == "web" }?.ip, restartedWeb.bridge?.ip)
             mark("restart child, re-translate")
@@ -176,7 +192,9 @@ final class RealDockerTests: XCTestCase {
             } catch let error as DockerError {
                 XCTAssertTrue(error.isNotFound, "\(error)")
             }
-            try await recorder.waitFor("destroy of lone") { $0.type == .container && $0.action == .destroy && $0.actorID == loneID }
+            try await recorder.waitFor("destroy of lone") {
+                $0.type == .container && $0.action == .destroy && $0.actorID == loneID
+            }
             let malformed = await recorder.malformed
             XCTAssertEqual(malformed, [])
 
@@ -224,8 +242,10 @@ private actor EventRecorder {
         ending = error
     }
 
-    func waitFor(_ what: String, count: Int = 1, timeout: Duration = .seconds(20),
-                 _ matches: @Sendable (DockerEvent) -> Bool) async throws {
+    func waitFor(
+        _ what: String, count: Int = 1, timeout: Duration = .seconds(20),
+        _ matches: @Sendable (DockerEvent) -> Bool
+    ) async throws {
         let deadline = ContinuousClock.now + timeout
         while events.filter(matches).count < count {
             if ended { throw Failure("event stream ended before \(what): \(String(describing: ending))") }
@@ -239,7 +259,9 @@ private actor EventRecorder {
     func waitForEnd(timeout: Duration) async throws -> (any Error)? {
         let deadline = ContinuousClock.now + timeout
         while !ended {
-            if ContinuousClock.now > deadline { throw Failure("event stream still open \(timeout) after dockerd stopped") }
+            if ContinuousClock.now > deadline {
+                throw Failure("event stream still open \(timeout) after dockerd stopped")
+            }
             try await Task.sleep(for: .milliseconds(20))
         }
         return ending

@@ -50,9 +50,10 @@ final class BPFEndToEndTests: XCTestCase {
             let entries = try lab.measure(setting)
             XCTAssertEqual(entries.count, Scenario.probes.count)
             for entry in entries where !entry.matches {
-                XCTFail("\(portHook) fast path \(fastPath ? "on" : "off") \(setting): \(entry.source) → "
-                    + "\(entry.destination) (row \(entry.rows)): expected \(entry.expected), observed \(entry.observed) — "
-                    + "\(entry.detail)")
+                XCTFail(
+                    "\(portHook) fast path \(fastPath ? "on" : "off") \(setting): \(entry.source) → "
+                        + "\(entry.destination) (row \(entry.rows)): expected \(entry.expected), observed \(entry.observed) — "
+                        + "\(entry.detail)")
             }
             let status = try lab.status()
             XCTAssertEqual(status.backend, "bpf")
@@ -61,20 +62,24 @@ final class BPFEndToEndTests: XCTestCase {
             XCTAssertEqual(status.fastPathEnabled, fastPath)
             XCTAssertEqual(status.containers.count, Scenario.members.count)
             XCTAssertEqual(Set(status.links.map { "\($0.parent)->\($0.child)" }), ["client->web", "app->db"])
-            XCTAssertEqual(status.extInterfaces.map(\.allowSources),
-                           [setting.allowList ? ["\(Scenario.allowedSource)/32"] : []])
+            XCTAssertEqual(
+                status.extInterfaces.map(\.allowSources),
+                [setting.allowList ? ["\(Scenario.allowedSource)/32"] : []])
             // Traffic went through the programs of the chosen hook.
-            XCTAssertGreaterThan(status.programCounters[portProgram]?.values.map(\.packets).reduce(0, +) ?? 0, 0,
-                                 "no packet counted by \(portProgram)")
+            XCTAssertGreaterThan(
+                status.programCounters[portProgram]?.values.map(\.packets).reduce(0, +) ?? 0, 0,
+                "no packet counted by \(portProgram)")
             XCTAssertGreaterThan(status.programCounters["ext-xdp"]?["published"]?.packets ?? 0, 0)
             if !setting.icc {
                 XCTAssertGreaterThan(status.counters["icc"] ?? 0, 0, "icc=false dropped nothing")
-                XCTAssertGreaterThan(status.counters["link-reverse"] ?? 0, 0, "the stateless reverse rule never matched")
+                XCTAssertGreaterThan(
+                    status.counters["link-reverse"] ?? 0, 0, "the stateless reverse rule never matched")
             }
             // Delivery: container traffic went around the bridge exactly when the fast path is on.
             let hits = Self.delta(before, status, program: portProgram, event: "hit")
             if fastPath {
-                XCTAssertGreaterThan(hits, 0, "\(portProgram): no packet took the fast path (\(status.fastPath ?? [:]))")
+                XCTAssertGreaterThan(
+                    hits, 0, "\(portProgram): no packet took the fast path (\(status.fastPath ?? [:]))")
                 XCTAssertEqual(Self.delta(before, status, program: portProgram, event: "disabled"), 0)
             } else {
                 XCTAssertEqual(hits, 0, "\(portProgram): fast path off, yet packets took it")
@@ -109,28 +114,34 @@ final class BPFEndToEndTests: XCTestCase {
         try requireRoot("loads eBPF programs in network namespaces")
         let lab = try DemoLab()
         defer { lab.close() }
-        let client = Scenario.address("client"), web = Scenario.address("web")
-        try lab.topology.run(in: "host", ["nft", "-f", "-"], input: """
-            table bridge bpfnet_test_count {
-                chain forward {
-                    type filter hook forward priority 0; policy accept;
-                    ip saddr \(client) ip daddr \(web) counter
+        let client = Scenario.address("client")
+        let web = Scenario.address("web")
+        try lab.topology.run(
+            in: "host", ["nft", "-f", "-"],
+            input: """
+                table bridge bpfnet_test_count {
+                    chain forward {
+                        type filter hook forward priority 0; policy accept;
+                        ip saddr \(client) ip daddr \(web) counter
+                    }
                 }
-            }
 
-            """)
+                """)
         let runner = try ProbeRunner()
         let count = 20
         let portProgram = portHook == .tc ? "port-tc" : "port-xdp"
 
         for fastPath in [false, true] {
-            try lab.load(PolicySettings(icc: true), portHook: portHook,
-                         extraArguments: ["--fast-path", fastPath ? "on" : "off"])
+            try lab.load(
+                PolicySettings(icc: true), portHook: portHook,
+                extraArguments: ["--fast-path", fastPath ? "on" : "off"])
             let bridgedBefore = try bridgedPackets(lab)
             let statusBefore = try lab.status()
             for index in 0..<count {
-                let result = runner.run(try lab.topology.probe(from: "client", to: web, .udp(9999),
-                                                              sourcePort: UInt16(41000 + index), label: "client → web"))
+                let result = runner.run(
+                    try lab.topology.probe(
+                        from: "client", to: web, .udp(9999),
+                        sourcePort: UInt16(41000 + index), label: "client → web"))
                 XCTAssertTrue(result.isAllowed, "fast path \(fastPath): \(result)")
             }
             let bridged = try bridgedPackets(lab) - bridgedBefore
@@ -150,9 +161,11 @@ final class BPFEndToEndTests: XCTestCase {
     private func bridgedPackets(_ lab: DemoLab) throws -> UInt64 {
         let text = try lab.topology.run(in: "host", ["nft", "list", "table", "bridge", "bpfnet_test_count"]).stdout
         guard let range = text.range(of: #"counter packets \d+"#, options: .regularExpression),
-              let packets = UInt64(text[range].split(separator: " ")[2]) else {
-            throw NSError(domain: "BPFEndToEndTests", code: 1,
-                          userInfo: [NSLocalizedDescriptionKey: "no counter in `nft list table`: \(text)"])
+            let packets = UInt64(text[range].split(separator: " ")[2])
+        else {
+            throw NSError(
+                domain: "BPFEndToEndTests", code: 1,
+                userInfo: [NSLocalizedDescriptionKey: "no counter in `nft list table`: \(text)"])
         }
         return packets
     }

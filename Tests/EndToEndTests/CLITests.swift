@@ -30,8 +30,10 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs bpfnet (optionally inside `namespace`) and returns (exit status, stdout, stderr).
-    private func bpfnet(_ arguments: [String],
-                        in namespace: NetworkNamespace? = nil) throws -> (Int32, String, String) {
+    private func bpfnet(
+        _ arguments: [String],
+        in namespace: NetworkNamespace? = nil
+    ) throws -> (Int32, String, String) {
         let argv = [try DemoLab.locateBPFNet()] + arguments
         let result = try ProcessRunner.run(Command(namespace.map { $0.nsenter(argv) } ?? argv, timeout: .seconds(60)))
         guard case .exited(let status) = result.status else {
@@ -50,7 +52,8 @@ final class CLITests: XCTestCase {
     }
 
     func testBadCIDRNamesFileKeyAndValue() throws {
-        let file = try write("""
+        let file = try write(
+            """
             bridge: docker0
             extInterfaces:
               - name: eth0
@@ -64,7 +67,8 @@ final class CLITests: XCTestCase {
     }
 
     func testUnknownKeyIsRejected() throws {
-        let file = try write("bridge: docker0\nicc: false\nforwardPolicy: drop\nallowSource: [10.0.0.0/8]\n", to: "typo.yaml")
+        let file = try write(
+            "bridge: docker0\nicc: false\nforwardPolicy: drop\nallowSource: [10.0.0.0/8]\n", to: "typo.yaml")
         let (status, _, stderr) = try bpfnet(["load", "--config", file])
         XCTAssertEqual(status, 2)
         XCTAssertTrue(stderr.contains("allowSource"), stderr)
@@ -86,8 +90,12 @@ final class CLITests: XCTestCase {
         let file = try write("bridge: docker0\n", to: "ok.yaml")
         try ProcessRunner.runChecked(Command(["chmod", "755", workDirectory]))
         let binary = try DemoLab.locateBPFNet()
-        let result = try ProcessRunner.run(Command(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                                    binary, "load", "--config", file], timeout: .seconds(30)))
+        let result = try ProcessRunner.run(
+            Command(
+                [
+                    "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    binary, "load", "--config", file,
+                ], timeout: .seconds(30)))
         XCTAssertEqual(result.status, .exited(1))
         XCTAssertTrue(result.stderr.contains("must run as root"), result.stderr)
     }
@@ -119,8 +127,9 @@ final class CLITests: XCTestCase {
 
     func testMissingBridgeIsBadInputAndTouchesNothing() throws {
         try requireRoot("loading bpfnet in a network namespace")
-        let topology = try Topology.build(TopologySpec(
-            bridge: BridgeSpec(name: "br-other", address: IPv4InterfaceAddress("10.89.1.1/24")!)))
+        let topology = try Topology.build(
+            TopologySpec(
+                bridge: BridgeSpec(name: "br-other", address: IPv4InterfaceAddress("10.89.1.1/24")!)))
         defer { _ = topology.teardown() }
         let file = try write(policyYAML, to: "policy.yaml")
         let pins = workDirectory + "/pins"
@@ -134,9 +143,11 @@ final class CLITests: XCTestCase {
 
     func testPortThatIsNotABridgePortIsRejected() throws {
         try withHost { topology in
-            let file = try write(policyYAML.replacingOccurrences(of: "port: vethweb", with: "port: lo"), to: "policy.yaml")
-            let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", workDirectory + "/pins"],
-                                                 in: topology.host)
+            let file = try write(
+                policyYAML.replacingOccurrences(of: "port: vethweb", with: "port: lo"), to: "policy.yaml")
+            let (status, _, stderr) = try bpfnet(
+                ["load", "--config", file, "--pin-path", workDirectory + "/pins"],
+                in: topology.host)
             XCTAssertEqual(status, 2, stderr)
             XCTAssertTrue(stderr.contains("lo") && stderr.contains("not a bridge port"), stderr)
         }
@@ -145,8 +156,9 @@ final class CLITests: XCTestCase {
     func testMissingInterfaceIsNamed() throws {
         try withHost { topology in
             let file = try write(policyYAML + "\nextInterfaces: [{name: nosuch0}]\n", to: "policy.yaml")
-            let (status, _, stderr) = try bpfnet(["load", "--config", file, "--pin-path", workDirectory + "/pins"],
-                                                 in: topology.host)
+            let (status, _, stderr) = try bpfnet(
+                ["load", "--config", file, "--pin-path", workDirectory + "/pins"],
+                in: topology.host)
             XCTAssertEqual(status, 2, stderr)
             XCTAssertTrue(stderr.contains("nosuch0"), stderr)
         }
@@ -171,14 +183,86 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(before.containers, after.containers)
             XCTAssertEqual(before.generation, after.generation, "an identical reload changed the maps")
             let filters = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
-            XCTAssertEqual(filters.split(separator: "\n").filter { $0.contains("direct-action") }.count, 1,
-                           "exactly one port program on vethweb: \(filters)")
+            XCTAssertEqual(
+                filters.split(separator: "\n").filter { $0.contains("direct-action") }.count, 1,
+                "exactly one port program on vethweb: \(filters)")
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"], "load creates the clsact qdisc it needs")
 
             XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
             XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0, "unload of nothing must succeed")
             let afterUnload = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
             XCTAssertFalse(afterUnload.contains("bpfnet"), afterUnload)
             XCTAssertFalse(try topology.run(in: "host", ["nft", "list", "tables"]).stdout.contains("bpfnet"))
+            XCTAssertEqual(try clsact(topology), [], "unload leaves no clsact qdisc where there was none")
+        }
+    }
+
+    /// The interfaces of the host namespace with a clsact qdisc ("clsact DEV").
+    private func clsact(_ topology: Topology) throws -> Set<String> {
+        try BackendObjects.clsactQdiscs(in: topology, role: "host")
+    }
+
+    /// A clsact qdisc that was there before load, with another tool's filter
+    /// on it, survives load and unload with its filter; bpfnet's own filter
+    /// comes and goes. Switching the port hook to XDP and back keeps it too.
+    func testAClsactThatWasThereSurvivesWithItsFilter() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            _ = try topology.run(in: "host", ["tc", "qdisc", "add", "dev", "vethweb", "clsact"]).check()
+            // Another tool's filter, after bpfnet's priority (0xb9f), matching everything.
+            _ = try topology.run(
+                in: "host",
+                [
+                    "tc", "filter", "add", "dev", "vethweb", "ingress", "prio", "40000", "protocol", "all",
+                    "u32", "match", "u32", "0", "0", "classid", "1:1",
+                ])
+            func ingress() throws -> String {
+                try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
+            }
+
+            for hook in ["tc", "xdp", "tc"] {
+                let (status, _, stderr) = try bpfnet(
+                    ["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
+                XCTAssertEqual(status, 0, "\(hook): \(stderr)")
+                let filters = try ingress()
+                XCTAssertEqual(filters.contains("bpfnet_port_tc"), hook == "tc", "\(hook): \(filters)")
+                XCTAssertTrue(filters.contains("u32"), "\(hook): the other tool's filter is gone: \(filters)")
+                XCTAssertEqual(try clsact(topology), ["clsact vethweb"], hook)
+            }
+
+            let (status, _, stderr) = try bpfnet(["unload"] + pins, in: topology.host)
+            XCTAssertEqual(status, 0, stderr)
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"], "unload removed a qdisc bpfnet did not create")
+            let filters = try ingress()
+            XCTAssertTrue(filters.contains("u32"), "unload took the other tool's filter: \(filters)")
+            XCTAssertFalse(filters.contains("bpfnet"), filters)
+        }
+    }
+
+    /// A clsact qdisc bpfnet created goes when its program goes: when the port
+    /// hook switches to XDP, and at unload. One another tool has put a filter
+    /// on since stays, with that filter.
+    func testAClsactBPFNetCreatedGoesWithItsProgram() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"])
+            XCTAssertEqual(try bpfnet(["load", "--config", file, "--port-hook", "xdp"] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try clsact(topology), [], "the tc hook is no longer used: its clsact qdisc goes")
+
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            _ = try topology.run(
+                in: "host",
+                [
+                    "tc", "filter", "add", "dev", "vethweb", "egress", "prio", "7", "protocol", "all",
+                    "u32", "match", "u32", "0", "0", "classid", "1:1",
+                ])
+            XCTAssertEqual(try bpfnet(["unload"] + pins, in: topology.host).0, 0)
+            XCTAssertEqual(try clsact(topology), ["clsact vethweb"], "removing it would take the egress filter")
+            let egress = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "egress"]).stdout
+            XCTAssertTrue(egress.contains("u32"), egress)
         }
     }
 
@@ -190,7 +274,8 @@ final class CLITests: XCTestCase {
             let file = try write(policyYAML, to: "policy.yaml")
             let pins = ["--pin-path", workDirectory + "/pins"]
             for hook in ["tc", "xdp"] {
-                XCTAssertEqual(try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host).0, 0)
+                XCTAssertEqual(
+                    try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host).0, 0)
                 func attached() throws -> Bool {
                     hook == "tc"
                         ? try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
@@ -204,7 +289,8 @@ final class CLITests: XCTestCase {
                     _ = try topology.run(in: "host", ["ip", "link", "set", "dev", "vethweb", "xdp", "off"])
                 }
                 XCTAssertFalse(try attached(), "\(hook): the program is still attached after detaching it")
-                let (status, _, stderr) = try bpfnet(["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
+                let (status, _, stderr) = try bpfnet(
+                    ["load", "--config", file, "--port-hook", hook] + pins, in: topology.host)
                 XCTAssertEqual(status, 0, "\(hook): \(stderr)")
                 XCTAssertTrue(try attached(), "\(hook): load did not put the detached port program back")
             }
@@ -231,7 +317,8 @@ final class CLITests: XCTestCase {
         }
         XCTAssertTrue(matrix.contains { $0["port"] is Int }, "no cell names a port")
         XCTAssertEqual(Set(matrix.compactMap { $0["icc"] as? Bool }), [true, false])
-        XCTAssertTrue(matrix.contains { $0["observed"] as? String == "blocked" }, "nothing blocked: the policy is not in force")
+        XCTAssertTrue(
+            matrix.contains { $0["observed"] as? String == "blocked" }, "nothing blocked: the policy is not in force")
     }
 
     func testUnloadAfterInterruptedLoadCleansUp() throws {
@@ -247,6 +334,7 @@ final class CLITests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: workDirectory + "/pins/bn_config"))
             let filters = try topology.run(in: "host", ["tc", "filter", "show", "dev", "vethweb", "ingress"]).stdout
             XCTAssertFalse(filters.contains("bpfnet"), filters)
+            XCTAssertEqual(try clsact(topology), [], "the pinned record says bpfnet created the clsact qdisc")
         }
     }
 }

@@ -49,8 +49,10 @@ final class FallbackEndToEndTests: XCTestCase {
     func testIPTablesLegacyScenario() throws {
         setenv("BPFNET_IPTABLES", "legacy", 1)
         defer { unsetenv("BPFNET_IPTABLES") }
-        for settings in [PolicySettings(icc: false, allowList: true, forwardPolicy: .drop),
-                         PolicySettings(icc: true, allowList: false, forwardPolicy: .accept)] {
+        for settings in [
+            PolicySettings(icc: false, allowList: true, forwardPolicy: .drop),
+            PolicySettings(icc: true, allowList: false, forwardPolicy: .accept),
+        ] {
             try runScenario(backend: "iptables", settings: settings, lab: lab)
             XCTAssertEqual(try lab.status().backend, "iptables")
             let objects = try BackendObjects.read(lab)
@@ -95,10 +97,12 @@ final class FallbackEndToEndTests: XCTestCase {
             XCTAssertEqual(status.icc, settings.icc)
             XCTAssertEqual(status.forwardPolicy, settings.forwardPolicy.rawValue)
             XCTAssertEqual(status.containers.count, Scenario.members.count)
-            XCTAssertEqual(status.links.map { "\($0.parent)->\($0.child) \($0.ports)" },
-                           ["client->web [\"80/tcp\", \"53/udp\"]", "app->db [\"5432/tcp\"]"])
+            XCTAssertEqual(
+                status.links.map { "\($0.parent)->\($0.child) \($0.ports)" },
+                ["client->web [\"80/tcp\", \"53/udp\"]", "app->db [\"5432/tcp\"]"])
             XCTAssertEqual(status.published.count, 2)
-            XCTAssertEqual(status.extInterfaces.first?.allowSources, settings.allowList ? ["\(Scenario.allowedSource)/32"] : [])
+            XCTAssertEqual(
+                status.extInterfaces.first?.allowSources, settings.allowList ? ["\(Scenario.allowedSource)/32"] : [])
             // The probes must have shown up in the counters named after the eBPF reasons.
             if !settings.icc {
                 XCTAssertGreaterThan(status.counters["icc", default: 0], 0, "\(backend) \(settings): icc drops")
@@ -113,7 +117,8 @@ final class FallbackEndToEndTests: XCTestCase {
             }
             if backend == "iptables" {
                 // bridge-nf-call-iptables only while icc is off (the lab's host starts with it off).
-                XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-iptables"), settings.icc ? "0" : "1", "\(settings)")
+                XCTAssertEqual(
+                    try sysctl("net.bridge.bridge-nf-call-iptables"), settings.icc ? "0" : "1", "\(settings)")
             }
         }
         try lab.unload()
@@ -137,11 +142,15 @@ final class FallbackEndToEndTests: XCTestCase {
             switch backend {
             case "bpf":
                 XCTAssertTrue(objects.hasBPF, "\(objects)")
-                XCTAssertEqual(Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }), ["ip bpfnet"], "only the NAT table: \(objects)")
+                XCTAssertEqual(
+                    Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }), ["ip bpfnet"],
+                    "only the NAT table: \(objects)")
                 XCTAssertFalse(objects.hasIPTables, "\(objects)")
             case "nftables":
                 XCTAssertFalse(objects.hasBPF, "\(objects)")
-                XCTAssertEqual(Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }), ["ip bpfnet", "bridge bpfnet"], "\(objects)")
+                XCTAssertEqual(
+                    Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }), ["ip bpfnet", "bridge bpfnet"],
+                    "\(objects)")
                 XCTAssertFalse(objects.hasIPTables, "\(objects)")
             default:
                 XCTAssertFalse(objects.hasBPF, "\(objects)")
@@ -173,10 +182,12 @@ final class FallbackEndToEndTests: XCTestCase {
         // host), so what fails is the first bpf(2) call, not the mount.
         try FileManager.default.createDirectory(atPath: lab.pinPath, withIntermediateDirectories: true)
         try ProcessRunner.runChecked(Command(["mount", "-t", "bpf", "bpf", lab.pinPath]))
-        let result = try lab.topology.run(in: host, [
-            "capsh", "--drop=cap_bpf,cap_sys_admin,cap_perfmon", "--", "-c",
-            "exec \(lab.bpfnet) load --config \(file) --backend auto --pin-path \(lab.pinPath)",
-        ], timeout: .seconds(120))
+        let result = try lab.topology.run(
+            in: host,
+            [
+                "capsh", "--drop=cap_bpf,cap_sys_admin,cap_perfmon", "--", "-c",
+                "exec \(lab.bpfnet) load --config \(file) --backend auto --pin-path \(lab.pinPath)",
+            ], timeout: .seconds(120))
         XCTAssertTrue(result.stderr.contains("bpf not used"), result.stderr)
         let status = try lab.status()
         XCTAssertEqual(status.backend, "nftables")
@@ -227,13 +238,16 @@ final class FallbackEndToEndTests: XCTestCase {
         try runScenario(backend: "iptables", settings: settings, lab: lab)
         let before = try BackendObjects.read(lab)
         let comment = "owned by bpfnet: NAT for the bridge docker0; do not edit, run bpfnet unload"
-        let owner = try lab.topology.startProcess(in: host, [
-            "sh", "-c", "(echo 'add table ip bpfnet { flags owner; comment \"\(comment)\"; }'; sleep 120) | nft -i",
-        ])
+        let owner = try lab.topology.startProcess(
+            in: host,
+            [
+                "sh", "-c", "(echo 'add table ip bpfnet { flags owner; comment \"\(comment)\"; }'; sleep 120) | nft -i",
+            ])
         defer { owner.stop() }
         let deadline = ContinuousClock.now + .seconds(10)
         while try !lab.topology.run(in: host, ["nft", "list", "tables"]).stdout.contains("ip bpfnet"),
-              ContinuousClock.now < deadline { usleep(50_000) }
+            ContinuousClock.now < deadline
+        { usleep(50_000) }
 
         XCTAssertThrowsError(try lab.load(settings, extraArguments: ["--backend", "nftables"])) { error in
             let text = "\(error)"
@@ -253,12 +267,15 @@ final class FallbackEndToEndTests: XCTestCase {
         let file = lab.pinPath + "-policy.yaml"
         defer { try? FileManager.default.removeItem(atPath: file) }
         try DemoLabPolicy.write(settings, to: file)
-        for (variable, backend, tool) in [("BPFNET_NFT", "nftables", "/nonexistent/nft"),
-                                          ("BPFNET_IPTABLES_RESTORE", "iptables", "/nonexistent/iptables-restore")] {
-            let command = Command(lab.topology.host.nsenter([
-                "env", "\(variable)=\(tool)", lab.bpfnet, "load", "--config", file, "--backend", backend,
-                "--pin-path", lab.pinPath,
-            ]), timeout: .seconds(60))
+        for (variable, backend, tool) in [
+            ("BPFNET_NFT", "nftables", "/nonexistent/nft"),
+            ("BPFNET_IPTABLES_RESTORE", "iptables", "/nonexistent/iptables-restore"),
+        ] {
+            let command = Command(
+                lab.topology.host.nsenter([
+                    "env", "\(variable)=\(tool)", lab.bpfnet, "load", "--config", file, "--backend", backend,
+                    "--pin-path", lab.pinPath,
+                ]), timeout: .seconds(60))
             let result = try ProcessRunner.run(command)
             XCTAssertEqual(result.status, .exited(1), "\(result)")
             XCTAssertTrue(result.stderr.contains(tool) && result.stderr.contains("not installed"), result.stderr)

@@ -22,7 +22,8 @@ final class FastPathArrangementTests: XCTestCase {
             return (text.contains("generic-receive-offload: on"), text.contains("tx-checksumming: on"))
         }
         let original = try Dictionary(uniqueKeysWithValues: containers.map { ($0, try features($0)) })
-        XCTAssertTrue(original.values.allSatisfy { !$0.gro && $0.txChecksum }, "a fresh veth: GRO off, checksums offloaded")
+        XCTAssertTrue(
+            original.values.allSatisfy { !$0.gro && $0.txChecksum }, "a fresh veth: GRO off, checksums offloaded")
 
         let settings = PolicySettings(icc: true)
         try lab.load(settings, portHook: .xdp, extraArguments: ["--fast-path", "on"])

@@ -26,8 +26,9 @@ final class FastPathRoutedTests: XCTestCase {
         // A veth peer offloading them would leave the ext interface FULL_CSUM-less
         // (docs/verdicts.md, "Fast path"), and nothing would be fast-pathed.
         try lab.topology.run(in: "ext", ["ethtool", "-K", "eth0", "tx", "off"])
-        try lab.load(PolicySettings(icc: true, allowList: true, forwardPolicy: .accept), portHook: .tc,
-                     extraArguments: ["--fast-path", "on"])
+        try lab.load(
+            PolicySettings(icc: true, allowList: true, forwardPolicy: .accept), portHook: .tc,
+            extraArguments: ["--fast-path", "on"])
 
         let web = Scenario.address("web")
         let capture = try PacketCapture(namespacePath: lab.topology.namespace("web").path, interface: "eth0")
@@ -35,15 +36,17 @@ final class FastPathRoutedTests: XCTestCase {
         let before = try lab.status()
         let count = 12
         for _ in 0..<count {
-            let probe = try lab.topology.probe(from: "ext", to: web, .udp(9999), sourcePort: 40404,
-                                               sourceAddress: Scenario.allowedSource, label: "ext → web")
+            let probe = try lab.topology.probe(
+                from: "ext", to: web, .udp(9999), sourcePort: 40404,
+                sourceAddress: Scenario.allowedSource, label: "ext → web")
             let result = runner.run(probe)
             XCTAssertTrue(result.isAllowed, "\(result)")
         }
         let after = try lab.status()
         let hits = BPFEndToEndTests.delta(before, after, program: "ext-xdp", event: "hit")
-        XCTAssertGreaterThanOrEqual(hits, UInt64(count - 2),
-                                    "ext-xdp fast path hits: \(after.fastPath?["ext-xdp"] ?? [:])")
+        XCTAssertGreaterThanOrEqual(
+            hits, UInt64(count - 2),
+            "ext-xdp fast path hits: \(after.fastPath?["ext-xdp"] ?? [:])")
 
         let frames = capture.drain().compactMap(CapturedUDP.init).filter {
             $0.destination == web && $0.destinationPort == 9999 && $0.source == Scenario.allowedSource
@@ -73,8 +76,9 @@ private final class PacketCapture {
     init(namespacePath: String, interface: String) throws {
         let namespace = try NetworkNamespace(path: namespacePath)
         fd = try namespace.run { () throws -> Int32 in
-            let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
-                            Int32(Self.ethPAll.bigEndian))
+            let fd = socket(
+                AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+                Int32(Self.ethPAll.bigEndian))
             guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
             // sll_family, sll_protocol (network order), sll_ifindex; the rest 0.
             var address = [UInt8](repeating: 0, count: 20)
@@ -104,8 +108,9 @@ private final class PacketCapture {
             var length = socklen_t(20)
             let received = buffer.withUnsafeMutableBytes { bytes in
                 from.withUnsafeMutableBytes {
-                    recvfrom(fd, bytes.baseAddress, bytes.count, 0,
-                             $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+                    recvfrom(
+                        fd, bytes.baseAddress, bytes.count, 0,
+                        $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
                 }
             }
             guard received > 0 else { break }
@@ -133,11 +138,16 @@ private struct CapturedUDP {
         let headerLength = Int(ip[0] & 0x0F) * 4
         let totalLength = Int(ip[2]) << 8 | Int(ip[3])
         guard ip[0] >> 4 == 4, headerLength >= 20, ip[9] == 17, totalLength <= ip.count,
-              totalLength >= headerLength + 8 else { return nil }
+            totalLength >= headerLength + 8
+        else { return nil }
         func mac(_ offset: Int) -> MACAddress {
-            MACAddress(frame[offset], frame[offset + 1], frame[offset + 2], frame[offset + 3], frame[offset + 4], frame[offset + 5])
+            MACAddress(
+                frame[offset], frame[offset + 1], frame[offset + 2], frame[offset + 3], frame[offset + 4],
+                frame[offset + 5])
         }
-        func address(_ offset: Int) -> IPv4Address { IPv4Address(ip[offset], ip[offset + 1], ip[offset + 2], ip[offset + 3]) }
+        func address(_ offset: Int) -> IPv4Address {
+            IPv4Address(ip[offset], ip[offset + 1], ip[offset + 2], ip[offset + 3])
+        }
         destinationMAC = mac(0)
         sourceMAC = mac(6)
         ttl = ip[8]
@@ -148,7 +158,8 @@ private struct CapturedUDP {
         // Summed with their checksum fields in place, valid headers give 0.
         ipHeaderChecksumValid = PacketBuilder.internetChecksum(Array(ip[0..<headerLength])) == 0
         let udpChecksum = UInt16(udp[6]) << 8 | UInt16(udp[7])
-        udpChecksumValid = udpChecksum != 0
+        udpChecksumValid =
+            udpChecksum != 0
             && PacketBuilder.transportChecksum(udp, proto: 17, source: source, destination: destination) == 0
     }
 }

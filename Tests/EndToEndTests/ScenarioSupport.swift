@@ -13,8 +13,10 @@ import XCTest
 
 /// Root-only suites skip without root, unless BPFNET_REQUIRE_ROOT_TESTS=1
 /// (CI), where running without root is a failure.
-func requireRootForEndToEnd(_ what: String = "network namespaces, bpffs, nft and iptables",
-                            file: StaticString = #filePath, line: UInt = #line) throws {
+func requireRootForEndToEnd(
+    _ what: String = "network namespaces, bpffs, nft and iptables",
+    file: StaticString = #filePath, line: UInt = #line
+) throws {
     guard geteuid() != 0 else { return }
     if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
         XCTFail("requires root: \(what) (BPFNET_REQUIRE_ROOT_TESTS=1 makes this a failure)", file: file, line: line)
@@ -35,17 +37,23 @@ let scenarioSettings: [PolicySettings] = [
 /// lab when nil), measures every scenario probe and asserts each cell matches
 /// the policy. Returns the matrix.
 @discardableResult
-func runScenario(backend: String, settings: PolicySettings, portHook: PortHook = .tc, lab: DemoLab? = nil,
-                 file: StaticString = #filePath, line: UInt = #line) throws -> [MatrixEntry] {
+func runScenario(
+    backend: String, settings: PolicySettings, portHook: PortHook = .tc, lab: DemoLab? = nil,
+    file: StaticString = #filePath, line: UInt = #line
+) throws -> [MatrixEntry] {
     let ownLab = lab == nil ? try DemoLab() : nil
     defer { ownLab?.close() }
     let lab = lab ?? ownLab!
     try lab.load(settings, portHook: portHook, extraArguments: ["--backend", backend])
     let entries = try lab.measure(settings)
     let wrong = entries.filter { !$0.matches }
-    XCTAssert(wrong.isEmpty, "\(backend), \(settings): \(wrong.count) of \(entries.count) cells differ from the policy:\n"
-        + wrong.map { "  \($0.source) → \($0.destination) (rows \($0.rows)): expected \($0.expected), "
-            + "observed \($0.observed) — \($0.detail)" }.joined(separator: "\n"), file: file, line: line)
+    XCTAssert(
+        wrong.isEmpty,
+        "\(backend), \(settings): \(wrong.count) of \(entries.count) cells differ from the policy:\n"
+            + wrong.map {
+                "  \($0.source) → \($0.destination) (rows \($0.rows)): expected \($0.expected), "
+                    + "observed \($0.observed) — \($0.detail)"
+            }.joined(separator: "\n"), file: file, line: line)
     return entries
 }
 
@@ -59,10 +67,13 @@ struct BackendObjects: CustomStringConvertible {
     var iptablesChains: Set<String>
     /// Interfaces with an XDP program, and bridge ports with a tc ingress filter.
     var attachments: Set<String>
+    /// "clsact DEV" for every interface with a clsact qdisc (the lab's host
+    /// namespace has none of its own: each is the eBPF backend's).
+    var qdiscs: Set<String>
 
     var description: String {
         "pins \(pins), nft tables \(nftTables.sorted()), iptables chains \(iptablesChains.sorted()), "
-            + "attachments \(attachments.sorted())"
+            + "attachments \(attachments.sorted()), qdiscs \(qdiscs.sorted())"
     }
 
     static func read(_ lab: DemoLab) throws -> BackendObjects {
@@ -87,16 +98,31 @@ struct BackendObjects: CustomStringConvertible {
                 guard let name = link["ifname"] as? String else { continue }
                 if link["xdp"] != nil { attachments.insert("xdp \(name)") }
                 if link["master"] as? String == "docker0" {
-                    let filters = try lab.topology.run(in: host, ["tc", "filter", "show", "dev", name, "ingress"]).stdout
-                    if !filters.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { attachments.insert("tc \(name)") }
+                    let filters = try lab.topology.run(in: host, ["tc", "filter", "show", "dev", name, "ingress"])
+                        .stdout
+                    if !filters.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                        attachments.insert("tc \(name)")
+                    }
                 }
             }
         }
-        return BackendObjects(pins: pins, nftTables: Set(tables.map { String($0) }), iptablesChains: chains,
-                              attachments: attachments)
+        return BackendObjects(
+            pins: pins, nftTables: Set(tables.map { String($0) }), iptablesChains: chains,
+            attachments: attachments, qdiscs: try clsactQdiscs(in: lab.topology, role: host))
     }
 
-    var hasBPF: Bool { !pins.isEmpty || !attachments.isEmpty }
+    /// "clsact DEV" for every interface of `role`'s namespace with a clsact qdisc.
+    static func clsactQdiscs(in topology: Topology, role: String) throws -> Set<String> {
+        let json = try topology.run(in: role, ["tc", "-j", "qdisc", "show"]).stdout
+        guard let list = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] else { return [] }
+        return Set(
+            list.compactMap { qdisc in
+                guard qdisc["kind"] as? String == "clsact", let device = qdisc["dev"] as? String else { return nil }
+                return "clsact \(device)"
+            })
+    }
+
+    var hasBPF: Bool { !pins.isEmpty || !attachments.isEmpty || !qdiscs.isEmpty }
     var hasNFTablesFilter: Bool { nftTables.contains("bridge bpfnet") }
     var hasIPTables: Bool { !iptablesChains.isEmpty }
 }

@@ -7,8 +7,9 @@
 import BPFNetCore
 import Foundation
 import LinuxNet
-@testable import NetLab
 import XCTest
+
+@testable import NetLab
 
 final class CleanupTests: XCTestCase {
     func testCleanUpNowRemovesEverything() throws {
@@ -26,9 +27,10 @@ final class CleanupTests: XCTestCase {
     func startHelper() throws -> (BackgroundProcess, prefix: String, server: pid_t) {
         let runner = try probeRunner()
         guard let bundle = ProbeRunner.currentExecutable() else { throw XCTSkip("no /proc/self/exe") }
-        let helper = try BackgroundProcess(Command(
-            [bundle, "NetLabTests.SignalHelper/testBuildAndWaitForSignal"],
-            environment: ["NETLAB_SIGNAL_HELPER": "1", "BPFNET_PROBE": runner.binary]))
+        let helper = try BackgroundProcess(
+            Command(
+                [bundle, "NetLabTests.SignalHelper/testBuildAndWaitForSignal"],
+                environment: ["NETLAB_SIGNAL_HELPER": "1", "BPFNET_PROBE": runner.binary]))
         let line = try helper.waitForLine(prefix: "netlab-helper ", timeout: .seconds(60))
         var prefix = ""
         var server: pid_t = 0
@@ -47,7 +49,8 @@ final class CleanupTests: XCTestCase {
         for signalNumber in [SIGINT, SIGTERM] {
             let (helper, prefix, server) = try startHelper()
             kill(helper.pid, signalNumber)
-            XCTAssertTrue(waitUntil(.seconds(10)) { !helper.isRunning }, "helper did not exit on signal \(signalNumber)")
+            XCTAssertTrue(
+                waitUntil(.seconds(10)) { !helper.isRunning }, "helper did not exit on signal \(signalNumber)")
             XCTAssertEqual(helper.stop(), .signaled(signalNumber), "it should die of the signal after cleaning up")
             XCTAssertEqual(namespaces(withPrefix: prefix + "-"), [], "signal \(signalNumber) left namespaces")
             XCTAssertTrue(waitUntil(.seconds(2)) { !processExists(server) }, "signal \(signalNumber) left the server")
@@ -65,7 +68,8 @@ final class CleanupTests: XCTestCase {
         }
         kill(helper.pid, SIGKILL)
         XCTAssertEqual(helper.stop(), .signaled(SIGKILL))
-        XCTAssertTrue(waitUntil(.seconds(3)) { !processExists(server) }, "--exit-with-parent server outlived its parent")
+        XCTAssertTrue(
+            waitUntil(.seconds(3)) { !processExists(server) }, "--exit-with-parent server outlived its parent")
     }
 }
 

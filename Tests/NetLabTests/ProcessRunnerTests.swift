@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 
 import Foundation
+import XCTest
+
 @testable import LinuxNet
 @testable import NetLab
-import XCTest
 
 final class ProcessRunnerTests: XCTestCase {
     func testCapturesOutputAndStatus() throws {
@@ -51,8 +52,9 @@ final class ProcessRunnerTests: XCTestCase {
         XCTAssertLessThan((ContinuousClock.now - started).milliseconds, 2000, "8 × 0.3 s should overlap")
 
         let serialStart = ContinuousClock.now
-        let serial = ProcessRunner.runAll((0..<3).map { _ in Command(["sleep", "0.2"], exclusiveKey: "same") },
-                                          maxConcurrent: 8)
+        let serial = ProcessRunner.runAll(
+            (0..<3).map { _ in Command(["sleep", "0.2"], exclusiveKey: "same") },
+            maxConcurrent: 8)
         for result in serial { XCTAssertTrue(try result.get().succeeded) }
         XCTAssertGreaterThanOrEqual((ContinuousClock.now - serialStart).milliseconds, 590, "same key must not overlap")
     }
@@ -64,8 +66,10 @@ final class ProcessRunnerTests: XCTestCase {
     }
 
     func testEnvironmentIsPassed() throws {
-        let result = try ProcessRunner.runChecked(Command(["printenv", "NETLAB_TEST_VALUE"],
-                                                          environment: ["NETLAB_TEST_VALUE": "42"]))
+        let result = try ProcessRunner.runChecked(
+            Command(
+                ["printenv", "NETLAB_TEST_VALUE"],
+                environment: ["NETLAB_TEST_VALUE": "42"]))
         XCTAssertEqual(result.stdout, "42\n")
     }
 

@@ -2,8 +2,9 @@
 
 import BPFNetCore
 import Foundation
-@testable import NetLab
 import XCTest
+
+@testable import NetLab
 
 func requireRoot() throws {
     guard geteuid() == 0 else { throw XCTSkip("requires root (network namespaces, raw sockets)") }
@@ -45,8 +46,10 @@ func waitUntil(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-func assertAll(_ results: [ProbeResult], are expected: Reachability,
-               file: StaticString = #filePath, line: UInt = #line) {
+func assertAll(
+    _ results: [ProbeResult], are expected: Reachability,
+    file: StaticString = #filePath, line: UInt = #line
+) {
     let wrong = results.filter { $0.reachability != expected }
     XCTAssert(wrong.isEmpty, "expected \(expected):\n\(ReachabilityMatrix(wrong))", file: file, line: line)
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
 import BPFNetCore
-@testable import NetLab
 import XCTest
+
+@testable import NetLab
 
 final class TopologySpecTests: XCTestCase {
     func testDockerLikeSpecIsValid() throws {

@@ -6,8 +6,9 @@
 import BPFNetCore
 import Foundation
 import LinuxNet
-@testable import NetLab
 import XCTest
+
+@testable import NetLab
 
 final class TopologyTests: XCTestCase {
     static let containers = ["web", "db", "client"]
@@ -33,13 +34,17 @@ final class TopologyTests: XCTestCase {
         var probes: [Probe] = []
         for from in Self.containers {
             for to in Self.containers where to != from {
-                probes += [try lab.probe(from: from, to: to, .tcp(80)),
-                           try lab.probe(from: from, to: to, .udp(53)),
-                           try lab.probe(from: from, to: to, .icmp)]
+                probes += [
+                    try lab.probe(from: from, to: to, .tcp(80)),
+                    try lab.probe(from: from, to: to, .udp(53)),
+                    try lab.probe(from: from, to: to, .icmp),
+                ]
             }
             // Container → the bridge address (host-local, row 2).
-            probes += [try lab.probe(from: from, to: "host", .tcp(8080)),
-                       try lab.probe(from: from, to: "host", .icmp)]
+            probes += [
+                try lab.probe(from: from, to: "host", .tcp(8080)),
+                try lab.probe(from: from, to: "host", .icmp),
+            ]
         }
         let extLink = IPv4Address(198, 51, 100, 1)
         let secondSource = IPv4Address(203, 0, 113, 2)
@@ -72,8 +77,10 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(fromSecond?.server, "web")
 
         // Closed ports answer, and that is not "blocked".
-        let closed = runner.run([try lab.probe(from: "client", to: "web", .tcp(81)),
-                                 try lab.probe(from: "client", to: "web", .udp(54))])
+        let closed = runner.run([
+            try lab.probe(from: "client", to: "web", .tcp(81)),
+            try lab.probe(from: "client", to: "web", .udp(54)),
+        ])
         assertAll(closed, are: .refused)
     }
 
@@ -98,9 +105,11 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(udp.peerSeen, IPv4Endpoint(client, 5353), "\(udp)")
 
         // 4000-byte datagrams are fragmented on the 1500-byte MTU both ways, bridged and routed.
-        let large = runner.run([try lab.probe(from: "client", to: "db", .udp(53), size: 4000),
-                                try lab.probe(from: "ext", to: "web", .udp(53), size: 4000),
-                                try lab.probe(from: "client", to: "db", .udp(53), sourcePort: 53, size: 9000)])
+        let large = runner.run([
+            try lab.probe(from: "client", to: "db", .udp(53), size: 4000),
+            try lab.probe(from: "ext", to: "web", .udp(53), size: 4000),
+            try lab.probe(from: "client", to: "db", .udp(53), sourcePort: 53, size: 9000),
+        ])
         assertAll(large, are: .allowed)
         XCTAssertEqual(large.map(\.bytesReceived), [4000, 4000, 9000])
     }
@@ -115,26 +124,28 @@ final class TopologyTests: XCTestCase {
         // Filtering inside the HOST namespace of this test only: bridged
         // traffic meets the bridge family (no br_netfilter here), routed
         // traffic the inet forward hook.
-        try lab.run(in: "host", ["nft", "-f", "-"], input: """
-            table bridge netlab_test {
-              chain forward {
-                type filter hook forward priority 0; policy accept;
-                ip daddr \(db) tcp dport 80 drop
-                ip daddr \(db) icmp type echo-request drop
-              }
-            }
-            table inet netlab_test {
-              chain forward {
-                type filter hook forward priority 0; policy accept;
-                ip daddr \(web) tcp dport 80 drop
-              }
-            }
-            """)
+        try lab.run(
+            in: "host", ["nft", "-f", "-"],
+            input: """
+                table bridge netlab_test {
+                  chain forward {
+                    type filter hook forward priority 0; policy accept;
+                    ip daddr \(db) tcp dport 80 drop
+                    ip daddr \(db) icmp type echo-request drop
+                  }
+                }
+                table inet netlab_test {
+                  chain forward {
+                    type filter hook forward priority 0; policy accept;
+                    ip daddr \(web) tcp dport 80 drop
+                  }
+                }
+                """)
         let probes = [
             try lab.probe(from: "client", to: "db", .tcp(80), timeout: timeout),
             try lab.probe(from: "client", to: "db", .icmp, timeout: timeout),
             try lab.probe(from: "ext", to: "web", .tcp(80), timeout: timeout),
-            try lab.probe(from: "client", to: "db", .udp(53), timeout: timeout),   // not filtered
+            try lab.probe(from: "client", to: "db", .udp(53), timeout: timeout),  // not filtered
             try lab.probe(from: "client", to: "web", .tcp(80), timeout: timeout),  // bridged, not routed
         ]
         let results = runner.run(probes)
@@ -156,7 +167,8 @@ final class TopologyTests: XCTestCase {
         try requireRoot()
         let (lab, runner) = try buildLab()
         // Binding an address the namespace does not have is our fault, not the network's.
-        let result = runner.run(try lab.probe(from: "client", to: "web", .tcp(80), sourceAddress: IPv4Address(10, 77, 0, 1)))
+        let result = runner.run(
+            try lab.probe(from: "client", to: "web", .tcp(80), sourceAddress: IPv4Address(10, 77, 0, 1)))
         XCTAssertEqual(result.reachability, .error, "\(result)")
         XCTAssertThrowsError(try ProbeRunner(binary: "/nonexistent/bpfnet-probe")) { error in
             XCTAssert("\(error)".contains("BPFNET_PROBE"), "\(error)")
@@ -225,9 +237,10 @@ final class TopologyTests: XCTestCase {
         }
         builds.sort()
         teardowns.sort()
-        print("netlab timing (4 containers + 1 external, 6 namespaces, 5 runs): build median \(Int(builds[2])) ms "
-              + "(min \(Int(builds[0])), max \(Int(builds[4]))), teardown median \(Int(teardowns[2])) ms "
-              + "(min \(Int(teardowns[0])), max \(Int(teardowns[4])))")
+        print(
+            "netlab timing (4 containers + 1 external, 6 namespaces, 5 runs): build median \(Int(builds[2])) ms "
+                + "(min \(Int(builds[0])), max \(Int(builds[4]))), teardown median \(Int(teardowns[2])) ms "
+                + "(min \(Int(teardowns[0])), max \(Int(teardowns[4])))")
         XCTAssertEqual(ourNamespaces, before)
         // Generous: the machine is shared, but hundreds of processes would blow this.
         XCTAssertLessThan(builds[2], 2000)
@@ -261,8 +274,14 @@ final class TopologyTests: XCTestCase {
         XCTAssertEqual(try sysctl("net.ipv6.conf.all.disable_ipv6", in: "ext"), "1")
         // Its own (root) namespace is refused. A key that does not exist, so
         // that even a broken guard could not change anything here.
-        XCTAssertThrowsError(try NamespaceSysctl.write([(NetworkNamespace(unopenedPath: "/proc/self/ns/net"),
-                                                         [("net.ipv4.netlab_no_such_setting", "0")])])) { error in
+        XCTAssertThrowsError(
+            try NamespaceSysctl.write([
+                (
+                    NetworkNamespace(unopenedPath: "/proc/self/ns/net"),
+                    [("net.ipv4.netlab_no_such_setting", "0")]
+                )
+            ])
+        ) { error in
             XCTAssert("\(error)".contains("refusing"), "\(error)")
         }
         XCTAssertEqual(try output("host", ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]), "1\n")
@@ -271,7 +290,8 @@ final class TopologyTests: XCTestCase {
         // Static neighbours both ways and static FDB entries on the bridge.
         let webNeighbours = try output("web", ["ip", "neigh", "show", "dev", "eth0"])
         XCTAssert(webNeighbours.contains("\(db.address) lladdr \(db.resolvedMAC) PERMANENT"), webNeighbours)
-        XCTAssert(webNeighbours.contains("\(spec.bridge.address.address) lladdr 02:00:00:00:00:01 PERMANENT"), webNeighbours)
+        XCTAssert(
+            webNeighbours.contains("\(spec.bridge.address.address) lladdr 02:00:00:00:00:01 PERMANENT"), webNeighbours)
         let hostNeighbours = try output("host", ["ip", "neigh", "show", "dev", "docker0"])
         XCTAssert(hostNeighbours.contains("\(web.address) lladdr \(web.resolvedMAC) PERMANENT"), hostNeighbours)
         let fdb = try output("host", ["bridge", "fdb", "show", "dev", "vethmy-db"])
@@ -284,8 +304,10 @@ final class TopologyTests: XCTestCase {
         // Traffic: bridged works (br_netfilter with an empty ruleset passes it);
         // routing is off, so the external cannot reach a container.
         try lab.startServer(in: "my-db", tcp: [80], probe: runner)
-        let results = runner.run([try lab.probe(from: "web", to: "my-db", .tcp(80)),
-                                  try lab.probe(from: "ext", to: "my-db", .tcp(80), timeout: .milliseconds(300))])
+        let results = runner.run([
+            try lab.probe(from: "web", to: "my-db", .tcp(80)),
+            try lab.probe(from: "ext", to: "my-db", .tcp(80), timeout: .milliseconds(300)),
+        ])
         XCTAssertEqual(results.map(\.reachability), [.allowed, .blocked], "\(ReachabilityMatrix(results))")
     }
 }

@@ -23,9 +23,9 @@
 /* (each name written once). Neither object pins its maps.                    */
 /* ------------------------------------------------------------------------ */
 
-#define BENCH_MAP_GEN_FLOWS   bn_gen_flows   /* ARRAY[BENCH_GEN_MAX_FLOWS]: __u32 flow -> bench_gen_header */
-#define BENCH_MAP_GEN_CONFIG  bn_gen_config  /* ARRAY[1]: __u32 0 -> struct bench_gen_config               */
-#define BENCH_MAP_SINK_COUNT  bn_sink_count  /* PERCPU_ARRAY[1]: __u32 0 -> __u64 packets                  */
+#define BENCH_MAP_GEN_FLOWS  bn_gen_flows  /* ARRAY[BENCH_GEN_MAX_FLOWS]: __u32 flow -> header */
+#define BENCH_MAP_GEN_CONFIG bn_gen_config /* ARRAY[1]: __u32 0 -> struct bench_gen_config */
+#define BENCH_MAP_SINK_COUNT bn_sink_count /* PERCPU_ARRAY[1]: __u32 0 -> __u64 packets */
 
 #define BENCH_XSTR(x) BENCH_STR(x)
 #define BENCH_STR(x)  #x
@@ -34,9 +34,9 @@
 /* bench_gen: one frame header template per flow, picked round-robin.        */
 /* ------------------------------------------------------------------------ */
 
-#define BENCH_GEN_MAX_FLOWS   65536
-#define BENCH_GEN_HEADER_LEN  42	/* Ethernet 14 + IPv4 20 + UDP 8 */
-#define BENCH_GEN_SLOT_LEN    48	/* template slot, 8-byte aligned  */
+#define BENCH_GEN_MAX_FLOWS  65536
+#define BENCH_GEN_HEADER_LEN 42 /* Ethernet 14 + IPv4 20 + UDP 8 */
+#define BENCH_GEN_SLOT_LEN   48 /* template slot, 8-byte aligned  */
 
 /*
  * A template slot: the first BENCH_GEN_HEADER_LEN bytes are the frame's
@@ -49,8 +49,8 @@ struct bench_gen_header {
 _Static_assert(sizeof(struct bench_gen_header) == 48, "bench_gen_header layout");
 
 struct bench_gen_config {
-	__u32 flows;		/* templates in use, 1..BENCH_GEN_MAX_FLOWS; 0 drops */
-	__u32 reserved;		/* 0 */
+	__u32 flows;	/* templates in use, 1..BENCH_GEN_MAX_FLOWS; 0 drops */
+	__u32 reserved; /* 0 */
 };
 _Static_assert(sizeof(struct bench_gen_config) == 8, "bench_gen_config layout");
 
@@ -68,10 +68,14 @@ enum bench_map_id {
 static inline const char *bench_map_name(enum bench_map_id id)
 {
 	switch (id) {
-	case BENCH_MAP_ID_GEN_FLOWS:  return BENCH_XSTR(BENCH_MAP_GEN_FLOWS);
-	case BENCH_MAP_ID_GEN_CONFIG: return BENCH_XSTR(BENCH_MAP_GEN_CONFIG);
-	case BENCH_MAP_ID_SINK_COUNT: return BENCH_XSTR(BENCH_MAP_SINK_COUNT);
-	case BENCH_MAP_ID_COUNT:      break;
+	case BENCH_MAP_ID_GEN_FLOWS:
+		return BENCH_XSTR(BENCH_MAP_GEN_FLOWS);
+	case BENCH_MAP_ID_GEN_CONFIG:
+		return BENCH_XSTR(BENCH_MAP_GEN_CONFIG);
+	case BENCH_MAP_ID_SINK_COUNT:
+		return BENCH_XSTR(BENCH_MAP_SINK_COUNT);
+	case BENCH_MAP_ID_COUNT:
+		break;
 	}
 	return "";
 }

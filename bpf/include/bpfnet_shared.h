@@ -26,100 +26,100 @@
 /* Kernel object names are limited to 15 characters.                         */
 /* ------------------------------------------------------------------------ */
 
-#define BPFNET_MAP_CONFIG     bn_config     /* ARRAY[1]: struct bpfnet_config            */
-#define BPFNET_MAP_CONTAINERS bn_containers /* HASH: __be32 addr -> bpfnet_container     */
-#define BPFNET_MAP_MACS       bn_macs       /* HASH: bpfnet_mac_key -> __be32 addr       */
-#define BPFNET_MAP_LINKS      bn_links      /* HASH: bpfnet_link_key -> bpfnet_link_value*/
-#define BPFNET_MAP_PUBLISHED  bn_published  /* HASH: bpfnet_published_key -> _value      */
-#define BPFNET_MAP_EXT_IFS    bn_ext_ifs    /* HASH: __u32 ifindex -> bpfnet_ext_if      */
-#define BPFNET_MAP_ALLOW_SRC  bn_allow_src  /* LPM_TRIE: bpfnet_allow_key -> __u32       */
-#define BPFNET_MAP_COUNTERS   bn_counters   /* PERCPU_ARRAY: index -> bpfnet_counter     */
-#define BPFNET_MAP_NAMES      bn_names      /* HASH: __be32 addr -> bpfnet_container_name*/
-#define BPFNET_MAP_ATTACH     bn_attach     /* HASH: bpfnet_attach_key -> _value         */
+#define BPFNET_MAP_CONFIG      bn_config      /* ARRAY[1]: struct bpfnet_config            */
+#define BPFNET_MAP_CONTAINERS  bn_containers  /* HASH: __be32 addr -> bpfnet_container     */
+#define BPFNET_MAP_MACS	       bn_macs	      /* HASH: bpfnet_mac_key -> __be32 addr       */
+#define BPFNET_MAP_LINKS       bn_links	      /* HASH: bpfnet_link_key -> bpfnet_link_value*/
+#define BPFNET_MAP_PUBLISHED   bn_published   /* HASH: bpfnet_published_key -> _value      */
+#define BPFNET_MAP_EXT_IFS     bn_ext_ifs     /* HASH: __u32 ifindex -> bpfnet_ext_if      */
+#define BPFNET_MAP_ALLOW_SRC   bn_allow_src   /* LPM_TRIE: bpfnet_allow_key -> __u32       */
+#define BPFNET_MAP_COUNTERS    bn_counters    /* PERCPU_ARRAY: index -> bpfnet_counter     */
+#define BPFNET_MAP_NAMES       bn_names	      /* HASH: __be32 addr -> bpfnet_container_name*/
+#define BPFNET_MAP_ATTACH      bn_attach      /* HASH: bpfnet_attach_key -> _value         */
 #define BPFNET_MAP_FP_COUNTERS bn_fp_counters /* PERCPU_ARRAY: fast-path events         */
-#define BPFNET_MAP_FP_IFS     bn_fp_ifs     /* HASH: __u32 ifindex -> bpfnet_fp_if       */
-#define BPFNET_MAP_FP_TX      bn_fp_tx      /* DEVMAP_HASH (port object, not pinned): ifindex -> ifindex */
-#define BPFNET_MAP_DROPS      bn_drops      /* RINGBUF: struct bpfnet_drop_event (sampled) */
-#define BPFNET_MAP_DROP_RATE  bn_drop_rate  /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
+#define BPFNET_MAP_FP_IFS      bn_fp_ifs      /* HASH: __u32 ifindex -> bpfnet_fp_if       */
+#define BPFNET_MAP_FP_TX       bn_fp_tx	      /* DEVMAP_HASH, unpinned: ifindex -> ifindex */
+#define BPFNET_MAP_DROPS       bn_drops	      /* RINGBUF: struct bpfnet_drop_event (sampled) */
+#define BPFNET_MAP_DROP_RATE   bn_drop_rate   /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
 
 /* Default capacities (the control plane may raise them before load). */
-#define BPFNET_MAX_CONTAINERS  16384
-#define BPFNET_MAX_LINK_RULES  262144
-#define BPFNET_MAX_PUBLISHED   16384
-#define BPFNET_MAX_EXT_IFS     64
-#define BPFNET_MAX_ALLOW_SRC   65536
-#define BPFNET_MAX_ATTACH      16448   /* containers + ext interfaces */
-#define BPFNET_MAX_FP_IFS      16448   /* containers + ext interfaces */
+#define BPFNET_MAX_CONTAINERS 16384
+#define BPFNET_MAX_LINK_RULES 262144
+#define BPFNET_MAX_PUBLISHED  16384
+#define BPFNET_MAX_EXT_IFS    64
+#define BPFNET_MAX_ALLOW_SRC  65536
+#define BPFNET_MAX_ATTACH     16448 /* containers + ext interfaces */
+#define BPFNET_MAX_FP_IFS     16448 /* containers + ext interfaces */
 
 /* ------------------------------------------------------------------------ */
 /* Program kinds: one counter block per kind.                                */
 /* ------------------------------------------------------------------------ */
 
 enum bpfnet_program {
-	BPFNET_PROG_PORT_TC  = 0, /* port program, tc clsact ingress of a bridge port */
+	BPFNET_PROG_PORT_TC = 0,  /* port program, tc clsact ingress of a bridge port */
 	BPFNET_PROG_PORT_XDP = 1, /* port program, XDP on a bridge port               */
-	BPFNET_PROG_EXT_XDP  = 2, /* ext program, XDP on an external interface        */
-	BPFNET_PROG_MAX      = 3,
+	BPFNET_PROG_EXT_XDP = 2,  /* ext program, XDP on an external interface        */
+	BPFNET_PROG_MAX = 3,
 };
 
 /* ------------------------------------------------------------------------ */
 /* Reasons. Every verdict carries exactly one; it indexes the counters.       */
 /* Values are stable: they are read back by `bpfnet status` from pinned maps  */
 /* written by another (possibly older) process. Passes < 32 <= drops.          */
-/* Row numbers refer to the policy table in DESIGN.md section 1.              */
+/* Row numbers refer to the policy table in docs/policy.md.                  */
 /* ------------------------------------------------------------------------ */
 
 enum bpfnet_reason {
-	BPFNET_REASON_NONE         = 0,
-	BPFNET_PASS_NON_IP         = 1,  /* row 1: neither IPv4 nor IPv6 (ARP, LLDP, ...)       */
-	BPFNET_PASS_HOST           = 2,  /* row 2: container -> the bridge's own address        */
-	BPFNET_PASS_ICC            = 3,  /* row 3: container -> container, icc=true              */
-	BPFNET_PASS_LINK           = 4,  /* row 4: parent -> child on an exposed (proto, dport)  */
-	BPFNET_PASS_LINK_REVERSE   = 5,  /* row 5: child -> parent from an exposed (proto, sport)*/
-	BPFNET_PASS_LINK_FRAGMENT  = 6,  /* non-first fragment between a linked pair            */
-	BPFNET_PASS_OUTSIDE        = 7,  /* row 7 (and row 2 for other host addresses)          */
-	BPFNET_PASS_IPV6           = 8,  /* IPv6 not addressed to a container's MAC             */
-	BPFNET_PASS_PUBLISHED      = 9,  /* row 8: published port, source allowed              */
-	BPFNET_PASS_FORWARD        = 10, /* row 9: direct to a container, forward accept        */
-	BPFNET_PASS_REPLY          = 11, /* row 10: reply to a connection opened from inside    */
-	BPFNET_PASS_LOCAL          = 12, /* row 11: towards the host, not a published port      */
-	BPFNET_PASS_FRAGMENT       = 13, /* ext: non-first fragment, judged by its first one    */
-	BPFNET_DROP_ICC            = 32, /* row 6: container -> container not allowed           */
-	BPFNET_DROP_SOURCE         = 33, /* row 8/9: source not in the interface's allow-list   */
-	BPFNET_DROP_FORWARD        = 34, /* row 9: direct to a container, forward policy drop   */
-	BPFNET_DROP_MALFORMED      = 35, /* truncated or inconsistent L2/L3/L4 header           */
-	BPFNET_REASON_MAX          = 48,
+	BPFNET_REASON_NONE = 0,
+	BPFNET_PASS_NON_IP = 1,	       /* row 1: neither IPv4 nor IPv6 (ARP, LLDP, ...)       */
+	BPFNET_PASS_HOST = 2,	       /* row 2: container -> the bridge's own address        */
+	BPFNET_PASS_ICC = 3,	       /* row 3: container -> container, icc=true              */
+	BPFNET_PASS_LINK = 4,	       /* row 4: parent -> child on an exposed (proto, dport)  */
+	BPFNET_PASS_LINK_REVERSE = 5,  /* row 5: child -> parent from an exposed (proto, sport)*/
+	BPFNET_PASS_LINK_FRAGMENT = 6, /* non-first fragment between a linked pair            */
+	BPFNET_PASS_OUTSIDE = 7,       /* row 7 (and row 2 for other host addresses)          */
+	BPFNET_PASS_IPV6 = 8,	       /* IPv6 not addressed to a container's MAC             */
+	BPFNET_PASS_PUBLISHED = 9,     /* row 8: published port, source allowed              */
+	BPFNET_PASS_FORWARD = 10,      /* row 9: direct to a container, forward accept        */
+	BPFNET_PASS_REPLY = 11,	       /* row 10: reply to a connection opened from inside    */
+	BPFNET_PASS_LOCAL = 12,	       /* row 11: towards the host, not a published port      */
+	BPFNET_PASS_FRAGMENT = 13,     /* ext: non-first fragment, judged by its first one    */
+	BPFNET_DROP_ICC = 32,	       /* row 6: container -> container not allowed           */
+	BPFNET_DROP_SOURCE = 33,       /* row 8/9: source not in the interface's allow-list   */
+	BPFNET_DROP_FORWARD = 34,      /* row 9: direct to a container, forward policy drop   */
+	BPFNET_DROP_MALFORMED = 35,    /* truncated or inconsistent L2/L3/L4 header           */
+	BPFNET_REASON_MAX = 48,
 };
 
 /* Every reason at or above this value is a drop. */
 #define BPFNET_REASON_DROP_FIRST 32
 
-#define BPFNET_COUNTER_INDEX(prog, reason) ((__u32)(prog) * BPFNET_REASON_MAX + (__u32)(reason))
-#define BPFNET_COUNTER_SLOTS (BPFNET_PROG_MAX * BPFNET_REASON_MAX)
+#define BPFNET_COUNTER_INDEX(prog, reason) (((__u32)(prog)) * BPFNET_REASON_MAX + (__u32)(reason))
+#define BPFNET_COUNTER_SLOTS		   (BPFNET_PROG_MAX * BPFNET_REASON_MAX)
 
 /* ------------------------------------------------------------------------ */
 /* bn_config: the single global policy record (ARRAY, key 0).                */
 /* ------------------------------------------------------------------------ */
 
 enum bpfnet_config_flags {
-	BPFNET_CFG_ICC            = 1u << 0, /* inter-container communication on (Docker --icc)  */
+	BPFNET_CFG_ICC = 1u << 0,	     /* inter-container communication on (Docker --icc)  */
 	BPFNET_CFG_FORWARD_ACCEPT = 1u << 1, /* forward policy accept (default drop)            */
-	BPFNET_CFG_IP_FORWARD     = 1u << 2, /* net.ipv4.ip_forward managed on (informational)  */
-	BPFNET_CFG_FAST_PATH      = 1u << 3, /* deliver allowed traffic around the bridge/stack */
+	BPFNET_CFG_IP_FORWARD = 1u << 2,     /* net.ipv4.ip_forward managed on (informational)  */
+	BPFNET_CFG_FAST_PATH = 1u << 3,	     /* deliver allowed traffic around the bridge/stack */
 	BPFNET_CFG_OUTSIDE_CONTAINERS = 1u << 4, /* a container lies outside the bridge subnet  */
-	BPFNET_CFG_LOADED         = 1u << 31,/* set once the control plane has written a policy */
+	BPFNET_CFG_LOADED = 1u << 31, /* set once the control plane has written a policy */
 };
 
 struct bpfnet_config {
-	__u32  flags;           /* enum bpfnet_config_flags                              */
-	__be32 bridge_addr;     /* the bridge's own IPv4 address (row 2)                 */
-	__be32 bridge_subnet;   /* bridge network address, already masked               */
-	__be32 bridge_netmask;  /* netmask; 0 means "no subnet known" (never matches)     */
-	__u32  bridge_ifindex;  /* ifindex of the bridge, for status and the fast path    */
-	__u32  generation;      /* bumped by the control plane on every policy change     */
+	__u32 flags;	       /* enum bpfnet_config_flags                              */
+	__be32 bridge_addr;    /* the bridge's own IPv4 address (row 2)                 */
+	__be32 bridge_subnet;  /* bridge network address, already masked               */
+	__be32 bridge_netmask; /* netmask; 0 means "no subnet known" (never matches)     */
+	__u32 bridge_ifindex;  /* ifindex of the bridge, for status and the fast path    */
+	__u32 generation;      /* bumped by the control plane on every policy change     */
 };
 _Static_assert(sizeof(struct bpfnet_config) == 24, "bpfnet_config layout");
 
@@ -128,16 +128,16 @@ _Static_assert(sizeof(struct bpfnet_config) == 24, "bpfnet_config layout");
 /* ------------------------------------------------------------------------ */
 
 struct bpfnet_container {
-	__u32 port_ifindex;     /* host-side veth enslaved to the bridge                  */
-	__u8  mac[6];           /* container's eth0 MAC                                    */
-	__u16 flags;            /* reserved, 0                                             */
+	__u32 port_ifindex; /* host-side veth enslaved to the bridge                  */
+	__u8 mac[6];	    /* container's eth0 MAC                                    */
+	__u16 flags;	    /* reserved, 0                                             */
 };
 _Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout");
 
 /* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
 struct bpfnet_mac_key {
-	__u8  mac[6];
-	__u16 pad;              /* always 0 */
+	__u8 mac[6];
+	__u16 pad; /* always 0 */
 };
 _Static_assert(sizeof(struct bpfnet_mac_key) == 8, "bpfnet_mac_key layout");
 
@@ -162,20 +162,20 @@ _Static_assert(sizeof(struct bpfnet_container_name) == 64, "bpfnet_container_nam
 enum bpfnet_link_dir {
 	BPFNET_LINK_FORWARD = 1,
 	BPFNET_LINK_REVERSE = 2,
-	BPFNET_LINK_PAIR    = 3,
+	BPFNET_LINK_PAIR = 3,
 };
 
 struct bpfnet_link_key {
 	__be32 saddr;
 	__be32 daddr;
-	__be16 port;            /* dport for FORWARD, sport for REVERSE, 0 for PAIR       */
-	__u8   proto;           /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP               */
-	__u8   dir;             /* enum bpfnet_link_dir                                   */
+	__be16 port; /* dport for FORWARD, sport for REVERSE, 0 for PAIR       */
+	__u8 proto;  /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP               */
+	__u8 dir;    /* enum bpfnet_link_dir                                   */
 };
 _Static_assert(sizeof(struct bpfnet_link_key) == 12, "bpfnet_link_key layout");
 
 struct bpfnet_link_value {
-	__u32 flags;            /* reserved, 0 */
+	__u32 flags; /* reserved, 0 */
 };
 _Static_assert(sizeof(struct bpfnet_link_value) == 4, "bpfnet_link_value layout");
 
@@ -185,17 +185,17 @@ _Static_assert(sizeof(struct bpfnet_link_value) == 4, "bpfnet_link_value layout"
 /* ------------------------------------------------------------------------ */
 
 struct bpfnet_published_key {
-	__be32 host_addr;       /* 0 = any address                                        */
+	__be32 host_addr; /* 0 = any address                                        */
 	__be16 host_port;
-	__u8   proto;
-	__u8   pad;             /* always 0 */
+	__u8 proto;
+	__u8 pad; /* always 0 */
 };
 _Static_assert(sizeof(struct bpfnet_published_key) == 8, "bpfnet_published_key layout");
 
 struct bpfnet_published_value {
 	__be32 container_addr;
 	__be16 container_port;
-	__u16  pad;             /* always 0 */
+	__u16 pad; /* always 0 */
 };
 _Static_assert(sizeof(struct bpfnet_published_value) == 8, "bpfnet_published_value layout");
 
@@ -208,7 +208,7 @@ enum bpfnet_ext_if_flags {
 };
 
 struct bpfnet_ext_if {
-	__u32 flags;            /* enum bpfnet_ext_if_flags */
+	__u32 flags; /* enum bpfnet_ext_if_flags */
 };
 _Static_assert(sizeof(struct bpfnet_ext_if) == 4, "bpfnet_ext_if layout");
 
@@ -217,8 +217,8 @@ _Static_assert(sizeof(struct bpfnet_ext_if) == 4, "bpfnet_ext_if layout");
  * next up to 32 bits the source prefix. prefixlen = 32 + CIDR prefix length.
  */
 struct bpfnet_allow_key {
-	__u32  prefixlen;
-	__u32  ifindex;
+	__u32 prefixlen;
+	__u32 ifindex;
 	__be32 addr;
 };
 _Static_assert(sizeof(struct bpfnet_allow_key) == 12, "bpfnet_allow_key layout");
@@ -243,34 +243,36 @@ _Static_assert(sizeof(struct bpfnet_counter) == 16, "bpfnet_counter layout");
 /* ------------------------------------------------------------------------ */
 
 enum bpfnet_fastpath_event {
-	BPFNET_FP_NONE          = 0,
-	BPFNET_FP_HIT           = 1,  /* delivered around the bridge (port) / the stack (ext)  */
-	BPFNET_FP_DISABLED      = 2,  /* BPFNET_CFG_FAST_PATH is clear                          */
-	BPFNET_FP_VERDICT       = 3,  /* passed for a reason the fast path does not take        */
-	BPFNET_FP_NOT_IPV4      = 4,  /* IPv6 (icc-allowed by MAC): left to the bridge           */
-	BPFNET_FP_VLAN          = 5,  /* VLAN-tagged frame                                       */
-	BPFNET_FP_MAC           = 6,  /* dst MAC is not the one this path delivers: port: the  */
-				      /* destination container's (a frame for the bridge's MAC  */
-				      /* is routed by the host); ext: the ingress interface's;  */
-				      /* or the FIB's neighbour is not the container's MAC       */
-	BPFNET_FP_UNKNOWN_DEST  = 7,  /* destination address is not a known container          */
-	BPFNET_FP_SAME_PORT     = 8,  /* destination port is the ingress port (hairpin)        */
-	BPFNET_FP_NO_NAPI       = 9,  /* XDP: no NAPI arranged at the destination's peer       */
-	BPFNET_FP_PARTIAL_CSUM  = 10, /* XDP: frames arriving here may carry partial checksums */
-	BPFNET_FP_IP_OPTIONS    = 11, /* routed: IPv4 options                                  */
-	BPFNET_FP_FRAGMENT      = 12, /* routed: a fragment                                    */
-	BPFNET_FP_TTL           = 13, /* routed: TTL <= 1 (the stack answers with ICMP)        */
-	BPFNET_FP_PROTOCOL      = 14, /* routed: not UDP (TCP/others need conntrack to see all)*/
-	BPFNET_FP_CONNTRACK     = 15, /* routed: no conntrack entry opened from outside, or NAT */
-	BPFNET_FP_FIB           = 16, /* routed: FIB gave no route via the bridge (or too big)  */
-	BPFNET_FP_FWD_DISABLED  = 17, /* routed: forwarding is off on the ingress device       */
-	BPFNET_FP_NO_NEIGH      = 18, /* routed: no neighbour entry for the container yet      */
-	BPFNET_FP_REDIRECT      = 19, /* the redirect helper refused                           */
-	BPFNET_FP_EVENT_MAX     = 24,
+	BPFNET_FP_NONE = 0,
+	BPFNET_FP_HIT = 1,	/* delivered around the bridge (port) / the stack (ext)  */
+	BPFNET_FP_DISABLED = 2, /* BPFNET_CFG_FAST_PATH is clear                          */
+	BPFNET_FP_VERDICT = 3,	/* passed for a reason the fast path does not take        */
+	BPFNET_FP_NOT_IPV4 = 4, /* IPv6 (icc-allowed by MAC): left to the bridge           */
+	BPFNET_FP_VLAN = 5,	/* VLAN-tagged frame                                       */
+	/*
+	 * dst MAC is not the one this path delivers: port: the destination
+	 * container's (a frame for the bridge's MAC is routed by the host); ext:
+	 * the ingress interface's; or the FIB's neighbour is not the container's MAC
+	 */
+	BPFNET_FP_MAC = 6,
+	BPFNET_FP_UNKNOWN_DEST = 7,  /* destination address is not a known container          */
+	BPFNET_FP_SAME_PORT = 8,     /* destination port is the ingress port (hairpin)        */
+	BPFNET_FP_NO_NAPI = 9,	     /* XDP: no NAPI arranged at the destination's peer       */
+	BPFNET_FP_PARTIAL_CSUM = 10, /* XDP: frames arriving here may carry partial checksums */
+	BPFNET_FP_IP_OPTIONS = 11,   /* routed: IPv4 options                                  */
+	BPFNET_FP_FRAGMENT = 12,     /* routed: a fragment                                    */
+	BPFNET_FP_TTL = 13,	     /* routed: TTL <= 1 (the stack answers with ICMP)        */
+	BPFNET_FP_PROTOCOL = 14,     /* routed: not UDP (TCP/others need conntrack to see all)*/
+	BPFNET_FP_CONNTRACK = 15,    /* routed: no conntrack entry opened from outside, or NAT */
+	BPFNET_FP_FIB = 16,	     /* routed: FIB gave no route via the bridge (or too big)  */
+	BPFNET_FP_FWD_DISABLED = 17, /* routed: forwarding is off on the ingress device       */
+	BPFNET_FP_NO_NEIGH = 18,     /* routed: no neighbour entry for the container yet      */
+	BPFNET_FP_REDIRECT = 19,     /* the redirect helper refused                           */
+	BPFNET_FP_EVENT_MAX = 24,
 };
 
-#define BPFNET_FP_INDEX(prog, event) ((__u32)(prog) * BPFNET_FP_EVENT_MAX + (__u32)(event))
-#define BPFNET_FP_SLOTS (BPFNET_PROG_MAX * BPFNET_FP_EVENT_MAX)
+#define BPFNET_FP_INDEX(prog, event) (((__u32)(prog)) * BPFNET_FP_EVENT_MAX + (__u32)(event))
+#define BPFNET_FP_SLOTS		     (BPFNET_PROG_MAX * BPFNET_FP_EVENT_MAX)
 
 /*
  * bn_fp_ifs: what bpfnet arranged (or found) on an interface for the XDP fast
@@ -280,20 +282,21 @@ enum bpfnet_fastpath_event {
  * crash) undoes exactly those.
  */
 enum bpfnet_fp_if_flags {
-	BPFNET_FP_IF_NAPI        = 1u << 0, /* the peer has NAPI (GRO): XDP frames redirected to */
-					    /* this interface arrive (also put into bn_fp_tx)     */
-	BPFNET_FP_IF_FULL_CSUM   = 1u << 1, /* frames received here carry complete L4 checksums */
-					    /* (not a veth whose peer offloads them): XDP may     */
-					    /* redirect them                                     */
-	BPFNET_FP_IF_SET_GRO     = 1u << 8, /* bpfnet turned GRO on at the peer                 */
+	/* the peer has NAPI (GRO): XDP frames redirected to this interface arrive
+	 * (also put into bn_fp_tx) */
+	BPFNET_FP_IF_NAPI = 1u << 0,
+	/* frames received here carry complete L4 checksums (not a veth whose peer
+	 * offloads them): XDP may redirect them */
+	BPFNET_FP_IF_FULL_CSUM = 1u << 1,
+	BPFNET_FP_IF_SET_GRO = 1u << 8,	    /* bpfnet turned GRO on at the peer                 */
 	BPFNET_FP_IF_SET_TX_CSUM = 1u << 9, /* bpfnet turned tx checksum offload off at the peer*/
 };
 
 struct bpfnet_fp_if {
-	__u32 flags;            /* enum bpfnet_fp_if_flags                               */
-	__u32 peer_ifindex;     /* the veth peer's ifindex in its own namespace, or 0    */
-	__u8  mac[6];           /* the interface's own MAC (ext: routed frames carry it)  */
-	__u16 pad;              /* always 0                                              */
+	__u32 flags;	    /* enum bpfnet_fp_if_flags                               */
+	__u32 peer_ifindex; /* the veth peer's ifindex in its own namespace, or 0    */
+	__u8 mac[6];	    /* the interface's own MAC (ext: routed frames carry it)  */
+	__u16 pad;	    /* always 0                                              */
 };
 _Static_assert(sizeof(struct bpfnet_fp_if) == 16, "bpfnet_fp_if layout");
 
@@ -305,13 +308,18 @@ _Static_assert(sizeof(struct bpfnet_fp_if) == 16, "bpfnet_fp_if layout");
 
 struct bpfnet_attach_key {
 	__u32 ifindex;
-	__u32 program;          /* enum bpfnet_program */
+	__u32 program; /* enum bpfnet_program */
 };
 _Static_assert(sizeof(struct bpfnet_attach_key) == 8, "bpfnet_attach_key layout");
 
+enum bpfnet_attach_flags {
+	/* bpfnet created the interface's clsact qdisc: `unload` removes it again */
+	BPFNET_ATTACH_CREATED_CLSACT = 1u << 0,
+};
+
 struct bpfnet_attach_value {
-	__u32 prog_id;          /* kernel program id that was attached */
-	__u32 flags;            /* XDP attach flags, or tc handle/priority marker */
+	__u32 prog_id; /* kernel program id that was attached */
+	__u32 flags;   /* enum bpfnet_attach_flags */
 };
 _Static_assert(sizeof(struct bpfnet_attach_value) == 8, "bpfnet_attach_value layout");
 
@@ -322,36 +330,36 @@ _Static_assert(sizeof(struct bpfnet_attach_value) == 8, "bpfnet_attach_value lay
 /* rest are counted as suppressed. The counters stay exact either way.        */
 /* ------------------------------------------------------------------------ */
 
-#define BPFNET_DROP_RING_BYTES      (256 * 1024)
-#define BPFNET_DROP_EVENTS_PER_SEC  1024
+#define BPFNET_DROP_RING_BYTES	   (256 * 1024)
+#define BPFNET_DROP_EVENTS_PER_SEC 1024
 
 struct bpfnet_drop_event {
-	__u64  timestamp_ns;    /* bpf_ktime_get_ns() (CLOCK_MONOTONIC)                */
-	__u32  ifindex;         /* where the packet came in                            */
-	__u8   program;         /* enum bpfnet_program                                 */
-	__u8   reason;          /* enum bpfnet_reason (a drop)                         */
-	__u8   proto;           /* IPv4 protocol, 0 when not IPv4                      */
-	__u8   flags;           /* BPFNET_DROP_F_*                                     */
-	__be32 saddr;           /* IPv4 only, else 0                                   */
+	__u64 timestamp_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC)                */
+	__u32 ifindex;	    /* where the packet came in                            */
+	__u8 program;	    /* enum bpfnet_program                                 */
+	__u8 reason;	    /* enum bpfnet_reason (a drop)                         */
+	__u8 proto;	    /* IPv4 protocol, 0 when not IPv4                      */
+	__u8 flags;	    /* BPFNET_DROP_F_*                                     */
+	__be32 saddr;	    /* IPv4 only, else 0                                   */
 	__be32 daddr;
-	__be16 sport;           /* when BPFNET_DROP_F_PORTS                            */
+	__be16 sport; /* when BPFNET_DROP_F_PORTS                            */
 	__be16 dport;
-	__u32  len;             /* frame length                                        */
+	__u32 len; /* frame length                                        */
 };
 _Static_assert(sizeof(struct bpfnet_drop_event) == 32, "bpfnet_drop_event layout");
 
 enum bpfnet_drop_event_flags {
-	BPFNET_DROP_F_IPV4     = 1u << 0, /* saddr/daddr/proto are valid */
-	BPFNET_DROP_F_PORTS    = 1u << 1, /* sport/dport are valid       */
+	BPFNET_DROP_F_IPV4 = 1u << 0,	  /* saddr/daddr/proto are valid */
+	BPFNET_DROP_F_PORTS = 1u << 1,	  /* sport/dport are valid       */
 	BPFNET_DROP_F_FRAGMENT = 1u << 2, /* a non-first IPv4 fragment   */
 };
 
 /* Per-CPU rate limiter state for bn_drops. */
 struct bpfnet_drop_rate {
-	__u64 window_start_ns;  /* start of the current one-second window */
-	__u64 emitted;          /* events written in this window          */
-	__u64 suppressed;       /* events left out since the map was made */
-	__u64 lost;             /* events the full ring could not take    */
+	__u64 window_start_ns; /* start of the current one-second window */
+	__u64 emitted;	       /* events written in this window          */
+	__u64 suppressed;      /* events left out since the map was made */
+	__u64 lost;	       /* events the full ring could not take    */
 };
 _Static_assert(sizeof(struct bpfnet_drop_rate) == 32, "bpfnet_drop_rate layout");
 
@@ -385,22 +393,38 @@ enum bpfnet_map_id {
 static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 {
 	switch (id) {
-	case BPFNET_MAP_ID_CONFIG:     return BPFNET_XSTR(BPFNET_MAP_CONFIG);
-	case BPFNET_MAP_ID_CONTAINERS: return BPFNET_XSTR(BPFNET_MAP_CONTAINERS);
-	case BPFNET_MAP_ID_MACS:       return BPFNET_XSTR(BPFNET_MAP_MACS);
-	case BPFNET_MAP_ID_LINKS:      return BPFNET_XSTR(BPFNET_MAP_LINKS);
-	case BPFNET_MAP_ID_PUBLISHED:  return BPFNET_XSTR(BPFNET_MAP_PUBLISHED);
-	case BPFNET_MAP_ID_EXT_IFS:    return BPFNET_XSTR(BPFNET_MAP_EXT_IFS);
-	case BPFNET_MAP_ID_ALLOW_SRC:  return BPFNET_XSTR(BPFNET_MAP_ALLOW_SRC);
-	case BPFNET_MAP_ID_COUNTERS:   return BPFNET_XSTR(BPFNET_MAP_COUNTERS);
-	case BPFNET_MAP_ID_NAMES:      return BPFNET_XSTR(BPFNET_MAP_NAMES);
-	case BPFNET_MAP_ID_ATTACH:     return BPFNET_XSTR(BPFNET_MAP_ATTACH);
-	case BPFNET_MAP_ID_FP_COUNTERS: return BPFNET_XSTR(BPFNET_MAP_FP_COUNTERS);
-	case BPFNET_MAP_ID_FP_IFS:     return BPFNET_XSTR(BPFNET_MAP_FP_IFS);
-	case BPFNET_MAP_ID_FP_TX:      return BPFNET_XSTR(BPFNET_MAP_FP_TX);
-	case BPFNET_MAP_ID_DROPS:      return BPFNET_XSTR(BPFNET_MAP_DROPS);
-	case BPFNET_MAP_ID_DROP_RATE:  return BPFNET_XSTR(BPFNET_MAP_DROP_RATE);
-	case BPFNET_MAP_ID_COUNT:      break;
+	case BPFNET_MAP_ID_CONFIG:
+		return BPFNET_XSTR(BPFNET_MAP_CONFIG);
+	case BPFNET_MAP_ID_CONTAINERS:
+		return BPFNET_XSTR(BPFNET_MAP_CONTAINERS);
+	case BPFNET_MAP_ID_MACS:
+		return BPFNET_XSTR(BPFNET_MAP_MACS);
+	case BPFNET_MAP_ID_LINKS:
+		return BPFNET_XSTR(BPFNET_MAP_LINKS);
+	case BPFNET_MAP_ID_PUBLISHED:
+		return BPFNET_XSTR(BPFNET_MAP_PUBLISHED);
+	case BPFNET_MAP_ID_EXT_IFS:
+		return BPFNET_XSTR(BPFNET_MAP_EXT_IFS);
+	case BPFNET_MAP_ID_ALLOW_SRC:
+		return BPFNET_XSTR(BPFNET_MAP_ALLOW_SRC);
+	case BPFNET_MAP_ID_COUNTERS:
+		return BPFNET_XSTR(BPFNET_MAP_COUNTERS);
+	case BPFNET_MAP_ID_NAMES:
+		return BPFNET_XSTR(BPFNET_MAP_NAMES);
+	case BPFNET_MAP_ID_ATTACH:
+		return BPFNET_XSTR(BPFNET_MAP_ATTACH);
+	case BPFNET_MAP_ID_FP_COUNTERS:
+		return BPFNET_XSTR(BPFNET_MAP_FP_COUNTERS);
+	case BPFNET_MAP_ID_FP_IFS:
+		return BPFNET_XSTR(BPFNET_MAP_FP_IFS);
+	case BPFNET_MAP_ID_FP_TX:
+		return BPFNET_XSTR(BPFNET_MAP_FP_TX);
+	case BPFNET_MAP_ID_DROPS:
+		return BPFNET_XSTR(BPFNET_MAP_DROPS);
+	case BPFNET_MAP_ID_DROP_RATE:
+		return BPFNET_XSTR(BPFNET_MAP_DROP_RATE);
+	case BPFNET_MAP_ID_COUNT:
+		break;
 	}
 	return "";
 }

@@ -18,10 +18,9 @@
 #include "parse.h"
 
 /* `p` holds whatever the parser got to; `ifindex` is the ingress interface. */
-static __always_inline enum pkt_action account(enum bpfnet_program prog,
-						enum bpfnet_reason reason,
-						const struct pkt *pkt, const struct parsed *p,
-						__u32 ifindex)
+static __always_inline enum pkt_action account(enum bpfnet_program prog, enum bpfnet_reason reason,
+					       const struct pkt *pkt, const struct parsed *p,
+					       __u32 ifindex)
 {
 	__u32 index = BPFNET_COUNTER_INDEX(prog, reason);
 	struct bpfnet_counter *counter;

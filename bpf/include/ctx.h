@@ -23,9 +23,9 @@
 #define BPFNET_PARSE_DEPTH 128
 
 struct pkt {
-	void  *data;     /* first byte of the Ethernet header           */
-	void  *data_end; /* end of the bytes the program may read       */
-	__u32  len;      /* full frame length (skb->len for tc)         */
+	void *data;	/* first byte of the Ethernet header           */
+	void *data_end; /* end of the bytes the program may read       */
+	__u32 len;	/* full frame length (skb->len for tc)         */
 };
 
 static __always_inline void pkt_from_skb(struct __sk_buff *skb, struct pkt *pkt)

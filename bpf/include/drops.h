@@ -60,7 +60,8 @@ static __always_inline void drop_event_lost(void)
 
 /* Reports a dropped packet; `p` holds whatever the parser got to. */
 static __always_inline void report_drop(enum bpfnet_program prog, enum bpfnet_reason reason,
-					const struct pkt *pkt, const struct parsed *p, __u32 ifindex)
+					const struct pkt *pkt, const struct parsed *p,
+					__u32 ifindex)
 {
 	struct bpfnet_drop_event *event;
 

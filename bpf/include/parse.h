@@ -21,7 +21,7 @@
 #define ETH_P_8021AD 0x88A8
 #endif
 
-#define BPFNET_MAX_VLAN_TAGS 2
+#define BPFNET_MAX_VLAN_TAGS	2
 #define IP_FRAGMENT_OFFSET_MASK 0x1FFF
 
 struct vlan_tag {
@@ -31,42 +31,46 @@ struct vlan_tag {
 
 enum parse_kind {
 	PARSE_MALFORMED = 0, /* a header the frame claims is truncated or inconsistent */
-	PARSE_OTHER,         /* neither IPv4 nor IPv6                                   */
+	PARSE_OTHER,	     /* neither IPv4 nor IPv6                                   */
 	PARSE_IPV4,
 	PARSE_IPV6,
 };
 
 struct parsed {
-	const __u8 *dst_mac;    /* Ethernet destination, always 6 readable bytes */
-	__be32 saddr;           /* IPv4 only from here on                        */
+	const __u8 *dst_mac; /* Ethernet destination, always 6 readable bytes */
+	__be32 saddr;	     /* IPv4 only from here on                        */
 	__be32 daddr;
-	__be16 sport;           /* valid when has_ports                          */
+	__be16 sport; /* valid when has_ports                          */
 	__be16 dport;
-	__u8   proto;
-	__u8   has_ports;       /* TCP/UDP/SCTP and not a non-first fragment     */
-	__u8   nonfirst_fragment;
-	__u8   vlan_tags;       /* VLAN tags in front of the IP header (0-2)     */
-	__u8   ipv4;            /* an IPv4 packet that passed the parse checks    */
+	__u8 proto;
+	__u8 has_ports; /* TCP/UDP/SCTP and not a non-first fragment     */
+	__u8 nonfirst_fragment;
+	__u8 vlan_tags; /* VLAN tags in front of the IP header (0-2)     */
+	__u8 ipv4;	/* an IPv4 packet that passed the parse checks    */
 };
 
 struct cursor {
-	void  *pos;
-	__u32  offset; /* bytes from the start of the frame to pos, as a plain scalar */
+	void *pos;
+	__u32 offset; /* bytes from the start of the frame to pos, as a plain scalar */
 };
 
 /* Minimum L4 header carrying the ports, or 0 when the protocol has none. */
 static __always_inline __u32 l4_min_len(__u8 proto)
 {
 	switch (proto) {
-	case IPPROTO_TCP:  return 20;
-	case IPPROTO_UDP:  return 8;
-	case IPPROTO_SCTP: return 12;
-	default:           return 0;
+	case IPPROTO_TCP:
+		return 20;
+	case IPPROTO_UDP:
+		return 8;
+	case IPPROTO_SCTP:
+		return 12;
+	default:
+		return 0;
 	}
 }
 
-static __always_inline int parse_eth(const struct pkt *pkt, struct cursor *c,
-				     struct parsed *p, __be16 *proto)
+static __always_inline int parse_eth(const struct pkt *pkt, struct cursor *c, struct parsed *p,
+				     __be16 *proto)
 {
 	struct ethhdr *eth = c->pos;
 	struct vlan_tag *tag;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * policy.h — the verdict functions of DESIGN.md section 1, written exactly as
+ * policy.h — the verdict functions of the policy table (docs/policy.md), as
  * docs/verdicts.md states them (the Swift reference model mirrors this file
  * branch for branch; the differential test holds them together).
  *
@@ -41,8 +41,8 @@ static __always_inline int is_container_outside_subnet(const struct bpfnet_confi
 	       bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &addr) != NULL;
 }
 
-static __always_inline int link_rule_exists(__be32 saddr, __be32 daddr, __be16 port,
-					    __u8 proto, __u8 dir)
+static __always_inline int link_rule_exists(__be32 saddr, __be32 daddr, __be16 port, __u8 proto,
+					    __u8 dir)
 {
 	struct bpfnet_link_key key = {
 		.saddr = saddr,
@@ -66,9 +66,8 @@ static __always_inline const struct bpfnet_config *config_or_empty(void)
 }
 
 /* The verdict for a parsed IPv4/IPv6 packet (docs/verdicts.md, "Port program"). */
-static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet_config *cfg,
-							     enum parse_kind kind,
-							     const struct parsed *p)
+static __always_inline enum bpfnet_reason
+port_policy_parsed(const struct bpfnet_config *cfg, enum parse_kind kind, const struct parsed *p)
 {
 	if (kind == PARSE_IPV6) {
 		/* Containers on the default bridge have no known IPv6 addresses;
@@ -164,8 +163,9 @@ static __always_inline int is_published(__be32 daddr, __be16 dport, __u8 proto)
 static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_config *cfg,
 							  const struct parsed *p, __u32 ifindex)
 {
-	int to_container = p->daddr != cfg->bridge_addr &&
-			   (in_bridge_subnet(cfg, p->daddr) || is_container_outside_subnet(cfg, p->daddr));
+	int to_container =
+		p->daddr != cfg->bridge_addr &&
+		(in_bridge_subnet(cfg, p->daddr) || is_container_outside_subnet(cfg, p->daddr));
 
 	if (to_container) {
 		/* Routed straight at a container address, no DNAT (row 9). */
@@ -180,7 +180,8 @@ static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_co
 	 * so mDNS and the like stay the host's business (row 11). */
 	if (p->has_ports && !is_multicast_or_broadcast(p->daddr) &&
 	    is_published(p->daddr, p->dport, p->proto))
-		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_PUBLISHED : BPFNET_DROP_SOURCE;
+		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_PUBLISHED :
+							   BPFNET_DROP_SOURCE;
 	return BPFNET_PASS_LOCAL;
 }
 

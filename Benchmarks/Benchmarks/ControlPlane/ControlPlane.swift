@@ -38,10 +38,12 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: Pure: no kernel involved.
 
     // The sizes measured, each as links or as allowed sources.
-    let fixtures = [1000, 10000].flatMap { count in [
-        (label: "\(count) links", policy: ControlPlaneFixture.policy(links: count)),
-        (label: "\(count) allowed sources", policy: ControlPlaneFixture.policy(links: 0, allowedSources: count)),
-    ] }
+    let fixtures = [1000, 10000].flatMap { count in
+        [
+            (label: "\(count) links", policy: ControlPlaneFixture.policy(links: count)),
+            (label: "\(count) allowed sources", policy: ControlPlaneFixture.policy(links: 0, allowedSources: count)),
+        ]
+    }
 
     for (label, policy) in fixtures {
         Benchmark("compile \(label)") { benchmark in
@@ -63,8 +65,9 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: Real maps (root).
 
     guard geteuid() == 0 else {
-        FileHandle.standardError.write(Data(
-            "ControlPlane: not root — leaving out the benchmarks that write bpfnet's pinned maps\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "ControlPlane: not root — leaving out the benchmarks that write bpfnet's pinned maps\n".utf8))
         return
     }
 
@@ -108,8 +111,10 @@ let benchmarks: @Sendable () -> Void = {
     // map updates per second (in thousands: the scaling factor is kilo).
     let rules = (try? ControlPlaneFixture.compile(ControlPlaneFixture.policy(links: 10000)))?.links.sorted() ?? []
     let holder = MapsHolder()
-    Benchmark("bn_links update rate",
-              configuration: .init(metrics: [.throughput, .wallClock, .cpuTotal], scalingFactor: .kilo)) { benchmark in
+    Benchmark(
+        "bn_links update rate",
+        configuration: .init(metrics: [.throughput, .wallClock, .cpuTotal], scalingFactor: .kilo)
+    ) { benchmark in
         guard let maps = holder.maps, !rules.isEmpty else { throw BenchError.runtime("setup failed") }
         for index in benchmark.scaledIterations {
             try maps.write([.upsert(.link(rules[index % rules.count]))])
