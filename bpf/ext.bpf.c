@@ -114,7 +114,9 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 	kind = parse_frame(pkt, p);
 	if (kind == PARSE_MALFORMED)
 		return BPFNET_DROP_MALFORMED;
-	if (kind == PARSE_OTHER)
+	if (kind == PARSE_ENCAP)
+		return BPFNET_DROP_ENCAP;
+	if (kind == PARSE_OTHER || kind == PARSE_ARP)
 		return BPFNET_PASS_NON_IP;
 	if (kind == PARSE_IPV6)
 		return BPFNET_PASS_IPV6; /* the default bridge is IPv4-only */

@@ -53,7 +53,7 @@ int bpfnet_port_tc(struct __sk_buff *skb)
 	long redirect;
 
 	pkt_from_skb(skb, &pkt);
-	reason = port_policy(&pkt, &p, &cfg);
+	reason = port_policy(&pkt, &p, &cfg, skb->ifindex);
 	if (account(BPFNET_PROG_PORT_TC, reason, &pkt, &p, skb->ifindex) == PKT_DROP)
 		return TC_ACT_SHOT;
 
@@ -84,7 +84,7 @@ int bpfnet_port_xdp(struct xdp_md *xdp)
 	long redirect;
 
 	pkt_from_xdp(xdp, &pkt);
-	reason = port_policy(&pkt, &p, &cfg);
+	reason = port_policy(&pkt, &p, &cfg, xdp->ingress_ifindex);
 	if (account(BPFNET_PROG_PORT_XDP, reason, &pkt, &p, xdp->ingress_ifindex) == PKT_DROP)
 		return XDP_DROP;
 

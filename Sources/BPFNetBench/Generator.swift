@@ -106,7 +106,7 @@ enum UDPSender {
                     throw BenchError.runtime("socket(AF_INET, SOCK_DGRAM): \(String(cString: strerror(errno)))")
                 }
                 sockets.append(fd)
-                let source = workload.flowSource(k).ip
+                let source = BenchWorkload.senderIP  // every flow is the sender's own (Workload.swift)
                 try call(
                     bind, fd, address(source, workload.flowSourcePort(k)),
                     "binding \(source):\(workload.flowSourcePort(k))")

@@ -216,14 +216,6 @@ final class BenchHost {
         do {
             let ports = workload.phantomPortLines()
             if !ports.isEmpty { try topology.ip(in: TopologySpec.hostRole, ports) }
-            if profile == .udp && workload.flows > 1 {
-                // Real sockets need the flows' source addresses on the sender.
-                try topology.ip(
-                    in: BenchWorkload.senderName,
-                    (1..<workload.flows).map {
-                        "addr add \(workload.flowSource($0).ip)/32 dev eth0"
-                    })
-            }
             return try BenchHost(variant: variant, topology: topology, workDirectory: workDirectory)
         } catch {
             topology.teardown()

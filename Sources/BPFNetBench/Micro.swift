@@ -141,6 +141,11 @@ public final class MicroBench {
         defer { maps.close() }
         let policy = ControlPlaneFixture.policy(links: configuration.links)
         try maps.apply(ControlPlaneFixture.compile(policy))
+        // The test runs enter on the namespace's loopback device (ifindex 1):
+        // make it the sender's port, so the frames pass the sender check.
+        try maps.write([
+            .upsert(.port(ifindex: 1, PortRecord(address: BenchWorkload.senderIP, mac: BenchWorkload.senderMAC)))
+        ])
         let selftest = try BPFObject(
             bytes: BPFObjects.selftest.bytes, name: "selftest",
             options: BPFObject.Options(pinMaps: false))

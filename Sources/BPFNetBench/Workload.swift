@@ -13,13 +13,14 @@
 // UDP port, give Docker N rule pairs in its DOCKER chain and bpfnet 4N link
 // entries (forward, reverse and two fragment pairs); none of them matches the
 // measured traffic. The measured traffic is K flows to receiver:5201/udp,
-// each allowed by a link of its own: flow 0 from the sender itself, flow k
-// from phantom k-1 (the generator writes that source address; the bridge
-// does not care which IP a frame carries). With K = 1 the allowed link comes
-// after all N others, like the probe's "N rules before the one that
-// matches"; with K > 1 the allowed links are spread evenly through the chain
-// in Docker's start order, so iptables walks N/2 rules on average and a
-// large bpfnet map is touched at K keys.
+// all from the sender's own address (flow k from source port 40000+k): the
+// port program drops a frame whose source is not its port's container
+// (`spoofed`), so a flow cannot borrow a phantom's address. With K = 1 the
+// allowed link comes after all N others, like the probe's "N rules before
+// the one that matches". With K > 1 the links of phantoms 0..K-2 to the
+// receiver are still spread evenly through the chain in Docker's start
+// order (the chain has the same shape), but every flow matches the sender's
+// link: bpfnet touches one key, iptables walks to that link's rules.
 //
 // Phantoms exist because a policy's containers need real bridge ports (bpfnet
 // resolves and checks every port, as it does on a real host); a veth pair
@@ -142,7 +143,8 @@ public struct BenchWorkload: Sendable, Hashable {
 
     // MARK: Flows
 
-    /// Flow k's source address: the sender's own for k = 0, phantom k-1's otherwise.
+    /// The container whose link to the receiver stands for flow k in the chain:
+    /// the sender for k = 0, phantom k-1 otherwise (the frames all come from the sender).
     func flowSource(_ k: Int) -> (name: String, ip: IPv4Address) {
         k == 0 ? (Self.senderName, Self.senderIP) : (Phantom(index: k - 1).name, Phantom(index: k - 1).ip)
     }
@@ -151,7 +153,7 @@ public struct BenchWorkload: Sendable, Hashable {
 
     /// The 60-byte frame of flow k: sender's MAC → receiver's MAC, UDP to receiver:5201.
     func frame(flow k: Int) -> [UInt8] {
-        Self.frame(from: flowSource(k).ip, sourcePort: flowSourcePort(k))
+        Self.frame(from: Self.senderIP, sourcePort: flowSourcePort(k))
     }
 
     /// A frame from an address that no link allows (bridge delivers it, filters drop it).

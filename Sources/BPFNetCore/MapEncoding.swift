@@ -10,7 +10,7 @@ import BPFNetShared
 
 /// The policy maps (the ones the control plane writes and the reconciler diffs).
 public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
-    case config, containers, macs, links, published, extInterfaces, allowSources, names
+    case config, containers, macs, links, published, extInterfaces, allowSources, names, ports
 
     /// The C map id.
     public var id: bpfnet_map_id {
@@ -23,6 +23,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .extInterfaces: BPFNET_MAP_ID_EXT_IFS
         case .allowSources: BPFNET_MAP_ID_ALLOW_SRC
         case .names: BPFNET_MAP_ID_NAMES
+        case .ports: BPFNET_MAP_ID_PORTS
         }
     }
 
@@ -35,7 +36,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
     /// Key and value sizes in bytes, as the C structs have them.
     public var keySize: Int {
         switch self {
-        case .config, .containers, .extInterfaces, .names: MemoryLayout<UInt32>.size
+        case .config, .containers, .extInterfaces, .names, .ports: MemoryLayout<UInt32>.size
         case .macs: MemoryLayout<bpfnet_mac_key>.size
         case .links: MemoryLayout<bpfnet_link_key>.size
         case .published: MemoryLayout<bpfnet_published_key>.size
@@ -53,6 +54,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .extInterfaces: MemoryLayout<bpfnet_ext_if>.size
         case .allowSources: MemoryLayout<UInt32>.size
         case .names: MemoryLayout<bpfnet_container_name>.size
+        case .ports: MemoryLayout<bpfnet_port>.size
         }
     }
 }
@@ -71,6 +73,7 @@ extension MapEntry {
         case .extInterface(_, let record): rawBytes(record.cValue)
         case .allowSource: rawBytes(AllowSource.cValue)
         case .name(_, let name): rawBytes(ContainerNameRecord.cValue(name))
+        case .port(_, let record): rawBytes(record.cValue)
         }
     }
 
@@ -117,6 +120,8 @@ extension MapEntry {
             self = .name(
                 IPv4Address(networkOrder: load(key, as: UInt32.self)),
                 ContainerNameRecord.name(load(value, as: bpfnet_container_name.self)))
+        case .ports:
+            self = .port(ifindex: load(key, as: UInt32.self), PortRecord(load(value, as: bpfnet_port.self)))
         }
     }
 }
@@ -130,7 +135,7 @@ extension MapKey {
         case .mac(let mac): rawBytes(mac.cMacKey)
         case .link(let rule): rawBytes(rule.cKey)
         case .published(let key): rawBytes(key.cKey)
-        case .extInterface(let ifindex): rawBytes(ifindex)
+        case .extInterface(let ifindex), .port(let ifindex): rawBytes(ifindex)
         case .allowSource(let source): rawBytes(source.cKey)
         }
     }

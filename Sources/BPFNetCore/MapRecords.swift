@@ -37,10 +37,15 @@ public struct ConfigRecord: Hashable, Sendable {
     public var bridgeIfindex: UInt32
     /// Bumped on every policy change (by the reconciler, not the compiler).
     public var generation: UInt32
+    /// The bridge's own MAC: the port program skips the bn_macs lookup for
+    /// frames addressed to it. All-zero when unknown (every unicast frame is
+    /// then looked up; the verdicts do not change).
+    public var bridgeMAC: MACAddress
 
     public init(
         flags: ConfigFlags = [], bridgeAddress: IPv4Address = .any, bridgeSubnet: IPv4Address = .any,
-        bridgeNetmask: IPv4Address = .any, bridgeIfindex: UInt32 = 0, generation: UInt32 = 0
+        bridgeNetmask: IPv4Address = .any, bridgeIfindex: UInt32 = 0, generation: UInt32 = 0,
+        bridgeMAC: MACAddress = .zero
     ) {
         self.flags = flags
         self.bridgeAddress = bridgeAddress
@@ -48,6 +53,7 @@ public struct ConfigRecord: Hashable, Sendable {
         self.bridgeNetmask = bridgeNetmask
         self.bridgeIfindex = bridgeIfindex
         self.generation = generation
+        self.bridgeMAC = bridgeMAC
     }
 
     /// What an all-zero `bn_config` means: nothing loaded yet.
@@ -60,6 +66,8 @@ public struct ConfigRecord: Hashable, Sendable {
         bridgeNetmask = IPv4Address(networkOrder: c.bridge_netmask)
         bridgeIfindex = c.bridge_ifindex
         generation = c.generation
+        bridgeMAC = MACAddress(
+            c.bridge_mac.0, c.bridge_mac.1, c.bridge_mac.2, c.bridge_mac.3, c.bridge_mac.4, c.bridge_mac.5)
     }
 
     public var cValue: bpfnet_config {
@@ -70,6 +78,7 @@ public struct ConfigRecord: Hashable, Sendable {
         c.bridge_netmask = bridgeNetmask.networkOrder
         c.bridge_ifindex = bridgeIfindex
         c.generation = generation
+        c.bridge_mac = bridgeMAC.bytes
         return c
     }
 
@@ -111,6 +120,34 @@ public struct ContainerRecord: Hashable, Sendable {
     public var cValue: bpfnet_container {
         var c = bpfnet_container()
         c.port_ifindex = portIfindex
+        c.mac = mac.bytes
+        c.flags = flags
+        return c
+    }
+}
+
+/// `struct bpfnet_port`: the container behind a bridge port (key: the port's
+/// ifindex), for the port program's identity check.
+public struct PortRecord: Hashable, Sendable {
+    public var address: IPv4Address
+    public var mac: MACAddress
+    public var flags: UInt16
+
+    public init(address: IPv4Address, mac: MACAddress, flags: UInt16 = 0) {
+        self.address = address
+        self.mac = mac
+        self.flags = flags
+    }
+
+    public init(_ c: bpfnet_port) {
+        address = IPv4Address(networkOrder: c.addr)
+        mac = MACAddress(c.mac.0, c.mac.1, c.mac.2, c.mac.3, c.mac.4, c.mac.5)
+        flags = c.flags
+    }
+
+    public var cValue: bpfnet_port {
+        var c = bpfnet_port()
+        c.addr = address.networkOrder
         c.mac = mac.bytes
         c.flags = flags
         return c

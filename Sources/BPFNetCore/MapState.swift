@@ -26,12 +26,15 @@ public struct MapState: Hashable, Sendable {
     public var allowSources: Set<AllowSource>
     /// `bn_names`: container address → name (for status only).
     public var names: [IPv4Address: String]
+    /// `bn_ports`: bridge port ifindex → the container behind it; the same
+    /// facts as `containers`, keyed for the port program's identity check.
+    public var ports: [UInt32: PortRecord]
 
     public init(
         config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
         macs: [MACAddress: IPv4Address] = [:], links: Set<LinkRule> = [],
         published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
-        allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:]
+        allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:], ports: [UInt32: PortRecord] = [:]
     ) {
         self.config = config
         self.containers = containers
@@ -41,6 +44,7 @@ public struct MapState: Hashable, Sendable {
         self.extInterfaces = extInterfaces
         self.allowSources = allowSources
         self.names = names
+        self.ports = ports
     }
 
     /// Freshly created maps: zero config, no entries.
@@ -56,6 +60,7 @@ public struct MapState: Hashable, Sendable {
         result += extInterfaces.sorted { $0.key < $1.key }.map { .extInterface(ifindex: $0.key, $0.value) }
         result += allowSources.sorted().map { .allowSource($0) }
         result += names.sorted { $0.key < $1.key }.map { .name($0.key, $0.value) }
+        result += ports.sorted { $0.key < $1.key }.map { .port(ifindex: $0.key, $0.value) }
         return result
     }
 
@@ -70,6 +75,7 @@ public struct MapState: Hashable, Sendable {
         case .extInterface(let ifindex, let record): extInterfaces[ifindex] = record
         case .allowSource(let source): allowSources.insert(source)
         case .name(let address, let name): names[address] = name
+        case .port(let ifindex, let record): ports[ifindex] = record
         }
     }
 
@@ -85,6 +91,7 @@ public struct MapState: Hashable, Sendable {
         case .extInterface(let ifindex): extInterfaces[ifindex] = nil
         case .allowSource(let source): allowSources.remove(source)
         case .name(let address): names[address] = nil
+        case .port(let ifindex): ports[ifindex] = nil
         }
     }
 
@@ -108,6 +115,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
     case extInterface(ifindex: UInt32, ExtInterfaceRecord)
     case allowSource(AllowSource)
     case name(IPv4Address, String)
+    case port(ifindex: UInt32, PortRecord)
 
     public var kind: MapKind { key.kind }
 
@@ -121,6 +129,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .extInterface(let ifindex, _): .extInterface(ifindex)
         case .allowSource(let source): .allowSource(source)
         case .name(let address, _): .name(address)
+        case .port(let ifindex, _): .port(ifindex)
         }
     }
 
@@ -136,6 +145,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .extInterface(let ifindex, let r): "ext_if \(ifindex) flags=\(r.flags.rawValue)"
         case .allowSource(let source): "allow \(source)"
         case .name(let address, let name): "name \(address) = \(name)"
+        case .port(let ifindex, let r): "port \(ifindex) → \(r.address) mac=\(r.mac)"
         }
     }
 }
@@ -150,6 +160,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
     case extInterface(UInt32)
     case allowSource(AllowSource)
     case name(IPv4Address)
+    case port(UInt32)
 
     public var kind: MapKind {
         switch self {
@@ -161,6 +172,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .extInterface: .extInterfaces
         case .allowSource: .allowSources
         case .name: .names
+        case .port: .ports
         }
     }
 
@@ -174,6 +186,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .extInterface(let ifindex): "ext_if \(ifindex)"
         case .allowSource(let source): "allow \(source)"
         case .name(let address): "name \(address)"
+        case .port(let ifindex): "port \(ifindex)"
         }
     }
 }

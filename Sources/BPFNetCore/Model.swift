@@ -118,6 +118,9 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
 public struct MACAddress: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
     public var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
 
+    /// 00:00:00:00:00:00, "unknown".
+    public static let zero = MACAddress(0, 0, 0, 0, 0, 0)
+
     public init(_ b0: UInt8, _ b1: UInt8, _ b2: UInt8, _ b3: UInt8, _ b4: UInt8, _ b5: UInt8) {
         bytes = (b0, b1, b2, b3, b4, b5)
     }

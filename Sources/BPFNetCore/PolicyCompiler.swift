@@ -14,18 +14,26 @@ public struct HostFacts: Sendable {
     public var bridgeAddress: IPv4InterfaceAddress?
     /// ifindex of an interface by name; nil when it does not exist.
     public var interfaceIndex: @Sendable (String) -> UInt32?
+    /// The bridge's own MAC (`.zero` when unknown).
+    public var bridgeMAC: MACAddress
 
     public init(
-        bridgeIfindex: UInt32, bridgeAddress: IPv4InterfaceAddress?,
+        bridgeIfindex: UInt32, bridgeAddress: IPv4InterfaceAddress?, bridgeMAC: MACAddress = .zero,
         interfaceIndex: @escaping @Sendable (String) -> UInt32?
     ) {
         self.bridgeIfindex = bridgeIfindex
         self.bridgeAddress = bridgeAddress
+        self.bridgeMAC = bridgeMAC
         self.interfaceIndex = interfaceIndex
     }
 
-    public init(bridgeIfindex: UInt32, bridgeAddress: IPv4InterfaceAddress?, interfaces: [String: UInt32]) {
-        self.init(bridgeIfindex: bridgeIfindex, bridgeAddress: bridgeAddress) { interfaces[$0] }
+    public init(
+        bridgeIfindex: UInt32, bridgeAddress: IPv4InterfaceAddress?, bridgeMAC: MACAddress = .zero,
+        interfaces: [String: UInt32]
+    ) {
+        self.init(bridgeIfindex: bridgeIfindex, bridgeAddress: bridgeAddress, bridgeMAC: bridgeMAC) {
+            interfaces[$0]
+        }
     }
 }
 
@@ -62,6 +70,7 @@ public enum PolicyCompiler {
                 )
             }
             state.containers[container.ip] = ContainerRecord(portIfindex: ifindex, mac: container.mac)
+            state.ports[ifindex] = PortRecord(address: container.ip, mac: container.mac)
             state.macs[container.mac] = container.ip
             state.names[container.ip] = ContainerNameRecord.truncated(container.name)
         }
@@ -124,7 +133,7 @@ public enum PolicyCompiler {
         if policy.ipForward { flags.insert(.ipForward) }
         // Delivery, not policy: the programs take the fast path only after a pass.
         if policy.fastPath { flags.insert(.fastPath) }
-        var record = ConfigRecord(flags: flags, bridgeIfindex: facts.bridgeIfindex)
+        var record = ConfigRecord(flags: flags, bridgeIfindex: facts.bridgeIfindex, bridgeMAC: facts.bridgeMAC)
         if let address = facts.bridgeAddress {
             record.bridgeAddress = address.address
             record.bridgeSubnet = address.network.address

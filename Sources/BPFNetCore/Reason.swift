@@ -34,11 +34,15 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public static let source = Reason(BPFNET_DROP_SOURCE)
     public static let forward = Reason(BPFNET_DROP_FORWARD)
     public static let malformed = Reason(BPFNET_DROP_MALFORMED)
+    public static let unknownPort = Reason(BPFNET_DROP_UNKNOWN_PORT)
+    public static let spoofed = Reason(BPFNET_DROP_SPOOFED)
+    public static let encap = Reason(BPFNET_DROP_ENCAP)
 
     /// Every reason this build knows, passes first, in numeric order.
     public static let allKnown: [Reason] = [
         .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6,
         .published, .forwardAccept, .reply, .local, .fragment, .icc, .source, .forward, .malformed,
+        .unknownPort, .spoofed, .encap,
     ]
 
     /// Number of counter slots per program (`BPFNET_REASON_MAX`).
@@ -72,6 +76,9 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
         case .source: "source"
         case .forward: "forward"
         case .malformed: "malformed"
+        case .unknownPort: "unknown-port"
+        case .spoofed: "spoofed"
+        case .encap: "encap"
         default: "reason-\(rawValue)"
         }
     }

@@ -56,7 +56,8 @@ extension MapState {
         published: [(key: bpfnet_published_key, value: bpfnet_published_value)] = [],
         extInterfaces: [(key: UInt32, value: bpfnet_ext_if)] = [],
         allowSources: [bpfnet_allow_key] = [],
-        names: [(key: UInt32, value: bpfnet_container_name)] = []
+        names: [(key: UInt32, value: bpfnet_container_name)] = [],
+        ports: [(key: UInt32, value: bpfnet_port)] = []
     ) throws(MapDecodingError) {
         self.init(config: ConfigRecord(config))
         for (key, value) in containers { self.containers[IPv4Address(networkOrder: key)] = ContainerRecord(value) }
@@ -73,6 +74,7 @@ extension MapState {
             self.allowSources.insert(source)
         }
         for (key, value) in names { self.names[IPv4Address(networkOrder: key)] = ContainerNameRecord.name(value) }
+        for (key, value) in ports { self.ports[key] = PortRecord(value) }
     }
 
     /// The writes that turn `self` (what the maps hold) into `desired`, and
@@ -102,7 +104,7 @@ extension MapState {
 ///
 /// 1. `config`: the old record with the relaxing flags of the new policy on
 ///    (ICC; FORWARD_ACCEPT too unless the allow-lists narrow, see 6);
-/// 2. relaxing: upserts of `links` and `names`; deletes of `published`,
+/// 2. relaxing: upserts of `links`, `names` and `ports`; deletes of `published`,
 ///    `containers`, `macs`;
 /// 3. `config` with FORWARD_ACCEPT off, when the new policy switches it off
 ///    (and the bridge subnet stays): before any allow-list admits more, so that
@@ -116,10 +118,14 @@ extension MapState {
 /// 7. tightening: upserts of `macs`, `containers`, `published`;
 /// 8. `config`, the new record, `generation` bumped (icc goes off only once
 ///    the link rules are in place);
-/// 9. deletes of `links` and `names`.
+/// 9. deletes of `links`, `names` and `ports`.
+///
+/// A `ports` entry is judged by the frames of its own container, the only
+/// ones it lets through: for them it only allows (their links apply). Frames
+/// that claim another identity are dropped as soon as the entry exists.
 ///
 /// Not hitless: a change of the bridge's address or subnet (one config write
-/// whose effect is not one-directional).
+/// whose effect is not one-directional), and a port that changes container.
 public enum Reconciler {
     public static func changes(from current: MapState, to desired: MapState) -> [MapChange] {
         var relaxing: [MapChange] = []  // step 2
@@ -135,6 +141,13 @@ public enum Reconciler {
             .sorted(by: { $0.key < $1.key })
         {
             relaxing.append(.upsert(.name(address, name)))
+        }
+        // Ports: for the frames of the port's own container (the only ones a
+        // correct entry lets through), an entry only allows (links).
+        for (ifindex, record) in desired.ports.filter({ current.ports[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key })
+        {
+            relaxing.append(.upsert(.port(ifindex: ifindex, record)))
         }
         // Removing what makes packets subject to policy only allows.
         for key in current.published.keys.filter({ desired.published[$0] == nil }).sorted() {
@@ -191,6 +204,9 @@ public enum Reconciler {
         for rule in current.links.subtracting(desired.links).sorted() { lateDeletes.append(.delete(.link(rule))) }
         for address in current.names.keys.filter({ desired.names[$0] == nil }).sorted() {
             lateDeletes.append(.delete(.name(address)))
+        }
+        for ifindex in current.ports.keys.filter({ desired.ports[$0] == nil }).sorted() {
+            lateDeletes.append(.delete(.port(ifindex)))
         }
 
         let entriesChange =

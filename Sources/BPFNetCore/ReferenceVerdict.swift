@@ -72,11 +72,69 @@ public struct IPv4Summary: Hashable, Sendable {
     }
 }
 
+/// An IPv4-over-Ethernet ARP packet (28 bytes, hardware type 1, protocol 0x0800).
+public struct ARPSummary: Hashable, Sendable {
+    public var senderMAC: MACAddress
+    public var senderAddress: IPv4Address
+
+    public init(senderMAC: MACAddress, senderAddress: IPv4Address) {
+        self.senderMAC = senderMAC
+        self.senderAddress = senderAddress
+    }
+}
+
+/// A frame's Ethernet addresses (all-zero when it is shorter than a header).
+public struct EthernetAddresses: Hashable, Sendable {
+    public var destination: MACAddress
+    public var source: MACAddress
+
+    public init(destination: MACAddress, source: MACAddress) {
+        self.destination = destination
+        self.source = source
+    }
+
+    public init(of frame: UnsafeBufferPointer<UInt8>) {
+        guard frame.count >= 14 else {
+            self.init(destination: .zero, source: .zero)
+            return
+        }
+        self.init(
+            destination: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
+            source: MACAddress(frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]))
+    }
+
+    public init(of frame: [UInt8]) {
+        self = frame.withUnsafeBufferPointer { EthernetAddresses(of: $0) }
+    }
+}
+
+/// Who sends on the bridge port a frame enters: the container `bn_ports`
+/// names for the port, or nobody known (an unknown port).
+public enum PortSender: Hashable, Sendable {
+    case unknown
+    case container(PortRecord)
+
+    /// The container the frame claims to come from: its source MAC and its
+    /// IPv4 source (an ARP packet's sender; 0.0.0.0 for other frames). For
+    /// tests whose subject is not the identity check.
+    public static func claimed(by frame: [UInt8]) -> PortSender {
+        let mac = EthernetAddresses(of: frame).source
+        switch FrameParser.parse(frame) {
+        case .ipv4(let packet): return .container(PortRecord(address: packet.source, mac: mac))
+        case .arp(let arp): return .container(PortRecord(address: arp.senderAddress, mac: mac))
+        default: return .container(PortRecord(address: .any, mac: mac))
+        }
+    }
+}
+
 /// What a frame is, as both programs parse it.
 public enum ParsedFrame: Hashable, Sendable {
     case malformed(Malformation)
-    /// Neither IPv4 nor IPv6 (after at most two VLAN tags); the inner ethertype.
+    /// Still a VLAN tag (0x8100/0x88A8) after the two the parser reads.
+    case encapsulated
+    /// Neither IPv4, IPv6 nor IPv4 ARP (after at most two VLAN tags); the inner ethertype.
     case nonIP(etherType: UInt16)
+    case arp(ARPSummary)
     /// IPv6 with a full 40-byte header; judged by the destination MAC only.
     case ipv6(destinationMAC: MACAddress)
     case ipv4(IPv4Summary)
@@ -129,7 +187,7 @@ public enum FrameParser {
         var etherType = be16(12)
         var offset = 14
 
-        // 2. Up to two VLAN tags; a third is left unparsed (non-IP).
+        // 2. Up to two VLAN tags; a third one is encapsulation the programs do not look into.
         for _ in 0..<maximumVLANTags where etherType == EtherType.vlan || etherType == EtherType.qinq {
             guard end - offset >= 4 else { return .malformed(.vlanTruncated) }
             etherType = be16(offset + 2)
@@ -137,6 +195,21 @@ public enum FrameParser {
         }
 
         switch etherType {
+        case EtherType.vlan, EtherType.qinq:
+            return .encapsulated
+
+        case EtherType.arp:
+            // IPv4 over Ethernet only, all 28 bytes; any other ARP is non-IP.
+            guard end - offset >= 28, be16(offset) == 1, be16(offset + 2) == EtherType.ipv4, frame[offset + 4] == 6,
+                frame[offset + 5] == 4
+            else { return .nonIP(etherType: etherType) }
+            let sha = offset + 8
+            return .arp(
+                ARPSummary(
+                    senderMAC: MACAddress(
+                        frame[sha], frame[sha + 1], frame[sha + 2], frame[sha + 3], frame[sha + 4], frame[sha + 5]),
+                    senderAddress: IPv4Address(be32(offset + 14))))
+
         case EtherType.ipv6:
             // 3. IPv6: the fixed header must be there; extension headers are not parsed.
             guard end - offset >= 40 else { return .malformed(.ipv6Truncated) }
@@ -173,7 +246,7 @@ public enum FrameParser {
             return .ipv4(summary)
 
         default:
-            // 5. Anything else, including a third VLAN tag.
+            // 5. Anything else.
             return .nonIP(etherType: etherType)
         }
     }
@@ -188,37 +261,63 @@ public struct ReferenceDataplane: Sendable {
 
     // MARK: Port program (rows 1-7)
 
-    public func portVerdict(frame: [UInt8]) -> Verdict {
-        portVerdict(parsed: FrameParser.parse(frame))
+    public func portVerdict(frame: [UInt8], sender: PortSender) -> Verdict {
+        portVerdict(parsed: FrameParser.parse(frame), ethernet: EthernetAddresses(of: frame), sender: sender)
     }
 
-    public func portVerdict(parsed: ParsedFrame) -> Verdict {
+    public func portVerdict(parsed: ParsedFrame, ethernet: EthernetAddresses, sender: PortSender) -> Verdict {
         let config = state.config
         let icc = config.flags.contains(.icc)
         switch parsed {
-        case .malformed:
-            return .drop(.malformed)
-        case .nonIP:
+        case .malformed: return .drop(.malformed)
+        case .encapsulated: return .drop(.encap)
+        default: break
+        }
+        // Identity: a known port's frames must be its container's.
+        var known = false
+        if case .container(let port) = sender {
+            if ethernet.source != port.mac { return .drop(.spoofed) }
+            switch parsed {
+            case .ipv4(let packet) where packet.source != port.address:
+                return .drop(.spoofed)
+            case .arp(let arp)
+            where (arp.senderAddress != port.address && arp.senderAddress != .any) || arp.senderMAC != port.mac:
+                return .drop(.spoofed)
+            default: break
+            }
+            known = true
+        }
+        switch parsed {
+        case .malformed, .encapsulated, .nonIP, .arp:
             return .pass(.nonIP)
         case .ipv6(let destinationMAC):
             if destinationMAC.isMulticast { return .pass(.ipv6) }
-            if state.macs[destinationMAC] != nil { return icc ? .pass(.iccAllowed) : .drop(.icc) }
-            return .pass(.ipv6)
+            if state.macs[destinationMAC] == nil { return .pass(.ipv6) }
+            if icc { return .pass(.iccAllowed) }
+            return known ? .drop(.icc) : .drop(.unknownPort)
         case .ipv4(let packet):
             let s = packet.source
             let d = packet.destination
-            // 1. The bridge's own address.
-            if d == config.bridgeAddress { return .pass(.host) }
-            // 2. Inside the bridge?
-            if !isInsideBridge(d) { return .pass(.outside) }
-            // 3. icc on.
+            // 1. A container's MAC: between containers, whatever the IP header says.
+            let destinationMAC = ethernet.destination
+            let toContainerMAC =
+                !destinationMAC.isMulticast && destinationMAC != config.bridgeMAC && state.macs[destinationMAC] != nil
+            if !toContainerMAC {
+                // 2. The bridge's own address.
+                if d == config.bridgeAddress { return .pass(.host) }
+                // 3. Inside the bridge?
+                if !isInsideBridge(d) { return .pass(.outside) }
+            }
+            // 4. icc on.
             if icc { return .pass(.iccAllowed) }
-            // 4. Non-first fragments: a linked pair or nothing.
+            // 5. No container known on this port: no link is its own.
+            if !known { return .drop(.unknownPort) }
+            // 6. Non-first fragments: a linked pair or nothing.
             if packet.isNonFirstFragment {
                 let pair = LinkRule(source: s, destination: d, port: 0, proto: packet.proto, direction: .pair)
                 return state.links.contains(pair) ? .pass(.linkFragment) : .drop(.icc)
             }
-            // 5. Link rules.
+            // 7. Link rules.
             if let sport = packet.sourcePort, let dport = packet.destinationPort {
                 if state.links.contains(
                     LinkRule(source: s, destination: d, port: dport, proto: packet.proto, direction: .forward))
@@ -231,7 +330,7 @@ public struct ReferenceDataplane: Sendable {
                     return .pass(.linkReverse)
                 }
             }
-            // 6. Everything else between containers.
+            // 8. Everything else between containers.
             return .drop(.icc)
         }
     }
@@ -273,7 +372,9 @@ public struct ReferenceDataplane: Sendable {
         switch parsed {
         case .malformed:
             return .drop(.malformed)
-        case .nonIP:
+        case .encapsulated:
+            return .drop(.encap)
+        case .nonIP, .arp:
             return .pass(.nonIP)
         case .ipv6:
             return .pass(.ipv6)

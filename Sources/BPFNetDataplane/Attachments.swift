@@ -35,10 +35,14 @@ struct AttachmentKey: Hashable, Comparable {
     }
 
     var isXDP: Bool { program != BPFNET_PROG_PORT_TC }
+    var isExt: Bool { program == BPFNET_PROG_EXT_XDP }
 }
 
 struct AttachmentTarget: Hashable {
     var interface: String
+    /// A bridge port no container of the policy names: it may vanish while
+    /// the apply runs (a container that stopped), which fails nothing.
+    var optional = false
 }
 
 /// What bn_attach holds for one key.
@@ -177,8 +181,10 @@ struct AttachmentManager {
     let logger: Logger
 
     /// Attaches what `desired` lists and detaches what it no longer does. New
-    /// attachments come first, so a port switching hooks is never unpoliced;
-    /// if any attach fails, the ones this call added are taken off again.
+    /// attachments come first, so a port switching hooks is never unpoliced.
+    /// A failed attach fails the call but takes nothing off again: every
+    /// program attached so far keeps policing (fail closed). An optional
+    /// target that vanished meanwhile is skipped.
     ///
     /// With `trustingRecords`, a key whose record names the program already
     /// counts as attached: an agent applies once per Docker event, and a
@@ -186,44 +192,28 @@ struct AttachmentManager {
     /// Without it (a process's first apply, a full resync) the kernel is asked.
     func reconcile(desired: [AttachmentKey: AttachmentTarget], trustingRecords: Bool = false) throws {
         let current = try records.all()
-        var added: [(key: AttachmentKey, record: AttachmentRecord)] = []
-        do {
-            for (key, target) in desired.sorted(by: { $0.key < $1.key }) {
-                let program = programs[key.program]!
-                let previous = current[key]
-                if previous?.programID == program.id && trustingRecords { continue }
-                let attachedID = Attacher.attachedID(key)
-                if attachedID == program.id { continue }
-                let attaching = "bpf: attaching \(ProgramKind(key.program).name) to \(target.interface)"
-                // The hook, then the record, then the program. A crash after
-                // the record leaves one `unload` can act on, never an
-                // unrecorded program; a crash before it at most an empty clsact
-                // qdisc, never a record that claims someone else's.
-                let created: Bool
-                do {
-                    created = try Attacher.prepare(key)
-                } catch {
-                    throw DataplaneError("\(attaching): \(error)", classifying: error)
-                }
+        for (key, target) in desired.sorted(by: { $0.key < $1.key }) {
+            let program = programs[key.program]!
+            let previous = current[key]
+            if previous?.programID == program.id && trustingRecords { continue }
+            let attachedID = Attacher.attachedID(key)
+            if attachedID == program.id { continue }
+            let attaching = "bpf: attaching \(ProgramKind(key.program).name) to \(target.interface)"
+            do {
+                let created = try Attacher.prepare(key)
                 let record = AttachmentRecord(
                     programID: program.id, createdClsact: created || previous?.createdClsact == true)
-                if previous == nil { added.append((key, record)) }
                 try records.record(key, record)
-                do {
-                    // Replacing what is there only if it is ours; with nothing
-                    // attached (someone detached it), a plain attach repairs it.
-                    try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previous?.programID)
-                } catch {
-                    throw DataplaneError("\(attaching): \(error)", classifying: error)
+                try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previous?.programID)
+            } catch {
+                if target.optional && HostSystem.interfaceName(key.ifindex) == nil {
+                    logger.info("\(target.interface) went away while \(attaching.dropFirst(5)); skipped")
+                    try? records.remove(key)
+                    continue
                 }
-                logger.info("attached \(ProgramKind(key.program).name) to \(target.interface)")
+                throw DataplaneError("\(attaching): \(error)", classifying: error)
             }
-        } catch {
-            for (key, record) in added {
-                try? Attacher.detach(key, record, logger: logger)
-                try? records.remove(key)
-            }
-            throw error
+            logger.info("attached \(ProgramKind(key.program).name) to \(target.interface)")
         }
         for (key, record) in current.sorted(by: { $0.key < $1.key }) where desired[key] == nil {
             try Attacher.detach(key, record, logger: logger)

@@ -31,6 +31,7 @@ public final class BPFDataplane: Dataplane {
     /// verified (name → ifindex): an agent applies a policy per Docker event,
     /// and neither needs redoing when it did not change.
     private var lastNATRuleset: String?
+    private var lastGuardRuleset: String?
     private var verifiedPorts: [String: UInt32] = [:]
     private var retiredOtherBackends = false
     /// This process has checked every interface's attachment and fast-path
@@ -72,13 +73,27 @@ public final class BPFDataplane: Dataplane {
         }
         logger.info("maps reconciled", metadata: ["changes": "\(changes.count)"])
 
+        // Every port of the bridge gets the port program, whether or not the
+        // policy knows its container: a port without a bn_ports entry is an
+        // unknown port (docs/verdicts.md), never an unpoliced one.
+        let bridgePorts = compiled.interfaces.ports(ofBridge: facts.bridgeIfindex)
+        let attachments = Self.desiredAttachments(policy, facts: facts, bridgePorts: bridgePorts)
         do {
-            try dataplane.attachments.reconcile(
-                desired: Self.desiredAttachments(policy, facts: facts),
-                trustingRecords: checkedEveryInterface)
+            try dataplane.attachments.reconcile(desired: attachments, trustingRecords: checkedEveryInterface)
         } catch {
             restore(dataplane.maps, to: current)
             throw error
+        }
+        // Once the ports have their program: they join the guard's set.
+        let guardRuleset = GuardRuleset(
+            bridge: policy.bridge, bridgeMAC: facts.bridgeMAC, icc: policy.icc,
+            forwardAccept: policy.forwardPolicy == .accept,
+            policedPorts: attachments.keys.filter { !$0.isExt }.map(\.ifindex),
+            extInterfaces: attachments.keys.filter(\.isExt).map(\.ifindex)
+        ).render()
+        if guardRuleset != lastGuardRuleset {
+            try GuardTable.apply(guardRuleset)
+            lastGuardRuleset = guardRuleset
         }
 
         // After the maps (the fast-path flag goes on first and off first) and
@@ -119,6 +134,7 @@ public final class BPFDataplane: Dataplane {
 
     public func forgetCachedState() {
         lastNATRuleset = nil
+        lastGuardRuleset = nil
         verifiedPorts = [:]
         checkedEveryInterface = false
         retiredOtherBackends = false
@@ -134,9 +150,15 @@ public final class BPFDataplane: Dataplane {
         }
     }
 
-    static func desiredAttachments(_ policy: Policy, facts: HostFacts) -> [AttachmentKey: AttachmentTarget] {
+    static func desiredAttachments(
+        _ policy: Policy, facts: HostFacts, bridgePorts: [UInt32: String] = [:]
+    ) -> [AttachmentKey: AttachmentTarget] {
         var result: [AttachmentKey: AttachmentTarget] = [:]
         let portProgram: bpfnet_program = policy.portHook == .xdp ? BPFNET_PROG_PORT_XDP : BPFNET_PROG_PORT_TC
+        for (ifindex, name) in bridgePorts {
+            result[AttachmentKey(ifindex: ifindex, program: portProgram)] = AttachmentTarget(
+                interface: name, optional: true)
+        }
         for container in policy.containers {
             guard let ifindex = facts.interfaceIndex(container.port) else { continue }
             result[AttachmentKey(ifindex: ifindex, program: portProgram)] = AttachmentTarget(interface: container.port)

@@ -135,6 +135,12 @@ enum BPFRetirement {
                 }
             }
         }
+        // The guard belongs to the programs: it goes with them, whatever replaces them.
+        do {
+            try GuardTable.remove()
+        } catch {
+            problems.append("removing the nftables guard tables \(GuardRuleset.tableName): \(error)")
+        }
         if removingNATTable {
             do {
                 try NATTable.remove()

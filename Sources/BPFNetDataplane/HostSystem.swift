@@ -62,7 +62,12 @@ public enum HostSystem {
         for name in policy.containers.map(\.port) + policy.extInterfaces.map(\.name) {
             indexes[name] = interfaces.index(of: name)
         }
-        return HostFacts(bridgeIfindex: bridgeIndex, bridgeAddress: bridgeAddress, interfaces: indexes)
+        let hardware = interfaces.link(bridgeIndex)?.address ?? []
+        let bridgeMAC =
+            hardware.count == 6
+            ? MACAddress(hardware[0], hardware[1], hardware[2], hardware[3], hardware[4], hardware[5]) : .zero
+        return HostFacts(
+            bridgeIfindex: bridgeIndex, bridgeAddress: bridgeAddress, bridgeMAC: bridgeMAC, interfaces: indexes)
     }
 
     /// Every container port must be a port of the bridge: attaching the port
@@ -149,6 +154,15 @@ struct InterfaceSnapshot {
     }
 
     func link(_ index: UInt32) -> RouteNetlink.Link? { byIndex[index] }
+
+    /// Every port of the bridge with ifindex `bridge`, by ifindex.
+    func ports(ofBridge bridge: UInt32) -> [UInt32: String] {
+        var result: [UInt32: String] = [:]
+        for (index, link) in byIndex where link.master.map({ UInt32(bitPattern: $0) }) == bridge {
+            result[index] = link.name
+        }
+        return result
+    }
 
     /// The name of `name`'s master (its bridge) as `ip link` shows it:
     /// "if<index>" when the master is not in the snapshot.

@@ -5,6 +5,23 @@
 
 import BPFNetCore
 
+/// The eBPF backend's guard tables (GuardRuleset).
+enum GuardTable {
+    static func apply(_ rendered: String) throws {
+        try NFT.apply(rendered, purpose: "installing the guard tables (bridge and ip \(GuardRuleset.tableName))")
+    }
+
+    /// Nothing to do (and no need for nft) when neither table exists.
+    static func remove() throws {
+        let present = ["bridge", "ip"].contains {
+            (try? NFT.table($0, GuardRuleset.tableName).exists) == true
+        }
+        guard present else { return }
+        try NFT.apply(
+            GuardRuleset.renderDelete(), purpose: "removing the guard tables (bridge and ip \(GuardRuleset.tableName))")
+    }
+}
+
 enum NATTable {
     /// Installs a rendered `NATRuleset` in one transaction.
     static func apply(_ rendered: String) throws {

@@ -65,6 +65,7 @@ enum MapCapacity {
             (.containers, state.containers.count, Int(BPFNET_MAX_CONTAINERS)),
             (.macs, state.macs.count, Int(BPFNET_MAX_CONTAINERS)),
             (.names, state.names.count, Int(BPFNET_MAX_CONTAINERS)),
+            (.ports, state.ports.count, Int(BPFNET_MAX_CONTAINERS)),
             (.links, state.links.count, Int(BPFNET_MAX_LINK_RULES)),
             (.published, state.published.count, Int(BPFNET_MAX_PUBLISHED)),
             (.extInterfaces, state.extInterfaces.count, Int(BPFNET_MAX_EXT_IFS)),

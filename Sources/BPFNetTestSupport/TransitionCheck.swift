@@ -30,9 +30,23 @@ public struct ProbeFrame: Hashable, Sendable {
 
     func verdict(in dataplane: ReferenceDataplane, parsed: ParsedFrame) -> Verdict {
         switch program {
-        case .port: dataplane.portVerdict(parsed: parsed)
-        case .ext(let ifindex): dataplane.extVerdict(parsed: parsed, ingressIfindex: ifindex)
+        case .port:
+            let ethernet = EthernetAddresses(of: frame)
+            return dataplane.portVerdict(
+                parsed: parsed, ethernet: ethernet, sender: Self.sender(from: ethernet.source, in: dataplane.state))
+        case .ext(let ifindex):
+            return dataplane.extVerdict(parsed: parsed, ingressIfindex: ifindex)
         }
+    }
+}
+
+extension ProbeFrame {
+    /// Probes are sent by the container whose MAC they carry, on its own
+    /// port: the `bn_ports` entry with that MAC, as `state` holds it (an
+    /// unknown port while there is none).
+    static func sender(from mac: MACAddress, in state: MapState) -> PortSender {
+        guard let port = state.ports.values.first(where: { $0.mac == mac }) else { return .unknown }
+        return .container(port)
     }
 }
 

@@ -57,7 +57,7 @@ final class FrameFuzzerTests: XCTestCase {
             kinds.insert(input.kind)
             let parsed = FrameParser.parse(input.frame)
             if case .malformed(let why) = parsed { malformations.insert(why) }
-            portReasons.insert(dataplane.portVerdict(parsed: parsed).reason)
+            portReasons.insert(dataplane.portVerdict(frame: input.frame).reason)
             extReasons.insert(
                 dataplane.extVerdict(parsed: parsed, ingressIfindex: input.ingressIfindex) {
                     $0.sourcePort % 2 == 0
@@ -71,10 +71,14 @@ final class FrameFuzzerTests: XCTestCase {
                 .ipv4HeaderLengthTooSmall, .ipv4OptionsTruncated, .ipv4TotalLengthTooSmall,
                 .ipv4TotalLengthTooLarge, .l4Truncated,
             ])
+        // Sent as the frame claims: `spoofed` only from ARP whose sender MAC is
+        // not the frame's source; `unknown-port` needs another sender.
         XCTAssertEqual(
-            portReasons, [.nonIP, .host, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed])
+            portReasons,
+            [.nonIP, .host, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed, .encap, .spoofed])
         XCTAssertEqual(
-            extReasons, [.nonIP, .ipv6, .fragment, .published, .forwardAccept, .reply, .local, .source, .malformed])
+            extReasons,
+            [.nonIP, .ipv6, .fragment, .published, .forwardAccept, .reply, .local, .source, .malformed, .encap])
     }
 
     func testICCAndForwardDropAreReachedToo() {

@@ -148,7 +148,9 @@ final class PacketBuilderTests: XCTestCase {
         XCTAssertEqual(be16(arp, 12), 0x0806)
         XCTAssertEqual(Array(arp[14..<22]), [0, 1, 8, 0, 6, 4, 0, 1])
         XCTAssertEqual(Array(arp[38..<42]), [172, 17, 0, 2])
-        XCTAssertEqual(FrameParser.parse(arp), .nonIP(etherType: 0x0806))
+        XCTAssertEqual(FrameParser.parse(arp), .arp(ARPSummary(senderMAC: a.mac, senderAddress: a.ip)))
+        // ARP for another protocol, or cut short, is not IPv4 ARP.
+        XCTAssertEqual(FrameParser.parse(PacketBuilder.truncated(arp, to: 41)), .nonIP(etherType: 0x0806))
     }
 
     func testTruncateAndPad() {

@@ -35,14 +35,14 @@ final class ReconcilerTests: XCTestCase {
     func testInitialLoadOrder() {
         let desired = compile(Sample.policy)
         let changes = MapState.empty.changes(to: desired)
-        XCTAssertEqual(changes.count, 1 + 8 + 2 + 2 + 2 + 2 + 1 + 1)
+        XCTAssertEqual(changes.count, 1 + 8 + 2 + 2 + 2 + 2 + 2 + 1 + 1)
         // icc off and forward drop: nothing to relax first, so the order is
-        // links, names, allow_src (relaxing), the allow-list flag, then macs,
-        // containers, published and the config.
+        // links, names, ports, allow_src (relaxing), the allow-list flag, then
+        // macs, containers, published and the config.
         XCTAssertEqual(
             changes.map(\.kind).uniqued(),
             [
-                .links, .names, .allowSources, .extInterfaces, .macs, .containers,
+                .links, .names, .ports, .allowSources, .extInterfaces, .macs, .containers,
                 .published, .config,
             ])
         XCTAssertTrue(changes.allSatisfy { if case .upsert = $0 { true } else { false } })
@@ -178,7 +178,8 @@ final class ReconcilerTests: XCTestCase {
             published: state.published.map { ($0.key.cKey, $0.value.cValue) },
             extInterfaces: state.extInterfaces.map { ($0.key, $0.value.cValue) },
             allowSources: state.allowSources.map(\.cKey),
-            names: state.names.map { ($0.key.networkOrder, ContainerNameRecord.cValue($0.value)) })
+            names: state.names.map { ($0.key.networkOrder, ContainerNameRecord.cValue($0.value)) },
+            ports: state.ports.map { ($0.key, $0.value.cValue) })
         XCTAssertEqual(rebuilt, state)
     }
 
@@ -335,9 +336,11 @@ final class ReconcilerTests: XCTestCase {
         let desired = compile(to)
         let changes = current.changes(to: desired)
         let upsertOrder: [MapKind] = [
-            .links, .macs, .containers, .names, .published, .allowSources, .extInterfaces, .config,
+            .links, .macs, .containers, .names, .ports, .published, .allowSources, .extInterfaces, .config,
         ]
-        let deleteOrder: [MapKind] = [.extInterfaces, .allowSources, .published, .names, .containers, .macs, .links]
+        let deleteOrder: [MapKind] = [
+            .extInterfaces, .allowSources, .published, .names, .ports, .containers, .macs, .links,
+        ]
         var upserts: [MapChange] = []
         var deletes: [MapChange] = []
         for change in changes {

@@ -40,9 +40,13 @@ final class ReferenceVerdictTests: XCTestCase {
         XCTAssertEqual(closed.portVerdict(frame: arp), .pass(.nonIP))
         let lldp = PacketBuilder.ethernet(eth, etherType: EtherType.lldp, payload: [1, 2, 3])
         XCTAssertEqual(closed.portVerdict(frame: lldp), .pass(.nonIP))
-        // Three tags: the third is not parsed, the frame counts as non-IP.
+        // Three tags: the third is not parsed; the receiving stack could peel
+        // it (VID 0) to an IPv4 packet nobody judged, so the frame is dropped.
         let tags = [VLANTag(vid: 1, tpid: EtherType.qinq), VLANTag(vid: 2), VLANTag(vid: 3)]
-        XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 1, 81, vlans: tags)), .pass(.nonIP))
+        XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 1, 81, vlans: tags)), .drop(.encap))
+        XCTAssertEqual(open.portVerdict(frame: tcp(client, web, 1, 81, vlans: tags)), .drop(.encap))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcp(Sample.outside, web, 1, 80, vlans: tags), ingressIfindex: 2), .drop(.encap))
     }
 
     func testRow2ToTheBridgePasses() {
@@ -456,4 +460,105 @@ final class ReferenceVerdictTests: XCTestCase {
         // The zero config's bridge address is 0.0.0.0.
         XCTAssertEqual(empty.portVerdict(frame: tcp(client, at(.any), 1, 2)), .pass(.host))
     }
+}
+
+// MARK: - Fail-closed rows: the sender, spoofing, L2 destinations
+
+final class PortSenderVerdictTests: XCTestCase {
+    let web = Endpoint(Sample.web), client = Endpoint(Sample.client), db = Endpoint(Sample.db)
+    let closed = ReferenceDataplane(state: Sample.state(ReferenceVerdictTests.withDB(icc: false)))
+    let open = ReferenceDataplane(state: Sample.state(ReferenceVerdictTests.withDB(icc: true)))
+
+    func port(of endpoint: Endpoint) -> PortSender { .container(PortRecord(address: endpoint.ip, mac: endpoint.mac)) }
+
+    func tcp(_ from: Endpoint, _ to: Endpoint, _ sport: UInt16, _ dport: UInt16) -> [UInt8] {
+        PacketBuilder.tcpFrame(from: from, to: to, sourcePort: sport, destinationPort: dport)
+    }
+
+    func testTheCompilerNamesTheContainerOfEveryPort() {
+        let state = closed.state
+        XCTAssertEqual(state.ports.count, state.containers.count)
+        for (address, container) in state.containers {
+            XCTAssertEqual(state.ports[container.portIfindex], PortRecord(address: address, mac: container.mac))
+        }
+    }
+
+    func testAnUnknownPortReachesTheHostAndTheOutsideButNoContainer() {
+        XCTAssertEqual(
+            closed.portVerdict(frame: tcp(client, Sample.gateway, 1, 22), sender: .unknown),
+            .pass(.host))
+        XCTAssertEqual(
+            closed.portVerdict(frame: tcp(client, Sample.outside, 40000, 443), sender: .unknown), .pass(.outside))
+        // Not even along the link its forged source claims.
+        XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 40000, 80), sender: .unknown), .drop(.unknownPort))
+        XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 40000, 80), sender: port(of: client)), .pass(.link))
+        XCTAssertEqual(
+            closed.portVerdict(
+                frame: PacketBuilder.ipv6Frame(EthernetHeader(destination: web.mac, source: client.mac)),
+                sender: .unknown),
+            .drop(.unknownPort))
+        // icc on: everyone talks, as with Docker.
+        XCTAssertEqual(open.portVerdict(frame: tcp(client, web, 40000, 81), sender: .unknown), .pass(.iccAllowed))
+    }
+
+    func testAContainerCannotUseAnotherContainersAddressOrMAC() {
+        // db forges client's address to use client's link to web.
+        let forged = PacketBuilder.tcpFrame(
+            from: Endpoint(mac: db.mac, ip: client.ip), to: web, sourcePort: 40000, destinationPort: 80)
+        XCTAssertEqual(closed.portVerdict(frame: forged, sender: port(of: db)), .drop(.spoofed))
+        XCTAssertEqual(closed.portVerdict(frame: tcp(client, web, 40000, 80), sender: port(of: db)), .drop(.spoofed))
+        // Spoofing is dropped whatever icc says and wherever the frame goes.
+        XCTAssertEqual(open.portVerdict(frame: forged, sender: port(of: db)), .drop(.spoofed))
+        let outside = PacketBuilder.tcpFrame(
+            from: Endpoint(mac: db.mac, ip: IPv4Address(172, 17, 0, 200)), to: Sample.outside, sourcePort: 1,
+            destinationPort: 443)
+        XCTAssertEqual(open.portVerdict(frame: outside, sender: port(of: db)), .drop(.spoofed))
+        // Every frame's source MAC, IPv6 and LLDP included.
+        let v6 = PacketBuilder.ipv6Frame(EthernetHeader(destination: Sample.bridgeMAC, source: client.mac))
+        XCTAssertEqual(open.portVerdict(frame: v6, sender: port(of: db)), .drop(.spoofed))
+        XCTAssertEqual(open.portVerdict(frame: v6, sender: port(of: client)), .pass(.ipv6))
+    }
+
+    func testARPMustCarryThePortsOwnAddress() {
+        let eth = EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: db.mac)
+        // db claims the gateway's address (poisoning every neighbour).
+        let poison = PacketBuilder.arpFrame(eth, senderMAC: db.mac, senderIP: Sample.gateway.ip, targetIP: web.ip)
+        XCTAssertEqual(open.portVerdict(frame: poison, sender: port(of: db)), .drop(.spoofed))
+        // Its own address, and an RFC 5227 probe from 0.0.0.0, pass.
+        let own = PacketBuilder.arpFrame(eth, senderMAC: db.mac, senderIP: db.ip, targetIP: web.ip)
+        XCTAssertEqual(closed.portVerdict(frame: own, sender: port(of: db)), .pass(.nonIP))
+        let probe = PacketBuilder.arpFrame(eth, senderMAC: db.mac, senderIP: .any, targetIP: db.ip)
+        XCTAssertEqual(closed.portVerdict(frame: probe, sender: port(of: db)), .pass(.nonIP))
+        // The sender MAC inside the ARP packet counts too.
+        let otherMAC = PacketBuilder.arpFrame(eth, senderMAC: web.mac, senderIP: db.ip, targetIP: client.ip)
+        XCTAssertEqual(closed.portVerdict(frame: otherMAC, sender: port(of: db)), .drop(.spoofed))
+    }
+
+    func testAFrameToAContainersMACIsBetweenContainersWhateverItsIPSays() {
+        // client poisoned web's neighbour entry for the gateway; web's traffic
+        // to the outside now carries client's MAC.
+        let hijacked = PacketBuilder.tcpFrame(
+            from: web, to: Endpoint(mac: client.mac, ip: Sample.outside.ip), sourcePort: 40000, destinationPort: 443)
+        XCTAssertEqual(closed.portVerdict(frame: hijacked, sender: port(of: web)), .drop(.icc))
+        XCTAssertEqual(open.portVerdict(frame: hijacked, sender: port(of: web)), .pass(.iccAllowed))
+        let toGateway = PacketBuilder.tcpFrame(
+            from: web, to: Endpoint(mac: client.mac, ip: Sample.gateway.ip), sourcePort: 40000, destinationPort: 22)
+        XCTAssertEqual(closed.portVerdict(frame: toGateway, sender: port(of: web)), .drop(.icc))
+        // The positive control: the same packet to the bridge's MAC.
+        let honest = PacketBuilder.tcpFrame(
+            from: web, to: Endpoint(mac: Sample.bridgeMAC, ip: Sample.outside.ip), sourcePort: 40000,
+            destinationPort: 443)
+        XCTAssertEqual(closed.portVerdict(frame: honest, sender: port(of: web)), .pass(.outside))
+        // Broadcast and multicast frames are judged by their IP destination.
+        let broadcast = PacketBuilder.tcpFrame(
+            from: web, to: Endpoint(mac: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), ip: client.ip),
+            sourcePort: 40000, destinationPort: 81)
+        XCTAssertEqual(closed.portVerdict(frame: broadcast, sender: port(of: web)), .drop(.icc))
+    }
+}
+
+extension ReferenceDataplane {
+    /// The verdict for a frame sent by the container it claims to come from
+    /// (for tests whose subject is not the sender check).
+    func portVerdict(frame: [UInt8]) -> Verdict { portVerdict(frame: frame, sender: .claimed(by: frame)) }
 }

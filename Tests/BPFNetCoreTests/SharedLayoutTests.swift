@@ -8,8 +8,9 @@ import XCTest
 /// garbage.
 final class SharedLayoutTests: XCTestCase {
     func testSizes() {
-        XCTAssertEqual(MemoryLayout<bpfnet_config>.size, 24)
+        XCTAssertEqual(MemoryLayout<bpfnet_config>.size, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.size, 12)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.size, 12)
         XCTAssertEqual(MemoryLayout<bpfnet_mac_key>.size, 8)
         XCTAssertEqual(MemoryLayout<bpfnet_container_name>.size, 64)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.size, 12)
@@ -26,8 +27,9 @@ final class SharedLayoutTests: XCTestCase {
     }
 
     func testStridesHaveNoTailPadding() {
-        XCTAssertEqual(MemoryLayout<bpfnet_config>.stride, 24)
+        XCTAssertEqual(MemoryLayout<bpfnet_config>.stride, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.stride, 12)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.stride, 12)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.stride, 12)
         XCTAssertEqual(MemoryLayout<bpfnet_allow_key>.stride, 12)
     }
@@ -39,6 +41,9 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_config>.offset(of: \.bridge_netmask), 12)
         XCTAssertEqual(MemoryLayout<bpfnet_config>.offset(of: \.bridge_ifindex), 16)
         XCTAssertEqual(MemoryLayout<bpfnet_config>.offset(of: \.generation), 20)
+        XCTAssertEqual(MemoryLayout<bpfnet_config>.offset(of: \.bridge_mac), 24)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.offset(of: \.mac), 4)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.offset(of: \.flags), 10)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.offset(of: \.mac), 4)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.offset(of: \.flags), 10)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.daddr), 4)
@@ -64,7 +69,7 @@ final class SharedLayoutTests: XCTestCase {
             MapKind.allCases.map(\.mapName),
             [
                 "bn_config", "bn_containers", "bn_macs", "bn_links", "bn_published", "bn_ext_ifs",
-                "bn_allow_src", "bn_names",
+                "bn_allow_src", "bn_names", "bn_ports",
             ])
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_COUNTERS), "bn_counters")
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_ATTACH), "bn_attach")

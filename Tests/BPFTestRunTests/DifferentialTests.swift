@@ -237,7 +237,20 @@ final class DifferentialTests: TestRunTestCase {
                         let length = source.write(variant, of: base.frame, parsed: baseParsed, into: buffer)
                         let frame = UnsafeBufferPointer(rebasing: buffer[0..<length])
                         let parsed = FrameParser.parse(frame)
-                        let port = reference.portVerdict(parsed: parsed)
+                        // The sender: mostly the one the frame claims; an unknown port
+                        // or another container's port (a spoof) one time in eight each.
+                        let sender: PortSender
+                        switch random.below(8) {
+                        case 0: sender = .unknown
+                        case 1 where !state.ports.isEmpty:
+                            sender = .container(
+                                state.ports.sorted { $0.key < $1.key }.map(\.value)[
+                                    Int(random.below(UInt64(state.ports.count)))])
+                        default: sender = .claimed(by: Array(frame))
+                        }
+                        try rig.setSender(sender)
+                        let port = reference.portVerdict(
+                            parsed: parsed, ethernet: EthernetAddresses(of: frame), sender: sender)
                         let ext = reference.extVerdict(parsed: parsed, ingressIfindex: base.ingress)
                         let data = UnsafeRawBufferPointer(frame)
 
@@ -345,9 +358,10 @@ final class DifferentialTests: TestRunTestCase {
             // (not `reply`: its conntrack table is empty; ConntrackReplyTests shows it).
             let port: [Reason] = [
                 .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed,
+                .unknownPort, .spoofed, .encap,
             ]
             let ext: [Reason] = [
-                .nonIP, .ipv6, .published, .forwardAccept, .local, .fragment, .source, .forward, .malformed,
+                .nonIP, .ipv6, .published, .forwardAccept, .local, .fragment, .source, .forward, .malformed, .encap,
             ]
             for program in [ProgramKind.portTC, .portXDP] {
                 for reason in port {

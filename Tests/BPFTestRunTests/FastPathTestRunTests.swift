@@ -360,8 +360,17 @@ private final class FastPathLab: @unchecked Sendable {
 
     func runTC(_ frame: [UInt8]) throws -> UInt32 { try runTCWithOutput(frame).0 }
 
+    /// Makes the container `frame` claims to come from the one behind `port`
+    /// (its bn_ports entry), so the port program's sender check passes.
+    func claim(_ frame: [UInt8], port: UInt32) throws {
+        guard case .container(let record) = PortSender.claimed(by: frame) else { return }
+        var maps = dataplane.maps
+        try maps.upsert(.port(ifindex: port, record))
+    }
+
     func runTCWithOutput(_ frame: [UInt8]) throws -> (UInt32, [UInt8]) {
         let program = try dataplane.portTC
+        try claim(frame, port: try ifindex("lo"))  // a tc test run enters on the loopback device
         let result = try namespace.run { try program.testRun(data: frame, dataOutCapacity: frame.count + 256) }
         return (result.returnValue, result.dataOut)
     }
@@ -372,6 +381,7 @@ private final class FastPathLab: @unchecked Sendable {
 
     func runXDPWithOutput(program which: Program, _ frame: [UInt8], ingress: UInt32) throws -> (UInt32, [UInt8]) {
         let program = which == .port ? try dataplane.portXDP : try dataplane.extXDP
+        if which == .port { try claim(frame, port: ingress) }
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
         var context: [UInt8] = []
         for field in [0, UInt32(frame.count), 0, ingress, 0, 0] as [UInt32] {

@@ -44,7 +44,8 @@ final class MalformedFrameTests: TestRunTestCase {
         for length in 0..<14 {
             let cut = PacketBuilder.truncated(frame, to: length)
             XCTAssertEqual(FrameParser.parse(cut), .malformed(.ethernetTruncated), "model, \(length) bytes")
-            XCTAssertEqual(rig.reference.portVerdict(frame: cut), .drop(.malformed), "model, \(length) bytes")
+            XCTAssertEqual(
+                rig.reference.portVerdict(frame: cut, sender: .unknown), .drop(.malformed), "model, \(length) bytes")
             XCTAssertEqual(
                 rig.reference.extVerdict(frame: cut, ingressIfindex: ext0), .drop(.malformed), "model, \(length) bytes")
             let before = try rig.counters()
@@ -111,10 +112,11 @@ final class MalformedFrameTests: TestRunTestCase {
         checkEveryCut(
             arp(from: app, target: db.ip, vlans: [q8021Q]), complete: 18, port: .pass(.nonIP), ext: .pass(.nonIP),
             "802.1Q ARP")
-        // Three tags: the first two must be complete, the third is not read.
+        // Three tags: the first two must be complete, the third is not read
+        // (encapsulation the programs do not look into).
         let threeTags = tcp(app, db, 40000, 5432, vlans: [q8021ad, q8021Q, VLANTag(vid: 3)])
         checkEveryCut(
-            PacketBuilder.truncated(threeTags, to: 40), complete: 22, port: .pass(.nonIP), ext: .pass(.nonIP),
+            PacketBuilder.truncated(threeTags, to: 40), complete: 22, port: .drop(.encap), ext: .drop(.encap),
             "three tags")
     }
 

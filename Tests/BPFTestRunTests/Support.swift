@@ -203,6 +203,9 @@ enum Hook: Hashable, CustomStringConvertible {
 
     var isTC: Bool { program == .portTC }
 
+    /// The port program's hooks, which check the sender (bn_ports).
+    var isPort: Bool { program != .extXDP }
+
     /// Whether BPF_PROG_TEST_RUN may refuse `frame` at this hook before the
     /// program runs. Recent kernels (this machine's 6.18 among them) check
     /// an skb test run's network header: an untagged frame with ethertype
@@ -373,8 +376,27 @@ final class TestRunRig: @unchecked Sendable {
     }
 
     /// Runs `frame` through `hook` on a thread inside the private namespace.
-    func run(_ hook: Hook, _ frame: [UInt8]) throws -> UInt32 {
-        try namespace.run { try frame.withUnsafeBytes { try runOnCurrentThread(hook, $0) } }
+    /// A port hook sees it from `sender` (default: the container the frame
+    /// claims to come from, `PortSender.claimed(by:)`).
+    func run(_ hook: Hook, _ frame: [UInt8], sender: PortSender? = nil) throws -> UInt32 {
+        if hook.isPort { try setSender(sender ?? .claimed(by: frame)) }
+        return try namespace.run { try frame.withUnsafeBytes { try runOnCurrentThread(hook, $0) } }
+    }
+
+    /// The port a port program's test run sees a frame enter on: the kernel
+    /// builds the context on the namespace's loopback device.
+    var testRunPort: UInt32 { namespace.index("lo") }
+
+    /// Makes `sender` the container behind `testRunPort` (its `bn_ports`
+    /// entry; `.unknown` removes it). The next `write` removes it again.
+    func setSender(_ sender: PortSender) throws {
+        var writer = loaded.maps
+        switch sender {
+        case .unknown:
+            try? writer.delete(.port(testRunPort))
+        case .container(let record):
+            try writer.upsert(.port(ifindex: testRunPort, record))
+        }
     }
 
     /// Runs `body` on one thread inside the private namespace (for loops of test runs).
@@ -388,11 +410,12 @@ final class TestRunRig: @unchecked Sendable {
 
     /// What the model says `hook` does with `frame`.
     func modelVerdict(
-        _ hook: Hook, _ frame: [UInt8],
+        _ hook: Hook, _ frame: [UInt8], sender: PortSender? = nil,
         conntrack: (FlowTuple) -> Bool = { _ in false }
     ) -> Verdict {
         switch hook {
-        case .portTC, .portTCContext, .portXDP: reference.portVerdict(frame: frame)
+        case .portTC, .portTCContext, .portXDP:
+            reference.portVerdict(frame: frame, sender: sender ?? .claimed(by: frame))
         case .ext(let ingress): reference.extVerdict(frame: frame, ingressIfindex: ingress, isConntrackReply: conntrack)
         }
     }

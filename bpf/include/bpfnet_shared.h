@@ -41,6 +41,7 @@
 #define BPFNET_MAP_FP_TX       bn_fp_tx	      /* DEVMAP_HASH, unpinned: ifindex -> ifindex */
 #define BPFNET_MAP_DROPS       bn_drops	      /* RINGBUF: struct bpfnet_drop_event (sampled) */
 #define BPFNET_MAP_DROP_RATE   bn_drop_rate   /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
+#define BPFNET_MAP_PORTS       bn_ports	      /* HASH: __u32 ifindex -> bpfnet_port        */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -91,6 +92,9 @@ enum bpfnet_reason {
 	BPFNET_DROP_SOURCE = 33,       /* row 8/9: source not in the interface's allow-list   */
 	BPFNET_DROP_FORWARD = 34,      /* row 9: direct to a container, forward policy drop   */
 	BPFNET_DROP_MALFORMED = 35,    /* truncated or inconsistent L2/L3/L4 header           */
+	BPFNET_DROP_UNKNOWN_PORT = 36, /* to a container from a port with no known container  */
+	BPFNET_DROP_SPOOFED = 37,      /* source MAC/IPv4/ARP sender is not the port's own    */
+	BPFNET_DROP_ENCAP = 38,	       /* more VLAN tags than the parser reads                */
 	BPFNET_REASON_MAX = 48,
 };
 
@@ -120,8 +124,10 @@ struct bpfnet_config {
 	__be32 bridge_netmask; /* netmask; 0 means "no subnet known" (never matches)     */
 	__u32 bridge_ifindex;  /* ifindex of the bridge, for status and the fast path    */
 	__u32 generation;      /* bumped by the control plane on every policy change     */
+	__u8 bridge_mac[6];    /* the bridge's own MAC: frames to it need no bn_macs lookup */
+	__u16 pad;	       /* always 0                                              */
 };
-_Static_assert(sizeof(struct bpfnet_config) == 24, "bpfnet_config layout");
+_Static_assert(sizeof(struct bpfnet_config) == 32, "bpfnet_config layout");
 
 /* ------------------------------------------------------------------------ */
 /* bn_containers: container IPv4 -> where it lives. Key: __be32 address.       */
@@ -133,6 +139,20 @@ struct bpfnet_container {
 	__u16 flags;	    /* reserved, 0                                             */
 };
 _Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout");
+
+/*
+ * bn_ports: the container behind a bridge port, by the port's ifindex. Written
+ * by the control plane for every port it attached the port program to and
+ * knows the container of; a port without an entry is an unknown port
+ * (docs/verdicts.md). The port program checks every frame's source MAC, IPv4
+ * source and ARP sender against it.
+ */
+struct bpfnet_port {
+	__be32 addr; /* the container's IPv4 address                          */
+	__u8 mac[6]; /* the container's eth0 MAC                              */
+	__u16 flags; /* reserved, 0                                           */
+};
+_Static_assert(sizeof(struct bpfnet_port) == 12, "bpfnet_port layout");
 
 /* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
 struct bpfnet_mac_key {
@@ -387,6 +407,7 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_FP_TX,
 	BPFNET_MAP_ID_DROPS,
 	BPFNET_MAP_ID_DROP_RATE,
+	BPFNET_MAP_ID_PORTS,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -423,6 +444,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_DROPS);
 	case BPFNET_MAP_ID_DROP_RATE:
 		return BPFNET_XSTR(BPFNET_MAP_DROP_RATE);
+	case BPFNET_MAP_ID_PORTS:
+		return BPFNET_XSTR(BPFNET_MAP_PORTS);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

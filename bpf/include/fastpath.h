@@ -35,12 +35,6 @@ static __always_inline void fp_account(enum bpfnet_program prog, enum bpfnet_fas
 	}
 }
 
-static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
-{
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
-	       a[5] == b[5];
-}
-
 static __always_inline const struct bpfnet_fp_if *fp_if(__u32 ifindex)
 {
 	return bpf_map_lookup_elem(&BPFNET_MAP_FP_IFS, &ifindex);

@@ -38,6 +38,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_MACS SEC(".maps");
 
+/* Written by user space with the port attachments: the container behind each port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_CONTAINERS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_PORTS SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, BPFNET_MAX_CONTAINERS);

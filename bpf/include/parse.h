@@ -29,16 +29,38 @@ struct vlan_tag {
 	__be16 inner_proto;
 };
 
+#ifndef ETH_P_ARP
+#define ETH_P_ARP 0x0806
+#endif
+#define ARP_HW_ETHER 1
+
 enum parse_kind {
 	PARSE_MALFORMED = 0, /* a header the frame claims is truncated or inconsistent */
-	PARSE_OTHER,	     /* neither IPv4 nor IPv6                                   */
+	PARSE_OTHER,	     /* neither IPv4, IPv6 nor IPv4-over-Ethernet ARP           */
 	PARSE_IPV4,
 	PARSE_IPV6,
+	PARSE_ARP,   /* IPv4 over Ethernet ARP, 28 bytes: saddr is the sender   */
+	PARSE_ENCAP, /* still a VLAN tag after BPFNET_MAX_VLAN_TAGS            */
 };
+
+/* The fixed part of an IPv4-over-Ethernet ARP packet (RFC 826). */
+struct arp_ipv4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 oper;
+	__u8 sha[6];
+	__be32 spa;
+	__u8 tha[6];
+	__be32 tpa;
+} __attribute__((packed));
 
 struct parsed {
 	const __u8 *dst_mac; /* Ethernet destination, always 6 readable bytes */
-	__be32 saddr;	     /* IPv4 only from here on                        */
+	const __u8 *src_mac; /* Ethernet source, always 6 readable bytes      */
+	const __u8 *arp_sha; /* ARP sender hardware address (PARSE_ARP only)  */
+	__be32 saddr;	     /* IPv4 source or ARP sender; IPv4 only below    */
 	__be32 daddr;
 	__be16 sport; /* valid when has_ports                          */
 	__be16 dport;
@@ -48,6 +70,12 @@ struct parsed {
 	__u8 vlan_tags; /* VLAN tags in front of the IP header (0-2)     */
 	__u8 ipv4;	/* an IPv4 packet that passed the parse checks    */
 };
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
+	       a[5] == b[5];
+}
 
 struct cursor {
 	void *pos;
@@ -79,6 +107,7 @@ static __always_inline int parse_eth(const struct pkt *pkt, struct cursor *c, st
 	if ((void *)(eth + 1) > pkt->data_end)
 		return -1;
 	p->dst_mac = eth->h_dest;
+	p->src_mac = eth->h_source;
 	*proto = eth->h_proto;
 	c->pos = eth + 1;
 	c->offset = sizeof(*eth);
@@ -97,6 +126,22 @@ static __always_inline int parse_eth(const struct pkt *pkt, struct cursor *c, st
 		p->vlan_tags++;
 	}
 	return 0;
+}
+
+/* ARP of another hardware or protocol type, or a short one, is PARSE_OTHER. */
+static __always_inline enum parse_kind parse_arp(const struct pkt *pkt, struct cursor *c,
+						 struct parsed *p)
+{
+	struct arp_ipv4 *arp = c->pos;
+
+	if ((void *)(arp + 1) > pkt->data_end)
+		return PARSE_OTHER;
+	if (arp->htype != bpf_htons(ARP_HW_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) ||
+	    arp->hlen != 6 || arp->plen != 4)
+		return PARSE_OTHER;
+	p->arp_sha = arp->sha;
+	p->saddr = arp->spa;
+	return PARSE_ARP;
 }
 
 static __always_inline enum parse_kind parse_ipv4(const struct pkt *pkt, struct cursor *c,
@@ -150,6 +195,12 @@ static __always_inline enum parse_kind parse_frame(const struct pkt *pkt, struct
 
 	if (parse_eth(pkt, &c, p, &proto) < 0)
 		return PARSE_MALFORMED;
+	/* A deeper stack is one the receiving stack may peel (VID 0) to an IP
+	 * packet that was never judged. */
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return PARSE_ENCAP;
+	if (proto == bpf_htons(ETH_P_ARP))
+		return parse_arp(pkt, &c, p);
 	if (proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4(pkt, &c, p);
 	if (proto == bpf_htons(ETH_P_IPV6)) {

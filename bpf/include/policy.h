@@ -65,9 +65,46 @@ static __always_inline const struct bpfnet_config *config_or_empty(void)
 	return cfg ? cfg : &empty_config;
 }
 
-/* The verdict for a parsed IPv4/IPv6 packet (docs/verdicts.md, "Port program"). */
+/*
+ * Is a unicast destination MAC a container's? Frames to the bridge's own MAC
+ * (everything a container sends to the host or the outside) skip the lookup.
+ */
+static __always_inline int is_container_mac(const struct bpfnet_config *cfg, const __u8 *dst_mac)
+{
+	struct bpfnet_mac_key mac = {};
+
+	if ((dst_mac[0] & 1) || mac_equal(dst_mac, cfg->bridge_mac))
+		return 0;
+	__builtin_memcpy(mac.mac, dst_mac, sizeof(mac.mac));
+	return bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac) != NULL;
+}
+
+/*
+ * Does the frame come from the container its port belongs to? Every frame's
+ * source MAC; an IPv4 packet's source; an ARP packet's sender MAC and sender
+ * address (0.0.0.0 for an RFC 5227 probe). Returns 0 or DROP_SPOOFED.
+ */
 static __always_inline enum bpfnet_reason
-port_policy_parsed(const struct bpfnet_config *cfg, enum parse_kind kind, const struct parsed *p)
+port_identity(const struct bpfnet_port *port, enum parse_kind kind, const struct parsed *p)
+{
+	if (!mac_equal(p->src_mac, port->mac))
+		return BPFNET_DROP_SPOOFED;
+	if (kind == PARSE_IPV4 && p->saddr != port->addr)
+		return BPFNET_DROP_SPOOFED;
+	if (kind == PARSE_ARP &&
+	    ((p->saddr != port->addr && p->saddr != 0) || !mac_equal(p->arp_sha, port->mac)))
+		return BPFNET_DROP_SPOOFED;
+	return BPFNET_REASON_NONE;
+}
+
+/*
+ * The verdict for a parsed IPv4/IPv6 packet (docs/verdicts.md, "Port
+ * program"); `known`: the port has a bn_ports entry (and the frame passed its
+ * identity check).
+ */
+static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet_config *cfg,
+							     enum parse_kind kind,
+							     const struct parsed *p, int known)
 {
 	if (kind == PARSE_IPV6) {
 		/* Containers on the default bridge have no known IPv6 addresses;
@@ -79,16 +116,25 @@ port_policy_parsed(const struct bpfnet_config *cfg, enum parse_kind kind, const 
 		__builtin_memcpy(mac.mac, p->dst_mac, sizeof(mac.mac));
 		if (!bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac))
 			return BPFNET_PASS_IPV6;
-		return (cfg->flags & BPFNET_CFG_ICC) ? BPFNET_PASS_ICC : BPFNET_DROP_ICC;
+		if (cfg->flags & BPFNET_CFG_ICC)
+			return BPFNET_PASS_ICC;
+		return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
 	}
 
-	if (p->daddr == cfg->bridge_addr)
-		return BPFNET_PASS_HOST;
-	if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
-	    !is_container_outside_subnet(cfg, p->daddr))
-		return BPFNET_PASS_OUTSIDE;
+	/* A frame to a container's MAC goes to that container, whatever its IP
+	 * header says (a poisoned neighbour entry): judged between containers. */
+	if (!is_container_mac(cfg, p->dst_mac)) {
+		if (p->daddr == cfg->bridge_addr)
+			return BPFNET_PASS_HOST;
+		if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
+		    !is_container_outside_subnet(cfg, p->daddr))
+			return BPFNET_PASS_OUTSIDE;
+	}
 	if (cfg->flags & BPFNET_CFG_ICC)
 		return BPFNET_PASS_ICC;
+	/* No container known on this port: no link can be its own. */
+	if (!known)
+		return BPFNET_DROP_UNKNOWN_PORT;
 
 	if (p->nonfirst_fragment) {
 		/* No ports here: admit fragments only between a linked pair. */
@@ -108,22 +154,33 @@ port_policy_parsed(const struct bpfnet_config *cfg, enum parse_kind kind, const 
 }
 
 /*
- * Rows 1-7: every packet a container sends, seen on its bridge port. `p`
- * (zeroed by the caller) receives the parsed headers and `cfg` the policy,
- * for the fast path that follows an allowed verdict.
+ * Rows 1-7: every packet a container sends, seen on its bridge port
+ * `ifindex`. `p` (zeroed by the caller) receives the parsed headers and `cfg`
+ * the policy, for the fast path that follows an allowed verdict.
  */
 static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt, struct parsed *p,
-						      const struct bpfnet_config **cfg)
+						      const struct bpfnet_config **cfg,
+						      __u32 ifindex)
 {
+	const struct bpfnet_port *port;
+	enum bpfnet_reason reason;
 	enum parse_kind kind;
 
 	*cfg = config_or_empty();
 	kind = parse_frame(pkt, p);
 	if (kind == PARSE_MALFORMED)
 		return BPFNET_DROP_MALFORMED;
-	if (kind == PARSE_OTHER)
+	if (kind == PARSE_ENCAP)
+		return BPFNET_DROP_ENCAP;
+	port = bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
+	if (port) {
+		reason = port_identity(port, kind, p);
+		if (reason != BPFNET_REASON_NONE)
+			return reason;
+	}
+	if (kind == PARSE_OTHER || kind == PARSE_ARP)
 		return BPFNET_PASS_NON_IP;
-	return port_policy_parsed(*cfg, kind, p);
+	return port_policy_parsed(*cfg, kind, p, port != NULL);
 }
 
 static __always_inline int source_allowed(__u32 ifindex, __be32 saddr)

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The guard: two small nftables tables the eBPF backend keeps next to its
+// programs, for what no program can see (docs/security.md, "The guard").
+//
+// - `bridge bpfnet_guard`: a bridge port with no port program (a container
+//   started since the last apply, before `bpfnet run` attached to it, or ever
+//   with a plain `load`) reaches no policed port: under icc=false its frames
+//   towards a port that has the program are dropped in the bridge's forward
+//   hook. The kernel here has no bridge-name match (nft_meta_bridge), so the
+//   set of policed ports is what scopes the rule to the bridge.
+// - `ip bpfnet_guard`: the forward policy for packets routed towards the
+//   bridge from an interface without the ext program (one the policy does not
+//   list, or one that appeared since), and for packets routed from the bridge
+//   back into it, as Docker's FORWARD rules hold them on every interface.
+//
+// Traffic the programs deliver on their fast paths never reaches either hook.
+
+/// Renders both guard tables as one `nft -f` transaction.
+public struct GuardRuleset: Sendable, Equatable {
+    /// The name of both tables (families `bridge` and `ip`).
+    public static let tableName = "bpfnet_guard"
+
+    public var bridge: String
+    /// The bridge's own MAC: what tells a packet routed back into the bridge
+    /// from a bridged one that br_netfilter (loaded by dockerd) hands to the
+    /// same hook. `.zero` when unknown: routed packets are then not held.
+    public var bridgeMAC: MACAddress
+    public var icc: Bool
+    public var forwardAccept: Bool
+    /// Bridge ports the port program is attached to.
+    public var policedPorts: [UInt32]
+    /// Interfaces the ext program is attached to: it judged their packets.
+    public var extInterfaces: [UInt32]
+
+    public init(
+        bridge: String, bridgeMAC: MACAddress, icc: Bool, forwardAccept: Bool, policedPorts: [UInt32],
+        extInterfaces: [UInt32]
+    ) {
+        self.bridge = bridge
+        self.bridgeMAC = bridgeMAC
+        self.icc = icc
+        self.forwardAccept = forwardAccept
+        self.policedPorts = policedPorts.sorted()
+        self.extInterfaces = extInterfaces.sorted()
+    }
+
+    public var comment: String {
+        "owned by bpfnet: guard for the bridge \(bridge) next to its eBPF programs; do not edit, run bpfnet unload"
+    }
+
+    /// Both tables. Each leading `table` + `delete table` pair makes the
+    /// transaction replace the table atomically, and work when it is absent.
+    public func render() -> String {
+        let bridge = "\"\(bridge)\""
+        // From the bridge back into it: bridged frames (br_netfilter) are the
+        // port program's and the bridge table's; routed ones (to the bridge's
+        // own MAC) between containers are held under icc=false, as Docker does.
+        let fromBridge =
+            icc || bridgeMAC == .zero
+            ? "        iifname \(bridge) accept"
+            : """
+                    iifname \(bridge) ether daddr != \(bridgeMAC) accept
+                    iifname \(bridge) ct status dnat accept
+                    iifname \(bridge) counter drop comment "routed between containers, icc off"
+            """
+        return Self.renderDelete()
+            + """
+            table bridge \(Self.tableName) {
+                comment "\(comment)"
+                set policed {
+                    type iface_index
+            \(Self.elements(policedPorts))
+                }
+                chain forward {
+                    type filter hook forward priority -200; policy accept;
+            \(icc ? "" : "        oif @policed iif != @policed counter drop comment \"from a port without the port program\"")
+                }
+            }
+            table ip \(Self.tableName) {
+                comment "\(comment)"
+                set ext {
+                    type iface_index
+            \(Self.elements(extInterfaces))
+                }
+                chain forward {
+                    type filter hook forward priority filter - 1; policy accept;
+                    oifname != \(bridge) accept
+                    ct state established,related accept
+            \(fromBridge)
+                    iif @ext accept
+                    ct status dnat accept
+                    \(forwardAccept ? "accept" : "counter drop comment \"forward policy, from an interface without the ext program\"")
+                }
+            }
+
+            """
+    }
+
+    /// Removes both tables (and succeeds when they are absent).
+    public static func renderDelete() -> String {
+        """
+        table bridge \(tableName)
+        delete table bridge \(tableName)
+        table ip \(tableName)
+        delete table ip \(tableName)
+
+        """
+    }
+
+    private static func elements(_ items: [UInt32]) -> String {
+        items.isEmpty ? "" : "        elements = { \(items.map(String.init).joined(separator: ", ")) }"
+    }
+}
