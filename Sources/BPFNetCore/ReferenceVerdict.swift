@@ -298,15 +298,16 @@ public struct ReferenceDataplane: Sendable {
         case .ipv4(let packet):
             let s = packet.source
             let d = packet.destination
-            // 1. A container's MAC: between containers, whatever the IP header says.
+            // 1.-3. The bridge's own address, or not inside the bridge: the host
+            // or the outside, unless the frame goes to a container's MAC
+            // (then it is between containers, whatever the IP header says).
             let destinationMAC = ethernet.destination
             let toContainerMAC =
                 !destinationMAC.isMulticast && destinationMAC != config.bridgeMAC && state.macs[destinationMAC] != nil
-            if !toContainerMAC {
-                // 2. The bridge's own address.
-                if d == config.bridgeAddress { return .pass(.host) }
-                // 3. Inside the bridge?
-                if !isInsideBridge(d) { return .pass(.outside) }
+            if d == config.bridgeAddress {
+                if !toContainerMAC { return .pass(.host) }
+            } else if !isInsideBridge(d) {
+                if !toContainerMAC { return .pass(.outside) }
             }
             // 4. icc on.
             if icc { return .pass(.iccAllowed) }

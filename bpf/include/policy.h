@@ -121,13 +121,16 @@ static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet
 		return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
 	}
 
-	/* A frame to a container's MAC goes to that container, whatever its IP
-	 * header says (a poisoned neighbour entry): judged between containers. */
-	if (!is_container_mac(cfg, p->dst_mac)) {
-		if (p->daddr == cfg->bridge_addr)
+	/* To the host or the outside by its IP header, unless the frame goes to
+	 * a container's MAC (a poisoned neighbour entry): then it is judged
+	 * between containers. Traffic between containers by IP needs no MAC
+	 * lookup, it is judged so anyway. */
+	if (p->daddr == cfg->bridge_addr) {
+		if (!is_container_mac(cfg, p->dst_mac))
 			return BPFNET_PASS_HOST;
-		if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
-		    !is_container_outside_subnet(cfg, p->daddr))
+	} else if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
+		   !is_container_outside_subnet(cfg, p->daddr)) {
+		if (!is_container_mac(cfg, p->dst_mac))
 			return BPFNET_PASS_OUTSIDE;
 	}
 	if (cfg->flags & BPFNET_CFG_ICC)
