@@ -47,9 +47,12 @@ public final class AgentLock: @unchecked Sendable {
                 message: "cannot create \(files.directory) for the agent's lock: \(error) — "
                     + "run as root, or set BPFNET_RUN_DIR to a writable directory")
         }
-        let fd = open(files.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // O_NOFOLLOW: a symlink planted at the lock's path must not make root
+        // create or truncate the file it points to.
+        let fd = open(files.lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else {
-            throw AgentLockError(message: "cannot open \(files.lockPath): \(String(cString: strerror(errno)))")
+            let reason = errno == ELOOP ? "it is a symbolic link; remove it" : String(cString: strerror(errno))
+            throw AgentLockError(message: "cannot open \(files.lockPath): \(reason)")
         }
         // `bpfnet status` probes the lock with a shared flock for an instant: retry briefly.
         var attempts = 0

@@ -98,10 +98,16 @@ public struct AgentFiles: Sendable, Hashable {
     /// Refuses to unload `backend` while a `bpfnet run` agent keeps this pin
     /// path's dataplane in step with Docker: it would put back what unload removes.
     public func refuseUnloadWhileAgentRuns(_ backend: String) throws {
+        try refuseWhileAgentRuns(then: "unload", prefix: "\(backend): ")
+    }
+
+    /// Refuses `action` (`load`, `unload`) on this pin path while an agent
+    /// runs there: the agent would overwrite what the action writes.
+    public func refuseWhileAgentRuns(then action: String, prefix: String = "") throws {
         if let pid = runningAgentPID() {
             throw DataplaneError.busy(
-                "\(backend): `bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
-                    + "with Docker; stop it first (kill -TERM \(pid)), then unload")
+                "\(prefix)`bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
+                    + "with Docker; stop it first (kill -TERM \(pid)), then \(action)")
         }
     }
 

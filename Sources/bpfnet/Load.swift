@@ -4,6 +4,7 @@ import ArgumentParser
 import BPFNetCore
 import BPFNetDataplane
 import Foundation
+import SystemPackage
 
 struct Load: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,6 +23,8 @@ struct Load: ParsableCommand {
     func run() throws {
         let policy = try policyOptions.overrides.apply(to: PolicyFile.load(contentsOf: config))
         try requireRoot("load")
+        // The agent would overwrite the policy this writes at its next event.
+        try AgentFiles(pinPath: FilePath(dataplaneOptions.pinPath)).refuseWhileAgentRuns(then: "load")
         let dataplane = try dataplaneOptions.makeDataplane()
         try dataplane.apply(policy)
         let status = try dataplane.status()

@@ -154,6 +154,18 @@ final class AgentFilesTests: XCTestCase {
         XCTAssertEqual(AgentFiles.fnv1a(""), "cbf29ce484222325")
     }
 
+    func testLockDoesNotFollowASymlink() throws {
+        let directory = try temporaryDirectory()
+        let files = AgentFiles(pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: directory)
+        let victim = directory + "/victim"
+        XCTAssertTrue(FileManager.default.createFile(atPath: victim, contents: Data("keep\n".utf8)))
+        XCTAssertEqual(symlink(victim, files.lockPath), 0)
+        XCTAssertThrowsError(try AgentLock.acquire(files, dockerHost: "unix:///var/run/docker.sock")) { error in
+            XCTAssertTrue((error as! AgentLockError).message.contains("symbolic link"), "\(error)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "keep\n", "the link's target was written")
+    }
+
     func testLockRefusesASecondAgentAndNamesTheFirst() throws {
         let files = AgentFiles(
             pinPath: FilePath("/sys/fs/bpf/test-\(UUID().uuidString)"), directory: try temporaryDirectory())
@@ -171,8 +183,13 @@ final class AgentFilesTests: XCTestCase {
             XCTAssertTrue(lockError.message.contains("another --pin-path"), lockError.message)
             XCTAssertEqual(lockError.dataplaneError, .busy(lockError.message))
         }
+        // `load` and `unload` refuse while it runs.
+        XCTAssertThrowsError(try files.refuseWhileAgentRuns(then: "load")) { error in
+            XCTAssertTrue("\(error)".contains("stop it first (kill -TERM \(getpid())), then load"), "\(error)")
+        }
         first.release()
         XCTAssertNil(files.runningAgentPID())
+        XCTAssertNoThrow(try files.refuseWhileAgentRuns(then: "load"))
         let again = try AgentLock.acquire(files, dockerHost: "unix:///var/run/docker.sock")
         again.release()
     }
