@@ -13,28 +13,52 @@ import Logging
 import Glibc
 #endif
 
+/// The pipe's write end for the C handler (-1 while no `AgentSignals` is
+/// installed). One instance at a time, as one process has one disposition
+/// per signal.
+nonisolated(unsafe) private var signalPipeWriteEnd: Int32 = -1
+
 /// SIGTERM and SIGINT end the agent (once: a second one exits at once);
-/// SIGHUP asks for a full resync with Docker. Handled on dispatch sources, so
-/// the handlers may log and start tasks (a plain signal handler may not).
+/// SIGHUP asks for a full resync with Docker.
+///
+/// A real handler writes the signal's number into a pipe (write(2) is
+/// async-signal-safe) and a dispatch source reads it there, so the callbacks
+/// may log and start tasks. Not a dispatch signal source: on Linux that one
+/// reads a signalfd, which only sees a signal every thread blocks, and a
+/// signal ignored by the main thread is discarded before anybody sees it
+/// (it made `SIGHUP` arrive or not depending on which thread had asked first).
 public final class AgentSignals: @unchecked Sendable {
-    private var sources: [DispatchSourceSignal] = []
+    private static let handled = [SIGHUP, SIGTERM, SIGINT]
+    private var source: DispatchSourceRead?
+    private var pipeEnds: (read: Int32, write: Int32) = (-1, -1)
     private let lock = NSLock()
     private var received = false
 
     public init(logger: Logger, onStop: @escaping @Sendable () -> Void, onHangup: @escaping @Sendable () -> Void) {
-        signal(SIGHUP, SIG_IGN)
-        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hangup.setEventHandler {
-            logger.notice("SIGHUP: resynchronising with Docker")
-            onHangup()
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
+            logger.error("cannot create the signal pipe: \(String(cString: strerror(errno))); signals end the process")
+            return
         }
-        hangup.resume()
-        sources.append(hangup)
-        for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            let name = number == SIGTERM ? "SIGTERM" : "SIGINT"
-            source.setEventHandler { [self] in
+        for end in ends {
+            // Never block in the handler; never leak into children.
+            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        }
+        pipeEnds = (ends[0], ends[1])
+        signalPipeWriteEnd = ends[1]
+        let readEnd = ends[0]
+        let source = DispatchSource.makeReadSource(fileDescriptor: readEnd, queue: .global())
+        source.setEventHandler { [self] in
+            var numbers = [UInt8](repeating: 0, count: 16)
+            let count = read(readEnd, &numbers, numbers.count)
+            for number in numbers.prefix(max(count, 0)).map(Int32.init) {
+                if number == SIGHUP {
+                    logger.notice("SIGHUP: resynchronising with Docker")
+                    onHangup()
+                    continue
+                }
+                let name = number == SIGTERM ? "SIGTERM" : "SIGINT"
                 let first = lock.withLock { () -> Bool in
                     defer { received = true }
                     return !received
@@ -47,15 +71,27 @@ public final class AgentSignals: @unchecked Sendable {
                     exit(1)
                 }
             }
-            source.resume()
-            sources.append(source)
         }
+        source.resume()
+        self.source = source
+        let handler: @convention(c) (Int32) -> Void = { number in
+            var byte = UInt8(truncatingIfNeeded: number)
+            _ = write(signalPipeWriteEnd, &byte, 1)
+        }
+        for number in Self.handled { signal(number, handler) }
     }
 
     /// Stops handling the signals (they stay ignored).
     public func stop() {
-        for source in sources { source.cancel() }
-        sources = []
+        for number in Self.handled { signal(number, SIG_IGN) }
+        signalPipeWriteEnd = -1
+        source?.cancel()
+        source = nil
+        if pipeEnds.read >= 0 {
+            close(pipeEnds.read)
+            close(pipeEnds.write)
+            pipeEnds = (-1, -1)
+        }
     }
 }
 
