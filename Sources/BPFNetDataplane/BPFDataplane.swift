@@ -3,8 +3,9 @@
 // The eBPF backend: loads bpf/port.bpf.c and bpf/ext.bpf.c through libbpf,
 // keeps the pinned maps in step with the policy (only the difference is
 // written, additions before deletions), attaches the port program to every
-// container's bridge port and the ext program to every external interface,
-// and owns bpfnet's NAT table. Everything it puts into the kernel outlives the
+// port of the bridge (known container or not) and the ext program to every
+// external interface, and owns bpfnet's NAT table and the guard tables
+// (GuardRuleset.swift, docs/security.md). Everything it puts into the kernel outlives the
 // process: the maps are pinned, the attachments are netlink-owned, and the
 // attachment list itself lives in a pinned map so `unload` can undo a crashed
 // `load`.
