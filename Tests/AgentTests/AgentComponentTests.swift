@@ -457,7 +457,18 @@ final class AgentProcessTests: XCTestCase {
             signals.stop()
             signal(SIGHUP, SIG_DFL)
         }
-        kill(getpid(), SIGHUP)
+        // Thread-directed, from a thread that unblocks it: a process-directed
+        // kill() could be taken by another reader of SIGHUP in this process
+        // instead (NetLab's safety net reads it through a signalfd once a
+        // namespace test has run, and then ends the whole test process).
+        let sender = Thread {
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, SIGHUP)
+            pthread_sigmask(SIG_UNBLOCK, &set, nil)
+            raise(SIGHUP)
+        }
+        sender.start()
         try await eventually("the hangup handler ran") { hangups.count == 1 }
     }
 }
