@@ -139,17 +139,22 @@ public struct PortRecord: Hashable, Sendable {
         self.flags = flags
     }
 
+    /// `BPFNET_PORT_KNOWN` is the encoding's business (an array slot that
+    /// was never written reads as zeros): `flags` never holds it.
     public init(_ c: bpfnet_port) {
         address = IPv4Address(networkOrder: c.addr)
         mac = MACAddress(c.mac.0, c.mac.1, c.mac.2, c.mac.3, c.mac.4, c.mac.5)
-        flags = c.flags
+        flags = c.flags & ~UInt16(BPFNET_PORT_KNOWN)
     }
+
+    /// Whether a slot read from `bn_ports` holds an entry.
+    public static func isKnown(_ c: bpfnet_port) -> Bool { c.flags & UInt16(BPFNET_PORT_KNOWN) != 0 }
 
     public var cValue: bpfnet_port {
         var c = bpfnet_port()
         c.addr = address.networkOrder
         c.mac = mac.bytes
-        c.flags = flags
+        c.flags = flags | UInt16(BPFNET_PORT_KNOWN)
         return c
     }
 }

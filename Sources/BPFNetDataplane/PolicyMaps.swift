@@ -11,8 +11,15 @@ import Foundation
 import SystemPackage
 
 /// The policy maps pinned under one directory.
+///
+/// `MapKind.ports` is two maps in the kernel: the ARRAY `bn_ports` for
+/// ifindexes below `BPFNET_PORT_SLOTS` (its lookup is inlined, which keeps
+/// the port program's sender check cheap) and the HASH `bn_ports_high` for
+/// the rest. Here, as for the reconciler, they are one map: an entry goes to
+/// the one its ifindex belongs to; deleting an array entry zeroes its slot.
 public struct PolicyMaps: MapWriter, MapReader {
     private let maps: [MapKind: BPFRawMap]
+    private let portsHigh: BPFRawMap
 
     /// Opens every policy map pinned under `pinPath`.
     public init(pinnedAt pinPath: FilePath) throws {
@@ -28,23 +35,36 @@ public struct PolicyMaps: MapWriter, MapReader {
             maps[kind] = map
         }
         self.maps = maps
+        portsHigh = try BPFRawMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH)))
+    }
+
+    /// The kernel map that holds port `ifindex`'s entry.
+    private func portMap(_ ifindex: UInt32) -> BPFRawMap {
+        ifindex < BPFNET_PORT_SLOTS ? maps[.ports]! : portsHigh
     }
 
     /// The map's capacity (max_entries).
     public func capacity(of kind: MapKind) -> UInt32 { maps[kind]!.handle.maxEntries }
 
     public mutating func upsert(_ entry: MapEntry) throws {
+        let map = if case .port(let ifindex, _) = entry { portMap(ifindex) } else { maps[entry.kind]! }
         do {
-            try maps[entry.kind]!.update(entry.keyBytes, entry.valueBytes)
+            try map.update(entry.keyBytes, entry.valueBytes)
         } catch let error as BPFError where error.isNoSpace {
             throw DataplaneError.noSpace(
-                "bpf: map \(entry.kind.mapName) is full (\(capacity(of: entry.kind)) entries) while adding \(entry) "
+                "bpf: map \(entry.kind.mapName) is full (\(map.handle.maxEntries) entries) while adding \(entry) "
                     + "— the policy is larger than the dataplane was built for")
         }
     }
 
     public mutating func delete(_ key: MapKey) throws {
-        try maps[key.kind]!.delete(key.bytes)
+        if case .port(let ifindex) = key, ifindex < BPFNET_PORT_SLOTS {
+            // An array slot cannot go; all zeros (no BPFNET_PORT_KNOWN) is "no entry".
+            try maps[.ports]!.update(key.bytes, [UInt8](repeating: 0, count: MapKind.ports.valueSize))
+            return
+        }
+        let map = if case .port(let ifindex) = key { portMap(ifindex) } else { maps[key.kind]! }
+        try map.delete(key.bytes)
     }
 
     public func entries(of kind: MapKind) throws -> [(key: [UInt8], value: [UInt8])] {
@@ -53,6 +73,10 @@ public struct PolicyMaps: MapWriter, MapReader {
             // An ARRAY always has its slot; read just key 0.
             let key = MapKey.config.bytes
             return try map.lookup(key).map { [(key, $0)] } ?? []
+        }
+        if kind == .ports {
+            let known = try map.entries { PortRecord.isKnown($0.loadUnaligned(as: bpfnet_port.self)) }
+            return try known + portsHigh.entries()
         }
         return try map.entries()
     }
@@ -65,7 +89,7 @@ enum MapCapacity {
             (.containers, state.containers.count, Int(BPFNET_MAX_CONTAINERS)),
             (.macs, state.macs.count, Int(BPFNET_MAX_CONTAINERS)),
             (.names, state.names.count, Int(BPFNET_MAX_CONTAINERS)),
-            (.ports, state.ports.count, Int(BPFNET_MAX_CONTAINERS)),
+            (.ports, state.ports.keys.count { $0 >= BPFNET_PORT_SLOTS }, Int(BPFNET_MAX_CONTAINERS)),
             (.links, state.links.count, Int(BPFNET_MAX_LINK_RULES)),
             (.published, state.published.count, Int(BPFNET_MAX_PUBLISHED)),
             (.extInterfaces, state.extInterfaces.count, Int(BPFNET_MAX_EXT_IFS)),

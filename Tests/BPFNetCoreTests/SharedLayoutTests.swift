@@ -73,6 +73,7 @@ final class SharedLayoutTests: XCTestCase {
             ])
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_COUNTERS), "bn_counters")
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_ATTACH), "bn_attach")
+        XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH), "bn_ports_high")
         for kind in MapKind.allCases { XCTAssertLessThanOrEqual(kind.mapName.utf8.count, 15) }
     }
 

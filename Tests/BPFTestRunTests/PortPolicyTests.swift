@@ -5,7 +5,9 @@
 // off and both forward policies (which the port program must ignore), each
 // configuration written through the reconciler between cases.
 
+import BPF
 import BPFNetCore
+import BPFNetShared
 import BPFNetTestSupport
 import XCTest
 
@@ -178,6 +180,36 @@ final class PortPolicyTests: TestRunTestCase {
             expectPort(
                 tcp(app, endpoint(IPv4Address(10, 88, 0, 77)), 40000, 80), .drop(.icc),
                 "unused subnet address, \(label)")
+        }
+    }
+
+    // MARK: The sender's port, low and high ifindexes
+
+    /// Ports below `BPFNET_PORT_SLOTS` live in the ARRAY `bn_ports`, the rest
+    /// in the HASH `bn_ports_high`: the program must find both, and the
+    /// control plane write, read back and delete both alike.
+    func testPortsAreFoundBelowAndAboveTheArraysSlots() throws {
+        try apply(icc: false, forward: .drop)
+        let highIndex = UInt32(BPFNET_PORT_SLOTS) + 4242
+        try rig.namespace.ip("link", "add", "loport", "type", "veth", "peer", "name", "loportp")
+        try rig.namespace.ip(
+            "link", "add", "hiport", "index", "\(highIndex)", "type", "veth", "peer", "name", "hiportp")
+        let lowIndex = try rig.namespace.run { try NetworkInterface.index(named: "loport") }
+        XCTAssertLessThan(lowIndex, UInt32(BPFNET_PORT_SLOTS))
+        let appPort = PortRecord(address: Fixture.app.ip, mac: Fixture.app.mac)
+        let linked = tcp(app, db, 40000, 5432)
+        for ingress in [lowIndex, highIndex] {
+            let label = "ifindex \(ingress)"
+            XCTAssertEqual(try rig.portXDPReason(linked, ingress: ingress), .unknownPort, "no entry yet, \(label)")
+            try rig.setPort(ingress, appPort)
+            XCTAssertEqual(try rig.portEntries()[ingress], appPort, "read back, \(label)")
+            XCTAssertEqual(try rig.portXDPReason(linked, ingress: ingress), .link, label)
+            XCTAssertEqual(
+                try rig.portXDPReason(tcp(db, web, 40000, 80), ingress: ingress), .spoofed,
+                "db's frame on app's port, \(label)")
+            try rig.setPort(ingress, nil)
+            XCTAssertNil(try rig.portEntries()[ingress], "deleted, \(label)")
+            XCTAssertEqual(try rig.portXDPReason(linked, ingress: ingress), .unknownPort, "deleted, \(label)")
         }
     }
 

@@ -399,6 +399,40 @@ final class TestRunRig: @unchecked Sendable {
         }
     }
 
+    /// The port entries as the control plane reads them back (both kernel
+    /// maps, `bn_ports` and `bn_ports_high`).
+    func portEntries() throws -> [UInt32: PortRecord] {
+        try MapState(reading: loaded.maps).ports
+    }
+
+    /// Writes or removes (nil) the port entry of `ifindex` through the control plane's writer.
+    func setPort(_ ifindex: UInt32, _ record: PortRecord?) throws {
+        var writer = loaded.maps
+        if let record {
+            try writer.upsert(.port(ifindex: ifindex, record))
+        } else {
+            try writer.delete(.port(ifindex))
+        }
+    }
+
+    /// Runs `frame` through the port program's XDP hook as if it entered on
+    /// `ingress` (an interface of the private namespace), and returns its reason.
+    func portXDPReason(_ frame: [UInt8], ingress: UInt32) throws -> Reason? {
+        let before = try counters()
+        _ = try namespace.run {
+            var md = xdp_md()
+            md.data_end = UInt32(frame.count)
+            md.ingress_ifindex = ingress
+            return try frame.withUnsafeBytes { data in
+                try withUnsafeBytes(of: md) { try programs!.portXDP.testRun(data: data, context: $0).returnValue }
+            }
+        }
+        let after = try counters()
+        let base = Int(ProgramKind.portXDP.rawValue) * Reason.slotsPerProgram
+        let counted = (0..<Reason.slotsPerProgram).filter { after[base + $0].packets != before[base + $0].packets }
+        return counted.count == 1 ? Reason(rawValue: UInt32(counted[0])) : nil
+    }
+
     /// Runs `body` on one thread inside the private namespace (for loops of test runs).
     func inNamespace<R>(_ body: () throws -> R) throws -> R {
         try namespace.run(body)

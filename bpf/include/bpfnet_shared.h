@@ -41,13 +41,16 @@
 #define BPFNET_MAP_FP_TX       bn_fp_tx	      /* DEVMAP_HASH, unpinned: ifindex -> ifindex */
 #define BPFNET_MAP_DROPS       bn_drops	      /* RINGBUF: struct bpfnet_drop_event (sampled) */
 #define BPFNET_MAP_DROP_RATE   bn_drop_rate   /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
-#define BPFNET_MAP_PORTS       bn_ports	      /* HASH: __u32 ifindex -> bpfnet_port        */
+#define BPFNET_MAP_PORTS       bn_ports	     /* ARRAY: ifindex < BPFNET_PORT_SLOTS -> bpfnet_port */
+#define BPFNET_MAP_PORTS_HIGH  bn_ports_high /* HASH: __u32 ifindex (the rest) -> bpfnet_port */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
 
 /* Default capacities (the control plane may raise them before load). */
 #define BPFNET_MAX_CONTAINERS 16384
+/* bn_ports slots: ports with a lower ifindex take the inlined array lookup. */
+#define BPFNET_PORT_SLOTS     65536
 #define BPFNET_MAX_LINK_RULES 262144
 #define BPFNET_MAX_PUBLISHED  16384
 #define BPFNET_MAX_EXT_IFS    64
@@ -141,7 +144,9 @@ struct bpfnet_container {
 _Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout");
 
 /*
- * bn_ports: the container behind a bridge port, by the port's ifindex. Written
+ * bn_ports (ifindex < BPFNET_PORT_SLOTS: an ARRAY, whose lookup the verifier
+ * inlines) and bn_ports_high (the rest: a HASH; ifindexes only grow while
+ * containers come and go): the container behind a bridge port. Written
  * by the control plane for every port it attached the port program to and
  * knows the container of; a port without an entry is an unknown port
  * (docs/verdicts.md). The port program checks every frame's source MAC, IPv4
@@ -150,8 +155,12 @@ _Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout")
 struct bpfnet_port {
 	__be32 addr; /* the container's IPv4 address                          */
 	__u8 mac[6]; /* the container's eth0 MAC                              */
-	__u16 flags; /* reserved, 0                                           */
+	__u16 flags; /* BPFNET_PORT_KNOWN on every entry the control plane wrote */
 };
+
+/* Set on every bn_ports/bn_ports_high entry: an ARRAY slot always exists, so
+ * a zeroed slot (flags 0) is how "no entry" reads there. */
+#define BPFNET_PORT_KNOWN 0x1
 _Static_assert(sizeof(struct bpfnet_port) == 12, "bpfnet_port layout");
 
 /* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
@@ -408,6 +417,7 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_DROPS,
 	BPFNET_MAP_ID_DROP_RATE,
 	BPFNET_MAP_ID_PORTS,
+	BPFNET_MAP_ID_PORTS_HIGH,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -446,6 +456,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_DROP_RATE);
 	case BPFNET_MAP_ID_PORTS:
 		return BPFNET_XSTR(BPFNET_MAP_PORTS);
+	case BPFNET_MAP_ID_PORTS_HIGH:
+		return BPFNET_XSTR(BPFNET_MAP_PORTS_HIGH);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

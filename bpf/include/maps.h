@@ -38,14 +38,35 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_MACS SEC(".maps");
 
-/* Written by user space with the port attachments: the container behind each port. */
+/* Written by user space with the port attachments: the container behind each
+ * port, by ifindex; low ifindexes in an array (inlined lookup), the rest in a hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFNET_PORT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_port);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_PORTS SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, BPFNET_MAX_CONTAINERS);
 	__type(key, __u32);
 	__type(value, struct bpfnet_port);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} BPFNET_MAP_PORTS SEC(".maps");
+} BPFNET_MAP_PORTS_HIGH SEC(".maps");
+
+/* The container behind port `ifindex`, or NULL for an unknown port. */
+static __always_inline const struct bpfnet_port *port_lookup(__u32 ifindex)
+{
+	const struct bpfnet_port *port;
+
+	if (ifindex < BPFNET_PORT_SLOTS) {
+		port = bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
+		return port && (port->flags & BPFNET_PORT_KNOWN) ? port : NULL;
+	}
+	return bpf_map_lookup_elem(&BPFNET_MAP_PORTS_HIGH, &ifindex);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -73,7 +73,7 @@ static __always_inline int is_container_mac(const struct bpfnet_config *cfg, con
 {
 	struct bpfnet_mac_key mac = {};
 
-	if ((dst_mac[0] & 1) || mac_equal(dst_mac, cfg->bridge_mac))
+	if ((dst_mac[0] & 1) || mac_equal_fast(dst_mac, cfg->bridge_mac))
 		return 0;
 	__builtin_memcpy(mac.mac, dst_mac, sizeof(mac.mac));
 	return bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac) != NULL;
@@ -87,12 +87,12 @@ static __always_inline int is_container_mac(const struct bpfnet_config *cfg, con
 static __always_inline enum bpfnet_reason
 port_identity(const struct bpfnet_port *port, enum parse_kind kind, const struct parsed *p)
 {
-	if (!mac_equal(p->src_mac, port->mac))
+	if (!mac_equal_fast(p->src_mac, port->mac))
 		return BPFNET_DROP_SPOOFED;
 	if (kind == PARSE_IPV4 && p->saddr != port->addr)
 		return BPFNET_DROP_SPOOFED;
 	if (kind == PARSE_ARP &&
-	    ((p->saddr != port->addr && p->saddr != 0) || !mac_equal(p->arp_sha, port->mac)))
+	    ((p->saddr != port->addr && p->saddr != 0) || !mac_equal_fast(p->arp_sha, port->mac)))
 		return BPFNET_DROP_SPOOFED;
 	return BPFNET_REASON_NONE;
 }
@@ -175,7 +175,7 @@ static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt, str
 		return BPFNET_DROP_MALFORMED;
 	if (kind == PARSE_ENCAP)
 		return BPFNET_DROP_ENCAP;
-	port = bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
+	port = port_lookup(ifindex);
 	if (port) {
 		reason = port_identity(port, kind, p);
 		if (reason != BPFNET_REASON_NONE)
