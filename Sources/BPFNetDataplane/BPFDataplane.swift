@@ -64,6 +64,7 @@ public final class BPFDataplane: Dataplane {
 
         let dataplane = try loadedDataplane()
         let current = try MapState(reading: dataplane.maps)
+        try MapCapacity.check(desired, replacing: current)
         let changes = current.changes(to: desired)
         do {
             var writer = dataplane.maps

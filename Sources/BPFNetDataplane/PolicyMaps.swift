@@ -84,24 +84,45 @@ public struct PolicyMaps: MapWriter, MapReader {
 
 /// Refuses a policy that would not fit into the maps, before anything is written.
 enum MapCapacity {
-    static func check(_ state: MapState) throws {
-        let needs: [(MapKind, Int, Int)] = [
-            (.containers, state.containers.count, Int(BPFNET_MAX_CONTAINERS)),
-            (.macs, state.macs.count, Int(BPFNET_MAX_CONTAINERS)),
-            (.names, state.names.count, Int(BPFNET_MAX_CONTAINERS)),
-            (.ports, state.ports.keys.count { $0 >= BPFNET_PORT_SLOTS }, Int(BPFNET_MAX_CONTAINERS)),
-            (.links, state.links.count, Int(BPFNET_MAX_LINK_RULES)),
-            (.published, state.published.count, Int(BPFNET_MAX_PUBLISHED)),
-            (.extInterfaces, state.extInterfaces.count, Int(BPFNET_MAX_EXT_IFS)),
-            (.allowSources, state.allowSources.count, Int(BPFNET_MAX_ALLOW_SRC)),
-        ]
-        let overflows = needs.filter { $0.1 > $0.2 }.map { kind, needed, capacity in
-            "\(kind.mapName) needs \(needed) entries but holds \(capacity)"
-        }
+    /// The reconciler writes a map's new entries before it deletes its old
+    /// ones (a packet must never meet a policy stricter than both), so at its
+    /// peak a map holds every key of `current` and of `desired`: that union
+    /// must fit, not only `desired`.
+    static func check(_ desired: MapState, replacing current: MapState = .empty) throws {
+        let overflows = self.overflows(holding: current.entries + desired.entries)
         guard overflows.isEmpty else {
+            let fitsAlone = self.overflows(holding: desired.entries).isEmpty
             throw DataplaneError.badInput(
                 "the policy does not fit into the dataplane's maps: " + overflows.joined(separator: "; ")
-                    + " — reduce the policy (links × exposed ports, allowed sources) or raise the BPFNET_MAX_* sizes")
+                    + (fitsAlone
+                        ? " while the current policy's entries are still there (the reconciler adds before it "
+                            + "deletes, so old and new must fit together) — apply a smaller step first, or unload and load"
+                        : " — reduce the policy (links × exposed ports, allowed sources) or raise the BPFNET_MAX_* sizes")
+                    + "; the current rules stay in force")
+        }
+    }
+
+    /// "MAP needs N entries but holds C" for each map `entries` (counted by distinct key) would overflow.
+    private static func overflows(holding entries: [MapEntry]) -> [String] {
+        var keys: [MapKind: Set<MapKey>] = [:]
+        for entry in entries { keys[entry.kind, default: []].insert(entry.key) }
+        // bn_ports' array has a slot for every low ifindex; only the rest take room.
+        let ports = keys[.ports, default: []].count {
+            if case .port(let ifindex) = $0 { ifindex >= BPFNET_PORT_SLOTS } else { false }
+        }
+        let needs: [(MapKind, Int, Int)] = [
+            (.containers, keys[.containers]?.count ?? 0, Int(BPFNET_MAX_CONTAINERS)),
+            (.macs, keys[.macs]?.count ?? 0, Int(BPFNET_MAX_CONTAINERS)),
+            (.names, keys[.names]?.count ?? 0, Int(BPFNET_MAX_CONTAINERS)),
+            (.ports, ports, Int(BPFNET_MAX_CONTAINERS)),
+            (.links, keys[.links]?.count ?? 0, Int(BPFNET_MAX_LINK_RULES)),
+            (.published, keys[.published]?.count ?? 0, Int(BPFNET_MAX_PUBLISHED)),
+            (.extInterfaces, keys[.extInterfaces]?.count ?? 0, Int(BPFNET_MAX_EXT_IFS)),
+            (.allowSources, keys[.allowSources]?.count ?? 0, Int(BPFNET_MAX_ALLOW_SRC)),
+        ]
+        return needs.filter { $0.1 > $0.2 }.map { kind, needed, capacity in
+            let name = kind == .ports ? MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH) : kind.mapName
+            return "\(name) needs \(needed) entries but holds \(capacity)"
         }
     }
 }

@@ -333,3 +333,42 @@ final class FastPathRecordTests: XCTestCase {
         XCTAssertTrue(FastPathInterfaces.isArranged(FastPathInterfaceRecord(mac: mac), as: .external, now: uplink))
     }
 }
+
+final class MapCapacityTests: XCTestCase {
+    private func interfaces(_ range: Range<UInt32>) -> MapState {
+        var state = MapState.empty
+        for ifindex in range { state.extInterfaces[ifindex] = ExtInterfaceRecord() }
+        return state
+    }
+
+    /// The reconciler adds before it deletes: the old entries and the new
+    /// ones must fit at once, or the apply would fail half-way with the map full.
+    func testOldAndNewEntriesMustFitTogether() throws {
+        let capacity = UInt32(BPFNET_MAX_EXT_IFS)
+        let old = interfaces(100..<(100 + capacity))
+        let new = interfaces(1000..<(1000 + capacity))
+        XCTAssertNoThrow(try MapCapacity.check(new), "the new policy fits on its own")
+        XCTAssertNoThrow(try MapCapacity.check(new, replacing: new), "the same keys count once")
+        XCTAssertThrowsError(try MapCapacity.check(new, replacing: old)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("bn_ext_ifs needs \(2 * capacity) entries but holds \(capacity)"), text)
+            XCTAssertTrue(text.contains("old and new must fit together"), text)
+            XCTAssertTrue(text.contains("the current rules stay in force"), text)
+        }
+        XCTAssertThrowsError(try MapCapacity.check(interfaces(0..<(capacity + 1)))) { error in
+            XCTAssertTrue("\(error)".contains("reduce the policy"), "\(error)")
+        }
+    }
+
+    /// Ports below the array's slots take no room; the rest count against bn_ports_high.
+    func testOnlyHighPortsCount() throws {
+        var state = MapState.empty
+        let record = PortRecord(address: IPv4Address(10, 0, 0, 2), mac: MACAddress(2, 0, 0, 0, 0, 2))
+        for ifindex in 1..<UInt32(BPFNET_MAX_CONTAINERS + 10) { state.ports[ifindex] = record }
+        XCTAssertNoThrow(try MapCapacity.check(state))
+        for offset in 0...UInt32(BPFNET_MAX_CONTAINERS) { state.ports[UInt32(BPFNET_PORT_SLOTS) + offset] = record }
+        XCTAssertThrowsError(try MapCapacity.check(state)) { error in
+            XCTAssertTrue("\(error)".contains("bn_ports_high needs"), "\(error)")
+        }
+    }
+}
