@@ -87,6 +87,25 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         }
     }
 
+    /// A port of the bridge as the eBPF backend sees it.
+    public struct BridgePort: Codable, Hashable, Sendable {
+        public var name: String
+        public var ifindex: UInt32
+        /// The container `bn_ports` names for the port; nil for an unknown port.
+        public var container: String?
+        /// "tc" or "xdp" while the port program is attached; nil when the
+        /// port has no program (it should not: the guard holds it until the
+        /// next apply attaches one).
+        public var hook: String?
+
+        public init(name: String, ifindex: UInt32, container: String?, hook: String?) {
+            self.name = name
+            self.ifindex = ifindex
+            self.container = container
+            self.hook = hook
+        }
+    }
+
     /// "bpf", "nftables", "iptables", "memory".
     public var backend: String
     /// The bridge's name ("docker0").
@@ -185,6 +204,9 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
             self.lastError = lastError
         }
     }
+    /// eBPF backend: every port of the bridge, sorted by name, with its
+    /// container and whether the port program is on it; nil for the others.
+    public var bridgePorts: [BridgePort]?
     /// Backend name → why `--backend auto` did not use it ("bpf":
     /// "BPF_PROG_LOAD: Operation not permitted"); nil when auto was not asked
     /// or picked the first choice.

@@ -216,7 +216,24 @@ public final class BPFDataplane: Dataplane {
             status.setFastPathCounters(slots: try fastPath.read())
         }
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
+        status.bridgePorts = try Self.bridgePorts(state: state, pinPath: pinPath)
         return status
+    }
+
+    /// Every port of the bridge now, with its container and the hook its
+    /// program is attached on: an attachment counts when bn_attach records
+    /// it and the kernel holds that very program there.
+    static func bridgePorts(state: MapState, pinPath: FilePath) throws -> [DataplaneStatus.BridgePort] {
+        let interfaces = try InterfaceSnapshot.take()
+        let records = try AttachmentRecords(pinnedAt: pinPath).all()
+        return interfaces.ports(ofBridge: state.config.bridgeIfindex).map { ifindex, name in
+            let hook = [(BPFNET_PROG_PORT_TC, "tc"), (BPFNET_PROG_PORT_XDP, "xdp")].first { program, _ in
+                let key = AttachmentKey(ifindex: ifindex, program: program)
+                return records[key].map { Attacher.attachedID(key) == $0.programID } ?? false
+            }?.1
+            let container = state.ports[ifindex].map { state.names[$0.address] ?? $0.address.description }
+            return DataplaneStatus.BridgePort(name: name, ifindex: ifindex, container: container, hook: hook)
+        }.sorted { $0.name < $1.name }
     }
 
     /// Whether a dataplane is pinned at `pinPath`.

@@ -70,6 +70,24 @@ enum StatusPrinter {
         for container in status.containers {
             line("  \(pad(container.name, 16)) \(pad(container.ip, 16)) \(container.mac)  \(container.port)")
         }
+        if let ports = status.bridgePorts {
+            let unknown = ports.count { $0.container == nil }
+            let bare = ports.filter { $0.hook == nil }
+            line()
+            line(
+                "bridge ports (\(ports.count): \(ports.count - unknown) known, \(unknown) unknown, "
+                    + "\(bare.count) without the port program)")
+            for port in ports {
+                line(
+                    "  \(pad(port.name, 16)) \(pad(port.hook ?? "NONE", 4)) "
+                        + (port.container ?? "unknown container (unknown-port: host and outside only under icc=false)"))
+            }
+            if !bare.isEmpty {
+                line(
+                    "  ! \(bare.map(\.name).joined(separator: ", ")): no program yet; the guard holds them until `bpfnet load`"
+                )
+            }
+        }
         line()
         line("links (\(status.links.count))")
         for link in status.links {

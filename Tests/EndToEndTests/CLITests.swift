@@ -197,6 +197,45 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `status` lists every port of the bridge with its container and the
+    /// hook its program is on. A port added by hand after `load` shows without
+    /// the program (the guard holds it) until the next `load` attaches to it
+    /// as an unknown port.
+    func testStatusListsEveryBridgePortAndThoseWithoutTheProgram() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            func ports() throws -> [String: DataplaneStatus.BridgePort] {
+                let (status, out, err) = try bpfnet(["status", "--json"] + pins, in: topology.host)
+                XCTAssertEqual(status, 0, err)
+                let list = try XCTUnwrap(JSONDecoder().decode(DataplaneStatus.self, from: Data(out.utf8)).bridgePorts)
+                return Dictionary(uniqueKeysWithValues: list.map { ($0.name, $0) })
+            }
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            let loaded = try ports()
+            XCTAssertEqual(Set(loaded.keys), ["vethweb"])
+            XCTAssertEqual(loaded["vethweb"]?.container, "web")
+            XCTAssertEqual(loaded["vethweb"]?.hook, "tc")
+
+            try topology.ip(
+                in: "host",
+                ["link add vethrogue type veth peer name rogue0", "link set vethrogue master docker0 up"])
+            let held = try ports()
+            XCTAssertEqual(Set(held.keys), ["vethweb", "vethrogue"])
+            XCTAssertNil(held["vethrogue"]?.hook, "no program before the next load")
+            XCTAssertNil(held["vethrogue"]?.container)
+            let text = try bpfnet(["status"] + pins, in: topology.host).1
+            XCTAssertTrue(text.contains("bridge ports (2: 1 known, 1 unknown, 1 without the port program)"), text)
+            XCTAssertTrue(text.contains("! vethrogue: no program yet"), text)
+
+            XCTAssertEqual(try bpfnet(["load", "--config", file] + pins, in: topology.host).0, 0)
+            let reloaded = try ports()
+            XCTAssertEqual(reloaded["vethrogue"]?.hook, "tc", "load attaches to every port")
+            XCTAssertNil(reloaded["vethrogue"]?.container, "an unknown port")
+            XCTAssertEqual(reloaded["vethweb"]?.hook, "tc")
+        }
+    }
+
     /// The interfaces of the host namespace with a clsact qdisc ("clsact DEV").
     private func clsact(_ topology: Topology) throws -> Set<String> {
         try BackendObjects.clsactQdiscs(in: topology, role: "host")

@@ -137,6 +137,7 @@ extension DataplaneStatus {
         copy.counters = [:]
         copy.programCounters = [:]
         copy.unusedBackends = nil
+        copy.bridgePorts = nil
         // Delivery (the eBPF fast path) and the agent are not policy.
         copy.fastPathEnabled = nil
         copy.fastPath = nil
