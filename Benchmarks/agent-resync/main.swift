@@ -193,6 +193,7 @@ struct BenchHost: AgentHost {
         real ? SystemAgentHost().ipv4Address(of: interface) : IPv4InterfaceAddress("172.17.0.1/16")
     }
     func dockerFirewallTraces() -> [String] { [] }
+    func bridgePortEvents() -> AsyncStream<BridgePortEvent>? { real ? SystemAgentHost().bridgePortEvents() : nil }
 }
 
 final class Reports: @unchecked Sendable {
@@ -217,6 +218,10 @@ struct Measurement: Codable {
     var churnResyncMs: Double
     /// One container started with N running: start event → rules in the maps.
     var startLatencyMs: [Double]
+    /// bpf only: a veth joined to the bridge by hand (no container, no Docker
+    /// event) → the port program attached to it, which the link monitor makes
+    /// the agent do.
+    var portAttachMs: [Double] = []
 }
 
 func median(_ values: [Double]) -> Double {
@@ -276,6 +281,23 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
         if let latency = reports.value?.lastSyncLatencyMs { latencies.append(latency) }
         try await Task.sleep(for: .milliseconds(50))
     }
+    var portAttach: [Double] = []
+    if name == "bpf" {
+        for round in 0..<options.rounds {
+            let port = "vj\(round)"
+            try ProcessRunner.runChecked(
+                Command(["ip", "link", "add", port, "type", "veth", "peer", "name", "vjp\(round)"]))
+            let index = try RouteNetlink().link(named: port)?.index ?? 0
+            try ProcessRunner.runChecked(Command(["ip", "link", "set", port, "master", "docker0", "up"]))
+            let joined = ContinuousClock.now
+            try await waitUntil(.seconds(10)) {
+                ((try? RouteNetlink().filters(index: index, hook: .ingress)) ?? []).contains { $0.kind == "bpf" }
+            }
+            let (seconds, attoseconds) = (ContinuousClock.now - joined).components
+            portAttach.append(Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
     let snapshot = await agent.snapshot()
     task.cancel()
     _ = try? await task.value
@@ -283,17 +305,23 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
     return Measurement(
         dataplane: name, containers: options.containers, links: snapshot.lastApplied?.links.count ?? 0,
         linkRules: status.links.reduce(0) { $0 + $1.ports.count * 2 },
-        coldResyncMs: cold, warmResyncMs: warm, churnResyncMs: churn, startLatencyMs: latencies)
+        coldResyncMs: cold, warmResyncMs: warm, churnResyncMs: churn, startLatencyMs: latencies,
+        portAttachMs: portAttach)
 }
 
 func describe(_ m: Measurement) -> String {
     func ms(_ value: Double) -> String { String(format: "%.1f ms", value) }
+    let portAttach =
+        m.portAttachMs.isEmpty
+        ? ""
+        : "\n  new port → program attached, median: \(ms(median(m.portAttachMs)))  ["
+            + m.portAttachMs.map { String(format: "%.1f", $0) }.joined(separator: ", ") + "]"
     return """
         dataplane \(m.dataplane): \(m.containers) containers, \(m.links) links (\(m.linkRules) port rules each way counted)
           cold resync (all new):           \(ms(m.coldResyncMs))
           warm resync (no change), median: \(ms(median(m.warmResyncMs)))  [\(m.warmResyncMs.map { String(format: "%.0f", $0) }.joined(separator: ", "))]
           resync after 10% restarted:      \(ms(m.churnResyncMs))
-          one start → rules, median:       \(ms(median(m.startLatencyMs)))  [\(m.startLatencyMs.map { String(format: "%.1f", $0) }.joined(separator: ", "))]
+          one start → rules, median:       \(ms(median(m.startLatencyMs)))  [\(m.startLatencyMs.map { String(format: "%.1f", $0) }.joined(separator: ", "))]\(portAttach)
         """
 }
 

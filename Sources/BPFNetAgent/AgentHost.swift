@@ -9,6 +9,7 @@ import BPFNetCore
 import BPFNetDataplane
 import Foundation
 import LinuxNet
+import Synchronization
 
 public protocol AgentHost: Sendable {
     /// Which of `names` are interfaces that exist right now (asked once per
@@ -20,6 +21,22 @@ public protocol AgentHost: Sendable {
     /// `--iptables=true`): its chains would police container traffic next to
     /// bpfnet. Empty when there are none (or they cannot be looked at).
     func dockerFirewallTraces() -> [String]
+    /// Interfaces joining a bridge as they do, for the agent to attach the
+    /// port program at once; nil where the host cannot tell (the agent then
+    /// attaches with its next apply, and the guard holds the port until then).
+    func bridgePortEvents() -> AsyncStream<BridgePortEvent>?
+}
+
+extension AgentHost {
+    public func bridgePortEvents() -> AsyncStream<BridgePortEvent>? { nil }
+}
+
+/// What the link monitor tells the agent.
+public enum BridgePortEvent: Hashable, Sendable {
+    /// `port` joined the bridge `bridge` (it was created as its port, or moved onto it).
+    case joined(port: String, bridge: String)
+    /// Notifications were lost: any port may have joined.
+    case lost
 }
 
 /// The host the process runs in.
@@ -55,5 +72,47 @@ public struct SystemAgentHost: AgentHost {
             traces.append("nftables has Docker's table docker-bridges")
         }
         return traces
+    }
+
+    /// RTMGRP_LINK notifications, read on a thread of their own (a blocking
+    /// read must not hold one of the cooperative pool's threads), reduced to
+    /// the moments an interface gets a master.
+    public func bridgePortEvents() -> AsyncStream<BridgePortEvent>? {
+        guard let monitor = try? LinkMonitor() else { return nil }
+        let (stream, continuation) = AsyncStream<BridgePortEvent>.makeStream(bufferingPolicy: .bufferingNewest(256))
+        let stopped = Mutex(false)
+        continuation.onTermination = { _ in stopped.withLock { $0 = true } }
+        let thread = Thread {
+            // ifindex → its master when last told: a port joins once, whatever else changes on it.
+            var masters: [Int32: Int32] = [:]
+            while !stopped.withLock({ $0 }) {
+                let events: [LinkMonitor.Event]
+                do {
+                    events = try monitor.next(timeout: .milliseconds(500))
+                } catch {
+                    Thread.sleep(forTimeInterval: 0.5)
+                    continue
+                }
+                for event in events {
+                    switch event {
+                    case .changed(let link):
+                        let previous = masters.updateValue(link.master ?? 0, forKey: link.index)
+                        guard let master = link.master, master != previous else { continue }
+                        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+                        guard if_indextoname(UInt32(bitPattern: master), &name) != nil else { continue }
+                        continuation.yield(.joined(port: link.name, bridge: String(cString: name)))
+                    case .removed(let index):
+                        masters[index] = nil
+                    case .overflow:
+                        masters = [:]
+                        continuation.yield(.lost)
+                    }
+                }
+            }
+            continuation.finish()
+        }
+        thread.name = "bpfnet-links"
+        thread.start()
+        return stream
     }
 }

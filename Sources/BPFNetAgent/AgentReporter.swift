@@ -24,6 +24,8 @@ extension DockerAgent {
         public var inspectsNotFound = 0
         public var applies = 0
         public var failedApplies = 0
+        /// Applies that attached the port program to ports that joined the bridge.
+        public var portApplies = 0
     }
 
     /// One measured start: Docker's `start` event to the container's rules in the maps.

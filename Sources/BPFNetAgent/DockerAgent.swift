@@ -18,6 +18,10 @@
 // worker takes them, ContainerTracker inspects and finds bridge ports,
 // AgentReporter counts, measures and publishes, DaemonChecks says what in the
 // daemon's settings works against bpfnet.
+//
+// Apart from the sessions, for the agent's whole life: the host's link
+// notifications. A port that joins the bridge gets the port program at once,
+// as an unknown port, before Docker's start event names its container.
 
 import BPFNetCore
 import BPFNetDataplane
@@ -26,47 +30,6 @@ import Foundation
 import Logging
 
 public actor DockerAgent {
-    public struct Configuration: Sendable {
-        /// Full resync from scratch this often (besides after every reconnect).
-        public var resyncInterval: Duration
-        /// Resyncs asked for by trouble (an undecodable event, a failed apply)
-        /// come at most this often.
-        public var requestedResyncSpacing: Duration
-        /// Reconnect backoff: starts here, doubles per failed attempt, capped.
-        public var initialBackoff: Duration
-        public var maximumBackoff: Duration
-        /// How often due resyncs are looked for.
-        public var tickInterval: Duration
-        /// Inspects (and bridge-port lookups) in flight at once.
-        public var maxConcurrentInspects: Int
-
-        public init(
-            resyncInterval: Duration = .seconds(60), requestedResyncSpacing: Duration = .seconds(5),
-            initialBackoff: Duration = .milliseconds(250), maximumBackoff: Duration = .seconds(30),
-            tickInterval: Duration = .seconds(1), maxConcurrentInspects: Int = 8
-        ) {
-            self.resyncInterval = resyncInterval
-            self.requestedResyncSpacing = requestedResyncSpacing
-            self.initialBackoff = initialBackoff
-            self.maximumBackoff = maximumBackoff
-            self.tickInterval = tickInterval
-            self.maxConcurrentInspects = max(1, maxConcurrentInspects)
-        }
-    }
-
-    /// What the agent holds, for tests and the state file.
-    public struct Snapshot: Sendable {
-        public var connected: Bool
-        public var daemon: DockerDaemonIdentity?
-        /// Container name → what the agent follows.
-        public var tracked: [String: TrackedContainer]
-        public var lastApplied: Policy?
-        public var skipped: [DockerSkippedContainer]
-        public var statistics: Statistics
-        public var startLatencies: [StartLatency]
-        public var lastError: String?
-    }
-
     // MARK: Dependencies
 
     private let docker: any DockerSource
@@ -93,6 +56,9 @@ public actor DockerAgent {
     private var lastResyncStarted: ContinuousClock.Instant?
     /// The last apply failed: the dataplane holds an older policy than the agent wants.
     private var needsApply = false
+    /// A port joined the bridge since the last apply (or link notifications
+    /// were lost): the next round attaches the port program to it.
+    private var portsJoined = false
     private var everSynced = false
     private var sessionSynced = false
     private var connected = false
@@ -135,6 +101,9 @@ public actor DockerAgent {
     /// - Throws: `AgentConfigurationError` when the settings cannot work with
     ///   the daemon before anything was applied (a later one is logged and retried).
     public func run() async throws {
+        // For the agent's whole life, connected to Docker or not.
+        let portFollower = Task { await self.followBridgePorts() }
+        defer { portFollower.cancel() }
         var failures = 0
         while !Task.isCancelled {
             reporter.statistics.sessions += 1
@@ -245,6 +214,8 @@ public actor DockerAgent {
     /// One round: a due resync, else the pending events, else a retry of a
     /// failed apply; then the status is published, once per round.
     private func work() async throws {
+        // First: a port without the program is the one gap in enforcement.
+        if portsJoined { await attachJoinedPorts() }
         if let reason = resyncDue() {
             try await fullResync(reason: reason)
             publish()
@@ -255,7 +226,51 @@ public actor DockerAgent {
             try await applyDesired(reason: "retry", starts: [:])
             publish()
         }
-        if !pending.isEmpty || resyncDue() != nil { wake?.yield() }
+        if !pending.isEmpty || resyncDue() != nil || portsJoined { wake?.yield() }
+    }
+
+    // MARK: Bridge ports
+
+    /// Gives every port that joins the bridge the port program at once, as
+    /// an unknown port until Docker's start event names its container (the
+    /// guard holds a port that has no program yet; this makes that moment
+    /// short). Bursts coalesce: one apply attaches every port that joined.
+    private func followBridgePorts() async {
+        guard let events = host.bridgePortEvents() else {
+            logger.info("no link notifications here: new bridge ports get the port program with the next apply")
+            return
+        }
+        for await event in events {
+            switch event {
+            case .joined(let port, let bridge):
+                guard bridge == (lastApplied?.bridge ?? effectiveSettings?.bridge) else { continue }
+                logger.debug("\(port) joined \(bridge): attaching the port program")
+            case .lost:
+                logger.warning("link notifications were lost: attaching to every bridge port again")
+            }
+            portsJoined = true
+            // Within a session the worker does it, between its other rounds;
+            // while Docker is away, right here.
+            if let wake { wake.yield() } else { await attachJoinedPorts() }
+        }
+    }
+
+    /// Applies the policy in force again: the dataplane attaches the port
+    /// program to every bridge port that lacks it and changes nothing else.
+    private func attachJoinedPorts() async {
+        guard portsJoined, let policy = lastApplied else { return }
+        portsJoined = false
+        let started = clock.now
+        do {
+            try await dataplane.apply(policy)
+            reporter.statistics.portApplies += 1
+            logger.debug("new bridge ports attached in \(Self.format(clock.now - started))")
+        } catch {
+            // Most often the port is gone again; the next apply attaches whatever is left.
+            logger.warning(
+                "attaching the port program to new bridge ports failed: \(error); retrying with the next apply")
+            needsApply = true
+        }
     }
 
     // MARK: Events

@@ -246,7 +246,7 @@ public final class RouteNetlink {
         }
     }
 
-    private static func parseLink(_ type: Int, _ payload: UnsafeRawBufferPointer) -> Link? {
+    static func parseLink(_ type: Int, _ payload: UnsafeRawBufferPointer) -> Link? {
         guard type == RTM_NEWLINK, payload.count >= linkHeaderSize else { return nil }
         let header = payload.loadUnaligned(as: ifinfomsg.self)
         var link = Link(index: header.ifi_index)
@@ -321,7 +321,7 @@ public final class RouteNetlink {
     }
 
     /// NLMSG_ALIGN / NLA_ALIGN (both 4).
-    private static func align(_ length: Int) -> Int {
+    static func align(_ length: Int) -> Int {
         (length + Int(NLMSG_ALIGNTO) - 1) & ~(Int(NLMSG_ALIGNTO) - 1)
     }
 }

@@ -254,6 +254,33 @@ final class AgentTests: XCTestCase {
         try await harness.stop()
     }
 
+    /// A port that joins the bridge gets the program at once: one more apply
+    /// of the policy in force (the dataplane attaches to every bridge port),
+    /// connected to Docker or not. Another bridge's ports change nothing.
+    func testAPortJoiningTheBridgeIsAttachedAtOnceEvenWhileDockerIsAway() async throws {
+        let harness = AgentHarness()
+        standardContainers(harness.docker)
+        harness.start()
+        try await eventually("initial sync") { harness.enforcedLinks.count == 1 }
+        let before = harness.dataplane.appliedPolicies
+        func portApplies() async -> Int { await harness.agent.snapshot().statistics.portApplies }
+
+        harness.host.join("vethnew")
+        try await eventually("applied for the new port") { await portApplies() == 1 }
+        XCTAssertEqual(harness.dataplane.appliedPolicies.count, before.count + 1)
+        XCTAssertEqual(harness.dataplane.appliedPolicies.last, before.last, "the same policy, applied again")
+
+        harness.host.join("vethelse", bridge: "br-other")
+        try await stays("another bridge's port") { await portApplies() == 1 }
+
+        harness.docker.goAway()
+        try await eventually("the agent notices") { !(await harness.agent.snapshot().connected) }
+        harness.host.join("vethwhileaway")
+        try await eventually("attached while Docker is away") { await portApplies() == 2 }
+        XCTAssertEqual(harness.dataplane.appliedPolicies.last, before.last)
+        try await harness.stop()
+    }
+
     func testReconnectBackoffDoublesAndIsCapped() async throws {
         let harness = AgentHarness()
         harness.docker.goAway()

@@ -291,6 +291,13 @@ final class FakeHost: AgentHost, @unchecked Sendable {
     func ipv4Address(of interface: String) -> IPv4InterfaceAddress? { IPv4InterfaceAddress("172.17.0.1/16") }
     func dockerFirewallTraces() -> [String] { lock.withLock { traces } }
 
+    /// The link monitor: what `join` sends, the agent reads.
+    let portEvents = AsyncStream<BridgePortEvent>.makeStream(bufferingPolicy: .unbounded)
+    func bridgePortEvents() -> AsyncStream<BridgePortEvent>? { portEvents.stream }
+    func join(_ port: String, bridge: String = "docker0") {
+        portEvents.continuation.yield(.joined(port: port, bridge: bridge))
+    }
+
     func setMissing(_ names: Set<String>) { lock.withLock { missing = names } }
     func setTraces(_ value: [String]) { lock.withLock { traces = value } }
 }
