@@ -252,10 +252,16 @@ public enum NetfilterName {
             ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
                 || "_.-@+=".unicodeScalars.contains($0)
         }
-        return allowed
-            ? nil
-            : "interface '\(name)' cannot be named in nftables/iptables rules by bpfnet "
+        guard allowed else {
+            return "interface '\(name)' cannot be named in nftables/iptables rules by bpfnet "
                 + "(use letters, digits and '_', '.', '-', '@', '+', '=')"
+        }
+        // iptables reads a trailing '+' as "any name with this prefix": the
+        // rule would match every such interface, not this one.
+        if name.hasSuffix("+") {
+            return "interface '\(name)' ends in '+', which iptables reads as a wildcard for every name it begins"
+        }
+        return nil
     }
 
     /// Text that can sit inside a double-quoted comment in both syntaxes.

@@ -52,7 +52,9 @@ extension Policy {
         var problems: [PolicyProblem] = []
         func add(_ path: String, _ message: String) { problems.append(PolicyProblem(path: path, message: message)) }
 
-        if let problem = InterfaceName.problem(bridge) { add("bridge", problem) }
+        // Every backend names the bridge in netfilter text (the NAT table, the
+        // eBPF backend's guard): it must be a name that needs no escaping there.
+        if let problem = NetfilterName.problem(bridge) { add("bridge", problem) }
 
         // External interfaces.
         var extByName: [String: Int] = [:]

@@ -270,6 +270,16 @@ final class FallbackRulesetTests: XCTestCase {
         XCTAssertNil(NetfilterName.problem("veth1a2b@if3"))
         XCTAssertNotNil(NetfilterName.problem("eth\"0"))
         XCTAssertNotNil(NetfilterName.problem("eth#0"))
+        XCTAssertNil(NetfilterName.problem("a+b"))
+        XCTAssertEqual(
+            NetfilterName.problem("veth+"),
+            "interface 'veth+' ends in '+', which iptables reads as a wildcard for every name it begins")
+        for bad in ["br\"0", "br'0", "br;0", "br{0}", "br$0", "br\\0", "br*"] {
+            XCTAssertNotNil(NetfilterName.problem(bad), bad)
+            XCTAssertTrue(
+                Policy(bridge: bad).problems(bridgeAddress: nil).contains { $0.path == "bridge" },
+                "the bridge is named in the NAT and guard tables of every backend: \(bad)")
+        }
         XCTAssertEqual(NetfilterName.commentText("a \"quoted\" reason", limit: 127), "a ?quoted? reason")
         XCTAssertEqual(NetfilterName.commentText(String(repeating: "x", count: 200), limit: 20).count, 20)
     }
