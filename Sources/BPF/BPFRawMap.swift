@@ -61,27 +61,22 @@ public final class BPFRawMap: Sendable {
     /// typed maps walk them and one lookup each (entries deleted in between
     /// are left out).
     public func entries() throws -> [(key: [UInt8], value: [UInt8])] {
-        try entries { _ in true }
-    }
-
-    /// The entries whose value `isWanted` accepts, judged in place before
-    /// anything is copied out: a large ARRAY of mostly empty slots reads in a
-    /// few syscalls and allocates only for the slots in use.
-    public func entries(where isWanted: (UnsafeRawBufferPointer) -> Bool) throws -> [(key: [UInt8], value: [UInt8])] {
         var result: [(key: [UInt8], value: [UInt8])] = []
         let keySize = handle.keySize
         let valueSize = handle.valueSize
-        let batched = try handle.lookupBatch(chunk: 4096) { keys, values, count in
+        let batched = try handle.lookupBatch { keys, values, count in
+            result.reserveCapacity(result.count + count)
             for index in 0..<count {
-                let value = UnsafeRawBufferPointer(start: values + index * valueSize, count: valueSize)
-                guard isWanted(value) else { continue }
                 result.append(
-                    (Array(UnsafeRawBufferPointer(start: keys + index * keySize, count: keySize)), Array(value)))
+                    (
+                        Array(UnsafeRawBufferPointer(start: keys + index * keySize, count: keySize)),
+                        Array(UnsafeRawBufferPointer(start: values + index * valueSize, count: valueSize))
+                    ))
             }
         }
         if batched { return result }
         for key in try handle.collectKeyBytes() {
-            if let value = try lookup(key), value.withUnsafeBytes(isWanted) { result.append((key, value)) }
+            if let value = try lookup(key) { result.append((key, value)) }
         }
         return result
     }

@@ -147,8 +147,15 @@ public struct PortRecord: Hashable, Sendable {
         flags = c.flags & ~UInt16(BPFNET_PORT_KNOWN)
     }
 
-    /// Whether a slot read from `bn_ports` holds an entry.
-    public static func isKnown(_ c: bpfnet_port) -> Bool { c.flags & UInt16(BPFNET_PORT_KNOWN) != 0 }
+    /// Where in a `struct bpfnet_port` the byte with `BPFNET_PORT_KNOWN` is
+    /// (the low byte of `flags`), to tell used `bn_ports` slots from empty ones.
+    public static var knownFlagByteOffset: Int {
+        #if _endian(little)
+        MemoryLayout<bpfnet_port>.offset(of: \.flags)!
+        #else
+        MemoryLayout<bpfnet_port>.offset(of: \.flags)! + 1
+        #endif
+    }
 
     public var cValue: bpfnet_port {
         var c = bpfnet_port()

@@ -20,6 +20,9 @@ import SystemPackage
 public struct PolicyMaps: MapWriter, MapReader {
     private let maps: [MapKind: BPFRawMap]
     private let portsHigh: BPFRawMap
+    /// `bn_ports`' memory: read by scanning it, as a batch lookup of its
+    /// 65,536 slots would cost ~13 ms per apply.
+    private let portSlots: BPFMappedArray
 
     /// Opens every policy map pinned under `pinPath`.
     public init(pinnedAt pinPath: FilePath) throws {
@@ -36,6 +39,7 @@ public struct PolicyMaps: MapWriter, MapReader {
         }
         self.maps = maps
         portsHigh = try BPFRawMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH)))
+        portSlots = try BPFMappedArray(maps[.ports]!.handle)
     }
 
     /// The kernel map that holds port `ifindex`'s entry.
@@ -75,8 +79,8 @@ public struct PolicyMaps: MapWriter, MapReader {
             return try map.lookup(key).map { [(key, $0)] } ?? []
         }
         if kind == .ports {
-            let known = try map.entries { PortRecord.isKnown($0.loadUnaligned(as: bpfnet_port.self)) }
-            return try known + portsHigh.entries()
+            let known = portSlots.slots(flaggedAt: PortRecord.knownFlagByteOffset, bits: UInt8(BPFNET_PORT_KNOWN))
+            return try known.map { (withUnsafeBytes(of: $0.index) { Array($0) }, $0.value) } + portsHigh.entries()
         }
         return try map.entries()
     }

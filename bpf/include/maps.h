@@ -43,6 +43,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BPFNET_PORT_SLOTS);
+	/* The control plane reads the slots through a mapping (fast to scan). */
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct bpfnet_port);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
