@@ -64,26 +64,27 @@ extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
 /*
- * The direction this packet has in its conntrack entry, or -1 without one;
+ * The direction the tuple has in its conntrack entry, or -1 without one;
  * *nat: the entry translates.
  */
-static __always_inline int conntrack_direction(struct xdp_md *xdp, const struct parsed *p, int *nat)
+static __always_inline int conntrack_lookup(struct xdp_md *xdp, __be32 saddr, __be32 daddr,
+					    __be16 sport, __be16 dport, __u8 proto, int *nat)
 {
 	struct bpf_ct_opts___local opts = {
 		.netns_id = BPF_F_CURRENT_NETNS,
-		.l4proto = p->proto,
+		.l4proto = proto,
 	};
 	struct bpf_sock_tuple tuple = {};
 	struct nf_conn *ct;
 	int dir;
 
 	*nat = 0;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return -1; /* the conntrack kfuncs only take TCP and UDP */
-	tuple.ipv4.saddr = p->saddr;
-	tuple.ipv4.daddr = p->daddr;
-	tuple.ipv4.sport = p->sport;
-	tuple.ipv4.dport = p->dport;
+	tuple.ipv4.saddr = saddr;
+	tuple.ipv4.daddr = daddr;
+	tuple.ipv4.sport = sport;
+	tuple.ipv4.dport = dport;
 
 	ct = bpf_xdp_ct_lookup(xdp, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
 	if (!ct)
@@ -94,12 +95,65 @@ static __always_inline int conntrack_direction(struct xdp_md *xdp, const struct 
 	return dir;
 }
 
+/* The direction this packet has in its conntrack entry, or -1 without one. */
+static __always_inline int conntrack_direction(struct xdp_md *xdp, const struct parsed *p, int *nat)
+{
+	return conntrack_lookup(xdp, p->saddr, p->daddr, p->sport, p->dport, p->proto, nat);
+}
+
 /* Row 10: is this packet the reply direction of a tracked connection? */
 static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct parsed *p)
 {
 	int nat;
 
 	return conntrack_direction(xdp, p, &nat) == IP_CT_DIR_REPLY;
+}
+
+/* An ICMP error (RFC 792) with the start of the datagram it is about. */
+struct icmp_error {
+	__u8 type;
+	__u8 code;
+	__be16 checksum;
+	__be32 unused; /* or the next-hop MTU of "fragmentation needed" */
+	struct iphdr inner;
+	__be16 inner_sport;
+	__be16 inner_dport;
+} __attribute__((packed));
+
+#define ICMP_DEST_UNREACH     3
+#define ICMP_TIME_EXCEEDED    11
+#define ICMP_PARAMETERPROB    12
+#define ICMP_ERROR_MAX_OFFSET 128 /* L4 offsets are at most 14 + 8 + 60 */
+
+/*
+ * Row 10 for ICMP errors: destination unreachable (fragmentation needed:
+ * path MTU discovery), time exceeded or parameter problem about a TCP/UDP
+ * datagram this side sent, on a connection it opened, sent back to that
+ * datagram's source: the reversed inner tuple is the reply direction of a
+ * tracked connection. The inner header must be a plain 20-byte one; anything
+ * the program cannot read whole is judged like any other packet.
+ */
+static __always_inline int is_related_icmp_error(struct xdp_md *xdp, const struct pkt *pkt,
+						 const struct parsed *p)
+{
+	const struct icmp_error *error;
+	__u32 offset = p->l4_offset;
+	int nat;
+
+	if (p->proto != IPPROTO_ICMP || p->nonfirst_fragment || offset > ICMP_ERROR_MAX_OFFSET)
+		return 0;
+	error = pkt->data + offset;
+	if ((void *)(error + 1) > pkt->data_end || offset + sizeof(*error) > p->ip_end)
+		return 0;
+	if (error->type != ICMP_DEST_UNREACH && error->type != ICMP_TIME_EXCEEDED &&
+	    error->type != ICMP_PARAMETERPROB)
+		return 0;
+	if (error->inner.version != 4 || error->inner.ihl != 5 ||
+	    (error->inner.protocol != IPPROTO_TCP && error->inner.protocol != IPPROTO_UDP) ||
+	    error->inner.saddr != p->daddr)
+		return 0;
+	return conntrack_lookup(xdp, error->inner.daddr, error->inner.saddr, error->inner_dport,
+				error->inner_sport, error->inner.protocol, &nat) == IP_CT_DIR_REPLY;
 }
 
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
@@ -129,6 +183,8 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 	reason = ext_provisional(cfg, p, xdp->ingress_ifindex);
 	if (reason >= BPFNET_REASON_DROP_FIRST && p->has_ports && is_conntrack_reply(xdp, p))
 		return BPFNET_PASS_REPLY;
+	if (reason >= BPFNET_REASON_DROP_FIRST && is_related_icmp_error(xdp, pkt, p))
+		return BPFNET_PASS_RELATED;
 	return reason;
 }
 

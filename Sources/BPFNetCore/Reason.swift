@@ -30,6 +30,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public static let reply = Reason(BPFNET_PASS_REPLY)
     public static let local = Reason(BPFNET_PASS_LOCAL)
     public static let fragment = Reason(BPFNET_PASS_FRAGMENT)
+    public static let related = Reason(BPFNET_PASS_RELATED)
     public static let icc = Reason(BPFNET_DROP_ICC)
     public static let source = Reason(BPFNET_DROP_SOURCE)
     public static let forward = Reason(BPFNET_DROP_FORWARD)
@@ -41,7 +42,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     /// Every reason this build knows, passes first, in numeric order.
     public static let allKnown: [Reason] = [
         .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6,
-        .published, .forwardAccept, .reply, .local, .fragment, .icc, .source, .forward, .malformed,
+        .published, .forwardAccept, .reply, .local, .fragment, .related, .icc, .source, .forward, .malformed,
         .unknownPort, .spoofed, .encap,
     ]
 
@@ -72,6 +73,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
         case .reply: "reply"
         case .local: "local"
         case .fragment: "fragment"
+        case .related: "related"
         case .icc: "icc"
         case .source: "source"
         case .forward: "forward"

@@ -61,6 +61,12 @@ public struct IPv4Summary: Hashable, Sendable {
     public var destinationPort: UInt16?
     /// Offset of the IPv4 header in the frame (14, 18 or 22).
     public var offset: Int
+    /// For an ICMP error (destination unreachable, time exceeded, parameter
+    /// problem) about a TCP/UDP datagram with a plain 20-byte header, sent
+    /// back to that datagram's source: the tuple a reply to that datagram
+    /// would have. The ext program asks conntrack whether it is a reply
+    /// (`is_related_icmp_error`).
+    public var icmpErrorReplyTuple: FlowTuple?
 
     /// TCP, UDP or SCTP with ports.
     public var hasPorts: Bool { sourcePort != nil }
@@ -243,6 +249,19 @@ public enum FrameParser {
                 summary.sourcePort = be16(l4)
                 summary.destinationPort = be16(l4 + 2)
             }
+            // 8. An ICMP error's embedded header (not a parse failure when short:
+            // the packet is then judged like any other).
+            let l4 = offset + headerLength
+            let errorEnd = l4 + 8 + 20 + 4
+            if !nonFirst, proto == IPProtocol.icmp, l4 <= 128, errorEnd <= offset + totalLength,
+                [3, 11, 12].contains(frame[l4]), frame[l4 + 8] == 0x45,
+                frame[l4 + 17] == IPProtocol.tcp || frame[l4 + 17] == IPProtocol.udp,
+                IPv4Address(be32(l4 + 20)) == summary.destination
+            {
+                summary.icmpErrorReplyTuple = FlowTuple(
+                    source: IPv4Address(be32(l4 + 24)), destination: IPv4Address(be32(l4 + 20)),
+                    sourcePort: be16(l4 + 30), destinationPort: be16(l4 + 28), proto: frame[l4 + 17])
+            }
             return .ipv4(summary)
 
         default:
@@ -407,6 +426,10 @@ public struct ReferenceDataplane: Sendable {
                 isConntrackReply(packet.tuple)
             {
                 return .pass(.reply)
+            }
+            // Row 10 for ICMP errors about this side's connections (path MTU discovery).
+            if verdict.action == .drop, let reply = packet.icmpErrorReplyTuple, isConntrackReply(reply) {
+                return .pass(.related)
             }
             return verdict
         }

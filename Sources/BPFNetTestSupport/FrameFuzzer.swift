@@ -195,8 +195,10 @@ public struct FrameFuzzer: Sendable {
         case 6:
             .sctp(
                 sourcePort: port(), destinationPort: port(), verificationTag: UInt32(truncatingIfNeeded: random.next()))
-        case 7, 8:
+        case 7:
             .icmpEcho(identifier: UInt16(truncatingIfNeeded: random.next()), sequence: 1, reply: random.chance(30))
+        case 8:
+            .icmpError(type: random.pick([3, 3, 11, 12, 5, 0]), code: UInt8(random.below(16)), mtu: 1400)
         default: .raw(proto: random.pick([0, 2, 47, 50, 58, 89, 255]))
         }
     }
@@ -245,9 +247,34 @@ public struct FrameFuzzer: Sendable {
 
     /// A well-formed IPv4 frame, sometimes with trailing padding.
     public mutating func validIPv4() -> [UInt8] {
-        var frame = PacketBuilder.ipv4Frame(ethernetHeader(), ipHeader(), transport(), payload: payload())
+        let ethernet = ethernetHeader()
+        let ip = ipHeader()
+        let l4 = transport()
+        let body: [UInt8]
+        if case .icmpError = l4 {
+            body = icmpErrorQuote(sentTo: ip.destination)
+        } else {
+            body = payload()
+        }
+        var frame = PacketBuilder.ipv4Frame(ethernet, ip, l4, payload: body)
         if random.chance(10) { frame += random.bytes(random.int(1...20)) }
         return frame
+    }
+
+    /// What an ICMP error quotes: mostly a TCP/UDP datagram that `errorDestination`
+    /// sent, sometimes anything else, sometimes cut short.
+    mutating func icmpErrorQuote(sentTo errorDestination: IPv4Address) -> [UInt8] {
+        var inner = ipHeader()
+        if random.chance(70) { inner.source = errorDestination }
+        if random.chance(80) { inner.options = [] }
+        let quoted: Transport =
+            random.chance(80)
+            ? (random.chance(50)
+                ? .udp(sourcePort: port(), destinationPort: port()) : .tcp(sourcePort: port(), destinationPort: port()))
+            : transport()
+        if case .icmpError = quoted { return payload() }
+        let quote = PacketBuilder.icmpErrorQuote(inner, quoted)
+        return random.chance(85) ? quote : Array(quote.prefix(random.int(0...quote.count)))
     }
 
     /// IPv4 with a header error: version, IHL, tot_len too small or too large.

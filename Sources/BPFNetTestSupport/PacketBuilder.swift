@@ -109,6 +109,9 @@ public enum Transport: Hashable, Sendable {
     case udp(sourcePort: UInt16, destinationPort: UInt16)
     case sctp(sourcePort: UInt16, destinationPort: UInt16, verificationTag: UInt32 = 0)
     case icmpEcho(identifier: UInt16 = 1, sequence: UInt16 = 1, reply: Bool = false)
+    /// An ICMP error (3 destination unreachable, 11 time exceeded, …); the
+    /// payload is the start of the datagram it is about (`PacketBuilder.icmpErrorQuote`).
+    case icmpError(type: UInt8, code: UInt8 = 0, mtu: UInt16 = 0)
     /// Any protocol; the payload is taken as-is.
     case raw(proto: UInt8)
 
@@ -117,7 +120,7 @@ public enum Transport: Hashable, Sendable {
         case .tcp: IPProtocol.tcp
         case .udp: IPProtocol.udp
         case .sctp: IPProtocol.sctp
-        case .icmpEcho: IPProtocol.icmp
+        case .icmpEcho, .icmpError: IPProtocol.icmp
         case .raw(let proto): proto
         }
     }
@@ -250,9 +253,27 @@ public enum PacketBuilder {
             bytes[2] = UInt8(checksum >> 8)
             bytes[3] = UInt8(checksum & 0xFF)
             return bytes
+        case .icmpError(let type, let code, let mtu):
+            var bytes: [UInt8] = [type, code, 0, 0, 0, 0]
+            bytes.append(be16: mtu)
+            bytes += payload
+            let checksum = internetChecksum(bytes)
+            bytes[2] = UInt8(checksum >> 8)
+            bytes[3] = UInt8(checksum & 0xFF)
+            return bytes
         case .raw:
             return payload
         }
+    }
+
+    /// What an ICMP error quotes of the datagram it is about: its IPv4 header
+    /// and the first 8 bytes after it (RFC 792).
+    public static func icmpErrorQuote(_ ip: IPv4Header, _ transport: Transport, payload: [UInt8] = []) -> [UInt8] {
+        var ip = ip
+        ip.proto = transport.proto
+        let packet = ipv4(
+            ip, payload: segment(transport, source: ip.source, destination: ip.destination, payload: payload))
+        return Array(packet.prefix(28))
     }
 
     /// A complete IPv4 frame. `ip.proto` is taken from `transport`.

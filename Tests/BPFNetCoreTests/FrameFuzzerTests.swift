@@ -78,7 +78,10 @@ final class FrameFuzzerTests: XCTestCase {
             [.nonIP, .host, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed, .encap, .spoofed])
         XCTAssertEqual(
             extReasons,
-            [.nonIP, .ipv6, .fragment, .published, .forwardAccept, .reply, .local, .source, .malformed, .encap])
+            [
+                .nonIP, .ipv6, .fragment, .published, .forwardAccept, .reply, .related, .local, .source, .malformed,
+                .encap,
+            ])
     }
 
     func testICCAndForwardDropAreReachedToo() {

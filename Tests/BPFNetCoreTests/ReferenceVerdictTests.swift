@@ -428,6 +428,67 @@ final class ReferenceVerdictTests: XCTestCase {
             .drop(.malformed))
     }
 
+    /// An ICMP error about a datagram a container sent on a connection it
+    /// opened passes (path MTU discovery through routers no list admits);
+    /// conntrack is asked for the reply direction of the quoted datagram.
+    func testRow10ICMPErrorsAboutThisSidesConnectionsPass() {
+        let router = Endpoint(mac: Sample.bridgeMAC, ip: IPv4Address(100, 64, 0, 1))
+        func error(
+            type: UInt8 = 3, to destination: Endpoint = web, quoting inner: IPv4Header,
+            _ transport: Transport = .udp(sourcePort: 40000, destinationPort: 53)
+        ) -> [UInt8] {
+            PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: Sample.bridgeMAC, source: router.mac),
+                IPv4Header(source: router.ip, destination: destination.ip), .icmpError(type: type, code: 4, mtu: 1400),
+                payload: PacketBuilder.icmpErrorQuote(inner, transport))
+        }
+        let sent = IPv4Header(source: web.ip, destination: Sample.outside.ip)
+        let reply = FlowTuple(
+            source: Sample.outside.ip, destination: web.ip, sourcePort: 53, destinationPort: 40000, proto: 17)
+        var asked: [FlowTuple] = []
+        XCTAssertEqual(
+            closed.extVerdict(frame: error(quoting: sent), ingressIfindex: 2) {
+                asked.append($0)
+                return $0 == reply
+            },
+            .pass(.related))
+        XCTAssertEqual(asked, [reply], "the quoted datagram's reply tuple, asked once")
+        for type in [UInt8(11), 12] {
+            XCTAssertEqual(
+                closed.extVerdict(frame: error(type: type, quoting: sent), ingressIfindex: 2) { $0 == reply },
+                .pass(.related), "type \(type)")
+        }
+        let tcpSent = error(quoting: sent, .tcp(sourcePort: 40000, destinationPort: 443))
+        XCTAssertEqual(
+            closed.extVerdict(frame: tcpSent, ingressIfindex: 2) {
+                $0
+                    == FlowTuple(
+                        source: Sample.outside.ip, destination: web.ip, sourcePort: 443, destinationPort: 40000,
+                        proto: 6)
+            }, .pass(.related))
+
+        // Not related: no such connection, the error sent elsewhere than the
+        // quoted source, a redirect or an echo, a quoted ICMP or a quoted header with options.
+        XCTAssertEqual(
+            closed.extVerdict(frame: error(quoting: sent), ingressIfindex: 2) { _ in false }, .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(frame: error(to: db, quoting: sent), ingressIfindex: 2) { _ in true }, .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(frame: error(type: 5, quoting: sent), ingressIfindex: 2) { _ in true }, .drop(.forward))
+        XCTAssertEqual(
+            closed.extVerdict(frame: error(quoting: sent, .icmpEcho()), ingressIfindex: 2) { _ in true },
+            .drop(.forward))
+        var withOptions = error(quoting: sent)
+        withOptions[14 + 20 + 8] = 0x46
+        XCTAssertEqual(closed.extVerdict(frame: withOptions, ingressIfindex: 2) { _ in true }, .drop(.forward))
+        // Cut short: judged like any other packet, not malformed.
+        let short = error(quoting: sent)
+        var truncated = Array(short.prefix(short.count - 6))  // the quoted ports cut in half
+        truncated[14 + 2] = 0
+        truncated[14 + 3] = UInt8(truncated.count - 14)
+        XCTAssertEqual(closed.extVerdict(frame: truncated, ingressIfindex: 2) { _ in true }, .drop(.forward))
+    }
+
     func testRow11LocalTraffic() {
         XCTAssertEqual(closed.extVerdict(frame: tcp(stranger, at(host), 50000, 22), ingressIfindex: 2), .pass(.local))
         XCTAssertEqual(

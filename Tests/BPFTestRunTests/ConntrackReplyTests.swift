@@ -232,6 +232,32 @@ final class ConntrackReplyTests: TestRunTestCase {
                 row9,
                 "ICMP echo reply to a tracked ping (the conntrack kfuncs take TCP and UDP only), \(label)",
                 conntrack: conntrack)
+
+            // ICMP errors about a datagram the container sent on a flow it opened
+            // (path MTU discovery from a router no list admits): related, they pass.
+            func icmpError(type: UInt8, quotingSourcePort sourcePort: UInt16, to destination: IPv4Address = container)
+                -> [UInt8]
+            {
+                PacketBuilder.ipv4Frame(
+                    EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC),
+                    IPv4Header(source: refused.ip, destination: destination),
+                    .icmpError(type: type, code: type == 3 ? 4 : 0, mtu: type == 3 ? 1400 : 0),
+                    payload: PacketBuilder.icmpErrorQuote(
+                        IPv4Header(source: container, destination: outside),
+                        .udp(sourcePort: sourcePort, destinationPort: 7000)))
+            }
+            expectExt(
+                [ext0], icmpError(type: 3, quotingSourcePort: 40003), .pass(.related),
+                "fragmentation needed about the container's tracked UDP flow, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], icmpError(type: 11, quotingSourcePort: 40003), .pass(.related),
+                "time exceeded about the same flow, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], icmpError(type: 3, quotingSourcePort: 40009), row9,
+                "an ICMP error about a flow conntrack does not know, \(label)", conntrack: conntrack)
+            expectExt(
+                [ext0], icmpError(type: 3, quotingSourcePort: 40003, to: IPv4Address(10, 88, 0, 3)), row9,
+                "an ICMP error sent to another container than the quoted source, \(label)", conntrack: conntrack)
         }
     }
 }

@@ -91,6 +91,7 @@ enum bpfnet_reason {
 	BPFNET_PASS_REPLY = 11,	       /* row 10: reply to a connection opened from inside    */
 	BPFNET_PASS_LOCAL = 12,	       /* row 11: towards the host, not a published port      */
 	BPFNET_PASS_FRAGMENT = 13,     /* ext: non-first fragment, judged by its first one    */
+	BPFNET_PASS_RELATED = 14,      /* row 10: ICMP error about a connection opened inside */
 	BPFNET_DROP_ICC = 32,	       /* row 6: container -> container not allowed           */
 	BPFNET_DROP_SOURCE = 33,       /* row 8/9: source not in the interface's allow-list   */
 	BPFNET_DROP_FORWARD = 34,      /* row 9: direct to a container, forward policy drop   */

@@ -67,8 +67,10 @@ struct parsed {
 	__u8 proto;
 	__u8 has_ports; /* TCP/UDP/SCTP and not a non-first fragment     */
 	__u8 nonfirst_fragment;
-	__u8 vlan_tags; /* VLAN tags in front of the IP header (0-2)     */
-	__u8 ipv4;	/* an IPv4 packet that passed the parse checks    */
+	__u8 vlan_tags;	 /* VLAN tags in front of the IP header (0-2)     */
+	__u8 ipv4;	 /* an IPv4 packet that passed the parse checks    */
+	__u16 l4_offset; /* IPv4: frame offset of the L4 header          */
+	__u16 ip_end;	 /* IPv4: frame offset where tot_len ends        */
 };
 
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
@@ -177,6 +179,8 @@ static __always_inline enum parse_kind parse_ipv4(const struct pkt *pkt, struct 
 		return PARSE_MALFORMED;
 
 	p->ipv4 = 1;
+	p->l4_offset = c->offset + hdr_len;
+	p->ip_end = c->offset + tot_len;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
