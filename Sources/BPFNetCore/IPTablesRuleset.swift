@@ -123,6 +123,12 @@ public struct IPTablesRuleset: Sendable {
             p.icc
                 ? "-i \(bridge) -o \(bridge) \(own(.iccAllowed)) -j ACCEPT"
                 : "-i \(bridge) -o \(bridge) \(own(.icc)) -j DROP")
+        // Docker's FORWARD policy DROP, for every interface the policy does
+        // not list (listed ones were judged by their BPFNET-EXT chain): what is
+        // routed to the bridge and no rule above accepted follows the forward policy.
+        if !p.forwardAccept {
+            forwardRules.append("-o \(bridge) ! -i \(bridge) \(own(.forward)) -j DROP")
+        }
         for (index, rule) in forwardRules.enumerated() {
             add("-I FORWARD \(index + 1) \(rule)")
         }
@@ -138,11 +144,15 @@ public struct IPTablesRuleset: Sendable {
         if !p.icc {
             for rule in linkRules { add("-A \(Self.dockerChain) \(rule) -j ACCEPT") }
         }
+        // Only what was DNATed to it (Docker's rule matches the container's
+        // address and port alone, so any interface could route straight at
+        // them past the forward policy).
         for entry in p.published {
             let proto = entry.proto.rawValue
             add(
                 "-A \(Self.dockerChain) -d \(entry.target.containerAddress)/32 ! -i \(bridge) -o \(bridge) -p \(proto) "
-                    + "-m \(proto) --dport \(entry.target.containerPort) \(own()) -j ACCEPT")
+                    + "-m \(proto) --dport \(entry.target.containerPort) -m conntrack --ctstate DNAT \(own()) -j ACCEPT"
+            )
         }
 
         // Rows 8-10, per external interface.

@@ -97,8 +97,10 @@ final class AttackLab {
     static func holds(_ attack: Attack, on backend: String) -> Bool {
         switch backend {
         case "bpf": true
-        case "nftables": [.stackedVLANs, .ipv6].contains(attack)
-        case "iptables": [.unknownPort, .poisonedNeighbour].contains(attack)
+        case "nftables": true
+        // No sender checks (no rule sees ARP, a source MAC or the port a packet
+        // came in on), frames with VLAN tags and IPv6 pass br_netfilter unjudged.
+        case "iptables": [.unknownPort, .poisonedNeighbour, .unlistedInterface].contains(attack)
         default: false
         }
     }
