@@ -108,15 +108,26 @@ final class AttackLab {
     /// The backends an attack runs on: those that hold it, or every backend
     /// with BPFNET_ATTACK_ALL_BACKENDS=1 (to see which pairs fail).
     static func backends(holding attack: Attack) -> [String] {
-        if ProcessInfo.processInfo.environment["BPFNET_ATTACK_ALL_BACKENDS"] == "1" { return allBackends }
-        return allBackends.filter { holds(attack, on: $0) }
+        allBackends.filter { runsEverywhere || holds(attack, on: $0) }
     }
+
+    /// BPFNET_ATTACK_ALL_BACKENDS=1: every attack on every backend.
+    static var runsEverywhere: Bool { ProcessInfo.processInfo.environment["BPFNET_ATTACK_ALL_BACKENDS"] == "1" }
 
     let demo: DemoLab
     let bridgeMAC: String
     private let script: String
     private var loaded: String?
     private var serial = 0
+    /// Every datagram gets a source port of its own, so that no conntrack
+    /// entry an earlier shot (or backend: br_netfilter tracks bridged flows)
+    /// left behind can make it part of an established flow.
+    private var sourcePort = 40000
+
+    private func nextSourcePort() -> Int {
+        sourcePort = sourcePort == 60000 ? 40001 : sourcePort + 1
+        return sourcePort
+    }
 
     init() throws {
         demo = try DemoLab()
@@ -174,7 +185,7 @@ final class AttackLab {
         return Frame(
             kind: "udp4", dstMAC: destinationMAC ?? container.map { mac($0.name) } ?? bridgeMAC,
             srcMAC: sourceMAC ?? senderMAC(sender), vlans: vlans.isEmpty ? nil : vlans, src: "\(source)",
-            dst: "\(destination)", sport: 40000, dport: port)
+            dst: "\(destination)", sport: nextSourcePort(), dport: port)
     }
 
     func udp6(from sender: Sender, source: String, to destination: String, port: Int = 9999, destinationMAC: String)
@@ -182,7 +193,7 @@ final class AttackLab {
     {
         Frame(
             kind: "udp6", dstMAC: destinationMAC, srcMAC: senderMAC(sender), src: source, dst: destination,
-            sport: 40000, dport: port)
+            sport: nextSourcePort(), dport: port)
     }
 
     private func senderMAC(_ sender: Sender) -> String {

@@ -66,12 +66,27 @@ final class AttackTests: XCTestCase {
                             "rogue → web 53/udp (a port web exposes)", from: .rogue, to: "web",
                             frame: lab.udp(from: .rogue, source: rogue, to: web, port: 53), arrives: false),
                         Shot(
+                            "rogue → web 9999/udp through the bridge's MAC (routed)", from: .rogue, to: "web",
+                            frame: lab.udp(
+                                from: .rogue, source: rogue, to: web, port: 9999, destinationMAC: lab.bridgeMAC),
+                            arrives: false),
+                        // Control for the routed path: along the link it arrives with the
+                        // fallbacks (and Docker). The eBPF backend's guard drops everything
+                        // routed from the bridge back into it between containers under icc=false
+                        // (docs/security.md, guarantee 6), so there it must not arrive.
+                        Shot(
+                            "client → web 53/udp through the bridge's MAC (control: routed along the link)",
+                            from: .container("client"), to: "web",
+                            frame: lab.udp(
+                                from: .container("client"), source: client, to: web, port: 53,
+                                destinationMAC: lab.bridgeMAC), arrives: backend != "bpf"),
+                        Shot(
                             "rogue → host 9999/udp (control)", from: .rogue, to: AttackLab.hostListener,
                             frame: lab.udp(
                                 from: .rogue, source: rogue, to: Scenario.bridgeAddress.address, port: 9999,
                                 destinationMAC: lab.bridgeMAC), arrives: true),
                     ]
-                        + (AttackLab.holds(.unknownPortForgingALink, on: backend)
+                        + (AttackLab.runsEverywhere || AttackLab.holds(.unknownPortForgingALink, on: backend)
                             ? [
                                 Shot(
                                     "rogue with client's address → web 53/udp (client's link)", from: .rogue,
