@@ -37,6 +37,8 @@ public struct IPTablesRuleset: Sendable {
     /// eBPF and nftables backends are stateless between containers).
     public static let establishedCounter = "established"
 
+    /// Who sent what comes from the bridge (the port program's sender checks and unknown ports).
+    public static let senderChain = "BPFNET-SENDER"
     public static func extChain(_ interface: String) -> String { "BPFNET-EXT-" + interface }
     public static func publishedChain(_ interface: String) -> String { "BPFNET-PUB-" + interface }
     public static func sourceChain(_ interface: String) -> String { "BPFNET-SRC-" + interface }
@@ -97,7 +99,8 @@ public struct IPTablesRuleset: Sendable {
             [Self.extChain(ext.name), Self.publishedChain(ext.name)]
                 + (ext.hasAllowList ? [Self.sourceChain(ext.name)] : [])
         }
-        let wanted = [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain] + extChains
+        let wanted =
+            [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain, Self.senderChain] + extChains
         let createUserChain = !filter.hasChain(Self.userChain)
         add("*filter")
         // Declaring a user chain under --noflush creates it or flushes it.
@@ -110,6 +113,7 @@ public struct IPTablesRuleset: Sendable {
 
         var forward = [
             "-j \(Self.userChain)",
+            "-i \(bridge) -j \(Self.senderChain)",
             "-j \(Self.isolation1)",
         ]
         forward += p.extInterfaces.map { "-i \($0.name) -j \(Self.extChain($0.name))" }
@@ -132,6 +136,21 @@ public struct IPTablesRuleset: Sendable {
         for (index, rule) in forwardRules.enumerated() {
             add("-I FORWARD \(index + 1) \(rule)")
         }
+
+        // BPFNET-SENDER: a known port's packets carry its container's address
+        // and MAC; an unknown port (icc off) reaches no container. physdev
+        // needs br_netfilter, which the backend turns on only with icc off:
+        // with icc on these rules match nothing.
+        for container in p.containers {
+            let port = "-m physdev --physdev-in \(container.port)"
+            add("-A \(Self.senderChain) \(port) ! -s \(container.ip)/32 \(own(.spoofed)) -j DROP")
+            add("-A \(Self.senderChain) \(port) -m mac ! --mac-source \(container.mac) \(own(.spoofed)) -j DROP")
+            add("-A \(Self.senderChain) \(port) \(own()) -j RETURN")
+        }
+        if !p.icc {
+            add("-A \(Self.senderChain) -o \(bridge) -m physdev --physdev-is-in \(own(.unknownPort)) -j DROP")
+        }
+        add("-A \(Self.senderChain) \(own()) -j RETURN")
 
         add("-A \(Self.isolation1) -i \(bridge) ! -o \(bridge) \(own()) -j \(Self.isolation2)")
         add("-A \(Self.isolation1) \(own()) -j RETURN")

@@ -196,6 +196,32 @@ final class FallbackRulesetTests: XCTestCase {
         XCTAssertFalse(accept.contains("hook forward"), accept)
     }
 
+    /// The sender checks with physdev (br_netfilter, icc off): a known
+    /// port's packets carry its container's address and MAC, an unknown
+    /// port reaches no container.
+    func testIPTablesChecksWhoSentWhatComesFromTheBridge() throws {
+        let closed = try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)
+        let text = IPTablesRuleset(policy: closed).render()
+        XCTAssertTrue(text.contains("-I FORWARD 2 -m comment --comment bpfnet -i docker0 -j BPFNET-SENDER"), text)
+        for container in closed.containers {
+            let port = "-A BPFNET-SENDER -m physdev --physdev-in \(container.port)"
+            XCTAssertTrue(
+                text.contains("\(port) ! -s \(container.ip)/32 -m comment --comment bpfnet:spoofed -j DROP"), text)
+            XCTAssertTrue(
+                text.contains(
+                    "\(port) -m mac ! --mac-source \(container.mac) -m comment --comment bpfnet:spoofed -j DROP"),
+                text)
+            XCTAssertTrue(text.contains("\(port) -m comment --comment bpfnet -j RETURN"), text)
+        }
+        XCTAssertTrue(
+            text.contains(
+                "-A BPFNET-SENDER -o docker0 -m physdev --physdev-is-in -m comment --comment bpfnet:unknown-port -j DROP"
+                    + "\n-A BPFNET-SENDER -m comment --comment bpfnet -j RETURN"), text)
+        let open = IPTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy))
+            .render()
+        XCTAssertFalse(open.contains("unknown-port"), "icc on: unknown ports pass:\n\(open)")
+    }
+
     func testIPTablesDropsWhatAnUnlistedInterfaceRoutesToTheBridge() throws {
         let drop = IPTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy))
             .render()

@@ -98,9 +98,8 @@ final class AttackLab {
         switch backend {
         case "bpf": true
         case "nftables": true
-        // No sender checks (no rule sees ARP, a source MAC or the port a packet
-        // came in on), frames with VLAN tags and IPv6 pass br_netfilter unjudged.
-        case "iptables": [.unknownPort, .poisonedNeighbour, .unlistedInterface].contains(attack)
+        // No rule sees ARP; frames with VLAN tags and IPv6 pass br_netfilter unjudged.
+        case "iptables": ![.arpSpoofing, .stackedVLANs, .ipv6].contains(attack)
         default: false
         }
     }

@@ -251,7 +251,8 @@ final class AttackTests: XCTestCase {
                         "outside2 → web 9999/udp", from: .outside2, to: "web",
                         frame: Frame.socketUDP(to: web, port: 9999), arrives: false),
                     Shot(
-                        "outside2 → web 53/udp (exposed, not published)", from: .outside2, to: "web",
+                        "outside2 → web 53/udp (where host 5353/udp is published to), not DNATed", from: .outside2,
+                        to: "web",
                         frame: Frame.socketUDP(to: web, port: 53), arrives: false),
                     Shot(
                         "outside2 → host 5353/udp, published as web 53/udp (control)", from: .outside2, to: "web",
