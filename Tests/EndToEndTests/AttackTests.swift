@@ -44,9 +44,11 @@ final class AttackTests: XCTestCase {
     // MARK: 1. unknown port
 
     /// A veth somebody adds to docker0 by hand after the load (no container
-    /// the policy names) sends to a container: held by the guard until the
-    /// next load, then by the port program (`unknown-port`), even with a
-    /// linked container's source address. Control: it reaches the host.
+    /// the policy names) sends to a container, bridged and routed through
+    /// the bridge's MAC, also with a linked container's source address. On
+    /// the eBPF backend the guard holds it until the next load, then the
+    /// port program (`unknown-port`); the fallbacks' rules hold every port
+    /// from the start. Control: it reaches the host.
     func testAPortAddedByHandReachesNoContainer() throws {
         let lab = try lab()
         for backend in AttackLab.backends(holding: .unknownPort) {
