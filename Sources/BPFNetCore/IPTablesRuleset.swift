@@ -37,6 +37,8 @@ public struct IPTablesRuleset: Sendable {
     /// eBPF and nftables backends are stateless between containers).
     public static let establishedCounter = "established"
 
+    /// Who sent what comes from the bridge (the port program's sender checks and unknown ports).
+    public static let senderChain = "BPFNET-SENDER"
     public static func extChain(_ interface: String) -> String { "BPFNET-EXT-" + interface }
     public static func publishedChain(_ interface: String) -> String { "BPFNET-PUB-" + interface }
     public static func sourceChain(_ interface: String) -> String { "BPFNET-SRC-" + interface }
@@ -97,7 +99,8 @@ public struct IPTablesRuleset: Sendable {
             [Self.extChain(ext.name), Self.publishedChain(ext.name)]
                 + (ext.hasAllowList ? [Self.sourceChain(ext.name)] : [])
         }
-        let wanted = [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain] + extChains
+        let wanted =
+            [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain, Self.senderChain] + extChains
         let createUserChain = !filter.hasChain(Self.userChain)
         add("*filter")
         // Declaring a user chain under --noflush creates it or flushes it.
@@ -110,6 +113,7 @@ public struct IPTablesRuleset: Sendable {
 
         var forward = [
             "-j \(Self.userChain)",
+            "-i \(bridge) -j \(Self.senderChain)",
             "-j \(Self.isolation1)",
         ]
         forward += p.extInterfaces.map { "-i \($0.name) -j \(Self.extChain($0.name))" }
@@ -123,9 +127,30 @@ public struct IPTablesRuleset: Sendable {
             p.icc
                 ? "-i \(bridge) -o \(bridge) \(own(.iccAllowed)) -j ACCEPT"
                 : "-i \(bridge) -o \(bridge) \(own(.icc)) -j DROP")
+        // Docker's FORWARD policy DROP, for every interface the policy does
+        // not list (listed ones were judged by their BPFNET-EXT chain): what is
+        // routed to the bridge and no rule above accepted follows the forward policy.
+        if !p.forwardAccept {
+            forwardRules.append("-o \(bridge) ! -i \(bridge) \(own(.forward)) -j DROP")
+        }
         for (index, rule) in forwardRules.enumerated() {
             add("-I FORWARD \(index + 1) \(rule)")
         }
+
+        // BPFNET-SENDER: a known port's packets carry its container's address
+        // and MAC; an unknown port (icc off) reaches no container. physdev
+        // needs br_netfilter, which the backend turns on only with icc off:
+        // with icc on these rules match nothing.
+        for container in p.containers {
+            let port = "-m physdev --physdev-in \(container.port)"
+            add("-A \(Self.senderChain) \(port) ! -s \(container.ip)/32 \(own(.spoofed)) -j DROP")
+            add("-A \(Self.senderChain) \(port) -m mac ! --mac-source \(container.mac) \(own(.spoofed)) -j DROP")
+            add("-A \(Self.senderChain) \(port) \(own()) -j RETURN")
+        }
+        if !p.icc {
+            add("-A \(Self.senderChain) -o \(bridge) -m physdev --physdev-is-in \(own(.unknownPort)) -j DROP")
+        }
+        add("-A \(Self.senderChain) \(own()) -j RETURN")
 
         add("-A \(Self.isolation1) -i \(bridge) ! -o \(bridge) \(own()) -j \(Self.isolation2)")
         add("-A \(Self.isolation1) \(own()) -j RETURN")
@@ -138,11 +163,15 @@ public struct IPTablesRuleset: Sendable {
         if !p.icc {
             for rule in linkRules { add("-A \(Self.dockerChain) \(rule) -j ACCEPT") }
         }
+        // Only what was DNATed to it (Docker's rule matches the container's
+        // address and port alone, so any interface could route straight at
+        // them past the forward policy).
         for entry in p.published {
             let proto = entry.proto.rawValue
             add(
                 "-A \(Self.dockerChain) -d \(entry.target.containerAddress)/32 ! -i \(bridge) -o \(bridge) -p \(proto) "
-                    + "-m \(proto) --dport \(entry.target.containerPort) \(own()) -j ACCEPT")
+                    + "-m \(proto) --dport \(entry.target.containerPort) -m conntrack --ctstate DNAT \(own()) -j ACCEPT"
+            )
         }
 
         // Rows 8-10, per external interface.

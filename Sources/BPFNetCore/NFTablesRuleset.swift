@@ -28,6 +28,7 @@ public struct NFTablesRuleset: Sendable, Equatable {
     /// Counters of the bridge table (the port program's reasons).
     public static let portReasons: [Reason] = [
         .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed,
+        .spoofed, .unknownPort,
     ]
     /// Counters of the ip table's filter chains (the ext program's reasons).
     public static let extReasons: [Reason] = [.published, .forwardAccept, .reply, .local, .source, .forward]
@@ -49,10 +50,17 @@ public struct NFTablesRuleset: Sendable, Equatable {
     /// Counter values to start from (program name → reason name → value), so
     /// replacing the tables does not reset what `status` shows.
     public var counters: [String: [String: CounterValue]]
+    /// The bridge's MAC (zero when unknown): a frame from an unknown port
+    /// addressed to it and routed at a container is told apart by it, since
+    /// the bridge-family hook sees the ports of every bridge of the host.
+    public var bridgeMAC: MACAddress
 
-    public init(policy: NetfilterPolicy, counters: [String: [String: CounterValue]] = [:]) {
+    public init(
+        policy: NetfilterPolicy, counters: [String: [String: CounterValue]] = [:], bridgeMAC: MACAddress = .zero
+    ) {
         self.policy = policy
         self.counters = counters
+        self.bridgeMAC = bridgeMAC
     }
 
     /// The whole transaction: both tables replaced at once. Each table is
@@ -114,6 +122,16 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add(
             declaration(
                 "map", "macs", type: "ether_addr : ipv4_addr", elements: p.containers.map { "\($0.mac) : \($0.ip)" }))
+        // Who each known port's container is (the port program's bn_ports):
+        // its MAC and its address, checked on every frame from the port.
+        add(
+            declaration(
+                "set", "port_macs", type: "ifname . ether_addr",
+                elements: p.containers.map { "\(quoted($0.port)) . \($0.mac)" }))
+        add(
+            declaration(
+                "set", "port_addrs", type: "ifname . ipv4_addr",
+                elements: p.containers.map { "\(quoted($0.port)) . \($0.ip)" }))
         // "Inside the bridge" (docs/verdicts.md): a container, the bridge
         // subnet, multicast, limited broadcast.
         var inside = p.containersOutsideSubnet.map(\.description)
@@ -127,7 +145,14 @@ public struct NFTablesRuleset: Sendable, Equatable {
 
         add("    chain port {")
         add("        type filter hook prerouting priority filter; policy accept;")
-        add("        iifname != @ports return")
+        // A port no container of the policy owns (a veth added by hand, a
+        // container started since): under icc=false it reaches the host and
+        // the outside, no container.
+        add("        iifname != @ports " + (p.icc ? "return" : "goto port_unknown"))
+        // A known port's frames must be its container's, icc or not.
+        add("        iifname . ether saddr != @port_macs \(count(.spoofed)) drop")
+        add("        meta protocol ip iifname . ip saddr != @port_addrs \(count(.spoofed)) drop")
+        add("        meta protocol arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 jump port_arp")
         add("        meta protocol ip goto port_ipv4")
         add("        meta protocol ip6 goto port_ipv6")
         // A frame that still carries a VLAN tag after the kernel took the
@@ -139,6 +164,24 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add("        \(count(.nonIP)) accept")
         add("    }")
 
+        add("    chain port_arp {")
+        add("        iifname . arp saddr ether != @port_macs \(count(.spoofed)) drop")
+        // 0.0.0.0: an RFC 5227 probe.
+        add("        arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_addrs \(count(.spoofed)) drop")
+        add("    }")
+
+        if !p.icc {
+            add("    chain port_unknown {")
+            add("        meta protocol { ip, ip6, 8021q, 8021ad } ether daddr @macs \(count(.unknownPort)) drop")
+            if bridgeMAC != .zero {
+                let host = p.bridgeAddress.map { "ip daddr != \($0.address) " } ?? ""
+                add(
+                    "        ether daddr \(bridgeMAC) meta protocol ip \(host)ip daddr @inside \(count(.unknownPort)) drop"
+                )
+            }
+            add("    }")
+        }
+
         add("    chain port_ipv6 {")
         add("        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 \(count(.ipv6)) accept")
         add("        ether daddr @macs " + (p.icc ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
@@ -149,9 +192,11 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add("        ip version != 4 \(count(.malformed)) drop")
         add("        ip hdrlength < 5 \(count(.malformed)) drop")
         if let address = p.bridgeAddress?.address {
-            add("        ip daddr \(address) \(count(.host)) accept")
+            add("        ether daddr != @macs ip daddr \(address) \(count(.host)) accept")
         }
-        add("        ip daddr != @inside \(count(.outside)) accept")
+        // A frame to a container's MAC goes to that container whatever its
+        // IP header says (a poisoned neighbour entry): judged between containers.
+        add("        ether daddr != @macs ip daddr != @inside \(count(.outside)) accept")
         if p.icc {
             add("        \(count(.iccAllowed)) accept")
         } else {
@@ -239,6 +284,24 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add("    }")
 
         // Row 9: routed straight at a container address.
+        // Every other interface, also ones that appear later: Docker's
+        // FORWARD rules for what is routed to the bridge (the eBPF backend's
+        // guard, GuardRuleset). Tracked connections, DNATed packets, what came
+        // from the bridge (judged by the bridge table) and what came in on a
+        // listed interface (judged by `ext`) pass; the rest follows the
+        // forward policy.
+        if !p.forwardAccept {
+            add("    chain forward {")
+            add("        type filter hook forward priority filter - 1; policy accept;")
+            add("        oifname != \(quoted(p.bridge)) accept")
+            add("        iifname \(quoted(p.bridge)) accept")
+            add("        iifname @ext_ifs accept")
+            add("        ct state established,related accept")
+            add("        ct status dnat accept")
+            add("        \(count(.forward, program: Self.extProgram)) drop")
+            add("    }")
+        }
+
         add("    chain ext_direct {")
         if p.forwardAccept {
             add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")

@@ -22,11 +22,21 @@ enum NetfilterBackends {
     /// The same validation and compilation as the eBPF backend, then the
     /// interface names the rules need.
     static func compile(_ policy: Policy, backend: Backend) throws -> NetfilterPolicy {
+        try compileWithBridgeMAC(policy, backend: backend).policy
+    }
+
+    /// `compile`, and the bridge's MAC (zero when it has none).
+    static func compileWithBridgeMAC(_ policy: Policy, backend: Backend) throws -> (
+        policy: NetfilterPolicy, bridgeMAC: MACAddress
+    ) {
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy.bridge, policy.containers, interfaces: compiled.interfaces)
         do {
-            return try NetfilterPolicy(
-                state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName)
+            return (
+                try NetfilterPolicy(
+                    state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName),
+                compiled.facts.bridgeMAC
+            )
         } catch {
             throw DataplaneError.badInput("\(backend.rawValue): \(error)")
         }

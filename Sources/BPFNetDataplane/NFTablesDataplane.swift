@@ -29,7 +29,7 @@ public final class NFTablesDataplane: Dataplane {
     // MARK: apply
 
     public func apply(_ policy: Policy) throws {
-        let compiled = try NetfilterBackends.compile(policy, backend: backend)
+        let (compiled, bridgeMAC) = try NetfilterBackends.compileWithBridgeMAC(policy, backend: backend)
         let tables = try Self.tables()
         try checkOwnership(tables)
         let counters = (try? currentCounters(tables)) ?? [:]
@@ -40,7 +40,7 @@ public final class NFTablesDataplane: Dataplane {
         var netfilterPolicy = compiled
         netfilterPolicy.unusedBackends = unusedBackends
         try NFT.apply(
-            NFTablesRuleset(policy: netfilterPolicy, counters: counters).render(),
+            NFTablesRuleset(policy: netfilterPolicy, counters: counters, bridgeMAC: bridgeMAC).render(),
             purpose: "installing tables bridge/ip \(NFTablesRuleset.tableName) (the previous rules stay in force)")
         logger.info("nftables tables installed")
         // The new rules are in force; now the other backends' objects go

@@ -148,6 +148,97 @@ final class FallbackRulesetTests: XCTestCase {
         XCTAssertTrue(text.contains("counter link { packets 0 bytes 0 }"))
     }
 
+    /// The sender checks, unknown ports, frames to a container's MAC and
+    /// interfaces the policy does not list (docs/security.md; AttackTests
+    /// shows each with real frames).
+    func testNFTablesHoldsTheAttacks() throws {
+        let closed = try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)
+        let bridgeMAC = MACAddress("02:42:ac:11:00:01")!
+        let text = NFTablesRuleset(policy: closed, bridgeMAC: bridgeMAC).render()
+        for container in closed.containers {
+            XCTAssertTrue(
+                text.contains("\"\(container.port)\" . \(container.mac)"), "\(container.name)'s MAC:\n\(text)")
+            XCTAssertTrue(text.contains("\"\(container.port)\" . \(container.ip)"), "\(container.name)'s address")
+        }
+        for rule in [
+            "iifname != @ports goto port_unknown",
+            "iifname . ether saddr != @port_macs counter name \"spoofed\" drop",
+            "meta protocol ip iifname . ip saddr != @port_addrs counter name \"spoofed\" drop",
+            "meta protocol arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 jump port_arp",
+            "iifname . arp saddr ether != @port_macs counter name \"spoofed\" drop",
+            "arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_addrs counter name \"spoofed\" drop",
+            "meta protocol { ip, ip6, 8021q, 8021ad } ether daddr @macs counter name \"unknown-port\" drop",
+            "ether daddr 02:42:ac:11:00:01 meta protocol ip ip daddr != 172.17.0.1 ip daddr @inside "
+                + "counter name \"unknown-port\" drop",
+            "ether daddr != @macs ip daddr 172.17.0.1 counter name \"host\" accept",
+            "ether daddr != @macs ip daddr != @inside counter name \"outside\" accept",
+            "type filter hook forward priority filter - 1; policy accept;",
+            "oifname != \"docker0\" accept",
+            "ct status dnat accept",
+            "counter name \"forward\" drop\n    }\n    chain ext_direct",
+        ] {
+            XCTAssertTrue(text.contains(rule), "missing `\(rule)`:\n\(text)")
+        }
+        // Without the bridge's MAC, no rule for routed frames from unknown ports
+        // (the hook sees every bridge's ports).
+        XCTAssertFalse(NFTablesRuleset(policy: closed).render().contains("ip daddr != 172.17.0.1 ip daddr @inside"))
+
+        // icc on: unknown ports pass, the sender checks stay.
+        let open = NFTablesRuleset(
+            policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy), bridgeMAC: bridgeMAC
+        ).render()
+        XCTAssertTrue(open.contains("iifname != @ports return"), open)
+        XCTAssertFalse(open.contains("port_unknown"), open)
+        XCTAssertTrue(open.contains("iifname . ether saddr != @port_macs counter name \"spoofed\" drop"), open)
+        // Forward policy accept: no forward chain.
+        let accept = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[2].policy))
+            .render()
+        XCTAssertFalse(accept.contains("hook forward"), accept)
+    }
+
+    /// The sender checks with physdev (br_netfilter, icc off): a known
+    /// port's packets carry its container's address and MAC, an unknown
+    /// port reaches no container.
+    func testIPTablesChecksWhoSentWhatComesFromTheBridge() throws {
+        let closed = try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)
+        let text = IPTablesRuleset(policy: closed).render()
+        XCTAssertTrue(text.contains("-I FORWARD 2 -m comment --comment bpfnet -i docker0 -j BPFNET-SENDER"), text)
+        for container in closed.containers {
+            let port = "-A BPFNET-SENDER -m physdev --physdev-in \(container.port)"
+            XCTAssertTrue(
+                text.contains("\(port) ! -s \(container.ip)/32 -m comment --comment bpfnet:spoofed -j DROP"), text)
+            XCTAssertTrue(
+                text.contains(
+                    "\(port) -m mac ! --mac-source \(container.mac) -m comment --comment bpfnet:spoofed -j DROP"),
+                text)
+            XCTAssertTrue(text.contains("\(port) -m comment --comment bpfnet -j RETURN"), text)
+        }
+        XCTAssertTrue(
+            text.contains(
+                "-A BPFNET-SENDER -o docker0 -m physdev --physdev-is-in -m comment --comment bpfnet:unknown-port -j DROP"
+                    + "\n-A BPFNET-SENDER -m comment --comment bpfnet -j RETURN"), text)
+        let open = IPTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy))
+            .render()
+        XCTAssertFalse(open.contains("unknown-port"), "icc on: unknown ports pass:\n\(open)")
+    }
+
+    func testIPTablesDropsWhatAnUnlistedInterfaceRoutesToTheBridge() throws {
+        let drop = IPTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy))
+            .render()
+        let forward = drop.split(separator: "\n").filter { $0.hasPrefix("-I FORWARD") }
+        XCTAssertEqual(
+            forward.last.map(String.init),
+            "-I FORWARD \(forward.count) -o docker0 ! -i docker0 -m comment --comment bpfnet:forward -j DROP")
+        // A published port only for what was DNATed to it.
+        XCTAssertTrue(
+            drop.contains(
+                "-A DOCKER -d 172.17.0.4/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 5432 -m conntrack --ctstate DNAT "
+                    + "-m comment --comment bpfnet -j ACCEPT"), drop)
+        let accept = IPTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[2].policy))
+            .render()
+        XCTAssertFalse(accept.contains("! -i docker0 -m comment --comment bpfnet:forward"), accept)
+    }
+
     func testUnusedBackendsAreRecorded() throws {
         let policy = try FallbackSample.netfilterPolicy(
             FallbackSample.policies[0].policy,

@@ -1,0 +1,449 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// AttackTests' harness: the demo host, frames built and sent raw through
+// AF_PACKET sockets from inside a namespace, and AF_PACKET listeners that
+// report which frames arrived. One Python process (the machine has python3,
+// and raw frames are a few lines there) enters each namespace with setns(2),
+// opens every listener first, sends every frame, waits, and prints what each
+// listener saw; each frame carries a unique marker in its payload.
+
+import BPFNetCore
+import DemoHost
+import Foundation
+import LinuxNet
+import NetLab
+import XCTest
+
+/// The attacks of docs/security.md, by the backends that hold them.
+enum Attack: CaseIterable {
+    case unknownPort
+    /// An unknown port forging the source address a link rule matches on.
+    case unknownPortForgingALink
+    case spoofing
+    case arpSpoofing
+    /// Frames to a container's MAC with an outside destination address.
+    case poisonedNeighbour
+    case stackedVLANs
+    case unlistedInterface
+    case ipv6
+}
+
+/// Who sends: a container of the scenario, the hand-made port, or the second outside host.
+enum Sender: Hashable {
+    case container(String)
+    case rogue
+    case outside2
+}
+
+/// What the Python side builds (JSON; nil fields are left out).
+struct Frame: Encodable {
+    /// "udp4", "udp6", "arp" (raw frames) or "socket-udp4" (an ordinary UDP socket).
+    var kind: String
+    var dstMAC: String?
+    var srcMAC: String?
+    var vlans: [Int]?
+    var src: String?
+    var dst: String?
+    var sport: Int?
+    var dport: Int?
+    var op: Int?
+    var senderMAC: String?
+    var senderIP: String?
+    var targetMAC: String?
+    var targetIP: String?
+
+    static func arp(
+        op: Int, destinationMAC: String, sourceMAC: String, senderMAC: String, senderIP: IPv4Address,
+        targetMAC: String, targetIP: IPv4Address
+    ) -> Frame {
+        Frame(
+            kind: "arp", dstMAC: destinationMAC, srcMAC: sourceMAC, op: op, senderMAC: senderMAC,
+            senderIP: "\(senderIP)", targetMAC: targetMAC, targetIP: "\(targetIP)")
+    }
+
+    static func socketUDP(to address: IPv4Address, port: Int) -> Frame {
+        Frame(kind: "socket-udp4", dst: "\(address)", dport: port)
+    }
+}
+
+/// One frame, where it is listened for, and whether it must arrive there.
+struct Shot {
+    var name: String
+    var from: Sender
+    /// A listener: a container's eth0, "host" (docker0) or "ext" (the outside host's eth0).
+    var to: String
+    var frame: Frame
+    var arrives: Bool
+
+    init(_ name: String, from: Sender, to: String, frame: Frame, arrives: Bool) {
+        self.name = name
+        self.from = from
+        self.to = to
+        self.frame = frame
+        self.arrives = arrives
+    }
+}
+
+final class AttackLab {
+    static let settings = PolicySettings(icc: false, allowList: true, forwardPolicy: .drop)
+    static let allBackends = ["bpf", "nftables", "iptables"]
+    static let hostListener = "host"
+    static let rogueAddress = IPv4Address(10, 88, 0, 99)
+    static let rogueMAC = MACAddress(dockerStyleFor: rogueAddress).description
+    static let outside2HostAddress = IPv4Address(203, 0, 113, 1)
+    static let outside2Address = IPv4Address(203, 0, 113, 2)
+
+    /// Whether `backend` holds `attack` (docs/security.md, the attack table).
+    static func holds(_ attack: Attack, on backend: String) -> Bool {
+        switch backend {
+        case "bpf": true
+        case "nftables": true
+        // No rule sees ARP; frames with VLAN tags and IPv6 pass br_netfilter unjudged.
+        case "iptables": ![.arpSpoofing, .stackedVLANs, .ipv6].contains(attack)
+        default: false
+        }
+    }
+
+    /// The backends an attack runs on: those that hold it, or every backend
+    /// with BPFNET_ATTACK_ALL_BACKENDS=1 (to see which pairs fail).
+    static func backends(holding attack: Attack) -> [String] {
+        allBackends.filter { runsEverywhere || holds(attack, on: $0) }
+    }
+
+    /// BPFNET_ATTACK_ALL_BACKENDS=1: every attack on every backend.
+    static var runsEverywhere: Bool { ProcessInfo.processInfo.environment["BPFNET_ATTACK_ALL_BACKENDS"] == "1" }
+
+    let demo: DemoLab
+    let bridgeMAC: String
+    private let script: String
+    private var loaded: String?
+    private var serial = 0
+    /// Every datagram gets a source port of its own, so that no conntrack
+    /// entry an earlier shot (or backend: br_netfilter tracks bridged flows)
+    /// left behind can make it part of an established flow.
+    private var sourcePort = 40000
+
+    private func nextSourcePort() -> Int {
+        sourcePort = sourcePort == 60000 ? 40001 : sourcePort + 1
+        return sourcePort
+    }
+
+    init() throws {
+        demo = try DemoLab()
+        do {
+            // `ip -br link`: "docker0 UP 02:42:0a:58:00:01 <…>" (nsenter does not remount /sys).
+            let link = try demo.topology.run(in: TopologySpec.hostRole, ["ip", "-br", "link", "show", "docker0"])
+                .stdout.split(separator: " ", omittingEmptySubsequences: true)
+            guard link.count > 2, let mac = MACAddress(String(link[2])) else {
+                throw NSError(
+                    domain: "AttackLab", code: 1, userInfo: [NSLocalizedDescriptionKey: "docker0's MAC: \(link)"])
+            }
+            bridgeMAC = mac.description
+            script = demo.pinPath + "-attack.py"
+            try Self.python.write(toFile: script, atomically: true, encoding: .utf8)
+            let names = [rogueNamespace, outside2Namespace]
+            NetLab.addCleanupStep { for name in names { Self.deleteNamespace(name) } }
+        } catch {
+            demo.close()
+            throw error
+        }
+    }
+
+    func close() {
+        for name in [rogueNamespace, outside2Namespace] { Self.deleteNamespace(name) }
+        try? FileManager.default.removeItem(atPath: script)
+        demo.close()
+    }
+
+    private static func deleteNamespace(_ name: String) {
+        guard access("/run/netns/" + name, F_OK) == 0 else { return }
+        _ = try? ProcessRunner.run(Command(["ip", "netns", "del", name], timeout: .seconds(10)))
+    }
+
+    /// Loads the scenario's icc=false policy with `backend`, unless it is loaded already.
+    func use(_ backend: String, fresh: Bool = false) throws {
+        guard fresh || loaded != backend else { return }
+        loaded = nil
+        try demo.load(Self.settings, extraArguments: ["--backend", backend])
+        loaded = backend
+    }
+
+    func mac(_ container: String) -> String {
+        MACAddress(dockerStyleFor: Scenario.address(container)).description
+    }
+
+    // MARK: frames
+
+    /// A UDP datagram from `sender`'s MAC (or `sourceMAC`) to a container's
+    /// MAC (or `destinationMAC`), in `vlans` tags.
+    func udp(
+        from sender: Sender, source: IPv4Address, to destination: IPv4Address, port: Int,
+        destinationMAC: String? = nil, sourceMAC: String? = nil, vlans: [Int] = []
+    ) -> Frame {
+        let container = Scenario.members.first { $0.address == destination }
+        return Frame(
+            kind: "udp4", dstMAC: destinationMAC ?? container.map { mac($0.name) } ?? bridgeMAC,
+            srcMAC: sourceMAC ?? senderMAC(sender), vlans: vlans.isEmpty ? nil : vlans, src: "\(source)",
+            dst: "\(destination)", sport: nextSourcePort(), dport: port)
+    }
+
+    func udp6(from sender: Sender, source: String, to destination: String, port: Int = 9999, destinationMAC: String)
+        -> Frame
+    {
+        Frame(
+            kind: "udp6", dstMAC: destinationMAC, srcMAC: senderMAC(sender), src: source, dst: destination,
+            sport: nextSourcePort(), dport: port)
+    }
+
+    private func senderMAC(_ sender: Sender) -> String {
+        switch sender {
+        case .container(let name): mac(name)
+        case .rogue: Self.rogueMAC
+        case .outside2: "00:00:00:00:00:00"
+        }
+    }
+
+    // MARK: sending and listening
+
+    private struct Spec: Encodable {
+        struct Listener: Encodable {
+            var name: String
+            var ns: String
+            var iface: String
+        }
+        struct Send: Encodable {
+            var ns: String
+            var iface: String
+            var marker: String
+            var frame: Frame
+        }
+        var listen: [Listener]
+        var send: [Send]
+        var wait: Double
+    }
+
+    /// Sends every shot (in order, twice each), listens on every shot's
+    /// listener, and asserts that each arrived exactly when it should.
+    func check(_ context: String, _ shots: [Shot], file: StaticString = #filePath, line: UInt = #line) throws {
+        var listeners: [String] = []
+        for shot in shots where !listeners.contains(shot.to) { listeners.append(shot.to) }
+        let markers = shots.map { _ in
+            serial += 1
+            return Array("bpfnet-attack-\(getpid())-\(serial)-".utf8).map { String(format: "%02x", $0) }.joined()
+        }
+        let spec = Spec(
+            listen: listeners.map { name in
+                name == Self.hostListener
+                    ? Spec.Listener(name: name, ns: demo.topology.host.path, iface: "docker0")
+                    : Spec.Listener(name: name, ns: demo.topology.namespace(name).path, iface: "eth0")
+            },
+            send: zip(shots, markers).map { shot, marker in
+                Spec.Send(ns: namespacePath(shot.from), iface: "eth0", marker: marker, frame: shot.frame)
+            },
+            wait: 0.5)
+        let input = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
+        let output = try ProcessRunner.runChecked(Command(["python3", script], input: input, timeout: .seconds(30)))
+            .stdout
+        let seen = try JSONDecoder().decode([String: [String: Int]].self, from: Data(output.utf8))
+        for (shot, marker) in zip(shots, markers) {
+            let count = seen[shot.to]?[marker] ?? 0
+            XCTAssertEqual(
+                count > 0, shot.arrives,
+                "\(context): \(shot.name): \(shot.arrives ? "did not arrive" : "arrived (\(count) copies)") "
+                    + "at \(shot.to)", file: file, line: line)
+        }
+    }
+
+    private func namespacePath(_ sender: Sender) -> String {
+        switch sender {
+        case .container(let name): demo.topology.namespace(name).path
+        case .rogue: "/run/netns/" + rogueNamespace
+        case .outside2: "/run/netns/" + outside2Namespace
+        }
+    }
+
+    // MARK: extra interfaces
+
+    private var rogueNamespace: String { demo.topology.prefix + "-rogue" }
+    private var outside2Namespace: String { demo.topology.prefix + "-outside2" }
+
+    /// vethrogue on docker0, its far end in the rogue namespace (10.88.0.99),
+    /// not in the policy.
+    func addRoguePort() throws {
+        if access("/run/netns/" + rogueNamespace, F_OK) != 0 {
+            try ProcessRunner.runChecked(Command(["ip", "netns", "add", rogueNamespace]))
+        }
+        try demo.topology.ip(
+            in: TopologySpec.hostRole,
+            [
+                "link add vethrogue type veth peer name eth0 netns \(rogueNamespace)",
+                "link set vethrogue master docker0",
+                "link set vethrogue up",
+            ])
+        try Self.ip(
+            in: rogueNamespace,
+            [
+                "link set lo up",
+                "link set eth0 address \(Self.rogueMAC)",
+                "addr add \(Self.rogueAddress)/24 dev eth0",
+                "link set eth0 up",
+            ])
+    }
+
+    func removeRoguePort() {
+        _ = try? demo.topology.run(in: TopologySpec.hostRole, ["ip", "link", "del", "vethrogue"])
+    }
+
+    /// ext2 (203.0.113.1/24) ↔ outside2 (203.0.113.2/24), which routes the
+    /// bridge's subnet through the host. The policy does not list ext2.
+    func addSecondOutside() throws {
+        try ProcessRunner.runChecked(Command(["ip", "netns", "add", outside2Namespace]))
+        try demo.topology.ip(
+            in: TopologySpec.hostRole,
+            [
+                "link add ext2 type veth peer name eth0 netns \(outside2Namespace)",
+                "addr add \(Self.outside2HostAddress)/24 dev ext2",
+                "link set ext2 up",
+            ])
+        try Self.ip(
+            in: outside2Namespace,
+            [
+                "link set lo up",
+                "addr add \(Self.outside2Address)/24 dev eth0",
+                "link set eth0 up",
+                "route add \(Scenario.bridgeAddress.network) via \(Self.outside2HostAddress) dev eth0",
+            ])
+    }
+
+    /// iproute2 batch lines in a namespace of the harness's own.
+    private static func ip(in namespace: String, _ lines: [String]) throws {
+        try ProcessRunner.runChecked(
+            Command(["ip", "-n", namespace, "-batch", "-"], input: lines.joined(separator: "\n") + "\n"))
+    }
+
+    func removeSecondOutside() {
+        Self.deleteNamespace(outside2Namespace)
+    }
+
+    // MARK: the Python side
+
+    static let python = #"""
+        import ctypes, json, os, select, socket, struct, sys, time
+
+        libc = ctypes.CDLL(None, use_errno=True)
+
+
+        def enter(path):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if libc.setns(fd, 0x40000000) != 0:
+                    raise OSError(ctypes.get_errno(), "setns " + path)
+            finally:
+                os.close(fd)
+
+
+        def mac(text):
+            return bytes.fromhex(text.replace(":", ""))
+
+
+        def checksum(data):
+            if len(data) % 2:
+                data += b"\0"
+            total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            return ~total & 0xFFFF
+
+
+        def ethernet(f, ethertype, payload):
+            header = mac(f["dstMAC"]) + mac(f["srcMAC"])
+            for vid in f.get("vlans", []):
+                header += struct.pack("!HH", 0x8100, vid)
+            return header + struct.pack("!H", ethertype) + payload
+
+
+        def udp(f, src, dst, marker, v6):
+            length = 8 + len(marker)
+            segment = struct.pack("!HHHH", f["sport"], f["dport"], length, 0) + marker
+            if v6:
+                pseudo = src + dst + struct.pack("!I3xB", length, 17)
+            else:
+                pseudo = src + dst + struct.pack("!BBH", 0, 17, length)
+            value = checksum(pseudo + segment) or 0xFFFF
+            return segment[:6] + struct.pack("!H", value) + segment[8:]
+
+
+        def build(f, marker):
+            kind = f["kind"]
+            if kind == "udp4":
+                src, dst = socket.inet_aton(f["src"]), socket.inet_aton(f["dst"])
+                segment = udp(f, src, dst, marker, False)
+                header = struct.pack(
+                    "!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0x1234, 0x4000, 64, 17, 0, src, dst)
+                header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+                return ethernet(f, 0x0800, header + segment)
+            if kind == "udp6":
+                src = socket.inet_pton(socket.AF_INET6, f["src"])
+                dst = socket.inet_pton(socket.AF_INET6, f["dst"])
+                segment = udp(f, src, dst, marker, True)
+                header = struct.pack("!IHBB", 0x60000000, len(segment), 17, 64) + src + dst
+                return ethernet(f, 0x86DD, header + segment)
+            if kind == "arp":
+                body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, f["op"])
+                body += mac(f["senderMAC"]) + socket.inet_aton(f["senderIP"])
+                body += mac(f["targetMAC"]) + socket.inet_aton(f["targetIP"])
+                # The marker trails the ARP body, where padding would be.
+                return ethernet(f, 0x0806, body + marker)
+            raise ValueError("unknown frame kind " + kind)
+
+
+        def main():
+            spec = json.load(sys.stdin)
+            listeners = []
+            for entry in spec["listen"]:
+                enter(entry["ns"])
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+                sock.bind((entry["iface"], 0))
+                sock.setblocking(False)
+                listeners.append((entry["name"], sock))
+            markers = [bytes.fromhex(s["marker"]) for s in spec["send"]]
+            for entry, marker in zip(spec["send"], markers):
+                enter(entry["ns"])
+                frame = entry["frame"]
+                for _ in range(2):
+                    if frame["kind"] == "socket-udp4":
+                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        sock.sendto(marker, (frame["dst"], frame["dport"]))
+                    else:
+                        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                        sock.bind((entry["iface"], 0))
+                        sock.send(build(frame, marker))
+                    sock.close()
+                    time.sleep(0.01)
+            seen = {name: {} for name, _ in listeners}
+            deadline = time.monotonic() + spec["wait"]
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select([s for _, s in listeners], [], [], left)
+                for name, sock in listeners:
+                    if sock not in ready:
+                        continue
+                    while True:
+                        try:
+                            data, address = sock.recvfrom(65536)
+                        except BlockingIOError:
+                            break
+                        if address[2] == socket.PACKET_OUTGOING:
+                            continue
+                        for marker in markers:
+                            if marker in data:
+                                seen[name][marker.hex()] = seen[name].get(marker.hex(), 0) + 1
+            json.dump(seen, sys.stdout)
+
+
+        main()
+
+        """#
+}

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The attacks of docs/security.md ("Attacks, Docker 20.10 against bpfnet"),
+// end to end: the demo host (icc=false, allow-list on, forward policy drop)
+// loaded with `bpfnet load --backend B`, a hostile container (or a host
+// outside) sending raw frames through an AF_PACKET socket from inside its
+// namespace, and AF_PACKET listeners on the receiving interfaces that report
+// which frames arrived (AttackLab.exchange). Each attack frame must not
+// arrive; next to it a positive control, the same frame without the trick,
+// must arrive where the policy allows it, so that a deaf listener cannot pass.
+//
+// Each attack runs on the backends that hold it (`AttackLab.holds`); the pairs
+// that do not hold are listed in docs/security.md.
+
+import BPFNetCore
+import DemoHost
+import Foundation
+import LinuxNet
+import NetLab
+import XCTest
+
+final class AttackTests: XCTestCase {
+    nonisolated(unsafe) private static var shared: AttackLab?
+
+    /// One lab for the whole suite: building the demo host is most of the cost.
+    private func lab() throws -> AttackLab {
+        try requireRootForEndToEnd()
+        if let lab = Self.shared { return lab }
+        let lab = try AttackLab()
+        Self.shared = lab
+        return lab
+    }
+
+    override class func tearDown() {
+        shared?.close()
+        shared = nil
+        super.tearDown()
+    }
+
+    private let web = Scenario.address("web")
+    private let client = Scenario.address("client")
+    private let lone = Scenario.address("lone")
+
+    // MARK: 1. unknown port
+
+    /// A veth somebody adds to docker0 by hand after the load (no container
+    /// the policy names) sends to a container, bridged and routed through
+    /// the bridge's MAC, also with a linked container's source address. On
+    /// the eBPF backend the guard holds it until the next load, then the
+    /// port program (`unknown-port`); the fallbacks' rules hold every port
+    /// from the start. Control: it reaches the host.
+    func testAPortAddedByHandReachesNoContainer() throws {
+        let lab = try lab()
+        for backend in AttackLab.backends(holding: .unknownPort) {
+            try lab.use(backend, fresh: true)
+            try lab.addRoguePort()
+            defer { lab.removeRoguePort() }
+            for round in ["before the next load", "after a fresh load"] {
+                if round == "after a fresh load" { try lab.use(backend, fresh: true) }
+                let rogue = AttackLab.rogueAddress
+                try lab.check(
+                    "\(backend), \(round)",
+                    [
+                        Shot(
+                            "rogue → web 9999/udp", from: .rogue, to: "web",
+                            frame: lab.udp(from: .rogue, source: rogue, to: web, port: 9999), arrives: false),
+                        Shot(
+                            "rogue → web 53/udp (a port web exposes)", from: .rogue, to: "web",
+                            frame: lab.udp(from: .rogue, source: rogue, to: web, port: 53), arrives: false),
+                        Shot(
+                            "rogue → web 9999/udp through the bridge's MAC (routed)", from: .rogue, to: "web",
+                            frame: lab.udp(
+                                from: .rogue, source: rogue, to: web, port: 9999, destinationMAC: lab.bridgeMAC),
+                            arrives: false),
+                        // Control for the routed path: along the link it arrives with the
+                        // fallbacks (and Docker). The eBPF backend's guard drops everything
+                        // routed from the bridge back into it between containers under icc=false
+                        // (docs/security.md, guarantee 6), so there it must not arrive.
+                        Shot(
+                            "client → web 53/udp through the bridge's MAC (control: routed along the link)",
+                            from: .container("client"), to: "web",
+                            frame: lab.udp(
+                                from: .container("client"), source: client, to: web, port: 53,
+                                destinationMAC: lab.bridgeMAC), arrives: backend != "bpf"),
+                        Shot(
+                            "rogue → host 9999/udp (control)", from: .rogue, to: AttackLab.hostListener,
+                            frame: lab.udp(
+                                from: .rogue, source: rogue, to: Scenario.bridgeAddress.address, port: 9999,
+                                destinationMAC: lab.bridgeMAC), arrives: true),
+                    ]
+                        + (AttackLab.runsEverywhere || AttackLab.holds(.unknownPortForgingALink, on: backend)
+                            ? [
+                                Shot(
+                                    "rogue with client's address → web 53/udp (client's link)", from: .rogue,
+                                    to: "web", frame: lab.udp(from: .rogue, source: client, to: web, port: 53),
+                                    arrives: false)
+                            ] : []))
+            }
+        }
+    }
+
+    // MARK: 2. source spoofing
+
+    /// lone sends to web's linked port 53/udp with client's source address,
+    /// first with its own MAC, then with client's MAC as well. Control:
+    /// client's own frame on the same port arrives.
+    func testAContainerCannotUseALinkedContainersAddress() throws {
+        let lab = try lab()
+        for backend in AttackLab.backends(holding: .spoofing) {
+            try lab.use(backend)
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "lone as client (lone's MAC) → web 53/udp", from: .container("lone"), to: "web",
+                        frame: lab.udp(from: .container("lone"), source: client, to: web, port: 53), arrives: false),
+                    Shot(
+                        "lone as client (client's MAC) → web 53/udp", from: .container("lone"), to: "web",
+                        frame: lab.udp(
+                            from: .container("lone"), source: client, to: web, port: 53,
+                            sourceMAC: lab.mac("client")), arrives: false),
+                    Shot(
+                        "lone (its own address) → web 53/udp, no link", from: .container("lone"), to: "web",
+                        frame: lab.udp(from: .container("lone"), source: lone, to: web, port: 53), arrives: false),
+                    // Last: it also teaches the bridge client's MAC again, should a backend let the forged one by.
+                    Shot(
+                        "client → web 53/udp (control: the link)", from: .container("client"), to: "web",
+                        frame: lab.udp(from: .container("client"), source: client, to: web, port: 53), arrives: true),
+                ])
+        }
+    }
+
+    // MARK: 3. ARP poisoning
+
+    /// lone claims the gateway's address with its own MAC (gratuitous ARP,
+    /// to web and to everyone): the ARP must not reach web, and web's
+    /// neighbour entry for the gateway keeps the bridge's MAC. Control: lone's
+    /// ARP for its own address arrives.
+    func testARPClaimingTheGatewayDoesNotReachANeighbour() throws {
+        let lab = try lab()
+        let gateway = Scenario.bridgeAddress.address
+        for backend in AttackLab.backends(holding: .arpSpoofing) {
+            try lab.use(backend)
+            // web knows the gateway (as after any traffic out); a gratuitous ARP would override it.
+            try lab.demo.topology.run(
+                in: "web",
+                ["ip", "neigh", "replace", "\(gateway)", "lladdr", lab.bridgeMAC, "dev", "eth0", "nud", "stale"])
+            let loneMAC = lab.mac("lone")
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "lone: gratuitous ARP reply \(gateway) is-at lone → web", from: .container("lone"), to: "web",
+                        frame: Frame.arp(
+                            op: 2, destinationMAC: lab.mac("web"), sourceMAC: loneMAC, senderMAC: loneMAC,
+                            senderIP: gateway, targetMAC: loneMAC, targetIP: gateway), arrives: false),
+                    Shot(
+                        "lone: ARP reply \(gateway) is-at lone → web (to web's address)", from: .container("lone"),
+                        to: "web",
+                        frame: Frame.arp(
+                            op: 2, destinationMAC: lab.mac("web"), sourceMAC: loneMAC, senderMAC: loneMAC,
+                            senderIP: gateway, targetMAC: lab.mac("web"), targetIP: web), arrives: false),
+                    Shot(
+                        "lone: gratuitous ARP request for \(gateway), broadcast", from: .container("lone"), to: "web",
+                        frame: Frame.arp(
+                            op: 1, destinationMAC: "ff:ff:ff:ff:ff:ff", sourceMAC: loneMAC, senderMAC: loneMAC,
+                            senderIP: gateway, targetMAC: "00:00:00:00:00:00", targetIP: gateway), arrives: false),
+                    Shot(
+                        "lone: ARP reply \(lone) is-at lone → web (control)", from: .container("lone"), to: "web",
+                        frame: Frame.arp(
+                            op: 2, destinationMAC: lab.mac("web"), sourceMAC: loneMAC, senderMAC: loneMAC,
+                            senderIP: lone, targetMAC: lab.mac("web"), targetIP: web), arrives: true),
+                ])
+            let neighbour = try lab.demo.topology.run(in: "web", ["ip", "neigh", "show", "\(gateway)", "dev", "eth0"])
+                .stdout
+            XCTAssertTrue(neighbour.contains(lab.bridgeMAC), "\(backend): web's entry for the gateway: \(neighbour)")
+            XCTAssertFalse(neighbour.contains(loneMAC), "\(backend): web's neighbour table was poisoned: \(neighbour)")
+        }
+    }
+
+    /// What a poisoned neighbour entry would do: web sends a packet for the
+    /// outside to lone's MAC. It must not reach lone. Control: the same
+    /// packet to the bridge's MAC goes out and arrives at the outside host.
+    func testFramesToAContainersMACWithAnOutsideAddressDoNotReachIt() throws {
+        let lab = try lab()
+        let outside = Scenario.otherSource
+        for backend in AttackLab.backends(holding: .poisonedNeighbour) {
+            try lab.use(backend)
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "web → \(outside) 9999/udp to lone's MAC", from: .container("web"), to: "lone",
+                        frame: lab.udp(
+                            from: .container("web"), source: web, to: outside, port: 9999,
+                            destinationMAC: lab.mac("lone")), arrives: false),
+                    Shot(
+                        "web → \(outside) 9999/udp to the bridge's MAC (control)", from: .container("web"), to: "ext",
+                        frame: lab.udp(
+                            from: .container("web"), source: web, to: outside, port: 9999,
+                            destinationMAC: lab.bridgeMAC), arrives: true),
+                ])
+        }
+    }
+
+    // MARK: 4. stacked VLAN tags
+
+    /// client sends web a datagram its link does not allow (9999/udp) in 3
+    /// and in 4 priority tags (VID 0), which web's stack would peel off.
+    /// Control: the untagged datagram to the linked port 53/udp arrives.
+    func testStackedVLANTagsDoNotCarryAPacketPastThePolicy() throws {
+        let lab = try lab()
+        let from = Sender.container("client")
+        for backend in AttackLab.backends(holding: .stackedVLANs) {
+            try lab.use(backend)
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "client → web 9999/udp in 3 VID-0 tags", from: from, to: "web",
+                        frame: lab.udp(from: from, source: client, to: web, port: 9999, vlans: [0, 0, 0]),
+                        arrives: false),
+                    Shot(
+                        "client → web 9999/udp in 4 VID-0 tags", from: from, to: "web",
+                        frame: lab.udp(from: from, source: client, to: web, port: 9999, vlans: [0, 0, 0, 0]),
+                        arrives: false),
+                    Shot(
+                        "client → web 9999/udp untagged", from: from, to: "web",
+                        frame: lab.udp(from: from, source: client, to: web, port: 9999), arrives: false),
+                    Shot(
+                        "client → web 53/udp untagged (control: the link)", from: from, to: "web",
+                        frame: lab.udp(from: from, source: client, to: web, port: 53), arrives: true),
+                ])
+        }
+    }
+
+    // MARK: 5. an interface the policy does not list
+
+    /// A second outside network on an interface the policy does not list
+    /// (ext2 ↔ outside2), routed at the containers: with forward policy drop
+    /// nothing reaches a container's unpublished port. Control: the
+    /// published port 5353/udp of the host is DNATed to web and arrives.
+    func testAnInterfaceThePolicyDoesNotListFollowsTheForwardPolicy() throws {
+        let lab = try lab()
+        try lab.addSecondOutside()
+        defer { lab.removeSecondOutside() }
+        for backend in AttackLab.backends(holding: .unlistedInterface) {
+            try lab.use(backend)
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "outside2 → web 9999/udp", from: .outside2, to: "web",
+                        frame: Frame.socketUDP(to: web, port: 9999), arrives: false),
+                    Shot(
+                        "outside2 → web 53/udp (where host 5353/udp is published to), not DNATed", from: .outside2,
+                        to: "web",
+                        frame: Frame.socketUDP(to: web, port: 53), arrives: false),
+                    Shot(
+                        "outside2 → host 5353/udp, published as web 53/udp (control)", from: .outside2, to: "web",
+                        frame: Frame.socketUDP(to: AttackLab.outside2HostAddress, port: 5353), arrives: true),
+                ])
+        }
+    }
+
+    // MARK: 6. IPv6
+
+    /// IPv6 from lone to web's MAC (unique local and link-local addresses)
+    /// under icc=false. Control: the same packet to the bridge's MAC reaches
+    /// the host.
+    func testIPv6BetweenContainersStaysBlocked() throws {
+        let lab = try lab()
+        let from = Sender.container("lone")
+        for backend in AttackLab.backends(holding: .ipv6) {
+            try lab.use(backend)
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "lone → web fd00::2 9999/udp", from: from, to: "web",
+                        frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::2", destinationMAC: lab.mac("web")),
+                        arrives: false),
+                    Shot(
+                        "lone → web fe80::42:aff:fe58:2 53/udp", from: from, to: "web",
+                        frame: lab.udp6(
+                            from: from, source: "fe80::42:aff:fe58:6", to: "fe80::42:aff:fe58:2", port: 53,
+                            destinationMAC: lab.mac("web")), arrives: false),
+                    Shot(
+                        "lone → host fd00::1 9999/udp (control)", from: from, to: AttackLab.hostListener,
+                        frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::1", destinationMAC: lab.bridgeMAC),
+                        arrives: true),
+                ])
+        }
+    }
+}
