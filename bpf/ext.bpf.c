@@ -156,6 +156,72 @@ static __always_inline int is_related_icmp_error(struct xdp_md *xdp, const struc
 				error->inner_sport, error->inner.protocol, &nat) == IP_CT_DIR_REPLY;
 }
 
+#define IPV6_HOP_BY_HOP	     0
+#define IPV6_ROUTING	     43
+#define IPV6_FRAGMENT	     44
+#define IPV6_DESTINATION     60
+#define IPV6_MAX_EXT_HEADERS 4
+#define IPV6_MAX_L4_OFFSET   512 /* bounds every read for the verifier */
+
+static __always_inline int ipv6_extension(__u8 next)
+{
+	return next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
+	       next == IPV6_DESTINATION;
+}
+
+/*
+ * IPv6 on an external interface. The default bridge is IPv4-only, so IPv6
+ * never reaches a container; but docker-proxy listens on [::]:HOSTPORT for
+ * every published port bound to all addresses, so on an interface with an
+ * allow-list (which holds no IPv6 source) IPv6 TCP/UDP to such a port is
+ * refused (`source`). Up to four extension headers are walked to the L4
+ * header; a packet the walk cannot finish is refused there too (fail
+ * closed), a non-first fragment is judged by its first. Everything else
+ * (ICMPv6 and neighbour discovery, other ports, interfaces without a list)
+ * is the host's, as before. docs/verdicts.md, "Ext program".
+ */
+static __always_inline enum bpfnet_reason ext_ipv6(const struct pkt *pkt, const struct parsed *p,
+						   __u32 ifindex)
+{
+	const struct bpfnet_ext_if *ext = bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &ifindex);
+	__u32 offset = p->l4_offset;
+	__u8 next = p->proto;
+	const __u8 *header;
+	const __be16 *ports;
+	int i;
+
+	if (!ext || !(ext->flags & BPFNET_EXT_ALLOWLIST))
+		return BPFNET_PASS_IPV6;
+#pragma unroll
+	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
+		if (!ipv6_extension(next))
+			break;
+		if (offset > IPV6_MAX_L4_OFFSET)
+			return BPFNET_DROP_SOURCE;
+		header = pkt->data + offset;
+		if ((void *)(header + 8) > pkt->data_end)
+			return BPFNET_DROP_SOURCE;
+		if (next == IPV6_FRAGMENT) {
+			if ((((__u16)header[2] << 8) | header[3]) & 0xFFF8)
+				return BPFNET_PASS_FRAGMENT;
+			offset += 8;
+		} else {
+			offset += ((__u32)header[1] + 1) * 8;
+		}
+		next = header[0];
+	}
+	if (ipv6_extension(next))
+		return BPFNET_DROP_SOURCE; /* deeper than the walk goes */
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+		return BPFNET_PASS_IPV6;
+	if (offset > IPV6_MAX_L4_OFFSET)
+		return BPFNET_DROP_SOURCE;
+	ports = pkt->data + offset;
+	if ((void *)(ports + 2) > pkt->data_end)
+		return BPFNET_DROP_SOURCE;
+	return is_published(0, ports[1], next) ? BPFNET_DROP_SOURCE : BPFNET_PASS_IPV6;
+}
+
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
 						     struct parsed *p,
 						     const struct bpfnet_config **cfgp)
@@ -173,7 +239,7 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 	if (kind == PARSE_OTHER || kind == PARSE_ARP)
 		return BPFNET_PASS_NON_IP;
 	if (kind == PARSE_IPV6)
-		return BPFNET_PASS_IPV6; /* the default bridge is IPv4-only */
+		return ext_ipv6(pkt, p, xdp->ingress_ifindex);
 	if (p->nonfirst_fragment) {
 		/* Conntrack's defrag reassembles before routing or local delivery,
 		 * and a datagram whose first fragment was dropped never completes. */

@@ -141,9 +141,34 @@ public enum ParsedFrame: Hashable, Sendable {
     /// Neither IPv4, IPv6 nor IPv4 ARP (after at most two VLAN tags); the inner ethertype.
     case nonIP(etherType: UInt16)
     case arp(ARPSummary)
-    /// IPv6 with a full 40-byte header; judged by the destination MAC only.
-    case ipv6(destinationMAC: MACAddress)
+    /// IPv6 with a full 40-byte header: the port program judges it by the
+    /// destination MAC, the ext program by what lies behind the header.
+    case ipv6(IPv6Summary)
     case ipv4(IPv4Summary)
+}
+
+/// An IPv6 packet as the programs see it.
+public struct IPv6Summary: Hashable, Sendable {
+    /// What the ext program's walk over at most four extension headers
+    /// (hop-by-hop, routing, fragment, destination options) finds.
+    public enum Transport: Hashable, Sendable {
+        /// TCP or UDP with its destination port.
+        case ports(proto: UInt8, destinationPort: UInt16)
+        /// Another next header (ICMPv6, …).
+        case other(UInt8)
+        /// A fragment header with a non-zero offset.
+        case nonFirstFragment
+        /// Cut short, more than four extension headers, or beyond 512 bytes.
+        case unreadable
+    }
+
+    public var destinationMAC: MACAddress
+    public var transport: Transport
+
+    public init(destinationMAC: MACAddress, transport: Transport) {
+        self.destinationMAC = destinationMAC
+        self.transport = transport
+    }
 }
 
 public enum EtherType {
@@ -187,6 +212,27 @@ public enum FrameParser {
         func be32(_ at: Int) -> UInt32 {
             UInt32(frame[at]) << 24 | UInt32(frame[at + 1]) << 16 | UInt32(frame[at + 2]) << 8 | UInt32(frame[at + 3])
         }
+        /// `ext_ipv6`'s walk from the first header after the fixed one at `start`.
+        func ipv6Transport(nextHeader: UInt8, at start: Int) -> IPv6Summary.Transport {
+            let extensions: Set<UInt8> = [0, 43, 44, 60]
+            var next = nextHeader
+            var offset = start
+            for _ in 0..<4 where extensions.contains(next) {
+                guard offset <= 512, offset + 8 <= end else { return .unreadable }
+                let header = offset
+                if next == 44 {
+                    if be16(header + 2) & 0xFFF8 != 0 { return .nonFirstFragment }
+                    offset += 8
+                } else {
+                    offset += (Int(frame[header + 1]) + 1) * 8
+                }
+                next = frame[header]
+            }
+            if extensions.contains(next) { return .unreadable }
+            guard next == IPProtocol.tcp || next == IPProtocol.udp else { return .other(next) }
+            guard offset <= 512, offset + 4 <= end else { return .unreadable }
+            return .ports(proto: next, destinationPort: be16(offset + 2))
+        }
 
         // 1. Ethernet.
         guard end >= 14 else { return .malformed(.ethernetTruncated) }
@@ -219,7 +265,10 @@ public enum FrameParser {
         case EtherType.ipv6:
             // 3. IPv6: the fixed header must be there; extension headers are not parsed.
             guard end - offset >= 40 else { return .malformed(.ipv6Truncated) }
-            return .ipv6(destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]))
+            return .ipv6(
+                IPv6Summary(
+                    destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
+                    transport: ipv6Transport(nextHeader: frame[offset + 6], at: offset + 40)))
 
         case EtherType.ipv4:
             // 4. IPv4 checks, in this order.
@@ -309,9 +358,9 @@ public struct ReferenceDataplane: Sendable {
         switch parsed {
         case .malformed, .encapsulated, .nonIP, .arp:
             return .pass(.nonIP)
-        case .ipv6(let destinationMAC):
-            if destinationMAC.isMulticast { return .pass(.ipv6) }
-            if state.macs[destinationMAC] == nil { return .pass(.ipv6) }
+        case .ipv6(let packet):
+            if packet.destinationMAC.isMulticast { return .pass(.ipv6) }
+            if state.macs[packet.destinationMAC] == nil { return .pass(.ipv6) }
             if icc { return .pass(.iccAllowed) }
             return known ? .drop(.icc) : .drop(.unknownPort)
         case .ipv4(let packet):
@@ -396,8 +445,21 @@ public struct ReferenceDataplane: Sendable {
             return .drop(.encap)
         case .nonIP, .arp:
             return .pass(.nonIP)
-        case .ipv6:
-            return .pass(.ipv6)
+        case .ipv6(let packet):
+            // IPv6 never reaches a container (the default bridge is IPv4-only);
+            // with an allow-list, TCP/UDP to a port published on every address
+            // (docker-proxy listens on [::] too) is refused: no IPv6 source is listed.
+            guard let ext = state.extInterfaces[ingressIfindex], ext.flags.contains(.allowList) else {
+                return .pass(.ipv6)
+            }
+            switch packet.transport {
+            case .nonFirstFragment: return .pass(.fragment)
+            case .unreadable: return .drop(.source)
+            case .other: return .pass(.ipv6)
+            case .ports(let proto, let port):
+                let key = PublishedKey(hostAddress: .any, hostPort: port, proto: proto)
+                return state.published[key] != nil ? .drop(.source) : .pass(.ipv6)
+            }
         case .ipv4(let packet):
             if packet.isNonFirstFragment { return .pass(.fragment) }
             let s = packet.source

@@ -311,7 +311,24 @@ public struct FrameFuzzer: Sendable {
     /// IPv6, to container MACs and others; sometimes shorter than its header.
     mutating func ipv6() -> [UInt8] {
         let eth = ethernetHeader()
-        var frame = PacketBuilder.ipv6Frame(eth, payload: random.bytes(random.int(0...64)))
+        var frame: [UInt8]
+        if random.chance(50) {
+            frame = PacketBuilder.ipv6Frame(eth, payload: random.bytes(random.int(0...64)))
+        } else {
+            // TCP/UDP behind up to five extension headers, for the ext program's walk.
+            let extensions = (0..<random.pick([0, 0, 1, 2, 4, 5])).map { _ -> (type: UInt8, body: [UInt8]) in
+                let type = random.pick([UInt8(0), 43, 44, 60])
+                return type == 44
+                    ? (
+                        type,
+                        PacketBuilder.ipv6Fragment(offset: random.chance(70) ? 0 : UInt16(random.int(1...200)) * 8)
+                    )
+                    : (type, PacketBuilder.ipv6Options(extraUnits: UInt8(random.int(0...2))))
+            }
+            frame = PacketBuilder.ipv6TransportFrame(
+                eth, proto: random.chance(50) ? IPProtocol.tcp : IPProtocol.udp, destinationPort: port(),
+                extensions: extensions)
+        }
         if random.chance(15) {
             let ipStart = 14 + 4 * eth.vlans.count
             frame = PacketBuilder.truncated(frame, to: random.int(ipStart...(ipStart + 45)))

@@ -373,6 +373,38 @@ public enum PacketBuilder {
         return self.ethernet(ethernet, etherType: EtherType.ipv6, payload: header + payload)
     }
 
+    /// An IPv6 frame whose payload is `extensions` (each a next-header type
+    /// and the header's bytes after its next-header byte) and then a TCP or
+    /// UDP header from port 40000 to `destinationPort`.
+    public static func ipv6TransportFrame(
+        _ ethernet: EthernetHeader, proto: UInt8, destinationPort: UInt16,
+        extensions: [(type: UInt8, body: [UInt8])] = []
+    ) -> [UInt8] {
+        var payload: [UInt8] = []
+        payload.append(be16: 40000)
+        payload.append(be16: destinationPort)
+        payload += Array(repeating: 0, count: proto == IPProtocol.tcp ? 16 : 4)
+        var next = proto
+        for (type, body) in extensions.reversed() {
+            payload = [next] + body + payload
+            next = type
+        }
+        return ipv6Frame(ethernet, nextHeader: next, payload: payload)
+    }
+
+    /// Extension header bodies for `ipv6TransportFrame`: 8 bytes in all
+    /// (hop-by-hop and destination options padded with PadN), or a fragment
+    /// header at `fragmentOffset` (in bytes, a multiple of 8).
+    public static func ipv6Options(extraUnits: UInt8 = 0) -> [UInt8] {
+        [extraUnits, 1, 4] + Array(repeating: 0, count: 4 + 8 * Int(extraUnits))
+    }
+
+    public static func ipv6Fragment(offset fragmentOffset: UInt16, more: Bool = true) -> [UInt8] {
+        var body: [UInt8] = [0]
+        body.append(be16: fragmentOffset & 0xFFF8 | (more ? 1 : 0))
+        return body + [0, 0, 0x12, 0x34]
+    }
+
     // MARK: Cutting and padding
 
     /// The first `length` bytes of `frame` (all of it when shorter).

@@ -139,7 +139,8 @@ final class PacketBuilderTests: XCTestCase {
         XCTAssertEqual(be16(v6, 12), 0x86DD)
         XCTAssertEqual(v6[14] >> 4, 6)
         XCTAssertEqual(be16(v6, 18), 3)
-        XCTAssertEqual(FrameParser.parse(v6), .ipv6(destinationMAC: b.mac))
+        XCTAssertEqual(
+            FrameParser.parse(v6), .ipv6(IPv6Summary(destinationMAC: b.mac, transport: .other(IPProtocol.icmpv6))))
 
         let arp = PacketBuilder.arpFrame(
             EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: a.mac),

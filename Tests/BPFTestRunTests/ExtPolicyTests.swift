@@ -206,6 +206,56 @@ final class ExtPolicyTests: TestRunTestCase {
         }
     }
 
+    // MARK: IPv6 and published ports
+
+    /// docker-proxy listens on [::]:HOSTPORT for every port published on all
+    /// addresses: with an allow-list (which lists no IPv6 source), IPv6
+    /// TCP/UDP to such a port is refused, through up to four extension
+    /// headers; anything the walk cannot finish is refused too. The rest of
+    /// IPv6 stays the host's.
+    func testIPv6ToAPublishedPortObeysTheAllowList() throws {
+        func v6(
+            _ port: UInt16, _ extensions: [(type: UInt8, body: [UInt8])] = [], proto: UInt8 = IPProtocol.tcp
+        ) -> [UInt8] {
+            PacketBuilder.ipv6TransportFrame(
+                EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC), proto: proto,
+                destinationPort: port, extensions: extensions)
+        }
+        let options = PacketBuilder.ipv6Options()
+        for forward in ForwardPolicy.allCases {
+            try apply(icc: false, forward: forward)
+            let label = "forward=\(forward)"
+            expectExt([ext0], v6(8080), .drop(.source), "IPv6 TCP to 8080 (published on every address), \(label)")
+            expectExt(withoutList, v6(8080), .pass(.ipv6), "the same where no list applies, \(label)")
+            expectExt([ext0], v6(5353, proto: IPProtocol.udp), .drop(.source), "IPv6 UDP to 5353/udp, \(label)")
+            expectExt([ext0], v6(5353), .pass(.ipv6), "IPv6 TCP to 5353 (published for UDP only), \(label)")
+            expectExt([ext0], v6(8443), .pass(.ipv6), "8443 is published on an IPv4 address only, \(label)")
+            expectExt([ext0], v6(22), .pass(.ipv6), "an unpublished port, \(label)")
+            expectExt(
+                [ext0], v6(8080, [(0, options)]), .drop(.source), "behind a hop-by-hop header, \(label)")
+            expectExt(
+                [ext0], v6(8080, [(0, options), (60, PacketBuilder.ipv6Options(extraUnits: 1)), (43, options)]),
+                .drop(.source), "behind three extension headers, one of 16 bytes, \(label)")
+            expectExt(
+                [ext0], v6(8080, [(44, PacketBuilder.ipv6Fragment(offset: 0))]), .drop(.source),
+                "the first fragment, \(label)")
+            expectExt(
+                [ext0], v6(8080, [(44, PacketBuilder.ipv6Fragment(offset: 1448, more: false))]), .pass(.fragment),
+                "a non-first fragment: judged by the first, \(label)")
+            expectExt(
+                [ext0], v6(22, Array(repeating: (0, options), count: 5)), .drop(.source),
+                "five extension headers: deeper than the walk, refused, \(label)")
+            expectExt(
+                [ext0], v6(22, Array(repeating: (60, options), count: 4)), .pass(.ipv6),
+                "four extension headers to an unpublished port, \(label)")
+            let cut = v6(8080, [(0, options)])
+            expectExt(
+                [ext0], Array(cut.prefix(cut.count - 18)), .drop(.source), "the TCP header cut short, \(label)")
+            expectExt(
+                withoutList, Array(cut.prefix(cut.count - 18)), .pass(.ipv6), "the same without a list, \(label)")
+        }
+    }
+
     // MARK: VLAN tags
 
     func testVLANTaggedFramesAreJudgedByTheInnerPacket() throws {

@@ -69,7 +69,8 @@ struct parsed {
 	__u8 nonfirst_fragment;
 	__u8 vlan_tags;	 /* VLAN tags in front of the IP header (0-2)     */
 	__u8 ipv4;	 /* an IPv4 packet that passed the parse checks    */
-	__u16 l4_offset; /* IPv4: frame offset of the L4 header          */
+	__u16 l4_offset; /* frame offset of the L4 header (IPv6: of the
+			  * first header after the fixed one)           */
 	__u16 ip_end;	 /* IPv4: frame offset where tot_len ends        */
 };
 
@@ -220,8 +221,13 @@ static __always_inline enum parse_kind parse_frame(const struct pkt *pkt, struct
 	if (proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4(pkt, &c, p);
 	if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (c.pos + sizeof(struct ipv6hdr) > pkt->data_end)
+		struct ipv6hdr *ip6 = c.pos;
+
+		if ((void *)(ip6 + 1) > pkt->data_end)
 			return PARSE_MALFORMED;
+		/* Where the ext program starts its walk to the L4 header. */
+		p->proto = ip6->nexthdr;
+		p->l4_offset = c.offset + sizeof(*ip6);
 		return PARSE_IPV6;
 	}
 	return PARSE_OTHER;
