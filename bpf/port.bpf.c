@@ -11,9 +11,10 @@
  * containers is handed straight to the destination's port instead of the
  * bridge. tc uses bpf_redirect_peer, which puts the skb on the ingress of the
  * destination container's eth0 (its namespace's stack; the bridge and the
- * destination's host-side veth never see it). XDP redirects through the
- * bn_fp_tx DEVMAP, whose entries exist only for ports whose container eth0
- * has NAPI (GRO), arranged by the control plane.
+ * destination's host-side veth never see it), and only to a port in
+ * bn_fp_tx. XDP redirects through the bn_fp_tx DEVMAP, whose entries exist
+ * only for ports whose container eth0 has NAPI (GRO), arranged by the control
+ * plane; the kernel removes an entry when its device goes.
  *
  * License: GPL-2.0-only OR BSD-2-Clause (the kernel needs a GPL-compatible
  * license for the helpers used here).
@@ -58,6 +59,13 @@ int bpfnet_port_tc(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 
 	event = port_fast_path(cfg, &p, reason, skb->ifindex, &port);
+	/* bpf_redirect_peer to a device that is gone drops the packet. bn_fp_tx
+	 * holds only ports the control plane arranged, and the kernel removes
+	 * a device's entry the moment it unregisters: a stale bn_containers
+	 * entry (a container gone, its address already someone else's) then
+	 * falls back to the bridge instead of blackholing. */
+	if (event == BPFNET_FP_HIT && !bpf_map_lookup_elem(&BPFNET_MAP_FP_TX, &port))
+		event = BPFNET_FP_UNCONFIRMED;
 	if (event == BPFNET_FP_HIT) {
 		/* The skb keeps its checksum state and GSO layout; the peer
 		 * switch scrubs it (pkt_type HOST) as a veth crossing would. */

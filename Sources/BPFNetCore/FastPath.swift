@@ -36,12 +36,13 @@ public struct FastPathEvent: RawRepresentable, Hashable, Comparable, Sendable, C
     public static let forwardingDisabled = FastPathEvent(BPFNET_FP_FWD_DISABLED)
     public static let noNeighbour = FastPathEvent(BPFNET_FP_NO_NEIGH)
     public static let redirect = FastPathEvent(BPFNET_FP_REDIRECT)
+    public static let unconfirmed = FastPathEvent(BPFNET_FP_UNCONFIRMED)
 
     /// Every event this build knows, in numeric order.
     public static let allKnown: [FastPathEvent] = [
         .hit, .disabled, .verdict, .notIPv4, .vlan, .mac, .unknownDestination, .samePort, .noNAPI,
         .partialChecksum, .ipOptions, .fragment, .ttl, .proto, .conntrack, .fib, .forwardingDisabled,
-        .noNeighbour, .redirect,
+        .noNeighbour, .redirect, .unconfirmed,
     ]
 
     /// Counter slots per program (`BPFNET_FP_EVENT_MAX`).
@@ -69,6 +70,7 @@ public struct FastPathEvent: RawRepresentable, Hashable, Comparable, Sendable, C
         case .forwardingDisabled: "forwarding-disabled"
         case .noNeighbour: "no-neighbour"
         case .redirect: "redirect-failed"
+        case .unconfirmed: "unconfirmed-port"
         default: "event-\(rawValue)"
         }
     }

@@ -38,17 +38,39 @@ final class FastPathTestRunTests: XCTestCase {
     // MARK: port program, tc
 
     func testTCRedirectsBridgedFrameToTheDestinationPort() throws {
-        try lab.configure(icc: true, fastPath: true, a: a, b: b)
+        let port = try lab.ifindex("veth0")
+        try lab.configure(icc: true, fastPath: true, a: a, b: b, bPort: port)
         let frame = PacketBuilder.udpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 53)
+        // Not confirmed by the control plane (no bn_fp_tx entry): the bridge.
+        XCTAssertEqual(try lab.runTC(frame), Self.tcOK)
+        XCTAssertEqual(try lab.fastPathCount(.portTC, .unconfirmed), 1)
+        try lab.addTarget(port)
         XCTAssertEqual(try lab.runTC(frame), Self.tcRedirect)
         XCTAssertEqual(try lab.fastPathCount(.portTC, .hit), 1)
-        XCTAssertEqual(try lab.reasonCount(.portTC, .iccAllowed), 1)
+        XCTAssertEqual(try lab.reasonCount(.portTC, .iccAllowed), 2)
+    }
+
+    /// A port that goes (its container stopped) leaves bn_fp_tx by itself, so
+    /// traffic still addressed to it (bn_containers not yet updated, the
+    /// address already reused) takes the bridge instead of being blackholed.
+    func testTCNeverRedirectsToAPortThatIsGone() throws {
+        let port = try lab.ifindex("veth0")
+        try lab.configure(icc: true, fastPath: true, a: a, b: b, bPort: port)
+        try lab.addTarget(port)
+        let frame = PacketBuilder.udpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 53)
+        XCTAssertEqual(try lab.runTC(frame), Self.tcRedirect)
+        try lab.deleteInterface("veth0")
+        XCTAssertEqual(try lab.runTC(frame), Self.tcOK, "the kernel took the gone port out of bn_fp_tx")
+        XCTAssertEqual(try lab.fastPathCount(.portTC, .unconfirmed), 1)
+        XCTAssertEqual(try lab.fastPathCount(.portTC, .hit), 1)
     }
 
     func testTCLinkedPairIsFastPathedAndUnlinkedIsStillDropped() throws {
+        let port = try lab.ifindex("veth0")
         try lab.configure(
-            icc: false, fastPath: true, a: a, b: b,
+            icc: false, fastPath: true, a: a, b: b, bPort: port,
             links: [LinkRule(source: a.ip, destination: b.ip, port: 80, proto: 6, direction: .forward)])
+        try lab.addTarget(port)
         XCTAssertEqual(
             try lab.runTC(PacketBuilder.tcpFrame(from: a, to: b, sourcePort: 4000, destinationPort: 80)),
             Self.tcRedirect)
@@ -152,10 +174,12 @@ final class FastPathTestRunTests: XCTestCase {
             LinkRule(source: a.ip, destination: b.ip, port: 0, proto: 17, direction: .pair),
         ]
         var results: [Bool: (verdicts: [UInt32], reasons: [String: UInt64])] = [:]
+        let port = try lab.ifindex("veth0")
+        try lab.addTarget(port)
         for fastPath in [false, true] {
             for icc in [true, false] {
                 try lab.resetCounters()
-                try lab.configure(icc: icc, fastPath: fastPath, a: a, b: b, links: links)
+                try lab.configure(icc: icc, fastPath: fastPath, a: a, b: b, bPort: port, links: links)
                 var verdicts: [UInt32] = []
                 for frame in frames {
                     let verdict = try lab.runTC(frame)
@@ -351,6 +375,11 @@ private final class FastPathLab: @unchecked Sendable {
     /// Marks `ifindex` NAPI-ready as the control plane does: the bn_fp_ifs flag
     /// (ext program) and the port object's DEVMAP entry (XDP port hook). A
     /// DEVMAP entry resolves the ifindex in the caller's namespace: added from inside.
+    /// `ip link del NAME` in the lab's namespace (a veth takes its peer with it).
+    func deleteInterface(_ name: String) throws {
+        try runCommand(["ip", "-n", namespaceName, "link", "del", name])
+    }
+
     func addTarget(_ ifindex: UInt32) throws {
         var record = try fpIfs.lookup(ifindex) ?? bpfnet_fp_if()
         record.flags |= BPFNET_FP_IF_NAPI.rawValue

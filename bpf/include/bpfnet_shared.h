@@ -298,6 +298,8 @@ enum bpfnet_fastpath_event {
 	BPFNET_FP_FWD_DISABLED = 17, /* routed: forwarding is off on the ingress device       */
 	BPFNET_FP_NO_NEIGH = 18,     /* routed: no neighbour entry for the container yet      */
 	BPFNET_FP_REDIRECT = 19,     /* the redirect helper refused                           */
+	BPFNET_FP_UNCONFIRMED = 20,  /* tc: the destination port is not in bn_fp_tx (gone, or  */
+	/* not arranged): never redirect to a device that left  */
 	BPFNET_FP_EVENT_MAX = 24,
 };
 
