@@ -11,9 +11,11 @@
 //   other backends' objects are removed. New first, old after: while both
 //   exist both enforce the same policy, so no packet ever sees none.
 
+import BPF
 import BPFNetCore
 import BPFNetShared
 import Foundation
+import LinuxNet
 import Logging
 import SystemPackage
 
@@ -203,6 +205,11 @@ public final class AutoDataplane: Dataplane {
     /// Why each backend before the chosen one was not used (after `apply`).
     public private(set) var unusedBackends: [String: String] = [:]
     private var chosen: Dataplane?
+    /// eBPF enforced a policy in this process: a later failure is a moment's
+    /// (a veth that vanished during an attach), never a reason to switch.
+    private var bpfWorked = false
+    /// Applies whose eBPF attempt failed and were retried (status, logs).
+    public private(set) var bpfRetries = 0
     /// One instance per backend, made on first use and kept: an agent applies
     /// once per Docker event, and a fresh eBPF dataplane would load and verify
     /// its programs again, re-attach every port and rewrite the NAT table each
@@ -227,7 +234,8 @@ public final class AutoDataplane: Dataplane {
         let bpf = bpfInstance ?? makeBPF()
         bpfInstance = bpf
         do {
-            try bpf.apply(policy)
+            try applyRetrying(bpf, policy)
+            bpfWorked = true
             select(bpf)
             return
         } catch let error as RetirementError {
@@ -237,6 +245,14 @@ public final class AutoDataplane: Dataplane {
             // The policy is wrong; every backend would say so.
             throw error
         } catch {
+            if bpfWorked {
+                // It enforced before and still enforces the last policy it
+                // took: say so and let the caller retry; no switch.
+                throw DataplaneError.runtime(
+                    "bpf: apply failed twice (\(Self.reason(error, prefix: "bpf"))); the eBPF dataplane keeps "
+                        + "enforcing the last policy it took — `--backend auto` does not leave a backend that "
+                        + "worked over a failed apply; the next apply tries again")
+            }
             unusedBackends[Backend.bpf.rawValue] = Self.reason(error, prefix: "bpf")
             logger.warning("eBPF cannot be used, falling back to netfilter: \(error)")
             // Whatever a failed eBPF load left behind is removed by the
@@ -275,6 +291,42 @@ public final class AutoDataplane: Dataplane {
                 "no backend could enforce the policy: "
                     + (tried + ["iptables: \(error)"])
                     .joined(separator: "; "))
+        }
+    }
+
+    /// `apply`, and once more from scratch when it failed for a reason that
+    /// may be gone a moment later (an interface that vanished, a busy
+    /// device), or on a backend that worked before in this process.
+    private func applyRetrying(_ dataplane: Dataplane, _ policy: Policy) throws {
+        do {
+            try dataplane.apply(policy)
+        } catch let error as DataplaneError where error.isBadInput {
+            throw error
+        } catch let error as RetirementError {
+            throw error
+        } catch {
+            guard bpfWorked || Self.isTransient(error) else { throw error }
+            bpfRetries += 1
+            logger.warning("eBPF apply failed (\(error)); retrying once before anything else")
+            dataplane.forgetCachedState()
+            try dataplane.apply(policy)
+        }
+    }
+
+    /// Errors that say "not now" rather than "not here": the object is gone
+    /// or busy, or the call was interrupted.
+    static func isTransient(_ error: Error) -> Bool {
+        let transient: Set<Int32> = [ENODEV, ENXIO, ENOENT, EBUSY, EAGAIN, EINTR]
+        switch error {
+        case let error as BPFError: return transient.contains(error.errno.rawValue)
+        case let error as LinuxNetError: return transient.contains(error.errno)
+        case let error as DataplaneError:
+            switch error {
+            case .notFound, .busy: return true
+            case .system(_, let code): return transient.contains(code)
+            default: return false
+            }
+        default: return false
         }
     }
 

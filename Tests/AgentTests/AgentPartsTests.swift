@@ -279,6 +279,62 @@ final class AutoDataplaneReuseTests: XCTestCase {
         func forgetCachedState() { forgets += 1 }
     }
 
+    /// Fails the applies whose numbers (1-based) are in `failing` with `error`.
+    private final class FlakyDataplane: Dataplane, @unchecked Sendable {
+        let backend = Backend.bpf
+        let inner = InMemoryDataplane()
+        let failing: Set<Int>
+        let error: Error
+        var applies = 0
+        var forgets = 0
+        init(failing: Set<Int>, error: Error) {
+            self.failing = failing
+            self.error = error
+        }
+        func apply(_ policy: Policy) throws {
+            applies += 1
+            if failing.contains(applies) { throw error }
+            try inner.apply(policy)
+        }
+        func status() throws -> DataplaneStatus { try inner.status() }
+        func unload() throws { try inner.unload() }
+        func forgetCachedState() { forgets += 1 }
+    }
+
+    /// Once eBPF enforced a policy, a failed apply is retried, and a second
+    /// failure is reported with eBPF still in place: never a switch to
+    /// netfilter over a veth that vanished during an attach.
+    func testAFailureAfterEBPFWorkedIsRetriedAndNeverSwitchesBackends() throws {
+        let flaky = FlakyDataplane(failing: [2, 4, 5], error: DataplaneError.runtime("bpf: attaching to veth9: gone"))
+        let auto = AutoDataplane(pinPath: FilePath("/nonexistent/bpfnet-auto-test")) { flaky }
+        var policy = Policy(bridge: "docker0")
+        try auto.apply(policy)  // 1
+        policy.icc = false
+        try auto.apply(policy)  // 2 fails, 3 retries
+        XCTAssertEqual(auto.backend, .bpf)
+        XCTAssertEqual(auto.bpfRetries, 1)
+        XCTAssertEqual(flaky.forgets, 1, "the retry starts from the system, not the caches")
+        XCTAssertEqual(flaky.inner.currentPolicy?.icc, false)
+        policy.icc = true
+        XCTAssertThrowsError(try auto.apply(policy)) { error in  // 4 and 5 fail
+            XCTAssertTrue("\(error)".contains("does not leave a backend that worked"), "\(error)")
+        }
+        XCTAssertEqual(auto.backend, .bpf)
+        XCTAssertEqual(flaky.inner.currentPolicy?.icc, false, "the last policy eBPF took stays")
+        XCTAssertTrue(auto.unusedBackends.isEmpty)
+    }
+
+    /// Before eBPF ever worked, a transient error (the object is gone) is retried once.
+    func testATransientFirstFailureIsRetried() throws {
+        let flaky = FlakyDataplane(failing: [1], error: DataplaneError.notFound("bpf: no interface with index 9"))
+        let auto = AutoDataplane(pinPath: FilePath("/nonexistent/bpfnet-auto-test")) { flaky }
+        try auto.apply(Policy(bridge: "docker0"))
+        XCTAssertEqual(auto.backend, .bpf)
+        XCTAssertEqual(flaky.applies, 2)
+        XCTAssertTrue(AutoDataplane.isTransient(DataplaneError.system("attach", errno: ENODEV)))
+        XCTAssertFalse(AutoDataplane.isTransient(DataplaneError.permission("BPF_PROG_LOAD: not permitted")))
+    }
+
     /// A fresh eBPF dataplane per apply would load and verify the programs and
     /// re-attach every port for each container start.
     func testOneEBPFDataplaneServesEveryApplyAndAResyncReachesIt() throws {
