@@ -163,6 +163,18 @@ static __always_inline int is_related_icmp_error(struct xdp_md *xdp, const struc
 #define IPV6_MAX_EXT_HEADERS 4
 #define IPV6_MAX_L4_OFFSET   512 /* bounds every read for the verifier */
 
+/* Is the IPv6 source in `ifindex`'s allow-list (bn_allow_src6)? */
+static __always_inline int source6_allowed(__u32 ifindex, const __u8 *saddr6)
+{
+	struct bpfnet_allow6_key key = {
+		.prefixlen = BPFNET_ALLOW_PREFIX_BASE + 128,
+		.ifindex = ifindex,
+	};
+
+	__builtin_memcpy(key.addr, saddr6, sizeof(key.addr));
+	return bpf_map_lookup_elem(&BPFNET_MAP_ALLOW_SRC6, &key) != NULL;
+}
+
 static __always_inline int ipv6_extension(__u8 next)
 {
 	return next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
@@ -173,12 +185,13 @@ static __always_inline int ipv6_extension(__u8 next)
  * IPv6 on an external interface. The default bridge is IPv4-only, so IPv6
  * never reaches a container; but docker-proxy listens on [::]:HOSTPORT for
  * every published port bound to all addresses, so on an interface with an
- * allow-list (which holds no IPv6 source) IPv6 TCP/UDP to such a port is
- * refused (`source`). Up to four extension headers are walked to the L4
- * header; a packet the walk cannot finish is refused there too (fail
- * closed), a non-first fragment is judged by its first. Everything else
- * (ICMPv6 and neighbour discovery, other ports, interfaces without a list)
- * is the host's, as before. docs/verdicts.md, "Ext program".
+ * allow-list IPv6 TCP/UDP to such a port is admitted only from a source in
+ * the list's IPv6 part (bn_allow_src6; `source` otherwise). Up to four
+ * extension headers are walked to the L4 header; a packet the walk cannot
+ * finish is refused there too unless its source is listed (fail closed), a
+ * non-first fragment is judged by its first. Everything else (ICMPv6 and
+ * neighbour discovery, other ports, interfaces without a list) is the
+ * host's, as before. docs/verdicts.md, "Ext program".
  */
 static __always_inline enum bpfnet_reason ext_ipv6(const struct pkt *pkt, const struct parsed *p,
 						   __u32 ifindex)
@@ -197,10 +210,10 @@ static __always_inline enum bpfnet_reason ext_ipv6(const struct pkt *pkt, const 
 		if (!ipv6_extension(next))
 			break;
 		if (offset > IPV6_MAX_L4_OFFSET)
-			return BPFNET_DROP_SOURCE;
+			goto unreadable;
 		header = pkt->data + offset;
 		if ((void *)(header + 8) > pkt->data_end)
-			return BPFNET_DROP_SOURCE;
+			goto unreadable;
 		if (next == IPV6_FRAGMENT) {
 			if ((((__u16)header[2] << 8) | header[3]) & 0xFFF8)
 				return BPFNET_PASS_FRAGMENT;
@@ -211,15 +224,19 @@ static __always_inline enum bpfnet_reason ext_ipv6(const struct pkt *pkt, const 
 		next = header[0];
 	}
 	if (ipv6_extension(next))
-		return BPFNET_DROP_SOURCE; /* deeper than the walk goes */
+		goto unreadable; /* deeper than the walk goes */
 	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
 		return BPFNET_PASS_IPV6;
 	if (offset > IPV6_MAX_L4_OFFSET)
-		return BPFNET_DROP_SOURCE;
+		goto unreadable;
 	ports = pkt->data + offset;
 	if ((void *)(ports + 2) > pkt->data_end)
-		return BPFNET_DROP_SOURCE;
-	return is_published(0, ports[1], next) ? BPFNET_DROP_SOURCE : BPFNET_PASS_IPV6;
+		goto unreadable;
+	if (!is_published(0, ports[1], next))
+		return BPFNET_PASS_IPV6;
+	return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_PUBLISHED : BPFNET_DROP_SOURCE;
+unreadable:
+	return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_IPV6 : BPFNET_DROP_SOURCE;
 }
 
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,

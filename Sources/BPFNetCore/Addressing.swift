@@ -145,6 +145,10 @@ extension Policy {
             result.extInterfaces[index].allowSources = result.extInterfaces[index].allowSources.filter {
                 seen.insert($0).inserted
             }
+            var seen6 = Set<IPv6CIDR>()
+            result.extInterfaces[index].allowSourcesIPv6 = result.extInterfaces[index].allowSourcesIPv6.filter {
+                seen6.insert($0).inserted
+            }
         }
         return result
     }

@@ -10,7 +10,7 @@ import BPFNetShared
 
 /// The policy maps (the ones the control plane writes and the reconciler diffs).
 public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
-    case config, containers, macs, links, published, extInterfaces, allowSources, names, ports
+    case config, containers, macs, links, published, extInterfaces, allowSources, names, ports, allowSources6
 
     /// The C map id.
     public var id: bpfnet_map_id {
@@ -24,6 +24,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .allowSources: BPFNET_MAP_ID_ALLOW_SRC
         case .names: BPFNET_MAP_ID_NAMES
         case .ports: BPFNET_MAP_ID_PORTS
+        case .allowSources6: BPFNET_MAP_ID_ALLOW_SRC6
         }
     }
 
@@ -41,6 +42,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .links: MemoryLayout<bpfnet_link_key>.size
         case .published: MemoryLayout<bpfnet_published_key>.size
         case .allowSources: MemoryLayout<bpfnet_allow_key>.size
+        case .allowSources6: MemoryLayout<bpfnet_allow6_key>.size
         }
     }
 
@@ -52,7 +54,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .links: MemoryLayout<bpfnet_link_value>.size
         case .published: MemoryLayout<bpfnet_published_value>.size
         case .extInterfaces: MemoryLayout<bpfnet_ext_if>.size
-        case .allowSources: MemoryLayout<UInt32>.size
+        case .allowSources, .allowSources6: MemoryLayout<UInt32>.size
         case .names: MemoryLayout<bpfnet_container_name>.size
         case .ports: MemoryLayout<bpfnet_port>.size
         }
@@ -74,6 +76,7 @@ extension MapEntry {
         case .allowSource: rawBytes(AllowSource.cValue)
         case .name(_, let name): rawBytes(ContainerNameRecord.cValue(name))
         case .port(_, let record): rawBytes(record.cValue)
+        case .allowSource6: rawBytes(AllowSource.cValue)
         }
     }
 
@@ -122,6 +125,14 @@ extension MapEntry {
                 ContainerNameRecord.name(load(value, as: bpfnet_container_name.self)))
         case .ports:
             self = .port(ifindex: load(key, as: UInt32.self), PortRecord(load(value, as: bpfnet_port.self)))
+        case .allowSources6:
+            let raw = load(key, as: bpfnet_allow6_key.self)
+            guard let source = AllowSource6(raw) else {
+                throw MapDecodingError(
+                    map: kind, key: key,
+                    message: "prefixlen \(raw.prefixlen) is outside 32-160; bpfnet never writes such a key")
+            }
+            self = .allowSource6(source)
         }
     }
 }
@@ -137,6 +148,7 @@ extension MapKey {
         case .published(let key): rawBytes(key.cKey)
         case .extInterface(let ifindex), .port(let ifindex): rawBytes(ifindex)
         case .allowSource(let source): rawBytes(source.cKey)
+        case .allowSource6(let source): rawBytes(source.cKey)
         }
     }
 }

@@ -126,6 +126,42 @@ public struct ContainerRecord: Hashable, Sendable {
     }
 }
 
+/// One IPv6 allow-list entry: (ifindex, prefix) in `bn_allow_src6`.
+public struct AllowSource6: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var ifindex: UInt32
+    public var prefix: IPv6CIDR
+
+    public init(ifindex: UInt32, prefix: IPv6CIDR) {
+        self.ifindex = ifindex
+        self.prefix = prefix
+    }
+
+    /// nil unless `prefixlen` is 32 + (0...128), the only keys bpfnet writes.
+    public init?(_ key: bpfnet_allow6_key) {
+        let base = UInt32(BPFNET_ALLOW_PREFIX_BASE)
+        let bytes = withUnsafeBytes(of: key.addr) { Array($0) }
+        guard key.prefixlen >= base, key.prefixlen - base <= 128,
+            let prefix = IPv6CIDR(address: IPv6Address(bytes: bytes), prefixLength: UInt8(key.prefixlen - base))
+        else { return nil }
+        ifindex = key.ifindex
+        self.prefix = prefix
+    }
+
+    /// The LPM key: prefixlen = 32 (the ifindex) + the prefix length; the address masked.
+    public var cKey: bpfnet_allow6_key {
+        var key = bpfnet_allow6_key()
+        key.prefixlen = UInt32(BPFNET_ALLOW_PREFIX_BASE) + UInt32(prefix.prefixLength)
+        key.ifindex = ifindex
+        let bytes = prefix.address.bytes
+        withUnsafeMutableBytes(of: &key.addr) { for index in 0..<16 { $0[index] = bytes[index] } }
+        return key
+    }
+
+    public var description: String { "\(prefix) on ifindex \(ifindex)" }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.ifindex, lhs.prefix) < (rhs.ifindex, rhs.prefix) }
+}
+
 /// `struct bpfnet_port`: the container behind a bridge port (key: the port's
 /// ifindex), for the port program's identity check.
 public struct PortRecord: Hashable, Sendable {

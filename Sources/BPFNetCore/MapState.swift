@@ -24,6 +24,8 @@ public struct MapState: Hashable, Sendable {
     public var extInterfaces: [UInt32: ExtInterfaceRecord]
     /// `bn_allow_src` (values are always 1).
     public var allowSources: Set<AllowSource>
+    /// `bn_allow_src6`: the IPv6 entries of the same lists.
+    public var allowSources6: Set<AllowSource6>
     /// `bn_names`: container address → name (for status only).
     public var names: [IPv4Address: String]
     /// `bn_ports`: bridge port ifindex → the container behind it; the same
@@ -34,7 +36,8 @@ public struct MapState: Hashable, Sendable {
         config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
         macs: [MACAddress: IPv4Address] = [:], links: Set<LinkRule> = [],
         published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
-        allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:], ports: [UInt32: PortRecord] = [:]
+        allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:], ports: [UInt32: PortRecord] = [:],
+        allowSources6: Set<AllowSource6> = []
     ) {
         self.config = config
         self.containers = containers
@@ -43,6 +46,7 @@ public struct MapState: Hashable, Sendable {
         self.published = published
         self.extInterfaces = extInterfaces
         self.allowSources = allowSources
+        self.allowSources6 = allowSources6
         self.names = names
         self.ports = ports
     }
@@ -61,6 +65,7 @@ public struct MapState: Hashable, Sendable {
         result += allowSources.sorted().map { .allowSource($0) }
         result += names.sorted { $0.key < $1.key }.map { .name($0.key, $0.value) }
         result += ports.sorted { $0.key < $1.key }.map { .port(ifindex: $0.key, $0.value) }
+        result += allowSources6.sorted().map { .allowSource6($0) }
         return result
     }
 
@@ -76,6 +81,7 @@ public struct MapState: Hashable, Sendable {
         case .allowSource(let source): allowSources.insert(source)
         case .name(let address, let name): names[address] = name
         case .port(let ifindex, let record): ports[ifindex] = record
+        case .allowSource6(let source): allowSources6.insert(source)
         }
     }
 
@@ -92,6 +98,7 @@ public struct MapState: Hashable, Sendable {
         case .allowSource(let source): allowSources.remove(source)
         case .name(let address): names[address] = nil
         case .port(let ifindex): ports[ifindex] = nil
+        case .allowSource6(let source): allowSources6.remove(source)
         }
     }
 
@@ -116,6 +123,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
     case allowSource(AllowSource)
     case name(IPv4Address, String)
     case port(ifindex: UInt32, PortRecord)
+    case allowSource6(AllowSource6)
 
     public var kind: MapKind { key.kind }
 
@@ -130,6 +138,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .allowSource(let source): .allowSource(source)
         case .name(let address, _): .name(address)
         case .port(let ifindex, _): .port(ifindex)
+        case .allowSource6(let source): .allowSource6(source)
         }
     }
 
@@ -146,6 +155,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .allowSource(let source): "allow \(source)"
         case .name(let address, let name): "name \(address) = \(name)"
         case .port(let ifindex, let r): "port \(ifindex) → \(r.address) mac=\(r.mac)"
+        case .allowSource6(let source): "allow \(source)"
         }
     }
 }
@@ -161,6 +171,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
     case allowSource(AllowSource)
     case name(IPv4Address)
     case port(UInt32)
+    case allowSource6(AllowSource6)
 
     public var kind: MapKind {
         switch self {
@@ -173,6 +184,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .allowSource: .allowSources
         case .name: .names
         case .port: .ports
+        case .allowSource6: .allowSources6
         }
     }
 
@@ -187,6 +199,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .allowSource(let source): "allow \(source)"
         case .name(let address): "name \(address)"
         case .port(let ifindex): "port \(ifindex)"
+        case .allowSource6(let source): "allow \(source)"
         }
     }
 }

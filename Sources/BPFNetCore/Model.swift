@@ -316,14 +316,78 @@ public enum PortHook: String, Hashable, Sendable, Codable, CaseIterable {
     case tc, xdp
 }
 
-/// An interface towards the outside and the sources it admits (empty: everyone).
+/// An interface towards the outside and the sources it admits (both lists
+/// empty: everyone).
 public struct ExternalInterface: Hashable, Sendable, Codable {
     public var name: String
     public var allowSources: [IPv4CIDR]
+    /// IPv6 sources admitted to the ports published on all addresses, which
+    /// docker-proxy also serves on [::] (the default bridge has no IPv6).
+    public var allowSourcesIPv6: [IPv6CIDR]
 
-    public init(name: String, allowSources: [IPv4CIDR] = []) {
+    public init(name: String, allowSources: [IPv4CIDR] = [], allowSourcesIPv6: [IPv6CIDR] = []) {
         self.name = name
         self.allowSources = allowSources
+        self.allowSourcesIPv6 = allowSourcesIPv6
+    }
+
+    /// Whether the interface admits only listed sources (of either family).
+    public var hasAllowList: Bool { !allowSources.isEmpty || !allowSourcesIPv6.isEmpty }
+
+    /// Encoded as the policy file writes it: one `allowSources` list of both families.
+    private enum CodingKeys: String, CodingKey { case name, allowSources }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        var v4: [IPv4CIDR] = []
+        var v6: [IPv6CIDR] = []
+        for text in try container.decodeIfPresent([String].self, forKey: .allowSources) ?? [] {
+            switch SourcePrefix(text) {
+            case .v4(let cidr): v4.append(cidr)
+            case .v6(let cidr): v6.append(cidr)
+            case nil:
+                throw DecodingError.dataCorruptedError(
+                    forKey: .allowSources, in: container,
+                    debugDescription: "'\(text)' is not an IPv4 or IPv6 prefix")
+            }
+        }
+        allowSources = v4
+        allowSourcesIPv6 = v6
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(
+            allowSources.map(\.description) + allowSourcesIPv6.map(\.description), forKey: .allowSources)
+    }
+}
+
+/// An allow-list entry of either family, as a policy file lists them.
+public enum SourcePrefix: Hashable, Sendable {
+    case v4(IPv4CIDR)
+    case v6(IPv6CIDR)
+
+    public var v4: IPv4CIDR? { if case .v4(let cidr) = self { cidr } else { nil } }
+    public var v6: IPv6CIDR? { if case .v6(let cidr) = self { cidr } else { nil } }
+
+    /// An IPv4 prefix, else an IPv6 one; nil when the text is neither.
+    public init?(_ text: some StringProtocol) {
+        if let cidr = IPv4CIDR(text) {
+            self = .v4(cidr)
+        } else if text.contains(":"), let cidr = IPv6CIDR(text) {
+            self = .v6(cidr)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .v4(let cidr): cidr.description
+        case .v6(let cidr): cidr.description
+        }
     }
 }
 

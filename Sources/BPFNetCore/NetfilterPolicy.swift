@@ -32,13 +32,17 @@ public struct NetfilterExtInterface: Hashable, Sendable, Comparable {
     public var name: String
     /// Sorted by address, then prefix length.
     public var allowSources: [IPv4CIDR]
+    /// The list's IPv6 entries (sorted): an interface with only these still
+    /// has a list, so it admits no IPv4 source.
+    public var allowSourcesIPv6: [IPv6CIDR]
 
-    public init(name: String, allowSources: [IPv4CIDR]) {
+    public init(name: String, allowSources: [IPv4CIDR], allowSourcesIPv6: [IPv6CIDR] = []) {
         self.name = name
         self.allowSources = allowSources.sorted { ($0.address, $0.prefixLength) < ($1.address, $1.prefixLength) }
+        self.allowSourcesIPv6 = allowSourcesIPv6.sorted()
     }
 
-    public var hasAllowList: Bool { !allowSources.isEmpty }
+    public var hasAllowList: Bool { !allowSources.isEmpty || !allowSourcesIPv6.isEmpty }
 
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.name < rhs.name }
 }
@@ -123,7 +127,8 @@ public struct NetfilterPolicy: Hashable, Sendable {
         let extInterfaces = state.extInterfaces.keys.map { ifindex in
             NetfilterExtInterface(
                 name: name(ifindex, "external interface"),
-                allowSources: state.allowSources.filter { $0.ifindex == ifindex }.map(\.prefix))
+                allowSources: state.allowSources.filter { $0.ifindex == ifindex }.map(\.prefix),
+                allowSourcesIPv6: state.allowSources6.filter { $0.ifindex == ifindex }.map(\.prefix))
         }
         let config = state.config
         self.init(

@@ -115,7 +115,10 @@ public enum PolicyCompiler {
                     ))
                 continue
             }
-            state.extInterfaces[ifindex] = ExtInterfaceRecord(flags: ext.allowSources.isEmpty ? [] : .allowList)
+            state.extInterfaces[ifindex] = ExtInterfaceRecord(flags: ext.hasAllowList ? .allowList : [])
+            for prefix in ext.allowSourcesIPv6 {
+                state.allowSources6.insert(AllowSource6(ifindex: ifindex, prefix: prefix))
+            }
             for prefix in ext.allowSources {
                 state.allowSources.insert(AllowSource(ifindex: ifindex, prefix: prefix))
             }

@@ -20,10 +20,13 @@ extension PolicyFileReader {
         let sources =
             keys["allowSources"].map {
                 scalarList($0, path: "\(path).allowSources") { reader, item, itemPath in
-                    reader.cidr(item, path: itemPath)
+                    reader.sourcePrefix(item, path: itemPath)
                 }
             } ?? []
-        return name.map { ExternalInterface(name: $0, allowSources: sources) }
+        return name.map {
+            ExternalInterface(
+                name: $0, allowSources: sources.compactMap(\.v4), allowSourcesIPv6: sources.compactMap(\.v6))
+        }
     }
 
     mutating func container(_ node: Node, path: String) -> Container? {

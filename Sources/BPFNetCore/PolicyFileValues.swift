@@ -69,6 +69,17 @@ extension PolicyFileReader {
         return cidr
     }
 
+    /// An allow-list entry: an IPv4 or an IPv6 prefix.
+    mutating func sourcePrefix(_ node: Node, path: String) -> SourcePrefix? {
+        guard let text = text(node, path: path, expected: "an IPv4 or IPv6 prefix") else { return nil }
+        if let prefix = SourcePrefix(text) { return prefix }
+        fail(
+            path, node,
+            "'\(text)' is not an IPv4 or IPv6 prefix; expected a.b.c.d/len with len 0-32 (such as 203.0.113.0/24), "
+                + "an IPv6 prefix with len 0-128 (such as 2001:db8::/32), or a single address")
+        return nil
+    }
+
     mutating func mac(_ node: Node, path: String) -> MACAddress? {
         guard let text = text(node, path: path, expected: "a MAC address") else { return nil }
         guard let mac = MACAddress(text) else {

@@ -18,12 +18,12 @@ public struct PolicyOverrides: Hashable, Sendable {
     public var portHook: PortHook?
     public var fastPath: Bool?
     public var extInterfaces: [String]?
-    public var allowSources: [IPv4CIDR]?
+    public var allowSources: [SourcePrefix]?
 
     public init(
         bridge: String? = nil, icc: Bool? = nil, ipForward: Bool? = nil,
         forwardPolicy: ForwardPolicy? = nil, portHook: PortHook? = nil,
-        extInterfaces: [String]? = nil, allowSources: [IPv4CIDR]? = nil, fastPath: Bool? = nil
+        extInterfaces: [String]? = nil, allowSources: [SourcePrefix]? = nil, fastPath: Bool? = nil
     ) {
         self.fastPath = fastPath
         self.bridge = bridge
@@ -66,7 +66,10 @@ public struct PolicyOverrides: Hashable, Sendable {
                             + "interface to apply it to; add --ext-if NAME or list extInterfaces in the policy file")
                 ])
             }
-            for index in result.extInterfaces.indices { result.extInterfaces[index].allowSources = allowSources }
+            for index in result.extInterfaces.indices {
+                result.extInterfaces[index].allowSources = allowSources.compactMap(\.v4)
+                result.extInterfaces[index].allowSourcesIPv6 = allowSources.compactMap(\.v6)
+            }
         }
         return result
     }

@@ -164,6 +164,9 @@ public enum Reconciler {
         for source in desired.allowSources.subtracting(current.allowSources).sorted() {
             allowListsRelax.append(.upsert(.allowSource(source)))
         }
+        for source in desired.allowSources6.subtracting(current.allowSources6).sorted() {
+            allowListsRelax.append(.upsert(.allowSource6(source)))
+        }
         // Ext interfaces: enforcing the allow-list holds back, not enforcing it allows.
         for (ifindex, record) in desired.extInterfaces.filter({ current.extInterfaces[$0.key] != $0.value })
             .sorted(by: { $0.key < $1.key })
@@ -182,6 +185,9 @@ public enum Reconciler {
         // After the interfaces that start enforcing their list (step 5).
         for source in current.allowSources.subtracting(desired.allowSources).sorted() {
             allowListsTighten.append(.delete(.allowSource(source)))
+        }
+        for source in current.allowSources6.subtracting(desired.allowSources6).sorted() {
+            allowListsTighten.append(.delete(.allowSource6(source)))
         }
 
         // Adding it holds back (replacing a value changes nothing the programs look at).

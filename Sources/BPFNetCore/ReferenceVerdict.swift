@@ -163,10 +163,12 @@ public struct IPv6Summary: Hashable, Sendable {
     }
 
     public var destinationMAC: MACAddress
+    public var source: IPv6Address
     public var transport: Transport
 
-    public init(destinationMAC: MACAddress, transport: Transport) {
+    public init(destinationMAC: MACAddress, source: IPv6Address, transport: Transport) {
         self.destinationMAC = destinationMAC
+        self.source = source
         self.transport = transport
     }
 }
@@ -268,6 +270,7 @@ public enum FrameParser {
             return .ipv6(
                 IPv6Summary(
                     destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
+                    source: IPv6Address(bytes: frame[(offset + 8)..<(offset + 24)]),
                     transport: ipv6Transport(nextHeader: frame[offset + 6], at: offset + 40)))
 
         case EtherType.ipv4:
@@ -454,11 +457,14 @@ public struct ReferenceDataplane: Sendable {
             }
             switch packet.transport {
             case .nonFirstFragment: return .pass(.fragment)
-            case .unreadable: return .drop(.source)
+            case .unreadable:
+                return isAllowed(source6: packet.source, ingressIfindex: ingressIfindex) ? .pass(.ipv6) : .drop(.source)
             case .other: return .pass(.ipv6)
             case .ports(let proto, let port):
                 let key = PublishedKey(hostAddress: .any, hostPort: port, proto: proto)
-                return state.published[key] != nil ? .drop(.source) : .pass(.ipv6)
+                guard state.published[key] != nil else { return .pass(.ipv6) }
+                return isAllowed(source6: packet.source, ingressIfindex: ingressIfindex)
+                    ? .pass(.published) : .drop(.source)
             }
         case .ipv4(let packet):
             if packet.isNonFirstFragment { return .pass(.fragment) }
@@ -494,6 +500,14 @@ public struct ReferenceDataplane: Sendable {
                 return .pass(.related)
             }
             return verdict
+        }
+    }
+
+    /// `source6_allowed`: a prefix in the interface's IPv6 list admits `source6`.
+    public func isAllowed(source6: IPv6Address, ingressIfindex: UInt32) -> Bool {
+        (0...UInt8(128)).contains { length in
+            state.allowSources6.contains(
+                AllowSource6(ifindex: ingressIfindex, prefix: IPv6CIDR(address: source6, prefixLength: length)!))
         }
     }
 

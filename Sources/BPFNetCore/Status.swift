@@ -255,7 +255,8 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         let extInterfaces = state.extInterfaces.keys.sorted().map { ifindex in
             ExtInterface(
                 name: ifname(ifindex), ifindex: ifindex,
-                allowSources: state.allowSources.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description))
+                allowSources: state.allowSources.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description)
+                    + state.allowSources6.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description))
         }
         let containers = state.containers.sorted { $0.key < $1.key }.map { address, record in
             Container(

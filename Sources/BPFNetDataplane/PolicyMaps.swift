@@ -123,6 +123,7 @@ enum MapCapacity {
             (.published, keys[.published]?.count ?? 0, Int(BPFNET_MAX_PUBLISHED)),
             (.extInterfaces, keys[.extInterfaces]?.count ?? 0, Int(BPFNET_MAX_EXT_IFS)),
             (.allowSources, keys[.allowSources]?.count ?? 0, Int(BPFNET_MAX_ALLOW_SRC)),
+            (.allowSources6, keys[.allowSources6]?.count ?? 0, Int(BPFNET_MAX_ALLOW_SRC)),
         ]
         return needs.filter { $0.1 > $0.2 }.map { kind, needed, capacity in
             let name = kind == .ports ? MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH) : kind.mapName

@@ -377,7 +377,7 @@ public enum PacketBuilder {
     /// and the header's bytes after its next-header byte) and then a TCP or
     /// UDP header from port 40000 to `destinationPort`.
     public static func ipv6TransportFrame(
-        _ ethernet: EthernetHeader, proto: UInt8, destinationPort: UInt16,
+        _ ethernet: EthernetHeader, source: [UInt8] = linkLocal1, proto: UInt8, destinationPort: UInt16,
         extensions: [(type: UInt8, body: [UInt8])] = []
     ) -> [UInt8] {
         var payload: [UInt8] = []
@@ -389,7 +389,7 @@ public enum PacketBuilder {
             payload = [next] + body + payload
             next = type
         }
-        return ipv6Frame(ethernet, nextHeader: next, payload: payload)
+        return ipv6Frame(ethernet, source: source, nextHeader: next, payload: payload)
     }
 
     /// Extension header bodies for `ipv6TransportFrame`: 8 bytes in all

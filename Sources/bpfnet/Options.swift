@@ -11,6 +11,10 @@ extension IPv4CIDR: ExpressibleByArgument {
     public init?(argument: String) { self.init(argument) }
 }
 
+extension SourcePrefix: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+}
+
 extension ForwardPolicy: ExpressibleByArgument {}
 extension PortHook: ExpressibleByArgument {}
 
@@ -43,8 +47,9 @@ struct PolicyOptions: ParsableArguments {
 
     @Option(
         name: .customLong("allow-source"),
-        help: ArgumentHelp("A source CIDR admitted on every external interface (repeatable).", valueName: "CIDR"))
-    var allowSources: [IPv4CIDR] = []
+        help: ArgumentHelp(
+            "A source CIDR, IPv4 or IPv6, admitted on every external interface (repeatable).", valueName: "CIDR"))
+    var allowSources: [SourcePrefix] = []
 
     @Option(
         name: .customLong("forward-policy"),

@@ -73,7 +73,8 @@ final class AgentSettingsTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("Docker's default bridge network is br-x"), "\(error)")
         }
         XCTAssertThrowsError(
-            try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!]))
+            try AgentSettings.load(
+                configFile: nil, overrides: PolicyOverrides(allowSources: [SourcePrefix("10.0.0.0/8")!]))
         )
         XCTAssertThrowsError(
             try AgentSettings.load(configFile: nil, overrides: PolicyOverrides(extInterfaces: ["docker0"]))

@@ -140,7 +140,11 @@ final class PacketBuilderTests: XCTestCase {
         XCTAssertEqual(v6[14] >> 4, 6)
         XCTAssertEqual(be16(v6, 18), 3)
         XCTAssertEqual(
-            FrameParser.parse(v6), .ipv6(IPv6Summary(destinationMAC: b.mac, transport: .other(IPProtocol.icmpv6))))
+            FrameParser.parse(v6),
+            .ipv6(
+                IPv6Summary(
+                    destinationMAC: b.mac, source: IPv6Address(bytes: PacketBuilder.linkLocal1),
+                    transport: .other(IPProtocol.icmpv6))))
 
         let arp = PacketBuilder.arpFrame(
             EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: a.mac),

@@ -172,6 +172,47 @@ final class PolicyFileTests: XCTestCase {
             ])
     }
 
+    /// docker-proxy serves published ports on [::] too: a list may name IPv6 sources.
+    func testAllowSourcesTakeIPv6Prefixes() throws {
+        let policy = try PolicyFile.load(
+            yaml: """
+                extInterfaces:
+                  - {name: eth0, allowSources: [198.51.100.0/24, "2001:db8:77::/48", "2001:DB8:77:0::1/48", "::1"]}
+                  - {name: eth1, allowSources: "2001:db8::5"}
+                """, file: "f")
+        XCTAssertEqual(policy.extInterfaces.map(\.allowSources), [[IPv4CIDR("198.51.100.0/24")!], []])
+        XCTAssertEqual(
+            policy.extInterfaces.map(\.allowSourcesIPv6),
+            [[IPv6CIDR("2001:db8:77::/48")!, IPv6CIDR("::1/128")!], [IPv6CIDR("2001:db8::5/128")!]],
+            "host bits masked, duplicates merged, a bare address is /128")
+        XCTAssertTrue(policy.extInterfaces[1].hasAllowList, "an IPv6-only list is a list: no IPv4 source is admitted")
+        assertProblem(
+            "extInterfaces: [{name: eth0, allowSources: ['2001:db8::/129']}]",
+            path: "extInterfaces[0].allowSources[0]", mentions: ["'2001:db8::/129'", "0-128"])
+        assertProblem(
+            "extInterfaces: [{name: eth0, allowSources: ['2001:db8:::1/64']}]",
+            path: "extInterfaces[0].allowSources[0]", mentions: ["'2001:db8:::1/64'", "IPv6 prefix"])
+    }
+
+    func testIPv6AddressTextForms() {
+        for (text, canonical) in [
+            ("2001:DB8::1", "2001:db8::1"), ("::", "::"), ("::1", "::1"), ("fe80::", "fe80::"),
+            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"), ("2001:0db8:0000:0000:0000:0000:0002:0001", "2001:db8::2:1"),
+            ("::ffff:192.0.2.1", "::ffff:c000:201"), ("1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8"),
+        ] {
+            XCTAssertEqual(IPv6Address(text)?.description, canonical, text)
+        }
+        for bad in ["", ":", ":::", "1::2::3", "12345::", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7::8", "g::1", "1.2.3.4"] {
+            XCTAssertNil(IPv6Address(bad), bad)
+        }
+        let prefix = IPv6CIDR("2001:db8:77:ffff::1/48")!
+        XCTAssertEqual(prefix.description, "2001:db8:77::/48")
+        XCTAssertTrue(prefix.contains(IPv6Address("2001:db8:77:1234::9")!))
+        XCTAssertFalse(prefix.contains(IPv6Address("2001:db8:78::")!))
+        XCTAssertEqual(IPv6CIDR("::/0")?.contains(IPv6Address("ffff::")!), true)
+        XCTAssertEqual(IPv6Address(bytes: IPv6Address("2001:db8::7")!.bytes), IPv6Address("2001:db8::7"))
+    }
+
     // MARK: Errors: each names file, key path and value, and what is accepted
 
     func testUnknownKeysWithSuggestions() {

@@ -143,6 +143,35 @@ final class ReconcilerTests: XCTestCase {
             ])
     }
 
+    /// IPv6 entries go with the IPv4 ones: admitted before an interface
+    /// starts enforcing its list, removed only after it stopped; an interface
+    /// with only IPv6 entries enforces its list (no IPv4 source is admitted).
+    func testIPv6AllowListEntriesFollowTheSameOrder() {
+        var before = Sample.policy
+        before.extInterfaces[0].allowSources = []
+        var after = before
+        after.extInterfaces[0].allowSourcesIPv6 = [IPv6CIDR("2001:db8::/32")!]
+        let entry = AllowSource6(ifindex: 2, prefix: IPv6CIDR("2001:db8::/32")!)
+        XCTAssertEqual(compile(after).extInterfaces[2], ExtInterfaceRecord(flags: .allowList))
+        XCTAssertEqual(
+            compile(before).changes(to: compile(after)),
+            [
+                .upsert(.allowSource6(entry)),
+                .upsert(.extInterface(ifindex: 2, ExtInterfaceRecord(flags: .allowList))),
+                .upsert(.config(withGeneration(compile(after).config, 1))),
+            ])
+        XCTAssertEqual(
+            compile(after).changes(to: compile(before)),
+            [
+                .upsert(.extInterface(ifindex: 2, ExtInterfaceRecord())), .delete(.allowSource6(entry)),
+                .upsert(.config(withGeneration(compile(before).config, 1))),
+            ])
+        assertReaches(compile(after), from: compile(before))
+        // The C key round-trips.
+        XCTAssertEqual(AllowSource6(entry.cKey), entry)
+        XCTAssertEqual(entry.cKey.prefixlen, 32 + 32)
+    }
+
     func withGeneration(_ config: ConfigRecord, _ generation: UInt32) -> ConfigRecord {
         var config = config
         config.generation = generation

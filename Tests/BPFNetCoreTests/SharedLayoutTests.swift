@@ -69,7 +69,7 @@ final class SharedLayoutTests: XCTestCase {
             MapKind.allCases.map(\.mapName),
             [
                 "bn_config", "bn_containers", "bn_macs", "bn_links", "bn_published", "bn_ext_ifs",
-                "bn_allow_src", "bn_names", "bn_ports",
+                "bn_allow_src", "bn_names", "bn_ports", "bn_allow_src6",
             ])
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_COUNTERS), "bn_counters")
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_ATTACH), "bn_attach")

@@ -243,13 +243,15 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(policy.extInterfaces, [ExternalInterface(name: "eth1"), Sample.policy.extInterfaces[0]])
 
         // --allow-source replaces every interface's list.
-        overrides.allowSources = [IPv4CIDR("10.0.0.0/8")!]
+        overrides.allowSources = [SourcePrefix("10.0.0.0/8")!, SourcePrefix("2001:db8::/32")!]
         policy = try overrides.apply(to: Sample.policy)
         XCTAssertEqual(
             policy.extInterfaces.map(\.allowSources), [[IPv4CIDR("10.0.0.0/8")!], [IPv4CIDR("10.0.0.0/8")!]])
+        XCTAssertEqual(
+            policy.extInterfaces.map(\.allowSourcesIPv6), [[IPv6CIDR("2001:db8::/32")!], [IPv6CIDR("2001:db8::/32")!]])
 
         // ... and is refused when there is no interface to apply it to.
-        XCTAssertThrowsError(try PolicyOverrides(allowSources: [IPv4CIDR("10.0.0.0/8")!]).apply(to: Policy())) {
+        XCTAssertThrowsError(try PolicyOverrides(allowSources: [.v4(IPv4CIDR("10.0.0.0/8")!)]).apply(to: Policy())) {
             error in
             XCTAssertTrue("\(error)".contains("--allow-source"), "\(error)")
             XCTAssertTrue("\(error)".contains("10.0.0.0/8"), "\(error)")

@@ -110,7 +110,9 @@ final class DifferentialTests: TestRunTestCase {
                         IPv4CIDR("203.0.113.0/25")!,
                         IPv4CIDR("198.51.100.200/32")!,
                         IPv4CIDR("10.0.0.0/8")!,
-                    ]),
+                    ],
+                    // The fuzzer's IPv6 frames come from fe80::1: admitted here, refused on ext2 below.
+                    allowSourcesIPv6: [IPv6CIDR("fe80::/64")!]),
                 ExternalInterface(name: "ext1", allowSources: [IPv4CIDR("0.0.0.0/0")!]),
             ],
             containers: Fixture.containers + crowd, links: Fixture.links + links)
@@ -122,7 +124,9 @@ final class DifferentialTests: TestRunTestCase {
         var unknownBridge = Fixture.policy(icc: false, forward: .accept)
         unknownBridge.extInterfaces = [
             ExternalInterface(name: "ext1", allowSources: [IPv4CIDR("100.64.0.0/10")!]),
-            ExternalInterface(name: "ext2", allowSources: [IPv4CIDR("203.0.113.7/32")!]),
+            ExternalInterface(
+                name: "ext2", allowSources: [IPv4CIDR("203.0.113.7/32")!],
+                allowSourcesIPv6: [IPv6CIDR("2001:db8::/32")!]),
         ]
         unknownBridge.containers.append(Fixture.container("far", IPv4Address(192, 168, 77, 7), exposed: [PortSpec(22)]))
         unknownBridge.links.append(Link(parent: "far", child: "db"))

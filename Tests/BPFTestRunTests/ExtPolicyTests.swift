@@ -215,17 +215,24 @@ final class ExtPolicyTests: TestRunTestCase {
     /// IPv6 stays the host's.
     func testIPv6ToAPublishedPortObeysTheAllowList() throws {
         func v6(
-            _ port: UInt16, _ extensions: [(type: UInt8, body: [UInt8])] = [], proto: UInt8 = IPProtocol.tcp
+            _ port: UInt16, _ extensions: [(type: UInt8, body: [UInt8])] = [], proto: UInt8 = IPProtocol.tcp,
+            from source: String = "2001:db8:78::5"
         ) -> [UInt8] {
             PacketBuilder.ipv6TransportFrame(
-                EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC), proto: proto,
-                destinationPort: port, extensions: extensions)
+                EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC),
+                source: IPv6Address(source)!.bytes, proto: proto, destinationPort: port, extensions: extensions)
         }
         let options = PacketBuilder.ipv6Options()
         for forward in ForwardPolicy.allCases {
             try apply(icc: false, forward: forward)
             let label = "forward=\(forward)"
             expectExt([ext0], v6(8080), .drop(.source), "IPv6 TCP to 8080 (published on every address), \(label)")
+            expectExt(
+                [ext0], v6(8080, from: "2001:db8:77:1::5"), .pass(.published),
+                "the same from a source in ext0's IPv6 list (2001:db8:77::/48), \(label)")
+            expectExt(
+                [ext0], v6(8080, Array(repeating: (0, options), count: 5), from: "2001:db8:77::9"), .pass(.ipv6),
+                "unreadable, but from a listed source, \(label)")
             expectExt(withoutList, v6(8080), .pass(.ipv6), "the same where no list applies, \(label)")
             expectExt([ext0], v6(5353, proto: IPProtocol.udp), .drop(.source), "IPv6 UDP to 5353/udp, \(label)")
             expectExt([ext0], v6(5353), .pass(.ipv6), "IPv6 TCP to 5353 (published for UDP only), \(label)")

@@ -65,6 +65,7 @@ enum Fixture {
     /// app → db (5432/tcp, 53/udp, 9899/sctp) and app → web (80/tcp, 443/tcp from -p).
     static let links = [Link(parent: "app", child: "db", alias: "db"), Link(parent: "app", child: "web", alias: "web")]
     static let allowList = [IPv4CIDR("203.0.113.0/24")!, IPv4CIDR("198.51.100.128/25")!]
+    static let allowListIPv6 = [IPv6CIDR("2001:db8:77::/48")!]
 
     /// Made-up port ifindexes: nothing but the maps ever sees them.
     static let portIndexes: [String: UInt32] = Dictionary(
@@ -76,7 +77,9 @@ enum Fixture {
         Policy(
             icc: icc, forwardPolicy: forward,
             extInterfaces: [
-                ExternalInterface(name: "ext0", allowSources: allowList ? Self.allowList : []),
+                ExternalInterface(
+                    name: "ext0", allowSources: allowList ? Self.allowList : [],
+                    allowSourcesIPv6: allowList ? Self.allowListIPv6 : []),
                 ExternalInterface(name: "ext1"),
             ],
             containers: containers, links: links)

@@ -43,6 +43,7 @@
 #define BPFNET_MAP_DROP_RATE   bn_drop_rate   /* PERCPU_ARRAY[1]: struct bpfnet_drop_rate    */
 #define BPFNET_MAP_PORTS       bn_ports	     /* ARRAY: ifindex < BPFNET_PORT_SLOTS -> bpfnet_port */
 #define BPFNET_MAP_PORTS_HIGH  bn_ports_high /* HASH: __u32 ifindex (the rest) -> bpfnet_port */
+#define BPFNET_MAP_ALLOW_SRC6  bn_allow_src6 /* LPM_TRIE: bpfnet_allow6_key -> __u32 */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -254,6 +255,18 @@ struct bpfnet_allow_key {
 _Static_assert(sizeof(struct bpfnet_allow_key) == 12, "bpfnet_allow_key layout");
 #define BPFNET_ALLOW_PREFIX_BASE 32
 
+/*
+ * bn_allow_src6: the IPv6 entries of the same allow-lists (docker-proxy serves
+ * published ports on [::] too). Same layout: ifindex, then up to 128 bits of
+ * prefix; prefixlen = 32 + CIDR prefix length.
+ */
+struct bpfnet_allow6_key {
+	__u32 prefixlen;
+	__u32 ifindex;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct bpfnet_allow6_key) == 24, "bpfnet_allow6_key layout");
+
 /* ------------------------------------------------------------------------ */
 /* bn_counters: per-CPU packets/bytes per (program, reason).                   */
 /* ------------------------------------------------------------------------ */
@@ -421,6 +434,7 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_DROP_RATE,
 	BPFNET_MAP_ID_PORTS,
 	BPFNET_MAP_ID_PORTS_HIGH,
+	BPFNET_MAP_ID_ALLOW_SRC6,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -461,6 +475,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_PORTS);
 	case BPFNET_MAP_ID_PORTS_HIGH:
 		return BPFNET_XSTR(BPFNET_MAP_PORTS_HIGH);
+	case BPFNET_MAP_ID_ALLOW_SRC6:
+		return BPFNET_XSTR(BPFNET_MAP_ALLOW_SRC6);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

@@ -112,6 +112,15 @@ struct {
 } BPFNET_MAP_ALLOW_SRC SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BPFNET_MAX_ALLOW_SRC);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bpfnet_allow6_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_ALLOW_SRC6 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, BPFNET_COUNTER_SLOTS);
 	__type(key, __u32);
