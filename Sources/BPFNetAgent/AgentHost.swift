@@ -35,6 +35,9 @@ extension AgentHost {
 public enum BridgePortEvent: Hashable, Sendable {
     /// `port` joined the bridge `bridge` (it was created as its port, or moved onto it).
     case joined(port: String, bridge: String)
+    /// An interface the monitor had not seen appeared (an external
+    /// interface the settings name may have come up).
+    case appeared(name: String)
     /// Notifications were lost: any port may have joined.
     case lost
 }
@@ -97,6 +100,7 @@ public struct SystemAgentHost: AgentHost {
                     switch event {
                     case .changed(let link):
                         let previous = masters.updateValue(link.master ?? 0, forKey: link.index)
+                        if previous == nil { continuation.yield(.appeared(name: link.name)) }
                         guard let master = link.master, master != previous else { continue }
                         var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
                         guard if_indextoname(UInt32(bitPattern: master), &name) != nil else { continue }

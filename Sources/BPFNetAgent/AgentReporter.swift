@@ -65,6 +65,8 @@ struct AgentReporter {
     private(set) var startLatencies: [DockerAgent.StartLatency] = []
     /// Running bridge containers left out of the last built policy.
     private(set) var skipped: [DockerSkippedContainer] = []
+    /// External interfaces of the settings that did not exist at the last build.
+    private(set) var missingExtInterfaces: [String] = []
     private var lastSync: (at: Date, latency: DockerAgent.StartLatency)?
     private var lastResync: (at: Date, duration: Duration, containers: Int)?
 
@@ -124,6 +126,20 @@ struct AgentReporter {
     }
 
     /// Takes the containers the last build left out, warning about each new one.
+    /// Warns once per interface when it goes missing; says when it is back.
+    mutating func recordMissingExtInterfaces(_ names: [String]) {
+        for name in names where !missingExtInterfaces.contains(name) {
+            let message =
+                "external interface \(name) does not exist: left out of the policy (the forward policy still holds "
+                + "for traffic routed in through any interface); it is attached when it appears"
+            logger.warning("\(message)")
+        }
+        for name in missingExtInterfaces where !names.contains(name) {
+            logger.notice("external interface \(name) is enforced again")
+        }
+        missingExtInterfaces = names
+    }
+
     mutating func recordSkipped(_ skipped: [DockerSkippedContainer]) {
         let before = Set(self.skipped)
         for item in skipped where !before.contains(item) {
@@ -168,7 +184,7 @@ struct AgentReporter {
     func status(connected: Bool, daemon: DockerDaemonIdentity?, lastError: String?) -> DataplaneStatus.Agent {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return DataplaneStatus.Agent(
+        var agent = DataplaneStatus.Agent(
             running: true, pid: getpid(), dockerHost: dockerHost, connected: connected,
             dockerServer: daemon?.version, apiVersion: daemon?.apiVersion.description,
             lastSyncAt: lastSync.map { formatter.string(from: $0.at) },
@@ -180,6 +196,8 @@ struct AgentReporter {
             resyncs: statistics.resyncs, reconnects: statistics.reconnects,
             eventsHandled: statistics.eventsHandled, malformedEvents: statistics.malformedEvents,
             skippedContainers: skipped.map(\.description), lastError: lastError)
+        agent.missingExtInterfaces = missingExtInterfaces.isEmpty ? nil : missingExtInterfaces
+        return agent
     }
 
     /// Hands the state to whoever asked for reports (the CLI's state writer).

@@ -32,12 +32,32 @@ public struct DesiredPolicy: Hashable, Sendable {
     public var policy: Policy
     /// Running bridge containers left out, with why.
     public var skipped: [DockerSkippedContainer]
+    /// External interfaces of the settings that do not exist (yet): left out
+    /// so that everything else is enforced; the agent applies again when one
+    /// appears, and until then the guard holds traffic routed in through it.
+    public var missingExtInterfaces: [String] = []
 
     /// - Parameters:
     ///   - settings: every setting but containers and links, the bridge already Docker's.
     ///   - bridgeAddress: the bridge's address on the host, for the checks that need it.
-    ///   - portExists: whether a bridge port (interface) exists right now.
+    ///   - portExists: whether an interface (a bridge port, an external
+    ///     interface) exists right now.
     public static func build(
+        settings: Policy, containers: [TrackedContainer],
+        bridgeAddress: IPv4InterfaceAddress?,
+        portExists: (String) -> Bool
+    ) -> DesiredPolicy {
+        var result = buildWithContainers(
+            settings: settings, containers: containers, bridgeAddress: bridgeAddress, portExists: portExists)
+        let missing = settings.extInterfaces.map(\.name).filter { !portExists($0) }
+        if !missing.isEmpty {
+            result.policy.extInterfaces.removeAll { missing.contains($0.name) }
+            result.missingExtInterfaces = missing
+        }
+        return result
+    }
+
+    private static func buildWithContainers(
         settings: Policy, containers: [TrackedContainer],
         bridgeAddress: IPv4InterfaceAddress?,
         portExists: (String) -> Bool

@@ -245,6 +245,12 @@ public actor DockerAgent {
             case .joined(let port, let bridge):
                 guard bridge == (lastApplied?.bridge ?? effectiveSettings?.bridge) else { continue }
                 logger.debug("\(port) joined \(bridge): attaching the port program")
+            case .appeared(let name):
+                guard reporter.missingExtInterfaces.contains(name) else { continue }
+                logger.notice("external interface \(name) appeared: applying the policy with it")
+                needsApply = true
+                if let wake { wake.yield() } else { try? await applyDesired(reason: "\(name) appeared", starts: [:]) }
+                continue
             case .lost:
                 logger.warning("link notifications were lost: attaching to every bridge port again")
             }
@@ -423,12 +429,14 @@ public actor DockerAgent {
             lastApplied = desired.policy
         }
         reporter.recordSkipped(desired.skipped)
+        reporter.recordMissingExtInterfaces(desired.missingExtInterfaces)
         reporter.recordStarts(starts, enforcedBy: desired.policy) { tracker.containers[$0]?.container.name }
     }
 
     private func build(_ settings: Policy) -> DesiredPolicy {
         let containers = Array(tracker.containers.values)
-        let existing = host.existingInterfaces(among: containers.compactMap(\.port))
+        let existing = host.existingInterfaces(
+            among: containers.compactMap(\.port) + settings.extInterfaces.map(\.name))
         return DesiredPolicy.build(
             settings: settings, containers: containers,
             bridgeAddress: host.ipv4Address(of: settings.bridge),

@@ -173,6 +173,9 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         public var malformedEvents: Int
         /// Containers running on the bridge that the agent left out, with why.
         public var skippedContainers: [String]
+        /// External interfaces the settings name that do not exist (yet): left
+        /// out until they appear; nil when there are none.
+        public var missingExtInterfaces: [String]?
         /// The last failure (Docker unreachable, an apply that failed); nil once it recovered.
         public var lastError: String?
 

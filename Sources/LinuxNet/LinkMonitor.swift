@@ -85,6 +85,11 @@ public final class LinkMonitor: @unchecked Sendable {
             defer { offset += RouteNetlink.align(length) }
             let payload = UnsafeRawBufferPointer(rebasing: datagram[(offset + headerSize)..<(offset + length)])
             let type = Int(header.nlmsg_type)
+            // The bridge also reports its ports' own state (family AF_BRIDGE,
+            // a DELLINK when a port leaves): not the interface coming or going.
+            guard payload.count >= MemoryLayout<ifinfomsg>.size,
+                payload.loadUnaligned(as: ifinfomsg.self).ifi_family != UInt8(AF_BRIDGE)
+            else { continue }
             if type == RTM_NEWLINK, let link = RouteNetlink.parseLink(type, payload) {
                 events.append(.changed(link))
             } else if type == RTM_DELLINK, payload.count >= MemoryLayout<ifinfomsg>.size {

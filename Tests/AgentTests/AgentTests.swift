@@ -281,6 +281,38 @@ final class AgentTests: XCTestCase {
         try await harness.stop()
     }
 
+    /// An external interface the settings name that does not exist is left
+    /// out (everything else is enforced) and attached when it appears.
+    func testAMissingExternalInterfaceIsLeftOutAndAttachedWhenItAppears() async throws {
+        let harness = AgentHarness(
+            settings: AgentSettings(
+                policy: Policy(
+                    icc: false,
+                    extInterfaces: [
+                        ExternalInterface(name: "eth0"),
+                        ExternalInterface(name: "wg0", allowSources: [IPv4CIDR("198.51.100.0/24")!]),
+                    ])))
+        harness.host.setMissing(["wg0"])
+        standardContainers(harness.docker)
+        harness.start()
+        try await eventually("applied without wg0") { harness.enforcedLinks.count == 1 }
+        XCTAssertEqual(harness.dataplane.appliedPolicies.last?.extInterfaces.map(\.name), ["eth0"])
+        try await eventually("reported") { harness.reports.last?.missingExtInterfaces == ["wg0"] }
+        XCTAssertTrue(harness.logs.contains(.warning, "external interface wg0 does not exist"), "\(harness.logs.all)")
+
+        harness.host.setMissing([])
+        harness.host.appear("vethunrelated")
+        try await stays("another interface appearing changes nothing") {
+            harness.dataplane.appliedPolicies.last?.extInterfaces.count == 1
+        }
+        harness.host.appear("wg0")
+        try await eventually("applied with wg0") {
+            harness.dataplane.appliedPolicies.last?.extInterfaces.map(\.name) == ["eth0", "wg0"]
+        }
+        try await eventually("no longer reported") { harness.reports.last?.missingExtInterfaces == nil }
+        try await harness.stop()
+    }
+
     func testReconnectBackoffDoublesAndIsCapped() async throws {
         let harness = AgentHarness()
         harness.docker.goAway()

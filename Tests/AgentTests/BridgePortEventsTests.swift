@@ -41,15 +41,20 @@ final class BridgePortEventsTests: XCTestCase {
                 "link set v1 mtu 1400", "link add v2 type veth peer name v2p", "link set v2 master br1",
                 "link set v1 nomaster", "link set v1 master br0",
             ])
-        try await eventually("three joins") { seen.all.count >= 3 }
+        let joins = { seen.all.filter { if case .joined = $0 { true } else { false } } }
+        try await eventually("three joins") { joins().count >= 3 }
         try await Task.sleep(for: .milliseconds(200))
         XCTAssertEqual(
-            seen.all,
+            joins(),
             [
                 .joined(port: "v1", bridge: "br0"), .joined(port: "v2", bridge: "br1"),
                 .joined(port: "v1", bridge: "br0"),
             ],
             "a join each time a port gets a master; other changes and the port that was there before say nothing")
+        let appeared = Set(seen.all.compactMap { if case .appeared(let name) = $0 { name } else { nil } })
+        XCTAssertTrue(appeared.isSuperset(of: ["v1", "v1p", "v2", "v2p"]), "\(appeared)")
+        XCTAssertFalse(appeared.contains("old"), "nothing happened to it")
+        XCTAssertEqual(seen.all.count { $0 == .appeared(name: "v1") }, 1, "leaving a bridge is not going away")
     }
 }
 

@@ -297,6 +297,7 @@ final class FakeHost: AgentHost, @unchecked Sendable {
     func join(_ port: String, bridge: String = "docker0") {
         portEvents.continuation.yield(.joined(port: port, bridge: bridge))
     }
+    func appear(_ name: String) { portEvents.continuation.yield(.appeared(name: name)) }
 
     func setMissing(_ names: Set<String>) { lock.withLock { missing = names } }
     func setTraces(_ value: [String]) { lock.withLock { traces = value } }
