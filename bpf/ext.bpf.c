@@ -5,7 +5,10 @@
  * matched on the host address and host port. Replies to connections opened
  * from this host's side (containers, masqueraded or not) are recognised with
  * the kernel's own conntrack table (bpf_xdp_ct_lookup, kernel >= 6.0) and are
- * never dropped; conntrack is consulted only when a packet would be dropped.
+ * never dropped, nor are ICMP errors about them (path MTU discovery);
+ * conntrack is consulted only when a packet would be dropped. IPv6 never
+ * reaches a container, but on an interface with an allow-list IPv6 to a port
+ * published on all addresses (docker-proxy serves [::]) needs a listed source.
  *
  * Fast path (BPFNET_CFG_FAST_PATH, fastpath.h): a UDP datagram the forward
  * policy admits straight to a container (reason forward-accept) is routed
