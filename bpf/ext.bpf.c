@@ -15,10 +15,8 @@
  * here instead of by the host: bpf_fib_lookup (which honours ip_forward on
  * the ingress device) must resolve it to the bridge with a neighbour that is
  * the container's MAC; MACs are rewritten, TTL decremented, and the frame is
- * redirected to the container's port with bpf_redirect (the port's NAPI flag
- * in bn_fp_ifs gates it; the kernel queues it in the same per-CPU bulk queue
- * a DEVMAP uses, and a devmap shared by both objects could not be pinned,
- * see port.bpf.c). Only
+ * redirected to the container's port through this object's bn_fp_tx DEVMAP
+ * (fastpath.h: NAPI arranged, and the device still there). Only
  * datagrams of a flow conntrack already tracks as opened from outside, without
  * NAT, are taken: the container's replies then still match that entry in the
  * host's stack, so masquerade never rewrites them. TCP stays with the stack:
@@ -289,7 +287,6 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 	struct bpf_fib_lookup fib = {};
 	const struct bpfnet_container *dst;
 	const struct bpfnet_fp_if *ingress;
-	enum bpfnet_fastpath_event event;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	int nat, rc;
@@ -325,9 +322,9 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 		return BPFNET_FP_UNKNOWN_DEST;
 	if (!(ingress->flags & BPFNET_FP_IF_FULL_CSUM))
 		return BPFNET_FP_PARTIAL_CSUM; /* xdp_source_checks, with the entry at hand */
-	event = xdp_target_checks(dst->port_ifindex);
-	if (event != BPFNET_FP_HIT)
-		return event;
+	/* In bn_fp_tx: arranged with NAPI, and the device still exists. */
+	if (!bpf_map_lookup_elem(&BPFNET_MAP_FP_TX, &dst->port_ifindex))
+		return BPFNET_FP_NO_NAPI;
 	if (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat)
 		return BPFNET_FP_CONNTRACK;
 
@@ -389,7 +386,7 @@ int bpfnet_ext_xdp(struct xdp_md *xdp)
 	if (event == BPFNET_FP_HIT) {
 		/* Only invalid flags make it fail; the frame is rewritten by now,
 		 * so it is dropped rather than routed a second time. */
-		if (bpf_redirect(port, 0) == XDP_REDIRECT) {
+		if (bpf_redirect_map(&BPFNET_MAP_FP_TX, port, 0) == XDP_REDIRECT) {
 			fp_account(BPFNET_PROG_EXT_XDP, BPFNET_FP_HIT, &pkt);
 			return XDP_REDIRECT;
 		}

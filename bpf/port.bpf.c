@@ -24,24 +24,6 @@
 #include "fastpath.h"
 #include "policy.h"
 
-/*
- * XDP redirect targets: a port is in here only while its container's eth0
- * has NAPI (GRO), so a frame redirected to it is delivered, never silently
- * dropped (xdp:xdp_redirect_err -95). Key and value: the ifindex.
- *
- * Not pinned, unlike every other map: the kernel adds BPF_F_RDONLY_PROG to a
- * devmap's flags, which libbpf 1.1 then reads back as a mismatch and refuses
- * to reuse the pin. Each load makes a fresh one, which the control plane
- * fills from bn_fp_ifs (the NAPI flag) in the same process; it goes with the
- * programs that use it.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, BPFNET_MAX_FP_IFS);
-	__type(key, __u32);
-	__type(value, __u32);
-} BPFNET_MAP_FP_TX SEC(".maps");
-
 SEC("tc")
 int bpfnet_port_tc(struct __sk_buff *skb)
 {

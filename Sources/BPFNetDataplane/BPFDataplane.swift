@@ -273,7 +273,11 @@ public final class LoadedDataplane {
         maps = try PolicyMaps(pinnedAt: pinPath)
         counters = try BPFPerCPUMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_COUNTERS)))
         fastPath = try FastPathInterfaces(
-            pinnedAt: pinPath, targets: BPFMap(port.map(named: MapKind.name(of: BPFNET_MAP_ID_FP_TX))), logger: logger)
+            pinnedAt: pinPath,
+            targets: [
+                BPFMap(port.map(named: MapKind.name(of: BPFNET_MAP_ID_FP_TX))),
+                BPFMap(ext.map(named: MapKind.name(of: BPFNET_MAP_ID_FP_TX))),
+            ], logger: logger)
         attachments = try AttachmentManager(
             records: AttachmentRecords(pinnedAt: pinPath),
             programs: [

@@ -141,7 +141,7 @@ enum BPFRetirement {
             if FileManager.default.fileExists(atPath: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)).string)
             {
                 do {
-                    try FastPathInterfaces(pinnedAt: pinPath, targets: nil, logger: logger).releaseAll()
+                    try FastPathInterfaces(pinnedAt: pinPath, targets: [], logger: logger).releaseAll()
                 } catch {
                     problems.append("fast path: \(error)")
                 }

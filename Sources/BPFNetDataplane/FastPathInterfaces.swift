@@ -92,10 +92,12 @@ struct FastPathInterfaces {
     let records: BPFMap<UInt32, bpfnet_fp_if>
     /// nil in a process that has not loaded the objects (`unload`): the map
     /// goes with the programs.
-    let targets: BPFMap<UInt32, UInt32>?
+    /// The port object's and the ext object's DEVMAPs (each object has its
+    /// own: see port.bpf.c); empty in a process that has not loaded them.
+    let targets: [BPFMap<UInt32, UInt32>]
     let logger: Logger
 
-    init(pinnedAt pinPath: FilePath, targets: BPFMap<UInt32, UInt32>?, logger: Logger) throws {
+    init(pinnedAt pinPath: FilePath, targets: [BPFMap<UInt32, UInt32>], logger: Logger) throws {
         records = try BPFMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_FP_IFS)))
         self.targets = targets
         self.logger = logger
@@ -239,9 +241,9 @@ struct FastPathInterfaces {
             try write(ifindex, record)
             // The DEVMAP entry last, and only with NAPI in place.
             if napi {
-                try targets?.update(ifindex, ifindex)
+                for map in targets { try map.update(ifindex, ifindex) }
             } else {
-                _ = try targets?.delete(ifindex)
+                for map in targets { _ = try map.delete(ifindex) }
                 throw DataplaneError.runtime("GRO did not turn on at \(peer.name) in the container's namespace")
             }
         }
@@ -249,7 +251,7 @@ struct FastPathInterfaces {
 
     /// Takes the interface out of the fast path, then reverts its peer.
     private func release(_ ifindex: UInt32, _ record: FastPathInterfaceRecord, peers: VethPeerLocator) throws {
-        _ = try? targets?.delete(ifindex)
+        for map in targets { _ = try? map.delete(ifindex) }
         var remaining = record
         remaining.set(BPFNET_FP_IF_NAPI, false)
         remaining.set(BPFNET_FP_IF_FULL_CSUM, false)

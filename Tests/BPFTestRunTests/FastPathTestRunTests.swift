@@ -293,6 +293,8 @@ private final class FastPathLab: @unchecked Sendable {
     let dataplane: LoadedDataplane
     let fpIfs: BPFMap<UInt32, bpfnet_fp_if>
     let fpTx: BPFMap<UInt32, UInt32>
+    /// The ext object's own bn_fp_tx.
+    let fpTxExt: BPFMap<UInt32, UInt32>
     let fpCounters: BPFPerCPUMap<UInt32, bpfnet_counter>
 
     static func make(in testCase: XCTestCase) throws -> FastPathLab {
@@ -321,6 +323,7 @@ private final class FastPathLab: @unchecked Sendable {
             dataplane = try LoadedDataplane.load(pinPath: pins)
             fpIfs = try BPFMap(pinnedAt: pins.appending("bn_fp_ifs"))
             fpTx = try BPFMap(dataplane.port.map(named: "bn_fp_tx"))
+            fpTxExt = try BPFMap(dataplane.ext.map(named: "bn_fp_tx"))
             fpCounters = try BPFPerCPUMap(pinnedAt: pins.appending("bn_fp_counters"))
         } catch {
             _ = try? runCommand(["ip", "netns", "del", namespaceName])
@@ -384,7 +387,10 @@ private final class FastPathLab: @unchecked Sendable {
         var record = try fpIfs.lookup(ifindex) ?? bpfnet_fp_if()
         record.flags |= BPFNET_FP_IF_NAPI.rawValue
         try fpIfs.update(ifindex, record)
-        try namespace.run { try fpTx.update(ifindex, ifindex) }
+        try namespace.run {
+            try fpTx.update(ifindex, ifindex)
+            try fpTxExt.update(ifindex, ifindex)
+        }
     }
 
     func runTC(_ frame: [UInt8]) throws -> UInt32 { try runTCWithOutput(frame).0 }

@@ -22,6 +22,28 @@
 
 #define IP_MF_AND_OFFSET 0x3FFF /* MF flag + fragment offset, host order */
 
+/*
+ * Redirect targets: a port is in here only while its container's eth0 has
+ * NAPI (GRO), so a frame redirected to it by XDP is delivered, never silently
+ * dropped (xdp:xdp_redirect_err -95), and only while the device exists: the
+ * kernel removes a device's entry when it unregisters, so a stale
+ * bn_containers entry never sends a packet into a device that is gone. Key
+ * and value: the ifindex. Each object that includes this header (port, ext)
+ * has its own, which the control plane fills alike.
+ *
+ * Not pinned, unlike every other map: the kernel adds BPF_F_RDONLY_PROG to a
+ * devmap's flags, which libbpf 1.1 then reads back as a mismatch and refuses
+ * to reuse the pin. Each load makes a fresh one, which the control plane
+ * fills from bn_fp_ifs (the NAPI flag) in the same process; it goes with the
+ * programs that use it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, BPFNET_MAX_FP_IFS);
+	__type(key, __u32);
+	__type(value, __u32);
+} BPFNET_MAP_FP_TX SEC(".maps");
+
 static __always_inline void fp_account(enum bpfnet_program prog, enum bpfnet_fastpath_event event,
 				       const struct pkt *pkt)
 {
@@ -99,17 +121,6 @@ static __always_inline enum bpfnet_fastpath_event xdp_source_checks(__u32 ingres
 {
 	if (!(fp_if_flags(ingress_ifindex) & BPFNET_FP_IF_FULL_CSUM))
 		return BPFNET_FP_PARTIAL_CSUM;
-	return BPFNET_FP_HIT;
-}
-
-/*
- * XDP only: frames redirected to `port` are delivered only while its peer has
- * NAPI; without it the kernel drops them silently (xdp_redirect_err -95).
- */
-static __always_inline enum bpfnet_fastpath_event xdp_target_checks(__u32 port)
-{
-	if (!(fp_if_flags(port) & BPFNET_FP_IF_NAPI))
-		return BPFNET_FP_NO_NAPI;
 	return BPFNET_FP_HIT;
 }
 
