@@ -46,8 +46,11 @@ public final class LinkMonitor: @unchecked Sendable {
             throw LinuxNetError(operation: "bind(RTMGRP_LINK)", action: "link monitor", errno: code)
         }
         // Room for a burst (a compose project starting); an overflow is reported, not fatal.
+        // SO_RCVBUFFORCE (root) goes past net.core.rmem_max, which SO_RCVBUF is capped at.
         var size: Int32 = 1 << 20
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
     }
 
     deinit { close(fd) }
