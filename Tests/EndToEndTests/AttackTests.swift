@@ -292,4 +292,40 @@ final class AttackTests: XCTestCase {
                 ])
         }
     }
+
+    /// The outside host (on ext0, which has an allow-list) connects over IPv6
+    /// to the host's address on ext0 at the published ports 8080/tcp and
+    /// 5353/udp, where a socket listens on [::] as docker-proxy does: the
+    /// allow-list holds IPv4 prefixes only, so no IPv6 source is admitted.
+    /// Control: the same to ports nothing publishes (7001/tcp, 9998/udp),
+    /// where a socket listens too, arrives.
+    func testIPv6FromOutsideToAPublishedPortObeysTheAllowList() throws {
+        let lab = try lab()
+        try lab.addExternalIPv6()
+        defer { lab.removeExternalIPv6() }
+        let host = AttackLab.hostExternalAddress6
+        for backend in AttackLab.backends(holding: .ipv6ToPublishedPort) {
+            try lab.use(backend)
+            try lab.check(
+                backend,
+                [
+                    Shot(
+                        "outside → host [\(host)]:8080/tcp (published on all addresses)", from: .outside,
+                        to: AttackLab.hostSocket(.tcp, 8080), frame: Frame.socket6(.tcp, to: host, port: 8080),
+                        arrives: false),
+                    Shot(
+                        "outside → host [\(host)]:5353/udp (published on all addresses)", from: .outside,
+                        to: AttackLab.hostSocket(.udp, 5353), frame: Frame.socket6(.udp, to: host, port: 5353),
+                        arrives: false),
+                    Shot(
+                        "outside → host [\(host)]:7001/tcp, not published (control)", from: .outside,
+                        to: AttackLab.hostSocket(.tcp, 7001), frame: Frame.socket6(.tcp, to: host, port: 7001),
+                        arrives: true),
+                    Shot(
+                        "outside → host [\(host)]:9998/udp, not published (control)", from: .outside,
+                        to: AttackLab.hostSocket(.udp, 9998), frame: Frame.socket6(.udp, to: host, port: 9998),
+                        arrives: true),
+                ])
+        }
+    }
 }

@@ -57,7 +57,9 @@ final class FallbackEndToEndTests: XCTestCase {
             XCTAssertEqual(try lab.status().backend, "iptables")
             let objects = try BackendObjects.read(lab)
             XCTAssertTrue(objects.iptablesChains.contains("legacy filter BPFNET-STATE"), "\(objects)")
+            XCTAssertTrue(objects.iptablesChains.contains("legacy ip6 filter BPFNET-EXT"), "\(objects)")
             XCTAssertFalse(objects.iptablesChains.contains("filter BPFNET-STATE"), "\(objects)")
+            XCTAssertFalse(objects.iptablesChains.contains("ip6 filter BPFNET-STATE"), "\(objects)")
         }
         try lab.unload()
         let objects = try BackendObjects.read(lab)
@@ -116,13 +118,15 @@ final class FallbackEndToEndTests: XCTestCase {
                 XCTAssertGreaterThan(status.counters["forward", default: 0], 0, "\(backend) \(settings): forward drops")
             }
             if backend == "iptables" {
-                // bridge-nf-call-iptables only while icc is off (the lab's host starts with it off).
-                XCTAssertEqual(
-                    try sysctl("net.bridge.bridge-nf-call-iptables"), settings.icc ? "0" : "1", "\(settings)")
+                // bridge-nf-call-ip(6)tables only while icc is off (the lab's host starts with them off).
+                for key in ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"] {
+                    XCTAssertEqual(try sysctl(key), settings.icc ? "0" : "1", "\(key) \(settings)")
+                }
             }
         }
         try lab.unload()
         XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-iptables"), "0")
+        XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-ip6tables"), "0")
         let objects = try BackendObjects.read(lab)
         XCTAssertFalse(objects.hasBPF || objects.hasNFTablesFilter || objects.hasIPTables, "\(objects)")
         XCTAssertFalse(objects.nftTables.contains("ip bpfnet"), "\(objects)")
@@ -149,13 +153,18 @@ final class FallbackEndToEndTests: XCTestCase {
             case "nftables":
                 XCTAssertFalse(objects.hasBPF, "\(objects)")
                 XCTAssertEqual(
-                    Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }), ["ip bpfnet", "bridge bpfnet"],
+                    Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }),
+                    ["ip bpfnet", "bridge bpfnet", "ip6 bpfnet"],
                     "\(objects)")
                 XCTAssertFalse(objects.hasIPTables, "\(objects)")
             default:
                 XCTAssertFalse(objects.hasBPF, "\(objects)")
                 XCTAssertTrue(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }.isEmpty, "\(objects)")
                 XCTAssertTrue(objects.iptablesChains.contains("filter BPFNET-STATE"), "\(objects)")
+                XCTAssertEqual(
+                    Set(objects.iptablesChains.filter { $0.hasPrefix("ip6 ") }),
+                    Set(["ip6 filter BPFNET-STATE", "ip6 filter BPFNET-EXT"]),
+                    "\(objects)")
             }
             let status = try lab.status()
             XCTAssertEqual(status.backend, backend)
@@ -270,6 +279,7 @@ final class FallbackEndToEndTests: XCTestCase {
         for (variable, backend, tool) in [
             ("BPFNET_NFT", "nftables", "/nonexistent/nft"),
             ("BPFNET_IPTABLES_RESTORE", "iptables", "/nonexistent/iptables-restore"),
+            ("BPFNET_IP6TABLES_RESTORE", "iptables", "/nonexistent/ip6tables-restore"),
         ] {
             let command = Command(
                 lab.topology.host.nsenter([
