@@ -58,6 +58,8 @@ struct Frame: Encodable {
     var senderIP: String?
     var targetMAC: String?
     var targetIP: String?
+    /// udp6: extension headers before UDP (0 hop-by-hop, 60 destination options), 8 bytes each.
+    var extensionHeaders: [Int]?
 
     static func arp(
         op: Int, destinationMAC: String, sourceMAC: String, senderMAC: String, senderIP: IPv4Address,
@@ -200,12 +202,25 @@ final class AttackLab {
             dst: "\(destination)", sport: nextSourcePort(), dport: port)
     }
 
-    func udp6(from sender: Sender, source: String, to destination: String, port: Int = 9999, destinationMAC: String)
-        -> Frame
-    {
+    func udp6(
+        from sender: Sender, source: String, to destination: String, port: Int = 9999, destinationMAC: String,
+        sourceMAC: String? = nil, extensionHeaders: [Int] = []
+    ) -> Frame {
         Frame(
-            kind: "udp6", dstMAC: destinationMAC, srcMAC: senderMAC(sender), src: source, dst: destination,
-            sport: nextSourcePort(), dport: port)
+            kind: "udp6", dstMAC: destinationMAC, srcMAC: sourceMAC ?? senderMAC(sender), src: source,
+            dst: destination, sport: nextSourcePort(), dport: port,
+            extensionHeaders: extensionHeaders.isEmpty ? nil : extensionHeaders)
+    }
+
+    /// An interface's MAC in a role's namespace (`ip -br link`).
+    func linkMAC(in role: String, _ device: String) throws -> String {
+        let fields = try demo.topology.run(in: role, ["ip", "-br", "link", "show", device]).stdout
+            .split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count > 2, let mac = MACAddress(String(fields[2])) else {
+            throw NSError(
+                domain: "AttackLab", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(device)'s MAC: \(fields)"])
+        }
+        return mac.description
     }
 
     private func senderMAC(_ sender: Sender) -> String {
@@ -443,8 +458,15 @@ final class AttackLab {
                 src = socket.inet_pton(socket.AF_INET6, f["src"])
                 dst = socket.inet_pton(socket.AF_INET6, f["dst"])
                 segment = udp(f, src, dst, marker, True)
-                header = struct.pack("!IHBB", 0x60000000, len(segment), 17, 64) + src + dst
-                return ethernet(f, 0x86DD, header + segment)
+                kinds = f.get("extensionHeaders", [])
+                chain = b""
+                for index, kind in enumerate(kinds):
+                    following = kinds[index + 1] if index + 1 < len(kinds) else 17
+                    # next header, length 0 (8 bytes), PadN option of 4 bytes
+                    chain += struct.pack("!BBBB4x", following, 0, 1, 4)
+                first = kinds[0] if kinds else 17
+                header = struct.pack("!IHBB", 0x60000000, len(chain) + len(segment), first, 64) + src + dst
+                return ethernet(f, 0x86DD, header + chain + segment)
             if kind == "arp":
                 body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, f["op"])
                 body += mac(f["senderMAC"]) + socket.inet_aton(f["senderIP"])
