@@ -270,6 +270,55 @@ final class FallbackEndToEndTests: XCTestCase {
         XCTAssertEqual(entries.filter { !$0.matches }.map(\.destination), [])
     }
 
+    /// The IPv6 rules go in after the IPv4 ones: when ip6tables-restore
+    /// accepts the input as a test but fails to commit it, the IPv4 rules
+    /// just committed are put back from the snapshot, the IPv6 ones stay as
+    /// they were, and the sysctl turned on for the new policy goes off again.
+    func testAFailedIPv6CommitPutsTheIPv4RulesBack() throws {
+        let before = PolicySettings(icc: true, allowList: false, forwardPolicy: .accept)
+        try runScenario(backend: "iptables", settings: before, lab: lab)
+        func rules(_ save: String) throws -> [String] {
+            let text = try lab.topology.run(in: host, [save]).stdout
+            return IPTablesSave(parsing: text).tables.sorted { $0.key < $1.key }.flatMap { name, table in
+                table.chains.map { "\(name) :\($0.name)" } + table.rules.map { "\(name) -A \($0.chain) \($0.spec)" }
+            }
+        }
+        let rules4 = try rules("iptables-save")
+        let rules6 = try rules("ip6tables-save")
+        XCTAssertTrue(rules6.contains("filter :BPFNET-EXT"), "\(rules6)")
+
+        let wrapper = lab.pinPath + "-ip6tables-restore"
+        defer { try? FileManager.default.removeItem(atPath: wrapper) }
+        try """
+        #!/bin/sh
+        case " $* " in *" --test "*) exec ip6tables-restore "$@" ;; esac
+        echo "ip6tables-restore: simulated failure to commit" >&2
+        exit 1
+
+        """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper, 0o755)
+        let file = lab.pinPath + "-policy.yaml"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try DemoLabPolicy.write(PolicySettings(icc: false, allowList: true, forwardPolicy: .drop), to: file)
+        let result = try ProcessRunner.run(
+            Command(
+                lab.topology.host.nsenter([
+                    "env", "BPFNET_IP6TABLES_RESTORE=\(wrapper)", lab.bpfnet, "load", "--config", file, "--backend",
+                    "iptables", "--pin-path", lab.pinPath,
+                ]), timeout: .seconds(60)))
+        XCTAssertEqual(result.status, .exited(1), "\(result)")
+        XCTAssertTrue(result.stderr.contains("simulated failure to commit"), result.stderr)
+        XCTAssertEqual(try rules("iptables-save"), rules4, "the IPv4 rules are the previous ones again")
+        XCTAssertEqual(try rules("ip6tables-save"), rules6)
+        XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-iptables"), "0")
+        XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-ip6tables"), "0")
+        let status = try lab.status()
+        XCTAssertEqual(status.backend, "iptables")
+        XCTAssertEqual(status.icc, true)
+        let entries = try lab.measure(before)
+        XCTAssertEqual(entries.filter { !$0.matches }.map(\.destination), [])
+    }
+
     func testMissingToolsAreNamed() throws {
         let settings = PolicySettings(icc: true)
         try runScenario(backend: "nftables", settings: settings, lab: lab)
