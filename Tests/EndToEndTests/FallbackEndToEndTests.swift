@@ -226,6 +226,17 @@ final class FallbackEndToEndTests: XCTestCase {
         XCTAssertEqual(try lab.status().backend, "iptables")
         try lab.topology.run(in: host, ["nft", "delete table bridge bpfnet"])
 
+        // Someone else's `table ip6 bpfnet`.
+        try lab.topology.run(in: host, ["nft", "add table ip6 bpfnet { comment \"not bpfnet's\"; }"])
+        XCTAssertThrowsError(try lab.load(settings, extraArguments: ["--backend", "nftables"])) { error in
+            XCTAssertTrue("\(error)".contains("table ip6 bpfnet exists and is not bpfnet's"), "\(error)")
+        }
+        after = try BackendObjects.read(lab)
+        XCTAssertEqual(after.iptablesChains, before.iptablesChains)
+        XCTAssertFalse(after.nftTables.contains("bridge bpfnet"), "\(after)")
+        XCTAssertEqual(try lab.status().backend, "iptables")
+        try lab.topology.run(in: host, ["nft", "delete table ip6 bpfnet"])
+
         // A dockerd's DOCKER chain while the nftables backend runs.
         try runScenario(backend: "nftables", settings: settings, lab: lab)
         try lab.topology.run(in: host, ["iptables", "-N", "DOCKER"])
