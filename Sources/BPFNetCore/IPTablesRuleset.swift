@@ -17,7 +17,8 @@
 // the reason names the counter (docs/reasons.md) and lets bpfnet find and
 // delete its own rules in the shared built-in chains. Container-to-container
 // rules only work with br_netfilter's bridge-nf-call-iptables=1, which the
-// backend sets in its own network namespace when icc is off.
+// backend sets in its own network namespace when icc is off. The IPv6 rules
+// (ip6tables) are IP6TablesRuleset's.
 // docs/fallback.md explains each rule.
 
 public struct IPTablesRuleset: Sendable {
@@ -58,10 +59,14 @@ public struct IPTablesRuleset: Sendable {
         public var createdUserChain: Bool
         /// bpfnet turned net.bridge.bridge-nf-call-iptables on (and turns it off again).
         public var setBridgeNetfilter: Bool
+        /// bpfnet turned net.bridge.bridge-nf-call-ip6tables on (and turns it off again).
+        public var setBridgeNetfilter6: Bool
 
-        public init(createdUserChain: Bool = false, setBridgeNetfilter: Bool = false) {
+        public init(createdUserChain: Bool = false, setBridgeNetfilter: Bool = false, setBridgeNetfilter6: Bool = false)
+        {
             self.createdUserChain = createdUserChain
             self.setBridgeNetfilter = setBridgeNetfilter
+            self.setBridgeNetfilter6 = setBridgeNetfilter6
         }
     }
 
@@ -181,6 +186,7 @@ public struct IPTablesRuleset: Sendable {
         var settings = Self.settingsPrefix + " " + p.settingsText
         if createUserChain || changes.createdUserChain { settings += " docker-user=created" }
         if changes.setBridgeNetfilter { settings += " br-netfilter=set" }
+        if changes.setBridgeNetfilter6 { settings += " br-netfilter6=set" }
         add("-A \(Self.stateChain) -m comment --comment \(quoted(settings)) -j RETURN")
         for container in p.containers {
             add(
@@ -347,7 +353,8 @@ public struct IPTablesRuleset: Sendable {
         let fields = Set(settings.split(separator: " ").map(String.init))
         return HostChanges(
             createdUserChain: fields.contains("docker-user=created"),
-            setBridgeNetfilter: fields.contains("br-netfilter=set"))
+            setBridgeNetfilter: fields.contains("br-netfilter=set"),
+            setBridgeNetfilter6: fields.contains("br-netfilter6=set"))
     }
 
     static func settingsComment(_ save: IPTablesSave) -> String? {

@@ -65,9 +65,9 @@ enum NetfilterBackends {
     /// Removes what backends other than `keeping` left in the kernel.
     /// - bpf: attachments and pins, but not the `ip bpfnet` table (the
     ///   nftables backend has just replaced it with its own).
-    /// - nftables: the bridge table; the ip table too unless the eBPF backend
-    ///   now owns it (it has just rewritten it as its NAT table).
-    /// - iptables: every bpfnet rule and chain, with either variant.
+    /// - nftables: the bridge and ip6 tables; the ip table too unless the eBPF
+    ///   backend now owns it (it has just rewritten it as its NAT table).
+    /// - iptables: every bpfnet rule and chain (iptables and ip6tables), with either variant.
     static func retireOthers(except keeping: Backend, pinPath: FilePath, logger: Logger) throws {
         var problems: [String] = []
         if keeping != .bpf {
@@ -77,9 +77,9 @@ enum NetfilterBackends {
         if keeping != .nftables, NetfilterCommand.isInstalled(NFT.program) {
             do {
                 let tables = try NFTablesDataplane.tables()
-                if tables.hasOwnBridgeTable {
+                if tables.hasOwnBridgeTable || tables.hasOwnIP6Table {
                     let script =
-                        keeping == .bpf ? NFTablesRuleset.renderDeleteBridgeTable() : NFTablesRuleset.renderDelete()
+                        keeping == .bpf ? NFTablesRuleset.renderDeleteFilterTables() : NFTablesRuleset.renderDelete()
                     try NFT.apply(script, purpose: "removing the nftables backend's tables")
                 } else if keeping == .iptables, tables.ip.exists, NATRuleset.isOwnComment(tables.ip.comment) {
                     // The eBPF backend's NAT table (iptables does its own NAT).
@@ -90,7 +90,7 @@ enum NetfilterBackends {
             }
         }
         if keeping != .iptables {
-            for variant in IPTablesVariant.distinct where variant.mayHoldRules() {
+            for variant in IPTablesVariant.distinct where variant.mayHoldRules() || variant.mayHoldRules6() {
                 do {
                     if IPTablesDataplane.isLoaded(variant: variant) {
                         try IPTablesDataplane(variant: variant, pinPath: pinPath, logger: logger).unload()

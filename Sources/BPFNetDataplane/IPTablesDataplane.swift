@@ -2,9 +2,11 @@
 //
 // The iptables fallback for hosts without nft: Docker's chains in Docker's
 // order (IPTablesRuleset), applied with one `iptables-restore --noflush`
-// per change. Container-to-container rules need br_netfilter's
-// bridge-nf-call-iptables=1; this backend sets it in its own network
-// namespace only while icc is off, and puts back what it changed.
+// per change, and its IPv6 rules (IP6TablesRuleset) with one
+// `ip6tables-restore --noflush`. Container-to-container rules need
+// br_netfilter's bridge-nf-call-iptables=1 (bridge-nf-call-ip6tables=1 for
+// IPv6); this backend sets them in its own network namespace only while icc
+// is off, and puts back what it changed.
 
 import BPFNetCore
 import Foundation
@@ -22,6 +24,7 @@ public final class IPTablesDataplane: Dataplane {
     private let logger: Logger
 
     static let bridgeNetfilterSysctl = "net/bridge/bridge-nf-call-iptables"
+    static let bridgeNetfilter6Sysctl = "net/bridge/bridge-nf-call-ip6tables"
 
     public init(
         variant: IPTablesVariant = .fromEnvironment, pinPath: FilePath = BPFDataplane.defaultPinPath,
@@ -42,42 +45,66 @@ public final class IPTablesDataplane: Dataplane {
                 "iptables: `\(variant.restoreCommand)` is not installed — install iptables "
                     + "or choose another --backend")
         }
+        // Without the IPv6 rules, IPv6 would pass between containers and to
+        // published ports on interfaces with an allow-list: not a policy in force.
+        guard NetfilterCommand.isInstalled(variant.restore6Command), NetfilterCommand.isInstalled(variant.save6Command)
+        else {
+            throw DataplaneError.notFound(
+                "iptables: `\(variant.restore6Command)` is not installed (not installed or not executable; "
+                    + "the IPv6 rules need ip6tables-restore and ip6tables-save) — install iptables (it has "
+                    + "ip6tables) or choose another --backend; nothing was changed")
+        }
         let snapshot = try variant.save()
         try checkOwnership(snapshot.parsed)
+        let snapshot6 = try variant.save6()
         var changes = IPTablesRuleset.recordedChanges(snapshot.parsed)
 
         // br_netfilter first when it is needed: rules for bridged packets
         // without it would silently enforce nothing.
         let needsBridgeNetfilter = IPTablesRuleset.needsBridgeNetfilter(compiled)
-        var turnedOnNow = false
+        var turnedOnNow: [String] = []
         if needsBridgeNetfilter {
-            guard let value = try? Sysctl.read(Self.bridgeNetfilterSysctl) else {
-                throw DataplaneError.notFound(
-                    "iptables: icc=false needs br_netfilter (bridged packets must pass "
-                        + "iptables), but /proc/sys/\(Self.bridgeNetfilterSysctl) does not exist — modprobe br_netfilter, "
-                        + "or use --backend nftables, which needs no br_netfilter")
-            }
-            if value != "1" {
-                try HostSystem.setSysctl(Self.bridgeNetfilterSysctl, "1")
-                changes.setBridgeNetfilter = true
-                turnedOnNow = true
+            for (sysctl, recorded) in [
+                (Self.bridgeNetfilterSysctl, \IPTablesRuleset.HostChanges.setBridgeNetfilter),
+                (Self.bridgeNetfilter6Sysctl, \IPTablesRuleset.HostChanges.setBridgeNetfilter6),
+            ] {
+                guard let value = try? Sysctl.read(sysctl) else {
+                    for name in turnedOnNow { try? HostSystem.setSysctl(name, "0") }
+                    throw DataplaneError.notFound(
+                        "iptables: icc=false needs br_netfilter (bridged packets must pass "
+                            + "iptables and ip6tables), but /proc/sys/\(sysctl) does not exist — modprobe br_netfilter, "
+                            + "or use --backend nftables, which needs no br_netfilter")
+                }
+                if value != "1" {
+                    try HostSystem.setSysctl(sysctl, "1")
+                    changes[keyPath: recorded] = true
+                    turnedOnNow.append(sysctl)
+                }
             }
         }
-        let restoreBridgeNetfilter = !needsBridgeNetfilter && changes.setBridgeNetfilter
-        if restoreBridgeNetfilter { changes.setBridgeNetfilter = false }
+        var restoreSysctls: [String] = []
+        if !needsBridgeNetfilter && changes.setBridgeNetfilter {
+            changes.setBridgeNetfilter = false
+            restoreSysctls.append(Self.bridgeNetfilterSysctl)
+        }
+        if !needsBridgeNetfilter && changes.setBridgeNetfilter6 {
+            changes.setBridgeNetfilter6 = false
+            restoreSysctls.append(Self.bridgeNetfilter6Sysctl)
+        }
         if policy.ipForward {
             try HostSystem.setSysctl("net/ipv4/ip_forward", "1")
         }
 
         let input = IPTablesRuleset(policy: compiled, current: snapshot.parsed, changes: changes).render()
+        let input6 = IP6TablesRuleset(policy: compiled, current: snapshot6.parsed).render()
         do {
-            try restore(input, snapshot: snapshot.text)
+            try restore(input, snapshot: snapshot.text, input6: input6, snapshot6: snapshot6.text)
         } catch {
-            if turnedOnNow { try? HostSystem.setSysctl(Self.bridgeNetfilterSysctl, "0") }
+            for name in turnedOnNow { try? HostSystem.setSysctl(name, "0") }
             throw error
         }
-        if restoreBridgeNetfilter {
-            try HostSystem.setSysctl(Self.bridgeNetfilterSysctl, "0")
+        for name in restoreSysctls {
+            try HostSystem.setSysctl(name, "0")
         }
         logger.info("iptables rules installed")
         try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
@@ -99,30 +126,46 @@ public final class IPTablesDataplane: Dataplane {
         }
     }
 
-    /// Runs the input as a test first (nothing changes when it is rejected),
-    /// then for real. iptables-restore commits table by table: if a later
-    /// table fails after an earlier one was committed, the earlier ones are
-    /// put back from the snapshot taken before.
-    private func restore(_ input: String, snapshot: String) throws {
+    /// Runs both inputs as a test first (nothing changes when either is
+    /// rejected), then for real: the IPv4 rules, then the IPv6 rules.
+    /// iptables-restore commits table by table: if a later table (or the IPv6
+    /// rules) fails after an earlier one was committed, everything is put back
+    /// from the snapshots taken before.
+    private func restore(_ input: String, snapshot: String, input6: String, snapshot6: String) throws {
         try NetfilterCommand.run(
             [variant.restoreCommand, "--noflush", "--test", "-w"], input: input,
             purpose: "iptables: checking bpfnet's rules (nothing was changed)")
+        try NetfilterCommand.run(
+            [variant.restore6Command, "--noflush", "--test", "-w"], input: input6,
+            purpose: "iptables: checking bpfnet's IPv6 rules (nothing was changed)")
         do {
             try NetfilterCommand.run(
                 [variant.restoreCommand, "--noflush", "-w"], input: input,
                 purpose: "iptables: installing bpfnet's rules")
+            try NetfilterCommand.run(
+                [variant.restore6Command, "--noflush", "-w"], input: input6,
+                purpose: "iptables: installing bpfnet's IPv6 rules")
         } catch {
+            var failures: [String] = []
             // iptables-save's "# Generated ... on <date>" lines always differ.
             func rules(_ text: String) -> [Substring] { text.split(separator: "\n").filter { !$0.hasPrefix("#") } }
-            let current = (try? variant.save().text) ?? ""
-            if rules(current) != rules(snapshot) {
+            for ipv6 in [false, true] {
+                let current = (try? ipv6 ? variant.save6().text : variant.save().text) ?? ""
+                let before = ipv6 ? snapshot6 : snapshot
+                let restore = ipv6 ? variant.restore6Command : variant.restoreCommand
+                let tables: Set<String> = ipv6 ? ["filter"] : ["filter", "nat"]
+                guard rules(current) != rules(before) else { continue }
                 do {
                     try NetfilterCommand.run(
-                        [variant.restoreCommand, "-c", "-w"], input: Self.tables(["filter", "nat"], of: snapshot),
-                        purpose: "iptables: putting back the previous rules")
+                        [restore, "-c", "-w"], input: Self.tables(tables, of: before),
+                        purpose: "iptables: putting back the previous rules (\(restore))")
                 } catch let rollback {
-                    throw DataplaneError.runtime("\(error); putting back the previous rules failed too: \(rollback)")
+                    failures.append("\(rollback)")
                 }
+            }
+            if !failures.isEmpty {
+                throw DataplaneError.runtime(
+                    "\(error); putting back the previous rules failed too: \(failures.joined(separator: "; "))")
             }
             throw error
         }
@@ -142,9 +185,9 @@ public final class IPTablesDataplane: Dataplane {
 
     // MARK: status
 
-    /// Whether bpfnet's iptables chains are loaded with `variant` in this namespace.
+    /// Whether bpfnet's iptables (or ip6tables) chains are loaded with `variant` in this namespace.
     public static func isLoaded(variant: IPTablesVariant) -> Bool {
-        variant.hasStateChain()
+        variant.hasStateChain() || variant.hasStateChain6()
     }
 
     public func status() throws -> DataplaneStatus {
@@ -160,7 +203,15 @@ public final class IPTablesDataplane: Dataplane {
                     + "run `bpfnet unload` and load again")
         }
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
-        NetfilterBackends.setCounters(&status, [IPTablesRuleset.program: IPTablesRuleset.counters(from: save)])
+        var counters = IPTablesRuleset.counters(from: save)
+        // The IPv6 rules count under the same reasons (icc, source).
+        if variant.mayHoldRules6() {
+            for (reason, value) in IPTablesRuleset.counters(from: try variant.save6().parsed) {
+                counters[reason, default: DataplaneStatus.CounterValue()].packets += value.packets
+                counters[reason, default: DataplaneStatus.CounterValue()].bytes += value.bytes
+            }
+        }
+        NetfilterBackends.setCounters(&status, [IPTablesRuleset.program: counters])
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status
     }
@@ -168,6 +219,12 @@ public final class IPTablesDataplane: Dataplane {
     // MARK: unload
 
     public func unload() throws {
+        // IPv6 first: the IPv4 state chain records the sysctls for both.
+        if variant.mayHoldRules6(), let input = IP6TablesRuleset.renderRemoval(current: try variant.save6().parsed) {
+            try NetfilterCommand.run(
+                [variant.restore6Command, "--noflush", "-w"], input: input,
+                purpose: "iptables: removing bpfnet's IPv6 rules")
+        }
         guard variant.mayHoldRules() else { return }
         let save = try variant.save().parsed
         let changes = IPTablesRuleset.recordedChanges(save)
@@ -178,6 +235,9 @@ public final class IPTablesDataplane: Dataplane {
         }
         if changes.setBridgeNetfilter {
             try HostSystem.setSysctl(Self.bridgeNetfilterSysctl, "0")
+        }
+        if changes.setBridgeNetfilter6 {
+            try HostSystem.setSysctl(Self.bridgeNetfilter6Sysctl, "0")
         }
     }
 }

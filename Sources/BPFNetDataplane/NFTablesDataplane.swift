@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // The nftables fallback: the same compiled policy as the eBPF backend,
-// enforced by two tables bpfnet owns (`bridge bpfnet` for rows 1-7,
-// `ip bpfnet` = the NAT table plus rows 8-11), both replaced in one atomic
-// `nft -f` transaction per change. See NFTablesRuleset and docs/fallback.md.
+// enforced by three tables bpfnet owns (`bridge bpfnet` for rows 1-7,
+// `ip bpfnet` = the NAT table plus rows 8-11, `ip6 bpfnet` = the ext
+// program's IPv6 rule), all replaced in one atomic `nft -f` transaction per
+// change. See NFTablesRuleset and docs/fallback.md.
 
 import BPFNetCore
 import Foundation
@@ -25,6 +26,7 @@ public final class NFTablesDataplane: Dataplane {
 
     static let bridgeTable = "bridge \(NFTablesRuleset.tableName)"
     static let ipTable = "ip \(NFTablesRuleset.tableName)"
+    static let ip6Table = "ip6 \(NFTablesRuleset.tableName)"
 
     // MARK: apply
 
@@ -41,26 +43,30 @@ public final class NFTablesDataplane: Dataplane {
         netfilterPolicy.unusedBackends = unusedBackends
         try NFT.apply(
             NFTablesRuleset(policy: netfilterPolicy, counters: counters, bridgeMAC: bridgeMAC).render(),
-            purpose: "installing tables bridge/ip \(NFTablesRuleset.tableName) (the previous rules stay in force)")
+            purpose: "installing tables bridge/ip/ip6 \(NFTablesRuleset.tableName) (the previous rules stay in force)")
         logger.info("nftables tables installed")
         // The new rules are in force; now the other backends' objects go
         // (both enforce the same policy meanwhile, so no packet sees none).
         try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
     }
 
-    /// Both tables: whether each exists, with its comment.
+    /// The three tables: whether each exists, with its comment.
     struct Tables {
         var bridge: (exists: Bool, comment: String)
         var ip: (exists: Bool, comment: String)
+        var ip6: (exists: Bool, comment: String)
 
         /// The bridge table is ours.
         var hasOwnBridgeTable: Bool { bridge.exists && bridge.comment.hasPrefix(NFTablesRuleset.ownerComment) }
+        /// The ip6 table is ours.
+        var hasOwnIP6Table: Bool { ip6.exists && ip6.comment.hasPrefix(NFTablesRuleset.ownerComment) }
     }
 
     static func tables() throws(DataplaneError) -> Tables {
         Tables(
             bridge: try NFT.table("bridge", NFTablesRuleset.tableName),
-            ip: try NFT.table("ip", NFTablesRuleset.tableName))
+            ip: try NFT.table("ip", NFTablesRuleset.tableName),
+            ip6: try NFT.table("ip6", NFTablesRuleset.tableName))
     }
 
     /// A table of ours carries our comment; anything else of that name is
@@ -77,6 +83,11 @@ public final class NFTablesDataplane: Dataplane {
                 "nftables: table \(Self.ipTable) exists and is not bpfnet's (comment: \(Self.describe(tables.ip.comment))) "
                     + "— remove it (nft delete table \(Self.ipTable)) or use another --backend; nothing was changed")
         }
+        if tables.ip6.exists && !tables.hasOwnIP6Table {
+            throw DataplaneError.busy(
+                "nftables: table \(Self.ip6Table) exists and is not bpfnet's (comment: \(Self.describe(tables.ip6.comment))) "
+                    + "— remove it (nft delete table \(Self.ip6Table)) or use another --backend; nothing was changed")
+        }
     }
 
     private static func describe(_ comment: String) -> String { comment.isEmpty ? "none" : "\"\(comment)\"" }
@@ -90,6 +101,10 @@ public final class NFTablesDataplane: Dataplane {
                 result[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(
                     NFT.countersJSON("ip", NFTablesRuleset.tableName))
             }
+        }
+        if tables.hasOwnIP6Table {
+            result[NFTablesRuleset.ext6Program] = try NFTablesReadback.counters(
+                NFT.countersJSON("ip6", NFTablesRuleset.tableName))
         }
         return result
     }
@@ -122,6 +137,16 @@ public final class NFTablesDataplane: Dataplane {
             NFTablesRuleset.portProgram: try NFTablesReadback.counters(bridgeJSON)
         ]
         if let ipJSON { perProgram[NFTablesRuleset.extProgram] = try NFTablesReadback.counters(ipJSON) }
+        // The ip6 table's drops are the ext program's (its IPv6 branch).
+        if tables.hasOwnIP6Table {
+            let ip6 = try NFTablesReadback.counters(NFT.countersJSON("ip6", NFTablesRuleset.tableName))
+            for (reason, value) in ip6 {
+                let sum = perProgram[NFTablesRuleset.extProgram, default: [:]][
+                    reason, default: NFTablesRuleset.CounterValue(packets: 0, bytes: 0)]
+                perProgram[NFTablesRuleset.extProgram, default: [:]][reason] = NFTablesRuleset.CounterValue(
+                    packets: sum.packets + value.packets, bytes: sum.bytes + value.bytes)
+            }
+        }
         NetfilterBackends.setCounters(
             &status,
             perProgram.mapValues {
@@ -139,9 +164,18 @@ public final class NFTablesDataplane: Dataplane {
         guard NetfilterCommand.isInstalled(NFT.program) else { return }
         // The ip table alone is the eBPF backend's NAT table, and a bridge
         // table without our comment is someone else's: neither is ours to remove.
+        // Our ip6 table alone (left by an interrupted switch) goes.
         let tables = try Self.tables()
-        guard tables.hasOwnBridgeTable else { return }
+        guard tables.hasOwnBridgeTable else {
+            if tables.hasOwnIP6Table {
+                try NFT.apply(
+                    "table ip6 \(NFTablesRuleset.tableName)\ndelete table ip6 \(NFTablesRuleset.tableName)\n",
+                    purpose: "removing table \(Self.ip6Table)")
+            }
+            return
+        }
         try checkOwnership(tables)
-        try NFT.apply(NFTablesRuleset.renderDelete(), purpose: "removing tables bridge/ip \(NFTablesRuleset.tableName)")
+        try NFT.apply(
+            NFTablesRuleset.renderDelete(), purpose: "removing tables bridge/ip/ip6 \(NFTablesRuleset.tableName)")
     }
 }

@@ -190,6 +190,68 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
         return Set(names.split(separator: "\n").map(String.init))
     }
 
+    // MARK: ip6tables
+
+    /// `ip6tables-restore` and friends, for the IPv6 rules (IP6TablesRuleset).
+    var restore6Command: String {
+        // Tests point this elsewhere to show what happens without ip6tables-restore.
+        if let override = ProcessInfo.processInfo.environment["BPFNET_IP6TABLES_RESTORE"] { return override }
+        switch self {
+        case .system: return "ip6tables-restore"
+        case .nft: return "ip6tables-nft-restore"
+        case .legacy: return "ip6tables-legacy-restore"
+        }
+    }
+
+    var save6Command: String {
+        switch self {
+        case .system: "ip6tables-save"
+        case .nft: "ip6tables-nft-save"
+        case .legacy: "ip6tables-legacy-save"
+        }
+    }
+
+    var single6: String {
+        switch self {
+        case .system: "ip6tables"
+        case .nft: "ip6tables-nft"
+        case .legacy: "ip6tables-legacy"
+        }
+    }
+
+    /// `ip6tables-save -c`.
+    func save6() throws(DataplaneError) -> (text: String, parsed: IPTablesSave) {
+        let text = try NetfilterCommand.run(
+            [save6Command, "-c"], purpose: "iptables: reading the IPv6 rules (\(save6Command))")
+        return (text, IPTablesSave(parsing: text))
+    }
+
+    /// Whether this variant's ip6tables tables can hold anything in this
+    /// namespace (as `mayHoldRules`, with /proc/net/ip6_tables_names).
+    func mayHoldRules6() -> Bool {
+        guard NetfilterCommand.isInstalled(save6Command) else { return false }
+        if isLegacy { return !Self.legacyTables(ipv6: true).isEmpty }
+        return true
+    }
+
+    /// Whether bpfnet's state chain exists in ip6tables.
+    func hasStateChain6() -> Bool {
+        guard mayHoldRules6() else { return false }
+        if isLegacy && !Self.legacyTables(ipv6: true).contains("filter") { return false }
+        guard
+            let result = try? ProcessRunner.run(
+                Command([single6, "-w", "-S", IP6TablesRuleset.stateChain], timeout: .seconds(60)))
+        else { return false }
+        return result.succeeded
+    }
+
+    /// Tables the legacy (x_tables) ip6tables has in this network namespace.
+    static func legacyTables(ipv6: Bool) -> Set<String> {
+        guard ipv6 else { return legacyTables() }
+        let names = (try? String(contentsOfFile: "/proc/net/ip6_tables_names", encoding: .utf8)) ?? ""
+        return Set(names.split(separator: "\n").map(String.init))
+    }
+
     /// Whether `iptables-restore` is the legacy variant on this host.
     static let systemIsLegacy: Bool = {
         guard let result = try? ProcessRunner.run(Command(["iptables-restore", "--version"], timeout: .seconds(10))),

@@ -114,6 +114,121 @@ final class FallbackRulesetTests: XCTestCase {
         }
     }
 
+    func testIP6TablesGoldens() throws {
+        for (name, policy) in FallbackSample.policies {
+            let rules = IP6TablesRuleset(policy: try FallbackSample.netfilterPolicy(policy))
+            try assertGolden(rules.render(), "\(name).ip6tables")
+        }
+    }
+
+    /// The ext program's IPv6 rule (docs/verdicts.md, "Ext program"): on an
+    /// interface with an allow-list, IPv6 TCP/UDP to a port published on all
+    /// addresses is dropped (`source`); ports published on one IPv4 address
+    /// and interfaces without a list are left alone.
+    func testNFTablesRefusesIPv6ToPortsPublishedOnAllAddresses() throws {
+        // eth0 has a list; 8080/tcp is published on all addresses, 15432/tcp on 198.51.100.1 only.
+        let listed = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy))
+            .renderIP6Table()
+        XCTAssertTrue(
+            listed.contains("set allowlisted {\n        type ifname\n        elements = {\n            \"eth0\""),
+            listed)
+        XCTAssertTrue(listed.contains("            tcp . 8080\n"), listed)
+        XCTAssertFalse(listed.contains("15432"), listed)
+        XCTAssertTrue(
+            listed.contains(
+                "type filter hook prerouting priority mangle; policy accept;\n        iifname @allowlisted meta l4proto "
+                    + "{ tcp, udp } meta l4proto . th dport @published_any counter name \"source\" drop"), listed)
+        // No list anywhere: the set is empty and nothing is dropped.
+        let open = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy))
+            .renderIP6Table()
+        XCTAssertTrue(open.contains("set allowlisted {\n        type ifname\n    }"), open)
+        // Two interfaces, only eth0 with a list.
+        let two = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[2].policy))
+            .renderIP6Table()
+        XCTAssertTrue(two.contains("\"eth0\""), two)
+        XCTAssertFalse(two.contains("\"eth2\""), two)
+        // The ip6 table goes with the others; the eBPF backend removes it with the bridge table.
+        XCTAssertTrue(NFTablesRuleset.renderDelete().contains("delete table ip6 bpfnet"))
+        XCTAssertTrue(NFTablesRuleset.renderDeleteFilterTables().contains("delete table ip6 bpfnet"))
+        XCTAssertFalse(NFTablesRuleset.renderDeleteFilterTables().contains("delete table ip bpfnet"))
+    }
+
+    /// The same in ip6tables, and IPv6 between containers with icc off.
+    func testIP6TablesRefusesIPv6ToPublishedPortsAndBetweenContainers() throws {
+        let closed = IP6TablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy))
+            .render()
+        XCTAssertTrue(closed.contains("-I INPUT 1 -m comment --comment bpfnet -j BPFNET-EXT\n"), closed)
+        XCTAssertTrue(closed.contains("-I FORWARD 1 -m comment --comment bpfnet -j BPFNET-EXT\n"), closed)
+        XCTAssertTrue(
+            closed.contains("-I FORWARD 2 -i docker0 -o docker0 -m comment --comment bpfnet:icc -j DROP\n"), closed)
+        XCTAssertEqual(
+            closed.split(separator: "\n").filter { $0.hasPrefix("-A BPFNET-EXT") },
+            ["-A BPFNET-EXT -i eth0 -p tcp -m tcp --dport 8080 -m comment --comment bpfnet:source -j DROP"])
+        let open = IP6TablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy))
+            .render()
+        XCTAssertFalse(open.contains("DROP"), "icc on, no allow-list: nothing to drop:\n\(open)")
+        let two = IP6TablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[2].policy))
+            .render()
+        XCTAssertTrue(two.contains("-A BPFNET-EXT -i eth0 -p tcp"), two)
+        XCTAssertFalse(two.contains("-i eth2"), two)
+    }
+
+    /// bpfnet's old IPv6 rules in INPUT and FORWARD are deleted before the
+    /// new ones go in; other rules and chains stay; removal takes only bpfnet's.
+    func testIP6TablesReplacesAndRemovesOnlyItsOwnRules() throws {
+        let save = IPTablesSave(
+            parsing: """
+                *filter
+                :INPUT ACCEPT [0:0]
+                :FORWARD ACCEPT [0:0]
+                :OUTPUT ACCEPT [0:0]
+                :BPFNET-EXT - [0:0]
+                :BPFNET-OLD - [0:0]
+                :BPFNET-STATE - [0:0]
+                :mine - [0:0]
+                -A INPUT -m comment --comment bpfnet -j BPFNET-EXT
+                -A INPUT -s 2001:db8::/32 -j mine
+                -A FORWARD -m comment --comment bpfnet -j BPFNET-EXT
+                -A FORWARD -i docker0 -o docker0 -m comment --comment bpfnet:icc -j DROP
+                -A BPFNET-EXT -i eth0 -p tcp -m tcp --dport 8080 -m comment --comment bpfnet:source -j DROP
+                -A BPFNET-STATE -m comment --comment "bpfnet ip6tables: bridge=docker0 icc=false" -j RETURN
+                COMMIT
+
+                """)
+        XCTAssertTrue(IP6TablesRuleset.isLoaded(save))
+        let policy = try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy)
+        let text = IP6TablesRuleset(policy: policy, current: save).render()
+        let lines = text.split(separator: "\n").map(String.init)
+        XCTAssertEqual(
+            Array(lines.prefix(10)),
+            [
+                "*filter", ":BPFNET-STATE - [0:0]", ":BPFNET-EXT - [0:0]",
+                "-D INPUT -m comment --comment bpfnet -j BPFNET-EXT",
+                "-D FORWARD -m comment --comment bpfnet -j BPFNET-EXT",
+                "-D FORWARD -i docker0 -o docker0 -m comment --comment bpfnet:icc -j DROP",
+                "-F BPFNET-OLD", "-X BPFNET-OLD",
+                "-I INPUT 1 -m comment --comment bpfnet -j BPFNET-EXT",
+                "-I FORWARD 1 -m comment --comment bpfnet -j BPFNET-EXT",
+            ])
+        XCTAssertFalse(text.contains("mine"), text)
+        let removal = try XCTUnwrap(IP6TablesRuleset.renderRemoval(current: save))
+        XCTAssertEqual(
+            removal.split(separator: "\n").map(String.init),
+            [
+                "*filter",
+                "-D INPUT -m comment --comment bpfnet -j BPFNET-EXT",
+                "-D FORWARD -m comment --comment bpfnet -j BPFNET-EXT",
+                "-D FORWARD -i docker0 -o docker0 -m comment --comment bpfnet:icc -j DROP",
+                "-F BPFNET-EXT", "-F BPFNET-OLD", "-F BPFNET-STATE",
+                "-X BPFNET-EXT", "-X BPFNET-OLD", "-X BPFNET-STATE",
+                "COMMIT",
+            ])
+        XCTAssertNil(
+            IP6TablesRuleset.renderRemoval(current: IPTablesSave(parsing: "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")))
+        // The IPv6 drops count under the reasons of the IPv4 ones.
+        XCTAssertEqual(IPTablesRuleset.counters(from: save)["source"]?.packets, 0)
+    }
+
     /// The NAT part of the nftables backend's ip table is the eBPF backend's NAT table, word for word.
     func testNATIsTheEBPFBackendsNAT() throws {
         let policy = FallbackSample.policies[1].policy
@@ -141,10 +256,12 @@ final class FallbackRulesetTests: XCTestCase {
             counters: [
                 NFTablesRuleset.portProgram: ["icc": .init(packets: 7, bytes: 420)],
                 NFTablesRuleset.extProgram: ["source": .init(packets: 3, bytes: 180)],
+                NFTablesRuleset.ext6Program: ["source": .init(packets: 2, bytes: 160)],
             ])
         let text = rules.render()
         XCTAssertTrue(text.contains("counter icc { packets 7 bytes 420 }"))
         XCTAssertTrue(text.contains("counter source { packets 3 bytes 180 }"))
+        XCTAssertTrue(rules.renderIP6Table().contains("counter source { packets 2 bytes 160 }"))
         XCTAssertTrue(text.contains("counter link { packets 0 bytes 0 }"))
     }
 
@@ -355,6 +472,23 @@ final class FallbackRulesetTests: XCTestCase {
             IPTablesRuleset.needsBridgeNetfilter(try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy)))
         XCTAssertTrue(
             IPTablesRuleset.needsBridgeNetfilter(try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)))
+    }
+
+    /// Which of bridge-nf-call-iptables and -ip6tables bpfnet turned on is
+    /// recorded in the state chain, to be turned off again.
+    func testBridgeNetfilterChangesAreRecorded() throws {
+        let compiled = try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy)
+        for changes in [
+            IPTablesRuleset.HostChanges(setBridgeNetfilter: true, setBridgeNetfilter6: true),
+            IPTablesRuleset.HostChanges(setBridgeNetfilter6: true),
+            IPTablesRuleset.HostChanges(),
+        ] {
+            let text = IPTablesRuleset(policy: compiled, changes: changes).render()
+            let save = IPTablesSave(parsing: Self.asSaved(text))
+            var expected = changes
+            expected.createdUserChain = true
+            XCTAssertEqual(IPTablesRuleset.recordedChanges(save), expected, text)
+        }
     }
 
     func testNamesThatCannotBeWritten() {

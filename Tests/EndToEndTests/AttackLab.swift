@@ -26,6 +26,9 @@ enum Attack: CaseIterable {
     case stackedVLANs
     case unlistedInterface
     case ipv6
+    /// IPv6 from outside to a port published on all addresses (docker-proxy's
+    /// [::] socket) on an interface with an allow-list.
+    case ipv6ToPublishedPort
 }
 
 /// Who sends: a container of the scenario, the hand-made port, or the second outside host.
@@ -33,11 +36,15 @@ enum Sender: Hashable {
     case container(String)
     case rogue
     case outside2
+    /// The outside host of the scenario ("ext").
+    case outside
 }
 
 /// What the Python side builds (JSON; nil fields are left out).
 struct Frame: Encodable {
-    /// "udp4", "udp6", "arp" (raw frames) or "socket-udp4" (an ordinary UDP socket).
+    /// "udp4", "udp6", "arp" (raw frames), or "socket-udp4", "socket-udp6",
+    /// "socket-tcp6" (ordinary sockets: a datagram, or a connection that
+    /// sends the marker once it is established).
     var kind: String
     var dstMAC: String?
     var srcMAC: String?
@@ -51,6 +58,8 @@ struct Frame: Encodable {
     var senderIP: String?
     var targetMAC: String?
     var targetIP: String?
+    /// udp6: extension headers before UDP (0 hop-by-hop, 60 destination options), 8 bytes each.
+    var extensionHeaders: [Int]?
 
     static func arp(
         op: Int, destinationMAC: String, sourceMAC: String, senderMAC: String, senderIP: IPv4Address,
@@ -64,13 +73,19 @@ struct Frame: Encodable {
     static func socketUDP(to address: IPv4Address, port: Int) -> Frame {
         Frame(kind: "socket-udp4", dst: "\(address)", dport: port)
     }
+
+    /// Through an IPv6 socket: "tcp" connects and sends, "udp" sends a datagram.
+    static func socket6(_ proto: TransportProtocol, to address: String, port: Int) -> Frame {
+        Frame(kind: "socket-\(proto.rawValue)6", dst: address, dport: port)
+    }
 }
 
 /// One frame, where it is listened for, and whether it must arrive there.
 struct Shot {
     var name: String
     var from: Sender
-    /// A listener: a container's eth0, "host" (docker0) or "ext" (the outside host's eth0).
+    /// A listener: a container's eth0, "host" (docker0), "ext" (the outside
+    /// host's eth0), or a socket of the host (`AttackLab.hostSocket`).
     var to: String
     var frame: Frame
     var arrives: Bool
@@ -98,8 +113,8 @@ final class AttackLab {
         switch backend {
         case "bpf": true
         case "nftables": true
-        // No rule sees ARP; frames with VLAN tags and IPv6 pass br_netfilter unjudged.
-        case "iptables": ![.arpSpoofing, .stackedVLANs, .ipv6].contains(attack)
+        // No rule sees ARP; frames with VLAN tags pass br_netfilter unjudged.
+        case "iptables": ![.arpSpoofing, .stackedVLANs].contains(attack)
         default: false
         }
     }
@@ -187,29 +202,51 @@ final class AttackLab {
             dst: "\(destination)", sport: nextSourcePort(), dport: port)
     }
 
-    func udp6(from sender: Sender, source: String, to destination: String, port: Int = 9999, destinationMAC: String)
-        -> Frame
-    {
+    func udp6(
+        from sender: Sender, source: String, to destination: String, port: Int = 9999, destinationMAC: String,
+        sourceMAC: String? = nil, extensionHeaders: [Int] = []
+    ) -> Frame {
         Frame(
-            kind: "udp6", dstMAC: destinationMAC, srcMAC: senderMAC(sender), src: source, dst: destination,
-            sport: nextSourcePort(), dport: port)
+            kind: "udp6", dstMAC: destinationMAC, srcMAC: sourceMAC ?? senderMAC(sender), src: source,
+            dst: destination, sport: nextSourcePort(), dport: port,
+            extensionHeaders: extensionHeaders.isEmpty ? nil : extensionHeaders)
+    }
+
+    /// An interface's MAC in a role's namespace (`ip -br link`).
+    func linkMAC(in role: String, _ device: String) throws -> String {
+        let fields = try demo.topology.run(in: role, ["ip", "-br", "link", "show", device]).stdout
+            .split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count > 2, let mac = MACAddress(String(fields[2])) else {
+            throw NSError(
+                domain: "AttackLab", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(device)'s MAC: \(fields)"])
+        }
+        return mac.description
     }
 
     private func senderMAC(_ sender: Sender) -> String {
         switch sender {
         case .container(let name): mac(name)
         case .rogue: Self.rogueMAC
-        case .outside2: "00:00:00:00:00:00"
+        case .outside2, .outside: "00:00:00:00:00:00"
         }
     }
 
     // MARK: sending and listening
 
+    /// A listening socket of the host namespace on `[::]:port` (what
+    /// docker-proxy opens for a port published on all addresses), as a Shot's `to`.
+    static func hostSocket(_ proto: TransportProtocol, _ port: Int) -> String {
+        "host [::]:\(port)/\(proto.rawValue)"
+    }
+
     private struct Spec: Encodable {
         struct Listener: Encodable {
             var name: String
             var ns: String
-            var iface: String
+            /// "packet" (an AF_PACKET socket on `iface`), "tcp6" or "udp6" (a socket on [::]:port).
+            var kind: String = "packet"
+            var iface: String?
+            var port: Int?
         }
         struct Send: Encodable {
             var ns: String
@@ -233,7 +270,11 @@ final class AttackLab {
         }
         let spec = Spec(
             listen: listeners.map { name in
-                name == Self.hostListener
+                if let socket = Self.hostSockets.first(where: { Self.hostSocket($0.0, $0.1) == name }) {
+                    return Spec.Listener(
+                        name: name, ns: demo.topology.host.path, kind: "\(socket.0.rawValue)6", port: socket.1)
+                }
+                return name == Self.hostListener
                     ? Spec.Listener(name: name, ns: demo.topology.host.path, iface: "docker0")
                     : Spec.Listener(name: name, ns: demo.topology.namespace(name).path, iface: "eth0")
             },
@@ -259,7 +300,13 @@ final class AttackLab {
         case .container(let name): demo.topology.namespace(name).path
         case .rogue: "/run/netns/" + rogueNamespace
         case .outside2: "/run/netns/" + outside2Namespace
+        case .outside: demo.topology.namespace("ext").path
         }
+    }
+
+    /// The host sockets a Shot can name (`hostSocket`).
+    static var hostSockets: [(TransportProtocol, Int)] {
+        [(.tcp, 8080), (.udp, 5353), (.tcp, 7001), (.udp, 9998)]
     }
 
     // MARK: extra interfaces
@@ -325,6 +372,31 @@ final class AttackLab {
         Self.deleteNamespace(outside2Namespace)
     }
 
+    /// IPv6 on the external network (the lab has IPv6 off everywhere):
+    /// ext0 is 2001:db8:1::1/64, the outside host's eth0 2001:db8:1::2/64.
+    static let hostExternalAddress6 = "2001:db8:1::1"
+    static let outsideAddress6 = "2001:db8:1::2"
+
+    func addExternalIPv6() throws {
+        for (role, device, address) in [
+            (TopologySpec.hostRole, Scenario.externalInterface, Self.hostExternalAddress6),
+            ("ext", "eth0", Self.outsideAddress6),
+        ] {
+            for name in ["lo", device] {
+                try demo.topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.\(name).disable_ipv6=0"])
+            }
+            try demo.topology.ip(in: role, ["addr add \(address)/64 dev \(device) nodad"])
+        }
+    }
+
+    func removeExternalIPv6() {
+        for (role, device) in [(TopologySpec.hostRole, Scenario.externalInterface), ("ext", "eth0")] {
+            for name in ["lo", device] {
+                _ = try? demo.topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.\(name).disable_ipv6=1"])
+            }
+        }
+    }
+
     // MARK: the Python side
 
     static let python = #"""
@@ -386,8 +458,15 @@ final class AttackLab {
                 src = socket.inet_pton(socket.AF_INET6, f["src"])
                 dst = socket.inet_pton(socket.AF_INET6, f["dst"])
                 segment = udp(f, src, dst, marker, True)
-                header = struct.pack("!IHBB", 0x60000000, len(segment), 17, 64) + src + dst
-                return ethernet(f, 0x86DD, header + segment)
+                kinds = f.get("extensionHeaders", [])
+                chain = b""
+                for index, kind in enumerate(kinds):
+                    following = kinds[index + 1] if index + 1 < len(kinds) else 17
+                    # next header, length 0 (8 bytes), PadN option of 4 bytes
+                    chain += struct.pack("!BBBB4x", following, 0, 1, 4)
+                first = kinds[0] if kinds else 17
+                header = struct.pack("!IHBB", 0x60000000, len(chain) + len(segment), first, 64) + src + dst
+                return ethernet(f, 0x86DD, header + chain + segment)
             if kind == "arp":
                 body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, f["op"])
                 body += mac(f["senderMAC"]) + socket.inet_aton(f["senderIP"])
@@ -397,46 +476,86 @@ final class AttackLab {
             raise ValueError("unknown frame kind " + kind)
 
 
+        def listen(entry):
+            kind = entry.get("kind", "packet")
+            if kind == "packet":
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+                sock.bind((entry["iface"], 0))
+            else:
+                sock = socket.socket(
+                    socket.AF_INET6, socket.SOCK_STREAM if kind == "tcp6" else socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("::", entry["port"]))
+                if kind == "tcp6":
+                    sock.listen(16)
+            sock.setblocking(False)
+            return sock
+
+
+        def send_socket(frame, marker):
+            if frame["kind"] == "socket-udp4":
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.sendto(marker, (frame["dst"], frame["dport"]))
+            elif frame["kind"] == "socket-udp6":
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                sock.sendto(marker, (frame["dst"], frame["dport"]))
+            else:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                sock.settimeout(0.5)
+                try:
+                    sock.connect((frame["dst"], frame["dport"]))
+                    sock.sendall(marker)
+                except OSError:
+                    pass  # not established: the marker is not sent
+            sock.close()
+
+
         def main():
             spec = json.load(sys.stdin)
             listeners = []
             for entry in spec["listen"]:
                 enter(entry["ns"])
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-                sock.bind((entry["iface"], 0))
-                sock.setblocking(False)
-                listeners.append((entry["name"], sock))
+                listeners.append((entry["name"], entry.get("kind", "packet"), listen(entry)))
             markers = [bytes.fromhex(s["marker"]) for s in spec["send"]]
             for entry, marker in zip(spec["send"], markers):
                 enter(entry["ns"])
                 frame = entry["frame"]
                 for _ in range(2):
-                    if frame["kind"] == "socket-udp4":
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        sock.sendto(marker, (frame["dst"], frame["dport"]))
+                    if frame["kind"].startswith("socket-"):
+                        send_socket(frame, marker)
                     else:
                         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
                         sock.bind((entry["iface"], 0))
                         sock.send(build(frame, marker))
-                    sock.close()
+                        sock.close()
                     time.sleep(0.01)
-            seen = {name: {} for name, _ in listeners}
+            seen = {name: {} for name, _, _ in listeners}
+            # Accepted connections are read like the other sockets.
+            readers = [(name, kind, sock) for name, kind, sock in listeners]
             deadline = time.monotonic() + spec["wait"]
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                ready, _, _ = select.select([s for _, s in listeners], [], [], left)
-                for name, sock in listeners:
+                ready, _, _ = select.select([s for _, _, s in readers], [], [], left)
+                for name, kind, sock in list(readers):
                     if sock not in ready:
                         continue
                     while True:
                         try:
+                            if kind == "tcp6":
+                                connection, _ = sock.accept()
+                                connection.setblocking(False)
+                                readers.append((name, "stream", connection))
+                                continue
                             data, address = sock.recvfrom(65536)
                         except BlockingIOError:
                             break
-                        if address[2] == socket.PACKET_OUTGOING:
+                        if kind == "packet" and address[2] == socket.PACKET_OUTGOING:
                             continue
+                        if not data:
+                            readers.remove((name, kind, sock))
+                            break
                         for marker in markers:
                             if marker in data:
                                 seen[name][marker.hex()] = seen[name].get(marker.hex(), 0) + 1

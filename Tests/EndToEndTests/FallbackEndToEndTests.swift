@@ -57,7 +57,9 @@ final class FallbackEndToEndTests: XCTestCase {
             XCTAssertEqual(try lab.status().backend, "iptables")
             let objects = try BackendObjects.read(lab)
             XCTAssertTrue(objects.iptablesChains.contains("legacy filter BPFNET-STATE"), "\(objects)")
+            XCTAssertTrue(objects.iptablesChains.contains("legacy ip6 filter BPFNET-EXT"), "\(objects)")
             XCTAssertFalse(objects.iptablesChains.contains("filter BPFNET-STATE"), "\(objects)")
+            XCTAssertFalse(objects.iptablesChains.contains("ip6 filter BPFNET-STATE"), "\(objects)")
         }
         try lab.unload()
         let objects = try BackendObjects.read(lab)
@@ -116,13 +118,15 @@ final class FallbackEndToEndTests: XCTestCase {
                 XCTAssertGreaterThan(status.counters["forward", default: 0], 0, "\(backend) \(settings): forward drops")
             }
             if backend == "iptables" {
-                // bridge-nf-call-iptables only while icc is off (the lab's host starts with it off).
-                XCTAssertEqual(
-                    try sysctl("net.bridge.bridge-nf-call-iptables"), settings.icc ? "0" : "1", "\(settings)")
+                // bridge-nf-call-ip(6)tables only while icc is off (the lab's host starts with them off).
+                for key in ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"] {
+                    XCTAssertEqual(try sysctl(key), settings.icc ? "0" : "1", "\(key) \(settings)")
+                }
             }
         }
         try lab.unload()
         XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-iptables"), "0")
+        XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-ip6tables"), "0")
         let objects = try BackendObjects.read(lab)
         XCTAssertFalse(objects.hasBPF || objects.hasNFTablesFilter || objects.hasIPTables, "\(objects)")
         XCTAssertFalse(objects.nftTables.contains("ip bpfnet"), "\(objects)")
@@ -149,13 +153,18 @@ final class FallbackEndToEndTests: XCTestCase {
             case "nftables":
                 XCTAssertFalse(objects.hasBPF, "\(objects)")
                 XCTAssertEqual(
-                    Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }), ["ip bpfnet", "bridge bpfnet"],
+                    Set(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }),
+                    ["ip bpfnet", "bridge bpfnet", "ip6 bpfnet"],
                     "\(objects)")
                 XCTAssertFalse(objects.hasIPTables, "\(objects)")
             default:
                 XCTAssertFalse(objects.hasBPF, "\(objects)")
                 XCTAssertTrue(objects.nftTables.filter { $0.hasSuffix(" bpfnet") }.isEmpty, "\(objects)")
                 XCTAssertTrue(objects.iptablesChains.contains("filter BPFNET-STATE"), "\(objects)")
+                XCTAssertEqual(
+                    Set(objects.iptablesChains.filter { $0.hasPrefix("ip6 ") }),
+                    Set(["ip6 filter BPFNET-STATE", "ip6 filter BPFNET-EXT"]),
+                    "\(objects)")
             }
             let status = try lab.status()
             XCTAssertEqual(status.backend, backend)
@@ -217,6 +226,17 @@ final class FallbackEndToEndTests: XCTestCase {
         XCTAssertEqual(try lab.status().backend, "iptables")
         try lab.topology.run(in: host, ["nft", "delete table bridge bpfnet"])
 
+        // Someone else's `table ip6 bpfnet`.
+        try lab.topology.run(in: host, ["nft", "add table ip6 bpfnet { comment \"not bpfnet's\"; }"])
+        XCTAssertThrowsError(try lab.load(settings, extraArguments: ["--backend", "nftables"])) { error in
+            XCTAssertTrue("\(error)".contains("table ip6 bpfnet exists and is not bpfnet's"), "\(error)")
+        }
+        after = try BackendObjects.read(lab)
+        XCTAssertEqual(after.iptablesChains, before.iptablesChains)
+        XCTAssertFalse(after.nftTables.contains("bridge bpfnet"), "\(after)")
+        XCTAssertEqual(try lab.status().backend, "iptables")
+        try lab.topology.run(in: host, ["nft", "delete table ip6 bpfnet"])
+
         // A dockerd's DOCKER chain while the nftables backend runs.
         try runScenario(backend: "nftables", settings: settings, lab: lab)
         try lab.topology.run(in: host, ["iptables", "-N", "DOCKER"])
@@ -261,6 +281,55 @@ final class FallbackEndToEndTests: XCTestCase {
         XCTAssertEqual(entries.filter { !$0.matches }.map(\.destination), [])
     }
 
+    /// The IPv6 rules go in after the IPv4 ones: when ip6tables-restore
+    /// accepts the input as a test but fails to commit it, the IPv4 rules
+    /// just committed are put back from the snapshot, the IPv6 ones stay as
+    /// they were, and the sysctl turned on for the new policy goes off again.
+    func testAFailedIPv6CommitPutsTheIPv4RulesBack() throws {
+        let before = PolicySettings(icc: true, allowList: false, forwardPolicy: .accept)
+        try runScenario(backend: "iptables", settings: before, lab: lab)
+        func rules(_ save: String) throws -> [String] {
+            let text = try lab.topology.run(in: host, [save]).stdout
+            return IPTablesSave(parsing: text).tables.sorted { $0.key < $1.key }.flatMap { name, table in
+                table.chains.map { "\(name) :\($0.name)" } + table.rules.map { "\(name) -A \($0.chain) \($0.spec)" }
+            }
+        }
+        let rules4 = try rules("iptables-save")
+        let rules6 = try rules("ip6tables-save")
+        XCTAssertTrue(rules6.contains("filter :BPFNET-EXT"), "\(rules6)")
+
+        let wrapper = lab.pinPath + "-ip6tables-restore"
+        defer { try? FileManager.default.removeItem(atPath: wrapper) }
+        try """
+        #!/bin/sh
+        case " $* " in *" --test "*) exec ip6tables-restore "$@" ;; esac
+        echo "ip6tables-restore: simulated failure to commit" >&2
+        exit 1
+
+        """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper, 0o755)
+        let file = lab.pinPath + "-policy.yaml"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try DemoLabPolicy.write(PolicySettings(icc: false, allowList: true, forwardPolicy: .drop), to: file)
+        let result = try ProcessRunner.run(
+            Command(
+                lab.topology.host.nsenter([
+                    "env", "BPFNET_IP6TABLES_RESTORE=\(wrapper)", lab.bpfnet, "load", "--config", file, "--backend",
+                    "iptables", "--pin-path", lab.pinPath,
+                ]), timeout: .seconds(60)))
+        XCTAssertEqual(result.status, .exited(1), "\(result)")
+        XCTAssertTrue(result.stderr.contains("simulated failure to commit"), result.stderr)
+        XCTAssertEqual(try rules("iptables-save"), rules4, "the IPv4 rules are the previous ones again")
+        XCTAssertEqual(try rules("ip6tables-save"), rules6)
+        XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-iptables"), "0")
+        XCTAssertEqual(try sysctl("net.bridge.bridge-nf-call-ip6tables"), "0")
+        let status = try lab.status()
+        XCTAssertEqual(status.backend, "iptables")
+        XCTAssertEqual(status.icc, true)
+        let entries = try lab.measure(before)
+        XCTAssertEqual(entries.filter { !$0.matches }.map(\.destination), [])
+    }
+
     func testMissingToolsAreNamed() throws {
         let settings = PolicySettings(icc: true)
         try runScenario(backend: "nftables", settings: settings, lab: lab)
@@ -270,6 +339,7 @@ final class FallbackEndToEndTests: XCTestCase {
         for (variable, backend, tool) in [
             ("BPFNET_NFT", "nftables", "/nonexistent/nft"),
             ("BPFNET_IPTABLES_RESTORE", "iptables", "/nonexistent/iptables-restore"),
+            ("BPFNET_IP6TABLES_RESTORE", "iptables", "/nonexistent/ip6tables-restore"),
         ] {
             let command = Command(
                 lab.topology.host.nsenter([

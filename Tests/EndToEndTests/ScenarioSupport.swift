@@ -63,7 +63,8 @@ struct BackendObjects: CustomStringConvertible {
     var pins: [String]
     /// "family name" of every nftables table.
     var nftTables: Set<String>
-    /// bpfnet's and Docker's chains in `iptables-save` (both tables), "table chain".
+    /// bpfnet's and Docker's chains in `iptables-save` (both tables), "table chain";
+    /// in `ip6tables-save` as "ip6 table chain" (and "legacy …" for the legacy variants).
     var iptablesChains: Set<String>
     /// Interfaces with an XDP program, and bridge ports with a tc ingress filter.
     var attachments: Set<String>
@@ -82,12 +83,15 @@ struct BackendObjects: CustomStringConvertible {
         let tables = try lab.topology.run(in: host, ["nft", "list", "tables"]).stdout
             .split(separator: "\n").map { $0.replacingOccurrences(of: "table ", with: "") }
         var chains = Set<String>()
-        for variant in ["iptables-save", "iptables-legacy-save"] {
+        for (variant, label) in [
+            ("iptables-save", ""), ("iptables-legacy-save", "legacy "), ("ip6tables-save", "ip6 "),
+            ("ip6tables-legacy-save", "legacy ip6 "),
+        ] {
             let save = IPTablesSave(parsing: try lab.topology.run(in: host, [variant]).stdout)
             for (name, table) in save.tables {
                 for chain in table.chains.map(\.name)
                 where chain.hasPrefix("BPFNET-") || chain.hasPrefix("DOCKER") {
-                    chains.insert("\(variant == "iptables-save" ? "" : "legacy ")\(name) \(chain)")
+                    chains.insert("\(label)\(name) \(chain)")
                 }
             }
         }
