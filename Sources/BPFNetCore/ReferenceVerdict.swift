@@ -164,11 +164,16 @@ public struct IPv6Summary: Hashable, Sendable {
 
     public var destinationMAC: MACAddress
     public var source: IPv6Address
+    /// The destination address is in ff00::/8.
+    public var destinationIsMulticast: Bool
     public var transport: Transport
 
-    public init(destinationMAC: MACAddress, source: IPv6Address, transport: Transport) {
+    public init(
+        destinationMAC: MACAddress, source: IPv6Address, destinationIsMulticast: Bool = false, transport: Transport
+    ) {
         self.destinationMAC = destinationMAC
         self.source = source
+        self.destinationIsMulticast = destinationIsMulticast
         self.transport = transport
     }
 }
@@ -271,6 +276,7 @@ public enum FrameParser {
                 IPv6Summary(
                     destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
                     source: IPv6Address(bytes: frame[(offset + 8)..<(offset + 24)]),
+                    destinationIsMulticast: frame[offset + 24] == 0xFF,
                     transport: ipv6Transport(nextHeader: frame[offset + 6], at: offset + 40)))
 
         case EtherType.ipv4:
@@ -362,7 +368,12 @@ public struct ReferenceDataplane: Sendable {
         case .malformed, .encapsulated, .nonIP, .arp:
             return .pass(.nonIP)
         case .ipv6(let packet):
-            if packet.destinationMAC.isMulticast { return .pass(.ipv6) }
+            if packet.destinationMAC.isMulticast {
+                // Flooded to every port: a unicast destination address in it is between containers.
+                if packet.destinationIsMulticast { return .pass(.ipv6) }
+                if icc { return .pass(.iccAllowed) }
+                return known ? .drop(.icc) : .drop(.unknownPort)
+            }
             if state.macs[packet.destinationMAC] == nil { return .pass(.ipv6) }
             if icc { return .pass(.iccAllowed) }
             return known ? .drop(.icc) : .drop(.unknownPort)

@@ -117,9 +117,17 @@ final class ReferenceVerdictTests: XCTestCase {
         let toWeb = PacketBuilder.ipv6Frame(EthernetHeader(destination: web.mac, source: client.mac))
         XCTAssertEqual(closed.portVerdict(frame: toWeb), .drop(.icc))
         XCTAssertEqual(open.portVerdict(frame: toWeb), .pass(.iccAllowed))
+        let allNodes: [UInt8] = [0xff, 0x02] + Array(repeating: 0, count: 13) + [1]
         let multicast = PacketBuilder.ipv6Frame(
-            EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: client.mac))
+            EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: client.mac),
+            destination: allNodes)
         XCTAssertEqual(closed.portVerdict(frame: multicast), .pass(.ipv6))
+        // The bridge floods a multicast frame to every port, and a stack accepts a
+        // unicast destination address in it: judged between containers.
+        let unicastInside = PacketBuilder.ipv6Frame(
+            EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: client.mac))
+        XCTAssertEqual(closed.portVerdict(frame: unicastInside), .drop(.icc))
+        XCTAssertEqual(open.portVerdict(frame: unicastInside), .pass(.iccAllowed))
         let router = PacketBuilder.ipv6Frame(EthernetHeader(destination: Sample.bridgeMAC, source: client.mac))
         XCTAssertEqual(closed.portVerdict(frame: router), .pass(.ipv6))
         // VLAN-tagged IPv6 to a container is judged the same.

@@ -161,8 +161,15 @@ func arp(from s: Endpoint, target: IPv4Address, vlans: [VLANTag] = []) -> [UInt8
         senderMAC: s.mac, senderIP: s.ip, targetIP: target)
 }
 
-func ipv6(to mac: MACAddress, from source: MACAddress = Fixture.app.mac, vlans: [VLANTag] = []) -> [UInt8] {
-    PacketBuilder.ipv6Frame(EthernetHeader(destination: mac, source: source, vlans: vlans))
+/// IPv6 to `mac`; to a multicast MAC, to the all-nodes address ff02::1 unless `destination` says otherwise.
+func ipv6(
+    to mac: MACAddress, from source: MACAddress = Fixture.app.mac, vlans: [VLANTag] = [],
+    destination: [UInt8]? = nil
+) -> [UInt8] {
+    let allNodes: [UInt8] = [0xff, 0x02] + Array(repeating: 0, count: 13) + [1]
+    return PacketBuilder.ipv6Frame(
+        EthernetHeader(destination: mac, source: source, vlans: vlans),
+        destination: destination ?? (mac.isMulticast ? allNodes : PacketBuilder.linkLocal2))
 }
 
 let q8021Q = VLANTag(vid: 100)

@@ -252,7 +252,17 @@ final class PortPolicyTests: TestRunTestCase {
                 ipv6(to: Fixture.db.mac, vlans: [q8021Q]), toContainer, "802.1Q-tagged IPv6 to a container, \(label)")
             expectPort(ipv6(to: MACAddress(0x33, 0x33, 0, 0, 0, 1)), .pass(.ipv6), "IPv6 all-nodes multicast, \(label)")
             expectPort(
-                ipv6(to: MACAddress(0x33, 0x33, 0xff, 0, 0, 3)), .pass(.ipv6), "neighbour solicitation, \(label)")
+                ipv6(
+                    to: MACAddress(0x33, 0x33, 0xff, 0, 0, 3),
+                    destination: [0xff, 0x02] + Array(repeating: 0, count: 9) + [1, 0xff, 0, 0, 3]),
+                .pass(.ipv6), "neighbour solicitation to the solicited-node address, \(label)")
+            // Flooded to every port, and a container's stack accepts the unicast address in it.
+            expectPort(
+                ipv6(to: MACAddress(0x33, 0x33, 0, 0, 0, 1), destination: PacketBuilder.linkLocal2), toContainer,
+                "a unicast IPv6 address in a multicast frame, \(label)")
+            expectPort(
+                ipv6(to: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), destination: PacketBuilder.linkLocal2),
+                toContainer, "a unicast IPv6 address in a broadcast frame, \(label)")
             expectPort(
                 ipv6(to: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff)), .pass(.ipv6), "IPv6 to broadcast, \(label)")
             expectPort(ipv6(to: Fixture.bridgeMAC), .pass(.ipv6), "IPv6 to the bridge's MAC, \(label)")

@@ -108,11 +108,18 @@ static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet
 {
 	if (kind == PARSE_IPV6) {
 		/* Containers on the default bridge have no known IPv6 addresses;
-		 * their MACs identify them. Neighbour discovery (multicast) passes. */
+		 * their MACs identify them. Neighbour discovery (multicast) passes;
+		 * a unicast destination address in a multicast frame is flooded to
+		 * every port and accepted there: judged between containers. */
 		struct bpfnet_mac_key mac = {};
 
-		if (p->dst_mac[0] & 1)
-			return BPFNET_PASS_IPV6;
+		if (p->dst_mac[0] & 1) {
+			if (p->daddr6_multicast)
+				return BPFNET_PASS_IPV6;
+			if (cfg->flags & BPFNET_CFG_ICC)
+				return BPFNET_PASS_ICC;
+			return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
+		}
 		__builtin_memcpy(mac.mac, p->dst_mac, sizeof(mac.mac));
 		if (!bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac))
 			return BPFNET_PASS_IPV6;
