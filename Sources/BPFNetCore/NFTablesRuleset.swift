@@ -196,7 +196,13 @@ public struct NFTablesRuleset: Sendable, Equatable {
         }
 
         add("    chain port_ipv6 {")
-        add("        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 \(count(.ipv6)) accept")
+        // Multicast frames carry neighbour discovery; a unicast destination
+        // address in one is flooded to every port and accepted there, so it
+        // is judged between containers (as the port program does).
+        add("        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 ip6 daddr ff00::/8 \(count(.ipv6)) accept")
+        add(
+            "        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 "
+                + (p.icc ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
         add("        ether daddr @macs " + (p.icc ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
         add("        \(count(.ipv6)) accept")
         add("    }")

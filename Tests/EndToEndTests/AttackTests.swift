@@ -285,6 +285,13 @@ final class AttackTests: XCTestCase {
                         frame: lab.udp6(
                             from: from, source: "fe80::42:aff:fe58:6", to: "fe80::42:aff:fe58:2", port: 53,
                             destinationMAC: lab.mac("web")), arrives: false),
+                    // The bridge floods a multicast frame to every port; web's stack
+                    // would take the unicast address in it.
+                    Shot(
+                        "lone → web fd00::2 9999/udp in a multicast frame (33:33:00:00:00:01)", from: from, to: "web",
+                        frame: lab.udp6(
+                            from: from, source: "fd00::6", to: "fd00::2", destinationMAC: "33:33:00:00:00:01"),
+                        arrives: false),
                     Shot(
                         "lone → host fd00::1 9999/udp (control)", from: from, to: AttackLab.hostListener,
                         frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::1", destinationMAC: lab.bridgeMAC),
