@@ -142,7 +142,7 @@ let package = Package(
             name: "bpfnet",
             dependencies: [
                 "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "DockerWatcher",
-                "BPFNetBench",
+                "BPFNetBench", "LinuxNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

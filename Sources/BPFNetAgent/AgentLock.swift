@@ -69,9 +69,10 @@ public final class AgentLock: @unchecked Sendable {
             }
             let holder = AgentFiles.pid(inLockFile: files.lockPath)
             let who = holder.map { "pid \($0)" } ?? "another process"
+            let name = AgentFiles.holderName(inLockFile: files.lockPath)
             throw AgentLockError(
                 message:
-                    "another `bpfnet run` (\(who)) already keeps the dataplane at \(files.pinPath) in step with Docker "
+                    "another \(name) (\(who)) already keeps the dataplane at \(files.pinPath) in step "
                     + "(lock \(files.lockPath)); stop it first\(holder.map { " (kill -TERM \($0))" } ?? "") "
                     + "or give this one another --pin-path",
                 holder: holder, isHeldByAnother: true)

@@ -72,6 +72,16 @@ public struct AgentFiles: Sendable, Hashable {
         return Self.pid(inLockFile: lockPath) ?? 0
     }
 
+    /// Who holds the lock, for messages: `bpfnet load --watch` writes
+    /// "load --watch" on the lock file's third line, `bpfnet run` its Docker host.
+    public static func holderName(inLockFile path: String) -> String {
+        let lines = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n") ?? []
+        return lines.count > 2 && lines[2].hasPrefix(watchingLoadMark) ? "`bpfnet load --watch`" : "`bpfnet run`"
+    }
+
+    /// What `bpfnet load --watch` writes where `bpfnet run` writes its Docker host.
+    public static let watchingLoadMark = "load --watch"
+
     /// The pid written on the lock file's first line.
     public static func pid(inLockFile path: String) -> Int32? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
@@ -105,9 +115,11 @@ public struct AgentFiles: Sendable, Hashable {
     /// runs there: the agent would overwrite what the action writes.
     public func refuseWhileAgentRuns(then action: String, prefix: String = "") throws {
         if let pid = runningAgentPID() {
+            let holder = Self.holderName(inLockFile: lockPath)
+            let source = holder == "`bpfnet run`" ? "Docker" : "its policy file"
             throw DataplaneError.busy(
-                "\(prefix)`bpfnet run` (pid \(pid)) keeps the dataplane at \(pinPath) in step "
-                    + "with Docker; stop it first (kill -TERM \(pid)), then \(action)")
+                "\(prefix)\(holder) (pid \(pid)) keeps the dataplane at \(pinPath) in step "
+                    + "with \(source); stop it first (kill -TERM \(pid)), then \(action)")
         }
     }
 

@@ -17,11 +17,20 @@ struct Load: ParsableCommand {
         help: ArgumentHelp("The policy file (YAML; every key is described in docs/policy-file.md).", valueName: "FILE"))
     var config: String
 
+    @Flag(
+        help: ArgumentHelp(
+            "Stay in the foreground: attach the port program to every port the moment it joins the bridge "
+                + "(eBPF backend; SIGTERM ends it and the dataplane stays, SIGHUP reads the policy file again)."))
+    var watch = false
+
     @OptionGroup var policyOptions: PolicyOptions
     @OptionGroup var dataplaneOptions: DataplaneOptions
 
     func run() throws {
-        let policy = try policyOptions.overrides.apply(to: PolicyFile.load(contentsOf: config))
+        let readPolicy = { [config, policyOptions] in
+            try policyOptions.overrides.apply(to: PolicyFile.load(contentsOf: config))
+        }
+        let policy = try readPolicy()
         try requireRoot("load")
         // The agent would overwrite the policy this writes at its next event.
         try AgentFiles(pinPath: FilePath(dataplaneOptions.pinPath)).refuseWhileAgentRuns(then: "load")
@@ -38,6 +47,14 @@ struct Load: ParsableCommand {
                 + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
                 + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off")"
         )
+        guard watch else { return }
+        guard status.backend == Backend.bpf.rawValue else {
+            print(
+                "bpfnet: --watch: nothing to watch: the \(status.backend) backend's rules hold every port from the moment it exists"
+            )
+            return
+        }
+        try LoadWatcher.run(policy: policy, reload: readPolicy, dataplane: dataplane, pinPath: dataplaneOptions.pinPath)
     }
 }
 

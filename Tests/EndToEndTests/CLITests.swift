@@ -236,6 +236,44 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `load --watch` attaches to a port the moment it joins, holds the pin
+    /// path against another `load` meanwhile, and leaves the dataplane loaded
+    /// when SIGTERM ends it.
+    func testLoadWatchAttachesToAPortTheMomentItJoins() throws {
+        try withHost { topology in
+            let file = try write(policyYAML, to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            let watcher = try topology.startProcess(
+                in: "host", [try DemoLab.locateBPFNet(), "load", "--watch", "--config", file] + pins,
+                captureOutput: true)
+            _ = try watcher.waitForLine(prefix: "bpfnet: watching docker0", timeout: .seconds(60))
+
+            let (refused, _, stderr) = try bpfnet(["load", "--config", file] + pins, in: topology.host)
+            XCTAssertEqual(refused, 1, stderr)
+            XCTAssertTrue(stderr.contains("`bpfnet load --watch` (pid \(watcher.pid))"), stderr)
+
+            try topology.ip(
+                in: "host", ["link add vethlate type veth peer name late0", "link set vethlate master docker0 up"])
+            let deadline = ContinuousClock.now + .seconds(10)
+            var hook: String?
+            while hook == nil, ContinuousClock.now < deadline {
+                let (status, out, _) = try bpfnet(["status", "--json"] + pins, in: topology.host)
+                XCTAssertEqual(status, 0)
+                let ports = try JSONDecoder().decode(DataplaneStatus.self, from: Data(out.utf8)).bridgePorts ?? []
+                hook = ports.first { $0.name == "vethlate" }?.hook
+                if hook == nil { usleep(100_000) }
+            }
+            XCTAssertEqual(hook, "tc", "the watcher attached to the port that joined, no second load")
+
+            kill(watcher.pid, SIGTERM)
+            let stopDeadline = ContinuousClock.now + .seconds(10)
+            while watcher.isRunning, ContinuousClock.now < stopDeadline { usleep(50_000) }
+            XCTAssertEqual(watcher.stop(), .exited(0))
+            let after = try bpfnet(["status", "--json"] + pins, in: topology.host)
+            XCTAssertEqual(after.0, 0, "the dataplane stays loaded: \(after.2)")
+        }
+    }
+
     /// The interfaces of the host namespace with a clsact qdisc ("clsact DEV").
     private func clsact(_ topology: Topology) throws -> Set<String> {
         try BackendObjects.clsactQdiscs(in: topology, role: "host")
