@@ -86,8 +86,7 @@ public struct SystemAgentHost: AgentHost {
         let stopped = Mutex(false)
         continuation.onTermination = { _ in stopped.withLock { $0 = true } }
         let thread = Thread {
-            // ifindex → its master when last told: a port joins once, whatever else changes on it.
-            var masters: [Int32: Int32] = [:]
+            var tracker = LinkChangeTracker()
             while !stopped.withLock({ $0 }) {
                 let events: [LinkMonitor.Event]
                 do {
@@ -96,19 +95,15 @@ public struct SystemAgentHost: AgentHost {
                     Thread.sleep(forTimeInterval: 0.5)
                     continue
                 }
-                for event in events {
-                    switch event {
-                    case .changed(let link):
-                        let previous = masters.updateValue(link.master ?? 0, forKey: link.index)
-                        if previous == nil { continuation.yield(.appeared(name: link.name)) }
-                        guard let master = link.master, master != previous else { continue }
+                for change in tracker.changes(from: events) {
+                    switch change {
+                    case .appeared(let name):
+                        continuation.yield(.appeared(name: name))
+                    case .joined(let port, let masterIndex):
                         var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-                        guard if_indextoname(UInt32(bitPattern: master), &name) != nil else { continue }
-                        continuation.yield(.joined(port: link.name, bridge: String(cString: name)))
-                    case .removed(let index):
-                        masters[index] = nil
-                    case .overflow:
-                        masters = [:]
+                        guard if_indextoname(UInt32(bitPattern: masterIndex), &name) != nil else { continue }
+                        continuation.yield(.joined(port: port, bridge: String(cString: name)))
+                    case .lost:
                         continuation.yield(.lost)
                     }
                 }

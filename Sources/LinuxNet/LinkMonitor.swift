@@ -102,3 +102,43 @@ public final class LinkMonitor: @unchecked Sendable {
         return events
     }
 }
+
+/// What the link notifications mean for bridges: an interface appeared, or
+/// got a master (joined a bridge). A port joins once, whatever else changes on
+/// it later (up, MTU, …); leaving and joining again is a new join. Shared by
+/// `bpfnet run`'s agent and `bpfnet load --watch`.
+public struct LinkChangeTracker: Sendable {
+    public enum Change: Hashable, Sendable {
+        /// The first notification of an interface (new, or unseen since the tracker began).
+        case appeared(name: String)
+        /// `port` got the master with ifindex `masterIndex`.
+        case joined(port: String, masterIndex: Int32)
+        /// Notifications were lost: any interface may have changed.
+        case lost
+    }
+
+    /// ifindex → its master when last told (0: none).
+    private var masters: [Int32: Int32] = [:]
+
+    public init() {}
+
+    public mutating func changes(from events: [LinkMonitor.Event]) -> [Change] {
+        var result: [Change] = []
+        for event in events {
+            switch event {
+            case .changed(let link):
+                let previous = masters.updateValue(link.master ?? 0, forKey: link.index)
+                if previous == nil { result.append(.appeared(name: link.name)) }
+                if let master = link.master, master != previous {
+                    result.append(.joined(port: link.name, masterIndex: master))
+                }
+            case .removed(let index):
+                masters[index] = nil
+            case .overflow:
+                masters = [:]
+                result.append(.lost)
+            }
+        }
+        return result
+    }
+}

@@ -48,8 +48,7 @@ enum LoadWatcher {
         defer { signals.stop() }
 
         var policy = initial
-        // ifindex → its master when last told: a port joins once, whatever else changes on it.
-        var masters: [Int32: Int32] = [:]
+        var tracker = LinkChangeTracker()
         print("bpfnet: watching \(policy.bridge) for new ports (SIGTERM ends it, SIGHUP reads the policy file again)")
         fflush(nil)  // a test or a supervisor reading the pipe sees the line now
         while true {
@@ -67,19 +66,16 @@ enum LoadWatcher {
                     logger.error("SIGHUP: the policy file does not load (\(error)); keeping the policy in force")
                 }
             }
-            let bridge = HostSystem.interfaceIndex(policy.bridge).map { Int32(bitPattern: $0) }
-            for event in (try? monitor.next(timeout: .milliseconds(250))) ?? [] {
-                switch event {
-                case .changed(let link):
-                    let previous = masters.updateValue(link.master ?? 0, forKey: link.index)
-                    guard link.master != nil, link.master == bridge, link.master != previous else { continue }
-                    logger.info("\(link.name) joined \(policy.bridge): attaching the port program")
+            for change in tracker.changes(from: (try? monitor.next(timeout: .milliseconds(250))) ?? []) {
+                switch change {
+                case .joined(let port, let masterIndex)
+                where HostSystem.interfaceIndex(policy.bridge) == UInt32(bitPattern: masterIndex):
+                    logger.info("\(port) joined \(policy.bridge): attaching the port program")
                     apply = true
-                case .removed(let index):
-                    masters[index] = nil
-                case .overflow:
-                    masters = [:]
+                case .lost:
                     apply = true
+                case .joined, .appeared:
+                    break
                 }
             }
             guard apply else { continue }

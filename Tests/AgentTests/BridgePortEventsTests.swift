@@ -15,6 +15,25 @@ final class BridgePortEventsTests: XCTestCase {
         XCTAssertTrue(result.succeeded, result.stderr)
     }
 
+    /// The reduction both `run` and `load --watch` use, on its own.
+    func testTheTrackerReportsAppearancesAndJoinsOnce() {
+        func link(_ index: Int32, _ name: String, master: Int32? = nil) -> LinkMonitor.Event {
+            .changed(RouteNetlink.Link(index: index, name: name, master: master))
+        }
+        var tracker = LinkChangeTracker()
+        XCTAssertEqual(
+            tracker.changes(from: [link(7, "v1"), link(7, "v1", master: 3), link(7, "v1", master: 3)]),
+            [.appeared(name: "v1"), .joined(port: "v1", masterIndex: 3)], "an up or MTU change is no new join")
+        XCTAssertEqual(
+            tracker.changes(from: [link(7, "v1"), link(7, "v1", master: 3)]), [.joined(port: "v1", masterIndex: 3)])
+        XCTAssertEqual(
+            tracker.changes(from: [.removed(index: 7), link(7, "v1b", master: 4)]),
+            [.appeared(name: "v1b"), .joined(port: "v1b", masterIndex: 4)], "an ifindex that went and came back")
+        XCTAssertEqual(
+            tracker.changes(from: [.overflow, link(7, "v1b", master: 4)]),
+            [.lost, .appeared(name: "v1b"), .joined(port: "v1b", masterIndex: 4)])
+    }
+
     func testAPortJoiningABridgeIsReportedOnceWithTheBridgesName() async throws {
         guard geteuid() == 0 else {
             if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
