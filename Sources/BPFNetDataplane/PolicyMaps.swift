@@ -93,9 +93,9 @@ enum MapCapacity {
     /// peak a map holds every key of `current` and of `desired`: that union
     /// must fit, not only `desired`.
     static func check(_ desired: MapState, replacing current: MapState = .empty) throws {
-        let overflows = self.overflows(holding: current.entries + desired.entries)
+        let overflows = self.overflows(desired, alongside: current)
         guard overflows.isEmpty else {
-            let fitsAlone = self.overflows(holding: desired.entries).isEmpty
+            let fitsAlone = self.overflows(desired, alongside: .empty).isEmpty
             throw DataplaneError.badInput(
                 "the policy does not fit into the dataplane's maps: " + overflows.joined(separator: "; ")
                     + (fitsAlone
@@ -106,24 +106,28 @@ enum MapCapacity {
         }
     }
 
-    /// "MAP needs N entries but holds C" for each map `entries` (counted by distinct key) would overflow.
-    private static func overflows(holding entries: [MapEntry]) -> [String] {
-        var keys: [MapKind: Set<MapKey>] = [:]
-        for entry in entries { keys[entry.kind, default: []].insert(entry.key) }
+    /// "MAP needs N entries but holds C" for each map that would overflow
+    /// holding the keys of both states at once. Counted per map from the
+    /// states' own collections: this runs on every apply (every Docker event).
+    private static func overflows(_ desired: MapState, alongside current: MapState) -> [String] {
+        func peak<K: Hashable, V>(_ new: [K: V], _ old: [K: V]) -> Int {
+            new.count + old.keys.count { new[$0] == nil }
+        }
+        func peak<K: Hashable>(_ new: Set<K>, _ old: Set<K>) -> Int { new.count + old.count { !new.contains($0) } }
         // bn_ports' array has a slot for every low ifindex; only the rest take room.
-        let ports = keys[.ports, default: []].count {
-            if case .port(let ifindex) = $0 { ifindex >= BPFNET_PORT_SLOTS } else { false }
+        func high(_ ports: [UInt32: PortRecord]) -> [UInt32: PortRecord] {
+            ports.filter { $0.key >= BPFNET_PORT_SLOTS }
         }
         let needs: [(MapKind, Int, Int)] = [
-            (.containers, keys[.containers]?.count ?? 0, Int(BPFNET_MAX_CONTAINERS)),
-            (.macs, keys[.macs]?.count ?? 0, Int(BPFNET_MAX_CONTAINERS)),
-            (.names, keys[.names]?.count ?? 0, Int(BPFNET_MAX_CONTAINERS)),
-            (.ports, ports, Int(BPFNET_MAX_CONTAINERS)),
-            (.links, keys[.links]?.count ?? 0, Int(BPFNET_MAX_LINK_RULES)),
-            (.published, keys[.published]?.count ?? 0, Int(BPFNET_MAX_PUBLISHED)),
-            (.extInterfaces, keys[.extInterfaces]?.count ?? 0, Int(BPFNET_MAX_EXT_IFS)),
-            (.allowSources, keys[.allowSources]?.count ?? 0, Int(BPFNET_MAX_ALLOW_SRC)),
-            (.allowSources6, keys[.allowSources6]?.count ?? 0, Int(BPFNET_MAX_ALLOW_SRC)),
+            (.containers, peak(desired.containers, current.containers), Int(BPFNET_MAX_CONTAINERS)),
+            (.macs, peak(desired.macs, current.macs), Int(BPFNET_MAX_CONTAINERS)),
+            (.names, peak(desired.names, current.names), Int(BPFNET_MAX_CONTAINERS)),
+            (.ports, peak(high(desired.ports), high(current.ports)), Int(BPFNET_MAX_CONTAINERS)),
+            (.links, peak(desired.links, current.links), Int(BPFNET_MAX_LINK_RULES)),
+            (.published, peak(desired.published, current.published), Int(BPFNET_MAX_PUBLISHED)),
+            (.extInterfaces, peak(desired.extInterfaces, current.extInterfaces), Int(BPFNET_MAX_EXT_IFS)),
+            (.allowSources, peak(desired.allowSources, current.allowSources), Int(BPFNET_MAX_ALLOW_SRC)),
+            (.allowSources6, peak(desired.allowSources6, current.allowSources6), Int(BPFNET_MAX_ALLOW_SRC)),
         ]
         return needs.filter { $0.1 > $0.2 }.map { kind, needed, capacity in
             let name = kind == .ports ? MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH) : kind.mapName
