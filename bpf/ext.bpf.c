@@ -233,7 +233,7 @@ static __always_inline enum bpfnet_reason ext_ipv6(const struct pkt *pkt, const 
 	ports = pkt->data + offset;
 	if ((void *)(ports + 2) > pkt->data_end)
 		goto unreadable;
-	if (!is_published(0, ports[1], next))
+	if (!published_key_exists(0, ports[1], next)) /* [::] serves only the wildcard bindings */
 		return BPFNET_PASS_IPV6;
 	return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_PUBLISHED : BPFNET_DROP_SOURCE;
 unreadable:

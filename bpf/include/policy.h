@@ -208,18 +208,22 @@ static __always_inline int source_allowed(__u32 ifindex, __be32 saddr)
 	return bpf_map_lookup_elem(&BPFNET_MAP_ALLOW_SRC, &key) != NULL;
 }
 
-static __always_inline int is_published(__be32 daddr, __be16 dport, __u8 proto)
+/* Is (host address, port, proto) a key of bn_published? 0 is Docker's 0.0.0.0. */
+static __always_inline int published_key_exists(__be32 host_addr, __be16 dport, __u8 proto)
 {
 	struct bpfnet_published_key key = {
-		.host_addr = daddr,
+		.host_addr = host_addr,
 		.host_port = dport,
 		.proto = proto,
 	};
 
-	if (bpf_map_lookup_elem(&BPFNET_MAP_PUBLISHED, &key))
-		return 1;
-	key.host_addr = 0; /* wildcard binding, Docker's 0.0.0.0 */
 	return bpf_map_lookup_elem(&BPFNET_MAP_PUBLISHED, &key) != NULL;
+}
+
+/* Published on this host address, or on every address (the wildcard binding). */
+static __always_inline int is_published(__be32 daddr, __be16 dport, __u8 proto)
+{
+	return published_key_exists(daddr, dport, proto) || published_key_exists(0, dport, proto);
 }
 
 /*
