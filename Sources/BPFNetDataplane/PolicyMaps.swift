@@ -42,16 +42,17 @@ public struct PolicyMaps: MapWriter, MapReader {
         portSlots = try BPFMappedArray(maps[.ports]!.handle)
     }
 
-    /// The kernel map that holds port `ifindex`'s entry.
-    private func portMap(_ ifindex: UInt32) -> BPFRawMap {
-        ifindex < BPFNET_PORT_SLOTS ? maps[.ports]! : portsHigh
+    /// The kernel map that holds `key`.
+    private func map(for key: MapKey) -> BPFRawMap {
+        if case .port(let ifindex) = key, ifindex >= BPFNET_PORT_SLOTS { return portsHigh }
+        return maps[key.kind]!
     }
 
     /// The map's capacity (max_entries).
     public func capacity(of kind: MapKind) -> UInt32 { maps[kind]!.handle.maxEntries }
 
     public mutating func upsert(_ entry: MapEntry) throws {
-        let map = if case .port(let ifindex, _) = entry { portMap(ifindex) } else { maps[entry.kind]! }
+        let map = map(for: entry.key)
         do {
             try map.update(entry.keyBytes, entry.valueBytes)
         } catch let error as BPFError where error.isNoSpace {
@@ -62,13 +63,14 @@ public struct PolicyMaps: MapWriter, MapReader {
     }
 
     public mutating func delete(_ key: MapKey) throws {
-        if case .port(let ifindex) = key, ifindex < BPFNET_PORT_SLOTS {
-            // An array slot cannot go; all zeros (no BPFNET_PORT_KNOWN) is "no entry".
-            try maps[.ports]!.update(key.bytes, [UInt8](repeating: 0, count: MapKind.ports.valueSize))
+        let map = map(for: key)
+        guard map.handle.type == .array else {
+            _ = try map.delete(key.bytes)
             return
         }
-        let map = if case .port(let ifindex) = key { portMap(ifindex) } else { maps[key.kind]! }
-        try map.delete(key.bytes)
+        // An array slot cannot go: all zeros is "no entry" (bn_ports: no
+        // BPFNET_PORT_KNOWN; bn_config: the zero record, as MapState has it).
+        try map.update(key.bytes, [UInt8](repeating: 0, count: key.kind.valueSize))
     }
 
     public func entries(of kind: MapKind) throws -> [(key: [UInt8], value: [UInt8])] {
