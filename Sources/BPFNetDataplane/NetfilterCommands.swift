@@ -110,32 +110,27 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
     /// `iptables-legacy-restore`/`iptables-legacy-save` (x_tables).
     case legacy
 
+    /// `ip` or `ip6` + `tables` + the variant + `-restore`/`-save` (nil: the
+    /// single-rule command, for messages): "ip6tables-legacy-save".
+    private func command(ipv6: Bool, _ tool: String?) -> String {
+        let variant =
+            switch self {
+            case .system: ""
+            case .nft: "-nft"
+            case .legacy: "-legacy"
+            }
+        return (ipv6 ? "ip6tables" : "iptables") + variant + (tool.map { "-" + $0 } ?? "")
+    }
+
     var restoreCommand: String {
         // Tests point this elsewhere to show what happens without iptables-restore.
-        if let override = ProcessInfo.processInfo.environment["BPFNET_IPTABLES_RESTORE"] { return override }
-        switch self {
-        case .system: return "iptables-restore"
-        case .nft: return "iptables-nft-restore"
-        case .legacy: return "iptables-legacy-restore"
-        }
+        ProcessInfo.processInfo.environment["BPFNET_IPTABLES_RESTORE"] ?? command(ipv6: false, "restore")
     }
 
-    var saveCommand: String {
-        switch self {
-        case .system: "iptables-save"
-        case .nft: "iptables-nft-save"
-        case .legacy: "iptables-legacy-save"
-        }
-    }
+    var saveCommand: String { command(ipv6: false, "save") }
 
     /// The single-rule command (`iptables`, ...), for messages.
-    var single: String {
-        switch self {
-        case .system: "iptables"
-        case .nft: "iptables-nft"
-        case .legacy: "iptables-legacy"
-        }
-    }
+    var single: String { command(ipv6: false, nil) }
 
     /// From `BPFNET_IPTABLES` (system|nft|legacy), default `system`.
     public static var fromEnvironment: IPTablesVariant {
@@ -195,29 +190,12 @@ public enum IPTablesVariant: String, Sendable, CaseIterable {
     /// `ip6tables-restore` and friends, for the IPv6 rules (IP6TablesRuleset).
     var restore6Command: String {
         // Tests point this elsewhere to show what happens without ip6tables-restore.
-        if let override = ProcessInfo.processInfo.environment["BPFNET_IP6TABLES_RESTORE"] { return override }
-        switch self {
-        case .system: return "ip6tables-restore"
-        case .nft: return "ip6tables-nft-restore"
-        case .legacy: return "ip6tables-legacy-restore"
-        }
+        ProcessInfo.processInfo.environment["BPFNET_IP6TABLES_RESTORE"] ?? command(ipv6: true, "restore")
     }
 
-    var save6Command: String {
-        switch self {
-        case .system: "ip6tables-save"
-        case .nft: "ip6tables-nft-save"
-        case .legacy: "ip6tables-legacy-save"
-        }
-    }
+    var save6Command: String { command(ipv6: true, "save") }
 
-    var single6: String {
-        switch self {
-        case .system: "ip6tables"
-        case .nft: "ip6tables-nft"
-        case .legacy: "ip6tables-legacy"
-        }
-    }
+    var single6: String { command(ipv6: true, nil) }
 
     /// `ip6tables-save -c`.
     func save6() throws(DataplaneError) -> (text: String, parsed: IPTablesSave) {

@@ -429,3 +429,24 @@ final class MapCapacityTests: XCTestCase {
         }
     }
 }
+
+final class IPTablesVariantTests: XCTestCase {
+    func testCommandNames() {
+        let names = IPTablesVariant.allCases.map {
+            [$0.saveCommand, $0.single, $0.restore6Command, $0.save6Command, $0.single6]
+        }
+        XCTAssertEqual(
+            names,
+            [
+                ["iptables-save", "iptables", "ip6tables-restore", "ip6tables-save", "ip6tables"],
+                ["iptables-nft-save", "iptables-nft", "ip6tables-nft-restore", "ip6tables-nft-save", "ip6tables-nft"],
+                [
+                    "iptables-legacy-save", "iptables-legacy", "ip6tables-legacy-restore", "ip6tables-legacy-save",
+                    "ip6tables-legacy",
+                ],
+            ])
+        if ProcessInfo.processInfo.environment["BPFNET_IPTABLES_RESTORE"] == nil {
+            XCTAssertEqual(IPTablesVariant.legacy.restoreCommand, "iptables-legacy-restore")
+        }
+    }
+}
