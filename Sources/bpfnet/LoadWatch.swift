@@ -51,13 +51,17 @@ enum LoadWatcher {
         var tracker = LinkChangeTracker()
         print("bpfnet: watching \(policy.bridge) for new ports (SIGTERM ends it, SIGHUP reads the policy file again)")
         fflush(nil)  // a test or a supervisor reading the pipe sees the line now
+        // A port that joined between the load and the subscription above
+        // sent its notification to nobody: the first round applies anyway.
+        var firstRound = true
         while true {
             let pending = requests.withLock { value in
                 defer { value = [] }
                 return value
             }
             if pending.contains(.stop) { break }
-            var apply = false
+            var apply = firstRound
+            firstRound = false
             if pending.contains(.reload) {
                 do {
                     policy = try reload()
