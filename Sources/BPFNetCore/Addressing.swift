@@ -127,7 +127,8 @@ extension Policy {
     ///   ports (Docker merges `-p` into `Config.ExposedPorts`);
     /// - exposed ports are de-duplicated and sorted;
     /// - a published `hostIP` of 0.0.0.0 becomes nil (both mean "every address");
-    /// - allow-list entries are de-duplicated (order kept).
+    /// - allow-list entries are de-duplicated (order kept);
+    /// - a container's `network` of "bridge" (the default bridge) becomes nil.
     /// Containers, links and interfaces keep their order, so indices in
     /// problem messages still point at the operator's file.
     public func normalized() -> Policy {
@@ -138,6 +139,8 @@ extension Policy {
                 container.published[binding].hostIP = nil
             }
             container.exposed = Policy.effectiveExposedPorts(of: container)
+            // "bridge" is the default bridge's network, which nil already names.
+            if container.network == Policy.defaultNetworkName { container.network = nil }
             result.containers[index] = container
         }
         for index in result.extInterfaces.indices {

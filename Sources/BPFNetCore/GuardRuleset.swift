@@ -18,6 +18,8 @@
 
 /// Renders both guard tables as one `nft -f` transaction.
 public struct GuardRuleset: Sendable, Equatable {
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.render() == rhs.render() }
+
     /// The name of both tables (families `bridge` and `ip`).
     public static let tableName = "bpfnet_guard"
 
@@ -32,11 +34,16 @@ public struct GuardRuleset: Sendable, Equatable {
     public var policedPorts: [UInt32]
     /// Interfaces the ext program is attached to: it judged their packets.
     public var extInterfaces: [UInt32]
+    /// The user-defined networks' bridges, with their icc. Packets routed
+    /// from one Docker bridge to another are dropped (Docker's isolation);
+    /// the port programs drop them at the source, this holds a port without one.
+    public var networks: [(bridge: String, icc: Bool)]
 
     public init(
         bridge: String, bridgeMAC: MACAddress, icc: Bool, forwardAccept: Bool, policedPorts: [UInt32],
-        extInterfaces: [UInt32]
+        extInterfaces: [UInt32], networks: [(bridge: String, icc: Bool)] = []
     ) {
+        self.networks = networks
         self.bridge = bridge
         self.bridgeMAC = bridgeMAC
         self.icc = icc
@@ -64,6 +71,27 @@ public struct GuardRuleset: Sendable, Equatable {
                     iifname \(bridge) ct status dnat accept
                     iifname \(bridge) counter drop comment "routed between containers, icc off"
             """
+        // A port without the program is held back from policed ports when
+        // any network keeps its containers apart.
+        let holdUnpoliced = !icc || networks.contains { !$0.icc }
+        let bridges = ([self.bridge] + networks.map(\.bridge))
+        let toAnyBridge =
+            networks.isEmpty
+            ? "oifname != \(bridge)" : "oifname != { \(bridges.map { "\"\($0)\"" }.joined(separator: ", ")) }"
+        let pairs = bridges.flatMap { from in bridges.filter { $0 != from }.map { "\"\(from)\" . \"\($0)\"" } }
+        let isolation =
+            networks.isEmpty
+            ? ""
+            : """
+                    set isolated {
+                        type ifname . ifname
+                        elements = { \(pairs.joined(separator: ", ")) }
+                    }
+
+            """
+        let isolationRule =
+            networks.isEmpty
+            ? "" : "        iifname . oifname @isolated counter drop comment \"between two Docker networks\"\n"
         return Self.renderDelete()
             + """
             table bridge \(Self.tableName) {
@@ -74,7 +102,7 @@ public struct GuardRuleset: Sendable, Equatable {
                 }
                 chain forward {
                     type filter hook forward priority -200; policy accept;
-            \(icc ? "" : "        oif @policed iif != @policed counter drop comment \"from a port without the port program\"")
+            \(holdUnpoliced ? "        oif @policed iif != @policed counter drop comment \"from a port without the port program\"" : "")
                 }
             }
             table ip \(Self.tableName) {
@@ -83,9 +111,9 @@ public struct GuardRuleset: Sendable, Equatable {
                     type iface_index
             \(Self.elements(extInterfaces))
                 }
-                chain forward {
+            \(isolation)        chain forward {
                     type filter hook forward priority filter - 1; policy accept;
-                    oifname != \(bridge) accept
+            \(isolationRule)        \(toAnyBridge) accept
                     ct state established,related accept
             \(fromBridge)
                     iif @ext accept

@@ -11,6 +11,7 @@ import BPFNetShared
 /// The policy maps (the ones the control plane writes and the reconciler diffs).
 public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
     case config, containers, macs, links, published, extInterfaces, allowSources, names, ports, allowSources6
+    case networks, subnets
 
     /// The C map id.
     public var id: bpfnet_map_id {
@@ -25,6 +26,8 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .names: BPFNET_MAP_ID_NAMES
         case .ports: BPFNET_MAP_ID_PORTS
         case .allowSources6: BPFNET_MAP_ID_ALLOW_SRC6
+        case .networks: BPFNET_MAP_ID_NETWORKS
+        case .subnets: BPFNET_MAP_ID_SUBNETS
         }
     }
 
@@ -37,7 +40,8 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
     /// Key and value sizes in bytes, as the C structs have them.
     public var keySize: Int {
         switch self {
-        case .config, .containers, .extInterfaces, .names, .ports: MemoryLayout<UInt32>.size
+        case .config, .containers, .extInterfaces, .names, .ports, .networks: MemoryLayout<UInt32>.size
+        case .subnets: MemoryLayout<bpfnet_subnet_key>.size
         case .macs: MemoryLayout<bpfnet_mac_key>.size
         case .links: MemoryLayout<bpfnet_link_key>.size
         case .published: MemoryLayout<bpfnet_published_key>.size
@@ -57,6 +61,8 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .allowSources, .allowSources6: MemoryLayout<UInt32>.size
         case .names: MemoryLayout<bpfnet_container_name>.size
         case .ports: MemoryLayout<bpfnet_port>.size
+        case .networks: MemoryLayout<bpfnet_network>.size
+        case .subnets: MemoryLayout<bpfnet_subnet>.size
         }
     }
 }
@@ -77,6 +83,8 @@ extension MapEntry {
         case .name(_, let name): rawBytes(ContainerNameRecord.cValue(name))
         case .port(_, let record): rawBytes(record.cValue)
         case .allowSource6: rawBytes(AllowSource.cValue)
+        case .network(_, let record): rawBytes(record.cValue)
+        case .subnet(_, let record): rawBytes(record.cValue)
         }
     }
 
@@ -133,6 +141,18 @@ extension MapEntry {
                     message: "prefixlen \(raw.prefixlen) is outside 32-160; bpfnet never writes such a key")
             }
             self = .allowSource6(source)
+        case .networks:
+            self = .network(
+                UInt16(truncatingIfNeeded: load(key, as: UInt32.self)),
+                NetworkRecord(load(value, as: bpfnet_network.self)))
+        case .subnets:
+            let raw = load(key, as: bpfnet_subnet_key.self)
+            guard let prefix = IPv4CIDR(raw) else {
+                throw MapDecodingError(
+                    map: kind, key: key,
+                    message: "prefixlen \(raw.prefixlen) is outside 0-32; bpfnet never writes such a key")
+            }
+            self = .subnet(prefix, SubnetRecord(load(value, as: bpfnet_subnet.self)))
         }
     }
 }
@@ -149,6 +169,8 @@ extension MapKey {
         case .extInterface(let ifindex), .port(let ifindex): rawBytes(ifindex)
         case .allowSource(let source): rawBytes(source.cKey)
         case .allowSource6(let source): rawBytes(source.cKey)
+        case .network(let id): rawBytes(UInt32(id))
+        case .subnet(let prefix): rawBytes(prefix.cSubnetKey)
         }
     }
 }

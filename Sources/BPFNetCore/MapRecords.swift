@@ -19,6 +19,8 @@ public struct ConfigFlags: OptionSet, Hashable, Sendable {
     public static let ipForward = ConfigFlags(rawValue: BPFNET_CFG_IP_FORWARD.rawValue)
     public static let fastPath = ConfigFlags(rawValue: BPFNET_CFG_FAST_PATH.rawValue)
     public static let outsideContainers = ConfigFlags(rawValue: BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
+    /// User-defined networks exist: the programs consult `bn_subnets`.
+    public static let networks = ConfigFlags(rawValue: BPFNET_CFG_NETWORKS.rawValue)
     public static let loaded = ConfigFlags(rawValue: BPFNET_CFG_LOADED.rawValue)
 
     /// Flags whose setting lets more packets through. The reconciler turns these
@@ -103,26 +105,131 @@ public struct ConfigRecord: Hashable, Sendable {
 public struct ContainerRecord: Hashable, Sendable {
     public var portIfindex: UInt32
     public var mac: MACAddress
-    public var flags: UInt16
+    /// Its network's `bn_networks` slot (0: the default bridge).
+    public var network: UInt16
 
-    public init(portIfindex: UInt32, mac: MACAddress, flags: UInt16 = 0) {
+    public init(portIfindex: UInt32, mac: MACAddress, network: UInt16 = 0) {
         self.portIfindex = portIfindex
         self.mac = mac
-        self.flags = flags
+        self.network = network
     }
 
     public init(_ c: bpfnet_container) {
         portIfindex = c.port_ifindex
         mac = MACAddress(c.mac.0, c.mac.1, c.mac.2, c.mac.3, c.mac.4, c.mac.5)
-        flags = c.flags
+        network = c.network
     }
 
     public var cValue: bpfnet_container {
         var c = bpfnet_container()
         c.port_ifindex = portIfindex
         c.mac = mac.bytes
-        c.flags = flags
+        c.network = network
         return c
+    }
+}
+
+/// `enum bpfnet_network_flags` (without `BPFNET_NET_KNOWN`, which the encoding sets).
+public struct NetworkFlags: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let icc = NetworkFlags(rawValue: BPFNET_NET_ICC.rawValue)
+    public static let `internal` = NetworkFlags(rawValue: BPFNET_NET_INTERNAL.rawValue)
+}
+
+/// `struct bpfnet_network`: one bridge network (key: its slot, 0 for the
+/// default bridge).
+public struct NetworkRecord: Hashable, Sendable {
+    public var flags: NetworkFlags
+    public var bridgeAddress: IPv4Address
+    /// Already masked.
+    public var subnet: IPv4Address
+    /// As an address; 0 = no subnet known (never matches).
+    public var netmask: IPv4Address
+    public var bridgeIfindex: UInt32
+    public var bridgeMAC: MACAddress
+
+    public init(
+        flags: NetworkFlags = [], bridgeAddress: IPv4Address = .any, subnet: IPv4Address = .any,
+        netmask: IPv4Address = .any, bridgeIfindex: UInt32 = 0, bridgeMAC: MACAddress = .zero
+    ) {
+        self.flags = flags
+        self.bridgeAddress = bridgeAddress
+        self.subnet = subnet
+        self.netmask = netmask
+        self.bridgeIfindex = bridgeIfindex
+        self.bridgeMAC = bridgeMAC
+    }
+
+    /// Where `BPFNET_NET_KNOWN` is (the top byte of `flags`), to tell used
+    /// slots from empty ones.
+    static let knownBit = BPFNET_NET_KNOWN.rawValue
+
+    public init(_ c: bpfnet_network) {
+        flags = NetworkFlags(rawValue: c.flags & ~Self.knownBit)
+        bridgeAddress = IPv4Address(networkOrder: c.bridge_addr)
+        subnet = IPv4Address(networkOrder: c.subnet)
+        netmask = IPv4Address(networkOrder: c.netmask)
+        bridgeIfindex = c.bridge_ifindex
+        bridgeMAC = MACAddress(
+            c.bridge_mac.0, c.bridge_mac.1, c.bridge_mac.2, c.bridge_mac.3, c.bridge_mac.4, c.bridge_mac.5)
+    }
+
+    public var cValue: bpfnet_network {
+        var c = bpfnet_network()
+        c.flags = flags.rawValue | Self.knownBit
+        c.bridge_addr = bridgeAddress.networkOrder
+        c.subnet = subnet.networkOrder
+        c.netmask = netmask.networkOrder
+        c.bridge_ifindex = bridgeIfindex
+        c.bridge_mac = bridgeMAC.bytes
+        return c
+    }
+
+    /// Whether a slot's bytes, read back from the kernel, were written by bpfnet.
+    public static func isWritten(bytes: [UInt8]) -> Bool {
+        bytes.count == MemoryLayout<bpfnet_network>.size && load(bytes, as: bpfnet_network.self).flags & knownBit != 0
+    }
+}
+
+/// `struct bpfnet_subnet`: which network a `bn_subnets` prefix belongs to.
+public struct SubnetRecord: Hashable, Sendable {
+    public var network: UInt16
+    /// That network's gateway (the bridge's address), a host address.
+    public var bridgeAddress: IPv4Address
+
+    public init(network: UInt16, bridgeAddress: IPv4Address) {
+        self.network = network
+        self.bridgeAddress = bridgeAddress
+    }
+
+    public init(_ c: bpfnet_subnet) {
+        network = UInt16(truncatingIfNeeded: c.network)
+        bridgeAddress = IPv4Address(networkOrder: c.bridge_addr)
+    }
+
+    public var cValue: bpfnet_subnet {
+        var c = bpfnet_subnet()
+        c.network = UInt32(network)
+        c.bridge_addr = bridgeAddress.networkOrder
+        return c
+    }
+}
+
+extension IPv4CIDR {
+    /// The `bn_subnets` key.
+    public var cSubnetKey: bpfnet_subnet_key {
+        var key = bpfnet_subnet_key()
+        key.prefixlen = UInt32(prefixLength)
+        key.addr = address.networkOrder
+        return key
+    }
+
+    /// nil unless `prefixlen` is 0-32.
+    public init?(_ key: bpfnet_subnet_key) {
+        guard key.prefixlen <= 32 else { return nil }
+        self.init(address: IPv4Address(networkOrder: key.addr), prefixLength: UInt8(key.prefixlen))
     }
 }
 
@@ -163,28 +270,52 @@ public struct AllowSource6: Hashable, Comparable, Sendable, CustomStringConverti
 }
 
 /// `struct bpfnet_port`: the container behind a bridge port (key: the port's
-/// ifindex), for the port program's identity check.
+/// ifindex), for the port program's identity check, and the port's network.
 public struct PortRecord: Hashable, Sendable {
     public var address: IPv4Address
     public var mac: MACAddress
     public var flags: UInt16
+    /// The network of the port's bridge (`bn_networks` slot).
+    public var network: UInt16
+    /// Whether `address` and `mac` are the container's. An entry without (a
+    /// port of a user-defined network whose container is unknown) only says
+    /// which network the port is on.
+    public var known: Bool
 
-    public init(address: IPv4Address, mac: MACAddress, flags: UInt16 = 0) {
+    public init(address: IPv4Address, mac: MACAddress, flags: UInt16 = 0, network: UInt16 = 0) {
         self.address = address
         self.mac = mac
         self.flags = flags
+        self.network = network
+        self.known = true
     }
 
-    /// `BPFNET_PORT_KNOWN` is the encoding's business (an array slot that
-    /// was never written reads as zeros): `flags` never holds it.
+    /// A port of `network` whose container is not known.
+    public static func unknown(network: UInt16) -> PortRecord {
+        var record = PortRecord(address: .any, mac: .zero, network: network)
+        record.known = false
+        return record
+    }
+
+    /// `BPFNET_PORT_KNOWN` and `BPFNET_PORT_WRITTEN` are the encoding's
+    /// business (an array slot that was never written reads as zeros): `flags`
+    /// never holds them.
     public init(_ c: bpfnet_port) {
         address = IPv4Address(networkOrder: c.addr)
         mac = MACAddress(c.mac.0, c.mac.1, c.mac.2, c.mac.3, c.mac.4, c.mac.5)
-        flags = c.flags & ~UInt16(BPFNET_PORT_KNOWN)
+        flags = c.flags & ~Self.encodingFlags
+        network = c.network
+        known = c.flags & UInt16(BPFNET_PORT_KNOWN) != 0
     }
 
-    /// Where in a `struct bpfnet_port` the byte with `BPFNET_PORT_KNOWN` is
-    /// (the low byte of `flags`), to tell used `bn_ports` slots from empty ones.
+    static let encodingFlags = UInt16(BPFNET_PORT_KNOWN | BPFNET_PORT_WRITTEN)
+
+    /// The bits of the byte at `flagByteOffset` that every written entry has.
+    public static let writtenBits = UInt8(BPFNET_PORT_KNOWN | BPFNET_PORT_WRITTEN)
+
+    /// Where in a `struct bpfnet_port` the byte with `BPFNET_PORT_KNOWN` and
+    /// `BPFNET_PORT_WRITTEN` is (the low byte of `flags`), to tell used
+    /// `bn_ports` slots from empty ones.
     public static var knownFlagByteOffset: Int {
         #if _endian(little)
         MemoryLayout<bpfnet_port>.offset(of: \.flags)!
@@ -197,7 +328,8 @@ public struct PortRecord: Hashable, Sendable {
         var c = bpfnet_port()
         c.addr = address.networkOrder
         c.mac = mac.bytes
-        c.flags = flags | UInt16(BPFNET_PORT_KNOWN)
+        c.flags = flags | UInt16(BPFNET_PORT_WRITTEN) | (known ? UInt16(BPFNET_PORT_KNOWN) : 0)
+        c.network = network
         return c
     }
 }

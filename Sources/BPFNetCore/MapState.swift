@@ -31,13 +31,18 @@ public struct MapState: Hashable, Sendable {
     /// `bn_ports`: bridge port ifindex → the container behind it; the same
     /// facts as `containers`, keyed for the port program's identity check.
     public var ports: [UInt32: PortRecord]
+    /// `bn_networks`: slot → network (0: the default bridge).
+    public var networks: [UInt16: NetworkRecord]
+    /// `bn_subnets`: every network's subnet → its slot and gateway.
+    public var subnets: [IPv4CIDR: SubnetRecord]
 
     public init(
         config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
         macs: [MACAddress: IPv4Address] = [:], links: Set<LinkRule> = [],
         published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
         allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:], ports: [UInt32: PortRecord] = [:],
-        allowSources6: Set<AllowSource6> = []
+        allowSources6: Set<AllowSource6> = [], networks: [UInt16: NetworkRecord] = [:],
+        subnets: [IPv4CIDR: SubnetRecord] = [:]
     ) {
         self.config = config
         self.containers = containers
@@ -49,6 +54,8 @@ public struct MapState: Hashable, Sendable {
         self.allowSources6 = allowSources6
         self.names = names
         self.ports = ports
+        self.networks = networks
+        self.subnets = subnets
     }
 
     /// Freshly created maps: zero config, no entries.
@@ -66,6 +73,8 @@ public struct MapState: Hashable, Sendable {
         result += names.sorted { $0.key < $1.key }.map { .name($0.key, $0.value) }
         result += ports.sorted { $0.key < $1.key }.map { .port(ifindex: $0.key, $0.value) }
         result += allowSources6.sorted().map { .allowSource6($0) }
+        result += networks.sorted { $0.key < $1.key }.map { .network($0.key, $0.value) }
+        result += subnets.sorted { $0.key < $1.key }.map { .subnet($0.key, $0.value) }
         return result
     }
 
@@ -82,6 +91,8 @@ public struct MapState: Hashable, Sendable {
         case .name(let address, let name): names[address] = name
         case .port(let ifindex, let record): ports[ifindex] = record
         case .allowSource6(let source): allowSources6.insert(source)
+        case .network(let id, let record): networks[id] = record
+        case .subnet(let prefix, let record): subnets[prefix] = record
         }
     }
 
@@ -99,6 +110,8 @@ public struct MapState: Hashable, Sendable {
         case .name(let address): names[address] = nil
         case .port(let ifindex): ports[ifindex] = nil
         case .allowSource6(let source): allowSources6.remove(source)
+        case .network(let id): networks[id] = nil
+        case .subnet(let prefix): subnets[prefix] = nil
         }
     }
 
@@ -107,6 +120,56 @@ public struct MapState: Hashable, Sendable {
         case .upsert(let entry): upsert(entry)
         case .delete(let key): delete(key)
         }
+    }
+}
+
+// MARK: - Network slots
+
+extension MapState {
+    /// The same state with each user-defined network in the `bn_networks`
+    /// slot `current` already gives its bridge (by ifindex), and new ones in
+    /// slots neither uses: the compiler numbers networks in policy order, and
+    /// renumbering them would rewrite every port and container of a network
+    /// whenever another one comes or goes (and, between those writes, judge
+    /// ports by another network's record). Slot 0 stays the default bridge.
+    public func keepingNetworkIDs(of current: MapState) -> MapState {
+        let currentByBridge = Dictionary(
+            current.networks.filter { $0.key != 0 }.map { ($0.value.bridgeIfindex, $0.key) },
+            uniquingKeysWith: min)
+        var mapping: [UInt16: UInt16] = [0: 0]
+        var taken: Set<UInt16> = [0]
+        for (id, record) in networks where id != 0 {
+            if let kept = currentByBridge[record.bridgeIfindex], !taken.contains(kept) {
+                mapping[id] = kept
+                taken.insert(kept)
+            }
+        }
+        // Fresh slots: not one a current network holds (its ports may still name it).
+        var next: UInt16 = 1
+        for id in networks.keys.sorted() where mapping[id] == nil {
+            while taken.contains(next) || current.networks[next] != nil { next += 1 }
+            mapping[id] = next
+            taken.insert(next)
+        }
+        guard mapping.contains(where: { $0.key != $0.value }) else { return self }
+        var result = self
+        result.networks = Dictionary(uniqueKeysWithValues: networks.map { (mapping[$0.key]!, $0.value) })
+        result.containers = containers.mapValues { record in
+            var record = record
+            record.network = mapping[record.network] ?? record.network
+            return record
+        }
+        result.ports = ports.mapValues { record in
+            var record = record
+            record.network = mapping[record.network] ?? record.network
+            return record
+        }
+        result.subnets = subnets.mapValues { record in
+            var record = record
+            record.network = mapping[record.network] ?? record.network
+            return record
+        }
+        return result
     }
 }
 
@@ -124,6 +187,8 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
     case name(IPv4Address, String)
     case port(ifindex: UInt32, PortRecord)
     case allowSource6(AllowSource6)
+    case network(UInt16, NetworkRecord)
+    case subnet(IPv4CIDR, SubnetRecord)
 
     public var kind: MapKind { key.kind }
 
@@ -139,6 +204,8 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .name(let address, _): .name(address)
         case .port(let ifindex, _): .port(ifindex)
         case .allowSource6(let source): .allowSource6(source)
+        case .network(let id, _): .network(id)
+        case .subnet(let prefix, _): .subnet(prefix)
         }
     }
 
@@ -154,8 +221,15 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .extInterface(let ifindex, let r): "ext_if \(ifindex) flags=\(r.flags.rawValue)"
         case .allowSource(let source): "allow \(source)"
         case .name(let address, let name): "name \(address) = \(name)"
-        case .port(let ifindex, let r): "port \(ifindex) → \(r.address) mac=\(r.mac)"
+        case .port(let ifindex, let r):
+            r.known
+                ? "port \(ifindex) → \(r.address) mac=\(r.mac) network=\(r.network)"
+                : "port \(ifindex) unknown container, network=\(r.network)"
         case .allowSource6(let source): "allow \(source)"
+        case .network(let id, let r):
+            "network \(id) bridge=\(r.bridgeAddress) subnet=\(r.subnet) mask=\(r.netmask) "
+                + "ifindex=\(r.bridgeIfindex) flags=\(r.flags.rawValue)"
+        case .subnet(let prefix, let r): "subnet \(prefix) → network \(r.network) gateway \(r.bridgeAddress)"
         }
     }
 }
@@ -172,6 +246,8 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
     case name(IPv4Address)
     case port(UInt32)
     case allowSource6(AllowSource6)
+    case network(UInt16)
+    case subnet(IPv4CIDR)
 
     public var kind: MapKind {
         switch self {
@@ -185,6 +261,8 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .name: .names
         case .port: .ports
         case .allowSource6: .allowSources6
+        case .network: .networks
+        case .subnet: .subnets
         }
     }
 
@@ -200,6 +278,8 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .name(let address): "name \(address)"
         case .port(let ifindex): "port \(ifindex)"
         case .allowSource6(let source): "allow \(source)"
+        case .network(let id): "network \(id)"
+        case .subnet(let prefix): "subnet \(prefix)"
         }
     }
 }

@@ -61,7 +61,7 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
 }
 
 /// An IPv4 prefix such as 203.0.113.0/24. The address is stored masked.
-public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
+public struct IPv4CIDR: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
     public let address: IPv4Address
     public let prefixLength: UInt8
 
@@ -91,11 +91,20 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible, Codable {
         candidate.value & netmask == address.value
     }
 
+    /// Whether the two prefixes share an address (one holds the other).
+    public func overlaps(_ other: IPv4CIDR) -> Bool {
+        prefixLength <= other.prefixLength ? contains(other.address) : other.contains(address)
+    }
+
     static func mask(_ length: UInt8) -> UInt32 {
         length == 0 ? 0 : UInt32.max << (32 - UInt32(length))
     }
 
     public var description: String { "\(address)/\(prefixLength)" }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool {
+        (lhs.address, lhs.prefixLength) < (rhs.address, rhs.prefixLength)
+    }
 
     public init(from decoder: Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
@@ -269,13 +278,17 @@ public struct PublishedPort: Hashable, Sendable, Codable {
     }
 }
 
-/// A container on the bridge.
+/// A container's endpoint on one bridge network. A container on several
+/// networks (`docker network connect`) is one `Container` per network, each
+/// with its own address, MAC and port, and the same name.
 public struct Container: Hashable, Sendable, Codable {
     public var name: String
     public var ip: IPv4Address
     public var mac: MACAddress
-    /// The host-side veth enslaved to the bridge (the container's bridge port).
+    /// The host-side veth enslaved to the network's bridge (the container's bridge port).
     public var port: String
+    /// The `BridgeNetwork` it sits on by name; nil: the default bridge.
+    public var network: String?
     /// exp(c): `Config.ExposedPorts`, which already includes every published port.
     public var exposed: [PortSpec]
     /// pub(c).
@@ -283,14 +296,49 @@ public struct Container: Hashable, Sendable, Codable {
 
     public init(
         name: String, ip: IPv4Address, mac: MACAddress, port: String,
-        exposed: [PortSpec] = [], published: [PublishedPort] = []
+        exposed: [PortSpec] = [], published: [PublishedPort] = [], network: String? = nil
     ) {
         self.name = name
         self.ip = ip
         self.mac = mac
         self.port = port
+        self.network = network
         self.exposed = exposed
         self.published = published
+    }
+}
+
+/// A user-defined Docker bridge network (`docker network create`, what
+/// `docker compose` makes for every project). The default bridge is not one
+/// of these: `Policy.bridge` and `Policy.icc` describe it, and only it has
+/// links. Containers on different networks never reach each other directly
+/// (Docker's isolation); docs/policy.md, "Networks".
+public struct BridgeNetwork: Hashable, Sendable, Codable {
+    /// Docker's name for it (`docker network ls`); containers name it in `network`.
+    public var name: String
+    /// Its Linux bridge: `com.docker.network.bridge.name`, else "br-" and the
+    /// first 12 characters of the network's ID.
+    public var bridge: String
+    /// `com.docker.network.bridge.enable_icc` (default true).
+    public var icc: Bool
+    /// `docker network create --internal`: nothing in or out but its own subnet.
+    public var `internal`: Bool
+    /// `com.docker.network.bridge.enable_ip_masquerade` (default true).
+    public var masquerade: Bool
+    /// `com.docker.network.host_ipv4`: outbound traffic takes this source
+    /// address (SNAT) instead of the outgoing interface's (masquerade).
+    public var hostBindingIPv4: IPv4Address?
+
+    public init(
+        name: String, bridge: String, icc: Bool = true, internal: Bool = false, masquerade: Bool = true,
+        hostBindingIPv4: IPv4Address? = nil
+    ) {
+        self.name = name
+        self.bridge = bridge
+        self.icc = icc
+        self.internal = `internal`
+        self.masquerade = masquerade
+        self.hostBindingIPv4 = hostBindingIPv4
     }
 }
 
@@ -403,14 +451,17 @@ public struct Policy: Hashable, Sendable, Codable {
     /// the host's stack) where the dataplane can; never changes a verdict.
     public var fastPath: Bool = true
     public var extInterfaces: [ExternalInterface] = []
+    /// User-defined bridge networks, beside the default bridge.
+    public var networks: [BridgeNetwork] = []
     public var containers: [Container] = []
+    /// Links between containers on the default bridge (Docker has none elsewhere).
     public var links: [Link] = []
 
     public init(
         bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
         forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
         extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
-        links: [Link] = [], fastPath: Bool = true
+        links: [Link] = [], fastPath: Bool = true, networks: [BridgeNetwork] = []
     ) {
         self.bridge = bridge
         self.icc = icc
@@ -419,9 +470,25 @@ public struct Policy: Hashable, Sendable, Codable {
         self.portHook = portHook
         self.fastPath = fastPath
         self.extInterfaces = extInterfaces
+        self.networks = networks
         self.containers = containers
         self.links = links
     }
+
+    /// The name the default bridge's network has in Docker, and in a
+    /// container's `network` when written out.
+    public static let defaultNetworkName = "bridge"
+
+    /// The bridge and icc of the network `container` sits on; nil when the
+    /// policy has no such network.
+    public func network(of container: Container) -> (bridge: String, icc: Bool)? {
+        guard let name = container.network else { return (bridge, icc) }
+        return networks.first { $0.name == name }.map { ($0.bridge, $0.icc) }
+    }
+
+    /// Every bridge the policy polices: the default one first, then each
+    /// network's in order.
+    public var bridges: [String] { [bridge] + networks.map(\.bridge) }
 }
 
 extension Character {

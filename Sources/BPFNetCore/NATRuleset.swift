@@ -14,6 +14,27 @@ public struct NATRuleset: Sendable, Equatable {
     /// nil when the bridge has no IPv4 address: nothing to masquerade.
     public var bridgeSubnet: IPv4CIDR?
     public var published: [(container: IPv4Address, port: PublishedPort)]
+    /// The user-defined networks' bridges: none of them is DNATed from (as
+    /// the default bridge), and each masquerades its own subnet.
+    public var networks: [Network] = []
+
+    /// A user-defined network as NAT sees it.
+    public struct Network: Sendable, Equatable {
+        public var bridge: String
+        /// nil when the bridge has no IPv4 address.
+        public var subnet: IPv4CIDR?
+        /// `enable_ip_masquerade` (false on internal networks).
+        public var masquerade: Bool
+        /// `host_ipv4`: SNAT to this address instead of masquerading.
+        public var sourceAddress: IPv4Address?
+
+        public init(bridge: String, subnet: IPv4CIDR?, masquerade: Bool, sourceAddress: IPv4Address? = nil) {
+            self.bridge = bridge
+            self.subnet = subnet
+            self.masquerade = masquerade
+            self.sourceAddress = sourceAddress
+        }
+    }
 
     public init(bridge: String, bridgeSubnet: IPv4CIDR?, policy: Policy) {
         self.init(
@@ -31,7 +52,10 @@ public struct NATRuleset: Sendable, Equatable {
 
     /// The ownership comment; `bpfnet` recognises its own table by its start.
     public var comment: String {
-        "owned by bpfnet: NAT for the bridge \(bridge); do not edit, run bpfnet unload"
+        networks.isEmpty
+            ? "owned by bpfnet: NAT for the bridge \(bridge); do not edit, run bpfnet unload"
+            : "owned by bpfnet: NAT for the bridges \(([bridge] + networks.map(\.bridge)).joined(separator: ", ")); "
+                + "do not edit, run bpfnet unload"
     }
 
     /// Whether `comment` (of an existing `ip bpfnet` table) says bpfnet made it.
@@ -71,7 +95,17 @@ public struct NATRuleset: Sendable, Equatable {
                 "\(hostIP) . \(entry.port.proto.rawValue) . \(entry.port.hostPort) : \(entry.container) . \(entry.port.containerPort)"
         }.sorted()
         let bridge = Self.quoted(bridge)
-        let masquerade = bridgeSubnet.map { "            ip saddr \($0) oifname != \(bridge) masquerade" } ?? ""
+        var masquerade = bridgeSubnet.map { "            ip saddr \($0) oifname != \(bridge) masquerade" } ?? ""
+        for network in networks where network.masquerade {
+            guard let subnet = network.subnet else { continue }
+            let action = network.sourceAddress.map { "snat ip to \($0)" } ?? "masquerade"
+            masquerade += "\n            ip saddr \(subnet) oifname != \(Self.quoted(network.bridge)) \(action)"
+        }
+        // Nothing coming from a Docker bridge is DNATed (Docker's `-i br -j RETURN` per network).
+        let fromBridges =
+            networks.isEmpty
+            ? "iifname != \(bridge)"
+            : "iifname != { \(([self.bridge] + networks.map(\.bridge)).map(Self.quoted).joined(separator: ", ")) }"
 
         // Docker's DNAT rules: only towards local addresses (addrtype LOCAL),
         // not for packets coming from the bridge (with Docker's userland proxy
@@ -94,7 +128,7 @@ public struct NATRuleset: Sendable, Equatable {
                 }
                 chain prerouting {
                     type nat hook prerouting priority dstnat; policy accept;
-            \(dnatRules(match: "iifname != \(bridge)"))
+            \(dnatRules(match: fromBridges))
                 }
                 chain output {
                     type nat hook output priority -100; policy accept;

@@ -6,8 +6,29 @@
 
 import BPFNetShared
 
+/// A user-defined network's bridge as the host has it.
+public struct BridgeFacts: Sendable, Hashable {
+    public var ifindex: UInt32
+    /// nil when the bridge has no IPv4 address.
+    public var address: IPv4InterfaceAddress?
+    public var mac: MACAddress
+    /// Every port of the bridge, by ifindex: a port no container claims is an
+    /// unknown port of this network.
+    public var ports: [UInt32]
+
+    public init(ifindex: UInt32, address: IPv4InterfaceAddress?, mac: MACAddress = .zero, ports: [UInt32] = []) {
+        self.ifindex = ifindex
+        self.address = address
+        self.mac = mac
+        self.ports = ports
+    }
+}
+
 /// What the compiler needs to know about the host.
 public struct HostFacts: Sendable {
+    /// The user-defined networks' bridges, by network name; a network missing
+    /// here has no bridge on this host.
+    public var networks: [String: BridgeFacts] = [:]
     public var bridgeIfindex: UInt32
     /// nil when the bridge has no IPv4 address (then no subnet is matched, and
     /// only known container addresses count as "inside the bridge").
@@ -46,12 +67,16 @@ public enum PolicyCompiler {
     /// The config's `generation` is left 0: the reconciler bumps it.
     public static func compile(_ policy: Policy, facts: HostFacts) throws(PolicyValidationError) -> MapState {
         let policy = policy.normalized()
-        var problems = policy.problems(bridgeAddress: facts.bridgeAddress)
+        var problems = policy.problems(
+            bridgeAddress: facts.bridgeAddress, networkAddresses: facts.networks.compactMapValues(\.address))
 
         var state = MapState()
         state.config = config(for: policy, facts: facts)
+        let networkIDs = networks(of: policy, facts: facts, into: &state, problems: &problems)
 
         for (i, container) in policy.containers.enumerated() {
+            // Unknown networks are reported by validation.
+            guard let networkID = container.network.map({ networkIDs[$0] }) ?? 0 else { continue }
             guard let ifindex = facts.interfaceIndex(container.port) else {
                 problems.append(
                     PolicyProblem(
@@ -69,15 +94,27 @@ public enum PolicyCompiler {
                             "'\(container.port)' is the bridge (ifindex \(ifindex)); port must be the container's veth")
                 )
             }
-            state.containers[container.ip] = ContainerRecord(portIfindex: ifindex, mac: container.mac)
-            state.ports[ifindex] = PortRecord(address: container.ip, mac: container.mac)
+            state.containers[container.ip] = ContainerRecord(
+                portIfindex: ifindex, mac: container.mac, network: networkID)
+            state.ports[ifindex] = PortRecord(address: container.ip, mac: container.mac, network: networkID)
             state.macs[container.mac] = container.ip
             state.names[container.ip] = ContainerNameRecord.truncated(container.name)
         }
 
+        // A port of a user-defined network's bridge that no container claims
+        // is an unknown port of that network (the default bridge's need no entry).
+        for network in policy.networks {
+            guard let id = networkIDs[network.name], let bridge = facts.networks[network.name] else { continue }
+            for port in bridge.ports where state.ports[port] == nil {
+                state.ports[port] = .unknown(network: id)
+            }
+        }
+
         state.links = linkRules(for: policy)
 
-        for container in policy.containers {
+        let internalNetworks = Set(policy.networks.filter(\.internal).map(\.name))
+        // An internal network has no way in: Docker publishes none of its ports.
+        for container in policy.containers where !internalNetworks.contains(container.network ?? "") {
             for binding in container.published {
                 let key = PublishedKey(
                     hostAddress: binding.hostIP ?? .any, hostPort: binding.hostPort,
@@ -128,6 +165,74 @@ public enum PolicyCompiler {
         return state
     }
 
+    /// Fills `bn_networks` (0: the default bridge; 1...: `policy.networks` in
+    /// order) and, when there are user-defined networks, `bn_subnets`.
+    /// Returns each user-defined network's slot by name.
+    static func networks(
+        of policy: Policy, facts: HostFacts, into state: inout MapState, problems: inout [PolicyProblem]
+    ) -> [String: UInt16] {
+        state.networks[0] = NetworkRecord(
+            flags: policy.icc ? [.icc] : [], bridgeAddress: facts.bridgeAddress?.address ?? .any,
+            subnet: facts.bridgeAddress?.network.address ?? .any,
+            netmask: facts.bridgeAddress.map { IPv4Address($0.netmask) } ?? .any,
+            bridgeIfindex: facts.bridgeIfindex, bridgeMAC: facts.bridgeMAC)
+        guard !policy.networks.isEmpty else { return [:] }
+        if let address = facts.bridgeAddress {
+            state.subnets[address.network] = SubnetRecord(network: 0, bridgeAddress: address.address)
+        }
+        var ids: [String: UInt16] = [:]
+        for (i, network) in policy.networks.enumerated() {
+            let id = UInt16(i + 1)
+            guard i + 1 < Int(BPFNET_MAX_NETWORKS) else {
+                problems.append(
+                    PolicyProblem(
+                        path: "networks[\(i)]",
+                        message:
+                            "more than \(BPFNET_MAX_NETWORKS - 1) user-defined networks; the dataplane has no slot for it"
+                    ))
+                break
+            }
+            guard let bridge = facts.networks[network.name] else {
+                problems.append(
+                    PolicyProblem(
+                        path: "networks[\(i)].bridge",
+                        message:
+                            "bridge '\(network.bridge)' of network '\(network.name)' does not exist on this host; "
+                            + "create the network (docker network create) first, or name its bridge"))
+                continue
+            }
+            if bridge.ifindex == facts.bridgeIfindex {
+                problems.append(
+                    PolicyProblem(
+                        path: "networks[\(i)].bridge",
+                        message: "'\(network.bridge)' is the default bridge; every network has its own bridge"))
+                continue
+            }
+            ids[network.name] = id
+            var flags: NetworkFlags = network.icc ? [.icc] : []
+            if network.internal { flags.insert(.internal) }
+            state.networks[id] = NetworkRecord(
+                flags: flags, bridgeAddress: bridge.address?.address ?? .any,
+                subnet: bridge.address?.network.address ?? .any,
+                netmask: bridge.address.map { IPv4Address($0.netmask) } ?? .any,
+                bridgeIfindex: bridge.ifindex, bridgeMAC: bridge.mac)
+            guard let address = bridge.address else { continue }
+            if let clash = state.subnets.keys.first(where: { $0.overlaps(address.network) }) {
+                let owner = state.subnets[clash]!.network
+                let ownerName = owner == 0 ? "the default bridge (\(policy.bridge))" : "networks[\(owner - 1)]"
+                problems.append(
+                    PolicyProblem(
+                        path: "networks[\(i)].bridge",
+                        message:
+                            "the subnet of '\(network.bridge)', \(address.network), overlaps \(clash) of \(ownerName); "
+                            + "Docker networks never share addresses"))
+                continue
+            }
+            state.subnets[address.network] = SubnetRecord(network: id, bridgeAddress: address.address)
+        }
+        return ids
+    }
+
     /// The `bn_config` record: policy flags, the bridge's address and subnet.
     public static func config(for policy: Policy, facts: HostFacts) -> ConfigRecord {
         var flags: ConfigFlags = [.loaded]
@@ -143,9 +248,13 @@ public enum PolicyCompiler {
             record.bridgeNetmask = IPv4Address(address.netmask)
         }
         // Only then do the programs look a non-subnet address up in bn_containers.
-        if policy.containers.contains(where: { facts.bridgeAddress?.network.contains($0.ip) != true }) {
-            record.flags.insert(.outsideContainers)
+        let outside = policy.containers.contains { container in
+            let subnet =
+                container.network.map { facts.networks[$0]?.address?.network } ?? facts.bridgeAddress?.network
+            return subnet?.contains(container.ip) != true
         }
+        if outside { record.flags.insert(.outsideContainers) }
+        if !policy.networks.isEmpty { record.flags.insert(.networks) }
         return record
     }
 

@@ -62,10 +62,11 @@ public struct PolicyFileError: Error, Hashable, Sendable, CustomStringConvertibl
 public enum PolicyFile {
     static let topLevelKeys = [
         "bridge", "icc", "ipForward", "forwardPolicy", "portHook", "fastPath",
-        "extInterfaces", "containers", "links",
+        "extInterfaces", "networks", "containers", "links",
     ]
     static let extInterfaceKeys = ["name", "allowSources"]
-    static let containerKeys = ["name", "ip", "mac", "port", "exposed", "published"]
+    static let networkKeys = ["name", "bridge", "icc", "internal", "masquerade", "hostBindingIPv4"]
+    static let containerKeys = ["name", "ip", "mac", "port", "network", "exposed", "published"]
     static let publishedKeys = ["hostIP", "hostPort", "containerPort", "proto"]
     static let linkKeys = ["parent", "child", "alias"]
 

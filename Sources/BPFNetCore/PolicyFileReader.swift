@@ -138,13 +138,18 @@ struct PolicyFileReader {
                 reader.extInterface(item, path: path)
             }
         }
-        for key in ["containers", "links"] where keys[key] != nil && kind == .settingsOnly {
+        for key in ["networks", "containers", "links"] where keys[key] != nil && kind == .settingsOnly {
             fail(
                 key, nil,
-                "not allowed in this file: `bpfnet run` takes containers and links from Docker; "
+                "not allowed in this file: `bpfnet run` takes networks, containers and links from Docker; "
                     + "remove '\(key)' (or use `bpfnet load --config` for a static policy)")
         }
         if kind == .complete {
+            if let node = keys["networks"] {
+                policy.networks = list(node, path: "networks") { reader, item, path in
+                    reader.network(item, path: path)
+                }
+            }
             if let node = keys["containers"] {
                 policy.containers = list(node, path: "containers") { reader, item, path in
                     reader.container(item, path: path)

@@ -29,12 +29,33 @@ extension PolicyFileReader {
         }
     }
 
+    mutating func network(_ node: Node, path: String) -> BridgeNetwork? {
+        guard
+            let keys = mapping(
+                node, path: path, allowed: PolicyFile.networkKeys, required: ["name", "bridge"],
+                what: "network settings (\(PolicyFile.networkKeys.joined(separator: ", ")))")
+        else { return nil }
+        let name = keys["name"].flatMap { text($0, path: "\(path).name", expected: "a network name") }
+        let bridge = keys["bridge"].flatMap { interfaceName($0, path: "\(path).bridge") }
+        guard let name, let bridge else { return nil }
+        var network = BridgeNetwork(name: name, bridge: bridge)
+        if let node = keys["icc"], let value = bool(node, path: "\(path).icc") { network.icc = value }
+        if let node = keys["internal"], let value = bool(node, path: "\(path).internal") { network.internal = value }
+        if let node = keys["masquerade"], let value = bool(node, path: "\(path).masquerade") {
+            network.masquerade = value
+        }
+        if let node = keys["hostBindingIPv4"] {
+            network.hostBindingIPv4 = ipv4(node, path: "\(path).hostBindingIPv4")
+        }
+        return network
+    }
+
     mutating func container(_ node: Node, path: String) -> Container? {
         guard
             let keys = mapping(
                 node, path: path, allowed: PolicyFile.containerKeys,
                 required: ["name", "ip", "mac", "port"],
-                what: "container settings (name, ip, mac, port, exposed, published)")
+                what: "container settings (name, ip, mac, port, network, exposed, published)")
         else { return nil }
         var name: String?
         var ip: IPv4Address?
@@ -44,6 +65,7 @@ extension PolicyFileReader {
         if let node = keys["ip"] { ip = ipv4(node, path: "\(path).ip") }
         if let node = keys["mac"] { macAddress = mac(node, path: "\(path).mac") }
         if let node = keys["port"] { port = interfaceName(node, path: "\(path).port") }
+        let network = keys["network"].flatMap { text($0, path: "\(path).network", expected: "a network name") }
         let exposed =
             keys["exposed"].map {
                 scalarList($0, path: "\(path).exposed") { reader, item, itemPath in
@@ -57,7 +79,8 @@ extension PolicyFileReader {
                 }
             } ?? []
         guard let name, let ip, let macAddress, let port else { return nil }
-        return Container(name: name, ip: ip, mac: macAddress, port: port, exposed: exposed, published: published)
+        return Container(
+            name: name, ip: ip, mac: macAddress, port: port, exposed: exposed, published: published, network: network)
     }
 
     mutating func publishedPort(_ node: Node, path: String) -> PublishedPort? {

@@ -38,12 +38,15 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public static let unknownPort = Reason(BPFNET_DROP_UNKNOWN_PORT)
     public static let spoofed = Reason(BPFNET_DROP_SPOOFED)
     public static let encap = Reason(BPFNET_DROP_ENCAP)
+    /// Between two Docker networks (Docker's DOCKER-ISOLATION chains).
+    public static let network = Reason(BPFNET_DROP_NETWORK)
+    public static let `internal` = Reason(BPFNET_DROP_INTERNAL)
 
     /// Every reason this build knows, passes first, in numeric order.
     public static let allKnown: [Reason] = [
         .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6,
         .published, .forwardAccept, .reply, .local, .fragment, .related, .icc, .source, .forward, .malformed,
-        .unknownPort, .spoofed, .encap,
+        .unknownPort, .spoofed, .encap, .network, .internal,
     ]
 
     /// Number of counter slots per program (`BPFNET_REASON_MAX`).
@@ -81,6 +84,8 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
         case .unknownPort: "unknown-port"
         case .spoofed: "spoofed"
         case .encap: "encap"
+        case .network: "network"
+        case .internal: "internal"
         default: "reason-\(rawValue)"
         }
     }

@@ -57,7 +57,9 @@ extension MapState {
         extInterfaces: [(key: UInt32, value: bpfnet_ext_if)] = [],
         allowSources: [bpfnet_allow_key] = [],
         names: [(key: UInt32, value: bpfnet_container_name)] = [],
-        ports: [(key: UInt32, value: bpfnet_port)] = []
+        ports: [(key: UInt32, value: bpfnet_port)] = [],
+        networks: [(key: UInt32, value: bpfnet_network)] = [],
+        subnets: [(key: bpfnet_subnet_key, value: bpfnet_subnet)] = []
     ) throws(MapDecodingError) {
         self.init(config: ConfigRecord(config))
         for (key, value) in containers { self.containers[IPv4Address(networkOrder: key)] = ContainerRecord(value) }
@@ -75,6 +77,15 @@ extension MapState {
         }
         for (key, value) in names { self.names[IPv4Address(networkOrder: key)] = ContainerNameRecord.name(value) }
         for (key, value) in ports { self.ports[key] = PortRecord(value) }
+        for (key, value) in networks { self.networks[UInt16(truncatingIfNeeded: key)] = NetworkRecord(value) }
+        for (key, value) in subnets {
+            guard let prefix = IPv4CIDR(key) else {
+                throw MapDecodingError(
+                    map: .subnets, key: rawBytes(key),
+                    message: "prefixlen \(key.prefixlen) is outside 0-32; bpfnet never writes such a key")
+            }
+            self.subnets[prefix] = SubnetRecord(value)
+        }
     }
 
     /// The writes that turn `self` (what the maps hold) into `desired`, and
@@ -103,7 +114,8 @@ extension MapState {
 /// allow-lists decide whom it admits; see steps 3 and 6.
 ///
 /// 1. `config`: the old record with the relaxing flags of the new policy on
-///    (ICC; FORWARD_ACCEPT too unless the allow-lists narrow, see 6);
+///    (ICC; FORWARD_ACCEPT too unless the allow-lists narrow, see 6); each
+///    changed `networks` record likewise (icc on, internal off);
 /// 2. relaxing: upserts of `links`, `names` and `ports`; deletes of `published`,
 ///    `containers`, `macs`;
 /// 3. `config` with FORWARD_ACCEPT off, when the new policy switches it off
@@ -116,9 +128,13 @@ extension MapState {
 /// 6. `config` with FORWARD_ACCEPT on, when step 1 held it back because the new
 ///    allow-lists admit fewer sources than the old ones;
 /// 7. tightening: upserts of `macs`, `containers`, `published`;
-/// 8. `config`, the new record, `generation` bumped (icc goes off only once
-///    the link rules are in place);
+/// 8. the new `networks` records, then `config`, the new record, `generation`
+///    bumped (icc goes off only once the link rules are in place), then the
+///    deletes of `networks`;
 /// 9. deletes of `links`, `names` and `ports`.
+///
+/// `subnets` entries make traffic to a network isolated: their upserts
+/// tighten (7), their deletes relax (2).
 ///
 /// A `ports` entry is judged by the frames of its own container, the only
 /// ones it lets through: for them it only allows (their links apply). Frames
@@ -215,9 +231,38 @@ public enum Reconciler {
             lateDeletes.append(.delete(.port(ifindex)))
         }
 
+        // Networks, as the config is written: first the old record with the
+        // new one's relaxing flags (icc on, internal off), with the config of
+        // step 1; the new record with the config of step 8; records of
+        // networks that are gone right after it, before their ports go.
+        var networksEarly: [MapChange] = []
+        var networksFinal: [MapChange] = []
+        var networksGone: [MapChange] = []
+        for (id, record) in desired.networks.filter({ current.networks[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key })
+        {
+            let old = current.networks[id] ?? NetworkRecord()
+            let interim = Self.relaxed(old, towards: record)
+            if interim != old { networksEarly.append(.upsert(.network(id, interim))) }
+            if interim != record { networksFinal.append(.upsert(.network(id, record))) }
+        }
+        for id in current.networks.keys.filter({ desired.networks[$0] == nil }).sorted() {
+            networksGone.append(.delete(.network(id)))
+        }
+        // Subnets make traffic to them isolated: adding holds back, removing allows.
+        for prefix in current.subnets.keys.filter({ desired.subnets[$0] == nil }).sorted() {
+            relaxing.append(.delete(.subnet(prefix)))
+        }
+        for (prefix, record) in desired.subnets.filter({ current.subnets[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key })
+        {
+            tightening.append(.upsert(.subnet(prefix, record)))
+        }
+
         let entriesChange =
             !(relaxing.isEmpty && allowListsRelax.isEmpty && allowListsTighten.isEmpty
-            && tightening.isEmpty && lateDeletes.isEmpty)
+            && tightening.isEmpty && lateDeletes.isEmpty && networksEarly.isEmpty && networksFinal.isEmpty
+            && networksGone.isEmpty)
         guard entriesChange || !current.config.samePolicy(as: desired.config) else { return [] }
 
         var result: [MapChange] = []
@@ -235,6 +280,7 @@ public enum Reconciler {
         let holdForwardAccept = turnedOn.contains(.forwardAccept) && allowListsNarrow(from: current, to: desired)
         if holdForwardAccept { interim.flags.remove(.forwardAccept) }
         if interim != current.config { result.append(.upsert(.config(interim))) }  // 1.
+        result += networksEarly
         result += relaxing  // 2.
         if forwardAcceptOff && !(allowListsRelax.isEmpty && tightening.isEmpty) {  // 3.
             interim.flags.remove(.forwardAccept)
@@ -247,11 +293,21 @@ public enum Reconciler {
             result.append(.upsert(.config(interim)))
         }
         result += tightening  // 7.
-        var final = desired.config  // 8.
+        result += networksFinal  // 8.
+        var final = desired.config
         final.generation = current.config.generation &+ 1
         result.append(.upsert(.config(final)))
+        result += networksGone
         result += lateDeletes  // 9.
         return result
+    }
+
+    /// `old` with what of `new` only lets more through: icc on, internal off.
+    static func relaxed(_ old: NetworkRecord, towards new: NetworkRecord) -> NetworkRecord {
+        var widened = old
+        widened.flags.formUnion(new.flags.intersection(.icc))
+        widened.flags.subtract(NetworkFlags.internal.subtracting(new.flags))
+        return widened
     }
 
     /// True when some source that `current` admits on some interface is

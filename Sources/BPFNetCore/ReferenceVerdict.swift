@@ -114,11 +114,15 @@ public struct EthernetAddresses: Hashable, Sendable {
     }
 }
 
-/// Who sends on the bridge port a frame enters: the container `bn_ports`
-/// names for the port, or nobody known (an unknown port).
+/// Who sends on the bridge port a frame enters: the port's `bn_ports` entry
+/// (the container it names, or only its network when `known` is false), or
+/// no entry at all (an unknown port of the default bridge).
 public enum PortSender: Hashable, Sendable {
     case unknown
     case container(PortRecord)
+
+    /// A port of network `network` whose container is unknown.
+    public static func unknown(network: UInt16) -> PortSender { .container(.unknown(network: network)) }
 
     /// The container the frame claims to come from: its source MAC and its
     /// IPv4 source (an ARP packet's sender; 0.0.0.0 for other frames). For
@@ -343,8 +347,6 @@ public struct ReferenceDataplane: Sendable {
     }
 
     public func portVerdict(parsed: ParsedFrame, ethernet: EthernetAddresses, sender: PortSender) -> Verdict {
-        let config = state.config
-        let icc = config.flags.contains(.icc)
         switch parsed {
         case .malformed: return .drop(.malformed)
         case .encapsulated: return .drop(.encap)
@@ -352,7 +354,11 @@ public struct ReferenceDataplane: Sendable {
         }
         // Identity: a known port's frames must be its container's.
         var known = false
+        var networkID: UInt16 = 0  // a port without an entry is the default bridge's
         if case .container(let port) = sender {
+            networkID = port.network
+        }
+        if case .container(let port) = sender, port.known {
             if ethernet.source != port.mac { return .drop(.spoofed) }
             switch parsed {
             case .ipv4(let packet) where packet.source != port.address:
@@ -364,6 +370,8 @@ public struct ReferenceDataplane: Sendable {
             }
             known = true
         }
+        let network = state.networks[networkID] ?? NetworkRecord()
+        let icc = network.flags.contains(.icc)
         switch parsed {
         case .malformed, .encapsulated, .nonIP, .arp:
             return .pass(.nonIP)
@@ -380,16 +388,12 @@ public struct ReferenceDataplane: Sendable {
         case .ipv4(let packet):
             let s = packet.source
             let d = packet.destination
-            // 1.-3. The bridge's own address, or not inside the bridge: the host
-            // or the outside, unless the frame goes to a container's MAC
-            // (then it is between containers, whatever the IP header says).
-            let destinationMAC = ethernet.destination
-            let toContainerMAC =
-                !destinationMAC.isMulticast && destinationMAC != config.bridgeMAC && state.macs[destinationMAC] != nil
-            if d == config.bridgeAddress {
-                if !toContainerMAC { return .pass(.host) }
-            } else if !isInsideBridge(d) {
-                if !toContainerMAC { return .pass(.outside) }
+            // 1.-3. Where it goes (`port_destination`): between containers of
+            // this network, or the host, the outside, another network.
+            if let verdict = destinationVerdict(
+                packet, destinationMAC: ethernet.destination, network: network, networkID: networkID)
+            {
+                return verdict
             }
             // 4. icc on.
             if icc { return .pass(.iccAllowed) }
@@ -418,16 +422,63 @@ public struct ReferenceDataplane: Sendable {
         }
     }
 
-    /// Port program step 2: a known container, the bridge subnet, multicast or
-    /// the limited broadcast.
-    public func isInsideBridge(_ d: IPv4Address) -> Bool {
-        isContainerOutsideSubnet(d) || inSubnet(d) || d.isMulticast || d.isLimitedBroadcast
+    /// `port_destination`: nil when the packet is judged between containers of
+    /// its network (icc, links); else its verdict. A frame to a container's
+    /// MAC goes port to port whatever its IP header says.
+    func destinationVerdict(
+        _ packet: IPv4Summary, destinationMAC: MACAddress, network: NetworkRecord, networkID: UInt16
+    ) -> Verdict? {
+        let d = packet.destination
+        let toContainerMAC =
+            !destinationMAC.isMulticast && destinationMAC != network.bridgeMAC && state.macs[destinationMAC] != nil
+        if d == network.bridgeAddress { return toContainerMAC ? nil : .pass(.host) }
+        if inSubnet(d, of: network) || d.isMulticast || d.isLimitedBroadcast { return nil }
+        if let container = containerOutsideSubnet(d) {
+            return container.network == networkID ? nil : .drop(.network)
+        }
+        if state.config.flags.contains(.networks), let other = subnet(of: d) {
+            // Another Docker network: isolated, except its gateway (a host address).
+            if d != other.bridgeAddress { return .drop(.network) }
+            return toContainerMAC ? nil : .pass(.host)
+        }
+        if toContainerMAC { return nil }
+        if network.flags.contains(.internal) { return .drop(.internal) }
+        return .pass(.outside)
     }
 
-    /// `is_container_outside_subnet`: bn_containers is asked only when the
-    /// config says some container lies outside the subnet.
-    func isContainerOutsideSubnet(_ d: IPv4Address) -> Bool {
-        state.config.flags.contains(.outsideContainers) && state.containers[d] != nil
+    /// `container_outside_subnet`: bn_containers is asked only when the
+    /// config says some container lies outside its network's subnet.
+    func containerOutsideSubnet(_ d: IPv4Address) -> ContainerRecord? {
+        state.config.flags.contains(.outsideContainers) ? state.containers[d] : nil
+    }
+
+    func isContainerOutsideSubnet(_ d: IPv4Address) -> Bool { containerOutsideSubnet(d) != nil }
+
+    /// `subnet_lookup`: the longest `bn_subnets` prefix holding `d`.
+    func subnet(of d: IPv4Address) -> SubnetRecord? {
+        for length in stride(from: 32, through: 0, by: -1) {
+            let prefix = IPv4CIDR(address: d, prefixLength: UInt8(length))!
+            if let record = state.subnets[prefix] { return record }
+        }
+        return nil
+    }
+
+    func inSubnet(_ d: IPv4Address, of network: NetworkRecord) -> Bool {
+        let mask = network.netmask.value
+        return mask != 0 && d.value & mask == network.subnet.value
+    }
+
+    /// `to_container_network`: the network of a container address (in some
+    /// network's subnet but not its gateway, or a known container outside its
+    /// subnet), or nil when `d` is not one.
+    func containerNetwork(of d: IPv4Address) -> UInt16? {
+        if d == state.config.bridgeAddress { return nil }
+        if inSubnet(d) { return 0 }
+        if let container = containerOutsideSubnet(d) { return container.network }
+        guard state.config.flags.contains(.networks), let other = subnet(of: d), d != other.bridgeAddress else {
+            return nil
+        }
+        return other.network
     }
 
     func inSubnet(_ d: IPv4Address) -> Bool {
@@ -482,10 +533,12 @@ public struct ReferenceDataplane: Sendable {
             let s = packet.source
             let d = packet.destination
             let verdict: Verdict
-            if d != config.bridgeAddress && (inSubnet(d) || isContainerOutsideSubnet(d)) {
+            if let networkID = containerNetwork(of: d) {
                 // 1. Routed straight to a container (row 9).
                 if !config.flags.contains(.forwardAccept) {
                     verdict = .drop(.forward)
+                } else if state.networks[networkID]?.flags.contains(.internal) == true {
+                    verdict = .drop(.internal)
                 } else {
                     verdict =
                         isAllowed(source: s, ingressIfindex: ingressIfindex) ? .pass(.forwardAccept) : .drop(.source)

@@ -47,8 +47,15 @@ extension Policy {
         if !problems.isEmpty { throw PolicyValidationError(problems: problems) }
     }
 
+    /// Docker's own networks: a user-defined network cannot take these names.
+    static let reservedNetworkNames: Set<String> = [Policy.defaultNetworkName, "host", "none"]
+
     /// Every problem, in file order; empty when the policy is consistent.
-    public func problems(bridgeAddress: IPv4InterfaceAddress?) -> [PolicyProblem] {
+    /// `networkAddresses`: the bridge address of each user-defined network, by
+    /// network name, where known.
+    public func problems(
+        bridgeAddress: IPv4InterfaceAddress?, networkAddresses: [String: IPv4InterfaceAddress] = [:]
+    ) -> [PolicyProblem] {
         var problems: [PolicyProblem] = []
         func add(_ path: String, _ message: String) { problems.append(PolicyProblem(path: path, message: message)) }
 
@@ -80,6 +87,42 @@ extension Policy {
             }
         }
 
+        // User-defined networks.
+        var networkByName: [String: Int] = [:]
+        var networkByBridge: [String: Int] = [bridge: -1]
+        for (i, network) in networks.enumerated() {
+            let base = "networks[\(i)]"
+            if ContainerName.normalized(network.name) != network.name {
+                add("\(base).name", "'\(network.name)' is not a valid network name; use \(ContainerName.accepted)")
+            } else if Self.reservedNetworkNames.contains(network.name) {
+                add(
+                    "\(base).name",
+                    "'\(network.name)' is Docker's own network; the default bridge is set by the top-level bridge and icc, "
+                        + "and host and none have no bridge to police")
+            } else if let first = networkByName[network.name] {
+                add(
+                    "\(base).name",
+                    "'\(network.name)' is already the name of networks[\(first)]; list each network once")
+            } else {
+                networkByName[network.name] = i
+            }
+            if let problem = NetfilterName.problem(network.bridge) {
+                add("\(base).bridge", problem)
+            } else if let first = networkByBridge[network.bridge] {
+                add(
+                    "\(base).bridge",
+                    "'\(network.bridge)' is already the bridge of "
+                        + (first < 0 ? "the default network (bridge)" : "networks[\(first)]")
+                        + "; every network has its own bridge")
+            } else if let ext = extByName[network.bridge] {
+                add(
+                    "\(base).bridge",
+                    "'\(network.bridge)' is an external interface (extInterfaces[\(ext)]), not a bridge")
+            } else {
+                networkByBridge[network.bridge] = i
+            }
+        }
+
         // Containers.
         var byName: [String: Int] = [:]
         var byIP: [IPv4Address: Int] = [:]
@@ -89,14 +132,26 @@ extension Policy {
 
         for (i, container) in containers.enumerated() {
             let base = "containers[\(i)]"
+            if let network = container.network, networkByName[network] == nil {
+                let known = networks.map(\.name).sorted().joined(separator: ", ")
+                add(
+                    "\(base).network",
+                    "no network is named '\(network)'; "
+                        + (networks.isEmpty
+                            ? "there are no networks (leave network out for the default bridge)"
+                            : "known networks: \(known) (leave network out for the default bridge)"))
+            }
+            // A name is unique per network: a container on two networks is two entries.
+            let nameKey = container.name + "\u{0}" + (container.network ?? "")
             if ContainerName.normalized(container.name) == nil {
                 add("\(base).name", "'\(container.name)' is not a valid container name; use \(ContainerName.accepted)")
-            } else if let first = byName[container.name] {
+            } else if let first = byName[nameKey] {
                 add(
                     "\(base).name",
-                    "'\(container.name)' is already the name of containers[\(first)]; container names must be unique")
+                    "'\(container.name)' is already the name of containers[\(first)] on the same network; "
+                        + "container names must be unique on a network")
             } else {
-                byName[container.name] = i
+                byName[nameKey] = i
             }
 
             if !container.ip.isUsableUnicast {
@@ -112,11 +167,13 @@ extension Policy {
             } else {
                 byIP[container.ip] = i
             }
-            if let bridgeAddress {
+            let ownBridge =
+                container.network.map { name in networks.first { $0.name == name }?.bridge ?? name } ?? bridge
+            if let bridgeAddress = container.network.map({ networkAddresses[$0] }) ?? bridgeAddress {
                 if container.ip == bridgeAddress.address {
                     add(
                         "\(base).ip",
-                        "\(container.ip) is the bridge's own address (\(bridge) has \(bridgeAddress)); use another address of \(bridgeAddress.network)"
+                        "\(container.ip) is the bridge's own address (\(ownBridge) has \(bridgeAddress)); use another address of \(bridgeAddress.network)"
                     )
                 } else if bridgeAddress.prefixLength <= 30, bridgeAddress.network.contains(container.ip) {
                     if container.ip == bridgeAddress.network.address {
@@ -148,10 +205,10 @@ extension Policy {
 
             if let problem = InterfaceName.problem(container.port) {
                 add("\(base).port", problem)
-            } else if container.port == bridge {
+            } else if networkByBridge[container.port] != nil {
                 add(
                     "\(base).port",
-                    "'\(container.port)' is the bridge itself; port is the container's host-side veth enslaved to the bridge"
+                    "'\(container.port)' is a bridge itself; port is the container's host-side veth enslaved to the bridge"
                 )
             } else if let ext = extByName[container.port] {
                 add(
@@ -211,16 +268,24 @@ extension Policy {
 
         // Links.
         var seenLinks: [String: Int] = [:]
-        let known = Set(containers.map(\.name)).sorted().joined(separator: ", ")
+        // Docker has links on the default bridge only.
+        let onDefaultBridge = containers.filter { $0.network == nil }
+        let known = Set(onDefaultBridge.map(\.name)).sorted().joined(separator: ", ")
         for (i, link) in links.enumerated() {
             let base = "links[\(i)]"
             var bothKnown = true
-            for (key, name) in [("parent", link.parent), ("child", link.child)] where byName[name] == nil {
+            for (key, name) in [("parent", link.parent), ("child", link.child)] where byName[name + "\u{0}"] == nil {
                 bothKnown = false
+                let elsewhere = containers.contains { $0.name == name }
                 add(
                     "\(base).\(key)",
-                    "no container is named '\(name)'"
-                        + (containers.isEmpty ? "; there are no containers" : "; known containers: \(known)"))
+                    elsewhere
+                        ? "'\(name)' is not on the default bridge; links join containers of the default bridge only "
+                            + "(Docker has no links on user-defined networks)"
+                        : "no container is named '\(name)'"
+                            + (onDefaultBridge.isEmpty
+                                ? "; there are no containers on the default bridge"
+                                : "; known containers: \(known)"))
             }
             if link.parent == link.child {
                 add(base, "'\(link.parent)' is linked to itself; parent and child must be different containers")

@@ -53,17 +53,18 @@ public final class BPFDataplane: Dataplane {
         // kernel is touched, so a bad policy never leaves half a dataplane.
         let compiled = try HostSystem.compile(policy)
         let facts = compiled.facts
-        let desired = compiled.state
+        let compiledState = compiled.state
         // Ports already verified by this process (same name, same ifindex) are
         // not listed again: an agent applies once per Docker event.
         let unverified = policy.containers.filter { container in
             facts.interfaceIndex(container.port).map { verifiedPorts[container.port] != $0 } ?? true
         }
-        try HostSystem.checkBridgePorts(policy.bridge, unverified, interfaces: compiled.interfaces)
-        try MapCapacity.check(desired)
+        try HostSystem.checkBridgePorts(policy, unverified, interfaces: compiled.interfaces)
+        try MapCapacity.check(compiledState)
 
         let dataplane = try loadedDataplane()
         let current = try MapState(reading: dataplane.maps)
+        let desired = compiledState.keepingNetworkIDs(of: current)
         try MapCapacity.check(desired, replacing: current)
         let changes = current.changes(to: desired)
         do {
@@ -78,7 +79,10 @@ public final class BPFDataplane: Dataplane {
         // Every port of the bridge gets the port program, whether or not the
         // policy knows its container: a port without a bn_ports entry is an
         // unknown port (docs/verdicts.md), never an unpoliced one.
-        let bridgePorts = compiled.interfaces.ports(ofBridge: facts.bridgeIfindex)
+        var bridgePorts = compiled.interfaces.ports(ofBridge: facts.bridgeIfindex)
+        for network in facts.networks.values {
+            bridgePorts.merge(compiled.interfaces.ports(ofBridge: network.ifindex)) { first, _ in first }
+        }
         let attachments = Self.desiredAttachments(policy, facts: facts, bridgePorts: bridgePorts)
         do {
             try dataplane.attachments.reconcile(desired: attachments, trustingRecords: checkedEveryInterface)
@@ -91,7 +95,8 @@ public final class BPFDataplane: Dataplane {
             bridge: policy.bridge, bridgeMAC: facts.bridgeMAC, icc: policy.icc,
             forwardAccept: policy.forwardPolicy == .accept,
             policedPorts: attachments.keys.filter { !$0.isExt }.map(\.ifindex),
-            extInterfaces: attachments.keys.filter(\.isExt).map(\.ifindex)
+            extInterfaces: attachments.keys.filter(\.isExt).map(\.ifindex),
+            networks: policy.networks.map { ($0.bridge, $0.icc) }
         ).render()
         if guardRuleset != lastGuardRuleset {
             try GuardTable.apply(guardRuleset)
@@ -116,7 +121,13 @@ public final class BPFDataplane: Dataplane {
             try HostSystem.setSysctl("net/ipv4/ip_forward", "1")
         }
         let subnet = facts.bridgeAddress.flatMap { IPv4CIDR(address: $0.address, prefixLength: $0.prefixLength) }
-        let nat = NATRuleset(bridge: policy.bridge, bridgeSubnet: subnet, policy: policy.normalized()).render()
+        var natRuleset = NATRuleset(bridge: policy.bridge, bridgeSubnet: subnet, policy: policy.normalized())
+        natRuleset.networks = policy.networks.map { network in
+            NATRuleset.Network(
+                bridge: network.bridge, subnet: facts.networks[network.name]?.address?.network,
+                masquerade: network.masquerade && !network.internal, sourceAddress: network.hostBindingIPv4)
+        }
+        let nat = natRuleset.render()
         // The table is bpfnet's alone; rewrite it only when its contents change
         // (or on this process's first apply, which also repairs a missing table).
         if nat != lastNATRuleset {

@@ -55,33 +55,43 @@ public enum HostSystem {
                 "bridge \(policy.bridge): no such interface in this network namespace "
                     + "— start dockerd (or create the bridge) first, or name another with --bridge")
         }
-        let bridgeAddress = ipv4Address(of: policy.bridge).flatMap {
-            IPv4InterfaceAddress(address: $0.address, prefixLength: $0.prefix.prefixLength)
+        let addresses = ipv4Addresses()
+        func address(of bridge: String) -> IPv4InterfaceAddress? {
+            addresses[bridge]?.first.flatMap {
+                IPv4InterfaceAddress(address: $0.address, prefixLength: $0.prefix.prefixLength)
+            }
         }
         var indexes: [String: UInt32] = [:]
         for name in policy.containers.map(\.port) + policy.extInterfaces.map(\.name) {
             indexes[name] = interfaces.index(of: name)
         }
-        let hardware = interfaces.link(bridgeIndex)?.address ?? []
-        let bridgeMAC =
-            hardware.count == 6
-            ? MACAddress(hardware[0], hardware[1], hardware[2], hardware[3], hardware[4], hardware[5]) : .zero
-        return HostFacts(
-            bridgeIfindex: bridgeIndex, bridgeAddress: bridgeAddress, bridgeMAC: bridgeMAC, interfaces: indexes)
+        var facts = HostFacts(
+            bridgeIfindex: bridgeIndex, bridgeAddress: address(of: policy.bridge),
+            bridgeMAC: interfaces.mac(of: bridgeIndex), interfaces: indexes)
+        for network in policy.networks {
+            guard let index = interfaces.index(of: network.bridge) else { continue }
+            facts.networks[network.name] = BridgeFacts(
+                ifindex: index, address: address(of: network.bridge), mac: interfaces.mac(of: index),
+                ports: interfaces.ports(ofBridge: index).keys.sorted())
+        }
+        return facts
     }
 
     /// Every container port must be a port of the bridge: attaching the port
     /// program to, say, the uplink by a typo would police the wrong traffic.
     static func checkBridgePorts(
-        _ bridge: String, _ containers: [Container],
+        _ policy: Policy, _ containers: [Container],
         interfaces: InterfaceSnapshot
     ) throws(DataplaneError) {
-        let strays = containers.filter { interfaces.master(of: $0.port) != bridge }.map { container in
+        let strays = containers.filter { interfaces.master(of: $0.port) != policy.network(of: $0)?.bridge }.map {
+            container in
             "\(container.name): port \(container.port) is "
                 + (interfaces.master(of: container.port).map { "a port of \($0)" } ?? "not a bridge port")
         }
         guard strays.isEmpty else {
-            throw .badInput("containers must sit on bridge \(bridge): " + strays.joined(separator: "; "))
+            throw .badInput(
+                "containers must sit on their network's bridge (\(policy.bridges.joined(separator: ", "))): "
+                    + strays.joined(separator: "; "))
         }
     }
 
@@ -154,6 +164,13 @@ struct InterfaceSnapshot {
     }
 
     func link(_ index: UInt32) -> RouteNetlink.Link? { byIndex[index] }
+
+    /// The interface's MAC (`.zero` when it has none of six bytes).
+    func mac(of index: UInt32) -> MACAddress {
+        let hardware = byIndex[index]?.address ?? []
+        guard hardware.count == 6 else { return .zero }
+        return MACAddress(hardware[0], hardware[1], hardware[2], hardware[3], hardware[4], hardware[5])
+    }
 
     /// Every port of the bridge with ifindex `bridge`, by ifindex.
     func ports(ofBridge bridge: UInt32) -> [UInt32: String] {

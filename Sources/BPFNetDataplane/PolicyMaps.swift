@@ -69,7 +69,8 @@ public struct PolicyMaps: MapWriter, MapReader {
             return
         }
         // An array slot cannot go: all zeros is "no entry" (bn_ports: no
-        // BPFNET_PORT_KNOWN; bn_config: the zero record, as MapState has it).
+        // BPFNET_PORT_WRITTEN; bn_networks: no BPFNET_NET_KNOWN; bn_config:
+        // the zero record, as MapState has it).
         try map.update(key.bytes, [UInt8](repeating: 0, count: key.kind.valueSize))
     }
 
@@ -81,8 +82,12 @@ public struct PolicyMaps: MapWriter, MapReader {
             return try map.lookup(key).map { [(key, $0)] } ?? []
         }
         if kind == .ports {
-            let known = portSlots.slots(flaggedAt: PortRecord.knownFlagByteOffset, bits: UInt8(BPFNET_PORT_KNOWN))
-            return try known.map { (withUnsafeBytes(of: $0.index) { Array($0) }, $0.value) } + portsHigh.entries()
+            let written = portSlots.slots(flaggedAt: PortRecord.knownFlagByteOffset, bits: PortRecord.writtenBits)
+            return try written.map { (withUnsafeBytes(of: $0.index) { Array($0) }, $0.value) } + portsHigh.entries()
+        }
+        if kind == .networks {
+            // Every slot exists; bpfnet's have BPFNET_NET_KNOWN.
+            return try map.entries().filter { NetworkRecord.isWritten(bytes: $0.value) }
         }
         return try map.entries()
     }
@@ -130,6 +135,9 @@ enum MapCapacity {
             (.extInterfaces, peak(desired.extInterfaces, current.extInterfaces), Int(BPFNET_MAX_EXT_IFS)),
             (.allowSources, peak(desired.allowSources, current.allowSources), Int(BPFNET_MAX_ALLOW_SRC)),
             (.allowSources6, peak(desired.allowSources6, current.allowSources6), Int(BPFNET_MAX_ALLOW_SRC)),
+            (.subnets, peak(desired.subnets, current.subnets), Int(BPFNET_MAX_NETWORKS)),
+            // Slots are numbered from 0: the highest one must exist.
+            (.networks, Int(desired.networks.keys.max() ?? 0) + 1, Int(BPFNET_MAX_NETWORKS)),
         ]
         return needs.filter { $0.1 > $0.2 }.map { kind, needed, capacity in
             let name = kind == .ports ? MapKind.name(of: BPFNET_MAP_ID_PORTS_HIGH) : kind.mapName

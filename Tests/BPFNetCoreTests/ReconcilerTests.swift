@@ -35,15 +35,15 @@ final class ReconcilerTests: XCTestCase {
     func testInitialLoadOrder() {
         let desired = compile(Sample.policy)
         let changes = MapState.empty.changes(to: desired)
-        XCTAssertEqual(changes.count, 1 + 8 + 2 + 2 + 2 + 2 + 2 + 1 + 1)
+        XCTAssertEqual(changes.count, 1 + 8 + 2 + 2 + 2 + 2 + 2 + 1 + 1 + 1)
         // icc off and forward drop: nothing to relax first, so the order is
         // links, names, ports, allow_src (relaxing), the allow-list flag, then
-        // macs, containers, published and the config.
+        // macs, containers, published, the default bridge's network record and the config.
         XCTAssertEqual(
             changes.map(\.kind).uniqued(),
             [
                 .links, .names, .ports, .allowSources, .extInterfaces, .macs, .containers,
-                .published, .config,
+                .published, .networks, .config,
             ])
         XCTAssertTrue(changes.allSatisfy { if case .upsert = $0 { true } else { false } })
         guard case .upsert(.config(let config)) = changes.last else { return XCTFail() }
@@ -208,7 +208,8 @@ final class ReconcilerTests: XCTestCase {
             extInterfaces: state.extInterfaces.map { ($0.key, $0.value.cValue) },
             allowSources: state.allowSources.map(\.cKey),
             names: state.names.map { ($0.key.networkOrder, ContainerNameRecord.cValue($0.value)) },
-            ports: state.ports.map { ($0.key, $0.value.cValue) })
+            ports: state.ports.map { ($0.key, $0.value.cValue) },
+            networks: state.networks.map { (UInt32($0.key), $0.value.cValue) })
         XCTAssertEqual(rebuilt, state)
     }
 
@@ -365,16 +366,18 @@ final class ReconcilerTests: XCTestCase {
         let desired = compile(to)
         let changes = current.changes(to: desired)
         let upsertOrder: [MapKind] = [
-            .links, .macs, .containers, .names, .ports, .published, .allowSources, .extInterfaces, .config,
+            .links, .macs, .containers, .names, .ports, .published, .allowSources, .extInterfaces, .subnets,
+            .networks, .config,
         ]
         let deleteOrder: [MapKind] = [
-            .extInterfaces, .allowSources, .published, .names, .ports, .containers, .macs, .links,
+            .extInterfaces, .allowSources, .published, .names, .ports, .containers, .macs, .links, .subnets, .networks,
         ]
         var upserts: [MapChange] = []
         var deletes: [MapChange] = []
         for change in changes {
             switch change {
             case .upsert(.config(let c)) where !c.samePolicy(as: desired.config): continue  // no early relaxation
+            case .upsert(.network(let id, let n)) where desired.networks[id] != n: continue
             case .upsert: upserts.append(change)
             case .delete: deletes.append(change)
             }

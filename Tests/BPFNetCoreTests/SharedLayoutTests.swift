@@ -10,7 +10,10 @@ final class SharedLayoutTests: XCTestCase {
     func testSizes() {
         XCTAssertEqual(MemoryLayout<bpfnet_config>.size, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.size, 12)
-        XCTAssertEqual(MemoryLayout<bpfnet_port>.size, 12)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.size, 16)
+        XCTAssertEqual(MemoryLayout<bpfnet_network>.size, 32)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet_key>.size, 8)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet>.size, 8)
         XCTAssertEqual(MemoryLayout<bpfnet_mac_key>.size, 8)
         XCTAssertEqual(MemoryLayout<bpfnet_container_name>.size, 64)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.size, 12)
@@ -29,7 +32,8 @@ final class SharedLayoutTests: XCTestCase {
     func testStridesHaveNoTailPadding() {
         XCTAssertEqual(MemoryLayout<bpfnet_config>.stride, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.stride, 12)
-        XCTAssertEqual(MemoryLayout<bpfnet_port>.stride, 12)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.stride, 16)
+        XCTAssertEqual(MemoryLayout<bpfnet_network>.stride, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.stride, 12)
         XCTAssertEqual(MemoryLayout<bpfnet_allow_key>.stride, 12)
     }
@@ -45,7 +49,11 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_port>.offset(of: \.mac), 4)
         XCTAssertEqual(MemoryLayout<bpfnet_port>.offset(of: \.flags), 10)
         XCTAssertEqual(MemoryLayout<bpfnet_container>.offset(of: \.mac), 4)
-        XCTAssertEqual(MemoryLayout<bpfnet_container>.offset(of: \.flags), 10)
+        XCTAssertEqual(MemoryLayout<bpfnet_port>.offset(of: \.network), 12)
+        XCTAssertEqual(MemoryLayout<bpfnet_container>.offset(of: \.network), 10)
+        XCTAssertEqual(MemoryLayout<bpfnet_network>.offset(of: \.bridge_ifindex), 16)
+        XCTAssertEqual(MemoryLayout<bpfnet_network>.offset(of: \.bridge_mac), 20)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet>.offset(of: \.bridge_addr), 4)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.daddr), 4)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.port), 8)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.proto), 10)
@@ -69,7 +77,7 @@ final class SharedLayoutTests: XCTestCase {
             MapKind.allCases.map(\.mapName),
             [
                 "bn_config", "bn_containers", "bn_macs", "bn_links", "bn_published", "bn_ext_ifs",
-                "bn_allow_src", "bn_names", "bn_ports", "bn_allow_src6",
+                "bn_allow_src", "bn_names", "bn_ports", "bn_allow_src6", "bn_networks", "bn_subnets",
             ])
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_COUNTERS), "bn_counters")
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_ATTACH), "bn_attach")
@@ -88,8 +96,8 @@ final class SharedLayoutTests: XCTestCase {
             XCTAssertLessThan(Int(reason.rawValue), Reason.slotsPerProgram)
         }
         XCTAssertEqual(Set(Reason.allKnown.map(\.name)).count, Reason.allKnown.count, "names are unique")
-        XCTAssertEqual(Reason(rawValue: 40).name, "reason-40")
-        XCTAssertEqual(Reason(name: "reason-40"), Reason(rawValue: 40))
+        XCTAssertEqual(Reason(rawValue: 45).name, "reason-45")
+        XCTAssertEqual(Reason(name: "reason-45"), Reason(rawValue: 45))
         XCTAssertEqual(ProgramKind.extXDP.counterIndex(.malformed), 2 * 48 + 35)
         XCTAssertEqual(ProgramKind.counterSlots, 144)
     }

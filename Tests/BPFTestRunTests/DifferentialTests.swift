@@ -143,6 +143,14 @@ final class DifferentialTests: TestRunTestCase {
                 "no bridge address, icc off, forward accept, lists on ext1 and ext2",
                 try compile(unknownBridge, bridge: nil)
             ),
+            (
+                "three networks: docker0 icc off with links, front icc on, back internal; forward accept",
+                try compile(Fixture.withNetworks(Fixture.policy(icc: false, forward: .accept)))
+            ),
+            (
+                "three networks, docker0 icc on, forward drop",
+                try compile(Fixture.withNetworks(Fixture.policy(icc: true, forward: .drop)))
+            ),
             // What the programs see between load and the first policy: an all-zero config, no entries.
             ("nothing loaded (zero config, empty maps)", MapState.empty),
         ]
@@ -224,6 +232,8 @@ final class DifferentialTests: TestRunTestCase {
             let (name, desired) = policies[schedule[segment]]
             let state = try rig.write(desired)
             let reference = ReferenceDataplane(state: state)
+            let ownPorts = Dictionary(
+                state.ports.values.filter(\.known).map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
             var source = FrameSource(
                 state: state, seed: seed ^ UInt64(segment + 1) &* 0x9E37_79B9_7F4A_7C15,
                 ingresses: ingresses)
@@ -245,12 +255,24 @@ final class DifferentialTests: TestRunTestCase {
                         // or another container's port (a spoof) one time in eight each.
                         let sender: PortSender
                         switch random.below(8) {
+                        case 0 where random.chance(50) && !state.networks.isEmpty:
+                            // A port whose container is unknown, on one of the networks.
+                            sender = .unknown(network: random.pick(state.networks.keys.sorted()))
                         case 0: sender = .unknown
                         case 1 where !state.ports.isEmpty:
                             sender = .container(
                                 state.ports.sorted { $0.key < $1.key }.map(\.value)[
                                     Int(random.below(UInt64(state.ports.count)))])
-                        default: sender = .claimed(by: Array(frame))
+                        default:
+                            // The claimed container's own entry when it has one (its network with it).
+                            let claimed = PortSender.claimed(by: Array(frame))
+                            if case .container(let record) = claimed, let own = ownPorts[record.address],
+                                own.mac == record.mac
+                            {
+                                sender = .container(own)
+                            } else {
+                                sender = claimed
+                            }
                         }
                         try rig.setSender(sender)
                         let port = reference.portVerdict(
@@ -362,10 +384,11 @@ final class DifferentialTests: TestRunTestCase {
             // (not `reply`: its conntrack table is empty; ConntrackReplyTests shows it).
             let port: [Reason] = [
                 .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6, .icc, .malformed,
-                .unknownPort, .spoofed, .encap,
+                .unknownPort, .spoofed, .encap, .network, .internal,
             ]
             let ext: [Reason] = [
                 .nonIP, .ipv6, .published, .forwardAccept, .local, .fragment, .source, .forward, .malformed, .encap,
+                .internal,
             ]
             for program in [ProgramKind.portTC, .portXDP] {
                 for reason in port {

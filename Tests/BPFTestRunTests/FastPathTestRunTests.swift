@@ -357,6 +357,10 @@ private final class FastPathLab: @unchecked Sendable {
                 flags: flags, bridgeAddress: IPv4Address(10, 88, 0, 1),
                 bridgeSubnet: IPv4Address(10, 88, 0, 0),
                 bridgeNetmask: IPv4Address(255, 255, 255, 0), bridgeIfindex: 99))
+        // The default bridge's network record: what the port program reads.
+        desired.networks[0] = NetworkRecord(
+            flags: icc ? [.icc] : [], bridgeAddress: desired.config.bridgeAddress,
+            subnet: desired.config.bridgeSubnet, netmask: desired.config.bridgeNetmask, bridgeIfindex: 99)
         desired.containers = [
             a.ip: ContainerRecord(portIfindex: 101, mac: a.mac),
             b.ip: ContainerRecord(portIfindex: bPort, mac: b.mac),

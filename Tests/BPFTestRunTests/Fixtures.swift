@@ -85,6 +85,55 @@ enum Fixture {
             containers: containers, links: links)
     }
 
+    /// Two user-defined networks beside docker0: `front` (10.90.0.0/24, icc
+    /// on, bridge ifindex 901) and `back` (10.91.0.0/24, internal, icc off,
+    /// bridge ifindex 902), two containers each, and one port of `back` that
+    /// no container claims (ifindex 1950).
+    static let networks = [
+        BridgeNetwork(name: "front", bridge: "br-front"),
+        BridgeNetwork(name: "back", bridge: "br-back", icc: false, internal: true),
+    ]
+    static let networkFacts: [String: BridgeFacts] = [
+        "front": BridgeFacts(
+            ifindex: 901, address: IPv4InterfaceAddress(address: IPv4Address(10, 90, 0, 1), prefixLength: 24),
+            mac: MACAddress(0x02, 0x42, 0x7f, 0x00, 0x00, 0x02)),
+        "back": BridgeFacts(
+            ifindex: 902, address: IPv4InterfaceAddress(address: IPv4Address(10, 91, 0, 1), prefixLength: 24),
+            mac: MACAddress(0x02, 0x42, 0x7f, 0x00, 0x00, 0x03), ports: [1950]),
+    ]
+
+    static func onNetwork(_ container: Container, _ network: String) -> Container {
+        var container = container
+        container.network = network
+        return container
+    }
+
+    /// `policy` with both user-defined networks and their containers; `front`
+    /// publishes 7070/tcp, `back` (internal) would publish 7171/tcp.
+    static func withNetworks(_ policy: Policy) -> Policy {
+        var policy = policy
+        policy.networks = networks
+        policy.containers += [
+            onNetwork(
+                container(
+                    "f1", IPv4Address(10, 90, 0, 2), exposed: [PortSpec(80)],
+                    published: [PublishedPort(hostPort: 7070, containerPort: 80)]), "front"),
+            onNetwork(container("f2", IPv4Address(10, 90, 0, 3), exposed: [PortSpec(5432)]), "front"),
+            onNetwork(
+                container(
+                    "b1", IPv4Address(10, 91, 0, 2), exposed: [PortSpec(6379)],
+                    published: [PublishedPort(hostPort: 7171, containerPort: 6379)]), "back"),
+            onNetwork(container("b2", IPv4Address(10, 91, 0, 3)), "back"),
+            // The same name on a second network: one endpoint per network.
+            {
+                var endpoint = onNetwork(container("web", IPv4Address(10, 90, 0, 4), exposed: [PortSpec(80)]), "front")
+                endpoint.port = "vethweb-front"
+                return endpoint
+            }(),
+        ]
+        return policy
+    }
+
     /// Compiles `policy` with the namespace's real ext ifindexes and the made-up ones.
     static func compile(
         _ policy: Policy, namespace: PrivateNamespace,
@@ -96,12 +145,9 @@ enum Fixture {
         for container in policy.containers where interfaces[container.port] == nil {
             interfaces[container.port] = 2000 + UInt32(interfaces.count)
         }
-        return try PolicyCompiler.compile(
-            policy,
-            facts: HostFacts(
-                bridgeIfindex: bridgeIfindex,
-                bridgeAddress: bridgeAddress,
-                interfaces: interfaces))
+        var facts = HostFacts(bridgeIfindex: bridgeIfindex, bridgeAddress: bridgeAddress, interfaces: interfaces)
+        facts.networks = networkFacts.filter { entry in policy.networks.contains { $0.name == entry.key } }
+        return try PolicyCompiler.compile(policy, facts: facts)
     }
 }
 
@@ -220,11 +266,11 @@ class TestRunTestCase: XCTestCase {
     /// Runs `frame` through `hook` and checks return code, counters and the model.
     func expect(
         _ hook: Hook, _ frame: [UInt8], _ expected: Verdict, _ label: String,
-        conntrack: (FlowTuple) -> Bool = { _ in false },
+        sender: PortSender? = nil, conntrack: (FlowTuple) -> Bool = { _ in false },
         file: StaticString = #filePath, line: UInt = #line
     ) {
         let context = "\(label) [\(hook), \(frame.count) bytes]"
-        let model = rig.modelVerdict(hook, frame, conntrack: conntrack)
+        let model = rig.modelVerdict(hook, frame, sender: sender, conntrack: conntrack)
         XCTAssertEqual(
             model, expected, "\(context): the reference model says \(model)\n\(hexDump(frame))",
             file: file, line: line)
@@ -232,7 +278,7 @@ class TestRunTestCase: XCTestCase {
             let before = try rig.counters()
             let code: UInt32
             do {
-                code = try rig.run(hook, frame)
+                code = try rig.run(hook, frame, sender: sender)
             } catch let error as BPFError where error.errno == .invalidArgument && hook.testRunMayRefuse(frame) {
                 // The kernel refused the test run itself (see `testRunMayRefuse`): nothing ran, nothing counted.
                 XCTAssertEqual(
@@ -267,10 +313,10 @@ class TestRunTestCase: XCTestCase {
 
     /// The port program at both hooks (tc without and with a context, XDP).
     func expectPort(
-        _ frame: [UInt8], _ expected: Verdict, _ label: String,
+        _ frame: [UInt8], _ expected: Verdict, _ label: String, sender: PortSender? = nil,
         file: StaticString = #filePath, line: UInt = #line
     ) {
-        for hook in Hook.portHooks { expect(hook, frame, expected, label, file: file, line: line) }
+        for hook in Hook.portHooks { expect(hook, frame, expected, label, sender: sender, file: file, line: line) }
     }
 
     /// The ext program arriving on each of `ingress`.

@@ -44,6 +44,8 @@
 #define BPFNET_MAP_PORTS       bn_ports	     /* ARRAY: ifindex < BPFNET_PORT_SLOTS -> bpfnet_port */
 #define BPFNET_MAP_PORTS_HIGH  bn_ports_high /* HASH: __u32 ifindex (the rest) -> bpfnet_port */
 #define BPFNET_MAP_ALLOW_SRC6  bn_allow_src6 /* LPM_TRIE: bpfnet_allow6_key -> __u32 */
+#define BPFNET_MAP_NETWORKS    bn_networks   /* ARRAY: network id -> bpfnet_network */
+#define BPFNET_MAP_SUBNETS     bn_subnets    /* LPM_TRIE: bpfnet_subnet_key -> bpfnet_subnet */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -58,6 +60,8 @@
 #define BPFNET_MAX_ALLOW_SRC  65536
 #define BPFNET_MAX_ATTACH     16448 /* containers + ext interfaces */
 #define BPFNET_MAX_FP_IFS     16448 /* containers + ext interfaces */
+/* bn_networks slots: network 0 is the default bridge, 1.. the user-defined ones. */
+#define BPFNET_MAX_NETWORKS   1024
 
 /* ------------------------------------------------------------------------ */
 /* Program kinds: one counter block per kind.                                */
@@ -100,6 +104,8 @@ enum bpfnet_reason {
 	BPFNET_DROP_UNKNOWN_PORT = 36, /* to a container from a port with no known container  */
 	BPFNET_DROP_SPOOFED = 37,      /* source MAC/IPv4/ARP sender is not the port's own    */
 	BPFNET_DROP_ENCAP = 38,	       /* more VLAN tags than the parser reads                */
+	BPFNET_DROP_NETWORK = 39,      /* between two Docker networks (Docker's isolation)    */
+	BPFNET_DROP_INTERNAL = 40,     /* out of, or into, an internal network               */
 	BPFNET_REASON_MAX = 48,
 };
 
@@ -118,10 +124,12 @@ enum bpfnet_config_flags {
 	BPFNET_CFG_FORWARD_ACCEPT = 1u << 1, /* forward policy accept (default drop)            */
 	BPFNET_CFG_IP_FORWARD = 1u << 2,     /* net.ipv4.ip_forward managed on (informational)  */
 	BPFNET_CFG_FAST_PATH = 1u << 3,	     /* deliver allowed traffic around the bridge/stack */
-	BPFNET_CFG_OUTSIDE_CONTAINERS = 1u << 4, /* a container lies outside the bridge subnet  */
-	BPFNET_CFG_LOADED = 1u << 31, /* set once the control plane has written a policy */
+	BPFNET_CFG_OUTSIDE_CONTAINERS = 1u << 4, /* a container lies outside its network's subnet */
+	BPFNET_CFG_NETWORKS = 1u << 5, /* user-defined networks exist: consult bn_subnets */
+	BPFNET_CFG_LOADED = 1u << 31,  /* set once the control plane has written a policy */
 };
 
+/* The default bridge's facts (network 0); every network's are in bn_networks. */
 struct bpfnet_config {
 	__u32 flags;	       /* enum bpfnet_config_flags                              */
 	__be32 bridge_addr;    /* the bridge's own IPv4 address (row 2)                 */
@@ -141,7 +149,7 @@ _Static_assert(sizeof(struct bpfnet_config) == 32, "bpfnet_config layout");
 struct bpfnet_container {
 	__u32 port_ifindex; /* host-side veth enslaved to the bridge                  */
 	__u8 mac[6];	    /* container's eth0 MAC                                    */
-	__u16 flags;	    /* reserved, 0                                             */
+	__u16 network;	    /* its network's bn_networks slot (0: the default bridge)  */
 };
 _Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout");
 
@@ -155,15 +163,61 @@ _Static_assert(sizeof(struct bpfnet_container) == 12, "bpfnet_container layout")
  * source and ARP sender against it.
  */
 struct bpfnet_port {
-	__be32 addr; /* the container's IPv4 address                          */
-	__u8 mac[6]; /* the container's eth0 MAC                              */
-	__u16 flags; /* BPFNET_PORT_KNOWN on every entry the control plane wrote */
+	__be32 addr;   /* the container's IPv4 address                          */
+	__u8 mac[6];   /* the container's eth0 MAC                              */
+	__u16 flags;   /* BPFNET_PORT_KNOWN when addr and mac are the container's */
+	__u16 network; /* the bridge's network (bn_networks slot)              */
+	__u16 pad;     /* always 0                                              */
 };
 
-/* Set on every bn_ports/bn_ports_high entry: an ARRAY slot always exists, so
- * a zeroed slot (flags 0) is how "no entry" reads there. */
-#define BPFNET_PORT_KNOWN 0x1
-_Static_assert(sizeof(struct bpfnet_port) == 12, "bpfnet_port layout");
+/* Set on every entry whose container the control plane knows. An entry
+ * without it (a port of a user-defined network's bridge whose container is
+ * unknown) only says which network the port is on; an ARRAY slot always
+ * exists, so a zeroed slot is an unknown port of the default bridge. */
+#define BPFNET_PORT_KNOWN   0x1
+/* Set on every entry the control plane writes (`network` is valid). */
+#define BPFNET_PORT_WRITTEN 0x2
+_Static_assert(sizeof(struct bpfnet_port) == 16, "bpfnet_port layout");
+
+/*
+ * bn_networks: one slot per bridge network (0: the default bridge, whose
+ * facts bn_config also holds), read through a port's network on every frame.
+ */
+enum bpfnet_network_flags {
+	BPFNET_NET_ICC = 1u << 0,      /* inter-container communication on this network     */
+	BPFNET_NET_INTERNAL = 1u << 1, /* --internal: nothing in or out but the subnet      */
+	BPFNET_NET_KNOWN = 1u << 31,   /* written by the control plane                      */
+};
+
+struct bpfnet_network {
+	__u32 flags;	      /* enum bpfnet_network_flags                          */
+	__be32 bridge_addr;   /* the bridge's own IPv4 address (its gateway)        */
+	__be32 subnet;	      /* already masked                                     */
+	__be32 netmask;	      /* 0: no subnet known (never matches)                 */
+	__u32 bridge_ifindex; /* the network's bridge                               */
+	__u8 bridge_mac[6];   /* the bridge's own MAC                               */
+	__u16 pad;	      /* always 0                                           */
+	__u32 pad2;	      /* always 0                                           */
+};
+_Static_assert(sizeof(struct bpfnet_network) == 32, "bpfnet_network layout");
+
+/*
+ * bn_subnets: every user-defined network's IPv4 subnet (and the default
+ * bridge's), so that a frame to an address of another Docker network is
+ * known for one LPM lookup, however many networks there are. Consulted only
+ * when BPFNET_CFG_NETWORKS is set. prefixlen is the CIDR prefix length.
+ */
+struct bpfnet_subnet_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+_Static_assert(sizeof(struct bpfnet_subnet_key) == 8, "bpfnet_subnet_key layout");
+
+struct bpfnet_subnet {
+	__u32 network;	    /* bn_networks slot                                     */
+	__be32 bridge_addr; /* that network's gateway: a host address, not isolated */
+};
+_Static_assert(sizeof(struct bpfnet_subnet) == 8, "bpfnet_subnet layout");
 
 /* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
 struct bpfnet_mac_key {
@@ -435,6 +489,8 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_PORTS,
 	BPFNET_MAP_ID_PORTS_HIGH,
 	BPFNET_MAP_ID_ALLOW_SRC6,
+	BPFNET_MAP_ID_NETWORKS,
+	BPFNET_MAP_ID_SUBNETS,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -477,6 +533,10 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_PORTS_HIGH);
 	case BPFNET_MAP_ID_ALLOW_SRC6:
 		return BPFNET_XSTR(BPFNET_MAP_ALLOW_SRC6);
+	case BPFNET_MAP_ID_NETWORKS:
+		return BPFNET_XSTR(BPFNET_MAP_NETWORKS);
+	case BPFNET_MAP_ID_SUBNETS:
+		return BPFNET_XSTR(BPFNET_MAP_SUBNETS);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

@@ -58,16 +58,48 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_PORTS_HIGH SEC(".maps");
 
-/* The container behind port `ifindex`, or NULL for an unknown port. */
+/* The entry of port `ifindex`: NULL only for a high ifindex without one.
+ * Whether it names the container is BPFNET_PORT_KNOWN. */
 static __always_inline const struct bpfnet_port *port_lookup(__u32 ifindex)
 {
-	const struct bpfnet_port *port;
-
-	if (ifindex < BPFNET_PORT_SLOTS) {
-		port = bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
-		return port && (port->flags & BPFNET_PORT_KNOWN) ? port : NULL;
-	}
+	if (ifindex < BPFNET_PORT_SLOTS)
+		return bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
 	return bpf_map_lookup_elem(&BPFNET_MAP_PORTS_HIGH, &ifindex);
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFNET_MAX_NETWORKS);
+	__type(key, __u32);
+	__type(value, struct bpfnet_network);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_NETWORKS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BPFNET_MAX_NETWORKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct bpfnet_subnet_key);
+	__type(value, struct bpfnet_subnet);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_SUBNETS SEC(".maps");
+
+/* The network a frame's port is on (an all-zero record if unreadable). */
+static const struct bpfnet_network empty_network;
+
+static __always_inline const struct bpfnet_network *network_get(__u32 id)
+{
+	const struct bpfnet_network *net = bpf_map_lookup_elem(&BPFNET_MAP_NETWORKS, &id);
+
+	return net ? net : &empty_network;
+}
+
+/* The Docker network whose subnet holds `addr`, or NULL. */
+static __always_inline const struct bpfnet_subnet *subnet_lookup(__be32 addr)
+{
+	struct bpfnet_subnet_key key = { .prefixlen = 32, .addr = addr };
+
+	return bpf_map_lookup_elem(&BPFNET_MAP_SUBNETS, &key);
 }
 
 struct {

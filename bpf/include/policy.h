@@ -30,15 +30,23 @@ static __always_inline int in_bridge_subnet(const struct bpfnet_config *cfg, __b
 	return cfg->bridge_netmask && (addr & cfg->bridge_netmask) == cfg->bridge_subnet;
 }
 
-/*
- * A container address outside the bridge subnet (or with the subnet unknown).
- * Docker's containers never are, so the compiler sets the flag only when the
- * policy has one, and traffic to the outside pays no map lookup.
- */
-static __always_inline int is_container_outside_subnet(const struct bpfnet_config *cfg, __be32 addr)
+static __always_inline int in_network_subnet(const struct bpfnet_network *net, __be32 addr)
 {
-	return (cfg->flags & BPFNET_CFG_OUTSIDE_CONTAINERS) &&
-	       bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &addr) != NULL;
+	return net->netmask && (addr & net->netmask) == net->subnet;
+}
+
+/*
+ * A container whose address lies outside its network's subnet (or with the
+ * subnet unknown). Docker's containers never do, so the compiler sets the
+ * flag only when the policy has one, and traffic to the outside pays no map
+ * lookup. NULL when there is none at `addr`.
+ */
+static __always_inline const struct bpfnet_container *
+container_outside_subnet(const struct bpfnet_config *cfg, __be32 addr)
+{
+	if (!(cfg->flags & BPFNET_CFG_OUTSIDE_CONTAINERS))
+		return NULL;
+	return bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &addr);
 }
 
 static __always_inline int link_rule_exists(__be32 saddr, __be32 daddr, __be16 port, __u8 proto,
@@ -69,11 +77,11 @@ static __always_inline const struct bpfnet_config *config_or_empty(void)
  * Is a unicast destination MAC a container's? Frames to the bridge's own MAC
  * (everything a container sends to the host or the outside) skip the lookup.
  */
-static __always_inline int is_container_mac(const struct bpfnet_config *cfg, const __u8 *dst_mac)
+static __always_inline int is_container_mac(const struct bpfnet_network *net, const __u8 *dst_mac)
 {
 	struct bpfnet_mac_key mac = {};
 
-	if ((dst_mac[0] & 1) || mac_equal_fast(dst_mac, cfg->bridge_mac))
+	if ((dst_mac[0] & 1) || mac_equal_fast(dst_mac, net->bridge_mac))
 		return 0;
 	__builtin_memcpy(mac.mac, dst_mac, sizeof(mac.mac));
 	return bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac) != NULL;
@@ -98,14 +106,60 @@ port_identity(const struct bpfnet_port *port, enum parse_kind kind, const struct
 }
 
 /*
+ * Where an IPv4 packet from network `net_id` goes, by its IP header and, for
+ * a frame sent to a container's MAC, by L2: BPFNET_REASON_NONE when it is
+ * judged between containers of the network (icc and links), else its
+ * verdict. A frame to a container's MAC goes port to port on the bridge
+ * whatever its IP header says (a poisoned neighbour entry), so it is judged
+ * between containers. docs/verdicts.md, "Port program".
+ */
+static __always_inline enum bpfnet_reason port_destination(const struct bpfnet_config *cfg,
+							   const struct bpfnet_network *net,
+							   __u16 net_id, const struct parsed *p)
+{
+	const struct bpfnet_container *container;
+	const struct bpfnet_subnet *other;
+
+	if (p->daddr == net->bridge_addr)
+		return is_container_mac(net, p->dst_mac) ? BPFNET_REASON_NONE : BPFNET_PASS_HOST;
+	if (in_network_subnet(net, p->daddr) || is_multicast_or_broadcast(p->daddr))
+		return BPFNET_REASON_NONE;
+	container = container_outside_subnet(cfg, p->daddr);
+	if (container)
+		return container->network == net_id ? BPFNET_REASON_NONE : BPFNET_DROP_NETWORK;
+	if (cfg->flags & BPFNET_CFG_NETWORKS) {
+		/* Another Docker network's subnet: isolated, but its gateway is
+		 * one of the host's addresses. One lookup, however many networks. */
+		other = subnet_lookup(p->daddr);
+		if (other && p->daddr != other->bridge_addr)
+			return BPFNET_DROP_NETWORK;
+		if (other)
+			return is_container_mac(net, p->dst_mac) ? BPFNET_REASON_NONE :
+								   BPFNET_PASS_HOST;
+	}
+	if (is_container_mac(net, p->dst_mac))
+		return BPFNET_REASON_NONE;
+	/* An internal network reaches nothing outside its subnet but the host's
+	 * bridge addresses (Docker: no default route, FORWARD drops the rest). */
+	if (net->flags & BPFNET_NET_INTERNAL)
+		return BPFNET_DROP_INTERNAL;
+	return BPFNET_PASS_OUTSIDE;
+}
+
+/*
  * The verdict for a parsed IPv4/IPv6 packet (docs/verdicts.md, "Port
- * program"); `known`: the port has a bn_ports entry (and the frame passed its
- * identity check).
+ * program") from a port of network `net_id`; `known`: the port's container is
+ * known (and the frame passed its identity check).
  */
 static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet_config *cfg,
 							     enum parse_kind kind,
-							     const struct parsed *p, int known)
+							     const struct parsed *p, __u16 net_id,
+							     int known)
 {
+	const struct bpfnet_network *net = network_get(net_id);
+	int icc = net->flags & BPFNET_NET_ICC;
+	enum bpfnet_reason reason;
+
 	if (kind == PARSE_IPV6) {
 		/* Containers on the default bridge have no known IPv6 addresses;
 		 * their MACs identify them. Neighbour discovery (multicast) passes;
@@ -116,31 +170,22 @@ static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet
 		if (p->dst_mac[0] & 1) {
 			if (p->daddr6_multicast)
 				return BPFNET_PASS_IPV6;
-			if (cfg->flags & BPFNET_CFG_ICC)
+			if (icc)
 				return BPFNET_PASS_ICC;
 			return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
 		}
 		__builtin_memcpy(mac.mac, p->dst_mac, sizeof(mac.mac));
 		if (!bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac))
 			return BPFNET_PASS_IPV6;
-		if (cfg->flags & BPFNET_CFG_ICC)
+		if (icc)
 			return BPFNET_PASS_ICC;
 		return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
 	}
 
-	/* To the host or the outside by its IP header, unless the frame goes to
-	 * a container's MAC (a poisoned neighbour entry): then it is judged
-	 * between containers. Traffic between containers by IP needs no MAC
-	 * lookup, it is judged so anyway. */
-	if (p->daddr == cfg->bridge_addr) {
-		if (!is_container_mac(cfg, p->dst_mac))
-			return BPFNET_PASS_HOST;
-	} else if (!in_bridge_subnet(cfg, p->daddr) && !is_multicast_or_broadcast(p->daddr) &&
-		   !is_container_outside_subnet(cfg, p->daddr)) {
-		if (!is_container_mac(cfg, p->dst_mac))
-			return BPFNET_PASS_OUTSIDE;
-	}
-	if (cfg->flags & BPFNET_CFG_ICC)
+	reason = port_destination(cfg, net, net_id, p);
+	if (reason != BPFNET_REASON_NONE)
+		return reason;
+	if (icc)
 		return BPFNET_PASS_ICC;
 	/* No container known on this port: no link can be its own. */
 	if (!known)
@@ -175,6 +220,7 @@ static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt, str
 	const struct bpfnet_port *port;
 	enum bpfnet_reason reason;
 	enum parse_kind kind;
+	int known;
 
 	*cfg = config_or_empty();
 	kind = parse_frame(pkt, p);
@@ -183,14 +229,16 @@ static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt, str
 	if (kind == PARSE_ENCAP)
 		return BPFNET_DROP_ENCAP;
 	port = port_lookup(ifindex);
-	if (port) {
+	known = port && (port->flags & BPFNET_PORT_KNOWN);
+	if (known) {
 		reason = port_identity(port, kind, p);
 		if (reason != BPFNET_REASON_NONE)
 			return reason;
 	}
 	if (kind == PARSE_OTHER || kind == PARSE_ARP)
 		return BPFNET_PASS_NON_IP;
-	return port_policy_parsed(*cfg, kind, p, port != NULL);
+	/* A port without an entry is the default bridge's (network 0). */
+	return port_policy_parsed(*cfg, kind, p, port ? port->network : 0, known);
 }
 
 static __always_inline int source_allowed(__u32 ifindex, __be32 saddr)
@@ -231,17 +279,48 @@ static __always_inline int is_published(__be32 daddr, __be16 dport, __u8 proto)
  * arriving on an external interface. `p` is an IPv4 packet that is not a
  * non-first fragment.
  */
+/*
+ * Is `daddr` a container address (of any network: in a network's subnet but
+ * not its gateway, or a known container outside its subnet)? *net_id then
+ * receives the network.
+ */
+static __always_inline int to_container_network(const struct bpfnet_config *cfg, __be32 daddr,
+						__u32 *net_id)
+{
+	const struct bpfnet_container *container;
+	const struct bpfnet_subnet *other;
+
+	if (daddr == cfg->bridge_addr)
+		return 0;
+	if (in_bridge_subnet(cfg, daddr)) {
+		*net_id = 0;
+		return 1;
+	}
+	container = container_outside_subnet(cfg, daddr);
+	if (container) {
+		*net_id = container->network;
+		return 1;
+	}
+	if (!(cfg->flags & BPFNET_CFG_NETWORKS))
+		return 0;
+	other = subnet_lookup(daddr);
+	if (!other || daddr == other->bridge_addr)
+		return 0;
+	*net_id = other->network;
+	return 1;
+}
+
 static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_config *cfg,
 							  const struct parsed *p, __u32 ifindex)
 {
-	int to_container =
-		p->daddr != cfg->bridge_addr &&
-		(in_bridge_subnet(cfg, p->daddr) || is_container_outside_subnet(cfg, p->daddr));
+	__u32 net_id = 0;
 
-	if (to_container) {
+	if (to_container_network(cfg, p->daddr, &net_id)) {
 		/* Routed straight at a container address, no DNAT (row 9). */
 		if (!(cfg->flags & BPFNET_CFG_FORWARD_ACCEPT))
 			return BPFNET_DROP_FORWARD;
+		if (network_get(net_id)->flags & BPFNET_NET_INTERNAL)
+			return BPFNET_DROP_INTERNAL;
 		return source_allowed(ifindex, p->saddr) ? BPFNET_PASS_FORWARD : BPFNET_DROP_SOURCE;
 	}
 	/* Matched before DNAT on host address and host port (row 8). A wildcard
