@@ -31,17 +31,13 @@ enum NetfilterBackends {
     static func compileWithBridgeMAC(_ policy: Policy, backend: Backend) throws -> (
         policy: NetfilterPolicy, bridgeMAC: MACAddress
     ) {
-        guard policy.networks.isEmpty else {
-            throw DataplaneError.badInput(
-                "\(backend.rawValue): user-defined networks (\(policy.networks.map(\.name).joined(separator: ", "))) "
-                    + "are enforced by the eBPF backend only in this version; use --backend bpf")
-        }
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy, policy.containers, interfaces: compiled.interfaces)
         do {
             return (
                 try NetfilterPolicy(
-                    state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName),
+                    state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName,
+                    networks: policy.networks),
                 compiled.facts.bridgeMAC
             )
         } catch {

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// User-defined Docker networks end to end (root), the same probes through
+// every backend: a host namespace with the default bridge and three more
+// bridges (a network with icc on, one with icc off, an internal one), real
+// TCP between their containers, to the host, and to an outside namespace
+// that has no route back to any container subnet (so only masquerade gets
+// an answer back). Reasons may differ between backends; verdicts may not.
+
+import BPFNetCore
+import DemoHost
+import Foundation
+import LinuxNet
+import NetLab
+import XCTest
+
+final class NetworksEndToEndTests: XCTestCase {
+    private var topology: Topology!
+    private var workDirectory: String!
+    private var pinPath: String { workDirectory + "/pins" }
+
+    /// docker0 (icc on): d1, d2; br-front (icc on): f1, f2; br-back (icc
+    /// off): b1, b2; br-vault (internal): v1, v2; ext on ext0 with routes
+    /// through the host to f2 and the internal subnet only (so an answer to
+    /// d1, f1 or b1 comes back only when masqueraded, and v1 would be answered
+    /// if its packets left).
+    static let spec: TopologySpec = {
+        func member(_ name: String, _ address: String, _ bridge: String?) -> ContainerSpec {
+            ContainerSpec(name: name, address: IPv4Address(address)!, bridge: bridge)
+        }
+        var spec = TopologySpec(
+            bridge: BridgeSpec(address: IPv4InterfaceAddress("10.88.0.1/24")!),
+            containers: [
+                member("d1", "10.88.0.2", nil), member("d2", "10.88.0.3", nil),
+                member("f1", "10.91.0.2", "br-front"), member("f2", "10.91.0.3", "br-front"),
+                member("b1", "10.92.0.2", "br-back"), member("b2", "10.92.0.3", "br-back"),
+                member("v1", "10.93.0.2", "br-vault"), member("v2", "10.93.0.3", "br-vault"),
+            ],
+            externals: [
+                ExternalSpec(
+                    name: "ext", hostInterface: "ext0", hostAddress: IPv4InterfaceAddress("198.51.100.1/24")!,
+                    addresses: [IPv4InterfaceAddress("198.51.100.2/24")!], routeToBridge: false,
+                    extraRoutes: [IPv4CIDR("10.91.0.3/32")!, IPv4CIDR("10.93.0.0/24")!])
+            ])
+        spec.networks = [
+            BridgeSpec(name: "br-front", address: IPv4InterfaceAddress("10.91.0.1/24")!),
+            BridgeSpec(name: "br-back", address: IPv4InterfaceAddress("10.92.0.1/24")!),
+            BridgeSpec(name: "br-vault", address: IPv4InterfaceAddress("10.93.0.1/24")!),
+        ]
+        return spec
+    }()
+
+    static let networkNames = ["br-front": "front", "br-back": "back", "br-vault": "vault"]
+
+    static func policy(forwardPolicy: ForwardPolicy) -> Policy {
+        Policy(
+            bridge: "docker0", icc: true, forwardPolicy: forwardPolicy,
+            extInterfaces: [ExternalInterface(name: "ext0")],
+            containers: spec.containers.map { container in
+                Container(
+                    name: container.name, ip: container.address, mac: container.resolvedMAC,
+                    port: container.resolvedHostInterface,
+                    published: container.name == "f1"
+                        ? [PublishedPort(hostPort: 8081, containerPort: 80, proto: .tcp)] : [],
+                    network: container.bridge.flatMap { networkNames[$0] })
+            },
+            networks: [
+                BridgeNetwork(name: "front", bridge: "br-front"),
+                BridgeNetwork(name: "back", bridge: "br-back", icc: false),
+                BridgeNetwork(name: "vault", bridge: "br-vault", internal: true),
+            ])
+    }
+
+    /// (from, to, expected reachable, why) under `forwardPolicy`. `to` is a
+    /// role, a bridge (its address: the host) or "ext:8081" (the published
+    /// port on the host's ext0 address).
+    static func cells(_ forwardPolicy: ForwardPolicy) -> [(from: String, to: String, allowed: Bool, why: String)] {
+        fixedCells + [
+            ("ext", "f2", forwardPolicy == .accept, "routed straight to a user-network container: forward policy"),
+            ("ext", "v1", false, "nothing routed from outside reaches an internal network"),
+        ]
+    }
+
+    static let fixedCells: [(from: String, to: String, allowed: Bool, why: String)] = [
+        ("d1", "d2", true, "default bridge, icc on"),
+        ("f1", "f2", true, "front: icc on"),
+        ("b1", "b2", false, "back: icc off"),
+        ("b2", "b1", false, "back: icc off"),
+        ("v1", "v2", true, "vault: within the internal subnet"),
+        ("f1", "b1", false, "front → back: isolation"),
+        ("b1", "f1", false, "back → front: isolation"),
+        ("d1", "f1", false, "default → front: isolation"),
+        ("f1", "d1", false, "front → default: isolation"),
+        ("f1", "v1", false, "front → vault: isolation, internal"),
+        ("v1", "f1", false, "vault → front: isolation, internal"),
+        ("f1", "br-back", true, "another network's gateway is a host address"),
+        ("v1", "br-vault", true, "an internal network reaches its gateway"),
+        ("v1", "ext", false, "internal: nothing outside its subnet"),
+        ("d1", "ext", true, "default bridge masqueraded"),
+        ("f1", "ext", true, "front masqueraded (ext has no route back)"),
+        ("b1", "ext", true, "back masqueraded (ext has no route back)"),
+        ("ext", "ext:8081", true, "front's published port"),
+    ]
+
+    override func setUpWithError() throws {
+        try requireRootForEndToEnd()
+        var template = Array("/tmp/bpfnet-networks-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw NetLabError.invalidSpec("mkdtemp failed") }
+        workDirectory = String(cString: made)
+        topology = try Topology.build(Self.spec)
+        let probe = try ProbeRunner()
+        for role in Self.spec.containers.map(\.name) + ["ext", TopologySpec.hostRole] {
+            try topology.startServer(in: role, tcp: [80], probe: probe)
+        }
+    }
+
+    override func tearDown() {
+        if let topology, let workDirectory {
+            _ = try? bpfnet(["unload"])
+            _ = try? ProcessRunner.run(Command(["umount", "-l", workDirectory + "/pins"], timeout: .seconds(10)))
+            _ = topology.teardown()
+            try? FileManager.default.removeItem(atPath: workDirectory)
+        }
+        topology = nil
+    }
+
+    @discardableResult
+    private func bpfnet(_ arguments: [String]) throws -> String {
+        try topology.run(
+            in: TopologySpec.hostRole, [try DemoLab.locateBPFNet()] + arguments + ["--pin-path", pinPath],
+            timeout: .seconds(60)
+        ).stdout
+    }
+
+    private func load(backend: String, forwardPolicy: ForwardPolicy) throws {
+        let file = workDirectory + "/policy.json"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(Self.policy(forwardPolicy: forwardPolicy)).write(to: URL(fileURLWithPath: file))
+        try bpfnet(["load", "--config", file, "--backend", backend])
+    }
+
+    /// Every cell, measured: "from → to: observed (expected …)" for the wrong ones.
+    private func wrongCells(_ forwardPolicy: ForwardPolicy) throws -> [String] {
+        let cells = Self.cells(forwardPolicy)
+        let probes = try cells.map { cell throws(NetLabError) in
+            if cell.to == "ext:8081" {
+                return try topology.probe(
+                    from: cell.from, to: IPv4Address(198, 51, 100, 1), .tcp(8081), label: "ext → 198.51.100.1:8081")
+            }
+            if let network = Self.spec.networks.first(where: { $0.name == cell.to }) {
+                return try topology.probe(
+                    from: cell.from, to: network.address.address, .tcp(80), label: "\(cell.from) → \(cell.to)")
+            }
+            return try topology.probe(from: cell.from, to: cell.to, .tcp(80))
+        }
+        let results = try ProbeRunner().run(probes)
+        var wrong: [String] = []
+        for (cell, result) in zip(cells, results) {
+            let allowed = result.reachability == .allowed
+            if allowed != cell.allowed {
+                wrong.append(
+                    "\(cell.from) → \(cell.to): \(result.reachability) (expected \(cell.allowed ? "allowed" : "blocked"): "
+                        + "\(cell.why)) — \(result.detail)")
+            }
+            // Outbound to ext is answered only when masqueraded to the host's ext0 address.
+            if allowed && cell.to == "ext", let peer = result.peerSeen {
+                if peer.address != IPv4Address(198, 51, 100, 1) {
+                    wrong.append("\(cell.from) → ext: ext saw \(peer), not the host's address")
+                }
+            }
+        }
+        return wrong
+    }
+
+    private func check(backend: String) throws {
+        for forwardPolicy in [ForwardPolicy.drop, .accept] {
+            try check(backend: backend, forwardPolicy: forwardPolicy)
+        }
+    }
+
+    private func check(backend: String, forwardPolicy: ForwardPolicy) throws {
+        try load(backend: backend, forwardPolicy: forwardPolicy)
+        let wrong = try wrongCells(forwardPolicy)
+        XCTAssert(
+            wrong.isEmpty,
+            "\(backend), forward policy \(forwardPolicy): \(wrong.count) of \(Self.cells(forwardPolicy).count) cells differ:\n"
+                + wrong.joined(separator: "\n"))
+        let status = try JSONDecoder().decode(DataplaneStatus.self, from: Data(try bpfnet(["status", "--json"]).utf8))
+        XCTAssertEqual(status.backend, backend)
+        XCTAssertEqual(status.containers.count, Self.spec.containers.count, "\(backend)")
+        // The isolation and internal drops counted under the eBPF reasons (each backend has its rules for them).
+        for reason in ["network", "internal"] {
+            XCTAssertGreaterThan(status.counters[reason, default: 0], 0, "\(backend) \(forwardPolicy): \(reason)")
+        }
+    }
+
+    func testEBPF() throws { try check(backend: "bpf") }
+
+    func testNFTables() throws { try check(backend: "nftables") }
+
+    func testIPTables() throws { try check(backend: "iptables") }
+}
