@@ -128,7 +128,8 @@ public struct NFTablesRuleset: Sendable, Equatable {
             "    comment \"\(Self.ownerComment): container policy on \(p.bridge)"
                 + (networks ? " and \(p.networks.count) network\(p.networks.count == 1 ? "" : "s")" : "")
                 + "; do not edit, run bpfnet unload\"")
-        for reason in Self.portReasons + (internalPorts.isEmpty ? [] : [.internal]) {
+        let internalUnknown = p.networks.filter { $0.internal && !$0.unknownPorts.isEmpty }
+        for reason in Self.portReasons + (internalPorts.isEmpty && internalUnknown.isEmpty ? [] : [.internal]) {
             add(counterDeclaration(Self.portProgram, reason))
         }
         add("")
@@ -213,6 +214,14 @@ public struct NFTablesRuleset: Sendable, Equatable {
             }
             add("    }")
         }
+        // An unknown port of an internal network is kept to the Docker
+        // subnets too, then follows its network's icc.
+        for icc in [true, false] where internalUnknown.contains(where: { $0.icc == icc }) {
+            add("    chain \(icc ? "port_unknown_internal" : "port_unknown_internal_closed") {")
+            add("        meta protocol ip ether daddr != @macs ip daddr != @inside \(count(.internal)) drop")
+            add("        " + (icc ? "accept" : "goto port_unknown"))
+            add("    }")
+        }
 
         add("    chain port_ipv6 {")
         // Multicast frames carry neighbour discovery; a unicast destination
@@ -280,7 +289,13 @@ public struct NFTablesRuleset: Sendable, Equatable {
             lines.append(declaration("set", "icc_ports", type: "ifname", elements: ports))
         }
         let unknown = p.networks.flatMap { network in
-            network.unknownPorts.map { "\(quoted($0)) : " + (network.icc ? "accept" : "goto port_unknown") }
+            network.unknownPorts.map { port in
+                let verdict =
+                    network.internal
+                    ? (network.icc ? "goto port_unknown_internal" : "goto port_unknown_internal_closed")
+                    : (network.icc ? "accept" : "goto port_unknown")
+                return "\(quoted(port)) : \(verdict)"
+            }
         }
         if !unknown.isEmpty {
             lines.append(declaration("map", "unknown_ports", type: "ifname : verdict", elements: unknown))

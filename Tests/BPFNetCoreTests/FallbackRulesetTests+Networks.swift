@@ -16,7 +16,7 @@ extension FallbackSample {
     /// address) and `vault` (internal: its published port is not published).
     static let networkInterfaces = interfaces.merging([
         "br-front": 20, "vethf1": 21, "vethf2": 22, "vethfx": 23, "br-back": 30, "vethb1": 31, "br-vault": 40,
-        "vethv1": 41,
+        "vethv1": 41, "vethvx": 42,
     ]) { a, _ in a }
     static let networkFacts: HostFacts = {
         var facts = HostFacts(
@@ -31,7 +31,7 @@ extension FallbackSample {
                 ports: [31]),
             "vault": BridgeFacts(
                 ifindex: 40, address: IPv4InterfaceAddress("10.30.0.1/24"), mac: MACAddress("02:42:0a:1e:00:01")!,
-                ports: [41]),
+                ports: [41, 42]),
         ]
         return facts
     }()
@@ -92,7 +92,7 @@ extension FallbackRulesetTests {
                 "web": "docker0", "client": "docker0", "f1": "br-front", "f2": "br-front", "b1": "br-back",
                 "v1": "br-vault",
             ])
-        XCTAssertEqual(policy.networks.map(\.unknownPorts), [["vethfx"], [], []])
+        XCTAssertEqual(policy.networks.map(\.unknownPorts), [["vethfx"], [], ["vethvx"]])
         XCTAssertEqual(policy.networks.map(\.masquerade), [true, true, false])
         XCTAssertEqual(policy.networks.map(\.subnet?.description), ["10.10.0.0/24", "10.20.0.0/24", "10.30.0.0/24"])
         XCTAssertEqual(policy.published.map(\.key.hostPort).sorted(), [8080, 8081], "vault's 8082 is not published")
