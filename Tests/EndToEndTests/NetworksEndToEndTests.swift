@@ -197,7 +197,8 @@ final class NetworksEndToEndTests: XCTestCase {
         }
     }
 
-    private func check(backend: String, forwardPolicy: ForwardPolicy) throws {
+    @discardableResult
+    private func check(backend: String, forwardPolicy: ForwardPolicy) throws -> DataplaneStatus {
         try load(backend: backend, forwardPolicy: forwardPolicy)
         let wrong = try wrongCells(forwardPolicy)
         XCTAssert(
@@ -223,9 +224,38 @@ final class NetworksEndToEndTests: XCTestCase {
         for reason in ["network", "internal"] {
             XCTAssertGreaterThan(status.counters[reason, default: 0], 0, "\(backend) \(forwardPolicy): \(reason)")
         }
+        return status
     }
 
     func testEBPF() throws { try check(backend: "bpf") }
+
+    /// iptables-legacy (x_tables), as on a host without nf_tables.
+    func testIPTablesLegacy() throws {
+        setenv("BPFNET_IPTABLES", "legacy", 1)
+        defer { unsetenv("BPFNET_IPTABLES") }
+        try check(backend: "iptables", forwardPolicy: .drop)
+    }
+
+    /// Switching between backends with networks: each takes over from the
+    /// previous one (its programs on every bridge's ports, its tables and
+    /// chains), the probes still pass, and all report the same policy.
+    func testSwitchingBackends() throws {
+        var statuses: [String: DataplaneStatus] = [:]
+        for backend in ["bpf", "nftables", "iptables", "bpf", "iptables", "nftables", "bpf"] {
+            statuses[backend] = try check(backend: backend, forwardPolicy: .drop)
+        }
+        XCTAssertEqual(statuses["nftables"]?.policyOnly, statuses["bpf"]?.policyOnly)
+        XCTAssertEqual(statuses["iptables"]?.policyOnly, statuses["bpf"]?.policyOnly)
+        try bpfnet(["unload"])
+        let tables = try topology.run(in: TopologySpec.hostRole, ["nft", "list", "tables"]).stdout
+        XCTAssertFalse(tables.contains("bpfnet"), tables)
+        let chains = try topology.run(in: TopologySpec.hostRole, ["iptables-save"]).stdout
+        XCTAssertFalse(chains.contains("BPFNET") || chains.contains("DOCKER"), chains)
+        for port in Self.spec.containers.map(\.resolvedHostInterface) {
+            let filters = try topology.run(in: TopologySpec.hostRole, ["tc", "filter", "show", "dev", port, "ingress"])
+            XCTAssertEqual(filters.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "", port)
+        }
+    }
 
     func testNFTables() throws { try check(backend: "nftables") }
 
