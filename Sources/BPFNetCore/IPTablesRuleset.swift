@@ -6,12 +6,14 @@
 // table and no process runs per rule.
 //
 //   FORWARD   DOCKER-USER                     (first; never flushed by bpfnet)
-//             DOCKER-ISOLATION-STAGE-1
+//             -i br BPFNET-SENDER              (every bridge)
+//             DOCKER-ISOLATION-STAGE-1         (between networks, internal networks)
 //             -i <ext_if> BPFNET-EXT-<ext_if>  (rows 8-10: allow-list, forward policy)
+//             per bridge (the default one, then each user-defined network's):
 //             -o br RELATED,ESTABLISHED ACCEPT
 //             -o br DOCKER                     (links, published ports)
 //             -i br ! -o br ACCEPT             (row 7)
-//             -i br -o br ACCEPT | DROP        (icc; rows 3/6)
+//             -i br -o br ACCEPT | DROP        (that network's icc; rows 3/6)
 //
 // Every rule bpfnet writes carries a comment "bpfnet" or "bpfnet:<reason>":
 // the reason names the counter (docs/reasons.md) and lets bpfnet find and
@@ -164,9 +166,13 @@ public struct IPTablesRuleset: Sendable {
         // any other network, nothing is forwarded to another network's bridge.
         let isolation: Reason? = p.networks.isEmpty ? nil : .network
         for network in p.networks where network.internal {
-            guard let subnet = network.subnet else { continue }
-            add("-A \(Self.isolation1) -i \(network.bridge) ! -d \(subnet) \(own(.internal)) -j DROP")
-            add("-A \(Self.isolation1) -o \(network.bridge) ! -s \(subnet) \(own(.internal)) -j DROP")
+            // Without an address the bridge has no subnet: nothing leaves or enters it.
+            let (to, from) =
+                network.subnet.map { ("! -d \($0)", "! -s \($0)") } ?? (
+                    "! -o \(network.bridge)", "! -i \(network.bridge)"
+                )
+            add("-A \(Self.isolation1) -i \(network.bridge) \(to) \(own(.internal)) -j DROP")
+            add("-A \(Self.isolation1) -o \(network.bridge) \(from) \(own(.internal)) -j DROP")
         }
         for bridge in bridges where !(p.network(onBridge: bridge)?.internal ?? false) {
             add("-A \(Self.isolation1) -i \(bridge) ! -o \(bridge) \(own()) -j \(Self.isolation2)")

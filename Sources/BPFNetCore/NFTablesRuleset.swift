@@ -13,7 +13,10 @@
 //   text) plus a filter chain at priority mangle on prerouting: after
 //   conntrack (so `ct direction reply` works and fragments are reassembled)
 //   and before DNAT (so a published port is matched on the host address and
-//   host port, as the ext program does on XDP). Rows 8-11.
+//   host port, as the ext program does on XDP). Rows 8-11. With
+//   user-defined networks, its forward chain isolates the Docker bridges
+//   (one `iifname . oifname` lookup) and keeps internal ones to themselves;
+//   the bridge table polices every bridge's ports, each by its network's icc.
 // - `table ip6 bpfnet` holds the ext program's IPv6 rule: on an external
 //   interface with an allow-list (IPv4 prefixes only, so no IPv6 source is
 //   ever admitted), IPv6 TCP/UDP to a port published on all addresses

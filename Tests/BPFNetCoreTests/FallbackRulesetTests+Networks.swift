@@ -150,4 +150,20 @@ extension FallbackRulesetTests {
         }
         XCTAssertFalse(IPTablesRuleset.needsBridgeNetfilter(policy))
     }
+
+    /// Docker's internal-network rules need the subnet; a bridge without an
+    /// address lets nothing out or in at all.
+    func testAnInternalNetworkWithoutAnAddressIsClosed() throws {
+        var policy = try FallbackSample.networksNetfilterPolicy()
+        policy.networks[2].address = nil
+        let rules = IPTablesRuleset(policy: policy).render()
+        XCTAssertTrue(
+            rules.contains(
+                "-A DOCKER-ISOLATION-STAGE-1 -i br-vault ! -o br-vault -m comment --comment bpfnet:internal -j DROP"),
+            rules)
+        XCTAssertTrue(
+            rules.contains(
+                "-A DOCKER-ISOLATION-STAGE-1 -o br-vault ! -i br-vault -m comment --comment bpfnet:internal -j DROP"),
+            rules)
+    }
 }
