@@ -175,10 +175,13 @@ public struct NFTablesRuleset: Sendable, Equatable {
         // container started since): under icc=false it reaches the host and
         // the outside, no container.
         // Those of a user-defined network's bridge follow its icc, the others the default bridge's.
-        if p.networks.contains(where: { !$0.unknownPorts.isEmpty }) {
+        // A port that joined a bridge since (which one is not known here: no
+        // `meta ibrname`) is held like the eBPF backend's guard holds a port
+        // without the program: kept from the containers when any network has icc off.
+        if networks && (!p.unknownPorts.isEmpty || p.networks.contains(where: { !$0.unknownPorts.isEmpty })) {
             add("        iifname != @ports iifname vmap @unknown_ports")
         }
-        add("        iifname != @ports " + (p.icc ? "return" : "goto port_unknown"))
+        add("        iifname != @ports " + (!p.anyICCOff ? "return" : "goto port_unknown"))
         // A known port's frames must be its container's, icc or not.
         add("        iifname . ether saddr != @port_macs \(count(.spoofed)) drop")
         add("        meta protocol ip iifname . ip saddr != @port_addrs \(count(.spoofed)) drop")
@@ -291,15 +294,17 @@ public struct NFTablesRuleset: Sendable, Equatable {
             let ports = p.containers.filter { p.icc(ofBridge: $0.bridge) }.map { quoted($0.port) }
             lines.append(declaration("set", "icc_ports", type: "ifname", elements: ports))
         }
-        let unknown = p.networks.flatMap { network in
-            network.unknownPorts.map { port in
-                let verdict =
-                    network.internal
-                    ? (network.icc ? "goto port_unknown_internal" : "goto port_unknown_internal_closed")
-                    : (network.icc ? "accept" : "goto port_unknown")
-                return "\(quoted(port)) : \(verdict)"
+        let unknown =
+            p.unknownPorts.map { "\(quoted($0)) : " + (p.icc ? "accept" : "goto port_unknown") }
+            + p.networks.flatMap { network in
+                network.unknownPorts.map { port in
+                    let verdict =
+                        network.internal
+                        ? (network.icc ? "goto port_unknown_internal" : "goto port_unknown_internal_closed")
+                        : (network.icc ? "accept" : "goto port_unknown")
+                    return "\(quoted(port)) : \(verdict)"
+                }
             }
-        }
         if !unknown.isEmpty {
             lines.append(declaration("map", "unknown_ports", type: "ifname : verdict", elements: unknown))
         }

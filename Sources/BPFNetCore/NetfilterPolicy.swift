@@ -84,6 +84,9 @@ public struct NetfilterPolicy: Hashable, Sendable {
     public var extInterfaces: [NetfilterExtInterface]
     /// User-defined networks, in policy order (none: the default bridge alone).
     public var networks: [NetfilterNetwork]
+    /// With networks: the default bridge's ports no container claims (when
+    /// compiled), sorted. Each network's are in `networks`.
+    public var unknownPorts: [String] = []
     /// Backend name → why `--backend auto` did not use it (kept in the kernel
     /// next to the rules so `bpfnet status` can say it from another process).
     public var unusedBackends: [String: String]

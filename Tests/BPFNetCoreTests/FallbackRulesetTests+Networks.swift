@@ -63,10 +63,12 @@ extension FallbackSample {
 
     static func networksNetfilterPolicy() throws -> NetfilterPolicy {
         let state = try PolicyCompiler.compile(networksPolicy, facts: networkFacts)
-        return try NetfilterPolicy(
+        var policy = try NetfilterPolicy(
             state: state, bridge: "docker0",
             interfaceName: { index in networkInterfaces.first { $0.value == index }?.key },
             networks: networksPolicy.networks)
+        policy.unknownPorts = ["vethdx"]
+        return policy
     }
 
 }
@@ -143,6 +145,11 @@ extension FallbackRulesetTests {
         let ip6 = IP6TablesRuleset(policy: policy).render()
         XCTAssertTrue(ip6.contains("-I FORWARD 2 -i br-back -o br-back -m comment --comment bpfnet:icc -j DROP"), ip6)
         XCTAssertFalse(ip6.contains("-i docker0 -o docker0"), ip6)
+        // nftables: the default bridge's unknown ports follow its icc; a port
+        // that joins any bridge later is held (like the eBPF guard holds it).
+        let bridge = NFTablesRuleset(policy: policy).renderBridgeTable()
+        XCTAssertTrue(bridge.contains("\"vethdx\" : accept"), bridge)
+        XCTAssertTrue(bridge.contains("iifname != @ports goto port_unknown\n"), bridge)
         policy.networks = policy.networks.map { network in
             var network = network
             network.icc = true
