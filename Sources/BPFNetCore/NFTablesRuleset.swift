@@ -173,11 +173,11 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add("        type filter hook prerouting priority filter; policy accept;")
         // A port no container of the policy owns (a veth added by hand, a
         // container started since): under icc=false it reaches the host and
-        // the outside, no container.
-        // Those of a user-defined network's bridge follow its icc, the others the default bridge's.
-        // A port that joined a bridge since (which one is not known here: no
-        // `meta ibrname`) is held like the eBPF backend's guard holds a port
-        // without the program: kept from the containers when any network has icc off.
+        // the outside, no container. With networks, `unknown_ports` gives each
+        // unknown port seen at the apply its network's icc; a port that joined
+        // a bridge since (which one is not known here: no `meta ibrname`) is
+        // held as the eBPF backend's guard holds a port without the program,
+        // from the containers whenever any network has icc off.
         if networks && (!p.unknownPorts.isEmpty || p.networks.contains(where: { !$0.unknownPorts.isEmpty })) {
             add("        iifname != @ports iifname vmap @unknown_ports")
         }
