@@ -45,7 +45,8 @@ extension NetfilterPolicy {
     /// The user-defined networks of `state` (slots 1...), with the NAT
     /// settings of the policy network on the same bridge, in policy order.
     static func networks(
-        of state: MapState, policyNetworks: [BridgeNetwork], name: (UInt32, String) -> String
+        of state: MapState, policyNetworks: [BridgeNetwork], name: (UInt32, String) -> String,
+        portName: (UInt32) -> String?
     ) -> [NetfilterNetwork] {
         state.networks.filter { $0.key != 0 }.compactMap { slot, record -> (Int, NetfilterNetwork)? in
             let bridge = name(record.bridgeIfindex, "network bridge")
@@ -60,9 +61,10 @@ extension NetfilterPolicy {
                     name: network.name, bridge: bridge, address: address, mac: record.bridgeMAC,
                     icc: record.flags.contains(.icc), internal: record.flags.contains(.internal),
                     masquerade: network.masquerade && !network.internal, sourceAddress: network.hostBindingIPv4,
-                    unknownPorts: state.ports.filter { !$0.value.known && $0.value.network == slot }.map {
-                        name($0.key, "port of \(bridge)")
-                    })
+                    // A port gone since, or with a name the rules cannot hold, is
+                    // left out: it is held like one that joined after the apply.
+                    unknownPorts: state.ports.filter { !$0.value.known && $0.value.network == slot }.keys
+                        .compactMap(portName).filter { NetfilterName.problem($0) == nil })
             )
         }.sorted { $0.0 < $1.0 }.map(\.1)
     }

@@ -128,7 +128,8 @@ public struct NetfilterPolicy: Hashable, Sendable {
             }
             return name
         }
-        let networks = Self.networks(of: state, policyNetworks: policyNetworks, name: name)
+        let networks = Self.networks(
+            of: state, policyNetworks: policyNetworks, name: name, portName: interfaceName)
         let containers = state.containers.map { address, record in
             NetfilterContainer(
                 name: state.names[address] ?? address.description, ip: address, mac: record.mac,

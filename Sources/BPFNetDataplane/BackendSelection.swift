@@ -42,7 +42,7 @@ enum NetfilterBackends {
             if !policy.networks.isEmpty {
                 let claimed = Set(policy.containers.map(\.port))
                 netfilter.unknownPorts = compiled.interfaces.ports(ofBridge: compiled.facts.bridgeIfindex).values
-                    .filter { !claimed.contains($0) }.sorted()
+                    .filter { !claimed.contains($0) && NetfilterName.problem($0) == nil }.sorted()
             }
             return (netfilter, compiled.facts.bridgeMAC)
         } catch {
