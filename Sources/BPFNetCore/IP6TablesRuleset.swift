@@ -64,8 +64,12 @@ public struct IP6TablesRuleset: Sendable {
         add("-I FORWARD 1 \(IPTablesRuleset.comment(nil)) -j \(Self.extChain)")
         // IPv6 between containers: nothing is allowed under icc=false (the
         // port program drops IPv6 to a container's MAC; links are IPv4).
-        if !p.icc {
-            add("-I FORWARD 2 -i \(bridge) -o \(bridge) \(IPTablesRuleset.comment(Reason.icc.name)) -j DROP")
+        // Every bridge whose network has icc off (IPv6 is not NATed, so
+        // between networks it is routed, and Docker's ip6tables has no rule for it).
+        let iccOff = zip(p.bridges, [p.icc] + p.networks.map(\.icc)).filter { !$0.1 }.map(\.0)
+        for (index, bridge) in iccOff.enumerated() {
+            add(
+                "-I FORWARD \(index + 2) -i \(bridge) -o \(bridge) \(IPTablesRuleset.comment(Reason.icc.name)) -j DROP")
         }
         for ext in p.extInterfaces where ext.hasAllowList {
             for entry in p.published where entry.key.hostAddress == .any && [.tcp, .udp].contains(entry.proto) {

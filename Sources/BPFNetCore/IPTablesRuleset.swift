@@ -6,12 +6,14 @@
 // table and no process runs per rule.
 //
 //   FORWARD   DOCKER-USER                     (first; never flushed by bpfnet)
-//             DOCKER-ISOLATION-STAGE-1
+//             -i br BPFNET-SENDER              (every bridge)
+//             DOCKER-ISOLATION-STAGE-1         (between networks, internal networks)
 //             -i <ext_if> BPFNET-EXT-<ext_if>  (rows 8-10: allow-list, forward policy)
+//             per bridge (the default one, then each user-defined network's):
 //             -o br RELATED,ESTABLISHED ACCEPT
 //             -o br DOCKER                     (links, published ports)
 //             -i br ! -o br ACCEPT             (row 7)
-//             -i br -o br ACCEPT | DROP        (icc; rows 3/6)
+//             -i br -o br ACCEPT | DROP        (that network's icc; rows 3/6)
 //
 // Every rule bpfnet writes carries a comment "bpfnet" or "bpfnet:<reason>":
 // the reason names the counter (docs/reasons.md) and lets bpfnet find and
@@ -85,7 +87,7 @@ public struct IPTablesRuleset: Sendable {
     /// Whether container-to-container traffic must pass through iptables:
     /// only icc=false has rules for bridged packets (links are Docker's
     /// exceptions to icc=false and get no rules with icc on).
-    public static func needsBridgeNetfilter(_ policy: NetfilterPolicy) -> Bool { !policy.icc }
+    public static func needsBridgeNetfilter(_ policy: NetfilterPolicy) -> Bool { policy.anyICCOff }
 
     // MARK: apply
 
@@ -116,27 +118,30 @@ public struct IPTablesRuleset: Sendable {
         for chain in obsolete { add("-F \(chain)") }
         for chain in obsolete { add("-X \(chain)") }
 
-        var forward = [
-            "-j \(Self.userChain)",
-            "-i \(bridge) -j \(Self.senderChain)",
-            "-j \(Self.isolation1)",
-        ]
+        let bridges = p.bridges
+        var forward = ["-j \(Self.userChain)"] + bridges.map { "-i \($0) -j \(Self.senderChain)" }
+        forward.append("-j \(Self.isolation1)")
         forward += p.extInterfaces.map { "-i \($0.name) -j \(Self.extChain($0.name))" }
         var forwardRules = forward.map { "\(own()) \($0)" }
-        forwardRules.append(
-            "-o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED \(Self.comment(Self.establishedCounter)) -j ACCEPT"
-        )
-        forwardRules.append("-o \(bridge) \(own()) -j \(Self.dockerChain)")
-        forwardRules.append("-i \(bridge) ! -o \(bridge) \(own(.outside)) -j ACCEPT")
-        forwardRules.append(
-            p.icc
-                ? "-i \(bridge) -o \(bridge) \(own(.iccAllowed)) -j ACCEPT"
-                : "-i \(bridge) -o \(bridge) \(own(.icc)) -j DROP")
+        // Docker's four rules per network, each network with its own icc.
+        for (bridge, icc) in zip(bridges, [p.icc] + p.networks.map(\.icc)) {
+            forwardRules.append(
+                "-o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED \(Self.comment(Self.establishedCounter)) "
+                    + "-j ACCEPT")
+            forwardRules.append("-o \(bridge) \(own()) -j \(Self.dockerChain)")
+            forwardRules.append("-i \(bridge) ! -o \(bridge) \(own(.outside)) -j ACCEPT")
+            forwardRules.append(
+                icc
+                    ? "-i \(bridge) -o \(bridge) \(own(.iccAllowed)) -j ACCEPT"
+                    : "-i \(bridge) -o \(bridge) \(own(.icc)) -j DROP")
+        }
         // Docker's FORWARD policy DROP, for every interface the policy does
         // not list (listed ones were judged by their BPFNET-EXT chain): what is
-        // routed to the bridge and no rule above accepted follows the forward policy.
+        // routed to a bridge and no rule above accepted follows the forward policy.
         if !p.forwardAccept {
-            forwardRules.append("-o \(bridge) ! -i \(bridge) \(own(.forward)) -j DROP")
+            for bridge in bridges {
+                forwardRules.append("-o \(bridge) ! -i \(bridge) \(own(.forward)) -j DROP")
+            }
         }
         for (index, rule) in forwardRules.enumerated() {
             add("-I FORWARD \(index + 1) \(rule)")
@@ -152,14 +157,30 @@ public struct IPTablesRuleset: Sendable {
             add("-A \(Self.senderChain) \(port) -m mac ! --mac-source \(container.mac) \(own(.spoofed)) -j DROP")
             add("-A \(Self.senderChain) \(port) \(own()) -j RETURN")
         }
-        if !p.icc {
+        for bridge in bridges where !p.icc(ofBridge: bridge == p.bridge ? nil : bridge) {
             add("-A \(Self.senderChain) -o \(bridge) -m physdev --physdev-is-in \(own(.unknownPort)) -j DROP")
         }
         add("-A \(Self.senderChain) \(own()) -j RETURN")
 
-        add("-A \(Self.isolation1) -i \(bridge) ! -o \(bridge) \(own()) -j \(Self.isolation2)")
+        // Docker's isolation: an internal network keeps to its subnet; from
+        // any other network, nothing is forwarded to another network's bridge.
+        let isolation: Reason? = p.networks.isEmpty ? nil : .network
+        for network in p.networks where network.internal {
+            // Without an address the bridge has no subnet: nothing leaves or enters it.
+            let (to, from) =
+                network.subnet.map { ("! -d \($0)", "! -s \($0)") } ?? (
+                    "! -o \(network.bridge)", "! -i \(network.bridge)"
+                )
+            add("-A \(Self.isolation1) -i \(network.bridge) \(to) \(own(.internal)) -j DROP")
+            add("-A \(Self.isolation1) -o \(network.bridge) \(from) \(own(.internal)) -j DROP")
+        }
+        for bridge in bridges where !(p.network(onBridge: bridge)?.internal ?? false) {
+            add("-A \(Self.isolation1) -i \(bridge) ! -o \(bridge) \(own()) -j \(Self.isolation2)")
+        }
         add("-A \(Self.isolation1) \(own()) -j RETURN")
-        add("-A \(Self.isolation2) -o \(bridge) \(own()) -j DROP")
+        for bridge in bridges {
+            add("-A \(Self.isolation2) -o \(bridge) \(own(isolation)) -j DROP")
+        }
         add("-A \(Self.isolation2) \(own()) -j RETURN")
         if createUserChain { add("-A \(Self.userChain) -j RETURN") }
 
@@ -173,6 +194,7 @@ public struct IPTablesRuleset: Sendable {
         // them past the forward policy).
         for entry in p.published {
             let proto = entry.proto.rawValue
+            let bridge = containerBridge(entry.target.containerAddress)
             add(
                 "-A \(Self.dockerChain) -d \(entry.target.containerAddress)/32 ! -i \(bridge) -o \(bridge) -p \(proto) "
                     + "-m \(proto) --dport \(entry.target.containerPort) -m conntrack --ctstate DNAT \(own()) -j ACCEPT"
@@ -211,10 +233,17 @@ public struct IPTablesRuleset: Sendable {
         }
         add("-I PREROUTING 1 -m addrtype --dst-type LOCAL \(own()) -j \(Self.dockerChain)")
         add("-I OUTPUT 1 ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL \(own()) -j \(Self.dockerChain)")
+        var postrouting: [String] = []
         if let subnet = p.bridgeSubnet {
-            add("-I POSTROUTING 1 -s \(subnet) ! -o \(bridge) \(own()) -j MASQUERADE")
+            postrouting.append("-s \(subnet) ! -o \(bridge) \(own()) -j MASQUERADE")
         }
-        add("-A \(Self.dockerChain) -i \(bridge) \(own()) -j RETURN")
+        for network in p.networks where network.masquerade {
+            guard let subnet = network.subnet else { continue }
+            let action = network.sourceAddress.map { "SNAT --to-source \($0)" } ?? "MASQUERADE"
+            postrouting.append("-s \(subnet) ! -o \(network.bridge) \(own()) -j \(action)")
+        }
+        for (index, rule) in postrouting.enumerated() { add("-I POSTROUTING \(index + 1) \(rule)") }
+        for bridge in bridges { add("-A \(Self.dockerChain) -i \(bridge) \(own()) -j RETURN") }
         // Specific host addresses before the wildcard, as the NAT table tries them.
         let ordered =
             p.published.filter { $0.key.hostAddress != .any } + p.published.filter { $0.key.hostAddress == .any }
@@ -222,7 +251,7 @@ public struct IPTablesRuleset: Sendable {
             let proto = entry.proto.rawValue
             let destination = entry.key.hostAddress == .any ? "" : "-d \(entry.key.hostAddress)/32 "
             add(
-                "-A \(Self.dockerChain) \(destination)! -i \(bridge) -p \(proto) -m \(proto) --dport \(entry.key.hostPort) "
+                "-A \(Self.dockerChain) \(destination)! -i \(containerBridge(entry.target.containerAddress)) -p \(proto) -m \(proto) --dport \(entry.key.hostPort) "
                     + "\(own()) -j DNAT --to-destination \(entry.target.containerAddress):\(entry.target.containerPort)"
             )
         }
@@ -259,8 +288,7 @@ public struct IPTablesRuleset: Sendable {
         func own(_ reason: Reason) -> String { "-m comment --comment \(Self.ownComment):\(reason.name)" }
 
         // Row 9: aimed at a container address, not a DNATed published port.
-        var direct = p.containersOutsideSubnet.map { "\($0)/32" }
-        if let subnet = p.bridgeSubnet { direct.insert(subnet.description, at: 0) }
+        let direct = p.subnets.map(\.description) + p.containersOutsideSubnet.map { "\($0)/32" }
         for destination in direct {
             let match = "-m conntrack ! --ctstate DNAT --ctorigdst \(destination)"
             if p.forwardAccept {
@@ -303,151 +331,8 @@ public struct IPTablesRuleset: Sendable {
 
     private func quoted(_ text: String) -> String { "\"\(text)\"" }
 
-    // MARK: removal
-
-    /// `iptables-restore --noflush` input that removes every rule and chain
-    /// bpfnet wrote; nil when there is nothing to remove. DOCKER-USER stays
-    /// unless bpfnet created it and it still holds nothing but that RETURN.
-    public static func renderRemoval(current: IPTablesSave, changes: HostChanges) -> String? {
-        let filter = current.table("filter")
-        let nat = current.table("nat")
-        var out: [String] = []
-        var filterLines: [String] = []
-        for rule in filter.rules(in: "FORWARD") where rule.isOwn { filterLines.append("-D FORWARD \(rule.spec)") }
-        // Docker's chain names are only bpfnet's while its state chain says so.
-        let loaded = isLoaded(current)
-        var chains = filter.chains.map(\.name).filter { loaded ? isOwnFilterChain($0) : $0.hasPrefix("BPFNET-") }
-        let userRules = filter.rules(in: userChain)
-        if loaded && changes.createdUserChain && filter.hasChain(userChain)
-            && userRules.allSatisfy({ $0.arguments == ["-j", "RETURN"] }) && userRules.count <= 1
-        {
-            chains.append(userChain)
-        }
-        for chain in chains { filterLines.append("-F \(chain)") }
-        for chain in chains { filterLines.append("-X \(chain)") }
-        if !filterLines.isEmpty { out += ["*filter"] + filterLines + ["COMMIT"] }
-
-        var natLines: [String] = []
-        for chain in ["PREROUTING", "OUTPUT", "POSTROUTING"] {
-            for rule in nat.rules(in: chain) where rule.isOwn { natLines.append("-D \(chain) \(rule.spec)") }
-        }
-        if nat.hasChain(dockerChain)
-            && (loaded || (!nat.rules(in: dockerChain).isEmpty && nat.rules(in: dockerChain).allSatisfy(\.isOwn)))
-        {
-            natLines += ["-F \(dockerChain)", "-X \(dockerChain)"]
-        }
-        if !natLines.isEmpty { out += ["*nat"] + natLines + ["COMMIT"] }
-        return out.isEmpty ? nil : out.joined(separator: "\n") + "\n"
-    }
-
-    // MARK: reading back
-
-    /// Whether bpfnet's iptables rules are in the kernel.
-    public static func isLoaded(_ save: IPTablesSave) -> Bool {
-        save.table("filter").hasChain(stateChain)
-    }
-
-    /// The host changes recorded in the state chain.
-    public static func recordedChanges(_ save: IPTablesSave) -> HostChanges {
-        guard let settings = settingsComment(save) else { return HostChanges() }
-        let fields = Set(settings.split(separator: " ").map(String.init))
-        return HostChanges(
-            createdUserChain: fields.contains("docker-user=created"),
-            setBridgeNetfilter: fields.contains("br-netfilter=set"),
-            setBridgeNetfilter6: fields.contains("br-netfilter6=set"))
-    }
-
-    static func settingsComment(_ save: IPTablesSave) -> String? {
-        save.table("filter").rules(in: stateChain).compactMap(\.comment).first { $0.hasPrefix(settingsPrefix) }
-    }
-
-    /// The policy the rules enforce, rebuilt from the kernel's rules; nil
-    /// when bpfnet's state chain is missing or unreadable.
-    public static func policy(from save: IPTablesSave) -> NetfilterPolicy? {
-        guard let settings = settingsComment(save),
-            var policy = NetfilterPolicy.settings(from: String(settings.dropFirst(settingsPrefix.count)))
-        else { return nil }
-        let filter = save.table("filter")
-        let nat = save.table("nat")
-        var containers: [NetfilterContainer] = []
-        var notes: [String: String] = [:]
-        for rule in filter.rules(in: stateChain) {
-            guard let comment = rule.comment else { continue }
-            let words = comment.split(separator: " ").map(String.init)
-            if words.first == "container", words.count == 4, let source = rule.value("-s"),
-                let address = IPv4CIDR(source)?.address, let mac = MACAddress(words[2])
-            {
-                containers.append(NetfilterContainer(name: words[1], ip: address, mac: mac, port: words[3]))
-            } else if words.first == "unused", words.count >= 2 {
-                let rest = comment.dropFirst("unused ".count)
-                if let colon = rest.firstIndex(of: ":") {
-                    notes[String(rest[..<colon])] = rest[rest.index(after: colon)...].trimmingWhitespace
-                }
-            }
-        }
-        var links: [LinkRule] = []
-        for rule in filter.rules(in: dockerChain) + filter.rules(in: stateChain) {
-            let direction: LinkDirection
-            switch rule.reason {
-            case Reason.link.name: direction = .forward
-            case Reason.linkReverse.name: direction = .reverse
-            default: continue
-            }
-            guard let source = rule.value("-s").flatMap({ IPv4CIDR($0) })?.address,
-                let destination = rule.value("-d").flatMap({ IPv4CIDR($0) })?.address,
-                let proto = rule.value("-p").flatMap({ TransportProtocol(rawValue: $0) }),
-                let port = (direction == .forward ? rule.value("--dport") : rule.value("--sport")).flatMap({
-                    UInt16($0)
-                })
-            else { continue }
-            links.append(
-                LinkRule(
-                    source: source, destination: destination, port: port, proto: proto.number,
-                    direction: direction))
-        }
-        var published: [NetfilterPublished] = []
-        for rule in nat.rules(in: dockerChain) where rule.target == "DNAT" {
-            guard let proto = rule.value("-p").flatMap({ TransportProtocol(rawValue: $0) }),
-                let hostPort = rule.value("--dport").flatMap({ UInt16($0) }),
-                let target = rule.value("--to-destination")
-            else { continue }
-            let parts = target.split(separator: ":")
-            guard parts.count == 2, let address = IPv4Address(parts[0]), let port = UInt16(parts[1]) else { continue }
-            let host = rule.value("-d").flatMap { IPv4CIDR($0) }?.address ?? .any
-            published.append(
-                NetfilterPublished(
-                    key: PublishedKey(hostAddress: host, hostPort: hostPort, proto: proto.number),
-                    target: PublishedTarget(containerAddress: address, containerPort: port)))
-        }
-        var extInterfaces: [NetfilterExtInterface] = []
-        for rule in filter.rules(in: "FORWARD") where rule.isOwn {
-            guard let interface = rule.value("-i"), !rule.isNegated("-i"),
-                rule.target == extChain(interface)
-            else { continue }
-            let sources = filter.rules(in: sourceChain(interface)).filter { $0.target == "RETURN" && $0.comment == nil }
-                .compactMap { $0.value("-s").flatMap { IPv4CIDR($0) } }
-            extInterfaces.append(NetfilterExtInterface(name: interface, allowSources: sources))
-        }
-        policy = NetfilterPolicy(
-            bridge: policy.bridge, bridgeAddress: policy.bridgeAddress, icc: policy.icc,
-            forwardAccept: policy.forwardAccept, ipForward: policy.ipForward,
-            containers: containers, links: links, published: published,
-            extInterfaces: extInterfaces, unusedBackends: notes)
-        return policy
-    }
-
-    /// Packets and bytes per reason, summed over bpfnet's counting rules.
-    public static func counters(from save: IPTablesSave) -> [String: DataplaneStatus.CounterValue] {
-        var result: [String: DataplaneStatus.CounterValue] = [:]
-        for table in save.tables.values {
-            for rule in table.rules {
-                guard let reason = rule.reason else { continue }
-                var value = result[reason] ?? DataplaneStatus.CounterValue()
-                value.packets += rule.packets
-                value.bytes += rule.bytes
-                result[reason] = value
-            }
-        }
-        return result
+    /// The bridge of the container at `address` (the default one when unknown).
+    private func containerBridge(_ address: IPv4Address) -> String {
+        policy.containers.first { $0.ip == address }?.bridge ?? policy.bridge
     }
 }

@@ -54,8 +54,9 @@ public struct NATRuleset: Sendable, Equatable {
     public var comment: String {
         networks.isEmpty
             ? "owned by bpfnet: NAT for the bridge \(bridge); do not edit, run bpfnet unload"
-            : "owned by bpfnet: NAT for the bridges \(([bridge] + networks.map(\.bridge)).joined(separator: ", ")); "
-                + "do not edit, run bpfnet unload"
+            // nft keeps at most 128 characters of a comment: the bridges are not listed.
+            : "owned by bpfnet: NAT for the bridge \(bridge) and \(networks.count) network"
+                + (networks.count == 1 ? "" : "s") + "; do not edit, run bpfnet unload"
     }
 
     /// Whether `comment` (of an existing `ip bpfnet` table) says bpfnet made it.

@@ -13,7 +13,10 @@
 //   text) plus a filter chain at priority mangle on prerouting: after
 //   conntrack (so `ct direction reply` works and fragments are reassembled)
 //   and before DNAT (so a published port is matched on the host address and
-//   host port, as the ext program does on XDP). Rows 8-11.
+//   host port, as the ext program does on XDP). Rows 8-11. With
+//   user-defined networks, its forward chain isolates the Docker bridges
+//   (one `iifname . oifname` lookup) and keeps internal ones to themselves;
+//   the bridge table polices every bridge's ports, each by its network's icc.
 // - `table ip6 bpfnet` holds the ext program's IPv6 rule: on an external
 //   interface with an allow-list (IPv4 prefixes only, so no IPv6 source is
 //   ever admitted), IPv6 TCP/UDP to a port published on all addresses
@@ -119,9 +122,19 @@ public struct NFTablesRuleset: Sendable, Equatable {
         var lines: [String] = []
         func add(_ text: String) { lines.append(text) }
 
+        let networks = !p.networks.isEmpty
+        // Known ports whose network has icc on, when some network has it off.
+        let mixedICC = p.anyICCOff && (p.icc || p.networks.contains(where: \.icc))
+        let internalPorts = p.containers.filter { p.network(onBridge: $0.bridge)?.internal ?? false }.map(\.port)
         add("table bridge \(Self.tableName) {")
-        add("    comment \"\(Self.ownerComment): container policy on \(p.bridge); do not edit, run bpfnet unload\"")
-        for reason in Self.portReasons { add(counterDeclaration(Self.portProgram, reason)) }
+        add(
+            "    comment \"\(Self.ownerComment): container policy on \(p.bridge)"
+                + (networks ? " and \(p.networks.count) network\(p.networks.count == 1 ? "" : "s")" : "")
+                + "; do not edit, run bpfnet unload\"")
+        let internalUnknown = p.networks.filter { $0.internal && !$0.unknownPorts.isEmpty }
+        for reason in Self.portReasons + (internalPorts.isEmpty && internalUnknown.isEmpty ? [] : [.internal]) {
+            add(counterDeclaration(Self.portProgram, reason))
+        }
         add("")
         add(settingsSet())
         // Container ports (the bridge ports the port program would run on),
@@ -147,21 +160,28 @@ public struct NFTablesRuleset: Sendable, Equatable {
                 elements: p.containers.map { "\(quoted($0.port)) . \($0.ip)" }))
         // "Inside the bridge" (docs/verdicts.md): a container, the bridge
         // subnet, multicast, limited broadcast.
-        var inside = p.containersOutsideSubnet.map(\.description)
-        if let subnet = p.bridgeSubnet { inside.insert(subnet.description, at: 0) }
+        var inside = p.subnets.map(\.description) + p.containersOutsideSubnet.map(\.description)
         inside += ["224.0.0.0/4", "255.255.255.255"]
         add(declaration("set", "inside", type: "ipv4_addr", flags: "interval", autoMerge: true, elements: inside))
         let tuple = "ipv4_addr . ipv4_addr . inet_proto . inet_service"
         add(declaration("set", "link_forward", type: tuple, elements: linkElements(.forward)))
         add(declaration("set", "link_reverse", type: tuple, elements: linkElements(.reverse)))
         add(declaration("set", "link_pairs", type: "ipv4_addr . ipv4_addr . inet_proto", elements: linkElements(.pair)))
+        if networks { add(networkDeclarations(mixedICC: mixedICC, internalPorts: internalPorts)) }
 
         add("    chain port {")
         add("        type filter hook prerouting priority filter; policy accept;")
         // A port no container of the policy owns (a veth added by hand, a
         // container started since): under icc=false it reaches the host and
-        // the outside, no container.
-        add("        iifname != @ports " + (p.icc ? "return" : "goto port_unknown"))
+        // the outside, no container. With networks, `unknown_ports` gives each
+        // unknown port seen at the apply its network's icc; a port that joined
+        // a bridge since (which one is not known here: no `meta ibrname`) is
+        // held as the eBPF backend's guard holds a port without the program,
+        // from the containers whenever any network has icc off.
+        if networks && (!p.unknownPorts.isEmpty || p.networks.contains(where: { !$0.unknownPorts.isEmpty })) {
+            add("        iifname != @ports iifname vmap @unknown_ports")
+        }
+        add("        iifname != @ports " + (!p.anyICCOff ? "return" : "goto port_unknown"))
         // A known port's frames must be its container's, icc or not.
         add("        iifname . ether saddr != @port_macs \(count(.spoofed)) drop")
         add("        meta protocol ip iifname . ip saddr != @port_addrs \(count(.spoofed)) drop")
@@ -171,8 +191,9 @@ public struct NFTablesRuleset: Sendable, Equatable {
         // A frame that still carries a VLAN tag after the kernel took the
         // outer one (QinQ) hides its network header from nft; between
         // containers with icc off it is dropped rather than waved through.
-        if !p.icc {
-            add("        meta protocol { 8021q, 8021ad } ether daddr @macs \(count(.icc)) drop")
+        if p.anyICCOff {
+            let iccOff = mixedICC ? "iifname != @icc_ports " : ""
+            add("        \(iccOff)meta protocol { 8021q, 8021ad } ether daddr @macs \(count(.icc)) drop")
         }
         add("        \(count(.nonIP)) accept")
         add("    }")
@@ -183,15 +204,28 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add("        arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port_addrs \(count(.spoofed)) drop")
         add("    }")
 
-        if !p.icc {
+        if p.anyICCOff {
             add("    chain port_unknown {")
             add("        meta protocol { ip, ip6, 8021q, 8021ad } ether daddr @macs \(count(.unknownPort)) drop")
-            if bridgeMAC != .zero {
+            if networks {
+                // Routed through any bridge's MAC to a container of any network.
+                add(
+                    "        ether daddr @bridge_macs meta protocol ip ip daddr != @gateways ip daddr @inside "
+                        + "\(count(.unknownPort)) drop")
+            } else if bridgeMAC != .zero {
                 let host = p.bridgeAddress.map { "ip daddr != \($0.address) " } ?? ""
                 add(
                     "        ether daddr \(bridgeMAC) meta protocol ip \(host)ip daddr @inside \(count(.unknownPort)) drop"
                 )
             }
+            add("    }")
+        }
+        // An unknown port of an internal network is kept to the Docker
+        // subnets too, then follows its network's icc.
+        for icc in [true, false] where internalUnknown.contains(where: { $0.icc == icc }) {
+            add("    chain \(icc ? "port_unknown_internal" : "port_unknown_internal_closed") {")
+            add("        meta protocol ip ether daddr != @macs ip daddr != @inside \(count(.internal)) drop")
+            add("        " + (icc ? "accept" : "goto port_unknown"))
             add("    }")
         }
 
@@ -200,25 +234,34 @@ public struct NFTablesRuleset: Sendable, Equatable {
         // address in one is flooded to every port and accepted there, so it
         // is judged between containers (as the port program does).
         add("        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 ip6 daddr ff00::/8 \(count(.ipv6)) accept")
-        add(
-            "        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 "
-                + (p.icc ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
-        add("        ether daddr @macs " + (p.icc ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
+        for match in ["ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00", "ether daddr @macs"] {
+            if mixedICC { add("        \(match) iifname @icc_ports \(count(.iccAllowed)) accept") }
+            add("        \(match) " + (!p.anyICCOff ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
+        }
         add("        \(count(.ipv6)) accept")
         add("    }")
 
         add("    chain port_ipv4 {")
         add("        ip version != 4 \(count(.malformed)) drop")
         add("        ip hdrlength < 5 \(count(.malformed)) drop")
-        if let address = p.bridgeAddress?.address {
+        if networks {
+            // Every bridge's address is the host's (another network's gateway too).
+            add("        ether daddr != @macs ip daddr @gateways \(count(.host)) accept")
+        } else if let address = p.bridgeAddress?.address {
             add("        ether daddr != @macs ip daddr \(address) \(count(.host)) accept")
+        }
+        if !internalPorts.isEmpty {
+            // An internal network reaches nothing outside the Docker subnets
+            // but the bridge addresses (other subnets: isolated in table ip).
+            add("        iifname @internal_ports ether daddr != @macs ip daddr != @inside \(count(.internal)) drop")
         }
         // A frame to a container's MAC goes to that container whatever its
         // IP header says (a poisoned neighbour entry): judged between containers.
         add("        ether daddr != @macs ip daddr != @inside \(count(.outside)) accept")
-        if p.icc {
+        if !p.anyICCOff {
             add("        \(count(.iccAllowed)) accept")
         } else {
+            if mixedICC { add("        iifname @icc_ports \(count(.iccAllowed)) accept") }
             add("        ip frag-off & 0x1fff != 0 goto port_fragment")
             add("        ip saddr . ip daddr . meta l4proto . th dport @link_forward \(count(.link)) accept")
             add("        ip saddr . ip daddr . meta l4proto . th sport @link_reverse \(count(.linkReverse)) accept")
@@ -226,7 +269,7 @@ public struct NFTablesRuleset: Sendable, Equatable {
         }
         add("    }")
 
-        if !p.icc {
+        if p.anyICCOff {
             // A non-first fragment has no ports: the pair decides (the first
             // fragment, which has them, decided whether the datagram can be
             // reassembled at all).
@@ -237,6 +280,38 @@ public struct NFTablesRuleset: Sendable, Equatable {
         }
         add("}")
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The sets that tell the networks apart: which ports follow icc on, the
+    /// bridges' addresses and MACs, unknown ports by network, internal ports.
+    private func networkDeclarations(mixedICC: Bool, internalPorts: [String]) -> String {
+        let p = policy
+        var lines: [String] = []
+        lines.append(declaration("set", "gateways", type: "ipv4_addr", elements: p.gateways.map(\.description)))
+        let macs = ([bridgeMAC] + p.networks.map(\.mac)).filter { $0 != .zero }
+        lines.append(declaration("set", "bridge_macs", type: "ether_addr", elements: macs.map(\.description)))
+        if mixedICC {
+            let ports = p.containers.filter { p.icc(ofBridge: $0.bridge) }.map { quoted($0.port) }
+            lines.append(declaration("set", "icc_ports", type: "ifname", elements: ports))
+        }
+        let unknown =
+            p.unknownPorts.map { "\(quoted($0)) : " + (p.icc ? "accept" : "goto port_unknown") }
+            + p.networks.flatMap { network in
+                network.unknownPorts.map { port in
+                    let verdict =
+                        network.internal
+                        ? (network.icc ? "goto port_unknown_internal" : "goto port_unknown_internal_closed")
+                        : (network.icc ? "accept" : "goto port_unknown")
+                    return "\(quoted(port)) : \(verdict)"
+                }
+            }
+        if !unknown.isEmpty {
+            lines.append(declaration("map", "unknown_ports", type: "ifname : verdict", elements: unknown))
+        }
+        if !internalPorts.isEmpty {
+            lines.append(declaration("set", "internal_ports", type: "ifname", elements: internalPorts.map(quoted)))
+        }
+        return lines.joined(separator: "\n")
     }
 
     private func settingsSet() -> String {
@@ -261,160 +336,18 @@ public struct NFTablesRuleset: Sendable, Equatable {
         }
     }
 
-    // MARK: ip table (NAT + rows 8-11)
-
-    func renderIPTable() -> String {
-        let p = policy
-        let nat = p.natRuleset
-        var lines: [String] = []
-        func add(_ text: String) { lines.append(text) }
-
-        add("table ip \(Self.tableName) {")
-        add("    comment \"\(nat.comment)\"")
-        add(nat.renderBody())
-        for reason in Self.extReasons { add(counterDeclaration(Self.extProgram, reason)) }
-        add(declaration("set", "ext_ifs", type: "ifname", elements: p.extInterfaces.map { quoted($0.name) }))
-        add(
-            declaration(
-                "set", "allowlisted", type: "ifname",
-                elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
-        add(
-            declaration(
-                "set", "allow_src", type: "ifname . ipv4_addr", flags: "interval", autoMerge: false,
-                elements: p.extInterfaces.flatMap { ext in
-                    Self.withoutCovered(ext.allowSources).map { "\(quoted(ext.name)) . \($0)" }
-                }))
-        var direct = p.containersOutsideSubnet.map(\.description)
-        if let subnet = p.bridgeSubnet { direct.insert(subnet.description, at: 0) }
-        add(declaration("set", "containers", type: "ipv4_addr", flags: "interval", autoMerge: true, elements: direct))
-
-        // Before DNAT (dstnat is -100), after conntrack (-200): the ext
-        // program's view plus conntrack.
-        add("    chain ext {")
-        add("        type filter hook prerouting priority mangle; policy accept;")
-        add("        iifname != @ext_ifs return")
-        let notBridge = p.bridgeAddress.map { "ip daddr != \($0.address) " } ?? ""
-        add("        \(notBridge)ip daddr @containers goto ext_direct")
-        add(
-            "        meta l4proto { tcp, udp, sctp } ip daddr . meta l4proto . th dport @published_addr goto ext_published"
-        )
-        add("        meta l4proto { tcp, udp, sctp } meta l4proto . th dport @published_any goto ext_published")
-        add("        \(count(.local, program: Self.extProgram)) accept")
-        add("    }")
-
-        // Row 9: routed straight at a container address.
-        // Every other interface, also ones that appear later: Docker's
-        // FORWARD rules for what is routed to the bridge (the eBPF backend's
-        // guard, GuardRuleset). Tracked connections, DNATed packets, what came
-        // from the bridge (judged by the bridge table) and what came in on a
-        // listed interface (judged by `ext`) pass; the rest follows the
-        // forward policy.
-        if !p.forwardAccept {
-            add("    chain forward {")
-            add("        type filter hook forward priority filter - 1; policy accept;")
-            add("        oifname != \(quoted(p.bridge)) accept")
-            add("        iifname \(quoted(p.bridge)) accept")
-            add("        iifname @ext_ifs accept")
-            add("        ct state established,related accept")
-            add("        ct status dnat accept")
-            add("        \(count(.forward, program: Self.extProgram)) drop")
-            add("    }")
-        }
-
-        add("    chain ext_direct {")
-        if p.forwardAccept {
-            add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
-            add("        \(count(.forwardAccept, program: Self.extProgram)) accept")
-        } else {
-            add(
-                "        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept"
-            )
-            add("        \(count(.forward, program: Self.extProgram)) drop")
-        }
-        add("    }")
-
-        // Row 8: a published host port; the allow-list of the ingress interface decides.
-        add("    chain ext_published {")
-        add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
-        add("        \(count(.published, program: Self.extProgram)) accept")
-        add("    }")
-
-        // Row 10: what rows 8/9 would drop passes when conntrack knows it as
-        // the reply of a connection opened from this side (TCP/UDP, as the
-        // ext program's bpf_xdp_ct_lookup).
-        add("    chain ext_not_admitted {")
-        add("        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept")
-        add("        \(count(.source, program: Self.extProgram)) drop")
-        add("    }")
-        add("}")
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    // MARK: ip6 table (the ext program's IPv6 rule)
-
-    /// The ext program's IPv6 branch (docs/verdicts.md, "Ext program"): the
-    /// default bridge is IPv4-only, so IPv6 never reaches a container, but
-    /// docker-proxy listens on `[::]:HOSTPORT` for every port published on all
-    /// addresses. An allow-list holds IPv4 prefixes only: on an interface with
-    /// one, no IPv6 source is admitted to such a port. The packet is delivered
-    /// locally, so the rule sits on prerouting (no DNAT in IPv6 to come
-    /// before). `meta l4proto` and `th dport` are found behind any extension
-    /// headers (the kernel's ipv6_find_hdr); a non-first fragment has no
-    /// transport header for `th dport` and passes, as in the ext program (the
-    /// first one, which carries the port, is dropped, so the datagram is never
-    /// reassembled). Ports published on one IPv4 address are not reachable
-    /// over IPv6 and are not in the set.
-    func renderIP6Table() -> String {
-        let p = policy
-        var lines: [String] = []
-        func add(_ text: String) { lines.append(text) }
-        add("table ip6 \(Self.tableName) {")
-        add(
-            "    comment \"\(Self.ownerComment): IPv6 to ports published on all addresses (bridge \(p.bridge)); "
-                + "do not edit, run bpfnet unload\"")
-        for reason in Self.ext6Reasons { add(counterDeclaration(Self.ext6Program, reason)) }
-        add(
-            declaration(
-                "set", "allowlisted", type: "ifname",
-                elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
-        let published = p.published.filter { $0.key.hostAddress == .any && [.tcp, .udp].contains($0.proto) }.map {
-            "\($0.proto.rawValue) . \($0.key.hostPort)"
-        }
-        add(declaration("set", "published_any", type: "inet_proto . inet_service", elements: published))
-        add("    chain ext {")
-        add("        type filter hook prerouting priority mangle; policy accept;")
-        add(
-            "        iifname @allowlisted meta l4proto { tcp, udp } meta l4proto . th dport @published_any "
-                + "\(count(.source, program: Self.ext6Program)) drop")
-        add("    }")
-        add("}")
-        return lines.joined(separator: "\n") + "\n"
-    }
-
     // MARK: helpers
 
-    /// The prefixes not inside another one of the list: a concatenated
-    /// interval set cannot hold overlapping elements (and the longest-prefix
-    /// match of the eBPF map gives the same answer either way).
-    static func withoutCovered(_ prefixes: [IPv4CIDR]) -> [IPv4CIDR] {
-        let unique = Array(Set(prefixes))
-        return unique.filter { prefix in
-            !unique.contains { other in
-                other != prefix && other.prefixLength <= prefix.prefixLength && other.contains(prefix.address)
-            }
-        }.sorted { ($0.address, $0.prefixLength) < ($1.address, $1.prefixLength) }
-    }
-
-    private func count(_ reason: Reason, program: String = NFTablesRuleset.portProgram) -> String {
+    func count(_ reason: Reason, program: String = NFTablesRuleset.portProgram) -> String {
         "counter name \(quoted(reason.name))"
     }
 
-    private func counterDeclaration(_ program: String, _ reason: Reason) -> String {
+    func counterDeclaration(_ program: String, _ reason: Reason) -> String {
         let value = counters[program]?[reason.name] ?? CounterValue(packets: 0, bytes: 0)
         return "    counter \(reason.name) { packets \(value.packets) bytes \(value.bytes) }"
     }
 
-    private func declaration(
+    func declaration(
         _ kind: String, _ name: String, type: String, flags: String? = nil, autoMerge: Bool = false,
         elements: [String]
     ) -> String {
@@ -436,5 +369,5 @@ public struct NFTablesRuleset: Sendable, Equatable {
         return lines.joined(separator: "\n")
     }
 
-    private func quoted(_ text: String) -> String { "\"\(text)\"" }
+    func quoted(_ text: String) -> String { "\"\(text)\"" }
 }

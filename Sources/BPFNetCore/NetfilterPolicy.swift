@@ -16,12 +16,15 @@ public struct NetfilterContainer: Hashable, Sendable, Comparable {
     public var mac: MACAddress
     /// The host-side veth (bridge port).
     public var port: String
+    /// The bridge of its user-defined network; nil: the default bridge.
+    public var bridge: String?
 
-    public init(name: String, ip: IPv4Address, mac: MACAddress, port: String) {
+    public init(name: String, ip: IPv4Address, mac: MACAddress, port: String, bridge: String? = nil) {
         self.name = name
         self.ip = ip
         self.mac = mac
         self.port = port
+        self.bridge = bridge
     }
 
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.ip < rhs.ip }
@@ -79,6 +82,11 @@ public struct NetfilterPolicy: Hashable, Sendable {
     public var published: [NetfilterPublished]
     /// Sorted by name.
     public var extInterfaces: [NetfilterExtInterface]
+    /// User-defined networks, in policy order (none: the default bridge alone).
+    public var networks: [NetfilterNetwork]
+    /// With networks: the default bridge's ports no container claims (when
+    /// compiled), sorted. Each network's are in `networks`.
+    public var unknownPorts: [String] = []
     /// Backend name → why `--backend auto` did not use it (kept in the kernel
     /// next to the rules so `bpfnet status` can say it from another process).
     public var unusedBackends: [String: String]
@@ -87,8 +95,9 @@ public struct NetfilterPolicy: Hashable, Sendable {
         bridge: String, bridgeAddress: IPv4InterfaceAddress?, icc: Bool, forwardAccept: Bool,
         ipForward: Bool, containers: [NetfilterContainer] = [], links: [LinkRule] = [],
         published: [NetfilterPublished] = [], extInterfaces: [NetfilterExtInterface] = [],
-        unusedBackends: [String: String] = [:]
+        unusedBackends: [String: String] = [:], networks: [NetfilterNetwork] = []
     ) {
+        self.networks = networks
         self.bridge = bridge
         self.bridgeAddress = bridgeAddress
         self.icc = icc
@@ -105,10 +114,11 @@ public struct NetfilterPolicy: Hashable, Sendable {
     /// - Parameters:
     ///   - state: PolicyCompiler's output for the policy.
     ///   - bridge: the bridge's name.
-    ///   - interfaceName: ifindex → name, for container ports and external interfaces.
+    ///   - interfaceName: ifindex → name, for container ports, external interfaces and network bridges.
+    ///   - policyNetworks: the policy's user-defined networks (their NAT settings).
     public init(
         state: MapState, bridge: String, interfaceName: (UInt32) -> String?,
-        unusedBackends: [String: String] = [:]
+        unusedBackends: [String: String] = [:], networks policyNetworks: [BridgeNetwork] = []
     ) throws(NetfilterPolicyError) {
         var problems: [String] = []
         func name(_ index: UInt32, _ what: String) -> String {
@@ -118,10 +128,14 @@ public struct NetfilterPolicy: Hashable, Sendable {
             }
             return name
         }
+        let networks = Self.networks(
+            of: state, policyNetworks: policyNetworks, name: name, portName: interfaceName)
         let containers = state.containers.map { address, record in
             NetfilterContainer(
                 name: state.names[address] ?? address.description, ip: address, mac: record.mac,
-                port: name(record.portIfindex, "container \(address)"))
+                port: name(record.portIfindex, "container \(address)"),
+                bridge: record.network == 0
+                    ? nil : state.networks[record.network].map { name($0.bridgeIfindex, "network bridge") })
         }
         let published = state.published.map { NetfilterPublished(key: $0.key, target: $0.value) }
         let extInterfaces = state.extInterfaces.keys.map { ifindex in
@@ -135,8 +149,8 @@ public struct NetfilterPolicy: Hashable, Sendable {
             bridge: bridge, bridgeAddress: config.bridgeInterfaceAddress, icc: config.flags.contains(.icc),
             forwardAccept: config.flags.contains(.forwardAccept), ipForward: config.flags.contains(.ipForward),
             containers: containers, links: Array(state.links), published: published,
-            extInterfaces: extInterfaces, unusedBackends: unusedBackends)
-        for interface in [bridge] + self.containers.map(\.port) + self.extInterfaces.map(\.name) {
+            extInterfaces: extInterfaces, unusedBackends: unusedBackends, networks: networks)
+        for interface in self.bridges + self.containers.map(\.port) + self.extInterfaces.map(\.name) {
             if let problem = NetfilterName.problem(interface) { problems.append(problem) }
         }
         for container in self.containers where !NetfilterName.isSafeText(container.name) {
@@ -148,14 +162,14 @@ public struct NetfilterPolicy: Hashable, Sendable {
     /// The bridge subnet, when the bridge has an address.
     public var bridgeSubnet: IPv4CIDR? { bridgeAddress?.network }
 
-    /// Container addresses the bridge subnet does not cover (normally none).
+    /// Container addresses their network's subnet does not cover (normally none).
     public var containersOutsideSubnet: [IPv4Address] {
-        containers.map(\.ip).filter { address in !(bridgeSubnet?.contains(address) ?? false) }
+        containers.filter { !(subnet(ofBridge: $0.bridge)?.contains($0.ip) ?? false) }.map(\.ip)
     }
 
     /// The NAT table both nftables-based backends install (identical to the eBPF backend's).
     public var natRuleset: NATRuleset {
-        NATRuleset(
+        var nat = NATRuleset(
             bridge: bridge, bridgeSubnet: bridgeSubnet,
             published: published.map { entry in
                 (
@@ -165,6 +179,12 @@ public struct NetfilterPolicy: Hashable, Sendable {
                         hostPort: entry.key.hostPort, containerPort: entry.target.containerPort, proto: entry.proto)
                 )
             })
+        nat.networks = networks.map { network in
+            NATRuleset.Network(
+                bridge: network.bridge, subnet: network.subnet, masquerade: network.masquerade,
+                sourceAddress: network.sourceAddress)
+        }
+        return nat
     }
 
     public var forwardPolicy: ForwardPolicy { forwardAccept ? .accept : .drop }

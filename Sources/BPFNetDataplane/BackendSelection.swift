@@ -31,19 +31,20 @@ enum NetfilterBackends {
     static func compileWithBridgeMAC(_ policy: Policy, backend: Backend) throws -> (
         policy: NetfilterPolicy, bridgeMAC: MACAddress
     ) {
-        guard policy.networks.isEmpty else {
-            throw DataplaneError.badInput(
-                "\(backend.rawValue): user-defined networks (\(policy.networks.map(\.name).joined(separator: ", "))) "
-                    + "are enforced by the eBPF backend only in this version; use --backend bpf")
-        }
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy, policy.containers, interfaces: compiled.interfaces)
         do {
-            return (
-                try NetfilterPolicy(
-                    state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName),
-                compiled.facts.bridgeMAC
-            )
+            var netfilter = try NetfilterPolicy(
+                state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName,
+                networks: policy.networks)
+            // With networks, the default bridge's ports no container claims are
+            // told from ports that join any bridge later (nftables).
+            if !policy.networks.isEmpty {
+                let claimed = Set(policy.containers.map(\.port))
+                netfilter.unknownPorts = compiled.interfaces.ports(ofBridge: compiled.facts.bridgeIfindex).values
+                    .filter { !claimed.contains($0) && NetfilterName.problem($0) == nil }.sorted()
+            }
+            return (netfilter, compiled.facts.bridgeMAC)
         } catch {
             throw DataplaneError.badInput("\(backend.rawValue): \(error)")
         }

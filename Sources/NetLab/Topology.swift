@@ -118,11 +118,19 @@ public final class Topology: Sendable {
             "addr add \(bridge.address) dev \(bridge.name)",
             "link set \(bridge.name) up",
         ]
+        for network in spec.networks {
+            let mac = network.mac ?? MACAddress(dockerStyleFor: network.address.address)
+            hostLines += [
+                "link add \(network.name)\(network.mtu.map { " mtu \($0)" } ?? "") address \(mac) type bridge",
+                "addr add \(network.address) dev \(network.name)",
+                "link set \(network.name) up",
+            ]
+        }
         for container in spec.containers {
             let port = container.resolvedHostInterface
             hostLines += [
                 "link add \(port) type veth peer name eth0 netns \(ns(container.name).name)",
-                "link set \(port) master \(bridge.name)",
+                "link set \(port) master \(spec.bridge(of: container)?.name ?? bridge.name)",
                 "link set \(port) up",
             ]
             if spec.staticNeighbours {
@@ -149,12 +157,13 @@ public final class Topology: Sendable {
         // 4. The far ends, the FDB and GRO, all at once.
         var finishing: [(Command, [String])] = []
         for container in spec.containers {
+            let own = spec.bridge(of: container) ?? bridge
             var lines = [
                 "link set lo up",
                 "link set eth0 address \(container.resolvedMAC)",
-                "addr add \(container.address)/\(bridge.address.prefixLength) dev eth0",
+                "addr add \(container.address)/\(own.address.prefixLength) dev eth0",
                 "link set eth0 up",
-                "route add default via \(bridge.address.address) dev eth0",
+                "route add default via \(own.address.address) dev eth0",
             ]
             if spec.staticNeighbours {
                 lines.append("neigh replace \(bridge.address.address) lladdr \(bridgeMAC) dev eth0 nud permanent")
@@ -339,6 +348,7 @@ extension Topology {
     /// external's primary address, the bridge address for "host".
     public func address(of role: String) throws(NetLabError) -> IPv4Address {
         if role == TopologySpec.hostRole { return spec.bridge.address.address }
+        if let network = spec.networks.first(where: { $0.name == role }) { return network.address.address }
         if let container = container(role) { return container.address }
         if let external = external(role) { return external.addresses[0].address }
         throw .unknownRole(role, known: spec.roles)

@@ -43,11 +43,14 @@ public struct ContainerSpec: Sendable, Hashable {
     public var hostSideGRO: Bool
     /// `ethtool -K eth0 gro on` inside the container (NAPI for DEVMAP redirects to it).
     public var containerSideGRO: Bool
+    /// The bridge it hangs off: one of `TopologySpec.networks` by name; nil: the main bridge.
+    public var bridge: String?
 
     public init(
         name: String, address: IPv4Address, mac: MACAddress? = nil, hostInterface: String? = nil,
-        hostSideGRO: Bool = false, containerSideGRO: Bool = false
+        hostSideGRO: Bool = false, containerSideGRO: Bool = false, bridge: String? = nil
     ) {
+        self.bridge = bridge
         self.name = name
         self.address = address
         self.mac = mac
@@ -95,6 +98,9 @@ public struct ExternalSpec: Sendable, Hashable {
 
 public struct TopologySpec: Sendable, Hashable {
     public var bridge: BridgeSpec
+    /// More bridges in the host namespace (user-defined Docker networks),
+    /// each with its own subnet; containers name theirs in `bridge`.
+    public var networks: [BridgeSpec] = []
     public var containers: [ContainerSpec]
     public var externals: [ExternalSpec]
     /// net.ipv4.ip_forward in the host namespace (the only place it is set).
@@ -149,13 +155,27 @@ public struct TopologySpec: Sendable, Hashable {
         }
         var hostInterfaces: Set<String> = [bridge.name]
         try Self.checkInterfaceName(bridge.name, what: "bridge")
+        for network in networks {
+            try Self.checkInterfaceName(network.name, what: "bridge")
+            guard hostInterfaces.insert(network.name).inserted else {
+                throw fail("bridge '\(network.name)' is used twice")
+            }
+            guard network.address.prefixLength <= 30 else {
+                throw fail("bridge address \(network.address): the subnet must be /30 or larger")
+            }
+            try Self.checkAddress(network.address.address, what: "bridge \(network.name) address")
+            for other in [bridge] + networks where other.name != network.name {
+                if other.address.network.overlaps(network.address.network) {
+                    throw fail("bridge \(network.name)'s subnet overlaps \(other.name)'s")
+                }
+            }
+        }
         for name in containers.map(\.resolvedHostInterface) + externals.map(\.hostInterface) {
             try Self.checkInterfaceName(name, what: "host-side interface")
             guard hostInterfaces.insert(name).inserted else {
                 throw fail("host-side interface '\(name)' is used twice")
             }
         }
-        let subnet = bridge.address.network
         guard bridge.address.prefixLength <= 30 else {
             throw fail("bridge address \(bridge.address): the subnet must be /30 or larger")
         }
@@ -163,6 +183,10 @@ public struct TopologySpec: Sendable, Hashable {
         var addresses: [IPv4Address: String] = [bridge.address.address: "the bridge"]
         for container in containers {
             try Self.checkAddress(container.address, what: "container \(container.name)")
+            guard let own = self.bridge(of: container) else {
+                throw fail("container \(container.name): no bridge '\(container.bridge ?? "")' among the networks")
+            }
+            let subnet = own.address.network
             guard subnet.contains(container.address) else {
                 throw fail(
                     "container \(container.name) address \(container.address) is outside the bridge subnet \(subnet)")
@@ -177,8 +201,10 @@ public struct TopologySpec: Sendable, Hashable {
             }
             for address in [external.hostAddress] + external.addresses {
                 try Self.checkAddress(address.address, what: "external \(external.name)")
-                if subnet.contains(address.address) {
-                    throw fail("external \(external.name) address \(address) overlaps the bridge subnet \(subnet)")
+                for bridge in [bridge] + networks where bridge.address.network.contains(address.address) {
+                    throw fail(
+                        "external \(external.name) address \(address) overlaps the bridge subnet \(bridge.address.network)"
+                    )
                 }
             }
             guard external.hostAddress.network.contains(primary.address),
@@ -189,6 +215,12 @@ public struct TopologySpec: Sendable, Hashable {
                 )
             }
         }
+    }
+
+    /// The bridge `container` hangs off (nil: it names no bridge of the spec).
+    public func bridge(of container: ContainerSpec) -> BridgeSpec? {
+        guard let name = container.bridge else { return bridge }
+        return networks.first { $0.name == name }
     }
 
     static func checkInterfaceName(_ name: String, what: String) throws(NetLabError) {

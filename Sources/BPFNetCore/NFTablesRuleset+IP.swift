@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The nftables fallback's `table ip bpfnet` (the NAT table, rows 8-11 and
+// the forward chain that isolates the Docker networks) and `table ip6 bpfnet`
+// (the ext program's IPv6 rule). NFTablesRuleset.swift has the bridge table.
+
+extension NFTablesRuleset {
+    // MARK: ip table (NAT + rows 8-11)
+
+    func renderIPTable() -> String {
+        let p = policy
+        let nat = p.natRuleset
+        var lines: [String] = []
+        func add(_ text: String) { lines.append(text) }
+
+        add("table ip \(Self.tableName) {")
+        add("    comment \"\(nat.comment)\"")
+        add(nat.renderBody())
+        let networks = !p.networks.isEmpty
+        let internalBridges = p.internalBridges
+        let networkReasons: [Reason] = networks ? [.network] + (internalBridges.isEmpty ? [] : [.internal]) : []
+        for reason in Self.extReasons + networkReasons { add(counterDeclaration(Self.extProgram, reason)) }
+        add(declaration("set", "ext_ifs", type: "ifname", elements: p.extInterfaces.map { quoted($0.name) }))
+        add(
+            declaration(
+                "set", "allowlisted", type: "ifname",
+                elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
+        add(
+            declaration(
+                "set", "allow_src", type: "ifname . ipv4_addr", flags: "interval", autoMerge: false,
+                elements: p.extInterfaces.flatMap { ext in
+                    Self.withoutCovered(ext.allowSources).map { "\(quoted(ext.name)) . \($0)" }
+                }))
+        let direct = p.subnets.map(\.description) + p.containersOutsideSubnet.map(\.description)
+        add(declaration("set", "containers", type: "ipv4_addr", flags: "interval", autoMerge: true, elements: direct))
+        if networks {
+            // Docker's isolation: nothing is routed from one Docker bridge to another.
+            let bridges = p.bridges.map(quoted)
+            let pairs = bridges.flatMap { from in bridges.filter { $0 != from }.map { "\(from) . \($0)" } }
+            add(declaration("set", "gateways", type: "ipv4_addr", elements: p.gateways.map(\.description)))
+            add(declaration("set", "bridges", type: "ifname", elements: bridges))
+            add(declaration("set", "isolated", type: "ifname . ifname", elements: pairs))
+            if !internalBridges.isEmpty {
+                add(declaration("set", "internal_bridges", type: "ifname", elements: internalBridges.map(quoted)))
+            }
+        }
+
+        // Before DNAT (dstnat is -100), after conntrack (-200): the ext
+        // program's view plus conntrack.
+        add("    chain ext {")
+        add("        type filter hook prerouting priority mangle; policy accept;")
+        add("        iifname != @ext_ifs return")
+        let notBridge = networks ? "ip daddr != @gateways " : p.bridgeAddress.map { "ip daddr != \($0.address) " } ?? ""
+        add("        \(notBridge)ip daddr @containers goto ext_direct")
+        add(
+            "        meta l4proto { tcp, udp, sctp } ip daddr . meta l4proto . th dport @published_addr goto ext_published"
+        )
+        add("        meta l4proto { tcp, udp, sctp } meta l4proto . th dport @published_any goto ext_published")
+        add("        \(count(.local, program: Self.extProgram)) accept")
+        add("    }")
+
+        // Row 9: routed straight at a container address.
+        // Every other interface, also ones that appear later: Docker's
+        // FORWARD rules for what is routed to the bridge (the eBPF backend's
+        // guard, GuardRuleset). Tracked connections, DNATed packets, what came
+        // from the bridge (judged by the bridge table) and what came in on a
+        // listed interface (judged by `ext`) pass; the rest follows the
+        // forward policy.
+        // Between Docker networks, and in or out of an internal one (Docker's
+        // DOCKER-ISOLATION chains), first: one lookup however many networks.
+        if networks || !p.forwardAccept {
+            add("    chain forward {")
+            add("        type filter hook forward priority filter - 1; policy accept;")
+        }
+        if networks {
+            add("        iifname . oifname @isolated \(count(.network, program: Self.extProgram)) drop")
+            if !internalBridges.isEmpty {
+                add(
+                    "        iifname @internal_bridges oifname != @bridges \(count(.internal, program: Self.extProgram)) drop"
+                )
+                add(
+                    "        oifname @internal_bridges iifname != @bridges \(count(.internal, program: Self.extProgram)) drop"
+                )
+            }
+        }
+        if !p.forwardAccept {
+            add("        oifname != " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
+            add("        iifname " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
+            add("        iifname @ext_ifs accept")
+            add("        ct state established,related accept")
+            add("        ct status dnat accept")
+            add("        \(count(.forward, program: Self.extProgram)) drop")
+        }
+        if networks || !p.forwardAccept { add("    }") }
+
+        add("    chain ext_direct {")
+        if p.forwardAccept {
+            add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
+            add("        \(count(.forwardAccept, program: Self.extProgram)) accept")
+        } else {
+            add(
+                "        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept"
+            )
+            add("        \(count(.forward, program: Self.extProgram)) drop")
+        }
+        add("    }")
+
+        // Row 8: a published host port; the allow-list of the ingress interface decides.
+        add("    chain ext_published {")
+        add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
+        add("        \(count(.published, program: Self.extProgram)) accept")
+        add("    }")
+
+        // Row 10: what rows 8/9 would drop passes when conntrack knows it as
+        // the reply of a connection opened from this side (TCP/UDP, as the
+        // ext program's bpf_xdp_ct_lookup).
+        add("    chain ext_not_admitted {")
+        add("        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept")
+        add("        \(count(.source, program: Self.extProgram)) drop")
+        add("    }")
+        add("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: ip6 table (the ext program's IPv6 rule)
+
+    /// The ext program's IPv6 branch (docs/verdicts.md, "Ext program"): the
+    /// default bridge is IPv4-only, so IPv6 never reaches a container, but
+    /// docker-proxy listens on `[::]:HOSTPORT` for every port published on all
+    /// addresses. An allow-list holds IPv4 prefixes only: on an interface with
+    /// one, no IPv6 source is admitted to such a port. The packet is delivered
+    /// locally, so the rule sits on prerouting (no DNAT in IPv6 to come
+    /// before). `meta l4proto` and `th dport` are found behind any extension
+    /// headers (the kernel's ipv6_find_hdr); a non-first fragment has no
+    /// transport header for `th dport` and passes, as in the ext program (the
+    /// first one, which carries the port, is dropped, so the datagram is never
+    /// reassembled). Ports published on one IPv4 address are not reachable
+    /// over IPv6 and are not in the set.
+    func renderIP6Table() -> String {
+        let p = policy
+        var lines: [String] = []
+        func add(_ text: String) { lines.append(text) }
+        add("table ip6 \(Self.tableName) {")
+        add(
+            "    comment \"\(Self.ownerComment): IPv6 to ports published on all addresses (bridge \(p.bridge)); "
+                + "do not edit, run bpfnet unload\"")
+        for reason in Self.ext6Reasons { add(counterDeclaration(Self.ext6Program, reason)) }
+        add(
+            declaration(
+                "set", "allowlisted", type: "ifname",
+                elements: p.extInterfaces.filter(\.hasAllowList).map { quoted($0.name) }))
+        let published = p.published.filter { $0.key.hostAddress == .any && [.tcp, .udp].contains($0.proto) }.map {
+            "\($0.proto.rawValue) . \($0.key.hostPort)"
+        }
+        add(declaration("set", "published_any", type: "inet_proto . inet_service", elements: published))
+        add("    chain ext {")
+        add("        type filter hook prerouting priority mangle; policy accept;")
+        add(
+            "        iifname @allowlisted meta l4proto { tcp, udp } meta l4proto . th dport @published_any "
+                + "\(count(.source, program: Self.ext6Program)) drop")
+        add("    }")
+        add("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: interval sets
+
+    /// The prefixes not inside another one of the list: a concatenated
+    /// interval set cannot hold overlapping elements (and the longest-prefix
+    /// match of the eBPF map gives the same answer either way).
+    static func withoutCovered(_ prefixes: [IPv4CIDR]) -> [IPv4CIDR] {
+        let unique = Array(Set(prefixes))
+        return unique.filter { prefix in
+            !unique.contains { other in
+                other != prefix && other.prefixLength <= prefix.prefixLength && other.contains(prefix.address)
+            }
+        }.sorted { ($0.address, $0.prefixLength) < ($1.address, $1.prefixLength) }
+    }
+
+}
