@@ -83,6 +83,7 @@ public final class AgentMetrics: Sendable {
     private let connected: Gauge
     private let skipped: Gauge
     private let missingExt: Gauge
+    private let dataplaneReadErrors: Counter
     private let counters: [(@Sendable (AgentCounts) -> Int, Counter)]
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -101,6 +102,8 @@ public final class AgentMetrics: Sendable {
         missingExt = registry.gauge(
             "bpfnet_missing_external_interfaces",
             help: "External interfaces of the settings that do not exist (yet).")
+        dataplaneReadErrors = registry.counter(
+            "bpfnet_dataplane_read_errors_total", help: "Scrapes that could not read the dataplane's status.")
         func counter(_ name: String, _ help: String, _ value: @escaping @Sendable (AgentCounts) -> Int) -> (
             @Sendable (AgentCounts) -> Int, Counter
         ) {
@@ -133,6 +136,8 @@ public final class AgentMetrics: Sendable {
     public func observeApply(_ duration: Duration) { applyDuration.record(duration) }
 
     public func observeStartToRules(_ duration: Duration) { startToRules.record(duration) }
+
+    public func recordDataplaneReadError() { dataplaneReadErrors.increment() }
 
     /// Copies the agent's counts into the counters and gauges (a scrape does
     /// this first). The agent's counts only grow, so the counters do too.
