@@ -170,7 +170,8 @@ let package = Package(
         .executableTarget(
             name: "AgentResyncBenchmark",
             dependencies: [
-                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "BPFNetShared", "DockerWatcher", "LinuxNet", "NetLab",
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "BPFNetMetrics", "BPFNetShared", "DockerWatcher",
+                "LinuxNet", "NetLab",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/agent-resync",

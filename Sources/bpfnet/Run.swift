@@ -130,10 +130,12 @@ struct Run: AsyncParsableCommand {
                     docker: client, dataplane: executor, settings: settings,
                     resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
                     logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) }, metrics: metrics)
-                let endpoint = try await metricsEndpoint(
-                    metrics,
-                    scrape: RunScrape(agent: agent, dataplane: executor, pinPath: FilePath(dataplaneOptions.pinPath)),
-                    logger: logger)
+                let scrape = metrics.map {
+                    MetricsScrape(
+                        agent: agent, dataplane: executor, metrics: $0, pinPath: FilePath(dataplaneOptions.pinPath),
+                        logger: logger)
+                }
+                let endpoint = try await metricsEndpoint(scrape, logger: logger)
                 defer { endpoint?.cancel() }
                 try await agent.runHandlingSignals(logger: logger)
             }

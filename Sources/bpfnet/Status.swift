@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 import ArgumentParser
+import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
 import BPFNetMetrics
@@ -53,15 +54,8 @@ enum StatusPrinter {
         } catch DataplaneError.notFound {
             return DataplaneMetrics.text(status: nil, dropEvents: nil)
         }
-        return DataplaneMetrics.text(status: status, dropEvents: try dropEvents(status, pinPath: options.pinPath))
-    }
-
-    /// The drop-event sampler's counters of an eBPF dataplane; nil for the others.
-    static func dropEvents(_ status: DataplaneStatus, pinPath: String) throws -> DropEventCounts? {
-        guard status.backend == "bpf", let missed = try DropMonitor.missed(pinPath: FilePath(pinPath)) else {
-            return nil
-        }
-        return DropEventCounts(suppressed: missed.suppressed, lost: missed.lost)
+        let dropEvents = try MetricsScrape.dropEvents(status, pinPath: FilePath(options.pinPath))
+        return DataplaneMetrics.text(status: status, dropEvents: dropEvents)
     }
 
     static func json(_ status: DataplaneStatus) throws -> String {
