@@ -352,7 +352,7 @@ func describe(_ m: Measurement) -> String {
           cold resync (all new):           \(ms(m.coldResyncMs))
           warm resync (no change), median: \(ms(median(m.warmResyncMs)))  [\(m.warmResyncMs.map { String(format: "%.0f", $0) }.joined(separator: ", "))]
           resync after 10% restarted:      \(ms(m.churnResyncMs))
-          one start → rules, median:       \(ms(median(m.startLatencyMs)))  [\(m.startLatencyMs.map { String(format: "%.1f", $0) }.joined(separator: ", "))]\(portAttach)
+          one start → rules, median:       \(ms(median(m.startLatencyMs)))  [\(m.startLatencyMs.map { String(format: "%.1f", $0) }.joined(separator: ", "))]\(portAttach)\(scrape)
         """
 }
 
