@@ -25,6 +25,8 @@ let package = Package(
         // Already resolved through async-http-client; named so DockerWatcher may import NIOCore.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // Prometheus text exposition (its registry; swift-metrics comes with it).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libbpf from the system (Debian: libbpf-dev), nothing else.
@@ -108,12 +110,25 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // Prometheus metrics: the dataplane's status and the agent's measurements
+        // in the text exposition format, and the tiny HTTP server of
+        // `bpfnet run --metrics-address` (SwiftNIO's HTTP/1 codec).
+        .target(
+            name: "BPFNetMetrics",
+            dependencies: [
+                "BPFNetCore",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // `bpfnet run`: follows a Docker daemon (DockerWatcher) and keeps a
         // Dataplane in step with its containers and links.
         .target(
             name: "BPFNetAgent",
             dependencies: [
-                "BPFNetCore", "BPFNetDataplane", "DockerWatcher", "LinuxNet",
+                "BPFNetCore", "BPFNetDataplane", "BPFNetMetrics", "DockerWatcher", "LinuxNet",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -141,8 +156,8 @@ let package = Package(
         .executableTarget(
             name: "bpfnet",
             dependencies: [
-                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "DockerWatcher",
-                "BPFNetBench", "LinuxNet",
+                "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "BPFNetMetrics",
+                "DockerWatcher", "BPFNetBench", "LinuxNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -155,7 +170,8 @@ let package = Package(
         .executableTarget(
             name: "AgentResyncBenchmark",
             dependencies: [
-                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "BPFNetShared", "DockerWatcher", "LinuxNet", "NetLab",
+                "BPFNetAgent", "BPFNetCore", "BPFNetDataplane", "BPFNetMetrics", "BPFNetShared", "DockerWatcher",
+                "LinuxNet", "NetLab",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/agent-resync",
@@ -184,6 +200,17 @@ let package = Package(
         .testTarget(
             name: "NetLabTests",
             dependencies: ["NetLab", "BPFNetCore", "LinuxNet"]
+        ),
+        // The exposition of a made-up status and of the agent's metrics, the
+        // HTTP handler on an embedded channel, `promtool check metrics` (no root).
+        .testTarget(
+            name: "MetricsTests",
+            dependencies: [
+                "BPFNetMetrics", "BPFNetCore", "LinuxNet",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "DockerWatcherTests",

@@ -14,11 +14,12 @@ fi
 # objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
 # fallback backends), ethtool (GRO for the packet generator), bpftool
 # (inspection), docker.io + busybox-static (the real-Docker suite).
-# clang-format: the format check of the C (bpf/.clang-format).
+# clang-format: the format check of the C (bpf/.clang-format). prometheus:
+# promtool (the metrics lint) and the server the metrics end-to-end test scrapes with.
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
     iproute2 nftables iptables ethtool bpftool kmod procps
-    docker.io busybox-static clang-format
+    docker.io busybox-static clang-format prometheus
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -17,6 +17,7 @@
 import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetMetrics
 import DockerWatcher
 import Foundation
 import LinuxNet
@@ -222,6 +223,18 @@ struct Measurement: Codable {
     /// event) → the port program attached to it, which the link monitor makes
     /// the agent do.
     var portAttachMs: [Double] = []
+    /// One `GET /metrics` worth of work (agent counts, the dataplane's status
+    /// read back from the maps, both rendered), CPU time of the whole process
+    /// per scrape, with the agent stopped so that nothing else runs.
+    var scrapeCPUMs: [Double] = []
+    var scrapeBytes: Int = 0
+}
+
+/// CPU time the process has used (user + system, every thread), in ms.
+func processCPUMilliseconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+    return Double(now.tv_sec) * 1000 + Double(now.tv_nsec) / 1e6
 }
 
 func median(_ values: [Double]) -> Double {
@@ -243,8 +256,10 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
     var logger = Logger(label: "bench.agent")
     logger.logLevel =
         ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+    let executor = DataplaneExecutor(dataplane)
+    let metrics = AgentMetrics()
     let agent = DockerAgent(
-        docker: docker, dataplane: DataplaneExecutor(dataplane), settings: AgentSettings(policy: Policy(icc: false)),
+        docker: docker, dataplane: executor, settings: AgentSettings(policy: Policy(icc: false)),
         resolvePort: { pid in
             guard let port = docker.port(of: pid) else { throw DataplaneError.runtime("no port for pid \(pid)") }
             return port
@@ -252,7 +267,7 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
         host: BenchHost(real: name == "bpf"),
         configuration: .init(
             resyncInterval: .seconds(86_400), tickInterval: .milliseconds(5), maxConcurrentInspects: 8),
-        logger: logger, report: { reports.set($0) })
+        logger: logger, report: { reports.set($0) }, metrics: metrics)
     let task = Task { try await agent.run() }
     defer { task.cancel() }
 
@@ -301,12 +316,25 @@ func measure(_ options: Options, dataplane: any Dataplane, name: String, ports: 
     let snapshot = await agent.snapshot()
     task.cancel()
     _ = try? await task.value
+
+    // Scrapes, one after another, with the agent stopped: the CPU the process uses is theirs.
+    let scrape = MetricsScrape(
+        agent: agent, dataplane: executor, metrics: metrics, pinPath: FilePath(options.pinPath ?? "/nonexistent"),
+        logger: logger)
+    var scrapeCPU: [Double] = []
+    var scrapeBytes = 0
+    for _ in 0..<max(options.rounds, 1) {
+        let scrapes = 20
+        let before = processCPUMilliseconds()
+        for _ in 0..<scrapes { scrapeBytes = await scrape.render().count }
+        scrapeCPU.append((processCPUMilliseconds() - before) / Double(scrapes))
+    }
     let status = try dataplane.status()
     return Measurement(
         dataplane: name, containers: options.containers, links: snapshot.lastApplied?.links.count ?? 0,
         linkRules: status.links.reduce(0) { $0 + $1.ports.count * 2 },
         coldResyncMs: cold, warmResyncMs: warm, churnResyncMs: churn, startLatencyMs: latencies,
-        portAttachMs: portAttach)
+        portAttachMs: portAttach, scrapeCPUMs: scrapeCPU, scrapeBytes: scrapeBytes)
 }
 
 func describe(_ m: Measurement) -> String {
@@ -316,12 +344,15 @@ func describe(_ m: Measurement) -> String {
         ? ""
         : "\n  new port → program attached, median: \(ms(median(m.portAttachMs)))  ["
             + m.portAttachMs.map { String(format: "%.1f", $0) }.joined(separator: ", ") + "]"
+    let scrape =
+        "\n  metrics scrape, CPU per scrape, median: \(ms(median(m.scrapeCPUMs)))  ["
+        + m.scrapeCPUMs.map { String(format: "%.2f", $0) }.joined(separator: ", ") + "], \(m.scrapeBytes) bytes"
     return """
         dataplane \(m.dataplane): \(m.containers) containers, \(m.links) links (\(m.linkRules) port rules each way counted)
           cold resync (all new):           \(ms(m.coldResyncMs))
           warm resync (no change), median: \(ms(median(m.warmResyncMs)))  [\(m.warmResyncMs.map { String(format: "%.0f", $0) }.joined(separator: ", "))]
           resync after 10% restarted:      \(ms(m.churnResyncMs))
-          one start → rules, median:       \(ms(median(m.startLatencyMs)))  [\(m.startLatencyMs.map { String(format: "%.1f", $0) }.joined(separator: ", "))]\(portAttach)
+          one start → rules, median:       \(ms(median(m.startLatencyMs)))  [\(m.startLatencyMs.map { String(format: "%.1f", $0) }.joined(separator: ", "))]\(portAttach)\(scrape)
         """
 }
 

@@ -6,6 +6,7 @@
 // `bpfnet status --json` shows it as `agent`, docs/agent.md).
 
 import BPFNetCore
+import BPFNetMetrics
 import DockerWatcher
 import Foundation
 import Logging
@@ -73,11 +74,17 @@ struct AgentReporter {
     private let dockerHost: String
     private let logger: Logger
     private let report: (@Sendable (DataplaneStatus.Agent) -> Void)?
+    /// The histograms of `bpfnet run --metrics-address`; nil without it.
+    private let metrics: AgentMetrics?
 
-    init(dockerHost: String, logger: Logger, report: (@Sendable (DataplaneStatus.Agent) -> Void)?) {
+    init(
+        dockerHost: String, logger: Logger, report: (@Sendable (DataplaneStatus.Agent) -> Void)?,
+        metrics: AgentMetrics? = nil
+    ) {
         self.dockerHost = dockerHost
         self.logger = logger
         self.report = report
+        self.metrics = metrics
     }
 
     // MARK: Recording
@@ -113,6 +120,7 @@ struct AgentReporter {
             logger.info("container \(name): start event → rules in the maps in \(took)\(received)")
         }
         for (_, latency) in measured.sorted(by: { $0.0.received < $1.0.received }) {
+            metrics?.observeStartToRules(latency.reported)
             startLatencies.append(latency)
             lastSync = (Date(), latency)
         }
@@ -151,6 +159,7 @@ struct AgentReporter {
     /// One line per apply: what changed between `old` and `new`. A resync that
     /// changed nothing is worth a debug line only.
     func logApplied(from old: Policy?, to new: Policy, reason: String, took: Duration) {
+        metrics?.observeApply(took)
         func byName(_ containers: [Container]) -> [String: Container] {
             Dictionary(containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         }
@@ -198,6 +207,16 @@ struct AgentReporter {
             skippedContainers: skipped.map(\.description), lastError: lastError)
         agent.missingExtInterfaces = missingExtInterfaces.isEmpty ? nil : missingExtInterfaces
         return agent
+    }
+
+    /// The counts the metrics endpoint copies at each scrape.
+    func counts(connected: Bool) -> AgentCounts {
+        AgentCounts(
+            connected: connected, applies: statistics.applies, failedApplies: statistics.failedApplies,
+            portApplies: statistics.portApplies, reconnects: statistics.reconnects, resyncs: statistics.resyncs,
+            eventsHandled: statistics.eventsHandled, eventsIgnored: statistics.eventsIgnored,
+            malformedEvents: statistics.malformedEvents, skippedContainers: skipped.count,
+            missingExtInterfaces: missingExtInterfaces.count)
     }
 
     /// Hands the state to whoever asked for reports (the CLI's state writer).

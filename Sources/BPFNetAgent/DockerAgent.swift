@@ -25,6 +25,7 @@
 
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetMetrics
 import DockerWatcher
 import Foundation
 import Logging
@@ -72,7 +73,7 @@ public actor DockerAgent {
         docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
         resolvePort: @escaping BridgePortResolver, host: any AgentHost = SystemAgentHost(),
         configuration: Configuration = .init(), logger: Logger = Logger(label: "bpfnet.agent"),
-        report: (@Sendable (DataplaneStatus.Agent) -> Void)? = nil
+        report: (@Sendable (DataplaneStatus.Agent) -> Void)? = nil, metrics: AgentMetrics? = nil
     ) {
         self.docker = docker
         self.dataplane = dataplane
@@ -83,7 +84,8 @@ public actor DockerAgent {
         tracker = ContainerTracker(
             docker: docker, resolvePort: resolvePort,
             concurrency: configuration.maxConcurrentInspects, logger: logger)
-        reporter = AgentReporter(dockerHost: docker.hostDescription, logger: logger, report: report)
+        reporter = AgentReporter(
+            dockerHost: docker.hostDescription, logger: logger, report: report, metrics: metrics)
     }
 
     public func snapshot() -> Snapshot {
@@ -92,6 +94,9 @@ public actor DockerAgent {
             lastApplied: lastApplied, skipped: reporter.skipped, statistics: reporter.statistics,
             startLatencies: reporter.startLatencies, lastError: lastError)
     }
+
+    /// What `bpfnet run --metrics-address` copies into its counters at each scrape.
+    public func metricCounts() -> AgentCounts { reporter.counts(connected: connected) }
 
     // MARK: Main loop
 

@@ -5,6 +5,7 @@
 import BPF
 import BPFNetCore
 import BPFNetShared
+import Glibc
 import SystemPackage
 
 public final class DropMonitor {
@@ -34,6 +35,20 @@ public final class DropMonitor {
 
     /// Events the per-CPU rate limit left out, and events the full ring lost, so far.
     public func missed() throws -> (suppressed: UInt64, lost: UInt64) {
+        try Self.missed(rate)
+    }
+
+    /// The same without opening the ring (`bpfnet status --prometheus`, the
+    /// metrics endpoint); nil when no eBPF dataplane is pinned at `pinPath`.
+    public static func missed(pinPath: FilePath) throws -> (suppressed: UInt64, lost: UInt64)? {
+        let path = pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_DROP_RATE))
+        guard access(path.string, F_OK) == 0 else { return nil }
+        return try missed(BPFPerCPUMap(pinnedAt: path))
+    }
+
+    private static func missed(
+        _ rate: BPFPerCPUMap<UInt32, bpfnet_drop_rate>
+    ) throws -> (suppressed: UInt64, lost: UInt64) {
         let perCPU = try rate.lookup(0) ?? []
         return (perCPU.reduce(0) { $0 &+ $1.suppressed }, perCPU.reduce(0) { $0 &+ $1.lost })
     }

@@ -7,6 +7,7 @@ import ArgumentParser
 import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetMetrics
 import DockerWatcher
 import Foundation
 import Logging
@@ -47,6 +48,14 @@ struct Run: AsyncParsableCommand {
     var resyncInterval: Double = 60
 
     @Option(
+        name: .customLong("metrics-address"),
+        help: ArgumentHelp(
+            "Serve Prometheus metrics on http://ADDRESS/metrics: HOST:PORT, [V6]:PORT, or :PORT for 127.0.0.1 "
+                + "(off unless given; docs/cli.md, \"Metrics\").",
+            valueName: "ADDRESS"))
+    var metricsAddress: String?
+
+    @Option(
         name: .customLong("log-level"),
         help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "LEVEL"))
     var logLevel: String = "info"
@@ -70,6 +79,13 @@ struct Run: AsyncParsableCommand {
         }
         guard resyncInterval.isFinite, resyncInterval >= 1, resyncInterval <= 86_400 else {
             throw ValidationError("--resync-interval \(resyncInterval): expected seconds between 1 and 86400")
+        }
+        if let metricsAddress {
+            do {
+                _ = try MetricsAddress(parsing: metricsAddress)
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
@@ -103,15 +119,24 @@ struct Run: AsyncParsableCommand {
 
         let stateWriter = AgentStateWriter(files: files, logger: logger)
         let agentConfiguration = DockerAgent.Configuration(resyncInterval: .milliseconds(Int64(resyncInterval * 1000)))
+        let executor = DataplaneExecutor(dataplane)
+        let metrics = metricsAddress.map { _ in AgentMetrics() }
         do {
             try await DockerClient.withClient(
                 host: host, configuration: .init(requestTimeout: .seconds(30)),
                 logger: Logger(label: "bpfnet.docker")
             ) { client in
                 let agent = DockerAgent(
-                    docker: client, dataplane: DataplaneExecutor(dataplane), settings: settings,
+                    docker: client, dataplane: executor, settings: settings,
                     resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
-                    logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) })
+                    logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) }, metrics: metrics)
+                let scrape = metrics.map {
+                    MetricsScrape(
+                        agent: agent, dataplane: executor, metrics: $0, pinPath: FilePath(dataplaneOptions.pinPath),
+                        logger: logger)
+                }
+                let endpoint = try await metricsEndpoint(scrape, logger: logger)
+                defer { endpoint?.cancel() }
                 try await agent.runHandlingSignals(logger: logger)
             }
         } catch let error as AgentConfigurationError {

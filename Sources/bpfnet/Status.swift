@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 
 import ArgumentParser
+import BPFNetAgent
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetMetrics
 import Foundation
+import SystemPackage
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,9 +18,23 @@ struct Status: ParsableCommand {
                 + "counters, ...; see docs/cli.md)."))
     var json = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "Print the counters and gauges once in Prometheus text format (for node_exporter's textfile "
+                + "collector; the metrics of docs/cli.md, without the agent's)."))
+    var prometheus = false
+
     @OptionGroup var dataplaneOptions: DataplaneOptions
 
+    func validate() throws {
+        guard !(json && prometheus) else { throw ValidationError("--json and --prometheus: choose one") }
+    }
+
     func run() throws {
+        if prometheus {
+            print(try StatusPrinter.prometheus(dataplaneOptions), terminator: "")
+            return
+        }
         let status = try dataplaneOptions.loadedDataplane().status()
         if json {
             print(try StatusPrinter.json(status))
@@ -28,6 +45,19 @@ struct Status: ParsableCommand {
 }
 
 enum StatusPrinter {
+    /// The metrics of the loaded dataplane; only `bpfnet_dataplane_loaded 0`
+    /// when nothing is loaded (an alert can fire on it), not an error.
+    static func prometheus(_ options: DataplaneOptions) throws -> String {
+        let status: DataplaneStatus
+        do {
+            status = try options.loadedDataplane().status()
+        } catch DataplaneError.notFound {
+            return DataplaneMetrics.text(status: nil, dropEvents: nil)
+        }
+        let dropEvents = try MetricsScrape.dropEvents(status, pinPath: FilePath(options.pinPath))
+        return DataplaneMetrics.text(status: status, dropEvents: dropEvents)
+    }
+
     static func json(_ status: DataplaneStatus) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -50,6 +50,8 @@ final class RunCommandLineTests: XCTestCase {
             (["run", "--icc", "maybe"], "icc"),
             (["run", "--pin-path", "relative/pins"], "must be an absolute directory path"),
             (["run", "--allow-source", "10.0.0.0/8"], "no external interface to apply it to"),
+            (["run", "--metrics-address", "9469"], "--metrics-address '9469': expected HOST:PORT"),
+            (["run", "--metrics-address", "127.0.0.1:99999"], "--metrics-address '127.0.0.1:99999'"),
         ] {
             let result = try bpfnet(arguments)
             XCTAssertEqual(result.status, .exited(2), "\(arguments): \(result.stderr)")
@@ -60,7 +62,10 @@ final class RunCommandLineTests: XCTestCase {
     func testHelpNamesTheSettingsOnlyFileAndTheSignals() throws {
         let result = try bpfnet(["run", "--help"])
         XCTAssertEqual(result.status, .exited(0))
-        for text in ["--docker-host", "--config", "--pin-path", "--resync-interval", "must not", "SIGTERM", "unload"] {
+        for text in [
+            "--docker-host", "--config", "--pin-path", "--resync-interval", "--metrics-address", "must not", "SIGTERM",
+            "unload",
+        ] {
             XCTAssertTrue(result.stdout.contains(text), "help lacks \(text): \(result.stdout)")
         }
     }
