@@ -110,7 +110,7 @@ struct Run: AsyncParsableCommand {
             ) { client in
                 let agent = DockerAgent(
                     docker: client, dataplane: DataplaneExecutor(dataplane), settings: settings,
-                    resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
+                    resolvePorts: LinuxBridgePortLookup().endpointResolver, configuration: agentConfiguration,
                     logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) })
                 try await agent.runHandlingSignals(logger: logger)
             }

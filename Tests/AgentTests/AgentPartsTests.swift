@@ -37,7 +37,8 @@ final class AgentSettingsTests: XCTestCase {
             XCTAssertTrue(error is PolicyFileError, text)
             XCTAssertTrue(
                 text.contains(
-                    "containers: not allowed in this file: `bpfnet run` takes containers and links from Docker"), text)
+                    "containers: not allowed in this file: `bpfnet run` takes networks, containers and links from Docker"
+                ), text)
             XCTAssertTrue(text.contains("links: not allowed"), text)
             XCTAssertTrue(text.contains("\(path):2"), "names the line: \(text)")
         }
