@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // `bpfnet run`: follow a Docker daemon and keep the dataplane in step with
-// its containers and links (docs/agent.md).
+// its bridge networks, containers and links (docs/agent.md).
 //
 // One session per connection to the daemon:
-//   1. negotiate the API version, read the default bridge (`/networks/bridge`);
+//   1. negotiate the API version, read the default bridge (`/networks/bridge`)
+//      and every bridge network (`/networks`, DockerAgent+Networks.swift);
 //   2. open the event stream FIRST, so nothing that happens from here on is lost;
 //   3. resync from scratch: list, inspect, find every bridge port, apply;
 //   4. apply events as they come, several at a time when they come together.
@@ -20,7 +21,7 @@
 // daemon's settings works against bpfnet.
 //
 // Apart from the sessions, for the agent's whole life: the host's link
-// notifications. A port that joins the bridge gets the port program at once,
+// notifications. A port that joins one of the bridges gets the port program at once,
 // as an unknown port, before Docker's start event names its container.
 
 import BPFNetCore
