@@ -160,12 +160,21 @@ struct AgentReporter {
     /// changed nothing is worth a debug line only.
     func logApplied(from old: Policy?, to new: Policy, reason: String, took: Duration) {
         metrics?.observeApply(took)
+        // One entry per endpoint: "name" on the default bridge, "name@network" elsewhere.
         func byName(_ containers: [Container]) -> [String: Container] {
-            Dictionary(containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            Dictionary(
+                containers.map { container in
+                    (container.network.map { "\(container.name)@\($0)" } ?? container.name, container)
+                },
+                uniquingKeysWith: { first, _ in first })
         }
         let oldContainers = byName(old?.containers ?? [])
         let newContainers = byName(new.containers)
         var parts: [String] = []
+        let oldNetworks = Set((old?.networks ?? []).map(\.name))
+        let newNetworks = Set(new.networks.map(\.name))
+        parts += newNetworks.subtracting(oldNetworks).sorted().map { "+network \($0)" }
+        parts += oldNetworks.subtracting(newNetworks).sorted().map { "-network \($0)" }
         for (name, container) in newContainers.sorted(by: { $0.key < $1.key }) where oldContainers[name] != container {
             parts.append("+\(name) \(container.ip) \(container.port)")
         }
@@ -180,7 +189,9 @@ struct AgentReporter {
         let newLinks = Set(new.links.map { key($0, newContainers) })
         parts += newLinks.subtracting(oldLinks).sorted().map { "+link \($0)" }
         parts += oldLinks.subtracting(newLinks).sorted().map { "-link \($0)" }
-        let summary = "\(new.containers.count) containers, \(new.links.count) links"
+        let summary =
+            "\(new.containers.count) containers, \(new.links.count) links"
+            + (new.networks.isEmpty ? "" : ", \(new.networks.count) user-defined networks")
         let details = parts.isEmpty ? "" : "; " + parts.joined(separator: ", ")
         logger.log(
             level: parts.isEmpty && old != nil ? .debug : .info,

@@ -27,9 +27,9 @@ final class ContainerTracker {
         }
     }
 
-    /// A container's bridge port, or why it is unknown.
+    /// A container's bridge ports by network name, or why they are unknown.
     struct PortOutcome {
-        var port: String?
+        var ports: [String: String] = [:]
         var problem: String?
     }
 
@@ -37,27 +37,28 @@ final class ContainerTracker {
         var description: String
     }
 
-    /// A port found, with what it was found for: another process or endpoint means another veth.
-    struct CachedPort {
+    /// Ports found, with what they were found for: another process or other endpoints mean
+    /// other veths.
+    struct CachedPorts {
         var pid: Int32
-        var endpointID: String?
-        var port: String
+        var endpoints: [String: String?]
+        var ports: [String: String]
     }
 
-    /// Containers running on the default bridge, by ID.
+    /// Containers running with an address on some network, by ID.
     private(set) var containers: [String: TrackedContainer] = [:]
     /// Bridge ports found, by container ID.
-    private var portCache: [String: CachedPort] = [:]
+    private var portCache: [String: CachedPorts] = [:]
 
     private let docker: any DockerSource
-    private let resolvePort: BridgePortResolver
+    private let resolvePorts: EndpointPortResolver
     /// Inspects (and port lookups) in flight at once.
     private let concurrency: Int
     private let logger: Logger
 
-    init(docker: any DockerSource, resolvePort: @escaping BridgePortResolver, concurrency: Int, logger: Logger) {
+    init(docker: any DockerSource, resolvePorts: @escaping EndpointPortResolver, concurrency: Int, logger: Logger) {
         self.docker = docker
-        self.resolvePort = resolvePort
+        self.resolvePorts = resolvePorts
         self.concurrency = concurrency
         self.logger = logger
     }
@@ -106,10 +107,10 @@ final class ContainerTracker {
         for (key, result) in inspected.sorted(by: { $0.key < $1.key }) {
             switch result {
             case .found(let container):
-                if container.isRunningOnDefaultBridge {
+                if container.isRunningOnANetwork {
                     running.append(container)
                 } else if let gone = containers.removeValue(forKey: container.id) {
-                    logger.info("container \(gone.container.name) is no longer running on the bridge: its rules go")
+                    logger.info("container \(gone.container.name) is no longer running on a network: its rules go")
                 }
             case .notFound:
                 if let gone = containers.removeValue(forKey: key) {
@@ -128,16 +129,21 @@ final class ContainerTracker {
         for (container, lookup) in await lookUpPorts(running) {
             let before = containers[container.id]
             containers[container.id] = TrackedContainer(
-                container: container, port: lookup.port,
+                container: container, ports: lookup.ports,
                 portProblem: lookup.problem)
             // What the decoder skipped (a link or port key it could not read), once per change.
             if !container.warnings.isEmpty && before?.container.warnings != container.warnings {
                 logger.warning("container \(container.name): \(container.warnings.joined(separator: "; "))")
             }
-            if before?.container.bridge?.ip != container.bridge?.ip || before?.port != lookup.port {
-                let address = container.bridge.map { "\($0.ip)" } ?? "?"
+            if before?.container.networks.mapValues(\.ip) != container.networks.mapValues(\.ip)
+                || before?.ports != lookup.ports
+            {
+                let endpoints = container.networks.sorted { $0.key < $1.key }.map { network, endpoint in
+                    "\(endpoint.ip) on port \(lookup.ports[network] ?? "?")"
+                        + (network == dockerDefaultBridgeNetwork ? "" : " (network \(network))")
+                }
                 let problem = lookup.problem.map { " (\($0))" } ?? ""
-                logger.info("container \(container.name) runs at \(address) on port \(lookup.port ?? "?")\(problem)")
+                logger.info("container \(container.name) runs at \(endpoints.joined(separator: ", "))\(problem)")
             }
         }
         return failed
@@ -156,7 +162,7 @@ final class ContainerTracker {
         for id in ids {
             switch inspected[id] {
             case .found(let container)?:
-                if container.isRunningOnDefaultBridge { running.append(container) }
+                if container.isRunningOnANetwork { running.append(container) }
             case .failed(let reason)?:
                 if let known = containers[id] { fresh[id] = known }
                 let kept =
@@ -168,7 +174,8 @@ final class ContainerTracker {
             }
         }
         for (container, lookup) in await lookUpPorts(running) {
-            fresh[container.id] = TrackedContainer(container: container, port: lookup.port, portProblem: lookup.problem)
+            fresh[container.id] = TrackedContainer(
+                container: container, ports: lookup.ports, portProblem: lookup.problem)
         }
         let dropped = Set(containers.keys).subtracting(fresh.keys).compactMap { containers[$0]?.container.name }
         containers = fresh
@@ -178,7 +185,7 @@ final class ContainerTracker {
     /// Forgets a container an event removed; a destroyed one's port too (its ID never comes back).
     func remove(_ id: String, destroyed: Bool) {
         if let gone = containers.removeValue(forKey: id) {
-            logger.info("container \(gone.container.name) stopped or left the bridge: its rules go")
+            logger.info("container \(gone.container.name) stopped or left its networks: its rules go")
         }
         if destroyed { portCache.removeValue(forKey: id) }
     }
@@ -198,8 +205,9 @@ final class ContainerTracker {
 
     // MARK: Bridge ports
 
-    /// Finds the bridge port of each container, reusing what was found for the
-    /// same process and endpoint; the rest are looked up `concurrency` at a time.
+    /// Finds the bridge ports of each container (one lookup for all its endpoints, each
+    /// port found by its endpoint's MAC), reusing what was found for the same process and
+    /// endpoints; the rest are looked up `concurrency` at a time.
     private func lookUpPorts(
         _ running: [DockerContainer],
         isolation: isolated (any Actor)? = #isolation
@@ -208,28 +216,37 @@ final class ContainerTracker {
         var toResolve: [DockerContainer] = []
         for container in running {
             if let pid = container.pid, let cached = portCache[container.id], cached.pid == pid,
-                cached.endpointID == container.bridge?.endpointID
+                cached.endpoints == container.networks.mapValues(\.endpointID)
             {
-                result.append((container, PortOutcome(port: cached.port)))
+                result.append((container, PortOutcome(ports: cached.ports)))
             } else {
                 toResolve.append(container)
             }
         }
-        let resolvePort = self.resolvePort
-        let pids = Dictionary(toResolve.map { ($0.id, $0.pid) }, uniquingKeysWith: { first, _ in first })
-        let resolved = await toResolve.map(\.id).concurrentMap(limit: concurrency) { id -> Result<String, any Error> in
-            guard let pid = pids[id] ?? nil else {
+        let resolvePorts = self.resolvePorts
+        let wanted = Dictionary(
+            toResolve.map { ($0.id, ($0.pid, $0.networks.values.compactMap(\.mac))) },
+            uniquingKeysWith: { first, _ in first })
+        let resolved = await toResolve.map(\.id).concurrentMap(limit: concurrency) {
+            id -> Result<[MACAddress: String], any Error> in
+            guard let (pid, macs) = wanted[id], let pid else {
                 return .failure(PortLookupFailure(description: "running without a State.Pid"))
             }
-            do { return .success(try await resolvePort(pid)) } catch { return .failure(error) }
+            do { return .success(try await resolvePorts(pid, macs)) } catch { return .failure(error) }
         }
         for container in toResolve {
             switch resolved[container.id] {
-            case .success(let port)?:
-                if let pid = container.pid {
-                    portCache[container.id] = CachedPort(pid: pid, endpointID: container.bridge?.endpointID, port: port)
+            case .success(let byMAC)?:
+                var ports: [String: String] = [:]
+                for (network, endpoint) in container.networks {
+                    if let mac = endpoint.mac, let port = byMAC[mac] { ports[network] = port }
                 }
-                result.append((container, PortOutcome(port: port)))
+                if let pid = container.pid {
+                    portCache[container.id] = CachedPorts(
+                        pid: pid, endpoints: container.networks.mapValues(\.endpointID), ports: ports)
+                }
+                let problem = ports.isEmpty ? "bridge port not found: no veth with an endpoint's MAC" : nil
+                result.append((container, PortOutcome(ports: ports, problem: problem)))
             case .failure(let error)?:
                 portCache.removeValue(forKey: container.id)
                 result.append((container, PortOutcome(problem: "bridge port not found: \(error)")))

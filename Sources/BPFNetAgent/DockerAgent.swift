@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // `bpfnet run`: follow a Docker daemon and keep the dataplane in step with
-// its containers and links (docs/agent.md).
+// its bridge networks, containers and links (docs/agent.md).
 //
 // One session per connection to the daemon:
-//   1. negotiate the API version, read the default bridge (`/networks/bridge`);
+//   1. negotiate the API version, read the default bridge (`/networks/bridge`)
+//      and every bridge network (`/networks`, DockerAgent+Networks.swift);
 //   2. open the event stream FIRST, so nothing that happens from here on is lost;
 //   3. resync from scratch: list, inspect, find every bridge port, apply;
 //   4. apply events as they come, several at a time when they come together.
@@ -20,7 +21,7 @@
 // daemon's settings works against bpfnet.
 //
 // Apart from the sessions, for the agent's whole life: the host's link
-// notifications. A port that joins the bridge gets the port program at once,
+// notifications. A port that joins one of the bridges gets the port program at once,
 // as an unknown port, before Docker's start event names its container.
 
 import BPFNetCore
@@ -33,33 +34,41 @@ import Logging
 public actor DockerAgent {
     // MARK: Dependencies
 
-    private let docker: any DockerSource
-    private let dataplane: DataplaneExecutor
-    private let settings: AgentSettings
-    private let host: any AgentHost
+    let docker: any DockerSource
+    let dataplane: DataplaneExecutor
+    let settings: AgentSettings
+    let host: any AgentHost
     private let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
 
     // MARK: Parts
 
-    private let tracker: ContainerTracker
+    let tracker: ContainerTracker
     private var pending = PendingChanges()
-    private var reporter: AgentReporter
+    var reporter: AgentReporter
 
     // MARK: State
 
     /// The settings for Docker's bridge, once known.
-    private var effectiveSettings: Policy?
-    private var lastApplied: Policy?
-    private var wake: AsyncStream<Void>.Continuation?
+    var effectiveSettings: Policy?
+    /// Docker's bridge networks (the default one among them), read at every session's
+    /// start, every resync, and after a network create or destroy.
+    var dockerNetworks: [DockerBridgeNetwork] = []
+    /// A bridge network was created or removed: read the list again.
+    var networksChanged = false
+    var lastApplied: Policy?
+    /// The bridges of the policy being applied now: a port that joins one meanwhile is
+    /// attached by the next round (the apply in flight may have read the ports before).
+    var applyingBridges: Set<String> = []
+    var wake: AsyncStream<Void>.Continuation?
     private var nextPeriodicResync: ContinuousClock.Instant?
     private var requestedResync: (reason: String, notBefore: ContinuousClock.Instant)?
     private var lastResyncStarted: ContinuousClock.Instant?
     /// The last apply failed: the dataplane holds an older policy than the agent wants.
-    private var needsApply = false
+    var needsApply = false
     /// A port joined the bridge since the last apply (or link notifications
     /// were lost): the next round attaches the port program to it.
-    private var portsJoined = false
+    var portsJoined = false
     private var everSynced = false
     private var sessionSynced = false
     private var connected = false
@@ -67,11 +76,25 @@ public actor DockerAgent {
     /// Daemon warnings already logged (each once per process).
     private var warned: Set<String> = []
     private var lastError: String?
-    private let clock = ContinuousClock()
+    let clock = ContinuousClock()
 
+    /// For a daemon whose containers sit on the default bridge alone: ports are found
+    /// from each container's eth0.
     public init(
         docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
         resolvePort: @escaping BridgePortResolver, host: any AgentHost = SystemAgentHost(),
+        configuration: Configuration = .init(), logger: Logger = Logger(label: "bpfnet.agent"),
+        report: (@Sendable (DataplaneStatus.Agent) -> Void)? = nil, metrics: AgentMetrics? = nil
+    ) {
+        self.init(
+            docker: docker, dataplane: dataplane, settings: settings, resolvePorts: endpointPortResolver(resolvePort),
+            host: host, configuration: configuration, logger: logger, report: report, metrics: metrics)
+    }
+
+    /// `resolvePorts` finds each endpoint's port by its MAC (`LinuxBridgePortLookup.endpointResolver`).
+    public init(
+        docker: any DockerSource, dataplane: DataplaneExecutor, settings: AgentSettings,
+        resolvePorts: @escaping EndpointPortResolver, host: any AgentHost = SystemAgentHost(),
         configuration: Configuration = .init(), logger: Logger = Logger(label: "bpfnet.agent"),
         report: (@Sendable (DataplaneStatus.Agent) -> Void)? = nil, metrics: AgentMetrics? = nil
     ) {
@@ -82,7 +105,7 @@ public actor DockerAgent {
         self.configuration = configuration
         self.logger = logger
         tracker = ContainerTracker(
-            docker: docker, resolvePort: resolvePort,
+            docker: docker, resolvePorts: resolvePorts,
             concurrency: configuration.maxConcurrentInspects, logger: logger)
         reporter = AgentReporter(
             dockerHost: docker.hostDescription, logger: logger, report: report, metrics: metrics)
@@ -163,6 +186,7 @@ public actor DockerAgent {
             logger.warning("Docker's default bridge is now \(settings.bridge) (was \(previous.bridge)); following it")
         }
         effectiveSettings = settings
+        try await readNetworks()
         await checkDaemon(network: network, settings: settings)
 
         // Follow first, then list: whatever changes from now on arrives as an event.
@@ -172,6 +196,11 @@ public actor DockerAgent {
         let following =
             "following docker \(identity.version) (API \(identity.apiVersion)) at \(docker.hostDescription); "
             + "bridge \(settings.bridge), icc \(settings.icc), forward policy \(settings.forwardPolicy.rawValue)"
+            + (dockerNetworks.count > 1
+                ? ", networks "
+                    + dockerNetworks.filter { !$0.isDefaultBridge }.map { "\($0.name) (\($0.bridgeName))" }
+                    .joined(separator: ", ")
+                : "")
         logger.info("\(following)")
         // From scratch after every (re)connect: a veth found before may be another one now.
         tracker.forgetPorts()
@@ -224,6 +253,16 @@ public actor DockerAgent {
         if let reason = resyncDue() {
             try await fullResync(reason: reason)
             publish()
+        } else if networksChanged {
+            // Before the containers of the same batch: a container's endpoint counts only
+            // on a network the policy knows.
+            try await readNetworks()
+            if !pending.isEmpty {
+                try await processPending()
+            } else {
+                try await applyDesired(reason: "networks", starts: [:])
+            }
+            publish()
         } else if !pending.isEmpty {
             try await processPending()
             publish()
@@ -231,57 +270,7 @@ public actor DockerAgent {
             try await applyDesired(reason: "retry", starts: [:])
             publish()
         }
-        if !pending.isEmpty || resyncDue() != nil || portsJoined { wake?.yield() }
-    }
-
-    // MARK: Bridge ports
-
-    /// Gives every port that joins the bridge the port program at once, as
-    /// an unknown port until Docker's start event names its container (the
-    /// guard holds a port that has no program yet; this makes that moment
-    /// short). Bursts coalesce: one apply attaches every port that joined.
-    private func followBridgePorts() async {
-        guard let events = host.bridgePortEvents() else {
-            logger.info("no link notifications here: new bridge ports get the port program with the next apply")
-            return
-        }
-        for await event in events {
-            switch event {
-            case .joined(let port, let bridge):
-                guard bridge == (lastApplied?.bridge ?? effectiveSettings?.bridge) else { continue }
-                logger.debug("\(port) joined \(bridge): attaching the port program")
-            case .appeared(let name):
-                guard reporter.missingExtInterfaces.contains(name) else { continue }
-                logger.notice("external interface \(name) appeared: applying the policy with it")
-                needsApply = true
-                if let wake { wake.yield() } else { try? await applyDesired(reason: "\(name) appeared", starts: [:]) }
-                continue
-            case .lost:
-                logger.warning("link notifications were lost: attaching to every bridge port again")
-            }
-            portsJoined = true
-            // Within a session the worker does it, between its other rounds;
-            // while Docker is away, right here.
-            if let wake { wake.yield() } else { await attachJoinedPorts() }
-        }
-    }
-
-    /// Applies the policy in force again: the dataplane attaches the port
-    /// program to every bridge port that lacks it and changes nothing else.
-    private func attachJoinedPorts() async {
-        guard portsJoined, let policy = lastApplied else { return }
-        portsJoined = false
-        let started = clock.now
-        do {
-            try await dataplane.apply(policy)
-            reporter.statistics.portApplies += 1
-            logger.debug("new bridge ports attached in \(Self.format(clock.now - started))")
-        } catch {
-            // Most often the port is gone again; the next apply attaches whatever is left.
-            logger.warning(
-                "attaching the port program to new bridge ports failed: \(error); retrying with the next apply")
-            needsApply = true
-        }
+        if !pending.isEmpty || resyncDue() != nil || portsJoined || networksChanged { wake?.yield() }
     }
 
     // MARK: Events
@@ -296,6 +285,18 @@ public actor DockerAgent {
             logger.warning("\(bad) — ignored; a resync will pick up whatever it was about")
             requestResync("an undecodable event")
         case .event(let event):
+            if event.type == .network, event.action == .create || event.action == .destroy {
+                guard event.isBridgeNetworkEvent else {
+                    reporter.statistics.eventsIgnored += 1
+                    logger.trace("ignoring docker event \(event)")
+                    return
+                }
+                reporter.statistics.eventsHandled += 1
+                logger.debug("docker event \(event)")
+                networksChanged = true
+                wake?.yield()
+                return
+            }
             guard pending.record(event, receivedAt: clock.now) else {
                 reporter.statistics.eventsIgnored += 1
                 logger.trace("ignoring docker event \(event)")
@@ -371,6 +372,7 @@ public actor DockerAgent {
         nextPeriodicResync = started + configuration.resyncInterval
         reporter.statistics.resyncs += 1
 
+        try await readNetworks()
         let ids = try await docker.runningBridgeContainers().map(\.id)
         let dropped = await tracker.replace(listed: ids, inspected: try await inspect(ids))
         let inspectedIn = clock.now - started
@@ -382,7 +384,8 @@ public actor DockerAgent {
         reporter.recordResync(duration: duration, containers: count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
         let summary =
-            "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?"), "
+            "resync (\(reason)): \(count) containers on \(effectiveSettings?.bridge ?? "?")"
+            + " and \(lastApplied?.networks.count ?? 0) user-defined networks, "
             + "\(lastApplied?.links.count ?? 0) links, in \(Self.format(duration)) "
             + "(list+inspect+ports \(Self.format(inspectedIn)))"
             + (dropped.isEmpty ? "" : "; no longer running: \(dropped.sorted().joined(separator: ", "))")
@@ -394,7 +397,7 @@ public actor DockerAgent {
     /// Builds the policy from what the agent follows and applies it; the
     /// dataplane writes only the difference. A failure is logged, leaves the
     /// last applied policy in force and is retried; it does not end the session.
-    private func applyDesired(
+    func applyDesired(
         reason: String, starts: [String: PendingChanges.StartMark],
         force: Bool = false
     ) async throws {
@@ -405,6 +408,8 @@ public actor DockerAgent {
         if built > .milliseconds(20) { logger.debug("policy built in \(Self.format(built))") }
         if desired.policy != lastApplied || needsApply || force {
             let started = clock.now
+            applyingBridges = Set(desired.policy.bridges)
+            defer { applyingBridges = [] }
             do {
                 do {
                     if force {
@@ -436,16 +441,6 @@ public actor DockerAgent {
         reporter.recordSkipped(desired.skipped)
         reporter.recordMissingExtInterfaces(desired.missingExtInterfaces)
         reporter.recordStarts(starts, enforcedBy: desired.policy) { tracker.containers[$0]?.container.name }
-    }
-
-    private func build(_ settings: Policy) -> DesiredPolicy {
-        let containers = Array(tracker.containers.values)
-        let existing = host.existingInterfaces(
-            among: containers.compactMap(\.port) + settings.extInterfaces.map(\.name))
-        return DesiredPolicy.build(
-            settings: settings, containers: containers,
-            bridgeAddress: host.ipv4Address(of: settings.bridge),
-            portExists: { existing.contains($0) })
     }
 
     // MARK: Daemon checks and status

@@ -32,7 +32,10 @@ public protocol DockerSource: Sendable {
     func info() async throws -> DockerDaemonInfo
     /// `GET /networks/bridge`.
     func bridgeNetwork() async throws -> DockerBridgeNetwork
-    /// `GET /containers/json`: running containers on the default bridge.
+    /// `GET /networks?filters={"driver":["bridge"]}`: every bridge network, the default
+    /// one included.
+    func bridgeNetworks() async throws -> [DockerBridgeNetwork]
+    /// `GET /containers/json`: running containers with an address on some network.
     func runningBridgeContainers() async throws -> [DockerContainerSummary]
     /// `GET /containers/{id}/json`; a container that is gone throws a
     /// `DockerError` whose `isNotFound` is true.
@@ -40,6 +43,13 @@ public protocol DockerSource: Sendable {
     /// `GET /events?since=…` with `DockerEventFilters.bridgePolicy`, returned once
     /// the daemon has answered. It finishes (or throws) when the stream ends.
     func eventItems(since: Date) async throws -> AsyncThrowingStream<DockerEventItem, any Error>
+}
+
+extension DockerSource {
+    /// A daemon that lists no networks has the default bridge alone.
+    public func bridgeNetworks() async throws -> [DockerBridgeNetwork] {
+        [try await bridgeNetwork()]
+    }
 }
 
 extension DockerClient: DockerSource {
@@ -52,7 +62,7 @@ extension DockerClient: DockerSource {
     }
 
     public func runningBridgeContainers() async throws -> [DockerContainerSummary] {
-        try await listContainers(filters: DockerClient.runningOnDefaultBridge)
+        try await listContainers(filters: DockerClient.running).filter(\.isAddressed)
     }
 
     public func eventItems(since: Date) async throws -> AsyncThrowingStream<DockerEventItem, any Error> {

@@ -2,8 +2,9 @@
 //
 // Docker events, folded per container until the agent's worker takes them as
 // one batch. Events never decide on their own what a container looks like:
-// start, restart and a bridge `connect` ask for a fresh inspect; die, stop,
-// `disconnect` from the bridge and destroy remove the container. Within a batch
+// start, restart, and a `connect` to or `disconnect` from any bridge network
+// ask for a fresh inspect; die, stop and destroy remove the container. (A network's own create and
+// destroy are the agent's: it reads the networks again.) Within a batch
 // only the last event per container counts, so the order of die/disconnect/stop
 // (20.10: die, disconnect, stop; 29: disconnect, stop, die) does not matter, and
 // a restart (die … start) ends with a fresh inspect. A destroyed ID never comes
@@ -82,10 +83,11 @@ struct PendingChanges {
             return (id, .remove)
         case (.container, .destroy):
             return (id, .destroy)
-        case (.network, .connect) where event.isDefaultBridgeNetworkEvent:
+        case (.network, .connect) where event.isBridgeNetworkEvent,
+            (.network, .disconnect) where event.isBridgeNetworkEvent:
+            // A disconnect is mostly a container stopping (its die or stop follows and
+            // wins), but a container may leave one network and stay on others: ask.
             return (id, .refresh)
-        case (.network, .disconnect) where event.isDefaultBridgeNetworkEvent:
-            return (id, .remove)
         default:
             return nil
         }

@@ -50,7 +50,8 @@ public struct NATRuleset: Sendable, Equatable {
         self.published = published
     }
 
-    /// The ownership comment; `bpfnet` recognises its own table by its start.
+    /// The ownership comment; `bpfnet` recognises its own table by its start. nft takes at
+    /// most 128 characters, so networks are counted, not named.
     public var comment: String {
         networks.isEmpty
             ? "owned by bpfnet: NAT for the bridge \(bridge); do not edit, run bpfnet unload"

@@ -74,15 +74,21 @@ public final class InMemoryDataplane: Dataplane, @unchecked Sendable {
             let filter = interfaceFilter
             // Allocate ifindexes up front so the compiler's lookups stay pure.
             var known = ifindexes
-            for name in policy.containers.map(\.port) + policy.extInterfaces.map(\.name) where known[name] == nil {
+            let names = policy.containers.map(\.port) + policy.extInterfaces.map(\.name) + policy.networks.map(\.bridge)
+            for name in names where known[name] == nil {
                 if filter?(name) ?? true {
                     known[name] = nextIfindex
                     nextIfindex += 1
                 }
             }
-            let facts = HostFacts(
+            var facts = HostFacts(
                 bridgeIfindex: bridgeIfindex, bridgeAddress: bridgeAddress,
                 interfaces: known.filter { filter?($0.key) ?? true })
+            // A user-defined network's bridge exists like any interface; without an address.
+            for network in policy.networks {
+                guard let index = facts.interfaceIndex(network.bridge) else { continue }
+                facts.networks[network.name] = BridgeFacts(ifindex: index, address: nil)
+            }
             let desired: MapState
             do {
                 desired = try PolicyCompiler.compile(policy, facts: facts)

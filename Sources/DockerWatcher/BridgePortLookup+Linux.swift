@@ -2,13 +2,15 @@
 //
 // Finding a container's bridge port, the host-side end of its veth: the container's eth0 has
 // an iflink (IFLA_LINK) that is the ifindex of its peer in the bridge's namespace, and that
-// peer's name is the port. Both are asked of the kernel over rtnetlink (LinuxNet's
+// peer's name is the port. A container on several networks has one veth per network: each
+// endpoint's is the interface inside whose MAC is the endpoint's (`endpointPorts`). Both are asked of the kernel over rtnetlink (LinuxNet's
 // RouteNetlink). A netlink socket answers for the namespace it was created in, so each socket
 // is created on a LinuxNet namespace thread that has entered the right namespace; the thread
 // ends with the lookup and no thread of Swift's cooperative pool ever changes namespace. No
 // subprocess: a full resync of 1,000 containers costs 1,000 thread starts, not 1,000 `nsenter`s.
 
 #if os(Linux)
+import BPFNetCore
 import Foundation
 import Glibc
 import LinuxNet
@@ -58,6 +60,28 @@ public struct LinuxBridgePortLookup: Sendable {
         return { pid in try await lookup.hostPort(forPID: pid) }
     }
 
+    /// The closure form `DockerPolicyTranslator` and the agent take for containers on any
+    /// number of networks: each endpoint's port found by its MAC.
+    public var endpointResolver: EndpointPortResolver {
+        let lookup = self
+        return { pid, macs in try await lookup.endpointPorts(forPID: pid, macs: macs).mapValues(\.name) }
+    }
+
+    /// The ports of the container whose process is `pid`, by the MAC of its interface: for
+    /// every veth in its namespace whose MAC is one of `macs` (Docker's endpoint MACs), the
+    /// peer on the host. One namespace thread for all of them; a MAC not found is left out.
+    public func endpointPorts(forPID pid: Int32, macs: [MACAddress]) async throws -> [MACAddress: BridgePort] {
+        let lookup = self
+        let wanted = Set(macs)
+        do {
+            return try await NamespaceThread.run(named: "bpfnet-netns") {
+                try lookup.lookUpOnThisThread(pid: pid, macs: wanted)
+            }
+        } catch let error as LinuxNetError {
+            throw BridgePortLookupError(error.description)
+        }
+    }
+
     /// The host-side veth name of the container whose process is `pid`.
     public func hostPort(forPID pid: Int32) async throws -> String {
         try await bridgePort(forPID: pid).name
@@ -102,6 +126,31 @@ public struct LinuxBridgePortLookup: Sendable {
         return BridgePort(
             name: outer.name, ifindex: outer.index, masterIfindex: outer.master,
             containerIfindex: inner.index)
+    }
+}
+
+extension LinuxBridgePortLookup {
+    /// Runs on a namespace thread of its own, which it leaves in the container's namespace.
+    fileprivate func lookUpOnThisThread(pid: Int32, macs: Set<MACAddress>) throws -> [MACAddress: BridgePort] {
+        if let bridgeNamespace {
+            try enterNetworkNamespace(bridgeNamespace, what: "the bridge's namespace")
+        }
+        let hostSocket = try RouteNetlink()
+        try enterNetworkNamespace("/proc/\(pid)/ns/net", what: "the namespace of pid \(pid)")
+        let containerSocket = try RouteNetlink()
+        var result: [MACAddress: BridgePort] = [:]
+        for inner in try containerSocket.links() {
+            guard inner.address.count == 6, let peer = inner.link, peer != 0, peer != inner.index else { continue }
+            let a = inner.address
+            let mac = MACAddress(a[0], a[1], a[2], a[3], a[4], a[5])
+            guard macs.contains(mac), let outer = try hostSocket.link(index: peer),
+                // Another namespace may hold an interface with the same ifindex: check it points back.
+                outer.link == inner.index
+            else { continue }
+            result[mac] = BridgePort(
+                name: outer.name, ifindex: outer.index, masterIfindex: outer.master, containerIfindex: inner.index)
+        }
+        return result
     }
 }
 

@@ -63,6 +63,11 @@ public actor DockerClient {
         "network": [dockerDefaultBridgeNetwork], "status": ["running"],
     ]
 
+    /// `GET /containers/json` filters for containers that run, on any network: the list is
+    /// narrowed to those with an IPv4 address somewhere (`isAddressed`), and each inspect
+    /// says on which bridge networks.
+    public static let running: [String: [String]] = ["status": ["running"]]
+
     public nonisolated let host: DockerHost
     public nonisolated let configuration: Configuration
     private nonisolated let http: HTTPClient
@@ -170,6 +175,13 @@ public actor DockerClient {
     /// `GET /networks/bridge`: the default bridge.
     public func bridgeNetwork() async throws -> DockerBridgeNetwork {
         try DockerBridgeNetwork(json: try await send(path: "/networks/\(dockerDefaultBridgeNetwork)").body)
+    }
+
+    /// `GET /networks?filters={"driver":["bridge"]}`: every bridge network, the default one
+    /// included; networks of other drivers are left out.
+    public func bridgeNetworks() async throws -> [DockerBridgeNetwork] {
+        let query = [("filters", filtersJSON(["driver": [dockerBridgeDriver]]))]
+        return try DockerBridgeNetwork.list(fromJSON: try await send(path: "/networks", query: query).body)
     }
 
     /// `GET /events`, returned once the daemon has answered with its response head.

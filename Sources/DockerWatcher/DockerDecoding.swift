@@ -165,10 +165,13 @@ extension DockerContainer {
             warnings.append("no HostConfig.NetworkMode: taken as \"default\"")
         }
 
-        var bridge: DockerBridgeEndpoint?
-        if let endpoint = raw.networkSettings?.networks?[dockerDefaultBridgeNetwork] ?? nil {
-            bridge = try DockerBridgeEndpoint(
-                raw: endpoint, field: "NetworkSettings.Networks.bridge",
+        // Every network's endpoint; one without an IPv4 address (host, none, a stopped
+        // container's) is no endpoint of the policy.
+        var networks: [String: DockerBridgeEndpoint] = [:]
+        for (network, endpoint) in raw.networkSettings?.networks ?? [:] {
+            guard let endpoint else { continue }
+            networks[network] = try DockerBridgeEndpoint(
+                raw: endpoint, field: "NetworkSettings.Networks.\(network)",
                 what: what, warnings: &warnings)
         }
 
@@ -202,8 +205,9 @@ extension DockerContainer {
         }
 
         self.init(
-            id: id, name: name, running: running, pid: pid, networkMode: networkMode, bridge: bridge,
-            links: links, exposedPorts: exposed.sorted(), publishedPorts: published, warnings: warnings)
+            id: id, name: name, running: running, pid: pid, networkMode: networkMode,
+            links: links, exposedPorts: exposed.sorted(), publishedPorts: published, warnings: warnings,
+            networks: networks)
     }
 }
 
@@ -317,9 +321,13 @@ extension DockerContainerSummary {
             }
             bridgeIP = ip
         }
+        var addressed: [String] = []
+        for (network, endpoint) in raw.networkSettings?.networks ?? [:] {
+            if let text = endpoint?.ipAddress, IPv4Address(text) != nil { addressed.append(network) }
+        }
         self.init(
             id: id, name: name, names: names, state: raw.state ?? "unknown",
-            networkMode: raw.hostConfig?.networkMode, bridgeIP: bridgeIP)
+            networkMode: raw.hostConfig?.networkMode, bridgeIP: bridgeIP, addressedNetworks: addressed.sorted())
     }
 }
 
@@ -327,6 +335,8 @@ extension DockerBridgeNetwork {
     static let bridgeNameOption = "com.docker.network.bridge.name"
     static let iccOption = "com.docker.network.bridge.enable_icc"
     static let masqueradeOption = "com.docker.network.bridge.enable_ip_masquerade"
+    static let hostBindingOption = "com.docker.network.bridge.host_binding_ipv4"
+    static let hostIPv4Option = "com.docker.network.host_ipv4"
 
     init(raw: RawNetwork) throws {
         let what = "network inspect"
@@ -347,7 +357,19 @@ extension DockerBridgeNetwork {
         }
         let icc = flag(Self.iccOption, default: true)
         let masquerade = flag(Self.masqueradeOption, default: true)
-        let bridgeName = options[Self.bridgeNameOption].flatMap { $0.isEmpty ? nil : $0 } ?? "docker0"
+        let name = raw.name ?? dockerDefaultBridgeNetwork
+        let bridgeName =
+            options[Self.bridgeNameOption].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (name == dockerDefaultBridgeNetwork ? "docker0" : "br-" + id.prefix(12))
+        func address(_ key: String) -> IPv4Address? {
+            guard let text = options[key], !text.isEmpty, text != "0.0.0.0" else { return nil }
+            guard let address = IPv4Address(text) else {
+                // An IPv6 binding address, or garbage: not the IPv4 policy's concern.
+                warnings.append("Options[\(key)]: '\(text)' is not an IPv4 address; ignored")
+                return nil
+            }
+            return address
+        }
 
         var subnet: IPv4CIDR?
         var gateway: IPv4Address?
@@ -391,8 +413,10 @@ extension DockerBridgeNetwork {
         }
 
         self.init(
-            id: id, name: raw.name ?? dockerDefaultBridgeNetwork, driver: raw.driver, bridgeName: bridgeName,
+            id: id, name: name, driver: raw.driver, bridgeName: bridgeName,
             iccEnabled: icc, ipMasquerade: masquerade, subnet: subnet, gateway: gateway,
-            endpoints: endpoints, warnings: warnings)
+            endpoints: endpoints, internal: raw.internal ?? false, enableIPv6: raw.enableIPv6 ?? false,
+            hostBindingIPv4: address(Self.hostBindingOption), hostIPv4: address(Self.hostIPv4Option),
+            warnings: warnings)
     }
 }

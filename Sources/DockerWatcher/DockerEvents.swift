@@ -36,7 +36,7 @@ public enum DockerEventType: Hashable, Sendable, CustomStringConvertible {
 /// `Action` of an event. The ones a control plane acts on have cases; every other action
 /// (`create`, `kill`, `exec_start: sh`, `health_status: healthy`, ...) is passed through as `.other`.
 public enum DockerEventAction: Hashable, Sendable, CustomStringConvertible {
-    case start, die, stop, destroy, restart, connect, disconnect
+    case start, die, stop, destroy, restart, connect, disconnect, create
     case other(String)
 
     public init(rawValue: String) {
@@ -48,6 +48,7 @@ public enum DockerEventAction: Hashable, Sendable, CustomStringConvertible {
         case "restart": self = .restart
         case "connect": self = .connect
         case "disconnect": self = .disconnect
+        case "create": self = .create
         default: self = .other(rawValue)
         }
     }
@@ -61,6 +62,7 @@ public enum DockerEventAction: Hashable, Sendable, CustomStringConvertible {
         case .restart: "restart"
         case .connect: "connect"
         case .disconnect: "disconnect"
+        case .create: "create"
         case .other(let value): value
         }
     }
@@ -111,6 +113,12 @@ public struct DockerEvent: Hashable, Sendable, CustomStringConvertible {
     /// A network event on the default bridge (`name` "bridge"; user-defined bridge networks
     /// have the same driver `type`, so the driver does not tell).
     public var isDefaultBridgeNetworkEvent: Bool { type == .network && networkName == dockerDefaultBridgeNetwork }
+
+    /// A network event about a bridge-driver network (`type` attribute "bridge"); an event
+    /// without the attribute counts as one, to be safe.
+    public var isBridgeNetworkEvent: Bool {
+        type == .network && (attributes["type"] ?? dockerBridgeDriver) == dockerBridgeDriver
+    }
 
     /// `exitCode` of a container `die`.
     public var exitCode: Int? { attributes["exitCode"].flatMap { Int($0) } }
@@ -194,11 +202,12 @@ public struct DockerEventFilters: Hashable, Sendable {
 
     public init(_ filters: [String: [String]]) { self.filters = filters }
 
-    /// Container and network events that change what the policy holds. `destroy` also
-    /// matches network destroy events: consumers check the type as well.
+    /// Container and network events that change what the policy holds. `create` and
+    /// `destroy` match both types (a container's create changes nothing; a network's does):
+    /// consumers check the type as well.
     public static let bridgePolicy = DockerEventFilters([
         "type": ["container", "network"],
-        "event": ["start", "die", "stop", "destroy", "connect", "disconnect", "restart"],
+        "event": ["start", "die", "stop", "destroy", "connect", "disconnect", "restart", "create"],
     ])
 
     /// Compact JSON with sorted keys, as the query parameter carries it.

@@ -74,8 +74,9 @@ public struct DockerContainer: Hashable, Sendable {
     public var pid: Int32?
     /// `HostConfig.NetworkMode`: "default" or "bridge" mean the default bridge.
     public var networkMode: String
-    /// The endpoint on the default bridge, when the container has an IPv4 address there.
-    public var bridge: DockerBridgeEndpoint?
+    /// `NetworkSettings.Networks`: its endpoints with an IPv4 address, by network name, on
+    /// networks of any driver (the translation keeps those on bridge networks).
+    public var networks: [String: DockerBridgeEndpoint]
     /// `HostConfig.Links`: the links this container holds as the parent.
     public var links: [DockerLinkDeclaration]
     /// `Config.ExposedPorts` (includes every `-p` port), sorted.
@@ -88,25 +89,48 @@ public struct DockerContainer: Hashable, Sendable {
     public init(
         id: String, name: String, running: Bool, pid: Int32? = nil, networkMode: String = "default",
         bridge: DockerBridgeEndpoint? = nil, links: [DockerLinkDeclaration] = [],
-        exposedPorts: [PortSpec] = [], publishedPorts: [PublishedPort] = [], warnings: [String] = []
+        exposedPorts: [PortSpec] = [], publishedPorts: [PublishedPort] = [], warnings: [String] = [],
+        networks: [String: DockerBridgeEndpoint] = [:]
     ) {
         self.id = id
         self.name = name
         self.running = running
         self.pid = pid
         self.networkMode = networkMode
-        self.bridge = bridge
+        self.networks = networks
+        if let bridge { self.networks[dockerDefaultBridgeNetwork] = bridge }
         self.links = links
         self.exposedPorts = exposedPorts
         self.publishedPorts = publishedPorts
         self.warnings = warnings
     }
 
+    /// The endpoint on the default bridge (`NetworkSettings.Networks.bridge`), when the
+    /// container has an IPv4 address there.
+    public var bridge: DockerBridgeEndpoint? {
+        get { networks[dockerDefaultBridgeNetwork] }
+        set { networks[dockerDefaultBridgeNetwork] = newValue }
+    }
+
     /// `HostConfig.NetworkMode` names the default bridge; only such containers hold legacy links.
     public var usesDefaultBridgeMode: Bool { Self.isDefaultBridgeMode(networkMode) }
 
-    /// Running with an address on the default bridge: the containers the policy is about.
+    /// Running with an address on the default bridge.
     public var isRunningOnDefaultBridge: Bool { running && bridge != nil }
+
+    /// Running with an address on some network: the containers the agent follows (the
+    /// translation keeps the endpoints on bridge networks).
+    public var isRunningOnANetwork: Bool { running && !networks.isEmpty }
+
+    /// The network whose endpoint carries the published ports: the one `NetworkMode` names
+    /// (the network the container was created on), else the default bridge, else the first
+    /// by name. Docker binds a container's ports to one endpoint.
+    public var primaryNetwork: String? {
+        let mode = usesDefaultBridgeMode ? dockerDefaultBridgeNetwork : networkMode
+        if networks[mode] != nil { return mode }
+        if networks[dockerDefaultBridgeNetwork] != nil { return dockerDefaultBridgeNetwork }
+        return networks.keys.min()
+    }
 
     static func isDefaultBridgeMode(_ mode: String) -> Bool {
         mode == "default" || mode == dockerDefaultBridgeNetwork
@@ -125,10 +149,12 @@ public struct DockerContainerSummary: Hashable, Sendable {
     public var networkMode: String?
     /// `NetworkSettings.Networks.bridge.IPAddress`, when set.
     public var bridgeIP: IPv4Address?
+    /// The networks (`NetworkSettings.Networks`) on which it has an IPv4 address, sorted.
+    public var addressedNetworks: [String]
 
     public init(
         id: String, name: String, names: [String], state: String,
-        networkMode: String? = nil, bridgeIP: IPv4Address? = nil
+        networkMode: String? = nil, bridgeIP: IPv4Address? = nil, addressedNetworks: [String]? = nil
     ) {
         self.id = id
         self.name = name
@@ -136,6 +162,7 @@ public struct DockerContainerSummary: Hashable, Sendable {
         self.state = state
         self.networkMode = networkMode
         self.bridgeIP = bridgeIP
+        self.addressedNetworks = addressedNetworks ?? (bridgeIP == nil ? [] : [dockerDefaultBridgeNetwork])
     }
 }
 
@@ -155,12 +182,14 @@ public struct DockerNetworkEndpoint: Hashable, Sendable {
     }
 }
 
-/// `GET /networks/bridge`: the default bridge and its policy-relevant options.
+/// A bridge-driver network (`GET /networks/bridge`, `GET /networks?filters=driver=bridge`)
+/// and its policy-relevant options (docs/docker.md, "Networks").
 public struct DockerBridgeNetwork: Hashable, Sendable {
     public var id: String
     public var name: String
     public var driver: String?
-    /// `Options["com.docker.network.bridge.name"]`; "docker0" when the option is absent.
+    /// `Options["com.docker.network.bridge.name"]`; when the option is absent, "docker0" for
+    /// the default bridge and "br-" + the first 12 characters of the ID for the others.
     public var bridgeName: String
     /// `Options["com.docker.network.bridge.enable_icc"]`; Docker's default (true) when absent.
     public var iccEnabled: Bool
@@ -170,16 +199,32 @@ public struct DockerBridgeNetwork: Hashable, Sendable {
     public var subnet: IPv4CIDR?
     /// That entry's `Gateway`; 20.10 leaves it out of the default bridge's IPAM config.
     public var gateway: IPv4Address?
-    /// `Containers`, by container ID.
+    /// `Containers`, by container ID (empty in `GET /networks` lists).
     public var endpoints: [String: DockerNetworkEndpoint]
+    /// `Internal` (`docker network create --internal`).
+    public var `internal`: Bool
+    /// `EnableIPv6`.
+    public var enableIPv6: Bool
+    /// `Options["com.docker.network.bridge.host_binding_ipv4"]`: the host address published
+    /// ports bind to when `-p` names none (Docker reports the resulting `HostIp` in each
+    /// container's port bindings); nil when absent or 0.0.0.0.
+    public var hostBindingIPv4: IPv4Address?
+    /// `Options["com.docker.network.host_ipv4"]`: the source address outbound traffic is
+    /// SNATed to instead of masqueraded; nil when absent.
+    public var hostIPv4: IPv4Address?
     public var warnings: [String]
 
     public init(
         id: String, name: String, driver: String? = "bridge", bridgeName: String = "docker0",
         iccEnabled: Bool = true, ipMasquerade: Bool = true, subnet: IPv4CIDR? = nil,
         gateway: IPv4Address? = nil, endpoints: [String: DockerNetworkEndpoint] = [:],
-        warnings: [String] = []
+        internal: Bool = false, enableIPv6: Bool = false, hostBindingIPv4: IPv4Address? = nil,
+        hostIPv4: IPv4Address? = nil, warnings: [String] = []
     ) {
+        self.internal = `internal`
+        self.enableIPv6 = enableIPv6
+        self.hostBindingIPv4 = hostBindingIPv4
+        self.hostIPv4 = hostIPv4
         self.id = id
         self.name = name
         self.driver = driver

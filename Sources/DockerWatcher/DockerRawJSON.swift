@@ -112,8 +112,11 @@ struct RawNetwork: Decodable {
     var ipam: IPAM?
     var options: [String: String]?
     var containers: [String: Endpoint]?
+    var `internal`: Bool?
+    var enableIPv6: Bool?
     enum CodingKeys: String, CodingKey {
         case id = "Id", name = "Name", driver = "Driver", ipam = "IPAM", options = "Options", containers = "Containers"
+        case `internal` = "Internal", enableIPv6 = "EnableIPv6"
     }
 }
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Inspected containers → the policy model's containers and links (docs/policy.md).
+// Docker's bridge networks and inspected containers → the policy model's networks,
+// containers (one per endpoint: a container on two bridge networks is two `Container`s of
+// the same name) and links (docs/policy.md, docs/docker.md "Networks").
 // A link is in force only while parent and child both run on the default bridge: Docker
 // 20.10 and 29 leave a stopped child's rules behind (and give them to whoever gets its IP
 // next) and do not follow a restarted child to its new IP. Recomputing links from the
@@ -8,9 +10,34 @@
 
 import BPFNetCore
 
-/// Finds a running container's bridge port (the host-side veth) from its `State.Pid`.
-/// `LinuxBridgePortLookup` is the real one; tests inject their own.
+/// Finds a running container's bridge port (the host-side veth of its eth0) from its
+/// `State.Pid`: enough for a container on the default bridge alone.
 public typealias BridgePortResolver = @Sendable (_ pid: Int32) async throws -> String
+
+/// Finds a running container's ports on its networks from its `State.Pid`: for each MAC of
+/// `macs`, the host-side veth whose peer in the container's namespace has that MAC (a
+/// container on several networks has one interface per network). A MAC without a veth
+/// (macvlan, gone meanwhile) is left out of the answer. `LinuxBridgePortLookup` is the real
+/// one; tests inject their own.
+public typealias EndpointPortResolver =
+    @Sendable (_ pid: Int32, _ macs: [MACAddress]) async throws -> [MACAddress: String]
+
+/// Adapts a one-interface resolver: a container with a single endpoint gets eth0's port;
+/// one with several cannot be told apart by it, and fails.
+public func endpointPortResolver(_ resolvePort: @escaping BridgePortResolver) -> EndpointPortResolver {
+    { pid, macs in
+        guard macs.count <= 1 else {
+            throw PortResolverError("\(macs.count) endpoints: a container on several networks needs the MAC lookup")
+        }
+        let port = try await resolvePort(pid)
+        return Dictionary(uniqueKeysWithValues: macs.map { ($0, port) })
+    }
+}
+
+public struct PortResolverError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
 
 /// A container left out of the policy although it runs on the default bridge, and why.
 public struct DockerSkippedContainer: Hashable, Sendable, CustomStringConvertible {
@@ -29,21 +56,30 @@ public struct DockerSkippedContainer: Hashable, Sendable, CustomStringConvertibl
 
 /// What Docker says the policy's containers and links are, at one moment.
 public struct DockerPolicySnapshot: Hashable, Sendable {
-    /// Sorted by name.
+    /// The user-defined bridge networks, sorted by name (the default bridge is `Policy.bridge`).
+    public var networks: [BridgeNetwork]
+    /// One per (container, bridge network) endpoint; sorted by name, then network
+    /// (the default bridge first).
     public var containers: [Container]
     /// Sorted by parent, child, alias.
     public var links: [Link]
     public var skipped: [DockerSkippedContainer]
 
-    public init(containers: [Container] = [], links: [Link] = [], skipped: [DockerSkippedContainer] = []) {
+    public init(
+        containers: [Container] = [], links: [Link] = [], skipped: [DockerSkippedContainer] = [],
+        networks: [BridgeNetwork] = []
+    ) {
+        self.networks = networks
         self.containers = containers
         self.links = links
         self.skipped = skipped
     }
 
-    /// `policy` with its containers and links replaced by Docker's; every other setting kept.
+    /// `policy` with its networks, containers and links replaced by Docker's; every other
+    /// setting kept.
     public func applied(to policy: Policy) -> Policy {
         var result = policy
+        result.networks = networks
         result.containers = containers
         result.links = links
         return result
@@ -51,33 +87,68 @@ public struct DockerPolicySnapshot: Hashable, Sendable {
 }
 
 public enum DockerPolicyTranslator {
-    /// Translates with known ports. `ports` maps container IDs to their host-side veth names;
-    /// a running bridge container without an entry is skipped.
+    /// Translates with known default-bridge ports. `ports` maps container IDs to their
+    /// host-side veth on the default bridge; endpoints on other networks are left out.
     public static func snapshot(of containers: [DockerContainer], ports: [String: String]) -> DockerPolicySnapshot {
-        snapshot(of: containers) { container in
-            if let port = ports[container.id] { return .found(port) }
+        snapshot(
+            of: containers, networks: [],
+            endpointPorts: ports.mapValues { [dockerDefaultBridgeNetwork: $0] })
+    }
+
+    /// Translates with known ports on every network. `endpointPorts` maps container IDs to
+    /// network names to host-side veths; an endpoint on a bridge network without an entry is
+    /// skipped. `networks`: Docker's bridge networks (the default one may be among them);
+    /// endpoints on other networks (host, macvlan, unknown) are left out silently.
+    public static func snapshot(
+        of containers: [DockerContainer], networks: [DockerBridgeNetwork],
+        endpointPorts: [String: [String: String]]
+    ) -> DockerPolicySnapshot {
+        snapshot(of: containers, networks: networks) { container, network in
+            if let port = endpointPorts[container.id]?[network] { return .found(port) }
             return .failed("host-side port unknown")
         }
     }
 
-    /// Resolves each running bridge container's port from its pid (at most
-    /// `maxConcurrentLookups` at a time), then translates. A container whose lookup fails is
-    /// skipped with the lookup's error: it may have stopped meanwhile.
+    /// Resolves each running default-bridge container's port from its pid (its eth0), then
+    /// translates the default bridge alone.
     public static func snapshot(
         of containers: [DockerContainer], resolvePort: @escaping BridgePortResolver,
         maxConcurrentLookups: Int = 8
     ) async -> DockerPolicySnapshot {
-        let wanted = containers.filter { $0.isRunningOnDefaultBridge && $0.pid != nil && $0.bridge?.mac != nil }
-        var ports: [String: PortLookup] = [:]
-        await withTaskGroup(of: (String, PortLookup).self) { group in
+        let onBridge = containers.map { container in
+            var only = container
+            only.networks = container.networks.filter { $0.key == dockerDefaultBridgeNetwork }
+            return only
+        }
+        return await snapshot(
+            of: onBridge, networks: [], resolvePorts: endpointPortResolver(resolvePort),
+            maxConcurrentLookups: maxConcurrentLookups)
+    }
+
+    /// Resolves the ports of each running container's bridge-network endpoints (one lookup
+    /// per container, at most `maxConcurrentLookups` at a time), then translates. An
+    /// endpoint whose lookup fails is skipped with the lookup's error: the container may
+    /// have stopped meanwhile.
+    public static func snapshot(
+        of containers: [DockerContainer], networks: [DockerBridgeNetwork],
+        resolvePorts: @escaping EndpointPortResolver, maxConcurrentLookups: Int = 8
+    ) async -> DockerPolicySnapshot {
+        let known = bridgeNetworkNames(networks)
+        var wanted: [(id: String, pid: Int32, macs: [MACAddress])] = []
+        for container in containers where container.running {
+            let macs = container.networks.filter { known.contains($0.key) }.values.compactMap(\.mac)
+            if let pid = container.pid, !macs.isEmpty { wanted.append((container.id, pid, macs)) }
+        }
+        var found: [String: Result<[MACAddress: String], PortResolverError>] = [:]
+        await withTaskGroup(of: (String, Result<[MACAddress: String], PortResolverError>).self) { group in
             var next = wanted.makeIterator()
             func addNext() -> Bool {
-                guard let container = next.next(), let pid = container.pid else { return false }
+                guard let (id, pid, macs) = next.next() else { return false }
                 group.addTask {
                     do {
-                        return (container.id, .found(try await resolvePort(pid)))
+                        return (id, .success(try await resolvePorts(pid, macs)))
                     } catch {
-                        return (container.id, .failed("host-side port of pid \(pid) not found: \(error)"))
+                        return (id, .failure(PortResolverError("host-side port of pid \(pid) not found: \(error)")))
                     }
                 }
                 return true
@@ -86,11 +157,21 @@ public enum DockerPolicyTranslator {
                 if !addNext() { break }
             }
             while let (id, result) = await group.next() {
-                ports[id] = result
+                found[id] = result
                 _ = addNext()
             }
         }
-        return snapshot(of: containers) { ports[$0.id] ?? .failed("host-side port unknown") }
+        return snapshot(of: containers, networks: networks) { container, network in
+            switch found[container.id] {
+            case .success(let ports)?:
+                guard let mac = container.networks[network]?.mac, let port = ports[mac] else {
+                    return .failed("no interface with its MAC in the container's namespace")
+                }
+                return .found(port)
+            case .failure(let error)?: return .failed(error.description)
+            case nil: return .failed("host-side port unknown")
+            }
+        }
     }
 
     /// The links among `containers` that are in force: parent and child both running on the
@@ -112,54 +193,86 @@ public enum DockerPolicyTranslator {
         return result.sorted { ($0.parent, $0.child, $0.alias ?? "") < ($1.parent, $1.child, $1.alias ?? "") }
     }
 
+    /// The network names whose endpoints the policy holds: the default bridge's and every
+    /// bridge network's.
+    public static func bridgeNetworkNames(_ networks: [DockerBridgeNetwork]) -> Set<String> {
+        Set(networks.filter { ($0.driver ?? dockerBridgeDriver) == dockerBridgeDriver }.map(\.name))
+            .union([dockerDefaultBridgeNetwork])
+    }
+
     private static func snapshot(
-        of containers: [DockerContainer],
-        port: (DockerContainer) -> PortLookup
+        of containers: [DockerContainer], networks: [DockerBridgeNetwork],
+        port: (DockerContainer, String) -> PortLookup
     ) -> DockerPolicySnapshot {
-        var included: [DockerContainer] = []
+        let known = bridgeNetworkNames(networks)
+        var userNetworks: [String: DockerBridgeNetwork] = [:]
+        for network in networks where known.contains(network.name) && !network.isDefaultBridge {
+            userNetworks[network.name] = userNetworks[network.name] ?? network
+        }
+        var onDefaultBridge: [DockerContainer] = []
         var models: [Container] = []
         var skipped: [DockerSkippedContainer] = []
         var ipOwners: [IPv4Address: String] = [:]
         // Name order makes the outcome independent of the order Docker listed them in.
-        for container in containers.sorted(by: { ($0.name, $0.id) < ($1.name, $1.id) })
-        where container.isRunningOnDefaultBridge {
-            func skip(_ reason: String) {
-                skipped.append(DockerSkippedContainer(id: container.id, name: container.name, reason: reason))
+        for container in containers.sorted(by: { ($0.name, $0.id) < ($1.name, $1.id) }) where container.running {
+            let primary = container.primaryNetwork
+            // The default bridge first, then the user-defined networks by name.
+            let endpoints = container.networks.filter { known.contains($0.key) }.sorted {
+                ($0.key == dockerDefaultBridgeNetwork ? "" : $0.key)
+                    < ($1.key == dockerDefaultBridgeNetwork ? "" : $1.key)
             }
-            guard let bridge = container.bridge else { continue }
-            guard let mac = bridge.mac else {
-                skip("no MAC address on the default bridge")
-                continue
+            for (network, endpoint) in endpoints {
+                let isDefault = network == dockerDefaultBridgeNetwork
+                func skip(_ reason: String) {
+                    skipped.append(
+                        DockerSkippedContainer(
+                            id: container.id, name: container.name,
+                            reason: isDefault ? reason : "on network \(network): \(reason)"))
+                }
+                if !isDefault, let id = endpoint.networkID, let expected = userNetworks[network]?.id, id != expected {
+                    // A network removed and created again under the same name; the next event settles it.
+                    skip("its endpoint is on network \(id.prefix(12)), not on \(expected.prefix(12))")
+                    continue
+                }
+                guard let mac = endpoint.mac else {
+                    skip("no MAC address on " + (isDefault ? "the default bridge" : "the network"))
+                    continue
+                }
+                guard container.pid != nil else {
+                    skip("running without a State.Pid")
+                    continue
+                }
+                if let owner = ipOwners[endpoint.ip] {
+                    // Two inspects taken at different moments; the next resync settles it.
+                    skip("\(endpoint.ip) is already held by \(owner)")
+                    continue
+                }
+                let portName: String
+                switch port(container, network) {
+                case .found(let name): portName = name
+                case .failed(let reason):
+                    skip(reason)
+                    continue
+                }
+                ipOwners[endpoint.ip] = container.name
+                if isDefault { onDefaultBridge.append(container) }
+                // Docker binds a container's published ports to one endpoint.
+                models.append(
+                    Container(
+                        name: container.name, ip: endpoint.ip, mac: mac, port: portName,
+                        exposed: container.exposedPorts,
+                        published: network == primary ? container.publishedPorts : [],
+                        network: isDefault ? nil : network))
             }
-            guard container.pid != nil else {
-                skip("running without a State.Pid")
-                continue
-            }
-            if let owner = ipOwners[bridge.ip] {
-                // Two inspects taken at different moments; the next resync settles it.
-                skip("\(bridge.ip) is already held by \(owner)")
-                continue
-            }
-            let portName: String
-            switch port(container) {
-            case .found(let name): portName = name
-            case .failed(let reason):
-                skip(reason)
-                continue
-            }
-            ipOwners[bridge.ip] = container.name
-            included.append(container)
-            models.append(
-                Container(
-                    name: container.name, ip: bridge.ip, mac: mac, port: portName,
-                    exposed: container.exposedPorts, published: container.publishedPorts))
         }
-        let links = links(parents: included, childNames: Set(included.map(\.name)))
-        return DockerPolicySnapshot(containers: models, links: links, skipped: skipped)
+        let links = links(parents: onDefaultBridge, childNames: Set(onDefaultBridge.map(\.name)))
+        return DockerPolicySnapshot(
+            containers: models, links: links, skipped: skipped,
+            networks: userNetworks.values.sorted { $0.name < $1.name }.map(\.model))
     }
 }
 
-/// The outcome of finding one container's port.
+/// The outcome of finding one endpoint's port.
 enum PortLookup: Sendable {
     case found(String)
     case failed(String)

@@ -128,7 +128,7 @@ struct Run: AsyncParsableCommand {
             ) { client in
                 let agent = DockerAgent(
                     docker: client, dataplane: executor, settings: settings,
-                    resolvePort: LinuxBridgePortLookup().resolver, configuration: agentConfiguration,
+                    resolvePorts: LinuxBridgePortLookup().endpointResolver, configuration: agentConfiguration,
                     logger: Logger(label: "bpfnet.agent"), report: { stateWriter.write($0) }, metrics: metrics)
                 let scrape = metrics.map {
                     MetricsScrape(

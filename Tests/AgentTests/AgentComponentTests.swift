@@ -35,8 +35,11 @@ final class PendingChangesTests: XCTestCase {
         XCTAssertEqual(classified(container(.stop, "a")), "a remove")
         XCTAssertEqual(classified(container(.destroy, "a")), "a destroy")
         XCTAssertEqual(classified(docker.network(.connect, "a")), "a refresh")
-        XCTAssertEqual(classified(docker.network(.disconnect, "a")), "a remove")
-        XCTAssertNil(classified(docker.network(.connect, "a", network: "other-net")), "not the default bridge")
+        XCTAssertEqual(classified(docker.network(.disconnect, "a")), "a refresh", "it may stay on other networks")
+        XCTAssertEqual(classified(docker.network(.connect, "a", network: "app")), "a refresh", "a user network")
+        XCTAssertEqual(classified(docker.network(.disconnect, "a", network: "app")), "a refresh")
+        XCTAssertNil(classified(docker.network(.connect, "a", network: "lan", type: "macvlan")), "not a bridge")
+        XCTAssertNil(classified(docker.networkEvent(.create, "app")), "the agent's own: it reads the networks")
         XCTAssertNil(classified(container(.other("exec_start: sh"), "a")))
         XCTAssertNil(classified(container(.start, "")), "no container ID")
         XCTAssertNil(classified(DockerEvent(type: .other("plugin"), action: .other("enable"), actorID: "p1")))
@@ -231,7 +234,8 @@ final class ContainerTrackerTests: XCTestCase {
         _ docker: ScriptedDocker, _ ports: Ports,
         logs: LogRecorder = LogRecorder()
     ) -> ContainerTracker {
-        ContainerTracker(docker: docker, resolvePort: ports.resolver, concurrency: 4, logger: logs.logger)
+        ContainerTracker(
+            docker: docker, resolvePorts: endpointPortResolver(ports.resolver), concurrency: 4, logger: logs.logger)
     }
 
     func testPortsAreLookedUpOncePerProcessAndEndpoint() async throws {

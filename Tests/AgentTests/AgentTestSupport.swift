@@ -87,7 +87,7 @@ final class AgentHarness: @unchecked Sendable {
         let reports = self.reports
         agent = DockerAgent(
             docker: docker, dataplane: DataplaneExecutor(dataplane), settings: settings,
-            resolvePort: fakePortResolver, host: host, configuration: configuration,
+            resolvePorts: fakePortResolver, host: host, configuration: configuration,
             logger: logs.logger, report: { reports.set($0) })
     }
 

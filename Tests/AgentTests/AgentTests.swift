@@ -155,7 +155,7 @@ final class AgentTests: XCTestCase {
         harness.docker.emit(line: #"{"Type":"container","Action":"start","Actor":{"Attributes":{}}}"#)
         harness.docker.emit(line: #"{"Type":"plugin","Action":"enable","Actor":{"ID":"p1"}}"#)
         harness.docker.emit(line: #"{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc"}}"#)
-        harness.docker.emit(harness.docker.network(.connect, "ffff", network: "other-net"))
+        harness.docker.emit(harness.docker.network(.connect, "ffff", network: "other-net", type: "macvlan"))
         // Meanwhile lone was removed without an event the agent could read.
         harness.docker.stop("lone", silently: true)
 

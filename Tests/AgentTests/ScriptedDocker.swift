@@ -32,6 +32,8 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     private var network = DockerBridgeNetwork(
         id: "net0", name: "bridge", subnet: IPv4CIDR("172.17.0.0/16"),
         gateway: IPv4Address("172.17.0.1"))
+    /// User-defined bridge networks, in creation order.
+    private var userNetworks: [DockerBridgeNetwork] = []
     private var info = DockerDaemonInfo(serverVersion: "20.10.24+dfsg1", ipv4Forwarding: true, bridgeNfIptables: false)
     private var reachable = true
     private var stream: AsyncThrowingStream<DockerEventItem, any Error>.Continuation?
@@ -74,11 +76,19 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
         }
     }
 
+    func bridgeNetworks() async throws -> [DockerBridgeNetwork] {
+        try lock.withLock {
+            try checkReachable()
+            log.append("networks")
+            return [network] + userNetworks
+        }
+    }
+
     func runningBridgeContainers() async throws -> [DockerContainerSummary] {
         try lock.withLock {
             try checkReachable()
             log.append("list")
-            return containers.values.filter(\.isRunningOnDefaultBridge).sorted { $0.id < $1.id }.map {
+            return containers.values.filter(\.isRunningOnANetwork).sorted { $0.id < $1.id }.map {
                 DockerContainerSummary(
                     id: $0.id, name: $0.name, names: [$0.name], state: "running",
                     networkMode: $0.networkMode, bridgeIP: $0.bridge?.ip)
@@ -136,14 +146,14 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     @discardableResult
     func run(
         _ name: String, exposed: [PortSpec] = [], published: [PublishedPort] = [],
-        links: [(child: String, alias: String)] = [], silently: Bool = false
+        links: [(child: String, alias: String)] = [], network: String? = nil, silently: Bool = false
     ) -> String {
         let id: String = lock.withLock {
             let id = String(format: "%064x", nextID)
             nextID += 1
             let exposedAll = Array(Set(exposed + published.map { PortSpec($0.containerPort, $0.proto) })).sorted()
             containers[id] = DockerContainer(
-                id: id, name: name, running: false, networkMode: "default",
+                id: id, name: name, running: false, networkMode: network ?? "default",
                 links: links.map { DockerLinkDeclaration(child: $0.child, parent: name, alias: $0.alias) },
                 exposedPorts: exposedAll, publishedPorts: published)
             return id
@@ -155,25 +165,82 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     /// `docker start NAME`: lowest free address, a new pid, a new endpoint.
     func start(_ name: String, silently: Bool = false) {
         let id = self.id(of: name)
-        lock.withLock {
+        let home: String = lock.withLock {
             var container = containers[id]!
-            let used = Set(containers.values.compactMap(\.bridge?.ip))
-            var host: UInt32 = 2
-            while used.contains(IPv4Address(172 << 24 | 17 << 16 | host)) { host += 1 }
-            let ip = IPv4Address(172 << 24 | 17 << 16 | host)
             nextPid += 1
             container.running = true
             container.pid = nextPid
-            container.bridge = DockerBridgeEndpoint(
-                ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip),
-                gateway: IPv4Address("172.17.0.1"), endpointID: "ep\(nextPid)",
-                networkID: "net0")
+            let home = container.usesDefaultBridgeMode ? "bridge" : container.networkMode
             containers[id] = container
+            attach(id, to: home)
+            return home
         }
         if !silently {
-            emit(network(.connect, id))
+            emit(network(.connect, id, network: home))
             emit(event(.start, id, name))
         }
+    }
+
+    /// Gives container `id` an endpoint on `networkName`: the lowest free address of its
+    /// subnet (172.17/16 for the default bridge, 172.(18+k)/16 for the k-th user network).
+    private func attach(_ id: String, to networkName: String) {
+        let subnet = networkName == "bridge" ? network : userNetworks.first { $0.name == networkName }!
+        let base = subnet.subnet!.address.value
+        let used = Set(containers.values.flatMap(\.networks.values).map(\.ip))
+        var host: UInt32 = 2
+        while used.contains(IPv4Address(base | host)) { host += 1 }
+        let ip = IPv4Address(base | host)
+        let pid = containers[id]!.pid!
+        containers[id]!.networks[networkName] = DockerBridgeEndpoint(
+            ip: ip, prefixLength: 16, mac: MACAddress(dockerStyleFor: ip), gateway: subnet.gateway,
+            endpointID: "ep\(pid)-\(networkName)", networkID: subnet.id)
+    }
+
+    /// `docker network create`; returns the network's ID. Its bridge is "br-" + the ID's first 12.
+    @discardableResult
+    func createNetwork(_ name: String, icc: Bool = true, internal: Bool = false, silently: Bool = false) -> String {
+        let id: String = lock.withLock {
+            let id = String(format: "%012x", 0xfeed_0000 + nextID) + String(repeating: "0", count: 52)
+            nextID += 1
+            let octet = UInt8(18 + userNetworks.count)
+            userNetworks.append(
+                DockerBridgeNetwork(
+                    id: id, name: name, bridgeName: "br-" + id.prefix(12), iccEnabled: icc,
+                    subnet: IPv4CIDR("172.\(octet).0.0/16"), gateway: IPv4Address(172, octet, 0, 1),
+                    internal: `internal`))
+            return id
+        }
+        if !silently { emit(networkEvent(.create, name)) }
+        return id
+    }
+
+    func removeNetwork(_ name: String, silently: Bool = false) {
+        lock.withLock { userNetworks.removeAll { $0.name == name } }
+        if !silently { emit(networkEvent(.destroy, name)) }
+    }
+
+    func bridgeName(of networkName: String) -> String {
+        lock.withLock { userNetworks.first { $0.name == networkName }!.bridgeName }
+    }
+
+    /// `docker network connect NETWORK NAME` on a running container.
+    func connect(_ name: String, to networkName: String, silently: Bool = false) {
+        let id = self.id(of: name)
+        lock.withLock { attach(id, to: networkName) }
+        if !silently { emit(network(.connect, id, network: networkName)) }
+    }
+
+    func disconnect(_ name: String, from networkName: String, silently: Bool = false) {
+        let id = self.id(of: name)
+        lock.withLock { _ = containers[id]!.networks.removeValue(forKey: networkName) }
+        if !silently { emit(network(.disconnect, id, network: networkName)) }
+    }
+
+    func networkEvent(_ action: DockerEventAction, _ name: String, type: String = "bridge") -> DockerEvent {
+        let id = lock.withLock { userNetworks.first { $0.name == name }?.id } ?? "gone-\(name)"
+        return DockerEvent(
+            type: .network, action: action, actorID: id, attributes: ["name": name, "type": type],
+            timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
     }
 
     /// `docker stop NAME`, events in this daemon's order.
@@ -182,7 +249,7 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
         lock.withLock {
             containers[id]!.running = false
             containers[id]!.pid = nil
-            containers[id]!.bridge = nil
+            containers[id]!.networks = [:]
         }
         guard !silently else { return }
         switch flavor {
@@ -273,10 +340,12 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
             timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
     }
 
-    func network(_ action: DockerEventAction, _ id: String, network: String = "bridge") -> DockerEvent {
+    func network(_ action: DockerEventAction, _ id: String, network: String = "bridge", type: String = "bridge")
+        -> DockerEvent
+    {
         DockerEvent(
             type: .network, action: action, actorID: "net0",
-            attributes: ["container": id, "name": network, "type": "bridge"],
+            attributes: ["container": id, "name": network, "type": type],
             timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
     }
 }
@@ -303,5 +372,11 @@ final class FakeHost: AgentHost, @unchecked Sendable {
     func setTraces(_ value: [String]) { lock.withLock { traces = value } }
 }
 
-/// The port lookup in memory: pid N sits on "vethN".
-let fakePortResolver: BridgePortResolver = { pid in "veth\(pid)" }
+/// The port lookup in memory: pid N sits on "vethN" on the default bridge (172.17/16) and
+/// on "vethNnK" on a network of 172.K/16 (the endpoint MACs are 02:42 and the address).
+let fakePortResolver: EndpointPortResolver = { pid, macs in
+    Dictionary(
+        uniqueKeysWithValues: macs.map { mac in
+            (mac, mac.bytes.2 == 172 && mac.bytes.3 == 17 ? "veth\(pid)" : "veth\(pid)n\(mac.bytes.3)")
+        })
+}

@@ -26,7 +26,7 @@ final class EventTests: XCTestCase {
         XCTAssertEqual(
             events[0],
             DockerEvent(
-                type: .container, action: .other("create"), actorID: child,
+                type: .container, action: .create, actorID: child,
                 attributes: ["image": "bb:local", "name": "ce"],
                 timeNano: 1_795_751_701_745_412_541))
         let connect = events[1]
@@ -85,7 +85,7 @@ final class EventTests: XCTestCase {
     func testFiltersJSON() {
         XCTAssertEqual(
             DockerEventFilters.bridgePolicy.json,
-            #"{"event":["start","die","stop","destroy","connect","disconnect","restart"],"type":["container","network"]}"#
+            #"{"event":["start","die","stop","destroy","connect","disconnect","restart","create"],"type":["container","network"]}"#
         )
     }
 

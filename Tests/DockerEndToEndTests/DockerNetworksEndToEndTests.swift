@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// `bpfnet run --backend bpf` next to a real dockerd (`--iptables=false`) with user-defined
+// bridge networks, probed with real TCP and ICMP:
+//
+//   default bridge 10.47.0.0/24 (icc on):          d1, d2
+//   quiet   10.48.0.0/24, enable_icc=false:        q1, q2   (created before the agent)
+//   open    10.49.0.0/24:                          o1, o2   (created before the agent)
+//   sealed  10.50.0.0/24, --internal:              s1, s2   (created while it runs)
+//   late    10.51.0.0/24:                          l1       (created while it runs; timed)
+//
+// The outside namespace routes back to the default bridge's subnet only (LabNamespaces), so
+// a user network's container reaches it through masquerade or not at all.
+//
+// Root only. Skipped otherwise, unless BPFNET_REQUIRE_ROOT_TESTS=1.
+
+import BPFNetCore
+import DockerTestSupport
+import Foundation
+import LinuxNet
+import NetLab
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A container on one network with a probe server on 80/tcp in its namespace.
+private final class NetworkContainer {
+    let name: String
+    let network: String
+    let pid: Int32
+    let ip: IPv4Address
+    private var server: BackgroundProcess?
+
+    init(_ name: String, on network: String, dockerd: PrivateDockerd, image: String, probe: ProbeRunner) throws {
+        self.name = name
+        self.network = network
+        var run = ["run", "-d", "--stop-timeout", "1", "--name", name]
+        if network != "bridge" { run += ["--network", network] }
+        try dockerd.docker(run + [image, "sleep", "86400"])
+        let fields = try dockerd.docker([
+            "inspect", "-f", "{{.State.Pid}} {{(index .NetworkSettings.Networks \"\(network)\").IPAddress}}", name,
+        ]).split(separator: " ")
+        guard fields.count == 2, let pid = Int32(fields[0]), pid > 0, let ip = IPv4Address(fields[1]) else {
+            throw LabFailure("docker inspect \(name): unexpected '\(fields.joined(separator: " "))'")
+        }
+        self.pid = pid
+        self.ip = ip
+        let server = try BackgroundProcess(
+            Command(namespace.nsenter(probe.serveArguments(tcp: [80], udp: [], name: name))))
+        _ = try server.waitForLine(prefix: "ready", timeout: .seconds(10))
+        self.server = server
+    }
+
+    var namespace: NetworkNamespace { NetworkNamespace(unopenedPath: "/proc/\(pid)/ns/net", name: name) }
+
+    func stopServer() {
+        server?.stop()
+        server = nil
+    }
+}
+
+final class DockerNetworksEndToEndTests: XCTestCase {
+    func testBPFNetRunPolicesUserDefinedNetworks() throws {
+        guard getuid() == 0 else {
+            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
+                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
+            }
+            throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
+        }
+        if let missing = PrivateDockerd.missingRequirements(tools: ["nft"]) {
+            return XCTFail("cannot run the real-Docker suite: \(missing) — \(PrivateDockerd.installHint)")
+        }
+        let probe = try ProbeRunner(maxConcurrent: 6)
+        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkn-\(tag)").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
+        var lab: LabNamespaces?
+        var agent: BackgroundProcess?
+        var cli: BPFNetCLI?
+        var containers: [String: NetworkContainer] = [:]
+        defer {
+            agent?.stop(grace: .seconds(5))
+            for container in containers.values { container.stopServer() }
+            cli?.cleanUp()
+            dockerd.destroy()
+            lab?.destroy()
+            unmountEverything(under: work)
+            try? FileManager.default.removeItem(atPath: work)
+        }
+
+        let namespaces = try LabNamespaces(tag: "\(tag)-n", probe: probe)
+        lab = namespaces
+        try dockerd.start(
+            in: namespaces.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false"], wipeNetwork: true)
+        let image = try dockerd.importBusybox()
+        try dockerd.docker([
+            "network", "create", "--subnet", "10.48.0.0/24", "-o", "com.docker.network.bridge.enable_icc=false",
+            "quiet",
+        ])
+        try dockerd.docker(["network", "create", "--subnet", "10.49.0.0/24", "open"])
+
+        let bpfnet = try BPFNetCLI(namespace: namespaces.docker, workDirectory: work)
+        cli = bpfnet
+        let config = work + "/run-policy.yaml"
+        try """
+        icc: true
+        extInterfaces:
+          - name: ext0
+            allowSources: [\(LabAddresses.allowed)/32]
+
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf"])
+        func agentLog() -> String { agent?.logContents(maxBytes: 12000) ?? "" }
+        do {
+            try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
+        } catch {
+            XCTFail("\(error)\n\(agentLog())")
+            throw error
+        }
+
+        // Created while the agent runs: policed before their first container.
+        try dockerd.docker(["network", "create", "--internal", "--subnet", "10.50.0.0/24", "sealed"])
+        for (name, network) in [
+            ("d1", "bridge"), ("d2", "bridge"), ("q1", "quiet"), ("q2", "quiet"), ("o1", "open"), ("o2", "open"),
+            ("s1", "sealed"), ("s2", "sealed"),
+        ] {
+            containers[name] = try NetworkContainer(name, on: network, dockerd: dockerd, image: image, probe: probe)
+        }
+        let all = Set(containers.keys)
+        do {
+            try bpfnet.waitForStatus("every container") { Set($0.containers.map(\.name)) == all }
+        } catch {
+            XCTFail("\(error)\n\(agentLog())")
+            throw error
+        }
+
+        let outside = IPv4Address(198, 51, 100, 2)
+        struct Expectation {
+            var label: String
+            var from: String
+            var to: IPv4Address
+            var kind: Probe.Kind
+            var expected: Reachability
+        }
+        func c(_ name: String) -> IPv4Address { containers[name]!.ip }
+        func check(_ expectations: [Expectation]) {
+            let probes = expectations.map {
+                Probe(
+                    from: containers[$0.from]!.namespace, to: $0.to, $0.kind, timeout: .milliseconds(1000),
+                    label: $0.label)
+            }
+            let results = probe.run(probes)
+            var table: [String] = []
+            for (expectation, result) in zip(expectations, results) {
+                table.append("\(expectation.label): \(result.reachability) (expected \(expectation.expected))")
+                XCTAssertEqual(
+                    result.reachability, expectation.expected, "\(expectation.label): \(result.detail)")
+            }
+            print("user networks, bpfnet run --backend bpf:\n  " + table.joined(separator: "\n  "))
+        }
+        check([
+            Expectation(
+                label: "d1 → d2 (default bridge, icc on)", from: "d1", to: c("d2"), kind: .tcp(80), expected: .allowed),
+            Expectation(
+                label: "d1 → o1 (default → user network)", from: "d1", to: c("o1"), kind: .tcp(80), expected: .blocked),
+            Expectation(
+                label: "o1 → d1 (user network → default)", from: "o1", to: c("d1"), kind: .tcp(80), expected: .blocked),
+            Expectation(
+                label: "o1 → q1 (between user networks)", from: "o1", to: c("q1"), kind: .tcp(80), expected: .blocked),
+            Expectation(
+                label: "q1 → o1 (between user networks)", from: "q1", to: c("o1"), kind: .tcp(80), expected: .blocked),
+            Expectation(label: "o1 → o2 (open, icc on)", from: "o1", to: c("o2"), kind: .tcp(80), expected: .allowed),
+            Expectation(label: "o1 → o2 ICMP", from: "o1", to: c("o2"), kind: .icmp, expected: .allowed),
+            Expectation(label: "q1 → q2 (quiet, icc off)", from: "q1", to: c("q2"), kind: .tcp(80), expected: .blocked),
+            Expectation(label: "q1 → q2 ICMP (icc off)", from: "q1", to: c("q2"), kind: .icmp, expected: .blocked),
+            Expectation(
+                label: "s1 → s2 (internal, within)", from: "s1", to: c("s2"), kind: .tcp(80), expected: .allowed),
+            Expectation(
+                label: "s1 → outside (internal)", from: "s1", to: outside, kind: .tcp(7777), expected: .blocked),
+            Expectation(
+                label: "o1 → outside (masquerade)", from: "o1", to: outside, kind: .tcp(7777), expected: .allowed),
+            Expectation(
+                label: "q1 → outside (masquerade)", from: "q1", to: outside, kind: .tcp(7777), expected: .allowed),
+            Expectation(label: "d1 → outside", from: "d1", to: outside, kind: .tcp(7777), expected: .allowed),
+        ])
+
+        // A network created while bpfnet runs, and the start → rules latency of its container.
+        try dockerd.docker(["network", "create", "--subnet", "10.51.0.0/24", "late"])
+        containers["l1"] = try NetworkContainer("l1", on: "late", dockerd: dockerd, image: image, probe: probe)
+        let timed = try bpfnet.waitForStatus("l1's start measured") { $0.agent?.lastSyncContainer == "l1" }
+        let latency = try XCTUnwrap(timed.lastSyncLatencyMs)
+        XCTAssertLessThan(latency, 5000, "start event → rules on a user network took \(latency) ms")
+        print("start event → rules on a user-defined network (l1 on late): \(latency) ms")
+        check([
+            Expectation(label: "l1 → d1 (late → default)", from: "l1", to: c("d1"), kind: .tcp(80), expected: .blocked),
+            Expectation(label: "d1 → l1 (default → late)", from: "d1", to: c("l1"), kind: .tcp(80), expected: .blocked),
+            Expectation(label: "l1 → o1 (late → open)", from: "l1", to: c("o1"), kind: .tcp(80), expected: .blocked),
+            Expectation(
+                label: "l1 → outside (masquerade)", from: "l1", to: outside, kind: .tcp(7777), expected: .allowed),
+        ])
+        // A container on two networks: d2 joins open and is one endpoint on each, its second
+        // port found by the MAC of its eth1.
+        try dockerd.docker(["network", "connect", "open", "d2"])
+        let d2Open = try XCTUnwrap(
+            IPv4Address(
+                try dockerd.docker([
+                    "inspect", "-f", "{{(index .NetworkSettings.Networks \"open\").IPAddress}}", "d2",
+                ])))
+        let twice = try bpfnet.waitForStatus("d2 on two networks") { status in
+            status.containers.filter { $0.name == "d2" }.count == 2
+        }
+        XCTAssertEqual(
+            Set(twice.containers.filter { $0.name == "d2" }.map(\.ip)), [c("d2").description, d2Open.description])
+        XCTAssertEqual(Set(twice.containers.filter { $0.name == "d2" }.map(\.port)).count, 2, "a port per network")
+        check([
+            Expectation(label: "o1 → d2 on open", from: "o1", to: d2Open, kind: .tcp(80), expected: .allowed),
+            Expectation(label: "d2 → o1 (now on open)", from: "d2", to: c("o1"), kind: .tcp(80), expected: .allowed),
+            Expectation(
+                label: "d2 → d1 (still on the default bridge)", from: "d2", to: c("d1"), kind: .tcp(80),
+                expected: .allowed),
+            Expectation(
+                label: "o1 → d2 on the default bridge", from: "o1", to: c("d2"), kind: .tcp(80), expected: .blocked),
+        ])
+        try dockerd.docker(["network", "disconnect", "open", "d2"])
+        try bpfnet.waitForStatus("d2 back on one network") { status in
+            status.containers.filter { $0.name == "d2" }.count == 1
+        }
+
+        let latencies = DockerOracleTests.startLatencies(in: agentLog())
+        print("agent start → rules latencies logged (ms): \(latencies.map { String(format: "%.1f", $0) })")
+        if testRun?.hasSucceeded == false { print(agentLog()) }
+    }
+}
