@@ -24,6 +24,18 @@ public struct BridgeFacts: Sendable, Hashable {
     }
 }
 
+extension NetworkRecord {
+    /// The record of a network with `flags` whose bridge is `bridge`: no
+    /// address means no subnet (netmask 0, which never matches).
+    init(flags: NetworkFlags, bridge: BridgeFacts) {
+        self.init(
+            flags: flags, bridgeAddress: bridge.address?.address ?? .any,
+            subnet: bridge.address?.network.address ?? .any,
+            netmask: bridge.address.map { IPv4Address($0.netmask) } ?? .any,
+            bridgeIfindex: bridge.ifindex, bridgeMAC: bridge.mac)
+    }
+}
+
 /// What the compiler needs to know about the host.
 public struct HostFacts: Sendable {
     /// The user-defined networks' bridges, by network name; a network missing
@@ -172,10 +184,8 @@ public enum PolicyCompiler {
         of policy: Policy, facts: HostFacts, into state: inout MapState, problems: inout [PolicyProblem]
     ) -> [String: UInt16] {
         state.networks[0] = NetworkRecord(
-            flags: policy.icc ? [.icc] : [], bridgeAddress: facts.bridgeAddress?.address ?? .any,
-            subnet: facts.bridgeAddress?.network.address ?? .any,
-            netmask: facts.bridgeAddress.map { IPv4Address($0.netmask) } ?? .any,
-            bridgeIfindex: facts.bridgeIfindex, bridgeMAC: facts.bridgeMAC)
+            flags: policy.icc ? [.icc] : [],
+            bridge: BridgeFacts(ifindex: facts.bridgeIfindex, address: facts.bridgeAddress, mac: facts.bridgeMAC))
         guard !policy.networks.isEmpty else { return [:] }
         if let address = facts.bridgeAddress {
             state.subnets[address.network] = SubnetRecord(network: 0, bridgeAddress: address.address)
@@ -211,11 +221,7 @@ public enum PolicyCompiler {
             ids[network.name] = id
             var flags: NetworkFlags = network.icc ? [.icc] : []
             if network.internal { flags.insert(.internal) }
-            state.networks[id] = NetworkRecord(
-                flags: flags, bridgeAddress: bridge.address?.address ?? .any,
-                subnet: bridge.address?.network.address ?? .any,
-                netmask: bridge.address.map { IPv4Address($0.netmask) } ?? .any,
-                bridgeIfindex: bridge.ifindex, bridgeMAC: bridge.mac)
+            state.networks[id] = NetworkRecord(flags: flags, bridge: bridge)
             guard let address = bridge.address else { continue }
             if let clash = state.subnets.keys.first(where: { $0.overlaps(address.network) }) {
                 let owner = state.subnets[clash]!.network

@@ -452,8 +452,6 @@ public struct ReferenceDataplane: Sendable {
         state.config.flags.contains(.outsideContainers) ? state.containers[d] : nil
     }
 
-    func isContainerOutsideSubnet(_ d: IPv4Address) -> Bool { containerOutsideSubnet(d) != nil }
-
     /// `subnet_lookup`: the longest `bn_subnets` prefix holding `d`.
     func subnet(of d: IPv4Address) -> SubnetRecord? {
         for length in stride(from: 32, through: 0, by: -1) {
