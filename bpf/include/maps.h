@@ -62,8 +62,16 @@ struct {
  * Whether it names the container is BPFNET_PORT_KNOWN. */
 static __always_inline const struct bpfnet_port *port_lookup(__u32 ifindex)
 {
-	if (ifindex < BPFNET_PORT_SLOTS)
-		return bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
+	const struct bpfnet_port *port;
+
+	if (ifindex < BPFNET_PORT_SLOTS) {
+		port = bpf_map_lookup_elem(&BPFNET_MAP_PORTS, &ifindex);
+		/* Keep this call apart from the one below: clang would otherwise
+		 * merge the two into one call on a map chosen at run time, which
+		 * the verifier cannot inline (~14 ns more per frame). */
+		asm volatile("" : "+r"(port));
+		return port;
+	}
 	return bpf_map_lookup_elem(&BPFNET_MAP_PORTS_HIGH, &ifindex);
 }
 
