@@ -115,6 +115,9 @@ public final class BPFDataplane: Dataplane {
             logger.warning(
                 "fast path: \(problems.count) interfaces take the normal path: \(problems.joined(separator: "; "))")
         }
+        // An upgrade across a map layout change: the new programs now run on
+        // every interface, so their maps may take the old pins' place.
+        try dataplane.finishUpgrade(logger: logger)
 
         if policy.ipForward {
             // Docker's --ip-forward: on at load unless told otherwise; never turned off by us.
@@ -300,16 +303,58 @@ public final class LoadedDataplane {
     }
 
     /// Loads both objects with their maps pinned (or reused) under `pinPath`,
-    /// mounting a bpffs there first if the directory is not on one.
+    /// mounting a bpffs there first if the directory is not on one. When the
+    /// pins there were made by a version with another map layout, the new
+    /// maps are pinned in the staging directory instead (MapUpgrade.swift)
+    /// and `stagingPath` says where; `finishUpgrade` moves them over once
+    /// the programs are attached.
     public static func load(pinPath: FilePath, logger: Logger = Logger(label: "bpfnet.bpf")) throws -> LoadedDataplane {
         // A directory inside an existing bpffs, or a private bpffs mounted on
         // it (a host without /sys/fs/bpf mounted, a test's temporary directory).
         _ = try BPFFileSystem.ensureMounted(at: pinPath)
-        let options = BPFObject.Options(pinRoot: pinPath)
-        let port = try BPFObject(bytes: BPFObjects.port.bytes, name: "port", options: options)
-        try port.load()
-        let ext = try BPFObject(bytes: BPFObjects.ext.bytes, name: "ext", options: options)
-        try ext.load()
-        return try LoadedDataplane(port: port, ext: ext, pinPath: pinPath, logger: logger)
+        func open(pinRoot: FilePath) throws -> (port: BPFObject, ext: BPFObject) {
+            let options = BPFObject.Options(pinRoot: pinRoot)
+            return (
+                try BPFObject(bytes: BPFObjects.port.bytes, name: "port", options: options),
+                try BPFObject(bytes: BPFObjects.ext.bytes, name: "ext", options: options)
+            )
+        }
+        var objects = try open(pinRoot: pinPath)
+        let changes = MapUpgrade.layoutChanges(of: [objects.port, objects.ext], pinnedAt: pinPath)
+        guard !changes.isEmpty else {
+            // Leftovers of an upgrade that failed half-way and was not retried.
+            try MapUpgrade.removeStaging(pinPath: pinPath)
+            try objects.port.load()
+            try objects.ext.load()
+            return try LoadedDataplane(port: objects.port, ext: objects.ext, pinPath: pinPath, logger: logger)
+        }
+        logger.notice(
+            """
+            upgrade: the maps pinned at \(pinPath) have another layout (\(changes.joined(separator: "; "))): \
+            building new maps beside them; the programs now attached keep policing until the new ones replace them
+            """)
+        let staging = try MapUpgrade.prepareStaging(pinPath: pinPath)
+        objects = try open(pinRoot: staging)
+        try objects.port.load()
+        try objects.ext.load()
+        for problem in MapUpgrade.carryRecords(from: pinPath, to: staging) { logger.warning("upgrade: \(problem)") }
+        let dataplane = try LoadedDataplane(port: objects.port, ext: objects.ext, pinPath: staging, logger: logger)
+        dataplane.upgrade = (staging: staging, pinPath: pinPath)
+        return dataplane
+    }
+
+    /// Set while the maps live in the staging directory: the pins to move
+    /// once every interface runs the new programs.
+    private(set) var upgrade: (staging: FilePath, pinPath: FilePath)?
+
+    /// The directory the maps are pinned in until `finishUpgrade`, if any.
+    public var stagingPath: FilePath? { upgrade?.staging }
+
+    /// After the first complete apply: the new maps take the old pins' place.
+    func finishUpgrade(logger: Logger) throws {
+        guard let upgrade else { return }
+        try MapUpgrade.promote(staging: upgrade.staging, into: upgrade.pinPath, logger: logger)
+        self.upgrade = nil
+        logger.notice("upgrade: every interface runs the new programs; their maps are pinned at \(upgrade.pinPath)")
     }
 }

@@ -138,6 +138,18 @@ enum BPFRetirement {
     static func tearDown(pinPath: FilePath, removingNATTable: Bool, logger: Logger) -> [String] {
         var problems: [String] = []
         if isLoaded(pinPath: pinPath) {
+            // An upgrade that stopped half-way: some interfaces run the new
+            // programs, recorded only in the staging directory's bn_attach.
+            let staging = pinPath.appending(MapUpgrade.stagingName)
+            if FileManager.default.fileExists(atPath: staging.appending(MapKind.name(of: BPFNET_MAP_ID_ATTACH)).string)
+            {
+                do {
+                    try AttachmentRecords(pinnedAt: staging).detachAll(logger: logger)
+                    try MapUpgrade.removeStaging(pinPath: pinPath)
+                } catch {
+                    problems.append("detaching the programs of an unfinished upgrade: \(error)")
+                }
+            }
             do {
                 try AttachmentRecords(pinnedAt: pinPath).detachAll(logger: logger)
             } catch {
