@@ -125,7 +125,7 @@ public final class BPFDataplane: Dataplane {
         natRuleset.networks = policy.networks.map { network in
             NATRuleset.Network(
                 bridge: network.bridge, subnet: facts.networks[network.name]?.address?.network,
-                masquerade: network.masquerade && !network.internal, sourceAddress: network.hostBindingIPv4)
+                masquerade: network.masquerade && !network.internal, sourceAddress: network.hostIPv4)
         }
         let nat = natRuleset.render()
         // The table is bpfnet's alone; rewrite it only when its contents change
