@@ -13,13 +13,13 @@ fi
 # Build: libbpf and its link dependencies, kernel UAPI headers for the eBPF
 # objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
 # fallback backends), ethtool (GRO for the packet generator), bpftool
-# (inspection), docker.io + busybox-static (the real-Docker suite).
+# (inspection), docker.io + docker-compose (v1) + busybox-static (the real-Docker suite).
 # clang-format: the format check of the C (bpf/.clang-format). prometheus:
 # promtool (the metrics lint) and the server the metrics end-to-end test scrapes with.
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
     iproute2 nftables iptables ethtool bpftool kmod procps
-    docker.io busybox-static clang-format prometheus
+    docker.io docker-compose busybox-static clang-format prometheus
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -85,6 +85,13 @@ extension DockerAgent {
             portExists: { existing.contains($0) })
     }
 
+    /// Whether the network of a network event is one the agent holds: by ID, or
+    /// by name when the event carries no ID.
+    func isKnownNetwork(_ event: DockerEvent) -> Bool {
+        if !event.actorID.isEmpty { return dockerNetworks.contains { $0.id == event.actorID } }
+        return dockerNetworks.contains { $0.name == event.networkName }
+    }
+
     /// Reads Docker's bridge networks again. A network whose bridge is the default
     /// bridge's (a daemon that lists it under another name) is left out.
     func readNetworks() async throws {

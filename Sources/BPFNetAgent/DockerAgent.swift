@@ -302,6 +302,14 @@ public actor DockerAgent {
                 logger.trace("ignoring docker event \(event)")
                 return
             }
+            if event.type == .network, event.action == .connect, !isKnownNetwork(event) {
+                // A network whose `create` the agent did not see (or not yet read): read the
+                // networks before the container, or its endpoint waits for the next resync.
+                let network = event.networkName ?? String(event.actorID.prefix(12))
+                logger.info(
+                    "a container joined network \(network), which bpfnet has not read: reading the networks now")
+                networksChanged = true
+            }
             reporter.statistics.eventsHandled += 1
             logger.debug("docker event \(event)")
             wake?.yield()

@@ -136,6 +136,9 @@ public struct NetworkFlags: OptionSet, Hashable, Sendable {
 
     public static let icc = NetworkFlags(rawValue: BPFNET_NET_ICC.rawValue)
     public static let `internal` = NetworkFlags(rawValue: BPFNET_NET_INTERNAL.rawValue)
+    /// The network's subnet is masqueraded (or SNATed) on the way out. NAT is
+    /// netfilter's: the flag is there for `bpfnet status`, the programs ignore it.
+    public static let masquerade = NetworkFlags(rawValue: BPFNET_NET_MASQ.rawValue)
 }
 
 /// `struct bpfnet_network`: one bridge network (key: its slot, 0 for the

@@ -326,19 +326,21 @@ public struct BridgeNetwork: Hashable, Sendable, Codable {
     /// `com.docker.network.bridge.enable_ip_masquerade` (default true).
     public var masquerade: Bool
     /// `com.docker.network.host_ipv4`: outbound traffic takes this source
-    /// address (SNAT) instead of the outgoing interface's (masquerade).
-    public var hostBindingIPv4: IPv4Address?
+    /// address (SNAT) instead of the outgoing interface's (masquerade). Not
+    /// `com.docker.network.bridge.host_binding_ipv4`, the default host address
+    /// of published ports, which the containers' bindings already carry.
+    public var hostIPv4: IPv4Address?
 
     public init(
         name: String, bridge: String, icc: Bool = true, internal: Bool = false, masquerade: Bool = true,
-        hostBindingIPv4: IPv4Address? = nil
+        hostIPv4: IPv4Address? = nil
     ) {
         self.name = name
         self.bridge = bridge
         self.icc = icc
         self.internal = `internal`
         self.masquerade = masquerade
-        self.hostBindingIPv4 = hostBindingIPv4
+        self.hostIPv4 = hostIPv4
     }
 }
 

@@ -60,7 +60,7 @@ extension NetfilterPolicy {
                 NetfilterNetwork(
                     name: network.name, bridge: bridge, address: address, mac: record.bridgeMAC,
                     icc: record.flags.contains(.icc), internal: record.flags.contains(.internal),
-                    masquerade: network.masquerade && !network.internal, sourceAddress: network.hostBindingIPv4,
+                    masquerade: network.masquerade && !network.internal, sourceAddress: network.hostIPv4,
                     // A port gone since, or with a name the rules cannot hold, is
                     // left out: it is held like one that joined after the apply.
                     unknownPorts: state.ports.filter { !$0.value.known && $0.value.network == slot }.keys

@@ -183,8 +183,11 @@ public enum PolicyCompiler {
     static func networks(
         of policy: Policy, facts: HostFacts, into state: inout MapState, problems: inout [PolicyProblem]
     ) -> [String: UInt16] {
+        // The NAT table masquerades the default bridge's subnet whenever it has one.
+        var defaultFlags: NetworkFlags = policy.icc ? [.icc] : []
+        if facts.bridgeAddress != nil { defaultFlags.insert(.masquerade) }
         state.networks[0] = NetworkRecord(
-            flags: policy.icc ? [.icc] : [],
+            flags: defaultFlags,
             bridge: BridgeFacts(ifindex: facts.bridgeIfindex, address: facts.bridgeAddress, mac: facts.bridgeMAC))
         guard !policy.networks.isEmpty else { return [:] }
         if let address = facts.bridgeAddress {
@@ -221,8 +224,13 @@ public enum PolicyCompiler {
             ids[network.name] = id
             var flags: NetworkFlags = network.icc ? [.icc] : []
             if network.internal { flags.insert(.internal) }
+            if network.masquerade && !network.internal && bridge.address != nil { flags.insert(.masquerade) }
             state.networks[id] = NetworkRecord(flags: flags, bridge: bridge)
             guard let address = bridge.address else { continue }
+            // The network's name, for status, under its gateway (no container's address).
+            if state.names[address.address] == nil {
+                state.names[address.address] = ContainerNameRecord.truncated(network.name)
+            }
             if let clash = state.subnets.keys.first(where: { $0.overlaps(address.network) }) {
                 let owner = state.subnets[clash]!.network
                 let ownerName = owner == 0 ? "the default bridge (\(policy.bridge))" : "networks[\(owner - 1)]"

@@ -65,7 +65,9 @@ public enum PolicyFile {
         "extInterfaces", "networks", "containers", "links",
     ]
     static let extInterfaceKeys = ["name", "allowSources"]
-    static let networkKeys = ["name", "bridge", "icc", "internal", "masquerade", "hostBindingIPv4"]
+    static let networkKeys = ["name", "bridge", "icc", "internal", "masquerade", "hostIPv4"]
+    /// `hostBindingIPv4`, the name `hostIPv4` was first documented under.
+    static let networkKeyAliases = ["hostBindingIPv4"]
     static let containerKeys = ["name", "ip", "mac", "port", "network", "exposed", "published"]
     static let publishedKeys = ["hostIP", "hostPort", "containerPort", "proto"]
     static let linkKeys = ["parent", "child", "alias"]

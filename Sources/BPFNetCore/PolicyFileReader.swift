@@ -188,8 +188,10 @@ struct PolicyFileReader {
 
     /// The known keys of a mapping. Unknown keys, non-scalar keys and missing
     /// required keys are reported; nil when `node` is not a mapping at all.
+    /// `aliases` are keys once documented under another name: accepted, never
+    /// suggested or listed.
     mutating func mapping(
-        _ node: Node, path: String, allowed: [String], required: [String] = [],
+        _ node: Node, path: String, allowed: [String], aliases: [String] = [], required: [String] = [],
         what: String
     ) -> [String: Node]? {
         guard case .mapping(let mapping) = node else {
@@ -208,7 +210,7 @@ struct PolicyFileReader {
             }
             let key = scalar.string
             let keyPath = path.isEmpty ? key : "\(path).\(key)"
-            guard allowed.contains(key) else {
+            guard allowed.contains(key) || aliases.contains(key) else {
                 let hint = Suggestion.closest(to: key, among: allowed).map { " (did you mean '\($0)'?)" } ?? ""
                 fail(
                     keyPath, keyNode, "unknown key '\(key)'\(hint); expected one of \(allowed.joined(separator: ", "))")

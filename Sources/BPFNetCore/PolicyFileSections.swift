@@ -32,7 +32,8 @@ extension PolicyFileReader {
     mutating func network(_ node: Node, path: String) -> BridgeNetwork? {
         guard
             let keys = mapping(
-                node, path: path, allowed: PolicyFile.networkKeys, required: ["name", "bridge"],
+                node, path: path, allowed: PolicyFile.networkKeys, aliases: PolicyFile.networkKeyAliases,
+                required: ["name", "bridge"],
                 what: "network settings (\(PolicyFile.networkKeys.joined(separator: ", ")))")
         else { return nil }
         let name = keys["name"].flatMap { text($0, path: "\(path).name", expected: "a network name") }
@@ -44,8 +45,12 @@ extension PolicyFileReader {
         if let node = keys["masquerade"], let value = bool(node, path: "\(path).masquerade") {
             network.masquerade = value
         }
-        if let node = keys["hostBindingIPv4"] {
-            network.hostBindingIPv4 = ipv4(node, path: "\(path).hostBindingIPv4")
+        if keys["hostIPv4"] != nil, keys["hostBindingIPv4"] != nil {
+            fail(
+                "\(path).hostBindingIPv4", keys["hostBindingIPv4"],
+                "hostBindingIPv4 is the old name of hostIPv4 and both are given; keep hostIPv4")
+        } else if let key = ["hostIPv4", "hostBindingIPv4"].first(where: { keys[$0] != nil }), let node = keys[key] {
+            network.hostIPv4 = ipv4(node, path: "\(path).\(key)")
         }
         return network
     }

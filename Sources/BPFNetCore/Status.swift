@@ -106,6 +106,40 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         }
     }
 
+    /// A bridge network the policy holds: the default bridge (Docker's
+    /// `bridge`) first, then the user-defined ones by bridge name.
+    public struct Network: Codable, Hashable, Sendable {
+        /// Docker's name ("bridge" for the default bridge); the bridge's name
+        /// when the maps do not hold it (a bridge without an address).
+        public var name: String
+        public var bridge: String
+        /// "172.18.0.0/16"; nil when the bridge had no IPv4 address.
+        public var subnet: String?
+        public var icc: Bool
+        public var `internal`: Bool
+        /// Whether its subnet is masqueraded (or SNATed) on the way out.
+        public var masquerade: Bool
+        /// Containers of the policy on this network.
+        public var containers: Int
+        /// eBPF backend: ports of its bridge with the port program attached
+        /// (containers' and unknown ones); nil for the other backends.
+        public var ports: Int?
+
+        public init(
+            name: String, bridge: String, subnet: String?, icc: Bool, internal: Bool, masquerade: Bool,
+            containers: Int, ports: Int? = nil
+        ) {
+            self.name = name
+            self.bridge = bridge
+            self.subnet = subnet
+            self.icc = icc
+            self.internal = `internal`
+            self.masquerade = masquerade
+            self.containers = containers
+            self.ports = ports
+        }
+    }
+
     /// "bpf", "nftables", "iptables", "memory".
     public var backend: String
     /// The bridge's name ("docker0").
@@ -123,6 +157,10 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     public var containers: [Container]
     public var links: [Link]
     public var published: [Published]
+    /// Every bridge network of the policy (the default bridge first), from
+    /// `bn_networks`; nil for the netfilter backends, whose rules do not keep
+    /// them apart for reading back.
+    public var networks: [Network]?
     /// Reason name → packets, summed over programs and CPUs; every known reason
     /// is present (0 when nothing was counted).
     public var counters: [String: UInt64]
@@ -298,6 +336,29 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
             generation: config.generation, extInterfaces: extInterfaces, containers: containers,
             links: links, published: published)
         fastPathEnabled = config.flags.contains(.fastPath)
+        networks = Self.networks(of: state, defaultBridge: self.bridge, ifname: ifname)
+    }
+
+    /// `bn_networks` as status rows: slot 0 is Docker's `bridge`, the others
+    /// are named by the name the compiler keeps under their gateway.
+    static func networks(of state: MapState, defaultBridge: String, ifname: (UInt32) -> String) -> [Network] {
+        let rows = state.networks.map { slot, record in
+            let bridge = slot == 0 ? defaultBridge : ifname(record.bridgeIfindex)
+            let subnet =
+                record.netmask == .any
+                ? nil : IPv4CIDR(address: record.subnet, prefixLength: UInt8(record.netmask.value.nonzeroBitCount))
+            let name =
+                slot == 0
+                ? "bridge" : (record.bridgeAddress == .any ? nil : state.names[record.bridgeAddress]) ?? bridge
+            return (
+                slot,
+                Network(
+                    name: name, bridge: bridge, subnet: subnet?.description, icc: record.flags.contains(.icc),
+                    internal: record.flags.contains(.internal), masquerade: record.flags.contains(.masquerade),
+                    containers: state.containers.values.count { $0.network == slot })
+            )
+        }
+        return rows.sorted { ($0.0 == 0 ? 0 : 1, $0.1.bridge) < ($1.0 == 0 ? 0 : 1, $1.1.bridge) }.map(\.1)
     }
 
     struct Pair: Hashable, Comparable {

@@ -128,7 +128,7 @@ public final class BPFDataplane: Dataplane {
         natRuleset.networks = policy.networks.map { network in
             NATRuleset.Network(
                 bridge: network.bridge, subnet: facts.networks[network.name]?.address?.network,
-                masquerade: network.masquerade && !network.internal, sourceAddress: network.hostBindingIPv4)
+                masquerade: network.masquerade && !network.internal, sourceAddress: network.hostIPv4)
         }
         let nat = natRuleset.render()
         // The table is bpfnet's alone; rewrite it only when its contents change
@@ -231,7 +231,33 @@ public final class BPFDataplane: Dataplane {
         }
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
         status.bridgePorts = try Self.bridgePorts(state: state, pinPath: pinPath)
+        try Self.countAttachedPorts(in: &status, state: state, pinPath: pinPath)
         return status
+    }
+
+    /// Fills each network's `ports`: the ports of its bridge now that hold
+    /// the port program (as `bridgePorts` judges it).
+    static func countAttachedPorts(in status: inout DataplaneStatus, state: MapState, pinPath: FilePath) throws {
+        guard let networks = status.networks, !networks.isEmpty else { return }
+        let interfaces = try InterfaceSnapshot.take()
+        let records = try AttachmentRecords(pinnedAt: pinPath).all()
+        var bridges: [String: UInt32] = [:]
+        for (slot, record) in state.networks {
+            let name = slot == 0 ? status.bridge : HostSystem.interfaceName(record.bridgeIfindex)
+            if let name { bridges[name] = record.bridgeIfindex }
+        }
+        func attached(_ ifindex: UInt32) -> Bool {
+            [BPFNET_PROG_PORT_TC, BPFNET_PROG_PORT_XDP].contains { program in
+                let key = AttachmentKey(ifindex: ifindex, program: program)
+                return records[key].map { Attacher.attachedID(key) == $0.programID } ?? false
+            }
+        }
+        status.networks = networks.map { network in
+            var network = network
+            let ports: [UInt32] = bridges[network.bridge].map { Array(interfaces.ports(ofBridge: $0).keys) } ?? []
+            network.ports = ports.count(where: attached)
+            return network
+        }
     }
 
     /// Every port of the bridge now, with its container and the hook its

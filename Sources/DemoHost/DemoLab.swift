@@ -22,6 +22,9 @@ public struct MatrixEntry: Codable, Sendable, Hashable {
     public var sourcePort: UInt16?
     public var size: Int?
     public var rows: String
+    /// The reason (docs/reasons.md) the policy drops it with, when expected
+    /// blocked: "icc", "network", "source", "forward".
+    public var reason: String?
     public var detail: String
 
     public var matches: Bool { expected == observed }
@@ -46,10 +49,14 @@ public final class DemoLab {
     private let workDirectory: String
     private let probeRunner: ProbeRunner
     private var closed = false
+    /// Whether the host has the scenario's user-defined networks (and their containers).
+    public let userNetworks: Bool
 
     /// Builds the topology and starts the servers. `bpfnet` is the binary to
-    /// load with (default: the one next to the running executable).
-    public init(bpfnet: String? = nil) throws {
+    /// load with (default: the one next to the running executable); without
+    /// `userNetworks` the host has the default bridge's containers alone.
+    public init(bpfnet: String? = nil, userNetworks: Bool = true) throws {
+        self.userNetworks = userNetworks
         let binary = try bpfnet ?? Self.locateBPFNet()
         self.bpfnet = binary
         probeRunner = try ProbeRunner()
@@ -62,8 +69,8 @@ public final class DemoLab {
         // Not a bpffs: bpfnet mounts a private one there and unmounts it on unload.
         pinPath = workDirectory + "/pins"
         do {
-            topology = try Topology.build(Scenario.topology)
-            for role in Scenario.members.map(\.name) + ["ext"] {
+            topology = try Topology.build(Scenario.topology(userNetworks: userNetworks))
+            for role in Scenario.members(userNetworks: userNetworks).map(\.name) + ["ext"] {
                 try topology.startServer(in: role, tcp: Scenario.tcpPorts, udp: Scenario.udpPorts, probe: probeRunner)
             }
         } catch {
@@ -99,7 +106,7 @@ public final class DemoLab {
     /// Writes the policy file for `settings` and runs `bpfnet load` with it.
     public func load(_ settings: PolicySettings, portHook: PortHook = .tc, extraArguments: [String] = []) throws {
         let file = workDirectory + "/policy.yaml"
-        try Self.yaml(Scenario.policy(settings, portHook: portHook)).write(
+        try Self.yaml(Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks)).write(
             toFile: file, atomically: true, encoding: .utf8)
         try bpfnet(["load", "--config", file] + extraArguments)
     }
@@ -116,7 +123,8 @@ public final class DemoLab {
 
     /// Every scenario probe under `settings`, measured.
     public func measure(_ settings: PolicySettings) throws -> [MatrixEntry] {
-        let probes = try Scenario.probes.map { entry throws(NetLabError) in
+        let scenarioProbes = Scenario.probes(userNetworks: userNetworks)
+        let probes = try scenarioProbes.map { entry throws(NetLabError) in
             try topology.probe(
                 from: entry.from, to: entry.to, entry.kind, sourcePort: entry.sourcePort,
                 sourceAddress: entry.sourceAddress, size: entry.size,
@@ -124,12 +132,29 @@ public final class DemoLab {
         }
         // Probes that share a fixed source port in one namespace would collide; run in waves.
         let results = probeRunner.run(probes)
-        return zip(Scenario.probes, results).map { entry, result in
+        return zip(scenarioProbes, results).map { entry, result in
             MatrixEntry(
                 from: entry.fromLabel, to: entry.toLabel, proto: entry.proto, port: entry.port,
                 expected: entry.expected(settings) ? "allowed" : "blocked",
                 observed: result.reachability.rawValue,
-                sourcePort: entry.sourcePort, size: entry.size, rows: entry.rows, detail: result.detail)
+                sourcePort: entry.sourcePort, size: entry.size, rows: entry.rows,
+                reason: entry.expected(settings) ? nil : entry.dropReason(settings), detail: result.detail)
+        }
+    }
+
+    /// The reasons whose drop counters rose by less than the number of probes
+    /// the policy drops with them (each sends at least one packet that is
+    /// dropped): "network: 2 packets counted, 4 probes blocked". `counted` is
+    /// reason → packets counted while `entries` were measured, every program.
+    public static func undercountedReasons(_ entries: [MatrixEntry], counted: [String: UInt64]) -> [String] {
+        var blocked: [String: Int] = [:]
+        for entry in entries where entry.expected == "blocked" {
+            if let reason = entry.reason { blocked[reason, default: 0] += 1 }
+        }
+        return blocked.sorted { $0.key < $1.key }.compactMap { reason, probes in
+            let packets = counted[reason, default: 0]
+            return packets >= UInt64(probes)
+                ? nil : "\(reason): \(packets) packets counted, \(probes) probes blocked"
         }
     }
 

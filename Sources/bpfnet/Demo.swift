@@ -12,15 +12,18 @@ struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Build a demo host in network namespaces, load bpfnet on it and show what it enforces.",
         discussion: """
-            Builds a bridge docker0 with five containers (links, exposed and published ports) and an \
-            external network with an allowed and a non-allowed source, loads bpfnet with icc=true and then \
-            icc=false, measures every probe with real TCP/UDP/ICMP traffic, prints the reachability matrix \
-            and the counters, and removes everything it made. Exits 1 if any cell disagrees with the policy. \
+            Builds a bridge docker0 with five containers (links, exposed and published ports), a \
+            user-defined network `backend` (its own bridge, icc off) with two more, and an external network \
+            with an allowed and a non-allowed source, loads bpfnet with icc=true and then icc=false, measures \
+            every probe with real TCP/UDP/ICMP traffic (between the networks too), prints the reachability \
+            matrix with the reason of each drop and the counters, and removes everything it made. Exits 1 if \
+            any cell disagrees with the policy, or a drop reason was counted less often than probes it blocked. \
             It ends with a short (about 10 s) packet-rate comparison of the bare bridge, Docker's iptables rules \
             at 1,000 links and bpfnet (see `bpfnet bench`); --no-bench skips it.
             """)
 
-    @Flag(help: "Print JSON: {settings, matrix: [{from, to, proto, port, expected, observed, ...}], counters}.")
+    @Flag(
+        help: "Print JSON: {settings, matrix: [{from, to, proto, port, expected, observed, reason, ...}], counters}.")
     var json = false
 
     @Option(name: .customLong("port-hook"), help: ArgumentHelp("tc (default) or xdp.", valueName: "tc|xdp"))
@@ -34,11 +37,14 @@ struct Demo: ParsableCommand {
         // Ctrl-C during the comparison also unmounts its pin directories.
         if !noBench { BenchSafetyNet.install() }
         let settings = [PolicySettings(icc: true), PolicySettings(icc: false)]
-        progress("building the demo host (\(Scenario.members.count) containers, 1 external network)")
+        progress(
+            "building the demo host (\(Scenario.members.count) containers on docker0 and "
+                + "\(Scenario.networks.map(\.name).joined(separator: ", ")), 1 external network)")
         let lab = try DemoLab()
         defer { lab.close() }
 
         var report = DemoReport(settings: [], matrix: [], counters: [:])
+        var undercounted: [String] = []
         for setting in settings {
             progress("loading bpfnet: \(setting), port hook \(portHook.rawValue)")
             try lab.load(setting, portHook: portHook)
@@ -49,7 +55,15 @@ struct Demo: ParsableCommand {
             report.settings.append(setting.description)
             report.matrix += entries.map { DemoReport.Cell(entry: $0, policy: setting) }
             report.counters[setting.description] = counters
-            if !json { print(DemoPrinter.section(setting, entries: entries, counters: counters)) }
+            var byReason: [String: UInt64] = [:]
+            for reasons in counters.values { byReason.merge(reasons, uniquingKeysWith: +) }
+            // The reasons are the eBPF programs'; the netfilter fallbacks count theirs under their own rules.
+            let missing =
+                try lab.status().backend == "bpf" ? DemoLab.undercountedReasons(entries, counted: byReason) : []
+            undercounted += missing.map { "\(setting): \($0)" }
+            if !json {
+                print(DemoPrinter.section(setting, entries: entries, counters: counters, undercounted: missing))
+            }
         }
         lab.close()
         let mismatches = report.matrix.filter { !$0.entry.matches }
@@ -69,6 +83,10 @@ struct Demo: ParsableCommand {
                 "\(mismatches.count) cells disagree with the policy: "
                     + mismatches.map { "\($0.entry.source) → \($0.entry.destination) (\($0.policy))" }
                     .joined(separator: "; "))
+        }
+        if !undercounted.isEmpty {
+            throw DataplaneError.runtime(
+                "drops not counted under the reason the policy names: " + undercounted.joined(separator: "; "))
         }
         if let bench = report.bench, !bench.failures.isEmpty {
             throw DataplaneError.runtime(
@@ -159,10 +177,14 @@ enum DemoPrinter {
         return result
     }
 
-    static func section(_ settings: PolicySettings, entries: [MatrixEntry], counters: [String: [String: UInt64]])
-        -> String
-    {
-        var out = "\n== \(settings) (allowed source \(Scenario.allowedSource))\n"
+    static func section(
+        _ settings: PolicySettings, entries: [MatrixEntry], counters: [String: [String: UInt64]],
+        undercounted: [String] = []
+    ) -> String {
+        let networks = Scenario.networks.map { "\($0.name) on \($0.bridge) with icc \($0.icc ? "on" : "off")" }
+        var out =
+            "\n== \(settings) (allowed source \(Scenario.allowedSource); "
+            + "\(networks.joined(separator: ", ")), whatever bpfnet's icc)\n"
         let containers = Set(Scenario.members.map(\.name))
         let between = entries.filter { containers.contains($0.from) && containers.contains($0.to) }
         let others = entries.filter { !(containers.contains($0.from) && containers.contains($0.to)) }
@@ -173,6 +195,7 @@ enum DemoPrinter {
             let cells = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
             out += "  \(program): \(cells.joined(separator: ", "))\n"
         }
+        for problem in undercounted { out += "  ! fewer drops counted than probes blocked: \(problem)\n" }
         return out
     }
 
@@ -184,11 +207,15 @@ enum DemoPrinter {
             if !columns.contains(entry.destination) { columns.append(entry.destination) }
             if !rows.contains(entry.source) { rows.append(entry.source) }
             // A mismatch is flagged where it is seen: "blocked≠" means "blocked, but the policy allows it".
-            cells[entry.source + "|" + entry.destination] = entry.observed + (entry.matches ? "" : "≠")
+            // A drop the policy expects shows its reason: "blocked:network".
+            let reason = entry.matches ? entry.reason.map { ":" + $0 } ?? "" : ""
+            cells[entry.source + "|" + entry.destination] = entry.observed + reason + (entry.matches ? "" : "≠")
         }
         let firstWidth = max(rows.map(\.count).max() ?? 0, 6) + 2
-        let widths = columns.map { max($0.count, 8) + 2 }
-        var out = "\n\(title) (rows: source; columns: destination; ≠ = differs from the policy)\n"
+        let widths = columns.map { column in
+            max(column.count, 8, rows.map { cells[$0 + "|" + column]?.count ?? 0 }.max() ?? 0) + 2
+        }
+        var out = "\n\(title) (rows: source; columns: destination; blocked:REASON; ≠ = differs from the policy)\n"
         out += pad("", firstWidth) + zip(columns, widths).map { pad($0, $1) }.joined() + "\n"
         for row in rows {
             out += pad(row, firstWidth)

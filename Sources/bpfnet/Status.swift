@@ -14,8 +14,8 @@ struct Status: ParsableCommand {
 
     @Flag(
         help: ArgumentHelp(
-            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, containers, links, "
-                + "counters, ...; see docs/cli.md)."))
+            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, networks, "
+                + "containers, links, counters, ...; see docs/cli.md)."))
     var json = false
 
     @Flag(
@@ -94,6 +94,18 @@ enum StatusPrinter {
             line(
                 "  \(pad(ext.name, 16)) allow \(ext.allowSources.isEmpty ? "every source" : ext.allowSources.joined(separator: ", "))"
             )
+        }
+        if let networks = status.networks {
+            line()
+            line("networks (\(networks.count))")
+            line("  \(pad("NAME", 16)) \(pad("BRIDGE", 16)) \(pad("SUBNET", 18)) ICC   INTERNAL MASQ  CONTAINERS PORTS")
+            for network in networks {
+                line(
+                    "  \(pad(network.name, 16)) \(pad(network.bridge, 16)) \(pad(network.subnet ?? "-", 18)) "
+                        + "\(pad(network.icc ? "on" : "off", 5)) \(pad(network.internal ? "yes" : "no", 8)) "
+                        + "\(pad(network.masquerade ? "on" : "off", 5)) \(pad(String(network.containers), 10)) "
+                        + (network.ports.map(String.init) ?? "-"))
+            }
         }
         line()
         line("containers (\(status.containers.count))")

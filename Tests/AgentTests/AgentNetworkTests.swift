@@ -94,6 +94,29 @@ final class AgentNetworkTests: XCTestCase {
         try await harness.stop()
     }
 
+    /// A container that joins a network whose `create` the agent never saw (a lost event, a
+    /// network made while the stream was being opened) is policed at once: the `connect`
+    /// of an unknown network ID makes the agent read the networks before the container,
+    /// not at the next resync (an hour away here).
+    func testAConnectToANetworkNeverSeenReadsTheNetworksAtOnce() async throws {
+        let harness = AgentHarness()
+        let docker = harness.docker
+        docker.run("web", silently: true)
+        harness.start()
+        try await eventually("initial sync") { self.endpoints(harness).count == 1 }
+        let resyncs = await harness.agent.snapshot().statistics.resyncs
+
+        docker.createNetwork("unseen", icc: false, silently: true)
+        docker.run("hidden", network: "unseen")
+        try await eventually("its container, on its network") {
+            self.endpoints(harness).contains { $0.hasPrefix("hidden@unseen ") }
+                && self.networks(harness).map(\.name) == ["unseen"]
+        }
+        let after = await harness.agent.snapshot().statistics.resyncs
+        XCTAssertEqual(after, resyncs, "no resync: the connect event did it")
+        try await harness.stop()
+    }
+
     func testEventsOfOtherDriversChangeNothing() async throws {
         let harness = AgentHarness()
         harness.docker.run("web", silently: true)

@@ -343,8 +343,11 @@ final class ScriptedDocker: DockerSource, @unchecked Sendable {
     func network(_ action: DockerEventAction, _ id: String, network: String = "bridge", type: String = "bridge")
         -> DockerEvent
     {
-        DockerEvent(
-            type: .network, action: action, actorID: "net0",
+        // Docker's network events carry the network's ID.
+        let networkID =
+            network == "bridge" ? "net0" : lock.withLock { userNetworks.first { $0.name == network }?.id } ?? "gone"
+        return DockerEvent(
+            type: .network, action: action, actorID: networkID,
             attributes: ["container": id, "name": network, "type": type],
             timeNano: Int64((Date().timeIntervalSince1970 * 1e9).rounded()))
     }

@@ -57,7 +57,7 @@ extension FallbackSample {
         links: [Link(parent: "client", child: "web")],
         networks: [
             BridgeNetwork(name: "front", bridge: "br-front"),
-            BridgeNetwork(name: "back", bridge: "br-back", icc: false, hostBindingIPv4: IPv4Address(198, 51, 100, 1)),
+            BridgeNetwork(name: "back", bridge: "br-back", icc: false, hostIPv4: IPv4Address(198, 51, 100, 1)),
             BridgeNetwork(name: "vault", bridge: "br-vault", internal: true),
         ])
 

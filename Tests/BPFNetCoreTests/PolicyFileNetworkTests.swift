@@ -9,7 +9,7 @@ import XCTest
 final class PolicyFileNetworkTests: XCTestCase {
     let networks = """
         networks:
-          - {name: shop, bridge: br-shop, icc: false, hostBindingIPv4: 192.0.2.10}
+          - {name: shop, bridge: br-shop, icc: false, hostIPv4: 192.0.2.10}
           - {name: vault, bridge: br-vault, internal: true, masquerade: false}
 
         """
@@ -24,11 +24,33 @@ final class PolicyFileNetworkTests: XCTestCase {
         XCTAssertEqual(
             policy.networks,
             [
-                BridgeNetwork(name: "shop", bridge: "br-shop", icc: false, hostBindingIPv4: IPv4Address(192, 0, 2, 10)),
+                BridgeNetwork(name: "shop", bridge: "br-shop", icc: false, hostIPv4: IPv4Address(192, 0, 2, 10)),
                 BridgeNetwork(name: "vault", bridge: "br-vault", internal: true, masquerade: false),
             ])
         XCTAssertEqual(policy.containers.map(\.network), ["shop", nil], "bridge is the default bridge")
         XCTAssertEqual(policy.bridges, ["docker0", "br-shop", "br-vault"])
+    }
+
+    func testHostBindingIPv4IsStillReadAsHostIPv4() throws {
+        let policy = try PolicyFile.load(
+            yaml: "networks:\n  - {name: shop, bridge: br-shop, hostBindingIPv4: 192.0.2.10}\n", file: "old.yaml")
+        XCTAssertEqual(policy.networks.first?.hostIPv4, IPv4Address(192, 0, 2, 10), "the key's first documented name")
+        XCTAssertThrowsError(
+            try PolicyFile.load(
+                yaml:
+                    "networks:\n  - {name: shop, bridge: br-shop, hostIPv4: 192.0.2.10, hostBindingIPv4: 192.0.2.11}\n",
+                file: "both.yaml")
+        ) { error in
+            XCTAssertTrue(
+                "\(error)".contains("networks[0].hostBindingIPv4: hostBindingIPv4 is the old name"), "\(error)")
+        }
+        XCTAssertThrowsError(
+            try PolicyFile.load(
+                yaml: "networks:\n  - {name: shop, bridge: br-shop, hostIP: 192.0.2.10}\n", file: "t.yaml")
+        ) { error in
+            XCTAssertTrue("\(error)".contains("did you mean 'hostIPv4'"), "\(error)")
+            XCTAssertFalse("\(error)".contains("hostBindingIPv4"), "the old name is not offered: \(error)")
+        }
     }
 
     func testMistakesAreNamed() {

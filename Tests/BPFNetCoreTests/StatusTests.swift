@@ -50,6 +50,51 @@ final class StatusTests: XCTestCase {
             ])
     }
 
+    func testNetworksFromMaps() throws {
+        var policy = FallbackSample.networksPolicy
+        policy.networks.append(BridgeNetwork(name: "bare", bridge: "br-bare", masquerade: false))
+        var facts = FallbackSample.networkFacts
+        facts.networks["bare"] = BridgeFacts(ifindex: 50, address: nil, mac: .zero, ports: [])
+        let names = FallbackSample.networkInterfaces.merging(["br-bare": 50]) { a, _ in a }
+        let byIndex = Dictionary(uniqueKeysWithValues: names.map { ($0.value, $0.key) })
+        let status = DataplaneStatus(
+            backend: "bpf", state: try PolicyCompiler.compile(policy, facts: facts)
+        ) { byIndex[$0] }
+        XCTAssertEqual(
+            status.networks,
+            [
+                .init(
+                    name: "bridge", bridge: "docker0", subnet: "172.17.0.0/16", icc: false, internal: false,
+                    masquerade: true, containers: 2),
+                .init(
+                    name: "back", bridge: "br-back", subnet: "10.20.0.0/24", icc: false, internal: false,
+                    masquerade: true, containers: 1),
+                .init(
+                    name: "br-bare", bridge: "br-bare", subnet: nil, icc: true, internal: false, masquerade: false,
+                    containers: 0),
+                .init(
+                    name: "front", bridge: "br-front", subnet: "10.10.0.0/24", icc: true, internal: false,
+                    masquerade: true, containers: 2),
+                .init(
+                    name: "vault", bridge: "br-vault", subnet: "10.30.0.0/24", icc: true, internal: true,
+                    masquerade: false, containers: 1),
+            ],
+            "a bridge without an address has no subnet, no masquerade and goes by its bridge's name")
+        XCTAssertEqual(
+            Set(status.containers.map(\.name)), ["web", "client", "f1", "f2", "b1", "v1"],
+            "the networks' names sit under their gateways, not in place of a container's")
+
+        // The keys docs/cli.md lists; `ports` only where the backend counts them.
+        let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(status)) as! [String: Any]
+        let rows = try XCTUnwrap(json["networks"] as? [[String: Any]])
+        XCTAssertEqual(
+            Set(rows[1].keys), ["name", "bridge", "subnet", "icc", "internal", "masquerade", "containers"])
+        var counted = status
+        counted.networks?[0].ports = 3
+        let countedJSON = try JSONSerialization.jsonObject(with: JSONEncoder().encode(counted)) as! [String: Any]
+        XCTAssertEqual((countedJSON["networks"] as? [[String: Any]])?[0]["ports"] as? Int, 3)
+    }
+
     func testUnknownNamesFallBack() {
         var state = Sample.state()
         state.names[Sample.client.ip] = nil

@@ -12,6 +12,10 @@
 // The outside namespace routes back to the default bridge's subnet only (LabNamespaces), so
 // a user network's container reaches it through masquerade or not at all.
 //
+// And a docker-compose (v1) project against a daemon of its own: networks front
+// (10.52.0.0/24) and back (10.53.0.0/24, enable_icc "false"), services web on front, api and
+// db on back.
+//
 // Root only. Skipped otherwise, unless BPFNET_REQUIRE_ROOT_TESTS=1.
 
 import BPFNetCore
@@ -33,12 +37,19 @@ private final class NetworkContainer {
     let ip: IPv4Address
     private var server: BackgroundProcess?
 
-    init(_ name: String, on network: String, dockerd: PrivateDockerd, image: String, probe: ProbeRunner) throws {
-        self.name = name
-        self.network = network
+    convenience init(_ name: String, on network: String, dockerd: PrivateDockerd, image: String, probe: ProbeRunner)
+        throws
+    {
         var run = ["run", "-d", "--stop-timeout", "1", "--name", name]
         if network != "bridge" { run += ["--network", network] }
         try dockerd.docker(run + [image, "sleep", "86400"])
+        try self.init(running: name, on: network, dockerd: dockerd, probe: probe)
+    }
+
+    /// A container that runs already (one docker-compose started).
+    init(running name: String, on network: String, dockerd: PrivateDockerd, probe: ProbeRunner) throws {
+        self.name = name
+        self.network = network
         let fields = try dockerd.docker([
             "inspect", "-f", "{{.State.Pid}} {{(index .NetworkSettings.Networks \"\(network)\").IPAddress}}", name,
         ]).split(separator: " ")
@@ -112,7 +123,9 @@ final class DockerNetworksEndToEndTests: XCTestCase {
             allowSources: [\(LabAddresses.allowed)/32]
 
         """.write(toFile: config, atomically: true, encoding: .utf8)
-        agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf"])
+        // No periodic resync during the test: whatever is policed was policed by the events.
+        agent = try bpfnet.startAgent(
+            dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"])
         func agentLog() -> String { agent?.logContents(maxBytes: 12000) ?? "" }
         do {
             try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
@@ -187,13 +200,32 @@ final class DockerNetworksEndToEndTests: XCTestCase {
             Expectation(label: "d1 → outside", from: "d1", to: outside, kind: .tcp(7777), expected: .allowed),
         ])
 
-        // A network created while bpfnet runs, and the start → rules latency of its container.
+        // A network created while bpfnet runs, a container started on it at once (as compose
+        // does), and how long until the container is policed: by the agent's own measure (start
+        // event → rules) and by the test's (`docker run` begun → status shows l1 on late with
+        // its port holding the program), the latter an upper bound that includes docker run.
+        let networkCreated = ContinuousClock.now
         try dockerd.docker(["network", "create", "--subnet", "10.51.0.0/24", "late"])
+        let runBegun = ContinuousClock.now
         containers["l1"] = try NetworkContainer("l1", on: "late", dockerd: dockerd, image: image, probe: probe)
-        let timed = try bpfnet.waitForStatus("l1's start measured") { $0.agent?.lastSyncContainer == "l1" }
-        let latency = try XCTUnwrap(timed.lastSyncLatencyMs)
+        let policed = try bpfnet.waitForStatus("l1 policed on late", timeout: .seconds(30)) { status in
+            status.containers.contains { $0.name == "l1" }
+                && status.networks?.contains { $0.name == "late" && $0.containers == 1 && $0.ports == 1 } == true
+                && status.agent?.lastSyncContainer == "l1"
+        }
+        let policedAt = ContinuousClock.now
+        func ms(_ duration: Duration) -> Double {
+            Double(duration.components.attoseconds) / 1e15 + Double(duration.components.seconds) * 1000
+        }
+        let latency = try XCTUnwrap(policed.lastSyncLatencyMs)
         XCTAssertLessThan(latency, 5000, "start event → rules on a user network took \(latency) ms")
-        print("start event → rules on a user-defined network (l1 on late): \(latency) ms")
+        XCTAssertLessThan(
+            ms(policedAt - runBegun), 10_000, "a container on a network made while bpfnet runs waited for a resync")
+        print(
+            "network created while bpfnet runs (late), l1 started on it: start event → rules \(latency) ms (agent); "
+                + String(
+                    format: "docker run begun → policed in status %.0f ms; network create → policed %.0f ms (test)",
+                    ms(policedAt - runBegun), ms(policedAt - networkCreated)))
         check([
             Expectation(label: "l1 → d1 (late → default)", from: "l1", to: c("d1"), kind: .tcp(80), expected: .blocked),
             Expectation(label: "d1 → l1 (default → late)", from: "d1", to: c("l1"), kind: .tcp(80), expected: .blocked),
@@ -231,6 +263,163 @@ final class DockerNetworksEndToEndTests: XCTestCase {
 
         let latencies = DockerOracleTests.startLatencies(in: agentLog())
         print("agent start → rules latencies logged (ms): \(latencies.map { String(format: "%.1f", $0) })")
+        if testRun?.hasSucceeded == false { print(agentLog()) }
+    }
+
+    /// `docker-compose up -d` of a project with two networks, one with icc off, while `bpfnet
+    /// run` follows the daemon: the project's networks and containers are policed (isolation
+    /// between the networks, icc off within back) without a resync, and `down` takes them away.
+    func testDockerComposeProjectIsPoliced() throws {
+        guard getuid() == 0 else {
+            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
+                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
+            }
+            throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
+        }
+        if let missing = PrivateDockerd.missingRequirements(tools: ["nft", "docker-compose"]) {
+            return XCTFail("cannot run the real-Docker suite: \(missing) — \(PrivateDockerd.installHint)")
+        }
+        let probe = try ProbeRunner(maxConcurrent: 6)
+        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkc-\(tag)").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
+        let composeFile = work + "/docker-compose.yml"
+        var lab: LabNamespaces?
+        var agent: BackgroundProcess?
+        var cli: BPFNetCLI?
+        var containers: [String: NetworkContainer] = [:]
+        var composed = false
+        defer {
+            agent?.stop(grace: .seconds(5))
+            for container in containers.values { container.stopServer() }
+            if composed { _ = try? dockerd.compose(["down", "-t", "1"], file: composeFile, project: "shop") }
+            cli?.cleanUp()
+            dockerd.destroy()
+            lab?.destroy()
+            unmountEverything(under: work)
+            try? FileManager.default.removeItem(atPath: work)
+        }
+
+        let namespaces = try LabNamespaces(tag: "\(tag)-c", probe: probe)
+        lab = namespaces
+        try dockerd.start(
+            in: namespaces.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false"], wipeNetwork: true)
+        let image = try dockerd.importBusybox()
+        let bpfnet = try BPFNetCLI(namespace: namespaces.docker, workDirectory: work)
+        cli = bpfnet
+        let config = work + "/run-policy.yaml"
+        try "icc: true\nextInterfaces: [ext0]\n".write(toFile: config, atomically: true, encoding: .utf8)
+        agent = try bpfnet.startAgent(
+            dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"])
+        func agentLog() -> String { agent?.logContents(maxBytes: 12000) ?? "" }
+        do {
+            try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
+        } catch {
+            XCTFail("\(error)\n\(agentLog())")
+            throw error
+        }
+
+        // Written by the test: what a compose user writes for two tiers.
+        try """
+        version: "2.4"
+        services:
+          web:
+            image: \(image)
+            command: ["sleep", "86400"]
+            container_name: shop-web
+            stop_grace_period: 1s
+            networks: [front]
+          api:
+            image: \(image)
+            command: ["sleep", "86400"]
+            container_name: shop-api
+            stop_grace_period: 1s
+            networks: [back]
+          db:
+            image: \(image)
+            command: ["sleep", "86400"]
+            container_name: shop-db
+            stop_grace_period: 1s
+            networks: [back]
+        networks:
+          front:
+            ipam:
+              config:
+                - subnet: 10.52.0.0/24
+          back:
+            driver_opts:
+              com.docker.network.bridge.enable_icc: "false"
+            ipam:
+              config:
+                - subnet: 10.53.0.0/24
+
+        """.write(toFile: composeFile, atomically: true, encoding: .utf8)
+        let upBegun = ContinuousClock.now
+        composed = true
+        try dockerd.compose(["up", "-d"], file: composeFile, project: "shop")
+        for (service, network) in [("web", "shop_front"), ("api", "shop_back"), ("db", "shop_back")] {
+            containers[service] = try NetworkContainer(
+                running: "shop-\(service)", on: network, dockerd: dockerd, probe: probe)
+        }
+        let status: DataplaneStatus
+        do {
+            status = try bpfnet.waitForStatus("the compose project", timeout: .seconds(30)) { status in
+                Set(status.containers.map(\.name)).isSuperset(of: ["shop-web", "shop-api", "shop-db"])
+                    && Set(status.networks?.map(\.name) ?? []).isSuperset(of: ["shop_front", "shop_back"])
+            }
+        } catch {
+            XCTFail("\(error)\n\(agentLog())")
+            throw error
+        }
+        let upMs =
+            Double((ContinuousClock.now - upBegun).components.attoseconds) / 1e15
+            + Double((ContinuousClock.now - upBegun).components.seconds) * 1000
+        print(String(format: "docker-compose up -d begun → project policed (status): %.0f ms", upMs))
+        let back = try XCTUnwrap(status.networks?.first { $0.name == "shop_back" })
+        XCTAssertFalse(back.icc, "enable_icc \"false\" from the compose file")
+        XCTAssertEqual(back.containers, 2)
+        XCTAssertEqual(back.subnet, "10.53.0.0/24")
+        XCTAssertEqual(status.networks?.first { $0.name == "shop_front" }?.icc, true)
+
+        let outside = IPv4Address(198, 51, 100, 2)
+        func c(_ name: String) -> IPv4Address { containers[name]!.ip }
+        let cells: [(label: String, from: String, to: IPv4Address, kind: Probe.Kind, expected: Reachability)] = [
+            ("web → api (front → back)", "web", c("api"), .tcp(80), .blocked),
+            ("api → web (back → front)", "api", c("web"), .tcp(80), .blocked),
+            ("web → db ICMP (front → back)", "web", c("db"), .icmp, .blocked),
+            ("api → db (back, icc off)", "api", c("db"), .tcp(80), .blocked),
+            ("db → api ICMP (back, icc off)", "db", c("api"), .icmp, .blocked),
+            ("web → outside (masquerade)", "web", outside, .tcp(7777), .allowed),
+            ("api → outside (masquerade)", "api", outside, .tcp(7777), .allowed),
+        ]
+        let before = try bpfnet.status().counters
+        let results = probe.run(
+            cells.map {
+                Probe(
+                    from: containers[$0.from]!.namespace, to: $0.to, $0.kind, timeout: .milliseconds(1000),
+                    label: $0.label)
+            })
+        var table: [String] = []
+        for (cell, result) in zip(cells, results) {
+            table.append("\(cell.label): \(result.reachability) (expected \(cell.expected))")
+            XCTAssertEqual(result.reachability, cell.expected, "\(cell.label): \(result.detail)")
+        }
+        print("docker-compose project, bpfnet run --backend bpf:\n  " + table.joined(separator: "\n  "))
+        let after = try bpfnet.status().counters
+        for reason in ["network", "icc"] {
+            XCTAssertGreaterThan(
+                after[reason, default: 0], before[reason, default: 0], "no \(reason) drop counted")
+        }
+
+        for container in containers.values { container.stopServer() }
+        containers = [:]
+        try dockerd.compose(["down", "-t", "1"], file: composeFile, project: "shop")
+        composed = false
+        try bpfnet.waitForStatus("the project gone") { status in
+            !status.containers.contains { $0.name.hasPrefix("shop-") }
+                && !(status.networks ?? []).contains { $0.name.hasPrefix("shop_") }
+        }
         if testRun?.hasSucceeded == false { print(agentLog()) }
     }
 }

@@ -27,7 +27,7 @@ public struct DockerdFailure: Error, CustomStringConvertible {
 
 public final class PrivateDockerd {
     /// What the tests need installed.
-    public static let installHint = "apt-get install -y docker.io busybox-static iproute2 util-linux"
+    public static let installHint = "apt-get install -y docker.io docker-compose busybox-static iproute2 util-linux"
     /// PATH for dockerd (it finds docker-proxy and containerd in sbin) and the docker CLI.
     public static let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     static let busybox = "/bin/busybox"
@@ -142,6 +142,26 @@ public final class PrivateDockerd {
 
     @discardableResult
     public func docker(_ arguments: String...) throws -> String { try docker(arguments) }
+
+    /// Runs Debian's `docker-compose` (v1) against this daemon (`DOCKER_HOST`) with the compose
+    /// file `file` as project `project`; returns its standard output; throws with its errors.
+    @discardableResult
+    public func compose(
+        _ arguments: [String], file: String, project: String, timeout: Duration = .seconds(120)
+    ) throws -> String {
+        let result = try ProcessRunner.run(
+            Command(
+                ["docker-compose", "--no-ansi", "-f", file, "-p", project] + arguments, timeout: timeout,
+                environment: [
+                    "DOCKER_HOST": host, "DOCKER_CONFIG": base + "/cli-config", "PATH": Self.path, "HOME": base,
+                ]))
+        guard result.succeeded else {
+            throw DockerdFailure(
+                "`\(result.command)` failed (\(result.status)\(result.timedOut ? ", timed out" : "")): "
+                    + result.stderr + result.stdout)
+        }
+        return result.stdout
+    }
 
     /// Imports (once) an image holding only a static busybox and `applets` linked to it;
     /// returns its tag.

@@ -85,7 +85,7 @@ final class NetworkDecodingTests: XCTestCase {
         XCTAssertEqual(
             all["quiet"]?.model,
             BridgeNetwork(
-                name: "quiet", bridge: "br-5d52b40d63b3", icc: false, hostBindingIPv4: IPv4Address("203.0.113.10")),
+                name: "quiet", bridge: "br-5d52b40d63b3", icc: false, hostIPv4: IPv4Address("203.0.113.10")),
             "com.docker.network.host_ipv4 is the SNAT source")
         XCTAssertTrue(all["sealed"]?.internal ?? false)
     }

@@ -396,6 +396,20 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(Set(matrix.compactMap { $0["icc"] as? Bool }), [true, false])
         XCTAssertTrue(
             matrix.contains { $0["observed"] as? String == "blocked" }, "nothing blocked: the policy is not in force")
+        // Every expected drop names its reason; the two networks' containers are kept apart under both settings.
+        for cell in matrix where cell["expected"] as? String == "blocked" {
+            XCTAssertNotNil(cell["reason"] as? String, "a drop without its reason: \(cell)")
+        }
+        let apart = matrix.filter { $0["reason"] as? String == "network" }
+        XCTAssertEqual(
+            Set(apart.compactMap { $0["icc"] as? Bool }), [true, false], "no cell between the networks: \(apart)")
+        XCTAssertTrue(apart.allSatisfy { $0["observed"] as? String == "blocked" }, "\(apart)")
+        XCTAssertTrue(
+            matrix.contains {
+                $0["from"] as? String == "api" && $0["to"] as? String == "store" && $0["icc"] as? Bool == true
+                    && $0["observed"] as? String == "blocked" && $0["reason"] as? String == "icc"
+            },
+            "backend's own icc (off) must hold under bpfnet's icc=true")
     }
 
     func testUnloadAfterInterruptedLoadCleansUp() throws {

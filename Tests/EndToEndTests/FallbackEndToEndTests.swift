@@ -92,7 +92,14 @@ final class FallbackEndToEndTests: XCTestCase {
     }
 
     private func checkScenario(backend: String) throws {
-        for settings in scenarioSettings {
+        for (index, settings) in scenarioSettings.enumerated() {
+            if backend == "iptables" && index > 0 {
+                // br_netfilter stays on while a network has icc off (backend), so conntrack
+                // remembers bridged flows, and Docker's `-o docker0 --ctstate ESTABLISHED -j ACCEPT`
+                // lets a flow icc=true allowed go on under icc=false (as under Docker): a fresh host.
+                lab.close()
+                lab = try DemoLab()
+            }
             try runScenario(backend: backend, settings: settings, lab: lab)
             let status = try lab.status()
             XCTAssertEqual(status.backend, backend)
@@ -118,9 +125,11 @@ final class FallbackEndToEndTests: XCTestCase {
                 XCTAssertGreaterThan(status.counters["forward", default: 0], 0, "\(backend) \(settings): forward drops")
             }
             if backend == "iptables" {
-                // bridge-nf-call-ip(6)tables only while icc is off (the lab's host starts with them off).
+                // bridge-nf-call-ip(6)tables only while icc is off on some bridge (the lab's host starts
+                // with them off; the demo's backend network has icc off).
+                let iccEverywhere = settings.icc && Scenario.networks.allSatisfy(\.icc)
                 for key in ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"] {
-                    XCTAssertEqual(try sysctl(key), settings.icc ? "0" : "1", "\(key) \(settings)")
+                    XCTAssertEqual(try sysctl(key), iccEverywhere ? "0" : "1", "\(key) \(settings)")
                 }
             }
         }
@@ -286,6 +295,9 @@ final class FallbackEndToEndTests: XCTestCase {
     /// just committed are put back from the snapshot, the IPv6 ones stay as
     /// they were, and the sysctl turned on for the new policy goes off again.
     func testAFailedIPv6CommitPutsTheIPv4RulesBack() throws {
+        // The default bridge alone: with icc on everywhere br_netfilter is off before the failed load.
+        lab.close()
+        lab = try DemoLab(userNetworks: false)
         let before = PolicySettings(icc: true, allowList: false, forwardPolicy: .accept)
         try runScenario(backend: "iptables", settings: before, lab: lab)
         func rules(_ save: String) throws -> [String] {
@@ -310,7 +322,8 @@ final class FallbackEndToEndTests: XCTestCase {
         chmod(wrapper, 0o755)
         let file = lab.pinPath + "-policy.yaml"
         defer { try? FileManager.default.removeItem(atPath: file) }
-        try DemoLabPolicy.write(PolicySettings(icc: false, allowList: true, forwardPolicy: .drop), to: file)
+        try DemoLabPolicy.write(
+            PolicySettings(icc: false, allowList: true, forwardPolicy: .drop), to: file, userNetworks: false)
         let result = try ProcessRunner.run(
             Command(
                 lab.topology.host.nsenter([
@@ -356,9 +369,9 @@ final class FallbackEndToEndTests: XCTestCase {
 
 /// Writes a scenario policy file the way DemoLab does.
 enum DemoLabPolicy {
-    static func write(_ settings: PolicySettings, to file: String) throws {
+    static func write(_ settings: PolicySettings, to file: String, userNetworks: Bool = true) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(Scenario.policy(settings)).write(to: URL(fileURLWithPath: file))
+        try encoder.encode(Scenario.policy(settings, userNetworks: userNetworks)).write(to: URL(fileURLWithPath: file))
     }
 }

@@ -43,7 +43,9 @@ final class MetricsEndToEndTests: XCTestCase {
         XCTAssertEqual(try after.value("bpfnet_dataplane_loaded"), 1)
         XCTAssertEqual(try after.value("bpfnet_containers"), Double(Scenario.members.count))
         XCTAssertEqual(try after.value("bpfnet_links"), Double(Scenario.links.count))
-        XCTAssertEqual(try after.value(#"bpfnet_bridge_ports{state="attached"}"#), Double(Scenario.members.count))
+        XCTAssertEqual(
+            try after.value(#"bpfnet_bridge_ports{state="attached"}"#), Double(Scenario.defaultBridgeMembers.count),
+            "the default bridge's ports")
         XCTAssertEqual(try after.value(#"bpfnet_bridge_ports{state="unattached"}"#), 0)
         XCTAssertEqual(try after.value("bpfnet_drop_events_lost_total"), 0)
         XCTAssertEqual(try after.value("bpfnet_icc"), 0)

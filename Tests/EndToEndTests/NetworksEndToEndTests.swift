@@ -220,6 +220,31 @@ final class NetworksEndToEndTests: XCTestCase {
         let status = try JSONDecoder().decode(DataplaneStatus.self, from: Data(try bpfnet(["status", "--json"]).utf8))
         XCTAssertEqual(status.backend, backend)
         XCTAssertEqual(status.containers.count, Self.spec.containers.count - Self.unknown.count, "\(backend)")
+        if backend == "bpf" {
+            // Every network with its containers and the ports holding the program (unknown ones included).
+            XCTAssertEqual(
+                status.networks,
+                [
+                    .init(
+                        name: "bridge", bridge: "docker0", subnet: "10.88.0.0/24", icc: true, internal: false,
+                        masquerade: true, containers: 2, ports: 2),
+                    .init(
+                        name: "back", bridge: "br-back", subnet: "10.92.0.0/24", icc: false, internal: false,
+                        masquerade: true, containers: 2, ports: 3),
+                    .init(
+                        name: "front", bridge: "br-front", subnet: "10.91.0.0/24", icc: true, internal: false,
+                        masquerade: true, containers: 2, ports: 3),
+                    .init(
+                        name: "vault", bridge: "br-vault", subnet: "10.93.0.0/24", icc: true, internal: true,
+                        masquerade: false, containers: 2, ports: 3),
+                ])
+            let text = try bpfnet(["status"])
+            XCTAssertTrue(text.contains("networks (4)"), text)
+            XCTAssertTrue(
+                text.split(separator: "\n").contains { $0.hasPrefix("  vault ") && $0.contains("10.93.0.0/24") }, text)
+        } else {
+            XCTAssertNil(status.networks, "\(backend): the netfilter backends do not read networks back")
+        }
         // The isolation and internal drops counted under the eBPF reasons (each backend has its rules for them).
         for reason in ["network", "internal"] {
             XCTAssertGreaterThan(status.counters[reason, default: 0], 0, "\(backend) \(forwardPolicy): \(reason)")

@@ -142,6 +142,8 @@ extension DataplaneStatus {
         copy.programCounters = [:]
         copy.unusedBackends = nil
         copy.bridgePorts = nil
+        // Only the eBPF backend reads its networks back (docs/cli.md).
+        copy.networks = nil
         // Delivery (the eBPF fast path) and the agent are not policy.
         copy.fastPathEnabled = nil
         copy.fastPath = nil

@@ -186,6 +186,7 @@ _Static_assert(sizeof(struct bpfnet_port) == 16, "bpfnet_port layout");
 enum bpfnet_network_flags {
 	BPFNET_NET_ICC = 1u << 0,      /* inter-container communication on this network     */
 	BPFNET_NET_INTERNAL = 1u << 1, /* --internal: nothing in or out but the subnet      */
+	BPFNET_NET_MASQ = 1u << 2,     /* masqueraded (netfilter's NAT); status only        */
 	BPFNET_NET_KNOWN = 1u << 31,   /* written by the control plane                      */
 };
 
@@ -226,7 +227,11 @@ struct bpfnet_mac_key {
 };
 _Static_assert(sizeof(struct bpfnet_mac_key) == 8, "bpfnet_mac_key layout");
 
-/* bn_names: container IPv4 -> name; read by `bpfnet status` only. */
+/*
+ * bn_names: container IPv4 -> name, and a user-defined network's gateway (its
+ * bridge's address, which no container has) -> the network's name; read by
+ * `bpfnet status` and `bpfnet monitor` only.
+ */
 #define BPFNET_NAME_LEN 64
 struct bpfnet_container_name {
 	char name[BPFNET_NAME_LEN]; /* NUL-terminated unless exactly 64 bytes */
