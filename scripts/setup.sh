@@ -16,10 +16,11 @@ fi
 # (inspection), docker.io + busybox-static (the real-Docker suite).
 # clang-format: the format check of the C (bpf/.clang-format). prometheus:
 # promtool (the metrics lint) and the server the metrics end-to-end test scrapes with.
+# systemd: systemd-analyze, which checks the unit `bpfnet install` writes.
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
     iproute2 nftables iptables ethtool bpftool kmod procps
-    docker.io busybox-static clang-format prometheus
+    docker.io busybox-static clang-format prometheus systemd
 )
 missing=()
 for package in "${packages[@]}"; do
