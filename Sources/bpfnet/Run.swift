@@ -118,8 +118,9 @@ struct Run: AsyncParsableCommand {
         defer { lock.release() }
 
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        // One line per event with its level; under systemd with the journal's priority prefix.
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = AgentLogHandler(label: label)
             handler.logLevel = level
             return handler
         }
