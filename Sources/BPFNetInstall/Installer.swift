@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// `bpfnet install` and `bpfnet uninstall` (docs/cli.md, "install"): the
+// `bpfnet install` and `bpfnet uninstall` (docs/cli.md, "`install` and `uninstall`"): the
 // binaries into PREFIX/bin, the systemd unit into ROOT/etc/systemd/system and,
 // when asked, `"iptables": false` into ROOT/etc/docker/daemon.json; and back.
 //

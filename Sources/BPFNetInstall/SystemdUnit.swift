@@ -10,7 +10,7 @@ import Foundation
 public struct SystemdUnit: Hashable, Sendable {
     /// The first line of every unit bpfnet writes; uninstall removes only such a unit.
     public static let marker =
-        "# Written by `bpfnet install`; `bpfnet uninstall` removes it (docs/cli.md, \"install\")."
+        "# Written by `bpfnet install`; `bpfnet uninstall` removes it (docs/cli.md, \"install and uninstall\")."
     static let recordPrefix = "# bpfnet-install: "
 
     /// The binary ExecStart runs.

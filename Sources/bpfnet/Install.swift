@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // `bpfnet install` and `bpfnet uninstall`: put bpfnet on a host as a systemd
-// service in front of dockerd, and take it off again (docs/cli.md, "install").
+// service in front of dockerd, and take it off again (docs/cli.md, "`install` and `uninstall`").
 // The work is BPFNetInstall's Installer; this file parses and prints.
 
 import ArgumentParser
