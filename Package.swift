@@ -153,11 +153,14 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // `bpfnet install` and `uninstall`: the binaries, the systemd unit and
+        // Docker's daemon.json, and back (Foundation only; no root needed to test).
+        .target(name: "BPFNetInstall"),
         .executableTarget(
             name: "bpfnet",
             dependencies: [
                 "BPF", "BPFNetCore", "BPFNetDataplane", "NetLab", "DemoHost", "BPFNetAgent", "BPFNetMetrics",
-                "DockerWatcher", "BPFNetBench", "LinuxNet",
+                "DockerWatcher", "BPFNetBench", "BPFNetInstall", "LinuxNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -240,6 +243,9 @@ let package = Package(
             name: "BenchTests",
             dependencies: ["BPFNetBench", "BPFNetCore", "BPFNetTestSupport", "LinuxNet", "NetLab"]
         ),
+        // install and uninstall on scratch directories: the unit (systemd-analyze
+        // verify), daemon.json merged and put back, nothing left behind (no root).
+        .testTarget(name: "InstallTests", dependencies: ["BPFNetInstall"]),
         // The repository stands alone: every file its docs, help texts, comments
         // and scripts refer to exists (no root; runs the built bpfnet for the help).
         .testTarget(name: "RepositoryTests", dependencies: ["LinuxNet"]),

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Installs what bpfnet needs to build, test and run on Debian 12 (as root),
+# Installs what bpfnet needs to build, test and run on Debian 12 (as root, or
+# through sudo: scripts/as-root.sh),
 # then builds it (not with BPFNET_SETUP_BUILD=0). Safe to run again. Used by scripts/demo.sh, scripts/test.sh
 # and .ci/run.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: run as root (apt-get, network namespaces and eBPF need it): sudo $0" >&2
-    exit 2
-fi
+# Run on its own: as root, or again through sudo. Sourced by demo.sh or
+# test.sh, which are root by now: a no-op.
+source "$(dirname "${BASH_SOURCE[0]}")/as-root.sh"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Build: libbpf and its link dependencies, kernel UAPI headers for the eBPF
 # objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
@@ -16,10 +15,11 @@ fi
 # (inspection), docker.io + docker-compose (v1) + busybox-static (the real-Docker suite).
 # clang-format: the format check of the C (bpf/.clang-format). prometheus:
 # promtool (the metrics lint) and the server the metrics end-to-end test scrapes with.
+# systemd: systemd-analyze, which checks the unit `bpfnet install` writes.
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
     iproute2 nftables iptables ethtool bpftool kmod procps
-    docker.io docker-compose busybox-static clang-format prometheus
+    docker.io docker-compose busybox-static clang-format prometheus systemd
 )
 missing=()
 for package in "${packages[@]}"; do

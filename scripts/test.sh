@@ -6,6 +6,8 @@
 # suite. Root-only suites fail (instead of skipping) when
 # BPFNET_REQUIRE_ROOT_TESTS=1, as in CI.
 set -euo pipefail
+# As root, or again through sudo (scripts/as-root.sh).
+source "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 BPFNET_SETUP_BUILD=0 source scripts/setup.sh
 ./scripts/lint.sh

@@ -2,8 +2,9 @@
 //
 // How `bpfnet run` is stopped and poked: SIGTERM and SIGINT end the agent and
 // leave the dataplane loaded and enforcing; a second one exits at once (the
-// agent may be stuck in the kernel or on the daemon); SIGHUP asks for a full
-// resync with Docker (docs/agent.md).
+// agent may be stuck in the kernel or on the daemon); SIGHUP reads the
+// settings file again (when there is one) and asks for a full resync with
+// Docker (docs/agent.md).
 
 import Dispatch
 import Foundation
@@ -54,7 +55,7 @@ public final class AgentSignals: @unchecked Sendable {
             let count = read(readEnd, &numbers, numbers.count)
             for number in numbers.prefix(max(count, 0)).map(Int32.init) {
                 if number == SIGHUP {
-                    logger.notice("SIGHUP: resynchronising with Docker")
+                    logger.notice("SIGHUP: reloading the settings and resynchronising with Docker")
                     onHangup()
                     continue
                 }
@@ -97,14 +98,33 @@ public final class AgentSignals: @unchecked Sendable {
 
 extension DockerAgent {
     /// Runs the agent as `bpfnet run` does: until SIGTERM or SIGINT (then it
-    /// returns normally, the dataplane left as it is), with a full resync on SIGHUP.
+    /// returns normally, the dataplane left as it is), with `hangup` on SIGHUP.
+    /// - Parameter loadSettings: reads the settings again (`--config` and the
+    ///   command line's overrides); nil when there is no settings file.
     /// - Throws: what `run()` throws.
-    public nonisolated func runHandlingSignals(logger: Logger) async throws {
+    public nonisolated func runHandlingSignals(
+        logger: Logger, loadSettings: (@Sendable () throws -> AgentSettings)? = nil
+    ) async throws {
         let task = Task { try await self.run() }
         let signals = AgentSignals(
             logger: logger, onStop: { task.cancel() },
-            onHangup: { Task { await self.resyncNow(reason: "SIGHUP") } })
+            onHangup: { Task { await self.hangup(loadSettings: loadSettings, logger: logger) } })
         defer { signals.stop() }
         try await task.value
+    }
+
+    /// SIGHUP: the settings read again and, when they read and fit the daemon,
+    /// taken; then a full resync. Settings that do not are logged as an error
+    /// and the old ones stay in force: a typo in the file never costs what is
+    /// enforced.
+    public func hangup(loadSettings: (@Sendable () throws -> AgentSettings)?, logger: Logger) async {
+        if let loadSettings {
+            do {
+                try reloadSettings(try loadSettings())
+            } catch {
+                logger.error("SIGHUP: the settings were not reloaded: \(error) — keeping the previous settings")
+            }
+        }
+        resyncNow(reason: "SIGHUP")
     }
 }

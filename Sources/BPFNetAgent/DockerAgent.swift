@@ -36,7 +36,8 @@ public actor DockerAgent {
 
     let docker: any DockerSource
     let dataplane: DataplaneExecutor
-    let settings: AgentSettings
+    /// Replaced by `reloadSettings` (SIGHUP re-reads `--config`).
+    private(set) var settings: AgentSettings
     let host: any AgentHost
     private let configuration: Configuration
     let logger: Logger
@@ -51,6 +52,8 @@ public actor DockerAgent {
 
     /// The settings for Docker's bridge, once known.
     var effectiveSettings: Policy?
+    /// Docker's default bridge network as the session read it: new settings are checked against it.
+    private var defaultBridgeNetwork: DockerBridgeNetwork?
     /// Docker's bridge networks (the default one among them), read at every session's
     /// start, every resync, and after a network create or destroy.
     var dockerNetworks: [DockerBridgeNetwork] = []
@@ -186,6 +189,7 @@ public actor DockerAgent {
             logger.warning("Docker's default bridge is now \(settings.bridge) (was \(previous.bridge)); following it")
         }
         effectiveSettings = settings
+        defaultBridgeNetwork = network
         try await readNetworks()
         await checkDaemon(network: network, settings: settings)
 
@@ -347,6 +351,29 @@ public actor DockerAgent {
         let answers = try await tracker.inspect(ids)
         reporter.statistics.inspectsNotFound += answers.values.filter(\.isNotFound).count
         return answers
+    }
+
+    // MARK: Settings
+
+    /// Takes new settings (SIGHUP: the settings file read again) and asks for
+    /// a full resync, which applies them. Settings that cannot work with the
+    /// daemon (another pinned bridge) are refused and the agent keeps the old
+    /// ones: nothing of what it follows or enforces is lost either way.
+    /// - Throws: `AgentConfigurationError`, the old settings still in force.
+    public func reloadSettings(_ new: AgentSettings) throws(AgentConfigurationError) {
+        guard new != settings else {
+            logger.notice("settings reloaded: unchanged")
+            return
+        }
+        if let defaultBridgeNetwork {
+            effectiveSettings = try new.settings(for: defaultBridgeNetwork)
+        }
+        settings = new
+        let summary =
+            "settings reloaded: icc \(new.policy.icc), forward policy \(new.policy.forwardPolicy.rawValue), "
+            + "external interfaces [\(new.policy.extInterfaces.map(\.name).joined(separator: ", "))]; applying"
+        logger.notice("\(summary)")
+        resyncNow(reason: "settings reloaded")
     }
 
     // MARK: Resync

@@ -7,6 +7,7 @@ import ArgumentParser
 import BPFNetBench
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetInstall
 import Foundation
 
 @main
@@ -18,9 +19,12 @@ struct BPFNet: AsyncParsableCommand {
             bpfnet load --config FILE loads the dataplane from a policy file; bpfnet run follows a Docker \
             daemon; bpfnet status shows what is enforced; bpfnet bench measures packet rates side by side with \
             Docker's iptables rules; bpfnet demo builds a demo host in network \
-            namespaces and shows it all.
+            namespaces and shows it all; bpfnet install puts it on a host as a systemd service.
             """,
-        subcommands: [Load.self, Run.self, Status.self, Unload.self, Monitor.self, Bench.self, Demo.self]
+        subcommands: [
+            Load.self, Run.self, Status.self, Unload.self, Monitor.self, Bench.self, Demo.self, Install.self,
+            Uninstall.self,
+        ]
     )
 
     /// ArgumentParser's own failures exit 64; bpfnet promises 2 for every
@@ -56,6 +60,7 @@ struct BPFNet: AsyncParsableCommand {
         case is PolicyFileError, is PolicyValidationError: true
         case let error as DataplaneError: error.isBadInput
         case let error as BenchError: error.isBadInput
+        case let error as InstallError: error.isBadInput
         default: false
         }
     }

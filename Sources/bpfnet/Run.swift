@@ -22,7 +22,8 @@ struct Run: AsyncParsableCommand {
             list containers or links. The bridge is Docker's: a bridge named in the file or with --bridge must be \
             the one Docker reports. Run dockerd with --iptables=false so that bpfnet alone polices the bridge. \
             SIGTERM or SIGINT stop the agent and leave the dataplane loaded and enforcing; `bpfnet unload` removes it. \
-            SIGHUP resynchronises with Docker at once. Only one agent runs per --pin-path. Logs go to standard error; \
+            SIGHUP reads the --config file again and applies it (a file with an error is logged and the previous \
+            settings stay) and resynchronises with Docker at once. Only one agent runs per --pin-path. Logs go to standard error; \
             `bpfnet status --json` shows the agent's state and lastSyncLatencyMs. More in docs/agent.md.
             """)
 
@@ -94,6 +95,14 @@ struct Run: AsyncParsableCommand {
         }
     }
 
+    /// What SIGHUP calls: the --config file read again, with the same
+    /// command-line overrides on top; nil without --config.
+    var reloader: (@Sendable () throws -> AgentSettings)? {
+        guard let config else { return nil }
+        let overrides = policyOptions.overrides
+        return { try AgentSettings.load(configFile: config, overrides: overrides) }
+    }
+
     func run() async throws {
         let host = try DockerHost(parsing: resolvedDockerHost)
         let settings = try AgentSettings.load(configFile: config, overrides: policyOptions.overrides)
@@ -109,8 +118,9 @@ struct Run: AsyncParsableCommand {
         defer { lock.release() }
 
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        // One line per event with its level; under systemd with the journal's priority prefix.
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = AgentLogHandler(label: label)
             handler.logLevel = level
             return handler
         }
@@ -137,7 +147,7 @@ struct Run: AsyncParsableCommand {
                 }
                 let endpoint = try await metricsEndpoint(scrape, logger: logger)
                 defer { endpoint?.cancel() }
-                try await agent.runHandlingSignals(logger: logger)
+                try await agent.runHandlingSignals(logger: logger, loadSettings: reloader)
             }
         } catch let error as AgentConfigurationError {
             throw DataplaneError.badInput(error.message)
