@@ -25,10 +25,17 @@ public protocol AgentHost: Sendable {
     /// port program at once; nil where the host cannot tell (the agent then
     /// attaches with its next apply, and the guard holds the port until then).
     func bridgePortEvents() -> AsyncStream<BridgePortEvent>?
+    /// Docker's userland proxy processes visible from here (the agent shares
+    /// the host's pid namespace with dockerd on a normal host).
+    func dockerProxies() -> [DockerProxy]
+    /// Whether the kernel publishes its BTF (/sys/kernel/btf/vmlinux).
+    var hasKernelBTF: Bool { get }
 }
 
 extension AgentHost {
     public func bridgePortEvents() -> AsyncStream<BridgePortEvent>? { nil }
+    public func dockerProxies() -> [DockerProxy] { [] }
+    public var hasKernelBTF: Bool { true }
 }
 
 /// What the link monitor tells the agent.
@@ -55,6 +62,22 @@ public struct SystemAgentHost: AgentHost {
             IPv4InterfaceAddress(address: $0.address, prefixLength: $0.prefix.prefixLength)
         }
     }
+
+    /// Every docker-proxy process in /proc, from its command line.
+    public func dockerProxies() -> [DockerProxy] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.filter { $0.allSatisfy(\.isNumber) }.compactMap { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty else {
+                return nil
+            }
+            let arguments = data.split(separator: 0, omittingEmptySubsequences: false).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            return DockerProxy(arguments: arguments)
+        }
+    }
+
+    public var hasKernelBTF: Bool { FileManager.default.fileExists(atPath: "/sys/kernel/btf/vmlinux") }
 
     /// Docker's iptables chains (20.10–29 iptables backend) and its nftables
     /// table (29's nftables backend) in this network namespace.

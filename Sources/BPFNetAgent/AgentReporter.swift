@@ -201,7 +201,9 @@ struct AgentReporter {
     // MARK: Publishing
 
     /// The state as `status --json` shows it under `agent`.
-    func status(connected: Bool, daemon: DockerDaemonIdentity?, lastError: String?) -> DataplaneStatus.Agent {
+    func status(
+        connected: Bool, daemon: DockerDaemonIdentity?, lastError: String?, warnings: [String] = []
+    ) -> DataplaneStatus.Agent {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         var agent = DataplaneStatus.Agent(
@@ -217,6 +219,7 @@ struct AgentReporter {
             eventsHandled: statistics.eventsHandled, malformedEvents: statistics.malformedEvents,
             skippedContainers: skipped.map(\.description), lastError: lastError)
         agent.missingExtInterfaces = missingExtInterfaces.isEmpty ? nil : missingExtInterfaces
+        agent.warnings = warnings.isEmpty ? nil : warnings
         return agent
     }
 
@@ -231,9 +234,9 @@ struct AgentReporter {
     }
 
     /// Hands the state to whoever asked for reports (the CLI's state writer).
-    func publish(connected: Bool, daemon: DockerDaemonIdentity?, lastError: String?) {
+    func publish(connected: Bool, daemon: DockerDaemonIdentity?, lastError: String?, warnings: [String] = []) {
         guard let report else { return }
-        report(status(connected: connected, daemon: daemon, lastError: lastError))
+        report(status(connected: connected, daemon: daemon, lastError: lastError, warnings: warnings))
     }
 
     /// Now on the wall clock, as Docker's `timeNano` counts.

@@ -48,3 +48,73 @@ enum DaemonChecks {
         return warnings
     }
 }
+
+/// One docker-proxy process: Docker's userland proxy for one published port
+/// (dockerd `--userland-proxy=true`, the default).
+public struct DockerProxy: Hashable, Sendable, CustomStringConvertible {
+    public var proto: String
+    public var hostIP: String
+    public var hostPort: Int
+    public var containerIP: String
+    public var containerPort: Int
+
+    public init(proto: String, hostIP: String, hostPort: Int, containerIP: String, containerPort: Int) {
+        self.proto = proto
+        self.hostIP = hostIP
+        self.hostPort = hostPort
+        self.containerIP = containerIP
+        self.containerPort = containerPort
+    }
+
+    /// Parses a docker-proxy command line (`docker-proxy -proto tcp -host-ip
+    /// 0.0.0.0 -host-port 8080 -container-ip 172.17.0.2 -container-port 80`);
+    /// nil for any other process or an incomplete one.
+    public init?(arguments: [String]) {
+        guard let program = arguments.first, program.split(separator: "/").last == "docker-proxy" else { return nil }
+        var options: [String: String] = [:]
+        var index = 1
+        while index + 1 < arguments.count {
+            if arguments[index].hasPrefix("-") {
+                options[String(arguments[index].drop { $0 == "-" })] = arguments[index + 1]
+                index += 2
+            } else {
+                index += 1
+            }
+        }
+        guard let proto = options["proto"], let hostIP = options["host-ip"],
+            let hostPort = options["host-port"].flatMap({ Int($0) }), let containerIP = options["container-ip"],
+            let containerPort = options["container-port"].flatMap({ Int($0) })
+        else { return nil }
+        self.init(
+            proto: proto, hostIP: hostIP, hostPort: hostPort, containerIP: containerIP, containerPort: containerPort)
+    }
+
+    public var description: String { "\(hostIP):\(hostPort)→\(containerIP):\(containerPort)/\(proto)" }
+}
+
+extension DaemonChecks {
+    /// The warning for Docker's userland proxy, nil when no docker-proxy
+    /// process forwards to a container; names at most five of them.
+    static func proxyWarning(_ proxies: [DockerProxy]) -> String? {
+        guard !proxies.isEmpty else { return nil }
+        let sorted = proxies.map(\.description).sorted()
+        let shown = sorted.prefix(5).joined(separator: ", ") + (sorted.count > 5 ? ", …" : "")
+        return
+            "dockerd runs its userland proxy (--userland-proxy=true, the default): \(proxies.count) docker-proxy "
+            + "processes listen on published ports (\(shown)). A connection the proxy carries reaches the container "
+            + "from the bridge's own address: the container sees the host as its client, and a container that "
+            + "connects to a host address's published port reaches another container (on any network) whatever "
+            + "icc says, as with Docker's own rules. Clients from outside are still checked against the allow-list "
+            + "on the external interface before the proxy. Run dockerd with --userland-proxy=false so that "
+            + "bpfnet's DNAT is the only path and containers see their clients' addresses"
+    }
+
+    /// The warning for a kernel without BTF, nil when it has it.
+    static func btfWarning(hasKernelBTF: Bool) -> String? {
+        hasKernelBTF
+            ? nil
+            : "the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): the eBPF programs call the "
+                + "conntrack kfuncs, which need it, so `--backend auto` falls back to netfilter (`bpfnet status` "
+                + "says which backend runs and why)"
+    }
+}

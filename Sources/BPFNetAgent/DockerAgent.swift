@@ -78,6 +78,9 @@ public actor DockerAgent {
     private var daemon: DockerDaemonIdentity?
     /// Daemon warnings already logged (each once per process).
     private var warned: Set<String> = []
+    /// The warnings the last daemon and host checks found (`status` shows them).
+    private var daemonWarnings: [String] = []
+    private var hostWarnings: [String] = []
     private var lastError: String?
     let clock = ContinuousClock()
 
@@ -415,6 +418,7 @@ public actor DockerAgent {
         // also repairs drift (a map entry or an attachment someone removed).
         try await applyDesired(reason: "resync (\(reason))", starts: [:], force: true)
         let duration = clock.now - started
+        checkHost()
         let count = tracker.containers.count
         reporter.recordResync(duration: duration, containers: count)
         let level: Logger.Level = reason == "periodic" && dropped.isEmpty ? .debug : .info
@@ -486,12 +490,31 @@ public actor DockerAgent {
             network: network, settings: settings, info: info,
             firewallTraces: host.dockerFirewallTraces(),
             bridgeAddress: host.ipv4Address(of: settings.bridge))
+        daemonWarnings = warnings
+        logNewWarnings(warnings)
+    }
+
+    /// What the host says next to the daemon: Docker's userland proxy
+    /// forwarding to containers bpfnet polices (processes appear as
+    /// containers with published ports start, so this runs after every full
+    /// resync), and a kernel without BTF.
+    private func checkHost() {
+        let policed = Set(lastApplied?.containers.map(\.ip.description) ?? [])
+        let proxies = host.dockerProxies().filter { policed.contains($0.containerIP) }
+        hostWarnings = [DaemonChecks.proxyWarning(proxies), DaemonChecks.btfWarning(hasKernelBTF: host.hasKernelBTF)]
+            .compactMap { $0 }
+        logNewWarnings(hostWarnings)
+    }
+
+    /// Logs each warning once per process; `status` shows the current ones.
+    private func logNewWarnings(_ warnings: [String]) {
         for warning in warnings where warned.insert(warning).inserted {
             logger.warning("\(warning)")
         }
     }
 
     private func publish() {
-        reporter.publish(connected: connected, daemon: daemon, lastError: lastError)
+        reporter.publish(
+            connected: connected, daemon: daemon, lastError: lastError, warnings: daemonWarnings + hostWarnings)
     }
 }

@@ -216,6 +216,11 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         public var missingExtInterfaces: [String]?
         /// The last failure (Docker unreachable, an apply that failed); nil once it recovered.
         public var lastError: String?
+        /// What the daemon and host checks found that lets something besides
+        /// bpfnet decide about container traffic (Docker's own iptables rules,
+        /// br_netfilter, the userland proxy) or keeps eBPF out (no BTF); nil
+        /// when there is nothing to say.
+        public var warnings: [String]?
 
         public init(
             running: Bool, pid: Int32? = nil, dockerHost: String, connected: Bool,

@@ -87,6 +87,7 @@ enum StatusPrinter {
                         + (agent.lastSyncContainer.map { " (\($0))" } ?? ""))
             }
             if let error = agent.lastError { line("               last error: \(error)") }
+            for warning in agent.warnings ?? [] { line("               WARNING: \(warning)") }
         }
         line()
         line("external interfaces (\(status.extInterfaces.count))")

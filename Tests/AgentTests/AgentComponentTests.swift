@@ -431,6 +431,27 @@ final class DaemonChecksTests: XCTestCase {
     }
 }
 
+final class DockerProxyTests: XCTestCase {
+    func testDockerProxyCommandLines() {
+        XCTAssertEqual(
+            DockerProxy(arguments: [
+                "/usr/sbin/docker-proxy", "-proto", "tcp", "-host-ip", "0.0.0.0", "-host-port", "8080",
+                "-container-ip", "172.17.0.2", "-container-port", "80",
+            ])?.description, "0.0.0.0:8080→172.17.0.2:80/tcp")
+        // Newer dockerd passes --flags and more options.
+        XCTAssertEqual(
+            DockerProxy(arguments: [
+                "docker-proxy", "-proto", "udp", "-host-ip", "::", "-host-port", "53", "-container-ip",
+                "172.18.0.3", "-container-port", "53", "-use-listen-fd",
+            ])?.containerIP, "172.18.0.3")
+        XCTAssertNil(DockerProxy(arguments: ["/usr/bin/dockerd", "-proto", "tcp"]))
+        XCTAssertNil(DockerProxy(arguments: ["docker-proxy", "-proto", "tcp", "-host-port", "x"]))
+        XCTAssertNil(DockerProxy(arguments: []))
+        XCTAssertNil(DaemonChecks.proxyWarning([]))
+        XCTAssertNil(DaemonChecks.btfWarning(hasKernelBTF: true))
+    }
+}
+
 final class AgentProcessTests: XCTestCase {
     func testTheStateWriterSaysOnceThatItCannotWrite() throws {
         let blocker = FileManager.default.temporaryDirectory

@@ -456,6 +456,32 @@ final class AgentTests: XCTestCase {
         XCTAssertTrue(pinned.dataplane.applications.isEmpty)
     }
 
+    func testStatusShowsTheUserlandProxyAndAMissingBTF() async throws {
+        let harness = AgentHarness()
+        harness.host.setProxies([
+            DockerProxy(proto: "tcp", hostIP: "0.0.0.0", hostPort: 8080, containerIP: "172.17.0.2", containerPort: 80),
+            // Another daemon's container: not bpfnet's business.
+            DockerProxy(proto: "udp", hostIP: "0.0.0.0", hostPort: 53, containerIP: "10.99.0.9", containerPort: 53),
+        ])
+        harness.host.setKernelBTF(false)
+        harness.docker.run("web", published: [PublishedPort(hostPort: 8080, containerPort: 80)])
+        harness.start()
+        try await eventually("the warnings in the agent's status") { harness.reports.last?.warnings?.count == 2 }
+        let warnings = harness.reports.last?.warnings ?? []
+        XCTAssertTrue(warnings[0].contains("1 docker-proxy processes"), warnings[0])
+        XCTAssertTrue(warnings[0].contains("0.0.0.0:8080→172.17.0.2:80/tcp"), warnings[0])
+        XCTAssertFalse(warnings[0].contains("10.99.0.9"), warnings[0])
+        XCTAssertTrue(warnings[1].contains("no BTF"), warnings[1])
+        XCTAssertTrue(harness.logs.contains(.warning, "userland proxy"))
+
+        // Fixed on the host: the next resync takes the warnings away.
+        harness.host.setProxies([])
+        harness.host.setKernelBTF(true)
+        await harness.agent.resyncNow(reason: "test")
+        try await eventually("no warnings left") { harness.reports.last?.warnings == nil }
+        try await harness.stop()
+    }
+
     func testManyEventsAtOnceAreAppliedTogether() async throws {
         let harness = AgentHarness()
         harness.start()

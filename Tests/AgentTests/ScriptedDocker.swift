@@ -362,6 +362,12 @@ final class FakeHost: AgentHost, @unchecked Sendable {
     func existingInterfaces(among names: [String]) -> Set<String> { lock.withLock { Set(names).subtracting(missing) } }
     func ipv4Address(of interface: String) -> IPv4InterfaceAddress? { IPv4InterfaceAddress("172.17.0.1/16") }
     func dockerFirewallTraces() -> [String] { lock.withLock { traces } }
+    private var proxies: [DockerProxy] = []
+    private var btf = true
+    func dockerProxies() -> [DockerProxy] { lock.withLock { proxies } }
+    var hasKernelBTF: Bool { lock.withLock { btf } }
+    func setProxies(_ value: [DockerProxy]) { lock.withLock { proxies = value } }
+    func setKernelBTF(_ value: Bool) { lock.withLock { btf = value } }
 
     /// The link monitor: what `join` sends, the agent reads.
     let portEvents = AsyncStream<BridgePortEvent>.makeStream(bufferingPolicy: .unbounded)

@@ -281,6 +281,18 @@ final class DockerOracleTests: XCTestCase {
         XCTAssertFalse(settled.icc)
         mark("bpfnet: containers")
 
+        // dockerd runs its userland proxy (the default): after a resync
+        // (SIGHUP) the agent's status names the docker-proxy that forwards
+        // web's published port (issue 15, guard rails).
+        kill(agent.pid, SIGHUP)
+        let warned = try bpfnet.waitForStatus("the userland proxy warning") { status in
+            status.agent?.warnings?.contains { $0.contains("docker-proxy") } == true
+        }
+        let proxyWarning = warned.agent?.warnings?.first { $0.contains("docker-proxy") } ?? ""
+        XCTAssertTrue(
+            proxyWarning.contains(":8080→\(containers["web"]?.ip.description ?? "?"):80/tcp"), proxyWarning)
+        mark("bpfnet: userland proxy warning")
+
         var measured: [Bool: [Outcome]] = [:]
         measured[false] = try measure(Self.checks)
         mark("bpfnet icc=false: probes")
