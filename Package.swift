@@ -251,7 +251,10 @@ let package = Package(
         .testTarget(name: "RepositoryTests", dependencies: ["LinuxNet"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["BPFNetCore", "BPFNetDataplane", "BPFNetTestSupport", "LinuxNet", "NetLab", "DemoHost"]
+            dependencies: [
+                "BPFNetCore", "BPFNetDataplane", "BPFNetTestSupport", "LinuxNet", "NetLab", "DemoHost",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
     ]
 )

@@ -36,6 +36,10 @@ public final class DataplaneExecutor: @unchecked Sendable {
         try await run { try $0.status() }
     }
 
+    public func statusForMetrics() async throws -> DataplaneStatus {
+        try await run { try $0.statusForMetrics() }
+    }
+
     private func run<T: Sendable>(_ body: @escaping @Sendable (any Dataplane) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             queue.async {

@@ -34,7 +34,7 @@ public struct MetricsScrape: Sendable {
         var status: DataplaneStatus?
         var dropEvents: DropEventCounts?
         do {
-            status = try await dataplane.status()
+            status = try await dataplane.statusForMetrics()
             if let status { dropEvents = try Self.dropEvents(status, pinPath: pinPath) }
         } catch DataplaneError.notFound {
             // Nothing applied yet: bpfnet_dataplane_loaded 0.

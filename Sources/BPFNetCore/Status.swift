@@ -13,11 +13,25 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         public var ifindex: UInt32
         /// Sorted; empty = every source.
         public var allowSources: [String]
+        /// How the ext program is attached: "native" (in the driver) or
+        /// "generic" (in the stack, after the skb is built: the driver has
+        /// no XDP, and every packet costs more); nil when it is not attached
+        /// (or the backend has no XDP).
+        public var xdpMode: String?
 
-        public init(name: String, ifindex: UInt32, allowSources: [String]) {
+        public init(name: String, ifindex: UInt32, allowSources: [String], xdpMode: String? = nil) {
             self.name = name
             self.ifindex = ifindex
             self.allowSources = allowSources
+            self.xdpMode = xdpMode
+        }
+
+        /// The warning for an interface whose driver has no native XDP, nil otherwise.
+        public var xdpModeWarning: String? {
+            guard xdpMode == "generic" else { return nil }
+            return "\(name): the driver has no native XDP, so the ext program runs in generic mode (after the "
+                + "kernel has built an skb for each packet): the policy holds, but every packet costs more and the "
+                + "ext fast path gains less"
         }
     }
 

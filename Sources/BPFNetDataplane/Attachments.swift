@@ -107,23 +107,28 @@ enum Attacher {
         return try TCAttachment.createClsact(ifindex: key.ifindex)
     }
 
-    static func attach(_ program: BPFProgram, _ key: AttachmentKey, replacing previousID: UInt32?) throws {
+    /// Returns the XDP mode the kernel chose for an ext program (nil for the others).
+    @discardableResult
+    static func attach(_ program: BPFProgram, _ key: AttachmentKey, replacing previousID: UInt32?) throws -> XDPMode? {
         switch key.program {
         case BPFNET_PROG_PORT_TC:
             try TCAttachment.attach(
                 program, ifindex: key.ifindex, direction: .ingress,
                 handle: UInt32(BPFNET_TC_HANDLE), priority: UInt32(BPFNET_TC_PRIORITY),
                 replace: true)
+            return nil
         case BPFNET_PROG_PORT_XDP:
             // Bridge ports are veths, whose driver runs XDP natively.
             try XDPAttachment.attach(
                 program, ifindex: key.ifindex, mode: .native,
                 replacing: previousID.map { .program(id: $0) } ?? .none)
+            return nil
         default:
             // Real NICs may lack native XDP; generic still enforces the policy.
-            try XDPAttachment.attach(
+            return try XDPAttachment.attach(
                 program, ifindex: key.ifindex, mode: .auto,
-                replacing: previousID.map { .program(id: $0) } ?? .none)
+                replacing: previousID.map { .program(id: $0) } ?? .none
+            ).mode
         }
     }
 
@@ -199,12 +204,13 @@ struct AttachmentManager {
             let attachedID = Attacher.attachedID(key)
             if attachedID == program.id { continue }
             let attaching = "bpf: attaching \(ProgramKind(key.program).name) to \(target.interface)"
+            let xdpMode: XDPMode?
             do {
                 let created = try Attacher.prepare(key)
                 let record = AttachmentRecord(
                     programID: program.id, createdClsact: created || previous?.createdClsact == true)
                 try records.record(key, record)
-                try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previous?.programID)
+                xdpMode = try Attacher.attach(program, key, replacing: attachedID == nil ? nil : previous?.programID)
             } catch {
                 if target.optional && HostSystem.interfaceName(key.ifindex) == nil {
                     logger.info("\(target.interface) went away while \(attaching.dropFirst(5)); skipped")
@@ -213,7 +219,16 @@ struct AttachmentManager {
                 }
                 throw DataplaneError("\(attaching): \(error)", classifying: error)
             }
-            logger.info("attached \(ProgramKind(key.program).name) to \(target.interface)")
+            if xdpMode == .generic {
+                // `status` says it too, next to the interface.
+                logger.warning(
+                    """
+                    attached \(ProgramKind(key.program).name) to \(target.interface) in generic XDP mode: its driver \
+                    has no native XDP, so every packet costs more (the policy holds)
+                    """)
+            } else {
+                logger.info("attached \(ProgramKind(key.program).name) to \(target.interface)")
+            }
         }
         for (key, record) in current.sorted(by: { $0.key < $1.key }) where desired[key] == nil {
             try Attacher.detach(key, record, logger: logger)

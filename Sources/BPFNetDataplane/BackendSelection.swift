@@ -374,6 +374,11 @@ public final class AutoDataplane: Dataplane {
         return try LoadedDataplaneFinder.loaded(pinPath: pinPath).status()
     }
 
+    public func statusForMetrics() throws -> DataplaneStatus {
+        if let chosen { return try chosen.statusForMetrics() }
+        return try LoadedDataplaneFinder.loaded(pinPath: pinPath).statusForMetrics()
+    }
+
     public func unload() throws {
         try LoadedDataplaneFinder.unloadAll(pinPath: pinPath)
     }

@@ -30,6 +30,11 @@ public protocol Dataplane: AnyObject {
     /// What is in force now, read back from the kernel (works from another process).
     func status() throws -> DataplaneStatus
 
+    /// `status()` for a metrics scrape, which may come every second: it may
+    /// trust what this backend recorded instead of asking the kernel about
+    /// each of a thousand ports.
+    func statusForMetrics() throws -> DataplaneStatus
+
     /// Removes everything this backend put into the kernel. Succeeds when
     /// nothing is loaded, and after a crashed `apply`.
     func unload() throws
@@ -42,4 +47,5 @@ public protocol Dataplane: AnyObject {
 
 extension Dataplane {
     public func forgetCachedState() {}
+    public func statusForMetrics() throws -> DataplaneStatus { try status() }
 }

@@ -143,6 +143,10 @@ public enum DataplaneMetrics {
         gauge("bpfnet_links", "Legacy links (parent to child) in the enforced policy.", status.links.count)
         gauge("bpfnet_published_ports", "Published ports in the enforced policy.", status.published.count)
         gauge("bpfnet_external_interfaces", "External interfaces the ext program polices.", status.extInterfaces.count)
+        gauge(
+            "bpfnet_external_interfaces_generic_xdp",
+            "External interfaces whose driver has no native XDP: the ext program runs in generic mode, slower.",
+            status.extInterfaces.count { $0.xdpMode == "generic" })
         registry.gauge("bpfnet_icc", help: "1 when inter-container communication is allowed (icc=true).")
             .set(status.icc)
         if let ports = status.bridgePorts {

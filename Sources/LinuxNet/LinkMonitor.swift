@@ -76,6 +76,29 @@ public final class LinkMonitor: @unchecked Sendable {
         return Self.events(in: UnsafeRawBufferPointer(rebasing: buffer[0..<received]))
     }
 
+    /// Reads and discards every notification already queued, without
+    /// waiting; returns whether there was any (a lost one counts). For a
+    /// cache of the interfaces: nothing queued means nothing changed since the
+    /// last drain.
+    public func drainPending() throws(LinuxNetError) -> Bool {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+        defer { buffer.deallocate() }
+        var any = false
+        while true {
+            let received = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+            if received >= 0 {
+                any = true
+                continue
+            }
+            switch errno {
+            case EAGAIN: return any
+            case EINTR: continue
+            case ENOBUFS: any = true
+            default: throw LinuxNetError(operation: "recv", action: "link monitor", errno: errno)
+            }
+        }
+    }
+
     /// The link notifications in one datagram.
     static func events(in datagram: UnsafeRawBufferPointer) -> [Event] {
         let headerSize = MemoryLayout<nlmsghdr>.size

@@ -94,7 +94,8 @@ enum StatusPrinter {
         for ext in status.extInterfaces {
             line(
                 "  \(pad(ext.name, 16)) allow \(ext.allowSources.isEmpty ? "every source" : ext.allowSources.joined(separator: ", "))"
-            )
+                    + (ext.xdpMode.map { "  (XDP \($0))" } ?? ""))
+            if let warning = ext.xdpModeWarning { line("  WARNING: \(warning)") }
         }
         if let networks = status.networks {
             line()

@@ -236,6 +236,37 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `status` names the XDP mode of each external interface and warns when
+    /// the driver has no native XDP (a macvlan here; a veth has it).
+    func testStatusWarnsAboutAnExtInterfaceInGenericXDPMode() throws {
+        try withHost { topology in
+            try topology.ip(
+                in: "host",
+                [
+                    "link add vup0 type veth peer name vup1", "link set vup0 up",
+                    "link add mac0 link vup0 type macvlan mode bridge", "link set mac0 up",
+                ])
+            defer { try? topology.ip(in: "host", ["link del vup0"]) }
+            let file = try write(policyYAML + "\nextInterfaces: [mac0, vup0]\n", to: "policy.yaml")
+            let pins = ["--pin-path", workDirectory + "/pins"]
+            let (loaded, _, loadErr) = try bpfnet(["load", "--config", file] + pins, in: topology.host)
+            XCTAssertEqual(loaded, 0, loadErr)
+            XCTAssertTrue(loadErr.contains("mac0 in generic XDP mode"), loadErr)
+
+            let (status, out, err) = try bpfnet(["status", "--json"] + pins, in: topology.host)
+            XCTAssertEqual(status, 0, err)
+            let ext = try JSONDecoder().decode(DataplaneStatus.self, from: Data(out.utf8)).extInterfaces
+            XCTAssertEqual(
+                Dictionary(uniqueKeysWithValues: ext.map { ($0.name, $0.xdpMode) }),
+                ["mac0": "generic", "vup0": "native"])
+            let text = try bpfnet(["status"] + pins, in: topology.host).1
+            XCTAssertTrue(text.contains("WARNING: mac0: the driver has no native XDP"), text)
+            XCTAssertFalse(text.contains("WARNING: vup0"), text)
+            let metrics = try bpfnet(["status", "--prometheus"] + pins, in: topology.host).1
+            XCTAssertTrue(metrics.contains("\nbpfnet_external_interfaces_generic_xdp 1.0\n"), metrics)
+        }
+    }
+
     /// `load --watch` attaches to a port the moment it joins, holds the pin
     /// path against another `load` meanwhile, and leaves the dataplane loaded
     /// when SIGTERM ends it.

@@ -5,10 +5,12 @@
 // inventory gauges say what is loaded, and promtool accepts the output.
 
 import BPFNetCore
+import BPFNetDataplane
 import DemoHost
 import Foundation
 import LinuxNet
 import NetLab
+import SystemPackage
 import XCTest
 
 final class MetricsEndToEndTests: XCTestCase {
@@ -57,6 +59,44 @@ final class MetricsEndToEndTests: XCTestCase {
         }
         let check = try ProcessRunner.run(Command(["promtool", "check", "metrics"], input: text))
         XCTAssertTrue(check.succeeded, "promtool check metrics: \(check.stdout)\(check.stderr)")
+    }
+
+    /// A scrape (`statusForMetrics`, as `run --metrics-address` reads it)
+    /// reuses the interfaces and the policy maps it read last, and must see
+    /// at once what changes them: a port joining the bridge (a link
+    /// notification), another process's apply (a new config generation).
+    func testAScrapeSeesANewPortAndAnotherApplyAtOnce() throws {
+        try requireRoot("loads eBPF programs in network namespaces")
+        let lab = try DemoLab()
+        defer { lab.close() }
+        try lab.load(PolicySettings(icc: false), portHook: .tc)
+        let members = Scenario.defaultBridgeMembers.count
+        // One thread in the host's namespace: the cache's notification socket belongs to it.
+        try lab.topology.host.run {
+            let dataplane = BPFDataplane(pinPath: FilePath(lab.pinPath))
+            let first = try dataplane.statusForMetrics()
+            XCTAssertEqual(first.bridgePorts?.count, members)
+            XCTAssertEqual(first.bridgePorts?.filter { $0.hook == "tc" }.count, members)
+            XCTAssertEqual(try dataplane.statusForMetrics().bridgePorts, first.bridgePorts, "nothing changed")
+
+            try lab.topology.ip(
+                in: "host", ["link add vethrogue type veth peer name rogue0", "link set vethrogue master docker0 up"])
+            let joined = try dataplane.statusForMetrics()
+            XCTAssertEqual(joined.bridgePorts?.count, members + 1, "the new port is counted at the next scrape")
+            let rogue = try XCTUnwrap(joined.bridgePorts?.first { $0.name == "vethrogue" })
+            XCTAssertNil(rogue.hook, "no program until the next apply")
+            XCTAssertFalse(joined.icc)
+
+            // Another process applies: icc on, and the rogue port gets the program.
+            try lab.load(PolicySettings(icc: true), portHook: .tc)
+            let applied = try dataplane.statusForMetrics()
+            XCTAssertTrue(applied.icc, "the policy maps are read again after another apply")
+            XCTAssertEqual(applied.generation, try dataplane.status().generation)
+            XCTAssertEqual(applied.bridgePorts?.first { $0.name == "vethrogue" }?.hook, "tc")
+
+            try lab.topology.ip(in: "host", ["link del vethrogue"])
+            XCTAssertEqual(try dataplane.statusForMetrics().bridgePorts?.count, members, "a port that goes is gone")
+        }
     }
 
     func testNothingLoadedIsAGaugeNotAnError() throws {
