@@ -103,9 +103,12 @@ public final class DemoLab {
         ).stdout
     }
 
+    /// The policy file the last `load` wrote.
+    public var policyFile: String { workDirectory + "/policy.yaml" }
+
     /// Writes the policy file for `settings` and runs `bpfnet load` with it.
     public func load(_ settings: PolicySettings, portHook: PortHook = .tc, extraArguments: [String] = []) throws {
-        let file = workDirectory + "/policy.yaml"
+        let file = policyFile
         try Self.yaml(Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks)).write(
             toFile: file, atomically: true, encoding: .utf8)
         try bpfnet(["load", "--config", file] + extraArguments)

@@ -154,60 +154,13 @@ final class UpgradeTests: XCTestCase {
 
     // MARK: Traffic
 
-    /// Counts distinct sequence numbers until SIGTERM, then prints the count
-    /// on standard error (the process's log: `stop` closes standard output).
-    private static let receiver = """
-        import signal, socket, sys
-        seen = set()
-        def done(*_):
-            print("received", len(seen), file=sys.stderr, flush=True)
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, done)
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        s.bind(("0.0.0.0", int(sys.argv[1])))
-        print("ready", flush=True)
-        while True:
-            data = s.recv(2048)
-            if len(data) >= 4 and data[4:5] == b"s":
-                seen.add(int.from_bytes(data[:4], "big"))
-        """
-
-    /// A few warm-up datagrams (neighbour entries), then N numbered ones at a
-    /// steady rate.
-    private static let sender = """
-        import socket, sys, time
-        dst, port, n, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for _ in range(5):
-            s.sendto(b"warm-up", (dst, port))
-            time.sleep(0.05)
-        start = time.monotonic()
-        for i in range(n):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            s.sendto(i.to_bytes(4, "big") + b"s" * 60, (dst, port))
-        print("sent", n, flush=True)
-        """
-
     private func startReceiver(_ lab: DemoLab, in role: String, port: Int) throws -> BackgroundProcess {
-        let process = try lab.topology.startProcess(
-            in: role, ["python3", "-c", Self.receiver, String(port)], captureOutput: true)
-        _ = try process.waitForLine(prefix: "ready", timeout: .seconds(10))
-        return process
+        try UDPFlow.startReceiver(lab, in: role, port: port)
     }
 
     private func startSender(_ lab: DemoLab, to address: IPv4Address, port: Int) throws -> BackgroundProcess {
-        try lab.topology.startProcess(
-            in: "client",
-            ["python3", "-c", Self.sender, address.description, String(port), String(packets), String(rate)],
-            captureOutput: true)
+        try UDPFlow.startSender(lab, to: address, port: port, packets: packets, rate: rate)
     }
 
-    private func receivedCount(_ process: BackgroundProcess) -> Int? {
-        _ = process.stop()
-        let line = process.logContents().split(separator: "\n").first { $0.hasPrefix("received ") }
-        return line.flatMap { Int($0.dropFirst("received ".count)) }
-    }
+    private func receivedCount(_ process: BackgroundProcess) -> Int? { UDPFlow.receivedCount(process) }
 }
