@@ -108,10 +108,14 @@ public final class DemoLab {
 
     /// Writes the policy file for `settings` and runs `bpfnet load` with it.
     public func load(_ settings: PolicySettings, portHook: PortHook = .tc, extraArguments: [String] = []) throws {
-        let file = policyFile
-        try Self.yaml(Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks)).write(
-            toFile: file, atomically: true, encoding: .utf8)
-        try bpfnet(["load", "--config", file] + extraArguments)
+        try load(
+            Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks), extraArguments: extraArguments)
+    }
+
+    /// Writes `policy` (the scenario's, changed by the caller) and runs `bpfnet load` with it.
+    public func load(_ policy: Policy, extraArguments: [String] = []) throws {
+        try Self.yaml(policy).write(toFile: policyFile, atomically: true, encoding: .utf8)
+        try bpfnet(["load", "--config", policyFile] + extraArguments)
     }
 
     /// `bpfnet status --json`, decoded.

@@ -25,9 +25,10 @@ final class PolicyTransitionTests: XCTestCase {
         try requireRootForEndToEnd()
     }
 
-    /// icc both ways, the allow-list both ways, the port hook both ways, and
-    /// a `load --watch` killed with SIGKILL and a new `load` after it, on the
-    /// eBPF backend.
+    /// icc both ways, the allow-list both ways, the port hook both ways, a
+    /// `load --watch` killed with SIGKILL and a new `load` after it, a link
+    /// and a container gone and back, an allow-list entry added and removed,
+    /// on the eBPF backend.
     func testPolicyChangesLoseNothingAllowedAndPassNothingForbidden() throws {
         let lab = try DemoLab()
         defer { lab.close() }
@@ -43,6 +44,29 @@ final class PolicyTransitionTests: XCTestCase {
             ("port hook tc, icc off", { try lab.load(start, portHook: .tc) }),
             ("load --watch killed", { try self.killWatcher(lab) }),
             ("load after the kill", { try lab.load(start, portHook: .tc) }),
+            (
+                "link client → web gone",
+                { try lab.load(Self.policy(start) { $0.links.removeAll { $0.parent == "client" } }) }
+            ),
+            (
+                "container app gone with its link",
+                {
+                    try lab.load(
+                        Self.policy(start) { policy in
+                            policy.containers.removeAll { $0.name == "app" }
+                            policy.links.removeAll { $0.parent == "app" }
+                        })
+                }
+            ),
+            ("both back", { try lab.load(start, portHook: .tc) }),
+            (
+                "allow-list entry added",
+                {
+                    try lab.load(
+                        Self.policy(start) { $0.extInterfaces[0].allowSources.append(IPv4CIDR("198.51.100.3/32")!) })
+                }
+            ),
+            ("allow-list entry removed", { try lab.load(start, portHook: .tc) }),
         ]
         let counts = try runFlows(lab, changes: changes)
         for flow in counts where flow.flow.verdict == .allowed {
@@ -87,6 +111,13 @@ final class PolicyTransitionTests: XCTestCase {
     }
 
     // MARK: -
+
+    /// The scenario's policy for `settings` (tc hook), changed by `change`.
+    private static func policy(_ settings: PolicySettings, _ change: (inout Policy) -> Void) -> Policy {
+        var policy = Scenario.policy(settings, portHook: .tc)
+        change(&policy)
+        return policy
+    }
 
     private let rate = 2000  // datagrams per second and flow
 
