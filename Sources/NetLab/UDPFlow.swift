@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Numbered UDP datagrams at a steady rate from one namespace of the demo host
-// to another, counted by distinct sequence number where they arrive: the
-// traffic that runs across a change (an upgrade, a new policy, a backend
-// switch) so that a test can count what was lost and what got through.
+// Numbered UDP datagrams at a steady rate from one namespace to another,
+// counted by distinct sequence number where they arrive: the traffic that
+// runs across a change (an upgrade, a new policy, a backend switch, an agent
+// or daemon restart) so that a test can count exactly what was lost and what
+// got through. Python 3 on the host runs both ends, in any namespace.
 
 import BPFNetCore
-import DemoHost
-import Foundation
-import NetLab
 
-enum UDPFlow {
+public enum UDPFlow {
     /// Counts distinct sequence numbers until SIGTERM, then prints the count
     /// on standard error (the process's log: `stop` closes standard output).
     private static let receiver = """
@@ -61,25 +59,24 @@ enum UDPFlow {
             print("sent", i, flush=True)
         """
 
-    static func startReceiver(_ lab: DemoLab, in role: String, port: Int) throws -> BackgroundProcess {
-        let process = try lab.topology.startProcess(
-            in: role, ["python3", "-c", receiver, String(port)], captureOutput: true)
-        _ = try process.waitForLine(prefix: "ready", timeout: .seconds(10))
-        return process
+    /// The receiver's command line, listening on `port`; it prints "ready".
+    public static func receiverArguments(port: Int) -> [String] {
+        ["python3", "-c", receiver, String(port)]
     }
 
-    /// Starts sending; `packets: 0` sends until `sentCount` stops it.
-    static func startSender(
-        _ lab: DemoLab, from role: String = "client", to address: IPv4Address, port: Int, packets: Int, rate: Int
-    ) throws -> BackgroundProcess {
-        try lab.topology.startProcess(
-            in: role,
-            ["python3", "-c", sender, address.description, String(port), String(packets), String(rate)],
-            captureOutput: true)
+    /// The sender's command line: `packets` datagrams to `address`:`port` at
+    /// `rate` per second, or with `packets: 0` until `sentCount` stops it.
+    public static func senderArguments(to address: IPv4Address, port: Int, packets: Int, rate: Int) -> [String] {
+        ["python3", "-c", sender, address.description, String(port), String(packets), String(rate)]
+    }
+
+    /// Waits until a receiver started with `receiverArguments` listens.
+    public static func waitUntilListening(_ receiver: BackgroundProcess) throws(NetLabError) {
+        _ = try receiver.waitForLine(prefix: "ready", timeout: .seconds(10))
     }
 
     /// Stops the receiver and returns how many distinct datagrams it got.
-    static func receivedCount(_ process: BackgroundProcess) -> Int? {
+    public static func receivedCount(_ process: BackgroundProcess) -> Int? {
         _ = process.stop()
         let line = process.logContents().split(separator: "\n").first { $0.hasPrefix("received ") }
         return line.flatMap { Int($0.dropFirst("received ".count)) }
@@ -87,7 +84,7 @@ enum UDPFlow {
 
     /// Stops a sender started with `packets: 0` and returns how many numbered
     /// datagrams it sent.
-    static func sentCount(_ process: BackgroundProcess) -> Int? {
+    public static func sentCount(_ process: BackgroundProcess) -> Int? {
         _ = process.stop(grace: .seconds(5))
         let line = process.logContents().split(separator: "\n").first { $0.hasPrefix("sent ") }
         return line.flatMap { Int($0.dropFirst("sent ".count)) }

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Traffic across the agent's and the daemon's restarts (issue 13, item 2):
+// `bpfnet run` next to a private dockerd (--iptables=false --live-restore),
+// with numbered UDP flows between real containers running the whole time
+// while the agent is killed with SIGKILL and started again, dockerd stops and
+// starts under it, the agent resyncs on SIGHUP, and ends with SIGTERM and is
+// started again. The policy is the same before and after every step, so a
+// flow it allows must lose nothing and a flow it forbids must get nothing.
+
+import BPFNetCore
+import DockerTestSupport
+import Foundation
+import LinuxNet
+import NetLab
+import XCTest
+
+final class AgentRestartTrafficTests: XCTestCase {
+    private let rate = 1000  // datagrams per second and flow
+
+    func testKillsAndRestartsLoseNothingAllowedAndPassNothingForbidden() throws {
+        guard getuid() == 0 else {
+            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
+                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
+            }
+            throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
+        }
+        if let missing = PrivateDockerd.missingRequirements(tools: ["busybox", "python3"]) {
+            return XCTFail("cannot run: \(missing) — \(PrivateDockerd.installHint)")
+        }
+        let probe = try ProbeRunner(maxConcurrent: 6)
+        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkr-\(tag)").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
+        let lab = try LabNamespaces(tag: "\(tag)-r", probe: probe)
+        var background: [BackgroundProcess] = []
+        let bpfnet = try BPFNetCLI(namespace: lab.docker, workDirectory: work)
+        var containers: [LabContainer] = []
+        defer {
+            for process in background.reversed() { process.stop(grace: .seconds(5)) }
+            for container in containers { container.stopServer() }
+            bpfnet.cleanUp()
+            dockerd.destroy()
+            lab.destroy()
+            unmountEverything(under: work)
+            try? FileManager.default.removeItem(atPath: work)
+        }
+        let flags = ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"]
+        try dockerd.start(in: lab.docker, flags: flags, wipeNetwork: true)
+        let image = try dockerd.importBusybox()
+        let config = work + "/run-policy.yaml"
+        try "icc: false\nextInterfaces: [ext0]\n".write(toFile: config, atomically: true, encoding: .utf8)
+        var agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
+        background.append(agent)
+        try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
+
+        let run = ["run", "-d", "--stop-timeout", "1"]
+        try dockerd.docker(run + ["--name", "web", "--expose", "9999/udp", image, "sleep", "86400"])
+        try dockerd.docker(run + ["--name", "client", "--link", "web:web", image, "sleep", "86400"])
+        try dockerd.docker(run + ["--name", "lone", image, "sleep", "86400"])
+        let settled: (DataplaneStatus) -> Bool = { status in
+            Set(status.containers.map(\.name)) == ["web", "client", "lone"] && status.links.count == 1
+        }
+        try bpfnet.waitForStatus("web, client, lone and the link", settled)
+        let (web, client, lone) = (
+            LabContainer(name: "web", tcp: [], udp: [9000]), LabContainer(name: "client", tcp: [], udp: [9000]),
+            LabContainer(name: "lone", tcp: [], udp: [9000])
+        )
+        containers = [web, client, lone]
+        for container in containers { try container.refresh(dockerd, probe: probe) }
+
+        struct Flow {
+            var name: String
+            var from: NetworkNamespace
+            var to: IPv4Address
+            var receiver: NetworkNamespace
+            var port: Int
+            var allowed: Bool
+        }
+        let flows = [
+            Flow(
+                name: "client → web 9999/udp (link)", from: client.namespace, to: web.ip, receiver: web.namespace,
+                port: 9999, allowed: true),
+            Flow(
+                name: "client → the outside (masquerade)", from: client.namespace, to: LabAddresses.allowed,
+                receiver: lab.outside, port: 9996, allowed: true),
+            Flow(
+                name: "lone → web 9998/udp (icc)", from: lone.namespace, to: web.ip, receiver: web.namespace,
+                port: 9998, allowed: false),
+            Flow(
+                name: "client → lone 9997/udp (icc; the link is to web)", from: client.namespace, to: lone.ip,
+                receiver: lone.namespace, port: 9997, allowed: false),
+        ]
+        let receivers = try flows.map { flow in
+            let process = try BackgroundProcess(
+                Command(flow.receiver.nsenter(UDPFlow.receiverArguments(port: flow.port))), captureOutput: true)
+            background.append(process)
+            try UDPFlow.waitUntilListening(process)
+            return process
+        }
+        let senders = try flows.map { flow in
+            let process = try BackgroundProcess(
+                Command(
+                    flow.from.nsenter(UDPFlow.senderArguments(to: flow.to, port: flow.port, packets: 0, rate: rate))),
+                captureOutput: true)
+            background.append(process)
+            return process
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+
+        // 1. SIGKILL: the dataplane stays; a new agent takes over the pin path and resyncs.
+        kill(agent.pid, SIGKILL)
+        _ = agent.stop()
+        Thread.sleep(forTimeInterval: 0.3)
+        agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
+        background.append(agent)
+        try bpfnet.waitForStatus("the agent after SIGKILL") { status in
+            status.agent?.connected == true && status.agent?.running == true && settled(status)
+        }
+        // 2. dockerd goes away and comes back (--live-restore keeps the containers).
+        dockerd.stop(keepContainers: true)
+        try bpfnet.waitForStatus("the agent noticing dockerd went away") { $0.agent?.connected == false }
+        Thread.sleep(forTimeInterval: 0.3)
+        try dockerd.start(in: lab.docker, flags: flags, wipeNetwork: false)
+        try bpfnet.waitForStatus("the agent reconnected") { status in
+            status.agent?.connected == true && (status.agent?.reconnects ?? 0) >= 1 && settled(status)
+        }
+        // 3. A resync on SIGHUP.
+        let resyncs = try bpfnet.status().agent?.resyncs ?? 0
+        kill(agent.pid, SIGHUP)
+        try bpfnet.waitForStatus("the resync after SIGHUP") { ($0.agent?.resyncs ?? 0) > resyncs }
+        // 4. SIGTERM and a new agent.
+        XCTAssertEqual(agent.stop(grace: .seconds(20)), .exited(0))
+        agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
+        background.append(agent)
+        try bpfnet.waitForStatus("the agent after SIGTERM") { status in
+            status.agent?.connected == true && status.agent?.running == true && settled(status)
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+
+        let sent = senders.map { UDPFlow.sentCount($0) }
+        Thread.sleep(forTimeInterval: 0.3)
+        let received = receivers.map { UDPFlow.receivedCount($0) }
+        for (flow, (sent, received)) in zip(flows, zip(sent, received)) {
+            let sent = try XCTUnwrap(sent, "\(flow.name): the sender's count")
+            let received = try XCTUnwrap(received, "\(flow.name): the receiver's count")
+            print("\(flow.name): \(received) of \(sent) received")
+            if flow.allowed {
+                XCTAssertGreaterThan(sent, rate, "\(flow.name): the flow ran across the restarts")
+                XCTAssertEqual(received, sent, "\(flow.name): datagrams lost across the restarts")
+            } else {
+                XCTAssertEqual(received, 0, "\(flow.name): forbidden datagrams delivered across the restarts")
+            }
+        }
+    }
+}
