@@ -19,40 +19,18 @@ final class AgentRestartTrafficTests: XCTestCase {
     private let rate = 1000  // datagrams per second and flow
 
     func testKillsAndRestartsLoseNothingAllowedAndPassNothingForbidden() throws {
-        guard getuid() == 0 else {
-            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
-                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
-            }
-            throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
-        }
-        if let missing = PrivateDockerd.missingRequirements(tools: ["busybox", "python3"]) {
-            return XCTFail("cannot run: \(missing) — \(PrivateDockerd.installHint)")
-        }
-        let probe = try ProbeRunner(maxConcurrent: 6)
-        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkr-\(tag)").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
-        let lab = try LabNamespaces(tag: "\(tag)-r", probe: probe)
-        var background: [BackgroundProcess] = []
-        let bpfnet = try BPFNetCLI(namespace: lab.docker, workDirectory: work)
+        guard try RealDockerHost.canRun(tools: ["busybox", "python3"]) else { return }
+        let host = try RealDockerHost(name: "restarts")
+        defer { host.close() }
+        let (dockerd, lab, bpfnet, probe, work) = (host.dockerd, host.lab, host.bpfnet, host.probe, host.work)
         var containers: [LabContainer] = []
-        defer {
-            for process in background.reversed() { process.stop(grace: .seconds(5)) }
-            for container in containers { container.stopServer() }
-            bpfnet.cleanUp()
-            dockerd.destroy()
-            lab.destroy()
-            unmountEverything(under: work)
-            try? FileManager.default.removeItem(atPath: work)
-        }
-        let flags = ["--bip", LabAddresses.bridge, "--iptables=false", "--live-restore"]
-        try dockerd.start(in: lab.docker, flags: flags, wipeNetwork: true)
+        host.atClose { for container in containers { container.stopServer() } }
+        let flags = ["--iptables=false", "--live-restore"]
+        try host.startDockerd(flags)
         let image = try dockerd.importBusybox()
         let config = work + "/run-policy.yaml"
         try "icc: false\nextInterfaces: [ext0]\n".write(toFile: config, atomically: true, encoding: .utf8)
-        var agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
-        background.append(agent)
+        var agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
         try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
 
         let run = ["run", "-d", "--stop-timeout", "1"]
@@ -95,7 +73,7 @@ final class AgentRestartTrafficTests: XCTestCase {
         let receivers = try flows.map { flow in
             let process = try BackgroundProcess(
                 Command(flow.receiver.nsenter(UDPFlow.receiverArguments(port: flow.port))), captureOutput: true)
-            background.append(process)
+            host.adopt(process)
             try UDPFlow.waitUntilListening(process)
             return process
         }
@@ -104,8 +82,7 @@ final class AgentRestartTrafficTests: XCTestCase {
                 Command(
                     flow.from.nsenter(UDPFlow.senderArguments(to: flow.to, port: flow.port, packets: 0, rate: rate))),
                 captureOutput: true)
-            background.append(process)
-            return process
+            return host.adopt(process)
         }
         Thread.sleep(forTimeInterval: 0.5)
 
@@ -113,8 +90,7 @@ final class AgentRestartTrafficTests: XCTestCase {
         kill(agent.pid, SIGKILL)
         _ = agent.stop()
         Thread.sleep(forTimeInterval: 0.3)
-        agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
-        background.append(agent)
+        agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
         try bpfnet.waitForStatus("the agent after SIGKILL") { status in
             status.agent?.connected == true && status.agent?.running == true && settled(status)
         }
@@ -122,7 +98,7 @@ final class AgentRestartTrafficTests: XCTestCase {
         dockerd.stop(keepContainers: true)
         try bpfnet.waitForStatus("the agent noticing dockerd went away") { $0.agent?.connected == false }
         Thread.sleep(forTimeInterval: 0.3)
-        try dockerd.start(in: lab.docker, flags: flags, wipeNetwork: false)
+        try host.startDockerd(flags, wipeNetwork: false)
         try bpfnet.waitForStatus("the agent reconnected") { status in
             status.agent?.connected == true && (status.agent?.reconnects ?? 0) >= 1 && settled(status)
         }
@@ -132,8 +108,7 @@ final class AgentRestartTrafficTests: XCTestCase {
         try bpfnet.waitForStatus("the resync after SIGHUP") { ($0.agent?.resyncs ?? 0) > resyncs }
         // 4. SIGTERM and a new agent.
         XCTAssertEqual(agent.stop(grace: .seconds(20)), .exited(0))
-        agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
-        background.append(agent)
+        agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
         try bpfnet.waitForStatus("the agent after SIGTERM") { status in
             status.agent?.connected == true && status.agent?.running == true && settled(status)
         }

@@ -74,38 +74,13 @@ private final class NetworkContainer {
 
 final class DockerNetworksEndToEndTests: XCTestCase {
     func testBPFNetRunPolicesUserDefinedNetworks() throws {
-        guard getuid() == 0 else {
-            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
-                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
-            }
-            throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
-        }
-        if let missing = PrivateDockerd.missingRequirements(tools: ["nft"]) {
-            return XCTFail("cannot run the real-Docker suite: \(missing) — \(PrivateDockerd.installHint)")
-        }
-        let probe = try ProbeRunner(maxConcurrent: 6)
-        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkn-\(tag)").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
-        var lab: LabNamespaces?
-        var agent: BackgroundProcess?
-        var cli: BPFNetCLI?
+        guard try RealDockerHost.canRun(tools: ["nft"]) else { return }
+        let host = try RealDockerHost(name: "networks")
+        defer { host.close() }
+        let (dockerd, bpfnet, probe, work) = (host.dockerd, host.bpfnet, host.probe, host.work)
         var containers: [String: NetworkContainer] = [:]
-        defer {
-            agent?.stop(grace: .seconds(5))
-            for container in containers.values { container.stopServer() }
-            cli?.cleanUp()
-            dockerd.destroy()
-            lab?.destroy()
-            unmountEverything(under: work)
-            try? FileManager.default.removeItem(atPath: work)
-        }
-
-        let namespaces = try LabNamespaces(tag: "\(tag)-n", probe: probe)
-        lab = namespaces
-        try dockerd.start(
-            in: namespaces.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false"], wipeNetwork: true)
+        host.atClose { for container in containers.values { container.stopServer() } }
+        try host.startDockerd(["--iptables=false"])
         let image = try dockerd.importBusybox()
         try dockerd.docker([
             "network", "create", "--subnet", "10.48.0.0/24", "-o", "com.docker.network.bridge.enable_icc=false",
@@ -113,8 +88,6 @@ final class DockerNetworksEndToEndTests: XCTestCase {
         ])
         try dockerd.docker(["network", "create", "--subnet", "10.49.0.0/24", "open"])
 
-        let bpfnet = try BPFNetCLI(namespace: namespaces.docker, workDirectory: work)
-        cli = bpfnet
         let config = work + "/run-policy.yaml"
         try """
         icc: true
@@ -124,9 +97,10 @@ final class DockerNetworksEndToEndTests: XCTestCase {
 
         """.write(toFile: config, atomically: true, encoding: .utf8)
         // No periodic resync during the test: whatever is policed was policed by the events.
-        agent = try bpfnet.startAgent(
-            dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"])
-        func agentLog() -> String { agent?.logContents(maxBytes: 12000) ?? "" }
+        let agent = host.adopt(
+            try bpfnet.startAgent(
+                dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"]))
+        func agentLog() -> String { agent.logContents(maxBytes: 12000) }
         do {
             try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
         } catch {
@@ -270,49 +244,25 @@ final class DockerNetworksEndToEndTests: XCTestCase {
     /// run` follows the daemon: the project's networks and containers are policed (isolation
     /// between the networks, icc off within back) without a resync, and `down` takes them away.
     func testDockerComposeProjectIsPoliced() throws {
-        guard getuid() == 0 else {
-            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
-                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
-            }
-            throw XCTSkip("needs root: starts dockerd and bpfnet in network namespaces of its own")
-        }
-        if let missing = PrivateDockerd.missingRequirements(tools: ["nft", "docker-compose"]) {
-            return XCTFail("cannot run the real-Docker suite: \(missing) — \(PrivateDockerd.installHint)")
-        }
-        let probe = try ProbeRunner(maxConcurrent: 6)
-        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkc-\(tag)").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
+        guard try RealDockerHost.canRun(tools: ["nft", "docker-compose"]) else { return }
+        let host = try RealDockerHost(name: "compose")
+        defer { host.close() }
+        let (dockerd, bpfnet, probe, work) = (host.dockerd, host.bpfnet, host.probe, host.work)
         let composeFile = work + "/docker-compose.yml"
-        var lab: LabNamespaces?
-        var agent: BackgroundProcess?
-        var cli: BPFNetCLI?
         var containers: [String: NetworkContainer] = [:]
         var composed = false
-        defer {
-            agent?.stop(grace: .seconds(5))
+        host.atClose {
             for container in containers.values { container.stopServer() }
             if composed { _ = try? dockerd.compose(["down", "-t", "1"], file: composeFile, project: "shop") }
-            cli?.cleanUp()
-            dockerd.destroy()
-            lab?.destroy()
-            unmountEverything(under: work)
-            try? FileManager.default.removeItem(atPath: work)
         }
-
-        let namespaces = try LabNamespaces(tag: "\(tag)-c", probe: probe)
-        lab = namespaces
-        try dockerd.start(
-            in: namespaces.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false"], wipeNetwork: true)
+        try host.startDockerd(["--iptables=false"])
         let image = try dockerd.importBusybox()
-        let bpfnet = try BPFNetCLI(namespace: namespaces.docker, workDirectory: work)
-        cli = bpfnet
         let config = work + "/run-policy.yaml"
         try "icc: true\nextInterfaces: [ext0]\n".write(toFile: config, atomically: true, encoding: .utf8)
-        agent = try bpfnet.startAgent(
-            dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"])
-        func agentLog() -> String { agent?.logContents(maxBytes: 12000) ?? "" }
+        let agent = host.adopt(
+            try bpfnet.startAgent(
+                dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"]))
+        func agentLog() -> String { agent.logContents(maxBytes: 12000) }
         do {
             try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
         } catch {

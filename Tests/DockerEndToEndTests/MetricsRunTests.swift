@@ -20,40 +20,17 @@ final class MetricsRunTests: XCTestCase {
     static let iccDrops = #"bpfnet_packets_total{program="port-tc",reason="icc"}"#
 
     func testPrometheusScrapesTheAgentAndCountsEveryBlockedProbe() throws {
-        guard getuid() == 0 else {
-            if ProcessInfo.processInfo.environment["BPFNET_REQUIRE_ROOT_TESTS"] == "1" {
-                return XCTFail("BPFNET_REQUIRE_ROOT_TESTS=1 but not root: the real-Docker suite needs root")
-            }
-            throw XCTSkip("needs root: starts dockerd, bpfnet and Prometheus in network namespaces of its own")
-        }
-        if let missing = PrivateDockerd.missingRequirements(tools: ["prometheus", "promtool", "busybox"]) {
-            return XCTFail("cannot run: \(missing) — \(PrivateDockerd.installHint) prometheus")
-        }
-        let probe = try ProbeRunner(maxConcurrent: 6)
-        let tag = "\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("bpfnet-dkm-\(tag)").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let dockerd = try PrivateDockerd(base: work + "/docker", tag: tag)
-        let lab = try LabNamespaces(tag: "\(tag)-m", probe: probe)
-        var background: [BackgroundProcess] = []
-        let bpfnet = try BPFNetCLI(namespace: lab.docker, workDirectory: work)
-        defer {
-            for process in background.reversed() { process.stop(grace: .seconds(5)) }
-            bpfnet.cleanUp()
-            dockerd.destroy()
-            lab.destroy()
-            unmountEverything(under: work)
-            try? FileManager.default.removeItem(atPath: work)
-        }
-
-        try dockerd.start(
-            in: lab.docker, flags: ["--bip", LabAddresses.bridge, "--iptables=false"], wipeNetwork: true)
+        guard try RealDockerHost.canRun(tools: ["prometheus", "promtool", "busybox"]) else { return }
+        let host = try RealDockerHost(name: "metrics")
+        defer { host.close() }
+        let (dockerd, lab, bpfnet, probe, work) = (host.dockerd, host.lab, host.bpfnet, host.probe, host.work)
+        try host.startDockerd(["--iptables=false"])
         let image = try dockerd.importBusybox()
         let config = work + "/run-policy.yaml"
         try "icc: false\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let agent = try bpfnet.startAgent(
-            dockerHost: dockerd.host, config: config, extra: ["--metrics-address", Self.endpoint])
-        background.append(agent)
+        host.adopt(
+            try bpfnet.startAgent(
+                dockerHost: dockerd.host, config: config, extra: ["--metrics-address", Self.endpoint]))
         try bpfnet.waitForStatus("the agent connected") { $0.agent?.connected == true }
 
         for name in ["web", "lone"] {
@@ -64,7 +41,7 @@ final class MetricsRunTests: XCTestCase {
         try web.refresh(dockerd, probe: probe)
         let lone = LabContainer(name: "lone", tcp: [], udp: [9998])
         try lone.refresh(dockerd, probe: probe)
-        defer {
+        host.atClose {
             web.stopServer()
             lone.stopServer()
         }
@@ -101,7 +78,7 @@ final class MetricsRunTests: XCTestCase {
                     "prometheus", "--config.file", prometheusConfig, "--storage.tsdb.path", work + "/tsdb",
                     "--web.listen-address", Self.prometheusAddress, "--log.level", "warn",
                 ])), captureOutput: true)
-        background.append(prometheus)
+        host.adopt(prometheus)
         func stored() throws -> Double? {
             let result = try ProcessRunner.run(
                 Command(
