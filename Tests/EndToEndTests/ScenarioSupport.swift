@@ -149,6 +149,8 @@ extension DataplaneStatus {
         copy.fastPath = nil
         copy.agent = nil
         copy.lastSyncLatencyMs = nil
+        // How the ext program is attached is the eBPF backend's alone.
+        for index in copy.extInterfaces.indices { copy.extInterfaces[index].xdpMode = nil }
         return copy
     }
 }
