@@ -52,6 +52,8 @@ public struct BenchConfiguration: Sendable {
     /// N values, ascending.
     public var links: [Int]
     public var flows: Int
+    /// Docker bridge networks on every host, the default bridge included.
+    public var networks: Int
     /// Measured rounds per N (a warm-up round comes on top).
     public var rounds: Int
     /// CPU time of one burst (one variant, one round), seconds.
@@ -71,12 +73,14 @@ public struct BenchConfiguration: Sendable {
 
     public init(
         variants: [BenchVariant] = BenchVariant.defaultSelection, links: [Int] = defaultLinks, flows: Int = 1,
-        rounds: Int = defaultRounds, burstSeconds: Double = defaultBurstSeconds, profile: BenchProfile = .live,
+        networks: Int = 1, rounds: Int = defaultRounds, burstSeconds: Double = defaultBurstSeconds,
+        profile: BenchProfile = .live,
         cpu: Int? = nil, showProgress: Bool = true
     ) {
         self.variants = variants
         self.links = links
         self.flows = flows
+        self.networks = networks
         self.rounds = rounds
         self.burstSeconds = burstSeconds
         self.profile = profile
@@ -89,7 +93,9 @@ public struct BenchConfiguration: Sendable {
 
     public static var onlineCPUs: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
-    public var workload: BenchWorkload { BenchWorkload(maxLinks: links.max() ?? 0, flows: flows) }
+    public var workload: BenchWorkload {
+        BenchWorkload(maxLinks: links.max() ?? 0, flows: flows, networks: networks)
+    }
 
     /// Parses "0,100,1000,10000".
     public static func parseLinks(_ text: String) throws(BenchError) -> [Int] {
@@ -125,6 +131,11 @@ public struct BenchConfiguration: Sendable {
             throw .badInput(
                 "--flows \(flows): use 1 to \(BenchWorkload.maxFlows) (each flow's source is a "
                     + "container with a bridge port of its own in every topology)")
+        }
+        guard (1...BenchWorkload.maxNetworks).contains(networks) else {
+            throw .badInput(
+                "--networks \(networks): use 1 (the default bridge alone) to \(BenchWorkload.maxNetworks) (each "
+                    + "network is a bridge in every topology)")
         }
         guard rounds >= 1 else { throw .badInput("--rounds \(rounds): use at least 1 (50 or more for stable ratios)") }
         guard burstSeconds >= 0.001, burstSeconds <= 60 else {

@@ -9,6 +9,12 @@
 //   icc DROP appended last. DOCKER: one rule pair per (link, exposed port),
 //   appended as the parents started.
 //
+// Each user-defined network (`--networks K`) adds, above docker0's (Docker
+// inserts a newer network's rules before the older ones): four FORWARD rules,
+// a DOCKER-ISOLATION-STAGE-1 rule that every forwarded packet is tested
+// against, a STAGE-2 drop, and its masquerade. A packet between two docker0
+// containers walks all of them before it reaches docker0's rules.
+//
 // A one-way UDP flow never becomes ESTABLISHED in conntrack, so every packet
 // of it walks DOCKER until its pair: the cost of new connections and of
 // unreplied datagrams (DNS queries, syslog, metrics). Replies and the rest of
@@ -17,13 +23,15 @@
 import BPFNetCore
 
 enum DockerRuleset {
-    /// iptables-restore input for a host whose DOCKER chain holds `links`.
+    /// iptables-restore input for a host whose DOCKER chain holds `links`,
+    /// with the user-defined networks `networks` (bridge, subnet; oldest first).
     static func render(
-        links: [BenchLink], bridge: String = BenchWorkload.bridgeName,
-        subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network
+        links: [BenchLink], networks: [(bridge: String, subnet: IPv4CIDR)] = [],
+        bridge: String = BenchWorkload.bridgeName, subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network
     ) -> String {
+        let newestFirst = Array(networks.reversed())
         var lines: [String] = []
-        lines.reserveCapacity(40 + 2 * links.count)
+        lines.reserveCapacity(40 + 2 * links.count + 8 * networks.count)
         lines += [
             "*filter",
             ":INPUT ACCEPT [0:0]",
@@ -35,6 +43,17 @@ enum DockerRuleset {
             ":DOCKER-USER - [0:0]",
             "-A FORWARD -j DOCKER-USER",
             "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+        ]
+        for network in newestFirst {
+            // icc on (Docker's default for a network): its own traffic is accepted.
+            lines += [
+                "-A FORWARD -o \(network.bridge) -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-A FORWARD -o \(network.bridge) -j DOCKER",
+                "-A FORWARD -i \(network.bridge) ! -o \(network.bridge) -j ACCEPT",
+                "-A FORWARD -i \(network.bridge) -o \(network.bridge) -j ACCEPT",
+            ]
+        }
+        lines += [
             "-A FORWARD -o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
             "-A FORWARD -o \(bridge) -j DOCKER",
             "-A FORWARD -i \(bridge) ! -o \(bridge) -j ACCEPT",
@@ -50,9 +69,14 @@ enum DockerRuleset {
                 "-A DOCKER -s \(link.childIP)/32 -d \(link.parentIP)/32 -i \(bridge) -o \(bridge) "
                     + "-p udp -m udp --sport \(link.port) -j ACCEPT")
         }
+        for network in newestFirst {
+            lines.append(
+                "-A DOCKER-ISOLATION-STAGE-1 -i \(network.bridge) ! -o \(network.bridge) -j DOCKER-ISOLATION-STAGE-2")
+        }
+        lines.append("-A DOCKER-ISOLATION-STAGE-1 -i \(bridge) ! -o \(bridge) -j DOCKER-ISOLATION-STAGE-2")
+        lines.append("-A DOCKER-ISOLATION-STAGE-1 -j RETURN")
+        for network in newestFirst { lines.append("-A DOCKER-ISOLATION-STAGE-2 -o \(network.bridge) -j DROP") }
         lines += [
-            "-A DOCKER-ISOLATION-STAGE-1 -i \(bridge) ! -o \(bridge) -j DOCKER-ISOLATION-STAGE-2",
-            "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
             "-A DOCKER-ISOLATION-STAGE-2 -o \(bridge) -j DROP",
             "-A DOCKER-ISOLATION-STAGE-2 -j RETURN",
             "-A DOCKER-USER -j RETURN",
@@ -66,7 +90,13 @@ enum DockerRuleset {
             ":DOCKER - [0:0]",
             "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
             "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
-            "-A POSTROUTING -s \(subnet) ! -o \(bridge) -j MASQUERADE",
+        ]
+        for network in newestFirst {
+            lines.append("-A POSTROUTING -s \(network.subnet) ! -o \(network.bridge) -j MASQUERADE")
+        }
+        lines.append("-A POSTROUTING -s \(subnet) ! -o \(bridge) -j MASQUERADE")
+        for network in newestFirst { lines.append("-A DOCKER -i \(network.bridge) -j RETURN") }
+        lines += [
             "-A DOCKER -i \(bridge) -j RETURN",
             "COMMIT",
         ]

@@ -47,7 +47,8 @@ final class DockerIptablesFilter: VariantFilter {
     init(backend: Backend) { self.backend = backend }
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
-        let rules = DockerRuleset.render(links: workload.links(links))
+        let rules = DockerRuleset.render(
+            links: workload.links(links), networks: workload.userNetworks.map { ($0.bridge, $0.address.network) })
         do {
             // Replaces the filter and nat tables as a whole (no --noflush).
             try host.topology.run(
@@ -214,8 +215,8 @@ final class BenchHost {
             throw BenchError.runtime("\(variant.name): building the topology failed: \(error)")
         }
         do {
-            let ports = workload.phantomPortLines()
-            if !ports.isEmpty { try topology.ip(in: TopologySpec.hostRole, ports) }
+            let lines = workload.phantomPortLines() + workload.networkLines()
+            if !lines.isEmpty { try topology.ip(in: TopologySpec.hostRole, lines) }
             return try BenchHost(variant: variant, topology: topology, workDirectory: workDirectory)
         } catch {
             topology.teardown()

@@ -35,6 +35,8 @@ public struct BenchResult: Codable, Sendable, Hashable {
     public var variant: String
     public var links: Int
     public var flows: Int
+    /// Docker bridge networks on the host (nil in reports from before `--networks`: 1).
+    public var networks: Int?
     /// CPU ns of the sending thread (and its CPU's ksoftirqd) per packet, over rounds.
     public var nsPerPacket: Spread
     /// 1000 / median ns: million packets per second one dedicated core would forward.
@@ -86,6 +88,7 @@ public struct BenchReport: Codable, Sendable, Hashable {
 public struct BenchContext: Sendable, Hashable {
     public var profile: BenchProfile
     public var flows: Int
+    public var networks: Int
     public var rounds: Int
     public var burstSeconds: Double
     public var cpu: Int
@@ -97,6 +100,7 @@ public struct BenchContext: Sendable, Hashable {
     public init(_ configuration: BenchConfiguration, date: Date = Date()) {
         profile = configuration.profile
         flows = configuration.flows
+        networks = configuration.networks
         rounds = configuration.rounds
         burstSeconds = configuration.burstSeconds
         cpu = configuration.cpu
@@ -111,6 +115,7 @@ public struct BenchContext: Sendable, Hashable {
     /// The generator and the packets, for the chart's first line.
     public var generatorLine: String {
         "\(profile.summary), \(BenchWorkload.packetBytes)-byte UDP, \(flows) flow\(flows == 1 ? "" : "s")"
+            + (networks == 1 ? "" : ", \(networks) Docker networks (\(networks - 1) user-defined, empty)")
     }
 
     public var roundsLine: String {

@@ -255,6 +255,8 @@ public final class BenchRunner {
             let nsPerPacket = Spread(costs)
             return BenchResult(
                 variant: hosts[index].variant.name, links: links, flows: configuration.flows,
+                // Only for K > 1, so that the JSON of a run without --networks keeps the schema.
+                networks: configuration.networks == 1 ? nil : configuration.networks,
                 nsPerPacket: nsPerPacket, mppsPerCore: 1000 / nsPerPacket.median,
                 sent: samples[index].reduce(0) { $0 + $1.sent },
                 delivered: samples[index].reduce(0) { $0 + $1.delivered },

@@ -50,6 +50,11 @@ public struct BenchWorkload: Sendable, Hashable {
     public let maxLinks: Int
     /// K: allowed flows the traffic is spread over.
     public let flows: Int
+    /// Docker bridge networks on the host, the default bridge included: the
+    /// others are empty user-defined networks (a bridge with its subnet and
+    /// no container), which Docker's rules pay for on every forwarded packet
+    /// and bpfnet's programs must not.
+    public let networks: Int
 
     public static let bridgeName = "docker0"
     public static let bridgeAddress = IPv4InterfaceAddress("10.88.0.1/16")!
@@ -74,10 +79,41 @@ public struct BenchWorkload: Sendable, Hashable {
     /// run's build time in minutes.
     public static let maxFlows = 4096
 
-    public init(maxLinks: Int, flows: Int) {
-        precondition(maxLinks >= 0 && flows >= 1, "N >= 0 and K >= 1")
+    public init(maxLinks: Int, flows: Int, networks: Int = 1) {
+        precondition(maxLinks >= 0 && flows >= 1 && networks >= 1, "N >= 0, K >= 1 and at least the default bridge")
         self.maxLinks = maxLinks
         self.flows = flows
+        self.networks = networks
+    }
+
+    /// Most networks a run may have: each is a bridge in every topology.
+    public static let maxNetworks = 1000
+
+    // MARK: Networks
+
+    /// One empty user-defined network: `docker network create` with an
+    /// address of 10.100.0.0/14 (docker0 has 10.88.0.0/16).
+    struct UserNetwork: Hashable, Sendable {
+        var index: Int
+        var name: String { "net\(index)" }
+        var bridge: String { "br-net\(index)" }
+        var address: IPv4InterfaceAddress {
+            IPv4InterfaceAddress(
+                address: IPv4Address(10, UInt8(100 + index / 256), UInt8(index % 256), 1), prefixLength: 24)!
+        }
+    }
+
+    /// The networks besides the default bridge, oldest first.
+    var userNetworks: [UserNetwork] { (1..<networks).map(UserNetwork.init) }
+
+    /// `ip -batch` lines for the host namespace: the user networks' bridges.
+    func networkLines() -> [String] {
+        userNetworks.flatMap { network in
+            [
+                "link add \(network.bridge) type bridge", "addr add \(network.address) dev \(network.bridge)",
+                "link set \(network.bridge) up",
+            ]
+        }
     }
 
     /// m: enough phantoms for `maxLinks` distinct ordered pairs and K-1 flow parents.
@@ -238,7 +274,8 @@ public struct BenchWorkload: Sendable, Hashable {
         return Policy(
             bridge: Self.bridgeName, icc: false, ipForward: true, forwardPolicy: .drop, portHook: portHook,
             extInterfaces: [ExternalInterface(name: "ext0")], containers: containers,
-            links: links(n).map { Link(parent: $0.parent, child: $0.child) }, fastPath: fastPath)
+            links: links(n).map { Link(parent: $0.parent, child: $0.child) }, fastPath: fastPath,
+            networks: userNetworks.map { BridgeNetwork(name: $0.name, bridge: $0.bridge, icc: false) })
     }
 
     /// How many link rules bpfnet needs at most for N links (4 per link).

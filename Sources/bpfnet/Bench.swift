@@ -51,6 +51,13 @@ struct BenchRun: ParsableCommand {
             valueName: "K"))
     var flows: Int = 1
 
+    @Option(
+        help: ArgumentHelp(
+            "Docker bridge networks on the host (1-1000), the default bridge included: the others are empty "
+                + "user-defined networks, whose isolation and forward rules Docker's iptables walk for every packet.",
+            valueName: "K"))
+    var networks: Int = 1
+
     @Option(help: ArgumentHelp("Measured rounds per N (a warm-up round comes on top).", valueName: "R"))
     var rounds: Int = BenchConfiguration.defaultRounds
 
@@ -77,8 +84,8 @@ struct BenchRun: ParsableCommand {
             try variants.map { try BenchVariant.select($0.split(separator: ",").map(String.init)) }
             ?? BenchVariant.defaultSelection
         let configuration = BenchConfiguration(
-            variants: selection, links: try BenchConfiguration.parseLinks(links), flows: flows, rounds: rounds,
-            burstSeconds: burst, profile: profile, cpu: cpu)
+            variants: selection, links: try BenchConfiguration.parseLinks(links), flows: flows, networks: networks,
+            rounds: rounds, burstSeconds: burst, profile: profile, cpu: cpu)
         for (option, path) in [("--json", json), ("--svg", svg)] {
             if let path { try checkWritable(path, option: option) }
         }

@@ -82,7 +82,7 @@ final class BenchSmokeTests: XCTestCase {
         try requireRoot("bench smoke run with UDP sockets")
         let before = Leftovers.now()
         var configuration = BenchConfiguration(
-            links: [10], flows: 2, rounds: 2, burstSeconds: 0.02, profile: .udp,
+            links: [10], flows: 2, networks: 3, rounds: 2, burstSeconds: 0.02, profile: .udp,
             showProgress: false)
         configuration.variants = try BenchVariant.select([
             "bpfnet-tc", "docker-iptables-legacy", "bridge-empty-tc",
@@ -96,6 +96,9 @@ final class BenchSmokeTests: XCTestCase {
                 "bridge-empty-xdp",
             ], links: [10])
         XCTAssertEqual(outcome.report.profile, "udp")
+        // Two empty user-defined networks next to docker0 (Docker's rules and bpfnet's policy have them).
+        XCTAssertEqual(Set(outcome.report.results.map(\.networks)), [3])
+        XCTAssertEqual(BenchSchema.problems(in: try outcome.report.jsonData()), [])
         XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
     }
 

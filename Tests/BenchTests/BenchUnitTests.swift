@@ -74,6 +74,15 @@ final class VariantSelectionTests: XCTestCase {
         XCTAssertNoThrow(try configuration.validateValues())
     }
 
+    func testNetworksAreChecked() {
+        for bad in [0, BenchWorkload.maxNetworks + 1] {
+            XCTAssertThrowsError(try BenchConfiguration(networks: bad).validateValues(), "\(bad)") { error in
+                XCTAssertTrue("\(error)".contains("--networks \(bad)"), "\(error)")
+            }
+        }
+        XCTAssertNoThrow(try BenchConfiguration(networks: 64).validateValues())
+    }
+
     func testOtherValuesAreChecked() {
         for configuration in [
             BenchConfiguration(flows: 0), BenchConfiguration(flows: BenchWorkload.maxFlows + 1),
@@ -185,6 +194,38 @@ final class DockerRulesetTests: XCTestCase {
         XCTAssertTrue(rules.contains(":FORWARD DROP [0:0]"))
         XCTAssertTrue(rules.contains("-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP"))
         XCTAssertTrue(rules.contains("-A DOCKER-USER -j RETURN"))
+    }
+
+    /// Each user-defined network puts Docker's four FORWARD rules above
+    /// docker0's (newest first), and one isolation rule per network in
+    /// STAGE-1 that every forwarded packet is tested against.
+    func testNetworksAddDockersRulesAboveTheDefaultBridge() {
+        let workload = BenchWorkload(maxLinks: 10, flows: 1, networks: 3)
+        let networks = workload.userNetworks
+        XCTAssertEqual(networks.map(\.bridge), ["br-net1", "br-net2"])
+        XCTAssertEqual(networks.map(\.address.description), ["10.100.1.1/24", "10.100.2.1/24"])
+        let rules = DockerRuleset.render(
+            links: workload.links(10), networks: networks.map { ($0.bridge, $0.address.network) }
+        ).split(separator: "\n")
+        let forward = rules.filter { $0.hasPrefix("-A FORWARD") }
+        XCTAssertEqual(forward.count, 6 + 8)
+        XCTAssertEqual(forward[2], "-A FORWARD -o br-net2 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        XCTAssertEqual(forward[5], "-A FORWARD -i br-net2 -o br-net2 -j ACCEPT")
+        XCTAssertEqual(forward[6], "-A FORWARD -o br-net1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        XCTAssertEqual(forward[10], "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        XCTAssertEqual(
+            rules.filter { $0.hasPrefix("-A DOCKER-ISOLATION-STAGE-1") },
+            [
+                "-A DOCKER-ISOLATION-STAGE-1 -i br-net2 ! -o br-net2 -j DOCKER-ISOLATION-STAGE-2",
+                "-A DOCKER-ISOLATION-STAGE-1 -i br-net1 ! -o br-net1 -j DOCKER-ISOLATION-STAGE-2",
+                "-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2",
+                "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
+            ])
+        XCTAssertTrue(rules.contains("-A POSTROUTING -s 10.100.1.0/24 ! -o br-net1 -j MASQUERADE"))
+        XCTAssertTrue(workload.networkLines().contains("addr add 10.100.2.1/24 dev br-net2"))
+        // bpfnet gets the same networks, and stays within the compiler's limits.
+        let policy = workload.policy(links: 10, portHook: .tc, fastPath: true)
+        XCTAssertEqual(policy.networks.map(\.bridge), ["br-net1", "br-net2"])
     }
 
     func testEachLinkIsDockersRulePairWithTheMatchingOneLast() {

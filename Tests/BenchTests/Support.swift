@@ -17,7 +17,8 @@ func requireRoot(_ what: String) throws {
 /// The `bpfnet bench --json` schema of issue 5, checked key for key:
 /// { "profile", "packetBytes", "rounds", "results": [ { "variant", "links",
 /// "flows", "nsPerPacket": {"min","median","max"}, "mppsPerCore", "sent",
-/// "delivered", "ratioToBridge": {"min","median","max"} } ] }
+/// "delivered", "ratioToBridge": {"min","median","max"} } ] }; a result of a
+/// run with `--networks K` (K > 1) also has "networks".
 enum BenchSchema {
     enum Kind { case string, integer, number, spread, results }
 
@@ -29,6 +30,8 @@ enum BenchSchema {
         "sent": .integer, "delivered": .integer, "ratioToBridge": .spread,
     ]
     static let spread: [String: Kind] = ["min": .number, "median": .number, "max": .number]
+    /// Keys a result may have, checked when present.
+    static let optional: [String: Kind] = ["networks": .integer]
 
     /// Every deviation from the schema, as "path: problem"; empty when it conforms.
     static func problems(in data: Data) -> [String] {
@@ -39,8 +42,12 @@ enum BenchSchema {
     private static func check(_ value: Any, against fields: [String: Kind], at path: String) -> [String] {
         guard let object = value as? [String: Any] else { return ["\(path): not an object"] }
         var problems: [String] = []
-        for key in Set(object.keys).subtracting(fields.keys).sorted() {
+        let allowed = fields.merging(fields == result ? optional : [:]) { required, _ in required }
+        for key in Set(object.keys).subtracting(allowed.keys).sorted() {
             problems.append("\(path).\(key): not in the schema")
+        }
+        for (key, kind) in optional.sorted(by: { $0.key < $1.key }) where fields == result {
+            if let field = object[key] { problems += check(field, kind, at: "\(path).\(key)") }
         }
         for (key, kind) in fields.sorted(by: { $0.key < $1.key }) {
             guard let field = object[key] else {
