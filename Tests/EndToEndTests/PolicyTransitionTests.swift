@@ -28,7 +28,7 @@ final class PolicyTransitionTests: XCTestCase {
     /// icc both ways, the allow-list both ways, the port hook both ways, a
     /// `load --watch` killed with SIGKILL and a new `load` after it, a link
     /// and a container gone and back, an allow-list entry added and removed,
-    /// on the eBPF backend.
+    /// a network added and removed, on the eBPF backend.
     func testPolicyChangesLoseNothingAllowedAndPassNothingForbidden() throws {
         let lab = try DemoLab()
         defer { lab.close() }
@@ -67,6 +67,24 @@ final class PolicyTransitionTests: XCTestCase {
                 }
             ),
             ("allow-list entry removed", { try lab.load(start, portHook: .tc) }),
+            (
+                "network added",
+                {
+                    // As `docker network create`: the bridge first, then the policy names it.
+                    try lab.topology.ip(
+                        in: TopologySpec.hostRole,
+                        ["link add br-extra type bridge", "addr add 10.95.0.1/24 dev br-extra", "link set br-extra up"])
+                    try lab.load(
+                        Self.policy(start) { $0.networks.append(BridgeNetwork(name: "extra", bridge: "br-extra")) })
+                }
+            ),
+            (
+                "network removed",
+                {
+                    try lab.load(start, portHook: .tc)
+                    try lab.topology.ip(in: TopologySpec.hostRole, ["link del br-extra"])
+                }
+            ),
         ]
         let counts = try runFlows(lab, changes: changes)
         for flow in counts where flow.flow.verdict == .allowed {
