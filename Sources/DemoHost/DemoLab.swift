@@ -104,10 +104,20 @@ public final class DemoLab {
     }
 
     /// Writes the policy file for `settings` and runs `bpfnet load` with it.
-    public func load(_ settings: PolicySettings, portHook: PortHook = .tc, extraArguments: [String] = []) throws {
+    /// - Parameter allowSourcesIPv6: IPv6 prefixes added to the external
+    ///   interface's allow-list (with `settings.allowList` only).
+    public func load(
+        _ settings: PolicySettings, portHook: PortHook = .tc, allowSourcesIPv6: [IPv6CIDR] = [],
+        extraArguments: [String] = []
+    ) throws {
         let file = workDirectory + "/policy.yaml"
-        try Self.yaml(Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks)).write(
-            toFile: file, atomically: true, encoding: .utf8)
+        var policy = Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks)
+        if settings.allowList {
+            for index in policy.extInterfaces.indices {
+                policy.extInterfaces[index].allowSourcesIPv6 = allowSourcesIPv6
+            }
+        }
+        try Self.yaml(policy).write(toFile: file, atomically: true, encoding: .utf8)
         try bpfnet(["load", "--config", file] + extraArguments)
     }
 

@@ -50,6 +50,11 @@ enum FallbackSample {
                         name: "eth0",
                         allowSources: [
                             IPv4CIDR("198.51.100.2/32")!, IPv4CIDR("203.0.113.0/24")!,
+                        ],
+                        // The /64 lies inside the /48: the nft interval set holds the /48 alone.
+                        allowSourcesIPv6: [
+                            IPv6CIDR("2001:db8:100::/48")!, IPv6CIDR("2001:db8:100:1::/64")!,
+                            IPv6CIDR("2001:db8:2::5")!,
                         ])
                 ],
                 containers: [Sample.web, Sample.client, db, app],
@@ -123,8 +128,9 @@ final class FallbackRulesetTests: XCTestCase {
 
     /// The ext program's IPv6 rule (docs/verdicts.md, "Ext program"): on an
     /// interface with an allow-list, IPv6 TCP/UDP to a port published on all
-    /// addresses is dropped (`source`); ports published on one IPv4 address
-    /// and interfaces without a list are left alone.
+    /// addresses is dropped (`source`) unless its source is in the list's
+    /// IPv6 prefixes; ports published on one IPv4 address and interfaces
+    /// without a list are left alone.
     func testNFTablesRefusesIPv6ToPortsPublishedOnAllAddresses() throws {
         // eth0 has a list; 8080/tcp is published on all addresses, 15432/tcp on 198.51.100.1 only.
         let listed = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[1].policy))
@@ -137,7 +143,12 @@ final class FallbackRulesetTests: XCTestCase {
         XCTAssertTrue(
             listed.contains(
                 "type filter hook prerouting priority mangle; policy accept;\n        iifname @allowlisted meta l4proto "
-                    + "{ tcp, udp } meta l4proto . th dport @published_any counter name \"source\" drop"), listed)
+                    + "{ tcp, udp } meta l4proto . th dport @published_any iifname . ip6 saddr != @allow_src6 "
+                    + "counter name \"source\" drop"), listed)
+        XCTAssertTrue(
+            listed.contains(
+                "set allow_src6 {\n        type ifname . ipv6_addr\n        flags interval\n        elements = {\n"
+                    + "            \"eth0\" . 2001:db8:2::5/128, \"eth0\" . 2001:db8:100::/48\n"), listed)
         // No list anywhere: the set is empty and nothing is dropped.
         let open = NFTablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy))
             .renderIP6Table()
@@ -162,8 +173,15 @@ final class FallbackRulesetTests: XCTestCase {
         XCTAssertTrue(
             closed.contains("-I FORWARD 2 -i docker0 -o docker0 -m comment --comment bpfnet:icc -j DROP\n"), closed)
         XCTAssertEqual(
-            closed.split(separator: "\n").filter { $0.hasPrefix("-A BPFNET-EXT") },
-            ["-A BPFNET-EXT -i eth0 -p tcp -m tcp --dport 8080 -m comment --comment bpfnet:source -j DROP"])
+            closed.split(separator: "\n").filter { $0.hasPrefix("-A BPFNET-EXT") || $0.hasPrefix("-A BPFNET-SRC") },
+            [
+                "-A BPFNET-EXT -i eth0 -p tcp -m tcp --dport 8080 -g BPFNET-SRC-eth0",
+                "-A BPFNET-SRC-eth0 -s 2001:db8:2::5/128 -j RETURN",
+                "-A BPFNET-SRC-eth0 -s 2001:db8:100::/48 -j RETURN",
+                "-A BPFNET-SRC-eth0 -s 2001:db8:100:1::/64 -j RETURN",
+                "-A BPFNET-SRC-eth0 -m comment --comment bpfnet:source -j DROP",
+            ])
+        XCTAssertTrue(closed.contains(":BPFNET-SRC-eth0 - [0:0]\n"), closed)
         let open = IP6TablesRuleset(policy: try FallbackSample.netfilterPolicy(FallbackSample.policies[0].policy))
             .render()
         XCTAssertFalse(open.contains("DROP"), "icc on, no allow-list: nothing to drop:\n\(open)")
@@ -392,6 +410,10 @@ final class FallbackRulesetTests: XCTestCase {
             let readBack = try XCTUnwrap(IPTablesRuleset.policy(from: save), name)
             var expected = compiled
             expected.links = compiled.links.filter { $0.direction != .pair }
+            // The list's IPv6 part is in ip6tables (IP6TablesRuleset), not read back from iptables-save.
+            expected.extInterfaces = compiled.extInterfaces.map {
+                NetfilterExtInterface(name: $0.name, allowSources: $0.allowSources)
+            }
             XCTAssertEqual(readBack, expected, name)
             XCTAssertEqual(
                 readBack.status(backend: "iptables") { _ in 0 }, expected.status(backend: "iptables") { _ in 0 })
