@@ -113,10 +113,8 @@ final class AttackLab {
     /// Whether `backend` holds `attack` (docs/security.md, the attack table).
     static func holds(_ attack: Attack, on backend: String) -> Bool {
         switch backend {
-        case "bpf": true
-        case "nftables": true
-        // No rule sees ARP; frames with VLAN tags pass br_netfilter unjudged.
-        case "iptables": ![.arpSpoofing, .stackedVLANs].contains(attack)
+        // The iptables fallback holds ARP and VLAN tags with ebtables (EBTablesRuleset).
+        case "bpf", "nftables", "iptables": true
         default: false
         }
     }
