@@ -11,7 +11,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Build: libbpf and its link dependencies, kernel UAPI headers for the eBPF
 # objects. Run time and tests: iproute2 (namespaces), nftables/iptables (NAT,
-# fallback backends), ethtool (GRO for the packet generator), bpftool
+# fallback backends; Debian's iptables also ships ebtables-nft, which the
+# iptables backend uses for ARP and VLAN tags), ethtool (GRO for the packet generator), bpftool
 # (inspection), docker.io + docker-compose (v1) + busybox-static (the real-Docker suite).
 # clang-format: the format check of the C (bpf/.clang-format). prometheus:
 # promtool (the metrics lint) and the server the metrics end-to-end test scrapes with.

@@ -8,13 +8,15 @@
 //   FORWARD  -j BPFNET-EXT                          (first)
 //            -i br -o br DROP                       (icc off: IPv6 between containers)
 //   BPFNET-EXT  per ext_if with an allow-list, per port published on all
-//               addresses: -i <ext_if> -p tcp|udp --dport <host port> DROP
+//               addresses: -i <ext_if> -p tcp|udp --dport <host port> -g BPFNET-SRC-<ext_if>
+//   BPFNET-SRC-<ext_if>  -s <listed IPv6 prefix> RETURN ...; DROP
 //   BPFNET-STATE  never jumped to: the settings (for `status` and `unload`)
 //
 // The ext program's IPv6 branch (docs/verdicts.md, "Ext program"): the
 // default bridge is IPv4-only, but docker-proxy listens on [::]:HOSTPORT for
-// every port published on all addresses, and an allow-list holds IPv4
-// prefixes only, so on an interface with one no IPv6 source is admitted.
+// every port published on all addresses, so on an interface with an
+// allow-list only the list's IPv6 prefixes are admitted to those (none when
+// it holds IPv4 prefixes only), as the eBPF backend's bn_allow_src6.
 // `-p tcp|udp` finds the transport header behind extension headers
 // (ipv6_find_hdr), and `--dport` never matches a non-first fragment, which
 // passes as in the ext program. Bridged IPv6 reaches FORWARD only with
@@ -49,7 +51,8 @@ public struct IP6TablesRuleset: Sendable {
         var out: [String] = []
         func add(_ line: String) { out.append(line) }
 
-        let wanted = [Self.stateChain, Self.extChain]
+        let listed = p.extInterfaces.filter(\.hasAllowList)
+        let wanted = [Self.stateChain, Self.extChain] + listed.map { IPTablesRuleset.sourceChain($0.name) }
         add("*filter")
         // Declaring a user chain under --noflush creates it or flushes it.
         for chain in wanted { add(":\(chain) - [0:0]") }
@@ -71,13 +74,19 @@ public struct IP6TablesRuleset: Sendable {
             add(
                 "-I FORWARD \(index + 2) -i \(bridge) -o \(bridge) \(IPTablesRuleset.comment(Reason.icc.name)) -j DROP")
         }
-        for ext in p.extInterfaces where ext.hasAllowList {
+        for ext in listed {
+            let sourceChain = IPTablesRuleset.sourceChain(ext.name)
             for entry in p.published where entry.key.hostAddress == .any && [.tcp, .udp].contains(entry.proto) {
                 let proto = entry.proto.rawValue
                 add(
                     "-A \(Self.extChain) -i \(ext.name) -p \(proto) -m \(proto) --dport \(entry.key.hostPort) "
-                        + "\(IPTablesRuleset.comment(Reason.source.name)) -j DROP")
+                        + "-g \(sourceChain)")
             }
+            // RETURN from a chain entered by -g goes back to INPUT or FORWARD: admitted.
+            for source in ext.allowSourcesIPv6 {
+                add("-A \(sourceChain) -s \(source) -j RETURN")
+            }
+            add("-A \(sourceChain) \(IPTablesRuleset.comment(Reason.source.name)) -j DROP")
         }
         let settings = "\(Self.settingsPrefix) bridge=\(bridge) icc=\(p.icc)"
         add("-A \(Self.stateChain) -m comment --comment \"\(settings)\" -j RETURN")

@@ -127,8 +127,10 @@ extension NFTablesRuleset {
     /// The ext program's IPv6 branch (docs/verdicts.md, "Ext program"): the
     /// default bridge is IPv4-only, so IPv6 never reaches a container, but
     /// docker-proxy listens on `[::]:HOSTPORT` for every port published on all
-    /// addresses. An allow-list holds IPv4 prefixes only: on an interface with
-    /// one, no IPv6 source is admitted to such a port. The packet is delivered
+    /// addresses. On an interface with an allow-list, IPv6 to such a port is
+    /// admitted only from the list's IPv6 prefixes (`allow_src6`, none when
+    /// the list holds IPv4 prefixes only), as the eBPF backend's
+    /// `bn_allow_src6`. The packet is delivered
     /// locally, so the rule sits on prerouting (no DNAT in IPv6 to come
     /// before). `meta l4proto` and `th dport` are found behind any extension
     /// headers (the kernel's ipv6_find_hdr); a non-first fragment has no
@@ -153,11 +155,17 @@ extension NFTablesRuleset {
             "\($0.proto.rawValue) . \($0.key.hostPort)"
         }
         add(declaration("set", "published_any", type: "inet_proto . inet_service", elements: published))
+        add(
+            declaration(
+                "set", "allow_src6", type: "ifname . ipv6_addr", flags: "interval", autoMerge: false,
+                elements: p.extInterfaces.flatMap { ext in
+                    Self.withoutCovered(ext.allowSourcesIPv6).map { "\(quoted(ext.name)) . \($0)" }
+                }))
         add("    chain ext {")
         add("        type filter hook prerouting priority mangle; policy accept;")
         add(
             "        iifname @allowlisted meta l4proto { tcp, udp } meta l4proto . th dport @published_any "
-                + "\(count(.source, program: Self.ext6Program)) drop")
+                + "iifname . ip6 saddr != @allow_src6 \(count(.source, program: Self.ext6Program)) drop")
         add("    }")
         add("}")
         return lines.joined(separator: "\n") + "\n"
@@ -175,6 +183,15 @@ extension NFTablesRuleset {
                 other != prefix && other.prefixLength <= prefix.prefixLength && other.contains(prefix.address)
             }
         }.sorted { ($0.address, $0.prefixLength) < ($1.address, $1.prefixLength) }
+    }
+
+    static func withoutCovered(_ prefixes: [IPv6CIDR]) -> [IPv6CIDR] {
+        let unique = Array(Set(prefixes))
+        return unique.filter { prefix in
+            !unique.contains { other in
+                other != prefix && other.prefixLength <= prefix.prefixLength && other.contains(prefix.address)
+            }
+        }.sorted()
     }
 
 }

@@ -18,9 +18,9 @@
 //   (one `iifname . oifname` lookup) and keeps internal ones to themselves;
 //   the bridge table polices every bridge's ports, each by its network's icc.
 // - `table ip6 bpfnet` holds the ext program's IPv6 rule: on an external
-//   interface with an allow-list (IPv4 prefixes only, so no IPv6 source is
-//   ever admitted), IPv6 TCP/UDP to a port published on all addresses
-//   (docker-proxy listens on [::]:HOSTPORT for those) is dropped.
+//   interface with an allow-list, IPv6 TCP/UDP to a port published on all
+//   addresses (docker-proxy listens on [::]:HOSTPORT for those) is dropped
+//   unless its source is in the list's IPv6 prefixes (`allow_src6`).
 //
 // Every lookup is a set or map keyed on the full tuple, so the cost per
 // packet does not grow with links, published ports or allowed sources.

@@ -54,6 +54,15 @@ public final class IPTablesDataplane: Dataplane {
                     + "the IPv6 rules need ip6tables-restore and ip6tables-save) — install iptables (it has "
                     + "ip6tables) or choose another --backend; nothing was changed")
         }
+        // Without the ebtables rules, ARP claiming another's address and
+        // frames in VLAN tags would pass: iptables sees neither.
+        guard NetfilterCommand.isInstalled(Self.ebtablesRestore), NetfilterCommand.isInstalled(Self.ebtablesSave)
+        else {
+            throw DataplaneError.notFound(
+                "iptables: `\(Self.ebtablesRestore)` is not installed (the ARP and VLAN rules need ebtables-restore "
+                    + "and ebtables-save) — install iptables (Debian's has ebtables-nft) or choose another "
+                    + "--backend; nothing was changed")
+        }
         let snapshot = try variant.save()
         try checkOwnership(snapshot.parsed)
         let snapshot6 = try variant.save6()
@@ -106,6 +115,11 @@ public final class IPTablesDataplane: Dataplane {
         for name in restoreSysctls {
             try HostSystem.setSysctl(name, "0")
         }
+        // Last: should it fail, the iptables rules are in force and the error says what is missing.
+        try NetfilterCommand.run(
+            [Self.ebtablesRestore, "--noflush"],
+            input: EBTablesRuleset.render(compiled, current: try Self.ebtablesSaveText()),
+            purpose: "iptables: installing bpfnet's ARP and VLAN rules (ebtables)")
         logger.info("iptables rules installed")
         try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
     }
@@ -216,9 +230,29 @@ public final class IPTablesDataplane: Dataplane {
         return status
     }
 
+    // MARK: ebtables
+
+    /// The ARP and VLAN rules (EBTablesRuleset) go in with the system's
+    /// ebtables whatever the iptables variant: the bridge family is a table
+    /// of its own, and Debian's iptables package ships ebtables-nft.
+    static let ebtablesRestore = "ebtables-restore"
+    static let ebtablesSave = "ebtables-save"
+
+    static func ebtablesSaveText() throws -> String {
+        try NetfilterCommand.run(
+            [ebtablesSave, "-t", "filter"], purpose: "iptables: reading the ARP and VLAN rules (ebtables-save)")
+    }
+
     // MARK: unload
 
     public func unload() throws {
+        if NetfilterCommand.isInstalled(Self.ebtablesSave),
+            let input = EBTablesRuleset.renderRemoval(current: try Self.ebtablesSaveText())
+        {
+            try NetfilterCommand.run(
+                [Self.ebtablesRestore, "--noflush"], input: input,
+                purpose: "iptables: removing bpfnet's ARP and VLAN rules (ebtables)")
+        }
         // IPv6 first: the IPv4 state chain records the sysctls for both.
         if variant.mayHoldRules6(), let input = IP6TablesRuleset.renderRemoval(current: try variant.save6().parsed) {
             try NetfilterCommand.run(

@@ -107,9 +107,19 @@ public final class DemoLab {
     public var policyFile: String { workDirectory + "/policy.yaml" }
 
     /// Writes the policy file for `settings` and runs `bpfnet load` with it.
-    public func load(_ settings: PolicySettings, portHook: PortHook = .tc, extraArguments: [String] = []) throws {
-        try load(
-            Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks), extraArguments: extraArguments)
+    /// - Parameter allowSourcesIPv6: IPv6 prefixes added to the external
+    ///   interface's allow-list (with `settings.allowList` only).
+    public func load(
+        _ settings: PolicySettings, portHook: PortHook = .tc, allowSourcesIPv6: [IPv6CIDR] = [],
+        extraArguments: [String] = []
+    ) throws {
+        var policy = Scenario.policy(settings, portHook: portHook, userNetworks: userNetworks)
+        if settings.allowList {
+            for index in policy.extInterfaces.indices {
+                policy.extInterfaces[index].allowSourcesIPv6 = allowSourcesIPv6
+            }
+        }
+        try load(policy, extraArguments: extraArguments)
     }
 
     /// Writes `policy` (the scenario's, changed by the caller) and runs `bpfnet load` with it.

@@ -74,9 +74,11 @@ struct Frame: Encodable {
         Frame(kind: "socket-udp4", dst: "\(address)", dport: port)
     }
 
-    /// Through an IPv6 socket: "tcp" connects and sends, "udp" sends a datagram.
-    static func socket6(_ proto: TransportProtocol, to address: String, port: Int) -> Frame {
-        Frame(kind: "socket-\(proto.rawValue)6", dst: address, dport: port)
+    /// Through an IPv6 socket: "tcp" connects and sends, "udp" sends a
+    /// datagram; from `source` (an address of the sender's) when given.
+    static func socket6(_ proto: TransportProtocol, from source: String? = nil, to address: String, port: Int) -> Frame
+    {
+        Frame(kind: "socket-\(proto.rawValue)6", src: source, dst: address, dport: port)
     }
 }
 
@@ -111,10 +113,8 @@ final class AttackLab {
     /// Whether `backend` holds `attack` (docs/security.md, the attack table).
     static func holds(_ attack: Attack, on backend: String) -> Bool {
         switch backend {
-        case "bpf": true
-        case "nftables": true
-        // No rule sees ARP; frames with VLAN tags pass br_netfilter unjudged.
-        case "iptables": ![.arpSpoofing, .stackedVLANs].contains(attack)
+        // The iptables fallback holds ARP and VLAN tags with ebtables (EBTablesRuleset).
+        case "bpf", "nftables", "iptables": true
         default: false
         }
     }
@@ -179,7 +179,7 @@ final class AttackLab {
     func use(_ backend: String, fresh: Bool = false) throws {
         guard fresh || loaded != backend else { return }
         loaded = nil
-        try demo.load(Self.settings, extraArguments: ["--backend", backend])
+        try demo.load(Self.settings, allowSourcesIPv6: [Self.listedPrefix6], extraArguments: ["--backend", backend])
         loaded = backend
     }
 
@@ -373,9 +373,13 @@ final class AttackLab {
     }
 
     /// IPv6 on the external network (the lab has IPv6 off everywhere):
-    /// ext0 is 2001:db8:1::1/64, the outside host's eth0 2001:db8:1::2/64.
+    /// ext0 is 2001:db8:1::1/64, the outside host's eth0 2001:db8:1::2/64
+    /// (not in the allow-list) and 2001:db8:1::101/64 (in it).
     static let hostExternalAddress6 = "2001:db8:1::1"
     static let outsideAddress6 = "2001:db8:1::2"
+    static let listedOutsideAddress6 = "2001:db8:1::101"
+    /// The allow-list's IPv6 part on the external interface.
+    static let listedPrefix6 = IPv6CIDR("2001:db8:1::100/120")!
 
     func addExternalIPv6() throws {
         for (role, device, address) in [
@@ -387,6 +391,7 @@ final class AttackLab {
             }
             try demo.topology.ip(in: role, ["addr add \(address)/64 dev \(device) nodad"])
         }
+        try demo.topology.ip(in: "ext", ["addr add \(Self.listedOutsideAddress6)/64 dev eth0 nodad"])
     }
 
     func removeExternalIPv6() {
@@ -498,9 +503,13 @@ final class AttackLab {
                 sock.sendto(marker, (frame["dst"], frame["dport"]))
             elif frame["kind"] == "socket-udp6":
                 sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                if "src" in frame:
+                    sock.bind((frame["src"], 0))
                 sock.sendto(marker, (frame["dst"], frame["dport"]))
             else:
                 sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                if "src" in frame:
+                    sock.bind((frame["src"], 0))
                 sock.settimeout(0.5)
                 try:
                     sock.connect((frame["dst"], frame["dport"]))

@@ -302,11 +302,13 @@ final class AttackTests: XCTestCase {
 
     /// The outside host (on ext0, which has an allow-list) connects over IPv6
     /// to the host's address on ext0 at the published ports 8080/tcp and
-    /// 5353/udp, where a socket listens on [::] as docker-proxy does: the
-    /// allow-list holds IPv4 prefixes only, so no IPv6 source is admitted.
-    /// Also behind extension headers (destination options; hop-by-hop and
-    /// destination options), sent raw. Control: the same to ports nothing
-    /// publishes (7001/tcp, 9998/udp), where a socket listens too, arrives.
+    /// 5353/udp, where a socket listens on [::] as docker-proxy does: only
+    /// sources in the allow-list's IPv6 part (2001:db8:1::100/120) are
+    /// admitted, so 2001:db8:1::2 is refused, also behind extension headers
+    /// (destination options; hop-by-hop and destination options), sent raw.
+    /// Controls: the same to ports nothing publishes (7001/tcp, 9998/udp),
+    /// where a socket listens too, and the listed 2001:db8:1::101 to the
+    /// published ports, arrive.
     func testIPv6FromOutsideToAPublishedPortObeysTheAllowList() throws {
         let lab = try lab()
         try lab.addExternalIPv6()
@@ -314,9 +316,12 @@ final class AttackTests: XCTestCase {
         let host = AttackLab.hostExternalAddress6
         let hostMAC = try lab.linkMAC(in: TopologySpec.hostRole, Scenario.externalInterface)
         let outsideMAC = try lab.linkMAC(in: "ext", "eth0")
-        func raw(_ port: Int, _ headers: [Int]) -> Frame {
+        let listed = AttackLab.listedOutsideAddress6
+        // The outside host has both: its sockets name their source.
+        let unlisted = AttackLab.outsideAddress6
+        func raw(_ port: Int, _ headers: [Int], from source: String = unlisted) -> Frame {
             lab.udp6(
-                from: .outside, source: AttackLab.outsideAddress6, to: host, port: port, destinationMAC: hostMAC,
+                from: .outside, source: source, to: host, port: port, destinationMAC: hostMAC,
                 sourceMAC: outsideMAC, extensionHeaders: headers)
         }
         for backend in AttackLab.backends(holding: .ipv6ToPublishedPort) {
@@ -327,11 +332,13 @@ final class AttackTests: XCTestCase {
                 [
                     Shot(
                         "outside → host [\(host)]:8080/tcp (published on all addresses)", from: .outside,
-                        to: AttackLab.hostSocket(.tcp, 8080), frame: Frame.socket6(.tcp, to: host, port: 8080),
+                        to: AttackLab.hostSocket(.tcp, 8080),
+                        frame: Frame.socket6(.tcp, from: unlisted, to: host, port: 8080),
                         arrives: false),
                     Shot(
                         "outside → host [\(host)]:5353/udp (published on all addresses)", from: .outside,
-                        to: AttackLab.hostSocket(.udp, 5353), frame: Frame.socket6(.udp, to: host, port: 5353),
+                        to: AttackLab.hostSocket(.udp, 5353),
+                        frame: Frame.socket6(.udp, from: unlisted, to: host, port: 5353),
                         arrives: false),
                     Shot(
                         "outside → host [\(host)]:5353/udp behind destination options", from: .outside,
@@ -346,12 +353,27 @@ final class AttackTests: XCTestCase {
                         frame: raw(9998, [0, 60]), arrives: true),
                     Shot(
                         "outside → host [\(host)]:7001/tcp, not published (control)", from: .outside,
-                        to: AttackLab.hostSocket(.tcp, 7001), frame: Frame.socket6(.tcp, to: host, port: 7001),
+                        to: AttackLab.hostSocket(.tcp, 7001),
+                        frame: Frame.socket6(.tcp, from: unlisted, to: host, port: 7001),
                         arrives: true),
                     Shot(
                         "outside → host [\(host)]:9998/udp, not published (control)", from: .outside,
-                        to: AttackLab.hostSocket(.udp, 9998), frame: Frame.socket6(.udp, to: host, port: 9998),
+                        to: AttackLab.hostSocket(.udp, 9998),
+                        frame: Frame.socket6(.udp, from: unlisted, to: host, port: 9998),
                         arrives: true),
+                    // The list's IPv6 part (2001:db8:1::100/120) admits its sources.
+                    Shot(
+                        "outside [\(listed)] (listed) → host [\(host)]:8080/tcp (control)", from: .outside,
+                        to: AttackLab.hostSocket(.tcp, 8080),
+                        frame: Frame.socket6(.tcp, from: listed, to: host, port: 8080), arrives: true),
+                    Shot(
+                        "outside [\(listed)] (listed) → host [\(host)]:5353/udp (control)", from: .outside,
+                        to: AttackLab.hostSocket(.udp, 5353),
+                        frame: Frame.socket6(.udp, from: listed, to: host, port: 5353), arrives: true),
+                    Shot(
+                        "outside [\(listed)] (listed) → host [\(host)]:5353/udp behind hop-by-hop and "
+                            + "destination options (control)", from: .outside, to: AttackLab.hostSocket(.udp, 5353),
+                        frame: raw(5353, [0, 60], from: listed), arrives: true),
                 ])
             // Counted as the eBPF ext program counts it: `source` (each shot is sent twice).
             XCTAssertGreaterThanOrEqual(

@@ -172,8 +172,9 @@ final class FallbackEndToEndTests: XCTestCase {
                 XCTAssertTrue(objects.iptablesChains.contains("filter BPFNET-STATE"), "\(objects)")
                 XCTAssertEqual(
                     Set(objects.iptablesChains.filter { $0.hasPrefix("ip6 ") }),
-                    Set(["ip6 filter BPFNET-STATE", "ip6 filter BPFNET-EXT"]),
+                    Set(["ip6 filter BPFNET-STATE", "ip6 filter BPFNET-EXT", "ip6 filter BPFNET-SRC-ext0"]),
                     "\(objects)")
+                XCTAssertTrue(objects.iptablesChains.contains("eb filter BPFNET-PORTS"), "\(objects)")
             }
             let status = try lab.status()
             XCTAssertEqual(status.backend, backend)

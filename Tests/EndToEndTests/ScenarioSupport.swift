@@ -64,7 +64,8 @@ struct BackendObjects: CustomStringConvertible {
     /// "family name" of every nftables table.
     var nftTables: Set<String>
     /// bpfnet's and Docker's chains in `iptables-save` (both tables), "table chain";
-    /// in `ip6tables-save` as "ip6 table chain" (and "legacy …" for the legacy variants).
+    /// in `ip6tables-save` as "ip6 table chain" (and "legacy …" for the legacy variants); in
+    /// `ebtables-save` as "eb table chain".
     var iptablesChains: Set<String>
     /// Interfaces with an XDP program, and bridge ports with a tc ingress filter.
     var attachments: Set<String>
@@ -85,9 +86,12 @@ struct BackendObjects: CustomStringConvertible {
         var chains = Set<String>()
         for (variant, label) in [
             ("iptables-save", ""), ("iptables-legacy-save", "legacy "), ("ip6tables-save", "ip6 "),
-            ("ip6tables-legacy-save", "legacy ip6 "),
+            ("ip6tables-legacy-save", "legacy ip6 "), ("ebtables-save", "eb "),
         ] {
-            let save = IPTablesSave(parsing: try lab.topology.run(in: host, [variant]).stdout)
+            var text = try lab.topology.run(in: host, [variant]).stdout
+            // ebtables-save ends a table without COMMIT, which IPTablesSave waits for.
+            if variant == "ebtables-save" { text += "\nCOMMIT\n" }
+            let save = IPTablesSave(parsing: text)
             for (name, table) in save.tables {
                 for chain in table.chains.map(\.name)
                 where chain.hasPrefix("BPFNET-") || chain.hasPrefix("DOCKER") {

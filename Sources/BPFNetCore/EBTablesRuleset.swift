@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The iptables fallback's bridge-level rules: one `ebtables-restore
+// --noflush` input, the filter table only, next to the iptables and
+// ip6tables rules. iptables sees neither ARP nor frames with VLAN tags
+// (br_netfilter hands only untagged IPv4/IPv6 over), so these two checks of
+// the port program live here:
+//
+//   INPUT, FORWARD  -j BPFNET-PORTS                         (first)
+//   BPFNET-PORTS    per known container (its port, whatever icc says):
+//                     -p ARP -i <port> --arp-ip-src <ip> --arp-mac-src <mac> RETURN
+//                     -p ARP -i <port> --arp-ip-src 0.0.0.0 --arp-mac-src <mac> RETURN   (a probe)
+//                     -p ARP -i <port> DROP                                               (spoofed)
+//                   per known container on a bridge with icc off:
+//                     -p 802_1Q|0x88a8 -i <port> DROP, -o <port> DROP                   (encap)
+//
+// ebtables has no comment match: the chain's name is how bpfnet knows its
+// own rules (and its jumps from INPUT and FORWARD). Nothing counts these
+// drops in `status`.
+
+public enum EBTablesRuleset {
+    /// The chain bpfnet owns in ebtables' filter table.
+    public static let chain = "BPFNET-PORTS"
+
+    /// The jumps bpfnet puts in the built-in chains (INPUT: ARP to the host,
+    /// whose neighbour table a claimed address would poison too).
+    static let hooks = ["INPUT", "FORWARD"]
+
+    /// `ebtables-restore --noflush` input that replaces bpfnet's rules with
+    /// `policy`'s; `current` is `ebtables-save` text.
+    public static func render(_ policy: NetfilterPolicy, current: String) -> String {
+        let saved = Saved(current)
+        var out = ["*filter"]
+        // A new chain is declared; an existing one is flushed and refilled.
+        out.append(saved.hasChain ? "-F \(chain)" : ":\(chain) RETURN")
+        for hook in hooks where !saved.jumps.contains(hook) { out.append("-I \(hook) 1 -j \(chain)") }
+        for container in policy.containers {
+            let port = container.port
+            let mac = container.mac.description
+            out.append("-A \(chain) -p ARP -i \(port) --arp-ip-src \(container.ip) --arp-mac-src \(mac) -j RETURN")
+            out.append("-A \(chain) -p ARP -i \(port) --arp-ip-src 0.0.0.0 --arp-mac-src \(mac) -j RETURN")
+            out.append("-A \(chain) -p ARP -i \(port) -j DROP")
+        }
+        // The port program drops a frame still tagged after the tags it reads;
+        // br_netfilter judges none of them, so every tagged frame from or to a
+        // container's port is dropped under icc=false (`encap`).
+        for container in policy.containers where !policy.icc(ofBridge: container.bridge) {
+            for ethertype in ["802_1Q", "0x88a8"] {
+                for direction in ["-i", "-o"] {
+                    out.append("-A \(chain) -p \(ethertype) \(direction) \(container.port) -j DROP")
+                }
+            }
+        }
+        out.append("COMMIT")
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// `ebtables-restore --noflush` input that removes bpfnet's chain and
+    /// jumps; nil when there is nothing to remove.
+    public static func renderRemoval(current: String) -> String? {
+        let saved = Saved(current)
+        var lines = hooks.filter(saved.jumps.contains).map { "-D \($0) -j \(chain)" }
+        if saved.hasChain { lines += ["-F \(chain)", "-X \(chain)"] }
+        return lines.isEmpty ? nil : (["*filter"] + lines + ["COMMIT"]).joined(separator: "\n") + "\n"
+    }
+
+    /// What `ebtables-save` shows of bpfnet's in the filter table.
+    struct Saved {
+        var hasChain = false
+        /// Built-in chains with a jump to `chain`.
+        var jumps: Set<String> = []
+
+        init(_ text: String) {
+            var table = ""
+            for line in text.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+                if line.hasPrefix("*") { table = String(line.dropFirst()) }
+                guard table == "filter" else { continue }
+                if line.hasPrefix(":\(EBTablesRuleset.chain) ") { hasChain = true }
+                for hook in EBTablesRuleset.hooks where line == "-A \(hook) -j \(EBTablesRuleset.chain)" {
+                    jumps.insert(hook)
+                }
+            }
+        }
+    }
+}
