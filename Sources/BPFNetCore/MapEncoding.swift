@@ -11,7 +11,7 @@ import BPFNetShared
 /// The policy maps (the ones the control plane writes and the reconciler diffs).
 public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
     case config, containers, macs, links, published, extInterfaces, allowSources, names, ports, allowSources6
-    case networks, subnets
+    case networks, subnets, peers
 
     /// The C map id.
     public var id: bpfnet_map_id {
@@ -28,6 +28,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .allowSources6: BPFNET_MAP_ID_ALLOW_SRC6
         case .networks: BPFNET_MAP_ID_NETWORKS
         case .subnets: BPFNET_MAP_ID_SUBNETS
+        case .peers: BPFNET_MAP_ID_PEERS
         }
     }
 
@@ -41,7 +42,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
     public var keySize: Int {
         switch self {
         case .config, .containers, .extInterfaces, .names, .ports, .networks: MemoryLayout<UInt32>.size
-        case .subnets: MemoryLayout<bpfnet_subnet_key>.size
+        case .subnets, .peers: MemoryLayout<bpfnet_subnet_key>.size
         case .macs: MemoryLayout<bpfnet_mac_key>.size
         case .links: MemoryLayout<bpfnet_link_key>.size
         case .published: MemoryLayout<bpfnet_published_key>.size
@@ -63,6 +64,7 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .ports: MemoryLayout<bpfnet_port>.size
         case .networks: MemoryLayout<bpfnet_network>.size
         case .subnets: MemoryLayout<bpfnet_subnet>.size
+        case .peers: MemoryLayout<bpfnet_peer>.size
         }
     }
 }
@@ -85,6 +87,7 @@ extension MapEntry {
         case .allowSource6: rawBytes(AllowSource.cValue)
         case .network(_, let record): rawBytes(record.cValue)
         case .subnet(_, let record): rawBytes(record.cValue)
+        case .peer(_, let address): rawBytes(bpfnet_peer(addr: address.networkOrder, flags: 0))
         }
     }
 
@@ -153,6 +156,14 @@ extension MapEntry {
                     message: "prefixlen \(raw.prefixlen) is outside 0-32; bpfnet never writes such a key")
             }
             self = .subnet(prefix, SubnetRecord(load(value, as: bpfnet_subnet.self)))
+        case .peers:
+            let raw = load(key, as: bpfnet_subnet_key.self)
+            guard let prefix = IPv4CIDR(raw) else {
+                throw MapDecodingError(
+                    map: kind, key: key,
+                    message: "prefixlen \(raw.prefixlen) is outside 0-32; bpfnet never writes such a key")
+            }
+            self = .peer(prefix, address: IPv4Address(networkOrder: load(value, as: bpfnet_peer.self).addr))
         }
     }
 }
@@ -170,7 +181,7 @@ extension MapKey {
         case .allowSource(let source): rawBytes(source.cKey)
         case .allowSource6(let source): rawBytes(source.cKey)
         case .network(let id): rawBytes(UInt32(id))
-        case .subnet(let prefix): rawBytes(prefix.cSubnetKey)
+        case .subnet(let prefix), .peer(let prefix): rawBytes(prefix.cSubnetKey)
         }
     }
 }

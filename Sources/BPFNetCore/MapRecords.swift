@@ -21,11 +21,17 @@ public struct ConfigFlags: OptionSet, Hashable, Sendable {
     public static let outsideContainers = ConfigFlags(rawValue: BPFNET_CFG_OUTSIDE_CONTAINERS.rawValue)
     /// User-defined networks exist: the programs consult `bn_subnets`.
     public static let networks = ConfigFlags(rawValue: BPFNET_CFG_NETWORKS.rawValue)
+    /// Peer hosts exist: the ext program consults `bn_peers`.
+    public static let peers = ConfigFlags(rawValue: BPFNET_CFG_PEERS.rawValue)
+    /// `peerPolicy: allow`: peers' containers reach local ones whatever icc says.
+    public static let peerAllow = ConfigFlags(rawValue: BPFNET_CFG_PEER_ALLOW.rawValue)
     public static let loaded = ConfigFlags(rawValue: BPFNET_CFG_LOADED.rawValue)
 
-    /// Flags whose setting lets more packets through. The reconciler turns these
-    /// on before anything else and off only after new rules are in place.
-    public static let relaxing: ConfigFlags = [.icc, .forwardAccept]
+    /// Flags whose setting lets more packets through (and `peers`, which only
+    /// makes the programs read `bn_peers`: harmless while it is empty). The
+    /// reconciler turns these on before anything else and off only after new
+    /// rules are in place.
+    public static let relaxing: ConfigFlags = [.icc, .forwardAccept, .peerAllow, .peers]
 }
 
 /// `struct bpfnet_config`, the one record of `bn_config` (key 0).

@@ -35,6 +35,8 @@ public struct MapState: Hashable, Sendable {
     public var networks: [UInt16: NetworkRecord]
     /// `bn_subnets`: every network's subnet → its slot and gateway.
     public var subnets: [IPv4CIDR: SubnetRecord]
+    /// `bn_peers`: every peer host's container subnet → the peer's own address.
+    public var peers: [IPv4CIDR: IPv4Address]
 
     public init(
         config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
@@ -42,7 +44,7 @@ public struct MapState: Hashable, Sendable {
         published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
         allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:], ports: [UInt32: PortRecord] = [:],
         allowSources6: Set<AllowSource6> = [], networks: [UInt16: NetworkRecord] = [:],
-        subnets: [IPv4CIDR: SubnetRecord] = [:]
+        subnets: [IPv4CIDR: SubnetRecord] = [:], peers: [IPv4CIDR: IPv4Address] = [:]
     ) {
         self.config = config
         self.containers = containers
@@ -56,6 +58,7 @@ public struct MapState: Hashable, Sendable {
         self.ports = ports
         self.networks = networks
         self.subnets = subnets
+        self.peers = peers
     }
 
     /// Freshly created maps: zero config, no entries.
@@ -75,6 +78,7 @@ public struct MapState: Hashable, Sendable {
         result += allowSources6.sorted().map { .allowSource6($0) }
         result += networks.sorted { $0.key < $1.key }.map { .network($0.key, $0.value) }
         result += subnets.sorted { $0.key < $1.key }.map { .subnet($0.key, $0.value) }
+        result += peers.sorted { $0.key < $1.key }.map { .peer($0.key, address: $0.value) }
         return result
     }
 
@@ -93,6 +97,7 @@ public struct MapState: Hashable, Sendable {
         case .allowSource6(let source): allowSources6.insert(source)
         case .network(let id, let record): networks[id] = record
         case .subnet(let prefix, let record): subnets[prefix] = record
+        case .peer(let prefix, let address): peers[prefix] = address
         }
     }
 
@@ -112,6 +117,7 @@ public struct MapState: Hashable, Sendable {
         case .allowSource6(let source): allowSources6.remove(source)
         case .network(let id): networks[id] = nil
         case .subnet(let prefix): subnets[prefix] = nil
+        case .peer(let prefix): peers[prefix] = nil
         }
     }
 
@@ -189,6 +195,8 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
     case allowSource6(AllowSource6)
     case network(UInt16, NetworkRecord)
     case subnet(IPv4CIDR, SubnetRecord)
+    /// A peer host's container subnet and the peer's own address.
+    case peer(IPv4CIDR, address: IPv4Address)
 
     public var kind: MapKind { key.kind }
 
@@ -206,6 +214,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .allowSource6(let source): .allowSource6(source)
         case .network(let id, _): .network(id)
         case .subnet(let prefix, _): .subnet(prefix)
+        case .peer(let prefix, _): .peer(prefix)
         }
     }
 
@@ -230,6 +239,7 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
             "network \(id) bridge=\(r.bridgeAddress) subnet=\(r.subnet) mask=\(r.netmask) "
                 + "ifindex=\(r.bridgeIfindex) flags=\(r.flags.rawValue)"
         case .subnet(let prefix, let r): "subnet \(prefix) → network \(r.network) gateway \(r.bridgeAddress)"
+        case .peer(let prefix, let address): "peer subnet \(prefix) → host \(address)"
         }
     }
 }
@@ -248,6 +258,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
     case allowSource6(AllowSource6)
     case network(UInt16)
     case subnet(IPv4CIDR)
+    case peer(IPv4CIDR)
 
     public var kind: MapKind {
         switch self {
@@ -263,6 +274,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .allowSource6: .allowSources6
         case .network: .networks
         case .subnet: .subnets
+        case .peer: .peers
         }
     }
 
@@ -280,6 +292,7 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .allowSource6(let source): "allow \(source)"
         case .network(let id): "network \(id)"
         case .subnet(let prefix): "subnet \(prefix)"
+        case .peer(let prefix): "peer subnet \(prefix)"
         }
     }
 }

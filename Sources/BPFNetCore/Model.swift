@@ -361,6 +361,32 @@ public enum ForwardPolicy: String, Hashable, Sendable, Codable, CaseIterable {
     case drop, accept
 }
 
+/// Another Docker host whose containers reach this host's containers by
+/// routing, without NAT (docs/policy.md, "Peers").
+public struct Peer: Hashable, Sendable, Codable {
+    /// The operator's name for it, unique in the policy.
+    public var name: String
+    /// The peer host's own IPv4 address: traffic from its subnets must arrive
+    /// the way this host routes towards this address.
+    public var address: IPv4Address
+    /// Its container subnets (its bridges' IPv4 subnets).
+    public var subnets: [IPv4CIDR]
+
+    public init(name: String, address: IPv4Address, subnets: [IPv4CIDR]) {
+        self.name = name
+        self.address = address
+        self.subnets = subnets
+    }
+}
+
+/// How traffic from a peer's containers to this host's containers is judged.
+public enum PeerPolicy: String, Hashable, Sendable, Codable, CaseIterable {
+    /// As traffic between local containers: the destination network's icc.
+    case icc
+    /// Always admitted (still not into an internal network).
+    case allow
+}
+
 /// Where the port program runs on each bridge port.
 public enum PortHook: String, Hashable, Sendable, Codable, CaseIterable {
     case tc, xdp
@@ -458,12 +484,17 @@ public struct Policy: Hashable, Sendable, Codable {
     public var containers: [Container] = []
     /// Links between containers on the default bridge (Docker has none elsewhere).
     public var links: [Link] = []
+    /// Other Docker hosts whose containers are routed to this host's.
+    public var peers: [Peer] = []
+    /// How the peers' containers are judged when they reach local containers.
+    public var peerPolicy: PeerPolicy = .icc
 
     public init(
         bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
         forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
         extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
-        links: [Link] = [], fastPath: Bool = true, networks: [BridgeNetwork] = []
+        links: [Link] = [], fastPath: Bool = true, networks: [BridgeNetwork] = [],
+        peers: [Peer] = [], peerPolicy: PeerPolicy = .icc
     ) {
         self.bridge = bridge
         self.icc = icc
@@ -475,6 +506,8 @@ public struct Policy: Hashable, Sendable, Codable {
         self.networks = networks
         self.containers = containers
         self.links = links
+        self.peers = peers
+        self.peerPolicy = peerPolicy
     }
 
     /// The name the default bridge's network has in Docker, and in a

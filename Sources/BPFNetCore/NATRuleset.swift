@@ -17,6 +17,10 @@ public struct NATRuleset: Sendable, Equatable {
     /// The user-defined networks' bridges: none of them is DNATed from (as
     /// the default bridge), and each masquerades its own subnet.
     public var networks: [Network] = []
+    /// The peer hosts' container subnets: traffic to them keeps its
+    /// container source address (the peer routes back to it), as in Docker's
+    /// documented two-host setup; docs/policy.md, "Peers".
+    public var peerSubnets: [IPv4CIDR] = []
 
     /// A user-defined network as NAT sees it.
     public struct Network: Sendable, Equatable {
@@ -97,7 +101,13 @@ public struct NATRuleset: Sendable, Equatable {
                 "\(hostIP) . \(entry.port.proto.rawValue) . \(entry.port.hostPort) : \(entry.container) . \(entry.port.containerPort)"
         }.sorted()
         let bridge = Self.quoted(bridge)
-        var masquerade = bridgeSubnet.map { "            ip saddr \($0) oifname != \(bridge) masquerade" } ?? ""
+        var masquerade = ""
+        if !peerSubnets.isEmpty {
+            // Before any masquerade: `return` in a base chain takes its policy (accept), no NAT.
+            let subnets = Set(peerSubnets).sorted().map(\.description).joined(separator: ", ")
+            masquerade = "            ip daddr { \(subnets) } return\n"
+        }
+        masquerade += bridgeSubnet.map { "            ip saddr \($0) oifname != \(bridge) masquerade" } ?? ""
         for network in networks where network.masquerade {
             guard let subnet = network.subnet else { continue }
             let action = network.sourceAddress.map { "snat ip to \($0)" } ?? "masquerade"

@@ -124,6 +124,19 @@ public enum PolicyCompiler {
 
         state.links = linkRules(for: policy)
 
+        // Peer hosts: every container subnet of each, with the peer's own
+        // address (validation keeps them apart from each other and from ours).
+        for peer in policy.peers {
+            for subnet in peer.subnets { state.peers[subnet] = peer.address }
+        }
+        if state.peers.count > Int(BPFNET_MAX_PEER_SUBNETS) {
+            problems.append(
+                PolicyProblem(
+                    path: "peers",
+                    message:
+                        "\(state.peers.count) peer subnets; the dataplane holds at most \(BPFNET_MAX_PEER_SUBNETS)"))
+        }
+
         let internalNetworks = Set(policy.networks.filter(\.internal).map(\.name))
         // An internal network has no way in: Docker publishes none of its ports.
         for container in policy.containers where !internalNetworks.contains(container.network ?? "") {
@@ -269,6 +282,8 @@ public enum PolicyCompiler {
         }
         if outside { record.flags.insert(.outsideContainers) }
         if !policy.networks.isEmpty { record.flags.insert(.networks) }
+        if !policy.peers.isEmpty { record.flags.insert(.peers) }
+        if policy.peerPolicy == .allow { record.flags.insert(.peerAllow) }
         return record
     }
 

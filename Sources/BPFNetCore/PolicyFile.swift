@@ -62,7 +62,7 @@ public struct PolicyFileError: Error, Hashable, Sendable, CustomStringConvertibl
 public enum PolicyFile {
     static let topLevelKeys = [
         "bridge", "icc", "ipForward", "forwardPolicy", "portHook", "fastPath",
-        "extInterfaces", "networks", "containers", "links",
+        "extInterfaces", "networks", "containers", "links", "peers", "peerPolicy",
     ]
     static let extInterfaceKeys = ["name", "allowSources"]
     static let networkKeys = ["name", "bridge", "icc", "internal", "masquerade", "hostIPv4"]
@@ -71,6 +71,7 @@ public enum PolicyFile {
     static let containerKeys = ["name", "ip", "mac", "port", "network", "exposed", "published"]
     static let publishedKeys = ["hostIP", "hostPort", "containerPort", "proto"]
     static let linkKeys = ["parent", "child", "alias"]
+    static let peerKeys = ["name", "address", "subnets"]
 
     /// Reads, parses, normalises and validates a policy file; the policy it
     /// returns is ready for the compiler. Every problem (syntax, values,

@@ -138,6 +138,13 @@ struct PolicyFileReader {
                 reader.extInterface(item, path: path)
             }
         }
+        // Peers are host settings: `bpfnet run` reads them too.
+        if let node = keys["peers"] {
+            policy.peers = list(node, path: "peers") { reader, item, path in reader.peer(item, path: path) }
+        }
+        if let node = keys["peerPolicy"], let value: PeerPolicy = choice(node, path: "peerPolicy") {
+            policy.peerPolicy = value
+        }
         for key in ["networks", "containers", "links"] where keys[key] != nil && kind == .settingsOnly {
             fail(
                 key, nil,

@@ -163,4 +163,22 @@ extension PolicyFileReader {
         guard let parent, let child else { return nil }
         return Link(parent: parent, child: child, alias: alias)
     }
+
+    mutating func peer(_ node: Node, path: String) -> Peer? {
+        guard
+            let keys = mapping(
+                node, path: path, allowed: PolicyFile.peerKeys, required: ["name", "address", "subnets"],
+                what: "peer settings (name, address, subnets)")
+        else { return nil }
+        let name = keys["name"].flatMap { text($0, path: "\(path).name", expected: "a peer name") }
+        let address = keys["address"].flatMap { ipv4($0, path: "\(path).address") }
+        let subnets =
+            keys["subnets"].map {
+                scalarList($0, path: "\(path).subnets") { reader, item, itemPath in
+                    reader.cidr(item, path: itemPath)
+                }
+            } ?? []
+        guard let name, let address else { return nil }
+        return Peer(name: name, address: address, subnets: subnets)
+    }
 }

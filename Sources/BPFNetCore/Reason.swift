@@ -31,6 +31,8 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     public static let local = Reason(BPFNET_PASS_LOCAL)
     public static let fragment = Reason(BPFNET_PASS_FRAGMENT)
     public static let related = Reason(BPFNET_PASS_RELATED)
+    /// A peer host's container to a local container (row 12).
+    public static let peer = Reason(BPFNET_PASS_PEER)
     public static let icc = Reason(BPFNET_DROP_ICC)
     public static let source = Reason(BPFNET_DROP_SOURCE)
     public static let forward = Reason(BPFNET_DROP_FORWARD)
@@ -41,12 +43,14 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
     /// Between two Docker networks (Docker's DOCKER-ISOLATION chains).
     public static let network = Reason(BPFNET_DROP_NETWORK)
     public static let `internal` = Reason(BPFNET_DROP_INTERNAL)
+    /// A peer's subnet as source, not arriving the way the peer is routed (row 13).
+    public static let peerSpoofed = Reason(BPFNET_DROP_PEER_SPOOFED)
 
     /// Every reason this build knows, passes first, in numeric order.
     public static let allKnown: [Reason] = [
         .nonIP, .host, .iccAllowed, .link, .linkReverse, .linkFragment, .outside, .ipv6,
-        .published, .forwardAccept, .reply, .local, .fragment, .related, .icc, .source, .forward, .malformed,
-        .unknownPort, .spoofed, .encap, .network, .internal,
+        .published, .forwardAccept, .reply, .local, .fragment, .related, .peer, .icc, .source, .forward,
+        .malformed, .unknownPort, .spoofed, .encap, .network, .internal, .peerSpoofed,
     ]
 
     /// Number of counter slots per program (`BPFNET_REASON_MAX`).
@@ -77,6 +81,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
         case .local: "local"
         case .fragment: "fragment"
         case .related: "related"
+        case .peer: "peer"
         case .icc: "icc"
         case .source: "source"
         case .forward: "forward"
@@ -86,6 +91,7 @@ public struct Reason: RawRepresentable, Hashable, Comparable, Sendable, CustomSt
         case .encap: "encap"
         case .network: "network"
         case .internal: "internal"
+        case .peerSpoofed: "peer-spoofed"
         default: "reason-\(rawValue)"
         }
     }

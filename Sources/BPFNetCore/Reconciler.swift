@@ -59,7 +59,8 @@ extension MapState {
         names: [(key: UInt32, value: bpfnet_container_name)] = [],
         ports: [(key: UInt32, value: bpfnet_port)] = [],
         networks: [(key: UInt32, value: bpfnet_network)] = [],
-        subnets: [(key: bpfnet_subnet_key, value: bpfnet_subnet)] = []
+        subnets: [(key: bpfnet_subnet_key, value: bpfnet_subnet)] = [],
+        peers: [(key: bpfnet_subnet_key, value: bpfnet_peer)] = []
     ) throws(MapDecodingError) {
         self.init(config: ConfigRecord(config))
         for (key, value) in containers { self.containers[IPv4Address(networkOrder: key)] = ContainerRecord(value) }
@@ -85,6 +86,14 @@ extension MapState {
                     message: "prefixlen \(key.prefixlen) is outside 0-32; bpfnet never writes such a key")
             }
             self.subnets[prefix] = SubnetRecord(value)
+        }
+        for (key, value) in peers {
+            guard let prefix = IPv4CIDR(key) else {
+                throw MapDecodingError(
+                    map: .peers, key: rawBytes(key),
+                    message: "prefixlen \(key.prefixlen) is outside 0-32; bpfnet never writes such a key")
+            }
+            self.peers[prefix] = IPv4Address(networkOrder: value.addr)
         }
     }
 
@@ -257,6 +266,17 @@ public enum Reconciler {
             .sorted(by: { $0.key < $1.key })
         {
             tightening.append(.upsert(.subnet(prefix, record)))
+        }
+        // A peer subnet entry decides its sources alone (peer subnets never
+        // overlap), so each packet sees the old entry or the new one; the
+        // PEERS flag goes on first and off last (ConfigFlags.relaxing).
+        for prefix in current.peers.keys.filter({ desired.peers[$0] == nil }).sorted() {
+            relaxing.append(.delete(.peer(prefix)))
+        }
+        for (prefix, address) in desired.peers.filter({ current.peers[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key })
+        {
+            tightening.append(.upsert(.peer(prefix, address: address)))
         }
 
         let entriesChange =

@@ -114,6 +114,19 @@ public struct EthernetAddresses: Hashable, Sendable {
     }
 }
 
+/// The route `bpf_fib_lookup` finds from an ingress interface towards a peer
+/// host's address: its egress interface and neighbour MAC (the peer's, or the
+/// router's towards it).
+public struct PeerRoute: Hashable, Sendable {
+    public var ifindex: UInt32
+    public var neighbour: MACAddress
+
+    public init(ifindex: UInt32, neighbour: MACAddress) {
+        self.ifindex = ifindex
+        self.neighbour = neighbour
+    }
+}
+
 /// Who sends on the bridge port a frame enters: the port's `bn_ports` entry
 /// (the container it names, or only its network when `known` is false), or
 /// no entry at all (an unknown port of the default bridge).
@@ -489,16 +502,25 @@ public struct ReferenceDataplane: Sendable {
     /// - Parameter isConntrackReply: whether the kernel's conntrack holds an
     ///   entry for this tuple in the reply direction; asked only on the drop
     ///   path for TCP/UDP. Test runs have an empty table (the default).
+    /// - Parameter routeToPeer: what the kernel's FIB says about the route
+    ///   from the ingress interface to a peer host's address (asked only for
+    ///   packets from a peer's subnet to a container); nil when the lookup
+    ///   fails. Test runs' namespaces have no such routes (the default).
     public func extVerdict(
         frame: [UInt8], ingressIfindex: UInt32,
-        isConntrackReply: (FlowTuple) -> Bool = { _ in false }
+        isConntrackReply: (FlowTuple) -> Bool = { _ in false },
+        routeToPeer: (IPv4Address) -> PeerRoute? = { _ in nil }
     ) -> Verdict {
-        extVerdict(parsed: FrameParser.parse(frame), ingressIfindex: ingressIfindex, isConntrackReply: isConntrackReply)
+        extVerdict(
+            parsed: FrameParser.parse(frame), ethernet: EthernetAddresses(of: frame), ingressIfindex: ingressIfindex,
+            isConntrackReply: isConntrackReply, routeToPeer: routeToPeer)
     }
 
     public func extVerdict(
-        parsed: ParsedFrame, ingressIfindex: UInt32,
-        isConntrackReply: (FlowTuple) -> Bool = { _ in false }
+        parsed: ParsedFrame, ethernet: EthernetAddresses = EthernetAddresses(destination: .zero, source: .zero),
+        ingressIfindex: UInt32,
+        isConntrackReply: (FlowTuple) -> Bool = { _ in false },
+        routeToPeer: (IPv4Address) -> PeerRoute? = { _ in nil }
     ) -> Verdict {
         let config = state.config
         switch parsed {
@@ -531,7 +553,14 @@ public struct ReferenceDataplane: Sendable {
             let s = packet.source
             let d = packet.destination
             let verdict: Verdict
-            if let networkID = containerNetwork(of: d) {
+            if let peer = peerVerdict(
+                source: s, destination: d, ethernetSource: ethernet.source, ingressIfindex: ingressIfindex,
+                routeToPeer: routeToPeer)
+            {
+                // Rows 12-13. A claim on a peer's subnet from elsewhere is never a reply.
+                if peer == .drop(.peerSpoofed) { return peer }
+                verdict = peer
+            } else if let networkID = containerNetwork(of: d) {
                 // 1. Routed straight to a container (row 9).
                 if !config.flags.contains(.forwardAccept) {
                     verdict = .drop(.forward)
@@ -563,6 +592,33 @@ public struct ReferenceDataplane: Sendable {
             }
             return verdict
         }
+    }
+
+    /// `ext_peer`: rows 12-13 for a packet from a peer host's container
+    /// subnet to a local container; nil for any other packet.
+    func peerVerdict(
+        source s: IPv4Address, destination d: IPv4Address, ethernetSource: MACAddress, ingressIfindex: UInt32,
+        routeToPeer: (IPv4Address) -> PeerRoute?
+    ) -> Verdict? {
+        guard state.config.flags.contains(.peers), let peer = peerAddress(of: s),
+            let networkID = containerNetwork(of: d)
+        else { return nil }
+        // It must arrive the way this host routes towards the peer.
+        guard let route = routeToPeer(peer), route.ifindex == ingressIfindex, route.neighbour == ethernetSource else {
+            return .drop(.peerSpoofed)
+        }
+        let flags = state.networks[networkID]?.flags ?? []
+        if flags.contains(.internal) { return .drop(.internal) }
+        if state.config.flags.contains(.peerAllow) || flags.contains(.icc) { return .pass(.peer) }
+        return .drop(.icc)
+    }
+
+    /// `peer_lookup`: the peer host whose subnet (longest prefix) holds `s`.
+    func peerAddress(of s: IPv4Address) -> IPv4Address? {
+        for length in stride(from: 32, through: 0, by: -1) {
+            if let address = state.peers[IPv4CIDR(address: s, prefixLength: UInt8(length))!] { return address }
+        }
+        return nil
     }
 
     /// `source6_allowed`: a prefix in the interface's IPv6 list admits `source6`.

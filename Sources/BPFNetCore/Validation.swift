@@ -266,6 +266,8 @@ extension Policy {
             }
         }
 
+        problems += peerProblems(bridgeAddress: bridgeAddress, networkAddresses: networkAddresses)
+
         // Links.
         var seenLinks: [String: Int] = [:]
         // Docker has links on the default bridge only.
@@ -297,6 +299,86 @@ extension Policy {
                 add(base, "\(link.parent) → \(link.child) is already linked by links[\(first)]; list each link once")
             } else {
                 seenLinks[key] = i
+            }
+        }
+        return problems
+    }
+
+    /// The peers: unique names and addresses, subnets that overlap neither
+    /// each other nor a local network's subnet (where known) nor a local
+    /// container, and host addresses outside every container subnet (the
+    /// check of a peer's traffic routes towards its address).
+    func peerProblems(
+        bridgeAddress: IPv4InterfaceAddress?, networkAddresses: [String: IPv4InterfaceAddress]
+    ) -> [PolicyProblem] {
+        var problems: [PolicyProblem] = []
+        func add(_ path: String, _ message: String) { problems.append(PolicyProblem(path: path, message: message)) }
+        // Local container subnets known here: the default bridge's, each network's.
+        var local: [(IPv4CIDR, String)] = []
+        if let bridgeAddress { local.append((bridgeAddress.network, "the subnet of \(bridge)")) }
+        for network in networks {
+            if let address = networkAddresses[network.name] {
+                local.append((address.network, "the subnet of network '\(network.name)'"))
+            }
+        }
+        var byName: [String: Int] = [:]
+        var byAddress: [IPv4Address: Int] = [:]
+        var claimed: [(IPv4CIDR, String)] = []
+        for (i, peer) in peers.enumerated() {
+            let base = "peers[\(i)]"
+            if ContainerName.normalized(peer.name) != peer.name {
+                add("\(base).name", "'\(peer.name)' is not a valid peer name; use \(ContainerName.accepted)")
+            } else if let first = byName[peer.name] {
+                add("\(base).name", "'\(peer.name)' is already the name of peers[\(first)]; list each peer once")
+            } else {
+                byName[peer.name] = i
+            }
+            if !peer.address.isUsableUnicast {
+                add(
+                    "\(base).address",
+                    "\(peer.address) cannot be a host's address (not a unicast address); use the peer host's own IPv4 address"
+                )
+            } else if let first = byAddress[peer.address] {
+                add(
+                    "\(base).address",
+                    "\(peer.address) is already the address of peers[\(first)] '\(peers[first].name)'; list each host once"
+                )
+            } else {
+                byAddress[peer.address] = i
+            }
+            if peer.subnets.isEmpty {
+                add("\(base).subnets", "a peer needs at least one container subnet, such as 172.18.0.0/16")
+            }
+            for (k, subnet) in peer.subnets.enumerated() {
+                let path = "\(base).subnets[\(k)]"
+                if subnet.prefixLength < 8 {
+                    add(
+                        path,
+                        "\(subnet) is wider than a /8; list the peer's container subnets, not a route to everything")
+                } else if let clash = local.first(where: { $0.0.overlaps(subnet) }) {
+                    add(
+                        path,
+                        "\(subnet) overlaps \(clash.1) (\(clash.0)); a peer's subnets are the other host's, never this one's"
+                    )
+                } else if let clash = claimed.first(where: { $0.0.overlaps(subnet) }) {
+                    add(path, "\(subnet) overlaps \(clash.0) of \(clash.1); every subnet belongs to one peer")
+                } else if let container = containers.first(where: { subnet.contains($0.ip) }) {
+                    add(
+                        path,
+                        "\(subnet) holds the address \(container.ip) of local container '\(container.name)'; "
+                            + "a peer's subnets are the other host's")
+                }
+                claimed.append((subnet, "peers[\(i)] '\(peer.name)'"))
+            }
+        }
+        // A host address inside a container subnet could be claimed by a container.
+        for (i, peer) in peers.enumerated() {
+            let inside = (local + claimed).first { $0.0.contains(peer.address) }
+            if let inside {
+                add(
+                    "peers[\(i)].address",
+                    "\(peer.address) lies in \(inside.1) (\(inside.0)); a peer's host address is outside every container subnet"
+                )
             }
         }
         return problems

@@ -136,6 +136,7 @@ public final class BPFDataplane: Dataplane {
                 bridge: network.bridge, subnet: facts.networks[network.name]?.address?.network,
                 masquerade: network.masquerade && !network.internal, sourceAddress: network.hostIPv4)
         }
+        natRuleset.peerSubnets = policy.peers.flatMap(\.subnets)
         let nat = natRuleset.render()
         // The table is bpfnet's alone; rewrite it only when its contents change
         // (or on this process's first apply, which also repairs a missing table).

@@ -31,6 +31,13 @@ enum NetfilterBackends {
     static func compileWithBridgeMAC(_ policy: Policy, backend: Backend) throws -> (
         policy: NetfilterPolicy, bridgeMAC: MACAddress
     ) {
+        // Never silently ignore peers: a netfilter ruleset without their rows
+        // would drop their traffic (or, with forward accept, admit it from anywhere).
+        guard policy.peers.isEmpty else {
+            throw DataplaneError.badInput(
+                "\(backend.rawValue): peers (\(policy.peers.map(\.name).joined(separator: ", "))) "
+                    + "are enforced by the eBPF backend only in this version; use --backend bpf")
+        }
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy, policy.containers, interfaces: compiled.interfaces)
         do {

@@ -136,6 +136,7 @@ enum MapCapacity {
             (.allowSources, peak(desired.allowSources, current.allowSources), Int(BPFNET_MAX_ALLOW_SRC)),
             (.allowSources6, peak(desired.allowSources6, current.allowSources6), Int(BPFNET_MAX_ALLOW_SRC)),
             (.subnets, peak(desired.subnets, current.subnets), Int(BPFNET_MAX_NETWORKS)),
+            (.peers, peak(desired.peers, current.peers), Int(BPFNET_MAX_PEER_SUBNETS)),
             // Slots are numbered from 0: the highest one must exist.
             (.networks, Int(desired.networks.keys.max() ?? 0) + 1, Int(BPFNET_MAX_NETWORKS)),
         ]

@@ -136,6 +136,14 @@ public struct FrameFuzzer: Sendable {
             addresses.append(IPv4Address(prefix.address.value &- 1))  // just below
             addresses.append(IPv4Address((prefix.address.value | ~prefix.netmask) &+ 1))  // just above
         }
+        // Peer subnets' edges and the peers' own addresses (rows 12, 13).
+        for (prefix, peer) in state.peers.sorted(by: { $0.key < $1.key }) {
+            addresses.append(prefix.address)
+            addresses.append(IPv4Address(prefix.address.value | 2))  // a peer's container
+            addresses.append(IPv4Address(prefix.address.value | ~prefix.netmask))
+            addresses.append(IPv4Address((prefix.address.value | ~prefix.netmask) &+ 1))  // just above
+            addresses.append(peer)
+        }
         self.addresses = addresses
 
         var macs: [MACAddress] = [

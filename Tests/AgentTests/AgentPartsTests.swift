@@ -112,6 +112,22 @@ final class DesiredPolicyTests: XCTestCase {
         XCTAssertFalse(built.policy.icc)
     }
 
+    /// `bpfnet run`'s settings may name peer hosts (docs/policy-file.md): they
+    /// reach the dataplane with Docker's containers.
+    func testPeersOfTheSettingsAreKept() {
+        var settings = Policy(icc: false)
+        settings.peers = [
+            Peer(name: "host2", address: IPv4Address(192, 168, 8, 1), subnets: [IPv4CIDR("172.18.0.0/16")!])
+        ]
+        settings.peerPolicy = .allow
+        let built = DesiredPolicy.build(
+            settings: settings, containers: [container("web", 2, exposed: [PortSpec(80)])],
+            bridgeAddress: IPv4InterfaceAddress("172.17.0.1/16"), portExists: { _ in true })
+        XCTAssertEqual(built.policy.peers, settings.peers)
+        XCTAssertEqual(built.policy.peerPolicy, .allow)
+        XCTAssertEqual(built.policy.containers.map(\.name), ["web"])
+    }
+
     func testContainersThatCannotBeEnforcedAreLeftOutAlone() {
         var noPort = container("noport", 5)
         noPort.port = nil

@@ -4,8 +4,9 @@
 // frames built along the link rules and cheap variants of every frame, see
 // FrameSource) through the real port program (tc, with and without a
 // context, and XDP) and the real ext program (on ingress devices with and
-// without an allow-list), and through ReferenceDataplane, over six policies
-// switched through the reconciler. Every frame must get the same (action,
+// without an allow-list), and through ReferenceDataplane, over the policies of
+// `policies(seed:)` (peers among them, one routed in the namespace) switched
+// through the reconciler. Every frame must get the same (action,
 // reason) from both, and the kernel's per-reason counters must equal the
 // model's tally at the end.
 //
@@ -131,8 +132,19 @@ final class DifferentialTests: TestRunTestCase {
         unknownBridge.containers.append(Fixture.container("far", IPv4Address(192, 168, 77, 7), exposed: [PortSpec(22)]))
         unknownBridge.links.append(Link(parent: "far", child: "db"))
 
+        // Peer hosts: host2 routed through ext1 with the router's MAC (one the
+        // fuzzer draws), host3 with no route at all (everything from it is spoofed).
+        try rig.routePeer(Fixture.peerHost, via: "ext1", mac: Fixture.routerMAC, localAddress: "10.250.0.1/24")
+        var peered = Fixture.policy(icc: false, forward: .accept)
+        peered.peers = Fixture.peers
+        var peeredNetworks = Fixture.withNetworks(Fixture.policy(icc: true, forward: .drop))
+        peeredNetworks.peers = Fixture.peers
+        peeredNetworks.peerPolicy = .allow
+
         return [
             ("icc on, forward drop, ext0 list", try compile(Fixture.policy(icc: true, forward: .drop))),
+            ("icc off, forward accept, peers host2 (via ext1) and host3 (no route)", try compile(peered)),
+            ("three networks, icc on, forward drop, peers, peerPolicy allow", try compile(peeredNetworks)),
             ("icc off, forward drop, ext0 list", try compile(Fixture.policy(icc: false, forward: .drop))),
             (
                 "icc off, forward accept, 29 containers, 42 links, lists on ext0 and ext1 (0.0.0.0/0)",
@@ -197,6 +209,7 @@ final class DifferentialTests: TestRunTestCase {
         while schedule.count < segments { schedule.append(Int(random.below(UInt64(policies.count)))) }
 
         let namespace = rig.namespace
+        let peerRoutes = rig.peerRoutes
         let ingresses = [
             namespace.index("ext0"), namespace.index("ext1"), namespace.index("ext2"), namespace.index("lo"),
         ]
@@ -236,7 +249,7 @@ final class DifferentialTests: TestRunTestCase {
                 state.ports.values.filter(\.known).map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
             var source = FrameSource(
                 state: state, seed: seed ^ UInt64(segment + 1) &* 0x9E37_79B9_7F4A_7C15,
-                ingresses: ingresses)
+                ingresses: ingresses, peerNeighbours: peerRoutes.values.map(\.neighbour).sorted())
             let count = min(Self.segmentLength, frames - segment * Self.segmentLength)
             let rig = self.rig!
 
@@ -277,7 +290,9 @@ final class DifferentialTests: TestRunTestCase {
                         try rig.setSender(sender)
                         let port = reference.portVerdict(
                             parsed: parsed, ethernet: EthernetAddresses(of: frame), sender: sender)
-                        let ext = reference.extVerdict(parsed: parsed, ingressIfindex: base.ingress)
+                        let ext = reference.extVerdict(
+                            parsed: parsed, ethernet: EthernetAddresses(of: frame), ingressIfindex: base.ingress,
+                            routeToPeer: { peerRoutes[$0] })
                         let data = UnsafeRawBufferPointer(frame)
 
                         func check(_ hook: Hook, _ expected: Verdict) throws {
@@ -388,7 +403,7 @@ final class DifferentialTests: TestRunTestCase {
             ]
             let ext: [Reason] = [
                 .nonIP, .ipv6, .published, .forwardAccept, .local, .fragment, .source, .forward, .malformed, .encap,
-                .internal,
+                .internal, .peer, .icc, .peerSpoofed,
             ]
             for program in [ProgramKind.portTC, .portXDP] {
                 for reason in port {

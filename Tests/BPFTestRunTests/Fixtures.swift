@@ -30,6 +30,14 @@ enum Fixture {
     static let hostMAC = MACAddress(0x02, 0x00, 0x5e, 0x00, 0x00, 0x01)
     static let routerMAC = MACAddress(0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
 
+    /// Peer host2 (10.18.0.0/16), which tests that add a route reach through
+    /// ext1, and host3 (10.19.0.0/24), to which no test routes.
+    static let peerHost = IPv4Address(10, 250, 0, 2)
+    static let peers = [
+        Peer(name: "host2", address: peerHost, subnets: [IPv4CIDR("10.18.0.0/16")!]),
+        Peer(name: "host3", address: IPv4Address(10, 250, 0, 3), subnets: [IPv4CIDR("10.19.0.0/24")!]),
+    ]
+
     static func container(
         _ name: String, _ address: IPv4Address, exposed: [PortSpec] = [],
         published: [PublishedPort] = []

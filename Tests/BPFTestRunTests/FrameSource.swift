@@ -7,14 +7,17 @@
 // and turns each base frame into cheap variants in a reused buffer: reversed
 // (addresses, ports and MACs swapped, which turns a forward link frame into
 // a reverse-rule one), one byte set at a field the programs read, and cut at
-// a header boundary. Deterministic for a seed; no allocation per variant.
+// a header boundary. Frames from a peer host's subnet to a container, from
+// the neighbour the route to the peer has or another MAC, are rare too
+// (rows 12, 13): they get their own share. Deterministic for a seed; no
+// allocation per variant.
 
 import BPFNetCore
 import BPFNetTestSupport
 
 struct FrameSource {
     enum Origin: String {
-        case fuzzer, link
+        case fuzzer, link, peer
     }
 
     enum Variant: Int, CaseIterable, CustomStringConvertible {
@@ -35,21 +38,30 @@ struct FrameSource {
     private let rules: [LinkRule]
     private let state: MapState
     private let ingresses: [UInt32]
+    private let peerSubnets: [IPv4CIDR]
+    private let peerNeighbours: [MACAddress]
 
-    /// - Parameter ingresses: real devices of the namespace the ext program may see as ingress.
-    init(state: MapState, seed: UInt64, ingresses: [UInt32]) {
+    /// - Parameters:
+    ///   - ingresses: real devices of the namespace the ext program may see as ingress.
+    ///   - peerNeighbours: the MACs of the namespace's routes towards peers.
+    init(state: MapState, seed: UInt64, ingresses: [UInt32], peerNeighbours: [MACAddress] = []) {
         var seeder = SplitMix64(seed: seed)
         fuzzer = FrameFuzzer(state: state, seed: seeder.next())
         random = Xoshiro256StarStar(seed: seeder.next())
         rules = state.links.sorted()
         self.state = state
         self.ingresses = ingresses
+        peerSubnets = state.peers.keys.sorted()
+        self.peerNeighbours = peerNeighbours
     }
 
     /// The next base frame, its ext ingress device and where it came from.
     mutating func next() -> (frame: [UInt8], ingress: UInt32, origin: Origin, kind: String) {
         if !rules.isEmpty && random.chance(30) {
             return (linkFrame(), random.pick(ingresses), .link, "link rule")
+        }
+        if !peerSubnets.isEmpty && random.chance(15) {
+            return (peerFrame(), random.pick(ingresses), .peer, "peer subnet")
         }
         let fuzz = fuzzer.next()
         // The fuzzer also draws made-up ifindexes; the kernel needs real ones.
@@ -106,6 +118,34 @@ struct FrameSource {
         default: transport = .icmpEcho()
         }
         return PacketBuilder.ipv4Frame(ethernet, ip, transport, payload: payload)
+    }
+
+    /// A frame from an address of a peer's subnet (or just outside it) to a
+    /// container (or another address), from a route's neighbour MAC or another.
+    private mutating func peerFrame() -> [UInt8] {
+        let subnet = random.pick(peerSubnets)
+        let host = UInt32(truncatingIfNeeded: random.next()) & ~subnet.netmask
+        let source =
+            random.chance(90)
+            ? IPv4Address(subnet.address.value | host) : IPv4Address((subnet.address.value | ~subnet.netmask) &+ 1)
+        let containers = state.containers.keys.sorted()
+        let destination =
+            random.chance(85) && !containers.isEmpty
+            ? random.pick(containers) : IPv4Address(UInt32(truncatingIfNeeded: random.next()))
+        let sourceMAC =
+            random.chance(70) && !peerNeighbours.isEmpty
+            ? random.pick(peerNeighbours) : MACAddress(0x52, 0x54, 0x00, random.byte(), random.byte(), 0x01)
+        let ethernet = EthernetHeader(destination: MACAddress(0x02, 0, 0, 0, 0, 1), source: sourceMAC)
+        let ip = IPv4Header(source: source, destination: destination)
+        let port = random.pick([80, 53, 5432, 443, UInt16(random.int(1...65535))])
+        let transport: Transport =
+            switch random.below(4) {
+            case 0: .tcp(sourcePort: UInt16(random.int(32768...60999)), destinationPort: port, flags: .syn)
+            case 1: .udp(sourcePort: UInt16(random.int(32768...60999)), destinationPort: port)
+            case 2: .sctp(sourcePort: 5000, destinationPort: port)
+            default: .icmpEcho()
+            }
+        return PacketBuilder.ipv4Frame(ethernet, ip, transport, payload: [])
     }
 
     // MARK: Variants

@@ -264,6 +264,9 @@ final class TestRunRig: @unchecked Sendable {
     private var programs: (portTC: BPFProgram, portXDP: BPFProgram, extXDP: BPFProgram)?
     /// The policy maps as read back after the last write.
     private(set) var state: MapState = .empty
+    /// The routes `routePeer` put into the namespace: what the ext program's
+    /// FIB lookup towards each peer address finds, for the reference model.
+    private(set) var peerRoutes: [IPv4Address: PeerRoute] = [:]
 
     /// Loads both objects on a fresh private bpffs (`LoadedDataplane.load`
     /// mounts one on the temporary directory) and creates the namespace;
@@ -433,6 +436,18 @@ final class TestRunRig: @unchecked Sendable {
         return counted.count == 1 ? Reason(rawValue: UInt32(counted[0])) : nil
     }
 
+    /// Makes the namespace route to peer host `peer` through `interface`
+    /// (which gets `localAddress`, a prefix holding `peer`), with a permanent
+    /// neighbour entry `mac` and forwarding on: what `ext_peer`'s
+    /// `bpf_fib_lookup` then finds, and `peerRoutes` tells the model.
+    func routePeer(_ peer: IPv4Address, via interface: String, mac: MACAddress, localAddress: String) throws {
+        try namespace.ip("addr", "add", localAddress, "dev", interface)
+        try namespace.ip(
+            "neigh", "replace", peer.description, "lladdr", mac.description, "dev", interface, "nud", "permanent")
+        try runCommand(["ip", "netns", "exec", namespace.name, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        peerRoutes[peer] = PeerRoute(ifindex: namespace.index(interface), neighbour: mac)
+    }
+
     /// Runs `body` on one thread inside the private namespace (for loops of test runs).
     func inNamespace<R>(_ body: () throws -> R) throws -> R {
         try namespace.run(body)
@@ -450,7 +465,10 @@ final class TestRunRig: @unchecked Sendable {
         switch hook {
         case .portTC, .portTCContext, .portXDP:
             reference.portVerdict(frame: frame, sender: sender ?? .claimed(by: frame))
-        case .ext(let ingress): reference.extVerdict(frame: frame, ingressIfindex: ingress, isConntrackReply: conntrack)
+        case .ext(let ingress):
+            reference.extVerdict(
+                frame: frame, ingressIfindex: ingress, isConntrackReply: conntrack,
+                routeToPeer: { [peerRoutes] in peerRoutes[$0] })
         }
     }
 }

@@ -46,22 +46,25 @@
 #define BPFNET_MAP_ALLOW_SRC6  bn_allow_src6 /* LPM_TRIE: bpfnet_allow6_key -> __u32 */
 #define BPFNET_MAP_NETWORKS    bn_networks   /* ARRAY: network id -> bpfnet_network */
 #define BPFNET_MAP_SUBNETS     bn_subnets    /* LPM_TRIE: bpfnet_subnet_key -> bpfnet_subnet */
+#define BPFNET_MAP_PEERS       bn_peers	     /* LPM_TRIE: bpfnet_subnet_key -> bpfnet_peer */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
 
 /* Default capacities (the control plane may raise them before load). */
-#define BPFNET_MAX_CONTAINERS 16384
+#define BPFNET_MAX_CONTAINERS	16384
 /* bn_ports slots: ports with a lower ifindex take the inlined array lookup. */
-#define BPFNET_PORT_SLOTS     65536
-#define BPFNET_MAX_LINK_RULES 262144
-#define BPFNET_MAX_PUBLISHED  16384
-#define BPFNET_MAX_EXT_IFS    64
-#define BPFNET_MAX_ALLOW_SRC  65536
-#define BPFNET_MAX_ATTACH     16448 /* containers + ext interfaces */
-#define BPFNET_MAX_FP_IFS     16448 /* containers + ext interfaces */
+#define BPFNET_PORT_SLOTS	65536
+#define BPFNET_MAX_LINK_RULES	262144
+#define BPFNET_MAX_PUBLISHED	16384
+#define BPFNET_MAX_EXT_IFS	64
+#define BPFNET_MAX_ALLOW_SRC	65536
+#define BPFNET_MAX_ATTACH	16448 /* containers + ext interfaces */
+#define BPFNET_MAX_FP_IFS	16448 /* containers + ext interfaces */
 /* bn_networks slots: network 0 is the default bridge, 1.. the user-defined ones. */
-#define BPFNET_MAX_NETWORKS   1024
+#define BPFNET_MAX_NETWORKS	1024
+/* bn_peers: the container subnets of every peer host together. */
+#define BPFNET_MAX_PEER_SUBNETS 1024
 
 /* ------------------------------------------------------------------------ */
 /* Program kinds: one counter block per kind.                                */
@@ -97,6 +100,7 @@ enum bpfnet_reason {
 	BPFNET_PASS_LOCAL = 12,	       /* row 11: towards the host, not a published port      */
 	BPFNET_PASS_FRAGMENT = 13,     /* ext: non-first fragment, judged by its first one    */
 	BPFNET_PASS_RELATED = 14,      /* row 10: ICMP error about a connection opened inside */
+	BPFNET_PASS_PEER = 15,	       /* row 12: a peer host's container -> a container      */
 	BPFNET_DROP_ICC = 32,	       /* row 6: container -> container not allowed           */
 	BPFNET_DROP_SOURCE = 33,       /* row 8/9: source not in the interface's allow-list   */
 	BPFNET_DROP_FORWARD = 34,      /* row 9: direct to a container, forward policy drop   */
@@ -106,6 +110,7 @@ enum bpfnet_reason {
 	BPFNET_DROP_ENCAP = 38,	       /* more VLAN tags than the parser reads                */
 	BPFNET_DROP_NETWORK = 39,      /* between two Docker networks (Docker's isolation)    */
 	BPFNET_DROP_INTERNAL = 40,     /* out of, or into, an internal network               */
+	BPFNET_DROP_PEER_SPOOFED = 41, /* row 13: a peer's subnet, not from the peer's route  */
 	BPFNET_REASON_MAX = 48,
 };
 
@@ -125,8 +130,10 @@ enum bpfnet_config_flags {
 	BPFNET_CFG_IP_FORWARD = 1u << 2,     /* net.ipv4.ip_forward managed on (informational)  */
 	BPFNET_CFG_FAST_PATH = 1u << 3,	     /* deliver allowed traffic around the bridge/stack */
 	BPFNET_CFG_OUTSIDE_CONTAINERS = 1u << 4, /* a container lies outside its network's subnet */
-	BPFNET_CFG_NETWORKS = 1u << 5, /* user-defined networks exist: consult bn_subnets */
-	BPFNET_CFG_LOADED = 1u << 31,  /* set once the control plane has written a policy */
+	BPFNET_CFG_NETWORKS = 1u << 5,	 /* user-defined networks exist: consult bn_subnets */
+	BPFNET_CFG_PEERS = 1u << 6,	 /* peer hosts exist: consult bn_peers                */
+	BPFNET_CFG_PEER_ALLOW = 1u << 7, /* peerPolicy allow: peers' containers skip icc    */
+	BPFNET_CFG_LOADED = 1u << 31,	 /* set once the control plane has written a policy */
 };
 
 /* The default bridge's facts (network 0); every network's are in bn_networks. */
@@ -219,6 +226,20 @@ struct bpfnet_subnet {
 	__be32 bridge_addr; /* that network's gateway: a host address, not isolated */
 };
 _Static_assert(sizeof(struct bpfnet_subnet) == 8, "bpfnet_subnet layout");
+
+/*
+ * bn_peers: every peer host's container subnets (key: as bn_subnets'), each
+ * with the peer's own address. The ext program admits traffic from such a
+ * subnet to a local container only when it arrives the way this host routes
+ * towards that address: the FIB's egress interface is the ingress one and its
+ * neighbour MAC the frame's source (docs/verdicts.md, "Ext program").
+ * Consulted only when BPFNET_CFG_PEERS is set.
+ */
+struct bpfnet_peer {
+	__be32 addr; /* the peer host's own IPv4 address */
+	__u32 flags; /* reserved, always 0 */
+};
+_Static_assert(sizeof(struct bpfnet_peer) == 8, "bpfnet_peer layout");
 
 /* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
 struct bpfnet_mac_key {
@@ -496,6 +517,7 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_ALLOW_SRC6,
 	BPFNET_MAP_ID_NETWORKS,
 	BPFNET_MAP_ID_SUBNETS,
+	BPFNET_MAP_ID_PEERS,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -542,6 +564,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_NETWORKS);
 	case BPFNET_MAP_ID_SUBNETS:
 		return BPFNET_XSTR(BPFNET_MAP_SUBNETS);
+	case BPFNET_MAP_ID_PEERS:
+		return BPFNET_XSTR(BPFNET_MAP_PEERS);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

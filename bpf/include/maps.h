@@ -92,6 +92,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_SUBNETS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BPFNET_MAX_PEER_SUBNETS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct bpfnet_subnet_key);
+	__type(value, struct bpfnet_peer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_PEERS SEC(".maps");
+
 /* The network a frame's port is on (an all-zero record if unreadable). */
 static const struct bpfnet_network empty_network;
 
@@ -108,6 +117,14 @@ static __always_inline const struct bpfnet_subnet *subnet_lookup(__be32 addr)
 	struct bpfnet_subnet_key key = { .prefixlen = 32, .addr = addr };
 
 	return bpf_map_lookup_elem(&BPFNET_MAP_SUBNETS, &key);
+}
+
+/* The peer host whose container subnets hold `addr`, or NULL. */
+static __always_inline const struct bpfnet_peer *peer_lookup(__be32 addr)
+{
+	struct bpfnet_subnet_key key = { .prefixlen = 32, .addr = addr };
+
+	return bpf_map_lookup_elem(&BPFNET_MAP_PEERS, &key);
 }
 
 struct {
