@@ -36,9 +36,6 @@
 #define IP_CT_DIR_REPLY	    1
 #define IPS_SRC_NAT	    (1 << 4) /* enum ip_conntrack_status: a translation is set up */
 #define IPS_DST_NAT	    (1 << 5)
-#ifndef AF_INET
-#define AF_INET 2
-#endif
 
 /* The kernel's struct bpf_ct_opts in its original 12-byte form (NF_BPF_CT_OPTS_OLD_SZ). */
 struct bpf_ct_opts___local {
@@ -240,47 +237,6 @@ unreadable:
 	return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_IPV6 : BPFNET_DROP_SOURCE;
 }
 
-/*
- * Rows 12-13: a packet from a peer host's container subnet (bn_peers, one
- * LPM lookup) to a local container. It must arrive the way this host routes
- * towards the peer's own address: bpf_fib_lookup from the ingress interface
- * (forwarding lookup, as the packet would be routed) must leave through the
- * ingress interface again, with the frame's source MAC as its neighbour (the
- * peer itself on a shared link, the router towards it otherwise). Anything it
- * cannot confirm (no route, forwarding off on the ingress, no neighbour entry,
- * another interface or MAC) is dropped as peer-spoofed: an outside host
- * cannot claim a peer's subnet. A confirmed packet is inter-container
- * traffic: the destination network's icc (row 12; peerPolicy allow skips it),
- * never into an internal network. BPFNET_REASON_NONE when the packet is not
- * from a peer's subnet to a container. docs/verdicts.md, "Ext program".
- */
-static __always_inline enum bpfnet_reason
-ext_peer(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed *p)
-{
-	struct bpf_fib_lookup fib = {};
-	const struct bpfnet_peer *peer;
-	__u32 net_id = 0;
-	__u32 net_flags;
-
-	if (!(cfg->flags & BPFNET_CFG_PEERS))
-		return BPFNET_REASON_NONE;
-	peer = peer_lookup(p->saddr);
-	if (!peer || !to_container_network(cfg, p->daddr, &net_id))
-		return BPFNET_REASON_NONE;
-	fib.family = AF_INET;
-	fib.ipv4_dst = peer->addr;
-	fib.ifindex = xdp->ingress_ifindex;
-	if (bpf_fib_lookup(xdp, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex != xdp->ingress_ifindex || !mac_equal(fib.dmac, p->src_mac))
-		return BPFNET_DROP_PEER_SPOOFED;
-	net_flags = network_get(net_id)->flags;
-	if (net_flags & BPFNET_NET_INTERNAL)
-		return BPFNET_DROP_INTERNAL;
-	if ((cfg->flags & BPFNET_CFG_PEER_ALLOW) || (net_flags & BPFNET_NET_ICC))
-		return BPFNET_PASS_PEER;
-	return BPFNET_DROP_ICC;
-}
-
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
 						     struct parsed *p,
 						     const struct bpfnet_config **cfgp)
@@ -305,12 +261,10 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 		return BPFNET_PASS_FRAGMENT;
 	}
 
-	reason = ext_peer(xdp, cfg, p);
+	reason = ext_provisional(xdp, cfg, p);
 	/* A claim on a peer's subnet from elsewhere is never a reply. */
 	if (reason == BPFNET_DROP_PEER_SPOOFED)
 		return reason;
-	if (reason == BPFNET_REASON_NONE)
-		reason = ext_provisional(cfg, p, xdp->ingress_ifindex);
 	if (reason >= BPFNET_REASON_DROP_FIRST && p->has_ports && is_conntrack_reply(xdp, p))
 		return BPFNET_PASS_REPLY;
 	if (reason >= BPFNET_REASON_DROP_FIRST && is_related_icmp_error(xdp, pkt, p))

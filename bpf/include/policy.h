@@ -17,6 +17,10 @@
 #include "maps.h"
 #include "parse.h"
 
+#ifndef AF_INET
+#define AF_INET 2 /* bpf_fib_lookup's family (ext_peer, the ext fast path) */
+#endif
+
 static __always_inline int is_multicast_or_broadcast(__be32 addr)
 {
 	__u32 host = bpf_ntohl(addr);
@@ -310,12 +314,60 @@ static __always_inline int to_container_network(const struct bpfnet_config *cfg,
 	return 1;
 }
 
-static __always_inline enum bpfnet_reason ext_provisional(const struct bpfnet_config *cfg,
-							  const struct parsed *p, __u32 ifindex)
+/*
+ * Rows 12-13: a packet from a peer host's container subnet (bn_peers, one
+ * LPM lookup) to a local container. It must arrive the way this host routes
+ * towards the peer's own address: bpf_fib_lookup from the ingress interface
+ * (forwarding lookup, as the packet would be routed) must leave through the
+ * ingress interface again, with the frame's source MAC as its neighbour (the
+ * peer itself on a shared link, the router towards it otherwise). Anything it
+ * cannot confirm (no route, forwarding off on the ingress, no neighbour entry,
+ * another interface or MAC) is dropped as peer-spoofed: an outside host
+ * cannot claim a peer's subnet. A confirmed packet is inter-container
+ * traffic: the destination network's icc (row 12; peerPolicy allow skips it),
+ * never into an internal network. Asked only once the destination is known
+ * to be in container network net_id, so traffic to published ports and the
+ * host never pays the lookup. BPFNET_REASON_NONE when the source is no
+ * peer's. docs/verdicts.md, "Ext program".
+ */
+static __always_inline enum bpfnet_reason
+ext_peer(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed *p, __u32 net_id)
 {
+	struct bpf_fib_lookup fib = {};
+	const struct bpfnet_peer *peer;
+	__u32 net_flags;
+
+	if (!(cfg->flags & BPFNET_CFG_PEERS))
+		return BPFNET_REASON_NONE;
+	peer = peer_lookup(p->saddr);
+	if (!peer)
+		return BPFNET_REASON_NONE;
+	fib.family = AF_INET;
+	fib.ipv4_dst = peer->addr;
+	fib.ifindex = xdp->ingress_ifindex;
+	if (bpf_fib_lookup(xdp, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex != xdp->ingress_ifindex || !mac_equal(fib.dmac, p->src_mac))
+		return BPFNET_DROP_PEER_SPOOFED;
+	net_flags = network_get(net_id)->flags;
+	if (net_flags & BPFNET_NET_INTERNAL)
+		return BPFNET_DROP_INTERNAL;
+	if ((cfg->flags & BPFNET_CFG_PEER_ALLOW) || (net_flags & BPFNET_NET_ICC))
+		return BPFNET_PASS_PEER;
+	return BPFNET_DROP_ICC;
+}
+
+static __always_inline enum bpfnet_reason
+ext_provisional(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed *p)
+{
+	__u32 ifindex = xdp->ingress_ifindex;
+	enum bpfnet_reason reason;
 	__u32 net_id = 0;
 
 	if (to_container_network(cfg, p->daddr, &net_id)) {
+		/* From a peer host's containers (rows 12-13), or not. */
+		reason = ext_peer(xdp, cfg, p, net_id);
+		if (reason != BPFNET_REASON_NONE)
+			return reason;
 		/* Routed straight at a container address, no DNAT (row 9). */
 		if (!(cfg->flags & BPFNET_CFG_FORWARD_ACCEPT))
 			return BPFNET_DROP_FORWARD;
