@@ -149,22 +149,24 @@ extension MapEntry {
                 UInt16(truncatingIfNeeded: load(key, as: UInt32.self)),
                 NetworkRecord(load(value, as: bpfnet_network.self)))
         case .subnets:
-            let raw = load(key, as: bpfnet_subnet_key.self)
-            guard let prefix = IPv4CIDR(raw) else {
-                throw MapDecodingError(
-                    map: kind, key: key,
-                    message: "prefixlen \(raw.prefixlen) is outside 0-32; bpfnet never writes such a key")
-            }
-            self = .subnet(prefix, SubnetRecord(load(value, as: bpfnet_subnet.self)))
+            self = .subnet(
+                try Self.subnetPrefix(kind, key), SubnetRecord(load(value, as: bpfnet_subnet.self)))
         case .peers:
-            let raw = load(key, as: bpfnet_subnet_key.self)
-            guard let prefix = IPv4CIDR(raw) else {
-                throw MapDecodingError(
-                    map: kind, key: key,
-                    message: "prefixlen \(raw.prefixlen) is outside 0-32; bpfnet never writes such a key")
-            }
-            self = .peer(prefix, address: IPv4Address(networkOrder: load(value, as: bpfnet_peer.self).addr))
+            self = .peer(
+                try Self.subnetPrefix(kind, key),
+                address: IPv4Address(networkOrder: load(value, as: bpfnet_peer.self).addr))
         }
+    }
+
+    /// The IPv4 prefix of an LPM key of bn_subnets or bn_peers.
+    private static func subnetPrefix(_ kind: MapKind, _ key: [UInt8]) throws(MapDecodingError) -> IPv4CIDR {
+        let raw = load(key, as: bpfnet_subnet_key.self)
+        guard let prefix = IPv4CIDR(raw) else {
+            throw MapDecodingError(
+                map: kind, key: key,
+                message: "prefixlen \(raw.prefixlen) is outside 0-32; bpfnet never writes such a key")
+        }
+        return prefix
     }
 }
 
