@@ -7,6 +7,11 @@
 // got through. Python 3 on the host runs both ends, in any namespace.
 
 import BPFNetCore
+import LinuxNet
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum UDPFlow {
     /// Counts distinct sequence numbers until SIGTERM, then prints the count
@@ -88,5 +93,57 @@ public enum UDPFlow {
         _ = process.stop(grace: .seconds(5))
         let line = process.logContents().split(separator: "\n").first { $0.hasPrefix("sent ") }
         return line.flatMap { Int($0.dropFirst("sent ".count)) }
+    }
+
+    /// One flow of a `run`: numbered datagrams from namespace `from` to
+    /// `to`:`port`, counted by a receiver in namespace `receiver`.
+    public struct Spec: Sendable {
+        public var from: NetworkNamespace
+        public var to: IPv4Address
+        public var receiver: NetworkNamespace
+        public var port: Int
+
+        public init(from: NetworkNamespace, to: IPv4Address, receiver: NetworkNamespace, port: Int) {
+            self.from = from
+            self.to = to
+            self.receiver = receiver
+            self.port = port
+        }
+    }
+
+    /// What one flow of a `run` sent and what arrived (nil when a process
+    /// did not report).
+    public struct Count: Sendable {
+        public var sent: Int?
+        public var received: Int?
+    }
+
+    /// Runs every flow at `rate` datagrams per second while `body` runs:
+    /// the receivers listen first, the senders start, `body` makes its
+    /// changes after half a second, and half a second after it returns the
+    /// senders stop; the receivers stop once what is on its way has arrived.
+    public static func run(_ flows: [Spec], rate: Int, during body: () throws -> Void) throws -> [Count] {
+        var processes: [BackgroundProcess] = []
+        defer { for process in processes { process.stop() } }
+        let receivers = try flows.map { flow in
+            let process = try BackgroundProcess(
+                Command(flow.receiver.nsenter(receiverArguments(port: flow.port))), captureOutput: true)
+            processes.append(process)
+            try waitUntilListening(process)
+            return process
+        }
+        let senders = try flows.map { flow in
+            let process = try BackgroundProcess(
+                Command(flow.from.nsenter(senderArguments(to: flow.to, port: flow.port, packets: 0, rate: rate))),
+                captureOutput: true)
+            processes.append(process)
+            return process
+        }
+        usleep(500_000)
+        try body()
+        usleep(500_000)
+        let sent = senders.map(sentCount)
+        usleep(300_000)
+        return zip(sent, receivers.map(receivedCount)).map { Count(sent: $0, received: $1) }
     }
 }

@@ -48,78 +48,55 @@ final class AgentRestartTrafficTests: XCTestCase {
         containers = [web, client, lone]
         for container in containers { try container.refresh(dockerd, probe: probe) }
 
-        struct Flow {
-            var name: String
-            var from: NetworkNamespace
-            var to: IPv4Address
-            var receiver: NetworkNamespace
-            var port: Int
-            var allowed: Bool
-        }
-        let flows = [
-            Flow(
-                name: "client → web 9999/udp (link)", from: client.namespace, to: web.ip, receiver: web.namespace,
-                port: 9999, allowed: true),
-            Flow(
-                name: "client → the outside (masquerade)", from: client.namespace, to: LabAddresses.allowed,
-                receiver: lab.outside, port: 9996, allowed: true),
-            Flow(
-                name: "lone → web 9998/udp (icc)", from: lone.namespace, to: web.ip, receiver: web.namespace,
-                port: 9998, allowed: false),
-            Flow(
-                name: "client → lone 9997/udp (icc; the link is to web)", from: client.namespace, to: lone.ip,
-                receiver: lone.namespace, port: 9997, allowed: false),
+        let flows: [(name: String, spec: UDPFlow.Spec, allowed: Bool)] = [
+            (
+                "client → web 9999/udp (link)",
+                UDPFlow.Spec(from: client.namespace, to: web.ip, receiver: web.namespace, port: 9999), true
+            ),
+            (
+                "client → the outside (masquerade)",
+                UDPFlow.Spec(from: client.namespace, to: LabAddresses.allowed, receiver: lab.outside, port: 9996), true
+            ),
+            (
+                "lone → web 9998/udp (icc)",
+                UDPFlow.Spec(from: lone.namespace, to: web.ip, receiver: web.namespace, port: 9998), false
+            ),
+            (
+                "client → lone 9997/udp (icc; the link is to web)",
+                UDPFlow.Spec(from: client.namespace, to: lone.ip, receiver: lone.namespace, port: 9997), false
+            ),
         ]
-        let receivers = try flows.map { flow in
-            let process = try BackgroundProcess(
-                Command(flow.receiver.nsenter(UDPFlow.receiverArguments(port: flow.port))), captureOutput: true)
-            host.adopt(process)
-            try UDPFlow.waitUntilListening(process)
-            return process
+        let counts = try UDPFlow.run(flows.map(\.spec), rate: rate) {
+            // 1. SIGKILL: the dataplane stays; a new agent takes over the pin path and resyncs.
+            kill(agent.pid, SIGKILL)
+            _ = agent.stop()
+            Thread.sleep(forTimeInterval: 0.3)
+            agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
+            try bpfnet.waitForStatus("the agent after SIGKILL") { status in
+                status.agent?.connected == true && status.agent?.running == true && settled(status)
+            }
+            // 2. dockerd goes away and comes back (--live-restore keeps the containers).
+            dockerd.stop(keepContainers: true)
+            try bpfnet.waitForStatus("the agent noticing dockerd went away") { $0.agent?.connected == false }
+            Thread.sleep(forTimeInterval: 0.3)
+            try host.startDockerd(flags, wipeNetwork: false)
+            try bpfnet.waitForStatus("the agent reconnected") { status in
+                status.agent?.connected == true && (status.agent?.reconnects ?? 0) >= 1 && settled(status)
+            }
+            // 3. A resync on SIGHUP.
+            let resyncs = try bpfnet.status().agent?.resyncs ?? 0
+            kill(agent.pid, SIGHUP)
+            try bpfnet.waitForStatus("the resync after SIGHUP") { ($0.agent?.resyncs ?? 0) > resyncs }
+            // 4. SIGTERM and a new agent.
+            XCTAssertEqual(agent.stop(grace: .seconds(20)), .exited(0))
+            agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
+            try bpfnet.waitForStatus("the agent after SIGTERM") { status in
+                status.agent?.connected == true && status.agent?.running == true && settled(status)
+            }
         }
-        let senders = try flows.map { flow in
-            let process = try BackgroundProcess(
-                Command(
-                    flow.from.nsenter(UDPFlow.senderArguments(to: flow.to, port: flow.port, packets: 0, rate: rate))),
-                captureOutput: true)
-            return host.adopt(process)
-        }
-        Thread.sleep(forTimeInterval: 0.5)
-
-        // 1. SIGKILL: the dataplane stays; a new agent takes over the pin path and resyncs.
-        kill(agent.pid, SIGKILL)
-        _ = agent.stop()
-        Thread.sleep(forTimeInterval: 0.3)
-        agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
-        try bpfnet.waitForStatus("the agent after SIGKILL") { status in
-            status.agent?.connected == true && status.agent?.running == true && settled(status)
-        }
-        // 2. dockerd goes away and comes back (--live-restore keeps the containers).
-        dockerd.stop(keepContainers: true)
-        try bpfnet.waitForStatus("the agent noticing dockerd went away") { $0.agent?.connected == false }
-        Thread.sleep(forTimeInterval: 0.3)
-        try host.startDockerd(flags, wipeNetwork: false)
-        try bpfnet.waitForStatus("the agent reconnected") { status in
-            status.agent?.connected == true && (status.agent?.reconnects ?? 0) >= 1 && settled(status)
-        }
-        // 3. A resync on SIGHUP.
-        let resyncs = try bpfnet.status().agent?.resyncs ?? 0
-        kill(agent.pid, SIGHUP)
-        try bpfnet.waitForStatus("the resync after SIGHUP") { ($0.agent?.resyncs ?? 0) > resyncs }
-        // 4. SIGTERM and a new agent.
-        XCTAssertEqual(agent.stop(grace: .seconds(20)), .exited(0))
-        agent = host.adopt(try bpfnet.startAgent(dockerHost: dockerd.host, config: config))
-        try bpfnet.waitForStatus("the agent after SIGTERM") { status in
-            status.agent?.connected == true && status.agent?.running == true && settled(status)
-        }
-        Thread.sleep(forTimeInterval: 0.5)
-
-        let sent = senders.map { UDPFlow.sentCount($0) }
-        Thread.sleep(forTimeInterval: 0.3)
-        let received = receivers.map { UDPFlow.receivedCount($0) }
-        for (flow, (sent, received)) in zip(flows, zip(sent, received)) {
-            let sent = try XCTUnwrap(sent, "\(flow.name): the sender's count")
-            let received = try XCTUnwrap(received, "\(flow.name): the receiver's count")
+        for (flow, count) in zip(flows, counts) {
+            let sent = try XCTUnwrap(count.sent, "\(flow.name): the sender's count")
+            let received = try XCTUnwrap(count.received, "\(flow.name): the receiver's count")
             print("\(flow.name): \(received) of \(sent) received")
             if flow.allowed {
                 XCTAssertGreaterThan(sent, rate, "\(flow.name): the flow ran across the restarts")

@@ -179,35 +179,28 @@ final class PolicyTransitionTests: XCTestCase {
         ]
     }
 
-    /// Starts every flow, makes the changes one after another while they
-    /// run, stops the senders and then the receivers.
+    /// Runs every flow while the changes are made one after another.
     private func runFlows(
         _ lab: DemoLab, changes: [(String, () throws -> Void)], iccDuringRun: Bool = true
     ) throws -> [FlowCount] {
         let flows = try flows(lab, iccDuringRun: iccDuringRun)
-        let receivers = try flows.map { try UDPFlow.startReceiver(lab, in: $0.receiver, port: $0.port) }
-        defer { for receiver in receivers { _ = receiver.stop() } }
-        let senders = try flows.map {
-            try UDPFlow.startSender(lab, from: $0.from, to: $0.to, port: $0.port, packets: 0, rate: rate)
+        let specs = flows.map { flow in
+            UDPFlow.Spec(
+                from: lab.topology.namespace(flow.from), to: flow.to, receiver: lab.topology.namespace(flow.receiver),
+                port: flow.port)
         }
-        defer { for sender in senders { _ = sender.stop() } }
-
-        Thread.sleep(forTimeInterval: 0.5)
-        for (name, change) in changes {
-            let started = ContinuousClock.now
-            try change()
-            print("change \(name): \(ContinuousClock.now - started)")
-            Thread.sleep(forTimeInterval: 0.2)
+        let counts = try UDPFlow.run(specs, rate: rate) {
+            for (name, change) in changes {
+                let started = ContinuousClock.now
+                try change()
+                print("change \(name): \(ContinuousClock.now - started)")
+                Thread.sleep(forTimeInterval: 0.2)
+            }
         }
-        Thread.sleep(forTimeInterval: 0.3)
-        let sent = senders.map { UDPFlow.sentCount($0) }
-        // What is still on its way arrives.
-        Thread.sleep(forTimeInterval: 0.3)
-        let received = receivers.map { UDPFlow.receivedCount($0) }
-        return try zip(flows, zip(sent, received)).map { flow, counts in
+        return try zip(flows, counts).map { flow, count in
             FlowCount(
-                flow: flow, sent: try XCTUnwrap(counts.0, "\(flow): the sender's count"),
-                received: try XCTUnwrap(counts.1, "\(flow): the receiver's count"))
+                flow: flow, sent: try XCTUnwrap(count.sent, "\(flow): the sender's count"),
+                received: try XCTUnwrap(count.received, "\(flow): the receiver's count"))
         }
     }
 
