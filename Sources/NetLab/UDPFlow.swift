@@ -70,7 +70,7 @@ public enum UDPFlow {
     }
 
     /// The sender's command line: `packets` datagrams to `address`:`port` at
-    /// `rate` per second, or with `packets: 0` until `sentCount` stops it.
+    /// `rate` per second, or with `packets: 0` until `run` stops it.
     public static func senderArguments(to address: IPv4Address, port: Int, packets: Int, rate: Int) -> [String] {
         ["python3", "-c", sender, address.description, String(port), String(packets), String(rate)]
     }
@@ -89,7 +89,7 @@ public enum UDPFlow {
 
     /// Stops a sender started with `packets: 0` and returns how many numbered
     /// datagrams it sent.
-    public static func sentCount(_ process: BackgroundProcess) -> Int? {
+    private static func sentCount(_ process: BackgroundProcess) -> Int? {
         _ = process.stop(grace: .seconds(5))
         let line = process.logContents().split(separator: "\n").first { $0.hasPrefix("sent ") }
         return line.flatMap { Int($0.dropFirst("sent ".count)) }

@@ -14,7 +14,7 @@ extension UDPFlow {
         return process
     }
 
-    /// Starts sending; `packets: 0` sends until `sentCount` stops it.
+    /// Starts sending `packets` datagrams at `rate` per second.
     static func startSender(
         _ lab: DemoLab, from role: String = "client", to address: IPv4Address, port: Int, packets: Int, rate: Int
     ) throws -> BackgroundProcess {
