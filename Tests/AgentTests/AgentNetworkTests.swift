@@ -84,8 +84,10 @@ final class AgentNetworkTests: XCTestCase {
 
         docker.run("lately", network: "late")
         try await eventually("its container") { self.endpoints(harness).contains { $0.hasPrefix("lately@late ") } }
-        let latencies = await harness.agent.snapshot().startLatencies
-        XCTAssertFalse(latencies.isEmpty, "a start on a user network is measured too")
+        // The latency is recorded once the apply returns, a moment after the dataplane has it.
+        try await eventually("a start on a user network is measured too") {
+            await !harness.agent.snapshot().startLatencies.isEmpty
+        }
 
         docker.stop("lately")
         docker.removeNetwork("late")
