@@ -233,7 +233,7 @@ let package = Package(
         // iptables rules probe by probe (root).
         .testTarget(
             name: "DockerEndToEndTests",
-            dependencies: ["BPFNetCore", "DockerTestSupport", "LinuxNet", "NetLab"]
+            dependencies: ["BPFNetCore", "BPFNetTestSupport", "DockerTestSupport", "LinuxNet", "NetLab"]
         ),
         // A private dockerd in a network namespace, for the two real-Docker suites.
         .target(name: "DockerTestSupport", dependencies: ["LinuxNet", "NetLab"], path: "Tests/DockerTestSupport"),

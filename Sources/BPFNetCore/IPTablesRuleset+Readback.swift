@@ -63,7 +63,23 @@ extension IPTablesRuleset {
     }
 
     /// The policy the rules enforce, rebuilt from the kernel's rules; nil
-    /// when bpfnet's state chain is missing or unreadable.
+    /// when bpfnet's state chain is missing or unreadable. `save6`
+    /// (`ip6tables-save`) adds the allow-lists' IPv6 parts.
+    public static func policy(from save: IPTablesSave, save6: IPTablesSave?) -> NetfilterPolicy? {
+        guard var policy = policy(from: save) else { return nil }
+        guard let save6 else { return policy }
+        let filter6 = save6.table("filter")
+        for index in policy.extInterfaces.indices {
+            let name = policy.extInterfaces[index].name
+            let sources = filter6.rules(in: sourceChain(name)).filter { $0.target == "RETURN" && $0.comment == nil }
+                .compactMap { $0.value("-s").flatMap { IPv6CIDR($0) } }
+            policy.extInterfaces[index] = NetfilterExtInterface(
+                name: name, allowSources: policy.extInterfaces[index].allowSources, allowSourcesIPv6: sources)
+        }
+        return policy
+    }
+
+    /// The policy of the IPv4 rules alone (the allow-lists without their IPv6 parts).
     public static func policy(from save: IPTablesSave) -> NetfilterPolicy? {
         guard let settings = settingsComment(save),
             var policy = NetfilterPolicy.settings(from: String(settings.dropFirst(settingsPrefix.count)))

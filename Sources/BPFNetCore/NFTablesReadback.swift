@@ -13,9 +13,11 @@ public enum NFTablesReadback {
     /// - Parameters:
     ///   - bridgeTable: `nft -j list table bridge bpfnet`.
     ///   - ipTable: `nft -j list table ip bpfnet` (nil when it is missing).
-    public static func policy(bridgeTable: Data, ipTable: Data?) throws -> NetfilterPolicy? {
+    ///   - ip6Table: `nft -j list table ip6 bpfnet` (nil when it is missing): the allow-list's IPv6 part.
+    public static func policy(bridgeTable: Data, ipTable: Data?, ip6Table: Data? = nil) throws -> NetfilterPolicy? {
         let bridge = try objects(bridgeTable)
         let ip = try ipTable.map(objects) ?? []
+        let ip6 = try ip6Table.map(objects) ?? []
         guard let settings = set(named: "settings", in: bridge),
             let comment = settings["comment"] as? String,
             let base = NetfilterPolicy.settings(from: comment)
@@ -98,8 +100,16 @@ public enum NFTablesReadback {
             else { continue }
             allow[interface, default: []].append(prefix)
         }
+        // The list's IPv6 part lives in the ip6 table (`allow_src6`).
+        var allow6: [String: [IPv6CIDR]] = [:]
+        for element in elements(set(named: "allow_src6", in: ip6)) {
+            guard let parts = concat(unwrap(element)), parts.count == 2, let interface = parts[0] as? String,
+                let prefix = cidr6(parts[1])
+            else { continue }
+            allow6[interface, default: []].append(prefix)
+        }
         let extInterfaces = elements(set(named: "ext_ifs", in: ip)).compactMap { unwrap($0) as? String }.map { name in
-            NetfilterExtInterface(name: name, allowSources: allow[name] ?? [])
+            NetfilterExtInterface(name: name, allowSources: allow[name] ?? [], allowSourcesIPv6: allow6[name] ?? [])
         }
 
         return NetfilterPolicy(
@@ -192,6 +202,18 @@ public enum NFTablesReadback {
             let length = number(prefix["len"] as Any)
         {
             return IPv4CIDR(address: address, prefixLength: UInt8(clamping: length))
+        }
+        return nil
+    }
+
+    /// An IPv6 prefix as nft's JSON gives it: a plain address (/128) or a prefix object.
+    static func cidr6(_ value: Any) -> IPv6CIDR? {
+        if let text = value as? String { return IPv6CIDR(text) }
+        if let object = value as? [String: Any], let prefix = object["prefix"] as? [String: Any],
+            let address = (prefix["addr"] as? String).flatMap({ IPv6Address($0) }),
+            let length = number(prefix["len"] as Any)
+        {
+            return IPv6CIDR(address: address, prefixLength: UInt8(clamping: length))
         }
         return nil
     }

@@ -239,7 +239,8 @@ public struct NetfilterPolicy: Hashable, Sendable {
             extInterfaces: extInterfaces.map { ext in
                 DataplaneStatus.ExtInterface(
                     name: ext.name, ifindex: interfaceIndex(ext.name) ?? 0,
-                    allowSources: ext.allowSources.map(\.description))
+                    // IPv4 first, then IPv6, as the eBPF backend lists them.
+                    allowSources: ext.allowSources.map(\.description) + ext.allowSourcesIPv6.map(\.description))
             },
             containers: containers.map { container in
                 DataplaneStatus.Container(

@@ -211,7 +211,8 @@ public final class IPTablesDataplane: Dataplane {
                 "iptables: nothing is loaded (no chain \(IPTablesRuleset.stateChain) in "
                     + "\(variant.saveCommand)) — run `bpfnet load --backend iptables --config FILE` first")
         }
-        guard let policy = IPTablesRuleset.policy(from: save) else {
+        let save6 = variant.mayHoldRules6() ? try variant.save6().parsed : nil
+        guard let policy = IPTablesRuleset.policy(from: save, save6: save6) else {
             throw DataplaneError.runtime(
                 "iptables: chain \(IPTablesRuleset.stateChain) has no readable settings; "
                     + "run `bpfnet unload` and load again")
@@ -219,8 +220,8 @@ public final class IPTablesDataplane: Dataplane {
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
         var counters = IPTablesRuleset.counters(from: save)
         // The IPv6 rules count under the same reasons (icc, source).
-        if variant.mayHoldRules6() {
-            for (reason, value) in IPTablesRuleset.counters(from: try variant.save6().parsed) {
+        if let save6 {
+            for (reason, value) in IPTablesRuleset.counters(from: save6) {
                 counters[reason, default: DataplaneStatus.CounterValue()].packets += value.packets
                 counters[reason, default: DataplaneStatus.CounterValue()].bytes += value.bytes
             }

@@ -127,7 +127,9 @@ public final class NFTablesDataplane: Dataplane {
         }
         let bridgeJSON = try NFT.listJSON("bridge", NFTablesRuleset.tableName)
         let ipJSON = tables.ip.exists ? try NFT.listJSON("ip", NFTablesRuleset.tableName) : nil
-        guard let policy = try NFTablesReadback.policy(bridgeTable: bridgeJSON, ipTable: ipJSON) else {
+        let ip6JSON = tables.hasOwnIP6Table ? try NFT.listJSON("ip6", NFTablesRuleset.tableName) : nil
+        guard let policy = try NFTablesReadback.policy(bridgeTable: bridgeJSON, ipTable: ipJSON, ip6Table: ip6JSON)
+        else {
             throw DataplaneError.runtime(
                 "nftables: table \(Self.bridgeTable) has no readable settings set; "
                     + "it was not written by this bpfnet — run `bpfnet unload` and load again")

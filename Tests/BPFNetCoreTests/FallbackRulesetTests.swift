@@ -456,6 +456,11 @@ final class FallbackRulesetTests: XCTestCase {
             XCTAssertEqual(readBack, expected, name)
             XCTAssertEqual(
                 readBack.status(backend: "iptables") { _ in 0 }, expected.status(backend: "iptables") { _ in 0 })
+            // With ip6tables-save as well, the allow-lists' IPv6 parts come back too (`status` lists them).
+            let save6 = IPTablesSave(parsing: Self.asSaved(IP6TablesRuleset(policy: compiled).render()))
+            var expectedWithIPv6 = compiled
+            expectedWithIPv6.links = expected.links
+            XCTAssertEqual(IPTablesRuleset.policy(from: save, save6: save6), expectedWithIPv6, name)
         }
     }
 

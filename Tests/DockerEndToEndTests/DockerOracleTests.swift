@@ -19,6 +19,7 @@
 // where it fails instead.
 
 import BPFNetCore
+import BPFNetTestSupport
 import DockerTestSupport
 import Foundation
 import LinuxNet
@@ -105,6 +106,66 @@ final class DockerOracleTests: XCTestCase {
             label: "outside .2 → web:9090 routed directly (not published)", from: .outside(LabAddresses.allowed),
             to: .container("web"), kind: .tcp(9090), docker: { _ in .blocked }),
     ]
+
+    /// Compares `iptables-save` of a live dockerd running the scenario with
+    /// `Docker2010Rules` for the same containers: every chain with the same
+    /// rules, in the same order except in DOCKER, whose order follows the
+    /// containers' start (all its rules accept, so order does not change a verdict).
+    func assertRenderedRulesMatch(
+        live: String, icc: Bool, containers: LabContainers, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
+        func ip(_ name: String) throws -> IPv4Address {
+            try XCTUnwrap(containers[name]?.ip, "no container \(name)")
+        }
+        let web = try ip("web")
+        let policy = Policy(
+            icc: icc, forwardPolicy: .drop,
+            extInterfaces: [
+                ExternalInterface(
+                    name: "ext0", allowSources: [IPv4CIDR(address: LabAddresses.allowed, prefixLength: 32)!])
+            ],
+            containers: [
+                Container(
+                    name: "web", ip: web, mac: MACAddress(dockerStyleFor: web), port: "",
+                    exposed: [PortSpec(80), PortSpec(53, .udp)],
+                    published: [PublishedPort(hostPort: 8080, containerPort: 80)]),
+                Container(
+                    name: "client", ip: try ip("client"), mac: MACAddress(dockerStyleFor: try ip("client")), port: ""),
+                Container(name: "lone", ip: try ip("lone"), mac: MACAddress(dockerStyleFor: try ip("lone")), port: ""),
+            ],
+            links: [Link(parent: "client", child: "web", alias: "w")])
+        let rendered = Docker2010Rules.render(
+            policy, subnets: ["docker0": try XCTUnwrap(IPv4CIDR(LabAddresses.bridgeSubnet))])
+        /// Table and chain → its rules (chain declarations as ":NAME POLICY").
+        func chains(_ text: String) -> [String: [String]] {
+            var table = ""
+            var result: [String: [String]] = [:]
+            for raw in text.split(separator: "\n") {
+                let line = raw.trimmingCharacters(in: .whitespaces)
+                if line.hasPrefix("*") {
+                    table = String(line.dropFirst())
+                } else if line.hasPrefix(":") {
+                    let fields = line.dropFirst().split(separator: " ")
+                    result["\(table) declared", default: []].append("\(fields[0]) \(fields[1])")
+                } else if line.hasPrefix("-A ") {
+                    let chain = line.split(separator: " ")[1]
+                    result["\(table) \(chain)", default: []].append(line)
+                }
+            }
+            for key in result.keys where key.hasSuffix(" DOCKER") || key.hasSuffix(" declared") {
+                result[key]?.sort()
+            }
+            return result
+        }
+        let want = chains(rendered)
+        let got = chains(live)
+        for key in Set(want.keys).union(got.keys).sorted() {
+            XCTAssertEqual(
+                got[key] ?? [], want[key] ?? [],
+                "icc=\(icc), \(key): dockerd's rules (first) and Docker2010Rules differ",
+                file: file, line: line)
+        }
+    }
 
     /// One measured probe.
     struct Outcome {
@@ -227,6 +288,12 @@ final class DockerOracleTests: XCTestCase {
             }
             try runScenario(image: image)
             mark("oracle icc=\(icc): dockerd, image, containers")
+            // The rules the attack table and the netfilter oracle load in
+            // dockerd's place (Docker2010Rules) are dockerd's own, rule for rule.
+            try assertRenderedRulesMatch(
+                live: sh(lab.docker.nsenter(["iptables-save", "-t", "filter"]))
+                    + "\n" + sh(lab.docker.nsenter(["iptables-save", "-t", "nat"])),
+                icc: icc, containers: containers)
             oracle[icc] = try measure(Self.checks)
             mark("oracle icc=\(icc): probes")
             if !icc {
