@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sourced first, before any `cd`, by the scripts that need root (apt-get,
-# network namespaces, eBPF): scripts/demo.sh, scripts/test.sh and
-# scripts/setup.sh. As root they go on, without sudo (a root shell in a
+# network namespaces, eBPF): scripts/demo.sh, scripts/test.sh,
+# scripts/soak.sh and scripts/setup.sh. As root they go on, without sudo (a root shell in a
 # container often has none). Otherwise the script runs again through sudo when
 # there is one, with this PATH (sudo's secure_path would lose a Swift toolchain
 # on it) and the BPFNET_* variables; else it stops, saying how to run it.

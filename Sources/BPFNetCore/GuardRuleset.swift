@@ -34,14 +34,16 @@ public struct GuardRuleset: Sendable, Equatable {
     public var policedPorts: [UInt32]
     /// Interfaces the ext program is attached to: it judged their packets.
     public var extInterfaces: [UInt32]
-    /// The user-defined networks' bridges, with their icc. Packets routed
-    /// from one Docker bridge to another are dropped (Docker's isolation);
-    /// the port programs drop them at the source, this holds a port without one.
-    public var networks: [(bridge: String, icc: Bool)]
+    /// The user-defined networks' bridges, with their icc and MAC. Packets
+    /// routed from one Docker bridge to another are dropped (Docker's
+    /// isolation); the port programs drop them at the source, this holds a
+    /// port without one. Packets routed from a bridge back into it follow
+    /// that bridge's icc.
+    public var networks: [(bridge: String, icc: Bool, mac: MACAddress)]
 
     public init(
         bridge: String, bridgeMAC: MACAddress, icc: Bool, forwardAccept: Bool, policedPorts: [UInt32],
-        extInterfaces: [UInt32], networks: [(bridge: String, icc: Bool)] = []
+        extInterfaces: [UInt32], networks: [(bridge: String, icc: Bool, mac: MACAddress)] = []
     ) {
         self.networks = networks
         self.bridge = bridge
@@ -60,17 +62,24 @@ public struct GuardRuleset: Sendable, Equatable {
     /// transaction replace the table atomically, and work when it is absent.
     public func render() -> String {
         let bridge = "\"\(bridge)\""
-        // From the bridge back into it: bridged frames (br_netfilter) are the
-        // port program's and the bridge table's; routed ones (to the bridge's
-        // own MAC) between containers are held under icc=false, as Docker does.
-        let fromBridge =
-            icc || bridgeMAC == .zero
-            ? "        iifname \(bridge) accept"
-            : """
-                    iifname \(bridge) ether daddr != \(bridgeMAC) accept
-                    iifname \(bridge) ct status dnat accept
-                    iifname \(bridge) counter drop comment "routed between containers, icc off"
-            """
+        // From a bridge back into it (what is left once other destinations are
+        // accepted and the isolation has dropped the other bridges): bridged
+        // frames (br_netfilter) are the port program's and the bridge table's;
+        // routed ones (to the bridge's own MAC) between containers follow that
+        // bridge's icc, as Docker's `-i br -o br -j ACCEPT` or `DROP` does.
+        func fromBridge(_ name: String, icc: Bool, mac: MACAddress) -> String {
+            let name = "\"\(name)\""
+            return icc || mac == .zero
+                ? "        iifname \(name) accept"
+                : """
+                        iifname \(name) ether daddr != \(mac) accept
+                        iifname \(name) ct status dnat accept
+                        iifname \(name) counter drop comment "routed between containers, icc off"
+                """
+        }
+        let fromBridges =
+            ([fromBridge(self.bridge, icc: icc, mac: bridgeMAC)]
+            + networks.map { fromBridge($0.bridge, icc: $0.icc, mac: $0.mac) }).joined(separator: "\n")
         // A port without the program is held back from policed ports when
         // any network keeps its containers apart.
         let holdUnpoliced = !icc || networks.contains { !$0.icc }
@@ -115,7 +124,7 @@ public struct GuardRuleset: Sendable, Equatable {
                     type filter hook forward priority filter - 1; policy accept;
             \(isolationRule)        \(toAnyBridge) accept
                     ct state established,related accept
-            \(fromBridge)
+            \(fromBridges)
                     iif @ext accept
                     ct status dnat accept
                     \(forwardAccept ? "accept" : "counter drop comment \"forward policy, from an interface without the ext program\"")

@@ -102,7 +102,7 @@ public final class BPFDataplane: Dataplane {
             forwardAccept: policy.forwardPolicy == .accept,
             policedPorts: attachments.keys.filter { !$0.isExt }.map(\.ifindex),
             extInterfaces: attachments.keys.filter(\.isExt).map(\.ifindex),
-            networks: policy.networks.map { ($0.bridge, $0.icc) }
+            networks: policy.networks.map { ($0.bridge, $0.icc, facts.networks[$0.name]?.mac ?? .zero) }
         ).render()
         if guardRuleset != lastGuardRuleset {
             try GuardTable.apply(guardRuleset)

@@ -187,7 +187,7 @@ public final class DemoLab {
     }
 
     /// The policy as a YAML file (JSON is YAML; the keys are the policy file's).
-    static func yaml(_ policy: Policy) throws -> String {
+    public static func yaml(_ policy: Policy) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return String(decoding: try encoder.encode(policy), as: UTF8.self) + "\n"

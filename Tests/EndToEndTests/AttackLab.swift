@@ -48,7 +48,8 @@ enum Sender: Hashable {
 
 /// What the Python side builds (JSON; nil fields are left out).
 struct Frame: Encodable {
-    /// "udp4", "udp6", "arp" (raw frames), or "socket-udp4", "socket-udp6",
+    /// "udp4", "tcp4" (a SYN), "icmp4" (an echo request), "udp6", "arp" (raw
+    /// frames; the marker is the payload), or "socket-udp4", "socket-udp6",
     /// "socket-tcp6" (ordinary sockets: a datagram, or a connection that
     /// sends the marker once it is established).
     var kind: String
@@ -141,7 +142,10 @@ final class AttackLab {
     let demo: DemoLab
     let bridgeMAC: String
     private let script: String
+    /// The backend `use` loaded the scenario's policy with.
     private var loaded: String?
+    /// The backend of whatever is loaded now (by `use` or `load`).
+    private var active: String?
     private var serial = 0
     /// Every datagram gets a source port of its own, so that no conntrack
     /// entry an earlier shot (or backend: br_netfilter tracks bridged flows)
@@ -188,17 +192,28 @@ final class AttackLab {
     /// Loads the scenario's icc=false policy with `backend`, unless it is loaded already.
     func use(_ backend: String, fresh: Bool = false) throws {
         guard fresh || loaded != backend else { return }
-        let previous = loaded
         loaded = nil
+        var policy = Scenario.policy(Self.settings, userNetworks: demo.userNetworks)
+        for index in policy.extInterfaces.indices {
+            policy.extInterfaces[index].allowSourcesIPv6 = [Self.listedPrefix6]
+        }
+        try load(policy, on: backend)
+        loaded = backend
+    }
+
+    /// Loads `policy` with `backend` (a bpfnet backend, or Docker's rules), in
+    /// place of whatever was loaded.
+    func load(_ policy: Policy, on backend: String) throws {
+        let previous = active
+        active = nil
         if previous == Self.docker { try removeDockerRules() }
         if backend == Self.docker {
             if previous != nil { try demo.unload() }
-            try loadDockerRules()
+            try loadDockerRules(policy)
         } else {
-            try demo.load(
-                Self.settings, allowSourcesIPv6: [Self.listedPrefix6], extraArguments: ["--backend", backend])
+            try demo.load(policy, extraArguments: ["--backend", backend])
         }
-        loaded = backend
+        active = backend
     }
 
     /// The bridges' subnets, for Docker's masquerade rules.
@@ -208,11 +223,11 @@ final class AttackLab {
         return subnets
     }
 
-    /// What dockerd 20.10 with `--icc=false` and the documented DOCKER-USER
-    /// allow-list writes for the demo host, with br_netfilter on for the
-    /// host's bridges as dockerd turns it on. (Docker's allow-list has no IPv6 part.)
-    private func loadDockerRules() throws {
-        let rules = Docker2010Rules.render(Scenario.policy(Self.settings), subnets: Self.subnets)
+    /// What dockerd 20.10 and the documented DOCKER-USER allow-list write for
+    /// `policy` on the demo host, with br_netfilter on for the host's bridges
+    /// as dockerd turns it on. (Docker's allow-list has no IPv6 part.)
+    private func loadDockerRules(_ policy: Policy) throws {
+        let rules = Docker2010Rules.render(policy, subnets: Self.subnets)
         try demo.topology.run(in: TopologySpec.hostRole, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
         try demo.topology.run(in: TopologySpec.hostRole, ["iptables-restore"], input: rules)
     }
@@ -302,6 +317,11 @@ final class AttackLab {
         var listen: [Listener]
         var send: [Send]
         var wait: Double
+        /// Each frame is sent `copies` times, `gap` seconds apart.
+        var copies: Int
+        var gap: Double
+        /// A namespace whose conntrack table is emptied before the first frame.
+        var flush: String?
     }
 
     /// Sends every shot (in order, twice each), listens on every shot's
@@ -309,7 +329,24 @@ final class AttackLab {
     func check(_ context: String, _ shots: [Shot], file: StaticString = #filePath, line: UInt = #line) throws {
         var listeners: [String] = []
         for shot in shots where !listeners.contains(shot.to) { listeners.append(shot.to) }
-        let markers = shots.map { _ in
+        let arrivals = try exchange(shots.map { ($0.from, $0.frame) }, listeners: listeners)
+        for (shot, arrived) in zip(shots, arrivals) {
+            let count = arrived[shot.to] ?? 0
+            XCTAssertEqual(
+                count > 0, shot.arrives,
+                "\(context): \(shot.name): \(shot.arrives ? "did not arrive" : "arrived (\(count) copies)") "
+                    + "at \(shot.to)", file: file, line: line)
+        }
+    }
+
+    /// Opens `listeners`, sends each frame (`copies` times, `gap` seconds
+    /// apart) from its sender's eth0, waits, and returns for each frame how
+    /// many copies each listener saw (listeners that saw none are left out).
+    func exchange(
+        _ frames: [(from: Sender, frame: Frame)], listeners: [String], copies: Int = 2, gap: Double = 0.01,
+        wait: Double = 0.5, flushingHostConntrack: Bool = false
+    ) throws -> [[String: Int]] {
+        let markers = frames.map { _ in
             serial += 1
             return Array("bpfnet-attack-\(getpid())-\(serial)-".utf8).map { String(format: "%02x", $0) }.joined()
         }
@@ -323,20 +360,19 @@ final class AttackLab {
                     ? Spec.Listener(name: name, ns: demo.topology.host.path, iface: "docker0")
                     : Spec.Listener(name: name, ns: demo.topology.namespace(name).path, iface: "eth0")
             },
-            send: zip(shots, markers).map { shot, marker in
-                Spec.Send(ns: namespacePath(shot.from), iface: "eth0", marker: marker, frame: shot.frame)
+            send: zip(frames, markers).map { entry, marker in
+                Spec.Send(ns: namespacePath(entry.from), iface: "eth0", marker: marker, frame: entry.frame)
             },
-            wait: 0.5)
+            wait: wait, copies: copies, gap: gap, flush: flushingHostConntrack ? demo.topology.host.path : nil)
         let input = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
-        let output = try ProcessRunner.runChecked(Command(["python3", script], input: input, timeout: .seconds(30)))
+        let timeout = Duration.seconds(30 + Int(Double(frames.count * copies) * (gap + 0.001)))
+        let output = try ProcessRunner.runChecked(Command(["python3", script], input: input, timeout: timeout))
             .stdout
         let seen = try JSONDecoder().decode([String: [String: Int]].self, from: Data(output.utf8))
-        for (shot, marker) in zip(shots, markers) {
-            let count = seen[shot.to]?[marker] ?? 0
-            XCTAssertEqual(
-                count > 0, shot.arrives,
-                "\(context): \(shot.name): \(shot.arrives ? "did not arrive" : "arrived (\(count) copies)") "
-                    + "at \(shot.to)", file: file, line: line)
+        return markers.map { marker in
+            var arrived: [String: Int] = [:]
+            for (listener, counts) in seen { if let count = counts[marker] { arrived[listener] = count } }
+            return arrived
         }
     }
 
@@ -453,6 +489,7 @@ final class AttackLab {
         import ctypes, json, os, select, socket, struct, sys, time
 
         libc = ctypes.CDLL(None, use_errno=True)
+        SO_RCVBUFFORCE = 33
 
 
         def enter(path):
@@ -497,11 +534,24 @@ final class AttackLab {
 
         def build(f, marker):
             kind = f["kind"]
-            if kind == "udp4":
+            if kind in ("udp4", "tcp4", "icmp4"):
                 src, dst = socket.inet_aton(f["src"]), socket.inet_aton(f["dst"])
-                segment = udp(f, src, dst, marker, False)
+                if kind == "udp4":
+                    proto, segment = 17, udp(f, src, dst, marker, False)
+                elif kind == "tcp4":
+                    # A SYN carrying the marker (as TCP Fast Open would).
+                    proto = 6
+                    segment = struct.pack("!HHIIBBHHH", f["sport"], f["dport"], 1, 0, 0x50, 0x02, 64240, 0, 0)
+                    segment += marker
+                    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(segment))
+                    segment = segment[:16] + struct.pack("!H", checksum(pseudo + segment)) + segment[18:]
+                else:
+                    # An echo request, its identifier the source port.
+                    proto = 1
+                    segment = struct.pack("!BBHHH", 8, 0, 0, f["sport"], 1) + marker
+                    segment = segment[:2] + struct.pack("!H", checksum(segment)) + segment[4:]
                 header = struct.pack(
-                    "!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0x1234, 0x4000, 64, 17, 0, src, dst)
+                    "!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0x1234, 0x4000, 64, proto, 0, src, dst)
                 header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
                 return ethernet(f, 0x0800, header + segment)
             if kind == "udp6":
@@ -530,6 +580,8 @@ final class AttackLab {
             kind = entry.get("kind", "packet")
             if kind == "packet":
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+                # Room for every frame of a batch: they are read after the last one is sent.
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
                 sock.bind((entry["iface"], 0))
             else:
                 sock = socket.socket(
@@ -564,25 +616,47 @@ final class AttackLab {
             sock.close()
 
 
+        def flush_conntrack(path):
+            """Empties the conntrack table of a namespace (ctnetlink IPCTNL_MSG_CT_DELETE, no filter)."""
+            enter(path)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+            try:
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    body = struct.pack("!BBH", family, 0, 0)
+                    sock.send(struct.pack("=IHHII", 16 + len(body), (1 << 8) | 2, 0x1 | 0x4, 1, 0) + body)
+                    reply = sock.recv(4096)
+                    error = struct.unpack("=i", reply[16:20])[0]
+                    if error not in (0, -2):  # ENOENT: nothing to delete
+                        raise OSError(-error, "conntrack flush")
+            finally:
+                sock.close()
+
+
         def main():
             spec = json.load(sys.stdin)
+            if spec.get("flush"):
+                flush_conntrack(spec["flush"])
             listeners = []
             for entry in spec["listen"]:
                 enter(entry["ns"])
                 listeners.append((entry["name"], entry.get("kind", "packet"), listen(entry)))
             markers = [bytes.fromhex(s["marker"]) for s in spec["send"]]
+            # One raw socket per (namespace, interface): it stays in the namespace it was opened in.
+            raw = {}
             for entry, marker in zip(spec["send"], markers):
-                enter(entry["ns"])
                 frame = entry["frame"]
-                for _ in range(2):
+                for _ in range(spec["copies"]):
                     if frame["kind"].startswith("socket-"):
+                        enter(entry["ns"])
                         send_socket(frame, marker)
                     else:
-                        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-                        sock.bind((entry["iface"], 0))
-                        sock.send(build(frame, marker))
-                        sock.close()
-                    time.sleep(0.01)
+                        key = (entry["ns"], entry["iface"])
+                        if key not in raw:
+                            enter(entry["ns"])
+                            raw[key] = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                            raw[key].bind((entry["iface"], 0))
+                        raw[key].send(build(frame, marker))
+                    time.sleep(spec["gap"])
             seen = {name: {} for name, _, _ in listeners}
             # Accepted connections are read like the other sockets.
             readers = [(name, kind, sock) for name, kind, sock in listeners]

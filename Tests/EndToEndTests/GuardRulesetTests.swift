@@ -26,6 +26,18 @@ final class GuardRulesetTests: XCTestCase {
             bridge: "br0", bridgeMAC: .zero, icc: false, forwardAccept: false, policedPorts: [], extInterfaces: []
         ).render()
         XCTAssertFalse(noMAC.contains("routed between containers"), noMAC)
+        // Routed from a network's bridge back into it: that network's icc, whatever docker0's
+        // (the netfilter oracle found icc-on networks held by the forward policy).
+        let networks = GuardRuleset(
+            bridge: "br0", bridgeMAC: Self.mac, icc: false, forwardAccept: false, policedPorts: [], extInterfaces: [],
+            networks: [
+                ("br-open", true, MACAddress(0x02, 0x42, 0, 0, 0, 2)),
+                ("br-quiet", false, MACAddress(0x02, 0x42, 0, 0, 0, 3)),
+            ]
+        ).render()
+        XCTAssertTrue(networks.contains("iifname \"br-open\" accept"), networks)
+        XCTAssertTrue(networks.contains("iifname \"br-quiet\" ether daddr != 02:42:00:00:00:03 accept"), networks)
+        XCTAssertTrue(networks.contains("iifname \"br-quiet\" counter drop"), networks)
     }
 
     func testAPortWithoutTheProgramReachesNoPolicedPortAndUnlistedInterfacesFollowTheForwardPolicy() throws {
