@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "bpfnet-probe", targets: ["bpfnet-probe"]),
         .library(name: "BPF", targets: ["BPF"]),
         .library(name: "BPFNetCore", targets: ["BPFNetCore"]),
+        // For the fuzz targets (Fuzz/, a package of its own).
+        .library(name: "DockerWatcher", targets: ["DockerWatcher"]),
         // The packet-rate benchmark engine; a product so that the separate
         // Benchmarks/ package (control-plane figures) can use its fixtures.
         .library(name: "BPFNetBench", targets: ["BPFNetBench"]),

@@ -5,7 +5,7 @@
 # --Werror`). Every finding names the file and line. scripts/test.sh (and so
 # .ci/run) runs it before building. To fix what it reports:
 #
-#   swift format -i -r Sources Tests Benchmarks Plugins Package.swift
+#   swift format -i -r Sources Tests Benchmarks Fuzz Plugins Package.swift
 #   clang-format -i bpf/*.c bpf/include/*.h
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,14 +20,14 @@ for tool in swift clang-format; do
     fi
 done
 
-# Every Swift file of the package and the Benchmarks package, outside build directories.
-mapfile -t swift_files < <(find Sources Tests Benchmarks Plugins -name '*.swift' -not -path '*/.build*' | sort)
+# Every Swift file of the package and the Benchmarks and Fuzz packages, outside build directories.
+mapfile -t swift_files < <(find Sources Tests Benchmarks Fuzz Plugins -name '*.swift' -not -path '*/.build*' | sort)
 swift_files+=(Package.swift)
 c_files=(bpf/*.c bpf/include/*.h)
 
 failed=0
 if ! swift format lint --strict --parallel "${swift_files[@]}"; then
-    echo "lint: Swift is not formatted as .swift-format says; run: swift format -i -r Sources Tests Benchmarks Plugins Package.swift" >&2
+    echo "lint: Swift is not formatted as .swift-format says; run: swift format -i -r Sources Tests Benchmarks Fuzz Plugins Package.swift" >&2
     failed=1
 fi
 if ! clang-format --dry-run --Werror "${c_files[@]}"; then
