@@ -1,22 +1,69 @@
 #!/usr/bin/env bash
-# The long runs (docs/verification.md): the netfilter oracle, where Docker
-# 20.10's rules and the eBPF dataplane judge the same random frames frame by
-# frame, for many more policies than CI's 20 × 1,000 (default 1,000 policies ×
-# 1,000 frames: 1,000,000 frames, about 80 minutes on a 2-core machine); then
-# every fuzz target for FUZZ_SECONDS (default 600) each.
+# The long runs (docs/verification.md, "The long run"), one after the other:
 #
-#   sudo ./scripts/soak.sh [POLICIES [FRAMES_PER_POLICY [SEED [FUZZ_SECONDS]]]]
+#   1. the kernel-vs-model differential: random frames through the real eBPF
+#      programs and the reference model (SOAK_DIFFERENTIAL_FRAMES, 10,000,000);
+#   2. the netfilter oracle: Docker 20.10's rules and the eBPF dataplane judge
+#      the same random frames (SOAK_ORACLE_POLICIES × SOAK_ORACLE_FRAMES,
+#      1,000 × 1,000);
+#   3. traffic across every change (PolicyTransitionTests, UpgradeTests,
+#      AgentRestartTrafficTests), again and again for SOAK_CHANGE_MINUTES (30);
+#   4. every fuzz target for SOAK_FUZZ_SECONDS (600) each.
 #
-# Prints the seed and a summary per path; exits non-zero on any difference
-# that is not one of the deliberate ones, and on any fuzzer finding.
+# About three hours on a 2-core machine with the defaults. Writes what each
+# part ran (seeds, counts, durations, results) to SOAK_REPORT (default
+# soak-DATE.txt in the current directory) and exits non-zero on any failure.
+#
+#   sudo ./scripts/soak.sh
+#   sudo SOAK_ORACLE_POLICIES=100 SOAK_CHANGE_MINUTES=5 ./scripts/soak.sh
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh"
+report="${SOAK_REPORT:-$PWD/soak-$(date -u +%F).txt}"
 cd "$(dirname "$0")/.."
 BPFNET_SETUP_BUILD=0 source scripts/setup.sh
 swift build --build-tests
 export BPFNET_REQUIRE_ROOT_TESTS=1
-export BPFNET_ORACLE_POLICIES="${1:-1000}"
-export BPFNET_ORACLE_FRAMES="${2:-1000}"
-if [[ -n "${3:-}" ]]; then export BPFNET_ORACLE_SEED="$3"; fi
-swift test --skip-build --filter NetfilterOracleTests
-./scripts/fuzz.sh "${4:-600}"
+
+differential_frames="${SOAK_DIFFERENTIAL_FRAMES:-10000000}"
+oracle_policies="${SOAK_ORACLE_POLICIES:-1000}"
+oracle_frames="${SOAK_ORACLE_FRAMES:-1000}"
+change_minutes="${SOAK_CHANGE_MINUTES:-30}"
+fuzz_seconds="${SOAK_FUZZ_SECONDS:-600}"
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+note() { echo "$*" | tee -a "$report"; }
+# Runs one part, keeps its output, and notes its duration and result.
+part() {
+    local name=$1
+    shift
+    local started=$SECONDS status=0
+    "$@" >"$log" 2>&1 || status=$?
+    grep -E "^(differential|netfilter oracle|  )|Executed [0-9]+ tests|error:|fuzz.sh:|Done [0-9]+ runs|ERROR|SUMMARY" \
+        "$log" | grep -v '^  "' | tee -a "$report" || true
+    note "$name: $((SECONDS - started)) s, $([[ $status -eq 0 ]] && echo passed || echo "FAILED ($status)")"
+    return $status
+}
+
+note "# bpfnet soak, $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), $(nproc) cores"
+failed=0
+part "differential ($differential_frames frames)" \
+    env BPFNET_DIFFERENTIAL_FRAMES="$differential_frames" \
+    swift test --skip-build --filter 'DifferentialTests/testTimeDerivedSeedKernelAgreesWithTheModel' || failed=1
+part "netfilter oracle ($oracle_policies × $oracle_frames frames)" \
+    env BPFNET_ORACLE_POLICIES="$oracle_policies" BPFNET_ORACLE_FRAMES="$oracle_frames" \
+    swift test --skip-build --filter NetfilterOracleTests || failed=1
+deadline=$((SECONDS + change_minutes * 60))
+rounds=0
+while ((SECONDS < deadline)); do
+    rounds=$((rounds + 1))
+    part "changes under traffic, round $rounds" \
+        swift test --skip-build --filter 'PolicyTransitionTests|UpgradeTests|AgentRestartTrafficTests' || {
+        failed=1
+        break
+    }
+done
+note "changes under traffic: $rounds rounds in $change_minutes min"
+part "fuzzing (${fuzz_seconds} s per target)" ./scripts/fuzz.sh "$fuzz_seconds" || failed=1
+note "soak: $([[ $failed -eq 0 ]] && echo passed || echo FAILED); report in $report"
+exit $failed

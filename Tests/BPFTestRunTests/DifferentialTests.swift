@@ -55,9 +55,11 @@ final class DifferentialTests: TestRunTestCase {
         try runCampaign(seed: seed, frames: Self.fixedSeedFrames, requireEveryReason: seed == Self.defaultSeed)
     }
 
+    /// BPFNET_DIFFERENTIAL_FRAMES sets its length (scripts/soak.sh: 10,000,000).
     func testTimeDerivedSeedKernelAgreesWithTheModel() throws {
         var mixer = SplitMix64(seed: UInt64(Date().timeIntervalSince1970 * 1_000_000) ^ UInt64(getpid()) << 40)
-        try runCampaign(seed: mixer.next(), frames: Self.timeSeedFrames, requireEveryReason: false)
+        let frames = ProcessInfo.processInfo.environment["BPFNET_DIFFERENTIAL_FRAMES"].flatMap { Int($0) }
+        try runCampaign(seed: mixer.next(), frames: frames ?? Self.timeSeedFrames, requireEveryReason: false)
     }
 
     // MARK: Policies
