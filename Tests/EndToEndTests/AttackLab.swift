@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// AttackTests' harness: the demo host, frames built and sent raw through
-// AF_PACKET sockets from inside a namespace, and AF_PACKET listeners that
-// report which frames arrived. One Python process (the machine has python3,
+// AttackTests' and NetfilterOracleTests' harness: the demo host loaded with a
+// bpfnet backend or with Docker 20.10's rules (Docker2010Rules), frames built
+// and sent raw through AF_PACKET sockets from inside a namespace, and
+// AF_PACKET listeners that report which frames arrived. One Python process (the machine has python3,
 // and raw frames are a few lines there) enters each namespace with setns(2),
 // opens every listener first, sends every frame, waits, and prints what each
 // listener saw; each frame carries a unique marker in its payload.

@@ -5,12 +5,15 @@
 // loaded with `bpfnet load --backend B`, a hostile container (or a host
 // outside) sending raw frames through an AF_PACKET socket from inside its
 // namespace, and AF_PACKET listeners on the receiving interfaces that report
-// which frames arrived (AttackLab.exchange). Each attack frame must not
-// arrive; next to it a positive control, the same frame without the trick,
-// must arrive where the policy allows it, so that a deaf listener cannot pass.
+// which frames arrived (AttackLab.exchange). On bpfnet's three backends each
+// attack frame must not arrive; next to it a positive control, the same frame
+// without the trick, must arrive where the policy allows it, so that a deaf
+// listener cannot pass.
 //
-// Each attack runs on the backends that hold it (`AttackLab.holds`); the pairs
-// that do not hold are listed in docs/security.md.
+// Every attack also runs on Docker 20.10's own rules for the same host
+// (AttackLab.docker): there the frames Docker lets through must arrive and
+// the others must not (`AttackLab.stops`), which measures the Docker column
+// of docs/security.md.
 
 import BPFNetCore
 import DemoHost

@@ -8,14 +8,16 @@
 // and the outside host twice: once with the rules dockerd 20.10 writes for
 // that policy loaded in the host (Docker2010Rules, br_netfilter on; shown
 // equal to a live dockerd's by DockerOracleTests), once with `bpfnet load
-// --backend bpf`. Each frame is looked for at its destination (a container's
-// eth0, the outside host's, the host's docker0) and the two runs are compared
-// frame by frame. The differences bpfnet makes on purpose are classified by
-// rule and counted (`Deliberate`); anything else is sent again, and a
-// difference that stays fails the test with the seed, the policy and the frame.
+// --backend bpf` (a second test: with each netfilter fallback, on fewer
+// policies). Each frame is looked for at its destination (a container's eth0,
+// the outside host's, the host's docker0) and the runs are compared frame by
+// frame. The differences bpfnet makes on purpose are classified by rule and
+// counted (`Deliberate`); anything else is sent again, and a difference that
+// stays fails the test with the seed, the policy and the frames.
 //
-// BPFNET_ORACLE_SEED, BPFNET_ORACLE_POLICIES (20) and BPFNET_ORACLE_FRAMES
-// (1,000 per policy) change the run; scripts/soak.sh runs it for 1,000,000 frames.
+// BPFNET_ORACLE_SEED, BPFNET_ORACLE_POLICIES (20; the fallbacks:
+// BPFNET_ORACLE_FALLBACK_POLICIES, 4) and BPFNET_ORACLE_FRAMES (1,000 per
+// policy) change the run; scripts/soak.sh runs it for 1,000,000 frames.
 
 import BPFNetCore
 import BPFNetTestSupport
@@ -80,13 +82,27 @@ final class NetfilterOracleTests: XCTestCase {
     }
 
     func testTheEBPFDataplaneAgreesWithDockersRulesFrameByFrame() throws {
+        try compareWithDockersRules(backends: ["bpf"], policiesVariable: "BPFNET_ORACLE_POLICIES", policies: 20)
+    }
+
+    /// The same for the netfilter fallbacks, on fewer policies (BPFNET_ORACLE_FALLBACK_POLICIES).
+    func testTheFallbacksAgreeWithDockersRulesFrameByFrame() throws {
+        try compareWithDockersRules(
+            backends: ["nftables", "iptables"], policiesVariable: "BPFNET_ORACLE_FALLBACK_POLICIES", policies: 4)
+    }
+
+    /// Random policies, each with its random frames sent with Docker's rules
+    /// loaded and then with each of `backends`, compared frame by frame.
+    private func compareWithDockersRules(backends: [String], policiesVariable: String, policies: Int) throws {
         try requireRootForEndToEnd()
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["BPFNET_ORACLE_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64(1 << 48))
-        let policyCount = environment["BPFNET_ORACLE_POLICIES"].flatMap { Int($0) } ?? 20
+        let policyCount = environment[policiesVariable].flatMap { Int($0) } ?? policies
         let framesPerPolicy = environment["BPFNET_ORACLE_FRAMES"].flatMap { Int($0) } ?? 1000
+        let names = backends.joined(separator: ", ")
         print(
-            "netfilter oracle: seed \(seed) (BPFNET_ORACLE_SEED), \(policyCount) policies × \(framesPerPolicy) frames")
+            "netfilter oracle (\(names)): seed \(seed) (BPFNET_ORACLE_SEED), \(policyCount) policies × "
+                + "\(framesPerPolicy) frames")
 
         let lab = try AttackLab()
         defer { lab.close() }
@@ -97,10 +113,12 @@ final class NetfilterOracleTests: XCTestCase {
             gatewayMACs[network.bridge] = try lab.linkMAC(in: TopologySpec.hostRole, network.bridge)
         }
         let listeners = Scenario.members.map(\.name) + ["ext", AttackLab.hostListener]
+        let judges = [AttackLab.docker] + backends
 
         var compared = 0
-        var delivered = [Path: (docker: Int, bpf: Int, sent: Int)]()
-        var deliberate = [Deliberate: Int]()
+        /// Per path: frames sent, and how many each judge delivered.
+        var delivered = [Path: (sent: Int, by: [String: Int])]()
+        var deliberate = [String: [Deliberate: Int]]()
         var settledOnRetry = 0
         for index in 0..<policyCount {
             var random = Xoshiro256StarStar(seed: seed &+ UInt64(index))
@@ -111,79 +129,98 @@ final class NetfilterOracleTests: XCTestCase {
             let frames = (0..<framesPerPolicy).map { _ in generator.next() }
             let context = "seed \(seed), policy \(index)"
 
-            func run(_ frames: [OracleFrame]) throws -> (docker: [Bool], bpf: [Bool]) {
+            /// Whether each frame reached its destination, by judge.
+            func run(_ frames: [OracleFrame], on judges: [String]) throws -> [String: [Bool]] {
                 var arrived: [String: [Bool]] = [:]
-                for backend in [AttackLab.docker, "bpf"] {
-                    try lab.load(policy, on: backend)
+                for judge in judges {
+                    try lab.load(policy, on: judge)
                     let seen = try lab.exchange(
                         frames.map { ($0.from, $0.frame) }, listeners: listeners, copies: 1, gap: 0.0005, wait: 1.0,
                         flushingHostConntrack: true)
-                    arrived[backend] = zip(frames, seen).map { frame, seen in (seen[frame.to] ?? 0) > 0 }
+                    arrived[judge] = zip(frames, seen).map { frame, seen in (seen[frame.to] ?? 0) > 0 }
                 }
-                return (arrived[AttackLab.docker]!, arrived["bpf"]!)
+                return arrived
             }
 
-            var (docker, bpf) = try run(frames)
-            for (frame, (byDocker, byBPF)) in zip(frames, zip(docker, bpf)) {
-                var counts = delivered[frame.path] ?? (0, 0, 0)
+            let arrived = try run(frames, on: judges)
+            for (offset, frame) in frames.enumerated() {
+                var counts = delivered[frame.path] ?? (0, [:])
                 counts.sent += 1
-                if byDocker { counts.docker += 1 }
-                if byBPF { counts.bpf += 1 }
+                for judge in judges where arrived[judge]![offset] { counts.by[judge, default: 0] += 1 }
                 delivered[frame.path] = counts
             }
             compared += frames.count
-            // Classify; send what is left again (a frame lost in the lab is not a verdict).
-            var unexplained: [OracleFrame] = []
-            for (frame, (byDocker, byBPF)) in zip(frames, zip(docker, bpf)) where byDocker != byBPF {
-                if let reason = Self.deliberate(frame, policy: policy, docker: byDocker, bpf: byBPF) {
-                    deliberate[reason, default: 0] += 1
-                } else {
-                    unexplained.append(frame)
+            for backend in backends {
+                // Classify; send what is left again (a frame lost in the lab is not a verdict).
+                var unexplained: [(frame: OracleFrame, byDocker: Bool)] = []
+                for (offset, frame) in frames.enumerated() {
+                    let byDocker = arrived[AttackLab.docker]![offset]
+                    let byBackend = arrived[backend]![offset]
+                    guard byDocker != byBackend else { continue }
+                    if let reason = Self.deliberate(
+                        frame, policy: policy, backend: backend, docker: byDocker, bpfnet: byBackend)
+                    {
+                        deliberate[backend, default: [:]][reason, default: 0] += 1
+                    } else {
+                        unexplained.append((frame, byDocker))
+                    }
                 }
-            }
-            for _ in 0..<2 where !unexplained.isEmpty {
-                (docker, bpf) = try run(unexplained)
-                let before = unexplained.count
-                unexplained = zip(unexplained, zip(docker, bpf)).filter { $1.0 != $1.1 }.map(\.0)
-                settledOnRetry += before - unexplained.count
-            }
-            if !unexplained.isEmpty {
-                let yaml = (try? DemoLab.yaml(policy)) ?? "\(policy)"
-                let lines = unexplained.prefix(20).enumerated().map { offset, frame in
-                    "  \(frame.label): Docker \(docker[offset] ? "delivers" : "drops"), bpf "
-                        + "\(bpf[offset] ? "delivers" : "drops")"
+                for _ in 0..<2 where !unexplained.isEmpty {
+                    let again = try run(unexplained.map(\.frame), on: [AttackLab.docker, backend])
+                    let before = unexplained.count
+                    unexplained = unexplained.indices.compactMap { offset in
+                        let byDocker = again[AttackLab.docker]![offset]
+                        return byDocker != again[backend]![offset] ? (unexplained[offset].frame, byDocker) : nil
+                    }
+                    settledOnRetry += before - unexplained.count
                 }
-                XCTFail(
-                    "\(context): \(unexplained.count) frames judged differently by Docker's rules and the eBPF "
-                        + "dataplane (BPFNET_ORACLE_SEED=\(seed)):\n\(lines.joined(separator: "\n"))\npolicy:\n\(yaml)")
+                if !unexplained.isEmpty {
+                    let yaml = (try? DemoLab.yaml(policy)) ?? "\(policy)"
+                    let lines = unexplained.prefix(20).map { frame, byDocker in
+                        "  \(frame.label): Docker \(byDocker ? "delivers" : "drops"), \(backend) "
+                            + "\(byDocker ? "drops" : "delivers")"
+                    }
+                    XCTFail(
+                        "\(context): \(unexplained.count) frames judged differently by Docker's rules and \(backend) "
+                            + "(BPFNET_ORACLE_SEED=\(seed)):\n\(lines.joined(separator: "\n"))\npolicy:\n\(yaml)")
+                }
             }
         }
         try? lab.demo.unload()
 
-        var summary = ["netfilter oracle: seed \(seed), \(policyCount) policies, \(compared) frames compared"]
+        var summary = [
+            "netfilter oracle (\(names)): seed \(seed), \(policyCount) policies, \(compared) frames compared"
+        ]
         for path in Path.allCases {
             guard let counts = delivered[path] else { continue }
-            summary.append(
-                "  \(path.rawValue): \(counts.sent) sent, Docker delivered \(counts.docker), bpf \(counts.bpf)")
+            let byJudge = judges.map { "\($0) \(counts.by[$0, default: 0])" }.joined(separator: ", ")
+            summary.append("  \(path.rawValue): \(counts.sent) sent, delivered by \(byJudge)")
         }
-        for reason in Deliberate.allCases {
-            summary.append("  deliberate, \(deliberate[reason, default: 0]) frames: \(reason.why)")
+        for backend in backends {
+            for reason in Deliberate.allCases {
+                summary.append(
+                    "  \(backend), deliberate, \(deliberate[backend]?[reason] ?? 0) frames: \(reason.why)")
+            }
         }
         summary.append("  agreed only when sent again (lost once in the lab): \(settledOnRetry)")
         print(summary.joined(separator: "\n"))
         // A run where nothing, or everything, arrives shows nothing.
-        let totals = delivered.values.reduce((docker: 0, sent: 0)) { ($0.docker + $1.docker, $0.sent + $1.sent) }
-        XCTAssertGreaterThan(totals.docker, totals.sent / 10, "too few frames delivered to compare verdicts")
-        XCTAssertLessThan(totals.docker, totals.sent * 9 / 10, "too few frames dropped to compare verdicts")
+        let sent = delivered.values.reduce(0) { $0 + $1.sent }
+        let byDocker = delivered.values.reduce(0) { $0 + $1.by[AttackLab.docker, default: 0] }
+        XCTAssertGreaterThan(byDocker, sent / 10, "too few frames delivered to compare verdicts")
+        XCTAssertLessThan(byDocker, sent * 9 / 10, "too few frames dropped to compare verdicts")
     }
 
-    /// The difference is one bpfnet makes on purpose (docs/verification.md lists them).
-    static func deliberate(_ frame: OracleFrame, policy: Policy, docker: Bool, bpf: Bool) -> Deliberate? {
-        guard docker, !bpf else { return nil }
+    /// The difference is one `backend` makes on purpose (docs/verification.md lists them).
+    static func deliberate(_ frame: OracleFrame, policy: Policy, backend: String, docker: Bool, bpfnet: Bool)
+        -> Deliberate?
+    {
+        guard docker, !bpfnet else { return nil }
         switch frame.path {
         case .toContainerAddress where frame.toPublishedContainerPort && policy.forwardPolicy == .drop:
             return .directRoutingToPublishedPort
-        case .routedWithinBridge:
+        // The fallbacks route along links as Docker does; only the eBPF backend's guard holds it.
+        case .routedWithinBridge where backend == "bpf":
             let network = Scenario.members.first { $0.name == frame.to }?.network
             let icc = network.flatMap { name in policy.networks.first { $0.name == name }?.icc } ?? policy.icc
             return icc ? nil : .routedBackIntoTheBridge
