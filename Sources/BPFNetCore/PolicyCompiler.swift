@@ -128,6 +128,10 @@ public enum PolicyCompiler {
         // address (validation keeps them apart from each other and from ours).
         for peer in policy.peers {
             for subnet in peer.subnets { state.peers[subnet] = peer.address }
+            // Its name, for `status` (the programs never read bn_names).
+            if state.names[peer.address] == nil {
+                state.names[peer.address] = ContainerNameRecord.truncated(peer.name)
+            }
         }
         if state.peers.count > Int(BPFNET_MAX_PEER_SUBNETS) {
             problems.append(

@@ -154,6 +154,21 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         }
     }
 
+    /// A peer host (docs/policy.md, "Peers"): its address and container subnets.
+    public struct Peer: Codable, Hashable, Sendable {
+        /// The policy's name for it; nil when the maps do not hold one.
+        public var name: String?
+        public var address: String
+        /// "172.18.0.0/16", sorted.
+        public var subnets: [String]
+
+        public init(name: String?, address: String, subnets: [String]) {
+            self.name = name
+            self.address = address
+            self.subnets = subnets
+        }
+    }
+
     /// "bpf", "nftables", "iptables", "memory".
     public var backend: String
     /// The bridge's name ("docker0").
@@ -175,6 +190,11 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     /// `bn_networks`; nil for the netfilter backends, whose rules do not keep
     /// them apart for reading back.
     public var networks: [Network]?
+    /// eBPF backend, when the policy has peers: each peer host (from
+    /// `bn_peers`, by address), and `peerPolicy` ("icc" or "allow"). nil
+    /// otherwise (the netfilter fallbacks refuse peers).
+    public var peers: [Peer]? = nil
+    public var peerPolicy: String? = nil
     /// Reason name → packets, summed over programs and CPUs; every known reason
     /// is present (0 when nothing was counted).
     public var counters: [String: UInt64]
@@ -356,6 +376,15 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
             links: links, published: published)
         fastPathEnabled = config.flags.contains(.fastPath)
         networks = Self.networks(of: state, defaultBridge: self.bridge, ifname: ifname)
+        if !state.peers.isEmpty {
+            let subnetsByPeer = Dictionary(grouping: state.peers.keys) { state.peers[$0]! }
+            peers = subnetsByPeer.keys.sorted().map { address in
+                Peer(
+                    name: state.names[address], address: address.description,
+                    subnets: subnetsByPeer[address]!.sorted().map(\.description))
+            }
+            peerPolicy = config.flags.contains(.peerAllow) ? PeerPolicy.allow.rawValue : PeerPolicy.icc.rawValue
+        }
     }
 
     /// `bn_networks` as status rows: slot 0 is Docker's `bridge`, the others

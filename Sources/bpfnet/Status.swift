@@ -14,7 +14,7 @@ struct Status: ParsableCommand {
 
     @Flag(
         help: ArgumentHelp(
-            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, networks, "
+            "Print JSON (fields: backend, bridge, icc, forwardPolicy, ipForward, extInterfaces, networks, peers, "
                 + "containers, links, counters, ...; see docs/cli.md)."))
     var json = false
 
@@ -107,6 +107,14 @@ enum StatusPrinter {
                         + "\(pad(network.icc ? "on" : "off", 5)) \(pad(network.internal ? "yes" : "no", 8)) "
                         + "\(pad(network.masquerade ? "on" : "off", 5)) \(pad(String(network.containers), 10)) "
                         + (network.ports.map(String.init) ?? "-"))
+            }
+        }
+        if let peers = status.peers {
+            line()
+            line("peers (\(peers.count), policy \(status.peerPolicy ?? "icc"))")
+            line("  \(pad("NAME", 16)) \(pad("ADDRESS", 16)) SUBNETS")
+            for peer in peers {
+                line("  \(pad(peer.name ?? "-", 16)) \(pad(peer.address, 16)) \(peer.subnets.joined(separator: ", "))")
             }
         }
         line()

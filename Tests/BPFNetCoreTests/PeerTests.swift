@@ -145,6 +145,20 @@ final class PeerTests: XCTestCase {
         for entry in state.entries where entry.kind == .peers {
             XCTAssertEqual(try MapEntry(kind: .peers, key: entry.keyBytes, value: entry.valueBytes), entry)
         }
+        // `status` lists each peer by name and address with its subnets, and the peer policy.
+        let status = DataplaneStatus(backend: "bpf", state: state, bridge: "docker0") { _ in nil }
+        XCTAssertEqual(
+            status.peers,
+            [
+                DataplaneStatus.Peer(name: "host2", address: "192.168.8.1", subnets: ["172.18.0.0/16"]),
+                DataplaneStatus.Peer(
+                    name: "host3", address: "192.168.9.1", subnets: ["10.19.0.0/24", "172.19.0.0/16"]),
+            ])
+        XCTAssertEqual(status.peerPolicy, "allow")
+        XCTAssertNil(
+            DataplaneStatus(backend: "bpf", state: try PolicyCompiler.compile(Sample.policy, facts: Sample.facts)) {
+                _ in nil
+            }.peers)
     }
 
     /// PEERS goes on before the first entry and off after the last; entries

@@ -161,6 +161,13 @@ final class PeersEndToEndTests: XCTestCase {
         try host2.load(
             policy(
                 containers: host2Containers, ext: ["uplink", "ext1"], peer: ("host1", "192.168.7.1", "172.17.0.0/16")))
+        // `status` names the peer, its address and subnets, and the peer policy.
+        let status = try JSONDecoder().decode(
+            DataplaneStatus.self, from: Data(try host1.bpfnet(["status", "--json"]).utf8))
+        XCTAssertEqual(
+            status.peers, [DataplaneStatus.Peer(name: "host2", address: "192.168.8.1", subnets: ["172.18.0.0/16"])])
+        XCTAssertEqual(status.peerPolicy, "icc")
+        XCTAssertTrue(try host1.bpfnet(["status"]).contains("peers (1, policy icc)"))
 
         // c1 → c2: allowed, with c1's own address (no masquerade on host1).
         for kind in kinds {
