@@ -4,7 +4,9 @@
 // rules dockerd writes"), rendered from a bpfnet policy as iptables-restore
 // input for the filter and nat tables. The tests load them into a namespace
 // host (with br_netfilter) to measure what Docker itself lets through, next to
-// bpfnet on the same host: the attack table of docs/security.md.
+// bpfnet on the same host: the attack table of docs/security.md and the
+// netfilter oracle of docs/verification.md. DockerOracleTests checks them
+// against a live dockerd's iptables-save.
 //
 // What is rendered, in Docker's order:
 //   filter FORWARD   DOCKER-USER, DOCKER-ISOLATION-STAGE-1, then per bridge

@@ -7,9 +7,10 @@
 // decodes or is refused with an error that names what was wrong, and an
 // error that names nothing is a finding (the process traps, as on a crash).
 //
-// libFuzzer's main drives `LLVMFuzzerTestOneInput` for the target named by
-// BPFNET_FUZZ_TARGET; scripts/fuzz.sh builds and runs each. Given files
-// instead of a corpus directory, the binary runs each once (a replay):
+// libFuzzer's driver (started by `bpfnet_fuzz_main`, below) calls `fuzzOne`
+// for the target named by BPFNET_FUZZ_TARGET; scripts/fuzz.sh builds and runs
+// each. Given files instead of a corpus directory, the binary runs each once
+// (a replay):
 //   BPFNET_FUZZ_TARGET=policy-file Fuzz/.build/debug/bpfnet-fuzz FILE...
 
 import BPFNetCore
@@ -89,6 +90,7 @@ public func fuzzOne(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> CInt {
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
     var count = argc
     var arguments: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = argv
+    // libFuzzer passes a pointer for every input, an empty one included.
     return LLVMFuzzerRunDriver(&count, &arguments) { bytes, size in
         fuzzOne(bytes!, size)
     }
