@@ -21,6 +21,7 @@
 // an established TCP connection leave at the conntrack rule instead.
 
 import BPFNetCore
+import BPFNetTestSupport
 
 enum DockerRuleset {
     /// iptables-restore input for a host whose DOCKER chain holds `links`,
@@ -32,18 +33,7 @@ enum DockerRuleset {
         let newestFirst = Array(networks.reversed())
         var lines: [String] = []
         lines.reserveCapacity(40 + 2 * links.count + 8 * networks.count)
-        lines += [
-            "*filter",
-            ":INPUT ACCEPT [0:0]",
-            ":FORWARD DROP [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
-            ":DOCKER - [0:0]",
-            ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
-            ":DOCKER-ISOLATION-STAGE-2 - [0:0]",
-            ":DOCKER-USER - [0:0]",
-            "-A FORWARD -j DOCKER-USER",
-            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
-        ]
+        lines += Docker2010Rules.filterHead(forwardPolicy: .drop)
         for network in newestFirst {
             // icc on (Docker's default for a network): its own traffic is accepted.
             lines += [
@@ -81,16 +71,9 @@ enum DockerRuleset {
             "-A DOCKER-ISOLATION-STAGE-2 -j RETURN",
             "-A DOCKER-USER -j RETURN",
             "COMMIT",
-            // nat as dockerd writes it; it sees only the first packet of a flow.
-            "*nat",
-            ":PREROUTING ACCEPT [0:0]",
-            ":INPUT ACCEPT [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
-            ":POSTROUTING ACCEPT [0:0]",
-            ":DOCKER - [0:0]",
-            "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
-            "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
         ]
+        // nat as dockerd writes it; it sees only the first packet of a flow.
+        lines += Docker2010Rules.natHead
         for network in newestFirst {
             lines.append("-A POSTROUTING -s \(network.subnet) ! -o \(network.bridge) -j MASQUERADE")
         }

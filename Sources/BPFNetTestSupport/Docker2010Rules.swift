@@ -26,6 +26,35 @@
 import BPFNetCore
 
 public enum Docker2010Rules {
+    /// The filter table's start: its chains, and FORWARD's jumps to
+    /// DOCKER-USER and DOCKER-ISOLATION-STAGE-1 (the bench's ruleset shares it).
+    public static func filterHead(forwardPolicy: ForwardPolicy) -> [String] {
+        [
+            "*filter",
+            ":INPUT ACCEPT [0:0]",
+            ":FORWARD \(forwardPolicy == .drop ? "DROP" : "ACCEPT") [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":DOCKER - [0:0]",
+            ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
+            ":DOCKER-ISOLATION-STAGE-2 - [0:0]",
+            ":DOCKER-USER - [0:0]",
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+        ]
+    }
+
+    /// The nat table's start: its chains, and local destinations sent to DOCKER.
+    public static let natHead = [
+        "*nat",
+        ":PREROUTING ACCEPT [0:0]",
+        ":INPUT ACCEPT [0:0]",
+        ":OUTPUT ACCEPT [0:0]",
+        ":POSTROUTING ACCEPT [0:0]",
+        ":DOCKER - [0:0]",
+        "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+        "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+    ]
+
     /// iptables-restore input (filter and nat, each whole: it replaces both
     /// tables) for `policy`'s host. `subnets` gives each bridge's subnet by bridge name.
     public static func render(_ policy: Policy, subnets: [String: IPv4CIDR]) -> String {
@@ -50,18 +79,7 @@ public enum Docker2010Rules {
             bridges.first { $0.network == container.network } ?? defaultBridge
         }
 
-        var filter = [
-            "*filter",
-            ":INPUT ACCEPT [0:0]",
-            ":FORWARD \(policy.forwardPolicy == .drop ? "DROP" : "ACCEPT") [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
-            ":DOCKER - [0:0]",
-            ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
-            ":DOCKER-ISOLATION-STAGE-2 - [0:0]",
-            ":DOCKER-USER - [0:0]",
-            "-A FORWARD -j DOCKER-USER",
-            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
-        ]
+        var filter = filterHead(forwardPolicy: policy.forwardPolicy)
         for bridge in bridges {
             let br = bridge.name
             if !bridge.internal {
@@ -138,16 +156,7 @@ public enum Docker2010Rules {
         }
         filter += ["-A DOCKER-USER -j RETURN", "COMMIT"]
 
-        var nat = [
-            "*nat",
-            ":PREROUTING ACCEPT [0:0]",
-            ":INPUT ACCEPT [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
-            ":POSTROUTING ACCEPT [0:0]",
-            ":DOCKER - [0:0]",
-            "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
-            "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
-        ]
+        var nat = natHead
         for bridge in bridges where !bridge.internal && bridge.masquerade {
             guard let subnet = subnets[bridge.name] else { continue }
             nat.append(

@@ -271,19 +271,6 @@ final class NetfilterOracleTests: XCTestCase {
         let outsideMAC: String
         var sourcePort = 20000
 
-        init(
-            policy: Policy, random: Xoshiro256StarStar, gatewayMACs: [String: String], hostExternalMAC: String,
-            outsideMAC: String
-        ) {
-            self.policy = policy
-            self.random = random
-            self.gatewayMACs = gatewayMACs
-            self.hostExternalMAC = hostExternalMAC
-            self.outsideMAC = outsideMAC
-        }
-
-        private func container(_ name: String) -> Container { policy.containers.first { $0.name == name }! }
-
         private func bridge(of container: Container) -> String {
             container.network.flatMap { name in policy.networks.first { $0.name == name }?.bridge } ?? policy.bridge
         }
