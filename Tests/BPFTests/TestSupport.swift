@@ -42,6 +42,11 @@ func runCommand(_ arguments: [String]) throws -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
+/// This test binary (/proc/self/exe), to run one of its tests in a child.
+func ownExecutable() throws -> String {
+    try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+}
+
 struct CommandFailed: Error, CustomStringConvertible {
     var command: String
     var status: Int32
