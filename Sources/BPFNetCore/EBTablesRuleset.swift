@@ -15,8 +15,8 @@
 //                     -p 802_1Q|0x88a8 -i <port> DROP, -o <port> DROP                   (encap)
 //
 // ebtables has no comment match: the chain's name is how bpfnet knows its
-// own rules (and its jumps from INPUT and FORWARD). Nothing counts these
-// drops in `status`.
+// own rules (and its jumps from INPUT and FORWARD). `status` counts their
+// drops under the port program's reasons (`counters(fromSaveWithCounters:)`).
 
 public enum EBTablesRuleset {
     /// The chain bpfnet owns in ebtables' filter table.
@@ -62,6 +62,34 @@ public enum EBTablesRuleset {
         var lines = hooks.filter(saved.jumps.contains).map { "-D \($0) -j \(chain)" }
         if saved.hasChain { lines += ["-F \(chain)", "-X \(chain)"] }
         return lines.isEmpty ? nil : (["*filter"] + lines + ["COMMIT"]).joined(separator: "\n") + "\n"
+    }
+
+    /// Packets and bytes bpfnet's DROP rules counted, by the port program's
+    /// reason for the same frames: `spoofed` (ARP) and `encap` (VLAN tags).
+    /// `save` is `ebtables-save -c` text, whose rules begin with "[packets:bytes]".
+    public static func counters(fromSaveWithCounters save: String) -> [String: DataplaneStatus.CounterValue] {
+        var result: [String: DataplaneStatus.CounterValue] = [:]
+        var table = ""
+        for line in save.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if line.hasPrefix("*") { table = String(line.dropFirst()) }
+            guard table == "filter", line.hasPrefix("["), line.hasSuffix(" -j DROP"),
+                let close = line.firstIndex(of: "]")
+            else { continue }
+            let numbers = line[line.index(after: line.startIndex)..<close].split(separator: ":")
+            let rule = line[line.index(after: close)...].split(separator: " ").map(String.init)
+            guard numbers.count == 2, let packets = UInt64(numbers[0]), let bytes = UInt64(numbers[1]),
+                rule.starts(with: ["-A", chain, "-p"]), rule.count > 3
+            else { continue }
+            let reason: String
+            switch rule[3] {
+            case "ARP": reason = "spoofed"
+            case "802_1Q", "0x88a8", "0x8100": reason = "encap"
+            default: continue
+            }
+            result[reason, default: DataplaneStatus.CounterValue()].packets += packets
+            result[reason, default: DataplaneStatus.CounterValue()].bytes += bytes
+        }
+        return result
     }
 
     /// What `ebtables-save` shows of bpfnet's in the filter table.

@@ -226,6 +226,16 @@ public final class IPTablesDataplane: Dataplane {
                 counters[reason, default: DataplaneStatus.CounterValue()].bytes += value.bytes
             }
         }
+        // The ARP and VLAN drops (ebtables) count under the port program's reasons (spoofed, encap).
+        if NetfilterCommand.isInstalled(Self.ebtablesSave) {
+            let saved = try NetfilterCommand.run(
+                [Self.ebtablesSave, "-c", "-t", "filter"],
+                purpose: "iptables: reading the ARP and VLAN rules' counters (ebtables-save -c)")
+            for (reason, value) in EBTablesRuleset.counters(fromSaveWithCounters: saved) {
+                counters[reason, default: DataplaneStatus.CounterValue()].packets += value.packets
+                counters[reason, default: DataplaneStatus.CounterValue()].bytes += value.bytes
+            }
+        }
         NetfilterBackends.setCounters(&status, [IPTablesRuleset.program: counters])
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
         return status

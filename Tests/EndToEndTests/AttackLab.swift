@@ -90,7 +90,26 @@ struct Frame: Encodable {
     }
 }
 
-/// One frame, where it is listened for, and whether it must arrive there.
+/// The counter a bpfnet backend counts a shot's frames under when it drops
+/// them: a reason of `status` (docs/reasons.md) or "guard: COMMENT", a rule
+/// of the eBPF backend's guard table. Reasons may differ between backends.
+struct Counted {
+    var byBackend: [String: String]
+
+    /// The same reason on every bpfnet backend.
+    static func everywhere(_ reason: String) -> Counted {
+        Counted(byBackend: Dictionary(uniqueKeysWithValues: AttackLab.bpfnetBackends.map { ($0, reason) }))
+    }
+
+    static func by(bpf: String, nftables: String, iptables: String) -> Counted {
+        Counted(byBackend: ["bpf": bpf, "nftables": nftables, "iptables": iptables])
+    }
+
+    static let none = Counted(byBackend: [:])
+}
+
+/// One frame, where it is listened for, whether it must arrive there and,
+/// when a bpfnet backend must stop it, the counter that shows it did.
 struct Shot {
     var name: String
     var from: Sender
@@ -99,13 +118,15 @@ struct Shot {
     var to: String
     var frame: Frame
     var arrives: Bool
+    var counted: Counted
 
-    init(_ name: String, from: Sender, to: String, frame: Frame, arrives: Bool) {
+    init(_ name: String, from: Sender, to: String, frame: Frame, arrives: Bool, counted: Counted = .none) {
         self.name = name
         self.from = from
         self.to = to
         self.frame = frame
         self.arrives = arrives
+        self.counted = counted
     }
 }
 
@@ -326,11 +347,36 @@ final class AttackLab {
     }
 
     /// Sends every shot (in order, twice each), listens on every shot's
-    /// listener, and asserts that each arrived exactly when it should.
+    /// listener, and asserts that each arrived exactly when it should. On a
+    /// bpfnet backend every shot it stops must also be counted: each shot's
+    /// counter rises by at least its two copies (a timeout alone is no proof of a drop).
     func check(_ context: String, _ shots: [Shot], file: StaticString = #filePath, line: UInt = #line) throws {
         var listeners: [String] = []
         for shot in shots where !listeners.contains(shot.to) { listeners.append(shot.to) }
-        let arrivals = try exchange(shots.map { ($0.from, $0.frame) }, listeners: listeners)
+        let copies = 2
+        // counter → the shots that must rise it, on the loaded bpfnet backend.
+        var expected: [String: [String]] = [:]
+        if let backend = active, Self.bpfnetBackends.contains(backend) {
+            for shot in shots where !shot.arrives {
+                guard let counter = shot.counted.byBackend[backend] else {
+                    XCTFail("\(context): \(shot.name) names no counter for \(backend)", file: file, line: line)
+                    continue
+                }
+                expected[counter, default: []].append(shot.name)
+            }
+        }
+        let before = expected.isEmpty ? [:] : try dropCounters()
+        let arrivals = try exchange(shots.map { ($0.from, $0.frame) }, listeners: listeners, copies: copies)
+        if !expected.isEmpty {
+            let after = try dropCounters()
+            for (counter, names) in expected.sorted(by: { $0.key < $1.key }) {
+                let rose = after[counter, default: 0] - min(after[counter, default: 0], before[counter, default: 0])
+                XCTAssertGreaterThanOrEqual(
+                    rose, UInt64(copies * names.count),
+                    "\(context): `\(counter)` rose by \(rose) for \(names.count) shots sent \(copies) times: "
+                        + names.joined(separator: "; "), file: file, line: line)
+            }
+        }
         for (shot, arrived) in zip(shots, arrivals) {
             let count = arrived[shot.to] ?? 0
             XCTAssertEqual(
@@ -338,6 +384,26 @@ final class AttackLab {
                 "\(context): \(shot.name): \(shot.arrives ? "did not arrive" : "arrived (\(count) copies)") "
                     + "at \(shot.to)", file: file, line: line)
         }
+    }
+
+    /// The loaded bpfnet backend's counters (`status`, by reason) and, as
+    /// "guard: COMMENT", those of the guard's nftables rules (the eBPF backend's).
+    func dropCounters() throws -> [String: UInt64] {
+        var counters = try demo.status().counters
+        for family in ["bridge", "ip"] {
+            guard
+                let listing = try? demo.topology.run(
+                    in: TopologySpec.hostRole, ["nft", "list", "table", family, GuardRuleset.tableName]
+                ).stdout
+            else { continue }
+            for line in listing.split(separator: "\n") {
+                guard let packets = line.firstMatch(of: #/counter packets (\d+) /#),
+                    let comment = line.firstMatch(of: #/comment "([^"]*)"/#)
+                else { continue }
+                counters["guard: \(comment.1)", default: 0] += UInt64(packets.1) ?? 0
+            }
+        }
+        return counters
     }
 
     /// Opens `listeners`, sends each frame (`copies` times, `gap` seconds
