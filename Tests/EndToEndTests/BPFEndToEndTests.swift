@@ -47,7 +47,11 @@ final class BPFEndToEndTests: XCTestCase {
         for setting in Self.settings {
             let before = try? lab.status()
             try lab.load(setting, portHook: portHook, extraArguments: ["--fast-path", fastPath ? "on" : "off"])
+            let counted = try lab.status().counters
             let entries = try lab.measure(setting)
+            let status = try lab.status()
+            assertDropsCounted(
+                entries, backend: "bpf", before: counted, after: status.counters, "\(portHook) \(setting)")
             XCTAssertEqual(entries.count, Scenario.probes.count)
             for entry in entries where !entry.matches {
                 XCTFail(
@@ -55,7 +59,6 @@ final class BPFEndToEndTests: XCTestCase {
                         + "\(entry.destination) (row \(entry.rows)): expected \(entry.expected), observed \(entry.observed) — "
                         + "\(entry.detail)")
             }
-            let status = try lab.status()
             XCTAssertEqual(status.backend, "bpf")
             XCTAssertEqual(status.icc, setting.icc)
             XCTAssertEqual(status.forwardPolicy, setting.forwardPolicy.rawValue)
