@@ -72,16 +72,27 @@ func assertDropsCounted(
     _ context: String, file: StaticString = #filePath, line: UInt = #line
 ) {
     let bucket: (String) -> String = { backend == "nftables" && $0 == "network" ? "icc" : $0 }
-    var counted: [String: UInt64] = [:]
-    for (reason, packets) in after {
-        counted[bucket(reason), default: 0] += packets - min(packets, before[reason, default: 0])
+    var expected: [String: Int] = [:]
+    for entry in entries where entry.expected == "blocked" {
+        if let reason = entry.reason { expected[bucket(reason), default: 0] += 1 }
     }
-    let bucketed = entries.map { entry in
-        var entry = entry
-        entry.reason = entry.reason.map(bucket)
-        return entry
+    var bucketed: [String: UInt64] = [:]
+    for (reason, packets) in after { bucketed[bucket(reason), default: 0] += packets }
+    var bucketedBefore: [String: UInt64] = [:]
+    for (reason, packets) in before { bucketedBefore[bucket(reason), default: 0] += packets }
+    assertDropsCounted(expected, before: bucketedBefore, after: bucketed, context, file: file, line: line)
+}
+
+/// Each reason's counter rose by at least as many packets as `expected`
+/// says probes were blocked with it (each sends at least one packet).
+func assertDropsCounted(
+    _ expected: [String: Int], before: [String: UInt64], after: [String: UInt64], _ context: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    let missing = expected.sorted { $0.key < $1.key }.compactMap { reason, probes -> String? in
+        let counted = after[reason, default: 0] - min(after[reason, default: 0], before[reason, default: 0])
+        return counted >= UInt64(probes) ? nil : "\(reason): \(counted) packets counted, \(probes) probes blocked"
     }
-    let missing = DemoLab.undercountedReasons(bucketed, counted: counted)
     XCTAssert(
         missing.isEmpty, "\(context): blocked probes not counted: \(missing.joined(separator: "; "))", file: file,
         line: line)
