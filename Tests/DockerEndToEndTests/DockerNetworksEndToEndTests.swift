@@ -131,6 +131,8 @@ final class DockerNetworksEndToEndTests: XCTestCase {
             var to: IPv4Address
             var kind: Probe.Kind
             var expected: Reachability
+            /// The reason a blocked probe's drop is counted under (docs/reasons.md).
+            var counted: String? = nil
         }
         func c(_ name: String) -> IPv4Address { containers[name]!.ip }
         func check(_ expectations: [Expectation]) {
@@ -139,7 +141,10 @@ final class DockerNetworksEndToEndTests: XCTestCase {
                     from: containers[$0.from]!.namespace, to: $0.to, $0.kind, timeout: .milliseconds(1000),
                     label: $0.label)
             }
+            let before = try? bpfnet.status().counters
             let results = probe.run(probes)
+            assertDropsCounted(
+                expectations.map { ($0.expected, $0.counted, $0.label) }, before: before, bpfnet: bpfnet)
             var table: [String] = []
             for (expectation, result) in zip(expectations, results) {
                 table.append("\(expectation.label): \(result.reachability) (expected \(expectation.expected))")
@@ -152,21 +157,30 @@ final class DockerNetworksEndToEndTests: XCTestCase {
             Expectation(
                 label: "d1 → d2 (default bridge, icc on)", from: "d1", to: c("d2"), kind: .tcp(80), expected: .allowed),
             Expectation(
-                label: "d1 → o1 (default → user network)", from: "d1", to: c("o1"), kind: .tcp(80), expected: .blocked),
+                label: "d1 → o1 (default → user network)", from: "d1", to: c("o1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
             Expectation(
-                label: "o1 → d1 (user network → default)", from: "o1", to: c("d1"), kind: .tcp(80), expected: .blocked),
+                label: "o1 → d1 (user network → default)", from: "o1", to: c("d1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
             Expectation(
-                label: "o1 → q1 (between user networks)", from: "o1", to: c("q1"), kind: .tcp(80), expected: .blocked),
+                label: "o1 → q1 (between user networks)", from: "o1", to: c("q1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
             Expectation(
-                label: "q1 → o1 (between user networks)", from: "q1", to: c("o1"), kind: .tcp(80), expected: .blocked),
+                label: "q1 → o1 (between user networks)", from: "q1", to: c("o1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
             Expectation(label: "o1 → o2 (open, icc on)", from: "o1", to: c("o2"), kind: .tcp(80), expected: .allowed),
             Expectation(label: "o1 → o2 ICMP", from: "o1", to: c("o2"), kind: .icmp, expected: .allowed),
-            Expectation(label: "q1 → q2 (quiet, icc off)", from: "q1", to: c("q2"), kind: .tcp(80), expected: .blocked),
-            Expectation(label: "q1 → q2 ICMP (icc off)", from: "q1", to: c("q2"), kind: .icmp, expected: .blocked),
+            Expectation(
+                label: "q1 → q2 (quiet, icc off)", from: "q1", to: c("q2"), kind: .tcp(80), expected: .blocked,
+                counted: "icc"),
+            Expectation(
+                label: "q1 → q2 ICMP (icc off)", from: "q1", to: c("q2"), kind: .icmp, expected: .blocked,
+                counted: "icc"),
             Expectation(
                 label: "s1 → s2 (internal, within)", from: "s1", to: c("s2"), kind: .tcp(80), expected: .allowed),
             Expectation(
-                label: "s1 → outside (internal)", from: "s1", to: outside, kind: .tcp(7777), expected: .blocked),
+                label: "s1 → outside (internal)", from: "s1", to: outside, kind: .tcp(7777), expected: .blocked,
+                counted: "internal"),
             Expectation(
                 label: "o1 → outside (masquerade)", from: "o1", to: outside, kind: .tcp(7777), expected: .allowed),
             Expectation(
@@ -201,9 +215,15 @@ final class DockerNetworksEndToEndTests: XCTestCase {
                     format: "docker run begun → policed in status %.0f ms; network create → policed %.0f ms (test)",
                     ms(policedAt - runBegun), ms(policedAt - networkCreated)))
         check([
-            Expectation(label: "l1 → d1 (late → default)", from: "l1", to: c("d1"), kind: .tcp(80), expected: .blocked),
-            Expectation(label: "d1 → l1 (default → late)", from: "d1", to: c("l1"), kind: .tcp(80), expected: .blocked),
-            Expectation(label: "l1 → o1 (late → open)", from: "l1", to: c("o1"), kind: .tcp(80), expected: .blocked),
+            Expectation(
+                label: "l1 → d1 (late → default)", from: "l1", to: c("d1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
+            Expectation(
+                label: "d1 → l1 (default → late)", from: "d1", to: c("l1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
+            Expectation(
+                label: "l1 → o1 (late → open)", from: "l1", to: c("o1"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
             Expectation(
                 label: "l1 → outside (masquerade)", from: "l1", to: outside, kind: .tcp(7777), expected: .allowed),
         ])
@@ -228,7 +248,8 @@ final class DockerNetworksEndToEndTests: XCTestCase {
                 label: "d2 → d1 (still on the default bridge)", from: "d2", to: c("d1"), kind: .tcp(80),
                 expected: .allowed),
             Expectation(
-                label: "o1 → d2 on the default bridge", from: "o1", to: c("d2"), kind: .tcp(80), expected: .blocked),
+                label: "o1 → d2 on the default bridge", from: "o1", to: c("d2"), kind: .tcp(80), expected: .blocked,
+                counted: "network"),
         ])
         try dockerd.docker(["network", "disconnect", "open", "d2"])
         try bpfnet.waitForStatus("d2 back on one network") { status in
@@ -334,16 +355,18 @@ final class DockerNetworksEndToEndTests: XCTestCase {
 
         let outside = IPv4Address(198, 51, 100, 2)
         func c(_ name: String) -> IPv4Address { containers[name]!.ip }
-        let cells: [(label: String, from: String, to: IPv4Address, kind: Probe.Kind, expected: Reachability)] = [
-            ("web → api (front → back)", "web", c("api"), .tcp(80), .blocked),
-            ("api → web (back → front)", "api", c("web"), .tcp(80), .blocked),
-            ("web → db ICMP (front → back)", "web", c("db"), .icmp, .blocked),
-            ("api → db (back, icc off)", "api", c("db"), .tcp(80), .blocked),
-            ("db → api ICMP (back, icc off)", "db", c("api"), .icmp, .blocked),
-            ("web → outside (masquerade)", "web", outside, .tcp(7777), .allowed),
-            ("api → outside (masquerade)", "api", outside, .tcp(7777), .allowed),
-        ]
-        let before = try bpfnet.status().counters
+        let cells:
+            [(label: String, from: String, to: IPv4Address, kind: Probe.Kind, expected: Reachability, counted: String?)] =
+                [
+                    ("web → api (front → back)", "web", c("api"), .tcp(80), .blocked, "network"),
+                    ("api → web (back → front)", "api", c("web"), .tcp(80), .blocked, "network"),
+                    ("web → db ICMP (front → back)", "web", c("db"), .icmp, .blocked, "network"),
+                    ("api → db (back, icc off)", "api", c("db"), .tcp(80), .blocked, "icc"),
+                    ("db → api ICMP (back, icc off)", "db", c("api"), .icmp, .blocked, "icc"),
+                    ("web → outside (masquerade)", "web", outside, .tcp(7777), .allowed, nil),
+                    ("api → outside (masquerade)", "api", outside, .tcp(7777), .allowed, nil),
+                ]
+        let before = try? bpfnet.status().counters
         let results = probe.run(
             cells.map {
                 Probe(
@@ -356,11 +379,7 @@ final class DockerNetworksEndToEndTests: XCTestCase {
             XCTAssertEqual(result.reachability, cell.expected, "\(cell.label): \(result.detail)")
         }
         print("docker-compose project, bpfnet run --backend bpf:\n  " + table.joined(separator: "\n  "))
-        let after = try bpfnet.status().counters
-        for reason in ["network", "icc"] {
-            XCTAssertGreaterThan(
-                after[reason, default: 0], before[reason, default: 0], "no \(reason) drop counted")
-        }
+        assertDropsCounted(cells.map { ($0.expected, $0.counted, $0.label) }, before: before, bpfnet: bpfnet)
 
         for container in containers.values { container.stopServer() }
         containers = [:]
@@ -371,5 +390,34 @@ final class DockerNetworksEndToEndTests: XCTestCase {
                 && !(status.networks ?? []).contains { $0.name.hasPrefix("shop_") }
         }
         if testRun?.hasSucceeded == false { print(agentLog()) }
+    }
+}
+
+extension DockerNetworksEndToEndTests {
+    /// A blocked probe that timed out proves no drop: each reason must have
+    /// counted at least one packet per probe blocked with it while the probes
+    /// ran (`before`: the counters just before them).
+    func assertDropsCounted(
+        _ probes: [(expected: Reachability, counted: String?, label: String)], before: [String: UInt64]?,
+        bpfnet: BPFNetCLI, file: StaticString = #filePath, line: UInt = #line
+    ) {
+        guard let before, let after = try? bpfnet.status().counters else {
+            return XCTFail("status could not be read around the probes", file: file, line: line)
+        }
+        var expected: [String: [String]] = [:]
+        for probe in probes where probe.expected == .blocked {
+            guard let reason = probe.counted else {
+                XCTFail("\(probe.label): names no reason", file: file, line: line)
+                continue
+            }
+            expected[reason, default: []].append(probe.label)
+        }
+        for (reason, labels) in expected.sorted(by: { $0.key < $1.key }) {
+            let rose = after[reason, default: 0] - min(after[reason, default: 0], before[reason, default: 0])
+            XCTAssertGreaterThanOrEqual(
+                rose, UInt64(labels.count),
+                "`\(reason)` counted \(rose) packets for \(labels.count) blocked probes: "
+                    + labels.joined(separator: "; "), file: file, line: line)
+        }
     }
 }
