@@ -20,6 +20,7 @@ import DockerTestSupport
 import Foundation
 import LinuxNet
 import NetLab
+import XCTest
 
 #if canImport(Glibc)
 import Glibc
@@ -161,5 +162,39 @@ final class LabContainer {
     func stopServer() {
         server?.stop()
         server = nil
+    }
+}
+
+/// A blocked probe that timed out proves no drop: each reason (docs/reasons.md)
+/// must have counted at least one packet per probe blocked with it while the
+/// probes ran. `blocked`: reason → the probes' labels; `before`/`after`:
+/// `status` counters around the probes.
+func assertDropsCountedByReason(
+    _ blocked: [String: [String]], before: [String: UInt64], after: [String: UInt64], _ context: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    for (reason, labels) in blocked.sorted(by: { $0.key < $1.key }) {
+        let rose = after[reason, default: 0] - min(after[reason, default: 0], before[reason, default: 0])
+        XCTAssertGreaterThanOrEqual(
+            rose, UInt64(labels.count),
+            "\(context): `\(reason)` counted \(rose) packets for \(labels.count) blocked probes: "
+                + labels.joined(separator: "; "), file: file, line: line)
+    }
+}
+
+extension DockerNetworksEndToEndTests {
+    /// `assertDropsCounted` for probes that each name the reason they are blocked with.
+    func assertDropsCounted(
+        _ probes: [(expected: Reachability, counted: String?, label: String)], before: [String: UInt64]?,
+        bpfnet: BPFNetCLI, file: StaticString = #filePath, line: UInt = #line
+    ) {
+        guard let before, let after = try? bpfnet.status().counters else {
+            return XCTFail("status could not be read around the probes", file: file, line: line)
+        }
+        var blocked: [String: [String]] = [:]
+        for probe in probes where probe.expected == .blocked {
+            blocked[probe.counted ?? "(no reason named)", default: []].append(probe.label)
+        }
+        assertDropsCountedByReason(blocked, before: before, after: after, "bpfnet run", file: file, line: line)
     }
 }

@@ -392,32 +392,3 @@ final class DockerNetworksEndToEndTests: XCTestCase {
         if testRun?.hasSucceeded == false { print(agentLog()) }
     }
 }
-
-extension DockerNetworksEndToEndTests {
-    /// A blocked probe that timed out proves no drop: each reason must have
-    /// counted at least one packet per probe blocked with it while the probes
-    /// ran (`before`: the counters just before them).
-    func assertDropsCounted(
-        _ probes: [(expected: Reachability, counted: String?, label: String)], before: [String: UInt64]?,
-        bpfnet: BPFNetCLI, file: StaticString = #filePath, line: UInt = #line
-    ) {
-        guard let before, let after = try? bpfnet.status().counters else {
-            return XCTFail("status could not be read around the probes", file: file, line: line)
-        }
-        var expected: [String: [String]] = [:]
-        for probe in probes where probe.expected == .blocked {
-            guard let reason = probe.counted else {
-                XCTFail("\(probe.label): names no reason", file: file, line: line)
-                continue
-            }
-            expected[reason, default: []].append(probe.label)
-        }
-        for (reason, labels) in expected.sorted(by: { $0.key < $1.key }) {
-            let rose = after[reason, default: 0] - min(after[reason, default: 0], before[reason, default: 0])
-            XCTAssertGreaterThanOrEqual(
-                rose, UInt64(labels.count),
-                "`\(reason)` counted \(rose) packets for \(labels.count) blocked probes: "
-                    + labels.joined(separator: "; "), file: file, line: line)
-        }
-    }
-}

@@ -52,6 +52,8 @@ final class DockerOracleTests: XCTestCase {
         /// What bpfnet gives where it deliberately differs; nil: the same as Docker.
         var bpfnet: (@Sendable (Bool) -> Reachability)? = nil
         var why: String = ""
+        /// The reason bpfnet counts the probe's drop under where it blocks it (docs/reasons.md).
+        var counted: String? = nil
     }
 
     static func iccOnly(_ icc: Bool) -> Reachability { icc ? .allowed : .blocked }
@@ -66,9 +68,10 @@ final class DockerOracleTests: XCTestCase {
             kind: .udp(53), docker: { _ in .allowed }),
         Check(
             label: "client → web 9090/tcp (not exposed)", from: .container("client"), to: .container("web"),
-            kind: .tcp(9090), docker: iccOnly),
+            kind: .tcp(9090), docker: iccOnly, counted: "icc"),
         Check(
-            label: "client → web icmp", from: .container("client"), to: .container("web"), kind: .icmp, docker: iccOnly),
+            label: "client → web icmp", from: .container("client"), to: .container("web"), kind: .icmp, docker: iccOnly,
+            counted: "icc"),
         Check(
             label: "web → client 9090/tcp from sport 80 (stateless reverse rule)", from: .container("web"),
             to: .container("client"), kind: .tcp(9090), sourcePort: 80, docker: { _ in .allowed }),
@@ -77,19 +80,19 @@ final class DockerOracleTests: XCTestCase {
             to: .container("client"), kind: .udp(9091), sourcePort: 53, docker: { _ in .allowed }),
         Check(
             label: "web → client 9090/tcp from sport 40001", from: .container("web"), to: .container("client"),
-            kind: .tcp(9090), sourcePort: 40001, docker: iccOnly),
+            kind: .tcp(9090), sourcePort: 40001, docker: iccOnly, counted: "icc"),
         Check(
             label: "lone → web 80/tcp (no link)", from: .container("lone"), to: .container("web"), kind: .tcp(80),
-            docker: iccOnly),
+            docker: iccOnly, counted: "icc"),
         Check(
             label: "client → lone 80/tcp (no link)", from: .container("client"), to: .container("lone"), kind: .tcp(80),
-            docker: iccOnly),
+            docker: iccOnly, counted: "icc"),
         Check(
             label: "outside .2 → host:8080 (published, allowed source)", from: .outside(LabAddresses.allowed),
             to: .hostExternal, kind: .tcp(8080), docker: { _ in .allowed }),
         Check(
             label: "outside .3 → host:8080 (published, other source)", from: .outside(LabAddresses.other),
-            to: .hostExternal, kind: .tcp(8080), docker: { _ in .blocked }),
+            to: .hostExternal, kind: .tcp(8080), docker: { _ in .blocked }, counted: "source"),
         Check(
             label: "web → outside .2:7777/tcp (outbound, replies)", from: .container("web"),
             to: .outside(LabAddresses.allowed), kind: .tcp(LabAddresses.externalPort), docker: { _ in .allowed }),
@@ -100,11 +103,11 @@ final class DockerOracleTests: XCTestCase {
             label: "outside .2 → web:80 routed directly (published port)", from: .outside(LabAddresses.allowed),
             to: .container("web"), kind: .tcp(80), docker: { _ in .allowed }, bpfnet: { _ in .blocked },
             why:
-                "direct routing to container addresses is dropped (forward policy drop), as Docker 28+ does; 20.10 lets published ports through"
-        ),
+                "direct routing to container addresses is dropped (forward policy drop), as Docker 28+ does; 20.10 lets published ports through",
+            counted: "forward"),
         Check(
             label: "outside .2 → web:9090 routed directly (not published)", from: .outside(LabAddresses.allowed),
-            to: .container("web"), kind: .tcp(9090), docker: { _ in .blocked }),
+            to: .container("web"), kind: .tcp(9090), docker: { _ in .blocked }, counted: "forward"),
     ]
 
     /// Compares `iptables-save` of a live dockerd running the scenario with
@@ -361,7 +364,14 @@ final class DockerOracleTests: XCTestCase {
         mark("bpfnet: userland proxy warning")
 
         var measured: [Bool: [Outcome]] = [:]
+        let counters = try bpfnet.status().counters
         measured[false] = try measure(Self.checks)
+        // A blocked probe that timed out proves no drop: each reason counted at least one packet per probe.
+        var blocked: [String: [String]] = [:]
+        for check in Self.checks where (check.bpfnet ?? check.docker)(false) == .blocked {
+            blocked[check.counted ?? "(no reason named)", default: []].append(check.label)
+        }
+        assertDropsCountedByReason(blocked, before: counters, after: try bpfnet.status().counters, "bpfnet icc=false")
         mark("bpfnet icc=false: probes")
 
         // Start event → rules: a container of its own, timed from the outside too.
