@@ -287,10 +287,6 @@ final class NetworksEndToEndTests: XCTestCase {
         } else {
             XCTAssertNil(status.networks, "\(backend): the netfilter backends do not read networks back")
         }
-        // The isolation and internal drops counted under the eBPF reasons (each backend has its rules for them).
-        for reason in ["network", "internal"] {
-            XCTAssertGreaterThan(status.counters[reason, default: 0], 0, "\(backend) \(forwardPolicy): \(reason)")
-        }
         return status
     }
 
