@@ -14,7 +14,9 @@ extension IPTablesRuleset {
         let nat = current.table("nat")
         var out: [String] = []
         var filterLines: [String] = []
-        for rule in filter.rules(in: "FORWARD") where rule.isOwn { filterLines.append("-D FORWARD \(rule.spec)") }
+        for chain in ["FORWARD", "INPUT"] {
+            for rule in filter.rules(in: chain) where rule.isOwn { filterLines.append("-D \(chain) \(rule.spec)") }
+        }
         // Docker's chain names are only bpfnet's while its state chain says so.
         let loaded = isLoaded(current)
         var chains = filter.chains.map(\.name).filter { loaded ? isOwnFilterChain($0) : $0.hasPrefix("BPFNET-") }

@@ -14,6 +14,8 @@
 //             -o br DOCKER                     (links, published ports)
 //             -i br ! -o br ACCEPT             (row 7)
 //             -i br -o br ACCEPT | DROP        (that network's icc; rows 3/6)
+//   INPUT     -i <internal br> BPFNET-INTERNAL (first; only with internal networks)
+//   BPFNET-INTERNAL  -d <its subnet | a bridge's address> RETURN; DROP (internal)
 //
 // Every rule bpfnet writes carries a comment "bpfnet" or "bpfnet:<reason>":
 // the reason names the counter (docs/reasons.md) and lets bpfnet find and
@@ -42,6 +44,8 @@ public struct IPTablesRuleset: Sendable {
 
     /// Who sent what comes from the bridge (the port program's sender checks and unknown ports).
     public static let senderChain = "BPFNET-SENDER"
+    /// What an internal network's containers may deliver to the host.
+    public static let internalInputChain = "BPFNET-INTERNAL"
     public static func extChain(_ interface: String) -> String { "BPFNET-EXT-" + interface }
     public static func publishedChain(_ interface: String) -> String { "BPFNET-PUB-" + interface }
     public static func sourceChain(_ interface: String) -> String { "BPFNET-SRC-" + interface }
@@ -106,14 +110,18 @@ public struct IPTablesRuleset: Sendable {
             [Self.extChain(ext.name), Self.publishedChain(ext.name)]
                 + (ext.hasAllowList ? [Self.sourceChain(ext.name)] : [])
         }
+        let internalNetworks = p.networks.filter(\.internal)
         let wanted =
             [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain, Self.senderChain] + extChains
+            + (internalNetworks.isEmpty ? [] : [Self.internalInputChain])
         let createUserChain = !filter.hasChain(Self.userChain)
         add("*filter")
         // Declaring a user chain under --noflush creates it or flushes it.
         for chain in wanted { add(":\(chain) - [0:0]") }
         if createUserChain { add(":\(Self.userChain) - [0:0]") }
-        for rule in filter.rules(in: "FORWARD") where rule.isOwn { add("-D FORWARD \(rule.spec)") }
+        for chain in ["FORWARD", "INPUT"] {
+            for rule in filter.rules(in: chain) where rule.isOwn { add("-D \(chain) \(rule.spec)") }
+        }
         let obsolete = filter.chains.map(\.name).filter { Self.isOwnFilterChain($0) && !wanted.contains($0) }
         for chain in obsolete { add("-F \(chain)") }
         for chain in obsolete { add("-X \(chain)") }
@@ -161,6 +169,24 @@ public struct IPTablesRuleset: Sendable {
             add("-A \(Self.senderChain) -o \(bridge) -m physdev --physdev-is-in \(own(.unknownPort)) -j DROP")
         }
         add("-A \(Self.senderChain) \(own()) -j RETURN")
+
+        // An internal network reaches no host address but the bridges' (the
+        // port program's `internal` rule). Docker leaves INPUT alone, but its
+        // DNAT turns a connection to a published host port into a forward
+        // out of the internal network, which its isolation drops; docker-proxy
+        // would take it here, so local delivery is judged too.
+        for (index, network) in internalNetworks.enumerated() {
+            add("-I INPUT \(index + 1) -i \(network.bridge) \(own()) -j \(Self.internalInputChain)")
+        }
+        if !internalNetworks.isEmpty {
+            for gateway in p.gateways {
+                add("-A \(Self.internalInputChain) -d \(gateway)/32 \(own()) -j RETURN")
+            }
+            for subnet in internalNetworks.compactMap(\.subnet) {
+                add("-A \(Self.internalInputChain) -d \(subnet) \(own()) -j RETURN")
+            }
+            add("-A \(Self.internalInputChain) \(own(.internal)) -j DROP")
+        }
 
         // Docker's isolation: an internal network keeps to its subnet; from
         // any other network, nothing is forwarded to another network's bridge.
