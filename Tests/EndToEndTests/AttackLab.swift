@@ -354,7 +354,7 @@ final class AttackLab {
         var listeners: [String] = []
         for shot in shots where !listeners.contains(shot.to) { listeners.append(shot.to) }
         let copies = 2
-        // counter → the shots that must rise it, on the loaded bpfnet backend.
+        // counter → the shots that must raise it, on the loaded bpfnet backend.
         var expected: [String: [String]] = [:]
         if let backend = active, Self.bpfnetBackends.contains(backend) {
             for shot in shots where !shot.arrives {
