@@ -242,6 +242,18 @@ final class NetworksEndToEndTests: XCTestCase {
             wrong.isEmpty,
             "\(backend), forward policy \(forwardPolicy): \(wrong.count) of \(Self.cells(forwardPolicy).count) cells differ:\n"
                 + wrong.joined(separator: "\n"))
+        // A container that routes its neighbour through the gateway (back into the same bridge):
+        // that network's icc decides, whatever the forward policy, as under Docker (`-i br -o br`).
+        // The eBPF backend's guard once dropped it on a network with icc on under forward policy drop.
+        let routes = [("f1", "10.91.0.3/32 via 10.91.0.1"), ("b1", "10.92.0.3/32 via 10.92.0.1")]
+        for (role, route) in routes { try topology.ip(in: role, ["route add \(route)"]) }
+        let routed = try ProbeRunner().run([
+            try topology.probe(from: "f1", to: "f2", .tcp(80)), try topology.probe(from: "b1", to: "b2", .tcp(80)),
+        ])
+        for (role, route) in routes { try topology.ip(in: role, ["route del \(route)"]) }
+        XCTAssertEqual(routed[0].reachability, .allowed, "\(backend) \(forwardPolicy): f1 → f2 through the gateway")
+        XCTAssertEqual(routed[1].reachability, .blocked, "\(backend) \(forwardPolicy): b1 → b2 through the gateway")
+
         // An internal network to the host's address on ext0 (not a bridge's): dropped by every backend
         // (the iptables backend's BPFNET-INTERNAL chain in INPUT), vx too (an unknown port of vault).
         let hostAddress = IPv4Address(198, 51, 100, 1)
