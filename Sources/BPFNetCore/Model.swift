@@ -371,11 +371,26 @@ public struct Peer: Hashable, Sendable, Codable {
     public var address: IPv4Address
     /// Its container subnets (its bridges' IPv4 subnets).
     public var subnets: [IPv4CIDR]
+    /// Whether bpfnet routes `subnets` towards the peer itself (the way the
+    /// host reaches `address`), under its own route protocol number
+    /// (docs/policy.md, "Routes to peers"); false: the operator routes them.
+    public var routes: Bool
 
-    public init(name: String, address: IPv4Address, subnets: [IPv4CIDR]) {
+    public init(name: String, address: IPv4Address, subnets: [IPv4CIDR], routes: Bool = false) {
         self.name = name
         self.address = address
         self.subnets = subnets
+        self.routes = routes
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, address, subnets, routes }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        address = try container.decode(IPv4Address.self, forKey: .address)
+        subnets = try container.decode([IPv4CIDR].self, forKey: .subnets)
+        routes = try container.decodeIfPresent(Bool.self, forKey: .routes) ?? false
     }
 }
 

@@ -71,7 +71,7 @@ public enum PolicyFile {
     static let containerKeys = ["name", "ip", "mac", "port", "network", "exposed", "published"]
     static let publishedKeys = ["hostIP", "hostPort", "containerPort", "proto"]
     static let linkKeys = ["parent", "child", "alias"]
-    static let peerKeys = ["name", "address", "subnets"]
+    static let peerKeys = ["name", "address", "subnets", "routes"]
 
     /// Reads, parses, normalises and validates a policy file; the policy it
     /// returns is ready for the compiler. Every problem (syntax, values,

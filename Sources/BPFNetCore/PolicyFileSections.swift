@@ -178,7 +178,8 @@ extension PolicyFileReader {
                     reader.cidr(item, path: itemPath)
                 }
             } ?? []
+        let routes = keys["routes"].flatMap { bool($0, path: "\(path).routes") } ?? false
         guard let name, let address else { return nil }
-        return Peer(name: name, address: address, subnets: subnets)
+        return Peer(name: name, address: address, subnets: subnets, routes: routes)
     }
 }

@@ -161,11 +161,16 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         public var address: String
         /// "172.18.0.0/16", sorted.
         public var subnets: [String]
+        /// The routes bpfnet installed for them (`routes: true`), as
+        /// "172.18.0.0/16 via 192.168.7.254 dev uplink proto 191"; nil when
+        /// it installed none (the operator routes them) or was not asked.
+        public var routes: [String]?
 
-        public init(name: String?, address: String, subnets: [String]) {
+        public init(name: String?, address: String, subnets: [String], routes: [String]? = nil) {
             self.name = name
             self.address = address
             self.subnets = subnets
+            self.routes = routes
         }
     }
 

@@ -141,7 +141,7 @@ enum BPFRetirement {
 
     /// Detaches every recorded program, gives the containers their GRO and
     /// checksum settings back, removes the NAT table (with `removingNATTable`)
-    /// and, when all that worked, the pins. Returns what could not be done.
+    /// and bpfnet's routes to peers and, when all that worked, the pins. Returns what could not be done.
     static func tearDown(pinPath: FilePath, removingNATTable: Bool, logger: Logger) -> [String] {
         var problems: [String] = []
         if isLoaded(pinPath: pinPath) {
@@ -184,6 +184,12 @@ enum BPFRetirement {
             } catch {
                 problems.append("removing the nftables table \(NATRuleset.tableName): \(error)")
             }
+        }
+        // Routes to peers' subnets are the eBPF backend's (the fallbacks refuse peers).
+        do {
+            try PeerRoutes.removeAll()
+        } catch {
+            problems.append("removing the routes to peers (proto \(PeerRoutes.routeProtocol)): \(error)")
         }
         // Pins go last: they are how a later attempt finds what to undo.
         guard problems.isEmpty else { return problems }

@@ -91,6 +91,40 @@ public final class RouteNetlink {
     }
 
     /// The two hooks of a clsact qdisc, as a filter's parent.
+    /// One route of the main table (or a route lookup's answer), IPv4 or
+    /// IPv6: addresses in network byte order.
+    public struct Route: Hashable, Sendable {
+        public var family: Int32
+        public var destination: [UInt8]
+        public var prefixLength: UInt8
+        /// The next hop; nil for a route to a directly connected network.
+        public var gateway: [UInt8]?
+        /// The output device.
+        public var outputIndex: Int32?
+        /// rtm_protocol: who made the route (RTPROT_KERNEL, RTPROT_BOOT for
+        /// `ip route add`, RTPROT_STATIC, or a routing daemon's number).
+        public var origin: UInt8
+        /// rtm_type: RTN_UNICAST, RTN_LOCAL, RTN_UNREACHABLE, ...
+        public var type: UInt8
+        public var table: UInt32
+
+        /// By default a unicast route of the main table made as `ip route add`
+        /// makes it (RTPROT_BOOT 3, RTN_UNICAST 1, RT_TABLE_MAIN 254).
+        public init(
+            family: Int32, destination: [UInt8], prefixLength: UInt8, gateway: [UInt8]? = nil,
+            outputIndex: Int32? = nil, origin: UInt8 = 3, type: UInt8 = 1, table: UInt32 = 254
+        ) {
+            self.family = family
+            self.destination = destination
+            self.prefixLength = prefixLength
+            self.gateway = gateway
+            self.outputIndex = outputIndex
+            self.origin = origin
+            self.type = type
+            self.table = table
+        }
+    }
+
     public enum ClsactHook: Sendable {
         case ingress
         case egress
@@ -176,6 +210,49 @@ public final class RouteNetlink {
             RTM_GETTFILTER, bytes(of: header), dump: true, what: "RTM_GETTFILTER \(index)", Self.parseFilter)
     }
 
+    /// Every route of `family` in the main table (an RTM_GETROUTE dump,
+    /// other tables left out).
+    public func routes(family: Int32) throws(LinuxNetError) -> [Route] {
+        var header = rtmsg()
+        header.rtm_family = UInt8(family)
+        return try request(RTM_GETROUTE, bytes(of: header), dump: true, what: "RTM_GETROUTE dump", Self.parseRoute)
+            .filter { $0.table == RT_TABLE_MAIN.rawValue }
+    }
+
+    /// The route the kernel would take to `address` (`ip route get`): its
+    /// output device, gateway and type. Throws when there is none
+    /// (ENETUNREACH, EHOSTUNREACH).
+    public func route(to address: [UInt8], family: Int32) throws(LinuxNetError) -> Route? {
+        var header = rtmsg()
+        header.rtm_family = UInt8(family)
+        header.rtm_dst_len = UInt8(address.count * 8)
+        var body = bytes(of: header)
+        Self.appendAttribute(&body, Int(RTA_DST.rawValue), address)
+        return try request(RTM_GETROUTE, body, what: "RTM_GETROUTE \(Self.text(address))", Self.parseRoute).first
+    }
+
+    /// Adds `route` to its table; fails with EEXIST when the table has a
+    /// route to the same prefix already (nothing is replaced).
+    public func addRoute(_ route: Route) throws(LinuxNetError) {
+        _ = try request(
+            RTM_NEWROUTE, Self.routeRequest(route), flags: NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            what: "RTM_NEWROUTE \(Self.text(route.destination))/\(route.prefixLength)"
+        ) { _, _ -> Never? in nil }
+    }
+
+    /// Deletes `route` (matched by table, prefix, protocol and, when given,
+    /// gateway and device). A route that is gone already is no error.
+    public func deleteRoute(_ route: Route) throws(LinuxNetError) {
+        do {
+            _ = try request(
+                RTM_DELROUTE, Self.routeRequest(route), flags: NLM_F_ACK,
+                what: "RTM_DELROUTE \(Self.text(route.destination))/\(route.prefixLength)"
+            ) { _, _ -> Never? in nil }
+        } catch  where error.errno == ESRCH {
+            return
+        }
+    }
+
     // MARK: messages
 
     /// struct ifinfomsg for `index` (0: any), statistics left out of the answer.
@@ -188,6 +265,30 @@ public final class RouteNetlink {
         return body
     }
 
+    private static func routeRequest(_ route: Route) -> [UInt8] {
+        var header = rtmsg()
+        header.rtm_family = UInt8(route.family)
+        header.rtm_dst_len = route.prefixLength
+        header.rtm_table = route.table < 256 ? UInt8(route.table) : UInt8(RT_TABLE_UNSPEC.rawValue)
+        header.rtm_protocol = route.origin
+        header.rtm_scope = UInt8((route.gateway == nil ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE).rawValue)
+        header.rtm_type = route.type
+        var body = bytes(of: header)
+        appendAttribute(&body, Int(RTA_DST.rawValue), route.destination)
+        if let gateway = route.gateway { appendAttribute(&body, Int(RTA_GATEWAY.rawValue), gateway) }
+        if let index = route.outputIndex { appendAttribute(&body, Int(RTA_OIF.rawValue), bytes(of: index)) }
+        appendAttribute(&body, Int(RTA_TABLE.rawValue), bytes(of: route.table))
+        return body
+    }
+
+    /// An address for messages: dotted quad, or IPv6's hex groups.
+    static func text(_ address: [UInt8]) -> String {
+        if address.count == 4 { return address.map(String.init).joined(separator: ".") }
+        return stride(from: 0, to: address.count, by: 2).map {
+            String(UInt16(address[$0]) << 8 | UInt16(address[min($0 + 1, address.count - 1)]), radix: 16)
+        }.joined(separator: ":")
+    }
+
     /// Sends one request and parses its answers where they lie in the receive
     /// buffer (`parse` gets nlmsg_type and what follows the header, and
     /// returns nil to skip one): the first answer, or for a dump all of them
@@ -196,11 +297,11 @@ public final class RouteNetlink {
     /// attributes, most of which nobody reads: nothing is copied but what the
     /// parser keeps.)
     private func request<Parsed>(
-        _ type: Int, _ body: [UInt8], dump: Bool = false, what: String,
+        _ type: Int, _ body: [UInt8], dump: Bool = false, flags extraFlags: Int32 = 0, what: String,
         _ parse: (Int, UnsafeRawBufferPointer) -> Parsed?
     ) throws(LinuxNetError) -> [Parsed] {
         sequence &+= 1
-        var flags = Int32(NLM_F_REQUEST)
+        var flags = Int32(NLM_F_REQUEST) | extraFlags
         if dump { flags |= Int32(NLM_F_DUMP) }
         let header = nlmsghdr(
             nlmsg_len: UInt32(Self.headerSize + body.count), nlmsg_type: UInt16(type),
@@ -237,7 +338,9 @@ public final class RouteNetlink {
                     if code == ENODEV || code == ENOENT { return [] }
                     if code != 0 { throw LinuxNetError(operation: what, action: "netlink \(what)", errno: code) }
                     if kind == NLMSG_DONE { return answers }
-                    continue  // an acknowledgement
+                    // An acknowledgement (NLM_F_ACK): the end of a request that answers nothing else.
+                    if !dump { return answers }
+                    continue
                 }
                 let payload = UnsafeRawBufferPointer(rebasing: buffer[(offset + Self.headerSize)..<(offset + length)])
                 if let parsed = parse(Int(kind), payload) { answers.append(parsed) }
@@ -279,6 +382,29 @@ public final class RouteNetlink {
             }
         }
         return address
+    }
+
+    private static func parseRoute(_ type: Int, _ payload: UnsafeRawBufferPointer) -> Route? {
+        let headerSize = MemoryLayout<rtmsg>.size
+        guard type == RTM_NEWROUTE, payload.count >= headerSize else { return nil }
+        let header = payload.loadUnaligned(as: rtmsg.self)
+        var route = Route(
+            family: Int32(header.rtm_family), destination: [], prefixLength: header.rtm_dst_len,
+            origin: header.rtm_protocol, type: header.rtm_type, table: UInt32(header.rtm_table))
+        forEachAttribute(payload, from: align(headerSize)) { kind, value in
+            switch kind {
+            case Int(RTA_DST.rawValue): route.destination = Array(value)
+            case Int(RTA_GATEWAY.rawValue): route.gateway = Array(value)
+            case Int(RTA_OIF.rawValue) where value.count >= 4: route.outputIndex = value.loadUnaligned(as: Int32.self)
+            case Int(RTA_TABLE.rawValue) where value.count >= 4: route.table = value.loadUnaligned(as: UInt32.self)
+            default: break
+            }
+        }
+        // The default route has no RTA_DST.
+        if route.destination.isEmpty {
+            route.destination = [UInt8](repeating: 0, count: header.rtm_family == UInt8(AF_INET6) ? 16 : 4)
+        }
+        return route
     }
 
     private static func parseFilter(_ type: Int, _ payload: UnsafeRawBufferPointer) -> TrafficFilter? {

@@ -115,6 +115,7 @@ enum StatusPrinter {
             line("  \(pad("NAME", 16)) \(pad("ADDRESS", 16)) SUBNETS")
             for peer in peers {
                 line("  \(pad(peer.name ?? "-", 16)) \(pad(peer.address, 16)) \(peer.subnets.joined(separator: ", "))")
+                for route in peer.routes ?? [] { line("    route \(route)") }
             }
         }
         line()

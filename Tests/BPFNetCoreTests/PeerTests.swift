@@ -5,6 +5,7 @@
 // model's rows 12 and 13, and the NAT table's masquerade exception.
 
 import BPFNetTestSupport
+import Foundation
 import XCTest
 
 @testable import BPFNetCore
@@ -21,7 +22,7 @@ final class PeerTests: XCTestCase {
                   - name: host2
                     address: 192.168.8.1
                     subnets: [172.18.0.0/16, 10.18.0.0/24]
-                  - {name: host3, address: 192.168.9.1, subnets: 172.19.0.0/16}
+                  - {name: host3, address: 192.168.9.1, subnets: 172.19.0.0/16, routes: true}
                 peerPolicy: allow
                 """, file: "p.yaml")
         XCTAssertEqual(
@@ -30,10 +31,23 @@ final class PeerTests: XCTestCase {
                 Peer(
                     name: "host2", address: IPv4Address(192, 168, 8, 1),
                     subnets: [IPv4CIDR("172.18.0.0/16")!, IPv4CIDR("10.18.0.0/24")!]),
-                Peer(name: "host3", address: IPv4Address(192, 168, 9, 1), subnets: [IPv4CIDR("172.19.0.0/16")!]),
+                Peer(
+                    name: "host3", address: IPv4Address(192, 168, 9, 1), subnets: [IPv4CIDR("172.19.0.0/16")!],
+                    routes: true),
             ])
+        XCTAssertFalse(policy.peers[0].routes, "the operator routes the subnets unless told otherwise")
         XCTAssertEqual(policy.peerPolicy, .allow)
         XCTAssertEqual(try PolicyFile.load(yaml: "icc: true\n", file: "d.yaml").peerPolicy, .icc, "the default")
+    }
+
+    /// A policy written down before `routes` existed (an agent's state file) still reads.
+    func testAPeerWithoutRoutesDecodesAsOperatorRouted() throws {
+        let peer = try JSONDecoder().decode(
+            Peer.self, from: Data(#"{"name":"host2","address":"192.168.8.1","subnets":["172.18.0.0/16"]}"#.utf8))
+        XCTAssertEqual(peer, host2)
+        var routed = host2
+        routed.routes = true
+        XCTAssertEqual(try JSONDecoder().decode(Peer.self, from: JSONEncoder().encode(routed)), routed)
     }
 
     func testBpfnetRunSettingsMayDeclarePeers() throws {
@@ -59,6 +73,10 @@ final class PeerTests: XCTestCase {
                 "unknown key 'subnet' (did you mean 'subnets'?)"
             ),
             ("peerPolicy: open\n", "peerPolicy: 'open' is not accepted; expected icc or allow"),
+            (
+                "peers:\n  - {name: h, address: 192.168.8.1, subnets: [172.18.0.0/16], routes: sometimes}\n",
+                "peers[0].routes: 'sometimes' is not"
+            ),
             (
                 "peers:\n  - {name: h, address: 192.168.8.1, subnets: [172.18.0.0/16]}\n"
                     + "  - {name: h, address: 192.168.9.1, subnets: [172.19.0.0/16]}\n",

@@ -8,6 +8,7 @@
 import BPF
 import BPFObjects
 import CLibBPF
+import CLinuxNet
 import SystemPackage
 import XCTest
 
@@ -281,5 +282,47 @@ final class NetworkNamespaceTests: XCTestCase {
         XCTAssertEqual(onVeth1.map(\.prefixLength), [24, 30])
         XCTAssertEqual(onVeth1.map(\.label), ["veth1", "veth1:1"])
         XCTAssertTrue(addresses.contains { $0.label == "lo" && $0.localAddress == [127, 0, 0, 1] })
+    }
+
+    /// Routes through LinuxNet's rtnetlink client, as bpfnet's peer routes
+    /// use it: add one under a protocol number, read it back from the main
+    /// table and from a lookup, refuse a second, delete it (twice: the second
+    /// is no error), and a lookup with no way there fails.
+    func testRouteNetlinkAddsFindsAndDeletesRoutes() throws {
+        let netns = try TestNamespace.make(in: self)
+        try runCommand(["ip", "-n", netns.name, "address", "add", "10.9.8.7/24", "dev", "veth1"])
+        let route = try netns.run { () throws -> RouteNetlink.Route in
+            let netlink = try RouteNetlink()
+            let veth1 = try XCTUnwrap(try netlink.link(named: "veth1"))
+            let route = RouteNetlink.Route(
+                family: AF_INET, destination: [10, 50, 0, 0], prefixLength: 16, gateway: [10, 9, 8, 1],
+                outputIndex: veth1.index, origin: 191)
+            try netlink.addRoute(route)
+            XCTAssertThrowsError(try netlink.addRoute(route)) { error in
+                XCTAssertEqual((error as? LinuxNetError)?.errno, EEXIST, "\(error)")
+            }
+            let found = try netlink.route(to: [10, 50, 3, 4], family: AF_INET)
+            XCTAssertEqual(found?.gateway, [10, 9, 8, 1])
+            XCTAssertEqual(found?.outputIndex, veth1.index)
+            XCTAssertEqual(found?.type, UInt8(RTN_UNICAST))
+            XCTAssertEqual(try netlink.route(to: [10, 9, 8, 7], family: AF_INET)?.type, UInt8(RTN_LOCAL))
+            XCTAssertThrowsError(try netlink.route(to: [198, 51, 100, 1], family: AF_INET), "no default route here")
+            return route
+        }
+        let shown = try runCommand(["ip", "-n", netns.name, "route", "show", "proto", "191"])
+        XCTAssertTrue(shown.contains("10.50.0.0/16 via 10.9.8.1 dev veth1"), shown)
+        let table = try netns.run { try RouteNetlink().routes(family: AF_INET) }
+        let read = try XCTUnwrap(table.first { $0.destination == [10, 50, 0, 0] })
+        XCTAssertEqual(read.origin, 191)
+        XCTAssertEqual(read.prefixLength, 16)
+        XCTAssertTrue(table.contains { $0.destination == [10, 9, 8, 0] && $0.origin == UInt8(RTPROT_KERNEL) })
+        try netns.run {
+            let netlink = try RouteNetlink()
+            try netlink.deleteRoute(route)
+            try netlink.deleteRoute(route)
+        }
+        XCTAssertEqual(
+            try runCommand(["ip", "-n", netns.name, "route", "show", "proto", "191"]).trimmingCharacters(
+                in: .whitespacesAndNewlines), "")
     }
 }

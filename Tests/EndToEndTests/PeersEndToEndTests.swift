@@ -40,11 +40,22 @@ final class PeersEndToEndTests: XCTestCase {
             ).stdout
         }
 
-        /// Writes `yaml` and runs `bpfnet load --backend bpf` with it.
-        func load(_ yaml: String) throws {
+        /// Writes `yaml` and runs `bpfnet load --backend bpf` with it; returns what it logged.
+        @discardableResult
+        func load(_ yaml: String) throws -> String {
             let file = directory + "/policy.yaml"
             try yaml.write(toFile: file, atomically: true, encoding: .utf8)
-            try bpfnet(["load", "--backend", "bpf", "--config", file])
+            return try topology.run(
+                in: TopologySpec.hostRole,
+                [bpfnet, "load", "--backend", "bpf", "--config", file, "--pin-path", pinPath],
+                timeout: .seconds(60)
+            ).stderr
+        }
+
+        /// bpfnet's routes in the host's main table, as `ip route` prints them.
+        func bpfnetRoutes() throws -> [String] {
+            try topology.run(in: TopologySpec.hostRole, ["ip", "route", "show", "proto", "191"]).stdout
+                .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         }
 
         func counter(_ program: String, _ reason: String) throws -> UInt64 {
@@ -71,8 +82,8 @@ final class PeersEndToEndTests: XCTestCase {
 
     /// `yaml` of one host's policy: docker0, its uplinks, its containers and its one peer.
     func policy(
-        containers: [(String, IPv4Address)], ext: [String], peer: (String, String, String), icc: Bool = true,
-        peerPolicy: String = "icc"
+        containers: [(String, IPv4Address)], ext: [String], peer: (String, String, String)?, icc: Bool = true,
+        peerPolicy: String = "icc", routes: Bool = false
     ) -> String {
         var yaml = "bridge: docker0\nicc: \(icc)\nforwardPolicy: drop\npeerPolicy: \(peerPolicy)\n"
         yaml += "extInterfaces: [\(ext.joined(separator: ", "))]\ncontainers:\n"
@@ -80,14 +91,18 @@ final class PeersEndToEndTests: XCTestCase {
             yaml +=
                 "  - {name: \(name), ip: \(address), mac: \"\(MACAddress(dockerStyleFor: address))\", port: veth\(name)}\n"
         }
-        yaml += "peers:\n  - {name: \(peer.0), address: \(peer.1), subnets: [\(peer.2)]}\n"
+        if let peer {
+            yaml += "peers:\n  - {name: \(peer.0), address: \(peer.1), subnets: [\(peer.2)], routes: \(routes)}\n"
+        }
         return yaml
     }
 
-    func testTwoHostsReachEachOthersContainersAndNobodyElseDoes() throws {
-        try requireRootForEndToEnd("network namespaces, bpffs and eBPF programs on two simulated hosts")
+    /// Docker's two hosts behind their routers, as the file's header draws
+    /// them, with servers in c1, c2 and c3. Each host routes the other's
+    /// uplink subnet via its router; with `routingContainerSubnets` also the
+    /// other's container subnet, as Docker's example has the operator do.
+    func makeTwoHosts(runner: ProbeRunner, routingContainerSubnets: Bool = true) throws -> (Host, Host) {
         let binary = try DemoLab.locateBPFNet()
-        let runner = try ProbeRunner()
         // rp_filter off, so that what drops the spoofer is bpfnet and not the kernel.
         let sysctls = ["net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"]
         let host1 = try makeHost(
@@ -128,29 +143,49 @@ final class PeersEndToEndTests: XCTestCase {
         }
         for destination in ["192.168.8.0/24", "172.18.0.0/16"] {
             try t1.run(in: "r1", ["ip", "route", "add", destination, "via", "10.77.0.2"])
-            try t1.run(in: "host", ["ip", "route", "add", destination, "via", "192.168.7.254"])
+            if routingContainerSubnets || destination.hasPrefix("192.") {
+                try t1.run(in: "host", ["ip", "route", "add", destination, "via", "192.168.7.254"])
+            }
         }
         for destination in ["192.168.7.0/24", "172.17.0.0/16"] {
             try t2.run(in: "r2", ["ip", "route", "add", destination, "via", "10.77.0.1"])
-            try t2.run(in: "host", ["ip", "route", "add", destination, "via", "192.168.8.254"])
+            if routingContainerSubnets || destination.hasPrefix("192.") {
+                try t2.run(in: "host", ["ip", "route", "add", destination, "via", "192.168.8.254"])
+            }
         }
+        for (topology, role) in [(t1, "c1"), (t2, "c2"), (t2, "c3")] {
+            try topology.startServer(in: role, tcp: [Self.tcpPort], udp: [Self.udpPort], probe: runner)
+        }
+        return (host1, host2)
+    }
+
+    let kinds: [Probe.Kind] = [.tcp(PeersEndToEndTests.tcpPort), .udp(PeersEndToEndTests.udpPort), .icmp]
+
+    /// One probe from `from` in `topology` to c2.
+    func probe(
+        _ runner: ProbeRunner, _ topology: Topology, _ from: String, _ kind: Probe.Kind, source: IPv4Address? = nil
+    ) throws -> ProbeResult {
+        runner.run(
+            try topology.probe(from: from, to: c2, kind, sourceAddress: source, label: "\(from) → c2 \(kind)"))
+    }
+
+    func testTwoHostsReachEachOthersContainersAndNobodyElseDoes() throws {
+        try requireRootForEndToEnd("network namespaces, bpffs and eBPF programs on two simulated hosts")
+        let runner = try ProbeRunner()
+        let (host1, host2) = try makeTwoHosts(runner: runner)
+        let t1 = host1.topology
+        let t2 = host2.topology
         // The spoofer holds an address of host1's container subnet. host2 is
         // given a route back to it only so that a probe can tell whether its
         // traffic gets through (replies would otherwise go to host1).
         try t2.run(in: "evil", ["ip", "addr", "add", "\(spoofed)/32", "dev", "eth0"])
         try t2.run(in: "host", ["ip", "route", "add", "\(spoofed)/32", "via", "203.0.113.66"])
-        for (topology, role) in [(t1, "c1"), (t2, "c2"), (t2, "c3")] {
-            try topology.startServer(in: role, tcp: [Self.tcpPort], udp: [Self.udpPort], probe: runner)
-        }
 
         func probe(_ topology: Topology, _ from: String, _ kind: Probe.Kind, source: IPv4Address? = nil)
             throws -> ProbeResult
         {
-            runner.run(
-                try topology.probe(
-                    from: from, to: c2, kind, sourceAddress: source, label: "\(from) → c2 \(kind)"))
+            try self.probe(runner, topology, from, kind, source: source)
         }
-        let kinds: [Probe.Kind] = [.tcp(Self.tcpPort), .udp(Self.udpPort), .icmp]
 
         // Before bpfnet: Docker's setup routes everything, the spoofer included.
         XCTAssertTrue(try probe(t2, "evil", .tcp(Self.tcpPort), source: spoofed).isAllowed, "routing works for evil")
@@ -207,6 +242,81 @@ final class PeersEndToEndTests: XCTestCase {
             XCTAssertTrue(result.isAllowed, "peerPolicy allow: \(result)")
         }
         XCTAssertFalse(try probe(t2, "evil", .udp(Self.udpPort), source: spoofed).isAllowed, "still not evil")
+    }
+
+    /// `routes: true`: the hosts know only the way to each other (the
+    /// uplink subnets via the routers), and bpfnet routes the peer's container
+    /// subnet that same way, under its own protocol number; a route the
+    /// operator made is left alone, a peer removed takes its route along,
+    /// `unload` removes the rest, and a peer this host cannot reach is refused.
+    func testRoutesTrueRoutesThePeerSubnetsTheWayThePeerIsReached() throws {
+        try requireRootForEndToEnd("network namespaces, bpffs, eBPF programs and routes on two simulated hosts")
+        let runner = try ProbeRunner()
+        let (host1, host2) = try makeTwoHosts(runner: runner, routingContainerSubnets: false)
+        let t1 = host1.topology
+        // The operator's own route to a subnet the peer also lists.
+        try t1.run(in: "host", ["ip", "route", "add", "10.99.0.0/24", "via", "192.168.7.254", "proto", "static"])
+        let host2Subnets = "172.18.0.0/16, 10.99.0.0/24"
+        let host1Policy = policy(
+            containers: [("c1", c1)], ext: ["uplink"], peer: ("host2", "192.168.8.1", host2Subnets), routes: true)
+
+        XCTAssertFalse(try probe(runner, t1, "c1", .tcp(Self.tcpPort)).isAllowed, "no route to 172.18/16 before bpfnet")
+
+        let logged = try host1.load(host1Policy)
+        XCTAssertTrue(
+            logged.contains("peer host2: 10.99.0.0/24 is routed already (via 192.168.7.254 dev uplink proto static)"),
+            logged)
+        try host2.load(
+            policy(
+                containers: [("c2", c2), ("c3", IPv4Address(172, 18, 0, 3))], ext: ["uplink"],
+                peer: ("host1", "192.168.7.1", "172.17.0.0/16"), routes: true))
+        // Via host1's router, as host1 reaches 192.168.8.1; the operator's route untouched.
+        XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
+        XCTAssertEqual(try host2.bpfnetRoutes(), ["172.17.0.0/16 via 192.168.8.254 dev uplink"])
+        XCTAssertTrue(
+            try t1.run(in: "host", ["ip", "route", "show", "10.99.0.0/24"]).stdout.contains("proto static"))
+        let status = try JSONDecoder().decode(
+            DataplaneStatus.self, from: Data(try host1.bpfnet(["status", "--json"]).utf8))
+        XCTAssertEqual(status.peers?.first?.routes, ["172.18.0.0/16 via 192.168.7.254 dev uplink proto 191"])
+        XCTAssertTrue(
+            try host1.bpfnet(["status"]).contains("route 172.18.0.0/16 via 192.168.7.254 dev uplink proto 191"))
+
+        for kind in kinds {
+            let result = try probe(runner, t1, "c1", kind)
+            XCTAssertTrue(result.isAllowed, "over bpfnet's routes: \(result)")
+            if case .icmp = kind { continue }
+            XCTAssertEqual(result.peerSeen?.address, c1, "c2 sees c1's own address: \(result)")
+        }
+        // Loading the same policy again changes nothing (and finds its route in place).
+        try host1.load(host1Policy)
+        XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
+
+        // A peer this host cannot reach: refused, naming it; what runs stays.
+        XCTAssertThrowsError(
+            try host1.load(
+                policy(
+                    containers: [("c1", c1)], ext: ["uplink"], peer: ("host9", "198.51.100.9", "172.29.0.0/16"),
+                    routes: true))
+        ) { error in
+            XCTAssertTrue(
+                "\(error)".contains(
+                    "peer host9: routes: true, but this host has no route to the peer's address 198.51.100.9"),
+                "\(error)")
+        }
+        XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
+
+        // The peer removed: its route goes, and c1 can no longer reach c2.
+        try host1.load(policy(containers: [("c1", c1)], ext: ["uplink"], peer: nil))
+        XCTAssertEqual(try host1.bpfnetRoutes(), [])
+        XCTAssertFalse(try probe(runner, t1, "c1", .udp(Self.udpPort)).isAllowed, "no route without the peer")
+
+        // Back, then unload: bpfnet's routes go, the operator's stays.
+        try host1.load(host1Policy)
+        XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
+        try host1.bpfnet(["unload"])
+        XCTAssertEqual(try host1.bpfnetRoutes(), [])
+        XCTAssertTrue(
+            try t1.run(in: "host", ["ip", "route", "show", "10.99.0.0/24"]).stdout.contains("proto static"))
     }
 
     /// The netfilter fallbacks do not enforce peers yet: they refuse them.

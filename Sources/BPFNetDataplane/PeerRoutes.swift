@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The routes to peers' container subnets that bpfnet installs for peers with
+// `routes: true` (docs/policy.md, "Routes to peers").
+//
+// Each subnet is routed the way this host reaches the peer's own address
+// (`ip route get ADDRESS`): through the same device and, where the peer is
+// behind a router, the same gateway; on a shared link, via the peer itself.
+// The routes go into the main table under bpfnet's own route protocol number
+// (`routeProtocol`), which is how bpfnet knows its own routes: it changes and
+// removes only routes with that number, and leaves a route someone else made
+// to the same subnet alone (a warning says so). `unload` removes them all.
+
+import BPFNetCore
+import CLinuxNet
+import Foundation
+import LinuxNet
+import Logging
+
+enum PeerRoutes {
+    /// rtm_protocol of bpfnet's routes (`ip route show proto 191`): a number
+    /// no routing daemon in iproute2's rt_protos list uses.
+    static let routeProtocol: UInt8 = 191
+
+    /// One route bpfnet wants: `subnet` via `gateway` (nil: on-link) out of `device`.
+    struct Plan: Hashable {
+        var peer: String
+        var subnet: IPv4CIDR
+        var gateway: IPv4Address?
+        var deviceIndex: Int32
+
+        var route: RouteNetlink.Route {
+            RouteNetlink.Route(
+                family: AF_INET, destination: subnet.address.bytes, prefixLength: subnet.prefixLength,
+                gateway: gateway?.bytes, outputIndex: deviceIndex, origin: PeerRoutes.routeProtocol)
+        }
+    }
+
+    /// The routes for every peer with `routes: true`, resolved before the
+    /// kernel is touched: a peer whose address this host cannot reach over
+    /// one of its own interfaces is bad input, with the peer named.
+    static func plan(_ peers: [Peer]) throws(DataplaneError) -> [Plan] {
+        let routed = peers.filter(\.routes)
+        guard !routed.isEmpty else { return [] }
+        let netlink: RouteNetlink
+        do { netlink = try RouteNetlink() } catch { throw .runtime("peer routes: \(error)") }
+        var plans: [Plan] = []
+        for peer in routed {
+            let way: RouteNetlink.Route?
+            do {
+                way = try netlink.route(to: peer.address.bytes, family: AF_INET)
+            } catch {
+                throw .badInput(
+                    "peer \(peer.name): routes: true, but this host has no route to the peer's address "
+                        + "\(peer.address) (\(error.message)); route the peer's own address first "
+                        + "(bpfnet routes its container subnets the same way)")
+            }
+            guard let way, way.type == UInt8(RTN_UNICAST), let device = way.outputIndex else {
+                let what =
+                    way.map { $0.type == UInt8(RTN_LOCAL) ? "an address of this host" : "not unicast" } ?? "unknown"
+                throw .badInput(
+                    "peer \(peer.name): routes: true, but the peer's address \(peer.address) is \(what) "
+                        + "here; give the peer host's own address")
+            }
+            // A gateway that is the peer itself means the same as on-link.
+            let gateway = way.gateway.flatMap(IPv4Address.init(bytes:)) ?? peer.address
+            for subnet in peer.subnets {
+                plans.append(Plan(peer: peer.name, subnet: subnet, gateway: gateway, deviceIndex: device))
+            }
+        }
+        return plans
+    }
+
+    /// Makes bpfnet's routes in the main table exactly `plans`: removes its
+    /// routes no plan wants (or wants another way), adds the missing ones,
+    /// and leaves routes of other origins alone. Returns what it left alone.
+    static func reconcile(_ plans: [Plan]) throws(DataplaneError) -> [String] {
+        do {
+            let netlink = try RouteNetlink()
+            let table = try netlink.routes(family: AF_INET)
+            let ours = table.filter { $0.origin == routeProtocol && $0.type == UInt8(RTN_UNICAST) }
+            let wanted = Set(plans.map(\.route))
+            for route in ours where !wanted.contains(comparable(route)) {
+                try netlink.deleteRoute(route)
+            }
+            var leftAlone: [String] = []
+            let present = Set(ours.map(comparable))
+            for plan in plans where !present.contains(plan.route) {
+                if let other = table.first(where: {
+                    $0.origin != routeProtocol && $0.destination == plan.route.destination
+                        && $0.prefixLength == plan.subnet.prefixLength
+                }) {
+                    leftAlone.append(
+                        "peer \(plan.peer): \(plan.subnet) is routed already (\(describe(other))); "
+                            + "bpfnet leaves routes it did not make alone")
+                    continue
+                }
+                try netlink.addRoute(plan.route)
+            }
+            return leftAlone
+        } catch {
+            throw .runtime("peer routes: \(error)")
+        }
+    }
+
+    /// Removes every route bpfnet made (unload, or a backend without peers).
+    static func removeAll() throws(DataplaneError) {
+        try _ = reconcile([])
+    }
+
+    /// bpfnet's routes now, as `ip route` would print them, by destination.
+    static func installed(name: (UInt32) -> String?) -> [IPv4CIDR: String] {
+        guard let netlink = try? RouteNetlink(), let table = try? netlink.routes(family: AF_INET) else { return [:] }
+        var result: [IPv4CIDR: String] = [:]
+        for route in table where route.origin == routeProtocol {
+            guard let address = IPv4Address(bytes: route.destination),
+                let subnet = IPv4CIDR(address: address, prefixLength: route.prefixLength)
+            else { continue }
+            result[subnet] = describe(route, name: name)
+        }
+        return result
+    }
+
+    /// A route as read back, reduced to what a plan sets (the kernel adds
+    /// nothing that matters for telling them apart, but normalises nothing either).
+    private static func comparable(_ route: RouteNetlink.Route) -> RouteNetlink.Route {
+        RouteNetlink.Route(
+            family: route.family, destination: route.destination, prefixLength: route.prefixLength,
+            gateway: route.gateway, outputIndex: route.outputIndex, origin: route.origin)
+    }
+
+    static func describe(_ route: RouteNetlink.Route, name: (UInt32) -> String? = HostSystem.interfaceName) -> String {
+        var text = ""
+        if let gateway = route.gateway.flatMap(IPv4Address.init(bytes:)) { text += "via \(gateway) " }
+        if let index = route.outputIndex {
+            text += "dev \(name(UInt32(bitPattern: index)) ?? "#\(index)") "
+        }
+        return text + "proto " + (protocolNames[route.origin] ?? String(route.origin))
+    }
+
+    /// The names `ip route` prints for the common protocol numbers (rt_protos).
+    private static let protocolNames: [UInt8: String] = [
+        UInt8(RTPROT_KERNEL): "kernel", UInt8(RTPROT_BOOT): "boot", UInt8(RTPROT_STATIC): "static",
+        UInt8(RTPROT_DHCP): "dhcp",
+    ]
+}
+
+extension IPv4Address {
+    /// The address in network byte order, as netlink carries it.
+    fileprivate var bytes: [UInt8] {
+        [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+    }
+
+    fileprivate init?(bytes: [UInt8]) {
+        guard bytes.count == 4 else { return nil }
+        self.init(bytes[0], bytes[1], bytes[2], bytes[3])
+    }
+}
