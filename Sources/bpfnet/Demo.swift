@@ -19,7 +19,12 @@ struct Demo: ParsableCommand {
             matrix with the reason of each drop and the counters, and removes everything it made. Exits 1 if \
             any cell disagrees with the policy, or a drop reason was counted less often than probes it blocked. \
             It ends with a short (about 10 s) packet-rate comparison of the bare bridge, Docker's iptables rules \
-            at 1,000 links and bpfnet (see `bpfnet bench`); --no-bench skips it.
+            at 1,000 links and bpfnet (see `bpfnet bench`); --no-bench skips it. \
+            --hosts 2 builds Docker's two-host example instead: two hosts that are each other's peers \
+            (docs/policy.md, "Peers"), each with its own bpfnet routing the other's container subnet \
+            (routes: true), and an outside host; it shows containers reaching each other across the hosts with \
+            their own addresses, the outside held off, masquerade towards it, and host2's icc applied to its \
+            peer's containers (no packet-rate comparison).
             """)
 
     @Flag(
@@ -32,8 +37,20 @@ struct Demo: ParsableCommand {
     @Flag(name: .customLong("no-bench"), help: "Skip the short packet-rate comparison at the end.")
     var noBench = false
 
+    @Option(
+        help: ArgumentHelp(
+            "1: the demo host (default); 2: Docker's two-host example with peers.", valueName: "1|2"))
+    var hosts = 1
+
+    func validate() throws {
+        guard hosts == 1 || hosts == 2 else {
+            throw ValidationError("--hosts \(hosts): expected 1 (the demo host) or 2 (two peer hosts)")
+        }
+    }
+
     func run() throws {
         try requireRoot("demo")
+        if hosts == 2 { return try runTwoHosts() }
         // Ctrl-C during the comparison also unmounts its pin directories.
         if !noBench { BenchSafetyNet.install() }
         let settings = [PolicySettings(icc: true), PolicySettings(icc: false)]
@@ -129,6 +146,64 @@ struct Demo: ParsableCommand {
         return outcome.report
     }
 
+    /// `--hosts 2`: TwoHostLab under each of TwoHostSettings.demo.
+    private func runTwoHosts() throws {
+        progress(
+            "building two peer hosts (host1: docker0 172.17.0.0/16 with c1; host2: docker0 172.18.0.0/16 with c2, c3; "
+                + "routers between 192.168.7.1 and 192.168.8.1) and an outside host")
+        let lab = try TwoHostLab()
+        defer { lab.close() }
+        var report = TwoHostReport()
+        var undercounted: [String] = []
+        for setting in TwoHostSettings.demo {
+            progress("loading bpfnet on both hosts: \(setting)")
+            try lab.load(setting)
+            let before = try lab.counters()
+            let entries = try lab.measure(setting)
+            let counters = DemoPrinter.delta(from: before, to: try lab.counters())
+            report.settings.append(setting.description)
+            report.matrix += entries.map { TwoHostReport.Cell(entry: $0, policy: setting.description) }
+            report.counters[setting.description] = counters
+            var byReason: [String: UInt64] = [:]
+            for reasons in counters.values { byReason.merge(reasons, uniquingKeysWith: +) }
+            let missing = DemoLab.undercountedReasons(entries, counted: byReason)
+            undercounted += missing.map { "\(setting): \($0)" }
+            if !json {
+                print("\n== \(setting) (host1: icc on, peerPolicy icc; both: forward policy drop)")
+                print(DemoPrinter.grid("across the hosts and with the outside", entries), terminator: "")
+                print(DemoPrinter.counterLines(counters, undercounted: missing), terminator: "")
+            }
+        }
+        for host in [lab.host1, lab.host2] {
+            report.routes[host.name] = try host.status().peers?.flatMap { $0.routes ?? [] } ?? []
+        }
+        lab.close()
+        let mismatches = report.matrix.filter { !$0.entry.matches }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print("\nroutes bpfnet installed (routes: true)")
+            for (host, routes) in report.routes.sorted(by: { $0.key < $1.key }) {
+                for route in routes { print("  \(host): \(route)") }
+            }
+            print("\n\(report.matrix.count - mismatches.count) of \(report.matrix.count) cells match the policy.")
+        }
+        if !mismatches.isEmpty {
+            throw DataplaneError.runtime(
+                "\(mismatches.count) cells disagree with the policy: "
+                    + mismatches.map {
+                        "\($0.entry.source) → \($0.entry.destination) (\($0.policy)): \($0.entry.observed)"
+                    }
+                    .joined(separator: "; "))
+        }
+        if !undercounted.isEmpty {
+            throw DataplaneError.runtime(
+                "drops not counted under the reason the policy names: " + undercounted.joined(separator: "; "))
+        }
+    }
+
     private func progress(_ message: String) {
         if json { return }
         fflush(nil)  // what print() buffered goes out first when both streams share a terminal or pipe
@@ -162,16 +237,49 @@ struct DemoReport: Encodable {
     var bench: BenchReport?
 }
 
+/// What `bpfnet demo --hosts 2 --json` prints.
+struct TwoHostReport: Encodable {
+    struct Cell: Encodable {
+        var entry: MatrixEntry
+        var policy: String
+
+        private enum Keys: String, CodingKey { case matches, policy }
+
+        func encode(to encoder: Encoder) throws {
+            try entry.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(entry.matches, forKey: .matches)
+            try container.encode(policy, forKey: .policy)
+        }
+    }
+
+    var settings: [String] = []
+    var matrix: [Cell] = []
+    /// policy → "HOST PROGRAM" → reason → packets.
+    var counters: [String: [String: [String: UInt64]]] = [:]
+    /// host → the routes to its peer bpfnet installed, as `status` shows them.
+    var routes: [String: [String]] = [:]
+}
+
 /// The text form: one grid for traffic between containers, one for the host
 /// and the outside (rows: source, columns: destination:port/proto).
 enum DemoPrinter {
     /// program → reason → packets counted between two status readings.
     static func delta(from before: DataplaneStatus, to after: DataplaneStatus) -> [String: [String: UInt64]] {
+        delta(
+            from: before.programCounters.mapValues { $0.mapValues(\.packets) },
+            to: after.programCounters.mapValues { $0.mapValues(\.packets) })
+    }
+
+    /// program → reason → packets counted between two readings.
+    static func delta(from before: [String: [String: UInt64]], to after: [String: [String: UInt64]])
+        -> [String: [String: UInt64]]
+    {
         var result: [String: [String: UInt64]] = [:]
-        for (program, reasons) in after.programCounters {
+        for (program, reasons) in after {
             for (reason, value) in reasons {
-                let earlier = before.programCounters[program]?[reason]?.packets ?? 0
-                if value.packets > earlier { result[program, default: [:]][reason] = value.packets - earlier }
+                let earlier = before[program]?[reason] ?? 0
+                if value > earlier { result[program, default: [:]][reason] = value - earlier }
             }
         }
         return result
@@ -190,7 +298,12 @@ enum DemoPrinter {
         let others = entries.filter { !(containers.contains($0.from) && containers.contains($0.to)) }
         out += grid("between containers", between)
         out += grid("with the host and the outside", others)
-        out += "\ncounters (packets counted while probing, by program and reason)\n"
+        return out + counterLines(counters, undercounted: undercounted)
+    }
+
+    /// The counters a section added, by program and reason, and the reasons counted too rarely.
+    static func counterLines(_ counters: [String: [String: UInt64]], undercounted: [String]) -> String {
+        var out = "\ncounters (packets counted while probing, by program and reason)\n"
         for (program, reasons) in counters.sorted(by: { $0.key < $1.key }) {
             let cells = reasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
             out += "  \(program): \(cells.joined(separator: ", "))\n"
