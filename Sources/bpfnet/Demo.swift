@@ -146,12 +146,12 @@ struct Demo: ParsableCommand {
         return outcome.report
     }
 
-    /// `--hosts 2`: TwoHostLab under each of TwoHostSettings.demo.
+    /// `--hosts 2`: PeerHostsLab under each of TwoHostSettings.demo.
     private func runTwoHosts() throws {
         progress(
             "building two peer hosts (host1: docker0 172.17.0.0/16 with c1; host2: docker0 172.18.0.0/16 with c2, c3; "
                 + "routers between 192.168.7.1 and 192.168.8.1) and an outside host")
-        let lab = try TwoHostLab()
+        let lab = try PeerHostsLab()
         defer { lab.close() }
         var report = TwoHostReport()
         var undercounted: [String] = []

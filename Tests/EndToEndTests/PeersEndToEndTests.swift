@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Docker's two-host example with peers (docs/policy.md, "Peers") on
-// TwoHostLab (its header draws the hosts): each host in namespaces of its
+// PeerHostsLab (its header draws the hosts): each host in namespaces of its
 // own, running its own `bpfnet load` (its own pin path, a private bpffs
 // there). Real TCP, UDP and ICMP: c1 → c2 passes with c1's own address (no
 // masquerade), an outside host claiming host2's container subnet is dropped
@@ -16,19 +16,19 @@ import NetLab
 import XCTest
 
 final class PeersEndToEndTests: XCTestCase {
-    let c1 = TwoHostLab.c1
-    let c2 = TwoHostLab.c2
-    let kinds: [Probe.Kind] = [.tcp(TwoHostLab.tcpPort), .udp(TwoHostLab.udpPort), .icmp]
+    let c1 = PeerHostsLab.c1
+    let c2 = PeerHostsLab.c2
+    let kinds: [Probe.Kind] = [.tcp(PeerHostsLab.tcpPort), .udp(PeerHostsLab.udpPort), .icmp]
 
-    func makeLab(routingContainerSubnets: Bool) throws -> TwoHostLab {
-        let lab = try TwoHostLab(routingContainerSubnets: routingContainerSubnets)
+    func makeLab(routingContainerSubnets: Bool) throws -> PeerHostsLab {
+        let lab = try PeerHostsLab(routingContainerSubnets: routingContainerSubnets)
         addTeardownBlock { lab.close() }
         return lab
     }
 
     /// One probe from `from` on `host` to c2 (or `to`).
     func probe(
-        _ lab: TwoHostLab, _ host: TwoHostLab.Host, _ from: String, _ kind: Probe.Kind, to: IPv4Address? = nil,
+        _ lab: PeerHostsLab, _ host: PeerHostsLab.Host, _ from: String, _ kind: Probe.Kind, to: IPv4Address? = nil,
         source: IPv4Address? = nil
     ) throws -> ProbeResult {
         let destination = to ?? c2
@@ -37,8 +37,14 @@ final class PeersEndToEndTests: XCTestCase {
                 on: host, from: from, to: destination, kind, source: source, label: "\(from) → \(destination) \(kind)"))
     }
 
-    func counter(_ host: TwoHostLab.Host, _ program: String, _ reason: String) throws -> UInt64 {
+    func counter(_ host: PeerHostsLab.Host, _ program: String, _ reason: String) throws -> UInt64 {
         try host.status().programCounters[program]?[reason]?.packets ?? 0
+    }
+
+    /// A container of the three-host lab: which host, which address.
+    struct LabContainer {
+        var host: Int
+        var address: IPv4Address
     }
 
     func testTwoHostsReachEachOthersContainersAndNobodyElseDoes() throws {
@@ -46,15 +52,15 @@ final class PeersEndToEndTests: XCTestCase {
         // The operator routes the container subnets, as in Docker's example.
         let lab = try makeLab(routingContainerSubnets: true)
         let (host1, host2) = (lab.host1, lab.host2)
-        let spoofed = TwoHostLab.spoofedPeerSource
+        let spoofed = PeerHostsLab.spoofedPeerSource
 
         // Before bpfnet: Docker's setup routes everything, the spoofer included.
         XCTAssertTrue(
-            try probe(lab, host1, "outside", .tcp(TwoHostLab.tcpPort), to: c1, source: spoofed).isAllowed,
+            try probe(lab, host1, "outside", .tcp(PeerHostsLab.tcpPort), to: c1, source: spoofed).isAllowed,
             "routing works for the outside host")
 
-        try host1.load(TwoHostLab.policy(for: "host1", routes: false))
-        try host2.load(TwoHostLab.policy(for: "host2", routes: false))
+        try host1.load(PeerHostsLab.policy(for: "host1", routes: false))
+        try host2.load(PeerHostsLab.policy(for: "host2", routes: false))
         // `status` names the peer, its address and subnets, and the peer policy; no routes of bpfnet's.
         let status = try host1.status()
         XCTAssertEqual(
@@ -75,12 +81,12 @@ final class PeersEndToEndTests: XCTestCase {
 
         // The spoofer: not from the route to host2 (another interface) → dropped.
         let spoofedBefore = try counter(host1, "ext-xdp", "peer-spoofed")
-        let evil = try probe(lab, host1, "outside", .tcp(TwoHostLab.tcpPort), to: c1, source: spoofed)
+        let evil = try probe(lab, host1, "outside", .tcp(PeerHostsLab.tcpPort), to: c1, source: spoofed)
         XCTAssertFalse(evil.isAllowed, "\(evil)")
         XCTAssertGreaterThan(try counter(host1, "ext-xdp", "peer-spoofed"), spoofedBefore, "dropped as peer-spoofed")
 
         // icc=false on host2: cross-host traffic is inter-container traffic.
-        try host2.load(TwoHostLab.policy(for: "host2", icc: false, routes: false))
+        try host2.load(PeerHostsLab.policy(for: "host2", icc: false, routes: false))
         let iccBefore = try counter(host2, "ext-xdp", "icc")
         for kind in kinds {
             let result = try probe(lab, host1, "c1", kind)
@@ -89,13 +95,13 @@ final class PeersEndToEndTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try counter(host2, "ext-xdp", "icc") - iccBefore, 3, "one drop per probe at least")
 
         // ... unless peerPolicy allow.
-        try host2.load(TwoHostLab.policy(for: "host2", icc: false, peerPolicy: .allow, routes: false))
+        try host2.load(PeerHostsLab.policy(for: "host2", icc: false, peerPolicy: .allow, routes: false))
         for kind in kinds {
             let result = try probe(lab, host1, "c1", kind)
             XCTAssertTrue(result.isAllowed, "peerPolicy allow: \(result)")
         }
         XCTAssertFalse(
-            try probe(lab, host1, "outside", .udp(TwoHostLab.udpPort), to: c1, source: spoofed).isAllowed,
+            try probe(lab, host1, "outside", .udp(PeerHostsLab.udpPort), to: c1, source: spoofed).isAllowed,
             "still not the spoofer")
     }
 
@@ -111,17 +117,17 @@ final class PeersEndToEndTests: XCTestCase {
         let t1 = host1.topology
         // The operator's own route to a subnet the peer also lists.
         try t1.run(in: "host", ["ip", "route", "add", "10.99.0.0/24", "via", "192.168.7.254", "proto", "static"])
-        let host1Policy = TwoHostLab.policy(
+        let host1Policy = PeerHostsLab.policy(
             for: "host1", peer: .custom("host2", "192.168.8.1", "172.18.0.0/16, 10.99.0.0/24"))
 
         XCTAssertFalse(
-            try probe(lab, host1, "c1", .tcp(TwoHostLab.tcpPort)).isAllowed, "no route to 172.18/16 before bpfnet")
+            try probe(lab, host1, "c1", .tcp(PeerHostsLab.tcpPort)).isAllowed, "no route to 172.18/16 before bpfnet")
 
         let logged = try host1.load(host1Policy)
         XCTAssertTrue(
             logged.contains("peer host2: 10.99.0.0/24 is routed already (via 192.168.7.254 dev uplink proto static)"),
             logged)
-        try host2.load(TwoHostLab.policy(for: "host2"))
+        try host2.load(PeerHostsLab.policy(for: "host2"))
         // Via host1's router, as host1 reaches 192.168.8.1; the operator's route untouched.
         XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
         XCTAssertEqual(try host2.bpfnetRoutes(), ["172.17.0.0/16 via 192.168.8.254 dev uplink"])
@@ -144,7 +150,7 @@ final class PeersEndToEndTests: XCTestCase {
 
         // A peer this host cannot reach: refused, naming it; what runs stays.
         XCTAssertThrowsError(
-            try host1.load(TwoHostLab.policy(for: "host1", peer: .custom("host9", "198.51.100.9", "172.29.0.0/16")))
+            try host1.load(PeerHostsLab.policy(for: "host1", peer: .custom("host9", "198.51.100.9", "172.29.0.0/16")))
         ) { error in
             XCTAssertTrue(
                 "\(error)".contains(
@@ -154,9 +160,9 @@ final class PeersEndToEndTests: XCTestCase {
         XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
 
         // The peer removed: its route goes, and c1 can no longer reach c2.
-        try host1.load(TwoHostLab.policy(for: "host1", peer: .none))
+        try host1.load(PeerHostsLab.policy(for: "host1", peer: .none))
         XCTAssertEqual(try host1.bpfnetRoutes(), [])
-        XCTAssertFalse(try probe(lab, host1, "c1", .udp(TwoHostLab.udpPort)).isAllowed, "no route without the peer")
+        XCTAssertFalse(try probe(lab, host1, "c1", .udp(PeerHostsLab.udpPort)).isAllowed, "no route without the peer")
 
         // Back, then unload: bpfnet's routes go, the operator's stays.
         try host1.load(host1Policy)
@@ -165,6 +171,73 @@ final class PeersEndToEndTests: XCTestCase {
         XCTAssertEqual(try host1.bpfnetRoutes(), [])
         XCTAssertTrue(
             try t1.run(in: "host", ["ip", "route", "show", "10.99.0.0/24"]).stdout.contains("proto static"))
+    }
+
+    /// Three hosts, each the peer of the other two (routes: true): every
+    /// container reaches the containers of both other hosts with its own
+    /// address. Then host2 drops host1 from its peers while UDP runs on three
+    /// flows: c1 → c2 stops (host2's forward policy, counted), c4 → c2 and
+    /// c1 → c4 lose nothing.
+    func testThreeHostsAndAPeerRemovedWhileTrafficRuns() throws {
+        try requireRootForEndToEnd("network namespaces, bpffs and eBPF programs on three simulated hosts")
+        let lab = try PeerHostsLab(hostCount: 3)
+        addTeardownBlock { lab.close() }
+        for host in lab.hosts {
+            try host.load(PeerHostsLab.policy(for: host.name, hostCount: 3))
+        }
+        XCTAssertEqual(
+            try lab.host2.bpfnetRoutes().sorted(),
+            [
+                "10.19.0.0/16 via 192.168.8.254 dev uplink", "172.17.0.0/16 via 192.168.8.254 dev uplink",
+            ])
+        let containers: [(String, LabContainer)] = [
+            ("c1", LabContainer(host: 0, address: PeerHostsLab.c1)),
+            ("c2", LabContainer(host: 1, address: PeerHostsLab.c2)),
+            ("c4", LabContainer(host: 2, address: PeerHostsLab.c4)),
+        ]
+        for (from, source) in containers {
+            for (to, destination) in containers where destination.host != source.host {
+                for kind in kinds {
+                    let result = lab.probeRunner.run(
+                        try lab.probe(
+                            on: lab.hosts[source.host], from: from, to: destination.address, kind,
+                            label: "\(from) → \(to) \(kind)"))
+                    XCTAssertTrue(result.isAllowed, "\(result)")
+                    if case .icmp = kind { continue }
+                    XCTAssertEqual(result.peerSeen?.address, source.address, "its own address: \(result)")
+                }
+            }
+        }
+
+        let rate = 400
+        let flows = [
+            ("c1", lab.host1, PeerHostsLab.c2, "c2", lab.host2),
+            ("c4", lab.host3, PeerHostsLab.c2, "c2", lab.host2),
+            ("c1", lab.host1, PeerHostsLab.c4, "c4", lab.host3),
+        ].enumerated().map { index, flow in
+            UDPFlow.Spec(
+                from: flow.1.topology.namespace(flow.0), to: flow.2, receiver: flow.4.topology.namespace(flow.3),
+                port: 6100 + index)
+        }
+        let forwardBefore = try counter(lab.host2, "ext-xdp", "forward")
+        let counts = try UDPFlow.run(flows, rate: rate) {
+            usleep(500_000)  // every flow well under way (the senders warm up first)
+            try lab.host2.load(PeerHostsLab.policy(for: "host2", peer: .otherHosts(except: ["host1"]), hostCount: 3))
+            usleep(500_000)
+        }
+        let (removed, unaffected) = (counts[0], counts.dropFirst())
+        let sent = try XCTUnwrap(removed.sent)
+        let received = try XCTUnwrap(removed.received)
+        XCTAssertGreaterThan(received, rate / 4, "c1 → c2 ran before the change: \(removed)")
+        XCTAssertLessThan(received, sent - rate / 2, "c1 → c2 stopped once host1 was no longer host2's peer")
+        for count in unaffected {
+            XCTAssertEqual(count.received, count.sent, "the other peers' flows lose nothing: \(count)")
+            XCTAssertGreaterThan(count.sent ?? 0, rate, "\(count)")
+        }
+        XCTAssertGreaterThanOrEqual(
+            try counter(lab.host2, "ext-xdp", "forward") - forwardBefore, UInt64(sent - received),
+            "every datagram c1 → c2 lost was dropped by host2's forward policy")
+        XCTAssertEqual(try lab.host2.bpfnetRoutes(), ["10.19.0.0/16 via 192.168.8.254 dev uplink"])
     }
 
     /// `bpfnet demo --hosts 2` measures every cell of its matrix as the
@@ -193,7 +266,7 @@ final class PeersEndToEndTests: XCTestCase {
         let lab = try makeLab(routingContainerSubnets: true)
         let file = NSTemporaryDirectory() + "/bpfnet-peers-\(getpid()).yaml"
         defer { try? FileManager.default.removeItem(atPath: file) }
-        try TwoHostLab.policy(for: "host1", routes: false).write(toFile: file, atomically: true, encoding: .utf8)
+        try PeerHostsLab.policy(for: "host1", routes: false).write(toFile: file, atomically: true, encoding: .utf8)
         for backend in ["nftables", "iptables"] {
             XCTAssertThrowsError(try lab.host1.bpfnet(["load", "--backend", backend, "--config", file])) { error in
                 XCTAssertTrue(

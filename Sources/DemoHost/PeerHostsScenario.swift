@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// What `bpfnet demo --hosts 2` measures on TwoHostLab: containers on peer
+// What `bpfnet demo --hosts 2` measures on PeerHostsLab: containers on peer
 // hosts reaching each other with their own addresses, host1's container
 // masqueraded towards the outside, the outside host held off (forward policy,
 // and a peer's subnet claimed from the wrong interface), and host2's icc
@@ -34,7 +34,7 @@ public struct TwoHostSettings: Hashable, Sendable, CustomStringConvertible, Coda
 /// One probe of the two-host matrix and what the policy says about it.
 struct TwoHostCell {
     var fromLabel: String
-    var host: KeyPath<TwoHostLab, TwoHostLab.Host>
+    var host: KeyPath<PeerHostsLab, PeerHostsLab.Host>
     var role: String
     var toLabel: String
     var address: IPv4Address
@@ -63,7 +63,7 @@ struct TwoHostCell {
     }
 }
 
-extension TwoHostLab {
+extension PeerHostsLab {
     static var cells: [TwoHostCell] {
         let tcp = Probe.Kind.tcp(tcpPort)
         // host2 judges its peer's containers by its icc unless peerPolicy allow.
