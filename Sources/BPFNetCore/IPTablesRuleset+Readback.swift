@@ -90,6 +90,7 @@ extension IPTablesRuleset {
         let nat = save.table("nat")
         var containers: [NetfilterContainer] = []
         var notes: [String: String] = [:]
+        var peers: [IPv4Address: NetfilterPeer] = [:]
         for rule in filter.rules(in: stateChain) {
             guard let comment = rule.comment else { continue }
             let words = comment.split(separator: " ").map(String.init)
@@ -97,6 +98,12 @@ extension IPTablesRuleset {
                 let address = IPv4CIDR(source)?.address, let mac = MACAddress(words[2])
             {
                 containers.append(NetfilterContainer(name: words[1], ip: address, mac: mac, port: words[3]))
+            } else if words.first == "peer", words.count == 3, let subnet = rule.value("-s").flatMap({ IPv4CIDR($0) }),
+                let address = IPv4Address(words[2])
+            {
+                var peer = peers[address] ?? NetfilterPeer(name: words[1], address: address, subnets: [])
+                peer.subnets = (peer.subnets + [subnet]).sorted()
+                peers[address] = peer
             } else if words.first == "unused", words.count >= 2 {
                 let rest = comment.dropFirst("unused ".count)
                 if let colon = rest.firstIndex(of: ":") {
@@ -147,11 +154,14 @@ extension IPTablesRuleset {
                 .compactMap { $0.value("-s").flatMap { IPv4CIDR($0) } }
             extInterfaces.append(NetfilterExtInterface(name: interface, allowSources: sources))
         }
+        let peerAllow = policy.peerAllow
         policy = NetfilterPolicy(
             bridge: policy.bridge, bridgeAddress: policy.bridgeAddress, icc: policy.icc,
             forwardAccept: policy.forwardAccept, ipForward: policy.ipForward,
             containers: containers, links: links, published: published,
             extInterfaces: extInterfaces, unusedBackends: notes)
+        policy.peers = peers.values.sorted()
+        policy.peerAllow = peerAllow
         return policy
     }
 

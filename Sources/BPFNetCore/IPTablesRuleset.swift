@@ -49,6 +49,11 @@ public struct IPTablesRuleset: Sendable {
     public static func extChain(_ interface: String) -> String { "BPFNET-EXT-" + interface }
     public static func publishedChain(_ interface: String) -> String { "BPFNET-PUB-" + interface }
     public static func sourceChain(_ interface: String) -> String { "BPFNET-SRC-" + interface }
+    /// Which peers' subnets may arrive on `interface` (NetfilterPeers.swift).
+    public static func peerWayChain(_ interface: String) -> String { "BPFNET-WAY-" + interface }
+    /// Rows 12 for a peer's container that came the right way; with icc off, its replies.
+    public static let peerChain = "BPFNET-PEER"
+    public static let peerICCChain = "BPFNET-PEER-ICC"
 
     /// Filter chains bpfnet owns outright (flushed and rebuilt on every apply).
     public static func isOwnFilterChain(_ name: String) -> Bool {
@@ -111,9 +116,12 @@ public struct IPTablesRuleset: Sendable {
                 + (ext.hasAllowList ? [Self.sourceChain(ext.name)] : [])
         }
         let internalNetworks = p.networks.filter(\.internal)
+        let peerChains =
+            p.peers.isEmpty
+            ? [] : p.extInterfaces.map { Self.peerWayChain($0.name) } + [Self.peerChain, Self.peerICCChain]
         let wanted =
             [Self.dockerChain, Self.isolation1, Self.isolation2, Self.stateChain, Self.senderChain] + extChains
-            + (internalNetworks.isEmpty ? [] : [Self.internalInputChain])
+            + (internalNetworks.isEmpty ? [] : [Self.internalInputChain]) + peerChains
         let createUserChain = !filter.hasChain(Self.userChain)
         add("*filter")
         // Declaring a user chain under --noflush creates it or flushes it.
@@ -227,8 +235,9 @@ public struct IPTablesRuleset: Sendable {
             )
         }
 
-        // Rows 8-10, per external interface.
+        // Rows 8-10, per external interface; rows 12, 13 for peers.
         for ext in p.extInterfaces { out += extRules(ext) }
+        out += peerRules()
 
         // State: settings, containers, notes; links as never-reached rules when icc is on.
         var settings = Self.settingsPrefix + " " + p.settingsText
@@ -240,6 +249,13 @@ public struct IPTablesRuleset: Sendable {
             add(
                 "-A \(Self.stateChain) -s \(container.ip)/32 -m comment --comment "
                     + "\(quoted("container \(container.name) \(container.mac) \(container.port)")) -j RETURN")
+        }
+        for peer in p.peers {
+            for subnet in peer.subnets {
+                add(
+                    "-A \(Self.stateChain) -s \(subnet) -m comment --comment "
+                        + "\(quoted("peer \(peer.name) \(peer.address)")) -j RETURN")
+            }
         }
         for (backend, reason) in p.unusedBackends.sorted(by: { $0.key < $1.key }) {
             add(
@@ -260,6 +276,12 @@ public struct IPTablesRuleset: Sendable {
         add("-I PREROUTING 1 -m addrtype --dst-type LOCAL \(own()) -j \(Self.dockerChain)")
         add("-I OUTPUT 1 ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL \(own()) -j \(Self.dockerChain)")
         var postrouting: [String] = []
+        // Towards a peer's containers the source stays (docs/policy.md, "Peers").
+        for subnet in p.subnets {
+            for peerSubnet in p.peerSubnets {
+                postrouting.append("-s \(subnet) -d \(peerSubnet) \(own()) -j RETURN")
+            }
+        }
         if let subnet = p.bridgeSubnet {
             postrouting.append("-s \(subnet) ! -o \(bridge) \(own()) -j MASQUERADE")
         }
@@ -315,6 +337,17 @@ public struct IPTablesRuleset: Sendable {
 
         // Row 9: aimed at a container address, not a DNATed published port.
         let direct = p.subnets.map(\.description) + p.containersOutsideSubnet.map { "\($0)/32" }
+        if !p.peers.isEmpty {
+            // Rows 12, 13 first: from a peer's subnet, whatever the allow-list
+            // and forward policy. Matched on the packet's own destination, not
+            // the original tuple's: a reply to a connection a local container
+            // opened to a peer's is judged by these rows too, as by the ext program.
+            for destination in direct {
+                out.append(
+                    "-A \(extChain) -d \(destination) -m conntrack ! --ctstate DNAT "
+                        + "-j \(Self.peerWayChain(ext.name))")
+            }
+        }
         for destination in direct {
             let match = "-m conntrack ! --ctstate DNAT --ctorigdst \(destination)"
             if p.forwardAccept {
@@ -347,6 +380,40 @@ public struct IPTablesRuleset: Sendable {
             }
             out.append("-A \(srcChain) \(own(.source)) -j DROP")
         }
+        return out
+    }
+
+    /// BPFNET-WAY-<if> (a peer's subnet arriving on `if`: on to BPFNET-PEER
+    /// when its peer is routed through `if`, else `peer-spoofed`; any other
+    /// source returns), BPFNET-PEER (row 12: internal networks refused, icc
+    /// off asks BPFNET-PEER-ICC, else `peer`) and BPFNET-PEER-ICC (a TCP/UDP
+    /// reply conntrack knows passes, the rest is `icc`).
+    func peerRules() -> [String] {
+        let p = policy
+        guard !p.peers.isEmpty else { return [] }
+        var out: [String] = []
+        func own(_ reason: Reason? = nil) -> String { Self.comment(reason?.name) }
+        for ext in p.extInterfaces {
+            for peer in p.peers {
+                for subnet in peer.subnets {
+                    out.append(
+                        peer.interface == ext.name
+                            ? "-A \(Self.peerWayChain(ext.name)) -s \(subnet) \(own()) -g \(Self.peerChain)"
+                            : "-A \(Self.peerWayChain(ext.name)) -s \(subnet) \(own(.peerSpoofed)) -j DROP")
+                }
+            }
+        }
+        for destination in p.peerInternalDestinations {
+            out.append("-A \(Self.peerChain) -d \(destination) \(own(.internal)) -j DROP")
+        }
+        for destination in p.peerICCOffDestinations {
+            out.append("-A \(Self.peerChain) -d \(destination) \(own()) -g \(Self.peerICCChain)")
+        }
+        out.append("-A \(Self.peerChain) \(own(.peer)) -j ACCEPT")
+        for proto in ["tcp", "udp"] {
+            out.append("-A \(Self.peerICCChain) -p \(proto) -m conntrack --ctdir REPLY \(own(.reply)) -j ACCEPT")
+        }
+        out.append("-A \(Self.peerICCChain) \(own(.icc)) -j DROP")
         return out
     }
 

@@ -112,10 +112,32 @@ public enum NFTablesReadback {
             NetfilterExtInterface(name: name, allowSources: allow[name] ?? [], allowSourcesIPv6: allow6[name] ?? [])
         }
 
-        return NetfilterPolicy(
+        var result = NetfilterPolicy(
             bridge: base.bridge, bridgeAddress: base.bridgeAddress, icc: base.icc,
             forwardAccept: base.forwardAccept, ipForward: base.ipForward, containers: containers,
             links: links, published: published, extInterfaces: extInterfaces, unusedBackends: notes)
+        result.peerAllow = base.peerAllow
+        // "NAME ADDRESS" on each subnet of `peer_subnets`; the ways from `peer_ways`.
+        var ways: [IPv4CIDR: String] = [:]
+        for element in elements(set(named: "peer_ways", in: ip)) {
+            guard let parts = concat(unwrap(element)), parts.count == 2, let interface = parts[0] as? String,
+                let prefix = cidr(parts[1])
+            else { continue }
+            ways[prefix] = interface
+        }
+        var peers: [IPv4Address: NetfilterPeer] = [:]
+        for element in elements(set(named: "peer_subnets", in: ip)) {
+            guard let comment = (element as? [String: Any]).flatMap(elementComment),
+                case let words = comment.split(separator: " "), words.count == 2,
+                let address = IPv4Address(words[1]), let subnet = cidr(unwrap(element))
+            else { continue }
+            var peer = peers[address] ?? NetfilterPeer(name: String(words[0]), address: address, subnets: [])
+            peer.subnets = (peer.subnets + [subnet]).sorted()
+            peer.interface = peer.interface ?? ways[subnet]
+            peers[address] = peer
+        }
+        result.peers = peers.values.sorted()
+        return result
     }
 
     /// Named counters of one table: name → value.

@@ -19,7 +19,12 @@ extension NFTablesRuleset {
         let networks = !p.networks.isEmpty
         let internalBridges = p.internalBridges
         let networkReasons: [Reason] = networks ? [.network] + (internalBridges.isEmpty ? [] : [.internal]) : []
-        for reason in Self.extReasons + networkReasons { add(counterDeclaration(Self.extProgram, reason)) }
+        let peers = !p.peers.isEmpty
+        let peerReasons: [Reason] = peers ? [.peer, .peerSpoofed, .icc, .internal] : []
+        var declared: Set<Reason> = []
+        for reason in Self.extReasons + networkReasons + peerReasons where declared.insert(reason).inserted {
+            add(counterDeclaration(Self.extProgram, reason))
+        }
         add(declaration("set", "ext_ifs", type: "ifname", elements: p.extInterfaces.map { quoted($0.name) }))
         add(
             declaration(
@@ -43,6 +48,31 @@ extension NFTablesRuleset {
             if !internalBridges.isEmpty {
                 add(declaration("set", "internal_bridges", type: "ifname", elements: internalBridges.map(quoted)))
             }
+        }
+
+        if peers {
+            // Each subnet commented with its peer's name and address, for `status`.
+            add(
+                declaration(
+                    "set", "peer_subnets", type: "ipv4_addr", flags: "interval",
+                    elements: p.peers.flatMap { peer in
+                        peer.subnets.map { "\($0) comment \(quoted("\(peer.name) \(peer.address)"))" }
+                    }))
+            // Each peer subnet with the interface its peer is routed through.
+            add(
+                declaration(
+                    "set", "peer_ways", type: "ifname . ipv4_addr", flags: "interval", autoMerge: false,
+                    elements: p.peers.flatMap { peer in
+                        peer.interface.map { interface in peer.subnets.map { "\(quoted(interface)) . \($0)" } } ?? []
+                    }))
+            add(
+                declaration(
+                    "set", "peer_internal", type: "ipv4_addr", flags: "interval", autoMerge: true,
+                    elements: p.peerInternalDestinations.map(\.description)))
+            add(
+                declaration(
+                    "set", "peer_icc_off", type: "ipv4_addr", flags: "interval", autoMerge: true,
+                    elements: p.peerICCOffDestinations.map(\.description)))
         }
 
         // Before DNAT (dstnat is -100), after conntrack (-200): the ext
@@ -94,6 +124,8 @@ extension NFTablesRuleset {
         if networks || !p.forwardAccept { add("    }") }
 
         add("    chain ext_direct {")
+        // Rows 12, 13: a peer's container, before the allow-list and the forward policy.
+        if peers { add("        ip saddr @peer_subnets goto ext_peer") }
         if p.forwardAccept {
             add("        iifname @allowlisted iifname . ip saddr != @allow_src goto ext_not_admitted")
             add("        \(count(.forwardAccept, program: Self.extProgram)) accept")
@@ -104,6 +136,24 @@ extension NFTablesRuleset {
             add("        \(count(.forward, program: Self.extProgram)) drop")
         }
         add("    }")
+
+        if peers {
+            // Row 13: not the way its peer is routed (never taken for a reply).
+            // Row 12: the destination network's internal flag and icc
+            // (peerPolicy icc), a TCP/UDP reply conntrack knows excepted.
+            add("    chain ext_peer {")
+            add("        iifname . ip saddr != @peer_ways \(count(.peerSpoofed, program: Self.extProgram)) drop")
+            add("        ip daddr @peer_internal \(count(.internal, program: Self.extProgram)) drop")
+            add("        ip daddr @peer_icc_off goto ext_peer_icc")
+            add("        \(count(.peer, program: Self.extProgram)) accept")
+            add("    }")
+            add("    chain ext_peer_icc {")
+            add(
+                "        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.extProgram)) accept"
+            )
+            add("        \(count(.icc, program: Self.extProgram)) drop")
+            add("    }")
+        }
 
         // Row 8: a published host port; the allow-list of the ingress interface decides.
         add("    chain ext_published {")

@@ -90,6 +90,11 @@ public struct NetfilterPolicy: Hashable, Sendable {
     /// Backend name → why `--backend auto` did not use it (kept in the kernel
     /// next to the rules so `bpfnet status` can say it from another process).
     public var unusedBackends: [String: String]
+    /// Peer hosts (NetfilterPeers.swift), sorted by address; their
+    /// interfaces are filled in by the dataplane.
+    public var peers: [NetfilterPeer] = []
+    /// `peerPolicy: allow`.
+    public var peerAllow = false
 
     public init(
         bridge: String, bridgeAddress: IPv4InterfaceAddress?, icc: Bool, forwardAccept: Bool,
@@ -150,6 +155,11 @@ public struct NetfilterPolicy: Hashable, Sendable {
             forwardAccept: config.flags.contains(.forwardAccept), ipForward: config.flags.contains(.ipForward),
             containers: containers, links: Array(state.links), published: published,
             extInterfaces: extInterfaces, unusedBackends: unusedBackends, networks: networks)
+        peers = Self.peers(of: state)
+        peerAllow = config.flags.contains(.peerAllow)
+        for peer in peers where !NetfilterName.isSafeText(peer.name) {
+            problems.append("peer name '\(peer.name)' cannot be written into a rule comment")
+        }
         for interface in self.bridges + self.containers.map(\.port) + self.extInterfaces.map(\.name) {
             if let problem = NetfilterName.problem(interface) { problems.append(problem) }
         }
@@ -184,6 +194,7 @@ public struct NetfilterPolicy: Hashable, Sendable {
                 bridge: network.bridge, subnet: network.subnet, masquerade: network.masquerade,
                 sourceAddress: network.sourceAddress)
         }
+        nat.peerSubnets = peerSubnets
         return nat
     }
 
@@ -195,6 +206,7 @@ public struct NetfilterPolicy: Hashable, Sendable {
         var fields = ["bridge=\(bridge)"]
         if let bridgeAddress { fields.append("address=\(bridgeAddress)") }
         fields += ["icc=\(icc)", "forward-policy=\(forwardPolicy.rawValue)", "ip-forward=\(ipForward)"]
+        if peerAllow { fields.append("peer-policy=allow") }
         return fields.joined(separator: " ")
     }
 
@@ -209,9 +221,11 @@ public struct NetfilterPolicy: Hashable, Sendable {
             let forward = fields["forward-policy"].flatMap(ForwardPolicy.init(rawValue:)),
             let ipForward = fields["ip-forward"].flatMap(Bool.init)
         else { return nil }
-        return NetfilterPolicy(
+        var policy = NetfilterPolicy(
             bridge: bridge, bridgeAddress: fields["address"].flatMap { IPv4InterfaceAddress($0) },
             icc: icc, forwardAccept: forward == .accept, ipForward: ipForward)
+        policy.peerAllow = fields["peer-policy"] == PeerPolicy.allow.rawValue
+        return policy
     }
 
     /// The status document for what was read back from the kernel.
@@ -258,6 +272,13 @@ public struct NetfilterPolicy: Hashable, Sendable {
                     containerPort: entry.target.containerPort)
             })
         status.unusedBackends = unusedBackends.isEmpty ? nil : unusedBackends
+        if !peers.isEmpty {
+            status.peers = peers.map { peer in
+                DataplaneStatus.Peer(
+                    name: peer.name, address: peer.address.description, subnets: peer.subnets.map(\.description))
+            }
+            status.peerPolicy = (peerAllow ? PeerPolicy.allow : .icc).rawValue
+        }
         return status
     }
 }

@@ -197,7 +197,7 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     public var networks: [Network]?
     /// eBPF backend, when the policy has peers: each peer host (from
     /// `bn_peers`, by address), and `peerPolicy` ("icc" or "allow"). nil
-    /// otherwise (the netfilter fallbacks refuse peers).
+    /// without peers (the netfilter fallbacks read them back from their rules).
     public var peers: [Peer]? = nil
     public var peerPolicy: String? = nil
     /// Reason name → packets, summed over programs and CPUs; every known reason

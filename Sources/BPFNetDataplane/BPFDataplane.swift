@@ -33,8 +33,7 @@ public final class BPFDataplane: Dataplane {
     /// and neither needs redoing when it did not change.
     private var lastNATRuleset: String?
     private var lastGuardRuleset: String?
-    /// The peer routes the last apply reconciled (nil: none yet in this process).
-    private var lastPeerRoutes: [PeerRoutes.Plan]?
+    private let peerRouteKeeper = PeerRouteKeeper()
     private var verifiedPorts: [String: UInt32] = [:]
     private var retiredOtherBackends = false
     /// This process has checked every interface's attachment and fast-path
@@ -69,7 +68,7 @@ public final class BPFDataplane: Dataplane {
         }
         try HostSystem.checkBridgePorts(policy, unverified, interfaces: compiled.interfaces)
         try MapCapacity.check(compiledState)
-        let peerRoutes = try PeerRoutes.plan(policy.peers)
+        let peerRoutes = try peerRouteKeeper.plan(policy.peers)
 
         let dataplane = try loadedDataplane()
         let current = try MapState(reading: dataplane.maps)
@@ -149,10 +148,7 @@ public final class BPFDataplane: Dataplane {
         }
         // After the programs that judge peer traffic are in place; reconciled
         // with the kernel's table when the plan changes (and once per process).
-        if peerRoutes != lastPeerRoutes {
-            for problem in try PeerRoutes.reconcile(peerRoutes) { logger.warning("\(problem)") }
-            lastPeerRoutes = peerRoutes
-        }
+        try peerRouteKeeper.reconcile(peerRoutes, logger: logger)
         for container in policy.containers {
             verifiedPorts[container.port] = facts.interfaceIndex(container.port)
         }
@@ -167,7 +163,7 @@ public final class BPFDataplane: Dataplane {
     public func forgetCachedState() {
         lastNATRuleset = nil
         lastGuardRuleset = nil
-        lastPeerRoutes = nil
+        peerRouteKeeper.forget()
         verifiedPorts = [:]
         checkedEveryInterface = false
         retiredOtherBackends = false
@@ -274,17 +270,7 @@ public final class BPFDataplane: Dataplane {
         status.bridgePorts = Self.bridgePorts(state: state, interfaces: interfaces, attachments: attachments)
         Self.countAttachedPorts(in: &status, state: state, interfaces: interfaces, attachments: attachments)
         Self.addXDPModes(to: &status, records: records)
-        if askingTheKernel, let peers = status.peers {
-            let routes = PeerRoutes.installed { interfaces.link($0)?.name }
-            status.peers = peers.map { peer in
-                var peer = peer
-                let installed = peer.subnets.compactMap { text in
-                    IPv4CIDR(text).flatMap { routes[$0] }.map { "\(text) \($0)" }
-                }
-                peer.routes = installed.isEmpty ? nil : installed
-                return peer
-            }
-        }
+        if askingTheKernel { PeerRoutes.addInstalledRoutes(to: &status) { interfaces.link($0)?.name } }
         return status
     }
 

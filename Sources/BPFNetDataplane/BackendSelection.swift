@@ -31,19 +31,18 @@ enum NetfilterBackends {
     static func compileWithBridgeMAC(_ policy: Policy, backend: Backend) throws -> (
         policy: NetfilterPolicy, bridgeMAC: MACAddress
     ) {
-        // Never silently ignore peers: a netfilter ruleset without their rows
-        // would drop their traffic (or, with forward accept, admit it from anywhere).
-        guard policy.peers.isEmpty else {
-            throw DataplaneError.badInput(
-                "\(backend.rawValue): peers (\(policy.peers.map(\.name).joined(separator: ", "))) "
-                    + "are enforced by the eBPF backend only in this version; use --backend bpf")
-        }
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy, policy.containers, interfaces: compiled.interfaces)
         do {
             var netfilter = try NetfilterPolicy(
                 state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName,
                 networks: policy.networks)
+            // The way to each peer as it is now (NetfilterPeers.swift).
+            netfilter.peers = netfilter.peers.map { peer in
+                var peer = peer
+                peer.interface = PeerRoutes.interface(towards: peer.address)
+                return peer
+            }
             // With networks, the default bridge's ports no container claims are
             // told from ports that join any bridge later (nftables).
             if !policy.networks.isEmpty {
@@ -140,8 +139,9 @@ enum BPFRetirement {
     }
 
     /// Detaches every recorded program, gives the containers their GRO and
-    /// checksum settings back, removes the NAT table (with `removingNATTable`)
-    /// and bpfnet's routes to peers and, when all that worked, the pins. Returns what could not be done.
+    /// checksum settings back, removes the NAT table and bpfnet's routes to
+    /// peers (both with `removingNATTable`: an unload) and, when all that
+    /// worked, the pins. Returns what could not be done.
     static func tearDown(pinPath: FilePath, removingNATTable: Bool, logger: Logger) -> [String] {
         var problems: [String] = []
         if isLoaded(pinPath: pinPath) {
@@ -185,11 +185,14 @@ enum BPFRetirement {
                 problems.append("removing the nftables table \(NATRuleset.tableName): \(error)")
             }
         }
-        // Routes to peers' subnets are the eBPF backend's (the fallbacks refuse peers).
-        do {
-            try PeerRoutes.removeAll()
-        } catch {
-            problems.append("removing the routes to peers (proto \(PeerRoutes.routeProtocol)): \(error)")
+        // Routes to peers' subnets go on unload; a backend taking over keeps
+        // them (and reconciles them with its own first apply).
+        if removingNATTable {
+            do {
+                try PeerRoutes.removeAll()
+            } catch {
+                problems.append("removing the routes to peers (proto \(PeerRoutes.routeProtocol)): \(error)")
+            }
         }
         // Pins go last: they are how a later attempt finds what to undo.
         guard problems.isEmpty else { return problems }
@@ -431,6 +434,8 @@ public enum LoadedDataplaneFinder {
         if found.contains(.bpf) || NetfilterCommand.isInstalled(NFT.program) {
             do { try BPFDataplane(pinPath: pinPath).unload() } catch { problems.append("\(error)") }
         }
+        // Whichever backend installed them (the eBPF unload removes them too).
+        do { try PeerRoutes.removeAll() } catch { problems.append("\(error)") }
         guard problems.isEmpty else {
             throw DataplaneError.runtime("unload incomplete: " + problems.joined(separator: "; "))
         }

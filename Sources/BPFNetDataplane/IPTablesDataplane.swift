@@ -22,6 +22,7 @@ public final class IPTablesDataplane: Dataplane {
     /// Backend → why `--backend auto` did not use it; kept with the rules.
     public var unusedBackends: [String: String] = [:]
     private let logger: Logger
+    private let peerRouteKeeper = PeerRouteKeeper()
 
     static let bridgeNetfilterSysctl = "net/bridge/bridge-nf-call-iptables"
     static let bridgeNetfilter6Sysctl = "net/bridge/bridge-nf-call-ip6tables"
@@ -37,9 +38,12 @@ public final class IPTablesDataplane: Dataplane {
 
     // MARK: apply
 
+    public func forgetCachedState() { peerRouteKeeper.forget() }
+
     public func apply(_ policy: Policy) throws {
         var compiled = try NetfilterBackends.compile(policy, backend: backend)
         compiled.unusedBackends = unusedBackends
+        let peerRoutes = try peerRouteKeeper.plan(policy.peers)
         guard NetfilterCommand.isInstalled(variant.restoreCommand) else {
             throw DataplaneError.notFound(
                 "iptables: `\(variant.restoreCommand)` is not installed — install iptables "
@@ -121,6 +125,7 @@ public final class IPTablesDataplane: Dataplane {
             input: EBTablesRuleset.render(compiled, current: try Self.ebtablesSaveText()),
             purpose: "iptables: installing bpfnet's ARP and VLAN rules (ebtables)")
         logger.info("iptables rules installed")
+        try peerRouteKeeper.reconcile(peerRoutes, logger: logger)
         try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
     }
 
@@ -238,6 +243,7 @@ public final class IPTablesDataplane: Dataplane {
         }
         NetfilterBackends.setCounters(&status, [IPTablesRuleset.program: counters])
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
+        PeerRoutes.addInstalledRoutes(to: &status, name: HostSystem.interfaceName)
         return status
     }
 

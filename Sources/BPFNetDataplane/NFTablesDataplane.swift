@@ -18,6 +18,7 @@ public final class NFTablesDataplane: Dataplane {
     /// Backend → why `--backend auto` did not use it; kept with the rules.
     public var unusedBackends: [String: String] = [:]
     private let logger: Logger
+    private let peerRouteKeeper = PeerRouteKeeper()
 
     public init(pinPath: FilePath = BPFDataplane.defaultPinPath, logger: Logger = Logger(label: "bpfnet.nftables")) {
         self.pinPath = pinPath
@@ -30,8 +31,11 @@ public final class NFTablesDataplane: Dataplane {
 
     // MARK: apply
 
+    public func forgetCachedState() { peerRouteKeeper.forget() }
+
     public func apply(_ policy: Policy) throws {
         let (compiled, bridgeMAC) = try NetfilterBackends.compileWithBridgeMAC(policy, backend: backend)
+        let peerRoutes = try peerRouteKeeper.plan(policy.peers)
         let tables = try Self.tables()
         try checkOwnership(tables)
         let counters = (try? currentCounters(tables)) ?? [:]
@@ -45,6 +49,7 @@ public final class NFTablesDataplane: Dataplane {
             NFTablesRuleset(policy: netfilterPolicy, counters: counters, bridgeMAC: bridgeMAC).render(),
             purpose: "installing tables bridge/ip/ip6 \(NFTablesRuleset.tableName) (the previous rules stay in force)")
         logger.info("nftables tables installed")
+        try peerRouteKeeper.reconcile(peerRoutes, logger: logger)
         // The new rules are in force; now the other backends' objects go
         // (both enforce the same policy meanwhile, so no packet sees none).
         try NetfilterBackends.retireOthers(except: backend, pinPath: pinPath, logger: logger)
@@ -157,6 +162,7 @@ public final class NFTablesDataplane: Dataplane {
                 }
             })
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
+        PeerRoutes.addInstalledRoutes(to: &status, name: HostSystem.interfaceName)
         return status
     }
 

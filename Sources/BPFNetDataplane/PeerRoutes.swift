@@ -108,6 +108,29 @@ enum PeerRoutes {
         try _ = reconcile([])
     }
 
+    /// The interface the route to `address` leaves through (`ip route get`);
+    /// nil when there is no unicast route (the netfilter fallbacks' peer check).
+    static func interface(towards address: IPv4Address) -> String? {
+        guard let netlink = try? RouteNetlink(), let way = try? netlink.route(to: address.bytes, family: AF_INET),
+            way.type == UInt8(RTN_UNICAST), let index = way.outputIndex
+        else { return nil }
+        return HostSystem.interfaceName(UInt32(bitPattern: index))
+    }
+
+    /// Fills each peer's `routes` in a status from the kernel's table.
+    static func addInstalledRoutes(to status: inout DataplaneStatus, name: (UInt32) -> String?) {
+        guard let peers = status.peers else { return }
+        let routes = installed(name: name)
+        status.peers = peers.map { peer in
+            var peer = peer
+            let found = peer.subnets.compactMap { text in
+                IPv4CIDR(text).flatMap { routes[$0] }.map { "\(text) \($0)" }
+            }
+            peer.routes = found.isEmpty ? nil : found
+            return peer
+        }
+    }
+
     /// bpfnet's routes now, as `ip route` would print them, by destination.
     static func installed(name: (UInt32) -> String?) -> [IPv4CIDR: String] {
         guard let netlink = try? RouteNetlink(), let table = try? netlink.routes(family: AF_INET) else { return [:] }
@@ -143,6 +166,24 @@ enum PeerRoutes {
         UInt8(RTPROT_KERNEL): "kernel", UInt8(RTPROT_BOOT): "boot", UInt8(RTPROT_STATIC): "static",
         UInt8(RTPROT_DHCP): "dhcp",
     ]
+}
+
+/// What every backend's apply does with the routes to peers: plan them
+/// before the kernel is touched, reconcile them once the rules that judge
+/// peer traffic are in force, and skip that when nothing changed since this
+/// process's last apply (`forget` makes the next one look again).
+final class PeerRouteKeeper {
+    private var last: [PeerRoutes.Plan]?
+
+    func plan(_ peers: [Peer]) throws(DataplaneError) -> [PeerRoutes.Plan] { try PeerRoutes.plan(peers) }
+
+    func reconcile(_ plans: [PeerRoutes.Plan], logger: Logger) throws(DataplaneError) {
+        guard plans != last else { return }
+        for problem in try PeerRoutes.reconcile(plans) { logger.warning("\(problem)") }
+        last = plans
+    }
+
+    func forget() { last = nil }
 }
 
 extension IPv4Address {

@@ -38,14 +38,14 @@ public final class PeerHostsLab {
             ).stdout
         }
 
-        /// Writes `yaml` and runs `bpfnet load --backend bpf` with it; returns what it logged.
+        /// Writes `yaml` and runs `bpfnet load --backend BACKEND` with it; returns what it logged.
         @discardableResult
-        public func load(_ yaml: String) throws -> String {
+        public func load(_ yaml: String, backend: String = "bpf") throws -> String {
             let file = directory + "/policy.yaml"
             try yaml.write(toFile: file, atomically: true, encoding: .utf8)
             return try topology.run(
                 in: TopologySpec.hostRole,
-                [bpfnet, "load", "--backend", "bpf", "--config", file, "--pin-path", pinPath],
+                [bpfnet, "load", "--backend", backend, "--config", file, "--pin-path", pinPath],
                 timeout: .seconds(60)
             ).stderr
         }

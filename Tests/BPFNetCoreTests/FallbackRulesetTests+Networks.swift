@@ -174,3 +174,90 @@ extension FallbackRulesetTests {
             rules)
     }
 }
+
+extension FallbackSample {
+    /// The networks policy with two peers: host2 routed through eth0, host3
+    /// through no interface at all (no route to it).
+    static func peersNetfilterPolicy(peerPolicy: PeerPolicy = .icc) throws -> NetfilterPolicy {
+        var source = networksPolicy
+        source.peers = [
+            Peer(name: "host2", address: IPv4Address(192, 168, 8, 1), subnets: [IPv4CIDR("172.18.0.0/16")!]),
+            Peer(
+                name: "host3", address: IPv4Address(10, 9, 0, 1),
+                subnets: [IPv4CIDR("10.19.0.0/16")!, IPv4CIDR("10.119.0.0/24")!]),
+        ]
+        source.peerPolicy = peerPolicy
+        let state = try PolicyCompiler.compile(source, facts: networkFacts)
+        var policy = try NetfilterPolicy(
+            state: state, bridge: "docker0",
+            interfaceName: { index in networkInterfaces.first { $0.value == index }?.key },
+            networks: source.networks)
+        policy.peers = policy.peers.map { peer in
+            var peer = peer
+            peer.interface = peer.name == "host2" ? "eth0" : nil
+            return peer
+        }
+        return policy
+    }
+}
+
+extension FallbackRulesetTests {
+    /// Peers (rows 12, 13) in both fallbacks: the goldens, and what the
+    /// rules must say — a peer's subnet from its own way goes on to the
+    /// destination network's internal flag and icc, from any other interface
+    /// it is peer-spoofed, masquerade skips peer subnets, `peerPolicy: allow`
+    /// has no icc step, and `status` reads the peers back.
+    func testPeerGoldensAndRows() throws {
+        let policy = try FallbackSample.peersNetfilterPolicy()
+        XCTAssertEqual(policy.peers.map(\.name), ["host3", "host2"], "sorted by address")
+        XCTAssertEqual(policy.peerInternalDestinations.map(\.description), ["10.30.0.0/24"])
+        XCTAssertEqual(policy.peerICCOffDestinations.map(\.description), ["172.17.0.0/16", "10.20.0.0/24"])
+        let nft = NFTablesRuleset(policy: policy, bridgeMAC: MACAddress("02:42:ac:11:00:01")!).render()
+        let iptables = IPTablesRuleset(policy: policy).render()
+        try assertGolden(nft, "peers.nft")
+        try assertGolden(iptables, "peers.iptables")
+        for line in [
+            "ip saddr @peer_subnets goto ext_peer",
+            "\"eth0\" . 172.18.0.0/16",
+            "172.18.0.0/16 comment \"host2 192.168.8.1\"",
+            "iifname . ip saddr != @peer_ways counter name \"peer-spoofed\" drop",
+            "ip daddr @peer_icc_off goto ext_peer_icc",
+        ] {
+            XCTAssertTrue(nft.contains(line), line)
+        }
+        for line in [
+            "-A BPFNET-EXT-eth0 -d 172.17.0.0/16 -m conntrack ! --ctstate DNAT -j BPFNET-WAY-eth0",
+            "-A BPFNET-WAY-eth0 -s 172.18.0.0/16 -m comment --comment bpfnet -g BPFNET-PEER",
+            "-A BPFNET-WAY-eth0 -s 10.19.0.0/16 -m comment --comment bpfnet:peer-spoofed -j DROP",
+            "-A BPFNET-PEER -d 10.30.0.0/24 -m comment --comment bpfnet:internal -j DROP",
+            "-A BPFNET-PEER -d 10.20.0.0/24 -m comment --comment bpfnet -g BPFNET-PEER-ICC",
+            "-A BPFNET-PEER -m comment --comment bpfnet:peer -j ACCEPT",
+            "-I POSTROUTING 1 -s 172.17.0.0/16 -d 10.19.0.0/16 -m comment --comment bpfnet -j RETURN",
+        ] {
+            XCTAssertTrue(iptables.contains(line), line)
+        }
+        XCTAssertTrue(policy.natRuleset.render().contains("172.18.0.0/16"), "no masquerade towards peers")
+
+        let allow = try FallbackSample.peersNetfilterPolicy(peerPolicy: .allow)
+        XCTAssertEqual(allow.peerICCOffDestinations, [])
+        XCTAssertFalse(IPTablesRuleset(policy: allow).render().contains("-g BPFNET-PEER-ICC"))
+
+        // iptables-save read back: the peers (without their ways) and the peer policy.
+        for compiled in [policy, allow] {
+            let save = IPTablesSave(parsing: Self.asSaved(IPTablesRuleset(policy: compiled).render()))
+            let readBack = try XCTUnwrap(IPTablesRuleset.policy(from: save))
+            XCTAssertEqual(
+                readBack.peers,
+                compiled.peers.map { NetfilterPeer(name: $0.name, address: $0.address, subnets: $0.subnets) })
+            XCTAssertEqual(readBack.peerAllow, compiled.peerAllow)
+            let status = readBack.status(backend: "iptables") { _ in 0 }
+            XCTAssertEqual(status.peers?.map(\.name), ["host3", "host2"])
+            XCTAssertEqual(
+                status.peers?.first?.subnets,
+                ["10.19.0.0/16", "10.119.0.0/24"].sorted {
+                    IPv4CIDR($0)! < IPv4CIDR($1)!
+                })
+            XCTAssertEqual(status.peerPolicy, compiled.peerAllow ? "allow" : "icc")
+        }
+    }
+}

@@ -47,20 +47,34 @@ final class PeersEndToEndTests: XCTestCase {
         var address: IPv4Address
     }
 
+    /// The program whose counters hold the ext program's reasons, per backend.
+    static let extProgram = ["bpf": "ext-xdp", "nftables": "nft-ext", "iptables": "iptables"]
+    static let backends = ["bpf", "nftables", "iptables"]
+
     func testTwoHostsReachEachOthersContainersAndNobodyElseDoes() throws {
-        try requireRootForEndToEnd("network namespaces, bpffs and eBPF programs on two simulated hosts")
+        try requireRootForEndToEnd("network namespaces, bpffs, eBPF programs and netfilter on two simulated hosts")
+        for backend in Self.backends {
+            try twoHostsReachEachOthersContainersAndNobodyElseDoes(backend: backend)
+        }
+    }
+
+    /// On `backend`, both hosts: rows 12 and 13 with real traffic, each drop counted under its reason.
+    func twoHostsReachEachOthersContainersAndNobodyElseDoes(backend: String) throws {
         // The operator routes the container subnets, as in Docker's example.
         let lab = try makeLab(routingContainerSubnets: true)
+        defer { lab.close() }
+        let program = Self.extProgram[backend]!
         let (host1, host2) = (lab.host1, lab.host2)
         let spoofed = PeerHostsLab.spoofedPeerSource
 
         // Before bpfnet: Docker's setup routes everything, the spoofer included.
         XCTAssertTrue(
             try probe(lab, host1, "outside", .tcp(PeerHostsLab.tcpPort), to: c1, source: spoofed).isAllowed,
-            "routing works for the outside host")
+            "\(backend): routing works for the outside host")
 
-        try host1.load(PeerHostsLab.policy(for: "host1", routes: false))
-        try host2.load(PeerHostsLab.policy(for: "host2", routes: false))
+        try host1.load(PeerHostsLab.policy(for: "host1", routes: false), backend: backend)
+        try host2.load(PeerHostsLab.policy(for: "host2", routes: false), backend: backend)
+        XCTAssertEqual(try host1.status().backend, backend)
         // `status` names the peer, its address and subnets, and the peer policy; no routes of bpfnet's.
         let status = try host1.status()
         XCTAssertEqual(
@@ -72,33 +86,35 @@ final class PeersEndToEndTests: XCTestCase {
         // c1 → c2: allowed, with c1's own address (no masquerade on host1).
         for kind in kinds {
             let result = try probe(lab, host1, "c1", kind)
-            XCTAssertTrue(result.isAllowed, "\(result)")
+            XCTAssertTrue(result.isAllowed, "\(backend): \(result)")
             if case .icmp = kind { continue }
             XCTAssertEqual(result.peerSeen?.address, c1, "c2 sees c1's own address: \(result)")
         }
-        XCTAssertGreaterThan(try counter(host2, "ext-xdp", "peer"), 0, "host2 admitted c1 as its peer's container")
-        XCTAssertGreaterThan(try counter(host1, "ext-xdp", "peer"), 0, "host1 admitted c2's replies the same way")
+        XCTAssertGreaterThan(try counter(host2, program, "peer"), 0, "\(backend): host2 admitted c1 as a peer's")
+        XCTAssertGreaterThan(try counter(host1, program, "peer"), 0, "\(backend): host1 admitted c2's replies so")
 
         // The spoofer: not from the route to host2 (another interface) → dropped.
-        let spoofedBefore = try counter(host1, "ext-xdp", "peer-spoofed")
+        let spoofedBefore = try counter(host1, program, "peer-spoofed")
         let evil = try probe(lab, host1, "outside", .tcp(PeerHostsLab.tcpPort), to: c1, source: spoofed)
-        XCTAssertFalse(evil.isAllowed, "\(evil)")
-        XCTAssertGreaterThan(try counter(host1, "ext-xdp", "peer-spoofed"), spoofedBefore, "dropped as peer-spoofed")
+        XCTAssertFalse(evil.isAllowed, "\(backend): \(evil)")
+        XCTAssertGreaterThan(try counter(host1, program, "peer-spoofed"), spoofedBefore, "dropped as peer-spoofed")
 
         // icc=false on host2: cross-host traffic is inter-container traffic.
-        try host2.load(PeerHostsLab.policy(for: "host2", icc: false, routes: false))
-        let iccBefore = try counter(host2, "ext-xdp", "icc")
+        try host2.load(PeerHostsLab.policy(for: "host2", icc: false, routes: false), backend: backend)
+        let iccBefore = try counter(host2, program, "icc")
         for kind in kinds {
             let result = try probe(lab, host1, "c1", kind)
-            XCTAssertFalse(result.isAllowed, "icc off on host2: \(result)")
+            XCTAssertFalse(result.isAllowed, "\(backend): icc off on host2: \(result)")
         }
-        XCTAssertGreaterThanOrEqual(try counter(host2, "ext-xdp", "icc") - iccBefore, 3, "one drop per probe at least")
+        XCTAssertGreaterThanOrEqual(try counter(host2, program, "icc") - iccBefore, 3, "one drop per probe at least")
 
         // ... unless peerPolicy allow.
-        try host2.load(PeerHostsLab.policy(for: "host2", icc: false, peerPolicy: .allow, routes: false))
+        try host2.load(
+            PeerHostsLab.policy(for: "host2", icc: false, peerPolicy: .allow, routes: false), backend: backend)
+        XCTAssertEqual(try host2.status().peerPolicy, "allow", backend)
         for kind in kinds {
             let result = try probe(lab, host1, "c1", kind)
-            XCTAssertTrue(result.isAllowed, "peerPolicy allow: \(result)")
+            XCTAssertTrue(result.isAllowed, "\(backend): peerPolicy allow: \(result)")
         }
         XCTAssertFalse(
             try probe(lab, host1, "outside", .udp(PeerHostsLab.udpPort), to: c1, source: spoofed).isAllowed,
@@ -111,8 +127,15 @@ final class PeersEndToEndTests: XCTestCase {
     /// operator made is left alone, a peer removed takes its route along,
     /// `unload` removes the rest, and a peer this host cannot reach is refused.
     func testRoutesTrueRoutesThePeerSubnetsTheWayThePeerIsReached() throws {
-        try requireRootForEndToEnd("network namespaces, bpffs, eBPF programs and routes on two simulated hosts")
+        try requireRootForEndToEnd("network namespaces, bpffs, eBPF programs, netfilter and routes on two hosts")
+        for backend in Self.backends {
+            try routesTrueRoutesThePeerSubnetsTheWayThePeerIsReached(backend: backend)
+        }
+    }
+
+    func routesTrueRoutesThePeerSubnetsTheWayThePeerIsReached(backend: String) throws {
         let lab = try makeLab(routingContainerSubnets: false)
+        defer { lab.close() }
         let (host1, host2) = (lab.host1, lab.host2)
         let t1 = host1.topology
         // The operator's own route to a subnet the peer also lists.
@@ -123,11 +146,11 @@ final class PeersEndToEndTests: XCTestCase {
         XCTAssertFalse(
             try probe(lab, host1, "c1", .tcp(PeerHostsLab.tcpPort)).isAllowed, "no route to 172.18/16 before bpfnet")
 
-        let logged = try host1.load(host1Policy)
+        let logged = try host1.load(host1Policy, backend: backend)
         XCTAssertTrue(
             logged.contains("peer host2: 10.99.0.0/24 is routed already (via 192.168.7.254 dev uplink proto static)"),
             logged)
-        try host2.load(PeerHostsLab.policy(for: "host2"))
+        try host2.load(PeerHostsLab.policy(for: "host2"), backend: backend)
         // Via host1's router, as host1 reaches 192.168.8.1; the operator's route untouched.
         XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
         XCTAssertEqual(try host2.bpfnetRoutes(), ["172.17.0.0/16 via 192.168.8.254 dev uplink"])
@@ -140,17 +163,19 @@ final class PeersEndToEndTests: XCTestCase {
 
         for kind in kinds {
             let result = try probe(lab, host1, "c1", kind)
-            XCTAssertTrue(result.isAllowed, "over bpfnet's routes: \(result)")
+            XCTAssertTrue(result.isAllowed, "\(backend): over bpfnet's routes: \(result)")
             if case .icmp = kind { continue }
             XCTAssertEqual(result.peerSeen?.address, c1, "c2 sees c1's own address: \(result)")
         }
         // Loading the same policy again changes nothing (and finds its route in place).
-        try host1.load(host1Policy)
+        try host1.load(host1Policy, backend: backend)
         XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
 
         // A peer this host cannot reach: refused, naming it; what runs stays.
         XCTAssertThrowsError(
-            try host1.load(PeerHostsLab.policy(for: "host1", peer: .custom("host9", "198.51.100.9", "172.29.0.0/16")))
+            try host1.load(
+                PeerHostsLab.policy(for: "host1", peer: .custom("host9", "198.51.100.9", "172.29.0.0/16")),
+                backend: backend)
         ) { error in
             XCTAssertTrue(
                 "\(error)".contains(
@@ -160,17 +185,34 @@ final class PeersEndToEndTests: XCTestCase {
         XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
 
         // The peer removed: its route goes, and c1 can no longer reach c2.
-        try host1.load(PeerHostsLab.policy(for: "host1", peer: .none))
+        try host1.load(PeerHostsLab.policy(for: "host1", peer: .none), backend: backend)
         XCTAssertEqual(try host1.bpfnetRoutes(), [])
         XCTAssertFalse(try probe(lab, host1, "c1", .udp(PeerHostsLab.udpPort)).isAllowed, "no route without the peer")
 
         // Back, then unload: bpfnet's routes go, the operator's stays.
-        try host1.load(host1Policy)
+        try host1.load(host1Policy, backend: backend)
         XCTAssertEqual(try host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"])
         try host1.bpfnet(["unload"])
         XCTAssertEqual(try host1.bpfnetRoutes(), [])
         XCTAssertTrue(
             try t1.run(in: "host", ["ip", "route", "show", "10.99.0.0/24"]).stdout.contains("proto static"))
+    }
+
+    /// Switching backends keeps bpfnet's routes (the new backend takes them
+    /// over and keeps c1 → c2 working); `unload` removes them.
+    func testSwitchingBackendsKeepsThePeerRoutes() throws {
+        try requireRootForEndToEnd("network namespaces, bpffs, eBPF programs, netfilter and routes on two hosts")
+        let lab = try makeLab(routingContainerSubnets: false)
+        try lab.host2.load(PeerHostsLab.policy(for: "host2"))
+        for backend in ["bpf", "nftables", "iptables", "bpf"] {
+            try lab.host1.load(PeerHostsLab.policy(for: "host1"), backend: backend)
+            XCTAssertEqual(try lab.host1.status().backend, backend)
+            XCTAssertEqual(try lab.host1.bpfnetRoutes(), ["172.18.0.0/16 via 192.168.7.254 dev uplink"], backend)
+            let result = try probe(lab, lab.host1, "c1", .tcp(PeerHostsLab.tcpPort))
+            XCTAssertTrue(result.isAllowed, "\(backend): \(result)")
+        }
+        try lab.host1.bpfnet(["unload"])
+        XCTAssertEqual(try lab.host1.bpfnetRoutes(), [])
     }
 
     /// Three hosts, each the peer of the other two (routes: true): every
@@ -258,20 +300,5 @@ final class PeersEndToEndTests: XCTestCase {
         let routes = try XCTUnwrap(report["routes"] as? [String: [String]])
         XCTAssertEqual(routes["host1"], ["172.18.0.0/16 via 192.168.7.254 dev uplink proto 191"])
         XCTAssertEqual(routes["host2"], ["172.17.0.0/16 via 192.168.8.254 dev uplink proto 191"])
-    }
-
-    /// The netfilter fallbacks do not enforce peers yet: they refuse them.
-    func testTheFallbacksRefusePeers() throws {
-        try requireRootForEndToEnd("network namespaces, nft and iptables")
-        let lab = try makeLab(routingContainerSubnets: true)
-        let file = NSTemporaryDirectory() + "/bpfnet-peers-\(getpid()).yaml"
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        try PeerHostsLab.policy(for: "host1", routes: false).write(toFile: file, atomically: true, encoding: .utf8)
-        for backend in ["nftables", "iptables"] {
-            XCTAssertThrowsError(try lab.host1.bpfnet(["load", "--backend", backend, "--config", file])) { error in
-                XCTAssertTrue(
-                    "\(error)".contains("peers (host2) are enforced by the eBPF backend only"), "\(backend): \(error)")
-            }
-        }
     }
 }
