@@ -417,6 +417,12 @@ public enum LoadedDataplaneFinder {
         }
     }
 
+    /// Removes bpfnet's routes to peers (route protocol 191), whichever
+    /// backend installed them: the end of every `unload`.
+    public static func removePeerRoutes() throws {
+        try PeerRoutes.removeAll()
+    }
+
     /// Unloads every backend found (each one's unload succeeds when it has nothing).
     public static func unloadAll(pinPath: FilePath) throws {
         var problems: [String] = []
@@ -434,8 +440,11 @@ public enum LoadedDataplaneFinder {
         if found.contains(.bpf) || NetfilterCommand.isInstalled(NFT.program) {
             do { try BPFDataplane(pinPath: pinPath).unload() } catch { problems.append("\(error)") }
         }
-        // Whichever backend installed them (the eBPF unload removes them too).
-        do { try PeerRoutes.removeAll() } catch { problems.append("\(error)") }
+        // Whichever backend installed them (the eBPF unload removes them too);
+        // not when an unload was refused (an agent runs): its policy stays, so do its routes.
+        if problems.isEmpty {
+            do { try removePeerRoutes() } catch { problems.append("\(error)") }
+        }
         guard problems.isEmpty else {
             throw DataplaneError.runtime("unload incomplete: " + problems.joined(separator: "; "))
         }

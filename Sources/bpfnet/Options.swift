@@ -138,7 +138,9 @@ struct DataplaneOptions: ParsableArguments {
         try AgentFiles(pinPath: FilePath(pinPath)).refuseUnloadWhileAgentRuns("unload")
         switch backend {
         case .auto: try LoadedDataplaneFinder.unloadAll(pinPath: FilePath(pinPath))
-        default: try loadedDataplane().unload()
+        default:
+            try loadedDataplane().unload()
+            try LoadedDataplaneFinder.removePeerRoutes()
         }
         AgentFiles(pinPath: FilePath(pinPath)).removeState()
     }

@@ -213,6 +213,11 @@ final class PeersEndToEndTests: XCTestCase {
         }
         try lab.host1.bpfnet(["unload"])
         XCTAssertEqual(try lab.host1.bpfnetRoutes(), [])
+        // `unload --backend NAME` takes them away too.
+        try lab.host1.load(PeerHostsLab.policy(for: "host1"), backend: "nftables")
+        XCTAssertEqual(try lab.host1.bpfnetRoutes().count, 1)
+        try lab.host1.bpfnet(["unload", "--backend", "nftables"])
+        XCTAssertEqual(try lab.host1.bpfnetRoutes(), [])
     }
 
     /// Three hosts, each the peer of the other two (routes: true): every
