@@ -38,9 +38,10 @@ enum NetfilterBackends {
                 state: compiled.state, bridge: policy.bridge, interfaceName: HostSystem.interfaceName,
                 networks: policy.networks)
             // The way to each peer as it is now (NetfilterPeers.swift).
+            let interfaces = PeerRoutes.interfaces(towards: netfilter.peers.map(\.address))
             netfilter.peers = netfilter.peers.map { peer in
                 var peer = peer
-                peer.interface = PeerRoutes.interface(towards: peer.address)
+                peer.interface = interfaces[peer.address]
                 return peer
             }
             // With networks, the default bridge's ports no container claims are

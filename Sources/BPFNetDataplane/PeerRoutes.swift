@@ -22,18 +22,41 @@ enum PeerRoutes {
     /// no routing daemon in iproute2's rt_protos list uses.
     static let routeProtocol: UInt8 = 191
 
-    /// One route bpfnet wants: `subnet` via `gateway` (nil: on-link) out of `device`.
+    /// One route bpfnet wants: `subnet` via `gateway` out of `device`.
     struct Plan: Hashable {
         var peer: String
         var subnet: IPv4CIDR
-        var gateway: IPv4Address?
+        var gateway: IPv4Address
         var deviceIndex: Int32
 
         var route: RouteNetlink.Route {
             RouteNetlink.Route(
                 family: AF_INET, destination: subnet.address.bytes, prefixLength: subnet.prefixLength,
-                gateway: gateway?.bytes, outputIndex: deviceIndex, origin: PeerRoutes.routeProtocol)
+                gateway: gateway.bytes, outputIndex: deviceIndex, origin: PeerRoutes.routeProtocol)
         }
+    }
+
+    /// Why there is no way to a peer's address.
+    enum NoWay: Error {
+        /// No route (ENETUNREACH and the like).
+        case unreachable(LinuxNetError)
+        /// A route, but not out of an interface: "an address of this host", "not unicast".
+        case notUnicast(String)
+    }
+
+    /// The way the kernel routes to `address` now (`ip route get`): the
+    /// interface and, behind a router, the gateway.
+    private static func way(
+        to address: IPv4Address, using netlink: RouteNetlink
+    ) -> Result<(device: Int32, gateway: IPv4Address?), NoWay> {
+        let found: RouteNetlink.Route?
+        do { found = try netlink.route(to: address.bytes, family: AF_INET) } catch {
+            return .failure(.unreachable(error))
+        }
+        guard let found, found.type == UInt8(RTN_UNICAST), let device = found.outputIndex else {
+            return .failure(.notUnicast(found?.type == UInt8(RTN_LOCAL) ? "an address of this host" : "not unicast"))
+        }
+        return .success((device, found.gateway.flatMap(IPv4Address.init(bytes:))))
     }
 
     /// The routes for every peer with `routes: true`, resolved before the
@@ -46,24 +69,22 @@ enum PeerRoutes {
         do { netlink = try RouteNetlink() } catch { throw .runtime("peer routes: \(error)") }
         var plans: [Plan] = []
         for peer in routed {
-            let way: RouteNetlink.Route?
-            do {
-                way = try netlink.route(to: peer.address.bytes, family: AF_INET)
-            } catch {
+            let found: (device: Int32, gateway: IPv4Address?)
+            switch way(to: peer.address, using: netlink) {
+            case .success(let way): found = way
+            case .failure(.notUnicast(let what)):
+                throw .badInput(
+                    "peer \(peer.name): routes: true, but the peer's address \(peer.address) is \(what) "
+                        + "here; give the peer host's own address")
+            case .failure(.unreachable(let error)):
                 throw .badInput(
                     "peer \(peer.name): routes: true, but this host has no route to the peer's address "
                         + "\(peer.address) (\(error.message)); route the peer's own address first "
                         + "(bpfnet routes its container subnets the same way)")
             }
-            guard let way, way.type == UInt8(RTN_UNICAST), let device = way.outputIndex else {
-                let what =
-                    way.map { $0.type == UInt8(RTN_LOCAL) ? "an address of this host" : "not unicast" } ?? "unknown"
-                throw .badInput(
-                    "peer \(peer.name): routes: true, but the peer's address \(peer.address) is \(what) "
-                        + "here; give the peer host's own address")
-            }
-            // A gateway that is the peer itself means the same as on-link.
-            let gateway = way.gateway.flatMap(IPv4Address.init(bytes:)) ?? peer.address
+            // On a shared link (no gateway) the route goes via the peer itself.
+            let gateway = found.gateway ?? peer.address
+            let device = found.device
             for subnet in peer.subnets {
                 plans.append(Plan(peer: peer.name, subnet: subnet, gateway: gateway, deviceIndex: device))
             }
@@ -108,13 +129,17 @@ enum PeerRoutes {
         try _ = reconcile([])
     }
 
-    /// The interface the route to `address` leaves through (`ip route get`);
-    /// nil when there is no unicast route (the netfilter fallbacks' peer check).
-    static func interface(towards address: IPv4Address) -> String? {
-        guard let netlink = try? RouteNetlink(), let way = try? netlink.route(to: address.bytes, family: AF_INET),
-            way.type == UInt8(RTN_UNICAST), let index = way.outputIndex
-        else { return nil }
-        return HostSystem.interfaceName(UInt32(bitPattern: index))
+    /// The interface the route to each address leaves through (`ip route
+    /// get`, one netlink socket for all); absent when there is no unicast
+    /// route (the netfilter fallbacks' peer check).
+    static func interfaces(towards addresses: [IPv4Address]) -> [IPv4Address: String] {
+        guard !addresses.isEmpty, let netlink = try? RouteNetlink() else { return [:] }
+        var result: [IPv4Address: String] = [:]
+        for address in addresses {
+            guard case .success(let way) = way(to: address, using: netlink) else { continue }
+            result[address] = HostSystem.interfaceName(UInt32(bitPattern: way.device))
+        }
+        return result
     }
 
     /// Fills each peer's `routes` in a status from the kernel's table.
