@@ -23,6 +23,11 @@
  * conntrack tracks its windows from both directions, and a TCP flow whose
  * inbound half bypassed it would see its replies turned invalid and, once the
  * entry expired, masqueraded.
+ * A peer host's container traffic (reason peer, rows 12-13) takes the same
+ * way in, TCP and every other protocol included, and without asking
+ * conntrack: it is judged without state in both directions (row 12 here,
+ * row 7 on the way out, where masquerade skips peer subnets), so no entry is
+ * needed to keep it untranslated (docs/verdicts.md, "Cross-host fast path").
  *
  * License: GPL-2.0-only OR BSD-2-Clause (conntrack kfuncs need GPL-compatible).
  */
@@ -128,11 +133,13 @@ struct icmp_error {
  * path MTU discovery), time exceeded or parameter problem about a TCP/UDP
  * datagram this side sent, on a connection it opened, sent back to that
  * datagram's source: the reversed inner tuple is the reply direction of a
- * tracked connection. The inner header must be a plain 20-byte one; anything
- * the program cannot read whole is judged like any other packet.
+ * tracked connection, or a datagram to a peer host's containers (stateless:
+ * see below). The inner header must be a plain 20-byte one; anything the
+ * program cannot read whole is judged like any other packet.
  */
-static __always_inline int is_related_icmp_error(struct xdp_md *xdp, const struct pkt *pkt,
-						 const struct parsed *p)
+static __always_inline int is_related_icmp_error(struct xdp_md *xdp,
+						 const struct bpfnet_config *cfg,
+						 const struct pkt *pkt, const struct parsed *p)
 {
 	const struct icmp_error *error;
 	__u32 offset = p->l4_offset;
@@ -150,6 +157,12 @@ static __always_inline int is_related_icmp_error(struct xdp_md *xdp, const struc
 	    (error->inner.protocol != IPPROTO_TCP && error->inner.protocol != IPPROTO_UDP) ||
 	    error->inner.saddr != p->daddr)
 		return 0;
+	/* About a datagram sent to a peer host's containers: that flow may
+	 * have left by the cross-host fast path, which conntrack never sees,
+	 * so the error needs no state (the receiving stack still checks it
+	 * against its socket, e.g. TCP's sequence check, RFC 5927). */
+	if ((cfg->flags & BPFNET_CFG_PEERS) && peer_lookup(error->inner.daddr))
+		return 1;
 	return conntrack_lookup(xdp, error->inner.daddr, error->inner.saddr, error->inner_dport,
 				error->inner_sport, error->inner.protocol, &nat) == IP_CT_DIR_REPLY;
 }
@@ -267,7 +280,7 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 		return reason;
 	if (reason >= BPFNET_REASON_DROP_FIRST && p->has_ports && is_conntrack_reply(xdp, p))
 		return BPFNET_PASS_REPLY;
-	if (reason >= BPFNET_REASON_DROP_FIRST && is_related_icmp_error(xdp, pkt, p))
+	if (reason >= BPFNET_REASON_DROP_FIRST && is_related_icmp_error(xdp, cfg, pkt, p))
 		return BPFNET_PASS_RELATED;
 	return reason;
 }
@@ -294,7 +307,7 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
 		return BPFNET_FP_DISABLED;
 	/* Published (DNAT), local, reply, ... stay with the stack. */
-	if (reason != BPFNET_PASS_FORWARD)
+	if (reason != BPFNET_PASS_FORWARD && reason != BPFNET_PASS_PEER)
 		return BPFNET_FP_VERDICT;
 	if (p->vlan_tags)
 		return BPFNET_FP_VLAN;
@@ -307,7 +320,9 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 		return BPFNET_FP_FRAGMENT;
 	if (ip->ttl <= 1)
 		return BPFNET_FP_TTL;
-	if (ip->protocol != IPPROTO_UDP)
+	/* A peer's traffic is judged without state both ways (rows 7 and
+	 * 12): any protocol, TCP included. Forward-accept is only for UDP. */
+	if (reason == BPFNET_PASS_FORWARD && ip->protocol != IPPROTO_UDP)
 		return BPFNET_FP_PROTOCOL;
 	/* Routed frames are addressed to the ingress interface; anything else
 	 * (another host's unicast seen in promiscuous mode, multicast) is not
@@ -325,7 +340,8 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 	/* In bn_fp_tx: arranged with NAPI, and the device still exists. */
 	if (!bpf_map_lookup_elem(&BPFNET_MAP_FP_TX, &dst->port_ifindex))
 		return BPFNET_FP_NO_NAPI;
-	if (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat)
+	if (reason == BPFNET_PASS_FORWARD &&
+	    (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat))
 		return BPFNET_FP_CONNTRACK;
 
 	fib.family = AF_INET;
@@ -352,7 +368,7 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 		 * L2, or too big for the egress MTU (FRAG_NEEDED). */
 		return BPFNET_FP_FIB;
 	}
-	if (fib.ifindex != cfg->bridge_ifindex)
+	if (fib.ifindex != network_get(dst->network)->bridge_ifindex)
 		return BPFNET_FP_FIB;
 	if (!mac_equal(fib.dmac, dst->mac))
 		return BPFNET_FP_MAC;

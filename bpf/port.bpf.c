@@ -16,6 +16,11 @@
  * only for ports whose container eth0 has NAPI (GRO), arranged by the control
  * plane; the kernel removes an entry when its device goes.
  *
+ * Cross-host fast path (fastpath.h, port_peer_route): a packet to a peer
+ * host's containers leaves through the ext interface the FIB names (tc:
+ * bpf_redirect to its egress), MACs rewritten and TTL decremented, unless the
+ * sending network needs conntrack for the replies (icc off, peerPolicy icc).
+ *
  * License: GPL-2.0-only OR BSD-2-Clause (the kernel needs a GPL-compatible
  * license for the helpers used here).
  */
@@ -31,6 +36,7 @@ int bpfnet_port_tc(struct __sk_buff *skb)
 	enum bpfnet_fastpath_event event;
 	enum bpfnet_reason reason;
 	struct parsed p = {};
+	struct bpf_fib_lookup fib = {};
 	struct pkt pkt;
 	__u32 port = 0;
 	long redirect;
@@ -39,6 +45,26 @@ int bpfnet_port_tc(struct __sk_buff *skb)
 	reason = port_policy(&pkt, &p, &cfg, skb->ifindex);
 	if (account(BPFNET_PROG_PORT_TC, reason, &pkt, &p, skb->ifindex) == PKT_DROP)
 		return TC_ACT_SHOT;
+
+	if (reason == BPFNET_PASS_OUTSIDE) {
+		/* To a peer host's containers: straight out of the ext interface
+		 * (bpf_redirect to its egress; the skb keeps its checksum state
+		 * and GSO layout, which that device finishes as the stack would). */
+		event = port_peer_route(skb, cfg, &pkt, &p, skb->ifindex, 0, &fib);
+		if (event == BPFNET_FP_HIT) {
+			/* Only invalid flags make the redirect fail; the frame is
+			 * rewritten by then, so it is dropped, never routed twice. */
+			if (port_peer_rewrite(&pkt, &fib) == 0 &&
+			    bpf_redirect(fib.ifindex, 0) == TC_ACT_REDIRECT) {
+				fp_account(BPFNET_PROG_PORT_TC, BPFNET_FP_HIT, &pkt);
+				return TC_ACT_REDIRECT;
+			}
+			fp_account(BPFNET_PROG_PORT_TC, BPFNET_FP_REDIRECT, &pkt);
+			return TC_ACT_SHOT;
+		}
+		fp_account(BPFNET_PROG_PORT_TC, event, &pkt);
+		return TC_ACT_OK;
+	}
 
 	event = port_fast_path(cfg, &p, reason, skb->ifindex, &port);
 	/* bpf_redirect_peer to a device that is gone drops the packet. bn_fp_tx
@@ -69,6 +95,7 @@ int bpfnet_port_xdp(struct xdp_md *xdp)
 	enum bpfnet_fastpath_event event;
 	enum bpfnet_reason reason;
 	struct parsed p = {};
+	struct bpf_fib_lookup fib = {};
 	struct pkt pkt;
 	__u32 port = 0;
 	long redirect;
@@ -77,6 +104,18 @@ int bpfnet_port_xdp(struct xdp_md *xdp)
 	reason = port_policy(&pkt, &p, &cfg, xdp->ingress_ifindex);
 	if (account(BPFNET_PROG_PORT_XDP, reason, &pkt, &p, xdp->ingress_ifindex) == PKT_DROP)
 		return XDP_DROP;
+
+	if (reason == BPFNET_PASS_OUTSIDE) {
+		/* To a peer host's containers. XDP could leave only through a
+		 * DEVMAP entry for the ext interface (its driver's ndo_xdp_xmit),
+		 * which bpfnet does not arrange: a packet that could take the
+		 * fast path counts no-napi, and the stack routes it. */
+		event = port_peer_route(xdp, cfg, &pkt, &p, xdp->ingress_ifindex, 1, &fib);
+		if (event == BPFNET_FP_HIT)
+			event = BPFNET_FP_NO_NAPI;
+		fp_account(BPFNET_PROG_PORT_XDP, event, &pkt);
+		return XDP_PASS;
+	}
 
 	event = port_fast_path(cfg, &p, reason, xdp->ingress_ifindex, &port);
 	if (event == BPFNET_FP_HIT)

@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # systemd: systemd-analyze, which checks the unit `bpfnet install` writes.
 packages=(
     libbpf-dev libelf-dev zlib1g-dev linux-libc-dev pkg-config
-    iproute2 nftables iptables ethtool bpftool kmod procps
+    iproute2 nftables iptables ethtool bpftool kmod procps python3
     docker.io docker-compose busybox-static clang-format prometheus systemd
 )
 missing=()

@@ -70,6 +70,9 @@ extension BPFProgram {
                         + " must be 0; live frames take no dataOut/contextOut"
                 case .notSupported, .notSupportedOnSocket, .kernelNotSupported:
                     return "this program type (\(self.type)) or flag is not supported by BPF_PROG_TEST_RUN here"
+                case .notPermitted where options.flags.contains(.xdpLiveFrames) && geteuid() == 0:
+                    return "this kernel refuses XDP live frames (BPF_F_TEST_XDP_LIVE_FRAMES) even to root;"
+                        + " some hardened builds do"
                 default:
                     return nil
                 }

@@ -36,13 +36,20 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
     /// Real UDP sockets in the sender (sendmmsg): the skb path containers
     /// really use, ~1.8 µs of sender cost per packet that dilutes differences.
     case udp
+    /// Live frames from a container on host1 to one on host2, routed through
+    /// both hosts (Docker's two-host example; CrossHost.swift).
+    case crossHost = "cross-host"
 
     public var summary: String {
         switch self {
         case .live: "XDP live frames (BPF_PROG_TEST_RUN, XDP_TX from the sender's eth0)"
         case .udp: "UDP sockets (sendmmsg in the sender's namespace)"
+        case .crossHost: "XDP live frames from a container on host1 to one on host2, routed through both hosts"
         }
     }
+
+    /// Whether the bench sends with the live-frames generator.
+    var usesGenerator: Bool { self != .udp }
 }
 
 /// A bench run.
@@ -127,6 +134,20 @@ public struct BenchConfiguration: Sendable {
     /// The options alone (no root, no tools needed).
     func validateValues() throws(BenchError) {
         guard !links.isEmpty else { throw .badInput("--links: give at least one N, e.g. 0,100,1000,10000") }
+        if profile == .crossHost {
+            // Docker has no links across hosts: the cross-host bench has one N.
+            guard links == [0], flows == 1, networks == 1 else {
+                throw .badInput(
+                    "--profile cross-host measures one flow between two hosts: --links, --flows and --networks "
+                        + "do not apply (leave them out)")
+            }
+            let foreign = variants.filter { variant in !BenchVariant.crossHost.contains(variant) }
+            guard foreign.isEmpty else {
+                throw .badInput(
+                    "--profile cross-host: \(foreign.map(\.name).joined(separator: ", ")) measure one host; "
+                        + "known: \(BenchVariant.crossHost.map(\.name).joined(separator: ", "))")
+            }
+        }
         guard (1...BenchWorkload.maxFlows).contains(flows) else {
             throw .badInput(
                 "--flows \(flows): use 1 to \(BenchWorkload.maxFlows) (each flow's source is a "

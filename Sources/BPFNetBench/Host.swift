@@ -187,17 +187,28 @@ final class BenchHost {
     let workDirectory: String
     /// UDP profile: the sender's sockets, one per flow (created in its namespace).
     var udpSockets: [CInt] = []
+    /// Cross-host profile: host2's topology (`topology` is host1's), where the receiver is.
+    let peerTopology: Topology?
 
-    private init(variant: BenchVariant, topology: Topology, workDirectory: String) throws {
+    /// Cross-host profile: both hosts with their plans, for the filters.
+    var crossHostTopologies: [(Topology, CrossHostWorkload.HostPlan)] {
+        guard let peerTopology else { return [] }
+        return [(topology, CrossHostWorkload.host1), (peerTopology, CrossHostWorkload.host2)]
+    }
+
+    private init(
+        variant: BenchVariant, topology: Topology, peerTopology: Topology? = nil, workDirectory: String
+    ) throws {
         self.variant = variant
         self.topology = topology
+        self.peerTopology = peerTopology
         self.workDirectory = workDirectory
-        func open(_ role: String) throws -> NetworkNamespace {
+        func open(_ role: String, in topology: Topology) throws -> NetworkNamespace {
             try NetworkNamespace(path: topology.namespace(role).path)
         }
-        hostNamespace = try open(TopologySpec.hostRole)
-        senderNamespace = try open(BenchWorkload.senderName)
-        receiverNamespace = try open(BenchWorkload.receiverName)
+        hostNamespace = try open(TopologySpec.hostRole, in: topology)
+        senderNamespace = try open(BenchWorkload.senderName, in: topology)
+        receiverNamespace = try open(BenchWorkload.receiverName, in: peerTopology ?? topology)
         senderIfindex = try senderNamespace.run { try NetworkInterface.index(named: "eth0") }
         sink = try Sink(attachingIn: receiverNamespace)
         filter = variant.makeFilter()
@@ -208,6 +219,7 @@ final class BenchHost {
         _ variant: BenchVariant, workload: BenchWorkload, profile: BenchProfile,
         workDirectory: String
     ) throws -> BenchHost {
+        if profile == .crossHost { return try buildCrossHost(variant, workDirectory: workDirectory) }
         let topology: Topology
         do {
             topology = try Topology.build(workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter))
@@ -224,11 +236,30 @@ final class BenchHost {
         }
     }
 
+    /// Both hosts of the cross-host profile, linked. On failure everything built so far is removed.
+    private static func buildCrossHost(_ variant: BenchVariant, workDirectory: String) throws -> BenchHost {
+        var built: [Topology] = []
+        do {
+            for plan in [CrossHostWorkload.host1, CrossHostWorkload.host2] {
+                built.append(
+                    try Topology.build(
+                        CrossHostWorkload.topologySpec(plan, bridgeNetfilter: variant.bridgeNetfilter)))
+            }
+            try CrossHostWorkload.connect(built[0], built[1])
+            return try BenchHost(
+                variant: variant, topology: built[0], peerTopology: built[1], workDirectory: workDirectory)
+        } catch {
+            for topology in built { topology.teardown() }
+            throw BenchError.runtime("\(variant.name): building the two cross-host hosts failed: \(error)")
+        }
+    }
+
     /// Removes the filter's outside state, the sockets and the namespaces.
     func tearDown() {
         filter.tearDown(on: self)
         for socket in udpSockets { close(socket) }
         udpSockets = []
         topology.teardown()
+        peerTopology?.teardown()
     }
 }

@@ -107,6 +107,11 @@ public final class BenchRunner {
                 }
             }
         }
+        if generator.mode == .packetSocket {
+            notes.append(
+                "frames were sent through \(LiveFrameGenerator.Mode.packetSocket.rawValue): BPF_PROG_TEST_RUN "
+                    + "answered EPERM; the sender's own cost per packet is higher and dilutes every ratio")
+        }
         let report = BenchReport(
             profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
             rounds: configuration.rounds, results: results)
@@ -124,15 +129,19 @@ public final class BenchRunner {
     ) throws {
         let clock = CPUClock(cpu: configuration.cpu)
         let frames = 256 * workload.flows
+        let crossHost = configuration.profile == .crossHost
         progress.show("\(label): checking that every variant delivers the allowed flows")
-        try generator.setFlows([workload.deniedFrame()])
+        try generator.setFlows([
+            crossHost ? CrossHostWorkload.frame(from: CrossHostWorkload.strangerIP) : workload.deniedFrame()
+        ])
         for host in hosts {
             let sample = try burst(host, generator: generator, clock: clock, packets: 256, useGenerator: true)
             let filters = host.variant.enforcesPolicy
             if filters && sample.delivered != 0 {
                 throw BenchError.runtime(
                     "\(host.variant.name) at \(label): \(sample.delivered) of \(sample.sent) packets "
-                        + "from \(BenchWorkload.strangerIP), which no link allows, reached the receiver — the filter is not in force"
+                        + "from \(crossHost ? CrossHostWorkload.strangerIP : BenchWorkload.strangerIP), which no "
+                        + "link allows (or a forged source), reached the receiver — the filter is not in force"
                 )
             }
             if !filters && sample.delivered != sample.sent {
@@ -141,7 +150,8 @@ public final class BenchRunner {
                         + "without any filter; the topology does not deliver (is GRO on at the sender's port?)")
             }
         }
-        try generator.setFlows((0..<workload.flows).map(workload.frame(flow:)))
+        try generator.setFlows(
+            crossHost ? [CrossHostWorkload.frame()] : (0..<workload.flows).map(workload.frame(flow:)))
         for host in hosts {
             let sample = try burst(host, generator: generator, clock: clock, packets: frames, useGenerator: true)
             if sample.delivered != sample.sent {
@@ -161,7 +171,7 @@ public final class BenchRunner {
         let budget = UInt64(configuration.burstSeconds * 1e9)
         var estimate = [Double?](repeating: nil, count: hosts.count)
         var samples = [[BurstSample]](repeating: [], count: hosts.count)
-        let useGenerator = configuration.profile == .live
+        let useGenerator = configuration.profile.usesGenerator
         for round in 0...configuration.rounds {
             for offset in hosts.indices {
                 let index = (round + offset) % hosts.count

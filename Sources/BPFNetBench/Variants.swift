@@ -26,9 +26,10 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
     /// Measured only when named in `--variants` (explains a result; not a side of the comparison).
     public let isDiagnostic: Bool
 
-    /// Whether it enforces the policy (drops traffic no link allows): every
-    /// variant except the bare bridge and the empty-hook diagnostics.
-    public var enforcesPolicy: Bool { name != BenchVariant.bridge.name && !isDiagnostic }
+    /// Whether it enforces the policy (drops traffic no link allows, or a
+    /// forged source): by default every variant except the bare bridge and
+    /// the diagnostics.
+    public let enforcesPolicy: Bool
     public var description: String { name }
 
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.name == rhs.name }
@@ -36,7 +37,7 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
 
     init(
         name: String, summary: String, bridgeNetfilter: Bool = false, tools: [String] = [],
-        usesBPFNetMaps: Bool = false, isDiagnostic: Bool = false,
+        usesBPFNetMaps: Bool = false, isDiagnostic: Bool = false, enforcesPolicy: Bool? = nil,
         makeFilter: @escaping @Sendable () -> any VariantFilter
     ) {
         self.name = name
@@ -45,6 +46,7 @@ public struct BenchVariant: Sendable, Hashable, CustomStringConvertible {
         self.tools = tools
         self.usesBPFNetMaps = usesBPFNetMaps
         self.isDiagnostic = isDiagnostic
+        self.enforcesPolicy = enforcesPolicy ?? (name != "bridge" && !isDiagnostic)
         self.makeFilter = makeFilter
     }
 }
@@ -103,27 +105,38 @@ extension BenchVariant {
     /// The variants measured when `--variants` is not given.
     public static var defaultSelection: [BenchVariant] { all.filter { !$0.isDiagnostic } }
 
+    /// The variants a profile measures: the cross-host profile has its own.
+    public static func available(for profile: BenchProfile) -> [BenchVariant] {
+        profile == .crossHost ? crossHost : all
+    }
+
+    public static func defaultSelection(for profile: BenchProfile) -> [BenchVariant] {
+        available(for: profile).filter { !$0.isDiagnostic }
+    }
+
     public static func named(_ name: String) -> BenchVariant? {
-        all.first { $0.name == name }
+        all.first { $0.name == name } ?? crossHost.first { $0.name == name }
     }
 
     /// Parses `--variants a,b,c`: unknown names are an error that lists what
     /// would be accepted. `bridge` is
     /// always measured (every ratio is taken against it) and comes first;
     /// the rest keep the order of `all`.
-    public static func select(_ names: [String]) throws(BenchError) -> [BenchVariant] {
+    public static func select(_ names: [String], profile: BenchProfile = .live) throws(BenchError) -> [BenchVariant] {
+        let available = available(for: profile)
+        let known = available.map(\.name).joined(separator: ", ")
         let wanted = names.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !wanted.isEmpty else {
-            throw .badInput("--variants: name at least one variant; known: \(knownList)")
+            throw .badInput("--variants: name at least one variant; known for --profile \(profile.rawValue): \(known)")
         }
-        let unknown = wanted.filter { named($0) == nil }.map { "'\($0)'" }
+        let unknown = wanted.filter { name in !available.contains { $0.name == name } }.map { "'\($0)'" }
         if !unknown.isEmpty {
             throw .badInput(
-                "--variants: unknown variant\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")); "
-                    + "known: \(knownList)")
+                "--variants: unknown variant\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")) "
+                    + "for --profile \(profile.rawValue); known: \(known)")
         }
         let set = Set(wanted).union([bridge.name])
-        return all.filter { set.contains($0.name) }
+        return available.filter { set.contains($0.name) }
     }
 
     /// "bridge, docker-iptables-nft, ...".

@@ -37,12 +37,13 @@ public struct FastPathEvent: RawRepresentable, Hashable, Comparable, Sendable, C
     public static let noNeighbour = FastPathEvent(BPFNET_FP_NO_NEIGH)
     public static let redirect = FastPathEvent(BPFNET_FP_REDIRECT)
     public static let unconfirmed = FastPathEvent(BPFNET_FP_UNCONFIRMED)
+    public static let peerState = FastPathEvent(BPFNET_FP_PEER_STATE)
 
     /// Every event this build knows, in numeric order.
     public static let allKnown: [FastPathEvent] = [
         .hit, .disabled, .verdict, .notIPv4, .vlan, .mac, .unknownDestination, .samePort, .noNAPI,
         .partialChecksum, .ipOptions, .fragment, .ttl, .proto, .conntrack, .fib, .forwardingDisabled,
-        .noNeighbour, .redirect, .unconfirmed,
+        .noNeighbour, .redirect, .unconfirmed, .peerState,
     ]
 
     /// Counter slots per program (`BPFNET_FP_EVENT_MAX`).
@@ -71,6 +72,7 @@ public struct FastPathEvent: RawRepresentable, Hashable, Comparable, Sendable, C
         case .noNeighbour: "no-neighbour"
         case .redirect: "redirect-failed"
         case .unconfirmed: "unconfirmed-port"
+        case .peerState: "peer-needs-conntrack"
         default: "event-\(rawValue)"
         }
     }

@@ -586,8 +586,12 @@ public struct ReferenceDataplane: Sendable {
             {
                 return .pass(.reply)
             }
-            // Row 10 for ICMP errors about this side's connections (path MTU discovery).
-            if verdict.action == .drop, let reply = packet.icmpErrorReplyTuple, isConntrackReply(reply) {
+            // Row 10 for ICMP errors about this side's connections (path MTU
+            // discovery), and without state about datagrams to a peer host's
+            // containers (the cross-host fast path bypasses conntrack).
+            if verdict.action == .drop, let reply = packet.icmpErrorReplyTuple,
+                isConntrackReply(reply) || (state.config.flags.contains(.peers) && peerAddress(of: reply.source) != nil)
+            {
                 return .pass(.related)
             }
             return verdict

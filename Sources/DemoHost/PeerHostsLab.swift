@@ -176,8 +176,12 @@ public final class PeerHostsLab {
     private func connect(routingContainerSubnets: Bool) throws {
         let plans = Array(Self.plans.prefix(hosts.count))
         for router in plans.map(\.routerRole) {
-            try hosts.first { $0.name == "host" + router.dropFirst() }!.topology.run(
-                in: router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            let topology = hosts.first { $0.name == "host" + router.dropFirst() }!.topology
+            try topology.run(in: router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            // The wire: frames reach the host with complete checksums, as off a
+            // real NIC (a veth would pass a forwarded skb's partial checksum
+            // on, and the ext fast path leaves such an interface alone).
+            try topology.run(in: router, ["ethtool", "-K", "eth0", "tx", "off"])
         }
         var pair = 0
         for i in hosts.indices {
@@ -244,11 +248,12 @@ public final class PeerHostsLab {
     /// host1's ext1), its peers (`routes: true` unless told otherwise).
     public static func policy(
         for host: String, icc: Bool = true, peerPolicy: PeerPolicy = .icc, routes: Bool = true,
-        peer: PeerEntry = .otherHosts(), hostCount: Int = 2
+        peer: PeerEntry = .otherHosts(), hostCount: Int = 2, fastPath: Bool = true
     ) -> String {
         let plan = plans.first { $0.name == host }!
         let ext = host == "host1" ? ["uplink", "ext1"] : ["uplink"]
         var yaml = "bridge: docker0\nicc: \(icc)\nforwardPolicy: drop\npeerPolicy: \(peerPolicy.rawValue)\n"
+        yaml += "fastPath: \(fastPath)\n"
         yaml += "extInterfaces: [\(ext.joined(separator: ", "))]\ncontainers:\n"
         for (name, address) in plan.containers {
             yaml +=

@@ -31,10 +31,12 @@ struct BenchRun: ParsableCommand {
         commandName: "run",
         abstract: "Measure every variant at every N (the default subcommand of `bench`).",
         discussion: "Variants: "
-            + BenchVariant.all.map { variant in
+            + (BenchVariant.all + BenchVariant.crossHost.dropFirst()).map { variant in
                 "\(variant.name) — \(variant.summary)"
                     + (variant.isDiagnostic ? " (diagnostic: measured only when named)" : "")
-            }.joined(separator: "; ") + ". bridge is always measured: every ratio is taken against it.")
+            }.joined(separator: "; ")
+            + ". bridge is always measured: every ratio is taken against it. --profile cross-host measures "
+            + "bridge, docker-forward-accept, bpfnet-peers and bpfnet-peers-fastpath on two hosts, one flow.")
 
     @Option(
         help: ArgumentHelp(
@@ -42,8 +44,11 @@ struct BenchRun: ParsableCommand {
             valueName: "a,b,..."))
     var variants: String?
 
-    @Option(help: ArgumentHelp("Numbers of Docker links to sweep, comma-separated.", valueName: "N,..."))
-    var links: String = BenchConfiguration.defaultLinks.map(String.init).joined(separator: ",")
+    @Option(
+        help: ArgumentHelp(
+            "Numbers of Docker links to sweep, comma-separated (default 0,100,1000,10000; cross-host: none).",
+            valueName: "N,..."))
+    var links: String?
 
     @Option(
         help: ArgumentHelp(
@@ -66,8 +71,9 @@ struct BenchRun: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "live: XDP live frames (default); udp: real UDP sockets (sendmmsg).",
-            valueName: "live|udp"))
+            "live: XDP live frames (default); udp: real UDP sockets (sendmmsg); cross-host: live frames from a "
+                + "container on one host to one on another, routed through both.",
+            valueName: "live|udp|cross-host"))
     var profile: BenchProfile = .live
 
     @Option(help: ArgumentHelp("The CPU the sending thread is pinned to (default: the last one).", valueName: "CPU"))
@@ -81,10 +87,13 @@ struct BenchRun: ParsableCommand {
 
     func run() throws {
         let selection =
-            try variants.map { try BenchVariant.select($0.split(separator: ",").map(String.init)) }
-            ?? BenchVariant.defaultSelection
+            try variants.map { try BenchVariant.select($0.split(separator: ",").map(String.init), profile: profile) }
+            ?? BenchVariant.defaultSelection(for: profile)
+        let sweep =
+            try links.map(BenchConfiguration.parseLinks)
+            ?? (profile == .crossHost ? [0] : BenchConfiguration.defaultLinks)
         let configuration = BenchConfiguration(
-            variants: selection, links: try BenchConfiguration.parseLinks(links), flows: flows, networks: networks,
+            variants: selection, links: sweep, flows: flows, networks: networks,
             rounds: rounds, burstSeconds: burst, profile: profile, cpu: cpu)
         for (option, path) in [("--json", json), ("--svg", svg)] {
             if let path { try checkWritable(path, option: option) }

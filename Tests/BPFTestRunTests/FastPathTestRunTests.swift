@@ -269,6 +269,139 @@ final class FastPathTestRunTests: XCTestCase {
         XCTAssertEqual(try lab.fastPathCount(.extXDP, .hit), 0)
     }
 
+    // MARK: cross-host (peers)
+
+    private let peerContainer = IPv4Address(10, 18, 0, 2)
+    private let routerMAC = MACAddress(0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
+
+    /// The lab as host1 of a pair: br0 (10.88.0.1/24, bridge MAC, b resolved
+    /// behind it, veth0 its port), veth1 the external interface on
+    /// 10.250.0.0/24, where the router 10.250.0.254 is also peer host2
+    /// (10.18.0.0/16 routed via it).
+    private func crossHostLab(icc: Bool = true, peerAllow: Bool = false, fastPath: Bool = true) throws -> (
+        port: UInt32, ext: UInt32, extMAC: MACAddress
+    ) {
+        try lab.crossHostTopology(bridgeMAC: bridgeMAC, b: b, routerMAC: routerMAC)
+        let port = try lab.ifindex("veth0")
+        let ext = try lab.ifindex("veth1")
+        try lab.configure(
+            icc: icc, fastPath: fastPath, a: a, b: b, bPort: port, extIfindex: ext,
+            bridgeIfindex: try lab.ifindex("br0"), bridgeMAC: bridgeMAC,
+            peers: [IPv4CIDR("10.18.0.0/16")!: IPv4Address(10, 250, 0, 254)], peerAllow: peerAllow)
+        return (port, ext, try lab.mac("veth1"))
+    }
+
+    /// Container → peer's container, tc: out of veth1 as the host would route
+    /// it (the router's MAC, veth1's MAC, TTL − 1, header checksum still
+    /// right), everything past the IPv4 header untouched.
+    func testTCCrossHostLeavesByTheExtInterfaceRewrittenAsRouted() throws {
+        let (_, _, extMAC) = try crossHostLab()
+        for (label, transport) in [
+            ("TCP", Transport.tcp(sourcePort: 40000, destinationPort: 80)),
+            ("UDP", .udp(sourcePort: 40000, destinationPort: 53)), ("ICMP", .icmpEcho(identifier: 7, sequence: 1)),
+        ] {
+            let frame = PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: bridgeMAC, source: a.mac),
+                IPv4Header(source: a.ip, destination: peerContainer, proto: transport.proto, ttl: 64), transport,
+                payload: [1, 2, 3, 4, 5])
+            let (verdict, out) = try lab.runTCWithOutput(frame)
+            XCTAssertEqual(verdict, Self.tcRedirect, label)
+            try Self.expectRouted(frame, out, source: extMAC, destination: routerMAC, label)
+        }
+        XCTAssertEqual(try lab.fastPathCount(.portTC, .hit), 3)
+        XCTAssertEqual(try lab.reasonCount(.portTC, .outside), 3, "the verdict is row 7's, as before")
+    }
+
+    func testTCCrossHostFallbacksPassUntouchedAndSayWhy() throws {
+        try crossHostLab()
+        func toPeer(_ destination: IPv4Address = IPv4Address(10, 18, 0, 2), ttl: UInt8 = 64, mac: MACAddress? = nil)
+            -> [UInt8]
+        {
+            PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: mac ?? bridgeMAC, source: a.mac),
+                IPv4Header(source: a.ip, destination: destination, proto: 6, ttl: ttl),
+                .tcp(sourcePort: 40000, destinationPort: 80))
+        }
+        func expect(_ frame: [UInt8], _ event: FastPathEvent, _ what: String, line: UInt = #line) throws {
+            let before = try lab.fastPathCount(.portTC, event)
+            let (verdict, out) = try lab.runTCWithOutput(frame)
+            XCTAssertEqual(verdict, Self.tcOK, what, line: line)
+            XCTAssertEqual(out, frame, "\(what): a fallback leaves the frame as it was", line: line)
+            XCTAssertEqual(try lab.fastPathCount(.portTC, event), before + 1, "\(what): \(event)", line: line)
+        }
+        try expect(toPeer(IPv4Address(198, 51, 100, 9)), .verdict, "the outside: routed and masqueraded by the host")
+        try expect(toPeer(ttl: 1), .ttl, "TTL 1: the host sends time exceeded")
+        try expect(toPeer(mac: MACAddress(0x02, 0, 0, 0, 0, 0x77)), .mac, "not sent to the gateway")
+        try lab.inNamespace(["ip", "route", "replace", "blackhole", "10.18.0.0/16"])
+        try expect(toPeer(), .fib, "a blackhole route")
+        try lab.inNamespace(["ip", "route", "replace", "10.18.0.0/16", "via", "10.250.0.9", "dev", "veth1"])
+        try expect(toPeer(), .noNeighbour, "the next hop not resolved yet: the stack ARPs")
+        try lab.inNamespace(["ip", "route", "replace", "10.18.0.0/16", "via", "10.88.0.3", "dev", "br0"])
+        try expect(toPeer(), .fib, "routed somewhere that is no ext interface")
+        try lab.inNamespace(["ip", "route", "replace", "10.18.0.0/16", "via", "10.250.0.254", "dev", "veth1"])
+        try lab.inNamespace(["sysctl", "-qw", "net.ipv4.conf.br0.forwarding=0"])
+        try expect(toPeer(), .forwardingDisabled, "forwarding off on the bridge")
+        try lab.inNamespace(["sysctl", "-qw", "net.ipv4.conf.br0.forwarding=1"])
+
+        // icc off: the peer's replies come back as conntrack replies, so the stack sees the flow.
+        try crossHostLab(icc: false)
+        try expect(toPeer(), .peerState, "icc off, peerPolicy icc")
+        try crossHostLab(icc: false, peerAllow: true)
+        XCTAssertEqual(try lab.runTC(toPeer()), Self.tcRedirect, "peerPolicy allow: replies need no state")
+        try crossHostLab(fastPath: false)
+        try expect(toPeer(), .disabled, "fast path off")
+        // XDP port hook: there is no XDP way out of the ext interface arranged.
+        try lab.setInterface(1, flags: BPFNET_FP_IF_FULL_CSUM.rawValue)
+        try crossHostLab()
+        XCTAssertEqual(try lab.runXDP(program: .port, toPeer(), ingress: 1), Self.xdpPass)
+        XCTAssertEqual(try lab.fastPathCount(.portXDP, .noNAPI), 1)
+    }
+
+    /// Peer's container → local container, TCP, XDP on the ext interface:
+    /// redirected into the container's port without asking conntrack, as the
+    /// host would route it (the bridge's MAC, the container's MAC, TTL − 1).
+    func testExtCrossHostTCPIsRedirectedToTheContainer() throws {
+        let (port, ext, extMAC) = try crossHostLab()
+        try lab.addTarget(port)
+        try lab.setInterface(ext, flags: BPFNET_FP_IF_FULL_CSUM.rawValue, mac: extMAC)
+        let frame = PacketBuilder.ipv4Frame(
+            EthernetHeader(destination: extMAC, source: routerMAC),
+            IPv4Header(source: peerContainer, destination: b.ip, proto: 6, ttl: 61),
+            .tcp(sourcePort: 40000, destinationPort: 80), payload: [9, 8, 7])
+        let (verdict, out) = try lab.runXDPWithOutput(program: .ext, frame, ingress: ext)
+        XCTAssertEqual(verdict, Self.xdpRedirect)
+        try Self.expectRouted(frame, out, source: bridgeMAC, destination: b.mac, "peer → b")
+        XCTAssertEqual(try lab.reasonCount(.extXDP, .peer), 1)
+        XCTAssertEqual(try lab.fastPathCount(.extXDP, .hit), 1)
+
+        // Forward-accept TCP from a stranger still stays with the stack (and
+        // icc off makes the same peer frame a drop: no event at all).
+        try crossHostLab(icc: false)
+        XCTAssertEqual(try lab.runXDP(program: .ext, frame, ingress: ext), Self.xdpDrop)
+        XCTAssertEqual(try lab.reasonCount(.extXDP, .icc), 1)
+    }
+
+    /// `out` is `frame` routed by one hop: MACs replaced, TTL one less with a
+    /// valid header checksum, every other byte the same.
+    private static func expectRouted(
+        _ frame: [UInt8], _ out: [UInt8], source: MACAddress, destination: MACAddress, _ label: String,
+        line: UInt = #line
+    ) throws {
+        XCTAssertEqual(out.count, frame.count, label, line: line)
+        guard out.count == frame.count else { return }
+        XCTAssertEqual(Array(out[0..<6]), destination.array, "\(label): destination MAC", line: line)
+        XCTAssertEqual(Array(out[6..<12]), source.array, "\(label): source MAC", line: line)
+        XCTAssertEqual(out[22], frame[22] - 1, "\(label): TTL", line: line)
+        XCTAssertEqual(PacketBuilder.internetChecksum(Array(out[14..<34])), 0, "\(label): header checksum", line: line)
+        var rest = out
+        var original = frame
+        for index in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 22, 24, 25] {
+            rest[index] = 0
+            original[index] = 0
+        }
+        XCTAssertEqual(rest, original, "\(label): nothing else changes", line: line)
+    }
+
     private func expectExt(
         _ frame: [UInt8], ingress: UInt32, _ event: FastPathEvent,
         file: StaticString = #filePath, line: UInt = #line
@@ -343,24 +476,63 @@ private final class FastPathLab: @unchecked Sendable {
         try namespace.run { try NetworkInterface.index(named: name) }
     }
 
-    /// Writes config, containers (a on port 101, b on `bPort`) and links.
+    func mac(_ name: String) throws -> MACAddress {
+        let text = try runCommand(["ip", "-n", namespaceName, "-br", "link", "show", name])
+        let field = text.split(separator: " ", omittingEmptySubsequences: true).dropFirst(2).first ?? ""
+        guard let mac = MACAddress(String(field)) else { throw POSIXError(.EINVAL) }
+        return mac
+    }
+
+    /// `command` run inside the lab's namespace.
+    func inNamespace(_ command: [String]) throws {
+        try runCommand(["ip", "netns", "exec", namespaceName] + command)
+    }
+
+    /// br0 (10.88.0.1/24 with `bridgeMAC`, veth0 its port, b's neighbour entry)
+    /// and veth1 on 10.250.0.1/24 with the router 10.250.0.254 resolved and
+    /// 10.18.0.0/16 routed via it; forwarding on. Idempotent.
+    func crossHostTopology(bridgeMAC: MACAddress, b: Endpoint, routerMAC: MACAddress) throws {
+        if (try? ifindex("br0")) == nil {
+            try inNamespace(["ip", "link", "add", "br0", "type", "bridge"])
+            try inNamespace(["ip", "link", "set", "br0", "address", bridgeMAC.description, "up"])
+            try inNamespace(["ip", "link", "set", "veth0", "master", "br0"])
+            try inNamespace(["ip", "addr", "add", "10.88.0.1/24", "dev", "br0"])
+            try inNamespace(["ip", "addr", "add", "10.250.0.1/24", "dev", "veth1"])
+        }
+        try inNamespace(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        try inNamespace([
+            "ip", "neigh", "replace", b.ip.description, "lladdr", b.mac.description, "dev", "br0", "nud", "permanent",
+        ])
+        try inNamespace([
+            "ip", "neigh", "replace", "10.250.0.254", "lladdr", routerMAC.description, "dev", "veth1", "nud",
+            "permanent",
+        ])
+        try inNamespace(["ip", "route", "replace", "10.18.0.0/16", "via", "10.250.0.254", "dev", "veth1"])
+    }
+
+    /// Writes config, containers (a on port 101, b on `bPort`), links and peers.
     func configure(
         icc: Bool, fastPath: Bool, forwardAccept: Bool = false, a: Endpoint, b: Endpoint,
-        bPort: UInt32 = 102, links: [LinkRule] = [], extIfindex: UInt32? = nil
+        bPort: UInt32 = 102, links: [LinkRule] = [], extIfindex: UInt32? = nil, bridgeIfindex: UInt32 = 99,
+        bridgeMAC: MACAddress = .zero, peers: [IPv4CIDR: IPv4Address] = [:], peerAllow: Bool = false
     ) throws {
         var flags: ConfigFlags = [.loaded]
         if icc { flags.insert(.icc) }
         if fastPath { flags.insert(.fastPath) }
         if forwardAccept { flags.insert(.forwardAccept) }
+        if !peers.isEmpty { flags.insert(.peers) }
+        if peerAllow { flags.insert(.peerAllow) }
         var desired = MapState(
             config: ConfigRecord(
                 flags: flags, bridgeAddress: IPv4Address(10, 88, 0, 1),
                 bridgeSubnet: IPv4Address(10, 88, 0, 0),
-                bridgeNetmask: IPv4Address(255, 255, 255, 0), bridgeIfindex: 99))
+                bridgeNetmask: IPv4Address(255, 255, 255, 0), bridgeIfindex: bridgeIfindex, bridgeMAC: bridgeMAC))
         // The default bridge's network record: what the port program reads.
         desired.networks[0] = NetworkRecord(
             flags: icc ? [.icc] : [], bridgeAddress: desired.config.bridgeAddress,
-            subnet: desired.config.bridgeSubnet, netmask: desired.config.bridgeNetmask, bridgeIfindex: 99)
+            subnet: desired.config.bridgeSubnet, netmask: desired.config.bridgeNetmask, bridgeIfindex: bridgeIfindex,
+            bridgeMAC: bridgeMAC)
+        desired.peers = peers
         desired.containers = [
             a.ip: ContainerRecord(portIfindex: 101, mac: a.mac),
             b.ip: ContainerRecord(portIfindex: bPort, mac: b.mac),

@@ -84,6 +84,34 @@ final class PeerTestRunTests: TestRunTestCase {
         expectExt([ext1], tcp(peerContainer, b1, 50000, 6379), .drop(.internal), "not even with allow")
     }
 
+    /// An ICMP error about a local container's datagram to a peer's containers
+    /// passes without conntrack (the cross-host fast path never shows it the
+    /// flow): path MTU discovery from any router on the way. Without peers, or
+    /// quoting a datagram to anyone else, it is the forward policy's.
+    func testICMPErrorsAboutCrossHostDatagramsNeedNoState() throws {
+        func error(quoting destination: IPv4Address, to target: Endpoint = web, type: UInt8 = 3) -> [UInt8] {
+            PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: Fixture.hostMAC, source: Fixture.routerMAC),
+                IPv4Header(source: IPv4Address(203, 0, 113, 9), destination: target.ip),
+                .icmpError(type: type, code: type == 3 ? 4 : 0, mtu: type == 3 ? 1400 : 0),
+                payload: PacketBuilder.icmpErrorQuote(
+                    IPv4Header(source: target.ip, destination: destination),
+                    .tcp(sourcePort: 40000, destinationPort: 80)))
+        }
+        try applyPeers(icc: true)
+        expectExt(everyIngress, error(quoting: peerContainer.ip), .pass(.related), "fragmentation needed, to host2")
+        expectExt(everyIngress, error(quoting: host3Container.ip, type: 11), .pass(.related), "time exceeded, host3")
+        expectExt([ext1], error(quoting: IPv4Address(198, 51, 100, 7)), .drop(.forward), "about the outside")
+        // The quoted datagram must come from the error's destination.
+        var forged = error(quoting: peerContainer.ip)
+        let quotedSource = 14 + 20 + 8 + 12
+        forged.replaceSubrange(
+            quotedSource..<quotedSource + 4, with: withUnsafeBytes(of: db.ip.value.bigEndian, Array.init))
+        expectExt([ext1], forged, .drop(.forward), "quoting another container's datagram")
+        try apply(icc: true, forward: .drop)
+        expectExt([ext1], error(quoting: peerContainer.ip), .drop(.forward), "no peers declared")
+    }
+
     /// Without the peer declared, the same frame is any outside source's.
     func testWithoutPeersTheForwardPolicyDecides() throws {
         try apply(icc: true, forward: .drop)

@@ -102,6 +102,25 @@ final class BenchSmokeTests: XCTestCase {
         XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
     }
 
+    /// `--profile cross-host`: two hosts per variant, every packet from host1's
+    /// container arrives at host2's; the forged source is dropped by bpfnet
+    /// and delivered by routing and by Docker's FORWARD ACCEPT (the checks
+    /// before measuring); nothing is left behind.
+    func testCrossHostProfile() throws {
+        try requireRoot("bench smoke run across two simulated hosts")
+        let before = Leftovers.now()
+        let configuration = BenchConfiguration(
+            variants: BenchVariant.defaultSelection(for: .crossHost), links: [0], rounds: 2, burstSeconds: 0.02,
+            profile: .crossHost, showProgress: false)
+        let outcome = try BenchRunner(configuration).run()
+        assertDelivered(
+            outcome.report, variants: ["bridge", "docker-forward-accept", "bpfnet-peers", "bpfnet-peers-fastpath"],
+            links: [0])
+        XCTAssertEqual(outcome.report.profile, "cross-host")
+        XCTAssertEqual(BenchSchema.problems(in: try outcome.report.jsonData()), [])
+        XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
+    }
+
     func testMicroChecksEveryVerdictAndCleansUp() throws {
         try requireRoot("bench micro (eBPF test runs)")
         let before = Leftovers.now()

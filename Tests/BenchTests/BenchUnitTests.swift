@@ -38,6 +38,29 @@ final class VariantSelectionTests: XCTestCase {
         XCTAssertEqual(selected.map(\.name), ["bridge", "docker-iptables-nft", "bpfnet-tc"])
     }
 
+    func testCrossHostProfileHasItsOwnVariantsAndNoLinks() throws {
+        XCTAssertEqual(
+            try BenchVariant.select(["bpfnet-peers-fastpath"], profile: .crossHost).map(\.name),
+            ["bridge", "bpfnet-peers-fastpath"])
+        XCTAssertThrowsError(try BenchVariant.select(["bpfnet-tc"], profile: .crossHost)) { error in
+            XCTAssertTrue((error as! BenchError).description.contains("docker-forward-accept"), "\(error)")
+        }
+        XCTAssertThrowsError(try BenchVariant.select(["bpfnet-peers"])) { error in
+            XCTAssertTrue((error as! BenchError).isBadInput)
+        }
+        let crossHost = BenchVariant.defaultSelection(for: .crossHost)
+        for (links, flows) in [([0, 100], 1), ([0], 2)] {
+            let configuration = BenchConfiguration(
+                variants: crossHost, links: links, flows: flows, profile: .crossHost, showProgress: false)
+            XCTAssertThrowsError(try configuration.validateValues()) { error in
+                XCTAssertTrue((error as! BenchError).description.contains("do not apply"), "\(error)")
+            }
+        }
+        XCTAssertFalse(BenchVariant.named("docker-forward-accept")!.enforcesPolicy, "FORWARD ACCEPT filters nothing")
+        XCTAssertTrue(BenchVariant.named("bpfnet-peers")!.enforcesPolicy)
+        XCTAssertFalse(BenchVariant.bridge.enforcesPolicy)
+    }
+
     func testUnknownNamesAreBadInputListingTheKnownOnes() {
         XCTAssertThrowsError(try BenchVariant.select(["bpfnet-tc", "iptables"])) { error in
             let error = error as! BenchError

@@ -126,6 +126,103 @@ final class PeersEndToEndTests: XCTestCase {
     /// subnet that same way, under its own protocol number; a route the
     /// operator made is left alone, a peer removed takes its route along,
     /// `unload` removes the rest, and a peer this host cannot reach is refused.
+    /// The cross-host fast path (docs/verdicts.md, "Cross-host fast path"):
+    /// 4 MiB of TCP echoed c1 → c2 → c1 arrive whole (SHA-256 both ways) with
+    /// c1's own address at c2, and the packets take the fast path on all four
+    /// legs: host1's port program out, host2's ext program in, host2's port
+    /// program back, host1's ext program in. icc off on host1 (peerPolicy icc)
+    /// keeps host1's outgoing half in its stack (the replies are conntrack
+    /// replies there); fast path off keeps all of it there. Every run is whole.
+    func testCrossHostFastPathCarriesBulkTCPBothWays() throws {
+        try requireRootForEndToEnd("network namespaces, bpffs and eBPF programs on two simulated hosts")
+        let lab = try makeLab(routingContainerSubnets: false)
+        defer { lab.close() }
+        let (host1, host2) = (lab.host1, lab.host2)
+        let server = """
+            import socket, threading
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", 7100))
+            s.listen(8)
+            print("ready", flush=True)
+            def echo(c):
+                while True:
+                    data = c.recv(65536)
+                    if not data:
+                        break
+                    c.sendall(data)
+                c.close()
+            while True:
+                c, peer = s.accept()
+                print("peer", peer[0], flush=True)
+                threading.Thread(target=echo, args=(c,), daemon=True).start()
+            """
+        let client = """
+            import socket, sys, hashlib, os, threading
+            data = os.urandom(4 << 20)
+            c = socket.create_connection((sys.argv[1], 7100), timeout=20)
+            received = []
+            def read():
+                while True:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    received.append(chunk)
+            reader = threading.Thread(target=read)
+            reader.start()
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            reader.join()
+            back = b"".join(received)
+            print(len(back), hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest())
+            """
+        let echo = try host2.topology.startProcess(in: "c2", ["python3", "-c", server], captureOutput: true)
+        defer { _ = echo.stop() }
+        _ = try echo.waitForLine(prefix: "ready", timeout: .seconds(10))
+
+        func hits(_ host: PeerHostsLab.Host, _ program: String, _ event: String = "hit") throws -> UInt64 {
+            try host.status().fastPath?[program]?[event] ?? 0
+        }
+        /// One transfer; the fast-path events it added per leg.
+        func transfer(_ label: String, event: String = "hit") throws -> [String: UInt64] {
+            let legs = [
+                ("host1 port-tc", host1, "port-tc"), ("host2 ext-xdp", host2, "ext-xdp"),
+                ("host2 port-tc", host2, "port-tc"), ("host1 ext-xdp", host1, "ext-xdp"),
+            ]
+            let before = try legs.map { try hits($0.1, $0.2, event) }
+            let output = try host1.topology.run(in: "c1", ["python3", "-c", client, "\(c2)"], timeout: .seconds(60))
+            XCTAssertEqual(
+                output.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "\(4 << 20) True",
+                "\(label): every byte echoed back unchanged (\(output.stderr))")
+            XCTAssertEqual(
+                try echo.waitForLine(prefix: "peer", timeout: .seconds(5)), "peer \(c1)",
+                "\(label): c2 sees c1's own address")
+            var added: [String: UInt64] = [:]
+            for (leg, previous) in zip(legs, before) { added[leg.0] = try hits(leg.1, leg.2, event) - previous }
+            return added
+        }
+
+        try host1.load(PeerHostsLab.policy(for: "host1"))
+        try host2.load(PeerHostsLab.policy(for: "host2"))
+        // 4 MiB is ≥ 2,900 full-sized segments each way: most of each leg is fast.
+        let fast = try transfer("fast path on")
+        for (leg, count) in fast {
+            XCTAssertGreaterThan(count, 100, "fast path on: \(leg) hits \(fast)")
+        }
+
+        try host1.load(PeerHostsLab.policy(for: "host1", icc: false))
+        let stateful = try transfer("icc off on host1", event: "peer-needs-conntrack")
+        XCTAssertGreaterThan(stateful["host1 port-tc"] ?? 0, 100, "icc off: host1 sends by its stack \(stateful)")
+
+        try host1.load(PeerHostsLab.policy(for: "host1", fastPath: false))
+        try host2.load(PeerHostsLab.policy(for: "host2", fastPath: false))
+        let slow = try transfer("fast path off", event: "disabled")
+        print("cross-host transfers, events per leg: on \(fast), icc off \(stateful), off \(slow)")
+        for (leg, count) in slow {
+            XCTAssertGreaterThan(count, 100, "fast path off: \(leg) \(slow)")
+        }
+    }
+
     func testRoutesTrueRoutesThePeerSubnetsTheWayThePeerIsReached() throws {
         try requireRootForEndToEnd("network namespaces, bpffs, eBPF programs, netfilter and routes on two hosts")
         for backend in Self.backends {

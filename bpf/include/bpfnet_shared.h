@@ -393,6 +393,12 @@ enum bpfnet_fastpath_event {
 	BPFNET_FP_REDIRECT = 19,     /* the redirect helper refused                           */
 	BPFNET_FP_UNCONFIRMED = 20,  /* tc: the destination port is not in bn_fp_tx (gone, or  */
 	/* not arranged): never redirect to a device that left  */
+	/*
+	 * cross-host: the sending container's network would judge the peer's
+	 * replies by conntrack (icc off, peerPolicy icc), so the stack must see
+	 * the flow leave
+	 */
+	BPFNET_FP_PEER_STATE = 21,
 	BPFNET_FP_EVENT_MAX = 24,
 };
 

@@ -19,6 +19,7 @@
 #include "ctx.h"
 #include "maps.h"
 #include "parse.h"
+#include "policy.h"
 
 #define IP_MF_AND_OFFSET 0x3FFF /* MF flag + fragment offset, host order */
 
@@ -132,6 +133,97 @@ static __always_inline void ipv4_decrease_ttl(struct iphdr *ip)
 	check += (__u32)bpf_htons(0x0100);
 	ip->check = (__sum16)(check + (check >= 0xFFFF));
 	ip->ttl--;
+}
+
+/*
+ * Container -> a peer host's containers (cross-host fast path): may this
+ * packet, allowed as outside traffic (row 7), leave straight through the
+ * external interface the host would route it by, without the bridge, the
+ * host's routing and netfilter? No NAT is involved (masquerade skips peer
+ * subnets), so nothing needs conntrack to translate; what needs it is the
+ * way back: the peer's replies are judged on arrival by the sending
+ * network's icc (row 12), so a network with icc off and peerPolicy icc, whose
+ * containers get replies only as conntrack replies (row 10), keeps its
+ * cross-host flows in the stack (PEER_STATE). bpf_fib_lookup resolves the
+ * route as the stack would for a packet entering on the network's bridge
+ * (forwarding on the bridge honoured, policy routing included); it must
+ * leave through an external interface (bn_ext_ifs), where the ext program
+ * polices the way back. `check_len`: the IPv4 length to check against the
+ * egress MTU (XDP), or 0 to let the kernel check the skb (tc: GSO-aware).
+ * Nothing is written; on a hit *fib holds the egress interface and MACs
+ * for port_peer_rewrite.
+ */
+static __always_inline enum bpfnet_fastpath_event
+port_peer_route(void *ctx, const struct bpfnet_config *cfg, const struct pkt *pkt,
+		const struct parsed *p, __u32 ingress_ifindex, int check_len,
+		struct bpf_fib_lookup *fib)
+{
+	const struct bpfnet_network *net;
+	const struct bpfnet_port *port;
+	struct iphdr *ip;
+	int rc;
+
+	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
+		return BPFNET_FP_DISABLED;
+	if (!(cfg->flags & BPFNET_CFG_PEERS) || !p->ipv4 || !peer_lookup(p->daddr))
+		return BPFNET_FP_VERDICT; /* the outside: the host routes and masquerades it */
+	if (p->vlan_tags)
+		return BPFNET_FP_VLAN;
+	port = port_lookup(ingress_ifindex);
+	net = network_get(port ? port->network : 0);
+	if (!(cfg->flags & BPFNET_CFG_PEER_ALLOW) && !(net->flags & BPFNET_NET_ICC))
+		return BPFNET_FP_PEER_STATE;
+	/* Routed frames are addressed to the gateway, the bridge. */
+	if (!mac_equal(p->dst_mac, net->bridge_mac))
+		return BPFNET_FP_MAC;
+	ip = pkt->data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > pkt->data_end)
+		return BPFNET_FP_FIB; /* cannot happen after the parse; for the verifier */
+	if (ip->ihl != 5)
+		return BPFNET_FP_IP_OPTIONS;
+	if (bpf_ntohs(ip->frag_off) & IP_MF_AND_OFFSET)
+		return BPFNET_FP_FRAGMENT;
+	if (ip->ttl <= 1)
+		return BPFNET_FP_TTL;
+
+	fib->family = AF_INET;
+	fib->tos = ip->tos;
+	fib->l4_protocol = ip->protocol;
+	fib->sport = p->sport;
+	fib->dport = p->dport;
+	fib->tot_len = check_len ? bpf_ntohs(ip->tot_len) : 0;
+	fib->ipv4_src = ip->saddr;
+	fib->ipv4_dst = ip->daddr;
+	fib->ifindex = net->bridge_ifindex;
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		break;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return BPFNET_FP_FWD_DISABLED;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return BPFNET_FP_NO_NEIGH;
+	default:
+		return BPFNET_FP_FIB; /* no route, not forwarded, or too big (FRAG_NEEDED) */
+	}
+	if (!bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &fib->ifindex))
+		return BPFNET_FP_FIB;
+	return BPFNET_FP_HIT;
+}
+
+/* The routed frame as the stack would send it: the FIB's MACs, TTL - 1. */
+static __always_inline int port_peer_rewrite(const struct pkt *pkt,
+					     const struct bpf_fib_lookup *fib)
+{
+	struct ethhdr *eth = pkt->data;
+	struct iphdr *ip = pkt->data + sizeof(*eth);
+
+	if ((void *)(ip + 1) > pkt->data_end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	ipv4_decrease_ttl(ip);
+	return 0;
 }
 
 #endif /* BPFNET_FASTPATH_H */
