@@ -36,6 +36,10 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
     /// Real UDP sockets in the sender (sendmmsg): the skb path containers
     /// really use, ~1.8 µs of sender cost per packet that dilutes differences.
     case udp
+    /// Live frames as `live`, but every flow was answered once by the
+    /// receiver before measuring: conntrack holds it ESTABLISHED, which is
+    /// Docker's FORWARD short-cut (the case that favours Docker).
+    case established
     /// Live frames from a container on host1 to one on host2, routed through
     /// both hosts (Docker's two-host example; CrossHost.swift).
     case crossHost = "cross-host"
@@ -44,6 +48,8 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
         switch self {
         case .live: "XDP live frames (BPF_PROG_TEST_RUN, XDP_TX from the sender's eth0)"
         case .udp: "UDP sockets (sendmmsg in the sender's namespace)"
+        case .established:
+            "XDP live frames on flows the receiver answered once first (conntrack: ESTABLISHED)"
         case .crossHost: "XDP live frames from a container on host1 to one on host2, routed through both hosts"
         }
     }

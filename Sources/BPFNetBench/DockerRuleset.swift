@@ -26,9 +26,12 @@ import BPFNetTestSupport
 enum DockerRuleset {
     /// iptables-restore input for a host whose DOCKER chain holds `links`,
     /// with the user-defined networks `networks` (bridge, subnet; oldest first).
+    /// `icc`: the daemon's --icc (the bench's comparison runs with it off, links
+    /// then open the flows; on, dockerd writes no link rules at all).
     static func render(
         links: [BenchLink], networks: [(bridge: String, subnet: IPv4CIDR)] = [],
-        bridge: String = BenchWorkload.bridgeName, subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network
+        bridge: String = BenchWorkload.bridgeName, subnet: IPv4CIDR = BenchWorkload.bridgeAddress.network,
+        icc: Bool = false
     ) -> String {
         let newestFirst = Array(networks.reversed())
         var lines: [String] = []
@@ -48,9 +51,9 @@ enum DockerRuleset {
             "-A FORWARD -o \(bridge) -j DOCKER",
             "-A FORWARD -i \(bridge) ! -o \(bridge) -j ACCEPT",
             // icc=false: appended after `-j DOCKER` (setIcc), so link rules come first.
-            "-A FORWARD -i \(bridge) -o \(bridge) -j DROP",
+            "-A FORWARD -i \(bridge) -o \(bridge) -j \(icc ? "ACCEPT" : "DROP")",
         ]
-        for link in links {
+        for link in links where !icc {
             // iptables.go ChainInfo.Link(): the forward rule and its stateless reverse.
             lines.append(
                 "-A DOCKER -s \(link.parentIP)/32 -d \(link.childIP)/32 -i \(bridge) -o \(bridge) "

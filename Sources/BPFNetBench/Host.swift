@@ -43,12 +43,19 @@ final class DockerIptablesFilter: VariantFilter {
     }
 
     let backend: Backend
+    /// Docker's ruleset with icc on and no links at any N: what br_netfilter,
+    /// conntrack and Docker's fixed FORWARD rules cost on their own.
+    let withoutLinks: Bool
 
-    init(backend: Backend) { self.backend = backend }
+    init(backend: Backend, withoutLinks: Bool = false) {
+        self.backend = backend
+        self.withoutLinks = withoutLinks
+    }
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
         let rules = DockerRuleset.render(
-            links: workload.links(links), networks: workload.userNetworks.map { ($0.bridge, $0.address.network) })
+            links: withoutLinks ? [] : workload.links(links),
+            networks: workload.userNetworks.map { ($0.bridge, $0.address.network) }, icc: withoutLinks)
         do {
             // Replaces the filter and nat tables as a whole (no --noflush).
             try host.topology.run(

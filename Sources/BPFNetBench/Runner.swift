@@ -152,6 +152,9 @@ public final class BenchRunner {
         }
         try generator.setFlows(
             crossHost ? [CrossHostWorkload.frame()] : (0..<workload.flows).map(workload.frame(flow:)))
+        if configuration.profile == .established {
+            try answerEveryFlow(hosts, workload: workload, label: label)
+        }
         for host in hosts {
             let sample = try burst(host, generator: generator, clock: clock, packets: frames, useGenerator: true)
             if sample.delivered != sample.sent {
@@ -160,6 +163,24 @@ public final class BenchRunner {
                         + "of the allowed flows reached the receiver before measuring")
             }
         }
+    }
+
+    /// `--profile established`: one frame per flow from the sender, then the
+    /// receiver's answer to each, so that conntrack (Docker's variants run
+    /// br_netfilter) has seen both directions and marks the flows
+    /// ESTABLISHED; the bursts that follow keep the entries fresh.
+    private func answerEveryFlow(_ hosts: [BenchHost], workload: BenchWorkload, label: String) throws {
+        progress.show("\(label): the receiver answers every flow once (conntrack: ESTABLISHED)")
+        let requests = (0..<workload.flows).map(workload.frame(flow:))
+        let replies = (0..<workload.flows).map(workload.replyFrame(flow:))
+        for host in hosts {
+            try PinnedThread.enter(host.senderNamespace)
+            try PacketSocketSender.send(requests, count: requests.count, ifindex: host.senderIfindex)
+            try PinnedThread.enter(host.receiverNamespace)
+            let receiverIfindex = try NetworkInterface.index(named: "eth0")
+            try PacketSocketSender.send(replies, count: replies.count, ifindex: receiverIfindex)
+        }
+        usleep(50_000)  // the answers cross the bridge in softirq; let them land
     }
 
     /// The interleaved rounds; returns the recorded samples per host.

@@ -65,6 +65,14 @@ extension BenchVariant {
             summary: "Docker's FORWARD/DOCKER rules via iptables-nft, br_netfilter on",
             bridgeNetfilter: true, tools: ["iptables-nft-restore"]
         ) { DockerIptablesFilter(backend: .nft) },
+        // Docker's cost before any link: br_netfilter, conntrack and the
+        // fixed FORWARD rules, icc on (so the flows pass without links).
+        BenchVariant(
+            name: "docker-nolinks",
+            summary: "Docker's rules with icc on and no links at any N (br_netfilter, conntrack and the fixed "
+                + "FORWARD rules only), iptables-nft",
+            bridgeNetfilter: true, tools: ["iptables-nft-restore"], isDiagnostic: true
+        ) { DockerIptablesFilter(backend: .nft, withoutLinks: true) },
         BenchVariant(
             name: "docker-iptables-legacy",
             summary: "Docker's FORWARD/DOCKER rules via iptables-legacy, br_netfilter on",

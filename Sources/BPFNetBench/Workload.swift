@@ -192,6 +192,19 @@ public struct BenchWorkload: Sendable, Hashable {
         Self.frame(from: Self.senderIP, sourcePort: flowSourcePort(k))
     }
 
+    /// The receiver's answer on flow k (`--profile established`): receiver:5201
+    /// back to the flow's source address and port, allowed by the link's
+    /// reverse rule (Docker) or row 5 (bpfnet).
+    func replyFrame(flow k: Int) -> [UInt8] {
+        let source = flowSource(k)
+        let mac = k == 0 ? Self.senderMAC : Phantom(index: k - 1).mac
+        let payloadBytes = Self.packetBytes - 14 - 20 - 8
+        return PacketBuilder.udpFrame(
+            from: Endpoint(mac: Self.receiverMAC, ip: Self.receiverIP), to: Endpoint(mac: mac, ip: source.ip),
+            sourcePort: Self.receiverPort, destinationPort: flowSourcePort(k),
+            payload: Array(repeating: 0x72, count: payloadBytes))
+    }
+
     /// A frame from an address that no link allows (bridge delivers it, filters drop it).
     func deniedFrame() -> [UInt8] {
         Self.frame(from: Self.strangerIP, sourcePort: Self.firstSourcePort)
@@ -275,7 +288,8 @@ public struct BenchWorkload: Sendable, Hashable {
             bridge: Self.bridgeName, icc: false, ipForward: true, forwardPolicy: .drop, portHook: portHook,
             extInterfaces: [ExternalInterface(name: "ext0")], containers: containers,
             links: links(n).map { Link(parent: $0.parent, child: $0.child) }, fastPath: fastPath,
-            networks: userNetworks.map { BridgeNetwork(name: $0.name, bridge: $0.bridge, icc: false) })
+            // Docker's default for a user-defined network: icc on (as DockerRuleset writes them).
+            networks: userNetworks.map { BridgeNetwork(name: $0.name, bridge: $0.bridge, icc: true) })
     }
 
     /// How many link rules bpfnet needs at most for N links (4 per link).

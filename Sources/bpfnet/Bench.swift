@@ -71,9 +71,10 @@ struct BenchRun: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "live: XDP live frames (default); udp: real UDP sockets (sendmmsg); cross-host: live frames from a "
-                + "container on one host to one on another, routed through both.",
-            valueName: "live|udp|cross-host"))
+            "live: XDP live frames (default); udp: real UDP sockets (sendmmsg); established: live frames on flows "
+                + "the receiver answered first (conntrack ESTABLISHED, Docker's short-cut); cross-host: live frames "
+                + "from a container on one host to one on another, routed through both.",
+            valueName: "live|udp|established|cross-host"))
     var profile: BenchProfile = .live
 
     @Option(help: ArgumentHelp("The CPU the sending thread is pinned to (default: the last one).", valueName: "CPU"))

@@ -121,6 +121,24 @@ final class BenchSmokeTests: XCTestCase {
         XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
     }
 
+    /// `--profile established`: the receiver answers each flow before the
+    /// bursts, and every packet still arrives; the Docker ruleset without
+    /// links (icc on) delivers as well.
+    func testEstablishedProfileAndDockerWithoutLinks() throws {
+        try requireRoot("bench smoke run with answered flows")
+        let before = Leftovers.now()
+        var configuration = BenchConfiguration(
+            links: [0, 100], flows: 2, rounds: 2, burstSeconds: 0.02, profile: .established, showProgress: false)
+        configuration.variants = try BenchVariant.select(["docker-iptables-nft", "docker-nolinks", "bpfnet-tc"])
+        let outcome = try BenchRunner(configuration).run()
+        assertDelivered(
+            outcome.report, variants: ["bridge", "docker-iptables-nft", "docker-nolinks", "bpfnet-tc"],
+            links: [0, 100])
+        XCTAssertEqual(outcome.report.profile, "established")
+        XCTAssertEqual(BenchSchema.problems(in: try outcome.report.jsonData()), [])
+        XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
+    }
+
     func testMicroChecksEveryVerdictAndCleansUp() throws {
         try requireRoot("bench micro (eBPF test runs)")
         let before = Leftovers.now()

@@ -21,7 +21,7 @@ final class VariantSelectionTests: XCTestCase {
         XCTAssertEqual(
             BenchVariant.all.map(\.name),
             [
-                "bridge", "docker-iptables-nft", "docker-iptables-legacy", "bpfnet-nftables",
+                "bridge", "docker-iptables-nft", "docker-nolinks", "docker-iptables-legacy", "bpfnet-nftables",
                 "bpfnet-tc", "bpfnet-xdp", "bpfnet-fastpath", "bpfnet-fastpath-xdp", "bridge-empty-tc",
                 "bridge-empty-xdp",
             ])
@@ -249,6 +249,47 @@ final class DockerRulesetTests: XCTestCase {
         // bpfnet gets the same networks, and stays within the compiler's limits.
         let policy = workload.policy(links: 10, portHook: .tc, fastPath: true)
         XCTAssertEqual(policy.networks.map(\.bridge), ["br-net1", "br-net2"])
+    }
+
+    /// The bench's ruleset is rule for rule what Docker2010Rules renders for
+    /// the same containers, links and networks — and DockerOracleTests checks
+    /// Docker2010Rules against `iptables-save` of a live dockerd 20.10. Only
+    /// the DOCKER chain's order may differ (it follows the containers' start
+    /// there, and all its rules accept).
+    func testSameRulesAsTheRulesetCheckedAgainstALiveDockerd() throws {
+        let workload = BenchWorkload(maxLinks: 20, flows: 2, networks: 3)
+        let policy = workload.policy(links: 20, portHook: .tc, fastPath: false)
+        let subnets = Dictionary(
+            uniqueKeysWithValues: [(BenchWorkload.bridgeName, BenchWorkload.bridgeAddress.network)]
+                + workload.userNetworks.map { ($0.bridge, $0.address.network) })
+        func chains(_ rules: String) -> [String: [String]] {
+            var table = ""
+            var result: [String: [String]] = [:]
+            for line in rules.split(separator: "\n").map(String.init) {
+                if line.hasPrefix("*") { table = line }
+                guard line.hasPrefix("-A ") else { continue }
+                let chain = String(line.split(separator: " ")[1])
+                result[table + " " + chain, default: []].append(line)
+            }
+            return result
+        }
+        let bench = chains(
+            DockerRuleset.render(
+                links: workload.links(20), networks: workload.userNetworks.map { ($0.bridge, $0.address.network) }))
+        let docker = chains(Docker2010Rules.render(policy, subnets: subnets))
+        XCTAssertEqual(Set(bench.keys), Set(docker.keys))
+        for (chain, rules) in docker {
+            if chain == "*filter DOCKER" {
+                XCTAssertEqual(bench[chain].map(Set.init), Set(rules), chain)
+                XCTAssertEqual(bench[chain]?.count, rules.count, chain)
+            } else {
+                XCTAssertEqual(bench[chain], rules, chain)
+            }
+        }
+        // Without links (docker-nolinks): icc on, no DOCKER rules at all.
+        let noLinks = chains(DockerRuleset.render(links: [], icc: true))
+        XCTAssertNil(noLinks["*filter DOCKER"])
+        XCTAssertEqual(noLinks["*filter FORWARD"]?.last, "-A FORWARD -i docker0 -o docker0 -j ACCEPT")
     }
 
     func testEachLinkIsDockersRulePairWithTheMatchingOneLast() {
