@@ -298,11 +298,12 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 	void *data = (void *)(long)xdp->data;
 	void *data_end = (void *)(long)xdp->data_end;
 	struct bpf_fib_lookup fib = {};
+	enum bpfnet_fastpath_event event;
 	const struct bpfnet_container *dst;
 	const struct bpfnet_fp_if *ingress;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
-	int nat, rc;
+	int nat;
 
 	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
 		return BPFNET_FP_DISABLED;
@@ -344,30 +345,9 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 	    (conntrack_direction(xdp, p, &nat) != IP_CT_DIR_ORIGINAL || nat))
 		return BPFNET_FP_CONNTRACK;
 
-	fib.family = AF_INET;
-	fib.tos = ip->tos;
-	fib.l4_protocol = ip->protocol;
-	fib.sport = p->sport;
-	fib.dport = p->dport;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
-	fib.ipv4_src = ip->saddr;
-	fib.ipv4_dst = ip->daddr;
-	fib.ifindex = xdp->ingress_ifindex;
-	rc = bpf_fib_lookup(xdp, &fib, sizeof(fib), 0);
-	switch (rc) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		break;
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		/* net.ipv4.conf.<ingress>.forwarding is 0: never forward here. */
-		return BPFNET_FP_FWD_DISABLED;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		/* The stack resolves the neighbour (ARP) on the slow path. */
-		return BPFNET_FP_NO_NEIGH;
-	default:
-		/* Blackhole/unreachable/prohibit, not forwarded, unsupported
-		 * L2, or too big for the egress MTU (FRAG_NEEDED). */
-		return BPFNET_FP_FIB;
-	}
+	event = fp_fib_route(xdp, ip, p, xdp->ingress_ifindex, 1, &fib);
+	if (event != BPFNET_FP_HIT)
+		return event;
 	if (fib.ifindex != network_get(dst->network)->bridge_ifindex)
 		return BPFNET_FP_FIB;
 	if (!mac_equal(fib.dmac, dst->mac))

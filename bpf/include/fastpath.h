@@ -136,6 +136,42 @@ static __always_inline void ipv4_decrease_ttl(struct iphdr *ip)
 }
 
 /*
+ * The FIB's answer for routing IPv4 packet `ip` as the stack would, had it
+ * entered on `ingress_ifindex`: HIT with *fib holding the egress interface
+ * and MACs, or the event that sends it to the stack — forwarding off on the
+ * ingress device (the fast path never forwards where the host would not), no
+ * neighbour entry yet (the stack resolves it), or anything else: blackhole,
+ * unreachable, not forwarded, unsupported L2, or too big for the egress MTU.
+ * `check_len`: check the packet's IPv4 length against that MTU (XDP), or 0
+ * to let the kernel check the skb itself (tc: GSO-aware).
+ */
+static __always_inline enum bpfnet_fastpath_event fp_fib_route(void *ctx, const struct iphdr *ip,
+							       const struct parsed *p,
+							       __u32 ingress_ifindex, int check_len,
+							       struct bpf_fib_lookup *fib)
+{
+	fib->family = AF_INET;
+	fib->tos = ip->tos;
+	fib->l4_protocol = ip->protocol;
+	fib->sport = p->sport;
+	fib->dport = p->dport;
+	fib->tot_len = check_len ? bpf_ntohs(ip->tot_len) : 0;
+	fib->ipv4_src = ip->saddr;
+	fib->ipv4_dst = ip->daddr;
+	fib->ifindex = ingress_ifindex;
+	switch (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return BPFNET_FP_HIT;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return BPFNET_FP_FWD_DISABLED;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return BPFNET_FP_NO_NEIGH;
+	default:
+		return BPFNET_FP_FIB;
+	}
+}
+
+/*
  * Container -> a peer host's containers (cross-host fast path): may this
  * packet, allowed as outside traffic (row 7), leave straight through the
  * external interface the host would route it by, without the bridge, the
@@ -158,10 +194,10 @@ port_peer_route(void *ctx, const struct bpfnet_config *cfg, const struct pkt *pk
 		const struct parsed *p, __u32 ingress_ifindex, int check_len,
 		struct bpf_fib_lookup *fib)
 {
+	enum bpfnet_fastpath_event event;
 	const struct bpfnet_network *net;
 	const struct bpfnet_port *port;
 	struct iphdr *ip;
-	int rc;
 
 	if (!(cfg->flags & BPFNET_CFG_FAST_PATH))
 		return BPFNET_FP_DISABLED;
@@ -186,26 +222,9 @@ port_peer_route(void *ctx, const struct bpfnet_config *cfg, const struct pkt *pk
 	if (ip->ttl <= 1)
 		return BPFNET_FP_TTL;
 
-	fib->family = AF_INET;
-	fib->tos = ip->tos;
-	fib->l4_protocol = ip->protocol;
-	fib->sport = p->sport;
-	fib->dport = p->dport;
-	fib->tot_len = check_len ? bpf_ntohs(ip->tot_len) : 0;
-	fib->ipv4_src = ip->saddr;
-	fib->ipv4_dst = ip->daddr;
-	fib->ifindex = net->bridge_ifindex;
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-	switch (rc) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		break;
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		return BPFNET_FP_FWD_DISABLED;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		return BPFNET_FP_NO_NEIGH;
-	default:
-		return BPFNET_FP_FIB; /* no route, not forwarded, or too big (FRAG_NEEDED) */
-	}
+	event = fp_fib_route(ctx, ip, p, net->bridge_ifindex, check_len, fib);
+	if (event != BPFNET_FP_HIT)
+		return event;
 	if (!bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &fib->ifindex))
 		return BPFNET_FP_FIB;
 	return BPFNET_FP_HIT;
