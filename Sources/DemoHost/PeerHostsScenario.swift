@@ -144,4 +144,15 @@ extension PeerHostsLab {
         }
         return result
     }
+
+    /// "HOST PROGRAM" → packets delivered by the fast path (event `hit`) so far.
+    public func fastPathHits() throws -> [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        for host in [host1, host2] {
+            for (program, events) in try host.status().fastPath ?? [:] {
+                if let hits = events["hit"], hits > 0 { result["\(host.name) \(program)"] = hits }
+            }
+        }
+        return result
+    }
 }

@@ -159,8 +159,14 @@ struct Demo: ParsableCommand {
             progress("loading bpfnet on both hosts: \(setting)")
             try lab.load(setting)
             let before = try lab.counters()
+            let hitsBefore = try lab.fastPathHits()
             let entries = try lab.measure(setting)
             let counters = DemoPrinter.delta(from: before, to: try lab.counters())
+            let hits = try lab.fastPathHits().reduce(into: [String: UInt64]()) { result, entry in
+                let earlier = hitsBefore[entry.key] ?? 0
+                if entry.value > earlier { result[entry.key] = entry.value - earlier }
+            }
+            report.fastPath[setting.description] = hits
             report.settings.append(setting.description)
             report.matrix += entries.map { TwoHostReport.Cell(entry: $0, policy: setting.description) }
             report.counters[setting.description] = counters
@@ -172,6 +178,10 @@ struct Demo: ParsableCommand {
                 print("\n== \(setting) (host1: icc on, peerPolicy icc; both: forward policy drop)")
                 print(DemoPrinter.grid("across the hosts and with the outside", entries), terminator: "")
                 print(DemoPrinter.counterLines(counters, undercounted: missing), terminator: "")
+                let cells = hits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print(
+                    "fast path (packets delivered around the bridge and the hosts' stacks): "
+                        + (cells.isEmpty ? "none" : cells.joined(separator: ", ")))
             }
         }
         for host in [lab.host1, lab.host2] {
@@ -259,6 +269,8 @@ struct TwoHostReport: Encodable {
     var counters: [String: [String: [String: UInt64]]] = [:]
     /// host → the routes to its peer bpfnet installed, as `status` shows them.
     var routes: [String: [String]] = [:]
+    /// policy → "HOST PROGRAM" → packets the fast path delivered while probing.
+    var fastPath: [String: [String: UInt64]] = [:]
 }
 
 /// The text form: one grid for traffic between containers, one for the host

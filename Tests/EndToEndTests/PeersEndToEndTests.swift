@@ -402,5 +402,11 @@ final class PeersEndToEndTests: XCTestCase {
         let routes = try XCTUnwrap(report["routes"] as? [String: [String]])
         XCTAssertEqual(routes["host1"], ["172.18.0.0/16 via 192.168.7.254 dev uplink proto 191"])
         XCTAssertEqual(routes["host2"], ["172.17.0.0/16 via 192.168.8.254 dev uplink proto 191"])
+        // With icc on at host2, c1's probes went around both stacks: out of
+        // host1 by its port program, into c2 by host2's ext program.
+        let fastPath = try XCTUnwrap(report["fastPath"] as? [String: [String: UInt64]])
+        let iccOn = try XCTUnwrap(fastPath[try XCTUnwrap(report["settings"] as? [String]).first ?? ""])
+        XCTAssertGreaterThan(iccOn["host1 port-tc"] ?? 0, 0, "\(fastPath)")
+        XCTAssertGreaterThan(iccOn["host2 ext-xdp"] ?? 0, 0, "\(fastPath)")
     }
 }
