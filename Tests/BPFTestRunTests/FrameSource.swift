@@ -138,6 +138,7 @@ struct FrameSource {
         let ethernet = EthernetHeader(destination: MACAddress(0x02, 0, 0, 0, 0, 1), source: sourceMAC)
         let ip = IPv4Header(source: source, destination: destination)
         let port = random.pick([80, 53, 5432, 443, UInt16(random.int(1...65535))])
+        if random.chance(20) { return icmpErrorAboutPeerDatagram(to: source, container: destination, ethernet) }
         let transport: Transport =
             switch random.below(4) {
             case 0: .tcp(sourcePort: UInt16(random.int(32768...60999)), destinationPort: port, flags: .syn)
@@ -146,6 +147,29 @@ struct FrameSource {
             default: .icmpEcho()
             }
         return PacketBuilder.ipv4Frame(ethernet, ip, transport, payload: [])
+    }
+
+    /// An ICMP error from some router, sent to `container`, about a datagram
+    /// it sent to `peerAddress` (row 10's stateless case), sometimes quoting
+    /// another source, an inner header with options, or SCTP instead.
+    private mutating func icmpErrorAboutPeerDatagram(
+        to peerAddress: IPv4Address, container: IPv4Address, _ ethernet: EthernetHeader
+    ) -> [UInt8] {
+        let router = IPv4Address(203, 0, 113, random.byte())
+        let quotedSource = random.chance(85) ? container : IPv4Address(UInt32(truncatingIfNeeded: random.next()))
+        var inner = IPv4Header(source: quotedSource, destination: peerAddress)
+        if random.chance(10) { inner.options = [1, 1, 1, 0] }
+        let quoted: Transport =
+            switch random.below(5) {
+            case 0: .sctp(sourcePort: 5000, destinationPort: 80)
+            case 1, 2: .udp(sourcePort: UInt16(random.int(32768...60999)), destinationPort: 53)
+            default: .tcp(sourcePort: UInt16(random.int(32768...60999)), destinationPort: 443, flags: .ack)
+            }
+        let type = random.pick([3, 11, 12, 5] as [UInt8])
+        return PacketBuilder.ipv4Frame(
+            ethernet, IPv4Header(source: router, destination: container),
+            .icmpError(type: type, code: type == 3 ? 4 : 0, mtu: type == 3 ? 1400 : 0),
+            payload: PacketBuilder.icmpErrorQuote(inner, quoted))
     }
 
     // MARK: Variants
