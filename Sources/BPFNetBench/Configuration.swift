@@ -54,6 +54,23 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// `summary`, for a run whose frames went through an AF_PACKET socket
+    /// because the kernel refused XDP live frames (Generator.swift).
+    public func summary(packetSocket: Bool) -> String {
+        guard packetSocket else { return summary }
+        switch self {
+        case .live:
+            return "frames through an AF_PACKET socket on the sender's eth0 (the kernel refused XDP live frames)"
+        case .established:
+            return "frames through an AF_PACKET socket (the kernel refused XDP live frames) on flows the receiver "
+                + "answered once first (conntrack: ESTABLISHED)"
+        case .crossHost:
+            return "frames through an AF_PACKET socket (the kernel refused XDP live frames) from a container on "
+                + "host1 to one on host2, routed through both hosts"
+        case .udp: return summary
+        }
+    }
+
     /// Whether the bench sends with the live-frames generator.
     var usesGenerator: Bool { self != .udp }
 }

@@ -96,6 +96,8 @@ public struct BenchContext: Sendable, Hashable {
     public var kernel: String
     /// Load averages (1, 5, 15 min) when the run started.
     public var loadAverage: [Double]
+    /// The frames went through an AF_PACKET socket: the kernel refused XDP live frames.
+    public var packetSocket = false
 
     public init(_ configuration: BenchConfiguration, date: Date = Date()) {
         profile = configuration.profile
@@ -114,7 +116,8 @@ public struct BenchContext: Sendable, Hashable {
 
     /// The generator and the packets, for the chart's first line.
     public var generatorLine: String {
-        "\(profile.summary), \(BenchWorkload.packetBytes)-byte UDP, \(flows) flow\(flows == 1 ? "" : "s")"
+        "\(profile.summary(packetSocket: packetSocket)), \(BenchWorkload.packetBytes)-byte UDP, "
+            + "\(flows) flow\(flows == 1 ? "" : "s")"
             + (networks == 1 ? "" : ", \(networks) Docker networks (\(networks - 1) user-defined, empty)")
     }
 

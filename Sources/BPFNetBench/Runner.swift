@@ -57,7 +57,7 @@ public final class BenchRunner {
     public func run() throws -> BenchOutcome {
         try configuration.validate()
         BenchSafetyNet.install()
-        let context = BenchContext(configuration)
+        var context = BenchContext(configuration)
         let workload = configuration.workload
         let workDirectory = try BenchSafetyNet.makeDirectory(prefix: "bpfnet-bench")
         var hosts: [BenchHost] = []
@@ -108,6 +108,7 @@ public final class BenchRunner {
             }
         }
         if generator.mode == .packetSocket {
+            context.packetSocket = true
             notes.append(
                 "frames were sent through \(LiveFrameGenerator.Mode.packetSocket.rawValue): BPF_PROG_TEST_RUN "
                     + "answered EPERM; the sender's own cost per packet is higher and dilutes every ratio")
