@@ -123,7 +123,10 @@ public struct BenchContext: Sendable, Hashable {
 
     public var roundsLine: String {
         "\(rounds) interleaved rounds of \(Self.seconds(burstSeconds)) CPU time per variant and N; "
-            + "sending thread pinned to CPU \(cpu); icc=false, Docker-style links with one exposed UDP port"
+            + "sending thread pinned to CPU \(cpu); "
+            + (profile == .crossHost
+                ? "two hosts on a shared link, each routing the other's container subnet"
+                : "icc=false, Docker-style links with one exposed UDP port")
     }
 
     public var headline: String {
