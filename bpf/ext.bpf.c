@@ -161,8 +161,13 @@ static __always_inline int is_related_icmp_error(struct xdp_md *xdp,
 	 * have left by the cross-host fast path, which conntrack never sees,
 	 * so the error needs no state (the receiving stack still checks it
 	 * against its socket, e.g. TCP's sequence check, RFC 5927). */
-	if ((cfg->flags & BPFNET_CFG_PEERS) && peer_lookup(error->inner.daddr))
-		return 1;
+	if ((cfg->flags & BPFNET_CFG_PEERS) && peer_lookup(error->inner.daddr)) {
+		/* Never into an internal network: its containers reach no peer. */
+		__u32 net_id = 0;
+
+		return to_container_network(cfg, p->daddr, &net_id) &&
+		       !(network_get(net_id)->flags & BPFNET_NET_INTERNAL);
+	}
 	return conntrack_lookup(xdp, error->inner.daddr, error->inner.saddr, error->inner_dport,
 				error->inner_sport, error->inner.protocol, &nat) == IP_CT_DIR_REPLY;
 }
@@ -315,12 +320,9 @@ ext_fast_path(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct 
 	ip = data + sizeof(*eth);
 	if ((void *)(ip + 1) > data_end)
 		return BPFNET_FP_FIB; /* cannot happen after the parse; for the verifier */
-	if (ip->ihl != 5)
-		return BPFNET_FP_IP_OPTIONS;
-	if (bpf_ntohs(ip->frag_off) & IP_MF_AND_OFFSET)
-		return BPFNET_FP_FRAGMENT;
-	if (ip->ttl <= 1)
-		return BPFNET_FP_TTL;
+	event = fp_routable(ip);
+	if (event != BPFNET_FP_HIT)
+		return event;
 	/* A peer's traffic is judged without state both ways (rows 7 and
 	 * 12): any protocol, TCP included. Forward-accept is only for UDP. */
 	if (reason == BPFNET_PASS_FORWARD && ip->protocol != IPPROTO_UDP)

@@ -590,7 +590,7 @@ public struct ReferenceDataplane: Sendable {
             // discovery), and without state about datagrams to a peer host's
             // containers (the cross-host fast path bypasses conntrack).
             if verdict.action == .drop, let reply = packet.icmpErrorReplyTuple,
-                isConntrackReply(reply) || (state.config.flags.contains(.peers) && peerAddress(of: reply.source) != nil)
+                isConntrackReply(reply) || isAboutPeerDatagram(reply, toContainer: d)
             {
                 return .pass(.related)
             }
@@ -615,6 +615,15 @@ public struct ReferenceDataplane: Sendable {
         if flags.contains(.internal) { return .drop(.internal) }
         if state.config.flags.contains(.peerAllow) || flags.contains(.icc) { return .pass(.peer) }
         return .drop(.icc)
+    }
+
+    /// The stateless case of `is_related_icmp_error`: the quoted datagram went
+    /// to a peer's subnet, and `d` is a container of a network that is not internal.
+    func isAboutPeerDatagram(_ reply: FlowTuple, toContainer d: IPv4Address) -> Bool {
+        guard state.config.flags.contains(.peers), peerAddress(of: reply.source) != nil,
+            let networkID = containerNetwork(of: d)
+        else { return false }
+        return state.networks[networkID]?.flags.contains(.internal) != true
     }
 
     /// `peer_lookup`: the peer host whose subnet (longest prefix) holds `s`.

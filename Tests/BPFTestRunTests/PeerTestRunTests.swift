@@ -108,6 +108,11 @@ final class PeerTestRunTests: TestRunTestCase {
         forged.replaceSubrange(
             quotedSource..<quotedSource + 4, with: withUnsafeBytes(of: db.ip.value.bigEndian, Array.init))
         expectExt([ext1], forged, .drop(.forward), "quoting another container's datagram")
+        // Never into an internal network (back): its containers reach no peer.
+        try applyPeers(icc: true, networks: true)
+        let b1 = endpoint(IPv4Address(10, 91, 0, 2))
+        expectExt(everyIngress, error(quoting: peerContainer.ip, to: b1), .drop(.forward), "into an internal network")
+        expectExt([ext1], error(quoting: peerContainer.ip), .pass(.related), "docker0 with networks")
         try apply(icc: true, forward: .drop)
         expectExt([ext1], error(quoting: peerContainer.ip), .drop(.forward), "no peers declared")
     }

@@ -136,6 +136,21 @@ static __always_inline void ipv4_decrease_ttl(struct iphdr *ip)
 }
 
 /*
+ * May the fast path route this IPv4 header itself? Options, fragments and a
+ * TTL about to expire are the stack's (it answers the last with ICMP).
+ */
+static __always_inline enum bpfnet_fastpath_event fp_routable(const struct iphdr *ip)
+{
+	if (ip->ihl != 5)
+		return BPFNET_FP_IP_OPTIONS;
+	if (bpf_ntohs(ip->frag_off) & IP_MF_AND_OFFSET)
+		return BPFNET_FP_FRAGMENT;
+	if (ip->ttl <= 1)
+		return BPFNET_FP_TTL;
+	return BPFNET_FP_HIT;
+}
+
+/*
  * The FIB's answer for routing IPv4 packet `ip` as the stack would, had it
  * entered on `ingress_ifindex`: HIT with *fib holding the egress interface
  * and MACs, or the event that sends it to the stack — forwarding off on the
@@ -215,12 +230,9 @@ port_peer_route(void *ctx, const struct bpfnet_config *cfg, const struct pkt *pk
 	ip = pkt->data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > pkt->data_end)
 		return BPFNET_FP_FIB; /* cannot happen after the parse; for the verifier */
-	if (ip->ihl != 5)
-		return BPFNET_FP_IP_OPTIONS;
-	if (bpf_ntohs(ip->frag_off) & IP_MF_AND_OFFSET)
-		return BPFNET_FP_FRAGMENT;
-	if (ip->ttl <= 1)
-		return BPFNET_FP_TTL;
+	event = fp_routable(ip);
+	if (event != BPFNET_FP_HIT)
+		return event;
 
 	event = fp_fib_route(ctx, ip, p, net->bridge_ifindex, check_len, fib);
 	if (event != BPFNET_FP_HIT)
