@@ -6,9 +6,10 @@
  * from this host's side (containers, masqueraded or not) are recognised with
  * the kernel's own conntrack table (bpf_xdp_ct_lookup, kernel >= 6.0) and are
  * never dropped, nor are ICMP errors about them (path MTU discovery);
- * conntrack is consulted only when a packet would be dropped. IPv6 never
- * reaches a container, but on an interface with an allow-list IPv6 to a port
- * published on all addresses (docker-proxy serves [::]) needs a listed source.
+ * conntrack is consulted only when a packet would be dropped. IPv6 to a
+ * container (dual stack) is judged like IPv4, without NAT; on an interface
+ * with an allow-list IPv6 to a port published on all addresses (docker-proxy
+ * serves [::]) needs a listed source.
  *
  * Fast path (BPFNET_CFG_FAST_PATH, fastpath.h): a UDP datagram the forward
  * policy admits straight to a container (reason forward-accept) is routed
@@ -191,68 +192,199 @@ static __always_inline int source6_allowed(__u32 ifindex, const __u8 *saddr6)
 	return bpf_map_lookup_elem(&BPFNET_MAP_ALLOW_SRC6, &key) != NULL;
 }
 
+static __always_inline int has_allow_list(__u32 ifindex)
+{
+	const struct bpfnet_ext_if *ext = bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &ifindex);
+
+	return ext && (ext->flags & BPFNET_EXT_ALLOWLIST);
+}
+
 static __always_inline int ipv6_extension(__u8 next)
 {
 	return next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
 	       next == IPV6_DESTINATION;
 }
 
+enum ipv6_walk {
+	IPV6_WALK_L4,	      /* *next is the L4 protocol, starting at *offset  */
+	IPV6_WALK_FRAGMENT,   /* a fragment header with a non-zero offset       */
+	IPV6_WALK_UNREADABLE, /* cut short, too deep, or beyond 512 bytes        */
+};
+
 /*
- * IPv6 on an external interface. The default bridge is IPv4-only, so IPv6
- * never reaches a container; but docker-proxy listens on [::]:HOSTPORT for
- * every published port bound to all addresses, so on an interface with an
- * allow-list IPv6 TCP/UDP to such a port is admitted only from a source in
- * the list's IPv6 part (bn_allow_src6; `source` otherwise). Up to four
- * extension headers are walked to the L4 header; a packet the walk cannot
- * finish is refused there too unless its source is listed (fail closed), a
- * non-first fragment is judged by its first. Everything else (ICMPv6 and
- * neighbour discovery, other ports, interfaces without a list) is the
- * host's, as before. docs/verdicts.md, "Ext program".
+ * Walks at most four extension headers (hop-by-hop, routing, fragment,
+ * destination options; each whole in the frame and starting within 512
+ * bytes) from the one after the fixed header to the L4 header. Whoever reads
+ * the L4 header checks that it starts within 512 bytes too.
  */
-static __always_inline enum bpfnet_reason ext_ipv6(const struct pkt *pkt, const struct parsed *p,
-						   __u32 ifindex)
+static __always_inline enum ipv6_walk ipv6_walk_to_l4(const struct pkt *pkt, const struct parsed *p,
+						      __u8 *next, __u32 *offset)
 {
-	const struct bpfnet_ext_if *ext = bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &ifindex);
-	__u32 offset = p->l4_offset;
-	__u8 next = p->proto;
 	const __u8 *header;
-	const __be16 *ports;
 	int i;
 
-	if (!ext || !(ext->flags & BPFNET_EXT_ALLOWLIST))
-		return BPFNET_PASS_IPV6;
+	*next = p->proto;
+	*offset = p->l4_offset;
 #pragma unroll
 	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
-		if (!ipv6_extension(next))
+		if (!ipv6_extension(*next))
 			break;
-		if (offset > IPV6_MAX_L4_OFFSET)
-			goto unreadable;
-		header = pkt->data + offset;
+		if (*offset > IPV6_MAX_L4_OFFSET)
+			return IPV6_WALK_UNREADABLE;
+		header = pkt->data + *offset;
 		if ((void *)(header + 8) > pkt->data_end)
-			goto unreadable;
-		if (next == IPV6_FRAGMENT) {
+			return IPV6_WALK_UNREADABLE;
+		if (*next == IPV6_FRAGMENT) {
 			if ((((__u16)header[2] << 8) | header[3]) & 0xFFF8)
-				return BPFNET_PASS_FRAGMENT;
-			offset += 8;
+				return IPV6_WALK_FRAGMENT;
+			*offset += 8;
 		} else {
-			offset += ((__u32)header[1] + 1) * 8;
+			*offset += ((__u32)header[1] + 1) * 8;
 		}
-		next = header[0];
+		*next = header[0];
 	}
-	if (ipv6_extension(next))
-		goto unreadable; /* deeper than the walk goes */
+	if (ipv6_extension(*next))
+		return IPV6_WALK_UNREADABLE; /* deeper than the walk goes */
+	return IPV6_WALK_L4;
+}
+
+/* The direction an IPv6 TCP/UDP tuple has in its conntrack entry, or -1. */
+static __always_inline int conntrack_lookup6(struct xdp_md *xdp, const __u8 *saddr,
+					     const __u8 *daddr, __be16 sport, __be16 dport,
+					     __u8 proto)
+{
+	struct bpf_ct_opts___local opts = {
+		.netns_id = BPF_F_CURRENT_NETNS,
+		.l4proto = proto,
+	};
+	struct bpf_sock_tuple tuple = {};
+	struct nf_conn *ct;
+	int dir;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return -1;
+	__builtin_memcpy(tuple.ipv6.saddr, saddr, 16);
+	__builtin_memcpy(tuple.ipv6.daddr, daddr, 16);
+	tuple.ipv6.sport = sport;
+	tuple.ipv6.dport = dport;
+	ct = bpf_xdp_ct_lookup(xdp, &tuple, sizeof(tuple.ipv6), &opts, sizeof(opts));
+	if (!ct)
+		return -1;
+	dir = opts.dir;
+	bpf_ct_release(ct);
+	return dir;
+}
+
+/* An ICMPv6 error (RFC 4443) with the start of the datagram it is about. */
+struct icmp6_error {
+	__u8 type;
+	__u8 code;
+	__be16 checksum;
+	__be32 unused; /* or the MTU of "packet too big", the pointer of "parameter problem" */
+	struct ipv6hdr inner;
+	__be16 inner_sport;
+	__be16 inner_dport;
+} __attribute__((packed));
+
+#define ICMPV6_ERROR_MAX 4 /* 1 unreachable, 2 packet too big, 3 time exceeded, 4 parameter */
+
+/*
+ * Row 10 for IPv6: the reply direction of a TCP/UDP connection conntrack
+ * tracks, or an ICMPv6 error (packet too big: path MTU discovery, which IPv6
+ * routers never fragment around) about a TCP/UDP datagram sent on such a
+ * connection, back to its source; the quoted header must be followed by the
+ * ports directly.
+ */
+static __always_inline int is_reply6(struct xdp_md *xdp, const struct pkt *pkt,
+				     const struct parsed *p, __u8 next, __u32 offset)
+{
+	const struct icmp6_error *error;
+	const __be16 *ports;
+
+	if (offset > IPV6_MAX_L4_OFFSET)
+		return 0;
+	if (next == IPPROTO_TCP || next == IPPROTO_UDP) {
+		ports = pkt->data + offset;
+		if ((void *)(ports + 2) > pkt->data_end)
+			return 0;
+		return conntrack_lookup6(xdp, p->saddr6, p->daddr6, ports[0], ports[1], next) ==
+		       IP_CT_DIR_REPLY;
+	}
+	if (next != IPPROTO_ICMPV6)
+		return 0;
+	error = pkt->data + offset;
+	if ((void *)(error + 1) > pkt->data_end)
+		return 0;
+	if (error->type < 1 || error->type > ICMPV6_ERROR_MAX ||
+	    (error->inner.nexthdr != IPPROTO_TCP && error->inner.nexthdr != IPPROTO_UDP) ||
+	    !ipv6_equal((const __u8 *)&error->inner.saddr, p->daddr6))
+		return 0;
+	return conntrack_lookup6(xdp, (const __u8 *)&error->inner.daddr,
+				 (const __u8 *)&error->inner.saddr, error->inner_dport,
+				 error->inner_sport, error->inner.nexthdr) == IP_CT_DIR_REPLY;
+}
+
+/*
+ * IPv6 on an external interface (docs/verdicts.md, "Ext program").
+ * To a container's address (a network's IPv6 subnet, not its gateway; dual
+ * stack routes it without NAT): the forward policy, internal networks and the
+ * allow-list's IPv6 part decide as for IPv4 (row 9), and a drop is taken back
+ * for the reply direction of a tracked connection or an ICMPv6 error about
+ * one (row 10). Otherwise docker-proxy listens on [::]:HOSTPORT for every
+ * published port bound to all addresses, so on an interface with an
+ * allow-list IPv6 TCP/UDP to such a port is admitted only from a source in
+ * the list's IPv6 part (`source` otherwise). A packet whose extension headers
+ * cannot be walked is refused unless its source is listed (fail closed), a
+ * non-first fragment is judged by its first. Everything else (ICMPv6 and
+ * neighbour discovery, other ports, interfaces without a list) is the host's.
+ */
+static __always_inline enum bpfnet_reason ext_ipv6(struct xdp_md *xdp,
+						   const struct bpfnet_config *cfg,
+						   const struct pkt *pkt, const struct parsed *p)
+{
+	__u32 ifindex = xdp->ingress_ifindex;
+	const struct bpfnet_subnet6 *dst_net = NULL;
+	int listed = has_allow_list(ifindex);
+	enum bpfnet_reason reason;
+	enum ipv6_walk walk;
+	const __be16 *ports;
+	__u32 offset;
+	__u8 next;
+
+	if (cfg->flags & BPFNET_CFG_IPV6) {
+		dst_net = subnet6_lookup(p->daddr6);
+		if (dst_net && ipv6_equal(p->daddr6, dst_net->bridge_addr))
+			dst_net = NULL; /* the gateway: a host address */
+	}
+	if (!dst_net && !listed)
+		return BPFNET_PASS_IPV6;
+	walk = ipv6_walk_to_l4(pkt, p, &next, &offset);
+	if (walk == IPV6_WALK_FRAGMENT)
+		return BPFNET_PASS_FRAGMENT;
+	if (dst_net) {
+		/* Routed straight at a container (row 9). */
+		if (!(cfg->flags & BPFNET_CFG_FORWARD_ACCEPT))
+			reason = BPFNET_DROP_FORWARD;
+		else if (network_get(dst_net->network)->flags & BPFNET_NET_INTERNAL)
+			reason = BPFNET_DROP_INTERNAL;
+		else if (listed && !source6_allowed(ifindex, p->saddr6))
+			reason = BPFNET_DROP_SOURCE;
+		else
+			return BPFNET_PASS_FORWARD;
+		if (walk == IPV6_WALK_L4 && is_reply6(xdp, pkt, p, next, offset))
+			return next == IPPROTO_ICMPV6 ? BPFNET_PASS_RELATED : BPFNET_PASS_REPLY;
+		return reason;
+	}
+	if (walk == IPV6_WALK_UNREADABLE)
+		return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_IPV6 : BPFNET_DROP_SOURCE;
 	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
 		return BPFNET_PASS_IPV6;
-	if (offset > IPV6_MAX_L4_OFFSET)
-		goto unreadable;
 	ports = pkt->data + offset;
-	if ((void *)(ports + 2) > pkt->data_end)
-		goto unreadable;
+	if (offset > IPV6_MAX_L4_OFFSET || (void *)(ports + 2) > pkt->data_end)
+		return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_IPV6 : BPFNET_DROP_SOURCE;
 	if (!published_key_exists(0, ports[1], next)) /* [::] serves only the wildcard bindings */
 		return BPFNET_PASS_IPV6;
 	return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_PUBLISHED : BPFNET_DROP_SOURCE;
-unreadable:
-	return source6_allowed(ifindex, p->saddr6) ? BPFNET_PASS_IPV6 : BPFNET_DROP_SOURCE;
 }
 
 static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const struct pkt *pkt,
@@ -272,7 +404,7 @@ static __always_inline enum bpfnet_reason ext_policy(struct xdp_md *xdp, const s
 	if (kind == PARSE_OTHER || kind == PARSE_ARP)
 		return BPFNET_PASS_NON_IP;
 	if (kind == PARSE_IPV6)
-		return ext_ipv6(pkt, p, xdp->ingress_ifindex);
+		return ext_ipv6(xdp, cfg, pkt, p);
 	if (p->nonfirst_fragment) {
 		/* Conntrack's defrag reassembles before routing or local delivery,
 		 * and a datagram whose first fragment was dropped never completes. */

@@ -9,10 +9,13 @@
 //   towards a port that has the program are dropped in the bridge's forward
 //   hook. The kernel here has no bridge-name match (nft_meta_bridge), so the
 //   set of policed ports is what scopes the rule to the bridge.
-// - `ip bpfnet_guard`: the forward policy for packets routed towards the
-//   bridge from an interface without the ext program (one the policy does not
-//   list, or one that appeared since), and for packets routed from the bridge
-//   back into it, as Docker's FORWARD rules hold them on every interface.
+// - `ip bpfnet_guard` and `ip6 bpfnet_guard` (the same rules, for dual-stack
+//   networks): the forward policy for packets routed towards the bridge from
+//   an interface without the ext program (one the policy does not list, or one
+//   that appeared since), and for packets routed from the bridge back into it,
+//   as Docker's FORWARD rules hold them on every interface. Their `ct state`
+//   rule also makes the kernel track IPv6 connections, which the ext program
+//   asks conntrack about (row 10).
 //
 // Traffic the programs deliver on their fast paths never reaches either hook.
 
@@ -20,7 +23,7 @@
 public struct GuardRuleset: Sendable, Equatable {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.render() == rhs.render() }
 
-    /// The name of both tables (families `bridge` and `ip`).
+    /// The name of the tables (families `bridge`, `ip` and `ip6`).
     public static let tableName = "bpfnet_guard"
 
     public var bridge: String
@@ -114,23 +117,27 @@ public struct GuardRuleset: Sendable, Equatable {
             \(holdUnpoliced ? "        oif @policed iif != @policed counter drop comment \"from a port without the port program\"" : "")
                 }
             }
-            table ip \(Self.tableName) {
-                comment "\(comment)"
-                set ext {
-                    type iface_index
-            \(Self.elements(extInterfaces))
+            \(["ip", "ip6"].map { family in
+                """
+                table \(family) \(Self.tableName) {
+                    comment "\(comment)"
+                    set ext {
+                        type iface_index
+                \(Self.elements(extInterfaces))
+                    }
+                \(isolation)        chain forward {
+                        type filter hook forward priority filter - 1; policy accept;
+                \(isolationRule)        \(toAnyBridge) accept
+                        ct state established,related accept
+                \(fromBridges)
+                        iif @ext accept
+                        ct status dnat accept
+                        \(forwardAccept ? "accept" : "counter drop comment \"forward policy, from an interface without the ext program\"")
+                    }
                 }
-            \(isolation)        chain forward {
-                    type filter hook forward priority filter - 1; policy accept;
-            \(isolationRule)        \(toAnyBridge) accept
-                    ct state established,related accept
-            \(fromBridges)
-                    iif @ext accept
-                    ct status dnat accept
-                    \(forwardAccept ? "accept" : "counter drop comment \"forward policy, from an interface without the ext program\"")
-                }
-            }
 
+                """
+            }.joined())
             """
     }
 
@@ -141,6 +148,8 @@ public struct GuardRuleset: Sendable, Equatable {
         delete table bridge \(tableName)
         table ip \(tableName)
         delete table ip \(tableName)
+        table ip6 \(tableName)
+        delete table ip6 \(tableName)
 
         """
     }

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// IPv6 addresses and prefixes, for allow-lists: the default bridge carries no
-// IPv6, but docker-proxy listens on [::] for published ports, so an
-// interface's allow-list may name IPv6 sources (docs/policy-file.md).
+// IPv6 addresses and prefixes: allow-lists (docker-proxy listens on [::] for
+// published ports) and dual-stack networks, whose containers have IPv6
+// addresses of their network's IPv6 subnet (docs/policy.md, "Dual stack").
 
 import Foundation
 
 /// An IPv6 address, as two 64-bit halves in host order (`high` holds bytes 0-7).
-public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
     public var high: UInt64
     public var low: UInt64
 
@@ -92,6 +92,71 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
     }
 
     public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.high, lhs.low) < (rhs.high, rhs.low) }
+
+    /// fe80::/10: never routed, so no network's (neighbour discovery uses it).
+    public var isLinkLocal: Bool { high >> 54 == 0x3FA }
+    /// ff00::/8.
+    public var isMulticast: Bool { high >> 56 == 0xFF }
+    /// `::`.
+    public var isUnspecified: Bool { high == 0 && low == 0 }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let address = IPv6Address(text) else {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not an IPv6 address"))
+        }
+        self = address
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// An IPv6 address with its prefix length, as a bridge carries its gateway
+/// address ("fd00:30::1/64"): the network's gateway and subnet in one.
+public struct IPv6InterfaceAddress: Hashable, Sendable, CustomStringConvertible, Codable {
+    public var address: IPv6Address
+    public var prefixLength: UInt8
+
+    /// nil when `prefixLength` > 128.
+    public init?(address: IPv6Address, prefixLength: UInt8) {
+        guard prefixLength <= 128 else { return nil }
+        self.address = address
+        self.prefixLength = prefixLength
+    }
+
+    /// Parses "address/len" (len 0-128).
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPv6Address(parts[0]), !parts[1].isEmpty, parts[1].count <= 3,
+            parts[1].allSatisfy(\.isASCIIDigit), let length = UInt8(parts[1])
+        else { return nil }
+        self.init(address: address, prefixLength: length)
+    }
+
+    /// The subnet, host bits cleared.
+    public var network: IPv6CIDR { IPv6CIDR(address: address, prefixLength: prefixLength)! }
+
+    public var description: String { "\(address)/\(prefixLength)" }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = IPv6InterfaceAddress(text) else {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not an IPv6 interface address (expected address/len, len 0-128)"))
+        }
+        self = value
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
 /// An IPv6 prefix; host bits are masked off.
@@ -124,6 +189,10 @@ public struct IPv6CIDR: Hashable, Comparable, Sendable, CustomStringConvertible,
 
     public func contains(_ candidate: IPv6Address) -> Bool {
         IPv6CIDR(address: candidate, prefixLength: prefixLength)?.address == address
+    }
+
+    public func overlaps(_ other: IPv6CIDR) -> Bool {
+        prefixLength <= other.prefixLength ? contains(other.address) : other.contains(address)
     }
 
     public var description: String { "\(address)/\(prefixLength)" }

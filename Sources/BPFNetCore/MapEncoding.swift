@@ -11,7 +11,7 @@ import BPFNetShared
 /// The policy maps (the ones the control plane writes and the reconciler diffs).
 public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
     case config, containers, macs, links, published, extInterfaces, allowSources, names, ports, allowSources6
-    case networks, subnets, peers
+    case networks, subnets, peers, subnets6, containers6
 
     /// The C map id.
     public var id: bpfnet_map_id {
@@ -29,6 +29,8 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .networks: BPFNET_MAP_ID_NETWORKS
         case .subnets: BPFNET_MAP_ID_SUBNETS
         case .peers: BPFNET_MAP_ID_PEERS
+        case .subnets6: BPFNET_MAP_ID_SUBNETS6
+        case .containers6: BPFNET_MAP_ID_CONTAINERS6
         }
     }
 
@@ -48,6 +50,8 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .published: MemoryLayout<bpfnet_published_key>.size
         case .allowSources: MemoryLayout<bpfnet_allow_key>.size
         case .allowSources6: MemoryLayout<bpfnet_allow6_key>.size
+        case .subnets6: MemoryLayout<bpfnet_subnet6_key>.size
+        case .containers6: MemoryLayout<bpfnet_addr6>.size
         }
     }
 
@@ -65,6 +69,8 @@ public enum MapKind: String, CaseIterable, Hashable, Sendable, Codable {
         case .networks: MemoryLayout<bpfnet_network>.size
         case .subnets: MemoryLayout<bpfnet_subnet>.size
         case .peers: MemoryLayout<bpfnet_peer>.size
+        case .subnets6: MemoryLayout<bpfnet_subnet6>.size
+        case .containers6: MemoryLayout<bpfnet_container>.size
         }
     }
 }
@@ -88,6 +94,8 @@ extension MapEntry {
         case .network(_, let record): rawBytes(record.cValue)
         case .subnet(_, let record): rawBytes(record.cValue)
         case .peer(_, let address): rawBytes(bpfnet_peer(addr: address.networkOrder, flags: 0))
+        case .subnet6(_, let record): rawBytes(record.cValue)
+        case .container6(_, let record): rawBytes(record.cValue)
         }
     }
 
@@ -155,6 +163,17 @@ extension MapEntry {
             self = .peer(
                 try Self.subnetPrefix(kind, key),
                 address: IPv4Address(networkOrder: load(value, as: bpfnet_peer.self).addr))
+        case .subnets6:
+            let raw = load(key, as: bpfnet_subnet6_key.self)
+            guard let prefix = IPv6CIDR(raw) else {
+                throw MapDecodingError(
+                    map: kind, key: key,
+                    message: "prefixlen \(raw.prefixlen) is outside 0-128; bpfnet never writes such a key")
+            }
+            self = .subnet6(prefix, Subnet6Record(load(value, as: bpfnet_subnet6.self)))
+        case .containers6:
+            self = .container6(
+                IPv6Address(load(key, as: bpfnet_addr6.self)), ContainerRecord(load(value, as: bpfnet_container.self)))
         }
     }
 
@@ -184,6 +203,8 @@ extension MapKey {
         case .allowSource6(let source): rawBytes(source.cKey)
         case .network(let id): rawBytes(UInt32(id))
         case .subnet(let prefix), .peer(let prefix): rawBytes(prefix.cSubnetKey)
+        case .subnet6(let prefix): rawBytes(prefix.cSubnet6Key)
+        case .container6(let address): rawBytes(address.cAddr6)
         }
     }
 }

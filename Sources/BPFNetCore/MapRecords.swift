@@ -25,6 +25,8 @@ public struct ConfigFlags: OptionSet, Hashable, Sendable {
     public static let peers = ConfigFlags(rawValue: BPFNET_CFG_PEERS.rawValue)
     /// `peerPolicy: allow`: peers' containers reach local ones whatever icc says.
     public static let peerAllow = ConfigFlags(rawValue: BPFNET_CFG_PEER_ALLOW.rawValue)
+    /// A network has IPv6: the programs consult `bn_subnets6`.
+    public static let ipv6 = ConfigFlags(rawValue: BPFNET_CFG_IPV6.rawValue)
     public static let loaded = ConfigFlags(rawValue: BPFNET_CFG_LOADED.rawValue)
 
     /// Flags whose setting lets more packets through (and `peers`, which only
@@ -223,6 +225,64 @@ public struct SubnetRecord: Hashable, Sendable {
         c.network = UInt32(network)
         c.bridge_addr = bridgeAddress.networkOrder
         return c
+    }
+}
+
+/// `struct bpfnet_subnet6`: the network an IPv6 subnet belongs to and its
+/// gateway (a host address).
+public struct Subnet6Record: Hashable, Sendable {
+    public var network: UInt16
+    public var bridgeAddress: IPv6Address
+
+    public init(network: UInt16, bridgeAddress: IPv6Address) {
+        self.network = network
+        self.bridgeAddress = bridgeAddress
+    }
+
+    public init(_ c: bpfnet_subnet6) {
+        network = UInt16(truncatingIfNeeded: c.network)
+        bridgeAddress = IPv6Address(bytes: withUnsafeBytes(of: c.bridge_addr) { Array($0) })
+    }
+
+    public var cValue: bpfnet_subnet6 {
+        var c = bpfnet_subnet6()
+        c.network = UInt32(network)
+        let bytes = bridgeAddress.bytes
+        withUnsafeMutableBytes(of: &c.bridge_addr) { for index in 0..<16 { $0[index] = bytes[index] } }
+        return c
+    }
+}
+
+extension IPv6Address {
+    /// `struct bpfnet_addr6`: the 16 bytes in network order.
+    public var cAddr6: bpfnet_addr6 {
+        var key = bpfnet_addr6()
+        let bytes = self.bytes
+        withUnsafeMutableBytes(of: &key.addr) { for index in 0..<16 { $0[index] = bytes[index] } }
+        return key
+    }
+
+    public init(_ key: bpfnet_addr6) {
+        self.init(bytes: withUnsafeBytes(of: key.addr) { Array($0) })
+    }
+}
+
+extension IPv6CIDR {
+    /// The bn_subnets6 LPM key.
+    public var cSubnet6Key: bpfnet_subnet6_key {
+        var key = bpfnet_subnet6_key()
+        key.prefixlen = UInt32(prefixLength)
+        let bytes = address.bytes
+        withUnsafeMutableBytes(of: &key.addr) { for index in 0..<16 { $0[index] = bytes[index] } }
+        return key
+    }
+
+    /// nil unless `prefixlen` is 0-128.
+    public init?(_ key: bpfnet_subnet6_key) {
+        guard key.prefixlen <= 128 else { return nil }
+        self.init(
+            address: IPv6Address(bytes: withUnsafeBytes(of: key.addr) { Array($0) }),
+            prefixLength: UInt8(key.prefixlen))
     }
 }
 

@@ -37,6 +37,10 @@ public struct MapState: Hashable, Sendable {
     public var subnets: [IPv4CIDR: SubnetRecord]
     /// `bn_peers`: every peer host's container subnet → the peer's own address.
     public var peers: [IPv4CIDR: IPv4Address]
+    /// `bn_subnets6`: every dual-stack network's IPv6 subnet → its slot and gateway.
+    public var subnets6: [IPv6CIDR: Subnet6Record]
+    /// `bn_containers6`: container IPv6 address → port and MAC.
+    public var containers6: [IPv6Address: ContainerRecord]
 
     public init(
         config: ConfigRecord = .zero, containers: [IPv4Address: ContainerRecord] = [:],
@@ -44,7 +48,8 @@ public struct MapState: Hashable, Sendable {
         published: [PublishedKey: PublishedTarget] = [:], extInterfaces: [UInt32: ExtInterfaceRecord] = [:],
         allowSources: Set<AllowSource> = [], names: [IPv4Address: String] = [:], ports: [UInt32: PortRecord] = [:],
         allowSources6: Set<AllowSource6> = [], networks: [UInt16: NetworkRecord] = [:],
-        subnets: [IPv4CIDR: SubnetRecord] = [:], peers: [IPv4CIDR: IPv4Address] = [:]
+        subnets: [IPv4CIDR: SubnetRecord] = [:], peers: [IPv4CIDR: IPv4Address] = [:],
+        subnets6: [IPv6CIDR: Subnet6Record] = [:], containers6: [IPv6Address: ContainerRecord] = [:]
     ) {
         self.config = config
         self.containers = containers
@@ -59,6 +64,8 @@ public struct MapState: Hashable, Sendable {
         self.networks = networks
         self.subnets = subnets
         self.peers = peers
+        self.subnets6 = subnets6
+        self.containers6 = containers6
     }
 
     /// Freshly created maps: zero config, no entries.
@@ -79,6 +86,8 @@ public struct MapState: Hashable, Sendable {
         result += networks.sorted { $0.key < $1.key }.map { .network($0.key, $0.value) }
         result += subnets.sorted { $0.key < $1.key }.map { .subnet($0.key, $0.value) }
         result += peers.sorted { $0.key < $1.key }.map { .peer($0.key, address: $0.value) }
+        result += subnets6.sorted { $0.key < $1.key }.map { .subnet6($0.key, $0.value) }
+        result += containers6.sorted { $0.key < $1.key }.map { .container6($0.key, $0.value) }
         return result
     }
 
@@ -98,6 +107,8 @@ public struct MapState: Hashable, Sendable {
         case .network(let id, let record): networks[id] = record
         case .subnet(let prefix, let record): subnets[prefix] = record
         case .peer(let prefix, let address): peers[prefix] = address
+        case .subnet6(let prefix, let record): subnets6[prefix] = record
+        case .container6(let address, let record): containers6[address] = record
         }
     }
 
@@ -118,6 +129,8 @@ public struct MapState: Hashable, Sendable {
         case .network(let id): networks[id] = nil
         case .subnet(let prefix): subnets[prefix] = nil
         case .peer(let prefix): peers[prefix] = nil
+        case .subnet6(let prefix): subnets6[prefix] = nil
+        case .container6(let address): containers6[address] = nil
         }
     }
 
@@ -197,6 +210,8 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
     case subnet(IPv4CIDR, SubnetRecord)
     /// A peer host's container subnet and the peer's own address.
     case peer(IPv4CIDR, address: IPv4Address)
+    case subnet6(IPv6CIDR, Subnet6Record)
+    case container6(IPv6Address, ContainerRecord)
 
     public var kind: MapKind { key.kind }
 
@@ -215,6 +230,8 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
         case .network(let id, _): .network(id)
         case .subnet(let prefix, _): .subnet(prefix)
         case .peer(let prefix, _): .peer(prefix)
+        case .subnet6(let prefix, _): .subnet6(prefix)
+        case .container6(let address, _): .container6(address)
         }
     }
 
@@ -240,6 +257,9 @@ public enum MapEntry: Hashable, Sendable, CustomStringConvertible {
                 + "ifindex=\(r.bridgeIfindex) flags=\(r.flags.rawValue)"
         case .subnet(let prefix, let r): "subnet \(prefix) → network \(r.network) gateway \(r.bridgeAddress)"
         case .peer(let prefix, let address): "peer subnet \(prefix) → host \(address)"
+        case .subnet6(let prefix, let r): "subnet \(prefix) → network \(r.network) gateway \(r.bridgeAddress)"
+        case .container6(let address, let r):
+            "container \(address) port=\(r.portIfindex) mac=\(r.mac) network=\(r.network)"
         }
     }
 }
@@ -259,6 +279,8 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
     case network(UInt16)
     case subnet(IPv4CIDR)
     case peer(IPv4CIDR)
+    case subnet6(IPv6CIDR)
+    case container6(IPv6Address)
 
     public var kind: MapKind {
         switch self {
@@ -275,6 +297,8 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .network: .networks
         case .subnet: .subnets
         case .peer: .peers
+        case .subnet6: .subnets6
+        case .container6: .containers6
         }
     }
 
@@ -293,6 +317,8 @@ public enum MapKey: Hashable, Sendable, CustomStringConvertible {
         case .network(let id): "network \(id)"
         case .subnet(let prefix): "subnet \(prefix)"
         case .peer(let prefix): "peer subnet \(prefix)"
+        case .subnet6(let prefix): "subnet \(prefix)"
+        case .container6(let address): "container \(address)"
         }
     }
 }

@@ -293,10 +293,14 @@ public struct Container: Hashable, Sendable, Codable {
     public var exposed: [PortSpec]
     /// pub(c).
     public var published: [PublishedPort]
+    /// Its IPv6 address on a dual-stack network (Docker's
+    /// `GlobalIPv6Address`); nil: none.
+    public var ipv6: IPv6Address?
 
     public init(
         name: String, ip: IPv4Address, mac: MACAddress, port: String,
-        exposed: [PortSpec] = [], published: [PublishedPort] = [], network: String? = nil
+        exposed: [PortSpec] = [], published: [PublishedPort] = [], network: String? = nil,
+        ipv6: IPv6Address? = nil
     ) {
         self.name = name
         self.ip = ip
@@ -305,6 +309,7 @@ public struct Container: Hashable, Sendable, Codable {
         self.network = network
         self.exposed = exposed
         self.published = published
+        self.ipv6 = ipv6
     }
 }
 
@@ -330,10 +335,14 @@ public struct BridgeNetwork: Hashable, Sendable, Codable {
     /// `com.docker.network.bridge.host_binding_ipv4`, the default host address
     /// of published ports, which the containers' bindings already carry.
     public var hostIPv4: IPv4Address?
+    /// Dual stack (`docker network create --ipv6`): the bridge's IPv6
+    /// gateway address with the subnet's prefix length ("fd00:30::1/64").
+    /// nil: the network has no IPv6.
+    public var ipv6: IPv6InterfaceAddress?
 
     public init(
         name: String, bridge: String, icc: Bool = true, internal: Bool = false, masquerade: Bool = true,
-        hostIPv4: IPv4Address? = nil
+        hostIPv4: IPv4Address? = nil, ipv6: IPv6InterfaceAddress? = nil
     ) {
         self.name = name
         self.bridge = bridge
@@ -341,6 +350,7 @@ public struct BridgeNetwork: Hashable, Sendable, Codable {
         self.internal = `internal`
         self.masquerade = masquerade
         self.hostIPv4 = hostIPv4
+        self.ipv6 = ipv6
     }
 }
 
@@ -503,13 +513,16 @@ public struct Policy: Hashable, Sendable, Codable {
     public var peers: [Peer] = []
     /// How the peers' containers are judged when they reach local containers.
     public var peerPolicy: PeerPolicy = .icc
+    /// The default bridge's IPv6 gateway address and prefix (dockerd
+    /// `--ipv6 --fixed-cidr-v6`); nil: the default bridge has no IPv6.
+    public var bridgeIPv6: IPv6InterfaceAddress?
 
     public init(
         bridge: String = "docker0", icc: Bool = true, ipForward: Bool = true,
         forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
         extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
         links: [Link] = [], fastPath: Bool = true, networks: [BridgeNetwork] = [],
-        peers: [Peer] = [], peerPolicy: PeerPolicy = .icc
+        peers: [Peer] = [], peerPolicy: PeerPolicy = .icc, bridgeIPv6: IPv6InterfaceAddress? = nil
     ) {
         self.bridge = bridge
         self.icc = icc
@@ -523,6 +536,7 @@ public struct Policy: Hashable, Sendable, Codable {
         self.links = links
         self.peers = peers
         self.peerPolicy = peerPolicy
+        self.bridgeIPv6 = bridgeIPv6
     }
 
     /// The name the default bridge's network has in Docker, and in a
@@ -534,6 +548,13 @@ public struct Policy: Hashable, Sendable, Codable {
     public func network(of container: Container) -> (bridge: String, icc: Bool)? {
         guard let name = container.network else { return (bridge, icc) }
         return networks.first { $0.name == name }.map { ($0.bridge, $0.icc) }
+    }
+
+    /// The IPv6 gateway address of the network `container` sits on; nil
+    /// when that network has no IPv6 (or does not exist).
+    public func ipv6Gateway(of container: Container) -> IPv6InterfaceAddress? {
+        guard let name = container.network else { return bridgeIPv6 }
+        return networks.first { $0.name == name }?.ipv6
     }
 
     /// Every bridge the policy polices: the default one first, then each

@@ -111,6 +111,9 @@ public enum PolicyCompiler {
             state.ports[ifindex] = PortRecord(address: container.ip, mac: container.mac, network: networkID)
             state.macs[container.mac] = container.ip
             state.names[container.ip] = ContainerNameRecord.truncated(container.name)
+            if let ipv6 = container.ipv6 {
+                state.containers6[ipv6] = ContainerRecord(portIfindex: ifindex, mac: container.mac, network: networkID)
+            }
         }
 
         // A port of a user-defined network's bridge that no container claims
@@ -123,6 +126,16 @@ public enum PolicyCompiler {
         }
 
         state.links = linkRules(for: policy)
+
+        // Dual stack: every network's IPv6 subnet with its slot and gateway
+        // (validation keeps them apart).
+        if let gateway = policy.bridgeIPv6 {
+            state.subnets6[gateway.network] = Subnet6Record(network: 0, bridgeAddress: gateway.address)
+        }
+        for network in policy.networks {
+            guard let gateway = network.ipv6, let id = networkIDs[network.name] else { continue }
+            state.subnets6[gateway.network] = Subnet6Record(network: id, bridgeAddress: gateway.address)
+        }
 
         // Peer hosts: every container subnet of each, with the peer's own
         // address (validation keeps them apart from each other and from ours).
@@ -288,6 +301,9 @@ public enum PolicyCompiler {
         if !policy.networks.isEmpty { record.flags.insert(.networks) }
         if !policy.peers.isEmpty { record.flags.insert(.peers) }
         if policy.peerPolicy == .allow { record.flags.insert(.peerAllow) }
+        if policy.bridgeIPv6 != nil || policy.networks.contains(where: { $0.ipv6 != nil }) {
+            record.flags.insert(.ipv6)
+        }
         return record
     }
 

@@ -62,13 +62,13 @@ public struct PolicyFileError: Error, Hashable, Sendable, CustomStringConvertibl
 public enum PolicyFile {
     static let topLevelKeys = [
         "bridge", "icc", "ipForward", "forwardPolicy", "portHook", "fastPath",
-        "extInterfaces", "networks", "containers", "links", "peers", "peerPolicy",
+        "extInterfaces", "networks", "containers", "links", "peers", "peerPolicy", "bridgeIPv6",
     ]
     static let extInterfaceKeys = ["name", "allowSources"]
-    static let networkKeys = ["name", "bridge", "icc", "internal", "masquerade", "hostIPv4"]
+    static let networkKeys = ["name", "bridge", "icc", "internal", "masquerade", "hostIPv4", "ipv6"]
     /// `hostBindingIPv4`, the name `hostIPv4` was first documented under.
     static let networkKeyAliases = ["hostBindingIPv4"]
-    static let containerKeys = ["name", "ip", "mac", "port", "network", "exposed", "published"]
+    static let containerKeys = ["name", "ip", "mac", "port", "network", "exposed", "published", "ipv6"]
     static let publishedKeys = ["hostIP", "hostPort", "containerPort", "proto"]
     static let linkKeys = ["parent", "child", "alias"]
     static let peerKeys = ["name", "address", "subnets", "routes"]

@@ -145,13 +145,14 @@ struct PolicyFileReader {
         if let node = keys["peerPolicy"], let value: PeerPolicy = choice(node, path: "peerPolicy") {
             policy.peerPolicy = value
         }
-        for key in ["networks", "containers", "links"] where keys[key] != nil && kind == .settingsOnly {
+        for key in ["networks", "containers", "links", "bridgeIPv6"] where keys[key] != nil && kind == .settingsOnly {
             fail(
                 key, nil,
-                "not allowed in this file: `bpfnet run` takes networks, containers and links from Docker; "
-                    + "remove '\(key)' (or use `bpfnet load --config` for a static policy)")
+                "not allowed in this file: `bpfnet run` takes networks, containers, links and the bridges' IPv6 "
+                    + "from Docker; remove '\(key)' (or use `bpfnet load --config` for a static policy)")
         }
         if kind == .complete {
+            if let node = keys["bridgeIPv6"] { policy.bridgeIPv6 = ipv6InterfaceAddress(node, path: "bridgeIPv6") }
             if let node = keys["networks"] {
                 policy.networks = list(node, path: "networks") { reader, item, path in
                     reader.network(item, path: path)

@@ -52,6 +52,7 @@ extension PolicyFileReader {
         } else if let key = ["hostIPv4", "hostBindingIPv4"].first(where: { keys[$0] != nil }), let node = keys[key] {
             network.hostIPv4 = ipv4(node, path: "\(path).\(key)")
         }
+        if let node = keys["ipv6"] { network.ipv6 = ipv6InterfaceAddress(node, path: "\(path).ipv6") }
         return network
     }
 
@@ -60,7 +61,7 @@ extension PolicyFileReader {
             let keys = mapping(
                 node, path: path, allowed: PolicyFile.containerKeys,
                 required: ["name", "ip", "mac", "port"],
-                what: "container settings (name, ip, mac, port, network, exposed, published)")
+                what: "container settings (\(PolicyFile.containerKeys.joined(separator: ", ")))")
         else { return nil }
         var name: String?
         var ip: IPv4Address?
@@ -83,9 +84,11 @@ extension PolicyFileReader {
                     reader.publishedPort(item, path: itemPath)
                 }
             } ?? []
+        let ipv6 = keys["ipv6"].flatMap { ipv6Address($0, path: "\(path).ipv6") }
         guard let name, let ip, let macAddress, let port else { return nil }
         return Container(
-            name: name, ip: ip, mac: macAddress, port: port, exposed: exposed, published: published, network: network)
+            name: name, ip: ip, mac: macAddress, port: port, exposed: exposed, published: published, network: network,
+            ipv6: ipv6)
     }
 
     mutating func publishedPort(_ node: Node, path: String) -> PublishedPort? {

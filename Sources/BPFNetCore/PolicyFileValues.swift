@@ -57,6 +57,29 @@ extension PolicyFileReader {
         return address
     }
 
+    mutating func ipv6Address(_ node: Node, path: String) -> IPv6Address? {
+        guard let text = text(node, path: path, expected: "an IPv6 address") else { return nil }
+        guard let address = IPv6Address(text) else {
+            fail(path, node, "'\(text)' is not an IPv6 address; expected RFC 4291 text such as fd00:30::2")
+            return nil
+        }
+        return address
+    }
+
+    /// A bridge's IPv6 gateway address with the subnet's prefix length.
+    mutating func ipv6InterfaceAddress(_ node: Node, path: String) -> IPv6InterfaceAddress? {
+        guard let text = text(node, path: path, expected: "an IPv6 gateway address with its prefix length")
+        else { return nil }
+        guard let address = IPv6InterfaceAddress(text) else {
+            fail(
+                path, node,
+                "'\(text)' is not an IPv6 gateway address with a prefix length; expected address/len with len 0-128, "
+                    + "such as fd00:30::1/64 (the bridge's address, as `ip -6 addr` shows it)")
+            return nil
+        }
+        return address
+    }
+
     mutating func cidr(_ node: Node, path: String) -> IPv4CIDR? {
         guard let text = text(node, path: path, expected: "an IPv4 prefix") else { return nil }
         guard let cidr = IPv4CIDR(text) else {

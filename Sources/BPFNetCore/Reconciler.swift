@@ -279,6 +279,28 @@ public enum Reconciler {
             tightening.append(.upsert(.peer(prefix, address: address)))
         }
 
+        // IPv6 subnets and container addresses, as their IPv4 counterparts:
+        // adding makes traffic to them subject to policy (holds back),
+        // removing allows. A bn_containers6 entry also admits its own
+        // container's source, but only once the port's entry names the
+        // container (relaxing, step 2), so it cannot admit a stranger.
+        for prefix in current.subnets6.keys.filter({ desired.subnets6[$0] == nil }).sorted() {
+            relaxing.append(.delete(.subnet6(prefix)))
+        }
+        for (prefix, record) in desired.subnets6.filter({ current.subnets6[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key })
+        {
+            tightening.append(.upsert(.subnet6(prefix, record)))
+        }
+        for address in current.containers6.keys.filter({ desired.containers6[$0] == nil }).sorted() {
+            relaxing.append(.delete(.container6(address)))
+        }
+        for (address, record) in desired.containers6.filter({ current.containers6[$0.key] != $0.value })
+            .sorted(by: { $0.key < $1.key })
+        {
+            tightening.append(.upsert(.container6(address, record)))
+        }
+
         let entriesChange =
             !(relaxing.isEmpty && allowListsRelax.isEmpty && allowListsTighten.isEmpty
             && tightening.isEmpty && lateDeletes.isEmpty && networksEarly.isEmpty && networksFinal.isEmpty

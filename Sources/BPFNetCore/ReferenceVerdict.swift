@@ -27,6 +27,27 @@ public struct FlowTuple: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(proto) \(source):\(sourcePort) → \(destination):\(destinationPort)" }
 }
 
+/// An IPv6 TCP/UDP 5-tuple, as the ext program asks conntrack about it.
+public struct FlowTuple6: Hashable, Sendable, CustomStringConvertible {
+    public var source: IPv6Address
+    public var destination: IPv6Address
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var proto: UInt8
+
+    public init(
+        source: IPv6Address, destination: IPv6Address, sourcePort: UInt16, destinationPort: UInt16, proto: UInt8
+    ) {
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.proto = proto
+    }
+
+    public var description: String { "\(proto) [\(source)]:\(sourcePort) → [\(destination)]:\(destinationPort)" }
+}
+
 /// Why a frame is malformed (verdicts.md "Parsing"); all of them are **drop MALFORMED**.
 public enum Malformation: String, Hashable, Sendable {
     /// Fewer than 14 bytes.
@@ -169,8 +190,8 @@ public struct IPv6Summary: Hashable, Sendable {
     /// What the ext program's walk over at most four extension headers
     /// (hop-by-hop, routing, fragment, destination options) finds.
     public enum Transport: Hashable, Sendable {
-        /// TCP or UDP with its destination port.
-        case ports(proto: UInt8, destinationPort: UInt16)
+        /// TCP or UDP with its ports.
+        case ports(proto: UInt8, sourcePort: UInt16, destinationPort: UInt16)
         /// Another next header (ICMPv6, …).
         case other(UInt8)
         /// A fragment header with a non-zero offset.
@@ -181,17 +202,33 @@ public struct IPv6Summary: Hashable, Sendable {
 
     public var destinationMAC: MACAddress
     public var source: IPv6Address
+    public var destination: IPv6Address
     /// The destination address is in ff00::/8.
-    public var destinationIsMulticast: Bool
+    public var destinationIsMulticast: Bool { destination.isMulticast }
     public var transport: Transport
+    /// An ICMPv6 error (types 1-4) right after the fixed header, quoting a
+    /// TCP/UDP datagram (ports right after the quoted header) that
+    /// `destination` sent: the quoted tuple reversed (the reply direction
+    /// of that connection). nil for anything else.
+    public var icmpErrorReplyTuple: FlowTuple6?
 
     public init(
-        destinationMAC: MACAddress, source: IPv6Address, destinationIsMulticast: Bool = false, transport: Transport
+        destinationMAC: MACAddress, source: IPv6Address, destination: IPv6Address, transport: Transport,
+        icmpErrorReplyTuple: FlowTuple6? = nil
     ) {
         self.destinationMAC = destinationMAC
         self.source = source
-        self.destinationIsMulticast = destinationIsMulticast
+        self.destination = destination
         self.transport = transport
+        self.icmpErrorReplyTuple = icmpErrorReplyTuple
+    }
+
+    /// The packet's own TCP/UDP tuple, when the walk reached its ports.
+    public var tuple: FlowTuple6? {
+        guard case .ports(let proto, let sourcePort, let destinationPort) = transport else { return nil }
+        return FlowTuple6(
+            source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+            proto: proto)
     }
 }
 
@@ -236,26 +273,28 @@ public enum FrameParser {
         func be32(_ at: Int) -> UInt32 {
             UInt32(frame[at]) << 24 | UInt32(frame[at + 1]) << 16 | UInt32(frame[at + 2]) << 8 | UInt32(frame[at + 3])
         }
-        /// `ext_ipv6`'s walk from the first header after the fixed one at `start`.
-        func ipv6Transport(nextHeader: UInt8, at start: Int) -> IPv6Summary.Transport {
+        func address6(_ at: Int) -> IPv6Address { IPv6Address(bytes: frame[at..<(at + 16)]) }
+        /// `ipv6_walk_to_l4` from the first header after the fixed one at
+        /// `start`, and where the L4 header starts.
+        func ipv6Transport(nextHeader: UInt8, at start: Int) -> (IPv6Summary.Transport, l4: Int) {
             let extensions: Set<UInt8> = [0, 43, 44, 60]
             var next = nextHeader
             var offset = start
             for _ in 0..<4 where extensions.contains(next) {
-                guard offset <= 512, offset + 8 <= end else { return .unreadable }
+                guard offset <= 512, offset + 8 <= end else { return (.unreadable, offset) }
                 let header = offset
                 if next == 44 {
-                    if be16(header + 2) & 0xFFF8 != 0 { return .nonFirstFragment }
+                    if be16(header + 2) & 0xFFF8 != 0 { return (.nonFirstFragment, offset) }
                     offset += 8
                 } else {
                     offset += (Int(frame[header + 1]) + 1) * 8
                 }
                 next = frame[header]
             }
-            if extensions.contains(next) { return .unreadable }
-            guard next == IPProtocol.tcp || next == IPProtocol.udp else { return .other(next) }
-            guard offset <= 512, offset + 4 <= end else { return .unreadable }
-            return .ports(proto: next, destinationPort: be16(offset + 2))
+            if extensions.contains(next) { return (.unreadable, offset) }
+            guard next == IPProtocol.tcp || next == IPProtocol.udp else { return (.other(next), offset) }
+            guard offset <= 512, offset + 4 <= end else { return (.unreadable, offset) }
+            return (.ports(proto: next, sourcePort: be16(offset), destinationPort: be16(offset + 2)), offset)
         }
 
         // 1. Ethernet.
@@ -289,12 +328,20 @@ public enum FrameParser {
         case EtherType.ipv6:
             // 3. IPv6: the fixed header must be there; extension headers are not parsed.
             guard end - offset >= 40 else { return .malformed(.ipv6Truncated) }
-            return .ipv6(
-                IPv6Summary(
-                    destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
-                    source: IPv6Address(bytes: frame[(offset + 8)..<(offset + 24)]),
-                    destinationIsMulticast: frame[offset + 24] == 0xFF,
-                    transport: ipv6Transport(nextHeader: frame[offset + 6], at: offset + 40)))
+            let (transport, l4) = ipv6Transport(nextHeader: frame[offset + 6], at: offset + 40)
+            var summary = IPv6Summary(
+                destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
+                source: address6(offset + 8), destination: address6(offset + 24), transport: transport)
+            // `is_reply6`'s ICMPv6 error: 8 bytes, the quoted 40-byte header, 4 bytes of ports.
+            if transport == .other(IPProtocol.icmpv6), l4 <= 512, l4 + 52 <= end, (1...4).contains(frame[l4]),
+                frame[l4 + 14] == IPProtocol.tcp || frame[l4 + 14] == IPProtocol.udp,
+                address6(l4 + 16) == summary.destination
+            {
+                summary.icmpErrorReplyTuple = FlowTuple6(
+                    source: address6(l4 + 32), destination: address6(l4 + 16), sourcePort: be16(l4 + 50),
+                    destinationPort: be16(l4 + 48), proto: frame[l4 + 14])
+            }
+            return .ipv6(summary)
 
         case EtherType.ipv4:
             // 4. IPv4 checks, in this order.
@@ -379,6 +426,11 @@ public struct ReferenceDataplane: Sendable {
             case .arp(let arp)
             where (arp.senderAddress != port.address && arp.senderAddress != .any) || arp.senderMAC != port.mac:
                 return .drop(.spoofed)
+            case .ipv6(let packet)
+            where !packet.source.isLinkLocal && !packet.source.isUnspecified
+                && state.containers6[packet.source]?.mac != port.mac:
+                // A global source must be one of the container's own.
+                return .drop(.spoofed)
             default: break
             }
             known = true
@@ -389,13 +441,8 @@ public struct ReferenceDataplane: Sendable {
         case .malformed, .encapsulated, .nonIP, .arp:
             return .pass(.nonIP)
         case .ipv6(let packet):
-            if packet.destinationMAC.isMulticast {
-                // Flooded to every port: a unicast destination address in it is between containers.
-                if packet.destinationIsMulticast { return .pass(.ipv6) }
-                if icc { return .pass(.iccAllowed) }
-                return known ? .drop(.icc) : .drop(.unknownPort)
-            }
-            if state.macs[packet.destinationMAC] == nil { return .pass(.ipv6) }
+            if let verdict = destinationVerdict6(packet, network: network, networkID: networkID) { return verdict }
+            // Between containers: icc alone (links are IPv4 rules).
             if icc { return .pass(.iccAllowed) }
             return known ? .drop(.icc) : .drop(.unknownPort)
         case .ipv4(let packet):
@@ -459,6 +506,36 @@ public struct ReferenceDataplane: Sendable {
         return .pass(.outside)
     }
 
+    /// `port_destination6`: nil when the packet is judged between containers
+    /// of its network; else its verdict.
+    func destinationVerdict6(_ packet: IPv6Summary, network: NetworkRecord, networkID: UInt16) -> Verdict? {
+        let d = packet.destination
+        if packet.destinationMAC.isMulticast {
+            // Neighbour discovery and MLD pass; a unicast destination in a
+            // multicast frame is flooded to every port: between containers.
+            return packet.destinationIsMulticast ? .pass(.ipv6) : nil
+        }
+        let toContainerMAC = packet.destinationMAC != network.bridgeMAC && state.macs[packet.destinationMAC] != nil
+        if state.config.flags.contains(.ipv6), let (prefix, record) = subnet6(of: d) {
+            _ = prefix
+            if d == record.bridgeAddress { return toContainerMAC ? nil : .pass(.host) }
+            return record.network == networkID ? nil : .drop(.network)
+        }
+        if toContainerMAC { return nil }
+        if d.isLinkLocal { return .pass(.ipv6) }
+        if network.flags.contains(.internal) { return .drop(.internal) }
+        return .pass(.ipv6)
+    }
+
+    /// `subnet6_lookup`: the longest `bn_subnets6` prefix holding `d`.
+    func subnet6(of d: IPv6Address) -> (IPv6CIDR, Subnet6Record)? {
+        for length in stride(from: 128, through: 0, by: -1) {
+            let prefix = IPv6CIDR(address: d, prefixLength: UInt8(length))!
+            if let record = state.subnets6[prefix] { return (prefix, record) }
+        }
+        return nil
+    }
+
     /// `container_outside_subnet`: bn_containers is asked only when the
     /// config says some container lies outside its network's subnet.
     func containerOutsideSubnet(_ d: IPv4Address) -> ContainerRecord? {
@@ -509,18 +586,20 @@ public struct ReferenceDataplane: Sendable {
     public func extVerdict(
         frame: [UInt8], ingressIfindex: UInt32,
         isConntrackReply: (FlowTuple) -> Bool = { _ in false },
-        routeToPeer: (IPv4Address) -> PeerRoute? = { _ in nil }
+        routeToPeer: (IPv4Address) -> PeerRoute? = { _ in nil },
+        isConntrackReply6: (FlowTuple6) -> Bool = { _ in false }
     ) -> Verdict {
         extVerdict(
             parsed: FrameParser.parse(frame), ethernet: EthernetAddresses(of: frame), ingressIfindex: ingressIfindex,
-            isConntrackReply: isConntrackReply, routeToPeer: routeToPeer)
+            isConntrackReply: isConntrackReply, routeToPeer: routeToPeer, isConntrackReply6: isConntrackReply6)
     }
 
     public func extVerdict(
         parsed: ParsedFrame, ethernet: EthernetAddresses = EthernetAddresses(destination: .zero, source: .zero),
         ingressIfindex: UInt32,
         isConntrackReply: (FlowTuple) -> Bool = { _ in false },
-        routeToPeer: (IPv4Address) -> PeerRoute? = { _ in nil }
+        routeToPeer: (IPv4Address) -> PeerRoute? = { _ in nil },
+        isConntrackReply6: (FlowTuple6) -> Bool = { _ in false }
     ) -> Verdict {
         let config = state.config
         switch parsed {
@@ -531,18 +610,40 @@ public struct ReferenceDataplane: Sendable {
         case .nonIP, .arp:
             return .pass(.nonIP)
         case .ipv6(let packet):
-            // IPv6 never reaches a container (the default bridge is IPv4-only);
-            // with an allow-list, TCP/UDP to a port published on every address
-            // (docker-proxy listens on [::] too) is refused: no IPv6 source is listed.
-            guard let ext = state.extInterfaces[ingressIfindex], ext.flags.contains(.allowList) else {
-                return .pass(.ipv6)
+            let listed = state.extInterfaces[ingressIfindex]?.flags.contains(.allowList) ?? false
+            var toContainer: UInt16? = nil
+            if config.flags.contains(.ipv6), let (_, record) = subnet6(of: packet.destination),
+                packet.destination != record.bridgeAddress
+            {
+                toContainer = record.network
             }
+            guard toContainer != nil || listed else { return .pass(.ipv6) }
+            if packet.transport == .nonFirstFragment { return .pass(.fragment) }
+            if let networkID = toContainer {
+                // Routed straight at a container, without NAT (row 9).
+                let verdict: Verdict
+                if !config.flags.contains(.forwardAccept) {
+                    verdict = .drop(.forward)
+                } else if state.networks[networkID]?.flags.contains(.internal) == true {
+                    verdict = .drop(.internal)
+                } else if listed && !isAllowed(source6: packet.source, ingressIfindex: ingressIfindex) {
+                    verdict = .drop(.source)
+                } else {
+                    return .pass(.forwardAccept)
+                }
+                // Row 10: replies to connections opened from this side, and ICMPv6 errors about them.
+                if let tuple = packet.tuple, isConntrackReply6(tuple) { return .pass(.reply) }
+                if let reply = packet.icmpErrorReplyTuple, isConntrackReply6(reply) { return .pass(.related) }
+                return verdict
+            }
+            // To the host: with an allow-list, TCP/UDP to a port published on
+            // every address (docker-proxy listens on [::] too) needs a listed source.
             switch packet.transport {
             case .nonFirstFragment: return .pass(.fragment)
             case .unreadable:
                 return isAllowed(source6: packet.source, ingressIfindex: ingressIfindex) ? .pass(.ipv6) : .drop(.source)
             case .other: return .pass(.ipv6)
-            case .ports(let proto, let port):
+            case .ports(let proto, _, let port):
                 let key = PublishedKey(hostAddress: .any, hostPort: port, proto: proto)
                 guard state.published[key] != nil else { return .pass(.ipv6) }
                 return isAllowed(source6: packet.source, ingressIfindex: ingressIfindex)

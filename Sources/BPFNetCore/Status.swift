@@ -42,8 +42,11 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         /// The host-side veth.
         public var port: String
         public var portIfindex: UInt32
+        /// Its IPv6 address on a dual-stack network; nil without one.
+        public var ipv6: String?
 
-        public init(name: String, ip: String, mac: String, port: String, portIfindex: UInt32) {
+        public init(name: String, ip: String, mac: String, port: String, portIfindex: UInt32, ipv6: String? = nil) {
+            self.ipv6 = ipv6
             self.name = name
             self.ip = ip
             self.mac = mac
@@ -138,6 +141,8 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
         /// eBPF backend: ports of its bridge with the port program attached
         /// (containers' and unknown ones); nil for the other backends.
         public var ports: Int?
+        /// Dual stack: "fd00:30::/64"; nil without IPv6.
+        public var subnet6: String?
 
         public init(
             name: String, bridge: String, subnet: String?, icc: Bool, internal: Bool, masquerade: Bool,
@@ -343,10 +348,16 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
                 allowSources: state.allowSources.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description)
                     + state.allowSources6.filter { $0.ifindex == ifindex }.sorted().map(\.prefix.description))
         }
+        // A container's IPv6 address is the bn_containers6 entry of its port and MAC.
+        var ipv6ByPort: [UInt32: IPv6Address] = [:]
+        for (address, record) in state.containers6 where state.ports[record.portIfindex]?.mac == record.mac {
+            ipv6ByPort[record.portIfindex] = address
+        }
         let containers = state.containers.sorted { $0.key < $1.key }.map { address, record in
             Container(
                 name: name(address), ip: address.description, mac: record.mac.description,
-                port: ifname(record.portIfindex), portIfindex: record.portIfindex)
+                port: ifname(record.portIfindex), portIfindex: record.portIfindex,
+                ipv6: ipv6ByPort[record.portIfindex]?.description)
         }
 
         // A link is the set of forward rules from one parent to one child.
@@ -411,7 +422,13 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
                     containers: state.containers.values.count { $0.network == slot })
             )
         }
-        return rows.sorted { ($0.0 == 0 ? 0 : 1, $0.1.bridge) < ($1.0 == 0 ? 0 : 1, $1.1.bridge) }.map(\.1)
+        var subnets6: [UInt16: IPv6CIDR] = [:]
+        for (prefix, record) in state.subnets6 { subnets6[record.network] = prefix }
+        return rows.sorted { ($0.0 == 0 ? 0 : 1, $0.1.bridge) < ($1.0 == 0 ? 0 : 1, $1.1.bridge) }.map { slot, row in
+            var row = row
+            row.subnet6 = subnets6[slot]?.description
+            return row
+        }
     }
 
     struct Pair: Hashable, Comparable {

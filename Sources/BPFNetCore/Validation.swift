@@ -123,9 +123,37 @@ extension Policy {
             }
         }
 
+        // Dual-stack networks: an IPv6 gateway address inside a subnet no
+        // other network shares.
+        var subnets6: [(path: String, subnet: IPv6CIDR)] = []
+        let ipv6Networks =
+            [("bridgeIPv6", bridgeIPv6)]
+            + networks.enumerated().map { ("networks[\($0.offset)].ipv6", $0.element.ipv6) }
+        for case (let path, let gateway?) in ipv6Networks {
+            let address = gateway.address
+            if gateway.prefixLength < 8 || gateway.prefixLength > 126 {
+                add(path, "\(gateway): a network's IPv6 prefix length must be 8-126 (Docker's are /64 and longer)")
+            } else if address.isLinkLocal || address.isMulticast || address.isUnspecified {
+                add(path, "\(gateway) cannot be a network's IPv6 gateway (link-local, multicast and :: are not)")
+            } else if address == gateway.network.address {
+                add(
+                    path,
+                    "\(gateway) is the subnet's own address; the gateway is a host address such as \(gateway.network.address)1"
+                )
+            } else if let clash = subnets6.first(where: { $0.subnet.overlaps(gateway.network) }) {
+                add(
+                    path,
+                    "the IPv6 subnet \(gateway.network) overlaps \(clash.subnet) of \(clash.path); "
+                        + "Docker networks never share addresses")
+            } else {
+                subnets6.append((path, gateway.network))
+            }
+        }
+
         // Containers.
         var byName: [String: Int] = [:]
         var byIP: [IPv4Address: Int] = [:]
+        var byIPv6: [IPv6Address: Int] = [:]
         var byMAC: [MACAddress: Int] = [:]
         var byPort: [String: Int] = [:]
         func who(_ index: Int) -> String { "containers[\(index)] '\(containers[index].name)'" }
@@ -187,6 +215,38 @@ extension Policy {
                             "\(container.ip) is the broadcast address of the bridge subnet \(bridgeAddress.network); use a host address"
                         )
                     }
+                }
+            }
+
+            if let ipv6 = container.ipv6 {
+                let gateway = ipv6Gateway(of: container)
+                if ipv6.isLinkLocal || ipv6.isMulticast || ipv6.isUnspecified || ipv6 == IPv6Address(high: 0, low: 1) {
+                    add(
+                        "\(base).ipv6",
+                        "\(ipv6) cannot be a container's IPv6 address (link-local, multicast, :: and ::1 are not); "
+                            + "use an address of its network's IPv6 subnet")
+                } else if let first = byIPv6[ipv6] {
+                    add(
+                        "\(base).ipv6",
+                        "\(ipv6) is already the IPv6 address of \(who(first)); every container needs its own address")
+                } else if let gateway, ipv6 == gateway.address {
+                    add(
+                        "\(base).ipv6",
+                        "\(ipv6) is the network's IPv6 gateway (\(gateway)); use another address of \(gateway.network)")
+                } else if let gateway, !gateway.network.contains(ipv6) {
+                    add(
+                        "\(base).ipv6",
+                        "\(ipv6) is outside its network's IPv6 subnet \(gateway.network); Docker gives containers "
+                            + "addresses of that subnet")
+                } else if gateway == nil, container.network == nil || networkByName[container.network!] != nil {
+                    add(
+                        "\(base).ipv6",
+                        "\(ipv6) needs an IPv6 network, but "
+                            + (container.network.map { "network '\($0)' has no ipv6" }
+                                ?? "the default bridge has no bridgeIPv6")
+                            + " (Docker: --ipv6 on the network or the daemon)")
+                } else {
+                    byIPv6[ipv6] = i
                 }
             }
 

@@ -137,6 +137,8 @@ enum MapCapacity {
             (.allowSources6, peak(desired.allowSources6, current.allowSources6), Int(BPFNET_MAX_ALLOW_SRC)),
             (.subnets, peak(desired.subnets, current.subnets), Int(BPFNET_MAX_NETWORKS)),
             (.peers, peak(desired.peers, current.peers), Int(BPFNET_MAX_PEER_SUBNETS)),
+            (.subnets6, peak(desired.subnets6, current.subnets6), Int(BPFNET_MAX_NETWORKS)),
+            (.containers6, peak(desired.containers6, current.containers6), Int(BPFNET_MAX_CONTAINERS)),
             // Slots are numbered from 0: the highest one must exist.
             (.networks, Int(desired.networks.keys.max() ?? 0) + 1, Int(BPFNET_MAX_NETWORKS)),
         ]

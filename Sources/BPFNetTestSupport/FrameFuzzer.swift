@@ -104,6 +104,11 @@ public struct FrameFuzzer: Sendable {
     public private(set) var random: Xoshiro256StarStar
     public let options: Options
     let addresses: [IPv4Address]
+    /// IPv6: link-local, multicast, outside, and the state's containers,
+    /// gateways and subnets (dual stack).
+    let addresses6: [IPv6Address]
+    /// The MAC of each container IPv6 address, so that a frame can carry both.
+    let macs6: [IPv6Address: MACAddress]
     let macs: [MACAddress]
     let ports: [UInt16]
     let ifindexes: [UInt32]
@@ -145,6 +150,17 @@ public struct FrameFuzzer: Sendable {
             addresses.append(peer)
         }
         self.addresses = addresses
+
+        var addresses6: [IPv6Address] = [
+            "fe80::1", "fe80::2", "::", "ff02::1", "ff02::1:ff00:2", "2001:db8::5", "2001:db8:77::9", "::1",
+        ].compactMap { IPv6Address($0) }
+        for (prefix, record) in state.subnets6.sorted(by: { $0.key < $1.key }) {
+            addresses6 += [prefix.address, record.bridgeAddress, IPv6Address(high: prefix.address.high, low: 0x99)]
+        }
+        addresses6 += state.containers6.keys.sorted()
+        for source in state.allowSources6.sorted() { addresses6.append(source.prefix.address) }
+        self.addresses6 = addresses6
+        macs6 = state.containers6.mapValues(\.mac)
 
         var macs: [MACAddress] = [
             MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), MACAddress(0x33, 0x33, 0, 0, 0, 1),
@@ -316,12 +332,30 @@ public struct FrameFuzzer: Sendable {
         return frame
     }
 
-    /// IPv6, to container MACs and others; sometimes shorter than its header.
+    mutating func address6() -> IPv6Address {
+        random.chance(85) ? random.pick(addresses6) : IPv6Address(high: random.next(), low: random.next())
+    }
+
+    /// IPv6, to container MACs and others, between the state's container
+    /// addresses, gateways and the outside (a container's address mostly
+    /// with its MAC); ICMPv6 errors quoting a datagram the destination sent;
+    /// sometimes shorter than its header.
     mutating func ipv6() -> [UInt8] {
-        let eth = ethernetHeader()
+        var eth = ethernetHeader()
+        let source = address6()
+        let destination = address6()
+        if let mac = macs6[source], random.chance(60) { eth.source = mac }
         var frame: [UInt8]
-        if random.chance(50) {
-            frame = PacketBuilder.ipv6Frame(eth, payload: random.bytes(random.int(0...64)))
+        if random.chance(20) {
+            frame = PacketBuilder.icmpv6Error(
+                eth, type: UInt8(random.int(0...5)), source: source.bytes, destination: destination.bytes,
+                quotedSource: random.chance(80) ? destination.bytes : address6().bytes,
+                quotedDestination: address6().bytes,
+                quotedProto: random.pick([IPProtocol.tcp, IPProtocol.udp, IPProtocol.icmpv6]),
+                quotedSourcePort: port(), quotedDestinationPort: port())
+        } else if random.chance(40) {
+            frame = PacketBuilder.ipv6Frame(
+                eth, source: source.bytes, destination: destination.bytes, payload: random.bytes(random.int(0...64)))
         } else {
             // TCP/UDP behind up to five extension headers, for the ext program's walk.
             let extensions = (0..<random.pick([0, 0, 1, 2, 4, 5])).map { _ -> (type: UInt8, body: [UInt8]) in
@@ -334,7 +368,8 @@ public struct FrameFuzzer: Sendable {
                     : (type, PacketBuilder.ipv6Options(extraUnits: UInt8(random.int(0...2))))
             }
             frame = PacketBuilder.ipv6TransportFrame(
-                eth, proto: random.chance(50) ? IPProtocol.tcp : IPProtocol.udp, destinationPort: port(),
+                eth, source: source.bytes, destination: destination.bytes,
+                proto: random.chance(50) ? IPProtocol.tcp : IPProtocol.udp, sourcePort: port(), destinationPort: port(),
                 extensions: extensions)
         }
         if random.chance(15) {

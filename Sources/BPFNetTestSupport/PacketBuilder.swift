@@ -377,11 +377,11 @@ public enum PacketBuilder {
     /// and the header's bytes after its next-header byte) and then a TCP or
     /// UDP header from port 40000 to `destinationPort`.
     public static func ipv6TransportFrame(
-        _ ethernet: EthernetHeader, source: [UInt8] = linkLocal1, proto: UInt8, destinationPort: UInt16,
-        extensions: [(type: UInt8, body: [UInt8])] = []
+        _ ethernet: EthernetHeader, source: [UInt8] = linkLocal1, destination: [UInt8] = linkLocal2, proto: UInt8,
+        sourcePort: UInt16 = 40000, destinationPort: UInt16, extensions: [(type: UInt8, body: [UInt8])] = []
     ) -> [UInt8] {
         var payload: [UInt8] = []
-        payload.append(be16: 40000)
+        payload.append(be16: sourcePort)
         payload.append(be16: destinationPort)
         payload += Array(repeating: 0, count: proto == IPProtocol.tcp ? 16 : 4)
         var next = proto
@@ -389,7 +389,27 @@ public enum PacketBuilder {
             payload = [next] + body + payload
             next = type
         }
-        return ipv6Frame(ethernet, source: source, nextHeader: next, payload: payload)
+        return ipv6Frame(ethernet, source: source, destination: destination, nextHeader: next, payload: payload)
+    }
+
+    /// An ICMPv6 error (RFC 4443: 1 unreachable, 2 packet too big, 3 time
+    /// exceeded, 4 parameter problem) from `source` to `destination`, quoting
+    /// a TCP/UDP datagram `quotedSource` → `quotedDestination` (its 40-byte
+    /// header and the first 8 bytes after it). Checksums are not computed.
+    public static func icmpv6Error(
+        _ ethernet: EthernetHeader, type: UInt8 = 2, source: [UInt8], destination: [UInt8],
+        quotedSource: [UInt8], quotedDestination: [UInt8], quotedProto: UInt8 = IPProtocol.tcp,
+        quotedSourcePort: UInt16, quotedDestinationPort: UInt16
+    ) -> [UInt8] {
+        var quoted: [UInt8] = [0x60, 0, 0, 0]
+        quoted.append(be16: 20)
+        quoted += [quotedProto, 64] + quotedSource + quotedDestination
+        quoted.append(be16: quotedSourcePort)
+        quoted.append(be16: quotedDestinationPort)
+        quoted += [0, 0, 0, 0]
+        let error: [UInt8] = [type, 0, 0, 0] + [0, 0, 0x05, 0x00] + quoted
+        return ipv6Frame(
+            ethernet, source: source, destination: destination, nextHeader: IPProtocol.icmpv6, payload: error)
     }
 
     /// Extension header bodies for `ipv6TransportFrame`: 8 bytes in all

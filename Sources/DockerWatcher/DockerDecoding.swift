@@ -232,10 +232,17 @@ extension DockerBridgeEndpoint {
             gateway = IPv4Address(gatewayText)
             if gateway == nil { warnings.append("\(field).Gateway: '\(gatewayText)' is not an IPv4 address; ignored") }
         }
+        var ipv6: IPv6Address?
+        if let text = raw.globalIPv6Address, !text.isEmpty {
+            ipv6 = IPv6Address(text)
+            if ipv6 == nil {
+                warnings.append("\(field).GlobalIPv6Address: '\(text)' is not an IPv6 address; ignored")
+            }
+        }
         self.init(
             ip: ip, prefixLength: raw.ipPrefixLen, mac: mac, gateway: gateway,
             endpointID: raw.endpointID.flatMap { $0.isEmpty ? nil : $0 },
-            networkID: raw.networkID.flatMap { $0.isEmpty ? nil : $0 })
+            networkID: raw.networkID.flatMap { $0.isEmpty ? nil : $0 }, ipv6: ipv6)
     }
 }
 
@@ -373,8 +380,29 @@ extension DockerBridgeNetwork {
 
         var subnet: IPv4CIDR?
         var gateway: IPv4Address?
+        var ipv6Gateway: IPv6InterfaceAddress?
+        // Dual stack: the first IPv6 subnet, when the network has IPv6 on.
+        for (index, config) in (raw.ipam?.config ?? []).enumerated() where raw.enableIPv6 == true {
+            guard let text = config.subnet, text.contains(":") else { continue }
+            guard let subnet6 = IPv6CIDR(text), text.contains("/") else {
+                warnings.append("IPAM.Config[\(index)].Subnet: '\(text)' is not an IPv6 prefix; IPv6 ignored")
+                break
+            }
+            var address = IPv6Address(high: subnet6.address.high, low: subnet6.address.low | 1)
+            if let gatewayText = config.gateway, !gatewayText.isEmpty {
+                guard let parsed = IPv6Address(gatewayText), subnet6.contains(parsed) else {
+                    warnings.append(
+                        "IPAM.Config[\(index)].Gateway: '\(gatewayText)' is not an IPv6 address of \(subnet6); IPv6 ignored"
+                    )
+                    break
+                }
+                address = parsed
+            }
+            ipv6Gateway = IPv6InterfaceAddress(address: address, prefixLength: subnet6.prefixLength)
+            break
+        }
         for (index, config) in (raw.ipam?.config ?? []).enumerated() {
-            // An IPv6 subnet (dual-stack networks) does not concern the IPv4 policy.
+            // An IPv6 subnet (dual-stack networks) is `ipv6Gateway`'s.
             guard let text = config.subnet, !text.contains(":") else { continue }
             guard let parsed = IPv4CIDR(text) else {
                 throw DockerError.decoding(
@@ -417,6 +445,6 @@ extension DockerBridgeNetwork {
             iccEnabled: icc, ipMasquerade: masquerade, subnet: subnet, gateway: gateway,
             endpoints: endpoints, internal: raw.internal ?? false, enableIPv6: raw.enableIPv6 ?? false,
             hostBindingIPv4: address(Self.hostBindingOption), hostIPv4: address(Self.hostIPv4Option),
-            warnings: warnings)
+            ipv6Gateway: ipv6Gateway, warnings: warnings)
     }
 }

@@ -38,7 +38,7 @@ extension DockerBridgeNetwork {
     public var model: BridgeNetwork {
         BridgeNetwork(
             name: name, bridge: bridgeName, icc: iccEnabled, internal: `internal`, masquerade: ipMasquerade,
-            hostIPv4: hostIPv4)
+            hostIPv4: hostIPv4, ipv6: ipv6Gateway)
     }
 }
 

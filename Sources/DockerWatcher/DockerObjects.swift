@@ -19,11 +19,14 @@ public struct DockerBridgeEndpoint: Hashable, Sendable {
     public var gateway: IPv4Address?
     public var endpointID: String?
     public var networkID: String?
+    /// `GlobalIPv6Address`, on a network with IPv6 (a bare address in 20.10 and 29.x).
+    public var ipv6: IPv6Address?
 
     public init(
         ip: IPv4Address, prefixLength: Int? = nil, mac: MACAddress? = nil,
-        gateway: IPv4Address? = nil, endpointID: String? = nil, networkID: String? = nil
+        gateway: IPv4Address? = nil, endpointID: String? = nil, networkID: String? = nil, ipv6: IPv6Address? = nil
     ) {
+        self.ipv6 = ipv6
         self.ip = ip
         self.prefixLength = prefixLength
         self.mac = mac
@@ -205,6 +208,10 @@ public struct DockerBridgeNetwork: Hashable, Sendable {
     public var `internal`: Bool
     /// `EnableIPv6`.
     public var enableIPv6: Bool
+    /// The IPv6 `IPAM.Config[].Subnet` and its gateway (`Gateway`, or, as 20.10 leaves it
+    /// out, the subnet's first address, which Docker gives the bridge), as the bridge
+    /// carries it ("fd00:30::1/64"); nil without IPv6.
+    public var ipv6Gateway: IPv6InterfaceAddress?
     /// `Options["com.docker.network.bridge.host_binding_ipv4"]`: the host address published
     /// ports bind to when `-p` names none (Docker reports the resulting `HostIp` in each
     /// container's port bindings); nil when absent or 0.0.0.0.
@@ -219,8 +226,9 @@ public struct DockerBridgeNetwork: Hashable, Sendable {
         iccEnabled: Bool = true, ipMasquerade: Bool = true, subnet: IPv4CIDR? = nil,
         gateway: IPv4Address? = nil, endpoints: [String: DockerNetworkEndpoint] = [:],
         internal: Bool = false, enableIPv6: Bool = false, hostBindingIPv4: IPv4Address? = nil,
-        hostIPv4: IPv4Address? = nil, warnings: [String] = []
+        hostIPv4: IPv4Address? = nil, ipv6Gateway: IPv6InterfaceAddress? = nil, warnings: [String] = []
     ) {
+        self.ipv6Gateway = ipv6Gateway
         self.internal = `internal`
         self.enableIPv6 = enableIPv6
         self.hostBindingIPv4 = hostBindingIPv4

@@ -27,9 +27,11 @@ struct RawEndpointSettings: Decodable {
     var macAddress: String?
     var endpointID: String?
     var networkID: String?
+    var globalIPv6Address: String?
     enum CodingKeys: String, CodingKey {
         case ipAddress = "IPAddress", ipPrefixLen = "IPPrefixLen", gateway = "Gateway"
         case macAddress = "MacAddress", endpointID = "EndpointID", networkID = "NetworkID"
+        case globalIPv6Address = "GlobalIPv6Address"
     }
 }
 

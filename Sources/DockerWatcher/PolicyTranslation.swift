@@ -64,11 +64,15 @@ public struct DockerPolicySnapshot: Hashable, Sendable {
     /// Sorted by parent, child, alias.
     public var links: [Link]
     public var skipped: [DockerSkippedContainer]
+    /// The default bridge's IPv6 gateway and prefix (dockerd `--ipv6 --fixed-cidr-v6`), when
+    /// the default bridge network was among those translated and has IPv6.
+    public var bridgeIPv6: IPv6InterfaceAddress?
 
     public init(
         containers: [Container] = [], links: [Link] = [], skipped: [DockerSkippedContainer] = [],
-        networks: [BridgeNetwork] = []
+        networks: [BridgeNetwork] = [], bridgeIPv6: IPv6InterfaceAddress? = nil
     ) {
+        self.bridgeIPv6 = bridgeIPv6
         self.networks = networks
         self.containers = containers
         self.links = links
@@ -82,6 +86,7 @@ public struct DockerPolicySnapshot: Hashable, Sendable {
         result.networks = networks
         result.containers = containers
         result.links = links
+        result.bridgeIPv6 = bridgeIPv6
         return result
     }
 }
@@ -213,6 +218,12 @@ public enum DockerPolicyTranslator {
         var models: [Container] = []
         var skipped: [DockerSkippedContainer] = []
         var ipOwners: [IPv4Address: String] = [:]
+        var ipv6Owners: [IPv6Address: String] = [:]
+        // Dual stack: each network's IPv6 gateway and prefix, nil for the IPv4-only ones.
+        let bridgeIPv6 = networks.first { $0.isDefaultBridge }?.ipv6Gateway
+        func ipv6Gateway(of network: String) -> IPv6InterfaceAddress? {
+            network == dockerDefaultBridgeNetwork ? bridgeIPv6 : userNetworks[network]?.ipv6Gateway
+        }
         // Name order makes the outcome independent of the order Docker listed them in.
         for container in containers.sorted(by: { ($0.name, $0.id) < ($1.name, $1.id) }) where container.running {
             let primary = container.primaryNetwork
@@ -256,19 +267,40 @@ public enum DockerPolicyTranslator {
                 }
                 ipOwners[endpoint.ip] = container.name
                 if isDefault { onDefaultBridge.append(container) }
+                // Its IPv6 address when the network has IPv6 and the address is one of its
+                // subnet's (else the container is policed by IPv4 and MAC alone, and any IPv6
+                // source it sends is refused as not its own).
+                var ipv6: IPv6Address?
+                if let address = endpoint.ipv6, let gateway = ipv6Gateway(of: network) {
+                    if !gateway.network.contains(address) || address == gateway.address {
+                        skipped.append(
+                            DockerSkippedContainer(
+                                id: container.id, name: container.name,
+                                reason: "its IPv6 address \(address) is not a container address of \(gateway.network); "
+                                    + "policed without it"))
+                    } else if let owner = ipv6Owners[address] {
+                        skipped.append(
+                            DockerSkippedContainer(
+                                id: container.id, name: container.name,
+                                reason: "its IPv6 address \(address) is already held by \(owner); policed without it"))
+                    } else {
+                        ipv6Owners[address] = container.name
+                        ipv6 = address
+                    }
+                }
                 // Docker binds a container's published ports to one endpoint.
                 models.append(
                     Container(
                         name: container.name, ip: endpoint.ip, mac: mac, port: portName,
                         exposed: container.exposedPorts,
                         published: network == primary ? container.publishedPorts : [],
-                        network: isDefault ? nil : network))
+                        network: isDefault ? nil : network, ipv6: ipv6))
             }
         }
         let links = links(parents: onDefaultBridge, childNames: Set(onDefaultBridge.map(\.name)))
         return DockerPolicySnapshot(
             containers: models, links: links, skipped: skipped,
-            networks: userNetworks.values.sorted { $0.name < $1.name }.map(\.model))
+            networks: userNetworks.values.sorted { $0.name < $1.name }.map(\.model), bridgeIPv6: bridgeIPv6)
     }
 }
 

@@ -106,7 +106,7 @@ enum StatusPrinter {
                     "  \(pad(network.name, 16)) \(pad(network.bridge, 16)) \(pad(network.subnet ?? "-", 18)) "
                         + "\(pad(network.icc ? "on" : "off", 5)) \(pad(network.internal ? "yes" : "no", 8)) "
                         + "\(pad(network.masquerade ? "on" : "off", 5)) \(pad(String(network.containers), 10)) "
-                        + (network.ports.map(String.init) ?? "-"))
+                        + (network.ports.map(String.init) ?? "-") + (network.subnet6.map { "  IPv6 \($0)" } ?? ""))
             }
         }
         if let peers = status.peers {
@@ -121,7 +121,9 @@ enum StatusPrinter {
         line()
         line("containers (\(status.containers.count))")
         for container in status.containers {
-            line("  \(pad(container.name, 16)) \(pad(container.ip, 16)) \(container.mac)  \(container.port)")
+            line(
+                "  \(pad(container.name, 16)) \(pad(container.ip, 16)) \(container.mac)  \(container.port)"
+                    + (container.ipv6.map { "  \($0)" } ?? ""))
         }
         if let ports = status.bridgePorts {
             let unknown = ports.count { $0.container == nil }

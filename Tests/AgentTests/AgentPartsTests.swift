@@ -37,7 +37,7 @@ final class AgentSettingsTests: XCTestCase {
             XCTAssertTrue(error is PolicyFileError, text)
             XCTAssertTrue(
                 text.contains(
-                    "containers: not allowed in this file: `bpfnet run` takes networks, containers and links from Docker"
+                    "containers: not allowed in this file: `bpfnet run` takes networks, containers, links and the bridges' IPv6 from Docker"
                 ),
                 text)
             XCTAssertTrue(text.contains("links: not allowed"), text)

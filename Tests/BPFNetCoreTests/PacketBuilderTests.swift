@@ -144,7 +144,7 @@ final class PacketBuilderTests: XCTestCase {
             .ipv6(
                 IPv6Summary(
                     destinationMAC: b.mac, source: IPv6Address(bytes: PacketBuilder.linkLocal1),
-                    transport: .other(IPProtocol.icmpv6))))
+                    destination: IPv6Address(bytes: PacketBuilder.linkLocal2), transport: .other(IPProtocol.icmpv6))))
 
         let arp = PacketBuilder.arpFrame(
             EthernetHeader(destination: MACAddress(0xff, 0xff, 0xff, 0xff, 0xff, 0xff), source: a.mac),

@@ -230,7 +230,7 @@ final class PolicyFileTests: XCTestCase {
             lines[0],
             "typos.yaml:2: icc_: unknown key 'icc_' (did you mean 'icc'?); expected one of "
                 + "bridge, icc, ipForward, forwardPolicy, portHook, fastPath, extInterfaces, networks, containers, links, "
-                + "peers, peerPolicy"
+                + "peers, peerPolicy, bridgeIPv6"
         )
         XCTAssertTrue(
             lines[1].hasPrefix(

@@ -56,6 +56,11 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_subnet>.offset(of: \.bridge_addr), 4)
         XCTAssertEqual(MemoryLayout<bpfnet_peer>.size, 8)
         XCTAssertEqual(MemoryLayout<bpfnet_peer>.offset(of: \.flags), 4)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet6_key>.size, 20)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet6_key>.offset(of: \.addr), 4)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet6>.size, 20)
+        XCTAssertEqual(MemoryLayout<bpfnet_subnet6>.offset(of: \.bridge_addr), 4)
+        XCTAssertEqual(MemoryLayout<bpfnet_addr6>.size, 16)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.daddr), 4)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.port), 8)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.offset(of: \.proto), 10)
@@ -80,6 +85,7 @@ final class SharedLayoutTests: XCTestCase {
             [
                 "bn_config", "bn_containers", "bn_macs", "bn_links", "bn_published", "bn_ext_ifs",
                 "bn_allow_src", "bn_names", "bn_ports", "bn_allow_src6", "bn_networks", "bn_subnets", "bn_peers",
+                "bn_subnets6", "bn_containers6",
             ])
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_COUNTERS), "bn_counters")
         XCTAssertEqual(MapKind.name(of: BPFNET_MAP_ID_ATTACH), "bn_attach")

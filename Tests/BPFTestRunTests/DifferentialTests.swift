@@ -165,6 +165,14 @@ final class DifferentialTests: TestRunTestCase {
                 "three networks, docker0 icc on, forward drop",
                 try compile(Fixture.withNetworks(Fixture.policy(icc: true, forward: .drop)))
             ),
+            (
+                "dual stack: three networks with IPv6, docker0 icc off, back internal; forward accept, ext0 list",
+                try compile(Fixture.dualStack(Fixture.withNetworks(Fixture.policy(icc: false, forward: .accept))))
+            ),
+            (
+                "dual stack: three networks with IPv6, docker0 icc on, forward drop",
+                try compile(Fixture.dualStack(Fixture.withNetworks(Fixture.policy(icc: true, forward: .drop))))
+            ),
             // What the programs see between load and the first policy: an all-zero config, no entries.
             ("nothing loaded (zero config, empty maps)", MapState.empty),
         ]
@@ -284,6 +292,12 @@ final class DifferentialTests: TestRunTestCase {
                             if case .container(let record) = claimed, let own = ownPorts[record.address],
                                 own.mac == record.mac
                             {
+                                sender = .container(own)
+                            } else if case .ipv6(let packet) = parsed, let owner = state.containers6[packet.source],
+                                let own = state.ports[owner.portIfindex],
+                                owner.mac == EthernetAddresses(of: frame).source
+                            {
+                                // An IPv6 source claims the container of that address.
                                 sender = .container(own)
                             } else {
                                 sender = claimed

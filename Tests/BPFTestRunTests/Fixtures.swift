@@ -142,6 +142,29 @@ enum Fixture {
         return policy
     }
 
+    /// Dual stack: docker0 fd00:88::/64, front fd00:90::/64, back
+    /// fd00:91::/64 (gateways ::1), and every container of those networks
+    /// (not `stray`, outside docker0's subnet) its IPv4 address's last byte
+    /// in its network's IPv6 subnet.
+    static func dualStack(_ policy: Policy) -> Policy {
+        var policy = policy
+        let prefixes: [String?: UInt64] = [
+            nil: 0xfd00_0088_0000_0000, "front": 0xfd00_0090_0000_0000, "back": 0xfd00_0091_0000_0000,
+        ]
+        policy.bridgeIPv6 = IPv6InterfaceAddress(address: IPv6Address(high: prefixes[nil]!, low: 1), prefixLength: 64)
+        for index in policy.networks.indices {
+            guard let high = prefixes[policy.networks[index].name] else { continue }
+            policy.networks[index].ipv6 = IPv6InterfaceAddress(
+                address: IPv6Address(high: high, low: 1), prefixLength: 64)
+        }
+        for index in policy.containers.indices where policy.containers[index].name != "stray" {
+            let container = policy.containers[index]
+            guard let high = prefixes[container.network] else { continue }
+            policy.containers[index].ipv6 = IPv6Address(high: high, low: UInt64(container.ip.value & 0xFF))
+        }
+        return policy
+    }
+
     /// Compiles `policy` with the namespace's real ext ifindexes and the made-up ones.
     static func compile(
         _ policy: Policy, namespace: PrivateNamespace,

@@ -261,6 +261,132 @@ final class DockerNetworksEndToEndTests: XCTestCase {
         if testRun?.hasSucceeded == false { print(agentLog()) }
     }
 
+    /// Dual stack with a real dockerd 20.10 (`--ipv6 --fixed-cidr-v6 fd00:47::/64
+    /// --ip6tables=false`): `v6quiet` (`--ipv6`, enable_icc=false) and `v6open` (`--ipv6`),
+    /// containers on them and on the default bridge. The agent reads every network's IPv6
+    /// subnet and every container's `GlobalIPv6Address` (status shows them), and IPv6 between
+    /// the containers gets the IPv4 decisions: icc within a network, isolation between
+    /// networks; a container's IPv6 source must be its own. Probed with UDP echo over IPv6 from
+    /// the containers' namespaces.
+    func testBPFNetRunPolicesDualStackNetworks() throws {
+        guard try RealDockerHost.canRun(tools: ["nft", "python3"]) else { return }
+        let host = try RealDockerHost(name: "dualstack")
+        defer { host.close() }
+        let (dockerd, bpfnet, probe, work) = (host.dockerd, host.bpfnet, host.probe, host.work)
+        var containers: [String: NetworkContainer] = [:]
+        var servers: [BackgroundProcess] = []
+        host.atClose {
+            for server in servers { server.stop() }
+            for container in containers.values { container.stopServer() }
+        }
+        try host.startDockerd(["--iptables=false", "--ip6tables=false", "--ipv6", "--fixed-cidr-v6", "fd00:47::/64"])
+        let image = try dockerd.importBusybox()
+        try dockerd.docker([
+            "network", "create", "--ipv6", "--subnet", "10.54.0.0/24", "--subnet", "fd00:54::/64",
+            "-o", "com.docker.network.bridge.enable_icc=false", "v6quiet",
+        ])
+        try dockerd.docker([
+            "network", "create", "--ipv6", "--subnet", "10.55.0.0/24", "--subnet", "fd00:55::/64", "v6open",
+        ])
+        let config = work + "/run-policy.yaml"
+        try "icc: true\nextInterfaces: [ext0]\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let agent = host.adopt(
+            try bpfnet.startAgent(
+                dockerHost: dockerd.host, config: config, extra: ["--backend", "bpf", "--resync-interval", "3600"]))
+        func agentLog() -> String { agent.logContents(maxBytes: 12000) }
+        for (name, network) in [
+            ("d1", "bridge"), ("q1", "v6quiet"), ("q2", "v6quiet"), ("o1", "v6open"), ("o2", "v6open"),
+        ] {
+            containers[name] = try NetworkContainer(name, on: network, dockerd: dockerd, image: image, probe: probe)
+        }
+        var ipv6: [String: String] = [:]
+        for (name, container) in containers {
+            ipv6[name] = try dockerd.docker([
+                "inspect", "-f", "{{(index .NetworkSettings.Networks \"\(container.network)\").GlobalIPv6Address}}",
+                name,
+            ]).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let status: DataplaneStatus
+        do {
+            status = try bpfnet.waitForStatus("every container with its IPv6 address") { status in
+                Set(status.containers.compactMap(\.ipv6)) == Set(ipv6.values)
+            }
+        } catch {
+            XCTFail("\(error)\nIPv6 addresses from docker inspect: \(ipv6)\n\(agentLog())")
+            throw error
+        }
+        XCTAssertEqual(
+            status.networks?.map { "\($0.name) \($0.subnet6 ?? "-")" }.sorted(),
+            ["bridge fd00:47::/64", "v6open fd00:55::/64", "v6quiet fd00:54::/64"])
+
+        // A UDP echo on [::]:9999 in each container's namespace, and a client beside it.
+        let server = """
+            import socket
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.bind(("::", 9999))
+            print("ready", flush=True)
+            while True:
+                data, peer = s.recvfrom(100)
+                s.sendto(data, peer)
+            """
+        for container in containers.values {
+            let process = try BackgroundProcess(
+                Command(container.namespace.nsenter(["python3", "-c", server])))
+            servers.append(process)
+            _ = try process.waitForLine(prefix: "ready", timeout: .seconds(10))
+            // Docker's addresses pass duplicate address detection first.
+            for _ in 0..<50 {
+                let tentative = try ProcessRunner.run(
+                    Command(container.namespace.nsenter(["ip", "-6", "addr", "show", "tentative"]))
+                ).stdout
+                if tentative.isEmpty { break }
+                usleep(100_000)
+            }
+        }
+        let client = """
+            import socket, sys
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            if len(sys.argv) > 2:
+                s.setsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_TRANSPARENT", 75), 1)
+                s.bind((sys.argv[2], 0))
+            s.settimeout(1.5)
+            s.sendto(b"bpfnet", (sys.argv[1], 9999))
+            try:
+                print("allowed" if s.recv(100) == b"bpfnet" else "garbled")
+            except OSError:
+                print("blocked")
+            """
+        func probe6(_ from: String, _ to: String, source: String? = nil) throws -> String {
+            let arguments = ["python3", "-c", client, ipv6[to]!] + (source.map { [$0] } ?? [])
+            return try ProcessRunner.run(Command(containers[from]!.namespace.nsenter(arguments))).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let before = try bpfnet.status().counters
+        let cells: [(from: String, to: String, expected: String, why: String)] = [
+            ("o1", "o2", "allowed", "v6open, icc on"),
+            ("q1", "q2", "blocked", "v6quiet, icc off"),
+            ("o1", "q1", "blocked", "between networks"),
+            ("q1", "o1", "blocked", "between networks"),
+            ("d1", "o1", "blocked", "default bridge → v6open"),
+            ("o1", "d1", "blocked", "v6open → default bridge"),
+        ]
+        var table: [String] = []
+        for cell in cells {
+            let observed = try probe6(cell.from, cell.to)
+            table.append("\(cell.from) → \(cell.to) [\(ipv6[cell.to]!)]: \(observed) (expected \(cell.expected))")
+            XCTAssertEqual(observed, cell.expected, "\(cell.from) → \(cell.to) over IPv6: \(cell.why)")
+        }
+        // o1 sending as o2 (IPV6_TRANSPARENT lets it bind an address it does not have).
+        let forged = try probe6("o1", "o2", source: "fd00:55::99")
+        XCTAssertEqual(forged, "blocked", "o1 → o2 from fd00:55::99, an address that is not o1's")
+        let after = try bpfnet.status().counters
+        for reason in ["icc", "network", "spoofed"] {
+            XCTAssertGreaterThan(after[reason, default: 0], before[reason, default: 0], "counter \(reason)")
+        }
+        print("dual stack, bpfnet run --backend bpf, dockerd --ipv6:\n  " + table.joined(separator: "\n  "))
+        if testRun?.hasSucceeded == false { print(agentLog()) }
+    }
+
     /// `docker-compose up -d` of a project with two networks, one with icc off, while `bpfnet
     /// run` follows the daemon: the project's networks and containers are policed (isolation
     /// between the networks, icc off within back) without a resync, and `down` takes them away.

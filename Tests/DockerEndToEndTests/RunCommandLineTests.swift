@@ -36,7 +36,7 @@ final class RunCommandLineTests: XCTestCase {
         XCTAssertEqual(result.status, .exited(2), result.stderr)
         XCTAssertTrue(
             result.stderr.contains(
-                "\(config):2: containers: not allowed in this file: `bpfnet run` takes networks, containers and links from Docker"
+                "\(config):2: containers: not allowed in this file: `bpfnet run` takes networks, containers, links and the bridges' IPv6 from Docker"
             ),
             result.stderr)
     }

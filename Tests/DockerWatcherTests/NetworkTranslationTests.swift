@@ -156,4 +156,50 @@ final class NetworkTranslationTests: XCTestCase {
             ])
         XCTAssertEqual(snapshot.applied(to: Policy()).problems(bridgeAddress: nil), [])
     }
+
+    /// Recorded from dockerd 20.10 with `--ipv6 --fixed-cidr-v6 fd00:17::/64` and a network
+    /// made with `--ipv6 --subnet 10.30.0.0/24 --subnet fd00:30::/64`: the IPAM entries have no
+    /// IPv6 gateway (the bridges carry ::1), the endpoints a bare `GlobalIPv6Address`.
+    func testRecordedDualStack2010() throws {
+        let networks = try DockerBridgeNetwork.list(fromJSON: Fixture.data("networks_ipv6_20.10.json"))
+        XCTAssertEqual(networks.map(\.name), ["v4net", "bridge", "v6net"])
+        XCTAssertEqual(
+            networks.map(\.ipv6Gateway),
+            [nil, IPv6InterfaceAddress("fd00:17::1/64"), IPv6InterfaceAddress("fd00:30::1/64")])
+        let a = try DockerContainer(inspectJSON: Fixture.data("inspect_a_ipv6_20.10.json"))
+        let c = try DockerContainer(inspectJSON: Fixture.data("inspect_c_ipv6_20.10.json"))
+        let d = try DockerContainer(inspectJSON: Fixture.data("inspect_d_ipv6_20.10.json"))
+        XCTAssertEqual(c.networks["v6net"]?.ipv6, IPv6Address("fd00:30::3"))
+        XCTAssertNil(c.networks["v4net"]?.ipv6, "an empty GlobalIPv6Address on an IPv4-only network")
+        let snapshot = DockerPolicyTranslator.snapshot(
+            of: [a, c, d], networks: networks,
+            endpointPorts: [
+                a.id: ["bridge": "vethA"], c.id: ["v4net": "vethC4", "v6net": "vethC6"], d.id: ["v6net": "vethD"],
+            ])
+        XCTAssertEqual(snapshot.bridgeIPv6, IPv6InterfaceAddress("fd00:17::1/64"))
+        XCTAssertEqual(snapshot.networks.map(\.ipv6), [nil, IPv6InterfaceAddress("fd00:30::1/64")])
+        XCTAssertEqual(
+            snapshot.containers.map {
+                "\($0.name)@\($0.network ?? "bridge") \($0.ip) \($0.ipv6.map(\.description) ?? "-")"
+            },
+            [
+                "box-a@bridge 172.17.0.2 fd00:17::242:ac11:2", "box-c@v4net 10.31.0.2 -",
+                "box-c@v6net 10.30.0.3 fd00:30::3",
+                "box-d@v6net 10.30.0.4 fd00:30::42",
+            ])
+        XCTAssertEqual(snapshot.skipped, [])
+        let policy = snapshot.applied(to: Policy())
+        XCTAssertEqual(policy.bridgeIPv6, IPv6InterfaceAddress("fd00:17::1/64"))
+        XCTAssertEqual(policy.problems(bridgeAddress: nil), [])
+
+        // An address outside its network's subnet is left out (the container stays, by IPv4 and MAC).
+        var moved = c
+        moved.networks["v6net"]?.ipv6 = IPv6Address("fd00:99::3")
+        let odd = DockerPolicyTranslator.snapshot(
+            of: [moved], networks: networks, endpointPorts: [c.id: ["v4net": "vethC4", "v6net": "vethC6"]])
+        XCTAssertEqual(odd.containers.map(\.ipv6), [nil, nil])
+        XCTAssertEqual(
+            odd.skipped.map(\.reason),
+            ["its IPv6 address fd00:99::3 is not a container address of fd00:30::/64; policed without it"])
+    }
 }

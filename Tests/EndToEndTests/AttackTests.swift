@@ -347,8 +347,10 @@ final class AttackTests: XCTestCase {
     // MARK: 7. IPv6
 
     /// IPv6 from lone to web's MAC (unique local and link-local addresses)
-    /// under icc=false. Control: the same packet to the bridge's MAC reaches
-    /// the host.
+    /// under icc=false, from lone's link-local address (a container may use
+    /// one) and from a global address the policy does not give lone (bpf:
+    /// `spoofed`; the default bridge here has no IPv6). Control: the same
+    /// packet to the bridge's MAC reaches the host.
     func testIPv6BetweenContainersStaysBlocked() throws {
         let lab = try lab()
         let from = Sender.container("lone")
@@ -359,8 +361,14 @@ final class AttackTests: XCTestCase {
                 [
                     Shot(
                         "lone → web fd00::2 9999/udp", from: from, to: "web",
-                        frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::2", destinationMAC: lab.mac("web")),
+                        frame: lab.udp6(
+                            from: from, source: "fe80::42:aff:fe58:6", to: "fd00::2", destinationMAC: lab.mac("web")),
                         arrives: AttackLab.arrives(.ipv6, on: backend), counted: .everywhere("icc")),
+                    Shot(
+                        "lone → web fd00::2 9999/udp from fd00::6, an address not lone's", from: from, to: "web",
+                        frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::2", destinationMAC: lab.mac("web")),
+                        arrives: AttackLab.arrives(.ipv6, on: backend),
+                        counted: .by(bpf: "spoofed", nftables: "icc", iptables: "icc")),
                     Shot(
                         "lone → web fe80::42:aff:fe58:2 53/udp", from: from, to: "web",
                         frame: lab.udp6(
@@ -372,11 +380,13 @@ final class AttackTests: XCTestCase {
                     Shot(
                         "lone → web fd00::2 9999/udp in a multicast frame (33:33:00:00:00:01)", from: from, to: "web",
                         frame: lab.udp6(
-                            from: from, source: "fd00::6", to: "fd00::2", destinationMAC: "33:33:00:00:00:01"),
+                            from: from, source: "fe80::42:aff:fe58:6", to: "fd00::2",
+                            destinationMAC: "33:33:00:00:00:01"),
                         arrives: AttackLab.arrives(.ipv6, on: backend), counted: .everywhere("icc")),
                     Shot(
                         "lone → host fd00::1 9999/udp (control)", from: from, to: AttackLab.hostListener,
-                        frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::1", destinationMAC: lab.bridgeMAC),
+                        frame: lab.udp6(
+                            from: from, source: "fe80::42:aff:fe58:6", to: "fd00::1", destinationMAC: lab.bridgeMAC),
                         arrives: true),
                 ])
         }

@@ -177,11 +177,24 @@ final class NetworksEndToEndTests: XCTestCase {
         try JSONDecoder().decode(DataplaneStatus.self, from: Data(try bpfnet(["status", "--json"]).utf8))
     }
 
-    private func load(backend: String, forwardPolicy: ForwardPolicy) throws {
+    /// `ipv6`: container name → IPv6 address, for a dual-stack policy (front
+    /// fd00:91::/64, back fd00:92::/64, vault fd00:93::/64).
+    private func load(backend: String, forwardPolicy: ForwardPolicy, ipv6: [String: String] = [:]) throws {
         let file = workDirectory + "/policy.json"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(Self.policy(forwardPolicy: forwardPolicy)).write(to: URL(fileURLWithPath: file))
+        var policy = Self.policy(forwardPolicy: forwardPolicy)
+        if !ipv6.isEmpty {
+            for index in policy.networks.indices {
+                let prefix = ["front": "fd00:91::1/64", "back": "fd00:92::1/64", "vault": "fd00:93::1/64"][
+                    policy.networks[index].name]
+                policy.networks[index].ipv6 = prefix.flatMap { IPv6InterfaceAddress($0) }
+            }
+            for index in policy.containers.indices {
+                policy.containers[index].ipv6 = ipv6[policy.containers[index].name].flatMap { IPv6Address($0) }
+            }
+        }
+        try encoder.encode(policy).write(to: URL(fileURLWithPath: file))
         try bpfnet(["load", "--config", file, "--backend", backend])
     }
 
@@ -351,10 +364,11 @@ final class NetworksEndToEndTests: XCTestCase {
         return (namespace, port)
     }
 
-    /// IPv6 between containers (addresses the policy does not know, as on
-    /// Docker's IPv4 networks): within front (icc on) it passes, within back
-    /// (icc off) it is refused, on every backend (eBPF and nftables by MAC,
-    /// iptables with ip6tables' -i br-back -o br-back DROP).
+    /// IPv6 between containers: within front (icc on) it passes, within back
+    /// (icc off) it is refused, on every backend: eBPF with the addresses in a
+    /// dual-stack policy (a container's IPv6 source must be its own), the
+    /// fallbacks with an IPv4 policy (they refuse dual stack), nftables by MAC,
+    /// iptables with ip6tables' -i br-back -o br-back DROP.
     func testIPv6BetweenContainersFollowsEachNetworksICC() throws {
         let addresses = ["f1": "fd00:91::2", "f2": "fd00:91::3", "b1": "fd00:92::2", "b2": "fd00:92::3"]
         for (role, address) in addresses {
@@ -390,7 +404,7 @@ final class NetworksEndToEndTests: XCTestCase {
         let before = try topology.run(in: "b1", ["python3", "-c", client, addresses["b2"]!]).stdout
         XCTAssertEqual(before.trimmingCharacters(in: .whitespacesAndNewlines), "allowed", "b1 → b2 without bpfnet")
         for backend in ["bpf", "nftables", "iptables"] {
-            try load(backend: backend, forwardPolicy: .drop)
+            try load(backend: backend, forwardPolicy: .drop, ipv6: backend == "bpf" ? addresses : [:])
             for (from, to, allowed) in [("f1", "f2", true), ("b1", "b2", false)] {
                 // Neighbour entries from an earlier backend would spare the discovery.
                 try topology.ip(in: from, ["neigh flush dev eth0"])
@@ -400,6 +414,114 @@ final class NetworksEndToEndTests: XCTestCase {
                     "\(backend): \(from) → \(to) over IPv6")
             }
         }
+    }
+
+    /// Dual stack on the eBPF backend with real traffic: front, back and vault
+    /// get IPv6 subnets (their bridges the gateways ::1), the outside host
+    /// 2001:db8:1::2 routes them through the host (IPv6 is routed, not NAT'd).
+    /// Under forward policy drop the outside reaches no container, yet every
+    /// container's own UDP and TCP flows to it are answered (the replies are
+    /// row 10: conntrack tracks IPv6 because of the guard's ip6 table);
+    /// isolation and internal hold over IPv6; with forward accept the outside
+    /// reaches front's containers, still not the internal vault.
+    func testDualStackOnTheEBPFBackend() throws {
+        let addresses = ["f1": "fd00:91::2", "f2": "fd00:91::3", "b1": "fd00:92::2", "v1": "fd00:93::2"]
+        let host = TopologySpec.hostRole
+        try topology.run(in: host, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"])
+        try topology.run(in: host, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        for (bridge, gateway) in [("br-front", "fd00:91::1"), ("br-back", "fd00:92::1"), ("br-vault", "fd00:93::1")] {
+            try topology.run(in: host, ["sysctl", "-qw", "net.ipv6.conf.\(bridge).disable_ipv6=0"])
+            try topology.ip(in: host, ["addr add \(gateway)/64 dev \(bridge) nodad"])
+        }
+        try topology.run(in: host, ["sysctl", "-qw", "net.ipv6.conf.ext0.disable_ipv6=0"])
+        try topology.ip(in: host, ["addr add 2001:db8:1::1/64 dev ext0 nodad"])
+        for (role, address) in addresses {
+            try topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"])
+            try topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"])
+            let gateway = address.replacingOccurrences(of: #"::\d+$"#, with: "::1", options: .regularExpression)
+            try topology.ip(in: role, ["addr add \(address)/64 dev eth0 nodad", "route add default via \(gateway)"])
+        }
+        try topology.run(in: "ext", ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"])
+        try topology.run(in: "ext", ["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"])
+        try topology.ip(
+            in: "ext",
+            ["addr add 2001:db8:1::2/64 dev eth0 nodad"]
+                + ["fd00:91::/64", "fd00:92::/64", "fd00:93::/64"].map { "route add \($0) via 2001:db8:1::1" })
+        // UDP and TCP echo on [::]:9999 in the outside host and in f1, b1, f2.
+        let server = """
+            import socket, threading
+            def udp():
+                s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                s.bind(("::", 9999))
+                while True:
+                    data, peer = s.recvfrom(100)
+                    s.sendto(data, peer)
+            def tcp():
+                s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("::", 9999))
+                s.listen(8)
+                while True:
+                    c, _ = s.accept()
+                    c.sendall(c.recv(100))
+                    c.close()
+            threading.Thread(target=udp, daemon=True).start()
+            print("ready", flush=True)
+            tcp()
+            """
+        for role in ["ext", "f1", "f2", "b1"] {
+            let process = try topology.startProcess(in: role, ["python3", "-c", server], captureOutput: true)
+            _ = try process.waitForLine(prefix: "ready", timeout: .seconds(10))
+        }
+        let client = """
+            import socket, sys
+            kind = socket.SOCK_DGRAM if sys.argv[2] == "udp" else socket.SOCK_STREAM
+            s = socket.socket(socket.AF_INET6, kind)
+            s.settimeout(2)
+            try:
+                if kind == socket.SOCK_STREAM:
+                    s.connect((sys.argv[1], 9999))
+                    s.sendall(b"bpfnet")
+                else:
+                    s.sendto(b"bpfnet", (sys.argv[1], 9999))
+                print("allowed" if s.recv(100) == b"bpfnet" else "garbled")
+            except OSError:
+                print("blocked")
+            """
+        func probe(_ from: String, _ to: String, _ proto: String) throws -> String {
+            try topology.run(in: from, ["python3", "-c", client, to, proto]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let outside = "2001:db8:1::2"
+        // Control: without bpfnet the outside reaches front directly.
+        XCTAssertEqual(try probe("ext", addresses["f1"]!, "udp"), "allowed", "ext → f1 without bpfnet")
+
+        try load(backend: "bpf", forwardPolicy: .drop, ipv6: addresses)
+        let before = try status().counters
+        let cells: [(from: String, to: String, proto: String, expected: String, why: String)] = [
+            ("f1", outside, "udp", "allowed", "a container's own UDP flow out; the reply is row 10"),
+            ("f1", outside, "tcp", "allowed", "a container's own TCP connection out"),
+            ("b1", outside, "tcp", "allowed", "back is not internal"),
+            ("f1", addresses["f2"]!, "udp", "allowed", "front has icc on"),
+            ("ext", addresses["f1"]!, "udp", "blocked", "forward policy drop"),
+            ("ext", addresses["f1"]!, "tcp", "blocked", "forward policy drop"),
+            ("f1", addresses["b1"]!, "udp", "blocked", "isolation between networks"),
+            ("v1", outside, "udp", "blocked", "vault is internal"),
+        ]
+        for cell in cells {
+            XCTAssertEqual(
+                try probe(cell.from, cell.to, cell.proto), cell.expected,
+                "\(cell.from) → \(cell.to) \(cell.proto) over IPv6: \(cell.why)")
+        }
+        let after = try status().counters
+        for reason in ["forward", "network", "internal", "reply"] {
+            XCTAssertGreaterThan(after[reason, default: 0], before[reason, default: 0], "counter \(reason)")
+        }
+        XCTAssertEqual(after["spoofed", default: 0], before["spoofed", default: 0], "every source was its container's")
+
+        try load(backend: "bpf", forwardPolicy: .accept, ipv6: addresses)
+        XCTAssertEqual(try probe("ext", addresses["f1"]!, "tcp"), "allowed", "forward accept: ext → f1")
+        XCTAssertEqual(try probe("ext", addresses["v1"]!, "udp"), "blocked", "never into an internal network")
     }
 
     /// iptables-legacy (x_tables), as on a host without nf_tables.

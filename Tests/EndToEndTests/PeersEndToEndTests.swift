@@ -205,10 +205,12 @@ final class PeersEndToEndTests: XCTestCase {
 
         try host1.load(PeerHostsLab.policy(for: "host1"))
         try host2.load(PeerHostsLab.policy(for: "host2"))
-        // 4 MiB is ≥ 2,900 full-sized segments each way: most of each leg is fast.
+        // 4 MiB is ≥ 2,900 full-sized segments each way, and ≥ 64 GSO skbs of at
+        // most 64 KiB on the port programs' legs (tc sees a sender's skbs before
+        // segmentation; how many depends on the moment): most of each leg is fast.
         let fast = try transfer("fast path on")
         for (leg, count) in fast {
-            XCTAssertGreaterThan(count, 100, "fast path on: \(leg) hits \(fast)")
+            XCTAssertGreaterThan(count, 50, "fast path on: \(leg) hits \(fast)")
         }
 
         // Path MTU discovery across the fast path: the link between the

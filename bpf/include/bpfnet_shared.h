@@ -47,6 +47,8 @@
 #define BPFNET_MAP_NETWORKS    bn_networks   /* ARRAY: network id -> bpfnet_network */
 #define BPFNET_MAP_SUBNETS     bn_subnets    /* LPM_TRIE: bpfnet_subnet_key -> bpfnet_subnet */
 #define BPFNET_MAP_PEERS       bn_peers	     /* LPM_TRIE: bpfnet_subnet_key -> bpfnet_peer */
+#define BPFNET_MAP_SUBNETS6    bn_subnets6   /* LPM_TRIE: bpfnet_subnet6_key -> bpfnet_subnet6 */
+#define BPFNET_MAP_CONTAINERS6 bn_containers6 /* HASH: bpfnet_addr6 -> bpfnet_container */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -133,6 +135,7 @@ enum bpfnet_config_flags {
 	BPFNET_CFG_NETWORKS = 1u << 5,	 /* user-defined networks exist: consult bn_subnets */
 	BPFNET_CFG_PEERS = 1u << 6,	 /* peer hosts exist: consult bn_peers                */
 	BPFNET_CFG_PEER_ALLOW = 1u << 7, /* peerPolicy allow: peers' containers skip icc    */
+	BPFNET_CFG_IPV6 = 1u << 8,	 /* a network has IPv6: consult bn_subnets6          */
 	BPFNET_CFG_LOADED = 1u << 31,	 /* set once the control plane has written a policy */
 };
 
@@ -240,6 +243,34 @@ struct bpfnet_peer {
 	__u32 flags; /* reserved, always 0 */
 };
 _Static_assert(sizeof(struct bpfnet_peer) == 8, "bpfnet_peer layout");
+
+/*
+ * bn_subnets6: every network's IPv6 subnet (dual stack: Docker's --ipv6), so
+ * that an IPv6 destination is placed in its network for one LPM lookup, like
+ * bn_subnets for IPv4. Consulted only when BPFNET_CFG_IPV6 is set. prefixlen
+ * is the CIDR prefix length.
+ */
+struct bpfnet_subnet6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct bpfnet_subnet6_key) == 20, "bpfnet_subnet6_key layout");
+
+struct bpfnet_subnet6 {
+	__u32 network;	      /* bn_networks slot                                 */
+	__u8 bridge_addr[16]; /* the network's IPv6 gateway: a host address        */
+};
+_Static_assert(sizeof(struct bpfnet_subnet6) == 20, "bpfnet_subnet6 layout");
+
+/*
+ * bn_containers6: container IPv6 address -> where it lives (the same record
+ * as bn_containers'). The port program admits a global IPv6 source from a
+ * known port only when it is this map's entry with the port's MAC.
+ */
+struct bpfnet_addr6 {
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct bpfnet_addr6) == 16, "bpfnet_addr6 layout");
 
 /* bn_macs: container MAC -> IPv4, so IPv6 between containers can follow icc. */
 struct bpfnet_mac_key {
@@ -524,6 +555,8 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_NETWORKS,
 	BPFNET_MAP_ID_SUBNETS,
 	BPFNET_MAP_ID_PEERS,
+	BPFNET_MAP_ID_SUBNETS6,
+	BPFNET_MAP_ID_CONTAINERS6,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -572,6 +605,10 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_SUBNETS);
 	case BPFNET_MAP_ID_PEERS:
 		return BPFNET_XSTR(BPFNET_MAP_PEERS);
+	case BPFNET_MAP_ID_SUBNETS6:
+		return BPFNET_XSTR(BPFNET_MAP_SUBNETS6);
+	case BPFNET_MAP_ID_CONTAINERS6:
+		return BPFNET_XSTR(BPFNET_MAP_CONTAINERS6);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

@@ -101,6 +101,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_PEERS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BPFNET_MAX_NETWORKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct bpfnet_subnet6_key);
+	__type(value, struct bpfnet_subnet6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_SUBNETS6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BPFNET_MAX_CONTAINERS);
+	__type(key, struct bpfnet_addr6);
+	__type(value, struct bpfnet_container);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_CONTAINERS6 SEC(".maps");
+
 /* The network a frame's port is on (an all-zero record if unreadable). */
 static const struct bpfnet_network empty_network;
 
@@ -117,6 +134,24 @@ static __always_inline const struct bpfnet_subnet *subnet_lookup(__be32 addr)
 	struct bpfnet_subnet_key key = { .prefixlen = 32, .addr = addr };
 
 	return bpf_map_lookup_elem(&BPFNET_MAP_SUBNETS, &key);
+}
+
+/* The Docker network whose IPv6 subnet holds the 16 bytes at `addr`, or NULL. */
+static __always_inline const struct bpfnet_subnet6 *subnet6_lookup(const __u8 *addr)
+{
+	struct bpfnet_subnet6_key key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	return bpf_map_lookup_elem(&BPFNET_MAP_SUBNETS6, &key);
+}
+
+/* The container whose IPv6 address is the 16 bytes at `addr`, or NULL. */
+static __always_inline const struct bpfnet_container *container6_lookup(const __u8 *addr)
+{
+	struct bpfnet_addr6 key;
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	return bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS6, &key);
 }
 
 /* The peer host whose container subnets hold `addr`, or NULL. */

@@ -61,6 +61,7 @@ struct parsed {
 	const __u8 *src_mac;   /* Ethernet source, always 6 readable bytes      */
 	const __u8 *arp_sha;   /* ARP sender hardware address (PARSE_ARP only)  */
 	const __u8 *saddr6;    /* IPv6 source address, 16 bytes (PARSE_IPV6 only) */
+	const __u8 *daddr6;    /* IPv6 destination address, 16 bytes (PARSE_IPV6 only) */
 	__u8 daddr6_multicast; /* IPv6 destination in ff00::/8 (PARSE_IPV6 only) */
 	__be32 saddr;	       /* IPv4 source or ARP sender; IPv4 only below    */
 	__be32 daddr;
@@ -230,6 +231,7 @@ static __always_inline enum parse_kind parse_frame(const struct pkt *pkt, struct
 		/* Where the ext program starts its walk to the L4 header. */
 		p->proto = ip6->nexthdr;
 		p->saddr6 = (const __u8 *)&ip6->saddr;
+		p->daddr6 = (const __u8 *)&ip6->daddr;
 		p->daddr6_multicast = ((const __u8 *)&ip6->daddr)[0] == 0xff;
 		p->l4_offset = c.offset + sizeof(*ip6);
 		return PARSE_IPV6;

@@ -92,17 +92,49 @@ static __always_inline int is_container_mac(const struct bpfnet_network *net, co
 }
 
 /*
+ * An IPv6 source any container may use without owning it: the unspecified
+ * address (duplicate address detection) and a link-local one (fe80::/10:
+ * neighbour discovery; never routed, so it reaches no other network).
+ */
+static __always_inline int ipv6_unbound_source(const __u8 *addr)
+{
+	const __u32 *words = (const __u32 *)addr;
+
+	if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80)
+		return 1;
+	return (words[0] | words[1] | words[2] | words[3]) == 0;
+}
+
+static __always_inline int ipv6_equal(const __u8 *a, const __u8 *b)
+{
+	const __u32 *x = (const __u32 *)a;
+	const __u32 *y = (const __u32 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/*
  * Does the frame come from the container its port belongs to? Every frame's
- * source MAC; an IPv4 packet's source; an ARP packet's sender MAC and sender
- * address (0.0.0.0 for an RFC 5227 probe). Returns 0 or DROP_SPOOFED.
+ * source MAC; an IPv4 packet's source; an IPv6 packet's source, unless
+ * unspecified or link-local; an ARP packet's sender MAC and sender address
+ * (0.0.0.0 for an RFC 5227 probe). Returns 0 or DROP_SPOOFED.
  */
 static __always_inline enum bpfnet_reason
 port_identity(const struct bpfnet_port *port, enum parse_kind kind, const struct parsed *p)
 {
+	const struct bpfnet_container *owner;
+
 	if (!mac_equal_fast(p->src_mac, port->mac))
 		return BPFNET_DROP_SPOOFED;
 	if (kind == PARSE_IPV4 && p->saddr != port->addr)
 		return BPFNET_DROP_SPOOFED;
+	if (kind == PARSE_IPV6 && !ipv6_unbound_source(p->saddr6)) {
+		/* A global source must be one of the container's (each endpoint
+		 * has its own MAC, so the MAC names the port's). */
+		owner = container6_lookup(p->saddr6);
+		if (!owner || !mac_equal_fast(owner->mac, port->mac))
+			return BPFNET_DROP_SPOOFED;
+	}
 	if (kind == PARSE_ARP &&
 	    ((p->saddr != port->addr && p->saddr != 0) || !mac_equal_fast(p->arp_sha, port->mac)))
 		return BPFNET_DROP_SPOOFED;
@@ -151,6 +183,45 @@ static __always_inline enum bpfnet_reason port_destination(const struct bpfnet_c
 }
 
 /*
+ * Where an IPv6 packet from network `net_id` goes, as port_destination does
+ * for IPv4 (docs/verdicts.md, "Port program"): BPFNET_REASON_NONE when it is
+ * judged between containers, else its verdict. Neighbour discovery and MLD
+ * (multicast destinations) pass whatever icc says; a unicast destination in
+ * a multicast frame is flooded to every port and accepted there, so it is
+ * between containers. Networks' IPv6 subnets are one LPM lookup
+ * (bn_subnets6, the port's own network included).
+ */
+static __always_inline enum bpfnet_reason port_destination6(const struct bpfnet_config *cfg,
+							    const struct bpfnet_network *net,
+							    __u16 net_id, const struct parsed *p)
+{
+	const struct bpfnet_subnet6 *dst_net;
+	const __u8 *d = p->daddr6;
+
+	if (p->dst_mac[0] & 1)
+		return p->daddr6_multicast ? BPFNET_PASS_IPV6 : BPFNET_REASON_NONE;
+	if (cfg->flags & BPFNET_CFG_IPV6) {
+		dst_net = subnet6_lookup(d);
+		if (dst_net) {
+			/* A gateway is a host address, not isolated. */
+			if (ipv6_equal(d, dst_net->bridge_addr))
+				return is_container_mac(net, p->dst_mac) ? BPFNET_REASON_NONE :
+									   BPFNET_PASS_HOST;
+			return dst_net->network == net_id ? BPFNET_REASON_NONE :
+							    BPFNET_DROP_NETWORK;
+		}
+	}
+	if (is_container_mac(net, p->dst_mac))
+		return BPFNET_REASON_NONE;
+	/* Link-local: the host's own (the bridge's), never routed on. */
+	if (d[0] == 0xfe && (d[1] & 0xc0) == 0x80)
+		return BPFNET_PASS_IPV6;
+	if (net->flags & BPFNET_NET_INTERNAL)
+		return BPFNET_DROP_INTERNAL;
+	return BPFNET_PASS_IPV6; /* the host or the outside, routed without NAT */
+}
+
+/*
  * The verdict for a parsed IPv4/IPv6 packet (docs/verdicts.md, "Port
  * program") from a port of network `net_id`; `known`: the port's container is
  * known (and the frame passed its identity check).
@@ -165,22 +236,10 @@ static __always_inline enum bpfnet_reason port_policy_parsed(const struct bpfnet
 	enum bpfnet_reason reason;
 
 	if (kind == PARSE_IPV6) {
-		/* Containers on the default bridge have no known IPv6 addresses;
-		 * their MACs identify them. Neighbour discovery (multicast) passes;
-		 * a unicast destination address in a multicast frame is flooded to
-		 * every port and accepted there: judged between containers. */
-		struct bpfnet_mac_key mac = {};
-
-		if (p->dst_mac[0] & 1) {
-			if (p->daddr6_multicast)
-				return BPFNET_PASS_IPV6;
-			if (icc)
-				return BPFNET_PASS_ICC;
-			return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
-		}
-		__builtin_memcpy(mac.mac, p->dst_mac, sizeof(mac.mac));
-		if (!bpf_map_lookup_elem(&BPFNET_MAP_MACS, &mac))
-			return BPFNET_PASS_IPV6;
+		reason = port_destination6(cfg, net, net_id, p);
+		if (reason != BPFNET_REASON_NONE)
+			return reason;
+		/* Between containers: icc alone (Docker's links are IPv4 rules). */
 		if (icc)
 			return BPFNET_PASS_ICC;
 		return known ? BPFNET_DROP_ICC : BPFNET_DROP_UNKNOWN_PORT;
