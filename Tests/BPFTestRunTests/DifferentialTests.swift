@@ -230,6 +230,8 @@ final class DifferentialTests: TestRunTestCase {
         var runs = 0
         var refused = 0
         var linkBased = 0
+        /// "program/reason" of the IPv6 frames judged under the dual-stack policies.
+        var dualStackIPv6: Set<String> = []
         let clock = ContinuousClock()
         let began = clock.now
 
@@ -322,6 +324,9 @@ final class DifferentialTests: TestRunTestCase {
                                 return
                             }
                             runs += 1
+                            if name.hasPrefix("dual stack"), case .ipv6 = parsed {
+                                dualStackIPv6.insert("\(hook.program.name)/\(expected.reason.name)")
+                            }
                             let slot = hook.program.counterIndex(expected.reason)
                             model.count(slot, bytes: length)
                             if hook.action(of: code) == expected.action,
@@ -431,6 +436,15 @@ final class DifferentialTests: TestRunTestCase {
                 XCTAssertGreaterThan(
                     model.packets[ProgramKind.extXDP.counterIndex(reason)], 0, "ext never saw \(reason)")
             }
+            // IPv6 frames under the dual-stack policies reach every IPv6 verdict of both programs.
+            let port6: [Reason] = [.iccAllowed, .icc, .network, .host, .internal, .spoofed, .ipv6, .unknownPort]
+            let ext6: [Reason] = [.forwardAccept, .forward, .source, .internal, .fragment, .ipv6]
+            let expected6 =
+                [ProgramKind.portTC, .portXDP].flatMap { program in port6.map { "\(program.name)/\($0.name)" } }
+                + ext6.map { "\(ProgramKind.extXDP.name)/\($0.name)" }
+            XCTAssertEqual(
+                Set(expected6).subtracting(dualStackIPv6), [],
+                "IPv6 verdicts the dual-stack policies never produced (seen: \(dualStackIPv6.sorted()))")
         }
     }
 }
