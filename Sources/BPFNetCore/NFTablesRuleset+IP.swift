@@ -172,31 +172,46 @@ extension NFTablesRuleset {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    // MARK: ip6 table (the ext program's IPv6 rule)
+    // MARK: ip6 table (the ext program's IPv6 branch)
 
-    /// The ext program's IPv6 branch (docs/verdicts.md, "Ext program"): the
-    /// default bridge is IPv4-only, so IPv6 never reaches a container, but
-    /// docker-proxy listens on `[::]:HOSTPORT` for every port published on all
-    /// addresses. On an interface with an allow-list, IPv6 to such a port is
-    /// admitted only from the list's IPv6 prefixes (`allow_src6`, none when
-    /// the list holds IPv4 prefixes only), as the eBPF backend's
-    /// `bn_allow_src6`. The packet is delivered
-    /// locally, so the rule sits on prerouting (no DNAT in IPv6 to come
-    /// before). `meta l4proto` and `th dport` are found behind any extension
-    /// headers (the kernel's ipv6_find_hdr); a non-first fragment has no
-    /// transport header for `th dport` and passes, as in the ext program (the
-    /// first one, which carries the port, is dropped, so the datagram is never
-    /// reassembled). Ports published on one IPv4 address are not reachable
-    /// over IPv6 and are not in the set.
+    /// The ext program's IPv6 branch (docs/verdicts.md, "Ext program"), and
+    /// the forward chain of the ip table for IPv6.
+    ///
+    /// To ports published on all addresses (docker-proxy listens on
+    /// `[::]:HOSTPORT`): on an interface with an allow-list, IPv6 TCP/UDP is
+    /// admitted only from the list's IPv6 prefixes (`allow_src6`, none when the
+    /// list holds IPv4 prefixes only), as the eBPF backend's `bn_allow_src6`.
+    /// The packet is delivered locally, so the rule sits on prerouting (no
+    /// DNAT in IPv6 to come before). `meta l4proto` and `th dport` are found
+    /// behind any extension headers (the kernel's ipv6_find_hdr); a non-first
+    /// fragment has no transport header for `th dport` and passes, as in the
+    /// ext program (the first one, which carries the port, is dropped, so the
+    /// datagram is never reassembled). Ports published on one IPv4 address are
+    /// not reachable over IPv6 and are not in the set.
+    ///
+    /// Dual stack: to a container's IPv6 address (a network's IPv6 subnet, not
+    /// its gateway), row 9 (the forward policy, internal networks, the list's
+    /// IPv6 part) with row 10's exceptions (a TCP/UDP reply, an ICMPv6 error
+    /// conntrack relates to a connection), as `ext_ipv6` decides.
     func renderIP6Table() -> String {
         let p = policy
         var lines: [String] = []
         func add(_ text: String) { lines.append(text) }
+        let networks = !p.networks.isEmpty
+        let internalBridges = p.internalBridges
+        let internal6 = p.networks.filter(\.internal).compactMap(\.ipv6)
         add("table ip6 \(Self.tableName) {")
         add(
-            "    comment \"\(Self.ownerComment): IPv6 to ports published on all addresses (bridge \(p.bridge)); "
-                + "do not edit, run bpfnet unload\"")
-        for reason in Self.ext6Reasons { add(counterDeclaration(Self.ext6Program, reason)) }
+            "    comment \"\(Self.ownerComment): IPv6 policy (bridge \(p.bridge)); do not edit, run bpfnet unload\"")
+        var reasons = Self.ext6Reasons
+        if p.hasIPv6 { reasons += [.forward, .forwardAccept, .reply, .related, .internal] }
+        if networks { reasons += [.network, .internal] }
+        if !p.forwardAccept { reasons += [.forward] }
+        var declared: Set<Reason> = []
+        for reason in reasons where declared.insert(reason).inserted {
+            add(counterDeclaration(Self.ext6Program, reason))
+        }
+        add(declaration("set", "ext_ifs", type: "ifname", elements: p.extInterfaces.map { quoted($0.name) }))
         add(
             declaration(
                 "set", "allowlisted", type: "ifname",
@@ -211,12 +226,89 @@ extension NFTablesRuleset {
                 elements: p.extInterfaces.flatMap { ext in
                     Self.withoutCovered(ext.allowSourcesIPv6).map { "\(quoted(ext.name)) . \($0)" }
                 }))
+        if p.hasIPv6 {
+            add(declaration("set", "gateways6", type: "ipv6_addr", elements: p.ipv6Networks.map(\.address.description)))
+            add(
+                declaration(
+                    "set", "subnets6", type: "ipv6_addr", flags: "interval", autoMerge: true,
+                    elements: p.ipv6Networks.map(\.network.description)))
+            if !internal6.isEmpty {
+                add(
+                    declaration(
+                        "set", "internal_subnets6", type: "ipv6_addr", flags: "interval", autoMerge: true,
+                        elements: internal6.map(\.network.description)))
+            }
+        }
+        if networks {
+            let bridges = p.bridges.map(quoted)
+            let pairs = bridges.flatMap { from in bridges.filter { $0 != from }.map { "\(from) . \($0)" } }
+            add(declaration("set", "bridges", type: "ifname", elements: bridges))
+            add(declaration("set", "isolated", type: "ifname . ifname", elements: pairs))
+            if !internalBridges.isEmpty {
+                add(declaration("set", "internal_bridges", type: "ifname", elements: internalBridges.map(quoted)))
+            }
+        }
+
         add("    chain ext {")
         add("        type filter hook prerouting priority mangle; policy accept;")
+        if p.hasIPv6 {
+            add("        iifname @ext_ifs ip6 daddr @subnets6 ip6 daddr != @gateways6 goto ext_direct6")
+        }
         add(
             "        iifname @allowlisted meta l4proto { tcp, udp } meta l4proto . th dport @published_any "
                 + "iifname . ip6 saddr != @allow_src6 \(count(.source, program: Self.ext6Program)) drop")
         add("    }")
+
+        if p.hasIPv6 {
+            // Row 9 for a container's IPv6 address; each drop first asks row 10.
+            add("    chain ext_direct6 {")
+            if !p.forwardAccept {
+                add("        goto ext_refused6_forward")
+            } else {
+                if !internal6.isEmpty { add("        ip6 daddr @internal_subnets6 goto ext_refused6_internal") }
+                add("        iifname @allowlisted iifname . ip6 saddr != @allow_src6 goto ext_refused6_source")
+                add("        \(count(.forwardAccept, program: Self.ext6Program)) accept")
+            }
+            add("    }")
+            for (reason, chain) in [(Reason.forward, "forward"), (.internal, "internal"), (.source, "source")] {
+                add("    chain ext_refused6_\(chain) {")
+                add(
+                    "        meta l4proto { tcp, udp } ct direction reply \(count(.reply, program: Self.ext6Program)) accept"
+                )
+                add(
+                    "        meta l4proto ipv6-icmp ct state related \(count(.related, program: Self.ext6Program)) accept"
+                )
+                add("        \(count(reason, program: Self.ext6Program)) drop")
+                add("    }")
+            }
+        }
+
+        // As the ip table's forward chain: isolation between Docker
+        // networks, internal networks, and the forward policy for what is
+        // routed to a bridge from an interface without the ext rules.
+        if networks || !p.forwardAccept {
+            add("    chain forward {")
+            add("        type filter hook forward priority filter - 1; policy accept;")
+        }
+        if networks {
+            add("        iifname . oifname @isolated \(count(.network, program: Self.ext6Program)) drop")
+            if !internalBridges.isEmpty {
+                add(
+                    "        iifname @internal_bridges oifname != @bridges \(count(.internal, program: Self.ext6Program)) drop"
+                )
+                add(
+                    "        oifname @internal_bridges iifname != @bridges \(count(.internal, program: Self.ext6Program)) drop"
+                )
+            }
+        }
+        if !p.forwardAccept {
+            add("        oifname != " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
+            add("        iifname " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
+            add("        iifname @ext_ifs accept")
+            add("        ct state established,related accept")
+            add("        \(count(.forward, program: Self.ext6Program)) drop")
+        }
+        if networks || !p.forwardAccept { add("    }") }
         add("}")
         return lines.joined(separator: "\n") + "\n"
     }

@@ -132,7 +132,9 @@ public struct NFTablesRuleset: Sendable, Equatable {
                 + (networks ? " and \(p.networks.count) network\(p.networks.count == 1 ? "" : "s")" : "")
                 + "; do not edit, run bpfnet unload\"")
         let internalUnknown = p.networks.filter { $0.internal && !$0.unknownPorts.isEmpty }
-        for reason in Self.portReasons + (internalPorts.isEmpty && internalUnknown.isEmpty ? [] : [.internal]) {
+        for reason in Self.portReasons + (internalPorts.isEmpty && internalUnknown.isEmpty ? [] : [.internal])
+            + (p.hasIPv6 ? [.network] : [])
+        {
             add(counterDeclaration(Self.portProgram, reason))
         }
         add("")
@@ -158,6 +160,28 @@ public struct NFTablesRuleset: Sendable, Equatable {
             declaration(
                 "set", "port_addrs", type: "ifname . ipv4_addr",
                 elements: p.containers.map { "\(quoted($0.port)) . \($0.ip)" }))
+        // Its IPv6 address (dual stack); any other global IPv6 source is not its own.
+        add(
+            declaration(
+                "set", "port_addrs6", type: "ifname . ipv6_addr",
+                elements: p.containers.compactMap { container in
+                    container.ipv6.map { "\(quoted(container.port)) . \($0)" }
+                }))
+        if p.hasIPv6 {
+            // Dual stack: the networks' IPv6 gateways (host addresses) and
+            // subnets, and each known port's own subnet.
+            add(declaration("set", "gateways6", type: "ipv6_addr", elements: p.ipv6Networks.map(\.address.description)))
+            add(
+                declaration(
+                    "set", "subnets6", type: "ipv6_addr", flags: "interval", autoMerge: true,
+                    elements: p.ipv6Networks.map(\.network.description)))
+            add(
+                declaration(
+                    "set", "port_nets6", type: "ifname . ipv6_addr", flags: "interval", autoMerge: false,
+                    elements: p.containers.compactMap { container in
+                        p.ipv6(ofBridge: container.bridge).map { "\(quoted(container.port)) . \($0.network)" }
+                    }))
+        }
         // "Inside the bridge" (docs/verdicts.md): a container, the bridge
         // subnet, multicast, limited broadcast.
         var inside = p.subnets.map(\.description) + p.containersOutsideSubnet.map(\.description)
@@ -185,6 +209,10 @@ public struct NFTablesRuleset: Sendable, Equatable {
         // A known port's frames must be its container's, icc or not.
         add("        iifname . ether saddr != @port_macs \(count(.spoofed)) drop")
         add("        meta protocol ip iifname . ip saddr != @port_addrs \(count(.spoofed)) drop")
+        // :: (duplicate address detection) and link-local sources are anyone's.
+        add(
+            "        meta protocol ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @port_addrs6 "
+                + "\(count(.spoofed)) drop")
         add("        meta protocol arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 jump port_arp")
         add("        meta protocol ip goto port_ipv4")
         add("        meta protocol ip6 goto port_ipv6")
@@ -229,16 +257,32 @@ public struct NFTablesRuleset: Sendable, Equatable {
             add("    }")
         }
 
+        // IPv6 as the port program's port_destination6: multicast frames carry
+        // neighbour discovery; a unicast destination address in one is
+        // flooded to every port and accepted there, so it is judged between
+        // containers, as a frame to a container's MAC, to a gateway at a
+        // container's MAC or to an address of the port's own IPv6 subnet.
+        // Another network's subnet is isolated; link-local addresses are the
+        // host's; an internal network reaches nothing else.
         add("    chain port_ipv6 {")
-        // Multicast frames carry neighbour discovery; a unicast destination
-        // address in one is flooded to every port and accepted there, so it
-        // is judged between containers (as the port program does).
-        add("        ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 ip6 daddr ff00::/8 \(count(.ipv6)) accept")
-        for match in ["ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00", "ether daddr @macs"] {
-            if mixedICC { add("        \(match) iifname @icc_ports \(count(.iccAllowed)) accept") }
-            add("        \(match) " + (!p.anyICCOff ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
+        let multicast = "ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00"
+        add("        \(multicast) ip6 daddr ff00::/8 \(count(.ipv6)) accept")
+        add("        \(multicast) goto port_ipv6_between")
+        if p.hasIPv6 {
+            add("        ip6 daddr @gateways6 ether daddr != @macs \(count(.host)) accept")
+            add("        ip6 daddr @gateways6 goto port_ipv6_between")
+            add("        ip6 daddr @subnets6 iifname . ip6 daddr != @port_nets6 \(count(.network)) drop")
+            add("        ip6 daddr @subnets6 goto port_ipv6_between")
         }
+        add("        ether daddr @macs goto port_ipv6_between")
+        add("        ip6 daddr fe80::/10 \(count(.ipv6)) accept")
+        if !internalPorts.isEmpty { add("        iifname @internal_ports \(count(.internal)) drop") }
         add("        \(count(.ipv6)) accept")
+        add("    }")
+        // Between containers over IPv6: icc alone (links are IPv4 rules).
+        add("    chain port_ipv6_between {")
+        if mixedICC { add("        iifname @icc_ports \(count(.iccAllowed)) accept") }
+        add("        " + (!p.anyICCOff ? "\(count(.iccAllowed)) accept" : "\(count(.icc)) drop"))
         add("    }")
 
         add("    chain port_ipv4 {")

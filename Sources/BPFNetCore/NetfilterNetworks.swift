@@ -22,11 +22,15 @@ public struct NetfilterNetwork: Hashable, Sendable {
     /// Ports of its bridge no container of the policy claims (when it was
     /// compiled), sorted: unknown ports of this network.
     public var unknownPorts: [String]
+    /// Dual stack: its IPv6 gateway and prefix.
+    public var ipv6: IPv6InterfaceAddress?
 
     public init(
         name: String, bridge: String, address: IPv4InterfaceAddress?, mac: MACAddress = .zero, icc: Bool = true,
-        internal: Bool = false, masquerade: Bool = true, sourceAddress: IPv4Address? = nil, unknownPorts: [String] = []
+        internal: Bool = false, masquerade: Bool = true, sourceAddress: IPv4Address? = nil, unknownPorts: [String] = [],
+        ipv6: IPv6InterfaceAddress? = nil
     ) {
+        self.ipv6 = ipv6
         self.unknownPorts = unknownPorts.sorted()
         self.name = name
         self.bridge = bridge
@@ -64,7 +68,8 @@ extension NetfilterPolicy {
                     // A port gone since, or with a name the rules cannot hold, is
                     // left out: it is held like one that joined after the apply.
                     unknownPorts: state.ports.filter { !$0.value.known && $0.value.network == slot }.keys
-                        .compactMap(portName).filter { NetfilterName.problem($0) == nil })
+                        .compactMap(portName).filter { NetfilterName.problem($0) == nil },
+                    ipv6: ipv6(ofSlot: slot, in: state))
             )
         }.sorted { $0.0 < $1.0 }.map(\.1)
     }
@@ -82,6 +87,24 @@ extension NetfilterPolicy {
 
     /// The bridges whose network keeps to its subnet.
     public var internalBridges: [String] { networks.filter(\.internal).map(\.bridge) }
+
+    /// The IPv6 gateway and prefix of network slot `slot` in `state` (bn_subnets6).
+    static func ipv6(ofSlot slot: UInt16, in state: MapState) -> IPv6InterfaceAddress? {
+        state.subnets6.first { $0.value.network == slot }.flatMap {
+            IPv6InterfaceAddress(address: $0.value.bridgeAddress, prefixLength: $0.key.prefixLength)
+        }
+    }
+
+    /// Dual stack: every IPv6 gateway with its prefix, the default bridge's first.
+    public var ipv6Networks: [IPv6InterfaceAddress] { ([bridgeIPv6] + networks.map(\.ipv6)).compactMap { $0 } }
+
+    /// Whether some network has IPv6.
+    public var hasIPv6: Bool { !ipv6Networks.isEmpty }
+
+    /// The IPv6 gateway and prefix of the network on `bridge` (nil: the default bridge).
+    public func ipv6(ofBridge bridge: String?) -> IPv6InterfaceAddress? {
+        bridge.map { network(onBridge: $0)?.ipv6 } ?? bridgeIPv6
+    }
 
     /// The user-defined network on `bridge` (nil: the default bridge, or none).
     public func network(onBridge bridge: String?) -> NetfilterNetwork? {

@@ -18,8 +18,13 @@ public struct NetfilterContainer: Hashable, Sendable, Comparable {
     public var port: String
     /// The bridge of its user-defined network; nil: the default bridge.
     public var bridge: String?
+    /// Its IPv6 address on a dual-stack network.
+    public var ipv6: IPv6Address?
 
-    public init(name: String, ip: IPv4Address, mac: MACAddress, port: String, bridge: String? = nil) {
+    public init(
+        name: String, ip: IPv4Address, mac: MACAddress, port: String, bridge: String? = nil, ipv6: IPv6Address? = nil
+    ) {
+        self.ipv6 = ipv6
         self.name = name
         self.ip = ip
         self.mac = mac
@@ -95,6 +100,9 @@ public struct NetfilterPolicy: Hashable, Sendable {
     public var peers: [NetfilterPeer] = []
     /// `peerPolicy: allow`.
     public var peerAllow = false
+    /// Dual stack: the default bridge's IPv6 gateway and prefix (each
+    /// network's is its `ipv6`).
+    public var bridgeIPv6: IPv6InterfaceAddress?
 
     public init(
         bridge: String, bridgeAddress: IPv4InterfaceAddress?, icc: Bool, forwardAccept: Bool,
@@ -135,12 +143,16 @@ public struct NetfilterPolicy: Hashable, Sendable {
         }
         let networks = Self.networks(
             of: state, policyNetworks: policyNetworks, name: name, portName: interfaceName)
+        // A container's IPv6 address is the bn_containers6 entry of its port and MAC.
+        var ipv6ByPort: [UInt32: IPv6Address] = [:]
+        for (address, record) in state.containers6 { ipv6ByPort[record.portIfindex] = address }
         let containers = state.containers.map { address, record in
             NetfilterContainer(
                 name: state.names[address] ?? address.description, ip: address, mac: record.mac,
                 port: name(record.portIfindex, "container \(address)"),
                 bridge: record.network == 0
-                    ? nil : state.networks[record.network].map { name($0.bridgeIfindex, "network bridge") })
+                    ? nil : state.networks[record.network].map { name($0.bridgeIfindex, "network bridge") },
+                ipv6: ipv6ByPort[record.portIfindex].flatMap { state.containers6[$0]?.mac == record.mac ? $0 : nil })
         }
         let published = state.published.map { NetfilterPublished(key: $0.key, target: $0.value) }
         let extInterfaces = state.extInterfaces.keys.map { ifindex in
@@ -157,6 +169,7 @@ public struct NetfilterPolicy: Hashable, Sendable {
             extInterfaces: extInterfaces, unusedBackends: unusedBackends, networks: networks)
         peers = Self.peers(of: state)
         peerAllow = config.flags.contains(.peerAllow)
+        bridgeIPv6 = Self.ipv6(ofSlot: 0, in: state)
         for peer in peers where !NetfilterName.isSafeText(peer.name) {
             problems.append("peer name '\(peer.name)' cannot be written into a rule comment")
         }

@@ -368,7 +368,7 @@ final class AttackTests: XCTestCase {
                         "lone → web fd00::2 9999/udp from fd00::6, an address not lone's", from: from, to: "web",
                         frame: lab.udp6(from: from, source: "fd00::6", to: "fd00::2", destinationMAC: lab.mac("web")),
                         arrives: AttackLab.arrives(.ipv6, on: backend),
-                        counted: .by(bpf: "spoofed", nftables: "icc", iptables: "icc")),
+                        counted: .by(bpf: "spoofed", nftables: "spoofed", iptables: "icc")),
                     Shot(
                         "lone → web fe80::42:aff:fe58:2 53/udp", from: from, to: "web",
                         frame: lab.udp6(

@@ -365,10 +365,10 @@ final class NetworksEndToEndTests: XCTestCase {
     }
 
     /// IPv6 between containers: within front (icc on) it passes, within back
-    /// (icc off) it is refused, on every backend: eBPF with the addresses in a
-    /// dual-stack policy (a container's IPv6 source must be its own), the
-    /// fallbacks with an IPv4 policy (they refuse dual stack), nftables by MAC,
-    /// iptables with ip6tables' -i br-back -o br-back DROP.
+    /// (icc off) it is refused, on every backend: eBPF and nftables with the
+    /// addresses in a dual-stack policy (a container's IPv6 source must be its
+    /// own), iptables with an IPv4 policy (it refuses dual stack) and
+    /// ip6tables' -i br-back -o br-back DROP.
     func testIPv6BetweenContainersFollowsEachNetworksICC() throws {
         let addresses = ["f1": "fd00:91::2", "f2": "fd00:91::3", "b1": "fd00:92::2", "b2": "fd00:92::3"]
         for (role, address) in addresses {
@@ -404,7 +404,7 @@ final class NetworksEndToEndTests: XCTestCase {
         let before = try topology.run(in: "b1", ["python3", "-c", client, addresses["b2"]!]).stdout
         XCTAssertEqual(before.trimmingCharacters(in: .whitespacesAndNewlines), "allowed", "b1 → b2 without bpfnet")
         for backend in ["bpf", "nftables", "iptables"] {
-            try load(backend: backend, forwardPolicy: .drop, ipv6: backend == "bpf" ? addresses : [:])
+            try load(backend: backend, forwardPolicy: .drop, ipv6: backend == "iptables" ? [:] : addresses)
             for (from, to, allowed) in [("f1", "f2", true), ("b1", "b2", false)] {
                 // Neighbour entries from an earlier backend would spare the discovery.
                 try topology.ip(in: from, ["neigh flush dev eth0"])
@@ -416,15 +416,16 @@ final class NetworksEndToEndTests: XCTestCase {
         }
     }
 
-    /// Dual stack on the eBPF backend with real traffic: front, back and vault
+    /// Dual stack with real traffic, on the eBPF and nftables backends: front, back and vault
     /// get IPv6 subnets (their bridges the gateways ::1), the outside host
     /// 2001:db8:1::2 routes them through the host (IPv6 is routed, not NAT'd).
     /// Under forward policy drop the outside reaches no container, yet every
     /// container's own UDP and TCP flows to it are answered (the replies are
     /// row 10: conntrack tracks IPv6 because of the guard's ip6 table);
     /// isolation and internal hold over IPv6; with forward accept the outside
-    /// reaches front's containers, still not the internal vault.
-    func testDualStackOnTheEBPFBackend() throws {
+    /// reaches front's containers, still not the internal vault. The iptables
+    /// backend refuses the policy.
+    func testDualStackOnEveryBackend() throws {
         let addresses = ["f1": "fd00:91::2", "f2": "fd00:91::3", "b1": "fd00:92::2", "v1": "fd00:93::2"]
         let host = TopologySpec.hostRole
         try topology.run(in: host, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"])
@@ -488,7 +489,8 @@ final class NetworksEndToEndTests: XCTestCase {
             except OSError:
                 print("blocked")
             """
-        func probe(_ from: String, _ to: String, _ proto: String) throws -> String {
+        let topology = self.topology!
+        let probe = { (from: String, to: String, proto: String) throws -> String in
             try topology.run(in: from, ["python3", "-c", client, to, proto]).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
         }
@@ -496,7 +498,22 @@ final class NetworksEndToEndTests: XCTestCase {
         // Control: without bpfnet the outside reaches front directly.
         XCTAssertEqual(try probe("ext", addresses["f1"]!, "udp"), "allowed", "ext → f1 without bpfnet")
 
-        try load(backend: "bpf", forwardPolicy: .drop, ipv6: addresses)
+        for backend in ["bpf", "nftables"] {
+            try checkDualStack(backend: backend, addresses: addresses, outside: outside, probe: probe)
+        }
+        // The iptables backend judges IPv6 by MAC only: it refuses the dual-stack policy.
+        XCTAssertThrowsError(try load(backend: "iptables", forwardPolicy: .drop, ipv6: addresses)) { error in
+            XCTAssertTrue(
+                "\(error)".contains(
+                    "dual-stack networks (front, back, vault have IPv6) are enforced by the eBPF and nftables"),
+                "\(error)")
+        }
+    }
+
+    private func checkDualStack(
+        backend: String, addresses: [String: String], outside: String, probe: (String, String, String) throws -> String
+    ) throws {
+        try load(backend: backend, forwardPolicy: .drop, ipv6: addresses)
         let before = try status().counters
         let cells: [(from: String, to: String, proto: String, expected: String, why: String)] = [
             ("f1", outside, "udp", "allowed", "a container's own UDP flow out; the reply is row 10"),
@@ -511,17 +528,32 @@ final class NetworksEndToEndTests: XCTestCase {
         for cell in cells {
             XCTAssertEqual(
                 try probe(cell.from, cell.to, cell.proto), cell.expected,
-                "\(cell.from) → \(cell.to) \(cell.proto) over IPv6: \(cell.why)")
+                "\(backend): \(cell.from) → \(cell.to) \(cell.proto) over IPv6: \(cell.why)")
         }
         let after = try status().counters
         for reason in ["forward", "network", "internal", "reply"] {
-            XCTAssertGreaterThan(after[reason, default: 0], before[reason, default: 0], "counter \(reason)")
+            XCTAssertGreaterThan(
+                after[reason, default: 0], before[reason, default: 0], "\(backend): counter \(reason)")
         }
-        XCTAssertEqual(after["spoofed", default: 0], before["spoofed", default: 0], "every source was its container's")
+        XCTAssertEqual(
+            after["spoofed", default: 0], before["spoofed", default: 0], "\(backend): every source was its container's")
+        // A forged source: f1 sends as f2.
+        let forged = try topology.run(
+            in: "f1",
+            [
+                "python3", "-c",
+                "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                    + "s.setsockopt(socket.IPPROTO_IPV6, 75, 1); s.bind((\"\(addresses["f2"]!)\", 0)); "
+                    + "s.sendto(b'x', (\"\(outside)\", 9999))",
+            ])
+        XCTAssertTrue(forged.succeeded, forged.stderr)
+        XCTAssertGreaterThan(
+            try status().counters["spoofed", default: 0], after["spoofed", default: 0], "\(backend): f1 sending as f2")
 
-        try load(backend: "bpf", forwardPolicy: .accept, ipv6: addresses)
-        XCTAssertEqual(try probe("ext", addresses["f1"]!, "tcp"), "allowed", "forward accept: ext → f1")
-        XCTAssertEqual(try probe("ext", addresses["v1"]!, "udp"), "blocked", "never into an internal network")
+        try load(backend: backend, forwardPolicy: .accept, ipv6: addresses)
+        XCTAssertEqual(try probe("ext", addresses["f1"]!, "tcp"), "allowed", "\(backend): forward accept: ext → f1")
+        XCTAssertEqual(
+            try probe("ext", addresses["v1"]!, "udp"), "blocked", "\(backend): never into an internal network")
     }
 
     /// iptables-legacy (x_tables), as on a host without nf_tables.
