@@ -188,6 +188,16 @@ extension MapState {
             record.network = mapping[record.network] ?? record.network
             return record
         }
+        result.subnets6 = subnets6.mapValues { record in
+            var record = record
+            record.network = mapping[record.network] ?? record.network
+            return record
+        }
+        result.containers6 = containers6.mapValues { record in
+            var record = record
+            record.network = mapping[record.network] ?? record.network
+            return record
+        }
         return result
     }
 }

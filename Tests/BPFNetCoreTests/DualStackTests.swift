@@ -134,3 +134,34 @@ final class DualStackTests: XCTestCase {
         }
     }
 }
+
+extension DualStackTests {
+    /// The dataplane keeps each network in the slot it has (keepingNetworkIDs):
+    /// the IPv6 subnets and addresses must follow their network there, or a
+    /// network created later would judge another's IPv6 as its own (found
+    /// with docker-compose, which creates a project's networks one by one).
+    func testIPv6EntriesFollowTheirNetworksKeptSlot() throws {
+        let front = BridgeNetwork(name: "front", bridge: "br-front", ipv6: IPv6InterfaceAddress("fd00:52::1/64"))
+        let back = BridgeNetwork(name: "back", bridge: "br-back", ipv6: IPv6InterfaceAddress("fd00:53::1/64"))
+        var interfaces = Sample.interfaces
+        interfaces["vethapi"] = 40
+        var facts = HostFacts(bridgeIfindex: 3, bridgeAddress: Sample.bridgeAddress, interfaces: interfaces)
+        facts.networks = [
+            "front": BridgeFacts(ifindex: 31, address: IPv4InterfaceAddress("10.52.0.1/24")),
+            "back": BridgeFacts(ifindex: 30, address: IPv4InterfaceAddress("10.53.0.1/24")),
+        ]
+        // front alone first (slot 1), then back joins and sorts before it.
+        let first = try PolicyCompiler.compile(Policy(networks: [front]), facts: facts)
+        let api = Container(
+            name: "api", ip: IPv4Address("10.53.0.2")!, mac: MACAddress("02:42:0a:35:00:02")!, port: "vethapi",
+            network: "back", ipv6: IPv6Address("fd00:53::2"))
+        let second = try PolicyCompiler.compile(Policy(containers: [api], networks: [back, front]), facts: facts)
+            .keepingNetworkIDs(of: first)
+        let slot = { (bridge: UInt32) in second.networks.first { $0.value.bridgeIfindex == bridge }!.key }
+        XCTAssertEqual(slot(31), 1, "front keeps its slot")
+        XCTAssertEqual(second.subnets6[IPv6CIDR("fd00:52::/64")!]?.network, slot(31))
+        XCTAssertEqual(second.subnets6[IPv6CIDR("fd00:53::/64")!]?.network, slot(30))
+        XCTAssertEqual(second.containers6[IPv6Address("fd00:53::2")!]?.network, slot(30))
+        XCTAssertEqual(second.containers[api.ip]?.network, slot(30))
+    }
+}

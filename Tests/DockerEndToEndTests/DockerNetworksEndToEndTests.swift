@@ -447,9 +447,11 @@ final class DockerNetworksEndToEndTests: XCTestCase {
           back:
             driver_opts:
               com.docker.network.bridge.enable_icc: "false"
+            enable_ipv6: true
             ipam:
               config:
                 - subnet: 10.53.0.0/24
+                - subnet: fd00:53::/64
 
         """.write(toFile: composeFile, atomically: true, encoding: .utf8)
         let upBegun = ContinuousClock.now
@@ -478,6 +480,13 @@ final class DockerNetworksEndToEndTests: XCTestCase {
         XCTAssertEqual(back.containers, 2)
         XCTAssertEqual(back.subnet, "10.53.0.0/24")
         XCTAssertEqual(status.networks?.first { $0.name == "shop_front" }?.icc, true)
+        // `back` is dual stack (compose's enable_ipv6): its subnet and its containers' addresses.
+        XCTAssertEqual(back.subnet6, "fd00:53::/64")
+        let dualStack = try bpfnet.waitForStatus("api and db with their IPv6 addresses") { status in
+            status.containers.filter { $0.name.hasPrefix("shop-") && $0.ipv6 != nil }.count == 2
+        }
+        let dbIPv6 = try XCTUnwrap(dualStack.containers.first { $0.name == "shop-db" }?.ipv6)
+        XCTAssertTrue(dbIPv6.hasPrefix("fd00:53::"), dbIPv6)
 
         let outside = IPv4Address(198, 51, 100, 2)
         func c(_ name: String) -> IPv4Address { containers[name]!.ip }
@@ -506,6 +515,21 @@ final class DockerNetworksEndToEndTests: XCTestCase {
         }
         print("docker-compose project, bpfnet run --backend bpf:\n  " + table.joined(separator: "\n  "))
         assertDropsCounted(cells.map { ($0.expected, $0.counted, $0.label) }, before: before, bpfnet: bpfnet)
+
+        // Over IPv6 too: api → db within back (icc off) is judged and dropped as `icc`.
+        let iccBefore = try bpfnet.status().counters["icc", default: 0]
+        let sent = try ProcessRunner.run(
+            Command(
+                containers["api"]!.namespace.nsenter([
+                    "python3", "-c",
+                    "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+                        + "[s.sendto(b'x', ('\(dbIPv6)', 9999)) for _ in range(3)]",
+                ])))
+        XCTAssertTrue(sent.succeeded, sent.stderr)
+        let iccAfter = try bpfnet.waitForStatus("api → db over IPv6 counted as icc") { status in
+            status.counters["icc", default: 0] >= iccBefore + 3
+        }.counters["icc", default: 0]
+        XCTAssertGreaterThanOrEqual(iccAfter, iccBefore + 3, "api → db [\(dbIPv6)] over IPv6")
 
         for container in containers.values { container.stopServer() }
         containers = [:]
