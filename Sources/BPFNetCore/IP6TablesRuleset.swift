@@ -12,6 +12,15 @@
 //   BPFNET-SRC-<ext_if>  -s <listed IPv6 prefix> RETURN ...; DROP
 //   BPFNET-STATE  never jumped to: the settings (for `status` and `unload`)
 //
+// Dual stack (networks with IPv6), after those in FORWARD, in this order:
+//   -i br -j BPFNET-SENDER6            (every bridge: a known port's IPv6
+//                                       source is ::, link-local or its own)
+//   -i brA -o brB DROP                 (isolation, every pair of bridges)
+//   -i brI ! -o brI DROP, -o brI ! -i brI DROP   (internal networks)
+//   -o br ctstate RELATED,ESTABLISHED ACCEPT     (row 10)
+//   -i ext -o br -g BPFNET-SRC-<ext>   (forward accept: the list's IPv6 part)
+//   -o br ! -i br DROP                 (forward policy drop)
+//
 // The ext program's IPv6 branch (docs/verdicts.md, "Ext program"): the
 // default bridge is IPv4-only, but docker-proxy listens on [::]:HOSTPORT for
 // every port published on all addresses, so on an interface with an
@@ -28,6 +37,8 @@ public struct IP6TablesRuleset: Sendable {
     public static let stateChain = IPTablesRuleset.stateChain
     /// The published-port drops, jumped to from INPUT and FORWARD.
     public static let extChain = "BPFNET-EXT"
+    /// Dual stack: a known port's IPv6 sources.
+    public static let sender6Chain = "BPFNET-SENDER6"
     /// Start of the settings comment in the state chain.
     public static let settingsPrefix = "bpfnet ip6tables:"
 
@@ -52,7 +63,9 @@ public struct IP6TablesRuleset: Sendable {
         func add(_ line: String) { out.append(line) }
 
         let listed = p.extInterfaces.filter(\.hasAllowList)
-        let wanted = [Self.stateChain, Self.extChain] + listed.map { IPTablesRuleset.sourceChain($0.name) }
+        let wanted =
+            [Self.stateChain, Self.extChain] + (p.hasIPv6 ? [Self.sender6Chain] : [])
+            + listed.map { IPTablesRuleset.sourceChain($0.name) }
         add("*filter")
         // Declaring a user chain under --noflush creates it or flushes it.
         for chain in wanted { add(":\(chain) - [0:0]") }
@@ -70,9 +83,49 @@ public struct IP6TablesRuleset: Sendable {
         // Every bridge whose network has icc off (IPv6 is not NATed, so
         // between networks it is routed, and Docker's ip6tables has no rule for it).
         let iccOff = zip(p.bridges, [p.icc] + p.networks.map(\.icc)).filter { !$0.1 }.map(\.0)
-        for (index, bridge) in iccOff.enumerated() {
-            add(
-                "-I FORWARD \(index + 2) -i \(bridge) -o \(bridge) \(IPTablesRuleset.comment(Reason.icc.name)) -j DROP")
+        var forward: [String] = []
+        if p.hasIPv6 {
+            func own(_ reason: Reason? = nil) -> String { IPTablesRuleset.comment(reason?.name) }
+            for bridge in p.bridges { forward.append("-i \(bridge) \(own()) -j \(Self.sender6Chain)") }
+            // Docker's isolation: nothing is routed from one Docker bridge to another.
+            for from in p.bridges where p.bridges.count > 1 {
+                for to in p.bridges where to != from {
+                    forward.append("-i \(from) -o \(to) \(own(.network)) -j DROP")
+                }
+            }
+            for bridge in p.internalBridges {
+                forward.append("-i \(bridge) ! -o \(bridge) \(own(.internal)) -j DROP")
+                forward.append("-o \(bridge) ! -i \(bridge) \(own(.internal)) -j DROP")
+            }
+            forward += iccOff.map { "-i \($0) -o \($0) \(own(.icc)) -j DROP" }
+            for bridge in p.bridges {
+                forward.append("-o \(bridge) -m conntrack --ctstate RELATED,ESTABLISHED \(own()) -j ACCEPT")
+            }
+            if p.forwardAccept {
+                for ext in listed {
+                    for bridge in p.bridges {
+                        forward.append(
+                            "-i \(ext.name) -o \(bridge) \(own()) -g \(IPTablesRuleset.sourceChain(ext.name))")
+                    }
+                }
+            } else {
+                for bridge in p.bridges { forward.append("-o \(bridge) ! -i \(bridge) \(own(.forward)) -j DROP") }
+            }
+        } else {
+            forward = iccOff.map { "-i \($0) -o \($0) \(IPTablesRuleset.comment(Reason.icc.name)) -j DROP" }
+        }
+        for (index, rule) in forward.enumerated() { add("-I FORWARD \(index + 2) \(rule)") }
+        if p.hasIPv6 {
+            // physdev needs br_netfilter, which the backend turns on with icc off
+            // (as for IPv4's BPFNET-SENDER): with icc on these rules match nothing.
+            add("-A \(Self.sender6Chain) -s fe80::/10 -j RETURN")
+            add("-A \(Self.sender6Chain) -s ::/128 -j RETURN")
+            for container in p.containers {
+                let port = "-m physdev --physdev-in \(container.port)"
+                if let ipv6 = container.ipv6 { add("-A \(Self.sender6Chain) \(port) -s \(ipv6)/128 -j RETURN") }
+                add("-A \(Self.sender6Chain) \(port) \(IPTablesRuleset.comment(Reason.spoofed.name)) -j DROP")
+            }
+            add("-A \(Self.sender6Chain) -j RETURN")
         }
         for ext in listed {
             let sourceChain = IPTablesRuleset.sourceChain(ext.name)

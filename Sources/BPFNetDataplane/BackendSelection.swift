@@ -31,18 +31,6 @@ enum NetfilterBackends {
     static func compileWithBridgeMAC(_ policy: Policy, backend: Backend) throws -> (
         policy: NetfilterPolicy, bridgeMAC: MACAddress
     ) {
-        // Refused rather than half enforced: the iptables rules judge IPv6 by
-        // MAC only, so a container's IPv6 address would be open to routing
-        // from outside and from other networks (docs/fallback.md, "Dual stack").
-        let ipv6Networks =
-            (policy.bridgeIPv6 != nil ? [Policy.defaultNetworkName] : [])
-            + policy.networks.filter { $0.ipv6 != nil }.map(\.name)
-        if backend == .iptables, !ipv6Networks.isEmpty {
-            throw DataplaneError.badInput(
-                "\(backend.rawValue): dual-stack networks (\(ipv6Networks.joined(separator: ", ")) have IPv6) are "
-                    + "enforced by the eBPF and nftables backends only so far; use --backend bpf or nftables, "
-                    + "or turn IPv6 off on those networks")
-        }
         let compiled = try HostSystem.compile(policy)
         try HostSystem.checkBridgePorts(policy, policy.containers, interfaces: compiled.interfaces)
         do {

@@ -165,3 +165,48 @@ extension DualStackTests {
         XCTAssertEqual(second.containers[api.ip]?.network, slot(30))
     }
 }
+
+extension DualStackTests {
+    /// The fallbacks' dual-stack rules, as text (the end-to-end suite runs them).
+    func testTheFallbacksRenderTheDualStackRules() throws {
+        let policy = try PolicyFile.load(yaml: Self.yaml, file: "d.yaml")
+        let state = try PolicyCompiler.compile(policy, facts: Self.facts)
+        let names: [UInt32: String] = [3: "docker0", 10: "vethweb", 20: "vethb", 21: "vethc", 30: "br-v6", 31: "br-v4"]
+        let netfilter = try NetfilterPolicy(
+            state: state, bridge: "docker0", interfaceName: { names[$0] }, networks: policy.networks)
+        XCTAssertEqual(netfilter.bridgeIPv6, IPv6InterfaceAddress("fd00:17::1/64"))
+        XCTAssertEqual(netfilter.networks.map(\.ipv6), [IPv6InterfaceAddress("fd00:30::1/64"), nil])
+        XCTAssertEqual(
+            netfilter.containers.compactMap(\.ipv6).map(\.description), ["fd00:30::2", "fd00:17::242:ac11:2"])
+
+        let nft = NFTablesRuleset(policy: netfilter)
+        let bridge = nft.renderBridgeTable()
+        for line in [
+            #"meta protocol ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @port_addrs6 counter name "spoofed" drop"#,
+            #"ip6 daddr @subnets6 iifname . ip6 daddr != @port_nets6 counter name "network" drop"#,
+            #""vethb" . fd00:30::/64"#,
+        ] {
+            XCTAssertTrue(bridge.contains(line), "bridge table lacks «\(line)»:\n\(bridge)")
+        }
+        let ip6 = nft.renderIP6Table()
+        for line in [
+            "iifname @ext_ifs ip6 daddr @subnets6 ip6 daddr != @gateways6 goto ext_direct6",
+            "goto ext_refused6_forward",
+            #"meta l4proto ipv6-icmp ct state related counter name "related" accept"#,
+            #"iifname . oifname @isolated counter name "network" drop"#,
+        ] {
+            XCTAssertTrue(ip6.contains(line), "ip6 table lacks «\(line)»:\n\(ip6)")
+        }
+        let ip6tables = IP6TablesRuleset(policy: netfilter).render()
+        for line in [
+            "-I FORWARD 2 -i docker0 -m comment --comment bpfnet -j BPFNET-SENDER6",
+            "-i br-v6 -o br-v4 -m comment --comment bpfnet:network -j DROP",
+            "-o br-v6 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment bpfnet -j ACCEPT",
+            "-o br-v6 ! -i br-v6 -m comment --comment bpfnet:forward -j DROP",
+            "-A BPFNET-SENDER6 -m physdev --physdev-in vethb -s fd00:30::2/128 -j RETURN",
+            "-A BPFNET-SENDER6 -m physdev --physdev-in vethc -m comment --comment bpfnet:spoofed -j DROP",
+        ] {
+            XCTAssertTrue(ip6tables.contains(line), "ip6tables input lacks «\(line)»:\n\(ip6tables)")
+        }
+    }
+}
