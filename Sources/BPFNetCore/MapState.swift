@@ -173,34 +173,27 @@ extension MapState {
         guard mapping.contains(where: { $0.key != $0.value }) else { return self }
         var result = self
         result.networks = Dictionary(uniqueKeysWithValues: networks.map { (mapping[$0.key]!, $0.value) })
-        result.containers = containers.mapValues { record in
+        // Every record that names a network slot.
+        func renumbered<Record: NetworkSlotted>(_ record: Record) -> Record {
             var record = record
             record.network = mapping[record.network] ?? record.network
             return record
         }
-        result.ports = ports.mapValues { record in
-            var record = record
-            record.network = mapping[record.network] ?? record.network
-            return record
-        }
-        result.subnets = subnets.mapValues { record in
-            var record = record
-            record.network = mapping[record.network] ?? record.network
-            return record
-        }
-        result.subnets6 = subnets6.mapValues { record in
-            var record = record
-            record.network = mapping[record.network] ?? record.network
-            return record
-        }
-        result.containers6 = containers6.mapValues { record in
-            var record = record
-            record.network = mapping[record.network] ?? record.network
-            return record
-        }
+        result.containers = containers.mapValues(renumbered)
+        result.ports = ports.mapValues(renumbered)
+        result.subnets = subnets.mapValues(renumbered)
+        result.subnets6 = subnets6.mapValues(renumbered)
+        result.containers6 = containers6.mapValues(renumbered)
         return result
     }
 }
+
+/// A map record that names its network's `bn_networks` slot.
+protocol NetworkSlotted { var network: UInt16 { get set } }
+extension ContainerRecord: NetworkSlotted {}
+extension PortRecord: NetworkSlotted {}
+extension SubnetRecord: NetworkSlotted {}
+extension Subnet6Record: NetworkSlotted {}
 
 // MARK: - Entries, keys and changes
 

@@ -98,30 +98,7 @@ extension NFTablesRuleset {
         // forward policy.
         // Between Docker networks, and in or out of an internal one (Docker's
         // DOCKER-ISOLATION chains), first: one lookup however many networks.
-        if networks || !p.forwardAccept {
-            add("    chain forward {")
-            add("        type filter hook forward priority filter - 1; policy accept;")
-        }
-        if networks {
-            add("        iifname . oifname @isolated \(count(.network, program: Self.extProgram)) drop")
-            if !internalBridges.isEmpty {
-                add(
-                    "        iifname @internal_bridges oifname != @bridges \(count(.internal, program: Self.extProgram)) drop"
-                )
-                add(
-                    "        oifname @internal_bridges iifname != @bridges \(count(.internal, program: Self.extProgram)) drop"
-                )
-            }
-        }
-        if !p.forwardAccept {
-            add("        oifname != " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
-            add("        iifname " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
-            add("        iifname @ext_ifs accept")
-            add("        ct state established,related accept")
-            add("        ct status dnat accept")
-            add("        \(count(.forward, program: Self.extProgram)) drop")
-        }
-        if networks || !p.forwardAccept { add("    }") }
+        lines += forwardChain(program: Self.extProgram, dnatAccepted: true)
 
         add("    chain ext_direct {")
         // Rows 12, 13: a peer's container, before the allow-list and the forward policy.
@@ -286,31 +263,41 @@ extension NFTablesRuleset {
         // As the ip table's forward chain: isolation between Docker
         // networks, internal networks, and the forward policy for what is
         // routed to a bridge from an interface without the ext rules.
-        if networks || !p.forwardAccept {
-            add("    chain forward {")
-            add("        type filter hook forward priority filter - 1; policy accept;")
-        }
+        lines += forwardChain(program: Self.ext6Program, dnatAccepted: false)
+        add("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The forward chain of the ip and ip6 tables (each counts under its
+    /// own `program`): isolation between Docker bridges, internal networks,
+    /// and, under forward policy drop, what is routed to a bridge from an
+    /// interface without the ext rules. `dnatAccepted`: DNATed packets pass
+    /// (IPv4; IPv6 has no NAT). Empty when there is nothing to hold.
+    func forwardChain(program: String, dnatAccepted: Bool) -> [String] {
+        let p = policy
+        let networks = !p.networks.isEmpty
+        guard networks || !p.forwardAccept else { return [] }
+        var lines = ["    chain forward {", "        type filter hook forward priority filter - 1; policy accept;"]
         if networks {
-            add("        iifname . oifname @isolated \(count(.network, program: Self.ext6Program)) drop")
-            if !internalBridges.isEmpty {
-                add(
-                    "        iifname @internal_bridges oifname != @bridges \(count(.internal, program: Self.ext6Program)) drop"
-                )
-                add(
-                    "        oifname @internal_bridges iifname != @bridges \(count(.internal, program: Self.ext6Program)) drop"
-                )
+            lines.append("        iifname . oifname @isolated \(count(.network, program: program)) drop")
+            if !p.internalBridges.isEmpty {
+                lines.append(
+                    "        iifname @internal_bridges oifname != @bridges \(count(.internal, program: program)) drop")
+                lines.append(
+                    "        oifname @internal_bridges iifname != @bridges \(count(.internal, program: program)) drop")
             }
         }
         if !p.forwardAccept {
-            add("        oifname != " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
-            add("        iifname " + (networks ? "@bridges" : quoted(p.bridge)) + " accept")
-            add("        iifname @ext_ifs accept")
-            add("        ct state established,related accept")
-            add("        \(count(.forward, program: Self.ext6Program)) drop")
+            let bridges = networks ? "@bridges" : quoted(p.bridge)
+            lines.append("        oifname != \(bridges) accept")
+            lines.append("        iifname \(bridges) accept")
+            lines.append("        iifname @ext_ifs accept")
+            lines.append("        ct state established,related accept")
+            if dnatAccepted { lines.append("        ct status dnat accept") }
+            lines.append("        \(count(.forward, program: program)) drop")
         }
-        if networks || !p.forwardAccept { add("    }") }
-        add("}")
-        return lines.joined(separator: "\n") + "\n"
+        lines.append("    }")
+        return lines
     }
 
     // MARK: interval sets
