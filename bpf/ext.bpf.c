@@ -35,6 +35,7 @@
 #include "ctx.h"
 #include "counters.h"
 #include "fastpath.h"
+#include "nat.h"
 #include "policy.h"
 
 #define BPF_F_CURRENT_NETNS (-1)
@@ -512,7 +513,11 @@ int bpfnet_ext_xdp(struct xdp_md *xdp)
 	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt, &p, xdp->ingress_ifindex) == PKT_DROP)
 		return XDP_DROP;
 
-	event = ext_fast_path(xdp, cfg, &p, reason, &port);
+	/* A published port: eBPF NAT (nat.h) when on, else netfilter's DNAT. */
+	if (reason == BPFNET_PASS_PUBLISHED)
+		event = ext_nat(xdp, cfg, &p, &port);
+	else
+		event = ext_fast_path(xdp, cfg, &p, reason, &port);
 	if (event == BPFNET_FP_HIT) {
 		/* Only invalid flags make it fail; the frame is rewritten by now,
 		 * so it is dropped rather than routed a second time. */

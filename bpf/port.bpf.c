@@ -27,6 +27,7 @@
 #include "ctx.h"
 #include "counters.h"
 #include "fastpath.h"
+#include "nat.h"
 #include "policy.h"
 
 SEC("tc")
@@ -47,6 +48,18 @@ int bpfnet_port_tc(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 
 	if (reason == BPFNET_PASS_OUTSIDE) {
+		/* A reply of an eBPF NAT connection (nat.h): translated back and
+		 * sent out, or, when the stack must take it, left as it is. */
+		event = port_nat_reply(skb, cfg, &p);
+		if (event == BPFNET_FP_HIT) {
+			fp_account(BPFNET_PROG_PORT_TC, BPFNET_FP_HIT, &pkt);
+			return TC_ACT_REDIRECT;
+		}
+		if (event != BPFNET_FP_VERDICT) {
+			fp_account(BPFNET_PROG_PORT_TC, event, &pkt);
+			/* Rewritten but not sent: never let the stack route it twice. */
+			return event == BPFNET_FP_REDIRECT ? TC_ACT_SHOT : TC_ACT_OK;
+		}
 		/* To a peer host's containers: straight out of the ext interface
 		 * (bpf_redirect to its egress; the skb keeps its checksum state
 		 * and GSO layout, which that device finishes as the stack would). */

@@ -38,12 +38,13 @@ public struct FastPathEvent: RawRepresentable, Hashable, Comparable, Sendable, C
     public static let redirect = FastPathEvent(BPFNET_FP_REDIRECT)
     public static let unconfirmed = FastPathEvent(BPFNET_FP_UNCONFIRMED)
     public static let peerState = FastPathEvent(BPFNET_FP_PEER_STATE)
+    public static let natState = FastPathEvent(BPFNET_FP_NAT_STATE)
 
     /// Every event this build knows, in numeric order.
     public static let allKnown: [FastPathEvent] = [
         .hit, .disabled, .verdict, .notIPv4, .vlan, .mac, .unknownDestination, .samePort, .noNAPI,
         .partialChecksum, .ipOptions, .fragment, .ttl, .proto, .conntrack, .fib, .forwardingDisabled,
-        .noNeighbour, .redirect, .unconfirmed, .peerState,
+        .noNeighbour, .redirect, .unconfirmed, .peerState, .natState,
     ]
 
     /// Counter slots per program (`BPFNET_FP_EVENT_MAX`).
@@ -73,6 +74,7 @@ public struct FastPathEvent: RawRepresentable, Hashable, Comparable, Sendable, C
         case .redirect: "redirect-failed"
         case .unconfirmed: "unconfirmed-port"
         case .peerState: "peer-needs-conntrack"
+        case .natState: "nat-no-connection"
         default: "event-\(rawValue)"
         }
     }

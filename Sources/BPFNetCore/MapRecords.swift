@@ -27,6 +27,10 @@ public struct ConfigFlags: OptionSet, Hashable, Sendable {
     public static let peerAllow = ConfigFlags(rawValue: BPFNET_CFG_PEER_ALLOW.rawValue)
     /// A network has IPv6: the programs consult `bn_subnets6`.
     public static let ipv6 = ConfigFlags(rawValue: BPFNET_CFG_IPV6.rawValue)
+    /// `--nat ebpf`: the programs open eBPF NAT connections to published ports.
+    public static let nat = ConfigFlags(rawValue: BPFNET_CFG_NAT.rawValue)
+    /// bn_nat may hold live connections: the programs keep translating them.
+    public static let natDrain = ConfigFlags(rawValue: BPFNET_CFG_NAT_DRAIN.rawValue)
     public static let loaded = ConfigFlags(rawValue: BPFNET_CFG_LOADED.rawValue)
 
     /// Flags whose setting lets more packets through (and `peers`, which only

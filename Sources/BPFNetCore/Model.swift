@@ -503,6 +503,9 @@ public struct Policy: Hashable, Sendable, Codable {
     /// Deliver allowed traffic around the bridge (and routed traffic around
     /// the host's stack) where the dataplane can; never changes a verdict.
     public var fastPath: Bool = true
+    /// Who translates published ports: netfilter (the default) or the eBPF
+    /// programs (docs/nat.md).
+    public var nat: NATMode = .netfilter
     public var extInterfaces: [ExternalInterface] = []
     /// User-defined bridge networks, beside the default bridge.
     public var networks: [BridgeNetwork] = []
@@ -522,8 +525,10 @@ public struct Policy: Hashable, Sendable, Codable {
         forwardPolicy: ForwardPolicy = .drop, portHook: PortHook = .tc,
         extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
         links: [Link] = [], fastPath: Bool = true, networks: [BridgeNetwork] = [],
-        peers: [Peer] = [], peerPolicy: PeerPolicy = .icc, bridgeIPv6: IPv6InterfaceAddress? = nil
+        peers: [Peer] = [], peerPolicy: PeerPolicy = .icc, bridgeIPv6: IPv6InterfaceAddress? = nil,
+        nat: NATMode = .netfilter
     ) {
+        self.nat = nat
         self.bridge = bridge
         self.icc = icc
         self.ipForward = ipForward

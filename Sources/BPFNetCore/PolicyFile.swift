@@ -61,7 +61,7 @@ public struct PolicyFileError: Error, Hashable, Sendable, CustomStringConvertibl
 /// Reads policy files.
 public enum PolicyFile {
     static let topLevelKeys = [
-        "bridge", "icc", "ipForward", "forwardPolicy", "portHook", "fastPath",
+        "bridge", "icc", "ipForward", "forwardPolicy", "portHook", "fastPath", "nat",
         "extInterfaces", "networks", "containers", "links", "peers", "peerPolicy", "bridgeIPv6",
     ]
     static let extInterfaceKeys = ["name", "allowSources"]

@@ -133,6 +133,7 @@ struct PolicyFileReader {
         }
         if let node = keys["portHook"], let value: PortHook = choice(node, path: "portHook") { policy.portHook = value }
         if let node = keys["fastPath"], let value = bool(node, path: "fastPath") { policy.fastPath = value }
+        if let node = keys["nat"], let value: NATMode = choice(node, path: "nat") { policy.nat = value }
         if let node = keys["extInterfaces"] {
             policy.extInterfaces = list(node, path: "extInterfaces") { reader, item, path in
                 reader.extInterface(item, path: path)

@@ -17,15 +17,18 @@ public struct PolicyOverrides: Hashable, Sendable {
     public var forwardPolicy: ForwardPolicy?
     public var portHook: PortHook?
     public var fastPath: Bool?
+    public var nat: NATMode?
     public var extInterfaces: [String]?
     public var allowSources: [SourcePrefix]?
 
     public init(
         bridge: String? = nil, icc: Bool? = nil, ipForward: Bool? = nil,
         forwardPolicy: ForwardPolicy? = nil, portHook: PortHook? = nil,
-        extInterfaces: [String]? = nil, allowSources: [SourcePrefix]? = nil, fastPath: Bool? = nil
+        extInterfaces: [String]? = nil, allowSources: [SourcePrefix]? = nil, fastPath: Bool? = nil,
+        nat: NATMode? = nil
     ) {
         self.fastPath = fastPath
+        self.nat = nat
         self.bridge = bridge
         self.icc = icc
         self.ipForward = ipForward
@@ -48,6 +51,7 @@ public struct PolicyOverrides: Hashable, Sendable {
         if let forwardPolicy { result.forwardPolicy = forwardPolicy }
         if let portHook { result.portHook = portHook }
         if let fastPath { result.fastPath = fastPath }
+        if let nat { result.nat = nat }
         if let extInterfaces {
             let fromFile = Dictionary(
                 policy.extInterfaces.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -218,6 +218,14 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     /// path; docs/verdicts.md "Fast path") → packets; only non-zero counters.
     /// nil when the dataplane has no fast-path counters.
     public var fastPath: [String: [String: UInt64]]?
+    /// Who translates published ports: "ebpf" or "netfilter" (docs/nat.md);
+    /// nil in documents of a bpfnet without eBPF NAT.
+    public var nat: String? = nil
+    /// eBPF backend: live eBPF NAT connections (with --nat netfilter, those
+    /// still draining after a switch).
+    public var natConnections: Int? = nil
+    /// `status --connections`: each live eBPF NAT connection.
+    public var connections: [NATConnection]? = nil
     /// `bpfnet run` only: milliseconds from Docker's `start` event of the most
     /// recently started container to its rules being in the maps. Absent when
     /// no agent has synced a started container on this pin path.
@@ -391,6 +399,7 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
             generation: config.generation, extInterfaces: extInterfaces, containers: containers,
             links: links, published: published)
         fastPathEnabled = config.flags.contains(.fastPath)
+        nat = (config.flags.contains(.nat) ? NATMode.ebpf : NATMode.netfilter).rawValue
         networks = Self.networks(of: state, defaultBridge: self.bridge, ifname: ifname)
         if !state.peers.isEmpty {
             let subnetsByPeer = Dictionary(grouping: state.peers.keys) { state.peers[$0]! }

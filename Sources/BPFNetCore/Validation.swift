@@ -63,6 +63,13 @@ extension Policy {
         // eBPF backend's guard): it must be a name that needs no escaping there.
         if let problem = NetfilterName.problem(bridge) { add("bridge", problem) }
 
+        // The container's replies are translated back on tc (helpers that keep
+        // an offloaded checksum right, bpf_redirect to the outside); the XDP
+        // port hook has neither, and its replies would leave untranslated.
+        if nat == .ebpf && portHook == .xdp {
+            add("nat", "nat ebpf needs portHook tc: the replies are translated back by the port program on tc")
+        }
+
         // External interfaces.
         var extByName: [String: Int] = [:]
         for (i, ext) in extInterfaces.enumerated() {

@@ -72,7 +72,14 @@ public final class BPFDataplane: Dataplane {
 
         let dataplane = try loadedDataplane()
         let current = try MapState(reading: dataplane.maps)
-        let desired = compiledState.keepingNetworkIDs(of: current)
+        var desired = compiledState.keepingNetworkIDs(of: current)
+        // After a switch to --nat netfilter, live eBPF NAT connections keep
+        // being translated (new ones go to netfilter) until they are over.
+        if policy.nat != .ebpf, policy.portHook == .tc,
+            let nat = try NATConnectionMap(pinnedAt: pinPath), !(try nat.deleteExpired().connections.isEmpty)
+        {
+            desired.config.flags.insert(.natDrain)
+        }
         try MapCapacity.check(desired, replacing: current)
         let changes = current.changes(to: desired)
         do {
@@ -202,7 +209,8 @@ public final class BPFDataplane: Dataplane {
 
     /// What the XDP fast paths need on each interface (FastPathInterfaces.swift).
     static func desiredFastPath(_ policy: Policy, facts: HostFacts) -> [UInt32: FastPathRequirement] {
-        guard policy.fastPath else { return [:] }
+        // eBPF NAT delivers through the same XDP redirect as the fast path.
+        guard policy.fastPath || policy.nat == .ebpf else { return [:] }
         var result: [UInt32: FastPathRequirement] = [:]
         for container in policy.containers {
             guard let ifindex = facts.interfaceIndex(container.port) else { continue }
@@ -241,6 +249,15 @@ public final class BPFDataplane: Dataplane {
     ///   the interfaces and the policy maps it read last while they have not
     ///   changed.
     public func status(askingTheKernel: Bool) throws -> DataplaneStatus {
+        try status(askingTheKernel: askingTheKernel, includingConnections: false)
+    }
+
+    /// `status --connections`: the status with every live eBPF NAT connection.
+    public func statusWithConnections() throws -> DataplaneStatus {
+        try status(askingTheKernel: true, includingConnections: true)
+    }
+
+    private func status(askingTheKernel: Bool, includingConnections: Bool) throws -> DataplaneStatus {
         guard isLoaded else {
             throw DataplaneError.notFound(
                 "bpf: nothing is loaded at \(pinPath) — run `bpfnet load --config FILE` first")
@@ -264,6 +281,11 @@ public final class BPFDataplane: Dataplane {
             slots: ProgramKind.fastPathSlots)
         {
             status.setFastPathCounters(slots: try fastPath.read())
+        }
+        if let nat = try NATConnectionMap(pinnedAt: pinPath) {
+            let table = try nat.read()
+            status.natConnections = table.connections.count
+            if includingConnections { status.connections = table.connections }
         }
         status.addAgentState(from: AgentFiles(pinPath: pinPath))
         let attachments = PortAttachments(records: records, askingTheKernel: askingTheKernel)

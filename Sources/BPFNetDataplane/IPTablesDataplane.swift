@@ -223,6 +223,7 @@ public final class IPTablesDataplane: Dataplane {
                     + "run `bpfnet unload` and load again")
         }
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
+        status.nat = NATMode.netfilter.rawValue  // eBPF NAT needs the eBPF backend
         var counters = IPTablesRuleset.counters(from: save)
         // The IPv6 rules count under the same reasons (icc, source).
         if let save6 {

@@ -140,6 +140,7 @@ public final class NFTablesDataplane: Dataplane {
                     + "it was not written by this bpfnet — run `bpfnet unload` and load again")
         }
         var status = policy.status(backend: backend.rawValue, interfaceIndex: HostSystem.interfaceIndex)
+        status.nat = NATMode.netfilter.rawValue  // eBPF NAT needs the eBPF backend
         var perProgram: [String: [String: NFTablesRuleset.CounterValue]] = [
             NFTablesRuleset.portProgram: try NFTablesReadback.counters(bridgeJSON)
         ]

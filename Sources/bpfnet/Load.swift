@@ -45,8 +45,13 @@ struct Load: ParsableCommand {
             "bpfnet: loaded (\(status.backend)\(hook)) on \(status.bridge): "
                 + "\(status.containers.count) containers, \(status.links.count) links, "
                 + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
-                + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off")"
+                + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off"), "
+                + "nat \(status.nat ?? NATMode.netfilter.rawValue)"
         )
+        if policy.nat == .ebpf && status.nat != NATMode.ebpf.rawValue {
+            FileHandle.standardError.write(
+                Data("bpfnet: --nat ebpf needs the eBPF backend: \(status.backend) translates with netfilter\n".utf8))
+        }
         guard watch else { return }
         guard status.backend == Backend.bpf.rawValue else {
             print(

@@ -17,6 +17,7 @@ extension SourcePrefix: ExpressibleByArgument {
 
 extension ForwardPolicy: ExpressibleByArgument {}
 extension PortHook: ExpressibleByArgument {}
+extension NATMode: ExpressibleByArgument {}
 
 /// `--fast-path on|off`.
 enum Switch: String, CaseIterable, ExpressibleByArgument {
@@ -76,11 +77,19 @@ struct PolicyOptions: ParsableArguments {
             valueName: "on|off"))
     var fastPath: Switch?
 
+    @Option(
+        name: .customLong("nat"),
+        help: ArgumentHelp(
+            "Who translates published ports: netfilter (default) or ebpf (the XDP program translates and delivers "
+                + "new connections itself; netfilter's DNAT stays for what it leaves to the stack; docs/nat.md).",
+            valueName: "netfilter|ebpf"))
+    var nat: NATMode?
+
     var overrides: PolicyOverrides {
         PolicyOverrides(
             bridge: bridge, icc: icc, ipForward: ipForward, forwardPolicy: forwardPolicy,
             portHook: portHook, extInterfaces: extInterfaces.isEmpty ? nil : extInterfaces,
-            allowSources: allowSources.isEmpty ? nil : allowSources, fastPath: fastPath?.isOn)
+            allowSources: allowSources.isEmpty ? nil : allowSources, fastPath: fastPath?.isOn, nat: nat)
     }
 }
 

@@ -18,7 +18,7 @@ struct Run: AsyncParsableCommand {
         abstract: "Follow a Docker daemon and keep the dataplane in step with its containers and links.",
         discussion: """
             Containers and links come from Docker (the default bridge network); the policy file gives the host \
-            settings only (icc, forwardPolicy, ipForward, portHook, extInterfaces with allowSources) and must not \
+            settings only (icc, forwardPolicy, ipForward, portHook, nat, extInterfaces with allowSources) and must not \
             list containers or links. The bridge is Docker's: a bridge named in the file or with --bridge must be \
             the one Docker reports. Run dockerd with --iptables=false so that bpfnet alone polices the bridge. \
             SIGTERM or SIGINT stop the agent and leave the dataplane loaded and enforcing; `bpfnet unload` removes it. \

@@ -24,10 +24,17 @@ struct Status: ParsableCommand {
                 + "collector; the metrics of docs/cli.md, without the agent's)."))
     var prometheus = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "Also list every live eBPF NAT connection (--nat ebpf; docs/nat.md): outside peer, published "
+                + "address and port, container, state, age, idle time left, packets each way."))
+    var connections = false
+
     @OptionGroup var dataplaneOptions: DataplaneOptions
 
     func validate() throws {
         guard !(json && prometheus) else { throw ValidationError("--json and --prometheus: choose one") }
+        guard !(connections && prometheus) else { throw ValidationError("--connections and --prometheus: choose one") }
     }
 
     func run() throws {
@@ -35,7 +42,13 @@ struct Status: ParsableCommand {
             print(try StatusPrinter.prometheus(dataplaneOptions), terminator: "")
             return
         }
-        let status = try dataplaneOptions.loadedDataplane().status()
+        let dataplane = try dataplaneOptions.loadedDataplane()
+        let status =
+            if connections, let bpf = dataplane as? BPFDataplane {
+                try bpf.statusWithConnections()
+            } else {
+                try dataplane.status()
+            }
         if json {
             print(try StatusPrinter.json(status))
         } else {
@@ -76,6 +89,12 @@ enum StatusPrinter {
         line("forward policy \(status.forwardPolicy)")
         line("ip_forward     \(status.ipForward ? "managed on" : "left alone")")
         if let fastPath = status.fastPathEnabled { line("fast path      \(fastPath ? "on" : "off")") }
+        if let nat = status.nat {
+            let draining = nat != NATMode.ebpf.rawValue && (status.natConnections ?? 0) > 0
+            line(
+                "nat            \(nat)"
+                    + (status.natConnections.map { ", \($0) eBPF connections" + (draining ? " draining" : "") } ?? ""))
+        }
         if let agent = status.agent {
             let state = agent.running ? "running (pid \(agent.pid.map(String.init) ?? "?"))" : "not running"
             line(
@@ -171,6 +190,21 @@ enum StatusPrinter {
                 line("  \(pad(program, 9)) \(cells.joined(separator: ", "))")
             }
             if fastPath.isEmpty { line("  (no packets yet)") }
+        }
+        if let connections = status.connections {
+            line()
+            line("eBPF NAT connections (\(connections.count))")
+            if !connections.isEmpty {
+                line(
+                    "  \(pad("proto", 5)) \(pad("outside", 21)) \(pad("published", 21)) \(pad("container", 21)) "
+                        + "\(pad("state", 11)) \(pad("age", 7)) \(pad("expires", 8)) packets in/out")
+            }
+            for c in connections {
+                line(
+                    "  \(pad(c.proto, 5)) \(pad(c.outside, 21)) \(pad(c.published, 21)) \(pad(c.container, 21)) "
+                        + "\(pad(c.state, 11)) \(pad("\(c.ageSeconds)s", 7)) \(pad("\(c.expiresInSeconds)s", 8)) "
+                        + "\(c.packetsIn)/\(c.packetsOut)")
+            }
         }
         return out
     }

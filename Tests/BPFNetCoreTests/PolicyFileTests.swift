@@ -229,7 +229,7 @@ final class PolicyFileTests: XCTestCase {
         XCTAssertEqual(
             lines[0],
             "typos.yaml:2: icc_: unknown key 'icc_' (did you mean 'icc'?); expected one of "
-                + "bridge, icc, ipForward, forwardPolicy, portHook, fastPath, extInterfaces, networks, containers, links, "
+                + "bridge, icc, ipForward, forwardPolicy, portHook, fastPath, nat, extInterfaces, networks, containers, links, "
                 + "peers, peerPolicy, bridgeIPv6"
         )
         XCTAssertTrue(

@@ -417,7 +417,7 @@ final class FastPathTestRunTests: XCTestCase {
 
 // MARK: - Lab: a namespace with a veth pair, the loaded objects, their maps
 
-private final class FastPathLab: @unchecked Sendable {
+final class FastPathLab: @unchecked Sendable {
     enum Program { case port, ext }
 
     let namespaceName: String
@@ -514,9 +514,11 @@ private final class FastPathLab: @unchecked Sendable {
     func configure(
         icc: Bool, fastPath: Bool, forwardAccept: Bool = false, a: Endpoint, b: Endpoint,
         bPort: UInt32 = 102, links: [LinkRule] = [], extIfindex: UInt32? = nil, bridgeIfindex: UInt32 = 99,
-        bridgeMAC: MACAddress = .zero, peers: [IPv4CIDR: IPv4Address] = [:], peerAllow: Bool = false
+        bridgeMAC: MACAddress = .zero, peers: [IPv4CIDR: IPv4Address] = [:], peerAllow: Bool = false,
+        extraFlags: ConfigFlags = [], published: [PublishedKey: PublishedTarget] = [:]
     ) throws {
         var flags: ConfigFlags = [.loaded]
+        flags.formUnion(extraFlags)
         if icc { flags.insert(.icc) }
         if fastPath { flags.insert(.fastPath) }
         if forwardAccept { flags.insert(.forwardAccept) }
@@ -539,6 +541,7 @@ private final class FastPathLab: @unchecked Sendable {
         ]
         desired.macs = [a.mac: a.ip, b.mac: b.ip]
         desired.links = Set(links)
+        desired.published = published
         if let extIfindex { desired.extInterfaces = [extIfindex: ExtInterfaceRecord()] }
         var maps = dataplane.maps
         try maps.apply(try MapState(reading: maps).changes(to: desired))

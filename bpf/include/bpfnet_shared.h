@@ -49,6 +49,7 @@
 #define BPFNET_MAP_PEERS       bn_peers	     /* LPM_TRIE: bpfnet_subnet_key -> bpfnet_peer */
 #define BPFNET_MAP_SUBNETS6    bn_subnets6   /* LPM_TRIE: bpfnet_subnet6_key -> bpfnet_subnet6 */
 #define BPFNET_MAP_CONTAINERS6 bn_containers6 /* HASH: bpfnet_addr6 -> bpfnet_container */
+#define BPFNET_MAP_NAT	       bn_nat	      /* LRU_HASH: bpfnet_nat_key -> bpfnet_nat_entry */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -67,6 +68,8 @@
 #define BPFNET_MAX_NETWORKS	1024
 /* bn_peers: the container subnets of every peer host together. */
 #define BPFNET_MAX_PEER_SUBNETS 1024
+/* bn_nat: two entries per eBPF NAT connection (one per direction). */
+#define BPFNET_MAX_NAT_ENTRIES	131072
 
 /* ------------------------------------------------------------------------ */
 /* Program kinds: one counter block per kind.                                */
@@ -136,7 +139,11 @@ enum bpfnet_config_flags {
 	BPFNET_CFG_PEERS = 1u << 6,	 /* peer hosts exist: consult bn_peers                */
 	BPFNET_CFG_PEER_ALLOW = 1u << 7, /* peerPolicy allow: peers' containers skip icc    */
 	BPFNET_CFG_IPV6 = 1u << 8,	 /* a network has IPv6: consult bn_subnets6          */
-	BPFNET_CFG_LOADED = 1u << 31,	 /* set once the control plane has written a policy */
+	BPFNET_CFG_NAT = 1u << 9,	 /* --nat ebpf: published ports translated in eBPF   */
+	/* bn_nat may hold live connections: translate them (set with NAT, and
+	 * after a switch to --nat netfilter until they are gone) */
+	BPFNET_CFG_NAT_DRAIN = 1u << 10,
+	BPFNET_CFG_LOADED = 1u << 31, /* set once the control plane has written a policy */
 };
 
 /* The default bridge's facts (network 0); every network's are in bn_networks. */
@@ -342,6 +349,68 @@ struct bpfnet_published_value {
 _Static_assert(sizeof(struct bpfnet_published_value) == 8, "bpfnet_published_value layout");
 
 /* ------------------------------------------------------------------------ */
+/* bn_nat: eBPF NAT for published ports (--nat ebpf, docs/nat.md). Each       */
+/* connection has two entries, keyed by the tuple as it arrives: the          */
+/* original direction (outside -> host address:published port, seen by the   */
+/* ext program) and the reply direction (container -> outside, seen by the   */
+/* port program). Written by the programs; user space reads them and deletes */
+/* expired ones.                                                             */
+/* ------------------------------------------------------------------------ */
+
+struct bpfnet_nat_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3]; /* always 0 */
+};
+_Static_assert(sizeof(struct bpfnet_nat_key) == 16, "bpfnet_nat_key layout");
+
+enum bpfnet_nat_direction {
+	BPFNET_NAT_ORIGINAL = 0, /* from the outside: the destination is rewritten */
+	BPFNET_NAT_REPLY = 1,	 /* from the container: the source is rewritten     */
+};
+
+/* Connection state, kept on the original entry. */
+enum bpfnet_nat_state {
+	BPFNET_NAT_REPLIED = 1u << 0,	  /* the container answered                    */
+	BPFNET_NAT_FIN_OUTSIDE = 1u << 1, /* TCP: the outside sent FIN                */
+	BPFNET_NAT_FIN_INSIDE = 1u << 2,  /* TCP: the container sent FIN               */
+	BPFNET_NAT_RST = 1u << 3,	  /* TCP: either side reset                      */
+};
+
+/*
+ * Idle timeouts in seconds, conntrack's defaults: TCP syn_sent 120,
+ * established 432000, fin_wait/time_wait 120, close 10; UDP unreplied 30,
+ * replied (stream) 120. A connection is live while now - seen_ns is within
+ * its timeout; the programs then ignore an expired entry, and user space
+ * deletes it.
+ */
+#define BPFNET_NAT_TCP_SYN_SENT	   120
+#define BPFNET_NAT_TCP_ESTABLISHED 432000
+#define BPFNET_NAT_TCP_CLOSING	   120
+#define BPFNET_NAT_TCP_CLOSE	   10
+#define BPFNET_NAT_UDP_UNREPLIED   30
+#define BPFNET_NAT_UDP_REPLIED	   120
+
+struct bpfnet_nat_entry {
+	__u64 created_ns;	     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) of the first packet */
+	__u64 seen_ns;		     /* original: the last packet either way; reply: unused  */
+	struct bpfnet_nat_key other; /* the other direction's key                             */
+	__be32 addr;		     /* written: original: the container's address (dst);     */
+	/* reply: the host address the outside reached (src)                          */
+	__be16 port;	    /* written, with addr: the container's / published port */
+	__u8 direction;	    /* enum bpfnet_nat_direction                             */
+	__u8 state;	    /* enum bpfnet_nat_state (original entry)                */
+	__u32 port_ifindex; /* the container's host-side veth                        */
+	__u32 ext_ifindex;  /* where the connection came in                          */
+	__u64 packets;	    /* this direction; updated without atomics (approximate) */
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct bpfnet_nat_entry) == 64, "bpfnet_nat_entry layout");
+
+/* ------------------------------------------------------------------------ */
 /* bn_ext_ifs / bn_allow_src: external interfaces and their source lists.     */
 /* ------------------------------------------------------------------------ */
 
@@ -430,6 +499,12 @@ enum bpfnet_fastpath_event {
 	 * the flow leave
 	 */
 	BPFNET_FP_PEER_STATE = 21,
+	/*
+	 * eBPF NAT (published port): no connection of bn_nat this packet
+	 * belongs to or may open (a TCP segment other than a SYN, a reply
+	 * tuple another connection holds): netfilter's DNAT takes it
+	 */
+	BPFNET_FP_NAT_STATE = 22,
 	BPFNET_FP_EVENT_MAX = 24,
 };
 
@@ -557,6 +632,7 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_PEERS,
 	BPFNET_MAP_ID_SUBNETS6,
 	BPFNET_MAP_ID_CONTAINERS6,
+	BPFNET_MAP_ID_NAT,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -609,6 +685,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_SUBNETS6);
 	case BPFNET_MAP_ID_CONTAINERS6:
 		return BPFNET_XSTR(BPFNET_MAP_CONTAINERS6);
+	case BPFNET_MAP_ID_NAT:
+		return BPFNET_XSTR(BPFNET_MAP_NAT);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

@@ -151,8 +151,9 @@ static __always_inline enum bpfnet_fastpath_event fp_routable(const struct iphdr
 }
 
 /*
- * The FIB's answer for routing IPv4 packet `ip` as the stack would, had it
- * entered on `ingress_ifindex`: HIT with *fib holding the egress interface
+ * The FIB's answer for routing IPv4 packet `ip`, with destination `daddr` and
+ * `dport` (the packet's own, or what DNAT makes them), as the stack would,
+ * had it entered on `ingress_ifindex`: HIT with *fib holding the egress interface
  * and MACs, or the event that sends it to the stack — forwarding off on the
  * ingress device (the fast path never forwards where the host would not), no
  * neighbour entry yet (the stack resolves it), or anything else: blackhole,
@@ -160,19 +161,18 @@ static __always_inline enum bpfnet_fastpath_event fp_routable(const struct iphdr
  * `check_len`: check the packet's IPv4 length against that MTU (XDP), or 0
  * to let the kernel check the skb itself (tc: GSO-aware).
  */
-static __always_inline enum bpfnet_fastpath_event fp_fib_route(void *ctx, const struct iphdr *ip,
-							       const struct parsed *p,
-							       __u32 ingress_ifindex, int check_len,
-							       struct bpf_fib_lookup *fib)
+static __always_inline enum bpfnet_fastpath_event
+fp_fib_route_to(void *ctx, const struct iphdr *ip, __be16 sport, __be32 daddr, __be16 dport,
+		__u32 ingress_ifindex, int check_len, struct bpf_fib_lookup *fib)
 {
 	fib->family = AF_INET;
 	fib->tos = ip->tos;
 	fib->l4_protocol = ip->protocol;
-	fib->sport = p->sport;
-	fib->dport = p->dport;
+	fib->sport = sport;
+	fib->dport = dport;
 	fib->tot_len = check_len ? bpf_ntohs(ip->tot_len) : 0;
 	fib->ipv4_src = ip->saddr;
-	fib->ipv4_dst = ip->daddr;
+	fib->ipv4_dst = daddr;
 	fib->ifindex = ingress_ifindex;
 	switch (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0)) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
@@ -184,6 +184,16 @@ static __always_inline enum bpfnet_fastpath_event fp_fib_route(void *ctx, const 
 	default:
 		return BPFNET_FP_FIB;
 	}
+}
+
+/* fp_fib_route_to for the packet's own destination. */
+static __always_inline enum bpfnet_fastpath_event fp_fib_route(void *ctx, const struct iphdr *ip,
+							       const struct parsed *p,
+							       __u32 ingress_ifindex, int check_len,
+							       struct bpf_fib_lookup *fib)
+{
+	return fp_fib_route_to(ctx, ip, p->sport, ip->daddr, p->dport, ingress_ifindex, check_len,
+			       fib);
 }
 
 /*

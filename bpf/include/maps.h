@@ -262,6 +262,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_DROP_RATE SEC(".maps");
 
+/*
+ * eBPF NAT connections (bpfnet_shared.h, nat.h). LRU: a full table evicts the
+ * least recently used entry instead of refusing a new connection; a
+ * connection whose entry was evicted continues through netfilter's DNAT
+ * (TCP picked up mid-stream by conntrack). Kept across loads like every pinned map, so
+ * connections survive an agent restart.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BPFNET_MAX_NAT_ENTRIES);
+	__type(key, struct bpfnet_nat_key);
+	__type(value, struct bpfnet_nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_NAT SEC(".maps");
+
 static __always_inline struct bpfnet_config *config_get(void)
 {
 	__u32 zero = 0;
