@@ -114,22 +114,6 @@ static __always_inline int is_conntrack_reply(struct xdp_md *xdp, const struct p
 	return conntrack_direction(xdp, p, &nat) == IP_CT_DIR_REPLY;
 }
 
-/* An ICMP error (RFC 792) with the start of the datagram it is about. */
-struct icmp_error {
-	__u8 type;
-	__u8 code;
-	__be16 checksum;
-	__be32 unused; /* or the next-hop MTU of "fragmentation needed" */
-	struct iphdr inner;
-	__be16 inner_sport;
-	__be16 inner_dport;
-} __attribute__((packed));
-
-#define ICMP_DEST_UNREACH     3
-#define ICMP_TIME_EXCEEDED    11
-#define ICMP_PARAMETERPROB    12
-#define ICMP_ERROR_MAX_OFFSET 128 /* L4 offsets are at most 14 + 8 + 60 */
-
 /*
  * Row 10 for ICMP errors: destination unreachable (fragmentation needed:
  * path MTU discovery), time exceeded or parameter problem about a TCP/UDP
@@ -513,9 +497,12 @@ int bpfnet_ext_xdp(struct xdp_md *xdp)
 	if (account(BPFNET_PROG_EXT_XDP, reason, &pkt, &p, xdp->ingress_ifindex) == PKT_DROP)
 		return XDP_DROP;
 
-	/* A published port: eBPF NAT (nat.h) when on, else netfilter's DNAT. */
+	/* A published port: eBPF NAT (nat.h) when on, else netfilter's DNAT;
+	 * an ICMP error to the host may be about one of its connections. */
 	if (reason == BPFNET_PASS_PUBLISHED)
 		event = ext_nat(xdp, cfg, &p, &port);
+	else if (reason == BPFNET_PASS_LOCAL && p.proto == IPPROTO_ICMP)
+		event = ext_nat_icmp_error(xdp, cfg, &p, &port);
 	else
 		event = ext_fast_path(xdp, cfg, &p, reason, &port);
 	if (event == BPFNET_FP_HIT) {

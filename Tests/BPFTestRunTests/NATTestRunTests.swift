@@ -253,6 +253,41 @@ final class NATTestRunTests: XCTestCase {
         XCTAssertEqual(out, reply)
     }
 
+    /// "Fragmentation needed" from a router on the way out, about the
+    /// container's translated reply: delivered to the container with the
+    /// quote translated back (path MTU discovery), checksums recomputed to check.
+    func testICMPErrorAboutAConnectionReachesTheContainer() throws {
+        XCTAssertEqual(
+            try lab.runXDP(program: .ext, fromClient(tcp(40000, 8080, .syn)), ingress: ext), Self.xdpRedirect)
+        func error(about source: IPv4Address, port: UInt16) -> [UInt8] {
+            let quote = PacketBuilder.icmpErrorQuote(
+                IPv4Header(source: source, destination: client, ttl: 63), tcp(port, 40000, [.syn, .ack]))
+            return PacketBuilder.ipv4Frame(
+                EthernetHeader(destination: extMAC, source: routerMAC),
+                IPv4Header(source: IPv4Address(10, 250, 0, 254), destination: hostAddress, proto: 1, ttl: 64),
+                .icmpError(type: 3, code: 4, mtu: 1400), payload: quote)
+        }
+        let frame = error(about: hostAddress, port: 8080)
+        let (verdict, out) = try lab.runXDPWithOutput(program: .ext, frame, ingress: ext)
+        XCTAssertEqual(verdict, Self.xdpRedirect)
+        XCTAssertEqual(out.count, frame.count)
+        guard out.count == frame.count, out.count >= 70 else { return }
+        XCTAssertEqual(Array(out[0..<6]), b.mac.array)
+        XCTAssertEqual(Array(out[30..<34]), b.ip.octets4, "outer destination: the container")
+        XCTAssertEqual(out[22], frame[22] - 1, "TTL")
+        XCTAssertEqual(PacketBuilder.internetChecksum(Array(out[14..<34])), 0, "IPv4 checksum")
+        XCTAssertEqual(PacketBuilder.internetChecksum(Array(out[34...])), 0, "ICMP checksum")
+        XCTAssertEqual(Array(out[54..<58]), b.ip.octets4, "quoted source: the container")
+        XCTAssertEqual(PacketBuilder.internetChecksum(Array(out[42..<62])), 0, "quoted IPv4 checksum")
+        XCTAssertEqual(Array(out[62..<64]), [0, 80], "quoted source port: the container's")
+        XCTAssertEqual(Array(out[64..<66]), Array(frame[64..<66]), "quoted destination port unchanged")
+        XCTAssertEqual(try lab.reasonCount(.extXDP, .local), 1, "row 11 judged it first")
+
+        // About anything else (the host's own connection): the stack's, untouched.
+        try expectStack(error(about: hostAddress, port: 22), .verdict, "not an eBPF connection")
+        try expectStack(error(about: IPv4Address(10, 250, 0, 7), port: 8080), .verdict, "quoting another source")
+    }
+
     /// The LRU evicts entries one by one: a connection whose reply entry is
     /// gone is translated in neither direction (netfilter takes it whole).
     func testAConnectionWithoutItsReplyEntryGoesToTheStack() throws {

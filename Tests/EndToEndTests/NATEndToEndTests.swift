@@ -149,6 +149,46 @@ final class NATEndToEndTests: XCTestCase {
         XCTAssertGreaterThan(status.fastPath?["ext-xdp"]?["hit"] ?? 0, 0, "the outside's connection took the eBPF NAT")
     }
 
+    /// Path MTU discovery across the eBPF NAT: "fragmentation needed" sent
+    /// from the outside about a UDP reply (as a router with a smaller link
+    /// would) reaches the container translated, whose stack then lowers its
+    /// path MTU towards the client. Without the translation it reaches only
+    /// the host, which has no such flow.
+    func testFragmentationNeededFromTheOutsideReachesTheContainer() throws {
+        let (lab, policy, _) = try makeLab()
+        defer { lab.close() }
+        try lab.load(policy, extraArguments: ["--nat", "ebpf"])
+        let server = try lab.topology.startProcess(
+            in: "web", ["python3", "-c", Self.echoServer, "\(Self.tcpPort)", "\(Self.udpPort)"], captureOutput: true)
+        _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
+        let client = Scenario.allowedSource.description
+        func pathMTU() throws -> String {
+            try lab.topology.run(in: "web", ["ip", "route", "get", client]).stdout
+        }
+        XCTAssertFalse(try pathMTU().contains("mtu 1400"))
+        // The first datagram may find web's neighbour entry unresolved and
+        // take the stack (whose conntrack would then translate the error
+        // itself): an echo first, the error about the next flow only.
+        for sendError in ["no", "yes"] {
+            _ = try lab.topology.run(
+                in: "ext",
+                [
+                    "python3", "-c", Self.fragmentationNeeded, Scenario.hostExternalAddress.description, client,
+                    "\(Self.udpPort)", sendError,
+                ],
+                timeout: .seconds(20))
+        }
+        let hits = try lab.status().fastPath?["ext-xdp"]?["hit"] ?? 0
+        XCTAssertGreaterThanOrEqual(hits, 2, "the flow's datagram and the error took the eBPF NAT")
+        var lowered = false
+        for _ in 0..<40 where !lowered {
+            lowered = try pathMTU().contains("mtu 1400")
+            if !lowered { usleep(50_000) }
+        }
+        let route = try pathMTU()
+        XCTAssertTrue(lowered, "web's route to the client: \(route)")
+    }
+
     // MARK: scripts
 
     /// Echoes every TCP connection and UDP datagram (argv: TCP port, UDP port).
@@ -252,6 +292,39 @@ final class NATEndToEndTests: XCTestCase {
         for s in connections + datagrams:
             s.close()
         print('RESULT', json.dumps({'sent': sent, 'echoed': echoed, 'failures': failures[:20]}), flush=True)
+        """
+
+    /// argv: target, source address, UDP port, yes|no. One datagram echoed,
+    /// then (yes) an ICMP "fragmentation needed" (MTU 1400) about the echo, as
+    /// a router between the two would send it, to the target.
+    static let fragmentationNeeded = """
+        import socket, struct, sys
+        target, source, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        def checksum(data):
+            total = sum(struct.unpack('!%dH' % (len(data) // 2), data))
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            return ~total & 0xFFFF
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(3)
+        u.bind((source, 0))
+        u.connect((target, port))
+        u.send(b'x' * 100)
+        if u.recv(2048) != b'x' * 100:
+            sys.exit('no echo')
+        local = u.getsockname()[1]
+        if sys.argv[4] != 'yes':
+            sys.exit(0)
+        inner = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 128, 0, 0x4000, 63, 17, 0,
+                            socket.inet_aton(target), socket.inet_aton(source))
+        inner = inner[:10] + struct.pack('!H', checksum(inner)) + inner[12:]
+        quote = inner + struct.pack('!HHHH', port, local, 108, 0)
+        icmp = struct.pack('!BBHHH', 3, 4, 0, 0, 1400) + quote
+        icmp = icmp[:2] + struct.pack('!H', checksum(icmp)) + icmp[4:]
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        raw.bind((source, 0))
+        raw.sendto(icmp, (target, 0))
+        print('sent', local)
         """
 
     /// argv: target, port, source address: one connection, 4 KiB echoed.

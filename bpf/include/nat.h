@@ -363,6 +363,100 @@ ext_nat(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed
 }
 
 /*
+ * An ICMP error to the host (row 11 passed) about a datagram of an eBPF NAT
+ * connection — the container's translated reply, quoted: source the host
+ * address and published port — e.g. fragmentation needed from a router on
+ * the way to the outside peer. Without translation it would reach the host,
+ * which has no such connection, and path MTU discovery would stall. It is
+ * translated as netfilter translates a RELATED error: the outer destination
+ * and the quoted source address and port become the container's (the quoted
+ * IPv4 checksum and the ICMP checksum updated; the quoted TCP/UDP checksum,
+ * often cut off, is left alone, as the receiving stack ignores it), and it is
+ * delivered like the connection's packets. Anything else: the stack, untouched.
+ */
+static __always_inline enum bpfnet_fastpath_event
+ext_nat_icmp_error(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed *p,
+		   __u32 *port)
+{
+	void *data = (void *)(long)xdp->data;
+	void *data_end = (void *)(long)xdp->data_end;
+	const struct bpfnet_container *dst;
+	const struct bpfnet_fp_if *ingress;
+	struct bpfnet_nat_entry *orig;
+	struct bpf_fib_lookup fib = {};
+	enum bpfnet_fastpath_event event;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + NAT_IP_OFF;
+	struct icmp_error *error = data + NAT_L4_OFF;
+	struct bpfnet_nat_key key = {};
+	__u16 check, inner_check;
+	__be32 inner_saddr;
+
+	if (!(cfg->flags & (BPFNET_CFG_NAT | BPFNET_CFG_NAT_DRAIN)))
+		return BPFNET_FP_VERDICT;
+	if (!p->ipv4 || p->vlan_tags)
+		return BPFNET_FP_VERDICT;
+	if ((void *)(error + 1) > data_end || ip->ihl != 5)
+		return BPFNET_FP_VERDICT;
+	if (error->type != ICMP_DEST_UNREACH && error->type != ICMP_TIME_EXCEEDED &&
+	    error->type != ICMP_PARAMETERPROB)
+		return BPFNET_FP_VERDICT;
+	if (error->inner.version != 4 || error->inner.ihl != 5 ||
+	    (error->inner.protocol != IPPROTO_TCP && error->inner.protocol != IPPROTO_UDP) ||
+	    error->inner.saddr != p->daddr)
+		return BPFNET_FP_VERDICT;
+	/* The connection, in its original direction: the quoted tuple reversed. */
+	key.saddr = error->inner.daddr;
+	key.daddr = error->inner.saddr;
+	key.sport = error->inner_dport;
+	key.dport = error->inner_sport;
+	key.proto = error->inner.protocol;
+	orig = bpf_map_lookup_elem(&BPFNET_MAP_NAT, &key);
+	if (!orig || orig->direction != BPFNET_NAT_ORIGINAL ||
+	    !nat_live(orig, key.proto, bpf_ktime_get_ns()))
+		return BPFNET_FP_VERDICT; /* not an eBPF connection's: the host's business */
+
+	event = fp_routable(ip);
+	if (event != BPFNET_FP_HIT)
+		return event;
+	ingress = fp_if(xdp->ingress_ifindex);
+	if (!ingress || !(ingress->flags & BPFNET_FP_IF_FULL_CSUM))
+		return BPFNET_FP_PARTIAL_CSUM;
+	if (!mac_equal(eth->h_dest, ingress->mac))
+		return BPFNET_FP_MAC;
+	dst = bpf_map_lookup_elem(&BPFNET_MAP_CONTAINERS, &orig->addr);
+	if (!dst || dst->port_ifindex != orig->port_ifindex)
+		return BPFNET_FP_UNKNOWN_DEST;
+	if (!bpf_map_lookup_elem(&BPFNET_MAP_FP_TX, &dst->port_ifindex))
+		return BPFNET_FP_NO_NAPI;
+	event = fp_fib_route_to(xdp, ip, 0, orig->addr, 0, xdp->ingress_ifindex, 1, &fib);
+	if (event != BPFNET_FP_HIT)
+		return event;
+	if (fib.ifindex != network_get(dst->network)->bridge_ifindex)
+		return BPFNET_FP_FIB;
+	if (!mac_equal(fib.dmac, dst->mac))
+		return BPFNET_FP_MAC;
+
+	/* Writes: only from here on. The ICMP checksum covers the quote. */
+	__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	inner_saddr = error->inner.saddr;
+	inner_check = error->inner.check;
+	error->inner.check = csum_replace32(inner_check, inner_saddr, orig->addr);
+	error->inner.saddr = orig->addr;
+	check = csum_replace32(error->checksum, inner_saddr, orig->addr);
+	check = csum_replace16(check, inner_check, error->inner.check);
+	check = csum_replace16(check, error->inner_sport, orig->port);
+	error->checksum = check;
+	error->inner_sport = orig->port;
+	ip->check = csum_replace32(ip->check, ip->daddr, orig->addr);
+	ip->daddr = orig->addr;
+	ipv4_decrease_ttl(ip);
+	*port = dst->port_ifindex;
+	return BPFNET_FP_HIT;
+}
+
+/*
  * Container -> outside (row 7 passed): a reply of an eBPF NAT connection?
  * VERDICT when it is none (the caller goes on as for any outside traffic).
  * Otherwise the packet is translated back and redirected (HIT), or, when the

@@ -56,6 +56,22 @@ struct arp_ipv4 {
 	__be32 tpa;
 } __attribute__((packed));
 
+/* An ICMP error (RFC 792) with the start of the datagram it is about. */
+struct icmp_error {
+	__u8 type;
+	__u8 code;
+	__be16 checksum;
+	__be32 unused; /* or the next-hop MTU of "fragmentation needed" */
+	struct iphdr inner;
+	__be16 inner_sport;
+	__be16 inner_dport;
+} __attribute__((packed));
+
+#define ICMP_DEST_UNREACH     3
+#define ICMP_TIME_EXCEEDED    11
+#define ICMP_PARAMETERPROB    12
+#define ICMP_ERROR_MAX_OFFSET 128 /* L4 offsets are at most 14 + 8 + 60 */
+
 struct parsed {
 	const __u8 *dst_mac;   /* Ethernet destination, always 6 readable bytes */
 	const __u8 *src_mac;   /* Ethernet source, always 6 readable bytes      */
