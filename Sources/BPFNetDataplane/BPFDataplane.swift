@@ -73,12 +73,14 @@ public final class BPFDataplane: Dataplane {
         let dataplane = try loadedDataplane()
         let current = try MapState(reading: dataplane.maps)
         var desired = compiledState.keepingNetworkIDs(of: current)
-        // After a switch to --nat netfilter, live eBPF NAT connections keep
-        // being translated (new ones go to netfilter) until they are over.
-        if policy.nat != .ebpf, policy.portHook == .tc,
-            let nat = try NATConnectionMap(pinnedAt: pinPath), !(try nat.deleteExpired().connections.isEmpty)
-        {
-            desired.config.flags.insert(.natDrain)
+        // Connections that are over leave bn_nat (one batch read). After a
+        // switch to --nat netfilter, live eBPF NAT connections keep being
+        // translated (new ones go to netfilter) until they are over too.
+        if let nat = try NATConnectionMap(pinnedAt: pinPath) {
+            let live = try nat.deleteExpired().connections
+            if policy.nat != .ebpf && policy.portHook == .tc && !live.isEmpty {
+                desired.config.flags.insert(.natDrain)
+            }
         }
         try MapCapacity.check(desired, replacing: current)
         let changes = current.changes(to: desired)

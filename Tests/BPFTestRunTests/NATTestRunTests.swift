@@ -288,15 +288,47 @@ final class NATTestRunTests: XCTestCase {
         try expectStack(error(about: IPv4Address(10, 250, 0, 7), port: 8080), .verdict, "quoting another source")
     }
 
-    /// The LRU evicts entries one by one: a connection whose reply entry is
-    /// gone is translated in neither direction (netfilter takes it whole).
-    func testAConnectionWithoutItsReplyEntryGoesToTheStack() throws {
+    /// The LRU evicts entries one by one: a connection that lost either
+    /// half gets it back from the other on its next packet, unless another
+    /// connection took the tuple meanwhile (then netfilter takes it, both ways).
+    func testAConnectionThatLostAnEntryGetsItBack() throws {
         XCTAssertEqual(
             try lab.runXDP(program: .ext, fromClient(tcp(40000, 8080, .syn)), ingress: ext), Self.xdpRedirect)
+        let original = NATKey(
+            source: client, destination: hostAddress, sourcePort: 40000, destinationPort: 8080, proto: 6)
         let reply = NATKey(source: b.ip, destination: client, sourcePort: 80, destinationPort: 40000, proto: 6)
         XCTAssertTrue(try nat.delete(reply.cValue))
-        try expectStack(fromClient(tcp(40000, 8080, .ack)), .natState, "its replies could not be translated")
-        XCTAssertEqual(try connections().connections.count, 0)
+        XCTAssertEqual(
+            try lab.runXDP(program: .ext, fromClient(tcp(40000, 8080, .ack)), ingress: ext), Self.xdpRedirect)
+        XCTAssertEqual(try connections().connections.count, 1, "the reply entry is back")
+        XCTAssertTrue(try nat.delete(original.cValue))
+        XCTAssertEqual(try lab.runTC(fromB(tcp(80, 40000, .ack))), Self.tcRedirect)
+        XCTAssertEqual(try connections().connections.first?.state, "established", "the original is back, answered")
+
+        // The reply tuple taken by another connection's entry: the stack.
+        XCTAssertTrue(try nat.delete(reply.cValue))
+        var foreign = try XCTUnwrap(try nat.lookup(original.cValue))
+        foreign.direction = UInt8(BPFNET_NAT_REPLY.rawValue)
+        foreign.other =
+            NATKey(source: client, destination: hostAddress, sourcePort: 40000, destinationPort: 9, proto: 6)
+            .cValue
+        try nat.update(reply.cValue, foreign)
+        try expectStack(fromClient(tcp(40000, 8080, .ack)), .natState, "its reply tuple is someone else's")
+
+        // A lone reply entry past its timeout (UDP, answered: 120 s) revives nothing.
+        let query = fromClient(.udp(sourcePort: 5000, destinationPort: 5353))
+        XCTAssertEqual(try lab.runXDP(program: .ext, query, ingress: ext), Self.xdpRedirect)
+        let udpOriginal = NATKey(
+            source: client, destination: hostAddress, sourcePort: 5000, destinationPort: 5353, proto: 17)
+        let udpReply = NATKey(source: b.ip, destination: client, sourcePort: 53, destinationPort: 5000, proto: 17)
+        XCTAssertTrue(try nat.delete(udpOriginal.cValue))
+        var stale = try XCTUnwrap(try nat.lookup(udpReply.cValue))
+        stale.created_ns -= 121 * 1_000_000_000
+        stale.seen_ns = stale.created_ns
+        try nat.update(udpReply.cValue, stale)
+        let late = fromB(.udp(sourcePort: 53, destinationPort: 5000))
+        XCTAssertEqual(try lab.runTCWithOutput(late).1, late, "not translated")
+        XCTAssertNil(try nat.lookup(udpOriginal.cValue))
     }
 
     /// An expired connection is ignored by the programs and reported for

@@ -396,7 +396,7 @@ enum bpfnet_nat_state {
 
 struct bpfnet_nat_entry {
 	__u64 created_ns;	     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) of the first packet */
-	__u64 seen_ns;		     /* original: the last packet either way; reply: unused  */
+	__u64 seen_ns;		     /* original: the last packet either way; reply: its own */
 	struct bpfnet_nat_key other; /* the other direction's key                             */
 	__be32 addr;		     /* written: original: the container's address (dst);     */
 	/* reply: the host address the outside reached (src)                          */

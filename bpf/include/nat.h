@@ -152,6 +152,61 @@ published_target(__be32 daddr, __be16 dport, __u8 proto, int *wildcard)
 }
 
 /*
+ * The LRU evicts entries one by one: a connection that lost its reply entry
+ * gets it back from the original, which holds all it needs, unless another
+ * connection took the tuple meanwhile. Looking it up also keeps it recent
+ * while only the outside sends. 1 when the reply entry is this connection's.
+ */
+static __always_inline int nat_reply_in_place(const struct bpfnet_nat_entry *orig,
+					      const struct bpfnet_nat_key *key)
+{
+	const struct bpfnet_nat_entry *reply = bpf_map_lookup_elem(&BPFNET_MAP_NAT, &orig->other);
+	struct bpfnet_nat_entry entry = {
+		.created_ns = orig->created_ns,
+		.other = *key,
+		.addr = key->daddr,
+		.port = key->dport,
+		.direction = BPFNET_NAT_REPLY,
+		.port_ifindex = orig->port_ifindex,
+		.ext_ifindex = orig->ext_ifindex,
+	};
+
+	if (reply)
+		return reply->direction == BPFNET_NAT_REPLY && nat_key_equal(&reply->other, key);
+	return bpf_map_update_elem(&BPFNET_MAP_NAT, &orig->other, &entry, BPF_NOEXIST) == 0;
+}
+
+/*
+ * The other half: a reply whose original entry the LRU evicted gets it back
+ * (as an answered connection, seen now) when the reply entry itself is
+ * recent and the reply comes from the connection's port. NULL otherwise.
+ */
+static __always_inline struct bpfnet_nat_entry *
+nat_restore_original(const struct bpfnet_nat_entry *reply, const struct bpfnet_nat_key *key,
+		     __u32 ifindex, __u64 now)
+{
+	struct bpfnet_nat_entry entry = {
+		.created_ns = reply->created_ns,
+		.seen_ns = now,
+		.other = *key,
+		.addr = key->saddr,
+		.port = key->sport,
+		.direction = BPFNET_NAT_ORIGINAL,
+		.state = BPFNET_NAT_REPLIED,
+		.port_ifindex = reply->port_ifindex,
+		.ext_ifindex = reply->ext_ifindex,
+	};
+	__u64 seen = reply->seen_ns > reply->created_ns ? reply->seen_ns : reply->created_ns;
+
+	if (reply->port_ifindex != ifindex ||
+	    (now > seen && now - seen > nat_timeout_ns(key->proto, BPFNET_NAT_REPLIED)))
+		return NULL;
+	if (bpf_map_update_elem(&BPFNET_MAP_NAT, &reply->other, &entry, BPF_NOEXIST))
+		return NULL;
+	return bpf_map_lookup_elem(&BPFNET_MAP_NAT, &reply->other);
+}
+
+/*
  * Opens a connection: the reply entry first (a reply entry without its
  * original is never used), then the original, which is returned. NULL when
  * the reply tuple belongs to another live connection (two published ports
@@ -294,18 +349,10 @@ ext_nat(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed
 	     orig->port_ifindex != dst->port_ifindex ||
 	     ((tcp_flags & (NAT_TCP_SYN | NAT_TCP_ACK)) == NAT_TCP_SYN && nat_closing(orig))))
 		orig = NULL; /* expired, for another container now, or its tuple reused */
-	if (orig) {
-		/* Its reply entry must still be there and its own: the LRU evicts
-		 * entries one by one, and a connection whose replies would not be
-		 * translated back must not be translated in either (then netfilter
-		 * takes it, both ways). The lookup also keeps the entry recent. */
-		const struct bpfnet_nat_entry *reply =
-			bpf_map_lookup_elem(&BPFNET_MAP_NAT, &orig->other);
-
-		if (!reply || reply->direction != BPFNET_NAT_REPLY ||
-		    !nat_key_equal(&reply->other, &key))
-			orig = NULL;
-	}
+	/* Its replies must be translated back too, or it is not translated in
+	 * either (then netfilter takes it, both ways). */
+	if (orig && !nat_reply_in_place(orig, &key))
+		orig = NULL;
 	if (!orig) {
 		if (!(cfg->flags & BPFNET_CFG_NAT))
 			return BPFNET_FP_NAT_STATE; /* draining: no new connections */
@@ -499,6 +546,8 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 		return BPFNET_FP_VERDICT;
 	orig = bpf_map_lookup_elem(&BPFNET_MAP_NAT, &reply->other);
 	now = bpf_ktime_get_ns();
+	if (!orig)
+		orig = nat_restore_original(reply, &key, skb->ifindex, now);
 	/* Its connection must be live and be this port's: a container cannot
 	 * take over another's (port_policy already refused forged sources). */
 	if (!orig || orig->direction != BPFNET_NAT_ORIGINAL || !nat_key_equal(&orig->other, &key) ||
@@ -546,6 +595,7 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 	}
 
 	orig->seen_ns = now;
+	reply->seen_ns = now;
 	orig->state |= BPFNET_NAT_REPLIED;
 	if (p->proto == IPPROTO_TCP)
 		nat_track_tcp(orig, tcp_flags, BPFNET_NAT_FIN_INSIDE);
