@@ -27,6 +27,8 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_attach_value>.size, 8)
         XCTAssertEqual(MemoryLayout<bpfnet_drop_event>.size, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_drop_rate>.size, 32)
+        XCTAssertEqual(MemoryLayout<bpfnet_nat_key>.size, 16)
+        XCTAssertEqual(MemoryLayout<bpfnet_nat_entry>.size, 64)
     }
 
     func testStridesHaveNoTailPadding() {
@@ -36,6 +38,9 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_network>.stride, 32)
         XCTAssertEqual(MemoryLayout<bpfnet_link_key>.stride, 12)
         XCTAssertEqual(MemoryLayout<bpfnet_allow_key>.stride, 12)
+        // bn_nat is read in batches: keys and values packed at their strides.
+        XCTAssertEqual(MemoryLayout<bpfnet_nat_key>.stride, 16)
+        XCTAssertEqual(MemoryLayout<bpfnet_nat_entry>.stride, 64)
     }
 
     func testFieldOffsets() {

@@ -194,6 +194,9 @@ extension DataplaneStatus {
         copy.fastPath = nil
         copy.agent = nil
         copy.lastSyncLatencyMs = nil
+        // eBPF NAT's live connections are the eBPF backend's state, not policy.
+        copy.natConnections = nil
+        copy.connections = nil
         // How the ext program is attached is the eBPF backend's alone.
         for index in copy.extInterfaces.indices { copy.extInterfaces[index].xdpMode = nil }
         return copy
