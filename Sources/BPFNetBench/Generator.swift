@@ -112,7 +112,13 @@ enum PacketSocketSender {
     private static let packetQdiscBypass: Int32 = 20  // PACKET_QDISC_BYPASS (linux/if_packet.h)
     private static let solPacket: Int32 = 263  // SOL_PACKET
 
-    static func send(_ frames: [[UInt8]], count: Int, ifindex: UInt32) throws {
+    /// `rewrite`, when given, is called on every frame of a batch before it
+    /// is sent (the new-flow sender writes a fresh source into each); each of
+    /// a batch's frames then has a buffer of its own.
+    static func send(
+        _ frames: [[UInt8]], count: Int, ifindex: UInt32,
+        rewrite: ((UnsafeMutableRawBufferPointer) -> Void)? = nil
+    ) throws {
         precondition(!frames.isEmpty)
         // Protocol 0: the socket only sends (it receives nothing).
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -134,26 +140,32 @@ enum PacketSocketSender {
         var one: Int32 = 1
         _ = setsockopt(fd, solPacket, packetQdiscBypass, &one, socklen_t(MemoryLayout<Int32>.size))
 
-        let buffers = frames.map { frame -> UnsafeMutableRawBufferPointer in
+        let batch = UDPSender.batch
+        let copies = rewrite == nil ? frames.count : max(frames.count, batch)
+        let buffers = (0..<copies).map { index -> UnsafeMutableRawBufferPointer in
+            let frame = frames[index % frames.count]
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frame.count, alignment: 8)
             buffer.copyBytes(from: frame)
             return buffer
         }
         defer { for buffer in buffers { buffer.deallocate() } }
-        let batch = UDPSender.batch
         let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: batch)
         defer { vectors.deallocate() }
         var messages = [UDPSender.MessageHeader](
             repeating: UDPSender.MessageHeader(header: msghdr(), length: 0), count: batch)
         for index in 0..<batch {
-            let buffer = buffers[index % buffers.count]
-            vectors[index] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
             messages[index].header.msg_iov = vectors + index
             messages[index].header.msg_iovlen = 1
         }
         var sent = 0
         while sent < count {
             let wanted = min(batch, count - sent)
+            // Round-robin over every flow's frame, also past the first batch's worth.
+            for index in 0..<wanted {
+                let buffer = buffers[(sent + index) % buffers.count]
+                rewrite?(buffer)
+                vectors[index] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            }
             let result = messages.withUnsafeMutableBytes { UDPSender.sendmmsg!(fd, $0.baseAddress!, UInt32(wanted), 0) }
             if result < 0 {
                 if errno == EINTR || errno == ENOBUFS || errno == EAGAIN { continue }
