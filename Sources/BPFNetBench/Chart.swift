@@ -28,6 +28,8 @@ public enum BenchChart {
         "bpfnet-tc": "#1f77b4",
         "bpfnet-xdp": "#2ca02c",
         "bpfnet-fastpath": "#17becf",
+        "bpfnet-netfilter-nat": "#1f77b4",
+        "bpfnet-ebpf-nat": "#17becf",
         "bridge-empty-tc": "#9ecae1",
         "bridge-empty-xdp": "#a1d99b",
     ]
@@ -44,8 +46,11 @@ public enum BenchChart {
 
         var svg = SVG(width: width, height: height)
         svg.rect(x: 0, y: 0, width: width, height: height, fill: "#ffffff")
+        let ingress = context.direction == .ingress
         svg.text(
-            "Cost per packet as the number of Docker links grows (lower is better)", x: plotLeft, y: 34,
+            ingress
+                ? "Cost per packet to a published port as the number of published ports grows (lower is better)"
+                : "Cost per packet as the number of Docker links grows (lower is better)", x: plotLeft, y: 34,
             size: 19, weight: "bold")
         let date = ISO8601DateFormatter().string(from: context.date)
         for (line, text) in [context.generatorLine, context.roundsLine, "\(context.machine); \(date)"].enumerated() {
@@ -84,7 +89,9 @@ public enum BenchChart {
             }
         }
         svg.text(
-            "links on the host, N (log scale; each link is one Docker --link with one exposed port)",
+            ingress
+                ? "published ports on the host, N (log scale; each is one `docker run -p` UDP port)"
+                : "links on the host, N (log scale; each link is one Docker --link with one exposed port)",
             x: (plotLeft + plotRight) / 2, y: plotBottom + 46, size: 13, anchor: "middle")
         svg.text(
             "CPU time per packet (log scale)", x: 24, y: (plotTop + plotBottom) / 2, size: 13, anchor: "middle",
@@ -147,7 +154,8 @@ public enum BenchChart {
             svg.line(
                 x1: plotLeft + 18, y1: legendY, x2: plotLeft + 42, y2: legendY, stroke: color, width: 2.4,
                 dash: variant == "bridge" ? "6 4" : nil)
-            let summary = BenchVariant.named(variant)?.summary ?? ""
+            let known = ingress ? BenchVariant.ingress.first { $0.name == variant } : BenchVariant.named(variant)
+            let summary = known?.summary ?? ""
             svg.text("\(variant): \(summary)", x: plotLeft + 50, y: legendY + 4, size: 11)
             legendY += 17
         }

@@ -43,6 +43,11 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
     /// Live frames from a container on host1 to one on host2, routed through
     /// both hosts (Docker's two-host example; CrossHost.swift).
     case crossHost = "cross-host"
+    /// `--direction ingress` only: every frame opens a new flow (a source
+    /// address and port not seen since the host's conntrack table was last
+    /// flushed): the first-packet cost, where Docker's nat and filter DOCKER
+    /// chains are walked (Ingress.swift).
+    case new
 
     public var summary: String {
         switch self {
@@ -51,6 +56,7 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
         case .established:
             "XDP live frames on flows the receiver answered once first (conntrack: ESTABLISHED)"
         case .crossHost: "XDP live frames from a container on host1 to one on host2, routed through both hosts"
+        case .new: "frames through an AF_PACKET socket, each one a new flow (source address and port)"
         }
     }
 
@@ -67,12 +73,30 @@ public enum BenchProfile: String, Sendable, CaseIterable, Codable {
         case .crossHost:
             return "frames through an AF_PACKET socket (the kernel refused XDP live frames) from a container on "
                 + "host1 to one on host2, routed through both hosts"
-        case .udp: return summary
+        case .udp, .new: return summary
         }
     }
 
-    /// Whether the bench sends with the live-frames generator.
+    /// Whether the bench sends frames it builds itself (the live-frames
+    /// generator, or the new-flow sender), sized by the previous burst.
     var usesGenerator: Bool { self != .udp }
+}
+
+/// Which way the measured traffic crosses the host.
+public enum BenchDirection: String, Sendable, CaseIterable, Codable {
+    /// From one container to another on the bridge (links; the default).
+    case containers
+    /// From an outside host to a published port: in on the external
+    /// interface, DNAT to a container (Ingress.swift).
+    case ingress
+
+    /// The profiles a direction measures, the default first.
+    public var profiles: [BenchProfile] {
+        switch self {
+        case .containers: [.live, .udp, .established, .crossHost]
+        case .ingress: [.new, .established]
+        }
+    }
 }
 
 /// A bench run.
@@ -89,6 +113,7 @@ public struct BenchConfiguration: Sendable {
     /// CPU time of one burst (one variant, one round), seconds.
     public var burstSeconds: Double
     public var profile: BenchProfile
+    public var direction: BenchDirection
     /// The CPU the sending thread is pinned to (softirq work runs there too).
     public var cpu: Int
     /// Print a progress line on stderr (only when it is a terminal).
@@ -101,19 +126,26 @@ public struct BenchConfiguration: Sendable {
     /// time, so it does not enter ns/packet either way.
     public static let defaultBurstSeconds = 0.5
 
+    /// `variants` nil: every non-diagnostic one of the profile and direction.
+    /// For ingress, variants are taken by name from `BenchVariant.ingress`
+    /// (its `bridge` carries the NAT a published port needs).
     public init(
-        variants: [BenchVariant] = BenchVariant.defaultSelection, links: [Int] = defaultLinks, flows: Int = 1,
+        variants: [BenchVariant]? = nil, links: [Int] = defaultLinks, flows: Int = 1,
         networks: Int = 1, rounds: Int = defaultRounds, burstSeconds: Double = defaultBurstSeconds,
-        profile: BenchProfile = .live,
+        profile: BenchProfile = .live, direction: BenchDirection = .containers,
         cpu: Int? = nil, showProgress: Bool = true
     ) {
-        self.variants = variants
+        let chosen = variants ?? BenchVariant.defaultSelection(for: profile, direction: direction)
+        self.variants =
+            direction == .ingress
+            ? chosen.map { variant in BenchVariant.ingress.first { $0.name == variant.name } ?? variant } : chosen
         self.links = links
         self.flows = flows
         self.networks = networks
         self.rounds = rounds
         self.burstSeconds = burstSeconds
         self.profile = profile
+        self.direction = direction
         self.cpu = cpu ?? BenchConfiguration.defaultCPU
         self.showProgress = showProgress
     }
@@ -157,6 +189,15 @@ public struct BenchConfiguration: Sendable {
     /// The options alone (no root, no tools needed).
     func validateValues() throws(BenchError) {
         guard !links.isEmpty else { throw .badInput("--links: give at least one N, e.g. 0,100,1000,10000") }
+        guard direction.profiles.contains(profile) else {
+            throw .badInput(
+                "--direction \(direction.rawValue) measures --profile "
+                    + direction.profiles.map(\.rawValue).joined(separator: "|") + ", not \(profile.rawValue)")
+        }
+        if direction == .ingress {
+            try validateIngress()
+            return
+        }
         if profile == .crossHost {
             // Docker has no links across hosts: the cross-host bench has one N.
             guard links == [0], flows == 1, networks == 1 else {
@@ -190,6 +231,46 @@ public struct BenchConfiguration: Sendable {
         }
         if variants.contains(where: \.usesBPFNetMaps) {
             try checkMapCapacity()
+        }
+    }
+
+    /// `--direction ingress`: N is published ports (each needs a host port
+    /// and a slot in bpfnet's published-port map), one network, and `new`
+    /// sends a fresh flow per frame (`--flows` does not apply).
+    func validateIngress() throws(BenchError) {
+        let foreign = variants.filter { variant in !BenchVariant.ingress.contains(variant) }
+        guard foreign.isEmpty else {
+            throw .badInput(
+                "--direction ingress: \(foreign.map(\.name).joined(separator: ", ")) measure traffic between "
+                    + "containers; known: \(BenchVariant.ingress.map(\.name).joined(separator: ", "))")
+        }
+        let maxN = links.max() ?? 0
+        guard maxN <= BenchWorkload.maxPublishedPorts else {
+            throw .badInput(
+                "--ports \(maxN): bpfnet's published-port map holds \(BPFNET_MAX_PUBLISHED) ports "
+                    + "(BPFNET_MAX_PUBLISHED) and the measured one comes on top, so N can be at most "
+                    + "\(BenchWorkload.maxPublishedPorts)")
+        }
+        guard networks == 1 else {
+            throw .badInput("--direction ingress measures the default bridge alone: --networks does not apply")
+        }
+        if profile == .new {
+            guard flows == 1 else {
+                throw .badInput(
+                    "--profile new sends every frame from a new source: --flows does not apply (leave it out)")
+            }
+        } else {
+            guard (1...BenchWorkload.maxFlows).contains(flows) else {
+                throw .badInput(
+                    "--flows \(flows): use 1 to \(BenchWorkload.maxFlows) established flows from the outside host")
+            }
+        }
+        guard rounds >= 1 else { throw .badInput("--rounds \(rounds): use at least 1 (50 or more for stable ratios)") }
+        guard burstSeconds >= 0.001, burstSeconds <= 60 else {
+            throw .badInput("--burst \(burstSeconds): use 0.001 to 60 seconds of CPU time per burst (default 0.5)")
+        }
+        guard cpu >= 0, cpu < Self.onlineCPUs else {
+            throw .badInput("--cpu \(cpu): this machine has CPUs 0-\(Self.onlineCPUs - 1)")
         }
     }
 

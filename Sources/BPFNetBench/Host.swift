@@ -46,16 +46,22 @@ final class DockerIptablesFilter: VariantFilter {
     /// Docker's ruleset with icc on and no links at any N: what br_netfilter,
     /// conntrack and Docker's fixed FORWARD rules cost on their own.
     let withoutLinks: Bool
+    /// Ingress: N is published ports (Ingress.swift), not links.
+    let direction: BenchDirection
 
-    init(backend: Backend, withoutLinks: Bool = false) {
+    init(backend: Backend, withoutLinks: Bool = false, direction: BenchDirection = .containers) {
         self.backend = backend
         self.withoutLinks = withoutLinks
+        self.direction = direction
     }
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
-        let rules = DockerRuleset.render(
-            links: withoutLinks ? [] : workload.links(links),
-            networks: workload.userNetworks.map { ($0.bridge, $0.address.network) }, icc: withoutLinks)
+        let rules =
+            direction == .ingress
+            ? workload.ingressDockerRules(ports: links)
+            : DockerRuleset.render(
+                links: withoutLinks ? [] : workload.links(links),
+                networks: workload.userNetworks.map { ($0.bridge, $0.address.network) }, icc: withoutLinks)
         do {
             // Replaces the filter and nat tables as a whole (no --noflush).
             try host.topology.run(
@@ -81,10 +87,15 @@ final class BPFNetFilter: VariantFilter {
     }
 
     let backend: Backend
+    /// Ingress: N is published ports and the policy is Ingress.swift's.
+    let direction: BenchDirection
     private var dataplane: (any Dataplane)?
     private var pinPath: FilePath?
 
-    init(_ backend: Backend) { self.backend = backend }
+    init(_ backend: Backend, direction: BenchDirection = .containers) {
+        self.backend = backend
+        self.direction = direction
+    }
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
         let dataplane: any Dataplane
@@ -103,11 +114,15 @@ final class BPFNetFilter: VariantFilter {
             self.dataplane = dataplane
         }
         let policy: Policy
-        switch backend {
-        case .bpf(let portHook, let fastPath):
+        switch (backend, direction) {
+        case (.bpf(let portHook, let fastPath), .containers):
             policy = workload.policy(links: links, portHook: portHook, fastPath: fastPath)
-        case .nftables:
+        case (.bpf(let portHook, let fastPath), .ingress):
+            policy = workload.ingressPolicy(ports: links, portHook: portHook, fastPath: fastPath)
+        case (.nftables, .containers):
             policy = workload.policy(links: links, portHook: .tc, fastPath: false)
+        case (.nftables, .ingress):
+            policy = workload.ingressPolicy(ports: links, portHook: .tc, fastPath: false)
         }
         do {
             try host.hostNamespace.run { try dataplane.apply(policy) }
@@ -122,6 +137,27 @@ final class BPFNetFilter: VariantFilter {
         BenchSafetyNet.unmount(path)
         pinPath = nil
     }
+}
+
+/// Ingress's reference: the bridge and netfilter DNAT of every published
+/// port, without any filter — bpfnet's NAT table alone (NATRuleset: one
+/// nftables map lookup per new flow, whatever N), br_netfilter off. A
+/// published port cannot be reached without NAT, so this is the floor of
+/// today's path.
+final class IngressNATFloorFilter: VariantFilter {
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
+        let ruleset = NATRuleset(
+            bridge: BenchWorkload.bridgeName, bridgeSubnet: BenchWorkload.bridgeAddress.network,
+            published: workload.ingressPublished(ports: links))
+        do {
+            try host.topology.run(
+                in: TopologySpec.hostRole, ["nft", "-f", "-"], input: ruleset.render(), timeout: .seconds(600))
+        } catch {
+            throw BenchError.runtime("\(host.variant.name): loading the NAT table for N=\(links) failed: \(error)")
+        }
+    }
+
+    func tearDown(on host: BenchHost) {}
 }
 
 /// The bridge with an empty program (bpf/selftest.bpf.c) on every container
@@ -186,7 +222,8 @@ final class BenchHost {
     let hostNamespace: NetworkNamespace
     let senderNamespace: NetworkNamespace
     let receiverNamespace: NetworkNamespace
-    /// eth0 in the sender's namespace: where live frames enter.
+    /// eth0 in the sender's namespace: where live frames enter. For ingress
+    /// the sender is the external host (role "ext").
     let senderIfindex: UInt32
     let sink: Sink
     let filter: any VariantFilter
@@ -204,7 +241,8 @@ final class BenchHost {
     }
 
     private init(
-        variant: BenchVariant, topology: Topology, peerTopology: Topology? = nil, workDirectory: String
+        variant: BenchVariant, topology: Topology, peerTopology: Topology? = nil, workDirectory: String,
+        senderRole: String = BenchWorkload.senderName
     ) throws {
         self.variant = variant
         self.topology = topology
@@ -214,7 +252,7 @@ final class BenchHost {
             try NetworkNamespace(path: topology.namespace(role).path)
         }
         hostNamespace = try open(TopologySpec.hostRole, in: topology)
-        senderNamespace = try open(BenchWorkload.senderName, in: topology)
+        senderNamespace = try open(senderRole, in: topology)
         receiverNamespace = try open(BenchWorkload.receiverName, in: peerTopology ?? topology)
         senderIfindex = try senderNamespace.run { try NetworkInterface.index(named: "eth0") }
         sink = try Sink(attachingIn: receiverNamespace)
@@ -224,19 +262,28 @@ final class BenchHost {
     /// Builds the host of `variant`. On failure everything built so far is removed.
     static func build(
         _ variant: BenchVariant, workload: BenchWorkload, profile: BenchProfile,
-        workDirectory: String
+        direction: BenchDirection = .containers, workDirectory: String
     ) throws -> BenchHost {
         if profile == .crossHost { return try buildCrossHost(variant, workDirectory: workDirectory) }
+        let ingress = direction == .ingress
         let topology: Topology
         do {
-            topology = try Topology.build(workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter))
+            topology = try Topology.build(
+                ingress
+                    ? workload.ingressTopologySpec(bridgeNetfilter: variant.bridgeNetfilter)
+                    : workload.topologySpec(bridgeNetfilter: variant.bridgeNetfilter))
         } catch {
             throw BenchError.runtime("\(variant.name): building the topology failed: \(error)")
         }
         do {
-            let lines = workload.phantomPortLines() + workload.networkLines()
+            let lines =
+                workload.phantomPortLines() + workload.networkLines()
+                + (ingress ? BenchWorkload.ingressHostLines() : [])
             if !lines.isEmpty { try topology.ip(in: TopologySpec.hostRole, lines) }
-            return try BenchHost(variant: variant, topology: topology, workDirectory: workDirectory)
+            if ingress { try topology.ip(in: BenchWorkload.externalName, BenchWorkload.ingressExternalLines()) }
+            return try BenchHost(
+                variant: variant, topology: topology, workDirectory: workDirectory,
+                senderRole: ingress ? BenchWorkload.externalName : BenchWorkload.senderName)
         } catch {
             topology.teardown()
             throw BenchError.runtime("\(variant.name): preparing the topology failed: \(error)")

@@ -56,12 +56,17 @@ public struct BenchReport: Codable, Sendable, Hashable {
     public var packetBytes: Int
     public var rounds: Int
     public var results: [BenchResult]
+    /// "ingress" for `--direction ingress` (each result's `links` is then N
+    /// published ports); nil between containers, so that the JSON of that
+    /// direction keeps the issue's schema.
+    public var direction: String?
 
-    public init(profile: String, packetBytes: Int, rounds: Int, results: [BenchResult]) {
+    public init(profile: String, packetBytes: Int, rounds: Int, results: [BenchResult], direction: String? = nil) {
         self.profile = profile
         self.packetBytes = packetBytes
         self.rounds = rounds
         self.results = results
+        self.direction = direction
     }
 
     public func jsonData() throws -> Data {
@@ -87,6 +92,7 @@ public struct BenchReport: Codable, Sendable, Hashable {
 /// What the run was, for the table's and the chart's headings.
 public struct BenchContext: Sendable, Hashable {
     public var profile: BenchProfile
+    public var direction: BenchDirection
     public var flows: Int
     public var networks: Int
     public var rounds: Int
@@ -101,6 +107,7 @@ public struct BenchContext: Sendable, Hashable {
 
     public init(_ configuration: BenchConfiguration, date: Date = Date()) {
         profile = configuration.profile
+        direction = configuration.direction
         flows = configuration.flows
         networks = configuration.networks
         rounds = configuration.rounds
@@ -116,7 +123,15 @@ public struct BenchContext: Sendable, Hashable {
 
     /// The generator and the packets, for the chart's first line.
     public var generatorLine: String {
-        "\(profile.summary(packetSocket: packetSocket)), \(BenchWorkload.packetBytes)-byte UDP, "
+        if direction == .ingress {
+            let flowText =
+                profile == .new
+                ? "every frame a new flow (conntrack flushed before each burst)"
+                : "\(flows) flow\(flows == 1 ? "" : "s") the receiver answered once first (conntrack: ESTABLISHED)"
+            return "ingress: an outside host's \(BenchWorkload.packetBytes)-byte UDP frames through an AF_PACKET "
+                + "socket to a published port (ext0 → DNAT → receiver), \(flowText)"
+        }
+        return "\(profile.summary(packetSocket: packetSocket)), \(BenchWorkload.packetBytes)-byte UDP, "
             + "\(flows) flow\(flows == 1 ? "" : "s")"
             + (networks == 1 ? "" : ", \(networks) Docker networks (\(networks - 1) user-defined, empty)")
     }
@@ -126,7 +141,9 @@ public struct BenchContext: Sendable, Hashable {
             + "sending thread pinned to CPU \(cpu); "
             + (profile == .crossHost
                 ? "two hosts on a shared link, each routing the other's container subnet"
-                : "icc=false, Docker-style links with one exposed UDP port")
+                : direction == .ingress
+                    ? "N published UDP ports on the containers, the measured one last"
+                    : "icc=false, Docker-style links with one exposed UDP port")
     }
 
     public var headline: String {

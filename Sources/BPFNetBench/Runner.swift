@@ -73,9 +73,11 @@ public final class BenchRunner {
             hosts.append(
                 try BenchHost.build(
                     variant, workload: workload, profile: configuration.profile,
-                    workDirectory: workDirectory))
+                    direction: configuration.direction, workDirectory: workDirectory))
         }
         let generator = try LiveFrameGenerator()
+        let newFlows =
+            configuration.profile == .new ? NewFlowSender(template: workload.ingressFrame(flow: 0)) : nil
         if configuration.profile == .udp {
             for host in hosts {
                 host.udpSockets = try host.senderNamespace.run { try UDPSender.openSockets(workload) }
@@ -93,7 +95,8 @@ public final class BenchRunner {
             var samples: [[BurstSample]] = []
             try PinnedThread.run(cpu: configuration.cpu) {
                 try self.checkPaths(hosts, generator: generator, workload: workload, label: label)
-                samples = try self.measure(hosts, generator: generator, workload: workload, label: label)
+                samples = try self.measure(
+                    hosts, generator: generator, newFlows: newFlows, workload: workload, label: label)
             }
             results += summarise(samples, hosts: hosts, links: links)
             for (host, bursts) in zip(hosts, samples) {
@@ -107,7 +110,12 @@ public final class BenchRunner {
                 }
             }
         }
-        if generator.mode == .packetSocket {
+        if newFlows != nil {
+            context.packetSocket = true
+            notes.append(
+                "frames were sent through an AF_PACKET socket, each with a source of its own (~0.5-1 µs of the "
+                    + "sender's own cost per packet, the same on every variant, dilutes every ratio)")
+        } else if generator.mode == .packetSocket {
             context.packetSocket = true
             notes.append(
                 "frames were sent through \(LiveFrameGenerator.Mode.packetSocket.rawValue): BPF_PROG_TEST_RUN "
@@ -115,7 +123,8 @@ public final class BenchRunner {
         }
         let report = BenchReport(
             profile: configuration.profile.rawValue, packetBytes: BenchWorkload.packetBytes,
-            rounds: configuration.rounds, results: results)
+            rounds: configuration.rounds, results: results,
+            direction: configuration.direction == .ingress ? configuration.direction.rawValue : nil)
         return BenchOutcome(report: report, context: context, notes: notes)
     }
 
@@ -131,19 +140,26 @@ public final class BenchRunner {
         let clock = CPUClock(cpu: configuration.cpu)
         let frames = 256 * workload.flows
         let crossHost = configuration.profile == .crossHost
+        let ingress = configuration.direction == .ingress
         progress.show("\(label): checking that every variant delivers the allowed flows")
-        try generator.setFlows([
-            crossHost ? CrossHostWorkload.frame(from: CrossHostWorkload.strangerIP) : workload.deniedFrame()
-        ])
+        let denied =
+            crossHost
+            ? CrossHostWorkload.frame(from: CrossHostWorkload.strangerIP)
+            : ingress ? workload.ingressDeniedFrame() : workload.deniedFrame()
+        let deniedSource =
+            crossHost
+            ? "from \(CrossHostWorkload.strangerIP), which no link allows (or a forged source),"
+            : ingress
+                ? "from outside to \(BenchWorkload.receiverIP):\(BenchWorkload.unpublishedPort), a port nobody publishes,"
+                : "from \(BenchWorkload.strangerIP), which no link allows (or a forged source),"
+        try generator.setFlows([denied])
         for host in hosts {
             let sample = try burst(host, generator: generator, clock: clock, packets: 256, useGenerator: true)
             let filters = host.variant.enforcesPolicy
             if filters && sample.delivered != 0 {
                 throw BenchError.runtime(
                     "\(host.variant.name) at \(label): \(sample.delivered) of \(sample.sent) packets "
-                        + "from \(crossHost ? CrossHostWorkload.strangerIP : BenchWorkload.strangerIP), which no "
-                        + "link allows (or a forged source), reached the receiver — the filter is not in force"
-                )
+                        + "\(deniedSource) reached the receiver — the filter is not in force")
             }
             if !filters && sample.delivered != sample.sent {
                 throw BenchError.runtime(
@@ -152,7 +168,9 @@ public final class BenchRunner {
             }
         }
         try generator.setFlows(
-            crossHost ? [CrossHostWorkload.frame()] : (0..<workload.flows).map(workload.frame(flow:)))
+            crossHost
+                ? [CrossHostWorkload.frame()]
+                : (0..<workload.flows).map(ingress ? workload.ingressFrame(flow:) : workload.frame(flow:)))
         if configuration.profile == .established {
             try answerEveryFlow(hosts, workload: workload, label: label)
         }
@@ -172,8 +190,9 @@ public final class BenchRunner {
     /// ESTABLISHED; the bursts that follow keep the entries fresh.
     private func answerEveryFlow(_ hosts: [BenchHost], workload: BenchWorkload, label: String) throws {
         progress.show("\(label): the receiver answers every flow once (conntrack: ESTABLISHED)")
-        let requests = (0..<workload.flows).map(workload.frame(flow:))
-        let replies = (0..<workload.flows).map(workload.replyFrame(flow:))
+        let ingress = configuration.direction == .ingress
+        let requests = (0..<workload.flows).map(ingress ? workload.ingressFrame(flow:) : workload.frame(flow:))
+        let replies = (0..<workload.flows).map(ingress ? workload.ingressReplyFrame(flow:) : workload.replyFrame(flow:))
         for host in hosts {
             try PinnedThread.enter(host.senderNamespace)
             try PacketSocketSender.send(requests, count: requests.count, ifindex: host.senderIfindex)
@@ -186,9 +205,12 @@ public final class BenchRunner {
 
     /// The interleaved rounds; returns the recorded samples per host.
     private func measure(
-        _ hosts: [BenchHost], generator: LiveFrameGenerator, workload: BenchWorkload,
+        _ hosts: [BenchHost], generator: LiveFrameGenerator, newFlows: NewFlowSender?, workload: BenchWorkload,
         label: String
     ) throws -> [[BurstSample]] {
+        // New flows: at most half a conntrack table per burst (it is flushed
+        // before each), so that it never fills and evicts or drops.
+        let packetLimit = newFlows == nil ? Int.max : ConntrackTable.capacity() / 2
         let clock = CPUClock(cpu: configuration.cpu)
         let budget = UInt64(configuration.burstSeconds * 1e9)
         var estimate = [Double?](repeating: nil, count: hosts.count)
@@ -207,13 +229,13 @@ public final class BenchRunner {
                     // is ~1000× slower than the bridge).
                     let probe = try burst(
                         host, generator: generator, clock: clock,
-                        packets: Int(LiveFrameGenerator.batchSize), useGenerator: true)
+                        packets: Int(LiveFrameGenerator.batchSize), useGenerator: true, newFlows: newFlows)
                     estimate[index] = probe.nanosecondsPerPacket
                 }
-                let packets = useGenerator ? Self.packets(for: budget, estimate: estimate[index]!) : 0
+                let packets = useGenerator ? min(Self.packets(for: budget, estimate: estimate[index]!), packetLimit) : 0
                 let sample = try burst(
                     host, generator: generator, clock: clock, packets: packets,
-                    useGenerator: useGenerator, cpuBudget: budget)
+                    useGenerator: useGenerator, cpuBudget: budget, newFlows: newFlows)
                 if sample.sent > 0 { estimate[index] = sample.nanosecondsPerPacket }
                 if round > 0 { samples[index].append(sample) }
             }
@@ -229,16 +251,25 @@ public final class BenchRunner {
     }
 
     /// One burst in `host`'s sender namespace, with its delivery check.
+    /// With `newFlows` the frames come from it, each a new flow, and the
+    /// host's conntrack table is flushed before and after (outside the timing).
     private func burst(
         _ host: BenchHost, generator: LiveFrameGenerator, clock: CPUClock, packets: Int,
-        useGenerator: Bool, cpuBudget: UInt64 = 0
+        useGenerator: Bool, cpuBudget: UInt64 = 0, newFlows: NewFlowSender? = nil
     ) throws -> BurstSample {
+        if newFlows != nil {
+            try PinnedThread.enter(host.hostNamespace)
+            try ConntrackTable.flush()
+        }
         try PinnedThread.enter(host.senderNamespace)
         let before = try host.sink.count()
         let softirqStart = clock.softirqNanoseconds()
         let threadStart = CPUClock.threadNanoseconds()
         let sent: UInt64
-        if useGenerator {
+        if let newFlows {
+            try newFlows.send(count: packets, ifindex: host.senderIfindex)
+            sent = UInt64(packets)
+        } else if useGenerator {
             try generator.send(count: packets, ifindex: host.senderIfindex)
             sent = UInt64(packets)
         } else {
@@ -250,6 +281,10 @@ public final class BenchRunner {
         let threadEnd = CPUClock.threadNanoseconds()
         let delivered = try Self.waitForDelivery(host.sink, from: before, expecting: sent)
         let softirqEnd = clock.softirqNanoseconds()
+        if newFlows != nil {
+            try PinnedThread.enter(host.hostNamespace)
+            try ConntrackTable.flush()
+        }
         return BurstSample(
             sent: sent, delivered: delivered, threadNanoseconds: threadEnd - threadStart,
             softirqNanoseconds: softirqEnd &- softirqStart)

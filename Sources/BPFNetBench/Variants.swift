@@ -113,13 +113,19 @@ extension BenchVariant {
     /// The variants measured when `--variants` is not given.
     public static var defaultSelection: [BenchVariant] { all.filter { !$0.isDiagnostic } }
 
-    /// The variants a profile measures: the cross-host profile has its own.
-    public static func available(for profile: BenchProfile) -> [BenchVariant] {
-        profile == .crossHost ? crossHost : all
+    /// The variants a profile measures: the cross-host profile and the
+    /// ingress direction have their own.
+    public static func available(
+        for profile: BenchProfile, direction: BenchDirection = .containers
+    ) -> [BenchVariant] {
+        if direction == .ingress { return ingress }
+        return profile == .crossHost ? crossHost : all
     }
 
-    public static func defaultSelection(for profile: BenchProfile) -> [BenchVariant] {
-        available(for: profile).filter { !$0.isDiagnostic }
+    public static func defaultSelection(
+        for profile: BenchProfile, direction: BenchDirection = .containers
+    ) -> [BenchVariant] {
+        available(for: profile, direction: direction).filter { !$0.isDiagnostic }
     }
 
     public static func named(_ name: String) -> BenchVariant? {
@@ -130,18 +136,21 @@ extension BenchVariant {
     /// would be accepted. `bridge` is
     /// always measured (every ratio is taken against it) and comes first;
     /// the rest keep the order of `all`.
-    public static func select(_ names: [String], profile: BenchProfile = .live) throws(BenchError) -> [BenchVariant] {
-        let available = available(for: profile)
+    public static func select(
+        _ names: [String], profile: BenchProfile = .live, direction: BenchDirection = .containers
+    ) throws(BenchError) -> [BenchVariant] {
+        let available = available(for: profile, direction: direction)
         let known = available.map(\.name).joined(separator: ", ")
+        let scope = direction == .ingress ? "--direction ingress" : "--profile \(profile.rawValue)"
         let wanted = names.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !wanted.isEmpty else {
-            throw .badInput("--variants: name at least one variant; known for --profile \(profile.rawValue): \(known)")
+            throw .badInput("--variants: name at least one variant; known for \(scope): \(known)")
         }
         let unknown = wanted.filter { name in !available.contains { $0.name == name } }.map { "'\($0)'" }
         if !unknown.isEmpty {
             throw .badInput(
                 "--variants: unknown variant\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")) "
-                    + "for --profile \(profile.rawValue); known: \(known)")
+                    + "for \(scope); known: \(known)")
         }
         let set = Set(wanted).union([bridge.name])
         return available.filter { set.contains($0.name) }

@@ -9,6 +9,7 @@ import BPFNetBench
 import Foundation
 
 extension BenchProfile: ExpressibleByArgument {}
+extension BenchDirection: ExpressibleByArgument {}
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,7 +37,10 @@ struct BenchRun: ParsableCommand {
                     + (variant.isDiagnostic ? " (diagnostic: measured only when named)" : "")
             }.joined(separator: "; ")
             + ". bridge is always measured: every ratio is taken against it. --profile cross-host measures "
-            + "bridge, docker-forward-accept, bpfnet-peers and bpfnet-peers-fastpath on two hosts, one flow.")
+            + "bridge, docker-forward-accept, bpfnet-peers and bpfnet-peers-fastpath on two hosts, one flow. "
+            + "--direction ingress measures an outside host's frames to a published port, with N published ports "
+            + "(--ports): "
+            + BenchVariant.ingress.map { "\($0.name) — \($0.summary)" }.joined(separator: "; ") + ".")
 
     @Option(
         help: ArgumentHelp(
@@ -49,6 +53,19 @@ struct BenchRun: ParsableCommand {
             "Numbers of Docker links to sweep, comma-separated (default 0,100,1000,10000; cross-host: none).",
             valueName: "N,..."))
     var links: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "containers: from one container to another (default); ingress: from an outside host to a published "
+                + "port, N published ports (--ports), --profile new|established.",
+            valueName: "containers|ingress"))
+    var direction: BenchDirection = .containers
+
+    @Option(
+        help: ArgumentHelp(
+            "--direction ingress: numbers of published ports to sweep, comma-separated (default 0,100,1000,10000).",
+            valueName: "N,..."))
+    var ports: String?
 
     @Option(
         help: ArgumentHelp(
@@ -73,9 +90,10 @@ struct BenchRun: ParsableCommand {
         help: ArgumentHelp(
             "live: XDP live frames (default); udp: real UDP sockets (sendmmsg); established: live frames on flows "
                 + "the receiver answered first (conntrack ESTABLISHED, Docker's short-cut); cross-host: live frames "
-                + "from a container on one host to one on another, routed through both.",
-            valueName: "live|udp|established|cross-host"))
-    var profile: BenchProfile = .live
+                + "from a container on one host to one on another, routed through both. With --direction ingress: "
+                + "new (default: every frame a new flow) or established.",
+            valueName: "live|udp|established|cross-host|new"))
+    var profile: BenchProfile?
 
     @Option(help: ArgumentHelp("The CPU the sending thread is pinned to (default: the last one).", valueName: "CPU"))
     var cpu: Int?
@@ -87,15 +105,27 @@ struct BenchRun: ParsableCommand {
     var svg: String?
 
     func run() throws {
+        let profile = self.profile ?? direction.profiles[0]
         let selection =
-            try variants.map { try BenchVariant.select($0.split(separator: ",").map(String.init), profile: profile) }
-            ?? BenchVariant.defaultSelection(for: profile)
+            try variants.map {
+                try BenchVariant.select(
+                    $0.split(separator: ",").map(String.init), profile: profile, direction: direction)
+            }
+            ?? BenchVariant.defaultSelection(for: profile, direction: direction)
+        // N is links between containers, published ports for ingress.
+        switch (direction, links, ports) {
+        case (.ingress, .some, _):
+            throw BenchError.badInput("--direction ingress sweeps published ports: give --ports N,... (not --links)")
+        case (.containers, _, .some):
+            throw BenchError.badInput("--ports applies to --direction ingress; between containers give --links N,...")
+        default: break
+        }
         let sweep =
-            try links.map(BenchConfiguration.parseLinks)
+            try (links ?? ports).map(BenchConfiguration.parseLinks)
             ?? (profile == .crossHost ? [0] : BenchConfiguration.defaultLinks)
         let configuration = BenchConfiguration(
             variants: selection, links: sweep, flows: flows, networks: networks,
-            rounds: rounds, burstSeconds: burst, profile: profile, cpu: cpu)
+            rounds: rounds, burstSeconds: burst, profile: profile, direction: direction, cpu: cpu)
         for (option, path) in [("--json", json), ("--svg", svg)] {
             if let path { try checkWritable(path, option: option) }
         }

@@ -121,6 +121,27 @@ final class BenchSmokeTests: XCTestCase {
         XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
     }
 
+    /// `--direction ingress`, both profiles: every variant delivers the
+    /// outside host's frames to the published port (new flows: every frame
+    /// a fresh source, conntrack flushed around each burst), drops frames
+    /// routed straight at an unpublished container port (the reference
+    /// delivers them), and leaves nothing behind.
+    func testIngressDirection() throws {
+        try requireRoot("bench smoke run from outside to a published port")
+        let before = Leftovers.now()
+        for (profile, flows) in [(BenchProfile.new, 1), (.established, 2)] {
+            let configuration = BenchConfiguration(
+                links: [0, 50], flows: flows, rounds: 2, burstSeconds: 0.02, profile: profile, direction: .ingress,
+                showProgress: false)
+            let outcome = try BenchRunner(configuration).run()
+            assertDelivered(outcome.report, variants: BenchVariant.ingress.map(\.name), links: [0, 50])
+            XCTAssertEqual(outcome.report.profile, profile.rawValue)
+            XCTAssertEqual(outcome.report.direction, "ingress")
+            XCTAssertEqual(BenchSchema.problems(in: try outcome.report.jsonData()), [])
+        }
+        XCTAssertEqual(Leftovers.now(), before, "the bench left something behind")
+    }
+
     /// `--profile established`: the receiver answers each flow before the
     /// bursts, and every packet still arrives; the Docker ruleset without
     /// links (icc on) delivers as well.

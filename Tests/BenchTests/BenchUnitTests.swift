@@ -373,3 +373,126 @@ final class ReportTests: XCTestCase {
         }
     }
 }
+
+/// `--direction ingress`: Docker's rules for N published ports, bpfnet's
+/// policy for them, the new-flow frames and the options.
+final class IngressTests: XCTestCase {
+    /// dockerd 20.10 writes, per published port, a DNAT in nat DOCKER, an
+    /// ACCEPT in filter DOCKER and a hairpin masquerade; the measured port
+    /// (the receiver's 5201) comes after all N others in both chains.
+    func testDockerRulesHaveOneDNATAndOneAcceptPerPublishedPortTheMeasuredOneLast() {
+        let workload = BenchWorkload(maxLinks: 100, flows: 1)
+        var table = ""
+        var chains: [String: [String]] = [:]
+        for line in workload.ingressDockerRules(ports: 100).split(separator: "\n").map(String.init) {
+            if line.hasPrefix("*") { table = line }
+            guard line.hasPrefix("-A ") else { continue }
+            chains[table + " " + line.split(separator: " ")[1], default: []].append(line)
+        }
+        let dnat = chains["*nat DOCKER"]!.filter { $0.contains("-j DNAT") }
+        XCTAssertEqual(dnat.count, 101)
+        XCTAssertEqual(
+            dnat.last, "-A DOCKER ! -i docker0 -p udp -m udp --dport 5201 -j DNAT --to-destination 10.88.0.3:5201")
+        XCTAssertEqual(Set(dnat.map { $0.split(separator: " ")[10] }).count, 101, "one host port each")
+        XCTAssertEqual(chains["*nat DOCKER"]!.first, "-A DOCKER -i docker0 -j RETURN")
+        XCTAssertEqual(chains["*nat PREROUTING"], ["-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER"])
+        let accepts = chains["*filter DOCKER"]!
+        XCTAssertEqual(accepts.count, 101)
+        XCTAssertEqual(
+            accepts.last, "-A DOCKER -d 10.88.0.3/32 ! -i docker0 -o docker0 -p udp -m udp --dport 5201 -j ACCEPT")
+        // Port g is the phantom g mod m's, so neighbouring rules name different containers.
+        XCTAssertEqual(
+            accepts[0], "-A DOCKER -d 10.88.1.1/32 ! -i docker0 -o docker0 -p udp -m udp --dport 20000 -j ACCEPT")
+        let hairpins = chains["*nat POSTROUTING"]!.filter { $0.contains("/32 -d") }
+        XCTAssertEqual(hairpins.count, 101)
+        XCTAssertEqual(
+            hairpins.last, "-A POSTROUTING -s 10.88.0.3/32 -d 10.88.0.3/32 -p udp -m udp --dport 5201 -j MASQUERADE")
+        XCTAssertTrue(chains["*nat POSTROUTING"]!.contains("-A POSTROUTING -s 10.88.0.0/16 ! -o docker0 -j MASQUERADE"))
+        XCTAssertTrue(chains["*filter FORWARD"]!.contains("-A FORWARD -o docker0 -j DOCKER"))
+        // N = 0: only the measured port.
+        let empty = workload.ingressDockerRules(ports: 0)
+        XCTAssertEqual(empty.split(separator: "\n").filter { $0.contains("-j DNAT") }.count, 1)
+    }
+
+    func testPolicyPublishesEveryPortAndCompiles() throws {
+        let workload = BenchWorkload(maxLinks: 1000, flows: 1)
+        let policy = workload.ingressPolicy(ports: 1000)
+        XCTAssertEqual(policy.containers.last?.name, BenchWorkload.receiverName)
+        XCTAssertEqual(policy.containers.flatMap(\.published).count, 1001)
+        XCTAssertEqual(policy.extInterfaces.map(\.name), ["ext0"])
+        XCTAssertTrue(policy.fastPath, "as `bpfnet load` sets it up")
+        XCTAssertNoThrow(try policy.validate(bridge: BenchWorkload.bridgeAddress))
+        let state = try ControlPlaneFixture.compile(policy)
+        XCTAssertEqual(state.published.count, 1001)
+        XCTAssertEqual(workload.ingressPublished(ports: 1000).count, 1001)
+        // The floor's NAT table maps every host port.
+        let nat = NATRuleset(
+            bridge: BenchWorkload.bridgeName, bridgeSubnet: BenchWorkload.bridgeAddress.network,
+            published: workload.ingressPublished(ports: 1000)
+        ).render()
+        XCTAssertTrue(nat.contains("udp . 5201 : 10.88.0.3 . 5201"))
+        XCTAssertTrue(nat.contains("udp . 20999 : "))
+    }
+
+    /// A rewritten frame is byte for byte the frame PacketBuilder builds from
+    /// that source (checksums included), and the sources of a burst never repeat.
+    func testNewFlowFramesAreCompleteAndNeverRepeatInABurst() {
+        let workload = BenchWorkload(maxLinks: 0, flows: 1)
+        let template = workload.ingressFrame(flow: 0)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: template.count, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.copyBytes(from: template)
+        var sources = NewFlowSources()
+        var seen = Set<String>()
+        for index in 0..<70000 {
+            let source = sources.take()
+            XCTAssertTrue(seen.insert("\(source.address):\(source.port)").inserted)
+            if index % 997 == 0 || index == 69999 {
+                NewFlowSources.rewrite(buffer, source: source)
+                XCTAssertEqual(
+                    Array(buffer),
+                    BenchWorkload.ingressFrame(
+                        from: source.address, sourcePort: source.port, to: BenchWorkload.hostExternalAddress.address),
+                    "\(source)")
+            }
+        }
+        XCTAssertEqual(NewFlowSources.source(0).address, IPv4Address(198, 51, 100, 3))
+        XCTAssertEqual(NewFlowSources.source(NewFlowSources.count - 1).address, IPv4Address(198, 51, 100, 254))
+        XCTAssertGreaterThan(Int(NewFlowSources.count), 4 * 262144, "more than a burst's worth")
+    }
+
+    func testOptions() throws {
+        XCTAssertEqual(
+            try BenchVariant.select(["bpfnet-netfilter-nat"], direction: .ingress).map(\.name),
+            ["bridge", "bpfnet-netfilter-nat"])
+        XCTAssertThrowsError(try BenchVariant.select(["bpfnet-tc"], direction: .ingress)) { error in
+            XCTAssertTrue((error as! BenchError).description.contains("--direction ingress"), "\(error)")
+        }
+        // The ingress reference carries the NAT a published port needs.
+        let configuration = BenchConfiguration(
+            variants: [.bridge], links: [0, 1000], profile: .new, direction: .ingress, showProgress: false)
+        XCTAssertTrue(configuration.variants[0].summary.contains("DNAT"))
+        XCTAssertNoThrow(try configuration.validateValues())
+        XCTAssertEqual(
+            BenchConfiguration(profile: .new, direction: .ingress, showProgress: false).variants.map(\.name),
+            BenchVariant.ingress.map(\.name))
+        for bad in [
+            BenchConfiguration(links: [0], profile: .live, direction: .ingress, showProgress: false),
+            BenchConfiguration(links: [0], flows: 2, profile: .new, direction: .ingress, showProgress: false),
+            BenchConfiguration(
+                links: [0], networks: 2, profile: .established, direction: .ingress, showProgress: false),
+            BenchConfiguration(
+                links: [BenchWorkload.maxPublishedPorts + 1], profile: .new, direction: .ingress, showProgress: false),
+            BenchConfiguration(links: [0], profile: .new, showProgress: false),
+        ] {
+            XCTAssertThrowsError(try bad.validateValues()) { error in
+                XCTAssertTrue((error as! BenchError).isBadInput, "\(error)")
+            }
+        }
+        XCTAssertNoThrow(
+            try BenchConfiguration(
+                links: [0, 10], flows: 4, profile: .established, direction: .ingress, showProgress: false
+            )
+            .validateValues())
+    }
+}

@@ -18,7 +18,9 @@ func requireRoot(_ what: String) throws {
 /// { "profile", "packetBytes", "rounds", "results": [ { "variant", "links",
 /// "flows", "nsPerPacket": {"min","median","max"}, "mppsPerCore", "sent",
 /// "delivered", "ratioToBridge": {"min","median","max"} } ] }; a result of a
-/// run with `--networks K` (K > 1) also has "networks".
+/// run with `--networks K` (K > 1) also has "networks", and a run with
+/// `--direction ingress` has "direction" at the top ("links" is then N
+/// published ports).
 enum BenchSchema {
     enum Kind { case string, integer, number, spread, results }
 
@@ -32,6 +34,8 @@ enum BenchSchema {
     static let spread: [String: Kind] = ["min": .number, "median": .number, "max": .number]
     /// Keys a result may have, checked when present.
     static let optional: [String: Kind] = ["networks": .integer]
+    /// Keys the top level may have, checked when present.
+    static let optionalTop: [String: Kind] = ["direction": .string]
 
     /// Every deviation from the schema, as "path: problem"; empty when it conforms.
     static func problems(in data: Data) -> [String] {
@@ -42,11 +46,12 @@ enum BenchSchema {
     private static func check(_ value: Any, against fields: [String: Kind], at path: String) -> [String] {
         guard let object = value as? [String: Any] else { return ["\(path): not an object"] }
         var problems: [String] = []
-        let allowed = fields.merging(fields == result ? optional : [:]) { required, _ in required }
+        let optionalHere = fields == result ? optional : fields == top ? optionalTop : [:]
+        let allowed = fields.merging(optionalHere) { required, _ in required }
         for key in Set(object.keys).subtracting(allowed.keys).sorted() {
             problems.append("\(path).\(key): not in the schema")
         }
-        for (key, kind) in optional.sorted(by: { $0.key < $1.key }) where fields == result {
+        for (key, kind) in optionalHere.sorted(by: { $0.key < $1.key }) {
             if let field = object[key] { problems += check(field, kind, at: "\(path).\(key)") }
         }
         for (key, kind) in fields.sorted(by: { $0.key < $1.key }) {
