@@ -128,8 +128,11 @@ public struct BenchContext: Sendable, Hashable {
                 profile == .new
                 ? "every frame a new flow (conntrack flushed before each burst)"
                 : "\(flows) flow\(flows == 1 ? "" : "s") the receiver answered once first (conntrack: ESTABLISHED)"
-            return "ingress: an outside host's \(BenchWorkload.packetBytes)-byte UDP frames through an AF_PACKET "
-                + "socket to a published port (ext0 → DNAT → receiver), \(flowText)"
+            let how =
+                packetSocket || profile == .new
+                ? "through an AF_PACKET socket" : "as XDP live frames"
+            return "ingress: an outside host's \(BenchWorkload.packetBytes)-byte UDP frames \(how) to a published "
+                + "port (ext0 → DNAT → receiver), \(flowText)"
         }
         return "\(profile.summary(packetSocket: packetSocket)), \(BenchWorkload.packetBytes)-byte UDP, "
             + "\(flows) flow\(flows == 1 ? "" : "s")"
