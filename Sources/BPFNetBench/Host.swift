@@ -160,6 +160,31 @@ final class IngressNATFloorFilter: VariantFilter {
     func tearDown(on host: BenchHost) {}
 }
 
+/// Ingress diagnostic: the reference plus an empty XDP program on ext0,
+/// where bpfnet attaches its ext program: what the XDP hook costs on the
+/// bench's veth (each skb becomes an xdp_buff first, copied when its
+/// headroom is short), before any program does anything.
+final class IngressEmptyXDPFilter: VariantFilter {
+    private let nat = IngressNATFloorFilter()
+    private var object: BPFObject?
+
+    func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
+        try nat.install(links: links, workload: workload, on: host)
+        guard object == nil else { return }
+        let object = try BPFObject(
+            bytes: BPFObjects.selftest.bytes, name: "selftest", options: BPFObject.Options(pinMaps: false))
+        try object.load()
+        self.object = object
+        let program = try object.program(named: "bpfnet_empty_xdp")
+        try host.hostNamespace.run {
+            let ifindex = try NetworkInterface.index(named: BenchWorkload.externalInterface)
+            _ = try XDPAttachment.attach(program, ifindex: ifindex, mode: .native)
+        }
+    }
+
+    func tearDown(on host: BenchHost) { object = nil }
+}
+
 /// The bridge with an empty program (bpf/selftest.bpf.c) on every container
 /// port, where bpfnet attaches its port program: the cost of the hook alone.
 final class EmptyHookFilter: VariantFilter {

@@ -263,6 +263,13 @@ extension BenchVariant {
                 + "with the published ports in its maps, and its nftables NAT table",
             tools: ["nft"], usesBPFNetMaps: true
         ) { BPFNetFilter(.bpf(portHook: .tc, fastPath: true), direction: .ingress) },
+        // What the XDP hook on ext0 costs before any program work: splits
+        // bpfnet's cost over the reference into the hook's and its own.
+        BenchVariant(
+            name: "bridge-empty-xdp",
+            summary: "ingress: the reference plus an empty XDP program on ext0 (hook cost only)", tools: ["nft"],
+            isDiagnostic: true
+        ) { IngressEmptyXDPFilter() },
     ]
 }
 

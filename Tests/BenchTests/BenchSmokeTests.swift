@@ -134,7 +134,9 @@ final class BenchSmokeTests: XCTestCase {
                 links: [0, 50], flows: flows, rounds: 2, burstSeconds: 0.02, profile: profile, direction: .ingress,
                 showProgress: false)
             let outcome = try BenchRunner(configuration).run()
-            assertDelivered(outcome.report, variants: BenchVariant.ingress.map(\.name), links: [0, 50])
+            assertDelivered(
+                outcome.report, variants: BenchVariant.defaultSelection(for: profile, direction: .ingress).map(\.name),
+                links: [0, 50])
             XCTAssertEqual(outcome.report.profile, profile.rawValue)
             XCTAssertEqual(outcome.report.direction, "ingress")
             XCTAssertEqual(BenchSchema.problems(in: try outcome.report.jsonData()), [])

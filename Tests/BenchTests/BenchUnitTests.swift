@@ -475,7 +475,8 @@ final class IngressTests: XCTestCase {
         XCTAssertNoThrow(try configuration.validateValues())
         XCTAssertEqual(
             BenchConfiguration(profile: .new, direction: .ingress, showProgress: false).variants.map(\.name),
-            BenchVariant.ingress.map(\.name))
+            BenchVariant.ingress.filter { !$0.isDiagnostic }.map(\.name))
+        XCTAssertTrue(BenchVariant.ingress.contains { $0.name == "bridge-empty-xdp" && $0.isDiagnostic })
         for bad in [
             BenchConfiguration(links: [0], profile: .live, direction: .ingress, showProgress: false),
             BenchConfiguration(links: [0], flows: 2, profile: .new, direction: .ingress, showProgress: false),
