@@ -11,6 +11,7 @@ import BPF
 import BPFNetBenchShared
 import BPFNetCore
 import BPFNetDataplane
+import BPFNetShared
 import BPFObjects
 import Foundation
 import Logging
@@ -25,6 +26,13 @@ protocol VariantFilter: AnyObject {
     /// Removes what the variant keeps outside the host's namespaces (pins,
     /// mounts). Never throws; the namespaces go with the topology.
     func tearDown(on host: BenchHost)
+    /// Forgets the connections it tracks outside conntrack (bn_nat), before
+    /// and after each burst of `--profile new`, as conntrack is flushed then.
+    func forgetConnections(on host: BenchHost) throws
+}
+
+extension VariantFilter {
+    func forgetConnections(on host: BenchHost) throws {}
 }
 
 /// The bridge alone.
@@ -89,12 +97,16 @@ final class BPFNetFilter: VariantFilter {
     let backend: Backend
     /// Ingress: N is published ports and the policy is Ingress.swift's.
     let direction: BenchDirection
+    /// Who translates published ports (ingress): netfilter, or the eBPF programs.
+    let nat: NATMode
     private var dataplane: (any Dataplane)?
     private var pinPath: FilePath?
+    private var connections: BPFMap<bpfnet_nat_key, bpfnet_nat_entry>?
 
-    init(_ backend: Backend, direction: BenchDirection = .containers) {
+    init(_ backend: Backend, direction: BenchDirection = .containers, nat: NATMode = .netfilter) {
         self.backend = backend
         self.direction = direction
+        self.nat = nat
     }
 
     func install(links: Int, workload: BenchWorkload, on host: BenchHost) throws {
@@ -118,7 +130,7 @@ final class BPFNetFilter: VariantFilter {
         case (.bpf(let portHook, let fastPath), .containers):
             policy = workload.policy(links: links, portHook: portHook, fastPath: fastPath)
         case (.bpf(let portHook, let fastPath), .ingress):
-            policy = workload.ingressPolicy(ports: links, portHook: portHook, fastPath: fastPath)
+            policy = workload.ingressPolicy(ports: links, portHook: portHook, fastPath: fastPath, nat: nat)
         case (.nftables, .containers):
             policy = workload.policy(links: links, portHook: .tc, fastPath: false)
         case (.nftables, .ingress):
@@ -131,7 +143,20 @@ final class BPFNetFilter: VariantFilter {
         }
     }
 
+    /// Deletes every bn_nat entry (eBPF NAT only), so that a burst of new
+    /// flows starts from an empty table, as conntrack's is flushed.
+    func forgetConnections(on host: BenchHost) throws {
+        guard nat == .ebpf, let pinPath else { return }
+        if connections == nil {
+            connections = try BPFMap(pinnedAt: pinPath.appending(MapKind.name(of: BPFNET_MAP_ID_NAT)))
+        }
+        guard let connections else { return }
+        let keys = try connections.entries().map(\.key)
+        if !keys.isEmpty { _ = try connections.delete(keys: keys) }
+    }
+
     func tearDown(on host: BenchHost) {
+        connections = nil
         dataplane = nil  // closes the objects; attachments and tables vanish with the namespace
         guard let path = pinPath else { return }
         BenchSafetyNet.unmount(path)
@@ -305,7 +330,15 @@ final class BenchHost {
                 workload.phantomPortLines() + workload.networkLines()
                 + (ingress ? BenchWorkload.ingressHostLines() : [])
             if !lines.isEmpty { try topology.ip(in: TopologySpec.hostRole, lines) }
-            if ingress { try topology.ip(in: BenchWorkload.externalName, BenchWorkload.ingressExternalLines()) }
+            if ingress {
+                try topology.ip(in: BenchWorkload.externalName, BenchWorkload.ingressExternalLines())
+                // Complete checksums on the ext link, as a wire carries them (the
+                // eBPF NAT takes no frame a veth may deliver with a partial one);
+                // every variant gets the same link.
+                try topology.run(in: BenchWorkload.externalName, ["ethtool", "-K", "eth0", "tx", "off"])
+                try topology.run(
+                    in: TopologySpec.hostRole, ["ethtool", "-K", BenchWorkload.externalInterface, "tx", "off"])
+            }
             return try BenchHost(
                 variant: variant, topology: topology, workDirectory: workDirectory,
                 senderRole: ingress ? BenchWorkload.externalName : BenchWorkload.senderName)

@@ -61,7 +61,9 @@ extension BenchWorkload {
     /// The policy of a host with N published ports besides the receiver's
     /// (icc=false, no links). The receiver is the last container, so every
     /// renderer that follows the containers' order puts its port after all N.
-    func ingressPolicy(ports n: Int, portHook: PortHook = .tc, fastPath: Bool = true) -> Policy {
+    func ingressPolicy(
+        ports n: Int, portHook: PortHook = .tc, fastPath: Bool = true, nat: NATMode = .netfilter
+    ) -> Policy {
         var published = [[PublishedPort]](repeating: [], count: phantomCount)
         for (phantom, port) in decoyPublishedPorts(n) { published[phantom].append(port) }
         var containers = [
@@ -79,7 +81,7 @@ extension BenchWorkload {
         return Policy(
             bridge: Self.bridgeName, icc: false, ipForward: true, forwardPolicy: .drop, portHook: portHook,
             extInterfaces: [ExternalInterface(name: Self.externalInterface)], containers: containers,
-            fastPath: fastPath)
+            fastPath: fastPath, nat: nat)
     }
 
     private static func exposed(_ port: PublishedPort) -> PortSpec { PortSpec(port.containerPort, port.proto) }
@@ -193,47 +195,52 @@ struct NewFlowSources {
             UInt16(firstPort + index % portsPerAddress)
         )
     }
+}
 
-    /// Writes `source` into an IPv4/UDP frame without VLAN tags (Ethernet
-    /// header 14 bytes, IPv4 header 20) and recomputes both checksums: the
-    /// frame stays complete, as a wire delivers it (the eBPF NAT path takes
-    /// only frames with full checksums).
-    static func rewrite(_ frame: UnsafeMutableRawBufferPointer, source: (address: IPv4Address, port: UInt16)) {
+/// The frame of `--profile new` with its source rewritten per packet: an
+/// IPv4/UDP frame without VLAN tags (Ethernet header 14 bytes, IPv4 header
+/// 20). Both checksums stay complete, as a wire delivers them (the eBPF NAT
+/// takes only such frames): they are the template's sums without the
+/// source, plus the new source's words — a few additions per frame, so the
+/// sender costs every variant the same little.
+struct NewFlowTemplate {
+    let frame: [UInt8]
+    /// One's-complement sums of everything but the source address (and port,
+    /// and the checksum fields): the IPv4 header's, and the UDP pseudo
+    /// header's with the datagram's.
+    private let ipBase: UInt32
+    private let udpBase: UInt32
+
+    init(_ frame: [UInt8]) {
+        precondition(frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 17)
+        self.frame = frame
+        func word(_ offset: Int) -> UInt32 { UInt32(frame[offset]) << 8 | UInt32(frame[offset + 1]) }
+        // IPv4 header words but the checksum (24) and the source address (26, 28).
+        ipBase = stride(from: 14, to: 34, by: 2).filter { ![24, 26, 28].contains($0) }.reduce(0) { $0 + word($1) }
+        let udpLength = Int(word(38))
+        // Pseudo header: destination address, protocol, UDP length; the datagram but source port and checksum.
+        var udp = word(30) + word(32) + 17 + UInt32(udpLength)
+        for offset in stride(from: 36, to: 34 + udpLength - 1, by: 2) where offset != 40 { udp += word(offset) }
+        if udpLength % 2 == 1 { udp += UInt32(frame[34 + udpLength - 1]) << 8 }
+        udpBase = udp
+    }
+
+    /// Writes `source` and both checksums into `buffer` (a copy of `frame`).
+    func rewrite(_ buffer: UnsafeMutableRawBufferPointer, source: (address: IPv4Address, port: UInt16)) {
         let address = source.address.value
-        for (offset, shift) in [(26, 24), (27, 16), (28, 8), (29, 0)] as [(Int, UInt32)] {
-            frame[offset] = UInt8(truncatingIfNeeded: address >> shift)
-        }
-        frame[34] = UInt8(source.port >> 8)
-        frame[35] = UInt8(source.port & 0xFF)
-        func sum(_ range: StrideTo<Int>, into total: inout UInt32) {
-            for offset in range { total += UInt32(frame[offset]) << 8 | UInt32(frame[offset + 1]) }
-        }
-        func fold(_ total: UInt32) -> UInt16 {
-            var total = total
-            while total >> 16 != 0 { total = (total & 0xFFFF) + (total >> 16) }
-            return ~UInt16(total)
-        }
-        // IPv4 header checksum (bytes 24-25).
-        frame[24] = 0
-        frame[25] = 0
-        var ip: UInt32 = 0
-        sum(stride(from: 14, to: 34, by: 2), into: &ip)
-        let ipChecksum = fold(ip)
-        frame[24] = UInt8(ipChecksum >> 8)
-        frame[25] = UInt8(ipChecksum & 0xFF)
-        // UDP checksum (bytes 40-41) over the pseudo header and the datagram.
-        let udpLength = Int(frame[38]) << 8 | Int(frame[39])
-        frame[40] = 0
-        frame[41] = 0
-        var udp = UInt32(17) + UInt32(udpLength)
-        sum(stride(from: 26, to: 34, by: 2), into: &udp)  // source and destination addresses
-        let end = 34 + udpLength
-        sum(stride(from: 34, to: end - 1, by: 2), into: &udp)
-        if udpLength % 2 == 1 { udp += UInt32(frame[end - 1]) << 8 }
-        var udpChecksum = fold(udp)
-        if udpChecksum == 0 { udpChecksum = 0xFFFF }  // RFC 768: 0 means "no checksum"
-        frame[40] = UInt8(udpChecksum >> 8)
-        frame[41] = UInt8(udpChecksum & 0xFF)
+        let words = (address >> 16) + (address & 0xFFFF)
+        buffer.storeBytes(of: address.bigEndian, toByteOffset: 26, as: UInt32.self)
+        buffer.storeBytes(of: source.port.bigEndian, toByteOffset: 34, as: UInt16.self)
+        buffer.storeBytes(of: Self.fold(ipBase + words).bigEndian, toByteOffset: 24, as: UInt16.self)
+        let udp = Self.fold(udpBase + words + UInt32(source.port))
+        // RFC 768: a computed 0 is sent as 0xFFFF (0 means "no checksum").
+        buffer.storeBytes(of: (udp == 0 ? 0xFFFF : udp).bigEndian, toByteOffset: 40, as: UInt16.self)
+    }
+
+    private static func fold(_ sum: UInt32) -> UInt16 {
+        var sum = sum
+        while sum >> 16 != 0 { sum = (sum & 0xFFFF) + (sum >> 16) }
+        return ~UInt16(sum)
     }
 }
 
@@ -263,6 +270,12 @@ extension BenchVariant {
                 + "with the published ports in its maps, and its nftables NAT table",
             tools: ["nft"], usesBPFNetMaps: true
         ) { BPFNetFilter(.bpf(portHook: .tc, fastPath: true), direction: .ingress) },
+        BenchVariant(
+            name: "bpfnet-ebpf-nat",
+            summary: "ingress: the same with --nat ebpf: the ext program translates published-port connections "
+                + "(bn_nat) and redirects them to the container; netfilter's DNAT only for what it leaves to the stack",
+            tools: ["nft"], usesBPFNetMaps: true
+        ) { BPFNetFilter(.bpf(portHook: .tc, fastPath: true), direction: .ingress, nat: .ebpf) },
         // What the XDP hook on ext0 costs before any program work: splits
         // bpfnet's cost over the reference into the hook's and its own.
         BenchVariant(
@@ -278,14 +291,14 @@ extension BenchVariant {
 /// most BENCH_GEN_MAX_FLOWS templates, and this kernel refuses live frames).
 /// Rewriting a frame costs ~50 ns of the sending thread, on every variant alike.
 final class NewFlowSender {
-    private let template: [UInt8]
+    private let template: NewFlowTemplate
     private var sources = NewFlowSources()
 
-    init(template: [UInt8]) { self.template = template }
+    init(template: [UInt8]) { self.template = NewFlowTemplate(template) }
 
     func send(count: Int, ifindex: UInt32) throws {
-        try PacketSocketSender.send([template], count: count, ifindex: ifindex) { frame in
-            NewFlowSources.rewrite(frame, source: self.sources.take())
+        try PacketSocketSender.send([template.frame], count: count, ifindex: ifindex) { frame in
+            self.template.rewrite(frame, source: self.sources.take())
         }
     }
 }
@@ -293,6 +306,9 @@ final class NewFlowSender {
 /// The calling thread's namespace's conntrack table, through ctnetlink.
 enum ConntrackTable {
     private static let netlinkNetfilter: Int32 = 12  // NETLINK_NETFILTER
+    // SOCK_RAW and SOCK_CLOEXEC by value: bpfnet_shared.h's kernel headers make the names ambiguous here.
+    private static let socketRaw: Int32 = 3
+    private static let socketCloseOnExec: Int32 = 0o2_000_000
     /// (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE: without a tuple, a flush.
     private static let deleteMessage: UInt16 = 1 << 8 | 2
     private static let request: UInt16 = 1  // NLM_F_REQUEST
@@ -303,7 +319,7 @@ enum ConntrackTable {
     /// freed at once (SLAB_TYPESAFE_BY_RCU), not in a later softirq that
     /// would be charged to the next burst.
     static func flush() throws {
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), netlinkNetfilter)
+        let fd = socket(AF_NETLINK, socketRaw | socketCloseOnExec, netlinkNetfilter)
         guard fd >= 0 else {
             throw BenchError.runtime("socket(AF_NETLINK, NETLINK_NETFILTER): \(String(cString: strerror(errno)))")
         }
@@ -342,6 +358,14 @@ enum ConntrackTable {
         guard error == 0 || -error == ENOENT else {
             throw BenchError.runtime("flushing conntrack: \(String(cString: strerror(-error)))")
         }
+    }
+
+    /// Most frames of one `new` burst: half a conntrack table (flushed
+    /// before each burst) and a quarter of bn_nat (cleared likewise; two
+    /// entries per connection), so that neither table fills — a full one
+    /// evicts (the LRU bn_nat) or drops (conntrack).
+    static func newFlowsPerBurst() -> Int {
+        min(capacity() / 2, Int(BPFNET_MAX_NAT_ENTRIES) / 4)
     }
 
     /// nf_conntrack_max: one table's (each namespace's) limit.

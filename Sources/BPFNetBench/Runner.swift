@@ -208,9 +208,8 @@ public final class BenchRunner {
         _ hosts: [BenchHost], generator: LiveFrameGenerator, newFlows: NewFlowSender?, workload: BenchWorkload,
         label: String
     ) throws -> [[BurstSample]] {
-        // New flows: at most half a conntrack table per burst (it is flushed
-        // before each), so that it never fills and evicts or drops.
-        let packetLimit = newFlows == nil ? Int.max : ConntrackTable.capacity() / 2
+        // New flows: never enough to fill conntrack or bn_nat (both are emptied before each burst).
+        let packetLimit = newFlows == nil ? Int.max : ConntrackTable.newFlowsPerBurst()
         let clock = CPUClock(cpu: configuration.cpu)
         let budget = UInt64(configuration.burstSeconds * 1e9)
         var estimate = [Double?](repeating: nil, count: hosts.count)
@@ -260,6 +259,7 @@ public final class BenchRunner {
         if newFlows != nil {
             try PinnedThread.enter(host.hostNamespace)
             try ConntrackTable.flush()
+            try host.filter.forgetConnections(on: host)
         }
         try PinnedThread.enter(host.senderNamespace)
         let before = try host.sink.count()
@@ -284,6 +284,7 @@ public final class BenchRunner {
         if newFlows != nil {
             try PinnedThread.enter(host.hostNamespace)
             try ConntrackTable.flush()
+            try host.filter.forgetConnections(on: host)
         }
         return BurstSample(
             sent: sent, delivered: delivered, threadNanoseconds: threadEnd - threadStart,

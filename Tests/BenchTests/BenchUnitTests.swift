@@ -421,7 +421,13 @@ final class IngressTests: XCTestCase {
         XCTAssertEqual(policy.containers.flatMap(\.published).count, 1001)
         XCTAssertEqual(policy.extInterfaces.map(\.name), ["ext0"])
         XCTAssertTrue(policy.fastPath, "as `bpfnet load` sets it up")
+        XCTAssertEqual(policy.nat, .netfilter)
         XCTAssertNoThrow(try policy.validate(bridge: BenchWorkload.bridgeAddress))
+        // bpfnet-ebpf-nat: the same host with the eBPF NAT.
+        let ebpf = workload.ingressPolicy(ports: 1000, nat: .ebpf)
+        XCTAssertEqual(ebpf.nat, .ebpf)
+        XCTAssertNoThrow(try ebpf.validate(bridge: BenchWorkload.bridgeAddress))
+        XCTAssertEqual(try ControlPlaneFixture.compile(ebpf).published.count, 1001)
         let state = try ControlPlaneFixture.compile(policy)
         XCTAssertEqual(state.published.count, 1001)
         XCTAssertEqual(workload.ingressPublished(ports: 1000).count, 1001)
@@ -438,17 +444,17 @@ final class IngressTests: XCTestCase {
     /// that source (checksums included), and the sources of a burst never repeat.
     func testNewFlowFramesAreCompleteAndNeverRepeatInABurst() {
         let workload = BenchWorkload(maxLinks: 0, flows: 1)
-        let template = workload.ingressFrame(flow: 0)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: template.count, alignment: 8)
+        let template = NewFlowTemplate(workload.ingressFrame(flow: 0))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: template.frame.count, alignment: 8)
         defer { buffer.deallocate() }
-        buffer.copyBytes(from: template)
+        buffer.copyBytes(from: template.frame)
         var sources = NewFlowSources()
         var seen = Set<String>()
         for index in 0..<70000 {
             let source = sources.take()
             XCTAssertTrue(seen.insert("\(source.address):\(source.port)").inserted)
-            if index % 997 == 0 || index == 69999 {
-                NewFlowSources.rewrite(buffer, source: source)
+            if index % 997 == 0 || index == 69999 || source.port == 0xFFFF {
+                template.rewrite(buffer, source: source)
                 XCTAssertEqual(
                     Array(buffer),
                     BenchWorkload.ingressFrame(
@@ -463,8 +469,10 @@ final class IngressTests: XCTestCase {
 
     func testOptions() throws {
         XCTAssertEqual(
-            try BenchVariant.select(["bpfnet-netfilter-nat"], direction: .ingress).map(\.name),
-            ["bridge", "bpfnet-netfilter-nat"])
+            try BenchVariant.select(["bpfnet-ebpf-nat", "bpfnet-netfilter-nat"], direction: .ingress).map(\.name),
+            ["bridge", "bpfnet-netfilter-nat", "bpfnet-ebpf-nat"])
+        XCTAssertLessThanOrEqual(
+            ConntrackTable.newFlowsPerBurst() * 2, Int(BPFNET_MAX_NAT_ENTRIES) / 2, "bn_nat never fills in a burst")
         XCTAssertThrowsError(try BenchVariant.select(["bpfnet-tc"], direction: .ingress)) { error in
             XCTAssertTrue((error as! BenchError).description.contains("--direction ingress"), "\(error)")
         }
