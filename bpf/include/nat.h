@@ -324,18 +324,6 @@ ext_nat(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed
 	if (!bpf_map_lookup_elem(&BPFNET_MAP_FP_TX, &dst->port_ifindex))
 		return BPFNET_FP_NO_NAPI;
 
-	/* The route to the container, as the stack would take it after DNAT:
-	 * forwarding on the ingress device, via the container's bridge, to a
-	 * neighbour that is the container. */
-	event = fp_fib_route_to(xdp, ip, p->sport, target->container_addr, target->container_port,
-				xdp->ingress_ifindex, 1, &fib);
-	if (event != BPFNET_FP_HIT)
-		return event;
-	if (fib.ifindex != network_get(dst->network)->bridge_ifindex)
-		return BPFNET_FP_FIB;
-	if (!mac_equal(fib.dmac, dst->mac))
-		return BPFNET_FP_MAC;
-
 	key.saddr = p->saddr;
 	key.daddr = p->daddr;
 	key.sport = p->sport;
@@ -360,6 +348,19 @@ ext_nat(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed
 		    (tcp_flags & (NAT_TCP_SYN | NAT_TCP_ACK | NAT_TCP_RST | NAT_TCP_FIN)) !=
 			    NAT_TCP_SYN)
 			return BPFNET_FP_NAT_STATE; /* mid-stream: whoever tracks it */
+		/* The route to the container, as the stack would take it after
+		 * DNAT: forwarding on the ingress device, via the container's
+		 * bridge, to a neighbour that is the container. Checked when the
+		 * connection opens; its later packets take the same way (a FIB
+		 * lookup cost ~220 ns a packet here, a quarter of the program). */
+		event = fp_fib_route_to(xdp, ip, p->sport, target->container_addr,
+					target->container_port, xdp->ingress_ifindex, 1, &fib);
+		if (event != BPFNET_FP_HIT)
+			return event;
+		if (fib.ifindex != network_get(dst->network)->bridge_ifindex)
+			return BPFNET_FP_FIB;
+		if (!mac_equal(fib.dmac, dst->mac))
+			return BPFNET_FP_MAC;
 		/* Docker DNATs only packets to a local address: the FIB says
 		 * NOT_FWDED for those. A specific binding names a host address. */
 		if (wildcard) {
@@ -385,9 +386,9 @@ ext_nat(struct xdp_md *xdp, const struct bpfnet_config *cfg, const struct parsed
 	orig->packets += 1;
 	orig->bytes += (__u64)(data_end - data);
 
-	/* Writes: only from here on. */
+	/* Writes: only from here on. From the bridge's MAC, as routed. */
 	__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, network_get(dst->network)->bridge_mac, ETH_ALEN);
 	if (p->proto == IPPROTO_TCP || *l4_check) {
 		/* The pseudo-header's address, then the port. A UDP checksum of 0
 		 * means none; a computed 0 is sent as 0xFFFF (RFC 768). */
