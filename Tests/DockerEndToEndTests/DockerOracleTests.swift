@@ -324,12 +324,17 @@ final class DockerOracleTests: XCTestCase {
         let config = work + "/run-policy.yaml"
         try """
         # bpfnet run: host settings only; containers and links come from Docker.
+        # Published ports through the eBPF NAT: every probe must still match Docker's own rules.
         icc: false
+        nat: ebpf
         extInterfaces:
           - name: ext0
             allowSources: [\(LabAddresses.allowed)/32]
 
         """.write(toFile: config, atomically: true, encoding: .utf8)
+        // The outside sends complete checksums, as a wire does (a veth peer
+        // offloads them, and the eBPF NAT takes no frame that may be partial).
+        try sh(lab.outside.nsenter(["ethtool", "-K", "ext1", "tx", "off"]))
         let agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
         agents.append(agent)
         func agentLog(maxBytes: Int = 8000) -> String {
@@ -511,7 +516,17 @@ final class DockerOracleTests: XCTestCase {
         try bpfnet.waitForStatus("icc on and the agent connected") {
             $0.icc && $0.agent?.connected == true && $0.links.count == 1
         }
+        // web's neighbour entry resolved first, so the published port's
+        // connection is the eBPF NAT's (the first one otherwise takes the stack).
+        if let web = containers["web"] {
+            try sh(lab.docker.nsenter(["busybox", "ping", "-c", "1", "-W", "1", web.ip.description]))
+        }
         measured[true] = try measure(Self.checks)
+        let natStatus = try bpfnet.status()
+        XCTAssertEqual(natStatus.nat, "ebpf")
+        XCTAssertGreaterThan(
+            natStatus.fastPath?["ext-xdp"]?["hit"] ?? 0, 0,
+            "the published port's probe took the eBPF NAT: \(natStatus.fastPath ?? [:])")
         mark("bpfnet icc=true: probes")
         XCTAssertEqual(iccAgent.stop(grace: .seconds(20)), .exited(0))
         let unload = try bpfnet.run(["unload"])
