@@ -144,11 +144,23 @@ public struct NATConnectionTable: Sendable {
     /// user space deletes them, the programs already ignore them.
     public var expired: [NATKey]
 
-    /// Pairs the entries. `now`: CLOCK_MONOTONIC in nanoseconds, the
+    /// A live connection's two halves, and how long it has been idle.
+    private struct Live {
+        var key: NATKey
+        var original: NATEntry
+        var reply: NATEntry
+        var idle: UInt64
+        var timeout: UInt64
+    }
+
+    /// Sorts the entries into live connections (by their original entry)
+    /// and entries that are over. `now`: CLOCK_MONOTONIC in nanoseconds, the
     /// programs' `bpf_ktime_get_ns` clock.
-    public init(entries: [(key: NATKey, entry: NATEntry)], now: UInt64) {
+    private static func classify(_ entries: [(key: NATKey, entry: NATEntry)], now: UInt64) -> (
+        live: [Live], expired: [NATKey]
+    ) {
         let byKey = Dictionary(entries.map { ($0.key, $0.entry) }, uniquingKeysWith: { first, _ in first })
-        var connections: [NATConnection] = []
+        var live: [Live] = []
         var expired: [NATKey] = []
         for (key, entry) in entries {
             // Both halves, each naming the other: the programs translate nothing else.
@@ -166,24 +178,38 @@ public struct NATConnectionTable: Sendable {
                 expired.append(key)
                 continue
             }
-            // One row per connection: from its original entry.
-            guard !entry.isReply else { continue }
-            let name = Self.protocolName(key.proto)
-            connections.append(
-                NATConnection(
-                    proto: name, outside: "\(key.source):\(key.sourcePort)",
-                    published: "\(key.destination):\(key.destinationPort)",
-                    container: "\(entry.address):\(entry.port)",
-                    state: entry.state.name(proto: key.proto),
-                    ageSeconds: (now > entry.createdNanoseconds ? now - entry.createdNanoseconds : 0) / 1_000_000_000,
-                    expiresInSeconds: (timeout - idle) / 1_000_000_000,
-                    packetsIn: entry.packets, packetsOut: reply.packets,
-                    bytesIn: entry.bytes, bytesOut: reply.bytes,
-                    portIfindex: entry.portIfindex, extIfindex: entry.extIfindex))
+            if !entry.isReply {
+                live.append(Live(key: key, original: entry, reply: reply, idle: idle, timeout: timeout))
+            }
         }
-        self.connections = connections.sorted {
-            ($0.published, $0.outside, $0.proto) < ($1.published, $1.outside, $1.proto)
-        }
+        return (live, expired)
+    }
+
+    /// What a sweep needs, without describing each connection: the entries
+    /// to delete and how many connections are live.
+    public static func sweep(entries: [(key: NATKey, entry: NATEntry)], now: UInt64) -> (
+        expired: [NATKey], liveConnections: Int
+    ) {
+        let (live, expired) = classify(entries, now: now)
+        return (expired, live.count)
+    }
+
+    /// Pairs the entries, one row per live connection.
+    public init(entries: [(key: NATKey, entry: NATEntry)], now: UInt64) {
+        let (live, expired) = Self.classify(entries, now: now)
+        connections = live.map { connection in
+            let (key, entry) = (connection.key, connection.original)
+            return NATConnection(
+                proto: Self.protocolName(key.proto), outside: "\(key.source):\(key.sourcePort)",
+                published: "\(key.destination):\(key.destinationPort)",
+                container: "\(entry.address):\(entry.port)",
+                state: entry.state.name(proto: key.proto),
+                ageSeconds: (now > entry.createdNanoseconds ? now - entry.createdNanoseconds : 0) / 1_000_000_000,
+                expiresInSeconds: (connection.timeout - connection.idle) / 1_000_000_000,
+                packetsIn: entry.packets, packetsOut: connection.reply.packets,
+                bytesIn: entry.bytes, bytesOut: connection.reply.bytes,
+                portIfindex: entry.portIfindex, extIfindex: entry.extIfindex)
+        }.sorted { ($0.published, $0.outside, $0.proto) < ($1.published, $1.outside, $1.proto) }
         self.expired = expired
     }
 

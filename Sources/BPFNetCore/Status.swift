@@ -221,8 +221,8 @@ public struct DataplaneStatus: Codable, Hashable, Sendable {
     /// Who translates published ports: "ebpf" or "netfilter" (docs/nat.md);
     /// nil in documents of a bpfnet without eBPF NAT.
     public var nat: String? = nil
-    /// eBPF backend: live eBPF NAT connections (with --nat netfilter, those
-    /// still draining after a switch).
+    /// eBPF backend, `bpfnet status`: live eBPF NAT connections (with --nat
+    /// netfilter, those still draining after a switch); nil in metrics scrapes.
     public var natConnections: Int? = nil
     /// `status --connections`: each live eBPF NAT connection.
     public var connections: [NATConnection]? = nil

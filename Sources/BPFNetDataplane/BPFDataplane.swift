@@ -77,8 +77,8 @@ public final class BPFDataplane: Dataplane {
         // switch to --nat netfilter, live eBPF NAT connections keep being
         // translated (new ones go to netfilter) until they are over too.
         if let nat = try NATConnectionMap(pinnedAt: pinPath) {
-            let live = try nat.deleteExpired().connections
-            if policy.nat != .ebpf && policy.portHook == .tc && !live.isEmpty {
+            let live = try nat.deleteExpired()
+            if policy.nat != .ebpf && policy.portHook == .tc && live > 0 {
                 desired.config.flags.insert(.natDrain)
             }
         }
@@ -284,7 +284,8 @@ public final class BPFDataplane: Dataplane {
         {
             status.setFastPathCounters(slots: try fastPath.read())
         }
-        if let nat = try NATConnectionMap(pinnedAt: pinPath) {
+        // Not for metrics scrapes: pairing 65,536 connections each second would cost more than the rest.
+        if askingTheKernel, let nat = try NATConnectionMap(pinnedAt: pinPath) {
             let table = try nat.read()
             status.natConnections = table.connections.count
             if includingConnections { status.connections = table.connections }

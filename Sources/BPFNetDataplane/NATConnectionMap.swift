@@ -29,16 +29,19 @@ struct NATConnectionMap {
         return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 
-    func read() throws -> NATConnectionTable {
-        NATConnectionTable(
-            entries: try map.entries().map { (NATKey($0.key), NATEntry($0.value)) }, now: Self.now())
+    private func entries() throws -> [(key: NATKey, entry: NATEntry)] {
+        try map.entries().map { (NATKey($0.key), NATEntry($0.value)) }
     }
 
-    /// Deletes what is over; returns the live connections.
+    func read() throws -> NATConnectionTable {
+        NATConnectionTable(entries: try entries(), now: Self.now())
+    }
+
+    /// Deletes what is over; returns how many connections are live.
     @discardableResult
-    func deleteExpired() throws -> NATConnectionTable {
-        let table = try read()
-        if !table.expired.isEmpty { _ = try map.delete(keys: table.expired.map(\.cValue)) }
-        return table
+    func deleteExpired() throws -> Int {
+        let (expired, live) = NATConnectionTable.sweep(entries: try entries(), now: Self.now())
+        if !expired.isEmpty { _ = try map.delete(keys: expired.map(\.cValue)) }
+        return live
     }
 }

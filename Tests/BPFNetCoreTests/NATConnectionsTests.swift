@@ -67,6 +67,10 @@ final class NATConnectionsTests: XCTestCase {
                 entries: pair(proto: proto, state: state.rawValue, seen: 0), now: (timeout + 1) * second)
             XCTAssertEqual(over.connections.count, 0, "\(name): over after it")
             XCTAssertEqual(over.expired.count, 2, "\(name): both entries go")
+            let sweep = NATConnectionTable.sweep(
+                entries: pair(proto: proto, state: state.rawValue, seen: 0), now: (timeout + 1) * second)
+            XCTAssertEqual(sweep.expired.count, 2, "\(name): the sweep deletes what the table calls over")
+            XCTAssertEqual(sweep.liveConnections, 0)
         }
     }
 
