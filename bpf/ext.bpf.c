@@ -30,6 +30,11 @@
  * row 7 on the way out, where masquerade skips peer subnets), so no entry is
  * needed to keep it untranslated (docs/verdicts.md, "Cross-host fast path").
  *
+ * eBPF NAT (--nat ebpf, nat.h): a packet row 8 passed to a published port is
+ * translated here and handed to its container, around the host's stack, and
+ * ICMP errors about such connections follow it; what the NAT does not take
+ * goes to the stack, where netfilter's DNAT stays.
+ *
  * License: GPL-2.0-only OR BSD-2-Clause (conntrack kfuncs need GPL-compatible).
  */
 #include "ctx.h"

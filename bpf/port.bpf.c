@@ -21,6 +21,10 @@
  * bpf_redirect to its egress), MACs rewritten and TTL decremented, unless the
  * sending network needs conntrack for the replies (icc off, peerPolicy icc).
  *
+ * eBPF NAT (--nat ebpf, nat.h): a reply of a connection the ext program
+ * translated is translated back here (tc only) and sent out of the interface
+ * the FIB names.
+ *
  * License: GPL-2.0-only OR BSD-2-Clause (the kernel needs a GPL-compatible
  * license for the helpers used here).
  */

@@ -265,9 +265,9 @@ struct {
 /*
  * eBPF NAT connections (bpfnet_shared.h, nat.h). LRU: a full table evicts the
  * least recently used entry instead of refusing a new connection; a
- * connection whose entry was evicted continues through netfilter's DNAT
- * (TCP picked up mid-stream by conntrack). Kept across loads like every pinned map, so
- * connections survive an agent restart.
+ * connection that lost one of its two entries gets it back from the other
+ * (nat.h). Kept across loads like every pinned map, so connections survive an
+ * agent restart.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
