@@ -17,32 +17,17 @@ public enum NATMode: String, Hashable, Sendable, Codable, CaseIterable {
     case ebpf
 }
 
-/// One direction's key of `bn_nat`.
-public struct NATKey: Hashable, Sendable {
-    public var source: IPv4Address
-    public var destination: IPv4Address
-    public var sourcePort: UInt16
-    public var destinationPort: UInt16
-    public var proto: UInt8
+/// One direction's key of `bn_nat`: the tuple as that direction's packets carry it.
+public typealias NATKey = FlowTuple
 
-    public init(
-        source: IPv4Address, destination: IPv4Address, sourcePort: UInt16, destinationPort: UInt16, proto: UInt8
-    ) {
-        self.source = source
-        self.destination = destination
-        self.sourcePort = sourcePort
-        self.destinationPort = destinationPort
-        self.proto = proto
-    }
-
+extension FlowTuple {
     public init(_ c: bpfnet_nat_key) {
-        source = IPv4Address(networkOrder: c.saddr)
-        destination = IPv4Address(networkOrder: c.daddr)
-        sourcePort = UInt16(bigEndian: c.sport)
-        destinationPort = UInt16(bigEndian: c.dport)
-        proto = c.proto
+        self.init(
+            source: IPv4Address(networkOrder: c.saddr), destination: IPv4Address(networkOrder: c.daddr),
+            sourcePort: UInt16(bigEndian: c.sport), destinationPort: UInt16(bigEndian: c.dport), proto: c.proto)
     }
 
+    /// `struct bpfnet_nat_key`.
     public var cValue: bpfnet_nat_key {
         var c = bpfnet_nat_key()
         c.saddr = source.networkOrder

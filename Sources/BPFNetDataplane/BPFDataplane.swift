@@ -33,6 +33,10 @@ public final class BPFDataplane: Dataplane {
     /// and neither needs redoing when it did not change.
     private var lastNATRuleset: String?
     private var lastGuardRuleset: String?
+    /// When this process last swept bn_nat: with --nat ebpf the sweep only
+    /// tidies (the programs ignore expired entries), so an agent applying per
+    /// Docker event sweeps at most once a minute, not on every event.
+    private var lastNATSweep: ContinuousClock.Instant?
     private let peerRouteKeeper = PeerRouteKeeper()
     private var verifiedPorts: [String: UInt32] = [:]
     private var retiredOtherBackends = false
@@ -75,9 +79,13 @@ public final class BPFDataplane: Dataplane {
         var desired = compiledState.keepingNetworkIDs(of: current)
         // Connections that are over leave bn_nat (one batch read). After a
         // switch to --nat netfilter, live eBPF NAT connections keep being
-        // translated (new ones go to netfilter) until they are over too.
-        if let nat = try NATConnectionMap(pinnedAt: pinPath) {
+        // translated (new ones go to netfilter) until they are over too:
+        // then every apply sweeps, as the drain flag depends on it.
+        let now = ContinuousClock.now
+        let sweepDue = policy.nat != .ebpf || lastNATSweep.map { now - $0 >= .seconds(60) } ?? true
+        if sweepDue, let nat = try NATConnectionMap(pinnedAt: pinPath) {
             let live = try nat.deleteExpired()
+            lastNATSweep = now
             if policy.nat != .ebpf && policy.portHook == .tc && live > 0 {
                 desired.config.flags.insert(.natDrain)
             }
@@ -172,6 +180,7 @@ public final class BPFDataplane: Dataplane {
     public func forgetCachedState() {
         lastNATRuleset = nil
         lastGuardRuleset = nil
+        lastNATSweep = nil
         peerRouteKeeper.forget()
         verifiedPorts = [:]
         checkedEveryInterface = false

@@ -42,9 +42,7 @@ final class NATEndToEndTests: XCTestCase {
         let (lab, policy, work) = try makeLab()
         defer { lab.close() }
         try lab.load(policy, extraArguments: ["--nat", "ebpf"])
-        let server = try lab.topology.startProcess(
-            in: "web", ["python3", "-c", Self.echoServer, "\(Self.tcpPort)", "\(Self.udpPort)"], captureOutput: true)
-        _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
+        try startEchoServer(lab)
 
         let phases = ["fresh", "policy", "reload", "drain", "back"]
         let client = try lab.topology.startProcess(
@@ -113,9 +111,7 @@ final class NATEndToEndTests: XCTestCase {
         let (lab, policy, _) = try makeLab()
         defer { lab.close() }
         try lab.load(policy, extraArguments: ["--nat", "ebpf"])
-        let server = try lab.topology.startProcess(
-            in: "web", ["python3", "-c", Self.echoServer, "\(Self.tcpPort)", "\(Self.udpPort)"], captureOutput: true)
-        _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
+        try startEchoServer(lab)
         let web = try XCTUnwrap(policy.containers.first { $0.name == "web" })
         _ = try lab.topology.startProcess(
             in: TopologySpec.hostRole,
@@ -158,9 +154,7 @@ final class NATEndToEndTests: XCTestCase {
         let (lab, policy, _) = try makeLab()
         defer { lab.close() }
         try lab.load(policy, extraArguments: ["--nat", "ebpf"])
-        let server = try lab.topology.startProcess(
-            in: "web", ["python3", "-c", Self.echoServer, "\(Self.tcpPort)", "\(Self.udpPort)"], captureOutput: true)
-        _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
+        try startEchoServer(lab)
         let client = Scenario.allowedSource.description
         func pathMTU() throws -> String {
             try lab.topology.run(in: "web", ["ip", "route", "get", client]).stdout
@@ -187,6 +181,13 @@ final class NATEndToEndTests: XCTestCase {
         }
         let route = try pathMTU()
         XCTAssertTrue(lowered, "web's route to the client: \(route)")
+    }
+
+    /// The echo server in web, listening on the published ports' container ports.
+    private func startEchoServer(_ lab: DemoLab) throws {
+        let server = try lab.topology.startProcess(
+            in: "web", ["python3", "-c", Self.echoServer, "\(Self.tcpPort)", "\(Self.udpPort)"], captureOutput: true)
+        _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
     }
 
     // MARK: scripts
