@@ -503,9 +503,9 @@ public struct Policy: Hashable, Sendable, Codable {
     /// Deliver allowed traffic around the bridge (and routed traffic around
     /// the host's stack) where the dataplane can; never changes a verdict.
     public var fastPath: Bool = true
-    /// Who translates published ports: netfilter (the default) or the eBPF
-    /// programs (docs/nat.md).
-    public var nat: NATMode = .netfilter
+    /// Who translates published ports: the eBPF programs or netfilter, or
+    /// (the default) whichever can (`natInForce`; docs/nat.md).
+    public var nat: NATMode = .auto
     public var extInterfaces: [ExternalInterface] = []
     /// User-defined bridge networks, beside the default bridge.
     public var networks: [BridgeNetwork] = []
@@ -526,7 +526,7 @@ public struct Policy: Hashable, Sendable, Codable {
         extInterfaces: [ExternalInterface] = [], containers: [Container] = [],
         links: [Link] = [], fastPath: Bool = true, networks: [BridgeNetwork] = [],
         peers: [Peer] = [], peerPolicy: PeerPolicy = .icc, bridgeIPv6: IPv6InterfaceAddress? = nil,
-        nat: NATMode = .netfilter
+        nat: NATMode = .auto
     ) {
         self.nat = nat
         self.bridge = bridge
@@ -542,6 +542,18 @@ public struct Policy: Hashable, Sendable, Codable {
         self.peers = peers
         self.peerPolicy = peerPolicy
         self.bridgeIPv6 = bridgeIPv6
+    }
+
+    /// Who translates published ports on the eBPF backend: `nat` resolved.
+    /// `auto` is `ebpf` when the replies can be translated back (the tc port
+    /// hook) and the policy delivers around the bridge at all (`fastPath`;
+    /// off, every packet takes the stack, as an operator debugging expects).
+    /// The netfilter backends always translate with netfilter.
+    public var natInForce: NATMode {
+        switch nat {
+        case .auto: portHook == .tc && fastPath ? .ebpf : .netfilter
+        case .ebpf, .netfilter: nat
+        }
     }
 
     /// The name the default bridge's network has in Docker, and in a

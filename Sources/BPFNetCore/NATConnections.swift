@@ -10,6 +10,9 @@ import BPFNetShared
 
 /// How published ports are translated.
 public enum NATMode: String, Hashable, Sendable, Codable, CaseIterable {
+    /// The default: `ebpf` where it can run (the eBPF backend, the tc port
+    /// hook, the fast path on), `netfilter` otherwise (`Policy.natInForce`).
+    case auto
     /// Netfilter's DNAT (bpfnet's `ip bpfnet` table): every packet climbs the stack.
     case netfilter
     /// The ext and port programs translate and deliver connections themselves;

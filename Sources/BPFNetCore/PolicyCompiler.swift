@@ -286,7 +286,7 @@ public enum PolicyCompiler {
         // Delivery, not policy: the programs take the fast path only after a pass.
         if policy.fastPath { flags.insert(.fastPath) }
         // Translation, not policy: only packets row 8 passed are translated.
-        if policy.nat == .ebpf { flags.formUnion([.nat, .natDrain]) }
+        if policy.natInForce == .ebpf { flags.formUnion([.nat, .natDrain]) }
         var record = ConfigRecord(flags: flags, bridgeIfindex: facts.bridgeIfindex, bridgeMAC: facts.bridgeMAC)
         if let address = facts.bridgeAddress {
             record.bridgeAddress = address.address

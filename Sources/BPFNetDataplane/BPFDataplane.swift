@@ -82,11 +82,11 @@ public final class BPFDataplane: Dataplane {
         // translated (new ones go to netfilter) until they are over too:
         // then every apply sweeps, as the drain flag depends on it.
         let now = ContinuousClock.now
-        let sweepDue = policy.nat != .ebpf || lastNATSweep.map { now - $0 >= .seconds(60) } ?? true
+        let sweepDue = policy.natInForce != .ebpf || lastNATSweep.map { now - $0 >= .seconds(60) } ?? true
         if sweepDue, let nat = try NATConnectionMap(pinnedAt: pinPath) {
             let live = try nat.deleteExpired()
             lastNATSweep = now
-            if policy.nat != .ebpf && policy.portHook == .tc && live > 0 {
+            if policy.natInForce != .ebpf && policy.portHook == .tc && live > 0 {
                 desired.config.flags.insert(.natDrain)
             }
         }
@@ -221,7 +221,7 @@ public final class BPFDataplane: Dataplane {
     /// What the XDP fast paths need on each interface (FastPathInterfaces.swift).
     static func desiredFastPath(_ policy: Policy, facts: HostFacts) -> [UInt32: FastPathRequirement] {
         // eBPF NAT delivers through the same XDP redirect as the fast path.
-        guard policy.fastPath || policy.nat == .ebpf else { return [:] }
+        guard policy.fastPath || policy.natInForce == .ebpf else { return [:] }
         var result: [UInt32: FastPathRequirement] = [:]
         for container in policy.containers {
             guard let ifindex = facts.interfaceIndex(container.port) else { continue }

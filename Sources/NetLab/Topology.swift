@@ -208,8 +208,16 @@ public final class Topology: Sendable {
                 finishing.append((ns(container.name).command(["ethtool", "-K", "eth0", "gro", "on"]), []))
             }
         }
-        for external in spec.externals where external.hostSideGRO {
-            finishing.append((host.command(["ethtool", "-K", external.hostInterface, "gro", "on"]), []))
+        for external in spec.externals {
+            if external.hostSideGRO {
+                finishing.append((host.command(["ethtool", "-K", external.hostInterface, "gro", "on"]), []))
+            }
+            // An outside host is a wire: its frames reach the host with complete
+            // checksums, as off a NIC. A veth would hand over its sockets'
+            // partial checksums, which the eBPF paths that take frames from
+            // the outside (the eBPF NAT, the routed fast path) must leave to
+            // the stack, so the labs would test the fallback instead.
+            finishing.append((ns(external.name).command(["ethtool", "-K", "eth0", "tx", "off"]), []))
         }
         let results = ProcessRunner.runAll(finishing.map(\.0))
         for (result, (_, lines)) in zip(results, finishing) {

@@ -46,7 +46,7 @@ struct Load: ParsableCommand {
                 + "\(status.containers.count) containers, \(status.links.count) links, "
                 + "\(status.published.count) published ports, \(status.extInterfaces.count) external interfaces; "
                 + "icc \(status.icc), forward policy \(status.forwardPolicy), fast path \(policy.fastPath ? "on" : "off"), "
-                + "nat \(status.nat ?? NATMode.netfilter.rawValue)"
+                + "nat \(status.nat ?? NATMode.netfilter.rawValue)\(policy.nat == .auto ? " (auto)" : "")"
         )
         if policy.nat == .ebpf && status.nat != NATMode.ebpf.rawValue {
             FileHandle.standardError.write(

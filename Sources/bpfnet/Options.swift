@@ -80,9 +80,10 @@ struct PolicyOptions: ParsableArguments {
     @Option(
         name: .customLong("nat"),
         help: ArgumentHelp(
-            "Who translates published ports: netfilter (default) or ebpf (the XDP program translates and delivers "
-                + "new connections itself; netfilter's DNAT stays for what it leaves to the stack; docs/nat.md).",
-            valueName: "netfilter|ebpf"))
+            "Who translates published ports: ebpf (the XDP program translates and delivers new connections itself; "
+                + "netfilter's DNAT stays for what it leaves to the stack), netfilter, or auto (default: ebpf on the "
+                + "eBPF backend with port hook tc and the fast path on, netfilter otherwise; docs/nat.md).",
+            valueName: "auto|ebpf|netfilter"))
     var nat: NATMode?
 
     var overrides: PolicyOverrides {

@@ -9,7 +9,8 @@ final class CompilerTests: XCTestCase {
     func testConfigRecordAndBytes() throws {
         let state = Sample.state()
         let config = state.config
-        XCTAssertEqual(config.flags, [.loaded, .ipForward, .fastPath])  // icc false, forward drop, fast path by default
+        // icc false, forward drop; by default the fast path and (nat auto with the tc hook) the eBPF NAT.
+        XCTAssertEqual(config.flags, [.loaded, .ipForward, .fastPath, .nat, .natDrain])
         XCTAssertEqual(config.bridgeAddress, IPv4Address(172, 17, 0, 1))
         XCTAssertEqual(config.bridgeSubnet, IPv4Address(172, 17, 0, 0))
         XCTAssertEqual(config.bridgeNetmask, IPv4Address(255, 255, 0, 0))
@@ -18,13 +19,15 @@ final class CompilerTests: XCTestCase {
 
         let c = config.cValue
         XCTAssertEqual(
-            c.flags, BPFNET_CFG_LOADED.rawValue | BPFNET_CFG_IP_FORWARD.rawValue | BPFNET_CFG_FAST_PATH.rawValue)
+            c.flags,
+            BPFNET_CFG_LOADED.rawValue | BPFNET_CFG_IP_FORWARD.rawValue | BPFNET_CFG_FAST_PATH.rawValue
+                | BPFNET_CFG_NAT.rawValue | BPFNET_CFG_NAT_DRAIN.rawValue)
         XCTAssertEqual(c.bridge_addr, UInt32(0xAC11_0001).bigEndian)
         XCTAssertEqual(c.bridge_netmask, UInt32(0xFFFF_0000).bigEndian)
         // As bytes: host-order u32s little-endian (x86/arm64), __be32 in packet order.
         XCTAssertEqual(
             MapEntry.config(config).valueBytes,
-            [0x0C, 0x00, 0x00, 0x80, 172, 17, 0, 1, 172, 17, 0, 0, 255, 255, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]
+            [0x0C, 0x06, 0x00, 0x80, 172, 17, 0, 1, 172, 17, 0, 0, 255, 255, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]
                 + [0, 0, 0, 0, 0, 0, 0, 0])  // bridge_mac unknown here, pad
         XCTAssertEqual(MapKey.config.bytes, [0, 0, 0, 0])
         XCTAssertEqual(ConfigRecord(c), config)
@@ -33,6 +36,12 @@ final class CompilerTests: XCTestCase {
         accepting.icc = true
         accepting.forwardPolicy = .accept
         accepting.ipForward = false
+        XCTAssertEqual(
+            Sample.state(accepting).config.flags, [.loaded, .icc, .forwardAccept, .fastPath, .nat, .natDrain])
+        accepting.nat = .netfilter
+        XCTAssertEqual(Sample.state(accepting).config.flags, [.loaded, .icc, .forwardAccept, .fastPath])
+        accepting.nat = .auto
+        accepting.portHook = .xdp
         XCTAssertEqual(Sample.state(accepting).config.flags, [.loaded, .icc, .forwardAccept, .fastPath])
     }
 

@@ -111,6 +111,26 @@ final class PolicyFileTests: XCTestCase {
         XCTAssertEqual(
             try PolicyFile.load(yaml: "forwardPolicy: accept\nportHook: xdp", file: "f").forwardPolicy, .accept)
         XCTAssertEqual(try PolicyFile.load(yaml: "portHook: xdp", file: "f").portHook, .xdp)
+        for mode in NATMode.allCases {
+            XCTAssertEqual(try PolicyFile.load(yaml: "nat: \(mode.rawValue)", file: "f").nat, mode)
+        }
+    }
+
+    /// `nat` auto (the default) is ebpf where the port program can translate
+    /// replies back (tc) and the fast path is on; netfilter otherwise. An
+    /// explicit choice stands; ebpf with the XDP port hook is refused.
+    func testNATAutoResolvesByPortHookAndFastPath() throws {
+        XCTAssertEqual(Policy().nat, .auto)
+        XCTAssertEqual(Policy().natInForce, .ebpf)
+        XCTAssertEqual(Policy(portHook: .xdp).natInForce, .netfilter)
+        XCTAssertEqual(Policy(fastPath: false).natInForce, .netfilter)
+        XCTAssertEqual(Policy(nat: .netfilter).natInForce, .netfilter)
+        XCTAssertEqual(Policy(fastPath: false, nat: .ebpf).natInForce, .ebpf)
+        XCTAssertNoThrow(try PolicyFile.load(yaml: "portHook: xdp", file: "f").validate())
+        XCTAssertNoThrow(try PolicyFile.load(yaml: "portHook: xdp\nnat: auto", file: "f").validate())
+        XCTAssertThrowsError(try PolicyFile.load(yaml: "portHook: xdp\nnat: ebpf", file: "f").validate())
+        guard let error = failure("nat: bpf") else { return }
+        XCTAssertTrue(error.description.contains("auto"), error.description)
     }
 
     func testExposedPortForms() throws {

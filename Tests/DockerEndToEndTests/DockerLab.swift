@@ -87,6 +87,9 @@ final class LabNamespaces {
                     route add \(LabAddresses.bridgeSubnet) via \(LabAddresses.host)
 
                     """)
+            // The outside sends complete checksums, as a wire does (a veth peer
+            // offloads them, and the eBPF NAT takes no frame that may be partial).
+            try sh(outside.nsenter(["ethtool", "-K", "ext1", "tx", "off"]))
             let server = try BackgroundProcess(
                 Command(
                     outside.nsenter(

@@ -324,17 +324,14 @@ final class DockerOracleTests: XCTestCase {
         let config = work + "/run-policy.yaml"
         try """
         # bpfnet run: host settings only; containers and links come from Docker.
-        # Published ports through the eBPF NAT: every probe must still match Docker's own rules.
+        # Published ports through the eBPF NAT (nat auto, the default, with the tc hook):
+        # every probe must still match Docker's own rules.
         icc: false
-        nat: ebpf
         extInterfaces:
           - name: ext0
             allowSources: [\(LabAddresses.allowed)/32]
 
         """.write(toFile: config, atomically: true, encoding: .utf8)
-        // The outside sends complete checksums, as a wire does (a veth peer
-        // offloads them, and the eBPF NAT takes no frame that may be partial).
-        try sh(lab.outside.nsenter(["ethtool", "-K", "ext1", "tx", "off"]))
         let agent = try bpfnet.startAgent(dockerHost: dockerd.host, config: config)
         agents.append(agent)
         func agentLog(maxBytes: Int = 8000) -> String {

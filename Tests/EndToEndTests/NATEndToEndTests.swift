@@ -6,7 +6,8 @@
 // the policy changes, a new `bpfnet load` process reloads the programs, --nat
 // is switched to netfilter (live connections drain in eBPF, new ones go to
 // netfilter) and back. The outside's interface sends complete checksums (as a
-// wire does; ethtool tx off), so the XDP program may redirect its frames.
+// wire does; NetLab turns its tx offload off), so the XDP program may redirect
+// its frames.
 // Hairpin (a container to a host address's published port) and the host's own
 // connections keep going through netfilter.
 
@@ -30,8 +31,6 @@ final class NATEndToEndTests: XCTestCase {
             PublishedPort(hostPort: Self.tcpPort, containerPort: Self.tcpPort),
             PublishedPort(hostPort: Self.udpPort, containerPort: Self.udpPort, proto: .udp),
         ]
-        // Complete checksums from the outside (a veth peer otherwise offloads them).
-        try lab.topology.run(in: "ext", ["ethtool", "-K", "eth0", "tx", "off"])
         var template = Array("/tmp/bpfnet-nat-XXXXXX".utf8CString)
         let work = String(cString: try XCTUnwrap(mkdtemp(&template)))
         addTeardownBlock { try? FileManager.default.removeItem(atPath: work) }

@@ -194,7 +194,9 @@ extension DataplaneStatus {
         copy.fastPath = nil
         copy.agent = nil
         copy.lastSyncLatencyMs = nil
-        // eBPF NAT's live connections are the eBPF backend's state, not policy.
+        // Who translates (nat auto: ebpf on the eBPF backend, netfilter on the
+        // others) and eBPF NAT's live connections are delivery, not policy.
+        copy.nat = nil
         copy.natConnections = nil
         copy.connections = nil
         // How the ext program is attached is the eBPF backend's alone.
