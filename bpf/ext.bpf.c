@@ -163,13 +163,6 @@ static __always_inline int is_related_icmp_error(struct xdp_md *xdp,
 				error->inner_sport, error->inner.protocol, &nat) == IP_CT_DIR_REPLY;
 }
 
-#define IPV6_HOP_BY_HOP	     0
-#define IPV6_ROUTING	     43
-#define IPV6_FRAGMENT	     44
-#define IPV6_DESTINATION     60
-#define IPV6_MAX_EXT_HEADERS 4
-#define IPV6_MAX_L4_OFFSET   512 /* bounds every read for the verifier */
-
 /* Is the IPv6 source in `ifindex`'s allow-list (bn_allow_src6)? */
 static __always_inline int source6_allowed(__u32 ifindex, const __u8 *saddr6)
 {
@@ -187,55 +180,6 @@ static __always_inline int has_allow_list(__u32 ifindex)
 	const struct bpfnet_ext_if *ext = bpf_map_lookup_elem(&BPFNET_MAP_EXT_IFS, &ifindex);
 
 	return ext && (ext->flags & BPFNET_EXT_ALLOWLIST);
-}
-
-static __always_inline int ipv6_extension(__u8 next)
-{
-	return next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
-	       next == IPV6_DESTINATION;
-}
-
-enum ipv6_walk {
-	IPV6_WALK_L4,	      /* *next is the L4 protocol, starting at *offset  */
-	IPV6_WALK_FRAGMENT,   /* a fragment header with a non-zero offset       */
-	IPV6_WALK_UNREADABLE, /* cut short, too deep, or beyond 512 bytes        */
-};
-
-/*
- * Walks at most four extension headers (hop-by-hop, routing, fragment,
- * destination options; each whole in the frame and starting within 512
- * bytes) from the one after the fixed header to the L4 header. Whoever reads
- * the L4 header checks that it starts within 512 bytes too.
- */
-static __always_inline enum ipv6_walk ipv6_walk_to_l4(const struct pkt *pkt, const struct parsed *p,
-						      __u8 *next, __u32 *offset)
-{
-	const __u8 *header;
-	int i;
-
-	*next = p->proto;
-	*offset = p->l4_offset;
-#pragma unroll
-	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
-		if (!ipv6_extension(*next))
-			break;
-		if (*offset > IPV6_MAX_L4_OFFSET)
-			return IPV6_WALK_UNREADABLE;
-		header = pkt->data + *offset;
-		if ((void *)(header + 8) > pkt->data_end)
-			return IPV6_WALK_UNREADABLE;
-		if (*next == IPV6_FRAGMENT) {
-			if ((((__u16)header[2] << 8) | header[3]) & 0xFFF8)
-				return IPV6_WALK_FRAGMENT;
-			*offset += 8;
-		} else {
-			*offset += ((__u32)header[1] + 1) * 8;
-		}
-		*next = header[0];
-	}
-	if (ipv6_extension(*next))
-		return IPV6_WALK_UNREADABLE; /* deeper than the walk goes */
-	return IPV6_WALK_L4;
 }
 
 /* The direction an IPv6 TCP/UDP tuple has in its conntrack entry, or -1. */

@@ -11,6 +11,8 @@
 //                     -p ARP -i <port> --arp-ip-src <ip> --arp-mac-src <mac> RETURN
 //                     -p ARP -i <port> --arp-ip-src 0.0.0.0 --arp-mac-src <mac> RETURN   (a probe)
 //                     -p ARP -i <port> DROP                                               (spoofed)
+//                     -p IPv6 -i <port> --ip6-proto ipv6-icmp --ip6-icmp-type
+//                       router-advertisement|redirect DROP          (spoofed: RA guard)
 //                   per known container on a bridge with icc off:
 //                     -p 802_1Q|0x88a8 -i <port> DROP, -o <port> DROP                   (encap)
 //
@@ -40,6 +42,11 @@ public enum EBTablesRuleset {
             out.append("-A \(chain) -p ARP -i \(port) --arp-ip-src \(container.ip) --arp-mac-src \(mac) -j RETURN")
             out.append("-A \(chain) -p ARP -i \(port) --arp-ip-src 0.0.0.0 --arp-mac-src \(mac) -j RETURN")
             out.append("-A \(chain) -p ARP -i \(port) -j DROP")
+            // A container is no router (the port program's port_nd_claim). A
+            // neighbour advertisement's target is beyond what ebtables reads.
+            for type in ["router-advertisement", "redirect"] {
+                out.append("-A \(chain) -p IPv6 -i \(port) --ip6-proto ipv6-icmp --ip6-icmp-type \(type) -j DROP")
+            }
         }
         // The port program drops a frame still tagged after the tags it reads;
         // br_netfilter judges none of them, so every tagged frame from or to a
@@ -65,7 +72,8 @@ public enum EBTablesRuleset {
     }
 
     /// Packets and bytes bpfnet's DROP rules counted, by the port program's
-    /// reason for the same frames: `spoofed` (ARP) and `encap` (VLAN tags).
+    /// reason for the same frames: `spoofed` (ARP, router advertisements and
+    /// redirects) and `encap` (VLAN tags).
     /// `save` is `ebtables-save -c` text, whose rules begin with "[packets:bytes]".
     public static func counters(fromSaveWithCounters save: String) -> [String: DataplaneStatus.CounterValue] {
         var result: [String: DataplaneStatus.CounterValue] = [:]
@@ -82,7 +90,7 @@ public enum EBTablesRuleset {
             else { continue }
             let reason: String
             switch rule[3] {
-            case "ARP": reason = "spoofed"
+            case "ARP", "IPv6": reason = "spoofed"
             case "802_1Q", "0x88a8", "0x8100": reason = "encap"
             default: continue
             }

@@ -167,6 +167,14 @@ public struct NFTablesRuleset: Sendable, Equatable {
                 elements: p.containers.compactMap { container in
                     container.ipv6.map { "\(quoted(container.port)) . \($0)" }
                 }))
+        // The same pairs for a neighbour advertisement's target (the 128 bits
+        // at offset 8 of the ICMPv6 header; nft names no such field).
+        add(
+            declaration(
+                "set", "port_nd_targets", typeof: "iifname . @th,64,128",
+                elements: p.containers.compactMap { container in
+                    container.ipv6.map { "\(quoted(container.port)) . \(Self.rawHex($0))" }
+                }))
         if p.hasIPv6 {
             // Dual stack: the networks' IPv6 gateways (host addresses) and
             // subnets, and each known port's own subnet.
@@ -213,6 +221,15 @@ public struct NFTablesRuleset: Sendable, Equatable {
         add(
             "        meta protocol ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @port_addrs6 "
                 + "\(count(.spoofed)) drop")
+        // Neighbour discovery (hop limit 255, RFC 4861; the port program's
+        // port_nd_claim): a container is no router (RA, redirect), and
+        // advertises only its own or link-local addresses.
+        add(
+            "        meta protocol ip6 ip6 hoplimit 255 icmpv6 type { nd-router-advert, nd-redirect } "
+                + "\(count(.spoofed)) drop")
+        add(
+            "        meta protocol ip6 ip6 hoplimit 255 icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 "
+                + "iifname . @th,64,128 != @port_nd_targets \(count(.spoofed)) drop")
         add("        meta protocol arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 jump port_arp")
         add("        meta protocol ip goto port_ipv4")
         add("        meta protocol ip6 goto port_ipv6")
@@ -391,11 +408,12 @@ public struct NFTablesRuleset: Sendable, Equatable {
         return "    counter \(reason.name) { packets \(value.packets) bytes \(value.bytes) }"
     }
 
+    /// A set or map; `typeof` instead of `type` keys it by expressions (a raw payload).
     func declaration(
-        _ kind: String, _ name: String, type: String, flags: String? = nil, autoMerge: Bool = false,
-        elements: [String]
+        _ kind: String, _ name: String, type: String? = nil, typeof: String? = nil, flags: String? = nil,
+        autoMerge: Bool = false, elements: [String]
     ) -> String {
-        var lines = ["    \(kind) \(name) {", "        type \(type)"]
+        var lines = ["    \(kind) \(name) {", type.map { "        type \($0)" } ?? "        typeof \(typeof ?? "")"]
         if let flags { lines.append("        flags \(flags)") }
         if autoMerge { lines.append("        auto-merge") }
         if !elements.isEmpty {
@@ -414,4 +432,13 @@ public struct NFTablesRuleset: Sendable, Equatable {
     }
 
     func quoted(_ text: String) -> String { "\"\(text)\"" }
+
+    /// An IPv6 address as the 128-bit integer a raw payload compares with.
+    static func rawHex(_ address: IPv6Address) -> String {
+        func padded(_ value: UInt64) -> String {
+            let digits = String(value, radix: 16)
+            return String(repeating: "0", count: 16 - digits.count) + digits
+        }
+        return "0x" + padded(address.high) + padded(address.low)
+    }
 }

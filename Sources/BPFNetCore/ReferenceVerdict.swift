@@ -211,6 +211,21 @@ public struct IPv6Summary: Hashable, Sendable {
     /// `destination` sent: the quoted tuple reversed (the reply direction
     /// of that connection). nil for anything else.
     public var icmpErrorReplyTuple: FlowTuple6?
+    /// What the packet claims in neighbour discovery (`port_nd_claim`): nil
+    /// unless it has hop limit 255 (receivers take no other as ND) and is a
+    /// router advertisement, redirect or neighbour advertisement, or might
+    /// be one (`unreadable`).
+    public var neighbourDiscovery: NeighbourDiscoveryClaim?
+
+    public enum NeighbourDiscoveryClaim: Hashable, Sendable {
+        /// A router advertisement or a redirect: only routers send them.
+        case router
+        /// A neighbour advertisement for this target address.
+        case neighbour(target: IPv6Address)
+        /// Hop limit 255 behind extension headers the walk cannot follow,
+        /// or an advertisement cut short.
+        case unreadable
+    }
 
     public init(
         destinationMAC: MACAddress, source: IPv6Address, destination: IPv6Address, transport: Transport,
@@ -297,6 +312,23 @@ public enum FrameParser {
             return (.ports(proto: next, sourcePort: be16(offset), destinationPort: be16(offset + 2)), offset)
         }
 
+        /// `port_nd_claim` after the walk, for a hop-limit-255 packet.
+        func neighbourDiscovery(_ transport: IPv6Summary.Transport, at l4: Int) -> IPv6Summary.NeighbourDiscoveryClaim?
+        {
+            switch transport {
+            case .nonFirstFragment, .ports: return nil
+            case .unreadable: return .unreadable
+            case .other(let next):
+                guard next == IPProtocol.icmpv6 else { return nil }
+                guard l4 <= 512, l4 + 1 <= end else { return .unreadable }
+                switch frame[l4] {
+                case 134, 137: return .router
+                case 136: return l4 + 24 <= end ? .neighbour(target: address6(l4 + 8)) : .unreadable
+                default: return nil
+                }
+            }
+        }
+
         // 1. Ethernet.
         guard end >= 14 else { return .malformed(.ethernetTruncated) }
         var etherType = be16(12)
@@ -332,6 +364,9 @@ public enum FrameParser {
             var summary = IPv6Summary(
                 destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
                 source: address6(offset + 8), destination: address6(offset + 24), transport: transport)
+            if frame[offset + 7] == 255 {
+                summary.neighbourDiscovery = neighbourDiscovery(transport, at: l4)
+            }
             // `is_reply6`'s ICMPv6 error: 8 bytes, the quoted 40-byte header, 4 bytes of ports.
             if transport == .other(IPProtocol.icmpv6), l4 <= 512, l4 + 52 <= end, (1...4).contains(frame[l4]),
                 frame[l4 + 14] == IPProtocol.tcp || frame[l4 + 14] == IPProtocol.udp,
@@ -431,6 +466,15 @@ public struct ReferenceDataplane: Sendable {
                 && state.containers6[packet.source]?.mac != port.mac:
                 // A global source must be one of the container's own.
                 return .drop(.spoofed)
+            case .ipv6(let packet):
+                // Neighbour discovery: no router's role, and only its own
+                // addresses (or link-local ones) advertised.
+                switch packet.neighbourDiscovery {
+                case .router, .unreadable: return .drop(.spoofed)
+                case .neighbour(let target) where !target.isLinkLocal && state.containers6[target]?.mac != port.mac:
+                    return .drop(.spoofed)
+                case .neighbour, nil: break
+                }
             default: break
             }
             known = true

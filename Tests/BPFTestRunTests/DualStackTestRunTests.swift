@@ -141,6 +141,66 @@ final class DualStackTestRunTests: TestRunTestCase {
             "app's own IPv6 address on docker0 (icc on)", sender: senders["app"])
     }
 
+    /// Neighbour discovery (hop limit 255, to all nodes): the IPv6 form of
+    /// ARP spoofing and of a rogue router, each held like ARP's.
+    func testNeighbourDiscoveryClaimsOnlyTheContainersOwnAddresses() throws {
+        let senders = try apply(iccDefault: true)
+        let sender = senders["f1"]
+        let allNodes = v6("ff02::1").bytes
+        let linkLocal = v6("fe80::42:aff:fe5a:2")
+        func nd(
+            type: UInt8, target: IPv6Address = v6("::"), hopLimit: UInt8 = 255, from source: IPv6Address? = nil,
+            extensions: [UInt8] = [], cut: Int? = nil
+        ) -> [UInt8] {
+            let mac = f1.mac.bytes
+            var message: [UInt8] = [type, 0, 0, 0, 0x60, 0, 0, 0] + target.bytes + [2, 1]
+            message += [mac.0, mac.1, mac.2, mac.3, mac.4, mac.5]
+            if let cut { message = Array(message.prefix(cut)) }
+            // Destination-options headers (8 bytes each) in front of the ICMPv6 message.
+            var next = IPProtocol.icmpv6
+            for _ in extensions {
+                message = [next] + PacketBuilder.ipv6Options() + message
+                next = 60
+            }
+            return PacketBuilder.ipv6Frame(
+                EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac),
+                source: (source ?? linkLocal).bytes, destination: allNodes, nextHeader: next, hopLimit: hopLimit,
+                payload: message)
+        }
+        expectPort(nd(type: 136, target: f1.address), .pass(.ipv6), "advertises its own address", sender: sender)
+        expectPort(
+            nd(type: 136, target: f1.address, from: f1.address), .pass(.ipv6), "from its own global address",
+            sender: sender)
+        expectPort(nd(type: 136, target: linkLocal), .pass(.ipv6), "a link-local target", sender: sender)
+        expectPort(nd(type: 136, target: f2.address), .drop(.spoofed), "claims f2's address", sender: sender)
+        expectPort(
+            nd(type: 136, target: v6("fd00:90::1")), .drop(.spoofed), "claims its gateway's address", sender: sender)
+        expectPort(
+            nd(type: 136, target: db.address), .drop(.spoofed), "claims a docker0 container's address",
+            sender: sender)
+        expectPort(
+            nd(type: 136, target: f2.address, hopLimit: 64), .pass(.ipv6),
+            "hop limit 64: no receiver takes it as neighbour discovery", sender: sender)
+        expectPort(
+            nd(type: 136, target: f2.address, extensions: [60]), .drop(.spoofed),
+            "behind a destination-options header", sender: sender)
+        expectPort(
+            nd(type: 128, extensions: [60, 60, 60, 60, 60]), .drop(.spoofed),
+            "hop limit 255 behind more extension headers than the walk follows", sender: sender)
+        expectPort(
+            nd(type: 136, target: f2.address, cut: 20), .drop(.spoofed), "an advertisement cut short", sender: sender)
+        expectPort(nd(type: 134), .drop(.spoofed), "a router advertisement (RA guard)", sender: sender)
+        expectPort(nd(type: 137, target: f2.address), .drop(.spoofed), "a redirect", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address), .pass(.ipv6), "a solicitation claims only its source",
+            sender: sender)
+        let fragment = PacketBuilder.ipv6Frame(
+            EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac), source: linkLocal.bytes,
+            destination: allNodes, nextHeader: 44, hopLimit: 255,
+            payload: [IPProtocol.icmpv6] + PacketBuilder.ipv6Fragment(offset: 64) + Array(repeating: 0, count: 16))
+        expectPort(fragment, .pass(.ipv6), "a non-first fragment carries no ND header", sender: sender)
+    }
+
     func testFromTheOutsideTheForwardPolicyTheListAndInternalDecide() throws {
         try apply(forward: .accept)
         expectExt(

@@ -203,6 +203,96 @@ final class AttackTests: XCTestCase {
         }
     }
 
+    /// IPv6's ARP and a rogue router: lone (IPv6 on, link-local only) sends
+    /// an unsolicited neighbour advertisement claiming fd00:77::1, an address
+    /// web holds a neighbour entry for (the bridge's MAC), and a router
+    /// advertisement, both to all nodes with hop limit 255 and valid
+    /// checksums. Where they get through (Docker's rules: nothing filters
+    /// IPv6 multicast), web's entry names lone and web takes lone as its
+    /// default router. bpfnet drops both as `spoofed` (the eBPF and nftables
+    /// backends check the advertisement's target); the iptables backend's
+    /// ebtables cannot read the target and drops the router advertisement,
+    /// and the advertisement falls to ip6tables' icc rule (icc is off here).
+    func testNeighbourDiscoveryCannotPoisonANeighbourOrActAsRouter() throws {
+        let lab = try lab()
+        let topology = lab.demo.topology
+        let claimed = "fd00:77::1"
+        for role in ["web", "lone"] {
+            try topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"])
+            try topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"])
+        }
+        defer {
+            for role in ["web", "lone"] {
+                _ = try? topology.run(in: role, ["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"])
+            }
+        }
+        try topology.run(in: "web", ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1"])
+        try topology.ip(in: "web", ["addr replace fd00:77::2/64 dev eth0 nodad"])
+        let loneLinkLocal = try XCTUnwrap(
+            try topology.run(in: "lone", ["ip", "-6", "-br", "addr", "show", "dev", "eth0", "scope", "link"]).stdout
+                .firstMatch(of: #/fe80::[0-9a-f:]+/#).map { String($0.0) }, "lone has a link-local address")
+        let loneMAC = lab.mac("lone")
+        for backend in AttackLab.backends {
+            try lab.use(backend)
+            try topology.ip(
+                in: "web", ["neigh replace \(claimed) lladdr \(lab.bridgeMAC) dev eth0 nud stale"])
+            _ = try? topology.run(in: "web", ["ip", "-6", "route", "del", "default"])
+            let before = backend == AttackLab.docker ? [:] : try lab.dropCounters()
+            try topology.run(
+                in: "lone",
+                ["python3", "-c", Self.neighbourDiscoverySender, loneMAC, loneLinkLocal, claimed])
+            Thread.sleep(forTimeInterval: 0.3)
+            let entry = try topology.run(in: "web", ["ip", "-6", "neigh", "show", claimed, "dev", "eth0"]).stdout
+            let routes = try topology.run(in: "web", ["ip", "-6", "route", "show", "default"]).stdout
+            let held = backend != AttackLab.docker
+            XCTAssertEqual(entry.contains(loneMAC), !held, "\(backend): web's entry for \(claimed): \(entry)")
+            XCTAssertEqual(entry.contains(lab.bridgeMAC), held, "\(backend): web's entry for \(claimed): \(entry)")
+            XCTAssertEqual(routes.contains(loneLinkLocal), !held, "\(backend): web's default routes: \(routes)")
+            if backend != AttackLab.docker {
+                let after = try lab.dropCounters()
+                XCTAssertGreaterThanOrEqual(
+                    after["spoofed", default: 0] - min(after["spoofed", default: 0], before["spoofed", default: 0]),
+                    backend == "iptables" ? 1 : 2, "\(backend): the drops are counted as spoofed")
+            }
+        }
+    }
+
+    /// argv: lone's MAC, lone's link-local address, the claimed address.
+    /// Sends an unsolicited neighbour advertisement (override) for the
+    /// claimed address and a router advertisement (lifetime 1800 s), each
+    /// to ff02::1 with hop limit 255, from eth0 through AF_PACKET.
+    static let neighbourDiscoverySender = #"""
+        import socket, struct, sys
+        mac = bytes.fromhex(sys.argv[1].replace(":", ""))
+        src = socket.inet_pton(socket.AF_INET6, sys.argv[2])
+        claimed = socket.inet_pton(socket.AF_INET6, sys.argv[3])
+        dst = socket.inet_pton(socket.AF_INET6, "ff02::1")
+
+        def checksum(data):
+            if len(data) % 2:
+                data += b"\0"
+            total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            return ~total & 0xFFFF
+
+        def frame(message):
+            pseudo = src + dst + struct.pack("!I3xB", len(message), 58)
+            message = message[:2] + struct.pack("!H", checksum(pseudo + message)) + message[4:]
+            header = struct.pack("!IHBB", 0x60000000, len(message), 58, 255) + src + dst
+            return bytes.fromhex("333300000001") + mac + struct.pack("!H", 0x86DD) + header + message
+
+        # Neighbour advertisement: override flag, target, target link-layer address option.
+        advert = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + claimed + bytes([2, 1]) + mac
+        # Router advertisement: hop limit 64, lifetime 1800 s, source link-layer address option.
+        router = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + bytes([1, 1]) + mac
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        s.bind(("eth0", 0))
+        for _ in range(3):
+            s.send(frame(advert))
+            s.send(frame(router))
+        """#
+
     /// What a poisoned neighbour entry would do: web sends a packet for the
     /// outside to lone's MAC. It must not reach lone. Control: the same
     /// packet to the bridge's MAC goes out and arrives at the outside host.

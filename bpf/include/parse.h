@@ -91,6 +91,7 @@ struct parsed {
 	__u16 l4_offset; /* frame offset of the L4 header (IPv6: of the
 			  * first header after the fixed one)           */
 	__u16 ip_end;	 /* IPv4: frame offset where tot_len ends        */
+	__u8 hop_limit6; /* IPv6 hop limit (PARSE_IPV6 only)             */
 };
 
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
@@ -250,9 +251,66 @@ static __always_inline enum parse_kind parse_frame(const struct pkt *pkt, struct
 		p->daddr6 = (const __u8 *)&ip6->daddr;
 		p->daddr6_multicast = ((const __u8 *)&ip6->daddr)[0] == 0xff;
 		p->l4_offset = c.offset + sizeof(*ip6);
+		p->hop_limit6 = ip6->hop_limit;
 		return PARSE_IPV6;
 	}
 	return PARSE_OTHER;
+}
+
+#define IPV6_HOP_BY_HOP	     0
+#define IPV6_ROUTING	     43
+#define IPV6_FRAGMENT	     44
+#define IPV6_DESTINATION     60
+#define IPV6_MAX_EXT_HEADERS 4
+#define IPV6_MAX_L4_OFFSET   512 /* bounds every read for the verifier */
+
+static __always_inline int ipv6_extension(__u8 next)
+{
+	return next == IPV6_HOP_BY_HOP || next == IPV6_ROUTING || next == IPV6_FRAGMENT ||
+	       next == IPV6_DESTINATION;
+}
+
+enum ipv6_walk {
+	IPV6_WALK_L4,	      /* *next is the L4 protocol, starting at *offset  */
+	IPV6_WALK_FRAGMENT,   /* a fragment header with a non-zero offset       */
+	IPV6_WALK_UNREADABLE, /* cut short, too deep, or beyond 512 bytes        */
+};
+
+/*
+ * Walks at most four extension headers (hop-by-hop, routing, fragment,
+ * destination options; each whole in the frame and starting within 512
+ * bytes) from the one after the fixed header to the L4 header. Whoever reads
+ * the L4 header checks that it starts within 512 bytes too.
+ */
+static __always_inline enum ipv6_walk ipv6_walk_to_l4(const struct pkt *pkt, const struct parsed *p,
+						      __u8 *next, __u32 *offset)
+{
+	const __u8 *header;
+	int i;
+
+	*next = p->proto;
+	*offset = p->l4_offset;
+#pragma unroll
+	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
+		if (!ipv6_extension(*next))
+			break;
+		if (*offset > IPV6_MAX_L4_OFFSET)
+			return IPV6_WALK_UNREADABLE;
+		header = pkt->data + *offset;
+		if ((void *)(header + 8) > pkt->data_end)
+			return IPV6_WALK_UNREADABLE;
+		if (*next == IPV6_FRAGMENT) {
+			if ((((__u16)header[2] << 8) | header[3]) & 0xFFF8)
+				return IPV6_WALK_FRAGMENT;
+			*offset += 8;
+		} else {
+			*offset += ((__u32)header[1] + 1) * 8;
+		}
+		*next = header[0];
+	}
+	if (ipv6_extension(*next))
+		return IPV6_WALK_UNREADABLE; /* deeper than the walk goes */
+	return IPV6_WALK_L4;
 }
 
 #endif /* BPFNET_PARSE_H */

@@ -113,14 +113,73 @@ static __always_inline int ipv6_equal(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+#define ND_HOP_LIMIT		    255 /* RFC 4861: receivers take no other */
+#define ICMPV6_ROUTER_ADVERT	    134
+#define ICMPV6_NEIGHBOUR_ADVERT	    136
+#define ICMPV6_REDIRECT		    137
+#define ICMPV6_NEIGHBOUR_ADVERT_LEN 24 /* type, code, checksum, flags, target */
+
+/*
+ * Neighbour discovery is IPv6's ARP, and what a container may claim in it is
+ * held as for ARP: a neighbour advertisement's target must be one of the
+ * container's own addresses or a link-local one (its source address is
+ * checked like any packet's), and a container is never a router: a router
+ * advertisement (a rogue default route for every neighbour that listens) or
+ * a redirect is dropped (RA guard, RFC 6105). Receivers take ND only with hop
+ * limit 255, so nothing else is looked at; a hop-limit-255 packet whose
+ * extension headers the walk cannot follow (ipv6_walk_to_l4) might be ND,
+ * and is dropped. A non-first fragment carries no ND header (and fragmented
+ * ND is ignored, RFC 6980). Returns 0 or DROP_SPOOFED.
+ */
+static __always_inline enum bpfnet_reason
+port_nd_claim(const struct pkt *pkt, const struct bpfnet_port *port, const struct parsed *p)
+{
+	const struct bpfnet_container *owner;
+	const __u8 *icmp, *target;
+	enum ipv6_walk walk;
+	__u32 offset;
+	__u8 next;
+
+	if (p->hop_limit6 != ND_HOP_LIMIT)
+		return BPFNET_REASON_NONE;
+	walk = ipv6_walk_to_l4(pkt, p, &next, &offset);
+	if (walk == IPV6_WALK_FRAGMENT)
+		return BPFNET_REASON_NONE;
+	if (walk == IPV6_WALK_UNREADABLE)
+		return BPFNET_DROP_SPOOFED;
+	if (next != IPPROTO_ICMPV6)
+		return BPFNET_REASON_NONE;
+	if (offset > IPV6_MAX_L4_OFFSET)
+		return BPFNET_DROP_SPOOFED;
+	icmp = pkt->data + offset;
+	if ((void *)(icmp + 1) > pkt->data_end)
+		return BPFNET_DROP_SPOOFED;
+	if (icmp[0] == ICMPV6_ROUTER_ADVERT || icmp[0] == ICMPV6_REDIRECT)
+		return BPFNET_DROP_SPOOFED;
+	if (icmp[0] != ICMPV6_NEIGHBOUR_ADVERT)
+		return BPFNET_REASON_NONE;
+	if ((void *)(icmp + ICMPV6_NEIGHBOUR_ADVERT_LEN) > pkt->data_end)
+		return BPFNET_DROP_SPOOFED;
+	target = icmp + 8;
+	if (target[0] == 0xfe && (target[1] & 0xc0) == 0x80)
+		return BPFNET_REASON_NONE;
+	owner = container6_lookup(target);
+	if (!owner || !mac_equal_fast(owner->mac, port->mac))
+		return BPFNET_DROP_SPOOFED;
+	return BPFNET_REASON_NONE;
+}
+
 /*
  * Does the frame come from the container its port belongs to? Every frame's
  * source MAC; an IPv4 packet's source; an IPv6 packet's source, unless
- * unspecified or link-local; an ARP packet's sender MAC and sender address
- * (0.0.0.0 for an RFC 5227 probe). Returns 0 or DROP_SPOOFED.
+ * unspecified or link-local, and what its neighbour discovery claims
+ * (port_nd_claim); an ARP packet's sender MAC and sender address (0.0.0.0 for
+ * an RFC 5227 probe). Returns 0 or DROP_SPOOFED.
  */
-static __always_inline enum bpfnet_reason
-port_identity(const struct bpfnet_port *port, enum parse_kind kind, const struct parsed *p)
+static __always_inline enum bpfnet_reason port_identity(const struct pkt *pkt,
+							const struct bpfnet_port *port,
+							enum parse_kind kind,
+							const struct parsed *p)
 {
 	const struct bpfnet_container *owner;
 
@@ -135,6 +194,8 @@ port_identity(const struct bpfnet_port *port, enum parse_kind kind, const struct
 		if (!owner || !mac_equal_fast(owner->mac, port->mac))
 			return BPFNET_DROP_SPOOFED;
 	}
+	if (kind == PARSE_IPV6 && port_nd_claim(pkt, port, p) != BPFNET_REASON_NONE)
+		return BPFNET_DROP_SPOOFED;
 	if (kind == PARSE_ARP &&
 	    ((p->saddr != port->addr && p->saddr != 0) || !mac_equal_fast(p->arp_sha, port->mac)))
 		return BPFNET_DROP_SPOOFED;
@@ -294,7 +355,7 @@ static __always_inline enum bpfnet_reason port_policy(const struct pkt *pkt, str
 	port = port_lookup(ifindex);
 	known = port && (port->flags & BPFNET_PORT_KNOWN);
 	if (known) {
-		reason = port_identity(port, kind, p);
+		reason = port_identity(pkt, port, kind, p);
 		if (reason != BPFNET_REASON_NONE)
 			return reason;
 	}
