@@ -184,6 +184,71 @@ final class NATTestRunTests: XCTestCase {
         XCTAssertEqual(Array(out[30..<34]), b.ip.octets4)
     }
 
+    /// A UDP answer larger than b's MTU leaves b in fragments b's own stack
+    /// made: the first (with the UDP header) is translated by its
+    /// connection, the others follow it by IP id (bn_nat_frags). Reassembled,
+    /// the datagram comes from the published port with a checksum that holds
+    /// over all of it. A later fragment whose first was not translated, or
+    /// that comes from another port, is left to the stack; a TCP fragment too.
+    func testAFragmentedUDPAnswerIsTranslatedFragmentByFragment() throws {
+        XCTAssertEqual(
+            try lab.runXDP(program: .ext, fromClient(.udp(sourcePort: 5000, destinationPort: 5353)), ingress: ext),
+            Self.xdpRedirect)
+        let payload = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        func answer(id: UInt16) -> [[UInt8]] {
+            PacketBuilder.fragments(
+                EthernetHeader(destination: bridgeMAC, source: b.mac),
+                IPv4Header(source: b.ip, destination: client, proto: 17, identification: id),
+                .udp(sourcePort: 53, destinationPort: 5000), payload: payload, fragmentSize: 1480)
+        }
+        let pieces = answer(id: 0x4242)
+        XCTAssertEqual(pieces.count, 3)
+        var datagram: [UInt8] = []
+        for (index, piece) in pieces.enumerated() {
+            let (verdict, out) = try lab.runTCWithOutput(piece)
+            XCTAssertEqual(verdict, Self.tcRedirect, "fragment \(index)")
+            guard out.count == piece.count else { return XCTFail("fragment \(index): length \(out.count)") }
+            XCTAssertEqual(Array(out[0..<6]), routerMAC.array, "fragment \(index): destination MAC")
+            XCTAssertEqual(Array(out[6..<12]), extMAC.array, "fragment \(index): source MAC")
+            XCTAssertEqual(out[22], piece[22] - 1, "fragment \(index): TTL")
+            XCTAssertEqual(Array(out[26..<30]), hostAddress.octets4, "fragment \(index): source address")
+            XCTAssertEqual(
+                PacketBuilder.internetChecksum(Array(out[14..<34])), 0, "fragment \(index): IPv4 checksum")
+            XCTAssertEqual(Array(out[18..<22]), Array(piece[18..<22]), "fragment \(index): id and offset kept")
+            datagram += out[34...]
+        }
+        XCTAssertEqual(UInt16(datagram[0]) << 8 | UInt16(datagram[1]), 5353, "from the published port")
+        XCTAssertEqual(Array(datagram[8...]), payload)
+        XCTAssertEqual(
+            PacketBuilder.transportChecksum(datagram, proto: 17, source: hostAddress, destination: client), 0,
+            "the UDP checksum holds over the reassembled datagram")
+        XCTAssertEqual(try lab.fastPathCount(.portTC, .hit), 3)
+
+        let stray = answer(id: 0x4343)
+        XCTAssertEqual(try lab.runTCWithOutput(stray[1]).1, stray[1], "its first fragment was never translated")
+        XCTAssertEqual(try lab.runTC(stray[0]), Self.tcRedirect)
+        let frags = try BPFMap<bpfnet_nat_frag_key, bpfnet_nat_frag>(pinnedAt: lab.bpffs.appending("pins/bn_nat_frags"))
+        var key = bpfnet_nat_frag_key()
+        key.saddr = b.ip.networkOrder
+        key.daddr = client.networkOrder
+        key.id = UInt16(0x4343).bigEndian
+        key.proto = 17
+        var entry = try XCTUnwrap(try frags.lookup(key), "the first fragment left its translation")
+        entry.port_ifindex = 4242
+        try frags.update(key, entry)
+        XCTAssertEqual(try lab.runTCWithOutput(stray[1]).1, stray[1], "another port's fragment is left alone")
+
+        XCTAssertEqual(
+            try lab.runXDP(program: .ext, fromClient(tcp(40000, 8080, .syn)), ingress: ext), Self.xdpRedirect)
+        let tcpFragment = PacketBuilder.ipv4Frame(
+            EthernetHeader(destination: bridgeMAC, source: b.mac),
+            IPv4Header(source: b.ip, destination: client, proto: 6, moreFragments: true), tcp(80, 40000, .ack),
+            payload: [1, 2, 3])
+        let (tcpVerdict, tcpOut) = try lab.runTCWithOutput(tcpFragment)
+        XCTAssertEqual(tcpVerdict, Self.tcOK)
+        XCTAssertEqual(tcpOut, tcpFragment, "a TCP connection's fragment is the stack's")
+    }
+
     // MARK: what goes to the stack
 
     func testWhatTheProgramsDoNotTakeGoesUpTheStackUntouched() throws {

@@ -144,6 +144,47 @@ final class NATEndToEndTests: XCTestCase {
         XCTAssertGreaterThan(status.fastPath?["ext-xdp"]?["hit"] ?? 0, 0, "the outside's connection took the eBPF NAT")
     }
 
+    /// A small question, a 3,000-byte UDP answer (a large DNS answer): web's
+    /// own stack fragments it, and every fragment must leave translated to
+    /// the published address and port (9053, not web's 9054), or the
+    /// client's connected socket never sees the answer (the stack would
+    /// masquerade the untranslated fragments with web's port).
+    func testALargeUDPAnswerLeavesTranslatedInFragments() throws {
+        var (lab, policy, _) = try makeLab()
+        defer { lab.close() }
+        let web = try XCTUnwrap(policy.containers.firstIndex { $0.name == "web" })
+        policy.containers[web].published.append(PublishedPort(hostPort: 9053, containerPort: 9054, proto: .udp))
+        try lab.load(policy)
+        let server = try lab.topology.startProcess(
+            in: "web", ["python3", "-c", Self.largeAnswerServer, "9054"], captureOutput: true)
+        _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
+        // The host resolves web's neighbour entry first: otherwise the first
+        // question takes the stack (`no-neighbour`), and its flow netfilter.
+        let webAddress = policy.containers[web].ip.description
+        try lab.topology.run(
+            in: TopologySpec.hostRole,
+            ["python3", "-c", "import socket; socket.socket(2, 2).sendto(b'x', ('\(webAddress)', 9))"])
+        for _ in 0..<50 {
+            let entry = try lab.topology.run(in: TopologySpec.hostRole, ["ip", "neigh", "show", webAddress]).stdout
+            if entry.contains("lladdr") { break }
+            usleep(20_000)
+        }
+        let before = try lab.status()
+        let output = try lab.topology.run(
+            in: "ext",
+            [
+                "python3", "-c", Self.questionClient, Scenario.hostExternalAddress.description, "9053",
+                Scenario.allowedSource.description,
+            ], timeout: .seconds(30)
+        ).stdout
+        XCTAssertEqual(output.trimmingCharacters(in: .whitespacesAndNewlines), "answers 5 of 3000 bytes")
+        let after = try lab.status()
+        XCTAssertEqual(after.nat, "ebpf")
+        XCTAssertGreaterThanOrEqual(
+            (after.fastPath?["port-tc"]?["hit"] ?? 0) - (before.fastPath?["port-tc"]?["hit"] ?? 0), 5 * 3,
+            "every fragment of the five answers left through the port program (\(after.fastPath ?? [:]))")
+    }
+
     /// Path MTU discovery across the eBPF NAT: "fragmentation needed" sent
     /// from the outside about a UDP reply (as a router with a smaller link
     /// would) reaches the container translated, whose stack then lowers its
@@ -328,6 +369,36 @@ final class NATEndToEndTests: XCTestCase {
         """
 
     /// argv: target, port, source address: one connection, 4 KiB echoed.
+    /// Answers every datagram with 3,000 bytes (argv: UDP port).
+    static let largeAnswerServer = """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(('0.0.0.0', int(sys.argv[1])))
+        print('LISTENING', flush=True)
+        while True:
+            data, peer = s.recvfrom(2048)
+            s.sendto(bytes(i % 251 for i in range(3000)), peer)
+        """
+
+    /// Five questions from a connected UDP socket (argv: address, port,
+    /// source address); only answers from that address and port arrive.
+    static let questionClient = """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        s.bind((sys.argv[3], 0))
+        s.connect((sys.argv[1], int(sys.argv[2])))
+        expected = bytes(i % 251 for i in range(3000))
+        good = 0
+        for _ in range(5):
+            s.send(b'question')
+            try:
+                good += s.recv(65536) == expected
+            except socket.timeout:
+                pass
+        print('answers', good, 'of 3000 bytes')
+        """
+
     static let oneShot = """
         import socket, sys
         s = socket.socket()

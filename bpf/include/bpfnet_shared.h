@@ -50,6 +50,7 @@
 #define BPFNET_MAP_SUBNETS6    bn_subnets6   /* LPM_TRIE: bpfnet_subnet6_key -> bpfnet_subnet6 */
 #define BPFNET_MAP_CONTAINERS6 bn_containers6 /* HASH: bpfnet_addr6 -> bpfnet_container */
 #define BPFNET_MAP_NAT	       bn_nat	      /* LRU_HASH: bpfnet_nat_key -> bpfnet_nat_entry */
+#define BPFNET_MAP_NAT_FRAGS   bn_nat_frags   /* LRU_HASH: bpfnet_nat_frag_key -> bpfnet_nat_frag */
 
 #define BPFNET_XSTR(x) BPFNET_STR(x)
 #define BPFNET_STR(x)  #x
@@ -70,6 +71,8 @@
 #define BPFNET_MAX_PEER_SUBNETS 1024
 /* bn_nat: two entries per eBPF NAT connection (one per direction). */
 #define BPFNET_MAX_NAT_ENTRIES	131072
+/* bn_nat_frags: fragmented replies in flight (each lives for its fragments). */
+#define BPFNET_MAX_NAT_FRAGS	4096
 
 /* ------------------------------------------------------------------------ */
 /* Program kinds: one counter block per kind.                                */
@@ -410,6 +413,33 @@ struct bpfnet_nat_entry {
 };
 _Static_assert(sizeof(struct bpfnet_nat_entry) == 64, "bpfnet_nat_entry layout");
 
+/*
+ * bn_nat_frags: a container's UDP reply of an eBPF NAT connection that its
+ * own stack fragmented. The first fragment carries the UDP header and is
+ * translated by its connection's reply entry; it leaves here the source
+ * address it was given, for the fragments after it, which carry no ports
+ * and are matched by IP id (a local sender emits a datagram's fragments in
+ * order, the first one first). Live for BPFNET_NAT_FRAG_TIMEOUT seconds
+ * (the kernel's ipfrag_time).
+ */
+struct bpfnet_nat_frag_key {
+	__be32 saddr; /* the container */
+	__be32 daddr; /* the outside peer */
+	__be16 id;    /* the IPv4 identification */
+	__u8 proto;
+	__u8 pad; /* always 0 */
+};
+_Static_assert(sizeof(struct bpfnet_nat_frag_key) == 12, "bpfnet_nat_frag_key layout");
+
+struct bpfnet_nat_frag {
+	__u64 seen_ns;	    /* when the first fragment was translated */
+	__be32 addr;	    /* the source address the first fragment was given */
+	__u32 port_ifindex; /* the container's host-side veth: only its fragments */
+};
+_Static_assert(sizeof(struct bpfnet_nat_frag) == 16, "bpfnet_nat_frag layout");
+
+#define BPFNET_NAT_FRAG_TIMEOUT 30
+
 /* ------------------------------------------------------------------------ */
 /* bn_ext_ifs / bn_allow_src: external interfaces and their source lists.     */
 /* ------------------------------------------------------------------------ */
@@ -633,6 +663,7 @@ enum bpfnet_map_id {
 	BPFNET_MAP_ID_SUBNETS6,
 	BPFNET_MAP_ID_CONTAINERS6,
 	BPFNET_MAP_ID_NAT,
+	BPFNET_MAP_ID_NAT_FRAGS,
 	BPFNET_MAP_ID_COUNT,
 };
 
@@ -687,6 +718,8 @@ static inline const char *bpfnet_map_name(enum bpfnet_map_id id)
 		return BPFNET_XSTR(BPFNET_MAP_CONTAINERS6);
 	case BPFNET_MAP_ID_NAT:
 		return BPFNET_XSTR(BPFNET_MAP_NAT);
+	case BPFNET_MAP_ID_NAT_FRAGS:
+		return BPFNET_XSTR(BPFNET_MAP_NAT_FRAGS);
 	case BPFNET_MAP_ID_COUNT:
 		break;
 	}

@@ -277,6 +277,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } BPFNET_MAP_NAT SEC(".maps");
 
+/* Fragmented replies of eBPF NAT connections (bpfnet_shared.h, nat.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BPFNET_MAX_NAT_FRAGS);
+	__type(key, struct bpfnet_nat_frag_key);
+	__type(value, struct bpfnet_nat_frag);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} BPFNET_MAP_NAT_FRAGS SEC(".maps");
+
 static __always_inline struct bpfnet_config *config_get(void)
 {
 	__u32 zero = 0;

@@ -505,14 +505,117 @@ ext_nat_icmp_error(struct xdp_md *xdp, const struct bpfnet_config *cfg, const st
 }
 
 /*
+ * Where a translated reply leaves (source `saddr`:`sport` once translated):
+ * the FIB from the container's bridge, as the stack would route it. HIT or
+ * NO_NEIGH (bpf_redirect_neigh resolves it) with *fib filled; anything else
+ * goes to the stack untouched.
+ */
+static __always_inline enum bpfnet_fastpath_event
+nat_reply_route(struct __sk_buff *skb, const struct iphdr *ip, __be32 saddr, __be16 sport,
+		__be16 dport, struct bpf_fib_lookup *fib)
+{
+	const struct bpfnet_port *port = port_lookup(skb->ifindex);
+
+	fib->family = AF_INET;
+	fib->tos = ip->tos;
+	fib->l4_protocol = ip->protocol;
+	fib->sport = sport;
+	fib->dport = dport;
+	fib->ipv4_src = saddr;
+	fib->ipv4_dst = ip->daddr;
+	fib->ifindex = network_get(port ? port->network : 0)->bridge_ifindex;
+	switch (bpf_fib_lookup(skb, fib, sizeof(*fib), 0)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return BPFNET_FP_HIT;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return BPFNET_FP_NO_NEIGH;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return BPFNET_FP_FWD_DISABLED;
+	default:
+		return BPFNET_FP_FIB;
+	}
+}
+
+/* Sends a translated reply where nat_reply_route said: TTL, MACs, redirect. */
+static __always_inline enum bpfnet_fastpath_event nat_reply_send(struct __sk_buff *skb,
+								 enum bpfnet_fastpath_event route,
+								 const struct bpf_fib_lookup *fib)
+{
+	struct ethhdr *eth = (void *)(long)skb->data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return BPFNET_FP_REDIRECT;
+	ipv4_decrease_ttl(ip);
+	if (route == BPFNET_FP_NO_NEIGH)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0) == TC_ACT_REDIRECT ?
+			       BPFNET_FP_HIT :
+			       BPFNET_FP_REDIRECT;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	return bpf_redirect(fib->ifindex, 0) == TC_ACT_REDIRECT ? BPFNET_FP_HIT :
+								  BPFNET_FP_REDIRECT;
+}
+
+/*
+ * A fragment after the first of a UDP reply the container fragmented itself
+ * (no UDP header): translated like its first fragment was (bn_nat_frags, by
+ * IP id), only the source address and the IPv4 checksum change. VERDICT
+ * when its first fragment was not translated here (then the stack has them
+ * all).
+ */
+static __always_inline enum bpfnet_fastpath_event port_nat_reply_fragment(struct __sk_buff *skb,
+									  const struct parsed *p)
+{
+	struct ethhdr *eth = (void *)(long)skb->data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct bpfnet_nat_frag_key key = {};
+	const struct bpfnet_nat_frag *frag;
+	enum bpfnet_fastpath_event route;
+	struct bpf_fib_lookup fib = {};
+	__be32 from_addr = p->saddr;
+	__be32 to_addr;
+	__u64 now;
+
+	if (p->proto != IPPROTO_UDP || p->vlan_tags)
+		return BPFNET_FP_VERDICT;
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return BPFNET_FP_VERDICT;
+	key.saddr = ip->saddr;
+	key.daddr = ip->daddr;
+	key.id = ip->id;
+	key.proto = ip->protocol;
+	frag = bpf_map_lookup_elem(&BPFNET_MAP_NAT_FRAGS, &key);
+	now = bpf_ktime_get_ns();
+	if (!frag || frag->port_ifindex != skb->ifindex ||
+	    (now > frag->seen_ns && now - frag->seen_ns > BPFNET_NAT_FRAG_TIMEOUT * NAT_NS_PER_SEC))
+		return BPFNET_FP_VERDICT;
+	/* Its first fragment was translated: this one must follow it. */
+	if (ip->ihl != 5)
+		return BPFNET_FP_IP_OPTIONS;
+	if (ip->ttl <= 1)
+		return BPFNET_FP_TTL;
+	to_addr = frag->addr;
+	route = nat_reply_route(skb, ip, to_addr, 0, 0, &fib);
+	if (route != BPFNET_FP_HIT && route != BPFNET_FP_NO_NEIGH)
+		return route;
+	if (bpf_l3_csum_replace(skb, NAT_IP_CHECK_OFF, from_addr, to_addr, sizeof(__be32)) ||
+	    bpf_skb_store_bytes(skb, NAT_IP_SADDR_OFF, &to_addr, sizeof(__be32), 0))
+		return BPFNET_FP_REDIRECT;
+	return nat_reply_send(skb, route, &fib);
+}
+
+/*
  * Container -> outside (row 7 passed): a reply of an eBPF NAT connection?
  * VERDICT when it is none (the caller goes on as for any outside traffic).
  * Otherwise the packet is translated back and redirected (HIT), or, when the
- * stack must handle it, left untouched with the reason: a fragment or IP
- * options (then netfilter sees a reply it has no entry for), or no route to
+ * stack must handle it, left untouched with the reason: IP options, a TCP
+ * fragment (then netfilter sees a reply it has no entry for), or no route to
  * the outside (the stack answers the container, e.g. fragmentation needed).
- * REDIRECT: the redirect failed after the packet was rewritten; the caller
- * drops it.
+ * A UDP reply the container fragmented itself is translated fragment by
+ * fragment: the first here (which leaves its translation in bn_nat_frags),
+ * the others by port_nat_reply_fragment. REDIRECT: the redirect failed after
+ * the packet was rewritten; the caller drops it.
  */
 static __always_inline enum bpfnet_fastpath_event
 port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const struct parsed *p)
@@ -528,19 +631,22 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 								  offsetof(struct udphdr, check));
 	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	struct bpfnet_nat_entry *reply, *orig;
+	enum bpfnet_fastpath_event event, route;
 	struct bpf_fib_lookup fib = {};
-	enum bpfnet_fastpath_event event;
-	const struct bpfnet_port *port;
-	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u8 tcp_flags = 0;
 	__be32 from_addr;
 	__be16 from_port;
+	int fragmented;
 	__u64 now;
 
 	if (!(cfg->flags & (BPFNET_CFG_NAT | BPFNET_CFG_NAT_DRAIN)))
 		return BPFNET_FP_VERDICT;
-	if (!p->ipv4 || !p->has_ports || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+	if (!p->ipv4 || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+		return BPFNET_FP_VERDICT;
+	if (p->nonfirst_fragment)
+		return port_nat_reply_fragment(skb, p);
+	if (!p->has_ports)
 		return BPFNET_FP_VERDICT;
 	reply = bpf_map_lookup_elem(&BPFNET_MAP_NAT, &key);
 	if (!reply || reply->direction != BPFNET_NAT_REPLY)
@@ -557,11 +663,15 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 
 	if (p->vlan_tags)
 		return BPFNET_FP_VLAN;
-	eth = (void *)(long)skb->data;
-	ip = (void *)(eth + 1);
+	ip = (void *)(long)skb->data + NAT_IP_OFF;
 	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
 		return BPFNET_FP_FIB;
 	event = fp_routable(ip);
+	/* The first fragment of a UDP reply the container's stack fragmented
+	 * (TCP keeps to the path MTU; a fragment of it goes to the stack). */
+	fragmented = event == BPFNET_FP_FRAGMENT && p->proto == IPPROTO_UDP;
+	if (fragmented)
+		event = ip->ttl <= 1 ? BPFNET_FP_TTL : BPFNET_FP_HIT;
 	if (event != BPFNET_FP_HIT)
 		return event;
 	if (p->proto == IPPROTO_TCP) {
@@ -572,27 +682,26 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 		tcp_flags = tcp[13];
 	}
 
-	/* Routed as the stack would route it from the container's bridge. */
-	port = port_lookup(skb->ifindex);
-	fib.family = AF_INET;
-	fib.tos = ip->tos;
-	fib.l4_protocol = p->proto;
-	fib.sport = reply->port;
-	fib.dport = p->dport;
-	fib.ipv4_src = reply->addr;
-	fib.ipv4_dst = p->daddr;
-	fib.ifindex = network_get(port ? port->network : 0)->bridge_ifindex;
-	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), 0)) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		event = BPFNET_FP_HIT;
-		break;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		event = BPFNET_FP_NO_NEIGH; /* bpf_redirect_neigh resolves it */
-		break;
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		return BPFNET_FP_FWD_DISABLED;
-	default:
-		return BPFNET_FP_FIB;
+	route = nat_reply_route(skb, ip, reply->addr, reply->port, p->dport, &fib);
+	if (route != BPFNET_FP_HIT && route != BPFNET_FP_NO_NEIGH)
+		return route;
+	if (fragmented) {
+		/* The fragments after it follow its translation, or, when it
+		 * cannot be left for them, all of them take the stack. */
+		struct bpfnet_nat_frag_key frag_key = {
+			.saddr = p->saddr,
+			.daddr = p->daddr,
+			.id = ip->id,
+			.proto = p->proto,
+		};
+		struct bpfnet_nat_frag frag = {
+			.seen_ns = now,
+			.addr = reply->addr,
+			.port_ifindex = skb->ifindex,
+		};
+
+		if (bpf_map_update_elem(&BPFNET_MAP_NAT_FRAGS, &frag_key, &frag, BPF_ANY))
+			return BPFNET_FP_FRAGMENT;
 	}
 
 	orig->seen_ns = now;
@@ -603,7 +712,9 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 	reply->packets += 1;
 	reply->bytes += skb->len;
 
-	/* Writes. The helpers keep a partial (offloaded) checksum right. */
+	/* Writes. The helpers keep a partial (offloaded) checksum right; a
+	 * first fragment's UDP checksum covers the whole datagram, and the
+	 * same incremental update holds for it. */
 	from_addr = p->saddr;
 	from_port = p->sport;
 	if (bpf_l4_csum_replace(skb, check_off, from_addr, reply->addr,
@@ -613,18 +724,7 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 	    bpf_skb_store_bytes(skb, NAT_IP_SADDR_OFF, &reply->addr, sizeof(__be32), 0) ||
 	    bpf_skb_store_bytes(skb, NAT_L4_OFF, &reply->port, sizeof(__be16), 0))
 		return BPFNET_FP_REDIRECT;
-	eth = (void *)(long)skb->data;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
-		return BPFNET_FP_REDIRECT;
-	ipv4_decrease_ttl(ip);
-	if (event == BPFNET_FP_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0) == TC_ACT_REDIRECT ?
-			       BPFNET_FP_HIT :
-			       BPFNET_FP_REDIRECT;
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	return bpf_redirect(fib.ifindex, 0) == TC_ACT_REDIRECT ? BPFNET_FP_HIT : BPFNET_FP_REDIRECT;
+	return nat_reply_send(skb, route, &fib);
 }
 
 #endif /* BPFNET_NAT_H */
