@@ -54,6 +54,12 @@ public enum DataplaneMetrics {
         registry.gauge(
             "bpfnet_policy_generation", help: "The generation of the policy in the maps (bn_config)."
         ).set(Int(status.generation))
+        if let nat = status.nat {
+            registry.gauge(
+                "bpfnet_nat_info", labels: [("mode", nat)],
+                help: "Who translates published ports: ebpf (bpfnet's programs) or netfilter (docs/nat.md); always 1."
+            ).set(to: 1)
+        }
 
         addPacketCounters(status, to: registry)
         addFastPathCounters(status, to: registry)

@@ -51,6 +51,8 @@ final class MetricsEndToEndTests: XCTestCase {
         XCTAssertEqual(try after.value(#"bpfnet_bridge_ports{state="unattached"}"#), 0)
         XCTAssertEqual(try after.value("bpfnet_drop_events_lost_total"), 0)
         XCTAssertEqual(try after.value("bpfnet_icc"), 0)
+        XCTAssertEqual(
+            try after.value(#"bpfnet_nat_info{mode="ebpf"}"#), 1, "nat auto: the tc hook and the fast path are on")
         XCTAssertTrue(text.contains("# TYPE bpfnet_packets_total counter"))
 
         guard ProcessRunner.locate("promtool") != nil else {

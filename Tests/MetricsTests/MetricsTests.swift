@@ -37,6 +37,7 @@ enum FakeStatus {
             .init(name: "vethweb", ifindex: 10, container: "web", hook: "tc"),
         ]
         status.unusedBackends = ["xdp-native": "not supported by veth"]
+        status.nat = "ebpf"
         return status
     }
 }
@@ -94,6 +95,7 @@ final class DataplaneMetricsTests: XCTestCase {
         XCTAssertEqual(values["bpfnet_policy_generation"], 7)
         XCTAssertEqual(values["bpfnet_fast_path_enabled"], 1)
         XCTAssertEqual(values["bpfnet_icc"], 0)
+        XCTAssertEqual(values[#"bpfnet_nat_info{mode="ebpf"}"#], 1)
         XCTAssertTrue(text.contains("# TYPE bpfnet_containers gauge\n"))
         XCTAssertNil(values["bpfnet_drop_events_lost_total"], "netfilter backends have no drop-event ring")
     }
