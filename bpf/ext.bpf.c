@@ -292,7 +292,7 @@ static __always_inline enum bpfnet_reason ext_ipv6(struct xdp_md *xdp,
 	}
 	if (!dst_net && !listed)
 		return BPFNET_PASS_IPV6;
-	walk = ipv6_walk_to_l4(pkt, p, &next, &offset);
+	walk = ipv6_walk_to_l4(pkt, p, &next, &offset, NULL);
 	if (walk == IPV6_WALK_FRAGMENT)
 		return BPFNET_PASS_FRAGMENT;
 	if (dst_net) {

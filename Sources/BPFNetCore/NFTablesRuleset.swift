@@ -223,7 +223,13 @@ public struct NFTablesRuleset: Sendable, Equatable {
                 + "\(count(.spoofed)) drop")
         // Neighbour discovery (hop limit 255, RFC 4861; the port program's
         // port_nd_claim): a container is no router (RA, redirect), and
-        // advertises only its own or link-local addresses.
+        // advertises only its own or link-local addresses. ND is never
+        // fragmented (RFC 6980): a first fragment of it is dropped, so that
+        // no part of a claim hides in a later fragment.
+        add(
+            "        meta protocol ip6 ip6 hoplimit 255 exthdr frag exists icmpv6 type "
+                + "{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } "
+                + "\(count(.spoofed)) drop")
         add(
             "        meta protocol ip6 ip6 hoplimit 255 icmpv6 type { nd-router-advert, nd-redirect } "
                 + "\(count(.spoofed)) drop")

@@ -225,6 +225,9 @@ public struct IPv6Summary: Hashable, Sendable {
         /// Hop limit 255 behind extension headers the walk cannot follow,
         /// or an advertisement cut short.
         case unreadable
+        /// The first fragment of a neighbour discovery message (RFC 6980:
+        /// never fragmented; receivers drop it).
+        case fragmented
     }
 
     public init(
@@ -289,38 +292,57 @@ public enum FrameParser {
             UInt32(frame[at]) << 24 | UInt32(frame[at + 1]) << 16 | UInt32(frame[at + 2]) << 8 | UInt32(frame[at + 3])
         }
         func address6(_ at: Int) -> IPv6Address { IPv6Address(bytes: frame[at..<(at + 16)]) }
-        /// `ipv6_walk_to_l4` from the first header after the fixed one at
-        /// `start`, and where the L4 header starts.
-        func ipv6Transport(nextHeader: UInt8, at start: Int) -> (IPv6Summary.Transport, l4: Int) {
+        /// Where `ipv6_walk_to_l4` ends: at the L4 header (its protocol and
+        /// offset, and whether a fragment header was on the way), in a
+        /// non-first fragment, or in headers it cannot follow.
+        enum IPv6Walk {
+            case l4(next: UInt8, offset: Int, fragmented: Bool)
+            case nonFirstFragment
+            case unreadable
+        }
+        /// `ipv6_walk_to_l4` from the first header after the fixed one at `start`.
+        func ipv6Walk(nextHeader: UInt8, at start: Int) -> IPv6Walk {
             let extensions: Set<UInt8> = [0, 43, 44, 60]
             var next = nextHeader
             var offset = start
+            var fragmented = false
             for _ in 0..<4 where extensions.contains(next) {
-                guard offset <= 512, offset + 8 <= end else { return (.unreadable, offset) }
+                guard offset <= 512, offset + 8 <= end else { return .unreadable }
                 let header = offset
                 if next == 44 {
-                    if be16(header + 2) & 0xFFF8 != 0 { return (.nonFirstFragment, offset) }
+                    if be16(header + 2) & 0xFFF8 != 0 { return .nonFirstFragment }
+                    fragmented = true
                     offset += 8
                 } else {
                     offset += (Int(frame[header + 1]) + 1) * 8
                 }
                 next = frame[header]
             }
-            if extensions.contains(next) { return (.unreadable, offset) }
-            guard next == IPProtocol.tcp || next == IPProtocol.udp else { return (.other(next), offset) }
-            guard offset <= 512, offset + 4 <= end else { return (.unreadable, offset) }
-            return (.ports(proto: next, sourcePort: be16(offset), destinationPort: be16(offset + 2)), offset)
+            if extensions.contains(next) { return .unreadable }
+            return .l4(next: next, offset: offset, fragmented: fragmented)
+        }
+        /// The ext program's view of the walk: the ports of TCP/UDP, and where the L4 header starts.
+        func ipv6Transport(_ walk: IPv6Walk) -> (IPv6Summary.Transport, l4: Int) {
+            switch walk {
+            case .nonFirstFragment: return (.nonFirstFragment, 0)
+            case .unreadable: return (.unreadable, 0)
+            case .l4(let next, let offset, _):
+                guard next == IPProtocol.tcp || next == IPProtocol.udp else { return (.other(next), offset) }
+                guard offset <= 512, offset + 4 <= end else { return (.unreadable, offset) }
+                return (.ports(proto: next, sourcePort: be16(offset), destinationPort: be16(offset + 2)), offset)
+            }
         }
 
         /// `port_nd_claim` after the walk, for a hop-limit-255 packet.
-        func neighbourDiscovery(_ transport: IPv6Summary.Transport, at l4: Int) -> IPv6Summary.NeighbourDiscoveryClaim?
-        {
-            switch transport {
-            case .nonFirstFragment, .ports: return nil
+        func neighbourDiscovery(_ walk: IPv6Walk) -> IPv6Summary.NeighbourDiscoveryClaim? {
+            switch walk {
+            case .nonFirstFragment: return nil
             case .unreadable: return .unreadable
-            case .other(let next):
+            case .l4(let next, let l4, let fragmented):
                 guard next == IPProtocol.icmpv6 else { return nil }
                 guard l4 <= 512, l4 + 1 <= end else { return .unreadable }
+                // RFC 6980: neighbour discovery is never fragmented.
+                if fragmented, (133...137).contains(frame[l4]) { return .fragmented }
                 switch frame[l4] {
                 case 134, 137: return .router
                 case 136: return l4 + 24 <= end ? .neighbour(target: address6(l4 + 8)) : .unreadable
@@ -360,12 +382,13 @@ public enum FrameParser {
         case EtherType.ipv6:
             // 3. IPv6: the fixed header must be there; extension headers are not parsed.
             guard end - offset >= 40 else { return .malformed(.ipv6Truncated) }
-            let (transport, l4) = ipv6Transport(nextHeader: frame[offset + 6], at: offset + 40)
+            let walk = ipv6Walk(nextHeader: frame[offset + 6], at: offset + 40)
+            let (transport, l4) = ipv6Transport(walk)
             var summary = IPv6Summary(
                 destinationMAC: MACAddress(frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]),
                 source: address6(offset + 8), destination: address6(offset + 24), transport: transport)
             if frame[offset + 7] == 255 {
-                summary.neighbourDiscovery = neighbourDiscovery(transport, at: l4)
+                summary.neighbourDiscovery = neighbourDiscovery(walk)
             }
             // `is_reply6`'s ICMPv6 error: 8 bytes, the quoted 40-byte header, 4 bytes of ports.
             if transport == .other(IPProtocol.icmpv6), l4 <= 512, l4 + 52 <= end, (1...4).contains(frame[l4]),
@@ -470,7 +493,7 @@ public struct ReferenceDataplane: Sendable {
                 // Neighbour discovery: no router's role, and only its own
                 // addresses (or link-local ones) advertised.
                 switch packet.neighbourDiscovery {
-                case .router, .unreadable: return .drop(.spoofed)
+                case .router, .unreadable, .fragmented: return .drop(.spoofed)
                 case .neighbour(let target) where !target.isLinkLocal && state.containers6[target]?.mac != port.mac:
                     return .drop(.spoofed)
                 case .neighbour, nil: break

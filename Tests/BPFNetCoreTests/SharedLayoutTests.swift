@@ -30,7 +30,7 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<bpfnet_nat_key>.size, 16)
         XCTAssertEqual(MemoryLayout<bpfnet_nat_entry>.size, 64)
         XCTAssertEqual(MemoryLayout<bpfnet_nat_frag_key>.size, 12)
-        XCTAssertEqual(MemoryLayout<bpfnet_nat_frag>.size, 16)
+        XCTAssertEqual(MemoryLayout<bpfnet_nat_frag>.size, 24)
     }
 
     func testStridesHaveNoTailPadding() {

@@ -199,6 +199,28 @@ final class DualStackTestRunTests: TestRunTestCase {
             destination: allNodes, nextHeader: 44, hopLimit: 255,
             payload: [IPProtocol.icmpv6] + PacketBuilder.ipv6Fragment(offset: 64) + Array(repeating: 0, count: 16))
         expectPort(fragment, .pass(.ipv6), "a non-first fragment carries no ND header", sender: sender)
+        func firstFragment(_ message: [UInt8]) -> [UInt8] {
+            PacketBuilder.ipv6Frame(
+                EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac),
+                source: linkLocal.bytes, destination: allNodes, nextHeader: 44, hopLimit: 255,
+                payload: [IPProtocol.icmpv6] + PacketBuilder.ipv6Fragment(offset: 0) + message)
+        }
+        // Its own address in the first fragment, the claim that counts could follow in the next.
+        expectPort(
+            firstFragment([136, 0, 0, 0, 0x60, 0, 0, 0] + f1.address.bytes), .drop(.spoofed),
+            "the first fragment of an advertisement (ND is never fragmented, RFC 6980)", sender: sender)
+        expectPort(
+            firstFragment([135, 0, 0, 0, 0, 0, 0, 0] + f2.address.bytes), .drop(.spoofed),
+            "the first fragment of a solicitation", sender: sender)
+        expectPort(
+            firstFragment([128, 0, 0, 0, 0, 1, 0, 1] + Array(repeating: 7, count: 16)), .pass(.ipv6),
+            "the first fragment of an echo request with hop limit 255", sender: sender)
+        expectPort(
+            PacketBuilder.ipv6Frame(
+                EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac),
+                source: linkLocal.bytes, destination: allNodes, nextHeader: IPProtocol.udp, hopLimit: 255,
+                payload: [0x12, 0x34]), .pass(.ipv6), "hop limit 255, a UDP header cut short: not ND",
+            sender: sender)
     }
 
     func testFromTheOutsideTheForwardPolicyTheListAndInternalDecide() throws {

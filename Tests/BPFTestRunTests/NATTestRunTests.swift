@@ -188,8 +188,9 @@ final class NATTestRunTests: XCTestCase {
     /// made: the first (with the UDP header) is translated by its
     /// connection, the others follow it by IP id (bn_nat_frags). Reassembled,
     /// the datagram comes from the published port with a checksum that holds
-    /// over all of it. A later fragment whose first was not translated, or
-    /// that comes from another port, is left to the stack; a TCP fragment too.
+    /// over all of it. A later fragment whose first was not translated, that
+    /// is not the next one, or that comes from another port, is left to the
+    /// stack; a TCP fragment too.
     func testAFragmentedUDPAnswerIsTranslatedFragmentByFragment() throws {
         XCTAssertEqual(
             try lab.runXDP(program: .ext, fromClient(.udp(sourcePort: 5000, destinationPort: 5353)), ingress: ext),
@@ -223,6 +224,17 @@ final class NATTestRunTests: XCTestCase {
             PacketBuilder.transportChecksum(datagram, proto: 17, source: hostAddress, destination: client), 0,
             "the UDP checksum holds over the reassembled datagram")
         XCTAssertEqual(try lab.fastPathCount(.portTC, .hit), 3)
+        XCTAssertEqual(
+            try lab.runTCWithOutput(pieces[1]).1, pieces[1], "the last fragment removed its datagram's entry")
+
+        // Each fragment must start where the one before it ended: no other
+        // piece leaves with the host's address.
+        let skipping = answer(id: 0x4444)
+        XCTAssertEqual(try lab.runTC(skipping[0]), Self.tcRedirect)
+        XCTAssertEqual(try lab.runTCWithOutput(skipping[2]).1, skipping[2], "not the next fragment")
+        XCTAssertEqual(try lab.runTC(skipping[1]), Self.tcRedirect, "the next one")
+        XCTAssertEqual(try lab.runTCWithOutput(skipping[1]).1, skipping[1], "the same fragment again")
+        XCTAssertEqual(try lab.runTC(skipping[2]), Self.tcRedirect, "the last one")
 
         let stray = answer(id: 0x4343)
         XCTAssertEqual(try lab.runTCWithOutput(stray[1]).1, stray[1], "its first fragment was never translated")

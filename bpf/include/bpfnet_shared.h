@@ -418,9 +418,11 @@ _Static_assert(sizeof(struct bpfnet_nat_entry) == 64, "bpfnet_nat_entry layout")
  * own stack fragmented. The first fragment carries the UDP header and is
  * translated by its connection's reply entry; it leaves here the source
  * address it was given, for the fragments after it, which carry no ports
- * and are matched by IP id (a local sender emits a datagram's fragments in
- * order, the first one first). Live for BPFNET_NAT_FRAG_TIMEOUT seconds
- * (the kernel's ipfrag_time).
+ * and are matched by IP id. A local sender emits a datagram's fragments in
+ * order, the first one first, so each must start where the one before it
+ * ended (next_offset): nothing but the rest of that datagram leaves with
+ * the host's address, and the last fragment (no MF) removes the entry. Live
+ * for at most BPFNET_NAT_FRAG_TIMEOUT seconds (the kernel's ipfrag_time).
  */
 struct bpfnet_nat_frag_key {
 	__be32 saddr; /* the container */
@@ -435,8 +437,10 @@ struct bpfnet_nat_frag {
 	__u64 seen_ns;	    /* when the first fragment was translated */
 	__be32 addr;	    /* the source address the first fragment was given */
 	__u32 port_ifindex; /* the container's host-side veth: only its fragments */
+	__u16 next_offset;  /* where the next fragment starts, in 8-byte units */
+	__u16 pad[3];	    /* always 0 */
 };
-_Static_assert(sizeof(struct bpfnet_nat_frag) == 16, "bpfnet_nat_frag layout");
+_Static_assert(sizeof(struct bpfnet_nat_frag) == 24, "bpfnet_nat_frag layout");
 
 #define BPFNET_NAT_FRAG_TIMEOUT 30
 

@@ -557,12 +557,20 @@ static __always_inline enum bpfnet_fastpath_event nat_reply_send(struct __sk_buf
 								  BPFNET_FP_REDIRECT;
 }
 
+/* An IPv4 packet's payload length in 8-byte units: a fragment's length. */
+static __always_inline __u16 ipv4_fragment_units(const struct iphdr *ip)
+{
+	return (__u16)((bpf_ntohs(ip->tot_len) - ip->ihl * 4) >> 3);
+}
+
 /*
  * A fragment after the first of a UDP reply the container fragmented itself
  * (no UDP header): translated like its first fragment was (bn_nat_frags, by
- * IP id), only the source address and the IPv4 checksum change. VERDICT
- * when its first fragment was not translated here (then the stack has them
- * all).
+ * IP id), only the source address and the IPv4 checksum change. It must
+ * start where the one before it ended; the last one removes the entry.
+ * VERDICT when its first fragment was not translated here (then the stack
+ * has them all) or it is not the next one (then the stack holds it, and
+ * the datagram, in pieces on two paths, is lost as on a lossy link).
  */
 static __always_inline enum bpfnet_fastpath_event port_nat_reply_fragment(struct __sk_buff *skb,
 									  const struct parsed *p)
@@ -570,10 +578,11 @@ static __always_inline enum bpfnet_fastpath_event port_nat_reply_fragment(struct
 	struct ethhdr *eth = (void *)(long)skb->data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct bpfnet_nat_frag_key key = {};
-	const struct bpfnet_nat_frag *frag;
 	enum bpfnet_fastpath_event route;
 	struct bpf_fib_lookup fib = {};
 	__be32 from_addr = p->saddr;
+	struct bpfnet_nat_frag *frag;
+	__u16 frag_off;
 	__be32 to_addr;
 	__u64 now;
 
@@ -590,6 +599,9 @@ static __always_inline enum bpfnet_fastpath_event port_nat_reply_fragment(struct
 	if (!frag || frag->port_ifindex != skb->ifindex ||
 	    (now > frag->seen_ns && now - frag->seen_ns > BPFNET_NAT_FRAG_TIMEOUT * NAT_NS_PER_SEC))
 		return BPFNET_FP_VERDICT;
+	frag_off = bpf_ntohs(ip->frag_off);
+	if ((frag_off & IP_FRAGMENT_OFFSET_MASK) != frag->next_offset)
+		return BPFNET_FP_VERDICT;
 	/* Its first fragment was translated: this one must follow it. */
 	if (ip->ihl != 5)
 		return BPFNET_FP_IP_OPTIONS;
@@ -599,6 +611,10 @@ static __always_inline enum bpfnet_fastpath_event port_nat_reply_fragment(struct
 	route = nat_reply_route(skb, ip, to_addr, 0, 0, &fib);
 	if (route != BPFNET_FP_HIT && route != BPFNET_FP_NO_NEIGH)
 		return route;
+	if (frag_off & IP_MORE_FRAGMENTS)
+		frag->next_offset += ipv4_fragment_units(ip);
+	else
+		bpf_map_delete_elem(&BPFNET_MAP_NAT_FRAGS, &key);
 	if (bpf_l3_csum_replace(skb, NAT_IP_CHECK_OFF, from_addr, to_addr, sizeof(__be32)) ||
 	    bpf_skb_store_bytes(skb, NAT_IP_SADDR_OFF, &to_addr, sizeof(__be32), 0))
 		return BPFNET_FP_REDIRECT;
@@ -682,7 +698,11 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 		tcp_flags = tcp[13];
 	}
 
-	route = nat_reply_route(skb, ip, reply->addr, reply->port, p->dport, &fib);
+	/* A fragment is routed without ports, as the stack routes fragments
+	 * (the multipath hash takes no ports from them): the later ones, which
+	 * carry none, take the same way. */
+	route = nat_reply_route(skb, ip, reply->addr, fragmented ? 0 : reply->port,
+				fragmented ? 0 : p->dport, &fib);
 	if (route != BPFNET_FP_HIT && route != BPFNET_FP_NO_NEIGH)
 		return route;
 	if (fragmented) {
@@ -698,6 +718,7 @@ port_nat_reply(struct __sk_buff *skb, const struct bpfnet_config *cfg, const str
 			.seen_ns = now,
 			.addr = reply->addr,
 			.port_ifindex = skb->ifindex,
+			.next_offset = ipv4_fragment_units(ip),
 		};
 
 		if (bpf_map_update_elem(&BPFNET_MAP_NAT_FRAGS, &frag_key, &frag, BPF_ANY))

@@ -23,6 +23,7 @@
 
 #define BPFNET_MAX_VLAN_TAGS	2
 #define IP_FRAGMENT_OFFSET_MASK 0x1FFF
+#define IP_MORE_FRAGMENTS	0x2000
 
 struct vlan_tag {
 	__be16 tci;
@@ -280,16 +281,20 @@ enum ipv6_walk {
  * Walks at most four extension headers (hop-by-hop, routing, fragment,
  * destination options; each whole in the frame and starting within 512
  * bytes) from the one after the fixed header to the L4 header. Whoever reads
- * the L4 header checks that it starts within 512 bytes too.
+ * the L4 header checks that it starts within 512 bytes too. *fragmented (when
+ * asked for) says whether a fragment header was on the way: a first fragment
+ * walks on to its L4 header.
  */
 static __always_inline enum ipv6_walk ipv6_walk_to_l4(const struct pkt *pkt, const struct parsed *p,
-						      __u8 *next, __u32 *offset)
+						      __u8 *next, __u32 *offset, int *fragmented)
 {
 	const __u8 *header;
 	int i;
 
 	*next = p->proto;
 	*offset = p->l4_offset;
+	if (fragmented)
+		*fragmented = 0;
 #pragma unroll
 	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
 		if (!ipv6_extension(*next))
@@ -302,6 +307,8 @@ static __always_inline enum ipv6_walk ipv6_walk_to_l4(const struct pkt *pkt, con
 		if (*next == IPV6_FRAGMENT) {
 			if ((((__u16)header[2] << 8) | header[3]) & 0xFFF8)
 				return IPV6_WALK_FRAGMENT;
+			if (fragmented)
+				*fragmented = 1;
 			*offset += 8;
 		} else {
 			*offset += ((__u32)header[1] + 1) * 8;

@@ -114,6 +114,7 @@ static __always_inline int ipv6_equal(const __u8 *a, const __u8 *b)
 }
 
 #define ND_HOP_LIMIT		    255 /* RFC 4861: receivers take no other */
+#define ICMPV6_ROUTER_SOLICIT	    133
 #define ICMPV6_ROUTER_ADVERT	    134
 #define ICMPV6_NEIGHBOUR_ADVERT	    136
 #define ICMPV6_REDIRECT		    137
@@ -128,8 +129,10 @@ static __always_inline int ipv6_equal(const __u8 *a, const __u8 *b)
  * a redirect is dropped (RA guard, RFC 6105). Receivers take ND only with hop
  * limit 255, so nothing else is looked at; a hop-limit-255 packet whose
  * extension headers the walk cannot follow (ipv6_walk_to_l4) might be ND,
- * and is dropped. A non-first fragment carries no ND header (and fragmented
- * ND is ignored, RFC 6980). Returns 0 or DROP_SPOOFED.
+ * and is dropped. ND is never fragmented (RFC 6980; receivers drop it): a
+ * first fragment of an ND message is dropped, so that no part of a claim
+ * hides in a fragment this program does not read, and a non-first fragment
+ * then has no datagram to complete. Returns 0 or DROP_SPOOFED.
  */
 static __always_inline enum bpfnet_reason
 port_nd_claim(const struct pkt *pkt, const struct bpfnet_port *port, const struct parsed *p)
@@ -137,12 +140,13 @@ port_nd_claim(const struct pkt *pkt, const struct bpfnet_port *port, const struc
 	const struct bpfnet_container *owner;
 	const __u8 *icmp, *target;
 	enum ipv6_walk walk;
+	int fragmented;
 	__u32 offset;
 	__u8 next;
 
 	if (p->hop_limit6 != ND_HOP_LIMIT)
 		return BPFNET_REASON_NONE;
-	walk = ipv6_walk_to_l4(pkt, p, &next, &offset);
+	walk = ipv6_walk_to_l4(pkt, p, &next, &offset, &fragmented);
 	if (walk == IPV6_WALK_FRAGMENT)
 		return BPFNET_REASON_NONE;
 	if (walk == IPV6_WALK_UNREADABLE)
@@ -153,6 +157,8 @@ port_nd_claim(const struct pkt *pkt, const struct bpfnet_port *port, const struc
 		return BPFNET_DROP_SPOOFED;
 	icmp = pkt->data + offset;
 	if ((void *)(icmp + 1) > pkt->data_end)
+		return BPFNET_DROP_SPOOFED;
+	if (fragmented && icmp[0] >= ICMPV6_ROUTER_SOLICIT && icmp[0] <= ICMPV6_REDIRECT)
 		return BPFNET_DROP_SPOOFED;
 	if (icmp[0] == ICMPV6_ROUTER_ADVERT || icmp[0] == ICMPV6_REDIRECT)
 		return BPFNET_DROP_SPOOFED;
