@@ -213,17 +213,23 @@ public struct IPv6Summary: Hashable, Sendable {
     public var icmpErrorReplyTuple: FlowTuple6?
     /// What the packet claims in neighbour discovery (`port_nd_claim`): nil
     /// unless it has hop limit 255 (receivers take no other as ND) and is a
-    /// router advertisement, redirect or neighbour advertisement, or might
-    /// be one (`unreadable`).
+    /// router or neighbour solicitation, a router or neighbour
+    /// advertisement, or a redirect, or might be one (`unreadable`).
     public var neighbourDiscovery: NeighbourDiscoveryClaim?
 
     public enum NeighbourDiscoveryClaim: Hashable, Sendable {
         /// A router advertisement or a redirect: only routers send them.
         case router
-        /// A neighbour advertisement for this target address.
-        case neighbour(target: IPv6Address)
+        /// A neighbour advertisement for this target address, with the
+        /// link-layer addresses its options name.
+        case neighbour(target: IPv6Address, linkLayer: [MACAddress])
+        /// A router or neighbour solicitation, with the link-layer
+        /// addresses its options name.
+        case solicitation(linkLayer: [MACAddress])
         /// Hop limit 255 behind extension headers the walk cannot follow,
-        /// or an advertisement cut short.
+        /// an advertisement cut short, or options `nd_link_layer_options`
+        /// does not pass unread (a zero length, more than four, a
+        /// link-layer option cut short).
         case unreadable
         /// The first fragment of a neighbour discovery message (RFC 6980:
         /// never fragmented; receivers drop it).
@@ -345,10 +351,38 @@ public enum FrameParser {
                 if fragmented, (133...137).contains(frame[l4]) { return .fragmented }
                 switch frame[l4] {
                 case 134, 137: return .router
-                case 136: return l4 + 24 <= end ? .neighbour(target: address6(l4 + 8)) : .unreadable
+                case 133: return linkLayerOptions(at: l4 + 8).map { .solicitation(linkLayer: $0) } ?? .unreadable
+                case 135: return linkLayerOptions(at: l4 + 24).map { .solicitation(linkLayer: $0) } ?? .unreadable
+                case 136:
+                    guard l4 + 24 <= end, let linkLayer = linkLayerOptions(at: l4 + 24) else { return .unreadable }
+                    return .neighbour(target: address6(l4 + 8), linkLayer: linkLayer)
                 default: return nil
                 }
             }
+        }
+        /// `nd_link_layer_options`: the Ethernet addresses of the source and
+        /// target link-layer options from `start` to the end of the frame (at
+        /// most four options, none past byte 1024); nil for what the program
+        /// drops unread.
+        func linkLayerOptions(at start: Int) -> [MACAddress]? {
+            var addresses: [MACAddress] = []
+            var offset = start
+            for _ in 0..<4 {
+                guard offset <= 1024 else { return nil }
+                guard offset + 2 <= end else { return addresses }
+                let length = Int(frame[offset + 1])
+                guard length != 0 else { return nil }
+                if frame[offset] == 1 || frame[offset] == 2, length == 1 {
+                    guard offset + 8 <= end else { return nil }
+                    let at = offset + 2
+                    addresses.append(
+                        MACAddress(frame[at], frame[at + 1], frame[at + 2], frame[at + 3], frame[at + 4], frame[at + 5])
+                    )
+                }
+                offset += length * 8
+            }
+            guard offset <= 1024 else { return nil }
+            return offset + 1 <= end ? nil : addresses
         }
 
         // 1. Ethernet.
@@ -494,9 +528,12 @@ public struct ReferenceDataplane: Sendable {
                 // addresses (or link-local ones) advertised.
                 switch packet.neighbourDiscovery {
                 case .router, .unreadable, .fragmented: return .drop(.spoofed)
-                case .neighbour(let target) where !target.isLinkLocal && state.containers6[target]?.mac != port.mac:
+                case .neighbour(let target, _) where !target.isLinkLocal && state.containers6[target]?.mac != port.mac:
                     return .drop(.spoofed)
-                case .neighbour, nil: break
+                case .neighbour(_, let linkLayer) where linkLayer.contains { $0 != port.mac },
+                    .solicitation(let linkLayer) where linkLayer.contains { $0 != port.mac }:
+                    return .drop(.spoofed)
+                case .neighbour, .solicitation, nil: break
                 }
             default: break
             }

@@ -148,13 +148,19 @@ final class DualStackTestRunTests: TestRunTestCase {
         let sender = senders["f1"]
         let allNodes = v6("ff02::1").bytes
         let linkLocal = v6("fe80::42:aff:fe5a:2")
+        func linkLayer(_ type: UInt8, _ address: MACAddress) -> [UInt8] {
+            let mac = address.bytes
+            return [type, 1, mac.0, mac.1, mac.2, mac.3, mac.4, mac.5]
+        }
+        let nonce: [UInt8] = [14, 1, 1, 2, 3, 4, 5, 6]
+        /// A router solicitation (133) has 8 bytes before its options, the
+        /// others 24 (the target); the options default to f1's own MAC.
         func nd(
             type: UInt8, target: IPv6Address = v6("::"), hopLimit: UInt8 = 255, from source: IPv6Address? = nil,
-            extensions: [UInt8] = [], cut: Int? = nil
+            extensions: [UInt8] = [], cut: Int? = nil, options: [UInt8]? = nil
         ) -> [UInt8] {
-            let mac = f1.mac.bytes
-            var message: [UInt8] = [type, 0, 0, 0, 0x60, 0, 0, 0] + target.bytes + [2, 1]
-            message += [mac.0, mac.1, mac.2, mac.3, mac.4, mac.5]
+            var message: [UInt8] = [type, 0, 0, 0, 0x60, 0, 0, 0] + (type == 133 ? [] : target.bytes)
+            message += options ?? linkLayer(type == 136 ? 2 : 1, f1.mac)
             if let cut { message = Array(message.prefix(cut)) }
             // Destination-options headers (8 bytes each) in front of the ICMPv6 message.
             var next = IPProtocol.icmpv6
@@ -194,6 +200,38 @@ final class DualStackTestRunTests: TestRunTestCase {
         expectPort(
             nd(type: 135, target: f2.address), .pass(.ipv6), "a solicitation claims only its source",
             sender: sender)
+        // The link-layer addresses it sends, as ARP's sender MAC: its own only.
+        expectPort(
+            nd(type: 136, target: f1.address, options: linkLayer(2, f2.mac)), .drop(.spoofed),
+            "its own address at f2's MAC", sender: sender)
+        expectPort(
+            nd(type: 136, target: linkLocal, options: linkLayer(2, f2.mac)), .drop(.spoofed),
+            "a link-local target at f2's MAC", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address, options: linkLayer(1, f2.mac)), .drop(.spoofed),
+            "a solicitation with f2's MAC as its source", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address, options: nonce + linkLayer(1, f2.mac)), .drop(.spoofed),
+            "the same behind a nonce option", sender: sender)
+        expectPort(
+            nd(type: 133, options: linkLayer(1, f2.mac)), .drop(.spoofed), "a router solicitation with f2's MAC",
+            sender: sender)
+        expectPort(nd(type: 133), .pass(.ipv6), "a router solicitation with its own MAC", sender: sender)
+        expectPort(
+            nd(type: 135, target: f1.address, from: v6("::"), options: nonce), .pass(.ipv6),
+            "duplicate address detection: from ::, a nonce, no link-layer address", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address, options: nonce + nonce + nonce + linkLayer(1, f1.mac)), .pass(.ipv6),
+            "four options, its own MAC last", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address, options: nonce + nonce + nonce + nonce + linkLayer(1, f2.mac)),
+            .drop(.spoofed), "a fifth option is not read: dropped unread", sender: sender)
+        expectPort(
+            nd(type: 136, target: f1.address, options: [2, 0, 0, 0, 0, 0, 0, 0]), .drop(.spoofed),
+            "an option of length 0 (receivers discard the message)", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address, options: Array(linkLayer(1, f1.mac).prefix(5))), .drop(.spoofed),
+            "a link-layer option cut short", sender: sender)
         let fragment = PacketBuilder.ipv6Frame(
             EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac), source: linkLocal.bytes,
             destination: allNodes, nextHeader: 44, hopLimit: 255,

@@ -116,15 +116,61 @@ static __always_inline int ipv6_equal(const __u8 *a, const __u8 *b)
 #define ND_HOP_LIMIT		    255 /* RFC 4861: receivers take no other */
 #define ICMPV6_ROUTER_SOLICIT	    133
 #define ICMPV6_ROUTER_ADVERT	    134
+#define ICMPV6_NEIGHBOUR_SOLICIT    135
 #define ICMPV6_NEIGHBOUR_ADVERT	    136
 #define ICMPV6_REDIRECT		    137
 #define ICMPV6_NEIGHBOUR_ADVERT_LEN 24 /* type, code, checksum, flags, target */
+#define ICMPV6_ROUTER_SOLICIT_LEN   8  /* type, code, checksum, reserved */
+#define ND_OPT_SOURCE_LLA	    1
+#define ND_OPT_TARGET_LLA	    2
+#define ND_MAX_OPTIONS		    4	 /* a host's ND carries one or two */
+#define ND_MAX_OPTIONS_OFFSET	    1024 /* bounds every read for the verifier */
+
+/*
+ * The options of a router solicitation, neighbour solicitation or
+ * advertisement, from `offset` to the end of the frame: a link-layer address
+ * option (source or target, one 8-byte unit: an Ethernet address) must name
+ * the port's MAC, as an ARP packet's sender MAC must. An option of length 0
+ * (receivers discard the message, RFC 4861) or more options than are read
+ * are dropped rather than passed unread. Returns 0 or DROP_SPOOFED.
+ */
+static __always_inline enum bpfnet_reason
+nd_link_layer_options(const struct pkt *pkt, const struct bpfnet_port *port, __u32 offset)
+{
+	const __u8 *option;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < ND_MAX_OPTIONS; i++) {
+		if (offset > ND_MAX_OPTIONS_OFFSET)
+			return BPFNET_DROP_SPOOFED;
+		option = pkt->data + offset;
+		if ((void *)(option + 2) > pkt->data_end)
+			return BPFNET_REASON_NONE; /* no more options */
+		if (option[1] == 0)
+			return BPFNET_DROP_SPOOFED;
+		if ((option[0] == ND_OPT_SOURCE_LLA || option[0] == ND_OPT_TARGET_LLA) &&
+		    option[1] == 1) {
+			if ((void *)(option + 8) > pkt->data_end)
+				return BPFNET_DROP_SPOOFED;
+			if (!mac_equal_fast(option + 2, port->mac))
+				return BPFNET_DROP_SPOOFED;
+		}
+		offset += (__u32)option[1] * 8;
+	}
+	if (offset > ND_MAX_OPTIONS_OFFSET)
+		return BPFNET_DROP_SPOOFED;
+	option = pkt->data + offset;
+	return (void *)(option + 1) > pkt->data_end ? BPFNET_REASON_NONE : BPFNET_DROP_SPOOFED;
+}
 
 /*
  * Neighbour discovery is IPv6's ARP, and what a container may claim in it is
  * held as for ARP: a neighbour advertisement's target must be one of the
  * container's own addresses or a link-local one (its source address is
- * checked like any packet's), and a container is never a router: a router
+ * checked like any packet's), the link-layer addresses its solicitations and
+ * advertisements carry must be its own MAC (nd_link_layer_options), and a
+ * container is never a router: a router
  * advertisement (a rogue default route for every neighbour that listens) or
  * a redirect is dropped (RA guard, RFC 6105). Receivers take ND only with hop
  * limit 255, so nothing else is looked at; a hop-limit-255 packet whose
@@ -162,17 +208,22 @@ port_nd_claim(const struct pkt *pkt, const struct bpfnet_port *port, const struc
 		return BPFNET_DROP_SPOOFED;
 	if (icmp[0] == ICMPV6_ROUTER_ADVERT || icmp[0] == ICMPV6_REDIRECT)
 		return BPFNET_DROP_SPOOFED;
+	/* A solicitation cut short is discarded by its receivers. */
+	if (icmp[0] == ICMPV6_ROUTER_SOLICIT)
+		return nd_link_layer_options(pkt, port, offset + ICMPV6_ROUTER_SOLICIT_LEN);
+	if (icmp[0] == ICMPV6_NEIGHBOUR_SOLICIT)
+		return nd_link_layer_options(pkt, port, offset + ICMPV6_NEIGHBOUR_ADVERT_LEN);
 	if (icmp[0] != ICMPV6_NEIGHBOUR_ADVERT)
 		return BPFNET_REASON_NONE;
 	if ((void *)(icmp + ICMPV6_NEIGHBOUR_ADVERT_LEN) > pkt->data_end)
 		return BPFNET_DROP_SPOOFED;
 	target = icmp + 8;
-	if (target[0] == 0xfe && (target[1] & 0xc0) == 0x80)
-		return BPFNET_REASON_NONE;
-	owner = container6_lookup(target);
-	if (!owner || !mac_equal_fast(owner->mac, port->mac))
-		return BPFNET_DROP_SPOOFED;
-	return BPFNET_REASON_NONE;
+	if (!(target[0] == 0xfe && (target[1] & 0xc0) == 0x80)) {
+		owner = container6_lookup(target);
+		if (!owner || !mac_equal_fast(owner->mac, port->mac))
+			return BPFNET_DROP_SPOOFED;
+	}
+	return nd_link_layer_options(pkt, port, offset + ICMPV6_NEIGHBOUR_ADVERT_LEN);
 }
 
 /*
