@@ -524,8 +524,9 @@ public struct ReferenceDataplane: Sendable {
                 // A global source must be one of the container's own.
                 return .drop(.spoofed)
             case .ipv6(let packet):
-                // Neighbour discovery: no router's role, and only its own
-                // addresses (or link-local ones) advertised.
+                // Neighbour discovery: no router's role, only its own
+                // addresses (or link-local ones) advertised, and only its
+                // own MAC as a link-layer address.
                 switch packet.neighbourDiscovery {
                 case .router, .unreadable, .fragmented: return .drop(.spoofed)
                 case .neighbour(let target, _) where !target.isLinkLocal && state.containers6[target]?.mac != port.mac:
