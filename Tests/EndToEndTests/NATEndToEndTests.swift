@@ -158,17 +158,13 @@ final class NATEndToEndTests: XCTestCase {
         let server = try lab.topology.startProcess(
             in: "web", ["python3", "-c", Self.largeAnswerServer, "9054"], captureOutput: true)
         _ = try server.waitForLine(prefix: "LISTENING", timeout: .seconds(10))
-        // The host resolves web's neighbour entry first: otherwise the first
-        // question takes the stack (`no-neighbour`), and its flow netfilter.
-        let webAddress = policy.containers[web].ip.description
-        try lab.topology.run(
+        // The host knows web's MAC first: otherwise the first question takes
+        // the stack (`no-neighbour`), and its flow netfilter.
+        try lab.topology.ip(
             in: TopologySpec.hostRole,
-            ["python3", "-c", "import socket; socket.socket(2, 2).sendto(b'x', ('\(webAddress)', 9))"])
-        for _ in 0..<50 {
-            let entry = try lab.topology.run(in: TopologySpec.hostRole, ["ip", "neigh", "show", webAddress]).stdout
-            if entry.contains("lladdr") { break }
-            usleep(20_000)
-        }
+            [
+                "neigh replace \(policy.containers[web].ip) lladdr \(policy.containers[web].mac) dev \(policy.bridge) nud reachable"
+            ])
         let before = try lab.status()
         let output = try lab.topology.run(
             in: "ext",
@@ -368,7 +364,6 @@ final class NATEndToEndTests: XCTestCase {
         print('sent', local)
         """
 
-    /// argv: target, port, source address: one connection, 4 KiB echoed.
     /// Answers every datagram with 3,000 bytes (argv: UDP port).
     static let largeAnswerServer = """
         import socket, sys
@@ -399,6 +394,7 @@ final class NATEndToEndTests: XCTestCase {
         print('answers', good, 'of 3000 bytes')
         """
 
+    /// argv: target, port, source address: one connection, 4 KiB echoed.
     static let oneShot = """
         import socket, sys
         s = socket.socket()

@@ -21,7 +21,7 @@
 #include "parse.h"
 #include "policy.h"
 
-#define IP_MF_AND_OFFSET 0x3FFF /* MF flag + fragment offset, host order */
+#define IP_MF_AND_OFFSET (IP_MORE_FRAGMENTS | IP_FRAGMENT_OFFSET_MASK) /* host order */
 
 /*
  * Redirect targets: a port is in here only while its container's eth0 has
@@ -151,8 +151,9 @@ static __always_inline enum bpfnet_fastpath_event fp_routable(const struct iphdr
 }
 
 /*
- * The FIB's answer for routing IPv4 packet `ip`, with destination `daddr` and
- * `dport` (the packet's own, or what DNAT makes them), as the stack would,
+ * The FIB's answer for routing IPv4 packet `ip`, with source `saddr` and
+ * `sport`, destination `daddr` and `dport` (the packet's own, or what NAT
+ * makes them), as the stack would,
  * had it entered on `ingress_ifindex`: HIT with *fib holding the egress interface
  * and MACs, or the event that sends it to the stack — forwarding off on the
  * ingress device (the fast path never forwards where the host would not), no
@@ -162,8 +163,8 @@ static __always_inline enum bpfnet_fastpath_event fp_routable(const struct iphdr
  * to let the kernel check the skb itself (tc: GSO-aware).
  */
 static __always_inline enum bpfnet_fastpath_event
-fp_fib_route_to(void *ctx, const struct iphdr *ip, __be16 sport, __be32 daddr, __be16 dport,
-		__u32 ingress_ifindex, int check_len, struct bpf_fib_lookup *fib)
+fp_fib_route_between(void *ctx, const struct iphdr *ip, __be32 saddr, __be16 sport, __be32 daddr,
+		     __be16 dport, __u32 ingress_ifindex, int check_len, struct bpf_fib_lookup *fib)
 {
 	fib->family = AF_INET;
 	fib->tos = ip->tos;
@@ -171,7 +172,7 @@ fp_fib_route_to(void *ctx, const struct iphdr *ip, __be16 sport, __be32 daddr, _
 	fib->sport = sport;
 	fib->dport = dport;
 	fib->tot_len = check_len ? bpf_ntohs(ip->tot_len) : 0;
-	fib->ipv4_src = ip->saddr;
+	fib->ipv4_src = saddr;
 	fib->ipv4_dst = daddr;
 	fib->ifindex = ingress_ifindex;
 	switch (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0)) {
@@ -184,6 +185,15 @@ fp_fib_route_to(void *ctx, const struct iphdr *ip, __be16 sport, __be32 daddr, _
 	default:
 		return BPFNET_FP_FIB;
 	}
+}
+
+/* fp_fib_route_between from the packet's own source (to what DNAT makes its destination). */
+static __always_inline enum bpfnet_fastpath_event
+fp_fib_route_to(void *ctx, const struct iphdr *ip, __be16 sport, __be32 daddr, __be16 dport,
+		__u32 ingress_ifindex, int check_len, struct bpf_fib_lookup *fib)
+{
+	return fp_fib_route_between(ctx, ip, ip->saddr, sport, daddr, dport, ingress_ifindex,
+				    check_len, fib);
 }
 
 /* fp_fib_route_to for the packet's own destination. */

@@ -516,24 +516,9 @@ nat_reply_route(struct __sk_buff *skb, const struct iphdr *ip, __be32 saddr, __b
 {
 	const struct bpfnet_port *port = port_lookup(skb->ifindex);
 
-	fib->family = AF_INET;
-	fib->tos = ip->tos;
-	fib->l4_protocol = ip->protocol;
-	fib->sport = sport;
-	fib->dport = dport;
-	fib->ipv4_src = saddr;
-	fib->ipv4_dst = ip->daddr;
-	fib->ifindex = network_get(port ? port->network : 0)->bridge_ifindex;
-	switch (bpf_fib_lookup(skb, fib, sizeof(*fib), 0)) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		return BPFNET_FP_HIT;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		return BPFNET_FP_NO_NEIGH;
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		return BPFNET_FP_FWD_DISABLED;
-	default:
-		return BPFNET_FP_FIB;
-	}
+	/* tc: the kernel checks the skb against the egress MTU (GSO-aware). */
+	return fp_fib_route_between(skb, ip, saddr, sport, ip->daddr, dport,
+				    network_get(port ? port->network : 0)->bridge_ifindex, 0, fib);
 }
 
 /* Sends a translated reply where nat_reply_route said: TTL, MACs, redirect. */
@@ -595,9 +580,10 @@ static __always_inline enum bpfnet_fastpath_event port_nat_reply_fragment(struct
 	key.id = ip->id;
 	key.proto = ip->protocol;
 	frag = bpf_map_lookup_elem(&BPFNET_MAP_NAT_FRAGS, &key);
+	if (!frag || frag->port_ifindex != skb->ifindex)
+		return BPFNET_FP_VERDICT;
 	now = bpf_ktime_get_ns();
-	if (!frag || frag->port_ifindex != skb->ifindex ||
-	    (now > frag->seen_ns && now - frag->seen_ns > BPFNET_NAT_FRAG_TIMEOUT * NAT_NS_PER_SEC))
+	if (now > frag->seen_ns && now - frag->seen_ns > BPFNET_NAT_FRAG_TIMEOUT * NAT_NS_PER_SEC)
 		return BPFNET_FP_VERDICT;
 	frag_off = bpf_ntohs(ip->frag_off);
 	if ((frag_off & IP_FRAGMENT_OFFSET_MASK) != frag->next_offset)

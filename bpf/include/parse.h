@@ -22,7 +22,7 @@
 #endif
 
 #define BPFNET_MAX_VLAN_TAGS	2
-#define IP_FRAGMENT_OFFSET_MASK 0x1FFF
+#define IP_FRAGMENT_OFFSET_MASK 0x1FFF /* IPv4 frag_off, host order: in 8-byte units */
 #define IP_MORE_FRAGMENTS	0x2000
 
 struct vlan_tag {

@@ -96,11 +96,16 @@ static __always_inline int is_container_mac(const struct bpfnet_network *net, co
  * address (duplicate address detection) and a link-local one (fe80::/10:
  * neighbour discovery; never routed, so it reaches no other network).
  */
+static __always_inline int ipv6_link_local(const __u8 *addr)
+{
+	return addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80; /* fe80::/10 */
+}
+
 static __always_inline int ipv6_unbound_source(const __u8 *addr)
 {
 	const __u32 *words = (const __u32 *)addr;
 
-	if (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80)
+	if (ipv6_link_local(addr))
 		return 1;
 	return (words[0] | words[1] | words[2] | words[3]) == 0;
 }
@@ -113,18 +118,19 @@ static __always_inline int ipv6_equal(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
-#define ND_HOP_LIMIT		    255 /* RFC 4861: receivers take no other */
-#define ICMPV6_ROUTER_SOLICIT	    133
-#define ICMPV6_ROUTER_ADVERT	    134
-#define ICMPV6_NEIGHBOUR_SOLICIT    135
-#define ICMPV6_NEIGHBOUR_ADVERT	    136
-#define ICMPV6_REDIRECT		    137
-#define ICMPV6_NEIGHBOUR_ADVERT_LEN 24 /* type, code, checksum, flags, target */
-#define ICMPV6_ROUTER_SOLICIT_LEN   8  /* type, code, checksum, reserved */
-#define ND_OPT_SOURCE_LLA	    1
-#define ND_OPT_TARGET_LLA	    2
-#define ND_MAX_OPTIONS		    4	 /* a host's ND carries one or two */
-#define ND_MAX_OPTIONS_OFFSET	    1024 /* bounds every read for the verifier */
+#define ND_HOP_LIMIT		 255 /* RFC 4861: receivers take no other */
+#define ICMPV6_ROUTER_SOLICIT	 133
+#define ICMPV6_ROUTER_ADVERT	 134
+#define ICMPV6_NEIGHBOUR_SOLICIT 135
+#define ICMPV6_NEIGHBOUR_ADVERT	 136
+#define ICMPV6_REDIRECT		 137
+#define ICMPV6_NEIGHBOUR_MSG_LEN \
+	24 /* solicitation or advertisement: type, code, checksum, flags, target */
+#define ICMPV6_ROUTER_SOLICIT_LEN 8 /* type, code, checksum, reserved */
+#define ND_OPT_SOURCE_LLA	  1
+#define ND_OPT_TARGET_LLA	  2
+#define ND_MAX_OPTIONS		  4    /* a host's ND carries one or two */
+#define ND_MAX_OPTIONS_OFFSET	  1024 /* bounds every read for the verifier */
 
 /*
  * The options of a router solicitation, neighbour solicitation or
@@ -212,18 +218,18 @@ port_nd_claim(const struct pkt *pkt, const struct bpfnet_port *port, const struc
 	if (icmp[0] == ICMPV6_ROUTER_SOLICIT)
 		return nd_link_layer_options(pkt, port, offset + ICMPV6_ROUTER_SOLICIT_LEN);
 	if (icmp[0] == ICMPV6_NEIGHBOUR_SOLICIT)
-		return nd_link_layer_options(pkt, port, offset + ICMPV6_NEIGHBOUR_ADVERT_LEN);
+		return nd_link_layer_options(pkt, port, offset + ICMPV6_NEIGHBOUR_MSG_LEN);
 	if (icmp[0] != ICMPV6_NEIGHBOUR_ADVERT)
 		return BPFNET_REASON_NONE;
-	if ((void *)(icmp + ICMPV6_NEIGHBOUR_ADVERT_LEN) > pkt->data_end)
+	if ((void *)(icmp + ICMPV6_NEIGHBOUR_MSG_LEN) > pkt->data_end)
 		return BPFNET_DROP_SPOOFED;
 	target = icmp + 8;
-	if (!(target[0] == 0xfe && (target[1] & 0xc0) == 0x80)) {
+	if (!ipv6_link_local(target)) {
 		owner = container6_lookup(target);
 		if (!owner || !mac_equal_fast(owner->mac, port->mac))
 			return BPFNET_DROP_SPOOFED;
 	}
-	return nd_link_layer_options(pkt, port, offset + ICMPV6_NEIGHBOUR_ADVERT_LEN);
+	return nd_link_layer_options(pkt, port, offset + ICMPV6_NEIGHBOUR_MSG_LEN);
 }
 
 /*
@@ -332,7 +338,7 @@ static __always_inline enum bpfnet_reason port_destination6(const struct bpfnet_
 	if (is_container_mac(net, p->dst_mac))
 		return BPFNET_REASON_NONE;
 	/* Link-local: the host's own (the bridge's), never routed on. */
-	if (d[0] == 0xfe && (d[1] & 0xc0) == 0x80)
+	if (ipv6_link_local(d))
 		return BPFNET_PASS_IPV6;
 	if (net->flags & BPFNET_NET_INTERNAL)
 		return BPFNET_DROP_INTERNAL;
