@@ -157,7 +157,7 @@ final class DualStackTestRunTests: TestRunTestCase {
         /// others 24 (the target); the options default to f1's own MAC.
         func nd(
             type: UInt8, target: IPv6Address = v6("::"), hopLimit: UInt8 = 255, from source: IPv6Address? = nil,
-            extensions: [UInt8] = [], cut: Int? = nil, options: [UInt8]? = nil
+            extensions: [UInt8] = [], cut: Int? = nil, options: [UInt8]? = nil, vlans: [VLANTag] = []
         ) -> [UInt8] {
             var message: [UInt8] = [type, 0, 0, 0, 0x60, 0, 0, 0] + (type == 133 ? [] : target.bytes)
             message += options ?? linkLayer(type == 136 ? 2 : 1, f1.mac)
@@ -169,7 +169,7 @@ final class DualStackTestRunTests: TestRunTestCase {
                 next = 60
             }
             return PacketBuilder.ipv6Frame(
-                EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac),
+                EthernetHeader(destination: MACAddress(0x33, 0x33, 0, 0, 0, 1), source: f1.mac, vlans: vlans),
                 source: (source ?? linkLocal).bytes, destination: allNodes, nextHeader: next, hopLimit: hopLimit,
                 payload: message)
         }
@@ -217,6 +217,16 @@ final class DualStackTestRunTests: TestRunTestCase {
             nd(type: 133, options: linkLayer(1, f2.mac)), .drop(.spoofed), "a router solicitation with f2's MAC",
             sender: sender)
         expectPort(nd(type: 133), .pass(.ipv6), "a router solicitation with its own MAC", sender: sender)
+        // Behind a VLAN tag (the programs read two) the same claims are the same.
+        let tag = [VLANTag(vid: 7)]
+        expectPort(
+            nd(type: 136, target: f2.address, vlans: tag), .drop(.spoofed), "tagged: f2's address", sender: sender)
+        expectPort(
+            nd(type: 135, target: f2.address, options: linkLayer(1, f2.mac), vlans: tag), .drop(.spoofed),
+            "tagged: f2's MAC as its source", sender: sender)
+        expectPort(
+            nd(type: 134, vlans: tag + tag), .drop(.spoofed), "behind two tags: a router advertisement", sender: sender)
+        expectPort(nd(type: 136, target: f1.address, vlans: tag), .pass(.ipv6), "tagged: its own", sender: sender)
         expectPort(
             nd(type: 135, target: f1.address, from: v6("::"), options: nonce), .pass(.ipv6),
             "duplicate address detection: from ::, a nonce, no link-layer address", sender: sender)

@@ -196,9 +196,9 @@ final class NATTestRunTests: XCTestCase {
             try lab.runXDP(program: .ext, fromClient(.udp(sourcePort: 5000, destinationPort: 5353)), ingress: ext),
             Self.xdpRedirect)
         let payload = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        func answer(id: UInt16) -> [[UInt8]] {
+        func answer(id: UInt16, vlans: [VLANTag] = []) -> [[UInt8]] {
             PacketBuilder.fragments(
-                EthernetHeader(destination: bridgeMAC, source: b.mac),
+                EthernetHeader(destination: bridgeMAC, source: b.mac, vlans: vlans),
                 IPv4Header(source: b.ip, destination: client, proto: 17, identification: id),
                 .udp(sourcePort: 53, destinationPort: 5000), payload: payload, fragmentSize: 1480)
         }
@@ -235,6 +235,11 @@ final class NATTestRunTests: XCTestCase {
         XCTAssertEqual(try lab.runTC(skipping[1]), Self.tcRedirect, "the next one")
         XCTAssertEqual(try lab.runTCWithOutput(skipping[1]).1, skipping[1], "the same fragment again")
         XCTAssertEqual(try lab.runTC(skipping[2]), Self.tcRedirect, "the last one")
+        let tagged = answer(id: 0x4646, vlans: [VLANTag(vid: 5)])
+        let untagged = answer(id: 0x4646)
+        XCTAssertEqual(try lab.runTC(untagged[0]), Self.tcRedirect)
+        XCTAssertEqual(try lab.runTCWithOutput(tagged[1]).1, tagged[1], "the next fragment, VLAN-tagged")
+        XCTAssertEqual(try lab.runTC(untagged[1]), Self.tcRedirect, "the tagged one did not move the entry on")
 
         let stray = answer(id: 0x4343)
         XCTAssertEqual(try lab.runTCWithOutput(stray[1]).1, stray[1], "its first fragment was never translated")
